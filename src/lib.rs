@@ -1,0 +1,2 @@
+//! Starling: an async MQTT broker.
+pub mod codec;
