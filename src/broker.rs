@@ -1,0 +1,378 @@
+//! The broker's shared state and the operations connections perform on it: claiming a session
+//! (takeover), routing a PUBLISH to every matching session, subscribing and unsubscribing, and
+//! ending a session.
+//!
+//! Lock order (never reversed, never held across `.await`): session link -> subscription trie ->
+//! session state. Routing takes the trie read lock and then each matching session's state lock
+//! for one enqueue.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::config::Config;
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::router::retained::RetainedStore;
+use crate::router::trie::{Subscription, SubscriptionTrie};
+use crate::session::{Control, Delivery, DropReason, Limits, Ownership, Session, SessionMeta};
+
+/// How long a CONNECT waits for the connection it takes over to finish closing.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The global budget of queued bytes (overload rule (b)): above `high` the broker stops reading
+/// from publishers until the total falls below `low`.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicU64,
+    high: u64,
+    low: u64,
+    saturated: AtomicBool,
+    relieved: Notify,
+}
+
+impl Budget {
+    pub fn new(high: u64, low: u64) -> Budget {
+        Budget {
+            used: AtomicU64::new(0),
+            high,
+            low,
+            saturated: AtomicBool::new(false),
+            relieved: Notify::new(),
+        }
+    }
+
+    pub fn add(&self, n: usize) {
+        let used = self.used.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if used > self.high && !self.saturated.load(Ordering::Relaxed) {
+            self.saturated.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                queued_bytes = used,
+                high = self.high,
+                "global queue budget exceeded: pausing reads from publishers"
+            );
+        }
+    }
+
+    pub fn sub(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let used = self.used.fetch_sub(n as u64, Ordering::Relaxed) - n as u64;
+        if used < self.low && self.saturated.load(Ordering::Relaxed) {
+            self.saturated.store(false, Ordering::Relaxed);
+            self.relieved.notify_waiters();
+        }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn is_saturated(&self) -> bool {
+        self.saturated.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the budget is below its low mark.
+    pub async fn relieved(&self) {
+        loop {
+            let notified = self.relieved.notified();
+            if !self.is_saturated() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A session as claimed by a CONNECT.
+pub struct Claimed {
+    pub session: Arc<Session>,
+    pub ownership: Ownership,
+    pub session_present: bool,
+}
+
+/// State shared by every connection.
+pub struct BrokerState {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub budget: Budget,
+    pub shutdown: CancellationToken,
+    sessions: DashMap<Arc<str>, Arc<Session>>,
+    subscriptions: RwLock<SubscriptionTrie<Arc<Session>>>,
+    retained: RwLock<RetainedStore<Arc<Message>>>,
+    started: Instant,
+}
+
+impl BrokerState {
+    pub fn new(config: Config, shutdown: CancellationToken) -> BrokerState {
+        let budget = Budget::new(
+            config.limits.global_queued_bytes_high,
+            config.limits.global_queued_bytes_low,
+        );
+        let trie = SubscriptionTrie::with_strategy(config.mqtt.shared_subscription_strategy.into());
+        BrokerState {
+            config,
+            metrics: Metrics::default(),
+            budget,
+            shutdown,
+            sessions: DashMap::new(),
+            subscriptions: RwLock::new(trie),
+            retained: RwLock::new(RetainedStore::new()),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn session_limits(&self) -> Limits {
+        Limits {
+            max_queued_messages: self.config.mqtt.max_queued_messages,
+            max_queued_bytes: usize::try_from(self.config.mqtt.max_queued_bytes)
+                .unwrap_or(usize::MAX),
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.read().len()
+    }
+
+    pub fn shared_subscription_count(&self) -> usize {
+        self.subscriptions.read().shared_len()
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    /// Claims the session for `client_id` for a new connection, taking it over from a connected
+    /// one first [MQTT-3.1.4-2]. CONNECTs for one client id are serialised by the session's
+    /// `connect_lock`, so there are never two live owners.
+    pub async fn claim_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        meta: SessionMeta,
+    ) -> Claimed {
+        loop {
+            let session = self.lookup_or_create(client_id);
+            let _serial = session.connect_lock.lock().await;
+            let Ok(previous) = session.detach_current() else {
+                // Discarded while we waited; look the id up again.
+                continue;
+            };
+            if let Some((control, closed)) = previous {
+                tracing::info!(client_id, "session taken over by a new connection");
+                let _ = control.try_send(Control::TakenOver);
+                if tokio::time::timeout(TAKEOVER_TIMEOUT, closed).await.is_err() {
+                    tracing::warn!(client_id, "previous connection did not close in time");
+                }
+            }
+            let had_session = session.was_attached();
+            if clean_start {
+                self.discard_state(&session);
+            }
+            session.set_meta(meta);
+            let ownership = session.attach();
+            drop(_serial);
+            return Claimed {
+                session_present: had_session && !clean_start,
+                session,
+                ownership,
+            };
+        }
+    }
+
+    fn lookup_or_create(&self, client_id: &str) -> Arc<Session> {
+        if let Some(s) = self.sessions.get(client_id) {
+            if !s.is_removed() {
+                return s.clone();
+            }
+        }
+        let limits = self.session_limits();
+        let mut entry = self
+            .sessions
+            .entry(Arc::from(client_id))
+            .or_insert_with(|| Arc::new(Session::new(Arc::from(client_id), limits)));
+        if entry.is_removed() {
+            *entry = Arc::new(Session::new(Arc::from(client_id), limits));
+        }
+        entry.clone()
+    }
+
+    /// Drops a session's subscriptions and queued state (clean start, or the session ended).
+    fn discard_state(&self, session: &Arc<Session>) {
+        let filters = session.with_state(|s| s.subscription_filters());
+        if !filters.is_empty() {
+            let mut trie = self.subscriptions.write();
+            for f in &filters {
+                trie.unsubscribe(f, &session.client_id);
+            }
+        }
+        let freed = session.with_state(|s| s.clear());
+        self.budget.sub(freed);
+    }
+
+    /// Called when a connection ends. If it still owned the session and the session ends with
+    /// the connection, the session is discarded; otherwise it stays for a later resume.
+    pub fn end_connection(&self, session: &Arc<Session>, generation: u64) -> bool {
+        let ends = session.meta().expiry == Some(Duration::ZERO);
+        let still_owner = session.release(generation, ends, || self.discard_state(session));
+        if still_owner && ends {
+            self.sessions
+                .remove_if(&session.client_id, |_, s| Arc::ptr_eq(s, session));
+        }
+        still_owner
+    }
+
+    /// Adds or replaces a subscription. Returns true when it replaced one [MQTT-3.8.4-3].
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        session.with_state(|s| s.add_subscription(filter, options, id));
+        self.subscriptions.write().subscribe(
+            filter,
+            Subscription {
+                client_id: session.client_id.clone(),
+                handle: session.clone(),
+                options,
+                id,
+            },
+        )
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+        session.with_state(|s| s.remove_subscription(filter));
+        self.subscriptions
+            .write()
+            .unsubscribe(filter, &session.client_id)
+    }
+
+    /// Queues the retained messages matching `filter` for `session` [MQTT-3.3.1-6].
+    pub fn deliver_retained(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) {
+        let mut found = Vec::new();
+        self.retained.read().matches(filter, &mut found);
+        let now = Instant::now();
+        for (_, msg) in found {
+            if msg.is_expired(now) {
+                continue;
+            }
+            let d = Delivery {
+                qos: msg.qos.min(options.qos),
+                // Retained messages sent because of a new subscription carry RETAIN=1.
+                retain: true,
+                subscription_ids: id.into_iter().collect(),
+                msg,
+            };
+            self.deliver(session, d);
+        }
+    }
+
+    /// Routes a message to every matching subscription and updates the retained store. One copy
+    /// per session for overlapping subscriptions, at the highest granted QoS, carrying every
+    /// matching subscription identifier [MQTT-3.3.4-3]; one member per shared group.
+    pub fn publish(&self, msg: Arc<Message>) {
+        if msg.retain {
+            let mut retained = self.retained.write();
+            if msg.payload.is_empty() {
+                retained.remove(&msg.topic);
+            } else {
+                retained.insert(&msg.topic, msg.clone());
+            }
+        }
+        let trie = self.subscriptions.read();
+        let mut matches = Vec::new();
+        trie.matches(&msg.topic, &mut matches);
+        // Overlapping subscriptions of one session must yield one copy: bring them together.
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|m| {
+                (m.shared_group.is_some(), Arc::as_ptr(&m.sub.handle) as usize)
+            });
+        }
+        let mut pending: Option<(&Arc<Session>, Delivery)> = None;
+        for m in &matches {
+            let sub = m.sub;
+            let is_shared = m.shared_group.is_some();
+            if !is_shared
+                && sub.options.no_local
+                && msg.publisher.as_deref() == Some(&*sub.client_id)
+            {
+                continue;
+            }
+            let qos = msg.qos.min(sub.options.qos);
+            let retain = sub.options.retain_as_published && msg.retain;
+            if let Some((session, d)) = pending.as_mut() {
+                if !is_shared && Arc::ptr_eq(session, &sub.handle) {
+                    d.qos = d.qos.max(qos);
+                    d.retain |= retain;
+                    d.subscription_ids.extend(sub.id);
+                    continue;
+                }
+            }
+            if let Some((session, d)) = pending.take() {
+                self.deliver(session, d);
+            }
+            let d = Delivery {
+                msg: msg.clone(),
+                qos,
+                retain,
+                subscription_ids: sub.id.into_iter().collect(),
+            };
+            if is_shared {
+                self.deliver(&sub.handle, d);
+            } else {
+                pending = Some((&sub.handle, d));
+            }
+        }
+        if let Some((session, d)) = pending {
+            self.deliver(session, d);
+        }
+    }
+
+    fn deliver(&self, session: &Session, d: Delivery) {
+        match session.deliver(d) {
+            Ok(cost) => self.budget.add(cost),
+            Err(DropReason::QueueFull) => {
+                self.metrics.dropped_queue_full.inc();
+                tracing::debug!(client_id = %session.client_id, "queue full: message dropped");
+            }
+            Err(DropReason::Offline) => self.metrics.dropped_offline_qos0.inc(),
+            Err(DropReason::Expired) => self.metrics.dropped_expired.inc(),
+        }
+    }
+
+    /// Closes every connection for shutdown.
+    pub fn disconnect_all(&self, reason: crate::codec::ReasonCode) {
+        for entry in self.sessions.iter() {
+            entry.value().send_control(Control::Disconnect(reason));
+        }
+    }
+
+    /// Whether `QoS` is allowed by `max_qos`.
+    pub fn max_qos(&self) -> QoS {
+        QoS::from_u8(self.config.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce)
+    }
+}

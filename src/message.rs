@@ -1,0 +1,66 @@
+//! The application message as the broker routes it: decoded once from a PUBLISH (or a will),
+//! shared by every subscriber through an `Arc`, never copied per subscriber.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::codec::{Properties, QoS};
+
+/// One application message. The payload is the `Bytes` split from the publisher's read buffer.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: Arc<str>,
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag it was published with (for Retain As Published).
+    pub retain: bool,
+    /// Properties forwarded to subscribers (v5): payload format, content type, response topic,
+    /// correlation data, user properties. Message expiry is kept as `expires_at` instead, and
+    /// topic alias / subscription identifiers are per connection.
+    pub properties: Properties,
+    /// From the Message Expiry Interval; the remaining interval is forwarded.
+    pub expires_at: Option<Instant>,
+    /// Client id of the publisher, for No Local; None for messages the broker itself publishes.
+    pub publisher: Option<Arc<str>>,
+}
+
+impl Message {
+    pub fn new(topic: &str, payload: Bytes, qos: QoS, retain: bool) -> Message {
+        Message {
+            topic: Arc::from(topic),
+            payload,
+            qos,
+            retain,
+            properties: Properties::default(),
+            expires_at: None,
+            publisher: None,
+        }
+    }
+
+    /// Memory this message holds, for queue budgets: what the payload and topic cost.
+    pub fn cost(&self) -> usize {
+        self.payload.len() + self.topic.len() + 64
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// Seconds left of the Message Expiry Interval, rounded up, as forwarded to a subscriber
+    /// [MQTT-3.3.2-6]. None when the message does not expire.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|t| {
+            let left = t.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX).max(1)
+        })
+    }
+
+    /// Sets `expires_at` from a Message Expiry Interval in seconds.
+    pub fn set_expiry_interval(&mut self, secs: Option<u32>, now: Instant) {
+        self.expires_at = secs.map(|s| now + Duration::from_secs(u64::from(s)));
+    }
+}

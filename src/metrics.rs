@@ -1,0 +1,72 @@
+//! Broker-wide counters, shared by `$SYS` and Prometheus. Plain relaxed atomics: they are
+//! statistics, never used for synchronisation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing or gauge-like counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every counter the broker keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_accepted: Counter,
+    pub connects: Counter,
+    pub clients_connected: Counter,
+    pub clients_maximum: Counter,
+    pub clients_expired: Counter,
+    pub packets_received: Counter,
+    pub packets_sent: Counter,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub publish_received: Counter,
+    pub publish_sent: Counter,
+    pub publish_bytes_received: Counter,
+    pub publish_bytes_sent: Counter,
+    pub dropped_queue_full: Counter,
+    pub dropped_offline_qos0: Counter,
+    pub dropped_expired: Counter,
+    pub dropped_too_large: Counter,
+    pub refused_connections: Counter,
+}
+
+impl Metrics {
+    pub fn publish_dropped(&self) -> u64 {
+        self.dropped_queue_full.get()
+            + self.dropped_offline_qos0.get()
+            + self.dropped_expired.get()
+            + self.dropped_too_large.get()
+    }
+
+    pub fn client_connected(&self) {
+        self.clients_connected.inc();
+        let now = self.clients_connected.get();
+        self.clients_maximum.0.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub fn client_disconnected(&self) {
+        self.clients_connected.sub(1);
+    }
+}

@@ -1,0 +1,218 @@
+//! CONNECT: validation, client id assignment, session claiming (takeover), CONNACK, and the
+//! resend of unacknowledged messages when a session resumes [MQTT-4.4.0-1].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+
+use super::Handler;
+use crate::broker::BrokerState;
+use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
+use crate::session::{Control, SessionMeta};
+
+/// The result of a CONNECT.
+pub enum ConnectOutcome {
+    /// CONNACK with a failure code is in the write buffer; close after writing it.
+    Refused,
+    /// CONNACK (and any resends) are in the write buffer.
+    Accepted(Box<Handler>, mpsc::Receiver<Control>),
+}
+
+/// Session expiry from a v5 Session Expiry Interval: 0xFFFFFFFF never expires.
+pub(super) fn expiry_from_secs(secs: u32) -> Option<Duration> {
+    (secs != u32::MAX).then(|| Duration::from_secs(u64::from(secs)))
+}
+
+/// A client id for a client that sent none: unique for this process and unlikely to collide
+/// with ids of earlier runs.
+fn assign_client_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("starling-{t:x}-{n}")
+}
+
+fn refuse(
+    out: &mut BytesMut,
+    version: ProtocolVersion,
+    v3: ReasonCode,
+    v5: ReasonCode,
+) -> ConnectOutcome {
+    let code = if version.is_v5() { v5 } else { v3 };
+    codec::encode(
+        &Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        }),
+        version,
+        out,
+    );
+    ConnectOutcome::Refused
+}
+
+impl Handler {
+    /// Validates a CONNECT, claims the session and writes CONNACK into `out`.
+    pub async fn connect(
+        broker: &Arc<BrokerState>,
+        c: Box<codec::Connect>,
+        peer: SocketAddr,
+        out: &mut BytesMut,
+    ) -> ConnectOutcome {
+        let c = *c;
+        let version = c.protocol;
+        let cfg = &broker.config.mqtt;
+        let mut assigned = None;
+        let client_id = if c.client_id.is_empty() {
+            // 3.1 has no empty ids; 3.1.1 allows one only with clean session [MQTT-3.1.3-8].
+            if version == ProtocolVersion::V31 || (version == ProtocolVersion::V311 && !c.clean_start)
+            {
+                tracing::info!(%peer, protocol = %version, "refused: empty client id");
+                return refuse(
+                    out,
+                    version,
+                    ReasonCode::V3_IDENTIFIER_REJECTED,
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                );
+            }
+            let id = assign_client_id();
+            assigned = Some(id.clone());
+            id
+        } else {
+            c.client_id.clone()
+        };
+        let mut keep_alive = c.keep_alive;
+        let mut server_keep_alive = None;
+        if keep_alive > cfg.max_keepalive || (keep_alive == 0 && cfg.max_keepalive < u16::MAX) {
+            if version.is_v5() {
+                keep_alive = cfg.max_keepalive;
+                server_keep_alive = Some(keep_alive);
+            } else if keep_alive > cfg.max_keepalive {
+                // A 3.x client cannot be told a lower value.
+                tracing::info!(%client_id, %peer, keep_alive, max = cfg.max_keepalive,
+                    "refused: keep-alive above max_keepalive");
+                return refuse(
+                    out,
+                    version,
+                    ReasonCode::V3_IDENTIFIER_REJECTED,
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                );
+            }
+        }
+        if let Some(method) = &c.properties.authentication_method {
+            tracing::info!(%client_id, %peer, %method, "refused: unknown authentication method");
+            return refuse(
+                out,
+                version,
+                ReasonCode::V3_NOT_AUTHORIZED,
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+            );
+        }
+        if let Some(will) = &c.will {
+            if will.qos > broker.max_qos() {
+                return refuse(
+                    out,
+                    version,
+                    ReasonCode::V3_NOT_AUTHORIZED,
+                    ReasonCode::QOS_NOT_SUPPORTED,
+                );
+            }
+            if will.retain && !cfg.retain_available {
+                return refuse(
+                    out,
+                    version,
+                    ReasonCode::V3_NOT_AUTHORIZED,
+                    ReasonCode::RETAIN_NOT_SUPPORTED,
+                );
+            }
+            if super::is_sys_topic(&will.topic) {
+                return refuse(
+                    out,
+                    version,
+                    ReasonCode::V3_NOT_AUTHORIZED,
+                    ReasonCode::TOPIC_NAME_INVALID,
+                );
+            }
+        }
+
+        let (expiry, expiry_secs) = if version.is_v5() {
+            let secs = c.properties.session_expiry_interval.unwrap_or(0);
+            (expiry_from_secs(secs), secs)
+        } else if c.clean_start {
+            (Some(Duration::ZERO), 0)
+        } else {
+            (cfg.persistent_client_expiration, 1)
+        };
+        let username = c.username.as_deref().map(Arc::from);
+        let meta = SessionMeta {
+            protocol: version,
+            expiry,
+            username,
+        };
+        let claimed = broker.claim_session(&client_id, c.clean_start, meta).await;
+        let session = claimed.session;
+        broker.metrics.client_connected();
+
+        let mut props = Properties::default();
+        if version.is_v5() {
+            props.assigned_client_identifier = assigned;
+            props.server_keep_alive = server_keep_alive;
+            props.topic_alias_maximum = (cfg.max_topic_alias > 0).then_some(cfg.max_topic_alias);
+            props.maximum_packet_size = Some(cfg.max_packet_size);
+            if cfg.max_qos < 2 {
+                props.maximum_qos = Some(cfg.max_qos);
+            }
+            if !cfg.retain_available {
+                props.retain_available = Some(0);
+            }
+        }
+        codec::encode(
+            &Packet::ConnAck(ConnAck {
+                session_present: claimed.session_present,
+                code: ReasonCode::SUCCESS,
+                properties: props,
+            }),
+            version,
+            out,
+        );
+        tracing::info!(%client_id, %peer, protocol = %version, clean_start = c.clean_start,
+            keep_alive, session_present = claimed.session_present, "client connected");
+
+        // Never more unacknowledged QoS 1/2 PUBLISH than the client's Receive Maximum
+        // [MQTT-3.3.4-9], nor than our own `max_inflight`.
+        let max_inflight = usize::from(cfg.max_inflight.max(1));
+        let send_window = match c.properties.receive_maximum {
+            Some(rm) if version.is_v5() => usize::from(rm).min(max_inflight),
+            _ => max_inflight,
+        };
+        let handler = Handler {
+            broker: broker.clone(),
+            client_id: session.client_id.clone(),
+            session,
+            generation: claimed.ownership.generation,
+            closed: Some(claimed.ownership.closed),
+            peer,
+            version,
+            keep_alive,
+            will: c.will,
+            send_window,
+            client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            aliases_in: vec![None; usize::from(if version.is_v5() { cfg.max_topic_alias } else { 0 })],
+            receive_maximum: usize::from(u16::MAX),
+            expiry_was_zero: expiry_secs == 0,
+            published: false,
+            scratch: Vec::new(),
+        };
+        if claimed.session_present {
+            handler.resend(out);
+        }
+        ConnectOutcome::Accepted(Box::new(handler), claimed.ownership.control)
+    }
+}

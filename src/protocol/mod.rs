@@ -1,0 +1,462 @@
+//! The MQTT protocol as one connection speaks it: CONNECT validation and session claiming
+//! ([`connect`]), inbound packets, outbound deliveries, and the end of the connection (will,
+//! session end). Synchronous: the connection task does the I/O and calls in here with its write
+//! buffer, so an acknowledgement is just bytes appended after the routing work that earns it.
+
+mod connect;
+mod outbound;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::sync::oneshot;
+
+use crate::broker::BrokerState;
+use crate::codec::{
+    self, topic, DecodeError, Packet, Properties, ProtocolVersion, PubResp, QoS, ReasonCode,
+    SubscriptionOptions,
+};
+use crate::message::Message;
+use crate::session::Session;
+
+pub use connect::ConnectOutcome;
+
+/// Why a connection ends.
+#[derive(Debug)]
+pub enum Close {
+    /// The peer closed the socket without DISCONNECT.
+    PeerClosed,
+    Io(std::io::Error),
+    KeepAliveTimeout,
+    /// Another connection took the session over [MQTT-3.1.4-2].
+    TakenOver,
+    ServerShutdown,
+    /// The client sent DISCONNECT; `will` is true for v5 reason 0x04.
+    ClientDisconnect { will: bool },
+    Decode(DecodeError),
+    /// The client broke a rule; v5 gets DISCONNECT with this reason.
+    Protocol(ReasonCode, &'static str),
+    /// The server closes for its own reason.
+    Server(ReasonCode, &'static str),
+}
+
+impl Close {
+    /// Whether anything can still be written to the socket.
+    pub fn can_write(&self) -> bool {
+        !matches!(self, Close::PeerClosed | Close::Io(_))
+    }
+
+    /// The v5 DISCONNECT reason the server sends, if it sends one.
+    fn disconnect_reason(&self) -> Option<ReasonCode> {
+        match self {
+            Close::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Close::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Close::ServerShutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            Close::Decode(e) => Some(e.reason_code()),
+            Close::Protocol(rc, _) | Close::Server(rc, _) => Some(*rc),
+            Close::PeerClosed | Close::Io(_) | Close::ClientDisconnect { .. } => None,
+        }
+    }
+
+    /// Whether the will is published [MQTT-3.1.2-8]: on every end but a normal DISCONNECT.
+    fn publishes_will(&self) -> bool {
+        !matches!(self, Close::ClientDisconnect { will: false })
+    }
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::PeerClosed => f.write_str("peer closed the connection"),
+            Close::Io(e) => write!(f, "socket error: {e}"),
+            Close::KeepAliveTimeout => f.write_str("[MQTT-3.1.2-24] keep-alive timeout"),
+            Close::TakenOver => f.write_str("[MQTT-3.1.4-2] session taken over"),
+            Close::ServerShutdown => f.write_str("server shutting down"),
+            Close::ClientDisconnect { will: false } => f.write_str("client sent DISCONNECT"),
+            Close::ClientDisconnect { will: true } => {
+                f.write_str("client sent DISCONNECT with will message")
+            }
+            Close::Decode(e) => write!(f, "bad packet: {e}"),
+            Close::Protocol(rc, why) => write!(f, "protocol error ({:#04x}): {why}", rc.0),
+            Close::Server(rc, why) => write!(f, "{why} ({:#04x})", rc.0),
+        }
+    }
+}
+
+/// Per-connection protocol state once CONNECT has been accepted.
+pub struct Handler {
+    broker: Arc<BrokerState>,
+    session: Arc<Session>,
+    generation: u64,
+    /// Dropped after the will and session end, so a takeover waits for both.
+    closed: Option<oneshot::Sender<()>>,
+    client_id: Arc<str>,
+    peer: SocketAddr,
+    version: ProtocolVersion,
+    keep_alive: u16,
+    will: Option<codec::Will>,
+    /// The client's Receive Maximum (v5) or `max_inflight` (3.x).
+    send_window: usize,
+    /// The client's Maximum Packet Size (v5); u32::MAX otherwise.
+    client_max_packet: u32,
+    /// v5 client-to-server topic aliases, indexed by alias - 1.
+    aliases_in: Vec<Option<Arc<str>>>,
+    /// Server Receive Maximum (v5): unacknowledged inbound QoS 2 the client may have.
+    receive_maximum: usize,
+    /// Session Expiry Interval from CONNECT was 0 (changing it on DISCONNECT is an error).
+    expiry_was_zero: bool,
+    /// This connection has published; only publishers are paused by the global budget.
+    published: bool,
+    scratch: Vec<(u16, crate::session::Delivery)>,
+}
+
+impl Handler {
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// 1.5 × keep-alive [MQTT-3.1.2-24]; None when keep-alive is 0.
+    pub fn keep_alive_timeout(&self) -> Option<Duration> {
+        (self.keep_alive > 0).then(|| {
+            Duration::from_secs(u64::from(self.keep_alive))
+                .mul_f64(self.broker.config.mqtt.keepalive_factor)
+        })
+    }
+
+    /// Reads pause under global overload only for connections that publish and are not
+    /// themselves waiting to acknowledge deliveries (which would deadlock their own queue).
+    pub fn should_pause_reads(&self) -> bool {
+        self.published && self.session.with_state(|s| s.inflight_len() == 0)
+    }
+
+    /// Handles one inbound packet, appending any response to `out`. Returns true when the
+    /// session queue may have become sendable (an ack freed window room).
+    pub fn handle(&mut self, packet: Packet, out: &mut BytesMut) -> Result<bool, Close> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p, out).map(|_| false),
+            Packet::PubAck(r) => {
+                self.session.with_state(|s| s.on_puback(r.packet_id));
+                Ok(true)
+            }
+            Packet::PubRec(r) => {
+                let failed = r.reason.is_error();
+                if self.session.with_state(|s| s.on_pubrec(r.packet_id, failed)) {
+                    self.send(&Packet::PubRel(PubResp::new(r.packet_id)), out);
+                } else if !failed && self.version.is_v5() {
+                    let mut rel = PubResp::new(r.packet_id);
+                    rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    self.send(&Packet::PubRel(rel), out);
+                }
+                Ok(failed)
+            }
+            Packet::PubRel(r) => {
+                let known = self.session.with_state(|s| s.inbound_pubrel(r.packet_id));
+                let mut comp = PubResp::new(r.packet_id);
+                if !known && self.version.is_v5() {
+                    comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.send(&Packet::PubComp(comp), out);
+                Ok(false)
+            }
+            Packet::PubComp(r) => {
+                self.session.with_state(|s| s.on_pubcomp(r.packet_id));
+                Ok(true)
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s, out).map(|_| true),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u, out);
+                Ok(false)
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp, out);
+                Ok(false)
+            }
+            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
+            Packet::Connect(_) => Err(Close::Protocol(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.1.0-2] second CONNECT",
+            )),
+            Packet::Auth(_) => Err(Close::Protocol(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.0-1] AUTH without an authentication method",
+            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Close::Protocol(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "a server-to-client packet sent by the client",
+                ))
+            }
+        }
+    }
+
+    fn send(&self, packet: &Packet, out: &mut BytesMut) {
+        codec::encode(packet, self.version, out);
+        self.broker.metrics.packets_sent.inc();
+    }
+
+    fn on_publish(&mut self, p: codec::Publish, out: &mut BytesMut) -> Result<(), Close> {
+        let metrics = &self.broker.metrics;
+        metrics.publish_received.inc();
+        metrics.publish_bytes_received.add(p.payload.len() as u64);
+        self.published = true;
+        if p.qos > self.broker.max_qos() {
+            return Err(Close::Protocol(
+                ReasonCode::QOS_NOT_SUPPORTED,
+                "[MQTT-3.2.2-11] PUBLISH above the Maximum QoS",
+            ));
+        }
+        if p.retain && !self.broker.config.mqtt.retain_available {
+            return Err(Close::Protocol(
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                "[MQTT-3.2.2-14] RETAIN while Retain Available is 0",
+            ));
+        }
+        let topic = self.resolve_topic(&p)?;
+        let pid = p.packet_id;
+        let qos = p.qos;
+        let forward = match p.qos {
+            QoS::ExactlyOnce => {
+                let new = self.session.with_state(|s| {
+                    if s.inbound_qos2_len() >= self.receive_maximum {
+                        None
+                    } else {
+                        Some(s.inbound_qos2_publish(pid))
+                    }
+                });
+                match new {
+                    None => {
+                        return Err(Close::Protocol(
+                            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                            "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISH than Receive Maximum",
+                        ))
+                    }
+                    Some(new) => new,
+                }
+            }
+            _ => true,
+        };
+        let denied = is_sys_topic(&topic);
+        if denied {
+            tracing::debug!(client_id = %self.client_id, %topic, "publish to $SYS dropped");
+        }
+        if forward && !denied {
+            let msg = self.build_message(topic, p);
+            self.broker.publish(Arc::new(msg));
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(PubResp::new(pid)), out),
+            QoS::ExactlyOnce => self.send(&Packet::PubRec(PubResp::new(pid)), out),
+        }
+        Ok(())
+    }
+
+    /// The topic of an inbound PUBLISH, through the v5 topic alias map [MQTT-3.3.2-12].
+    fn resolve_topic(&mut self, p: &codec::Publish) -> Result<Arc<str>, Close> {
+        let Some(alias) = p.properties.topic_alias else {
+            if p.topic.is_empty() {
+                return Err(Close::Protocol(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-4.7.3-1] empty topic name without a topic alias",
+                ));
+            }
+            return Ok(Arc::from(p.topic.as_str()));
+        };
+        let slot = usize::from(alias)
+            .checked_sub(1)
+            .and_then(|i| self.aliases_in.get_mut(i));
+        let Some(slot) = slot else {
+            return Err(Close::Protocol(
+                ReasonCode::TOPIC_ALIAS_INVALID,
+                "[MQTT-3.3.2-9] topic alias 0 or above Topic Alias Maximum",
+            ));
+        };
+        if p.topic.is_empty() {
+            slot.clone().ok_or(Close::Protocol(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.3.4-5] unknown topic alias with an empty topic name",
+            ))
+        } else {
+            let topic: Arc<str> = Arc::from(p.topic.as_str());
+            *slot = Some(topic.clone());
+            Ok(topic)
+        }
+    }
+
+    fn build_message(&self, topic: Arc<str>, p: codec::Publish) -> Message {
+        let mut props = p.properties;
+        let expiry = props.message_expiry_interval.take();
+        // Per-hop properties are not forwarded [MQTT-3.3.2-7].
+        props.topic_alias = None;
+        props.subscription_identifiers.clear();
+        let mut msg = Message {
+            topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: props,
+            expires_at: None,
+            publisher: Some(self.client_id.clone()),
+        };
+        msg.set_expiry_interval(expiry, Instant::now());
+        msg
+    }
+
+    fn on_subscribe(&mut self, sub: codec::Subscribe, out: &mut BytesMut) -> Result<(), Close> {
+        let sub_id = sub.properties.subscription_identifiers.first().copied();
+        let limit = self.broker.config.limits.max_subscriptions_per_client;
+        let max_qos = self.broker.max_qos();
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        let mut retained = Vec::new();
+        for (filter, opts) in &sub.filters {
+            let shared = topic::parse_shared(filter).is_some();
+            if shared && opts.no_local && self.version.is_v5() {
+                return Err(Close::Protocol(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-3.8.3-4] No Local on a shared subscription",
+                ));
+            }
+            let count = self.session.with_state(|s| s.subscription_count());
+            let is_new = !self.session.with_state(|s| s.has_subscription(filter));
+            if limit > 0 && is_new && count >= limit && self.version != ProtocolVersion::V31 {
+                tracing::info!(client_id = %self.client_id, peer = %self.peer, %filter,
+                    "subscription refused: max_subscriptions_per_client reached");
+                codes.push(if self.version.is_v5() {
+                    ReasonCode::QUOTA_EXCEEDED
+                } else {
+                    ReasonCode::V3_SUBACK_FAILURE
+                });
+                continue;
+            }
+            let granted = SubscriptionOptions {
+                qos: opts.qos.min(max_qos),
+                ..*opts
+            };
+            let replaced = self.broker.subscribe(&self.session, filter, granted, sub_id);
+            codes.push(ReasonCode(granted.qos as u8));
+            let wants_retained = match opts.retain_handling {
+                0 => true,
+                1 => !replaced,
+                _ => false,
+            };
+            // No retained messages for shared subscriptions [MQTT-4.8.2-?].
+            if wants_retained && !shared {
+                retained.push((filter.clone(), granted));
+            }
+        }
+        self.send(
+            &Packet::SubAck(codec::SubAck {
+                packet_id: sub.packet_id,
+                reasons: codes,
+                properties: Properties::default(),
+            }),
+            out,
+        );
+        for (filter, granted) in retained {
+            self.broker
+                .deliver_retained(&self.session, &filter, granted, sub_id);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, unsub: codec::Unsubscribe, out: &mut BytesMut) {
+        let reasons = unsub
+            .filters
+            .iter()
+            .map(|f| {
+                if self.broker.unsubscribe(&self.session, f) {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
+        self.send(
+            &Packet::UnsubAck(codec::UnsubAck {
+                packet_id: unsub.packet_id,
+                reasons,
+                properties: Properties::default(),
+            }),
+            out,
+        );
+    }
+
+    fn on_disconnect(&mut self, d: codec::Disconnect) -> Close {
+        if let Some(secs) = d.properties.session_expiry_interval {
+            if self.expiry_was_zero && secs != 0 {
+                return Close::Protocol(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-3.14.2-2] Session Expiry Interval changed from 0 on DISCONNECT",
+                );
+            }
+            let mut meta = self.session.meta();
+            meta.expiry = connect::expiry_from_secs(secs);
+            self.session.set_meta(meta);
+        }
+        Close::ClientDisconnect {
+            will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+        }
+    }
+
+    /// Appends what the server says as it closes: a v5 DISCONNECT with the reason.
+    pub fn closing(&self, close: &Close, out: &mut BytesMut) {
+        if !self.version.is_v5() {
+            return;
+        }
+        if let Some(reason) = close.disconnect_reason() {
+            self.send(&Packet::Disconnect(codec::Disconnect::new(reason)), out);
+        }
+    }
+
+    /// Ends the connection: will, session end, metrics, the log line.
+    pub fn finish(mut self, close: Close) {
+        let metrics = &self.broker.metrics;
+        metrics.client_disconnected();
+        let quiet = matches!(close, Close::ClientDisconnect { will: false });
+        if quiet {
+            tracing::info!(client_id = %self.client_id, peer = %self.peer, "client disconnected");
+        } else {
+            tracing::info!(client_id = %self.client_id, peer = %self.peer,
+                protocol = %self.version, reason = %close, "connection closed");
+        }
+        if let Some(will) = self.will.take() {
+            if close.publishes_will() {
+                self.publish_will(will);
+            }
+        }
+        self.broker.end_connection(&self.session, self.generation);
+        drop(self.closed.take());
+    }
+
+    fn publish_will(&self, will: codec::Will) {
+        if is_sys_topic(&will.topic) {
+            return;
+        }
+        let mut props = will.properties;
+        let expiry = props.message_expiry_interval.take();
+        props.will_delay_interval = None;
+        let mut msg = Message {
+            topic: Arc::from(will.topic.as_str()),
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: props,
+            expires_at: None,
+            publisher: Some(self.client_id.clone()),
+        };
+        msg.set_expiry_interval(expiry, Instant::now());
+        tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
+        self.broker.publish(Arc::new(msg));
+    }
+}
+
+/// `$SYS` is the broker's; clients never publish into it.
+fn is_sys_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}

@@ -1,0 +1,89 @@
+//! Outbound deliveries: moving messages from the session queue into the write buffer under the
+//! inflight window, encoding each for this client's protocol version, and resending on resume.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::Handler;
+use crate::codec::{self, Packet, Properties, PubResp, QoS};
+use crate::session::{Delivery, Resend};
+
+/// Deliveries moved from the queue per pump, so one busy session cannot hog its task.
+const PUMP_BATCH: usize = 256;
+
+impl Handler {
+    /// Moves what the window allows from the session queue into `out`, stopping once `out`
+    /// reaches `high` bytes. Returns true when more could be sent right away.
+    pub fn pump(&mut self, out: &mut BytesMut, high: usize) -> bool {
+        let now = Instant::now();
+        let window = self.send_window;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let metrics = &self.broker.metrics;
+        loop {
+            let (freed, more) = self.session.with_state(|s| {
+                let freed = s.take_ready(window, PUMP_BATCH, now, &mut scratch, &mut |_, _| {
+                    metrics.dropped_expired.inc();
+                });
+                (freed, s.has_ready(window))
+            });
+            self.broker.budget.sub(freed);
+            for (pid, d) in scratch.drain(..) {
+                self.encode_delivery(pid, &d, false, now, out);
+            }
+            if !more || out.len() >= high {
+                self.scratch = scratch;
+                return more;
+            }
+        }
+    }
+
+    /// Resends every unacknowledged PUBLISH (DUP=1) and PUBREL of a resumed session, in order
+    /// [MQTT-4.4.0-1].
+    pub(super) fn resend(&self, out: &mut BytesMut) {
+        let now = Instant::now();
+        for r in self.session.with_state(|s| s.resume()) {
+            match r {
+                Resend::Publish(pid, d) => self.encode_delivery(pid, &d, true, now, out),
+                Resend::PubRel(pid) => self.send(&Packet::PubRel(PubResp::new(pid)), out),
+            }
+        }
+    }
+
+    fn encode_delivery(&self, pid: u16, d: &Delivery, dup: bool, now: Instant, out: &mut BytesMut) {
+        let msg = &d.msg;
+        let properties = if self.version.is_v5() {
+            let mut p = msg.properties.clone();
+            p.message_expiry_interval = msg.remaining_expiry(now);
+            p.subscription_identifiers.clone_from(&d.subscription_ids);
+            p
+        } else {
+            Properties::default()
+        };
+        let publish = codec::Publish {
+            dup: dup && d.qos != QoS::AtMostOnce,
+            qos: d.qos,
+            retain: d.retain,
+            topic: msg.topic.to_string(),
+            packet_id: pid,
+            properties,
+            payload: msg.payload.clone(),
+        };
+        let start = out.len();
+        codec::encode_publish(&publish, self.version, out);
+        let len = out.len() - start;
+        if len > self.client_max_packet as usize {
+            // Too large for this client: discard as if sent [MQTT-3.1.2-25].
+            out.truncate(start);
+            self.broker.metrics.dropped_too_large.inc();
+            if pid != 0 {
+                self.session.with_state(|s| s.abandon_inflight(pid));
+            }
+            return;
+        }
+        let metrics = &self.broker.metrics;
+        metrics.packets_sent.inc();
+        metrics.publish_sent.inc();
+        metrics.publish_bytes_sent.add(msg.payload.len() as u64);
+    }
+}

@@ -1,0 +1,532 @@
+//! The pure session state machine: outbound queue, outbound inflight window with packet-id
+//! allocation, inbound QoS 2 packet ids awaiting PUBREL, and the session's subscriptions. No I/O and
+//! no clocks beyond the `Instant` callers pass in, so every transition is unit-tested without
+//! sockets.
+//!
+//! Invariants:
+//! - `queue` holds deliveries not yet sent, in arrival order; `inflight` holds sent QoS 1/2
+//!   deliveries (and PUBREL-sent markers) in send order, so a resumed session resends them in the
+//!   original order [MQTT-4.6.0-1].
+//! - A packet id is in `inflight` at most once, and never 0 [MQTT-2.3.1-1].
+//! - Nothing is resent except by [`SessionState::resume`] [MQTT-4.4.0-1].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::message::Message;
+
+/// One message on its way to this session's client.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub msg: Arc<Message>,
+    /// min(publish QoS, granted QoS).
+    pub qos: QoS,
+    /// The RETAIN flag to send: 1 only for retained messages sent because of a subscription
+    /// [MQTT-3.3.1-8], or with Retain As Published.
+    pub retain: bool,
+    /// v5 Subscription Identifiers of every matching subscription [MQTT-3.3.4-3].
+    pub subscription_ids: Vec<u32>,
+}
+
+impl Delivery {
+    /// Bytes this delivery holds in memory, for queue budgets.
+    pub fn cost(&self) -> usize {
+        self.msg.cost()
+    }
+}
+
+/// A sent QoS 1/2 message awaiting its acknowledgement.
+#[derive(Clone, Debug)]
+pub enum Inflight {
+    /// PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
+    Publish(Delivery),
+    /// PUBREL sent, awaiting PUBCOMP.
+    Released,
+}
+
+/// What to send when a session resumes.
+#[derive(Clone, Debug)]
+pub enum Resend {
+    /// PUBLISH again with DUP=1 under the same packet id.
+    Publish(u16, Delivery),
+    /// PUBREL again.
+    PubRel(u16),
+}
+
+/// Why a delivery was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// `max_queued_messages` or `max_queued_bytes` reached.
+    QueueFull,
+    /// QoS 0 for a session whose client is not connected.
+    Offline,
+    /// The message expired before it could be sent.
+    Expired,
+}
+
+/// Limits a session enforces on itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_queued_messages: usize,
+    /// 0 = no byte limit.
+    pub max_queued_bytes: usize,
+}
+
+/// Outbound and inbound protocol state of one session.
+#[derive(Debug)]
+pub struct SessionState {
+    limits: Limits,
+    online: bool,
+    queue: VecDeque<Delivery>,
+    queued_bytes: usize,
+    inflight: VecDeque<(u16, Inflight)>,
+    next_packet_id: u16,
+    inbound_qos2: HashSet<u16>,
+    subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+}
+
+impl SessionState {
+    pub fn new(limits: Limits) -> SessionState {
+        SessionState {
+            limits,
+            online: false,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inflight: VecDeque::new(),
+            next_packet_id: 1,
+            inbound_qos2: HashSet::new(),
+            subscriptions: HashMap::new(),
+        }
+    }
+
+    pub fn set_online(&mut self, online: bool) {
+        self.online = online;
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online
+    }
+
+    /// Queues a delivery, or says why it was dropped. QoS 0 is not queued for an offline client
+    /// (as Mosquitto's default); a full queue drops whatever arrives.
+    pub fn enqueue(&mut self, d: Delivery) -> Result<usize, DropReason> {
+        if !self.online && d.qos == QoS::AtMostOnce {
+            return Err(DropReason::Offline);
+        }
+        let cost = d.cost();
+        let bytes_full = self.limits.max_queued_bytes > 0
+            && self.queued_bytes + cost > self.limits.max_queued_bytes
+            && !self.queue.is_empty();
+        if self.queue.len() >= self.limits.max_queued_messages || bytes_full {
+            return Err(DropReason::QueueFull);
+        }
+        self.queued_bytes += cost;
+        self.queue.push_back(d);
+        Ok(cost)
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Moves deliveries from the queue into the inflight window, at most `max` of them, while the
+    /// window has room below `window` (the client's Receive Maximum). QoS 0 needs no room. Expired
+    /// messages are dropped and reported through `on_drop`. Returns the freed queue bytes.
+    pub fn take_ready(
+        &mut self,
+        window: usize,
+        max: usize,
+        now: Instant,
+        out: &mut Vec<(u16, Delivery)>,
+        on_drop: &mut dyn FnMut(&Delivery, DropReason),
+    ) -> usize {
+        let mut freed = 0;
+        let mut taken = 0;
+        while taken < max {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+                break;
+            }
+            let Some(d) = self.queue.pop_front() else {
+                break;
+            };
+            let cost = d.cost();
+            self.queued_bytes -= cost;
+            freed += cost;
+            if d.msg.is_expired(now) {
+                on_drop(&d, DropReason::Expired);
+                continue;
+            }
+            let pid = if d.qos == QoS::AtMostOnce {
+                0
+            } else {
+                let pid = self.allocate_packet_id();
+                self.inflight.push_back((pid, Inflight::Publish(d.clone())));
+                pid
+            };
+            out.push((pid, d));
+            taken += 1;
+        }
+        freed
+    }
+
+    /// True when `take_ready` could hand out something with this window.
+    pub fn has_ready(&self, window: usize) -> bool {
+        match self.queue.front() {
+            None => false,
+            Some(d) => d.qos == QoS::AtMostOnce || self.inflight.len() < window,
+        }
+    }
+
+    fn allocate_packet_id(&mut self) -> u16 {
+        // The window is far below 65535, so a free id is always found within a few steps.
+        loop {
+            let pid = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if self.next_packet_id == 0 {
+                self.next_packet_id = 1;
+            }
+            if !self.inflight.iter().any(|(p, _)| *p == pid) {
+                return pid;
+            }
+        }
+    }
+
+    fn inflight_position(&self, pid: u16) -> Option<usize> {
+        self.inflight.iter().position(|(p, _)| *p == pid)
+    }
+
+    /// PUBACK: completes a QoS 1 delivery. False if no QoS 1 PUBLISH awaits this id.
+    pub fn on_puback(&mut self, pid: u16) -> Option<Delivery> {
+        let pos = self.inflight_position(pid)?;
+        match &self.inflight[pos].1 {
+            Inflight::Publish(d) if d.qos == QoS::AtLeastOnce => {}
+            _ => return None,
+        }
+        match self.inflight.remove(pos) {
+            Some((_, Inflight::Publish(d))) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// PUBREC: the QoS 2 delivery moves to PUBREL-sent. Returns true when the caller must send
+    /// PUBREL (also for a repeated PUBREC of an id already released). A PUBREC with a failure
+    /// reason (v5) ends the flow instead: pass `failed = true`.
+    pub fn on_pubrec(&mut self, pid: u16, failed: bool) -> bool {
+        let Some(pos) = self.inflight_position(pid) else {
+            return false;
+        };
+        match &self.inflight[pos].1 {
+            Inflight::Publish(d) if d.qos == QoS::ExactlyOnce => {
+                if failed {
+                    self.inflight.remove(pos);
+                    return false;
+                }
+                // Keep the send order: the PUBREL takes the PUBLISH's place in the window.
+                self.inflight[pos].1 = Inflight::Released;
+                true
+            }
+            Inflight::Released => !failed,
+            _ => false,
+        }
+    }
+
+    /// PUBCOMP: completes a QoS 2 delivery.
+    pub fn on_pubcomp(&mut self, pid: u16) -> bool {
+        match self.inflight_position(pid) {
+            Some(pos) if matches!(self.inflight[pos].1, Inflight::Released) => {
+                self.inflight.remove(pos);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Inbound QoS 2 PUBLISH: true when the id is new and the message must be routed; false when
+    /// it is a resend of one already received and awaiting PUBREL (answer PUBREC again, do not
+    /// forward twice [MQTT-4.3.3-9]).
+    pub fn inbound_qos2_publish(&mut self, pid: u16) -> bool {
+        self.inbound_qos2.insert(pid)
+    }
+
+    /// Inbound PUBREL: releases the id. Returns whether it was known (v5 answers 0x92 if not).
+    pub fn inbound_pubrel(&mut self, pid: u16) -> bool {
+        self.inbound_qos2.remove(&pid)
+    }
+
+    pub fn inbound_qos2_len(&self) -> usize {
+        self.inbound_qos2.len()
+    }
+
+    /// The resends for a resumed session, in the original order [MQTT-4.4.0-1][MQTT-4.6.0-1].
+    pub fn resume(&self) -> Vec<Resend> {
+        self.inflight
+            .iter()
+            .map(|(pid, f)| match f {
+                Inflight::Publish(d) => Resend::Publish(*pid, d.clone()),
+                Inflight::Released => Resend::PubRel(*pid),
+            })
+            .collect()
+    }
+
+    /// Forgets everything (clean start) and returns the freed queue bytes.
+    pub fn clear(&mut self) -> usize {
+        let freed = self.queued_bytes;
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.inflight.clear();
+        self.inbound_qos2.clear();
+        self.subscriptions.clear();
+        self.next_packet_id = 1;
+        freed
+    }
+
+    /// Records a subscription; true when it replaced one on the same filter.
+    pub fn add_subscription(
+        &mut self,
+        filter: &str,
+        opts: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        self.subscriptions
+            .insert(filter.to_string(), (opts, id))
+            .is_some()
+    }
+
+    pub fn has_subscription(&self, filter: &str) -> bool {
+        self.subscriptions.contains_key(filter)
+    }
+
+    /// Forgets an inflight entry without completing it: the message could not be sent (e.g. it
+    /// exceeds the client's Maximum Packet Size), which counts as sent [MQTT-3.1.2-25].
+    pub fn abandon_inflight(&mut self, pid: u16) {
+        if let Some(pos) = self.inflight_position(pid) {
+            self.inflight.remove(pos);
+        }
+    }
+
+    pub fn remove_subscription(&mut self, filter: &str) -> bool {
+        self.subscriptions.remove(filter).is_some()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    pub fn subscription_filters(&self) -> Vec<String> {
+        self.subscriptions.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn limits() -> Limits {
+        Limits {
+            max_queued_messages: 3,
+            max_queued_bytes: 0,
+        }
+    }
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            msg: Arc::new(Message::new("t", Bytes::from_static(b"x"), qos, false)),
+            qos,
+            retain: false,
+            subscription_ids: Vec::new(),
+        }
+    }
+
+    fn take(s: &mut SessionState, window: usize) -> Vec<(u16, Delivery)> {
+        let mut out = Vec::new();
+        s.take_ready(window, usize::MAX, Instant::now(), &mut out, &mut |_, _| {});
+        out
+    }
+
+    #[test]
+    fn offline_qos0_is_not_queued_but_qos1_is() {
+        let mut s = SessionState::new(limits());
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtMostOnce)).unwrap_err(),
+            DropReason::Offline
+        );
+        assert!(s.enqueue(delivery(QoS::AtLeastOnce)).is_ok());
+        assert_eq!(s.queued_len(), 1);
+    }
+
+    #[test]
+    fn queue_limit_drops_excess() {
+        let mut s = SessionState::new(limits());
+        s.set_online(true);
+        for _ in 0..3 {
+            s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+        }
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtMostOnce)).unwrap_err(),
+            DropReason::QueueFull
+        );
+    }
+
+    #[test]
+    fn byte_limit_drops_excess() {
+        let mut s = SessionState::new(Limits {
+            max_queued_messages: 100,
+            max_queued_bytes: 1,
+        });
+        s.set_online(true);
+        // The first always fits so one oversized message can still flow.
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtLeastOnce)).unwrap_err(),
+            DropReason::QueueFull
+        );
+    }
+
+    #[test]
+    fn window_limits_qos1_but_not_qos0() {
+        let mut s = SessionState::new(Limits {
+            max_queued_messages: 10,
+            max_queued_bytes: 0,
+        });
+        s.set_online(true);
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+        let out = take(&mut s, 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 1);
+        assert!(!s.has_ready(1));
+        assert!(s.on_puback(1).is_some());
+        assert!(s.has_ready(1));
+        let out = take(&mut s, 1);
+        assert_eq!(out[0].0, 2);
+        s.enqueue(delivery(QoS::AtMostOnce)).unwrap();
+        let out = take(&mut s, 1);
+        assert_eq!(out[0].0, 0, "QoS 0 carries no packet id and needs no window");
+    }
+
+    #[test]
+    fn packet_ids_are_nonzero_and_not_reused_while_inflight() {
+        let mut s = SessionState::new(Limits {
+            max_queued_messages: 10,
+            max_queued_bytes: 0,
+        });
+        s.set_online(true);
+        s.next_packet_id = u16::MAX;
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+        let out = take(&mut s, 10);
+        assert_eq!(out[0].0, u16::MAX);
+        assert_eq!(out[1].0, 1, "[MQTT-2.3.1-1] packet id 0 is skipped");
+        s.next_packet_id = 1;
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+        let out = take(&mut s, 10);
+        assert_eq!(out[0].0, 2, "id 1 is still in flight");
+    }
+
+    #[test]
+    fn qos2_outbound_flow_and_resume_order() {
+        let mut s = SessionState::new(Limits {
+            max_queued_messages: 10,
+            max_queued_bytes: 0,
+        });
+        s.set_online(true);
+        s.enqueue(delivery(QoS::ExactlyOnce)).unwrap();
+        s.enqueue(delivery(QoS::ExactlyOnce)).unwrap();
+        let out = take(&mut s, 10);
+        assert_eq!(out.len(), 2);
+        assert!(s.on_puback(1).is_none(), "PUBACK does not complete QoS 2");
+        assert!(s.on_pubrec(1, false));
+        assert!(s.on_pubrec(1, false), "a repeated PUBREC is answered again");
+        let resend = s.resume();
+        assert!(matches!(resend[0], Resend::PubRel(1)));
+        assert!(matches!(resend[1], Resend::Publish(2, _)));
+        assert!(s.on_pubcomp(1));
+        assert!(!s.on_pubcomp(1));
+        assert_eq!(s.inflight_len(), 1);
+    }
+
+    #[test]
+    fn failed_pubrec_ends_the_flow() {
+        let mut s = SessionState::new(limits());
+        s.set_online(true);
+        s.enqueue(delivery(QoS::ExactlyOnce)).unwrap();
+        take(&mut s, 10);
+        assert!(!s.on_pubrec(1, true));
+        assert_eq!(s.inflight_len(), 0);
+    }
+
+    #[test]
+    fn inbound_qos2_dedup_until_pubrel() {
+        let mut s = SessionState::new(limits());
+        assert!(s.inbound_qos2_publish(7));
+        assert!(
+            !s.inbound_qos2_publish(7),
+            "[MQTT-4.3.3-9] a resent PUBLISH is not forwarded again"
+        );
+        assert!(s.inbound_pubrel(7));
+        assert!(!s.inbound_pubrel(7));
+        assert!(s.inbound_qos2_publish(7), "the id is free again after PUBREL");
+    }
+
+    #[test]
+    fn clear_forgets_everything() {
+        let mut s = SessionState::new(limits());
+        s.set_online(true);
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+        s.add_subscription("a/#", SubscriptionOptions::new(QoS::AtLeastOnce), None);
+        s.inbound_qos2_publish(3);
+        assert!(s.clear() > 0);
+        assert_eq!(s.queued_len(), 0);
+        assert_eq!(s.subscription_count(), 0);
+        assert_eq!(s.inbound_qos2_len(), 0);
+    }
+
+    #[test]
+    fn repeated_filter_replaces() {
+        let mut s = SessionState::new(limits());
+        assert!(!s.add_subscription("a", SubscriptionOptions::new(QoS::AtMostOnce), None));
+        assert!(
+            s.add_subscription("a", SubscriptionOptions::new(QoS::AtLeastOnce), None),
+            "[MQTT-3.8.4-3]"
+        );
+        assert_eq!(s.subscription_count(), 1);
+    }
+
+    #[test]
+    fn expired_messages_are_dropped_not_sent() {
+        let mut s = SessionState::new(limits());
+        s.set_online(true);
+        let mut m = Message::new("t", Bytes::from_static(b"x"), QoS::AtLeastOnce, false);
+        m.expires_at = Some(Instant::now() - std::time::Duration::from_secs(1));
+        s.enqueue(Delivery {
+            msg: Arc::new(m),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: vec![],
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        s.take_ready(10, 10, Instant::now(), &mut out, &mut |_, r| {
+            assert_eq!(r, DropReason::Expired);
+            dropped += 1;
+        });
+        assert!(out.is_empty());
+        assert_eq!(dropped, 1);
+        assert_eq!(s.queued_bytes(), 0);
+    }
+}

@@ -1,0 +1,57 @@
+//! The plain TCP listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::BrokerState;
+use crate::connection;
+
+/// Accepts until shutdown. `permits` caps live connections (global and per listener): a
+/// connection over the cap is closed at once, before any byte is read.
+pub async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<BrokerState>,
+    tracker: TaskTracker,
+    permits: Vec<Arc<Semaphore>>,
+) {
+    let shutdown = broker.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on a full descriptor table.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        broker.metrics.connections_accepted.inc();
+        let mut held = Vec::with_capacity(permits.len());
+        for p in &permits {
+            match p.clone().try_acquire_owned() {
+                Ok(permit) => held.push(permit),
+                Err(_) => break,
+            }
+        }
+        if held.len() < permits.len() {
+            broker.metrics.refused_connections.inc();
+            tracing::warn!(%peer, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        tracker.spawn(async move {
+            connection::serve(stream, peer, broker).await;
+            drop(held);
+        });
+    }
+}
