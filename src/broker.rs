@@ -153,6 +153,14 @@ impl BrokerState {
         self.subscriptions.read().shared_len()
     }
 
+    /// Messages waiting in session queues (connected or not), for `$SYS` store figures.
+    pub fn queued_messages(&self) -> u64 {
+        self.sessions
+            .iter()
+            .map(|s| s.with_state(|st| st.queued_len() + st.inflight_len()) as u64)
+            .sum()
+    }
+
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
     }
@@ -235,6 +243,20 @@ impl BrokerState {
                 .remove_if(&session.client_id, |_, s| Arc::ptr_eq(s, session));
         }
         still_owner
+    }
+
+    /// Discards a session whose expiry interval passed while no connection claimed it
+    /// [MQTT-3.1.2-23]. `generation` is the owner that left; a reconnect since then wins.
+    pub fn expire_session(&self, session: &Arc<Session>, generation: u64) {
+        if session.is_connected() {
+            return;
+        }
+        if session.release(generation, true, || self.discard_state(session)) {
+            self.sessions
+                .remove_if(&session.client_id, |_, s| Arc::ptr_eq(s, session));
+            self.metrics.clients_expired.inc();
+            tracing::info!(client_id = %session.client_id, "session expired");
+        }
     }
 
     /// Adds or replaces a subscription. Returns true when it replaced one [MQTT-3.8.4-3].

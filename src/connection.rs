@@ -152,6 +152,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             if self.want_pump && self.wbuf.len() < WRITE_HIGH {
                 self.want_pump = self.handler.pump(&mut self.wbuf, WRITE_HIGH);
             }
+            // A client that does not read its acks stops being read (TCP backpressure), so its
+            // write buffer stays bounded.
+            let backed_up = self.wbuf.len() >= WRITE_HIGH * 2;
             let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
             let deadline = keep_alive.map(|k| self.last_read + k);
             let writing = !self.wbuf.is_empty() || self.needs_flush;
@@ -167,15 +170,16 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                 },
                 // Cancellation-safe: write_buf advances the buffer only by what was written.
                 r = write_some(&mut self.writer, &mut self.wbuf, &mut self.needs_flush), if writing => {
-                    if let Err(e) = r {
-                        return Close::Io(e);
+                    match r {
+                        Ok(n) => self.broker.metrics.bytes_sent.add(n as u64),
+                        Err(e) => return Close::Io(e),
                     }
                     if self.wbuf.len() < WRITE_HIGH / 2 {
                         self.want_pump = true;
                     }
                 }
                 // Cancellation-safe: read_buf appends only what it read.
-                r = read_some(&mut self.reader, &mut self.rbuf), if !paused => {
+                r = read_some(&mut self.reader, &mut self.rbuf), if !paused && !backed_up => {
                     match r {
                         Ok(0) => return Close::PeerClosed,
                         Ok(n) => {
@@ -245,17 +249,21 @@ async fn write_some<W: AsyncWrite + Unpin>(
     writer: &mut W,
     wbuf: &mut BytesMut,
     needs_flush: &mut bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<usize> {
+    let mut n = 0;
     if !wbuf.is_empty() {
-        writer.write_buf(wbuf).await?;
+        n = writer.write_buf(wbuf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
         *needs_flush = true;
         if !wbuf.is_empty() {
-            return Ok(());
+            return Ok(n);
         }
     }
     writer.flush().await?;
     *needs_flush = false;
-    Ok(())
+    Ok(n)
 }
 
 async fn read_some<R: AsyncRead + Unpin>(reader: &mut R, rbuf: &mut BytesMut) -> std::io::Result<usize> {

@@ -425,16 +425,72 @@ impl Handler {
             tracing::info!(client_id = %self.client_id, peer = %self.peer,
                 protocol = %self.version, reason = %close, "connection closed");
         }
-        if let Some(will) = self.will.take() {
-            if close.publishes_will() {
+        let will = self.will.take().filter(|_| close.publishes_will());
+        let still_owner = self.broker.end_connection(&self.session, self.generation);
+        let expiry = self.session.meta().expiry;
+        if let Some(will) = will {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            let persists = still_owner && expiry != Some(Duration::ZERO);
+            if delay > 0 && matches!(close, Close::TakenOver) {
+                // The client came back within the Will Delay Interval [MQTT-3.1.3-9].
+            } else if delay > 0 && persists {
+                self.schedule_will(will, delay, expiry);
+            } else {
                 self.publish_will(will);
             }
         }
-        self.broker.end_connection(&self.session, self.generation);
+        if still_owner {
+            if let Some(after) = expiry.filter(|d| !d.is_zero()) {
+                let broker = self.broker.clone();
+                let session = self.session.clone();
+                let generation = self.generation;
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    broker.expire_session(&session, generation);
+                });
+            }
+        }
         drop(self.closed.take());
     }
 
+    /// Publishes the will after its delay or when the session ends, whichever is first, unless
+    /// a new connection claims the session before then [MQTT-3.1.3-9].
+    fn schedule_will(&self, will: codec::Will, delay: u32, expiry: Option<Duration>) {
+        let mut wait = Duration::from_secs(u64::from(delay));
+        if let Some(e) = expiry {
+            wait = wait.min(e);
+        }
+        let session = self.session.clone();
+        let generation = self.generation;
+        let this = WillPublisher {
+            broker: self.broker.clone(),
+            client_id: self.client_id.clone(),
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if session.owned_by(generation) {
+                this.publish(will);
+            }
+        });
+    }
+
     fn publish_will(&self, will: codec::Will) {
+        WillPublisher {
+            broker: self.broker.clone(),
+            client_id: self.client_id.clone(),
+        }
+        .publish(will);
+    }
+}
+
+/// Publishes a will message, now or from a delayed task.
+struct WillPublisher {
+    broker: Arc<BrokerState>,
+    client_id: Arc<str>,
+}
+
+impl WillPublisher {
+    fn publish(&self, will: codec::Will) {
         if is_sys_topic(&will.topic) {
             return;
         }
