@@ -81,6 +81,10 @@ impl Broker {
                 permits,
             ));
         }
+        let sys_interval = state.config.sys.interval;
+        if !sys_interval.is_zero() {
+            tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));
+        }
         Ok(BrokerHandle {
             addrs,
             shutdown,

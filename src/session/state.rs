@@ -69,6 +69,7 @@ pub enum DropReason {
 /// Limits a session enforces on itself.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// 0 = no count limit.
     pub max_queued_messages: usize,
     /// 0 = no byte limit.
     pub max_queued_bytes: usize,
@@ -119,7 +120,9 @@ impl SessionState {
         let bytes_full = self.limits.max_queued_bytes > 0
             && self.queued_bytes + cost > self.limits.max_queued_bytes
             && !self.queue.is_empty();
-        if self.queue.len() >= self.limits.max_queued_messages || bytes_full {
+        let count_full = self.limits.max_queued_messages > 0
+            && self.queue.len() >= self.limits.max_queued_messages;
+        if count_full || bytes_full {
             return Err(DropReason::QueueFull);
         }
         self.queued_bytes += cost;
