@@ -181,10 +181,13 @@ impl BrokerState {
                 // Discarded while we waited; look the id up again.
                 continue;
             };
-            if let Some((control, closed)) = previous {
+            if let Some(previous) = previous {
                 tracing::info!(client_id, "session taken over by a new connection");
-                let _ = control.try_send(Control::TakenOver);
-                if tokio::time::timeout(TAKEOVER_TIMEOUT, closed).await.is_err() {
+                let _ = previous.control.try_send(Control::TakenOver);
+                if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
+                    .await
+                    .is_err()
+                {
                     tracing::warn!(client_id, "previous connection did not close in time");
                 }
             }
@@ -331,7 +334,10 @@ impl BrokerState {
         // Overlapping subscriptions of one session must yield one copy: bring them together.
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|m| {
-                (m.shared_group.is_some(), Arc::as_ptr(&m.sub.handle) as usize)
+                (
+                    m.shared_group.is_some(),
+                    Arc::as_ptr(&m.sub.handle) as usize,
+                )
             });
         }
         let mut pending: Option<(&Arc<Session>, Delivery)> = None;

@@ -59,7 +59,10 @@ impl Broker {
         for l in &config.listeners {
             let listener = TcpListener::bind(l.bind)
                 .await
-                .map_err(|source| StartError::Bind { addr: l.bind, source })?;
+                .map_err(|source| StartError::Bind {
+                    addr: l.bind,
+                    source,
+                })?;
             let addr = listener.local_addr().map_err(|source| StartError::Bind {
                 addr: l.bind,
                 source,

@@ -168,10 +168,7 @@ impl SysTree {
             for (w, (_, suffix)) in LOAD_WINDOWS.iter().enumerate() {
                 let topic = format!("$SYS/broker/load/{}/{suffix}", LOAD_TOPICS[i]);
                 let value = self.loads[i].values[w];
-                let previous = self
-                    .last
-                    .get(&topic)
-                    .and_then(|v| v.parse::<f64>().ok());
+                let previous = self.last.get(&topic).and_then(|v| v.parse::<f64>().ok());
                 // Loads are republished when they move by 0.01 or more.
                 if previous.is_some_and(|p| (p - value).abs() < 0.01) {
                     continue;

@@ -15,9 +15,13 @@ mod error;
 mod properties;
 mod reason;
 pub mod topic;
+mod wire;
+
+#[cfg(test)]
+mod tests;
 
 pub use decode::{decode, decode_remaining_length};
-pub use encode::{encode, encode_publish, encoded_len};
+pub use encode::{encode, encode_publish, encode_publish_parts, encoded_len, PublishHeader};
 pub use error::DecodeError;
 pub use properties::Properties;
 pub use reason::ReasonCode;

@@ -72,7 +72,8 @@ impl Handler {
         let mut assigned = None;
         let client_id = if c.client_id.is_empty() {
             // 3.1 has no empty ids; 3.1.1 allows one only with clean session [MQTT-3.1.3-8].
-            if version == ProtocolVersion::V31 || (version == ProtocolVersion::V311 && !c.clean_start)
+            if version == ProtocolVersion::V31
+                || (version == ProtocolVersion::V311 && !c.clean_start)
             {
                 tracing::info!(%peer, protocol = %version, "refused: empty client id");
                 return refuse(
@@ -204,7 +205,14 @@ impl Handler {
             will: c.will,
             send_window,
             client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
-            aliases_in: vec![None; usize::from(if version.is_v5() { cfg.max_topic_alias } else { 0 })],
+            aliases_in: vec![
+                None;
+                usize::from(if version.is_v5() {
+                    cfg.max_topic_alias
+                } else {
+                    0
+                })
+            ],
             receive_maximum: usize::from(u16::MAX),
             expiry_was_zero: expiry_secs == 0,
             published: false,

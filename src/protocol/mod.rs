@@ -34,7 +34,9 @@ pub enum Close {
     TakenOver,
     ServerShutdown,
     /// The client sent DISCONNECT; `will` is true for v5 reason 0x04.
-    ClientDisconnect { will: bool },
+    ClientDisconnect {
+        will: bool,
+    },
     Decode(DecodeError),
     /// The client broke a rule; v5 gets DISCONNECT with this reason.
     Protocol(ReasonCode, &'static str),
@@ -146,7 +148,10 @@ impl Handler {
             }
             Packet::PubRec(r) => {
                 let failed = r.reason.is_error();
-                if self.session.with_state(|s| s.on_pubrec(r.packet_id, failed)) {
+                if self
+                    .session
+                    .with_state(|s| s.on_pubrec(r.packet_id, failed))
+                {
                     self.send(&Packet::PubRel(PubResp::new(r.packet_id)), out);
                 } else if !failed && self.version.is_v5() {
                     let mut rel = PubResp::new(r.packet_id);
@@ -220,27 +225,26 @@ impl Handler {
         let topic = self.resolve_topic(&p)?;
         let pid = p.packet_id;
         let qos = p.qos;
-        let forward = match p.qos {
-            QoS::ExactlyOnce => {
-                let new = self.session.with_state(|s| {
-                    if s.inbound_qos2_len() >= self.receive_maximum {
-                        None
-                    } else {
-                        Some(s.inbound_qos2_publish(pid))
-                    }
-                });
-                match new {
-                    None => {
-                        return Err(Close::Protocol(
+        let forward =
+            match p.qos {
+                QoS::ExactlyOnce => {
+                    let new = self.session.with_state(|s| {
+                        if s.inbound_qos2_len() >= self.receive_maximum {
+                            None
+                        } else {
+                            Some(s.inbound_qos2_publish(pid))
+                        }
+                    });
+                    match new {
+                        None => return Err(Close::Protocol(
                             ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                             "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISH than Receive Maximum",
-                        ))
+                        )),
+                        Some(new) => new,
                     }
-                    Some(new) => new,
                 }
-            }
-            _ => true,
-        };
+                _ => true,
+            };
         let denied = is_sys_topic(&topic);
         if denied {
             tracing::debug!(client_id = %self.client_id, %topic, "publish to $SYS dropped");
@@ -338,7 +342,9 @@ impl Handler {
                 qos: opts.qos.min(max_qos),
                 ..*opts
             };
-            let replaced = self.broker.subscribe(&self.session, filter, granted, sub_id);
+            let replaced = self
+                .broker
+                .subscribe(&self.session, filter, granted, sub_id);
             codes.push(ReasonCode(granted.qos as u8));
             let wants_retained = match opts.retain_handling {
                 0 => true,

@@ -48,6 +48,18 @@ struct Link {
     ever_attached: bool,
 }
 
+/// The session was discarded; look the client id up again.
+#[derive(Debug)]
+pub struct Removed;
+
+/// The connection a CONNECT takes the session from.
+#[derive(Debug)]
+pub struct Previous {
+    pub control: mpsc::Sender<Control>,
+    /// Completes when that connection has finished (will included).
+    pub closed: oneshot::Receiver<()>,
+}
+
 /// What the connection task keeps to prove ownership and to report its end.
 #[derive(Debug)]
 pub struct Ownership {
@@ -140,16 +152,16 @@ impl Session {
     /// Takes the session from whichever connection has it; returns that connection's control
     /// sender and close signal so the caller can kick it and wait. Err when the session was
     /// discarded meanwhile. Must be called with `connect_lock` held.
-    #[allow(clippy::type_complexity)]
-    pub fn detach_current(
-        &self,
-    ) -> Result<Option<(mpsc::Sender<Control>, oneshot::Receiver<()>)>, ()> {
+    pub fn detach_current(&self) -> Result<Option<Previous>, Removed> {
         let mut link = self.link.lock();
         if link.removed {
-            return Err(());
+            return Err(Removed);
         }
         link.generation += 1;
-        Ok(link.attached.take().map(|a| (a.control, a.closed)))
+        Ok(link.attached.take().map(|a| Previous {
+            control: a.control,
+            closed: a.closed,
+        }))
     }
 
     /// Whether a connection ever owned this session.
@@ -206,5 +218,4 @@ impl Session {
     pub fn owned_by(&self, generation: u64) -> bool {
         self.link.lock().generation == generation
     }
-
 }

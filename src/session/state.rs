@@ -418,7 +418,10 @@ mod tests {
         assert_eq!(out[0].0, 2);
         s.enqueue(delivery(QoS::AtMostOnce)).unwrap();
         let out = take(&mut s, 1);
-        assert_eq!(out[0].0, 0, "QoS 0 carries no packet id and needs no window");
+        assert_eq!(
+            out[0].0, 0,
+            "QoS 0 carries no packet id and needs no window"
+        );
     }
 
     #[test]
@@ -482,7 +485,10 @@ mod tests {
         );
         assert!(s.inbound_pubrel(7));
         assert!(!s.inbound_pubrel(7));
-        assert!(s.inbound_qos2_publish(7), "the id is free again after PUBREL");
+        assert!(
+            s.inbound_qos2_publish(7),
+            "the id is free again after PUBREL"
+        );
     }
 
     #[test]
