@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::Handler;
-use crate::codec::{self, Packet, Properties, PubResp, QoS};
+use crate::codec::{self, Packet, PubResp, QoS};
 use crate::session::{Delivery, Resend};
 
 /// Deliveries moved from the queue per pump, so one busy session cannot hog its task.
@@ -52,25 +52,35 @@ impl Handler {
 
     fn encode_delivery(&self, pid: u16, d: &Delivery, dup: bool, now: Instant, out: &mut BytesMut) {
         let msg = &d.msg;
-        let properties = if self.version.is_v5() {
+        let per_subscriber =
+            self.version.is_v5() && (msg.expires_at.is_some() || !d.subscription_ids.is_empty());
+        // Only v5 deliveries that carry an expiry or subscription ids need their own copy of
+        // the properties; everything else encodes the shared message as is.
+        let owned;
+        let properties = if per_subscriber {
             let mut p = msg.properties.clone();
             p.message_expiry_interval = msg.remaining_expiry(now);
             p.subscription_identifiers.clone_from(&d.subscription_ids);
-            p
+            owned = p;
+            &owned
         } else {
-            Properties::default()
+            &msg.properties
         };
-        let publish = codec::Publish {
+        let header = codec::PublishHeader {
             dup: dup && d.qos != QoS::AtMostOnce,
             qos: d.qos,
             retain: d.retain,
-            topic: msg.topic.to_string(),
             packet_id: pid,
-            properties,
-            payload: msg.payload.clone(),
         };
         let start = out.len();
-        codec::encode_publish(&publish, self.version, out);
+        codec::encode_publish_parts(
+            header,
+            &msg.topic,
+            properties,
+            &msg.payload,
+            self.version,
+            out,
+        );
         let len = out.len() - start;
         if len > self.client_max_packet as usize {
             // Too large for this client: discard as if sent [MQTT-3.1.2-25].

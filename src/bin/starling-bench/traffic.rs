@@ -325,7 +325,6 @@ struct Peer {
 }
 
 struct SubCfg {
-    qos: u8,
     keepalive_ns: u64,
     t: Timing,
     dynamic: bool,
@@ -489,7 +488,6 @@ async fn subscriber_loop(
             w.clear();
         }
     }
-    let _ = c.qos;
     let _ = stream.write_all(&wire::DISCONNECT).await;
     Ok(())
 }
@@ -573,7 +571,6 @@ pub async fn run(plan: Plan, s: Settings, label: &str) -> anyhow::Result<Json> {
 
     let cancel = CancellationToken::new();
     let sub_cfg = Arc::new(SubCfg {
-        qos: s.qos,
         keepalive_ns,
         t,
         dynamic: plan.routing == Routing::External,
@@ -678,7 +675,7 @@ pub async fn run(plan: Plan, s: Settings, label: &str) -> anyhow::Result<Json> {
     let mut hist = Histogram::default();
     let (mut delivered, mut del_window, mut foreign, mut misrouted) = (0u64, 0u64, 0u64, 0u64);
     let (mut dups, mut gaps, mut lost) = (0u64, 0u64, 0u64);
-    for (i, r) in sub_results.iter().enumerate() {
+    for r in &sub_results {
         hist.merge(&r.hist);
         delivered += r.delivered;
         del_window += r.in_window;
@@ -692,7 +689,6 @@ pub async fn run(plan: Plan, s: Settings, label: &str) -> anyhow::Result<Json> {
                 lost += want.saturating_sub(peer.unique);
             }
         }
-        let _ = i;
     }
     let errors: Vec<&String> = pub_results
         .iter()
