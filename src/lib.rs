@@ -1,2 +1,3 @@
 //! Starling: an async MQTT broker.
 pub mod codec;
+pub mod router;
