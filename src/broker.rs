@@ -116,7 +116,11 @@ impl BrokerState {
             config.limits.global_queued_bytes_high,
             config.limits.global_queued_bytes_low,
         );
-        let trie = SubscriptionTrie::with_strategy(config.mqtt.shared_subscription_strategy.into());
+        let strategy = match config.mqtt.shared_subscription_strategy {
+            crate::config::SharedStrategy::RoundRobin => crate::router::SharedStrategy::RoundRobin,
+            crate::config::SharedStrategy::Random => crate::router::SharedStrategy::Random,
+        };
+        let trie = SubscriptionTrie::new_with_strategy(strategy);
         BrokerState {
             config,
             metrics: Metrics::default(),

@@ -1,0 +1,249 @@
+//! Unit tests for [`RetainedStore`](super::RetainedStore).
+
+use super::*;
+use crate::codec::topic;
+
+fn found(s: &RetainedStore<u32>, filter: &str) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    s.matches(filter, &mut out);
+    let mut v: Vec<_> = out.into_iter().map(|(t, m)| (t.to_string(), m)).collect();
+    v.sort();
+    v
+}
+
+fn topics(s: &RetainedStore<u32>, filter: &str) -> Vec<String> {
+    found(s, filter).into_iter().map(|(t, _)| t).collect()
+}
+
+/// Number of nodes below the root, counted iteratively.
+fn node_count<M>(s: &RetainedStore<M>) -> usize {
+    let mut stack = vec![&s.root];
+    let mut n = 0;
+    while let Some(node) = stack.pop() {
+        stack.extend(node.children.values());
+        n += 1;
+    }
+    n - 1
+}
+
+const TOPICS: &[&str] = &[
+    "a",
+    "a/",
+    "a/b",
+    "a/b/c",
+    "a//c",
+    "a/x/c",
+    "b",
+    "/",
+    "/a",
+    "//",
+    "$SYS",
+    "$SYS/x",
+    "$SYS/x/y",
+    "$",
+    "a/$b",
+    "c/b",
+    "a/b/c/d",
+    "sensors/1/temp",
+    "sensors/2/temp",
+    "sensors/2/hum",
+];
+
+const FILTERS: &[&str] = &[
+    "#",
+    "+",
+    "+/+",
+    "+/#",
+    "/",
+    "/+",
+    "/#",
+    "a",
+    "a/",
+    "a/b",
+    "a/+",
+    "a/#",
+    "a/+/c",
+    "a/b/c",
+    "a/b/#",
+    "a//c",
+    "a/+/#",
+    "$SYS/#",
+    "$SYS/+",
+    "$SYS/x",
+    "+/b",
+    "+/+/+",
+    "a/$b",
+    "b",
+    "nope",
+    "sensors/+/temp",
+    "sensors/#",
+    "$SYS",
+    "+/x/#",
+];
+
+#[test]
+fn matches_agree_with_topic_matches_mqtt_4_7() {
+    let mut s = RetainedStore::new();
+    for (i, t) in TOPICS.iter().enumerate() {
+        assert_eq!(s.insert(t, i as u32), None);
+    }
+    assert_eq!(s.len(), TOPICS.len());
+    for filter in FILTERS {
+        let mut want: Vec<String> = TOPICS
+            .iter()
+            .filter(|t| topic::matches(filter, t))
+            .map(|t| t.to_string())
+            .collect();
+        want.sort();
+        assert_eq!(topics(&s, filter), want, "filter {filter:?}");
+    }
+}
+
+#[test]
+fn dollar_topics_not_matched_by_leading_wildcards_mqtt_4_7_2_1() {
+    let mut s = RetainedStore::new();
+    s.insert("$SYS/broker/uptime", 1);
+    s.insert("$SYS/broker/clients", 2);
+    s.insert("home/temp", 3);
+    assert_eq!(topics(&s, "#"), ["home/temp"]);
+    assert_eq!(topics(&s, "+/broker/uptime"), Vec::<String>::new());
+    assert_eq!(topics(&s, "+/#"), ["home/temp"]);
+    assert_eq!(
+        topics(&s, "$SYS/#"),
+        ["$SYS/broker/clients", "$SYS/broker/uptime"]
+    );
+    assert_eq!(
+        topics(&s, "$SYS/broker/+"),
+        ["$SYS/broker/clients", "$SYS/broker/uptime"]
+    );
+    assert_eq!(topics(&s, "$SYS/+/uptime"), ["$SYS/broker/uptime"]);
+}
+
+#[test]
+fn plus_levels_visit_matching_branches_only() {
+    let mut s = RetainedStore::new();
+    for room in 0..50 {
+        s.insert(&format!("sensors/{room}/temp"), room);
+        s.insert(&format!("sensors/{room}/hum"), 1000 + room);
+    }
+    s.insert("sensors//temp", 7777);
+    let got = found(&s, "sensors/+/temp");
+    assert_eq!(got.len(), 51);
+    assert!(got
+        .iter()
+        .all(|(t, v)| t.ends_with("/temp") && (*v < 1000 || *v == 7777)));
+    assert_eq!(
+        found(&s, "sensors/7/+"),
+        [("sensors/7/hum".into(), 1007), ("sensors/7/temp".into(), 7)]
+    );
+    assert_eq!(topics(&s, "sensors/+").len(), 0);
+    assert_eq!(topics(&s, "sensors/#").len(), 101);
+}
+
+#[test]
+fn hash_includes_parent_mqtt_4_7_1_2() {
+    let mut s = RetainedStore::new();
+    s.insert("a", 1);
+    s.insert("a/b", 2);
+    s.insert("ab", 3);
+    assert_eq!(topics(&s, "a/#"), ["a", "a/b"]);
+    assert_eq!(topics(&s, "a/b/#"), ["a/b"]);
+}
+
+#[test]
+fn replace_returns_previous_mqtt_3_3_1_5() {
+    let mut s = RetainedStore::new();
+    assert_eq!(s.insert("a/b", 1), None);
+    assert_eq!(s.insert("a/b", 2), Some(1));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.get("a/b"), Some(&2));
+    assert_eq!(found(&s, "a/b"), [("a/b".to_string(), 2)]);
+}
+
+#[test]
+fn clear_removes_and_prunes_v311_mqtt_3_3_1_10_and_11() {
+    let mut s = RetainedStore::new();
+    s.insert("a/b/c", 1);
+    s.insert("a", 2);
+    s.insert("a/x", 3);
+    assert_eq!(node_count(&s), 4); // a, b, c, x
+    assert_eq!(s.remove("a/b/c"), Some(1));
+    assert_eq!(s.remove("a/b/c"), None);
+    assert_eq!(s.remove("a/b"), None); // an interior node holds nothing
+    assert_eq!(node_count(&s), 2); // a, x
+    assert_eq!(s.get("a"), Some(&2));
+    assert_eq!(s.remove("a"), Some(2));
+    assert_eq!(node_count(&s), 2); // `a` still leads to `a/x`
+    assert_eq!(topics(&s, "#"), ["a/x"]);
+    assert_eq!(s.remove("a/x"), Some(3));
+    assert!(s.is_empty());
+    assert_eq!(node_count(&s), 0);
+    assert_eq!(s.remove("zzz"), None);
+}
+
+#[test]
+fn remove_everything_leaves_empty_tree() {
+    let mut s = RetainedStore::new();
+    for (i, t) in TOPICS.iter().enumerate() {
+        s.insert(t, i as u32);
+    }
+    for t in TOPICS.iter().rev() {
+        assert!(s.remove(t).is_some(), "{t}");
+    }
+    assert_eq!(s.len(), 0);
+    assert_eq!(node_count(&s), 0);
+    assert!(s.root.children.is_empty() && s.root.value.is_none());
+}
+
+#[test]
+fn iter_yields_every_message_once() {
+    let mut s = RetainedStore::new();
+    assert_eq!(s.iter().count(), 0);
+    for (i, t) in TOPICS.iter().enumerate() {
+        s.insert(t, i as u32);
+    }
+    let mut got: Vec<(String, u32)> = s.iter().map(|(t, m)| (t.to_string(), *m)).collect();
+    got.sort();
+    let mut want: Vec<(String, u32)> = TOPICS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn hundred_thousand_retained_sanity() {
+    let mut s: RetainedStore<u32> = RetainedStore::default();
+    for i in 0..100_000u32 {
+        s.insert(&format!("site/{}/dev/{}", i % 1000, i), i);
+    }
+    assert_eq!(s.len(), 100_000);
+    assert_eq!(found(&s, "site/17/dev/+").len(), 100);
+    assert_eq!(
+        found(&s, "site/+/dev/4242"),
+        [("site/242/dev/4242".into(), 4242)]
+    );
+    assert_eq!(found(&s, "#").len(), 100_000);
+    for i in 0..100_000u32 {
+        assert_eq!(s.remove(&format!("site/{}/dev/{}", i % 1000, i)), Some(i));
+    }
+    assert!(s.is_empty());
+    assert_eq!(node_count(&s), 0);
+}
+
+#[test]
+fn deep_topics_do_not_overflow_the_stack() {
+    let deep = "x/".repeat(30_000) + "y";
+    let mut s = RetainedStore::new();
+    s.insert(&deep, 1);
+    s.insert("x", 2);
+    assert_eq!(topics(&s, "#").len(), 2);
+    assert_eq!(found(&s, &deep), [(deep.clone(), 1)]);
+    assert_eq!(s.iter().count(), 2);
+    assert_eq!(s.remove(&deep), Some(1));
+    assert_eq!(node_count(&s), 1);
+    s.insert(&deep, 3);
+    drop(s);
+}
