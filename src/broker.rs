@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{QoS, SubscriptionOptions};
+use crate::codec::{topic, QoS, SubscriptionOptions};
 use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -91,6 +91,14 @@ impl Budget {
     }
 }
 
+/// What the subscription trie holds per subscription: the session to deliver to and, for a
+/// shared subscription, its `$share/g/f` filter.
+#[derive(Clone, Debug)]
+pub struct SubHandle {
+    pub session: Arc<Session>,
+    pub share: Option<Arc<str>>,
+}
+
 /// A session as claimed by a CONNECT.
 pub struct Claimed {
     pub session: Arc<Session>,
@@ -105,7 +113,7 @@ pub struct BrokerState {
     pub budget: Budget,
     pub shutdown: CancellationToken,
     sessions: DashMap<Arc<str>, Arc<Session>>,
-    subscriptions: RwLock<SubscriptionTrie<Arc<Session>>>,
+    subscriptions: RwLock<SubscriptionTrie<SubHandle>>,
     retained: RwLock<RetainedStore<Arc<Message>>>,
     started: Instant,
 }
@@ -255,14 +263,50 @@ impl BrokerState {
     /// Discards a session whose expiry interval passed while no connection claimed it
     /// [MQTT-3.1.2-23]. `generation` is the owner that left; a reconnect since then wins.
     pub fn expire_session(&self, session: &Arc<Session>, generation: u64) {
-        if session.is_connected() {
+        if session.is_connected() || !session.owned_by(generation) {
             return;
         }
+        self.redistribute_shared(session);
         if session.release(generation, true, || self.discard_state(session)) {
             self.sessions
                 .remove_if(&session.client_id, |_, s| Arc::ptr_eq(s, session));
             self.metrics.clients_expired.inc();
             tracing::info!(client_id = %session.client_id, "session expired");
+        }
+    }
+
+    /// Hands the messages a departing shared-subscription member had not completed to other
+    /// members of the same group, connected ones first [MQTT-4.8.2-6]; they are removed from
+    /// this session so they are never delivered twice. Messages with no other member stay.
+    pub fn redistribute_shared(&self, session: &Arc<Session>) {
+        let trie = self.subscriptions.read();
+        let me = &session.client_id;
+        let other = |d: &Delivery, online: bool| {
+            d.shared.as_deref().and_then(|share| {
+                trie.pick_shared(share, |s| {
+                    s.client_id != *me && (!online || s.handle.session.is_connected())
+                })
+            })
+        };
+        let (moved, freed) = session.with_state(|s| s.take_shared(|d| other(d, false).is_some()));
+        self.budget.sub(freed);
+        if moved.is_empty() {
+            return;
+        }
+        tracing::info!(client_id = %me, count = moved.len(),
+            "handing unacknowledged shared-subscription messages to other members");
+        for d in moved {
+            let Some(target) = other(&d, true).or_else(|| other(&d, false)) else {
+                continue;
+            };
+            let redirected = Delivery {
+                qos: d.msg.qos.min(target.options.qos),
+                retain: false,
+                subscription_ids: target.id.into_iter().collect(),
+                shared: d.shared.clone(),
+                msg: d.msg,
+            };
+            self.deliver(&target.handle.session, redirected);
         }
     }
 
@@ -279,7 +323,10 @@ impl BrokerState {
             filter,
             Subscription {
                 client_id: session.client_id.clone(),
-                handle: session.clone(),
+                handle: SubHandle {
+                    session: session.clone(),
+                    share: topic::parse_shared(filter).map(|_| Arc::from(filter)),
+                },
                 options,
                 id,
             },
@@ -314,6 +361,7 @@ impl BrokerState {
                 // Retained messages sent because of a new subscription carry RETAIN=1.
                 retain: true,
                 subscription_ids: id.into_iter().collect(),
+                shared: None,
                 msg,
             };
             self.deliver(session, d);
@@ -334,17 +382,17 @@ impl BrokerState {
         }
         let trie = self.subscriptions.read();
         let mut matches = Vec::new();
-        trie.matches(&msg.topic, &mut matches);
+        trie.matches_with(&msg.topic, &mut matches, &|h| h.session.is_connected());
         // Overlapping subscriptions of one session must yield one copy: bring them together.
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|m| {
                 (
                     m.shared_group.is_some(),
-                    Arc::as_ptr(&m.sub.handle) as usize,
+                    Arc::as_ptr(&m.sub.handle.session) as usize,
                 )
             });
         }
-        let mut pending: Option<(&Arc<Session>, Delivery)> = None;
+        let mut pending: Option<(&SubHandle, Delivery)> = None;
         for m in &matches {
             let sub = m.sub;
             let is_shared = m.shared_group.is_some();
@@ -356,31 +404,32 @@ impl BrokerState {
             }
             let qos = msg.qos.min(sub.options.qos);
             let retain = sub.options.retain_as_published && msg.retain;
-            if let Some((session, d)) = pending.as_mut() {
-                if !is_shared && Arc::ptr_eq(session, &sub.handle) {
+            if let Some((h, d)) = pending.as_mut() {
+                if !is_shared && Arc::ptr_eq(&h.session, &sub.handle.session) {
                     d.qos = d.qos.max(qos);
                     d.retain |= retain;
                     d.subscription_ids.extend(sub.id);
                     continue;
                 }
             }
-            if let Some((session, d)) = pending.take() {
-                self.deliver(session, d);
+            if let Some((h, d)) = pending.take() {
+                self.deliver(&h.session, d);
             }
             let d = Delivery {
                 msg: msg.clone(),
                 qos,
                 retain,
                 subscription_ids: sub.id.into_iter().collect(),
+                shared: sub.handle.share.clone(),
             };
             if is_shared {
-                self.deliver(&sub.handle, d);
+                self.deliver(&sub.handle.session, d);
             } else {
                 pending = Some((&sub.handle, d));
             }
         }
-        if let Some((session, d)) = pending {
-            self.deliver(session, d);
+        if let Some((h, d)) = pending {
+            self.deliver(&h.session, d);
         }
     }
 

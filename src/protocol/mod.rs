@@ -432,6 +432,7 @@ impl Handler {
                 protocol = %self.version, reason = %close, "connection closed");
         }
         let will = self.will.take().filter(|_| close.publishes_will());
+        self.broker.redistribute_shared(&self.session);
         let still_owner = self.broker.end_connection(&self.session, self.generation);
         let expiry = self.session.meta().expiry;
         if let Some(will) = will {

@@ -521,6 +521,18 @@ impl<S> SubscriptionTrie<S> {
     /// matching shared group exactly one member chosen by the [`SharedStrategy`]. Pushes into
     /// `out`, which the caller reuses; nothing else is allocated.
     pub fn matches<'a>(&'a self, topic: &str, out: &mut Vec<Match<'a, S>>) {
+        self.matches_with(topic, out, &|_| true);
+    }
+
+    /// As [`Self::matches`], but a shared group skips members for which `available` is false
+    /// (e.g. disconnected clients) when any member is available, so messages go to members that
+    /// can take them now rather than piling up in an offline member's queue.
+    pub fn matches_with<'a>(
+        &'a self,
+        topic: &str,
+        out: &mut Vec<Match<'a, S>>,
+        available: &dyn Fn(&S) -> bool,
+    ) {
         let root = &self.root;
         let dollar = topic.starts_with('$');
         let (level, rest) = split_level(topic);
@@ -528,7 +540,7 @@ impl<S> SubscriptionTrie<S> {
         if !dollar {
             // [MQTT-4.7.2-1]: wildcards in the first level do not match `$` topics.
             if let Some(h) = root.hash.as_deref() {
-                self.emit(h, out);
+                self.emit(h, out, available);
             }
             if let Some(p) = root.plus.as_deref() {
                 pending.push((p, rest));
@@ -541,10 +553,10 @@ impl<S> SubscriptionTrie<S> {
             loop {
                 // `x/#` matches `x` itself and everything below [MQTT-4.7.1-2].
                 if let Some(h) = node.hash.as_deref() {
-                    self.emit(h, out);
+                    self.emit(h, out, available);
                 }
                 let Some(r) = rest else {
-                    self.emit(&node.leaf, out);
+                    self.emit(&node.leaf, out, available);
                     break;
                 };
                 let (level, next) = split_level(r);
@@ -561,13 +573,18 @@ impl<S> SubscriptionTrie<S> {
         }
     }
 
-    fn emit<'a>(&'a self, leaf: &'a Leaf<S>, out: &mut Vec<Match<'a, S>>) {
+    fn emit<'a>(
+        &'a self,
+        leaf: &'a Leaf<S>,
+        out: &mut Vec<Match<'a, S>>,
+        available: &dyn Fn(&S) -> bool,
+    ) {
         out.extend(leaf.subs.items.iter().map(|sub| Match {
             sub,
             shared_group: None,
         }));
         for g in &leaf.shared {
-            if let Some(sub) = self.pick(g) {
+            if let Some(sub) = self.pick(g, |s| available(&s.handle)) {
                 out.push(Match {
                     sub,
                     shared_group: Some(&g.name),
@@ -576,8 +593,13 @@ impl<S> SubscriptionTrie<S> {
         }
     }
 
-    /// The member of `g` that gets this message.
-    fn pick<'a>(&self, g: &'a SharedGroup<S>) -> Option<&'a Subscription<S>> {
+    /// The member of `g` that gets this message: the strategy's choice, or the next member
+    /// after it that `accept`s; the strategy's choice when none does.
+    fn pick<'a>(
+        &self,
+        g: &'a SharedGroup<S>,
+        accept: impl Fn(&Subscription<S>) -> bool,
+    ) -> Option<&'a Subscription<S>> {
         let n = g.members.len();
         if n == 0 {
             return None;
@@ -587,7 +609,33 @@ impl<S> SubscriptionTrie<S> {
             // Multiply-shift maps the 64-bit number onto 0..n without a division.
             SharedStrategy::Random => ((u128::from(self.next_random()) * n as u128) >> 64) as usize,
         };
-        g.members.items.get(i)
+        (0..n)
+            .filter_map(|k| g.members.items.get((i + k) % n))
+            .find(|s| accept(s))
+            .or_else(|| g.members.items.get(i))
+    }
+
+    /// A member of the shared subscription `share_filter` (`$share/g/f`) that `accept`s, chosen
+    /// by the strategy; None when there is none. Used to hand a departing member's
+    /// unacknowledged messages to another member [MQTT-4.8.2-6].
+    pub fn pick_shared(
+        &self,
+        share_filter: &str,
+        accept: impl Fn(&Subscription<S>) -> bool,
+    ) -> Option<&Subscription<S>> {
+        let fp = FilterPath::parse(share_filter);
+        let name = fp.group?;
+        let mut node = &self.root;
+        for level in fp.levels() {
+            node = node.step(level)?;
+        }
+        let leaf = if fp.hash {
+            node.hash.as_deref()?
+        } else {
+            &node.leaf
+        };
+        let g = leaf.shared.iter().find(|g| &*g.name == name)?;
+        self.pick(g, &accept).filter(|s| accept(s))
     }
 
     /// SplitMix64: one `fetch_add` per number, good enough spread for load balancing.

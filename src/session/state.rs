@@ -28,6 +28,9 @@ pub struct Delivery {
     pub retain: bool,
     /// v5 Subscription Identifiers of every matching subscription [MQTT-3.3.4-3].
     pub subscription_ids: Vec<u32>,
+    /// The shared subscription (`$share/g/f`) this came through, so it can be handed to another
+    /// member if this one leaves [MQTT-4.8.2-6].
+    pub shared: Option<std::sync::Arc<str>>,
 }
 
 impl Delivery {
@@ -284,6 +287,38 @@ impl SessionState {
             .collect()
     }
 
+    /// Takes out the deliveries that came through a shared subscription and may go to another
+    /// member: unsent ones of any QoS, and sent QoS 1 ones awaiting PUBACK. Sent QoS 2 stays with
+    /// this member [MQTT-4.8.2-4][MQTT-4.8.2-5]. Returns them in order and the freed queue bytes.
+    pub fn take_shared(&mut self, movable: impl Fn(&Delivery) -> bool) -> (Vec<Delivery>, usize) {
+        let mut out = Vec::new();
+        let mut freed = 0;
+        let mut keep_inflight = VecDeque::with_capacity(self.inflight.len());
+        for (pid, f) in self.inflight.drain(..) {
+            match f {
+                Inflight::Publish(d)
+                    if d.qos == QoS::AtLeastOnce && d.shared.is_some() && movable(&d) =>
+                {
+                    out.push(d)
+                }
+                f => keep_inflight.push_back((pid, f)),
+            }
+        }
+        self.inflight = keep_inflight;
+        let mut keep_queue = VecDeque::with_capacity(self.queue.len());
+        for d in self.queue.drain(..) {
+            if d.shared.is_some() && movable(&d) {
+                freed += d.cost();
+                out.push(d);
+            } else {
+                keep_queue.push_back(d);
+            }
+        }
+        self.queue = keep_queue;
+        self.queued_bytes -= freed;
+        (out, freed)
+    }
+
     /// Forgets everything (clean start) and returns the freed queue bytes.
     pub fn clear(&mut self) -> usize {
         let freed = self.queued_bytes;
@@ -351,6 +386,7 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: Vec::new(),
+            shared: None,
         }
     }
 
@@ -492,6 +528,32 @@ mod tests {
     }
 
     #[test]
+    fn shared_qos1_inflight_and_unsent_move_but_sent_qos2_stays() {
+        let mut s = SessionState::new(Limits {
+            max_queued_messages: 10,
+            max_queued_bytes: 0,
+        });
+        s.set_online(true);
+        let share: std::sync::Arc<str> = "$share/g/t".into();
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtLeastOnce] {
+            let mut d = delivery(qos);
+            d.shared = Some(share.clone());
+            s.enqueue(d).unwrap();
+        }
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+        take(&mut s, 2); // the first QoS 1 and the QoS 2 are now in flight
+        let (moved, _) = s.take_shared(|_| true);
+        let qos: Vec<QoS> = moved.iter().map(|d| d.qos).collect();
+        assert_eq!(
+            qos,
+            vec![QoS::AtLeastOnce, QoS::AtLeastOnce],
+            "[MQTT-4.8.2-4]"
+        );
+        assert_eq!(s.inflight_len(), 1, "the sent QoS 2 stays");
+        assert_eq!(s.queued_len(), 1, "the non-shared message stays");
+    }
+
+    #[test]
     fn clear_forgets_everything() {
         let mut s = SessionState::new(limits());
         s.set_online(true);
@@ -526,6 +588,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: vec![],
+            shared: None,
         })
         .unwrap();
         let mut out = Vec::new();

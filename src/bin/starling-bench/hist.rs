@@ -84,12 +84,16 @@ impl Histogram {
     }
 
     /// The value at quantile `q` (0.0..=1.0): the midpoint of the bucket holding the
-    /// `ceil(q * n)`-th smallest sample, clamped to the recorded min and max. 0 when empty.
+    /// `ceil(q * n)`-th smallest sample, clamped to the recorded min and max (the max itself for
+    /// the last sample). 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
         if self.total == 0 {
             return 0;
         }
         let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        if rank == self.total {
+            return self.max;
+        }
         let mut seen = 0u64;
         for (i, &c) in self.counts.iter().enumerate() {
             seen += c;
@@ -128,9 +132,16 @@ mod tests {
         for v in 1..=100_000u64 {
             h.record(v * 1000);
         }
-        for (q, want) in [(0.5, 50_000_000f64), (0.99, 99_000_000.0), (0.999, 99_900_000.0)] {
+        for (q, want) in [
+            (0.5, 50_000_000f64),
+            (0.99, 99_000_000.0),
+            (0.999, 99_900_000.0),
+        ] {
             let got = h.quantile(q) as f64;
-            assert!((got - want).abs() / want < 0.01, "q={q} got={got} want={want}");
+            assert!(
+                (got - want).abs() / want < 0.01,
+                "q={q} got={got} want={want}"
+            );
         }
         assert_eq!(h.quantile(1.0), 100_000_000);
         assert_eq!(h.min(), 1000);

@@ -128,14 +128,18 @@ impl PublishTemplate {
 
 /// An incoming packet, borrowed from the read buffer.
 pub enum In<'a> {
-    Publish { qos: u8, packet_id: u16, payload: &'a [u8] },
+    Publish {
+        qos: u8,
+        packet_id: u16,
+        payload: &'a [u8],
+    },
     PubAck(u16),
     PubRec(u16),
     PubRel(u16),
     PubComp(u16),
     PingResp,
-    /// Any other packet type (the high nibble of the first byte).
-    Other(u8),
+    /// Any other packet type.
+    Other,
 }
 
 /// Frames one packet at the front of `buf`. `Ok(None)` means "need more bytes"; otherwise the
@@ -195,7 +199,7 @@ pub fn parse(buf: &[u8]) -> anyhow::Result<Option<(In<'_>, usize)>> {
         6 => In::PubRel(id(body)?),
         7 => In::PubComp(id(body)?),
         13 => In::PingResp,
-        t => In::Other(t),
+        _ => In::Other,
     };
     Ok(Some((pkt, total)))
 }
@@ -329,7 +333,10 @@ impl Conn {
             Packet::SubAck(s) => match s.reasons.first() {
                 Some(r) if r.is_error() => bail!("SUBSCRIBE {filter} refused (0x{:02x})", r.0),
                 Some(r) if r.0 != qos => {
-                    bail!("SUBSCRIBE {filter}: asked QoS {qos}, broker granted {}", r.0)
+                    bail!(
+                        "SUBSCRIBE {filter}: asked QoS {qos}, broker granted {}",
+                        r.0
+                    )
                 }
                 Some(_) => Ok(()),
                 None => bail!("SUBACK without a return code"),
