@@ -155,6 +155,12 @@ pub struct MqttConfig {
     pub max_topic_alias: u16,
     /// How a message on a shared subscription (`$share/group/filter`) picks a group member.
     pub shared_subscription_strategy: SharedStrategy,
+    /// Accept `$share/...` subscriptions (v5 Shared Subscription Available; refused with 0x9E).
+    pub shared_subscriptions: bool,
+    /// Accept filters with `+` or `#` (v5 Wildcard Subscription Available; refused with 0xA2).
+    pub wildcard_subscriptions: bool,
+    /// Accept v5 Subscription Identifiers (refused with 0xA1 when off).
+    pub subscription_identifiers: bool,
 }
 
 impl Default for MqttConfig {
@@ -172,6 +178,9 @@ impl Default for MqttConfig {
             persistent_client_expiration: None,
             max_topic_alias: 10,
             shared_subscription_strategy: SharedStrategy::RoundRobin,
+            shared_subscriptions: true,
+            wildcard_subscriptions: true,
+            subscription_identifiers: true,
         }
     }
 }

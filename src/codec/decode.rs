@@ -271,7 +271,8 @@ fn parse_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string("topic filter")?;
-        if !topic::valid_topic_filter(&filter) {
+        // MQTT 5 answers an invalid filter with SUBACK 0x8F; 3.x closes the connection.
+        if !v5 && !topic::valid_topic_filter(&filter) {
             return Err(DecodeError::InvalidTopicFilter);
         }
         let o = r.u8("subscription options")?;
@@ -321,7 +322,7 @@ fn parse_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeErro
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string("topic filter")?;
-        if !topic::valid_topic_filter(&filter) {
+        if !v5 && !topic::valid_topic_filter(&filter) {
             return Err(DecodeError::InvalidTopicFilter);
         }
         filters.push(filter);

@@ -173,6 +173,15 @@ impl Handler {
             if !cfg.retain_available {
                 props.retain_available = Some(0);
             }
+            if !cfg.shared_subscriptions {
+                props.shared_subscription_available = Some(0);
+            }
+            if !cfg.wildcard_subscriptions {
+                props.wildcard_subscription_available = Some(0);
+            }
+            if !cfg.subscription_identifiers {
+                props.subscription_identifier_available = Some(0);
+            }
         }
         codec::encode(
             &Packet::ConnAck(ConnAck {
@@ -205,6 +214,11 @@ impl Handler {
             will: c.will,
             send_window,
             client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            aliases_out: super::outbound::TopicAliases::new(if version.is_v5() {
+                c.properties.topic_alias_maximum.unwrap_or(0)
+            } else {
+                0
+            }),
             aliases_in: vec![
                 None;
                 usize::from(if version.is_v5() {
@@ -218,6 +232,7 @@ impl Handler {
             published: false,
             scratch: Vec::new(),
         };
+        let mut handler = handler;
         if claimed.session_present {
             handler.resend(out);
         }

@@ -105,6 +105,8 @@ pub struct Handler {
     client_max_packet: u32,
     /// v5 client-to-server topic aliases, indexed by alias - 1.
     aliases_in: Vec<Option<Arc<str>>>,
+    /// v5 server-to-client topic aliases, within the client's Topic Alias Maximum.
+    aliases_out: outbound::TopicAliases,
     /// Server Receive Maximum (v5): unacknowledged inbound QoS 2 the client may have.
     receive_maximum: usize,
     /// Session Expiry Interval from CONNECT was 0 (changing it on DISCONNECT is an error).
@@ -318,13 +320,36 @@ impl Handler {
         let max_qos = self.broker.max_qos();
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut retained = Vec::new();
+        let cfg = &self.broker.config.mqtt;
+        let v5 = self.version.is_v5();
         for (filter, opts) in &sub.filters {
             let shared = topic::parse_shared(filter).is_some();
-            if shared && opts.no_local && self.version.is_v5() {
+            if shared && opts.no_local && v5 {
                 return Err(Close::Protocol(
                     ReasonCode::PROTOCOL_ERROR,
                     "[MQTT-3.8.3-4] No Local on a shared subscription",
                 ));
+            }
+            let refused = if !topic::valid_topic_filter(filter) {
+                Some(ReasonCode::TOPIC_FILTER_INVALID)
+            } else if shared && !cfg.shared_subscriptions {
+                Some(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+            } else if !cfg.wildcard_subscriptions && filter.contains(['+', '#']) {
+                Some(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)
+            } else if sub_id.is_some() && !cfg.subscription_identifiers {
+                Some(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED)
+            } else {
+                None
+            };
+            if let Some(code) = refused {
+                tracing::info!(client_id = %self.client_id, peer = %self.peer, %filter,
+                    reason = code.0, "subscription refused");
+                codes.push(if v5 {
+                    code
+                } else {
+                    ReasonCode::V3_SUBACK_FAILURE
+                });
+                continue;
             }
             let count = self.session.with_state(|s| s.subscription_count());
             let is_new = !self.session.with_state(|s| s.has_subscription(filter));
@@ -376,7 +401,9 @@ impl Handler {
             .filters
             .iter()
             .map(|f| {
-                if self.broker.unsubscribe(&self.session, f) {
+                if !topic::valid_topic_filter(f) {
+                    ReasonCode::TOPIC_FILTER_INVALID
+                } else if self.broker.unsubscribe(&self.session, f) {
                     ReasonCode::SUCCESS
                 } else {
                     ReasonCode::NO_SUBSCRIPTION_EXISTED

@@ -1,6 +1,8 @@
 //! Outbound deliveries: moving messages from the session queue into the write buffer under the
 //! inflight window, encoding each for this client's protocol version, and resending on resume.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -8,6 +10,50 @@ use bytes::BytesMut;
 use super::Handler;
 use crate::codec::{self, Packet, PubResp, QoS};
 use crate::session::{Delivery, Resend};
+
+/// Server-to-client topic aliases (v5): a topic sent once with an alias is sent afterwards with
+/// the alias and an empty topic name. When all aliases are in use they are reassigned in turn.
+pub struct TopicAliases {
+    max: u16,
+    by_topic: HashMap<Arc<str>, u16>,
+    by_alias: Vec<Option<Arc<str>>>,
+    next: u16,
+}
+
+impl TopicAliases {
+    pub fn new(max: u16) -> TopicAliases {
+        TopicAliases {
+            max,
+            by_topic: HashMap::new(),
+            by_alias: Vec::new(),
+            next: 1,
+        }
+    }
+
+    /// The alias for `topic` and whether the client already knows it; None when aliases are off.
+    fn lookup(&self, topic: &Arc<str>) -> Option<(u16, bool)> {
+        if self.max == 0 {
+            return None;
+        }
+        match self.by_topic.get(topic) {
+            Some(a) => Some((*a, true)),
+            None => Some((self.next, false)),
+        }
+    }
+
+    /// Records that `alias` now stands for `topic` on this connection.
+    fn assign(&mut self, alias: u16, topic: &Arc<str>) {
+        let idx = usize::from(alias - 1);
+        if self.by_alias.len() <= idx {
+            self.by_alias.resize(idx + 1, None);
+        }
+        if let Some(old) = self.by_alias[idx].replace(topic.clone()) {
+            self.by_topic.remove(&old);
+        }
+        self.by_topic.insert(topic.clone(), alias);
+        self.next = if alias >= self.max { 1 } else { alias + 1 };
+    }
+}
 
 /// Deliveries moved from the queue per pump, so one busy session cannot hog its task.
 const PUMP_BATCH: usize = 256;
@@ -19,7 +65,8 @@ impl Handler {
         let now = Instant::now();
         let window = self.send_window;
         let mut scratch = std::mem::take(&mut self.scratch);
-        let metrics = &self.broker.metrics;
+        let broker = self.broker.clone();
+        let metrics = &broker.metrics;
         loop {
             let (freed, more) = self.session.with_state(|s| {
                 let freed = s.take_ready(window, PUMP_BATCH, now, &mut scratch, &mut |_, _| {
@@ -40,7 +87,7 @@ impl Handler {
 
     /// Resends every unacknowledged PUBLISH (DUP=1) and PUBREL of a resumed session, in order
     /// [MQTT-4.4.0-1].
-    pub(super) fn resend(&self, out: &mut BytesMut) {
+    pub(super) fn resend(&mut self, out: &mut BytesMut) {
         let now = Instant::now();
         for r in self.session.with_state(|s| s.resume()) {
             match r {
@@ -50,21 +97,38 @@ impl Handler {
         }
     }
 
-    fn encode_delivery(&self, pid: u16, d: &Delivery, dup: bool, now: Instant, out: &mut BytesMut) {
+    fn encode_delivery(
+        &mut self,
+        pid: u16,
+        d: &Delivery,
+        dup: bool,
+        now: Instant,
+        out: &mut BytesMut,
+    ) {
         let msg = &d.msg;
-        let per_subscriber =
-            self.version.is_v5() && (msg.expires_at.is_some() || !d.subscription_ids.is_empty());
-        // Only v5 deliveries that carry an expiry or subscription ids need their own copy of
-        // the properties; everything else encodes the shared message as is.
+        let alias = if self.version.is_v5() {
+            self.aliases_out.lookup(&msg.topic)
+        } else {
+            None
+        };
+        let per_subscriber = self.version.is_v5()
+            && (msg.expires_at.is_some() || !d.subscription_ids.is_empty() || alias.is_some());
+        // Only v5 deliveries that carry an expiry, subscription ids or a topic alias need their
+        // own copy of the properties; everything else encodes the shared message as is.
         let owned;
         let properties = if per_subscriber {
             let mut p = msg.properties.clone();
             p.message_expiry_interval = msg.remaining_expiry(now);
             p.subscription_identifiers.clone_from(&d.subscription_ids);
+            p.topic_alias = alias.map(|(a, _)| a);
             owned = p;
             &owned
         } else {
             &msg.properties
+        };
+        let topic: &str = match alias {
+            Some((_, true)) => "",
+            _ => &msg.topic,
         };
         let header = codec::PublishHeader {
             dup: dup && d.qos != QoS::AtMostOnce,
@@ -73,14 +137,7 @@ impl Handler {
             packet_id: pid,
         };
         let start = out.len();
-        codec::encode_publish_parts(
-            header,
-            &msg.topic,
-            properties,
-            &msg.payload,
-            self.version,
-            out,
-        );
+        codec::encode_publish_parts(header, topic, properties, &msg.payload, self.version, out);
         let len = out.len() - start;
         if len > self.client_max_packet as usize {
             // Too large for this client: discard as if sent [MQTT-3.1.2-25].
@@ -90,6 +147,9 @@ impl Handler {
                 self.session.with_state(|s| s.abandon_inflight(pid));
             }
             return;
+        }
+        if let Some((a, false)) = alias {
+            self.aliases_out.assign(a, &msg.topic);
         }
         let metrics = &self.broker.metrics;
         metrics.packets_sent.inc();
