@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::enhanced::Authenticator;
 use crate::codec::{topic, QoS, SubscriptionOptions};
 use crate::config::Config;
 use crate::message::Message;
@@ -116,6 +117,7 @@ pub struct BrokerState {
     subscriptions: RwLock<SubscriptionTrie<SubHandle>>,
     retained: RwLock<RetainedStore<Arc<Message>>>,
     started: Instant,
+    authenticators: Vec<Arc<dyn Authenticator>>,
 }
 
 impl BrokerState {
@@ -138,7 +140,19 @@ impl BrokerState {
             subscriptions: RwLock::new(trie),
             retained: RwLock::new(RetainedStore::new()),
             started: Instant::now(),
+            authenticators: Vec::new(),
         }
+    }
+
+    /// Registers enhanced-authentication methods (before the broker starts serving).
+    pub fn with_authenticators(mut self, a: Vec<Arc<dyn Authenticator>>) -> BrokerState {
+        self.authenticators = a;
+        self
+    }
+
+    /// The authenticator for an MQTT 5 Authentication Method, if one is registered.
+    pub fn authenticator(&self, method: &str) -> Option<&Arc<dyn Authenticator>> {
+        self.authenticators.iter().find(|a| a.method() == method)
     }
 
     pub fn uptime(&self) -> Duration {

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use crate::auth::enhanced::{AuthStep, Authenticator};
 use crate::broker::BrokerState;
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, ReasonCode};
-use crate::protocol::{Close, ConnectOutcome, Handler};
+use crate::protocol::{AuthOutcome, Close, ConnectOutcome, Handler};
 use crate::session::Control;
 
 /// Fill the write buffer from the session queue only below this many bytes.
@@ -70,7 +71,36 @@ where
     };
     broker.metrics.connects.inc();
     let mut wbuf = BytesMut::new();
-    let outcome = Handler::connect(&broker, connect, peer, &mut wbuf).await;
+    let auth = match connect.properties.authentication_method.clone() {
+        Some(method) => match broker.authenticator(&method).cloned() {
+            Some(authenticator) => {
+                let exchange = enhanced_auth(
+                    &mut reader,
+                    &mut writer,
+                    &mut rbuf,
+                    &connect,
+                    authenticator,
+                    max_in,
+                );
+                match tokio::time::timeout(timeout, exchange).await {
+                    Ok(Ok(done)) => Some(done),
+                    Ok(Err(why)) => {
+                        tracing::info!(%peer, client_id = %connect.client_id, %method, reason = why,
+                            "refused: enhanced authentication failed");
+                        let _ = writer.write_all(&connack(ReasonCode::NOT_AUTHORIZED)).await;
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, %method, "closing: authentication exchange timed out");
+                        return;
+                    }
+                }
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let outcome = Handler::connect(&broker, connect, auth, peer, &mut wbuf).await;
     let (handler, control) = match outcome {
         ConnectOutcome::Refused => {
             let _ = writer.write_all(&wbuf).await;
@@ -95,6 +125,80 @@ where
     conn.finish(close).await;
 }
 
+/// A v5 CONNACK refusing the connection with `code`.
+fn connack(code: ReasonCode) -> BytesMut {
+    let mut out = BytesMut::new();
+    codec::encode(
+        &Packet::ConnAck(codec::ConnAck {
+            session_present: false,
+            code,
+            properties: Default::default(),
+        }),
+        ProtocolVersion::V5,
+        &mut out,
+    );
+    out
+}
+
+/// Runs an enhanced-authentication exchange [MQTT-4.12.0-1]: AUTH 0x18 back and forth until the
+/// authenticator decides. Returns the successful exchange's outcome for CONNACK.
+async fn enhanced_auth<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    rbuf: &mut BytesMut,
+    connect: &codec::Connect,
+    authenticator: Arc<dyn Authenticator>,
+    max_in: u32,
+) -> Result<AuthOutcome, &'static str>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let method = authenticator.method().to_string();
+    let mut exchange = authenticator.begin(&connect.client_id, connect.username.as_deref());
+    let mut data = connect.properties.authentication_data.clone();
+    loop {
+        match exchange.step(data.as_deref()) {
+            AuthStep::Success(data) => {
+                return Ok(AuthOutcome {
+                    authenticator,
+                    data,
+                })
+            }
+            AuthStep::Failure => return Err("the authenticator refused"),
+            AuthStep::Continue(challenge) => {
+                let mut out = BytesMut::new();
+                codec::encode(
+                    &Packet::Auth(codec::Auth {
+                        reason: ReasonCode::CONTINUE_AUTHENTICATION,
+                        properties: codec::Properties {
+                            authentication_method: Some(method.clone()),
+                            authentication_data: challenge,
+                            ..Default::default()
+                        },
+                    }),
+                    ProtocolVersion::V5,
+                    &mut out,
+                );
+                writer.write_all(&out).await.map_err(|_| "write failed")?;
+                let reply = read_packet(reader, rbuf, ProtocolVersion::V5, max_in)
+                    .await
+                    .map_err(|_| "connection closed during authentication")?;
+                match reply {
+                    Packet::Auth(a)
+                        if a.reason == ReasonCode::CONTINUE_AUTHENTICATION
+                            && a.properties.authentication_method.as_deref()
+                                == Some(method.as_str()) =>
+                    {
+                        data = a.properties.authentication_data;
+                    }
+                    _ => return Err("[MQTT-4.12.0-5] expected AUTH with the same method"),
+                }
+            }
+        }
+    }
+}
+
 enum ConnectError {
     Io(std::io::Error),
     Protocol(DecodeError),
@@ -106,15 +210,25 @@ async fn read_connect<R: AsyncRead + Unpin>(
     rbuf: &mut BytesMut,
     max: u32,
 ) -> Result<Box<codec::Connect>, ConnectError> {
+    match read_packet(reader, rbuf, ProtocolVersion::V311, max).await? {
+        Packet::Connect(c) => Ok(c),
+        other => Err(ConnectError::Io(std::io::Error::other(format!(
+            "[MQTT-3.1.0-1] first packet was {}, not CONNECT",
+            other.name()
+        )))),
+    }
+}
+
+/// Reads one whole packet before the connection loop runs (CONNECT and the AUTH exchange).
+async fn read_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+    version: ProtocolVersion,
+    max: u32,
+) -> Result<Packet, ConnectError> {
     loop {
-        match codec::decode(rbuf, ProtocolVersion::V311, max) {
-            Ok(Some(Packet::Connect(c))) => return Ok(c),
-            Ok(Some(other)) => {
-                return Err(ConnectError::Io(std::io::Error::other(format!(
-                    "[MQTT-3.1.0-1] first packet was {}, not CONNECT",
-                    other.name()
-                ))))
-            }
+        match codec::decode(rbuf, version, max) {
+            Ok(Some(p)) => return Ok(p),
             Ok(None) => {}
             Err(e) => return Err(ConnectError::Protocol(e)),
         }

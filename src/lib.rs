@@ -7,6 +7,7 @@
 //! [`Broker::start`] is what `main`, the tests and embedders call.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod codec;
 pub mod config;
@@ -50,6 +51,37 @@ impl Broker {
     /// Validates the configuration and binds every listener; the broker runs until
     /// [`BrokerHandle::shutdown`].
     pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
+        Broker::builder(config).start().await
+    }
+
+    /// A builder for embedders that plug in extensions (enhanced authentication).
+    pub fn builder(config: Config) -> BrokerBuilder {
+        BrokerBuilder {
+            config,
+            authenticators: Vec::new(),
+        }
+    }
+}
+
+/// Configures a broker before it starts.
+pub struct BrokerBuilder {
+    config: Config,
+    authenticators: Vec<Arc<dyn auth::enhanced::Authenticator>>,
+}
+
+impl BrokerBuilder {
+    /// Adds an MQTT 5 enhanced-authentication method.
+    pub fn authenticator(mut self, a: Arc<dyn auth::enhanced::Authenticator>) -> BrokerBuilder {
+        self.authenticators.push(a);
+        self
+    }
+
+    /// Validates the configuration, binds every listener and starts serving.
+    pub async fn start(self) -> Result<BrokerHandle, StartError> {
+        let BrokerBuilder {
+            config,
+            authenticators,
+        } = self;
         config.validate()?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -73,7 +105,9 @@ impl Broker {
             }
             bound.push((listener, addr, permits));
         }
-        let state = Arc::new(BrokerState::new(config, shutdown.clone()));
+        let state = Arc::new(
+            BrokerState::new(config, shutdown.clone()).with_authenticators(authenticators),
+        );
         let mut addrs = Vec::new();
         for (listener, addr, permits) in bound {
             addrs.push(addr);

@@ -63,6 +63,7 @@ impl Handler {
     pub async fn connect(
         broker: &Arc<BrokerState>,
         c: Box<codec::Connect>,
+        auth: Option<super::AuthOutcome>,
         peer: SocketAddr,
         out: &mut BytesMut,
     ) -> ConnectOutcome {
@@ -107,7 +108,7 @@ impl Handler {
                 );
             }
         }
-        if let Some(method) = &c.properties.authentication_method {
+        if let (Some(method), None) = (&c.properties.authentication_method, &auth) {
             tracing::info!(%client_id, %peer, %method, "refused: unknown authentication method");
             return refuse(
                 out,
@@ -182,6 +183,10 @@ impl Handler {
             if !cfg.subscription_identifiers {
                 props.subscription_identifier_available = Some(0);
             }
+            if let Some(a) = &auth {
+                props.authentication_method = Some(a.authenticator.method().to_string());
+                props.authentication_data = a.data.clone();
+            }
         }
         codec::encode(
             &Packet::ConnAck(ConnAck {
@@ -230,6 +235,8 @@ impl Handler {
             receive_maximum: usize::from(u16::MAX),
             expiry_was_zero: expiry_secs == 0,
             published: false,
+            authenticator: auth.map(|a| a.authenticator),
+            reauth: None,
             scratch: Vec::new(),
         };
         let mut handler = handler;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::sync::oneshot;
 
+use crate::auth::enhanced::{AuthExchange, AuthStep, Authenticator};
 use crate::broker::BrokerState;
 use crate::codec::{
     self, topic, DecodeError, Packet, Properties, ProtocolVersion, PubResp, QoS, ReasonCode,
@@ -22,6 +23,13 @@ use crate::message::Message;
 use crate::session::Session;
 
 pub use connect::ConnectOutcome;
+
+/// A completed enhanced-authentication exchange: the method's authenticator (kept for
+/// re-authentication) and the data CONNACK carries.
+pub struct AuthOutcome {
+    pub authenticator: Arc<dyn Authenticator>,
+    pub data: Option<bytes::Bytes>,
+}
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -113,6 +121,10 @@ pub struct Handler {
     expiry_was_zero: bool,
     /// This connection has published; only publishers are paused by the global budget.
     published: bool,
+    /// The enhanced-authentication method of CONNECT, for re-authentication.
+    authenticator: Option<Arc<dyn Authenticator>>,
+    /// A re-authentication in progress.
+    reauth: Option<Box<dyn AuthExchange>>,
     scratch: Vec<(u16, crate::session::Delivery)>,
 }
 
@@ -189,10 +201,7 @@ impl Handler {
                 ReasonCode::PROTOCOL_ERROR,
                 "[MQTT-3.1.0-2] second CONNECT",
             )),
-            Packet::Auth(_) => Err(Close::Protocol(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-1] AUTH without an authentication method",
-            )),
+            Packet::Auth(a) => self.on_auth(a, out).map(|_| false),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 Err(Close::Protocol(
                     ReasonCode::PROTOCOL_ERROR,
@@ -418,6 +427,61 @@ impl Handler {
             }),
             out,
         );
+    }
+
+    /// Re-authentication [MQTT-4.12.1-1]: AUTH 0x19 starts it, AUTH 0x18 continues it, always
+    /// with the Authentication Method of CONNECT.
+    fn on_auth(&mut self, a: codec::Auth, out: &mut BytesMut) -> Result<(), Close> {
+        let Some(authenticator) = self.authenticator.clone() else {
+            return Err(Close::Protocol(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.0-7] AUTH without an Authentication Method in CONNECT",
+            ));
+        };
+        let method = authenticator.method().to_string();
+        if a.properties.authentication_method.as_deref() != Some(method.as_str()) {
+            return Err(Close::Protocol(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.1-1] AUTH with a different Authentication Method",
+            ));
+        }
+        if a.reason == ReasonCode::REAUTHENTICATE {
+            let username = self.session.meta().username;
+            self.reauth = Some(authenticator.begin(&self.client_id, username.as_deref()));
+        } else if a.reason != ReasonCode::CONTINUE_AUTHENTICATION || self.reauth.is_none() {
+            return Err(Close::Protocol(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.0-2] unexpected AUTH reason code",
+            ));
+        }
+        let Some(exchange) = self.reauth.as_mut() else {
+            return Ok(());
+        };
+        let (reason, data) = match exchange.step(a.properties.authentication_data.as_deref()) {
+            AuthStep::Continue(d) => (ReasonCode::CONTINUE_AUTHENTICATION, d),
+            AuthStep::Success(d) => {
+                self.reauth = None;
+                (ReasonCode::SUCCESS, d)
+            }
+            AuthStep::Failure => {
+                return Err(Close::Server(
+                    ReasonCode::NOT_AUTHORIZED,
+                    "re-authentication failed",
+                ))
+            }
+        };
+        self.send(
+            &Packet::Auth(codec::Auth {
+                reason,
+                properties: Properties {
+                    authentication_method: Some(method),
+                    authentication_data: data,
+                    ..Default::default()
+                },
+            }),
+            out,
+        );
+        Ok(())
     }
 
     fn on_disconnect(&mut self, d: codec::Disconnect) -> Close {
