@@ -16,8 +16,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::enhanced::Authenticator;
+use crate::codec::ReasonCode;
 use crate::codec::{topic, QoS, SubscriptionOptions};
-use crate::config::Config;
+use crate::config::{Config, SlowConsumerPolicy};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::router::retained::RetainedStore;
@@ -452,7 +453,16 @@ impl BrokerState {
             Ok(cost) => self.budget.add(cost),
             Err(DropReason::QueueFull) => {
                 self.metrics.dropped_queue_full.inc();
-                tracing::debug!(client_id = %session.client_id, "queue full: message dropped");
+                let limits = &self.config.limits;
+                if limits.slow_consumer_policy == SlowConsumerPolicy::Disconnect {
+                    let full_for = session.with_state(|s| s.note_full(Instant::now()));
+                    if full_for >= limits.slow_consumer_grace {
+                        session.send_control(Control::Disconnect(
+                            ReasonCode::QUOTA_EXCEEDED,
+                            "slow consumer: queue full for longer than slow_consumer_grace",
+                        ));
+                    }
+                }
             }
             Err(DropReason::Offline) => self.metrics.dropped_offline_qos0.inc(),
             Err(DropReason::Expired) => self.metrics.dropped_expired.inc(),
@@ -460,9 +470,11 @@ impl BrokerState {
     }
 
     /// Closes every connection for shutdown.
-    pub fn disconnect_all(&self, reason: crate::codec::ReasonCode) {
+    pub fn disconnect_all(&self, reason: ReasonCode) {
         for entry in self.sessions.iter() {
-            entry.value().send_control(Control::Disconnect(reason));
+            entry
+                .value()
+                .send_control(Control::Disconnect(reason, "server shutting down"));
         }
     }
 

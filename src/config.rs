@@ -214,6 +214,34 @@ pub struct LimitsConfig {
     /// Levels (`/`-separated parts) a topic name or filter may have; deeper ones are refused so
     /// a client cannot make the subscription tree arbitrarily deep. At least 1.
     pub max_topic_levels: usize,
+    /// Bytes a topic name or filter may have (MQTT allows 65535). At least 1.
+    pub max_topic_length: usize,
+    /// PUBLISH packets per second one client may send (token bucket, one second of burst).
+    /// Above it an MQTT 5 client is disconnected with 0x96 Message rate too high; a 3.x client is
+    /// slowed down by not reading its socket. 0 means no limit.
+    pub max_publish_rate: u64,
+    /// PUBLISH payload bytes per second one client may send. Above it an MQTT 5 client's QoS 1/2
+    /// messages are refused with 0x97 Quota exceeded (QoS 0 ones dropped and counted); a 3.x
+    /// client is slowed down by not reading its socket. 0 means no limit.
+    pub max_publish_bandwidth: u64,
+    /// What happens to a subscriber whose queue stays full: `"drop"` keeps dropping what does
+    /// not fit (counted); `"disconnect"` also closes its connection once the queue has been full
+    /// for `slow_consumer_grace` (MQTT 5 clients get DISCONNECT 0x97).
+    pub slow_consumer_policy: SlowConsumerPolicy,
+    /// How long a subscriber's queue may stay full before `"disconnect"` applies.
+    #[serde(with = "duration")]
+    pub slow_consumer_grace: Duration,
+}
+
+/// What to do with a subscriber that does not keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Drop what does not fit in its queue; the client stays connected.
+    #[default]
+    Drop,
+    /// Drop, and disconnect it after the grace period.
+    Disconnect,
 }
 
 impl Default for LimitsConfig {
@@ -222,6 +250,11 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             global_queued_bytes_high: 512 * 1024 * 1024,
             global_queued_bytes_low: 384 * 1024 * 1024,
+            max_topic_length: 65_535,
+            max_publish_rate: 0,
+            max_publish_bandwidth: 0,
+            slow_consumer_policy: SlowConsumerPolicy::Drop,
+            slow_consumer_grace: Duration::from_secs(30),
             max_subscriptions_per_client: 0,
             max_topic_levels: 128,
         }
@@ -423,6 +456,18 @@ impl Config {
             return Err(ConfigError::invalid(
                 "limits.max_topic_levels",
                 "must be at least 1",
+            ));
+        }
+        if l.max_topic_length == 0 || l.max_topic_length > 65_535 {
+            return Err(ConfigError::invalid(
+                "limits.max_topic_length",
+                "must be between 1 and 65535",
+            ));
+        }
+        if l.slow_consumer_grace.is_zero() {
+            return Err(ConfigError::invalid(
+                "limits.slow_consumer_grace",
+                "must be greater than 0",
             ));
         }
         Ok(())

@@ -270,6 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             // write buffer stays bounded.
             let backed_up = self.wbuf.len() >= WRITE_HIGH * 2;
             let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
+            let throttled = self.handler.throttled_until();
             let deadline = keep_alive.map(|k| self.last_read + k);
             let writing = !self.wbuf.is_empty() || self.needs_flush;
             tokio::select! {
@@ -279,7 +280,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                 // Cancellation-safe: mpsc recv loses nothing when dropped.
                 ctl = self.control.recv() => match ctl {
                     Some(Control::TakenOver) => return Close::TakenOver,
-                    Some(Control::Disconnect(rc)) => return Close::Server(rc, "closed by the server"),
+                    Some(Control::Disconnect(rc, why)) => return Close::Server(rc, why),
                     None => return Close::TakenOver,
                 },
                 // Cancellation-safe: write_buf advances the buffer only by what was written.
@@ -293,7 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     }
                 }
                 // Cancellation-safe: read_buf appends only what it read.
-                r = read_some(&mut self.reader, &mut self.rbuf), if !paused && !backed_up => {
+                r = read_some(&mut self.reader, &mut self.rbuf), if !paused && !backed_up && throttled.is_none() => {
                     match r {
                         Ok(0) => return Close::PeerClosed,
                         Ok(n) => {
@@ -311,6 +312,14 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     self.want_pump = true;
                 }
                 _ = self.broker.budget.relieved(), if paused => {}
+                // A 3.x client over its publish rate: resume once the bucket has refilled, and
+                // handle what is already buffered first.
+                _ = sleep_until(throttled), if throttled.is_some() => {
+                    self.handler.clear_throttle();
+                    if let Err(close) = self.decode_all() {
+                        return close;
+                    }
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     if let Some(k) = keep_alive {
                         if self.last_read.elapsed() >= k {
@@ -325,7 +334,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// Handles every whole packet in the read buffer.
     fn decode_all(&mut self) -> Result<(), Close> {
         let max_in = self.broker.config.mqtt.max_packet_size;
-        loop {
+        // Stop at a throttle: the rest stays buffered until the rate allows it.
+        while self.handler.throttled_until().is_none() {
             match codec::decode(&mut self.rbuf, self.handler.version(), max_in) {
                 Ok(Some(packet)) => {
                     self.broker.metrics.packets_received.inc();

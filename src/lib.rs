@@ -15,6 +15,7 @@ pub mod connection;
 pub mod message;
 pub mod metrics;
 pub mod protocol;
+pub mod ratelimit;
 pub mod router;
 pub mod session;
 pub mod sys;

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub dropped_offline_qos0: Counter,
     pub dropped_expired: Counter,
     pub dropped_too_large: Counter,
+    /// Inbound PUBLISH refused by `limits.max_publish_bandwidth` (v5 0x97).
+    pub dropped_quota: Counter,
     pub refused_connections: Counter,
 }
 
@@ -58,6 +60,7 @@ impl Metrics {
             + self.dropped_offline_qos0.get()
             + self.dropped_expired.get()
             + self.dropped_too_large.get()
+            + self.dropped_quota.get()
     }
 
     pub fn client_connected(&self) {

@@ -27,6 +27,10 @@ pub(super) fn expiry_from_secs(secs: u32) -> Option<Duration> {
     (secs != u32::MAX).then(|| Duration::from_secs(u64::from(secs)))
 }
 
+fn rate_bucket(rate: u64) -> Option<crate::ratelimit::TokenBucket> {
+    (rate > 0).then(|| crate::ratelimit::TokenBucket::new(rate, std::time::Instant::now()))
+}
+
 /// A client id for a client that sent none: unique for this process and unlikely to collide
 /// with ids of earlier runs.
 fn assign_client_id() -> String {
@@ -237,6 +241,9 @@ impl Handler {
             published: false,
             authenticator: auth.map(|a| a.authenticator),
             reauth: None,
+            msg_rate: rate_bucket(broker.config.limits.max_publish_rate),
+            byte_rate: rate_bucket(broker.config.limits.max_publish_bandwidth),
+            throttled_until: None,
             scratch: Vec::new(),
         };
         let mut handler = handler;

@@ -20,6 +20,7 @@ use crate::codec::{
     SubscriptionOptions,
 };
 use crate::message::Message;
+use crate::ratelimit::TokenBucket;
 use crate::session::Session;
 
 pub use connect::ConnectOutcome;
@@ -125,6 +126,12 @@ pub struct Handler {
     authenticator: Option<Arc<dyn Authenticator>>,
     /// A re-authentication in progress.
     reauth: Option<Box<dyn AuthExchange>>,
+    /// `limits.max_publish_rate` for this client.
+    msg_rate: Option<TokenBucket>,
+    /// `limits.max_publish_bandwidth` for this client.
+    byte_rate: Option<TokenBucket>,
+    /// A 3.x client over its rate is not read until then (TCP backpressure).
+    throttled_until: Option<Instant>,
     scratch: Vec<(u16, crate::session::Delivery)>,
 }
 
@@ -216,11 +223,73 @@ impl Handler {
         self.broker.metrics.packets_sent.inc();
     }
 
+    /// Until when reading is paused because a 3.x client exceeded its rate.
+    pub fn throttled_until(&self) -> Option<Instant> {
+        self.throttled_until
+    }
+
+    pub fn clear_throttle(&mut self) {
+        self.throttled_until = None;
+    }
+
+    /// Applies the client's publish rate limits. Ok(false): drop this PUBLISH (answered 0x97).
+    fn within_rate(&mut self, p: &codec::Publish, out: &mut BytesMut) -> Result<bool, Close> {
+        let now = Instant::now();
+        let len = p.payload.len() as u64;
+        if !self.version.is_v5() {
+            // 3.x has no way to say "slow down": stop reading until back within the rate.
+            let mut wait = Duration::ZERO;
+            if let Some(b) = self.msg_rate.as_mut() {
+                wait = wait.max(b.take_debt(1, now));
+            }
+            if let Some(b) = self.byte_rate.as_mut() {
+                wait = wait.max(b.take_debt(len, now));
+            }
+            if !wait.is_zero() {
+                self.throttled_until = Some(now + wait);
+            }
+            return Ok(true);
+        }
+        if let Some(b) = self.msg_rate.as_mut() {
+            if b.try_take(1, now).is_err() {
+                return Err(Close::Server(
+                    ReasonCode::MESSAGE_RATE_TOO_HIGH,
+                    "limits.max_publish_rate exceeded",
+                ));
+            }
+        }
+        if let Some(b) = self.byte_rate.as_mut() {
+            if b.try_take(len, now).is_err() {
+                tracing::debug!(client_id = %self.client_id, peer = %self.peer,
+                    "PUBLISH refused: limits.max_publish_bandwidth exceeded");
+                self.broker.metrics.dropped_quota.inc();
+                let mut resp = PubResp::new(p.packet_id);
+                resp.reason = ReasonCode::QUOTA_EXCEEDED;
+                match p.qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => self.send(&Packet::PubAck(resp), out),
+                    QoS::ExactlyOnce => self.send(&Packet::PubRec(resp), out),
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// `limits.max_topic_length` and `limits.max_topic_levels`.
+    fn topic_within_limits(&self, topic: &str) -> bool {
+        let l = &self.broker.config.limits;
+        topic.len() <= l.max_topic_length && topic.split('/').count() <= l.max_topic_levels
+    }
+
     fn on_publish(&mut self, p: codec::Publish, out: &mut BytesMut) -> Result<(), Close> {
         let metrics = &self.broker.metrics;
         metrics.publish_received.inc();
         metrics.publish_bytes_received.add(p.payload.len() as u64);
         self.published = true;
+        if !self.within_rate(&p, out)? {
+            return Ok(());
+        }
         if p.qos > self.broker.max_qos() {
             return Err(Close::Protocol(
                 ReasonCode::QOS_NOT_SUPPORTED,
@@ -234,6 +303,12 @@ impl Handler {
             ));
         }
         let topic = self.resolve_topic(&p)?;
+        if !self.topic_within_limits(&topic) {
+            return Err(Close::Protocol(
+                ReasonCode::TOPIC_NAME_INVALID,
+                "topic name over limits.max_topic_length or max_topic_levels",
+            ));
+        }
         let pid = p.packet_id;
         let qos = p.qos;
         let forward =
@@ -339,7 +414,8 @@ impl Handler {
                     "[MQTT-3.8.3-4] No Local on a shared subscription",
                 ));
             }
-            let refused = if !topic::valid_topic_filter(filter) {
+            let refused = if !topic::valid_topic_filter(filter) || !self.topic_within_limits(filter)
+            {
                 Some(ReasonCode::TOPIC_FILTER_INVALID)
             } else if shared && !cfg.shared_subscriptions {
                 Some(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)

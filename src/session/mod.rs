@@ -23,8 +23,8 @@ pub enum Control {
     /// Another connection with the same client id arrived [MQTT-3.1.4-2]; close now, publish the
     /// will, and do not touch the session afterwards.
     TakenOver,
-    /// Close with this reason (v5 DISCONNECT), e.g. an administrative action.
-    Disconnect(ReasonCode),
+    /// Close with this reason (v5 DISCONNECT) and this explanation for the log.
+    Disconnect(ReasonCode, &'static str),
 }
 
 /// The connection currently attached to a session.

@@ -89,6 +89,8 @@ pub struct SessionState {
     next_packet_id: u16,
     inbound_qos2: HashSet<u16>,
     subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+    /// Since when the queue has been full without the client taking anything (slow consumer).
+    full_since: Option<Instant>,
 }
 
 impl SessionState {
@@ -102,7 +104,13 @@ impl SessionState {
             next_packet_id: 1,
             inbound_qos2: HashSet::new(),
             subscriptions: HashMap::new(),
+            full_since: None,
         }
+    }
+
+    /// Records that a delivery found the queue full; returns how long it has been full.
+    pub fn note_full(&mut self, now: Instant) -> std::time::Duration {
+        now.saturating_duration_since(*self.full_since.get_or_insert(now))
     }
 
     pub fn set_online(&mut self, online: bool) {
@@ -168,6 +176,7 @@ impl SessionState {
             let Some(d) = self.queue.pop_front() else {
                 break;
             };
+            self.full_since = None;
             let cost = d.cost();
             self.queued_bytes -= cost;
             freed += cost;

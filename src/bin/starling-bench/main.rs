@@ -71,20 +71,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// C idle connections: connect rate (CONNACK/s), how many are still alive at the end (one
-    /// PINGREQ each), broker memory per connection. Connections are spread over source
-    /// addresses 127.0.0.1..127.0.0.N to go past one address's ephemeral ports.
+    /// C idle connections: connect rate, how many survive, broker memory per connection.
+    ///
+    /// Connects --clients clients (--concurrency handshakes at a time) spread over source
+    /// addresses 127.0.0.1..127.0.0.N (--source-ips) to go past one address's ephemeral ports;
+    /// holds them idle for --duration with keep-alive; then sends one PINGREQ on each and counts
+    /// the PINGRESPs. Reports CONNACK/s, held connections and, with --broker-pid, broker RSS
+    /// growth per connection and broker CPU while idle.
     Conn(ConnArgs),
-    /// N publishers on topics bench/<run>/in/<i>, no subscribers: publish rate (acked at QoS 1/2).
+    /// N publishers, no subscribers: publish rate.
+    ///
+    /// Publishers on bench/<run>/in/<i>. Reports published msg/s (acknowledged ones at QoS
+    /// 1/2).
     Pub(PubArgs),
-    /// M subscribers on --topic, fed by a publisher outside this process (e.g. `starling-bench
-    /// pub` elsewhere): delivered rate, order, latency when payloads carry bench stamps.
+    /// M subscribers fed by an outside publisher: delivered rate, order, latency.
+    ///
+    /// Subscribers on --topic, fed by a publisher outside this process (e.g. `starling-bench pub
+    /// --run demo` with `--topic 'bench/demo/in/+'`). Latency, gaps and duplicates are measured
+    /// when payloads carry bench stamps; other payloads are only counted.
     Sub(SubArgs),
-    /// N publishers on bench/<run>/in/<i> → M subscribers on bench/<run>/in/+.
+    /// N publishers → M subscribers (each subscriber gets every publisher).
+    ///
+    /// Publishers on bench/<run>/in/<i>, subscribers on bench/<run>/in/+.
     Fanin(FaninArgs),
-    /// P publishers (default 1) → N subscribers, all on bench/<run>/out.
+    /// 1 publisher → N subscribers on one topic.
+    ///
+    /// Everyone on bench/<run>/out; --pubs adds publishers on the same topic.
     Fanout(FanoutArgs),
-    /// N pairs: publisher i → subscriber i on bench/<run>/p2p/<i>.
+    /// N pairs: publisher i → subscriber i.
+    ///
+    /// Pair i uses topic bench/<run>/p2p/<i>.
     P2p(P2pArgs),
 }
 

@@ -48,9 +48,9 @@ impl Clock {
     }
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+/// Raises the soft RLIMIT_NOFILE to the hard limit (the bench holds one socket per client).
 #[allow(unsafe_code)]
-pub fn raise_nofile() -> std::io::Result<u64> {
+pub fn raise_nofile() -> std::io::Result<()> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -66,7 +66,7 @@ pub fn raise_nofile() -> std::io::Result<u64> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(())
 }
 
 /// Clock ticks per second of `/proc/*/stat` times.

@@ -156,9 +156,10 @@ impl Json {
                         ("lost", "lost")
                     };
                     o.push_str(&format!(
-                        "  {what:<13} {} of {} expected deliveries; {} duplicates, {} gaps, {} misrouted (drained in {} s)\n",
+                        "  {what:<13} {} of {} expected deliveries ({} of them the tail not received by the end of the drain); {} duplicates, {} gaps, {} misrouted (drained in {} s)\n",
                         self.s(k),
                         self.s("expected"),
+                        self.s("missing_tail"),
                         self.s("duplicates"),
                         self.s("gaps"),
                         self.s("misrouted"),

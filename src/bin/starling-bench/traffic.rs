@@ -684,7 +684,7 @@ pub async fn run(plan: Plan, s: Settings, label: &str) -> anyhow::Result<Json> {
     let pub_window: u64 = pub_results.iter().map(|p| p.in_window).sum();
     let mut hist = Histogram::default();
     let (mut delivered, mut del_window, mut foreign, mut misrouted) = (0u64, 0u64, 0u64, 0u64);
-    let (mut dups, mut gaps, mut lost) = (0u64, 0u64, 0u64);
+    let (mut dups, mut gaps, mut lost, mut tail) = (0u64, 0u64, 0u64, 0u64);
     for r in &sub_results {
         hist.merge(&r.hist);
         delivered += r.delivered;
@@ -697,6 +697,7 @@ pub async fn run(plan: Plan, s: Settings, label: &str) -> anyhow::Result<Json> {
             if peer.expected {
                 let want = pub_results.get(p).map(count).unwrap_or(0);
                 lost += want.saturating_sub(peer.unique);
+                tail += want.saturating_sub(u64::from(peer.next));
             }
         }
     }
@@ -741,6 +742,7 @@ pub async fn run(plan: Plan, s: Settings, label: &str) -> anyhow::Result<Json> {
             j.int("expected", expected)
                 .int("lost", if s.qos > 0 { lost } else { 0 })
                 .int("dropped", if s.qos == 0 { lost } else { 0 })
+                .int("missing_tail", tail.min(lost))
                 .int("misrouted", misrouted)
                 .num("drain_used_s", drain_used);
         }
