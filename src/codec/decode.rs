@@ -1,31 +1,24 @@
-//! Packet decoding. [`decode`] checks the fixed header and the maximum packet size as soon as the
-//! remaining length is known, waits (consuming nothing) until the whole packet is buffered, then
-//! parses it from a frozen slice so payloads and binary fields are zero-copy.
+//! Packet decoding: framing (fixed header, remaining length, maximum packet size) and the parse of
+//! every packet type in both directions, for MQTT 3.1, 3.1.1 and 5.0.
+//!
+//! The fixed header is validated and the size limit enforced before waiting for the rest of the
+//! packet, so an oversized or bogus packet is rejected with only its header buffered. Once a
+//! whole packet is buffered it is split off and frozen, and the PUBLISH payload (like every
+//! binary field) is a zero-copy slice of it.
 
 use bytes::{Buf, BytesMut};
 
-use super::properties::Context;
-use super::wire::Reader;
+use super::properties::{decode_properties, PropCtx};
+use super::reader::{decode_var_int, Reader};
 use super::*;
 
-/// Decodes the Variable Byte Integer at the start of `buf`: `(value, bytes used)`, or None when
-/// more bytes are needed [MQTT-1.5.5-1].
-pub fn decode_remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
-    let mut value = 0usize;
-    for (i, b) in buf.iter().take(4).enumerate() {
-        value |= usize::from(b & 0x7F) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((value, i + 1)));
-        }
-    }
-    if buf.len() >= 4 {
-        return Err(DecodeError::RemainingLengthTooLong);
-    }
-    Ok(None)
-}
-
-/// Decodes one packet from the front of `buf`, or returns Ok(None) (consuming nothing) until it
-/// is complete. `version` is the connection's protocol; CONNECT reads its own.
+/// Decodes one packet from the front of `buf`.
+///
+/// Returns `Ok(None)` and consumes nothing while `buf` holds less than a whole packet; on success
+/// consumes exactly that packet's bytes. `version` is the connection's negotiated version (pass
+/// `V311` before CONNECT; CONNECT is parsed by its own protocol name and level).
+/// `max_packet_size` bounds the whole packet (fixed header included) and is checked as soon as the
+/// remaining length is known. After an error the connection must be closed.
 pub fn decode(
     buf: &mut BytesMut,
     version: ProtocolVersion,
@@ -36,151 +29,158 @@ pub fn decode(
     };
     let packet_type = first >> 4;
     let flags = first & 0x0F;
-    check_flags(packet_type, flags, version)?;
-    let Some((remaining, len_bytes)) = decode_remaining_length(&buf[1..])? else {
+    let name = check_fixed_header(packet_type, flags, version)?;
+    let Some((remaining, len_bytes)) = decode_remaining_length(buf.get(1..).unwrap_or_default())?
+    else {
         return Ok(None);
     };
-    let total = 1 + len_bytes + remaining;
-    if total > max_packet_size as usize {
+    let size = 1 + len_bytes + remaining;
+    // u32 always fits in usize on the 32- and 64-bit targets this broker supports.
+    if size > max_packet_size as usize {
         return Err(DecodeError::PacketTooLarge {
-            size: total,
+            size,
             max: max_packet_size,
         });
     }
-    if buf.len() < total {
-        // The size is checked, so reserving the rest is bounded by the configured maximum.
-        buf.reserve(total - buf.len());
+    if buf.len() < size {
         return Ok(None);
     }
-    let mut frame = buf.split_to(total).freeze();
+    let mut frame = buf.split_to(size).freeze();
     frame.advance(1 + len_bytes);
-    let mut r = Reader::new(frame);
-    let packet = parse(packet_type, flags, version, &mut r)?;
-    if !r.is_empty() {
-        return Err(DecodeError::TrailingBytes(r.remaining()));
-    }
+    let mut r = Reader::new(frame, name);
+    let v5 = version.is_v5();
+    let packet = match packet_type {
+        1 => Packet::Connect(Box::new(decode_connect(&mut r)?)),
+        2 => Packet::ConnAck(decode_connack(&mut r, version)?),
+        3 => Packet::Publish(decode_publish(&mut r, flags, v5)?),
+        4 => Packet::PubAck(decode_pub_resp(&mut r, PropCtx::PubAck, v5)?),
+        5 => Packet::PubRec(decode_pub_resp(&mut r, PropCtx::PubRec, v5)?),
+        6 => Packet::PubRel(decode_pub_resp(&mut r, PropCtx::PubRel, v5)?),
+        7 => Packet::PubComp(decode_pub_resp(&mut r, PropCtx::PubComp, v5)?),
+        8 => Packet::Subscribe(decode_subscribe(&mut r, v5)?),
+        9 => Packet::SubAck(decode_suback(&mut r, v5)?),
+        10 => Packet::Unsubscribe(decode_unsubscribe(&mut r, v5)?),
+        11 => Packet::UnsubAck(decode_unsuback(&mut r, v5)?),
+        12 => Packet::PingReq,
+        13 => Packet::PingResp,
+        14 => Packet::Disconnect(decode_disconnect(&mut r, v5)?),
+        // check_fixed_header let 15 through only for 5.0.
+        _ => Packet::Auth(decode_auth(&mut r)?),
+    };
+    r.finish()?;
     Ok(Some(packet))
 }
 
-/// Fixed-header flags: PUBLISH carries DUP/QoS/RETAIN, PUBREL/SUBSCRIBE/UNSUBSCRIBE must be
-/// 0b0010, every other packet 0 [MQTT-2.2.2-1][MQTT-2.2.2-2].
-fn check_flags(packet_type: u8, flags: u8, version: ProtocolVersion) -> Result<(), DecodeError> {
-    let expected = match packet_type {
+/// The Remaining Length at the start of `buf`: `Ok(Some((value, bytes_used)))`, `Ok(None)` if
+/// incomplete, an error if longer than four bytes (spec 1.5.5).
+pub fn decode_remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
+    decode_var_int(buf)
+}
+
+/// Validates the packet type and its flag bits (spec 2.1.3) and returns the type's name.
+fn check_fixed_header(
+    packet_type: u8,
+    flags: u8,
+    version: ProtocolVersion,
+) -> Result<&'static str, DecodeError> {
+    let (name, required) = match packet_type {
         0 => return Err(DecodeError::ReservedPacketType(0)),
-        15 if !version.is_v5() => return Err(DecodeError::AuthBeforeV5),
+        1 => ("CONNECT", 0),
+        2 => ("CONNACK", 0),
         3 => {
             let qos = (flags >> 1) & 0b11;
             if qos == 3 {
-                return Err(DecodeError::InvalidQoS);
+                return Err(DecodeError::PublishQos3);
             }
             if qos == 0 && flags & 0b1000 != 0 {
-                return Err(DecodeError::DupOnQoS0);
+                return Err(DecodeError::DupOnQos0);
             }
+            return Ok("PUBLISH");
+        }
+        4 => ("PUBACK", 0),
+        5 => ("PUBREC", 0),
+        6 => ("PUBREL", 0b0010),
+        7 => ("PUBCOMP", 0),
+        8 => ("SUBSCRIBE", 0b0010),
+        9 => ("SUBACK", 0),
+        10 => ("UNSUBSCRIBE", 0b0010),
+        11 => ("UNSUBACK", 0),
+        12 => ("PINGREQ", 0),
+        13 => ("PINGRESP", 0),
+        14 => ("DISCONNECT", 0),
+        _ if version.is_v5() => ("AUTH", 0),
+        _ => return Err(DecodeError::AuthNotAllowed(version)),
+    };
+    // MQTT 3.1 gave these bits meaning (DUP/QoS on every type) and clients still set DUP on
+    // retried PUBREL/SUBSCRIBE/UNSUBSCRIBE, so 3.1 flags are ignored, as Mosquitto does.
+    if flags != required && version != ProtocolVersion::V31 {
+        return Err(DecodeError::InvalidHeaderFlags {
+            packet_type: name,
+            flags,
+        });
+    }
+    Ok(name)
+}
+
+/// Rejects an empty or wildcard-bearing Topic Name; `alias` allows the empty name in 5.0.
+fn check_topic_name(topic: &str, alias: bool) -> Result<(), DecodeError> {
+    if topic.is_empty() {
+        if alias {
             return Ok(());
         }
-        6 | 8 | 10 => 0b0010,
-        _ => 0,
-    };
-    if flags != expected {
-        return Err(DecodeError::InvalidFlags { packet_type, flags });
+        return Err(DecodeError::EmptyTopicName);
+    }
+    if !topic::valid_topic_name(topic) {
+        return Err(DecodeError::InvalidTopicName);
     }
     Ok(())
 }
 
-fn parse(
-    packet_type: u8,
-    flags: u8,
-    version: ProtocolVersion,
-    r: &mut Reader,
-) -> Result<Packet, DecodeError> {
-    let v5 = version.is_v5();
-    Ok(match packet_type {
-        1 => Packet::Connect(Box::new(parse_connect(r)?)),
-        2 => Packet::ConnAck(parse_connack(r, v5)?),
-        3 => Packet::Publish(parse_publish(flags, r, v5)?),
-        4 => Packet::PubAck(parse_pubresp(r, v5, "PUBACK", PUBACK_CODES)?),
-        5 => Packet::PubRec(parse_pubresp(r, v5, "PUBREC", PUBACK_CODES)?),
-        6 => Packet::PubRel(parse_pubresp(r, v5, "PUBREL", PUBREL_CODES)?),
-        7 => Packet::PubComp(parse_pubresp(r, v5, "PUBCOMP", PUBREL_CODES)?),
-        8 => Packet::Subscribe(parse_subscribe(r, v5)?),
-        9 => Packet::SubAck(parse_suback(r, v5)?),
-        10 => Packet::Unsubscribe(parse_unsubscribe(r, v5)?),
-        11 => Packet::UnsubAck(parse_unsuback(r, v5)?),
-        12 => Packet::PingReq,
-        13 => Packet::PingResp,
-        14 => Packet::Disconnect(parse_disconnect(r, v5)?),
-        15 => Packet::Auth(parse_auth(r)?),
-        t => return Err(DecodeError::ReservedPacketType(t)),
-    })
-}
-
-const PUBACK_CODES: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
-const PUBREL_CODES: &[u8] = &[0x00, 0x92];
-const DISCONNECT_CODES: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
-    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
-];
-const AUTH_CODES: &[u8] = &[0x00, 0x18, 0x19];
-
-fn reason(r: &mut Reader, packet: &'static str, valid: &[u8]) -> Result<ReasonCode, DecodeError> {
-    let code = r.u8("reason code")?;
-    if !valid.contains(&code) {
-        return Err(DecodeError::InvalidReasonCode { code, packet });
-    }
-    Ok(ReasonCode(code))
-}
-
-fn packet_id(r: &mut Reader) -> Result<u16, DecodeError> {
-    match r.u16("packet identifier")? {
-        0 => Err(DecodeError::ZeroPacketId),
-        id => Ok(id),
-    }
-}
-
-fn props(r: &mut Reader, v5: bool, ctx: Context) -> Result<Properties, DecodeError> {
-    if v5 {
-        Properties::decode(r, ctx)
-    } else {
-        Ok(Properties::default())
-    }
-}
-
-fn parse_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
+fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
+    // Read as bytes: a name that is not UTF-8 is still just a wrong protocol name.
     let name = r.binary("protocol name")?;
     let level = r.u8("protocol level")?;
-    let protocol = match (&name[..], level) {
+    let protocol = match (name.as_ref(), level) {
+        (b"MQIsdp", 3) => ProtocolVersion::V31,
         (b"MQTT", 4) => ProtocolVersion::V311,
         (b"MQTT", 5) => ProtocolVersion::V5,
-        (b"MQIsdp", 3) => ProtocolVersion::V31,
-        (b"MQTT", l) | (b"MQIsdp", l) => return Err(DecodeError::UnsupportedProtocolLevel(l)),
+        (b"MQIsdp", _) | (b"MQTT", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
         _ => return Err(DecodeError::InvalidProtocolName),
     };
     let v5 = protocol.is_v5();
     let flags = r.u8("connect flags")?;
-    if flags & 0x01 != 0 {
+    if flags & 0b0000_0001 != 0 {
         return Err(DecodeError::ConnectReservedFlag);
     }
-    let will_flag = flags & 0x04 != 0;
+    let clean_start = flags & 0b0000_0010 != 0;
+    let will_flag = flags & 0b0000_0100 != 0;
     let will_qos = (flags >> 3) & 0b11;
-    let will_retain = flags & 0x20 != 0;
-    let has_password = flags & 0x40 != 0;
-    let has_username = flags & 0x80 != 0;
+    let will_retain = flags & 0b0010_0000 != 0;
+    let password_flag = flags & 0b0100_0000 != 0;
+    let username_flag = flags & 0b1000_0000 != 0;
     if !will_flag && (will_qos != 0 || will_retain) {
-        return Err(DecodeError::WillFlagsWithoutWill);
+        return Err(DecodeError::WillFlagsWithoutWill(flags));
     }
-    let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidWillQoS)?;
-    if has_password && !has_username && !v5 {
+    let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::WillQos3)?;
+    // 5.0 dropped this rule so a password can carry a token without a user name.
+    if password_flag && !username_flag && !v5 {
         return Err(DecodeError::PasswordWithoutUsername);
     }
     let keep_alive = r.u16("keep alive")?;
-    let properties = props(r, v5, Context::Connect)?;
+    let properties = if v5 {
+        decode_properties(r, PropCtx::Connect)?
+    } else {
+        Properties::default()
+    };
     let client_id = r.string("client identifier")?;
     let will = if will_flag {
-        let properties = props(r, v5, Context::Will)?;
+        let properties = if v5 {
+            decode_properties(r, PropCtx::Will)?
+        } else {
+            Properties::default()
+        };
         let topic = r.string("will topic")?;
-        if !topic::valid_topic_name(&topic) {
-            return Err(DecodeError::InvalidTopicName);
-        }
+        check_topic_name(&topic, false)?;
         let payload = r.binary("will payload")?;
         Some(Will {
             topic,
@@ -192,11 +192,19 @@ fn parse_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     } else {
         None
     };
-    let username = has_username.then(|| r.string("user name")).transpose()?;
-    let password = has_password.then(|| r.binary("password")).transpose()?;
+    let username = if username_flag {
+        Some(r.string("user name")?)
+    } else {
+        None
+    };
+    let password = if password_flag {
+        Some(r.binary("password")?)
+    } else {
+        None
+    };
     Ok(Connect {
         protocol,
-        clean_start: flags & 0x02 != 0,
+        clean_start,
         keep_alive,
         client_id,
         will,
@@ -206,41 +214,54 @@ fn parse_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     })
 }
 
-fn parse_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
-    let flags = r.u8("connack flags")?;
-    if flags & 0xFE != 0 {
-        return Err(DecodeError::ConnAckReservedFlags);
+fn decode_connack(r: &mut Reader, version: ProtocolVersion) -> Result<ConnAck, DecodeError> {
+    let flags = r.u8("acknowledge flags")?;
+    // 3.1 has no Session Present bit: the byte is simply unused there.
+    let session_present = match version {
+        ProtocolVersion::V31 => false,
+        _ if flags & 0xFE != 0 => return Err(DecodeError::ConnAckReservedFlags(flags)),
+        _ => flags & 1 != 0,
+    };
+    let code = r.u8("reason code")?;
+    let valid = if version.is_v5() {
+        reason_allowed(PropCtx::ConnAck, code)
+    } else {
+        code <= 5
+    };
+    if !valid {
+        return Err(invalid_reason(r, code));
     }
-    let code = ReasonCode(r.u8("connack code")?);
+    let properties = if version.is_v5() {
+        decode_properties(r, PropCtx::ConnAck)?
+    } else {
+        Properties::default()
+    };
     Ok(ConnAck {
-        session_present: flags & 1 != 0,
-        code,
-        properties: props(r, v5, Context::ConnAck)?,
+        session_present,
+        code: ReasonCode(code),
+        properties,
     })
 }
 
-fn parse_publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> {
-    // check_flags has rejected QoS 3 already.
-    let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
+fn decode_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, DecodeError> {
+    // check_fixed_header already rejected QoS 3.
+    let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::PublishQos3)?;
     let topic = r.string("topic name")?;
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
-        packet_id(r)?
+        r.packet_id()?
     };
-    let properties = props(r, v5, Context::Publish)?;
-    if topic.is_empty() {
-        // Only a v5 topic alias may stand in for the topic [MQTT-3.3.2-1].
-        if properties.topic_alias.is_none() {
-            return Err(DecodeError::EmptyTopicName);
-        }
-    } else if !topic::valid_topic_name(&topic) {
-        return Err(DecodeError::InvalidTopicName);
-    }
+    let properties = if v5 {
+        decode_properties(r, PropCtx::Publish)?
+    } else {
+        Properties::default()
+    };
+    check_topic_name(&topic, properties.topic_alias.is_some())?;
     Ok(Publish {
         dup: flags & 0b1000 != 0,
         qos,
-        retain: flags & 1 != 0,
+        retain: flags & 0b0001 != 0,
         topic,
         packet_id,
         properties,
@@ -248,49 +269,42 @@ fn parse_publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeE
     })
 }
 
-fn parse_pubresp(
-    r: &mut Reader,
-    v5: bool,
-    name: &'static str,
-    codes: &[u8],
-) -> Result<PubResp, DecodeError> {
-    let packet_id = packet_id(r)?;
-    let mut resp = PubResp::new(packet_id);
-    if v5 && !r.is_empty() {
-        resp.reason = reason(r, name, codes)?;
-        if !r.is_empty() {
-            resp.properties = Properties::decode(r, Context::PubResp)?;
-        }
-    }
-    Ok(resp)
+/// PUBACK, PUBREC, PUBREL, PUBCOMP. In 5.0 the reason code and the properties may each be left
+/// off when they are Success / empty (spec 3.4.2.1).
+fn decode_pub_resp(r: &mut Reader, ctx: PropCtx, v5: bool) -> Result<PubResp, DecodeError> {
+    let packet_id = r.packet_id()?;
+    let (reason, properties) = if v5 {
+        decode_reason_and_properties(r, ctx)?
+    } else {
+        (ReasonCode::SUCCESS, Properties::default())
+    };
+    Ok(PubResp {
+        packet_id,
+        reason,
+        properties,
+    })
 }
 
-fn parse_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
-    let packet_id = packet_id(r)?;
-    let properties = props(r, v5, Context::Subscribe)?;
+fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
+    let packet_id = r.packet_id()?;
+    let properties = if v5 {
+        decode_properties(r, PropCtx::Subscribe)?
+    } else {
+        Properties::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string("topic filter")?;
-        // MQTT 5 answers an invalid filter with SUBACK 0x8F; 3.x closes the connection.
+        // MQTT 5 answers an invalid filter with SUBACK 0x8F Topic Filter invalid and keeps the
+        // connection; 3.x has no such code and closes it.
         if !v5 && !topic::valid_topic_filter(&filter) {
             return Err(DecodeError::InvalidTopicFilter);
         }
-        let o = r.u8("subscription options")?;
-        let reserved = if v5 { 0xC0 } else { 0xFC };
-        let retain_handling = (o >> 4) & 0b11;
-        if o & reserved != 0 || retain_handling == 3 {
-            return Err(DecodeError::InvalidSubscriptionOptions(o));
+        let options = decode_subscription_options(r.u8("subscription options")?, v5)?;
+        if options.no_local && topic::parse_shared(&filter).is_some() {
+            return Err(DecodeError::NoLocalOnSharedSubscription);
         }
-        let qos = QoS::from_u8(o & 0b11).ok_or(DecodeError::InvalidSubscriptionOptions(o))?;
-        filters.push((
-            filter,
-            SubscriptionOptions {
-                qos,
-                no_local: v5 && o & 0x04 != 0,
-                retain_as_published: v5 && o & 0x08 != 0,
-                retain_handling: if v5 { retain_handling } else { 0 },
-            },
-        ));
+        filters.push((filter, options));
     }
     if filters.is_empty() {
         return Err(DecodeError::EmptySubscribe);
@@ -302,13 +316,33 @@ fn parse_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     })
 }
 
-fn parse_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
-    let packet_id = packet_id(r)?;
-    let properties = props(r, v5, Context::SubAck)?;
-    let mut reasons = Vec::with_capacity(r.remaining());
-    while !r.is_empty() {
-        reasons.push(ReasonCode(r.u8("suback code")?));
+fn decode_subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions, DecodeError> {
+    // 3.x uses only the QoS bits; 5.0 reserves the top two.
+    let reserved = if v5 { 0b1100_0000 } else { 0b1111_1100 };
+    if byte & reserved != 0 {
+        return Err(DecodeError::SubscribeReservedBits(byte));
     }
+    let qos = QoS::from_u8(byte & 0b11).ok_or(DecodeError::SubscribeQos3)?;
+    let retain_handling = (byte >> 4) & 0b11;
+    if retain_handling == 3 {
+        return Err(DecodeError::RetainHandling3);
+    }
+    Ok(SubscriptionOptions {
+        qos,
+        no_local: byte & 0b0100 != 0,
+        retain_as_published: byte & 0b1000 != 0,
+        retain_handling,
+    })
+}
+
+fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
+    let packet_id = r.packet_id()?;
+    let properties = if v5 {
+        decode_properties(r, PropCtx::SubAck)?
+    } else {
+        Properties::default()
+    };
+    let reasons = decode_reason_list(r, PropCtx::SubAck, v5)?;
     Ok(SubAck {
         packet_id,
         reasons,
@@ -316,12 +350,17 @@ fn parse_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
     })
 }
 
-fn parse_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
-    let packet_id = packet_id(r)?;
-    let properties = props(r, v5, Context::Unsubscribe)?;
+fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
+    let packet_id = r.packet_id()?;
+    let properties = if v5 {
+        decode_properties(r, PropCtx::Unsubscribe)?
+    } else {
+        Properties::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string("topic filter")?;
+        // As for SUBSCRIBE: MQTT 5 answers UNSUBACK 0x8F.
         if !v5 && !topic::valid_topic_filter(&filter) {
             return Err(DecodeError::InvalidTopicFilter);
         }
@@ -337,13 +376,18 @@ fn parse_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeErro
     })
 }
 
-fn parse_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
-    let packet_id = packet_id(r)?;
-    let properties = props(r, v5, Context::UnsubAck)?;
-    let mut reasons = Vec::new();
-    while v5 && !r.is_empty() {
-        reasons.push(ReasonCode(r.u8("unsuback code")?));
+fn decode_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
+    let packet_id = r.packet_id()?;
+    // 3.x UNSUBACK is just the packet identifier.
+    if !v5 {
+        return Ok(UnsubAck {
+            packet_id,
+            reasons: Vec::new(),
+            properties: Properties::default(),
+        });
     }
+    let properties = decode_properties(r, PropCtx::UnsubAck)?;
+    let reasons = decode_reason_list(r, PropCtx::UnsubAck, true)?;
     Ok(UnsubAck {
         packet_id,
         reasons,
@@ -351,27 +395,102 @@ fn parse_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
     })
 }
 
-fn parse_disconnect(r: &mut Reader, v5: bool) -> Result<Disconnect, DecodeError> {
-    let mut d = Disconnect::new(ReasonCode::NORMAL_DISCONNECTION);
-    if v5 && !r.is_empty() {
-        d.reason = reason(r, "DISCONNECT", DISCONNECT_CODES)?;
-        if !r.is_empty() {
-            d.properties = Properties::decode(r, Context::Disconnect)?;
-        }
+fn decode_disconnect(r: &mut Reader, v5: bool) -> Result<Disconnect, DecodeError> {
+    // 3.x DISCONNECT has no variable header; Reader::finish rejects any byte.
+    if !v5 {
+        return Ok(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION));
     }
-    Ok(d)
+    let (reason, properties) = decode_reason_and_properties(r, PropCtx::Disconnect)?;
+    Ok(Disconnect { reason, properties })
 }
 
-fn parse_auth(r: &mut Reader) -> Result<Auth, DecodeError> {
-    let mut a = Auth {
-        reason: ReasonCode::SUCCESS,
-        properties: Properties::default(),
-    };
-    if !r.is_empty() {
-        a.reason = reason(r, "AUTH", AUTH_CODES)?;
-        if !r.is_empty() {
-            a.properties = Properties::decode(r, Context::Auth)?;
-        }
+fn decode_auth(r: &mut Reader) -> Result<Auth, DecodeError> {
+    let (reason, properties) = decode_reason_and_properties(r, PropCtx::Auth)?;
+    Ok(Auth { reason, properties })
+}
+
+/// The optional "reason code, then optional properties" tail of 5.0 acks, DISCONNECT and AUTH:
+/// absent means Success with no properties (spec 3.4.2.1, 3.14.2.1, 3.15.2.1).
+fn decode_reason_and_properties(
+    r: &mut Reader,
+    ctx: PropCtx,
+) -> Result<(ReasonCode, Properties), DecodeError> {
+    if r.is_empty() {
+        return Ok((ReasonCode::SUCCESS, Properties::default()));
     }
-    Ok(a)
+    let code = r.u8("reason code")?;
+    if !reason_allowed(ctx, code) {
+        return Err(invalid_reason(r, code));
+    }
+    let properties = if r.is_empty() {
+        Properties::default()
+    } else {
+        decode_properties(r, ctx)?
+    };
+    Ok((ReasonCode(code), properties))
+}
+
+/// The rest of the packet as one reason code per byte (SUBACK / UNSUBACK payload).
+fn decode_reason_list(
+    r: &mut Reader,
+    ctx: PropCtx,
+    v5: bool,
+) -> Result<Vec<ReasonCode>, DecodeError> {
+    let bytes = r.rest();
+    let mut reasons = Vec::with_capacity(bytes.len());
+    for &code in bytes.iter() {
+        // 3.x SUBACK return codes are 0x00..=0x02 and 0x80 (3.1.1 section 3.9.3).
+        let valid = if v5 {
+            reason_allowed(ctx, code)
+        } else {
+            matches!(code, 0x00..=0x02 | 0x80)
+        };
+        if !valid {
+            return Err(invalid_reason(r, code));
+        }
+        reasons.push(ReasonCode(code));
+    }
+    Ok(reasons)
+}
+
+fn invalid_reason(r: &Reader, code: u8) -> DecodeError {
+    DecodeError::InvalidReasonCode {
+        packet_type: r.packet_type(),
+        code,
+    }
+}
+
+/// Whether `code` is one of the 5.0 reason codes the spec lists for the packet (spec 2.4 and each
+/// packet's reason code table).
+fn reason_allowed(ctx: PropCtx, code: u8) -> bool {
+    match ctx {
+        PropCtx::ConnAck => matches!(
+            code,
+            0x00 | 0x80..=0x8A | 0x8C | 0x90 | 0x95 | 0x97 | 0x99..=0x9D | 0x9F
+        ),
+        PropCtx::PubAck | PropCtx::PubRec => {
+            matches!(
+                code,
+                0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+            )
+        }
+        PropCtx::PubRel | PropCtx::PubComp => matches!(code, 0x00 | 0x92),
+        PropCtx::SubAck => matches!(
+            code,
+            0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2
+        ),
+        PropCtx::UnsubAck => matches!(code, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91),
+        PropCtx::Disconnect => matches!(
+            code,
+            0x00 | 0x04
+                | 0x80..=0x83
+                | 0x87
+                | 0x89
+                | 0x8B
+                | 0x8D..=0x90
+                | 0x93..=0xA2
+        ),
+        PropCtx::Auth => matches!(code, 0x00 | 0x18 | 0x19),
+        _ => false,
+    }
 }

@@ -1,116 +1,54 @@
-//! Packet encoding. Each packet's size is computed first so the buffer is reserved once and the
-//! header written directly; [`encode_publish_parts`] is the hot path for outgoing messages and
-//! borrows the topic and payload instead of requiring an owned `Publish`.
+//! Packet encoding for MQTT 3.1, 3.1.1 and 5.0 into a caller's `BytesMut`.
+//!
+//! Each packet body is described once, generically over [`Sink`]: a counting pass yields the exact
+//! remaining length (so the buffer is reserved once and `encoded_len` is exact), then the same
+//! code writes the bytes. PUBLISH, the hot path, has its own arithmetic length and writes straight
+//! into the buffer without cloning or intermediate allocations.
+//!
+//! The encoder trusts its input: strings and binary fields longer than 65,535 bytes are cut, and
+//! packets whose remaining length exceeds 268,435,455 cannot be framed; the broker bounds both.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
-use super::wire::{field_len, put_bytes, put_str, put_varint, varint_len};
+use super::properties::{properties_len, write_properties};
+use super::sink::{var_int_len, Counter, Sink};
 use super::*;
 
-/// Total encoded size (fixed header included) of `packet` for `version`.
-pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
-    let body = body_len(packet, version);
-    1 + varint_len(body) + body
-}
-
-/// Appends `packet` to `buf`. For 3.x, properties and v5-only fields are left out.
+/// Appends `packet` to `buf` in the framing of `version`.
+///
+/// For 3.x, properties and 5.0-only fields are left out. CONNECT is encoded in its own
+/// `protocol` version whatever `version` says. AUTH does not exist before 5.0: for 3.x nothing is
+/// written.
 pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) {
     if let Packet::Publish(p) = packet {
         return encode_publish(p, version, buf);
     }
-    let body = body_len(packet, version);
-    buf.reserve(1 + varint_len(body) + body);
-    buf.put_u8(first_byte(packet));
-    put_varint(buf, body);
-    let v5 = version.is_v5();
-    match packet {
-        Packet::Connect(c) => write_connect(c, buf),
-        Packet::ConnAck(c) => {
-            buf.put_u8(u8::from(c.session_present));
-            buf.put_u8(c.code.0);
-            if v5 {
-                c.properties.encode(buf);
-            }
-        }
-        Packet::Publish(_) => {}
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            buf.put_u16(r.packet_id);
-            if v5 && !short_ack(r) {
-                buf.put_u8(r.reason.0);
-                if !r.properties.is_empty() {
-                    r.properties.encode(buf);
-                }
-            }
-        }
-        Packet::Subscribe(s) => {
-            buf.put_u16(s.packet_id);
-            if v5 {
-                s.properties.encode(buf);
-            }
-            for (f, o) in &s.filters {
-                put_str(buf, f);
-                buf.put_u8(options_byte(o, v5));
-            }
-        }
-        Packet::SubAck(s) => {
-            buf.put_u16(s.packet_id);
-            if v5 {
-                s.properties.encode(buf);
-            }
-            for r in &s.reasons {
-                buf.put_u8(r.0);
-            }
-        }
-        Packet::Unsubscribe(u) => {
-            buf.put_u16(u.packet_id);
-            if v5 {
-                u.properties.encode(buf);
-            }
-            for f in &u.filters {
-                put_str(buf, f);
-            }
-        }
-        Packet::UnsubAck(u) => {
-            buf.put_u16(u.packet_id);
-            if v5 {
-                u.properties.encode(buf);
-                for r in &u.reasons {
-                    buf.put_u8(r.0);
-                }
-            }
-        }
-        Packet::PingReq | Packet::PingResp => {}
-        Packet::Disconnect(Disconnect { reason, properties })
-        | Packet::Auth(Auth { reason, properties }) => {
-            if v5 && !(reason.0 == 0 && properties.is_empty()) {
-                buf.put_u8(reason.0);
-                if !properties.is_empty() {
-                    properties.encode(buf);
-                }
-            }
-        }
-    }
+    let Some(header) = header_byte(packet, version) else {
+        return;
+    };
+    let mut counter = Counter::default();
+    body(packet, version, &mut counter);
+    let remaining = counter.0;
+    buf.reserve(1 + var_int_len(remaining) + remaining);
+    buf.put_u8(header);
+    buf.var_int(remaining);
+    body(packet, version, buf);
 }
 
-/// Appends a PUBLISH. Same bytes as `encode(&Packet::Publish(p.clone()), ..)`.
+/// Appends a PUBLISH; the same bytes as `encode(&Packet::Publish(p.clone()), ..)` without the
+/// clone.
 pub fn encode_publish(p: &Publish, version: ProtocolVersion, buf: &mut BytesMut) {
-    encode_publish_parts(
-        PublishHeader {
-            dup: p.dup,
-            qos: p.qos,
-            retain: p.retain,
-            packet_id: p.packet_id,
-        },
-        &p.topic,
-        &p.properties,
-        &p.payload,
-        version,
-        buf,
-    );
+    let header = PublishHeader {
+        dup: p.dup,
+        qos: p.qos,
+        retain: p.retain,
+        packet_id: p.packet_id,
+    };
+    encode_publish_parts(header, &p.topic, &p.properties, &p.payload, version, buf);
 }
 
 /// The fixed-header flags and packet id of an outgoing PUBLISH.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublishHeader {
     pub dup: bool,
     pub qos: QoS,
@@ -119,76 +57,92 @@ pub struct PublishHeader {
     pub packet_id: u16,
 }
 
-/// Appends a PUBLISH from borrowed parts: the broker's per-subscriber hot path, so the topic
-/// and payload shared by every subscriber are never cloned into an owned packet.
+/// Appends a PUBLISH from borrowed parts: the broker's per-subscriber hot path, so the topic and
+/// payload every subscriber shares are never cloned into an owned packet.
 pub fn encode_publish_parts(
     h: PublishHeader,
     topic: &str,
     properties: &Properties,
-    payload: &Bytes,
+    payload: &[u8],
     version: ProtocolVersion,
     buf: &mut BytesMut,
 ) {
-    let body = publish_body_len(topic, h.qos, properties, payload.len(), version);
-    buf.reserve(1 + varint_len(body) + body);
-    let mut first = 0x30 | ((h.qos as u8) << 1);
-    if h.dup {
-        first |= 0x08;
-    }
-    if h.retain {
-        first |= 0x01;
-    }
-    buf.put_u8(first);
-    put_varint(buf, body);
-    put_str(buf, topic);
+    let props_len = if version.is_v5() {
+        properties_len(properties)
+    } else {
+        0
+    };
+    let remaining = publish_remaining_parts(topic, h.qos, version, props_len, payload.len());
+    buf.reserve(1 + var_int_len(remaining) + remaining);
+    let header = 0x30 | (u8::from(h.dup) << 3) | ((h.qos as u8) << 1) | u8::from(h.retain);
+    buf.put_u8(header);
+    buf.var_int(remaining);
+    buf.string(topic);
     if h.qos != QoS::AtMostOnce {
         buf.put_u16(h.packet_id);
     }
     if version.is_v5() {
-        properties.encode(buf);
+        write_properties(properties, props_len, buf);
     }
-    buf.put_slice(payload);
+    buf.extend_from_slice(payload);
 }
 
-fn publish_body_len(
+/// Exact number of bytes `encode` appends for `packet` (fixed header included), for checking the
+/// peer's Maximum Packet Size before sending.
+pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
+    let remaining = match packet {
+        Packet::Publish(p) => publish_remaining(p, version, publish_properties_len(p, version)),
+        _ if header_byte(packet, version).is_none() => return 0,
+        _ => {
+            let mut counter = Counter::default();
+            body(packet, version, &mut counter);
+            counter.0
+        }
+    };
+    1 + var_int_len(remaining) + remaining
+}
+
+fn publish_properties_len(p: &Publish, version: ProtocolVersion) -> usize {
+    if version.is_v5() {
+        properties_len(&p.properties)
+    } else {
+        0
+    }
+}
+
+fn publish_remaining(p: &Publish, version: ProtocolVersion, props_len: usize) -> usize {
+    publish_remaining_parts(&p.topic, p.qos, version, props_len, p.payload.len())
+}
+
+fn publish_remaining_parts(
     topic: &str,
     qos: QoS,
-    properties: &Properties,
-    payload: usize,
     version: ProtocolVersion,
+    props_len: usize,
+    payload: usize,
 ) -> usize {
-    field_len(topic.as_bytes())
-        + if qos == QoS::AtMostOnce { 0 } else { 2 }
-        + if version.is_v5() {
-            properties.encoded_len()
-        } else {
-            0
-        }
-        + payload
+    let mut t = Counter::default();
+    t.string(topic);
+    let packet_id = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let props = if version.is_v5() {
+        var_int_len(props_len) + props_len
+    } else {
+        0
+    };
+    t.0 + packet_id + props + payload
 }
 
-/// A v5 ack with reason 0 and no properties uses the two-byte form.
-fn short_ack(r: &PubResp) -> bool {
-    r.reason.0 == 0 && r.properties.is_empty()
-}
-
-fn options_byte(o: &SubscriptionOptions, v5: bool) -> u8 {
-    let mut b = o.qos as u8;
-    if v5 {
-        b |= u8::from(o.no_local) << 2;
-        b |= u8::from(o.retain_as_published) << 3;
-        b |= (o.retain_handling & 0b11) << 4;
-    }
-    b
-}
-
-fn first_byte(packet: &Packet) -> u8 {
-    match packet {
+/// First byte of the fixed header; `None` for a packet `version` cannot carry (AUTH in 3.x).
+fn header_byte(packet: &Packet, version: ProtocolVersion) -> Option<u8> {
+    Some(match packet {
         Packet::Connect(_) => 0x10,
         Packet::ConnAck(_) => 0x20,
-        Packet::Publish(_) => 0x30,
+        Packet::Publish(p) => {
+            0x30 | (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
+        }
         Packet::PubAck(_) => 0x40,
         Packet::PubRec(_) => 0x50,
+        // These three carry 0b0010 in the flags [MQTT-3.6.1-1][MQTT-3.8.1-1][MQTT-3.10.1-1].
         Packet::PubRel(_) => 0x62,
         Packet::PubComp(_) => 0x70,
         Packet::Subscribe(_) => 0x82,
@@ -198,130 +152,149 @@ fn first_byte(packet: &Packet) -> u8 {
         Packet::PingReq => 0xC0,
         Packet::PingResp => 0xD0,
         Packet::Disconnect(_) => 0xE0,
-        Packet::Auth(_) => 0xF0,
-    }
+        Packet::Auth(_) if version.is_v5() => 0xF0,
+        Packet::Auth(_) => return None,
+    })
 }
 
-fn body_len(packet: &Packet, version: ProtocolVersion) -> usize {
+/// Property Length and properties, computing the length once.
+fn props<S: Sink>(s: &mut S, p: &Properties) {
+    write_properties(p, properties_len(p), s);
+}
+
+/// Variable header and payload of every packet but PUBLISH.
+fn body<S: Sink>(packet: &Packet, version: ProtocolVersion, s: &mut S) {
     let v5 = version.is_v5();
-    let props = |p: &Properties| if v5 { p.encoded_len() } else { 0 };
     match packet {
-        Packet::Connect(c) => connect_len(c),
-        Packet::ConnAck(c) => 2 + props(&c.properties),
+        Packet::Connect(c) => connect_body(c, s),
+        Packet::ConnAck(c) => {
+            // 3.1 has no Session Present flag.
+            let session_present = c.session_present && version != ProtocolVersion::V31;
+            s.u8(u8::from(session_present));
+            s.u8(c.code.0);
+            if v5 {
+                props(s, &c.properties);
+            }
+        }
         Packet::Publish(p) => {
-            publish_body_len(&p.topic, p.qos, &p.properties, p.payload.len(), version)
+            // Not reached through `encode`, which delegates to `encode_publish`; kept so `body`
+            // covers every packet.
+            s.string(&p.topic);
+            if p.qos != QoS::AtMostOnce {
+                s.u16(p.packet_id);
+            }
+            if v5 {
+                props(s, &p.properties);
+            }
+            s.raw(&p.payload);
         }
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            if !v5 || short_ack(r) {
-                2
-            } else if r.properties.is_empty() {
-                3
-            } else {
-                3 + r.properties.encoded_len()
+            s.u16(r.packet_id);
+            if v5 {
+                reason_tail(s, r.reason, &r.properties);
             }
         }
-        Packet::Subscribe(s) => {
-            2 + props(&s.properties)
-                + s.filters
-                    .iter()
-                    .map(|(f, _)| field_len(f.as_bytes()) + 1)
-                    .sum::<usize>()
+        Packet::Subscribe(sub) => {
+            s.u16(sub.packet_id);
+            if v5 {
+                props(s, &sub.properties);
+            }
+            for (filter, o) in &sub.filters {
+                s.string(filter);
+                let mut byte = o.qos as u8;
+                if v5 {
+                    byte |= u8::from(o.no_local) << 2
+                        | u8::from(o.retain_as_published) << 3
+                        | (o.retain_handling & 0b11) << 4;
+                }
+                s.u8(byte);
+            }
         }
-        Packet::SubAck(s) => 2 + props(&s.properties) + s.reasons.len(),
+        Packet::SubAck(a) => {
+            s.u16(a.packet_id);
+            if v5 {
+                props(s, &a.properties);
+            }
+            for r in &a.reasons {
+                s.u8(r.0);
+            }
+        }
         Packet::Unsubscribe(u) => {
-            2 + props(&u.properties)
-                + u.filters
-                    .iter()
-                    .map(|f| field_len(f.as_bytes()))
-                    .sum::<usize>()
-        }
-        Packet::UnsubAck(u) => {
-            2 + if v5 {
-                u.properties.encoded_len() + u.reasons.len()
-            } else {
-                0
+            s.u16(u.packet_id);
+            if v5 {
+                props(s, &u.properties);
+            }
+            for filter in &u.filters {
+                s.string(filter);
             }
         }
-        Packet::PingReq | Packet::PingResp => 0,
-        Packet::Disconnect(Disconnect { reason, properties })
-        | Packet::Auth(Auth { reason, properties }) => {
-            if !v5 || (reason.0 == 0 && properties.is_empty()) {
-                0
-            } else if properties.is_empty() {
-                1
-            } else {
-                1 + properties.encoded_len()
+        Packet::UnsubAck(a) => {
+            s.u16(a.packet_id);
+            // 3.x UNSUBACK has no payload.
+            if v5 {
+                props(s, &a.properties);
+                for r in &a.reasons {
+                    s.u8(r.0);
+                }
+            }
+        }
+        Packet::PingReq | Packet::PingResp => {}
+        Packet::Disconnect(d) => {
+            if v5 {
+                reason_tail(s, d.reason, &d.properties);
+            }
+        }
+        Packet::Auth(a) => {
+            if v5 {
+                reason_tail(s, a.reason, &a.properties);
             }
         }
     }
 }
 
-fn protocol_name(v: ProtocolVersion) -> &'static str {
-    match v {
+/// The 5.0 "reason code, then properties" tail in its shortest legal form: nothing for Success
+/// with no properties, the reason code alone without properties (spec 3.4.2.1, 3.14.2.1,
+/// 3.15.2.1).
+fn reason_tail<S: Sink>(s: &mut S, reason: ReasonCode, p: &Properties) {
+    let len = properties_len(p);
+    if len == 0 && reason == ReasonCode::SUCCESS {
+        return;
+    }
+    s.u8(reason.0);
+    if len > 0 {
+        write_properties(p, len, s);
+    }
+}
+
+fn connect_body<S: Sink>(c: &Connect, s: &mut S) {
+    let v5 = c.protocol.is_v5();
+    s.string(match c.protocol {
         ProtocolVersion::V31 => "MQIsdp",
         _ => "MQTT",
+    });
+    s.u8(c.protocol.level());
+    let mut flags = u8::from(c.clean_start) << 1;
+    if let Some(w) = &c.will {
+        flags |= 0b100 | (w.qos as u8) << 3 | u8::from(w.retain) << 5;
     }
-}
-
-fn connect_len(c: &Connect) -> usize {
-    let v5 = c.protocol.is_v5();
-    let mut n = field_len(protocol_name(c.protocol).as_bytes()) + 1 + 1 + 2;
+    flags |= u8::from(c.password.is_some()) << 6 | u8::from(c.username.is_some()) << 7;
+    s.u8(flags);
+    s.u16(c.keep_alive);
     if v5 {
-        n += c.properties.encoded_len();
+        props(s, &c.properties);
     }
-    n += field_len(c.client_id.as_bytes());
+    s.string(&c.client_id);
     if let Some(w) = &c.will {
         if v5 {
-            n += w.properties.encoded_len();
+            props(s, &w.properties);
         }
-        n += field_len(w.topic.as_bytes()) + field_len(&w.payload);
+        s.string(&w.topic);
+        s.binary(&w.payload);
     }
     if let Some(u) = &c.username {
-        n += field_len(u.as_bytes());
+        s.string(u);
     }
     if let Some(p) = &c.password {
-        n += field_len(p);
-    }
-    n
-}
-
-fn write_connect(c: &Connect, buf: &mut BytesMut) {
-    let v5 = c.protocol.is_v5();
-    put_str(buf, protocol_name(c.protocol));
-    buf.put_u8(c.protocol.level());
-    let mut flags = 0u8;
-    if c.clean_start {
-        flags |= 0x02;
-    }
-    if let Some(w) = &c.will {
-        flags |= 0x04 | ((w.qos as u8) << 3);
-        if w.retain {
-            flags |= 0x20;
-        }
-    }
-    if c.password.is_some() {
-        flags |= 0x40;
-    }
-    if c.username.is_some() {
-        flags |= 0x80;
-    }
-    buf.put_u8(flags);
-    buf.put_u16(c.keep_alive);
-    if v5 {
-        c.properties.encode(buf);
-    }
-    put_str(buf, &c.client_id);
-    if let Some(w) = &c.will {
-        if v5 {
-            w.properties.encode(buf);
-        }
-        put_str(buf, &w.topic);
-        put_bytes(buf, &w.payload);
-    }
-    if let Some(u) = &c.username {
-        put_str(buf, u);
-    }
-    if let Some(p) = &c.password {
-        put_bytes(buf, p);
+        s.binary(p);
     }
 }

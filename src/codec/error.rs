@@ -1,88 +1,168 @@
-//! Why a packet could not be decoded. Every variant names the normative statement it enforces,
-//! so a log line or a test says exactly which rule the peer broke.
+//! Decode errors: one variant per rule the decoder enforces, each message citing the normative
+//! statement (MQTT 5.0 numbering first, 3.1.1 numbering where it differs; `[MQTT 5.0 §x.y]` where
+//! the rule is spec text without a statement number), and the mapping from a variant to the
+//! MQTT 5.0 reason code the server puts in its CONNACK or DISCONNECT.
+//!
+//! After any error the connection must be closed: the decoder makes no promise about how much of
+//! the buffer was consumed.
 
-use super::ReasonCode;
+use super::{ProtocolVersion, ReasonCode};
 
+/// Why a byte sequence is not a valid MQTT packet.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
+    // ---- CONNECT framing: these decide whether the broker answers with a CONNACK at all.
+    /// Valid protocol name but a level this server does not implement; the broker answers with
+    /// CONNACK 0x01 (3.x) or 0x84 (5.0).
     #[error("[MQTT-3.1.2-2] unsupported protocol level {0}")]
     UnsupportedProtocolLevel(u8),
+    /// Neither `MQTT` nor `MQIsdp`: the broker closes without a CONNACK.
     #[error("[MQTT-3.1.2-1] invalid protocol name")]
     InvalidProtocolName,
-    #[error("[MQTT-2.2.1] reserved packet type {0}")]
+
+    // ---- Fixed header.
+    #[error("[MQTT 5.0 §2.1.2] reserved packet type {0}")]
     ReservedPacketType(u8),
-    #[error("[MQTT-2.2.2-2] invalid fixed header flags {flags:#x} for packet type {packet_type}")]
-    InvalidFlags { packet_type: u8, flags: u8 },
-    #[error("[MQTT-1.5.5-1] remaining length encoded in more than 4 bytes")]
-    RemainingLengthTooLong,
-    #[error("[MQTT-3.1.2-24] packet of {size} bytes exceeds the maximum packet size {max}")]
+    #[error("[MQTT 3.1.1 §2.2.1] AUTH (packet type 15) is reserved in MQTT {0}")]
+    AuthNotAllowed(ProtocolVersion),
+    #[error("[MQTT-2.1.3-1][MQTT-2.2.2-1][MQTT-2.2.2-2] invalid fixed header flags {flags:#x} for packet type {packet_type}")]
+    InvalidHeaderFlags {
+        packet_type: &'static str,
+        flags: u8,
+    },
+    #[error("[MQTT-3.3.1-4] PUBLISH with both QoS bits set")]
+    PublishQos3,
+    #[error("[MQTT-3.3.1-2] DUP flag set on a QoS 0 PUBLISH")]
+    DupOnQos0,
+    #[error("[MQTT 5.0 §1.5.5][MQTT 3.1.1 §2.2.3] variable byte integer longer than 4 bytes")]
+    VariableByteIntegerTooLong,
+    #[error("[MQTT 5.0 §3.1.2.11.4][MQTT 5.0 §3.2.2.3.6] packet of {size} bytes exceeds the maximum packet size {max}")]
     PacketTooLarge { size: usize, max: u32 },
-    #[error("[MQTT-1.5.3-1] malformed packet: {0} runs past the end of the packet")]
-    Truncated(&'static str),
-    #[error("[MQTT-2.1.4] malformed packet: {0} unexpected bytes after the content")]
-    TrailingBytes(usize),
-    #[error("[MQTT-1.5.3-1] string is not well-formed UTF-8")]
+
+    // ---- Remaining length versus content.
+    #[error("[MQTT 5.0 §2.1.4] remaining length leaves {extra} unread bytes after {packet_type}")]
+    TrailingBytes {
+        packet_type: &'static str,
+        extra: usize,
+    },
+    #[error("[MQTT 5.0 §2.1.4] {packet_type} ends inside its {field}")]
+    UnexpectedEnd {
+        packet_type: &'static str,
+        field: &'static str,
+    },
+
+    // ---- Strings and topics.
+    #[error("[MQTT-1.5.4-1][MQTT-1.5.3-1] string is not well-formed UTF-8")]
     InvalidUtf8,
-    #[error("[MQTT-1.5.3-2] string contains U+0000")]
+    #[error("[MQTT-1.5.4-2][MQTT-1.5.3-2] string contains U+0000")]
     NullCharacter,
-    #[error("[MQTT-3.3.1-4] PUBLISH with QoS 3")]
-    InvalidQoS,
-    #[error("[MQTT-3.3.1-2] DUP set on a QoS 0 PUBLISH")]
-    DupOnQoS0,
-    #[error("[MQTT-3.3.2-2] topic name contains a wildcard or is invalid")]
+    #[error("[MQTT-3.3.2-2] topic name contains wildcard characters or is invalid")]
     InvalidTopicName,
-    #[error("[MQTT-4.7.3-1] empty topic name")]
+    #[error("[MQTT-4.7.3-1] empty topic name without a topic alias")]
     EmptyTopicName,
-    #[error("[MQTT-4.7.1-1] invalid topic filter")]
+    #[error("[MQTT-4.7.1-1][MQTT-4.7.1-2][MQTT-4.7.1-3][MQTT-4.7.3-1] invalid topic filter")]
     InvalidTopicFilter,
-    #[error("[MQTT-2.3.1-1] packet identifier is 0")]
-    ZeroPacketId,
-    #[error("[MQTT-3.8.3-3] SUBSCRIBE without topic filters")]
+    #[error("[MQTT-3.3.2-8] topic alias 0 is not permitted")]
+    TopicAliasZero,
+
+    // ---- Packet identifiers and payload shape.
+    #[error("[MQTT-2.2.1-3][MQTT-2.3.1-1] {packet_type} with packet identifier 0")]
+    ZeroPacketId { packet_type: &'static str },
+    #[error("[MQTT-3.8.3-2][MQTT-3.8.3-3] SUBSCRIBE with no topic filters")]
     EmptySubscribe,
-    #[error("[MQTT-3.10.3-2] UNSUBSCRIBE without topic filters")]
+    #[error("[MQTT-3.10.3-2] UNSUBSCRIBE with no topic filters")]
     EmptyUnsubscribe,
-    #[error("[MQTT-3.8.3-4] invalid subscription options {0:#x}")]
-    InvalidSubscriptionOptions(u8),
+    #[error("[MQTT-3.8.3-4][MQTT 5.0 §3.8.3.1] SUBSCRIBE requesting QoS 3")]
+    SubscribeQos3,
+    #[error("[MQTT-3.8.3-5][MQTT-3.8.3-4] SUBSCRIBE options {0:#x} have reserved bits set")]
+    SubscribeReservedBits(u8),
+    #[error("[MQTT 5.0 §3.8.3.1] SUBSCRIBE with retain handling 3")]
+    RetainHandling3,
+    #[error("[MQTT-3.8.3-4] No Local set on a shared subscription")]
+    NoLocalOnSharedSubscription,
+
+    // ---- CONNECT / CONNACK flags.
     #[error("[MQTT-3.1.2-3] CONNECT reserved flag is set")]
     ConnectReservedFlag,
-    #[error("[MQTT-3.1.2-11] will QoS or retain set without the will flag")]
-    WillFlagsWithoutWill,
-    #[error("[MQTT-3.1.2-14] will QoS 3")]
-    InvalidWillQoS,
-    #[error("[MQTT-3.1.2-22] password flag set without the user name flag")]
+    #[error("[MQTT-3.1.2-11][MQTT-3.1.2-13][MQTT-3.1.2-15] will QoS or will retain set without the will flag (flags {0:#x})")]
+    WillFlagsWithoutWill(u8),
+    #[error("[MQTT-3.1.2-12][MQTT-3.1.2-14] will QoS 3")]
+    WillQos3,
+    #[error("[MQTT-3.1.2-22] password flag set without user name flag")]
     PasswordWithoutUsername,
-    #[error("[MQTT-3.2.2-1] CONNACK reserved flags are set")]
-    ConnAckReservedFlags,
-    #[error("[MQTT-3.15.1-1] AUTH is an MQTT 5 packet")]
-    AuthBeforeV5,
-    #[error("[MQTT-2.2.2-1] unknown property identifier {0:#x}")]
-    UnknownProperty(u8),
-    #[error("[MQTT-2.2.2-2] property {id:#x} is not allowed in {packet}")]
-    PropertyNotAllowed { id: u8, packet: &'static str },
-    #[error("[MQTT-2.2.2-2] property {0:#x} included more than once")]
-    DuplicateProperty(u8),
-    #[error("[MQTT-2.2.2-2] property {0:#x} has an invalid value")]
-    InvalidPropertyValue(u8),
-    #[error("[MQTT-2.4] reason code {code:#x} is not valid in {packet}")]
-    InvalidReasonCode { code: u8, packet: &'static str },
-    #[error("[MQTT-1.5.5] malformed variable byte integer")]
-    InvalidVarInt,
+    #[error("[MQTT-3.2.2-1] CONNACK acknowledge flags {0:#x} have reserved bits set")]
+    ConnAckReservedFlags(u8),
+
+    // ---- MQTT 5.0 properties and reason codes.
+    #[error("[MQTT 5.0 §2.2.2.2] unknown property identifier {0:#x}")]
+    UnknownProperty(u32),
+    #[error("[MQTT 5.0 §2.2.2.2] property {name} ({id:#x}) is not allowed on {packet_type}")]
+    PropertyNotAllowed {
+        id: u8,
+        name: &'static str,
+        packet_type: &'static str,
+    },
+    #[error("[MQTT 5.0 §2.2.2.2][MQTT 5.0 §3] property {name} ({id:#x}) included more than once")]
+    DuplicateProperty { id: u8, name: &'static str },
+    #[error("[MQTT 5.0 §2.2.2.2][MQTT 5.0 §3] property {name} has invalid value {value}")]
+    InvalidPropertyValue { name: &'static str, value: u32 },
+    #[error(
+        "[MQTT 5.0 §2.2.2.1] property length {len} exceeds the {available} bytes left in the packet"
+    )]
+    PropertyLengthExceedsPacket { len: usize, available: usize },
+    #[error("[MQTT 5.0 §3.1.2.11.10] authentication data without authentication method")]
+    AuthDataWithoutMethod,
+    #[error("[MQTT 5.0 §2.4] reason code {code:#x} is not valid for {packet_type}")]
+    InvalidReasonCode { packet_type: &'static str, code: u8 },
 }
 
 impl DecodeError {
-    /// The MQTT 5 reason code a server sends (CONNACK or DISCONNECT) for this error.
+    /// The MQTT 5.0 reason code the server sends in its CONNACK (during the handshake) or
+    /// DISCONNECT. The split between 0x81 and 0x82 follows spec 4.13.1: data that cannot be
+    /// parsed is a Malformed Packet; data that parses but breaks a rule the spec calls a
+    /// Protocol Error gets 0x82.
     pub fn reason_code(&self) -> ReasonCode {
+        use DecodeError::*;
         match self {
-            DecodeError::UnsupportedProtocolLevel(_) => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-            DecodeError::PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
-            DecodeError::InvalidTopicName | DecodeError::EmptyTopicName => {
-                ReasonCode::TOPIC_NAME_INVALID
-            }
-            // The spec calls these Protocol Errors rather than malformed packets.
-            DecodeError::DuplicateProperty(_)
-            | DecodeError::AuthBeforeV5
-            | DecodeError::PropertyNotAllowed { .. } => ReasonCode::PROTOCOL_ERROR,
-            _ => ReasonCode::MALFORMED_PACKET,
+            UnsupportedProtocolLevel(_) => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            // The spec says only that a sender MUST NOT use alias 0 [MQTT-3.3.2-8]; 0x94 is the
+            // reason code the spec defines for an unusable alias, as Mosquitto also sends.
+            TopicAliasZero => ReasonCode::TOPIC_ALIAS_INVALID,
+            // Each of these is called a "Protocol Error" by the spec text that forbids it.
+            AuthNotAllowed(_)
+            | EmptyTopicName
+            | ZeroPacketId { .. }
+            | EmptySubscribe
+            | EmptyUnsubscribe
+            | SubscribeQos3
+            | RetainHandling3
+            | NoLocalOnSharedSubscription
+            | DuplicateProperty { .. }
+            | InvalidPropertyValue { .. }
+            | AuthDataWithoutMethod => ReasonCode::PROTOCOL_ERROR,
+            InvalidProtocolName
+            | ReservedPacketType(_)
+            | InvalidHeaderFlags { .. }
+            | PublishQos3
+            | DupOnQos0
+            | VariableByteIntegerTooLong
+            | TrailingBytes { .. }
+            | UnexpectedEnd { .. }
+            | InvalidUtf8
+            | NullCharacter
+            | InvalidTopicName
+            | InvalidTopicFilter
+            | SubscribeReservedBits(_)
+            | ConnectReservedFlag
+            | WillFlagsWithoutWill(_)
+            | WillQos3
+            | PasswordWithoutUsername
+            | ConnAckReservedFlags(_)
+            | UnknownProperty(_)
+            | PropertyNotAllowed { .. }
+            | PropertyLengthExceedsPacket { .. }
+            | InvalidReasonCode { .. } => ReasonCode::MALFORMED_PACKET,
         }
     }
 }

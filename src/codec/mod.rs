@@ -13,12 +13,12 @@ mod decode;
 mod encode;
 mod error;
 mod properties;
+mod reader;
 mod reason;
-pub mod topic;
-mod wire;
-
+mod sink;
 #[cfg(test)]
 mod tests;
+pub mod topic;
 
 pub use decode::{decode, decode_remaining_length};
 pub use encode::{encode, encode_publish, encode_publish_parts, encoded_len, PublishHeader};

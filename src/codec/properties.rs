@@ -1,8 +1,13 @@
-//! MQTT 5.0 properties: one struct for every packet type. The decoder rejects a property that is
-//! not allowed on the packet it appears in, and a second copy of a once-only property
-//! [MQTT-2.2.2-2 .. see DecodeError]; only `user_properties` and `subscription_identifiers` repeat.
+//! MQTT 5.0 properties: one struct for every packet type, and its wire codec. The decoder rejects
+//! a property that is not allowed on the packet it appears in (spec table 2.2.2.2), a second copy
+//! of a once-only property and out-of-range values; only `user_properties` and
+//! `subscription_identifiers` repeat.
 
 use bytes::Bytes;
+
+use super::reader::Reader;
+use super::sink::{Counter, Sink};
+use super::DecodeError;
 
 /// Every MQTT 5.0 property (spec 2.2.2.2). `None`/empty means absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,20 +74,18 @@ impl Properties {
     }
 }
 
-use bytes::{BufMut, BytesMut};
-
-use super::wire::{field_len, put_bytes, put_str, put_varint, varint_len, Reader};
-use super::DecodeError;
-
-/// Where a property block appears; decides which properties are allowed (spec table 2-4).
+/// Where a property block sits; decides which properties it may hold (spec table 2.2.2.2). The
+/// Will properties inside the CONNECT payload are their own context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Context {
-    Connect,
+pub(crate) enum PropCtx {
+    Connect = 0,
     ConnAck,
     Publish,
     Will,
-    /// PUBACK, PUBREC, PUBREL, PUBCOMP.
-    PubResp,
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
     Subscribe,
     SubAck,
     Unsubscribe,
@@ -91,325 +94,329 @@ pub enum Context {
     Auth,
 }
 
-impl Context {
+impl PropCtx {
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+
     fn name(self) -> &'static str {
         match self {
-            Context::Connect => "CONNECT",
-            Context::ConnAck => "CONNACK",
-            Context::Publish => "PUBLISH",
-            Context::Will => "Will properties",
-            Context::PubResp => "PUBACK/PUBREC/PUBREL/PUBCOMP",
-            Context::Subscribe => "SUBSCRIBE",
-            Context::SubAck => "SUBACK",
-            Context::Unsubscribe => "UNSUBSCRIBE",
-            Context::UnsubAck => "UNSUBACK",
-            Context::Disconnect => "DISCONNECT",
-            Context::Auth => "AUTH",
+            PropCtx::Connect => "CONNECT",
+            PropCtx::ConnAck => "CONNACK",
+            PropCtx::Publish => "PUBLISH",
+            PropCtx::Will => "Will properties",
+            PropCtx::PubAck => "PUBACK",
+            PropCtx::PubRec => "PUBREC",
+            PropCtx::PubRel => "PUBREL",
+            PropCtx::PubComp => "PUBCOMP",
+            PropCtx::Subscribe => "SUBSCRIBE",
+            PropCtx::SubAck => "SUBACK",
+            PropCtx::Unsubscribe => "UNSUBSCRIBE",
+            PropCtx::UnsubAck => "UNSUBACK",
+            PropCtx::Disconnect => "DISCONNECT",
+            PropCtx::Auth => "AUTH",
         }
     }
 }
 
-/// Whether property `id` may appear in `ctx` (MQTT 5.0 section 2.2.2.2).
-fn allowed(id: u8, ctx: Context) -> bool {
-    use Context::*;
-    match id {
-        0x01 | 0x02 | 0x03 | 0x08 | 0x09 => matches!(ctx, Publish | Will),
-        0x0B => matches!(ctx, Publish | Subscribe),
-        0x11 => matches!(ctx, Connect | ConnAck | Disconnect),
-        0x12 | 0x13 | 0x1A | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => ctx == ConnAck,
-        0x15 | 0x16 => matches!(ctx, Connect | ConnAck | Auth),
-        0x17 | 0x19 => ctx == Connect,
-        0x18 => ctx == Will,
-        0x1C => matches!(ctx, ConnAck | Disconnect),
-        0x1F => matches!(
-            ctx,
-            ConnAck | PubResp | SubAck | UnsubAck | Disconnect | Auth
-        ),
-        0x21 | 0x22 | 0x27 => matches!(ctx, Connect | ConnAck),
-        0x23 => ctx == Publish,
-        0x26 => true,
-        _ => false,
+mod ctx {
+    //! Bit sets of `PropCtx`, one per row of spec table 2.2.2.2.
+    use super::PropCtx::*;
+    const fn b(c: super::PropCtx) -> u16 {
+        1 << (c as u16)
     }
+    pub(super) const MESSAGE: u16 = b(Publish) | b(Will);
+    pub(super) const SUB_ID: u16 = b(Publish) | b(Subscribe);
+    pub(super) const SESSION_EXPIRY: u16 = b(Connect) | b(ConnAck) | b(Disconnect);
+    pub(super) const CONNACK: u16 = b(ConnAck);
+    pub(super) const CONNECT: u16 = b(Connect);
+    pub(super) const WILL: u16 = b(Will);
+    pub(super) const AUTH: u16 = b(Connect) | b(ConnAck) | b(Auth);
+    pub(super) const SERVER_REF: u16 = b(ConnAck) | b(Disconnect);
+    pub(super) const REASON_STRING: u16 = b(ConnAck)
+        | b(PubAck)
+        | b(PubRec)
+        | b(PubRel)
+        | b(PubComp)
+        | b(SubAck)
+        | b(UnsubAck)
+        | b(Disconnect)
+        | b(Auth);
+    pub(super) const LIMITS: u16 = b(Connect) | b(ConnAck);
+    pub(super) const PUBLISH: u16 = b(Publish);
+    pub(super) const ALL: u16 = u16::MAX;
 }
 
-fn set_once<T>(slot: &mut Option<T>, id: u8, v: T) -> Result<(), DecodeError> {
+/// Name and allowed contexts of a property identifier; `None` if the identifier is unknown.
+fn property_info(id: u32) -> Option<(&'static str, u16)> {
+    Some(match id {
+        0x01 => ("Payload Format Indicator", ctx::MESSAGE),
+        0x02 => ("Message Expiry Interval", ctx::MESSAGE),
+        0x03 => ("Content Type", ctx::MESSAGE),
+        0x08 => ("Response Topic", ctx::MESSAGE),
+        0x09 => ("Correlation Data", ctx::MESSAGE),
+        0x0B => ("Subscription Identifier", ctx::SUB_ID),
+        0x11 => ("Session Expiry Interval", ctx::SESSION_EXPIRY),
+        0x12 => ("Assigned Client Identifier", ctx::CONNACK),
+        0x13 => ("Server Keep Alive", ctx::CONNACK),
+        0x15 => ("Authentication Method", ctx::AUTH),
+        0x16 => ("Authentication Data", ctx::AUTH),
+        0x17 => ("Request Problem Information", ctx::CONNECT),
+        0x18 => ("Will Delay Interval", ctx::WILL),
+        0x19 => ("Request Response Information", ctx::CONNECT),
+        0x1A => ("Response Information", ctx::CONNACK),
+        0x1C => ("Server Reference", ctx::SERVER_REF),
+        0x1F => ("Reason String", ctx::REASON_STRING),
+        0x21 => ("Receive Maximum", ctx::LIMITS),
+        0x22 => ("Topic Alias Maximum", ctx::LIMITS),
+        0x23 => ("Topic Alias", ctx::PUBLISH),
+        0x24 => ("Maximum QoS", ctx::CONNACK),
+        0x25 => ("Retain Available", ctx::CONNACK),
+        0x26 => ("User Property", ctx::ALL),
+        0x27 => ("Maximum Packet Size", ctx::LIMITS),
+        0x28 => ("Wildcard Subscription Available", ctx::CONNACK),
+        0x29 => ("Subscription Identifier Available", ctx::CONNACK),
+        0x2A => ("Shared Subscription Available", ctx::CONNACK),
+        _ => return None,
+    })
+}
+
+/// Stores a once-only property; a second copy is a Protocol Error (each property's section).
+fn set_once<T>(slot: &mut Option<T>, v: T, id: u8, name: &'static str) -> Result<(), DecodeError> {
     if slot.is_some() {
-        return Err(DecodeError::DuplicateProperty(id));
+        return Err(DecodeError::DuplicateProperty { id, name });
     }
     *slot = Some(v);
     Ok(())
 }
 
-fn flag(id: u8, v: u8) -> Result<u8, DecodeError> {
+fn non_zero<T: Into<u32> + Copy>(v: T, name: &'static str) -> Result<T, DecodeError> {
+    if v.into() == 0 {
+        return Err(DecodeError::InvalidPropertyValue { name, value: 0 });
+    }
+    Ok(v)
+}
+
+fn flag(v: u8, name: &'static str) -> Result<u8, DecodeError> {
     if v > 1 {
-        return Err(DecodeError::InvalidPropertyValue(id));
+        return Err(DecodeError::InvalidPropertyValue {
+            name,
+            value: u32::from(v),
+        });
     }
     Ok(v)
 }
 
-fn nonzero_u16(id: u8, v: u16) -> Result<u16, DecodeError> {
-    if v == 0 {
-        return Err(DecodeError::InvalidPropertyValue(id));
+/// Reads a Property Length and the properties it covers, checking each against `ctx`.
+pub(crate) fn decode_properties(r: &mut Reader, ctx: PropCtx) -> Result<Properties, DecodeError> {
+    let len = r.var_int("property length")? as usize;
+    if len > r.remaining() {
+        return Err(DecodeError::PropertyLengthExceedsPacket {
+            len,
+            available: r.remaining(),
+        });
     }
-    Ok(v)
-}
-
-impl Properties {
-    /// Reads a property block (its length, then the properties) for packet context `ctx`.
-    pub(super) fn decode(r: &mut Reader, ctx: Context) -> Result<Properties, DecodeError> {
-        let len = r.varint("property length")? as usize;
-        if len > r.remaining() {
-            return Err(DecodeError::Truncated("properties"));
+    let mut pr = Reader::new(r.take(len, "properties")?, r.packet_type());
+    let mut p = Properties::default();
+    while !pr.is_empty() {
+        let id = pr.var_int("property identifier")?;
+        let (name, allowed) = property_info(id).ok_or(DecodeError::UnknownProperty(id))?;
+        // property_info only knows one-byte identifiers.
+        let id = id as u8;
+        if allowed & ctx.bit() == 0 {
+            return Err(DecodeError::PropertyNotAllowed {
+                id,
+                name,
+                packet_type: ctx.name(),
+            });
         }
-        let mut r = r.sub(len, "properties")?;
-        let mut p = Properties::default();
-        while !r.is_empty() {
-            let id = r.varint("property identifier")?;
-            let id = u8::try_from(id).map_err(|_| DecodeError::UnknownProperty(0xFF))?;
-            if !allowed(id, ctx) {
-                if (0x01..=0x2A).contains(&id) && known(id) {
-                    return Err(DecodeError::PropertyNotAllowed {
-                        id,
-                        packet: ctx.name(),
-                    });
-                }
-                return Err(DecodeError::UnknownProperty(id));
-            }
-            p.read_one(id, &mut r, ctx)?;
-        }
-        Ok(p)
-    }
-
-    fn read_one(&mut self, id: u8, r: &mut Reader, ctx: Context) -> Result<(), DecodeError> {
-        const W: &str = "property";
         match id {
-            0x01 => set_once(&mut self.payload_format_indicator, id, flag(id, r.u8(W)?)?),
-            0x02 => set_once(&mut self.message_expiry_interval, id, r.u32(W)?),
-            0x03 => set_once(&mut self.content_type, id, r.string(W)?),
+            0x01 => set_once(
+                &mut p.payload_format_indicator,
+                flag(pr.u8(name)?, name)?,
+                id,
+                name,
+            )?,
+            0x02 => set_once(&mut p.message_expiry_interval, pr.u32(name)?, id, name)?,
+            0x03 => set_once(&mut p.content_type, pr.string(name)?, id, name)?,
             0x08 => {
-                let t = r.string(W)?;
-                if !super::topic::valid_topic_name(&t) {
-                    return Err(DecodeError::InvalidPropertyValue(id));
+                let topic = pr.string(name)?;
+                // [MQTT-3.3.2-14]: a Response Topic is a Topic Name, so no wildcards.
+                if !super::topic::valid_topic_name(&topic) {
+                    return Err(DecodeError::InvalidTopicName);
                 }
-                set_once(&mut self.response_topic, id, t)
+                set_once(&mut p.response_topic, topic, id, name)?
             }
-            0x09 => set_once(&mut self.correlation_data, id, r.binary(W)?),
+            0x09 => set_once(&mut p.correlation_data, pr.binary(name)?, id, name)?,
             0x0B => {
-                let v = r.varint(W)?;
-                if v == 0 {
-                    return Err(DecodeError::InvalidPropertyValue(id));
+                let v = non_zero(pr.var_int(name)?, name)?;
+                // Only a server-to-client PUBLISH may carry several [MQTT-3.3.4-3]; SUBSCRIBE
+                // may carry one (spec 3.8.2.1.2).
+                if ctx == PropCtx::Subscribe && !p.subscription_identifiers.is_empty() {
+                    return Err(DecodeError::DuplicateProperty { id, name });
                 }
-                if ctx == Context::Subscribe && !self.subscription_identifiers.is_empty() {
-                    return Err(DecodeError::DuplicateProperty(id));
-                }
-                self.subscription_identifiers.push(v);
-                Ok(())
+                p.subscription_identifiers.push(v);
             }
-            0x11 => set_once(&mut self.session_expiry_interval, id, r.u32(W)?),
-            0x12 => set_once(&mut self.assigned_client_identifier, id, r.string(W)?),
-            0x13 => set_once(&mut self.server_keep_alive, id, r.u16(W)?),
-            0x15 => set_once(&mut self.authentication_method, id, r.string(W)?),
-            0x16 => set_once(&mut self.authentication_data, id, r.binary(W)?),
+            0x11 => set_once(&mut p.session_expiry_interval, pr.u32(name)?, id, name)?,
+            0x12 => set_once(
+                &mut p.assigned_client_identifier,
+                pr.string(name)?,
+                id,
+                name,
+            )?,
+            0x13 => set_once(&mut p.server_keep_alive, pr.u16(name)?, id, name)?,
+            0x15 => set_once(&mut p.authentication_method, pr.string(name)?, id, name)?,
+            0x16 => set_once(&mut p.authentication_data, pr.binary(name)?, id, name)?,
             0x17 => set_once(
-                &mut self.request_problem_information,
+                &mut p.request_problem_information,
+                flag(pr.u8(name)?, name)?,
                 id,
-                flag(id, r.u8(W)?)?,
-            ),
-            0x18 => set_once(&mut self.will_delay_interval, id, r.u32(W)?),
+                name,
+            )?,
+            0x18 => set_once(&mut p.will_delay_interval, pr.u32(name)?, id, name)?,
             0x19 => set_once(
-                &mut self.request_response_information,
+                &mut p.request_response_information,
+                flag(pr.u8(name)?, name)?,
                 id,
-                flag(id, r.u8(W)?)?,
-            ),
-            0x1A => set_once(&mut self.response_information, id, r.string(W)?),
-            0x1C => set_once(&mut self.server_reference, id, r.string(W)?),
-            0x1F => set_once(&mut self.reason_string, id, r.string(W)?),
-            0x21 => set_once(&mut self.receive_maximum, id, nonzero_u16(id, r.u16(W)?)?),
-            0x22 => set_once(&mut self.topic_alias_maximum, id, r.u16(W)?),
-            0x23 => set_once(&mut self.topic_alias, id, nonzero_u16(id, r.u16(W)?)?),
-            0x24 => set_once(&mut self.maximum_qos, id, flag(id, r.u8(W)?)?),
-            0x25 => set_once(&mut self.retain_available, id, flag(id, r.u8(W)?)?),
-            0x26 => {
-                let k = r.string(W)?;
-                let v = r.string(W)?;
-                self.user_properties.push((k, v));
-                Ok(())
-            }
-            0x27 => {
-                let v = r.u32(W)?;
-                if v == 0 {
-                    return Err(DecodeError::InvalidPropertyValue(id));
+                name,
+            )?,
+            0x1A => set_once(&mut p.response_information, pr.string(name)?, id, name)?,
+            0x1C => set_once(&mut p.server_reference, pr.string(name)?, id, name)?,
+            0x1F => set_once(&mut p.reason_string, pr.string(name)?, id, name)?,
+            0x21 => set_once(
+                &mut p.receive_maximum,
+                non_zero(pr.u16(name)?, name)?,
+                id,
+                name,
+            )?,
+            0x22 => set_once(&mut p.topic_alias_maximum, pr.u16(name)?, id, name)?,
+            0x23 => {
+                let alias = pr.u16(name)?;
+                if alias == 0 {
+                    return Err(DecodeError::TopicAliasZero);
                 }
-                set_once(&mut self.maximum_packet_size, id, v)
+                set_once(&mut p.topic_alias, alias, id, name)?
             }
+            0x24 => set_once(&mut p.maximum_qos, flag(pr.u8(name)?, name)?, id, name)?,
+            0x25 => set_once(&mut p.retain_available, flag(pr.u8(name)?, name)?, id, name)?,
+            0x26 => {
+                let key = pr.string(name)?;
+                let value = pr.string(name)?;
+                p.user_properties.push((key, value));
+            }
+            0x27 => set_once(
+                &mut p.maximum_packet_size,
+                non_zero(pr.u32(name)?, name)?,
+                id,
+                name,
+            )?,
             0x28 => set_once(
-                &mut self.wildcard_subscription_available,
+                &mut p.wildcard_subscription_available,
+                flag(pr.u8(name)?, name)?,
                 id,
-                flag(id, r.u8(W)?)?,
-            ),
+                name,
+            )?,
             0x29 => set_once(
-                &mut self.subscription_identifier_available,
+                &mut p.subscription_identifier_available,
+                flag(pr.u8(name)?, name)?,
                 id,
-                flag(id, r.u8(W)?)?,
-            ),
-            0x2A => set_once(
-                &mut self.shared_subscription_available,
+                name,
+            )?,
+            _ => set_once(
+                &mut p.shared_subscription_available,
+                flag(pr.u8(name)?, name)?,
                 id,
-                flag(id, r.u8(W)?)?,
-            ),
-            _ => Err(DecodeError::UnknownProperty(id)),
+                name,
+            )?,
         }
     }
-
-    /// Size of the property block's content (without its length prefix).
-    pub(super) fn content_len(&self) -> usize {
-        let s = |o: &Option<String>| o.as_ref().map_or(0, |v| 1 + field_len(v.as_bytes()));
-        let b = |o: &Option<bytes::Bytes>| o.as_ref().map_or(0, |v| 1 + field_len(v));
-        let byte = |o: &Option<u8>| o.map_or(0, |_| 2);
-        let u16_ = |o: &Option<u16>| o.map_or(0, |_| 3);
-        let u32_ = |o: &Option<u32>| o.map_or(0, |_| 5);
-        byte(&self.payload_format_indicator)
-            + u32_(&self.message_expiry_interval)
-            + s(&self.content_type)
-            + s(&self.response_topic)
-            + b(&self.correlation_data)
-            + self
-                .subscription_identifiers
-                .iter()
-                .map(|v| 1 + varint_len(*v as usize))
-                .sum::<usize>()
-            + u32_(&self.session_expiry_interval)
-            + s(&self.assigned_client_identifier)
-            + u16_(&self.server_keep_alive)
-            + s(&self.authentication_method)
-            + b(&self.authentication_data)
-            + byte(&self.request_problem_information)
-            + u32_(&self.will_delay_interval)
-            + byte(&self.request_response_information)
-            + s(&self.response_information)
-            + s(&self.server_reference)
-            + s(&self.reason_string)
-            + u16_(&self.receive_maximum)
-            + u16_(&self.topic_alias_maximum)
-            + u16_(&self.topic_alias)
-            + byte(&self.maximum_qos)
-            + byte(&self.retain_available)
-            + self
-                .user_properties
-                .iter()
-                .map(|(k, v)| 1 + field_len(k.as_bytes()) + field_len(v.as_bytes()))
-                .sum::<usize>()
-            + u32_(&self.maximum_packet_size)
-            + byte(&self.wildcard_subscription_available)
-            + byte(&self.subscription_identifier_available)
-            + byte(&self.shared_subscription_available)
+    // "It is a Protocol Error to include Authentication Data if there is no Authentication
+    // Method" (3.1.2.11.10; the same pairing holds in CONNACK and AUTH).
+    if p.authentication_data.is_some() && p.authentication_method.is_none() {
+        return Err(DecodeError::AuthDataWithoutMethod);
     }
-
-    /// Size of the whole block: length prefix and content.
-    pub(super) fn encoded_len(&self) -> usize {
-        let n = self.content_len();
-        varint_len(n) + n
-    }
-
-    /// Writes the block: length prefix, then every present property.
-    pub(super) fn encode(&self, buf: &mut BytesMut) {
-        put_varint(buf, self.content_len());
-        let put_u8 = |buf: &mut BytesMut, id: u8, v: Option<u8>| {
-            if let Some(v) = v {
-                buf.put_u8(id);
-                buf.put_u8(v);
-            }
-        };
-        let put_u16 = |buf: &mut BytesMut, id: u8, v: Option<u16>| {
-            if let Some(v) = v {
-                buf.put_u8(id);
-                buf.put_u16(v);
-            }
-        };
-        let put_u32 = |buf: &mut BytesMut, id: u8, v: Option<u32>| {
-            if let Some(v) = v {
-                buf.put_u8(id);
-                buf.put_u32(v);
-            }
-        };
-        let put_s = |buf: &mut BytesMut, id: u8, v: &Option<String>| {
-            if let Some(v) = v {
-                buf.put_u8(id);
-                put_str(buf, v);
-            }
-        };
-        let put_b = |buf: &mut BytesMut, id: u8, v: &Option<bytes::Bytes>| {
-            if let Some(v) = v {
-                buf.put_u8(id);
-                put_bytes(buf, v);
-            }
-        };
-        put_u8(buf, 0x01, self.payload_format_indicator);
-        put_u32(buf, 0x02, self.message_expiry_interval);
-        put_s(buf, 0x03, &self.content_type);
-        put_s(buf, 0x08, &self.response_topic);
-        put_b(buf, 0x09, &self.correlation_data);
-        for id in &self.subscription_identifiers {
-            buf.put_u8(0x0B);
-            put_varint(buf, *id as usize);
-        }
-        put_u32(buf, 0x11, self.session_expiry_interval);
-        put_s(buf, 0x12, &self.assigned_client_identifier);
-        put_u16(buf, 0x13, self.server_keep_alive);
-        put_s(buf, 0x15, &self.authentication_method);
-        put_b(buf, 0x16, &self.authentication_data);
-        put_u8(buf, 0x17, self.request_problem_information);
-        put_u32(buf, 0x18, self.will_delay_interval);
-        put_u8(buf, 0x19, self.request_response_information);
-        put_s(buf, 0x1A, &self.response_information);
-        put_s(buf, 0x1C, &self.server_reference);
-        put_s(buf, 0x1F, &self.reason_string);
-        put_u16(buf, 0x21, self.receive_maximum);
-        put_u16(buf, 0x22, self.topic_alias_maximum);
-        put_u16(buf, 0x23, self.topic_alias);
-        put_u8(buf, 0x24, self.maximum_qos);
-        put_u8(buf, 0x25, self.retain_available);
-        for (k, v) in &self.user_properties {
-            buf.put_u8(0x26);
-            put_str(buf, k);
-            put_str(buf, v);
-        }
-        put_u32(buf, 0x27, self.maximum_packet_size);
-        put_u8(buf, 0x28, self.wildcard_subscription_available);
-        put_u8(buf, 0x29, self.subscription_identifier_available);
-        put_u8(buf, 0x2A, self.shared_subscription_available);
-    }
+    Ok(p)
 }
 
-/// Property identifiers MQTT 5.0 defines.
-fn known(id: u8) -> bool {
-    matches!(
-        id,
-        0x01 | 0x02
-            | 0x03
-            | 0x08
-            | 0x09
-            | 0x0B
-            | 0x11
-            | 0x12
-            | 0x13
-            | 0x15
-            | 0x16
-            | 0x17
-            | 0x18
-            | 0x19
-            | 0x1A
-            | 0x1C
-            | 0x1F
-            | 0x21
-            | 0x22
-            | 0x23
-            | 0x24
-            | 0x25
-            | 0x26
-            | 0x27
-            | 0x28
-            | 0x29
-            | 0x2A
-    )
+/// Writes the properties without their length prefix, in identifier order (user properties in
+/// their own order, which the spec says is significant).
+fn write_body<S: Sink>(p: &Properties, s: &mut S) {
+    fn byte<S: Sink>(s: &mut S, id: u8, v: Option<u8>) {
+        if let Some(v) = v {
+            s.u8(id);
+            s.u8(v);
+        }
+    }
+    fn two<S: Sink>(s: &mut S, id: u8, v: Option<u16>) {
+        if let Some(v) = v {
+            s.u8(id);
+            s.u16(v);
+        }
+    }
+    fn four<S: Sink>(s: &mut S, id: u8, v: Option<u32>) {
+        if let Some(v) = v {
+            s.u8(id);
+            s.u32(v);
+        }
+    }
+    fn string<S: Sink>(s: &mut S, id: u8, v: &Option<String>) {
+        if let Some(v) = v {
+            s.u8(id);
+            s.string(v);
+        }
+    }
+    fn binary<S: Sink>(s: &mut S, id: u8, v: &Option<Bytes>) {
+        if let Some(v) = v {
+            s.u8(id);
+            s.binary(v);
+        }
+    }
+    byte(s, 0x01, p.payload_format_indicator);
+    four(s, 0x02, p.message_expiry_interval);
+    string(s, 0x03, &p.content_type);
+    string(s, 0x08, &p.response_topic);
+    binary(s, 0x09, &p.correlation_data);
+    for id in &p.subscription_identifiers {
+        s.u8(0x0B);
+        s.var_int(*id as usize);
+    }
+    four(s, 0x11, p.session_expiry_interval);
+    string(s, 0x12, &p.assigned_client_identifier);
+    two(s, 0x13, p.server_keep_alive);
+    string(s, 0x15, &p.authentication_method);
+    binary(s, 0x16, &p.authentication_data);
+    byte(s, 0x17, p.request_problem_information);
+    four(s, 0x18, p.will_delay_interval);
+    byte(s, 0x19, p.request_response_information);
+    string(s, 0x1A, &p.response_information);
+    string(s, 0x1C, &p.server_reference);
+    string(s, 0x1F, &p.reason_string);
+    two(s, 0x21, p.receive_maximum);
+    two(s, 0x22, p.topic_alias_maximum);
+    two(s, 0x23, p.topic_alias);
+    byte(s, 0x24, p.maximum_qos);
+    byte(s, 0x25, p.retain_available);
+    for (k, v) in &p.user_properties {
+        s.u8(0x26);
+        s.string(k);
+        s.string(v);
+    }
+    four(s, 0x27, p.maximum_packet_size);
+    byte(s, 0x28, p.wildcard_subscription_available);
+    byte(s, 0x29, p.subscription_identifier_available);
+    byte(s, 0x2A, p.shared_subscription_available);
+}
+
+/// Length of the properties without their length prefix.
+pub(crate) fn properties_len(p: &Properties) -> usize {
+    let mut c = Counter::default();
+    write_body(p, &mut c);
+    c.0
+}
+
+/// Writes Property Length then the properties; `len` is `properties_len(p)`, passed in so a
+/// caller that already computed it does not walk the properties again.
+pub(crate) fn write_properties<S: Sink>(p: &Properties, len: usize, s: &mut S) {
+    s.var_int(len);
+    write_body(p, s);
 }
