@@ -37,7 +37,12 @@ where
     let mut rbuf = BytesMut::new();
     let timeout = broker.config.mqtt.connect_timeout;
     let max_in = broker.config.mqtt.max_packet_size;
-    let connect = tokio::time::timeout(timeout, read_connect(&mut reader, &mut rbuf, max_in)).await;
+    let shutdown = broker.shutdown.clone();
+    let connect = tokio::select! {
+        // A connection that has not sent CONNECT yet must not hold up shutdown.
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(timeout, read_connect(&mut reader, &mut rbuf, max_in)) => r,
+    };
     let connect = match connect {
         Err(_) => {
             tracing::info!(%peer, "closing: no CONNECT within the connect timeout");
