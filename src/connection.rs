@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use crate::auth::enhanced::{AuthStep, Authenticator};
 use crate::broker::BrokerState;
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, ReasonCode};
-use crate::protocol::{AuthOutcome, Close, ConnectOutcome, Handler};
+use crate::protocol::{AuthOutcome, Close, ConnectOutcome, Handler, Outbox};
 use crate::session::Control;
 
 /// Fill the write buffer from the session queue only below this many bytes.
@@ -26,6 +26,8 @@ const WRITE_HIGH: usize = 64 * 1024;
 const READ_CHUNK: usize = 4096;
 /// Above this, an emptied read buffer is released so idle connections stay small.
 const READ_KEEP: usize = 16 * 1024;
+/// Stop reading while this many acknowledgements wait for the store (bounds the writer queue).
+const MAX_PENDING_RECEIPTS: usize = 1024;
 
 /// Serves one client connection until it ends. Never panics on peer input; every close is
 /// logged with its reason.
@@ -75,7 +77,7 @@ where
         Ok(Ok(c)) => c,
     };
     broker.metrics.connects.inc();
-    let mut wbuf = BytesMut::new();
+    let mut out = Outbox::default();
     let auth = match connect.properties.authentication_method.clone() {
         Some(method) => match broker.authenticator(&method).cloned() {
             Some(authenticator) => {
@@ -105,10 +107,10 @@ where
         },
         None => None,
     };
-    let outcome = Handler::connect(&broker, connect, auth, peer, &mut wbuf).await;
+    let outcome = Handler::connect(&broker, connect, auth, peer, &mut out).await;
     let (handler, control) = match outcome {
         ConnectOutcome::Refused => {
-            let _ = writer.write_all(&wbuf).await;
+            let _ = writer.write_all(&out.ready).await;
             let _ = writer.shutdown().await;
             return;
         }
@@ -120,7 +122,7 @@ where
         reader,
         writer,
         rbuf,
-        wbuf,
+        out,
         needs_flush: false,
         want_pump: true,
         control,
@@ -254,7 +256,8 @@ struct Connection<S> {
     reader: ReadHalf<S>,
     writer: WriteHalf<S>,
     rbuf: BytesMut,
-    wbuf: BytesMut,
+    /// Outgoing bytes; some may wait for the store to make something durable.
+    out: Outbox,
     /// A write completed since the last flush (TLS and WebSocket buffer inside the stream).
     needs_flush: bool,
     /// The session queue may hold something this connection can send now.
@@ -268,16 +271,18 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         let keep_alive = self.handler.keep_alive_timeout();
         let shutdown = self.broker.shutdown.clone();
         loop {
-            if self.want_pump && self.wbuf.len() < WRITE_HIGH {
-                self.want_pump = self.handler.pump(&mut self.wbuf, WRITE_HIGH);
+            if self.want_pump && self.out.len() < WRITE_HIGH {
+                self.want_pump = self.handler.pump(&mut self.out, WRITE_HIGH);
             }
             // A client that does not read its acks stops being read (TCP backpressure), so its
             // write buffer stays bounded.
-            let backed_up = self.wbuf.len() >= WRITE_HIGH * 2;
+            let backed_up =
+                self.out.len() >= WRITE_HIGH * 2 || self.out.pending() >= MAX_PENDING_RECEIPTS;
             let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
             let throttled = self.handler.throttled_until();
             let deadline = keep_alive.map(|k| self.last_read + k);
-            let writing = !self.wbuf.is_empty() || self.needs_flush;
+            let writing = !self.out.ready.is_empty() || self.needs_flush;
+            let settling = self.out.pending() > 0;
             tokio::select! {
                 biased;
                 // Cancellation-safe: a token check.
@@ -289,15 +294,24 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     None => return Close::TakenOver,
                 },
                 // Cancellation-safe: write_buf advances the buffer only by what was written.
-                r = write_some(&mut self.writer, &mut self.wbuf, &mut self.needs_flush), if writing => {
+                r = write_some(&mut self.writer, &mut self.out.ready, &mut self.needs_flush), if writing => {
                     match r {
                         Ok(n) => self.broker.metrics.bytes_sent.add(n as u64),
                         Err(e) => return Close::Io(e),
                     }
-                    if self.wbuf.len() < WRITE_HIGH / 2 {
+                    if self.out.len() < WRITE_HIGH / 2 {
                         self.want_pump = true;
                     }
                 }
+                // Cancellation-safe: a receipt stays queued until it resolves.
+                r = self.out.waiting.settle(), if settling => match r {
+                    Ok(released) => self.out.ready.extend_from_slice(&released),
+                    Err(e) => {
+                        tracing::error!(client_id = %self.handler.client_id(), error = %e,
+                            "storage failed: closing without acknowledging");
+                        return Close::Server(ReasonCode::UNSPECIFIED_ERROR, "storage failure");
+                    }
+                },
                 // Cancellation-safe: read_buf appends only what it read.
                 r = read_some(&mut self.reader, &mut self.rbuf), if !paused && !backed_up && throttled.is_none() => {
                     match r {
@@ -344,7 +358,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             match codec::decode(&mut self.rbuf, self.handler.version(), max_in) {
                 Ok(Some(packet)) => {
                     self.broker.metrics.packets_received.inc();
-                    if self.handler.handle(packet, &mut self.wbuf)? {
+                    if self.handler.handle(packet, &mut self.out)? {
                         self.want_pump = true;
                     }
                 }
@@ -361,10 +375,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// Sends what the close requires (v5 DISCONNECT), flushes, and ends the session's
     /// connection (will, session end) through the handler.
     async fn finish(mut self, close: Close) {
-        self.handler.closing(&close, &mut self.wbuf);
-        if !self.wbuf.is_empty() && close.can_write() {
+        // Acknowledgements still waiting for the store are not sent: the client resends.
+        self.handler.closing(&close, &mut self.out.ready);
+        if !self.out.ready.is_empty() && close.can_write() {
             let flush = async {
-                self.writer.write_all(&self.wbuf).await?;
+                self.writer.write_all(&self.out.ready).await?;
                 self.writer.flush().await
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use tokio::sync::mpsc;
 
 use super::Handler;
@@ -44,7 +43,7 @@ fn assign_client_id() -> String {
 }
 
 fn refuse(
-    out: &mut BytesMut,
+    out: &mut super::Outbox,
     version: ProtocolVersion,
     v3: ReasonCode,
     v5: ReasonCode,
@@ -57,7 +56,7 @@ fn refuse(
             properties: Properties::default(),
         }),
         version,
-        out,
+        out.buf(),
     );
     ConnectOutcome::Refused
 }
@@ -69,7 +68,7 @@ impl Handler {
         c: Box<codec::Connect>,
         auth: Option<super::AuthOutcome>,
         peer: SocketAddr,
-        out: &mut BytesMut,
+        out: &mut super::Outbox,
     ) -> ConnectOutcome {
         let c = *c;
         let version = c.protocol;
@@ -199,7 +198,7 @@ impl Handler {
                 properties: props,
             }),
             version,
-            out,
+            out.buf(),
         );
         tracing::info!(%client_id, %peer, protocol = %version, clean_start = c.clean_start,
             keep_alive, session_present = claimed.session_present, "client connected");

@@ -5,12 +5,12 @@
 
 mod connect;
 mod outbound;
+pub mod outbox;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 use crate::auth::enhanced::{AuthExchange, AuthStep, Authenticator};
@@ -24,6 +24,7 @@ use crate::ratelimit::TokenBucket;
 use crate::session::Session;
 
 pub use connect::ConnectOutcome;
+pub use outbox::{Outbox, Receipt};
 
 /// A completed enhanced-authentication exchange: the method's authenticator (kept for
 /// re-authentication) and the data CONNACK carries.
@@ -160,7 +161,7 @@ impl Handler {
 
     /// Handles one inbound packet, appending any response to `out`. Returns true when the
     /// session queue may have become sendable (an ack freed window room).
-    pub fn handle(&mut self, packet: Packet, out: &mut BytesMut) -> Result<bool, Close> {
+    pub fn handle(&mut self, packet: Packet, out: &mut Outbox) -> Result<bool, Close> {
         match packet {
             Packet::Publish(p) => self.on_publish(p, out).map(|_| false),
             Packet::PubAck(r) => {
@@ -218,8 +219,8 @@ impl Handler {
         }
     }
 
-    fn send(&self, packet: &Packet, out: &mut BytesMut) {
-        codec::encode(packet, self.version, out);
+    fn send(&self, packet: &Packet, out: &mut Outbox) {
+        codec::encode(packet, self.version, out.buf());
         self.broker.metrics.packets_sent.inc();
     }
 
@@ -233,7 +234,7 @@ impl Handler {
     }
 
     /// Applies the client's publish rate limits. Ok(false): drop this PUBLISH (answered 0x97).
-    fn within_rate(&mut self, p: &codec::Publish, out: &mut BytesMut) -> Result<bool, Close> {
+    fn within_rate(&mut self, p: &codec::Publish, out: &mut Outbox) -> Result<bool, Close> {
         let now = Instant::now();
         let len = p.payload.len() as u64;
         if !self.version.is_v5() {
@@ -282,7 +283,7 @@ impl Handler {
         topic.len() <= l.max_topic_length && topic.split('/').count() <= l.max_topic_levels
     }
 
-    fn on_publish(&mut self, p: codec::Publish, out: &mut BytesMut) -> Result<(), Close> {
+    fn on_publish(&mut self, p: codec::Publish, out: &mut Outbox) -> Result<(), Close> {
         let metrics = &self.broker.metrics;
         metrics.publish_received.inc();
         metrics.publish_bytes_received.add(p.payload.len() as u64);
@@ -398,7 +399,7 @@ impl Handler {
         msg
     }
 
-    fn on_subscribe(&mut self, sub: codec::Subscribe, out: &mut BytesMut) -> Result<(), Close> {
+    fn on_subscribe(&mut self, sub: codec::Subscribe, out: &mut Outbox) -> Result<(), Close> {
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let limit = self.broker.config.limits.max_subscriptions_per_client;
         let max_qos = self.broker.max_qos();
@@ -481,7 +482,7 @@ impl Handler {
         Ok(())
     }
 
-    fn on_unsubscribe(&mut self, unsub: codec::Unsubscribe, out: &mut BytesMut) {
+    fn on_unsubscribe(&mut self, unsub: codec::Unsubscribe, out: &mut Outbox) {
         let reasons = unsub
             .filters
             .iter()
@@ -507,7 +508,7 @@ impl Handler {
 
     /// Re-authentication [MQTT-4.12.1-1]: AUTH 0x19 starts it, AUTH 0x18 continues it, always
     /// with the Authentication Method of CONNECT.
-    fn on_auth(&mut self, a: codec::Auth, out: &mut BytesMut) -> Result<(), Close> {
+    fn on_auth(&mut self, a: codec::Auth, out: &mut Outbox) -> Result<(), Close> {
         let Some(authenticator) = self.authenticator.clone() else {
             return Err(Close::Protocol(
                 ReasonCode::PROTOCOL_ERROR,
@@ -578,13 +579,19 @@ impl Handler {
     }
 
     /// Appends what the server says as it closes: a v5 DISCONNECT with the reason.
-    pub fn closing(&self, close: &Close, out: &mut BytesMut) {
+    pub fn closing(&self, close: &Close, out: &mut bytes::BytesMut) {
         if !self.version.is_v5() {
             return;
         }
         if let Some(reason) = close.disconnect_reason() {
-            self.send(&Packet::Disconnect(codec::Disconnect::new(reason)), out);
+            let packet = Packet::Disconnect(codec::Disconnect::new(reason));
+            codec::encode(&packet, self.version, out);
+            self.broker.metrics.packets_sent.inc();
         }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     /// Ends the connection: will, session end, metrics, the log line.

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
-
-use super::Handler;
+use super::{Handler, Outbox};
 use crate::codec::{self, Packet, PubResp, QoS};
 use crate::session::{Delivery, Resend};
 
@@ -61,7 +59,7 @@ const PUMP_BATCH: usize = 256;
 impl Handler {
     /// Moves what the window allows from the session queue into `out`, stopping once `out`
     /// reaches `high` bytes. Returns true when more could be sent right away.
-    pub fn pump(&mut self, out: &mut BytesMut, high: usize) -> bool {
+    pub fn pump(&mut self, out: &mut Outbox, high: usize) -> bool {
         let now = Instant::now();
         let window = self.send_window;
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -87,7 +85,7 @@ impl Handler {
 
     /// Resends every unacknowledged PUBLISH (DUP=1) and PUBREL of a resumed session, in order
     /// [MQTT-4.4.0-1].
-    pub(super) fn resend(&mut self, out: &mut BytesMut) {
+    pub(super) fn resend(&mut self, out: &mut Outbox) {
         let now = Instant::now();
         for r in self.session.with_state(|s| s.resume()) {
             match r {
@@ -103,7 +101,7 @@ impl Handler {
         d: &Delivery,
         dup: bool,
         now: Instant,
-        out: &mut BytesMut,
+        out: &mut Outbox,
     ) {
         let msg = &d.msg;
         let alias = if self.version.is_v5() {
@@ -136,12 +134,13 @@ impl Handler {
             retain: d.retain,
             packet_id: pid,
         };
-        let start = out.len();
-        codec::encode_publish_parts(header, topic, properties, &msg.payload, self.version, out);
-        let len = out.len() - start;
+        let buf = out.buf();
+        let start = buf.len();
+        codec::encode_publish_parts(header, topic, properties, &msg.payload, self.version, buf);
+        let len = buf.len() - start;
         if len > self.client_max_packet as usize {
             // Too large for this client: discard as if sent [MQTT-3.1.2-25].
-            out.truncate(start);
+            buf.truncate(start);
             self.broker.metrics.dropped_too_large.inc();
             if pid != 0 {
                 self.session.with_state(|s| s.abandon_inflight(pid));
