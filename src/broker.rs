@@ -319,6 +319,7 @@ impl BrokerState {
                 retain: false,
                 subscription_ids: target.id.into_iter().collect(),
                 shared: d.shared.clone(),
+                seq: None,
                 msg: d.msg,
             };
             self.deliver(&target.handle.session, redirected);
@@ -377,6 +378,7 @@ impl BrokerState {
                 retain: true,
                 subscription_ids: id.into_iter().collect(),
                 shared: None,
+                seq: None,
                 msg,
             };
             self.deliver(session, d);
@@ -436,6 +438,7 @@ impl BrokerState {
                 retain,
                 subscription_ids: sub.id.into_iter().collect(),
                 shared: sub.handle.share.clone(),
+                seq: None,
             };
             if is_shared {
                 self.deliver(&sub.handle.session, d);
@@ -450,7 +453,7 @@ impl BrokerState {
 
     fn deliver(&self, session: &Session, d: Delivery) {
         match session.deliver(d) {
-            Ok(cost) => self.budget.add(cost),
+            Ok(e) => self.budget.add(e.cost),
             Err(DropReason::QueueFull) => {
                 self.metrics.dropped_queue_full.inc();
                 let limits = &self.config.limits;

@@ -15,7 +15,9 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::codec::{ProtocolVersion, ReasonCode};
-pub use state::{Delivery, DropReason, Inflight, Limits, Resend, SessionState};
+pub use state::{
+    Delivery, DropReason, Enqueued, Inflight, Limits, Persistence, Resend, SessionState,
+};
 
 /// A request from the broker to the connection that owns a session.
 #[derive(Debug)]
@@ -117,10 +119,12 @@ impl Session {
     }
 
     /// Queues a delivery and wakes the connection. The caller accounts the returned cost.
-    pub fn deliver(&self, d: Delivery) -> Result<usize, DropReason> {
-        let cost = self.state.lock().enqueue(d)?;
-        self.notify.notify_one();
-        Ok(cost)
+    pub fn deliver(&self, d: Delivery) -> Result<Enqueued, DropReason> {
+        let e = self.state.lock().enqueue(d)?;
+        if e.cost > 0 {
+            self.notify.notify_one();
+        }
+        Ok(e)
     }
 
     /// Wakes the connection task (e.g. after a resume).

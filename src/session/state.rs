@@ -31,6 +31,9 @@ pub struct Delivery {
     /// The shared subscription (`$share/g/f`) this came through, so it can be handed to another
     /// member if this one leaves [MQTT-4.8.2-6].
     pub shared: Option<std::sync::Arc<str>>,
+    /// Position in the session's stored queue, for QoS 1/2 deliveries of a persistent session
+    /// when a store is configured; None otherwise.
+    pub seq: Option<u64>,
 }
 
 impl Delivery {
@@ -45,8 +48,8 @@ impl Delivery {
 pub enum Inflight {
     /// PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
     Publish(Delivery),
-    /// PUBREL sent, awaiting PUBCOMP.
-    Released,
+    /// PUBREL sent, awaiting PUBCOMP. Keeps the stored queue position for the store's records.
+    Released { seq: Option<u64> },
 }
 
 /// What to send when a session resumes.
@@ -67,6 +70,39 @@ pub enum DropReason {
     Offline,
     /// The message expired before it could be sent.
     Expired,
+}
+
+/// Where a queued delivery went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    /// Memory it takes in the queue (0 when it went to the disk backlog only).
+    pub cost: usize,
+    /// Its stored queue position, when the session persists it.
+    pub seq: Option<u64>,
+}
+
+/// QoS 1/2 deliveries that are in the store but not in memory: the stored queue from `from`
+/// (inclusive) up to `next_seq` (exclusive). Everything that arrives while a backlog exists
+/// joins it, so order is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Backlog {
+    from: u64,
+    /// Entries in it, for the queue limit (exact for live spills, counted at load otherwise).
+    count: u64,
+}
+
+/// How a persistent session keeps its QoS 1/2 queue with a store.
+#[derive(Clone, Copy, Debug)]
+pub struct Persistence {
+    /// Deliveries kept in memory while online; beyond it they wait on disk.
+    pub memory_cap: usize,
+    /// The next stored queue position.
+    pub next_seq: u64,
+    /// Stored entries below this were loaded at start: a missing one was acknowledged before,
+    /// not a write still on its way, so a refill steps over it.
+    pub trusted_until: u64,
+    /// A loaded backlog: (first unsent position, entries).
+    pub backlog: Option<(u64, u64)>,
 }
 
 /// Limits a session enforces on itself.
@@ -91,6 +127,9 @@ pub struct SessionState {
     subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
     /// Since when the queue has been full without the client taking anything (slow consumer).
     full_since: Option<Instant>,
+    /// Set for a persistent session when the broker has a store.
+    persistence: Option<Persistence>,
+    backlog: Option<Backlog>,
 }
 
 impl SessionState {
@@ -105,7 +144,67 @@ impl SessionState {
             inbound_qos2: HashSet::new(),
             subscriptions: HashMap::new(),
             full_since: None,
+            persistence: None,
+            backlog: None,
         }
+    }
+
+    /// Makes QoS 1/2 deliveries stored (with queue positions) and lets the queue spill to disk.
+    /// None turns it off (a session that ends with its connection).
+    pub fn set_persistence(&mut self, p: Option<Persistence>) {
+        self.backlog = p
+            .and_then(|p| p.backlog)
+            .filter(|(_, count)| *count > 0)
+            .map(|(from, count)| Backlog { from, count });
+        self.persistence = p;
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.persistence.is_some()
+    }
+
+    /// The stored queue position the next delivery gets.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.persistence.map(|p| p.next_seq)
+    }
+
+    /// Entries waiting on disk only.
+    pub fn backlog_len(&self) -> u64 {
+        self.backlog.map_or(0, |b| b.count)
+    }
+
+    /// When the memory queue runs low and a backlog waits on disk: read up to `max` stored
+    /// entries from this position.
+    pub fn refill_request(&self) -> Option<(u64, usize)> {
+        let p = self.persistence?;
+        let b = self.backlog?;
+        (self.queue.len() < p.memory_cap / 2 + 1).then_some((b.from, p.memory_cap))
+    }
+
+    /// Takes entries read from the store (in position order) into memory. Entries at or past
+    /// `trusted_until` must follow each other without a gap: a gap there is a write still on its
+    /// way to the store, and the refill stops before it. Returns the memory cost added.
+    pub fn refill(&mut self, entries: Vec<Delivery>) -> usize {
+        let (Some(p), Some(mut b)) = (self.persistence, self.backlog) else {
+            return 0;
+        };
+        let mut cost = 0;
+        for d in entries {
+            let Some(seq) = d.seq else { continue };
+            if seq < b.from {
+                continue;
+            }
+            if seq != b.from && seq >= p.trusted_until {
+                break;
+            }
+            b.from = seq + 1;
+            b.count = b.count.saturating_sub(1);
+            cost += d.cost();
+            self.queued_bytes += d.cost();
+            self.queue.push_back(d);
+        }
+        self.backlog = (b.from < p.next_seq).then_some(b);
+        cost
     }
 
     /// Records that a delivery found the queue full; returns how long it has been full.
@@ -122,23 +221,50 @@ impl SessionState {
     }
 
     /// Queues a delivery, or says why it was dropped. QoS 0 is not queued for an offline client
-    /// (as Mosquitto's default); a full queue drops whatever arrives.
-    pub fn enqueue(&mut self, d: Delivery) -> Result<usize, DropReason> {
+    /// (as Mosquitto's default); a full queue drops whatever arrives. A persistent session's QoS
+    /// 1/2 delivery gets a stored queue position and, when the client is offline, the memory
+    /// queue is full or a backlog already waits, it goes to the disk backlog only.
+    pub fn enqueue(&mut self, mut d: Delivery) -> Result<Enqueued, DropReason> {
         if !self.online && d.qos == QoS::AtMostOnce {
             return Err(DropReason::Offline);
         }
         let cost = d.cost();
+        let backlog = self.backlog_len();
         let bytes_full = self.limits.max_queued_bytes > 0
             && self.queued_bytes + cost > self.limits.max_queued_bytes
             && !self.queue.is_empty();
         let count_full = self.limits.max_queued_messages > 0
-            && self.queue.len() >= self.limits.max_queued_messages;
-        if count_full || bytes_full {
+            && self.queue.len() as u64 + backlog >= self.limits.max_queued_messages as u64;
+        let stored = d.qos != QoS::AtMostOnce && self.persistence.is_some();
+        if count_full || (bytes_full && !stored) {
             return Err(DropReason::QueueFull);
         }
-        self.queued_bytes += cost;
-        self.queue.push_back(d);
-        Ok(cost)
+        let Some(p) = self.persistence.as_mut().filter(|_| stored) else {
+            self.queued_bytes += cost;
+            self.queue.push_back(d);
+            return Ok(Enqueued { cost, seq: None });
+        };
+        let seq = p.next_seq;
+        p.next_seq += 1;
+        d.seq = Some(seq);
+        let memory_full = self.queue.len() >= p.memory_cap || bytes_full;
+        if self.online && self.backlog.is_none() && !memory_full {
+            self.queued_bytes += cost;
+            self.queue.push_back(d);
+            return Ok(Enqueued {
+                cost,
+                seq: Some(seq),
+            });
+        }
+        let b = self.backlog.get_or_insert(Backlog {
+            from: seq,
+            count: 0,
+        });
+        b.count += 1;
+        Ok(Enqueued {
+            cost: 0,
+            seq: Some(seq),
+        })
     }
 
     pub fn queued_len(&self) -> usize {
@@ -250,10 +376,11 @@ impl SessionState {
                     return false;
                 }
                 // Keep the send order: the PUBREL takes the PUBLISH's place in the window.
-                self.inflight[pos].1 = Inflight::Released;
+                let seq = d.seq;
+                self.inflight[pos].1 = Inflight::Released { seq };
                 true
             }
-            Inflight::Released => !failed,
+            Inflight::Released { .. } => !failed,
             _ => false,
         }
     }
@@ -261,7 +388,7 @@ impl SessionState {
     /// PUBCOMP: completes a QoS 2 delivery.
     pub fn on_pubcomp(&mut self, pid: u16) -> bool {
         match self.inflight_position(pid) {
-            Some(pos) if matches!(self.inflight[pos].1, Inflight::Released) => {
+            Some(pos) if matches!(self.inflight[pos].1, Inflight::Released { .. }) => {
                 self.inflight.remove(pos);
                 true
             }
@@ -291,7 +418,7 @@ impl SessionState {
             .iter()
             .map(|(pid, f)| match f {
                 Inflight::Publish(d) => Resend::Publish(*pid, d.clone()),
-                Inflight::Released => Resend::PubRel(*pid),
+                Inflight::Released { .. } => Resend::PubRel(*pid),
             })
             .collect()
     }
@@ -330,6 +457,10 @@ impl SessionState {
 
     /// Forgets everything (clean start) and returns the freed queue bytes.
     pub fn clear(&mut self) -> usize {
+        self.backlog = None;
+        if let Some(p) = self.persistence.as_mut() {
+            p.trusted_until = p.next_seq;
+        }
         let freed = self.queued_bytes;
         self.queue.clear();
         self.queued_bytes = 0;
@@ -396,6 +527,7 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             shared: None,
+            seq: None,
         }
     }
 
@@ -598,6 +730,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
             shared: None,
+            seq: None,
         })
         .unwrap();
         let mut out = Vec::new();
