@@ -50,9 +50,19 @@ pub struct Metrics {
     pub dropped_expired: Counter,
     pub dropped_too_large: Counter,
     pub refused_connections: Counter,
+    /// Open connections per listener, indexed like `Config::listeners`.
+    pub listener_connections: Vec<Counter>,
 }
 
 impl Metrics {
+    /// Counters with one per-listener connection gauge for each of `listeners`.
+    pub fn with_listeners(listeners: usize) -> Metrics {
+        Metrics {
+            listener_connections: (0..listeners).map(|_| Counter::default()).collect(),
+            ..Metrics::default()
+        }
+    }
+
     pub fn publish_dropped(&self) -> u64 {
         self.dropped_queue_full.get()
             + self.dropped_offline_qos0.get()
