@@ -133,8 +133,8 @@ impl BrokerState {
         };
         let trie = SubscriptionTrie::new_with_strategy(strategy);
         BrokerState {
+            metrics: Metrics::with_listeners(config.listeners.len()),
             config,
-            metrics: Metrics::default(),
             budget,
             shutdown,
             sessions: DashMap::new(),
@@ -185,6 +185,14 @@ impl BrokerState {
         self.sessions
             .iter()
             .map(|s| s.with_state(|st| st.queued_len() + st.inflight_len()) as u64)
+            .sum()
+    }
+
+    /// QoS 1 and 2 messages sent and not yet acknowledged, over all sessions.
+    pub fn inflight_messages(&self) -> u64 {
+        self.sessions
+            .iter()
+            .map(|s| s.with_state(|st| st.inflight_len()) as u64)
             .sum()
     }
 

@@ -36,6 +36,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[sys]`: the `$SYS/broker/...` tree.
     pub sys: SysConfig,
+    /// `[metrics]`: the Prometheus / health-check HTTP endpoint (off unless `bind` is set).
+    pub metrics: MetricsConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
 }
@@ -47,6 +49,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             limits: LimitsConfig::default(),
             sys: SysConfig::default(),
+            metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -278,6 +281,17 @@ impl Default for SysConfig {
     }
 }
 
+/// `[metrics]`: an HTTP endpoint serving `GET /metrics` (Prometheus text format), `GET /healthz`
+/// and `GET /readyz`. Off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address and port of the HTTP endpoint, e.g. `"127.0.0.1:9183"`. Absent (the default)
+    /// means no endpoint. It has no authentication: keep it on loopback or a private network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+}
+
 /// `[log]`: logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -349,6 +363,7 @@ impl Config {
         self.validate_listeners()?;
         self.validate_mqtt()?;
         self.validate_limits()?;
+        self.validate_metrics()?;
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(ConfigError::invalid(
                 "log.level",
@@ -468,6 +483,19 @@ impl Config {
             return Err(ConfigError::invalid(
                 "limits.slow_consumer_grace",
                 "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        let Some(bind) = self.metrics.bind else {
+            return Ok(());
+        };
+        if bind.port() != 0 && self.listeners.iter().any(|l| l.bind == bind) {
+            return Err(ConfigError::invalid(
+                "metrics.bind",
+                format!("{bind} is already used by a listener"),
             ));
         }
         Ok(())
@@ -791,6 +819,21 @@ bind = "[::1]:0"
     }
 
     #[test]
+    fn metrics_bind() {
+        assert_eq!(Config::default().metrics.bind, None);
+        let c = Config::from_toml_str("[metrics]\nbind = \"127.0.0.1:9183\"\n").unwrap();
+        assert_eq!(c.metrics.bind, Some("127.0.0.1:9183".parse().unwrap()));
+        assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
+        let clash =
+            "[[listeners]]\nbind = \"127.0.0.1:1883\"\n[metrics]\nbind = \"127.0.0.1:1883\"\n";
+        assert_eq!(invalid_key(clash), "metrics.bind");
+        let msg = parse_error("[metrics]\nbind = \"localhost\"\n");
+        assert!(msg.contains("bind"), "{msg}");
+        let msg = parse_error("[metrics]\nport = 9183\n");
+        assert!(msg.contains("port"), "{msg}");
+    }
+
+    #[test]
     fn listener_max_connections_zero_is_invalid() {
         assert_eq!(
             invalid_key("[[listeners]]\nmax_connections = 0\n"),
@@ -1100,6 +1143,7 @@ bind = "[::1]:0"
             let mut c = Config::default();
             c.mqtt.persistent_client_expiration = Some(Duration::from_secs(1));
             c.listeners[0].max_connections = Some(1);
+            c.metrics.bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9183)));
             c.to_toml_string()
         };
         for line in rendered.lines() {

@@ -14,8 +14,10 @@ pub mod config;
 pub mod connection;
 pub mod message;
 pub mod metrics;
+pub mod prometheus;
 pub mod protocol;
 pub mod ratelimit;
+pub mod reload;
 pub mod router;
 pub mod session;
 pub mod sys;
@@ -32,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::BrokerState;
 use crate::codec::ReasonCode;
 use crate::config::Config;
+use crate::reload::ReloadReport;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +46,20 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Starts brokers.
 pub struct Broker;
 
 impl Broker {
-    /// Validates the configuration and binds every listener; the broker runs until
-    /// [`BrokerHandle::shutdown`].
+    /// Validates the configuration and binds every listener (and the metrics endpoint, when
+    /// `[metrics] bind` is set); the broker runs until [`BrokerHandle::shutdown`]. The metrics
+    /// endpoint is served only once every MQTT listener is bound.
     pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
         Broker::builder(config).start().await
     }
@@ -106,13 +115,23 @@ impl BrokerBuilder {
             }
             bound.push((listener, addr, permits));
         }
+        let metrics_listener = match config.metrics.bind {
+            Some(addr) => {
+                let err = |source| StartError::MetricsBind { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(err)?;
+                let local = listener.local_addr().map_err(err)?;
+                Some((listener, local))
+            }
+            None => None,
+        };
         let state = Arc::new(
             BrokerState::new(config, shutdown.clone()).with_authenticators(authenticators),
         );
         let mut addrs = Vec::new();
-        for (listener, addr, permits) in bound {
+        for (index, (listener, addr, permits)) in bound.into_iter().enumerate() {
             addrs.push(addr);
             tracker.spawn(transport::tcp::accept_loop(
+                index,
                 listener,
                 state.clone(),
                 tracker.clone(),
@@ -123,8 +142,14 @@ impl BrokerBuilder {
         if !sys_interval.is_zero() {
             tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));
         }
+        let metrics_addr = metrics_listener.map(|(listener, addr)| {
+            let exporter = prometheus::Exporter::new(state.clone(), addrs.clone());
+            tracker.spawn(exporter.serve(listener, tracker.clone()));
+            addr
+        });
         Ok(BrokerHandle {
             addrs,
+            metrics_addr,
             shutdown,
             tracker,
             state,
@@ -135,6 +160,7 @@ impl BrokerBuilder {
 /// A running broker.
 pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     state: Arc<BrokerState>,
@@ -144,6 +170,18 @@ impl BrokerHandle {
     /// The bound address of each listener, in configuration order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.addrs.clone()
+    }
+
+    /// The bound address of the metrics endpoint, when `[metrics] bind` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Takes a newly loaded configuration (SIGHUP) and reports, setting by setting, what differs
+    /// from the running one and whether it was applied. Nothing is reloadable yet, so today
+    /// every change needs a restart; reloadable settings will be applied here.
+    pub fn reload(&self, new: &Config) -> ReloadReport {
+        ReloadReport::compare(&self.state.config, new)
     }
 
     /// The broker's shared state, for metrics and tests.

@@ -2,7 +2,12 @@
 //!
 //! - `starling [--config FILE]` / `starling run [--config FILE]`: run the broker until SIGINT or
 //!   SIGTERM, then shut down gracefully. Without `--config` the embedded defaults are used (one
-//!   listener on 127.0.0.1:1883).
+//!   listener on 127.0.0.1:1883). SIGHUP re-reads the configuration file and logs which
+//!   settings changed and which need a restart ([`starling::BrokerHandle::reload`]).
+//!
+//! Under systemd (`Type=notify`, `NOTIFY_SOCKET` set) the broker reports `READY=1` once every
+//! listener is bound, `RELOADING=1` / `READY=1` around a reload and `STOPPING=1` when shutdown
+//! begins; without `NOTIFY_SOCKET` those notifications do nothing.
 //! - `starling check-config FILE`: print the effective configuration and exit 0, or print the
 //!   error and exit 1.
 //!
@@ -18,10 +23,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use sd_notify::NotifyState;
 use starling::config::Config;
-use starling::Broker;
+use starling::{Broker, BrokerHandle};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Starling, an async MQTT broker.
@@ -109,7 +115,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .thread_name("starling")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, args.config))
 }
 
 /// Logs go to stderr. `RUST_LOG`, when set and non-empty, overrides `log.level` so a running
@@ -129,25 +135,47 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Sends systemd notifications; a failure is logged, never fatal (the broker works the same
+/// without a service manager).
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!("cannot notify the service manager: {e}");
+    }
+}
+
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // Install the handlers before binding, so a signal that arrives as soon as the ports are
     // open is handled as a shutdown and not by the default action (immediate termination).
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
 
     let handle = Broker::start(config)
         .await
         .context("cannot start the broker")?;
-    for addr in handle.local_addrs() {
+    let addrs = handle.local_addrs();
+    for addr in &addrs {
         info!("listening on {addr}");
     }
+    if let Some(addr) = handle.metrics_addr() {
+        info!("serving metrics at http://{addr}/metrics (health: /healthz, /readyz)");
+    }
     info!("starling {} started", env!("CARGO_PKG_VERSION"));
+    let status = match addrs.as_slice() {
+        [one] => format!("accepting MQTT connections on {one}"),
+        many => format!("accepting MQTT connections on {} listeners", many.len()),
+    };
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 
-    let name = tokio::select! {
-        _ = sigint.recv() => "SIGINT",
-        _ = sigterm.recv() => "SIGTERM",
+    let name = loop {
+        tokio::select! {
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sighup.recv() => reload(&handle, path.as_deref(), &status),
+        }
     };
     info!("{name} received: shutting down (send it again to exit at once)");
+    notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     handle.shutdown();
     tokio::select! {
         _ = handle.wait() => {
@@ -157,4 +185,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ = sigint.recv() => anyhow::bail!("second SIGINT: exiting without finishing shutdown"),
         _ = sigterm.recv() => anyhow::bail!("second SIGTERM: exiting without finishing shutdown"),
     }
+}
+
+/// SIGHUP: re-reads the configuration file and logs what changed. An unreadable or invalid file
+/// is logged and the broker keeps running as it was.
+fn reload(handle: &BrokerHandle, path: Option<&Path>, status: &str) {
+    info!("SIGHUP received: reload requested");
+    let Some(path) = path else {
+        info!("no --config file: nothing to reload");
+        return;
+    };
+    match sd_notify::NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+    match Config::load(path) {
+        Err(e) => error!("reload failed, keeping the running configuration: {e}"),
+        Ok(new) => {
+            let report = handle.reload(&new);
+            if report.is_empty() {
+                info!("reload: {} has no changes", path.display());
+            }
+            for change in report.applied() {
+                info!("reload: {change}");
+            }
+            for change in report.restart_required() {
+                warn!("reload: {change}");
+            }
+            for change in report.failed() {
+                error!("reload: {change}");
+            }
+        }
+    }
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }

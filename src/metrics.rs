@@ -52,9 +52,19 @@ pub struct Metrics {
     /// Inbound PUBLISH refused by `limits.max_publish_bandwidth` (v5 0x97).
     pub dropped_quota: Counter,
     pub refused_connections: Counter,
+    /// Open connections per listener, indexed like `Config::listeners`.
+    pub listener_connections: Vec<Counter>,
 }
 
 impl Metrics {
+    /// Counters with one per-listener connection gauge for each of `listeners`.
+    pub fn with_listeners(listeners: usize) -> Metrics {
+        Metrics {
+            listener_connections: (0..listeners).map(|_| Counter::default()).collect(),
+            ..Metrics::default()
+        }
+    }
+
     pub fn publish_dropped(&self) -> u64 {
         self.dropped_queue_full.get()
             + self.dropped_offline_qos0.get()

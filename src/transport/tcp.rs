@@ -11,8 +11,10 @@ use crate::broker::BrokerState;
 use crate::connection;
 
 /// Accepts until shutdown. `permits` caps live connections (global and per listener): a
-/// connection over the cap is closed at once, before any byte is read.
+/// connection over the cap is closed at once, before any byte is read. `index` is the
+/// listener's position in the configuration, for its connection gauge.
 pub async fn accept_loop(
+    index: usize,
     listener: TcpListener,
     broker: Arc<BrokerState>,
     tracker: TaskTracker,
@@ -49,8 +51,16 @@ pub async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
+        let gauge = broker.clone();
         tracker.spawn(async move {
+            let open = gauge.metrics.listener_connections.get(index);
+            if let Some(g) = open {
+                g.inc();
+            }
             connection::serve(stream, peer, broker).await;
+            if let Some(g) = open {
+                g.sub(1);
+            }
             drop(held);
         });
     }

@@ -1,0 +1,423 @@
+//! The operations HTTP endpoint (`[metrics] bind`): Prometheus metrics and health checks.
+//!
+//! - `GET /metrics`: every counter and gauge behind `$SYS` (the same [`Metrics`] counters and
+//!   [`BrokerState`] figures, read at scrape time) in the Prometheus text exposition format
+//!   0.0.4, named `starling_*` with `HELP` and `TYPE` lines, plus per-listener connections and
+//!   in-flight messages. `$SYS`'s load averages are left out: Prometheus derives rates itself
+//!   with `rate()`.
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 while the broker accepts connections, 503 once shutdown has begun. The
+//!   endpoint is started by [`crate::Broker::start`] only after every MQTT listener is bound, so
+//!   any answer at all means the listeners were ready.
+//!
+//! `HEAD` is answered like `GET`; other methods get 405, other paths 404. The endpoint has no
+//! authentication, so it belongs on loopback or a private network. It serves HTTP/1.x with
+//! hyper, at most [`MAX_CONNECTIONS`] connections at a time, each with a header read timeout.
+//!
+//! [`Metrics`]: crate::metrics::Metrics
+
+use std::convert::Infallible;
+use std::fmt::{Display, Write as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::BrokerState;
+
+/// Concurrent HTTP connections served; further ones are closed at accept.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Time a client has to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time open HTTP connections get to finish once the broker shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the endpoint reads: the broker and the bound address of each MQTT listener (the label
+/// of its connection gauge).
+#[derive(Clone)]
+pub struct Exporter {
+    broker: Arc<BrokerState>,
+    listeners: Arc<[SocketAddr]>,
+}
+
+impl Exporter {
+    pub fn new(broker: Arc<BrokerState>, listeners: Vec<SocketAddr>) -> Exporter {
+        Exporter {
+            broker,
+            listeners: listeners.into(),
+        }
+    }
+
+    /// Serves HTTP on `listener` until the broker shuts down. Connections are spawned on
+    /// `tracker` and closed gracefully at shutdown.
+    pub async fn serve(self, listener: TcpListener, tracker: TaskTracker) {
+        let shutdown = self.broker.shutdown.clone();
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "metrics endpoint: too many connections");
+                continue;
+            };
+            let exporter = self.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let response = exporter.respond(req.method(), req.uri().path());
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut())
+                            .await
+                            .unwrap_or(Ok(()))
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "metrics endpoint: connection error");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    /// The response to `method path`.
+    pub fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        if method != Method::GET && method != Method::HEAD {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        match path {
+            "/metrics" => {
+                let mut r = text(StatusCode::OK, render(&self.broker, &self.listeners));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT));
+                r
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" if self.broker.shutdown.is_cancelled() => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            }
+            "/readyz" => text(StatusCode::OK, "ready\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Renders every metric in the text exposition format 0.0.4. `listeners` labels the
+/// per-listener gauges, in configuration order.
+pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
+    let m = &b.metrics;
+    let mut out = Exposition::default();
+
+    let counters: [(&str, &str, u64); 12] = [
+        (
+            "starling_connections_accepted_total",
+            "TCP connections accepted, including refused ones ($SYS load/sockets).",
+            m.connections_accepted.get(),
+        ),
+        (
+            "starling_connections_refused_total",
+            "Connections closed at accept because a max_connections limit was reached.",
+            m.refused_connections.get(),
+        ),
+        (
+            "starling_connects_total",
+            "CONNECT packets received ($SYS load/connections).",
+            m.connects.get(),
+        ),
+        (
+            "starling_clients_expired_total",
+            "Persistent sessions discarded because they expired ($SYS clients/expired).",
+            m.clients_expired.get(),
+        ),
+        (
+            "starling_messages_received_total",
+            "MQTT packets of every type received ($SYS messages/received).",
+            m.packets_received.get(),
+        ),
+        (
+            "starling_messages_sent_total",
+            "MQTT packets of every type sent ($SYS messages/sent).",
+            m.packets_sent.get(),
+        ),
+        (
+            "starling_publish_messages_received_total",
+            "PUBLISH packets received ($SYS publish/messages/received).",
+            m.publish_received.get(),
+        ),
+        (
+            "starling_publish_messages_sent_total",
+            "PUBLISH packets sent ($SYS publish/messages/sent).",
+            m.publish_sent.get(),
+        ),
+        (
+            "starling_publish_bytes_received_total",
+            "PUBLISH payload bytes received ($SYS publish/bytes/received).",
+            m.publish_bytes_received.get(),
+        ),
+        (
+            "starling_publish_bytes_sent_total",
+            "PUBLISH payload bytes sent ($SYS publish/bytes/sent).",
+            m.publish_bytes_sent.get(),
+        ),
+        (
+            "starling_bytes_received_total",
+            "Bytes received on MQTT connections ($SYS bytes/received).",
+            m.bytes_received.get(),
+        ),
+        (
+            "starling_bytes_sent_total",
+            "Bytes sent on MQTT connections ($SYS bytes/sent).",
+            m.bytes_sent.get(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.family(name, "counter", help);
+        out.sample(name, &[], value);
+    }
+    let dropped = "starling_publish_messages_dropped_total";
+    out.family(
+        dropped,
+        "counter",
+        "Messages not delivered to a subscriber, by reason ($SYS publish/messages/dropped is \
+         the sum).",
+    );
+    for (reason, n) in [
+        ("queue_full", m.dropped_queue_full.get()),
+        ("offline_qos0", m.dropped_offline_qos0.get()),
+        ("expired", m.dropped_expired.get()),
+        ("too_large", m.dropped_too_large.get()),
+    ] {
+        out.sample(dropped, &[("reason", reason)], n);
+    }
+
+    let sessions = b.session_count() as u64;
+    let connected = m.clients_connected.get();
+    let retained = b.retained_count() as u64;
+    let gauges: [(&str, &str, u64); 11] = [
+        (
+            "starling_clients_connected",
+            "Clients connected now ($SYS clients/connected).",
+            connected,
+        ),
+        (
+            "starling_clients_disconnected",
+            "Persistent sessions whose client is not connected ($SYS clients/disconnected).",
+            sessions.saturating_sub(connected),
+        ),
+        (
+            "starling_clients_maximum",
+            "Most clients connected at once since start ($SYS clients/maximum).",
+            m.clients_maximum.get(),
+        ),
+        (
+            "starling_sessions",
+            "Sessions, connected or not ($SYS clients/total).",
+            sessions,
+        ),
+        (
+            "starling_subscriptions",
+            "Subscriptions, shared ones included ($SYS subscriptions/count).",
+            b.subscription_count() as u64,
+        ),
+        (
+            "starling_shared_subscriptions",
+            "Shared subscriptions ($SYS shared_subscriptions/count).",
+            b.shared_subscription_count() as u64,
+        ),
+        (
+            "starling_retained_messages",
+            "Retained messages ($SYS retained messages/count).",
+            retained,
+        ),
+        (
+            "starling_messages_stored",
+            "Retained plus queued and in-flight messages ($SYS messages/stored).",
+            retained + b.queued_messages(),
+        ),
+        (
+            "starling_messages_inflight",
+            "QoS 1 and 2 messages sent to clients and not yet acknowledged.",
+            b.inflight_messages(),
+        ),
+        (
+            "starling_queued_bytes",
+            "Bytes queued for delivery over all sessions ($SYS store/messages/bytes).",
+            b.budget.used(),
+        ),
+        (
+            "starling_queue_budget_saturated",
+            "1 while limits.global_queued_bytes_high is exceeded and reads from publishers are \
+             paused.",
+            u64::from(b.budget.is_saturated()),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        out.family(name, "gauge", help);
+        out.sample(name, &[], value);
+    }
+    let per_listener = "starling_listener_connections";
+    out.family(per_listener, "gauge", "Connections open on each listener.");
+    for (i, addr) in listeners.iter().enumerate() {
+        let open = m.listener_connections.get(i).map_or(0, |c| c.get());
+        out.sample(per_listener, &[("listener", &addr.to_string())], open);
+    }
+
+    out.family(
+        "starling_uptime_seconds",
+        "gauge",
+        "Seconds since the broker started ($SYS uptime).",
+    );
+    out.sample(
+        "starling_uptime_seconds",
+        &[],
+        format_args!("{:.3}", b.uptime().as_secs_f64()),
+    );
+    out.family(
+        "starling_build_info",
+        "gauge",
+        "Always 1; the version label is the broker's ($SYS version).",
+    );
+    out.sample(
+        "starling_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    out.text
+}
+
+/// A text exposition being written.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        // Writing into a String cannot fail.
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.text, "{k}=\"{v}\"");
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use tokio_util::sync::CancellationToken;
+
+    fn exporter() -> Exporter {
+        let broker = BrokerState::new(Config::default(), CancellationToken::new());
+        Exporter::new(Arc::new(broker), vec!["127.0.0.1:1883".parse().unwrap()])
+    }
+
+    #[test]
+    fn every_sample_has_help_and_type() {
+        let e = exporter();
+        e.broker.metrics.dropped_expired.add(3);
+        e.broker.metrics.listener_connections[0].add(2);
+        let text = render(&e.broker, &e.listeners);
+        let mut declared = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
+            }
+        }
+        assert!(text.contains("starling_publish_messages_dropped_total{reason=\"expired\"} 3\n"));
+        assert!(text.contains("starling_listener_connections{listener=\"127.0.0.1:1883\"} 2\n"));
+        assert!(text.contains("# TYPE starling_clients_connected gauge\n"));
+        assert!(text.contains("starling_build_info{version=\""));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut e = Exposition::default();
+        e.sample("x", &[("a", "q\"b\\s\nn")], 1);
+        assert_eq!(e.text, "x{a=\"q\\\"b\\\\s\\nn\"} 1\n");
+    }
+
+    #[test]
+    fn routes_and_readiness() {
+        let e = exporter();
+        assert_eq!(e.respond(&Method::GET, "/healthz").status(), 200);
+        assert_eq!(e.respond(&Method::GET, "/readyz").status(), 200);
+        assert_eq!(e.respond(&Method::HEAD, "/metrics").status(), 200);
+        assert_eq!(e.respond(&Method::GET, "/nope").status(), 404);
+        let post = e.respond(&Method::POST, "/metrics");
+        assert_eq!(post.status(), 405);
+        assert_eq!(post.headers()[ALLOW], "GET, HEAD");
+        e.broker.shutdown.cancel();
+        assert_eq!(e.respond(&Method::GET, "/readyz").status(), 503);
+        assert_eq!(e.respond(&Method::GET, "/healthz").status(), 200);
+    }
+}

@@ -1,0 +1,190 @@
+//! Configuration reload (SIGHUP): what changed between the running configuration and a newly
+//! loaded one, and what happened to each change.
+//!
+//! [`crate::BrokerHandle::reload`] compares the two key by key (dotted TOML paths such as
+//! `mqtt.max_inflight` or `listeners[0].bind`) and returns a [`ReloadReport`]. Today no setting
+//! is applied to a running broker, so every change is [`ChangeStatus::RestartRequired`]; the
+//! settings that become reloadable (password file, ACL file, certificates) will report
+//! [`ChangeStatus::Applied`] or [`ChangeStatus::Failed`] through the same report.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::config::Config;
+
+/// What became of one changed setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeStatus {
+    /// The running broker uses the new value.
+    Applied,
+    /// The new value takes effect only after a restart; the broker keeps the old one.
+    RestartRequired,
+    /// Applying the new value failed; the broker keeps the old one.
+    Failed(String),
+}
+
+/// One setting whose value differs between the running and the reloaded configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Dotted key, e.g. `mqtt.max_inflight` or `listeners[0].bind`.
+    pub key: String,
+    /// The running value as TOML, or `None` when the key was absent.
+    pub old: Option<String>,
+    /// The reloaded value as TOML, or `None` when the key is now absent.
+    pub new: Option<String>,
+    pub status: ChangeStatus,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let old = self.old.as_deref().unwrap_or("(absent)");
+        let new = self.new.as_deref().unwrap_or("(absent)");
+        write!(f, "{}: {old} -> {new}", self.key)?;
+        match &self.status {
+            ChangeStatus::Applied => write!(f, " (applied)"),
+            ChangeStatus::RestartRequired => write!(f, " (needs a restart)"),
+            ChangeStatus::Failed(why) => write!(f, " (not applied: {why})"),
+        }
+    }
+}
+
+/// The outcome of a reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Every setting that differs from the running configuration, in key order.
+    pub changes: Vec<Change>,
+}
+
+impl ReloadReport {
+    /// The report for moving from `running` to `new`, with every change marked
+    /// [`ChangeStatus::RestartRequired`] until a reloadable setting says otherwise.
+    pub fn compare(running: &Config, new: &Config) -> ReloadReport {
+        let old = flatten(running);
+        let new = flatten(new);
+        let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let changes = keys
+            .into_iter()
+            .filter(|k| old.get(*k) != new.get(*k))
+            .map(|k| Change {
+                key: k.clone(),
+                old: old.get(k).cloned(),
+                new: new.get(k).cloned(),
+                status: ChangeStatus::RestartRequired,
+            })
+            .collect();
+        ReloadReport { changes }
+    }
+
+    /// Nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Changes the running broker now uses.
+    pub fn applied(&self) -> impl Iterator<Item = &Change> {
+        self.with_status(|s| matches!(s, ChangeStatus::Applied))
+    }
+
+    /// Changes that wait for a restart.
+    pub fn restart_required(&self) -> impl Iterator<Item = &Change> {
+        self.with_status(|s| matches!(s, ChangeStatus::RestartRequired))
+    }
+
+    /// Changes that could not be applied.
+    pub fn failed(&self) -> impl Iterator<Item = &Change> {
+        self.with_status(|s| matches!(s, ChangeStatus::Failed(_)))
+    }
+
+    fn with_status(&self, f: impl Fn(&ChangeStatus) -> bool) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(move |c| f(&c.status))
+    }
+}
+
+/// Every leaf value of `config` by dotted key, rendered as TOML.
+fn flatten(config: &Config) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    // Serialization cannot fail for this schema (see `Config::to_toml_string`); should it, the
+    // whole configuration compares as one opaque value rather than panicking.
+    match toml::Value::try_from(config) {
+        Ok(value) => walk("", &value, &mut out),
+        Err(e) => {
+            out.insert(String::from("(configuration)"), e.to_string());
+        }
+    }
+    out
+}
+
+fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                walk(&key, v, out);
+            }
+        }
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+            for (i, v) in items.iter().enumerate() {
+                walk(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_owned(), leaf.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn same_config_has_no_changes() {
+        let c = Config::default();
+        assert!(ReloadReport::compare(&c, &c.clone()).is_empty());
+    }
+
+    #[test]
+    fn changes_are_listed_by_key_with_old_and_new_values() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.mqtt.max_inflight = 5;
+        new.sys.interval = Duration::from_millis(500);
+        new.listeners[0].max_connections = Some(10);
+        new.listeners.push(new.listeners[0].clone());
+        new.listeners[1].bind = "127.0.0.1:1884".parse().unwrap();
+        let report = ReloadReport::compare(&old, &new);
+        let keys: Vec<&str> = report.changes.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listeners[0].max_connections",
+                "listeners[1].bind",
+                "listeners[1].max_connections",
+                "listeners[1].protocol",
+                "mqtt.max_inflight",
+                "sys.interval",
+            ]
+        );
+        let inflight = &report.changes[4];
+        assert_eq!(inflight.old.as_deref(), Some("20"));
+        assert_eq!(inflight.new.as_deref(), Some("5"));
+        assert_eq!(
+            inflight.to_string(),
+            "mqtt.max_inflight: 20 -> 5 (needs a restart)"
+        );
+        assert_eq!(
+            report.changes[0].to_string(),
+            "listeners[0].max_connections: (absent) -> 10 (needs a restart)"
+        );
+        assert_eq!(report.restart_required().count(), 6);
+        assert_eq!(report.applied().count(), 0);
+        assert_eq!(report.failed().count(), 0);
+    }
+}
