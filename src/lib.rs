@@ -7,6 +7,7 @@
 //! [`Broker::start`] is what `main`, the tests and embedders call.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod codec;
 pub mod config;

@@ -4,13 +4,16 @@
 //!   SIGTERM, then shut down gracefully. Without `--config` the embedded defaults are used (one
 //!   listener on 127.0.0.1:1883).
 //! - `starling check-config FILE`: print the effective configuration and exit 0, or print the
-//!   error and exit 1.
+//!   error and exit 1. The password and ACL files it names are loaded too.
+//! - `starling passwd [-c] [-b] [-D] [-U] [-I ITERATIONS] FILE [USER] [PASSWORD]`: manage a
+//!   Mosquitto-compatible password file, like `mosquitto_passwd` (see [`passwd`]).
 //!
 //! Exit codes: 0 success, 1 runtime or configuration error, 2 command-line usage error (clap).
 
 #![deny(unsafe_code)]
 
 mod limits;
+mod passwd;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use starling::auth::AuthConfig;
 use starling::config::Config;
 use starling::Broker;
 use tokio::signal::unix::{signal, SignalKind};
@@ -50,6 +54,9 @@ enum Command {
         /// The TOML configuration file to check.
         file: PathBuf,
     },
+    /// Add, change or delete users in a Mosquitto-compatible password file (like
+    /// mosquitto_passwd).
+    Passwd(passwd::PasswdArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Passwd(args)) => passwd::run(args),
         None => run(cli.run),
     };
     match result {
@@ -80,6 +88,7 @@ fn main() -> ExitCode {
 /// file and used as is; errors go to stderr.
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    AuthConfig::load(&config.auth, config.listeners_all_loopback())?;
     print!("{}", config.to_toml_string());
     eprintln!("{}: configuration is valid", file.display());
     Ok(())
