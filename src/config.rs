@@ -30,6 +30,8 @@ pub struct Config {
     /// `[[listeners]]`: where the broker accepts connections. Absent means one MQTT listener on
     /// `127.0.0.1:1883`; loopback by default so a fresh broker is not exposed to the network.
     pub listeners: Vec<ListenerConfig>,
+    /// `[auth]`: password file, ACL file and anonymous access (Mosquitto-compatible files).
+    pub auth: AuthSection,
     /// `[mqtt]`: protocol limits and behaviour applied to every session.
     pub mqtt: MqttConfig,
     /// `[limits]`: broker-wide resource limits.
@@ -46,6 +48,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listeners: vec![ListenerConfig::default()],
+            auth: AuthSection::default(),
             mqtt: MqttConfig::default(),
             limits: LimitsConfig::default(),
             sys: SysConfig::default(),
@@ -110,6 +113,52 @@ impl ListenerProtocol {
 impl fmt::Display for ListenerProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// `[auth]`: who may connect and what they may do, with Mosquitto's file formats (see
+/// [`crate::auth`]). The files are read at start-up; relative paths are relative to the
+/// broker's working directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Mosquitto password file (`$7$`/`$6$` hashes; `starling passwd` or `mosquitto_passwd`
+    /// writes it). When set, clients that send a username must be in it with the right
+    /// password. Absent means no password checking.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto ACL file (`topic`/`user`/`pattern` lines). Absent means every topic is allowed
+    /// (except publishing into `$SYS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
+    /// Whether clients without a username may connect. Absent means: true only when there is
+    /// no `password_file` and every listener is on a loopback address (Mosquitto 2.0's "local
+    /// only mode"); see [`AuthSection::allow_anonymous_effective`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// A persistent session can be resumed only by a client with the same username as the one
+    /// that created it, so knowing a client id is not enough to take over its session and its
+    /// queued messages.
+    pub session_owner_check: bool,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            password_file: None,
+            acl_file: None,
+            allow_anonymous: None,
+            session_owner_check: true,
+        }
+    }
+}
+
+impl AuthSection {
+    /// `allow_anonymous` with its default applied: the configured value, or else true exactly
+    /// when no `password_file` is set and `listeners_all_loopback`.
+    pub fn allow_anonymous_effective(&self, listeners_all_loopback: bool) -> bool {
+        self.allow_anonymous
+            .unwrap_or(self.password_file.is_none() && listeners_all_loopback)
     }
 }
 
@@ -357,10 +406,27 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether every listener binds a loopback address (127.0.0.0/8 or ::1), which makes
+    /// `auth.allow_anonymous` default to true when there is no password file.
+    pub fn listeners_all_loopback(&self) -> bool {
+        self.listeners.iter().all(|l| l.bind.ip().is_loopback())
+    }
+
     /// Checks what the types cannot: ranges, relations between keys and unsupported features.
     /// Returns the first problem found, naming its key (e.g. `mqtt.max_packet_size`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_listeners()?;
+        for (key, path) in [
+            ("auth.password_file", &self.auth.password_file),
+            ("auth.acl_file", &self.auth.acl_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must not be empty; leave the key out instead",
+                ));
+            }
+        }
         self.validate_mqtt()?;
         self.validate_limits()?;
         self.validate_metrics()?;
@@ -762,6 +828,57 @@ bind = "[::1]:0"
     }
 
     #[test]
+    fn auth_section() {
+        let c = Config::default();
+        assert_eq!(c.auth, AuthSection::default());
+        assert!(c.auth.session_owner_check);
+        assert!(c.listeners_all_loopback());
+        assert!(c.auth.allow_anonymous_effective(true));
+        assert!(!c.auth.allow_anonymous_effective(false));
+
+        let c = Config::from_toml_str(
+            "[auth]\npassword_file = \"/etc/starling/passwd\"\nacl_file = \"acl\"\n\
+             session_owner_check = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth.password_file.as_deref(),
+            Some(Path::new("/etc/starling/passwd"))
+        );
+        assert_eq!(c.auth.acl_file.as_deref(), Some(Path::new("acl")));
+        assert!(!c.auth.session_owner_check);
+        assert!(
+            !c.auth.allow_anonymous_effective(true),
+            "a password file turns anonymous access off by default"
+        );
+        assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
+
+        let c = Config::from_toml_str("[auth]\nallow_anonymous = false\n").unwrap();
+        assert!(!c.auth.allow_anonymous_effective(true));
+        let c = Config::from_toml_str(
+            "[[listeners]]\nbind = \"0.0.0.0:1883\"\n[auth]\nallow_anonymous = true\n",
+        )
+        .unwrap();
+        assert!(!c.listeners_all_loopback());
+        assert!(c.auth.allow_anonymous_effective(c.listeners_all_loopback()));
+        let c = Config::from_toml_str(
+            "[[listeners]]\nbind = \"[::1]:0\"\n[[listeners]]\nbind = \"127.0.0.2:0\"\n",
+        )
+        .unwrap();
+        assert!(c.listeners_all_loopback());
+
+        assert_eq!(
+            invalid_key("[auth]\npassword_file = \"\"\n"),
+            "auth.password_file"
+        );
+        assert_eq!(invalid_key("[auth]\nacl_file = \"\"\n"), "auth.acl_file");
+        let msg = parse_error("[auth]\npasword_file = \"x\"\n");
+        assert!(msg.contains("pasword_file"), "{msg}");
+        let msg = parse_error("[auth]\nallow_anonymous = \"yes\"\n");
+        assert!(msg.contains("allow_anonymous"), "{msg}");
+    }
+
+    #[test]
     fn listener_without_bind_uses_default_address() {
         let c = Config::from_toml_str("[[listeners]]\nprotocol = \"mqtt\"\n").unwrap();
         assert_eq!(c.listeners, vec![ListenerConfig::default()]);
@@ -1144,6 +1261,9 @@ bind = "[::1]:0"
             c.mqtt.persistent_client_expiration = Some(Duration::from_secs(1));
             c.listeners[0].max_connections = Some(1);
             c.metrics.bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9183)));
+            c.auth.password_file = Some("p".into());
+            c.auth.acl_file = Some("a".into());
+            c.auth.allow_anonymous = Some(true);
             c.to_toml_string()
         };
         for line in rendered.lines() {

@@ -9,13 +9,16 @@
 //! listener is bound, `RELOADING=1` / `READY=1` around a reload and `STOPPING=1` when shutdown
 //! begins; without `NOTIFY_SOCKET` those notifications do nothing.
 //! - `starling check-config FILE`: print the effective configuration and exit 0, or print the
-//!   error and exit 1.
+//!   error and exit 1. The password and ACL files it names are loaded too.
+//! - `starling passwd [-c] [-b] [-D] [-U] [-I ITERATIONS] FILE [USER] [PASSWORD]`: manage a
+//!   Mosquitto-compatible password file, like `mosquitto_passwd` (see [`passwd`]).
 //!
 //! Exit codes: 0 success, 1 runtime or configuration error, 2 command-line usage error (clap).
 
 #![deny(unsafe_code)]
 
 mod limits;
+mod passwd;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sd_notify::NotifyState;
+use starling::auth::AuthConfig;
 use starling::config::Config;
 use starling::{Broker, BrokerHandle};
 use tokio::signal::unix::{signal, SignalKind};
@@ -56,6 +60,9 @@ enum Command {
         /// The TOML configuration file to check.
         file: PathBuf,
     },
+    /// Add, change or delete users in a Mosquitto-compatible password file (like
+    /// mosquitto_passwd).
+    Passwd(passwd::PasswdArgs),
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +77,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Passwd(args)) => passwd::run(args),
         None => run(cli.run),
     };
     match result {
@@ -86,6 +94,7 @@ fn main() -> ExitCode {
 /// file and used as is; errors go to stderr.
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    AuthConfig::load(&config.auth, config.listeners_all_loopback())?;
     print!("{}", config.to_toml_string());
     eprintln!("{}: configuration is valid", file.display());
     Ok(())
