@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::enhanced::Authenticator;
+use crate::auth::{Access, AuthConfig, SubscribeVerdict};
 use crate::codec::ReasonCode;
 use crate::codec::{topic, QoS, SubscriptionOptions};
 use crate::config::{Config, SlowConsumerPolicy};
@@ -119,7 +120,16 @@ pub struct BrokerState {
     retained: RwLock<RetainedStore<Arc<Message>>>,
     started: Instant,
     authenticators: Vec<Arc<dyn Authenticator>>,
+    /// Password file, ACL and `allow_anonymous`, replaced whole on reload.
+    auth: RwLock<Arc<AuthConfig>>,
+    /// Bumped on every auth reload so connections refresh their cached snapshot.
+    auth_generation: AtomicU64,
 }
+
+/// Another user's CONNECT for a session that belongs to someone else
+/// (`auth.session_owner_check`).
+#[derive(Debug)]
+pub struct NotOwner;
 
 impl BrokerState {
     pub fn new(config: Config, shutdown: CancellationToken) -> BrokerState {
@@ -142,7 +152,48 @@ impl BrokerState {
             retained: RwLock::new(RetainedStore::new()),
             started: Instant::now(),
             authenticators: Vec::new(),
+            auth: RwLock::new(Arc::new(AuthConfig::default())),
+            auth_generation: AtomicU64::new(0),
         }
+    }
+
+    /// Installs the auth snapshot (at start).
+    pub fn with_auth(self, auth: AuthConfig) -> BrokerState {
+        *self.auth.write() = Arc::new(auth);
+        self
+    }
+
+    /// The current auth snapshot and its generation.
+    pub fn auth(&self) -> (Arc<AuthConfig>, u64) {
+        let a = self.auth.read().clone();
+        (a, self.auth_generation.load(Ordering::Acquire))
+    }
+
+    pub fn auth_generation(&self) -> u64 {
+        self.auth_generation.load(Ordering::Acquire)
+    }
+
+    /// Replaces the auth snapshot (reload) and drops subscriptions the new ACL refuses
+    /// outright; READ is checked per message anyway. Returns how many were dropped.
+    pub fn replace_auth(&self, auth: AuthConfig) -> usize {
+        let auth = Arc::new(auth);
+        *self.auth.write() = auth.clone();
+        self.auth_generation.fetch_add(1, Ordering::AcqRel);
+        let mut dropped = 0;
+        let sessions: Vec<Arc<Session>> = self.sessions.iter().map(|e| e.value().clone()).collect();
+        for session in sessions {
+            let username = session.meta().username;
+            for filter in session.with_state(|s| s.subscription_filters()) {
+                let verdict =
+                    auth.check_subscribe(&session.client_id, username.as_deref(), &filter);
+                if verdict == SubscribeVerdict::Denied && self.unsubscribe(&session, &filter) {
+                    tracing::info!(client_id = %session.client_id, %filter,
+                        "subscription removed: the reloaded ACL denies it");
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
     }
 
     /// Registers enhanced-authentication methods (before the broker starts serving).
@@ -208,10 +259,18 @@ impl BrokerState {
         client_id: &str,
         clean_start: bool,
         meta: SessionMeta,
-    ) -> Claimed {
+    ) -> Result<Claimed, NotOwner> {
         loop {
             let session = self.lookup_or_create(client_id);
             let _serial = session.connect_lock.lock().await;
+            // A session is resumed or taken over only by the user who created it.
+            if self.config.auth.session_owner_check
+                && session.was_attached()
+                && !session.is_removed()
+                && session.meta().username != meta.username
+            {
+                return Err(NotOwner);
+            }
             let Ok(previous) = session.detach_current() else {
                 // Discarded while we waited; look the id up again.
                 continue;
@@ -233,11 +292,11 @@ impl BrokerState {
             session.set_meta(meta);
             let ownership = session.attach();
             drop(_serial);
-            return Claimed {
+            return Ok(Claimed {
                 session_present: had_session && !clean_start,
                 session,
                 ownership,
-            };
+            });
         }
     }
 
@@ -376,8 +435,12 @@ impl BrokerState {
         let mut found = Vec::new();
         self.retained.read().matches(filter, &mut found);
         let now = Instant::now();
+        let auth = self.auth.read().clone();
         for (_, msg) in found {
             if msg.is_expired(now) {
+                continue;
+            }
+            if auth.acl.is_some() && !self.may_read(&auth, session, &msg.topic) {
                 continue;
             }
             let d = Delivery {
@@ -405,6 +468,8 @@ impl BrokerState {
                 retained.insert(&msg.topic, msg.clone());
             }
         }
+        let auth = self.auth.read().clone();
+        let acl = auth.acl.is_some();
         let trie = self.subscriptions.read();
         let mut matches = Vec::new();
         trie.matches_with(&msg.topic, &mut matches, &|h| h.session.is_connected());
@@ -425,6 +490,10 @@ impl BrokerState {
                 && sub.options.no_local
                 && msg.publisher.as_deref() == Some(&*sub.client_id)
             {
+                continue;
+            }
+            // READ is checked per message: a subscription may cover topics the ACL denies.
+            if acl && !self.may_read(&auth, &sub.handle.session, &msg.topic) {
                 continue;
             }
             let qos = msg.qos.min(sub.options.qos);
@@ -457,6 +526,11 @@ impl BrokerState {
         if let Some((h, d)) = pending {
             self.deliver(&h.session, d);
         }
+    }
+
+    fn may_read(&self, auth: &AuthConfig, session: &Session, topic: &str) -> bool {
+        let username = session.meta().username;
+        auth.check_acl(&session.client_id, username.as_deref(), topic, Access::Read)
     }
 
     fn deliver(&self, session: &Session, d: Delivery) {

@@ -46,6 +46,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
     #[error("cannot serve metrics on {addr}: {source}")]
     MetricsBind {
         addr: SocketAddr,
@@ -93,6 +95,8 @@ impl BrokerBuilder {
             authenticators,
         } = self;
         config.validate()?;
+        let auth = auth::AuthConfig::load(&config.auth, config.listeners_all_loopback())?;
+        log_auth_mode(&config, &auth);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let global = (config.limits.max_connections > 0)
@@ -125,7 +129,9 @@ impl BrokerBuilder {
             None => None,
         };
         let state = Arc::new(
-            BrokerState::new(config, shutdown.clone()).with_authenticators(authenticators),
+            BrokerState::new(config, shutdown.clone())
+                .with_authenticators(authenticators)
+                .with_auth(auth),
         );
         let mut addrs = Vec::new();
         for (index, (listener, addr, permits)) in bound.into_iter().enumerate() {
@@ -157,6 +163,23 @@ impl BrokerBuilder {
     }
 }
 
+/// Says at start whether clients without credentials get in, and why.
+fn log_auth_mode(config: &Config, auth: &auth::AuthConfig) {
+    let why = match config.auth.allow_anonymous {
+        Some(_) => "set by auth.allow_anonymous",
+        None if config.auth.password_file.is_some() => "a password file is configured",
+        None if config.listeners_all_loopback() => {
+            "no password file and every listener is on loopback"
+        }
+        None => "a listener is not on loopback",
+    };
+    if auth.allow_anonymous {
+        tracing::info!(reason = why, "anonymous clients are allowed");
+    } else {
+        tracing::info!(reason = why, "anonymous clients are refused");
+    }
+}
+
 /// A running broker.
 pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
@@ -181,7 +204,30 @@ impl BrokerHandle {
     /// from the running one and whether it was applied. Nothing is reloadable yet, so today
     /// every change needs a restart; reloadable settings will be applied here.
     pub fn reload(&self, new: &Config) -> ReloadReport {
-        ReloadReport::compare(&self.state.config, new)
+        let mut report = ReloadReport::compare(&self.state.config, new);
+        // The password file and ACL are re-read even when their paths did not change: their
+        // contents may have. A bad file keeps the old snapshot.
+        let status = match auth::AuthConfig::load(
+            &self.state.config.auth,
+            new.listeners_all_loopback(),
+        ) {
+            Ok(a) => {
+                let dropped = self.state.replace_auth(a);
+                tracing::info!(subscriptions_removed = dropped, "auth files reloaded");
+                reload::ChangeStatus::Applied
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "auth files not reloaded; keeping the previous ones");
+                reload::ChangeStatus::Failed(e.to_string())
+            }
+        };
+        report.changes.push(reload::Change {
+            key: "auth files (password_file, acl_file)".into(),
+            old: None,
+            new: None,
+            status,
+        });
+        report
     }
 
     /// The broker's shared state, for metrics and tests.

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use super::Handler;
+use crate::auth::{AuthConfig, AuthDecision};
 use crate::broker::BrokerState;
 use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
 use crate::session::{Control, SessionMeta};
@@ -24,6 +25,26 @@ pub enum ConnectOutcome {
 /// Session expiry from a v5 Session Expiry Interval: 0xFFFFFFFF never expires.
 pub(super) fn expiry_from_secs(secs: u32) -> Option<Duration> {
     (secs != u32::MAX).then(|| Duration::from_secs(u64::from(secs)))
+}
+
+/// The password check. PBKDF2 costs milliseconds, so with a password file it runs on a
+/// blocking thread, never on the reactor.
+async fn check_login(
+    auth: &Arc<AuthConfig>,
+    username: Option<&str>,
+    password: Option<&bytes::Bytes>,
+) -> AuthDecision {
+    if auth.passwords.is_none() || username.is_none() {
+        return auth.check_login(username, password.map(|p| &p[..]));
+    }
+    let auth = auth.clone();
+    let username = username.map(str::to_owned);
+    let password = password.cloned();
+    tokio::task::spawn_blocking(move || {
+        auth.check_login(username.as_deref(), password.as_ref().map(|p| &p[..]))
+    })
+    .await
+    .unwrap_or(AuthDecision::NotAuthorized)
 }
 
 fn rate_bucket(rate: u64) -> Option<crate::ratelimit::TokenBucket> {
@@ -155,13 +176,39 @@ impl Handler {
         } else {
             (cfg.persistent_client_expiration, 1)
         };
-        let username = c.username.as_deref().map(Arc::from);
+        let (auth_cfg, auth_generation) = broker.auth();
+        if auth.is_none() {
+            let decision = check_login(&auth_cfg, c.username.as_deref(), c.password.as_ref()).await;
+            if !decision.is_allowed() {
+                // Never the password.
+                tracing::info!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
+                    ?decision, "refused: login failed");
+                broker.metrics.refused_connections.inc();
+                return refuse(
+                    out,
+                    version,
+                    ReasonCode::V3_NOT_AUTHORIZED,
+                    ReasonCode::NOT_AUTHORIZED,
+                );
+            }
+        }
+        let username: Option<Arc<str>> = c.username.as_deref().map(Arc::from);
         let meta = SessionMeta {
             protocol: version,
             expiry,
-            username,
+            username: username.clone(),
         };
-        let claimed = broker.claim_session(&client_id, c.clean_start, meta).await;
+        let Ok(claimed) = broker.claim_session(&client_id, c.clean_start, meta).await else {
+            tracing::info!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
+                "refused: the session belongs to another user (auth.session_owner_check)");
+            broker.metrics.refused_connections.inc();
+            return refuse(
+                out,
+                version,
+                ReasonCode::V3_NOT_AUTHORIZED,
+                ReasonCode::NOT_AUTHORIZED,
+            );
+        };
         let session = claimed.session;
         broker.metrics.client_connected();
 
@@ -240,6 +287,9 @@ impl Handler {
             published: false,
             authenticator: auth.map(|a| a.authenticator),
             reauth: None,
+            username,
+            auth: auth_cfg,
+            auth_generation,
             msg_rate: rate_bucket(broker.config.limits.max_publish_rate),
             byte_rate: rate_bucket(broker.config.limits.max_publish_bandwidth),
             throttled_until: None,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::auth::enhanced::{AuthExchange, AuthStep, Authenticator};
+use crate::auth::{Access, AuthConfig, SubscribeVerdict};
 use crate::broker::BrokerState;
 use crate::codec::{
     self, topic, DecodeError, Packet, Properties, ProtocolVersion, PubResp, QoS, ReasonCode,
@@ -127,6 +128,11 @@ pub struct Handler {
     authenticator: Option<Arc<dyn Authenticator>>,
     /// A re-authentication in progress.
     reauth: Option<Box<dyn AuthExchange>>,
+    username: Option<Arc<str>>,
+    /// The auth snapshot this connection checks against, refreshed when the broker's
+    /// generation moves on (reload).
+    auth: Arc<AuthConfig>,
+    auth_generation: u64,
     /// `limits.max_publish_rate` for this client.
     msg_rate: Option<TokenBucket>,
     /// `limits.max_publish_bandwidth` for this client.
@@ -277,6 +283,28 @@ impl Handler {
         Ok(true)
     }
 
+    /// The current auth snapshot (refreshed after a reload).
+    fn auth(&mut self) -> Arc<AuthConfig> {
+        let generation = self.broker.auth_generation();
+        if generation != self.auth_generation {
+            let (auth, generation) = self.broker.auth();
+            self.auth = auth;
+            self.auth_generation = generation;
+        }
+        self.auth.clone()
+    }
+
+    fn may_write(&mut self, topic: &str) -> bool {
+        let auth = self.auth();
+        auth.acl.is_none()
+            || auth.check_acl(
+                &self.client_id,
+                self.username.as_deref(),
+                topic,
+                Access::Write,
+            )
+    }
+
     /// `limits.max_topic_length` and `limits.max_topic_levels`.
     fn topic_within_limits(&self, topic: &str) -> bool {
         let l = &self.broker.config.limits;
@@ -332,9 +360,25 @@ impl Handler {
                 }
                 _ => true,
             };
-        let denied = is_sys_topic(&topic);
+        let denied = is_sys_topic(&topic) || !self.may_write(&topic);
         if denied {
-            tracing::debug!(client_id = %self.client_id, %topic, "publish to $SYS dropped");
+            tracing::debug!(client_id = %self.client_id, %topic, "publish denied by the ACL");
+            if self.version.is_v5() && qos != QoS::AtMostOnce {
+                // A v5 client is told [MQTT-3.4.2-?]; a v3 client gets a normal ack so its
+                // window does not stall, and the message is dropped.
+                let mut resp = PubResp::new(pid);
+                resp.reason = ReasonCode::NOT_AUTHORIZED;
+                let packet = if qos == QoS::AtLeastOnce {
+                    Packet::PubAck(resp)
+                } else {
+                    if let QoS::ExactlyOnce = qos {
+                        self.session.with_state(|s| s.inbound_pubrel(pid));
+                    }
+                    Packet::PubRec(resp)
+                };
+                self.send(&packet, out);
+                return Ok(());
+            }
         }
         if forward && !denied {
             let msg = self.build_message(topic, p);
@@ -405,7 +449,8 @@ impl Handler {
         let max_qos = self.broker.max_qos();
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut retained = Vec::new();
-        let cfg = &self.broker.config.mqtt;
+        let broker = self.broker.clone();
+        let cfg = &broker.config.mqtt;
         let v5 = self.version.is_v5();
         for (filter, opts) in &sub.filters {
             let shared = topic::parse_shared(filter).is_some();
@@ -415,9 +460,17 @@ impl Handler {
                     "[MQTT-3.8.3-4] No Local on a shared subscription",
                 ));
             }
+            let auth = self.auth();
+            let denied = auth.acl.is_some()
+                && self.version != ProtocolVersion::V31
+                && auth.check_subscribe(&self.client_id, self.username.as_deref(), filter)
+                    == SubscribeVerdict::Denied;
             let refused = if !topic::valid_topic_filter(filter) || !self.topic_within_limits(filter)
             {
                 Some(ReasonCode::TOPIC_FILTER_INVALID)
+            } else if denied {
+                // Nothing under this filter is readable (beyond Mosquitto, which accepts it).
+                Some(ReasonCode::NOT_AUTHORIZED)
             } else if shared && !cfg.shared_subscriptions {
                 Some(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
             } else if !cfg.wildcard_subscriptions && filter.contains(['+', '#']) {
