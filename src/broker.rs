@@ -285,8 +285,11 @@ impl BrokerState {
                     tracing::warn!(client_id, "previous connection did not close in time");
                 }
             }
-            let had_session = session.was_attached();
-            if clean_start {
+            // A session that ended with its connection (clean session / expiry 0) is not
+            // resumed, even when that connection was only now taken over [MQTT-3.1.2-6].
+            let previous_ended = session.meta().expiry == Some(Duration::ZERO);
+            let had_session = session.was_attached() && !previous_ended;
+            if clean_start || previous_ended {
                 self.discard_state(&session);
             }
             session.set_meta(meta);
@@ -459,7 +462,8 @@ impl BrokerState {
     /// Routes a message to every matching subscription and updates the retained store. One copy
     /// per session for overlapping subscriptions, at the highest granted QoS, carrying every
     /// matching subscription identifier [MQTT-3.3.4-3]; one member per shared group.
-    pub fn publish(&self, msg: Arc<Message>) {
+    pub fn publish(&self, msg: Arc<Message>) -> Vec<(Arc<Session>, Delivery)> {
+        let mut blocked = Vec::new();
         if msg.retain {
             let mut retained = self.retained.write();
             if msg.payload.is_empty() {
@@ -507,7 +511,7 @@ impl BrokerState {
                 }
             }
             if let Some((h, d)) = pending.take() {
-                self.deliver(&h.session, d);
+                self.deliver_or_block(&h.session, d, &mut blocked);
             }
             let d = Delivery {
                 msg: msg.clone(),
@@ -518,14 +522,15 @@ impl BrokerState {
                 seq: None,
             };
             if is_shared {
-                self.deliver(&sub.handle.session, d);
+                self.deliver_or_block(&sub.handle.session, d, &mut blocked);
             } else {
                 pending = Some((&sub.handle, d));
             }
         }
         if let Some((h, d)) = pending {
-            self.deliver(&h.session, d);
+            self.deliver_or_block(&h.session, d, &mut blocked);
         }
+        blocked
     }
 
     fn may_read(&self, auth: &AuthConfig, session: &Session, topic: &str) -> bool {
@@ -533,10 +538,70 @@ impl BrokerState {
         auth.check_acl(&session.client_id, username.as_deref(), topic, Access::Read)
     }
 
+    /// Delivers, except that a QoS 1/2 delivery to a connected subscriber whose queue is full is
+    /// handed back: the publisher's acknowledgement then waits for room (overload rule (c)). A
+    /// subscriber that made no room in time is "stuck" and gets drops instead, so it cannot hold
+    /// publishers back for long.
+    fn deliver_or_block(
+        &self,
+        session: &Arc<Session>,
+        d: Delivery,
+        blocked: &mut Vec<(Arc<Session>, Delivery)>,
+    ) {
+        if d.qos != QoS::AtMostOnce && !session.is_stuck() && session.is_connected() {
+            match session.try_deliver(d) {
+                Ok(e) => self.budget.add(e.cost),
+                Err((DropReason::QueueFull, d)) => blocked.push((session.clone(), d)),
+                Err((other, _)) => self.count_drop(session, other),
+            }
+            return;
+        }
+        self.deliver(session, d);
+    }
+
+    /// Publishes a message the broker itself originates (a will, `$SYS`): nobody waits for an
+    /// acknowledgement, so deliveries that find a full queue are dropped (counted).
+    pub fn publish_unacknowledged(&self, msg: Arc<Message>) {
+        for (session, _) in self.publish(msg) {
+            self.count_drop(&session, DropReason::QueueFull);
+        }
+    }
+
+    /// Retries blocked deliveries; returns those still blocked.
+    pub fn retry_blocked(
+        &self,
+        items: Vec<(Arc<Session>, Delivery)>,
+    ) -> Vec<(Arc<Session>, Delivery)> {
+        let mut still = Vec::new();
+        for (session, d) in items {
+            self.deliver_or_block(&session, d, &mut still);
+        }
+        still
+    }
+
+    /// Gives up on blocked deliveries: their subscribers are marked stuck and the messages
+    /// dropped (counted).
+    pub fn abandon_blocked(&self, items: Vec<(Arc<Session>, Delivery)>) {
+        for (session, _) in items {
+            if !session.is_stuck() {
+                tracing::warn!(client_id = %session.client_id,
+                    "slow consumer: queue full and not draining; dropping its messages");
+                session.set_stuck(true);
+            }
+            self.count_drop(&session, DropReason::QueueFull);
+        }
+    }
+
     fn deliver(&self, session: &Session, d: Delivery) {
         match session.deliver(d) {
             Ok(e) => self.budget.add(e.cost),
-            Err(DropReason::QueueFull) => {
+            Err(reason) => self.count_drop(session, reason),
+        }
+    }
+
+    fn count_drop(&self, session: &Session, reason: DropReason) {
+        match reason {
+            DropReason::QueueFull => {
                 self.metrics.dropped_queue_full.inc();
                 let limits = &self.config.limits;
                 if limits.slow_consumer_policy == SlowConsumerPolicy::Disconnect {
@@ -549,8 +614,8 @@ impl BrokerState {
                     }
                 }
             }
-            Err(DropReason::Offline) => self.metrics.dropped_offline_qos0.inc(),
-            Err(DropReason::Expired) => self.metrics.dropped_expired.inc(),
+            DropReason::Offline => self.metrics.dropped_offline_qos0.inc(),
+            DropReason::Expired => self.metrics.dropped_expired.inc(),
         }
     }
 

@@ -300,8 +300,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: 100_000,
-            global_queued_bytes_high: 512 * 1024 * 1024,
-            global_queued_bytes_low: 384 * 1024 * 1024,
+            global_queued_bytes_high: 128 * 1024 * 1024,
+            global_queued_bytes_low: 96 * 1024 * 1024,
             max_topic_length: 65_535,
             max_publish_rate: 0,
             max_publish_bandwidth: 0,
@@ -751,8 +751,8 @@ mod tests {
             SharedStrategy::RoundRobin
         );
         assert_eq!(c.limits.max_connections, 100_000);
-        assert_eq!(c.limits.global_queued_bytes_high, 512 << 20);
-        assert_eq!(c.limits.global_queued_bytes_low, 384 << 20);
+        assert_eq!(c.limits.global_queued_bytes_high, 128 << 20);
+        assert_eq!(c.limits.global_queued_bytes_low, 96 << 20);
         assert_eq!(c.limits.max_subscriptions_per_client, 0);
         assert_eq!(c.limits.max_topic_levels, 128);
         assert_eq!(c.log.level, "info");
@@ -802,7 +802,7 @@ level = "info"
         assert_eq!(c.mqtt.max_inflight, 5);
         assert_eq!(c.mqtt.max_packet_size, 1_048_576);
         assert_eq!(c.limits.global_queued_bytes_low, 1024);
-        assert_eq!(c.limits.global_queued_bytes_high, 512 << 20);
+        assert_eq!(c.limits.global_queued_bytes_high, 128 << 20);
         assert_eq!(c.listeners, Config::default().listeners);
     }
 

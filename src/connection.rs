@@ -280,6 +280,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                 self.out.len() >= WRITE_HIGH * 2 || self.out.pending() >= MAX_PENDING_RECEIPTS;
             let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
             let throttled = self.handler.throttled_until();
+            let blocked_on = self.handler.blocked_on();
             let deadline = keep_alive.map(|k| self.last_read + k);
             let writing = !self.out.ready.is_empty() || self.needs_flush;
             let settling = self.out.pending() > 0;
@@ -313,7 +314,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     }
                 },
                 // Cancellation-safe: read_buf appends only what it read.
-                r = read_some(&mut self.reader, &mut self.rbuf), if !paused && !backed_up && throttled.is_none() => {
+                r = read_some(&mut self.reader, &mut self.rbuf), if !paused && !backed_up && throttled.is_none() && blocked_on.is_none() => {
                     match r {
                         Ok(0) => return Close::PeerClosed,
                         Ok(n) => {
@@ -331,6 +332,17 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     self.want_pump = true;
                 }
                 _ = self.broker.budget.relieved(), if paused => {}
+                // A PUBLISH waits for room in a full subscriber queue: retry when that
+                // subscriber drains (or every few ms, for the others), then carry on with
+                // what is buffered.
+                _ = wait_room(blocked_on.as_deref()), if blocked_on.is_some() => {
+                    self.handler.retry_blocked(&mut self.out);
+                    if self.handler.blocked_on().is_none() {
+                        if let Err(close) = self.decode_all() {
+                            return close;
+                        }
+                    }
+                }
                 // A 3.x client over its publish rate: resume once the bucket has refilled, and
                 // handle what is already buffered first.
                 _ = sleep_until(throttled), if throttled.is_some() => {
@@ -353,8 +365,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// Handles every whole packet in the read buffer.
     fn decode_all(&mut self) -> Result<(), Close> {
         let max_in = self.broker.config.mqtt.max_packet_size;
-        // Stop at a throttle: the rest stays buffered until the rate allows it.
-        while self.handler.throttled_until().is_none() {
+        // Stop at a throttle or a blocked PUBLISH: the rest stays buffered until then.
+        while self.handler.throttled_until().is_none() && self.handler.blocked_on().is_none() {
             match codec::decode(&mut self.rbuf, self.handler.version(), max_in) {
                 Ok(Some(packet)) => {
                     self.broker.metrics.packets_received.inc();
@@ -418,6 +430,20 @@ async fn read_some<R: AsyncRead + Unpin>(
         rbuf.reserve(READ_CHUNK);
     }
     reader.read_buf(rbuf).await
+}
+
+/// Resolves when `session` made room in its queue, or after a short poll interval.
+async fn wait_room(session: Option<&crate::session::Session>) {
+    let poll = tokio::time::sleep(Duration::from_millis(20));
+    match session {
+        Some(s) => {
+            tokio::select! {
+                _ = s.room_made() => {}
+                _ = poll => {}
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

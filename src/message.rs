@@ -40,9 +40,12 @@ impl Message {
         }
     }
 
-    /// Memory this message holds, for queue budgets: what the payload and topic cost.
+    /// Memory a queued delivery of this message holds, for queue budgets: payload, topic and
+    /// the message record itself (counted per delivery, which overstates fan-out of a shared
+    /// payload: the budget errs on the safe side).
     pub fn cost(&self) -> usize {
-        self.payload.len() + self.topic.len() + 64
+        const RECORD: usize = std::mem::size_of::<Message>() + 96;
+        self.payload.len() + self.topic.len() + RECORD
     }
 
     pub fn is_expired(&self, now: Instant) -> bool {

@@ -87,7 +87,7 @@ impl SysTree {
 
     fn publish(&self, topic: &str, value: String) {
         let msg = Message::new(topic, Bytes::from(value), QoS::ExactlyOnce, true);
-        self.broker.publish(Arc::new(msg));
+        self.broker.publish_unacknowledged(Arc::new(msg));
     }
 
     /// Publishes `value` on `topic` if it differs from what was last published there.

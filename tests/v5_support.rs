@@ -250,13 +250,20 @@ impl Client {
     /// Connects and asserts CONNACK 0x00.
     pub async fn connect_with(addr: SocketAddr, c: Connect) -> (Client, ConnAck) {
         let (cl, ack) = Client::connect_raw(addr, c).await;
-        assert_eq!(ack.code, ReasonCode::SUCCESS, "{}: CONNACK {ack:?}", cl.name);
+        assert_eq!(
+            ack.code,
+            ReasonCode::SUCCESS,
+            "{}: CONNACK {ack:?}",
+            cl.name
+        );
         (cl, ack)
     }
 
     /// A clean-start v5 client with keep alive 0.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> Client {
-        Client::connect_with(addr, connect_packet(client_id)).await.0
+        Client::connect_with(addr, connect_packet(client_id))
+            .await
+            .0
     }
 
     pub async fn send(&mut self, p: &Packet) {
@@ -339,7 +346,11 @@ impl Client {
     }
 
     /// Skips (stashing) packets until one matches `pick`.
-    pub async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&Packet) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&Packet) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut skipped = Vec::new();
         loop {
@@ -384,7 +395,9 @@ impl Client {
 
     /// Subscribes to one filter and asserts it was granted `qos`.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
-        let ack = self.subscribe_with(&[(filter, opts(qos))], Properties::default()).await;
+        let ack = self
+            .subscribe_with(&[(filter, opts(qos))], Properties::default())
+            .await;
         assert_eq!(
             ack.reasons,
             vec![ReasonCode(qos as u8)],
@@ -445,7 +458,11 @@ impl Client {
     pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS) {
         let resp = self.publish_packet(publish(topic, payload, qos, 0)).await;
         if let Some(r) = resp {
-            assert!(!r.reason.is_error(), "{}: publish refused: {r:?}", self.name);
+            assert!(
+                !r.reason.is_error(),
+                "{}: publish refused: {r:?}",
+                self.name
+            );
         }
     }
 
@@ -482,15 +499,12 @@ impl Client {
         d
     }
 
-    /// The broker closes the connection (anything still arriving first is skipped only if it
-    /// is not a PUBLISH).
+    /// The broker closes the connection, sending nothing more first.
     pub async fn expect_closed(&mut self, why: &str) {
-        loop {
-            match self.recv(WAIT).await {
-                Recv::Closed(_) => return,
-                Recv::Timeout => panic!("{}: {why}: connection still open", self.name),
-                Recv::Packet(p) => panic!("{}: {why}: expected close, got {p:?}", self.name),
-            }
+        match self.recv(WAIT).await {
+            Recv::Closed(_) => {}
+            Recv::Timeout => panic!("{}: {why}: connection still open", self.name),
+            Recv::Packet(p) => panic!("{}: {why}: expected close, got {p:?}", self.name),
         }
     }
 
@@ -568,7 +582,11 @@ pub mod rumq {
 
     impl Rumq {
         /// Skips events until an incoming packet matches `pick`.
-        pub async fn incoming<T>(&mut self, what: &str, mut pick: impl FnMut(&RPacket) -> Option<T>) -> T {
+        pub async fn incoming<T>(
+            &mut self,
+            what: &str,
+            mut pick: impl FnMut(&RPacket) -> Option<T>,
+        ) -> T {
             let deadline = tokio::time::Instant::now() + WAIT;
             loop {
                 match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -642,7 +660,167 @@ pub fn require(tool: &str, available: bool) -> bool {
 }
 
 pub fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(name).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+}
+
+pub fn have_mosquitto_clients() -> bool {
+    require(
+        "mosquitto-clients (mosquitto_pub, mosquitto_sub)",
+        on_path("mosquitto_pub") && on_path("mosquitto_sub"),
+    )
+}
+
+pub fn have_paho() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, paho.mqtt; sys.exit(0 if paho.mqtt.__version__.split('.')[0] == '2' else 1)",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require("python3 with paho-mqtt 2.x", ok)
+}
+
+/// Path of a file under tests/.
+pub fn tests_path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(rel)
+}
+
+/// A child process (one we started) whose stdout is read line by line; killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stderr: Arc<std::sync::Mutex<String>>,
+    /// Every stdout line read so far, for failure messages.
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    /// Spawns `cmd`; `stdin` (if any) is written and closed.
+    pub fn spawn(name: &str, cmd: &mut std::process::Command, stdin: Option<Vec<u8>>) -> Proc {
+        use std::io::{BufRead, Read, Write};
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        if let Some(data) = stdin {
+            let mut w = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                let _ = w.write_all(&data);
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Proc {
+            name: name.to_owned(),
+            child,
+            lines: rx,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn transcript(&self) -> String {
+        format!(
+            "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
+            self.name,
+            self.seen.join("\n"),
+            self.name,
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    /// The next stdout line; None on EOF or after `d`.
+    pub async fn line_within(&mut self, d: Duration) -> Option<String> {
+        match tokio::time::timeout(d, self.lines.recv()).await {
+            Ok(Some(l)) => {
+                self.seen.push(l.clone());
+                Some(l)
+            }
+            _ => None,
+        }
+    }
+
+    /// The next stdout line; panics with the transcript on EOF or timeout.
+    pub async fn line(&mut self, what: &str) -> String {
+        match self.line_within(WAIT).await {
+            Some(l) => l,
+            None => panic!(
+                "{}: no line ({what}) within {WAIT:?}\n{}",
+                self.name,
+                self.transcript()
+            ),
+        }
+    }
+
+    /// Waits (bounded) for the process to exit and asserts success; returns every stdout line.
+    pub async fn success(&mut self, d: Duration) -> Vec<String> {
+        let deadline = Instant::now() + d;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {d:?}\n{}",
+                self.name,
+                self.transcript()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // The reader thread ends at EOF once the process is gone.
+        while self.line_within(Duration::from_millis(500)).await.is_some() {}
+        assert!(
+            status.success(),
+            "{} exited with {status}\n{}",
+            self.name,
+            self.transcript()
+        );
+        self.seen.clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
 }

@@ -293,6 +293,7 @@ impl Handler {
             msg_rate: rate_bucket(broker.config.limits.max_publish_rate),
             byte_rate: rate_bucket(broker.config.limits.max_publish_bandwidth),
             throttled_until: None,
+            blocked: None,
             scratch: Vec::new(),
         };
         let mut handler = handler;

@@ -98,6 +98,18 @@ impl std::fmt::Display for Close {
     }
 }
 
+/// How long a publisher waits for a full subscriber queue to make room before that subscriber
+/// is treated as stuck and its messages dropped, so one stalled client holds nobody back for
+/// longer than this.
+pub const STUCK_AFTER: Duration = Duration::from_millis(500);
+
+/// Deliveries of one PUBLISH that found full queues, and its withheld acknowledgement.
+struct Blocked {
+    items: Vec<(Arc<Session>, crate::session::Delivery)>,
+    ack: Option<Packet>,
+    since: Instant,
+}
+
 /// Per-connection protocol state once CONNECT has been accepted.
 pub struct Handler {
     broker: Arc<BrokerState>,
@@ -139,6 +151,8 @@ pub struct Handler {
     byte_rate: Option<TokenBucket>,
     /// A 3.x client over its rate is not read until then (TCP backpressure).
     throttled_until: Option<Instant>,
+    /// A PUBLISH whose deliveries wait for room in full subscriber queues.
+    blocked: Option<Blocked>,
     scratch: Vec<(u16, crate::session::Delivery)>,
 }
 
@@ -380,16 +394,56 @@ impl Handler {
                 return Ok(());
             }
         }
+        let ack = match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Packet::PubAck(PubResp::new(pid))),
+            QoS::ExactlyOnce => Some(Packet::PubRec(PubResp::new(pid))),
+        };
         if forward && !denied {
             let msg = self.build_message(topic, p);
-            self.broker.publish(Arc::new(msg));
+            let blocked = self.broker.publish(Arc::new(msg));
+            if !blocked.is_empty() {
+                // Acknowledged only once it sits in every matching queue (overload rule (c)):
+                // the ack and further reads wait for room.
+                self.blocked = Some(Blocked {
+                    items: blocked,
+                    ack,
+                    since: Instant::now(),
+                });
+                return Ok(());
+            }
         }
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(PubResp::new(pid)), out),
-            QoS::ExactlyOnce => self.send(&Packet::PubRec(PubResp::new(pid)), out),
+        if let Some(ack) = ack {
+            self.send(&ack, out);
         }
         Ok(())
+    }
+
+    /// A subscriber the current PUBLISH waits for, if any: reads pause until it makes room.
+    pub fn blocked_on(&self) -> Option<Arc<Session>> {
+        self.blocked
+            .as_ref()
+            .and_then(|b| b.items.first().map(|(s, _)| s.clone()))
+    }
+
+    /// Retries the blocked deliveries. Once all are queued, or the subscribers made no room
+    /// within [`STUCK_AFTER`] (they are then marked stuck and the messages dropped for them),
+    /// the acknowledgement goes out and reading resumes.
+    pub fn retry_blocked(&mut self, out: &mut Outbox) {
+        let Some(mut b) = self.blocked.take() else {
+            return;
+        };
+        b.items = self.broker.retry_blocked(b.items);
+        if !b.items.is_empty() {
+            if b.since.elapsed() < STUCK_AFTER {
+                self.blocked = Some(b);
+                return;
+            }
+            self.broker.abandon_blocked(b.items);
+        }
+        if let Some(ack) = b.ack {
+            self.send(&ack, out);
+        }
     }
 
     /// The topic of an inbound PUBLISH, through the v5 topic alias map [MQTT-3.3.2-12].
@@ -742,7 +796,7 @@ impl WillPublisher {
         };
         msg.set_expiry_interval(expiry, Instant::now());
         tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
-        self.broker.publish(Arc::new(msg));
+        self.broker.publish_unacknowledged(Arc::new(msg));
     }
 }
 

@@ -73,6 +73,9 @@ impl Handler {
                 (freed, s.has_ready(window))
             });
             self.broker.budget.sub(freed);
+            if !scratch.is_empty() {
+                self.session.made_room();
+            }
             for (pid, d) in scratch.drain(..) {
                 self.encode_delivery(pid, &d, false, now, out);
             }

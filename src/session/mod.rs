@@ -7,7 +7,7 @@
 
 pub mod state;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +82,10 @@ pub struct Session {
     link: Mutex<Link>,
     meta: Mutex<SessionMeta>,
     pub connect_lock: tokio::sync::Mutex<()>,
+    stuck: AtomicBool,
+    /// Publishers waiting for room in this session's queue.
+    room: Notify,
+    room_waiters: AtomicUsize,
 }
 
 /// Facts about the session set at CONNECT time.
@@ -110,6 +114,9 @@ impl Session {
                 username: None,
             }),
             connect_lock: tokio::sync::Mutex::new(()),
+            stuck: AtomicBool::new(false),
+            room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
         }
     }
 
@@ -125,6 +132,50 @@ impl Session {
             self.notify.notify_one();
         }
         Ok(e)
+    }
+
+    /// As [`Self::deliver`], handing a refused delivery back.
+    pub fn try_deliver(&self, d: Delivery) -> Result<Enqueued, (DropReason, Delivery)> {
+        let e = self.state.lock().try_enqueue(d)?;
+        if e.cost > 0 {
+            self.notify.notify_one();
+        }
+        Ok(e)
+    }
+
+    /// A subscriber whose queue stayed full while a publisher waited: deliveries to it are
+    /// dropped at once instead of holding publishers back, until it drains.
+    pub fn is_stuck(&self) -> bool {
+        self.stuck.load(Ordering::Relaxed)
+    }
+
+    pub fn set_stuck(&self, stuck: bool) {
+        self.stuck.store(stuck, Ordering::Relaxed);
+    }
+
+    /// Called after the connection took deliveries out of the queue: wakes publishers waiting
+    /// for room and clears the stuck mark.
+    pub fn made_room(&self) {
+        if self.is_stuck() {
+            self.set_stuck(false);
+        }
+        if self.room_waiters.load(Ordering::Relaxed) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Waits (bounded by the caller) until this session's queue had room made.
+    /// Cancellation-safe: the waiter count is restored when the future is dropped.
+    pub async fn room_made(&self) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.room_waiters.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.room_waiters);
+        self.room.notified().await;
     }
 
     /// Wakes the connection task (e.g. after a resume).

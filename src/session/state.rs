@@ -120,7 +120,10 @@ pub struct SessionState {
     limits: Limits,
     online: bool,
     queue: VecDeque<Delivery>,
+    /// Memory the queue holds (payload, topic, records), for the global budget.
     queued_bytes: usize,
+    /// Payload bytes in the queue, for `max_queued_bytes`.
+    queued_payload: usize,
     inflight: VecDeque<(u16, Inflight)>,
     next_packet_id: u16,
     inbound_qos2: HashSet<u16>,
@@ -139,6 +142,7 @@ impl SessionState {
             online: false,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            queued_payload: 0,
             inflight: VecDeque::new(),
             next_packet_id: 1,
             inbound_qos2: HashSet::new(),
@@ -200,8 +204,7 @@ impl SessionState {
             b.from = seq + 1;
             b.count = b.count.saturating_sub(1);
             cost += d.cost();
-            self.queued_bytes += d.cost();
-            self.queue.push_back(d);
+            self.push(d);
         }
         self.backlog = (b.from < p.next_seq).then_some(b);
         cost
@@ -224,24 +227,28 @@ impl SessionState {
     /// (as Mosquitto's default); a full queue drops whatever arrives. A persistent session's QoS
     /// 1/2 delivery gets a stored queue position and, when the client is offline, the memory
     /// queue is full or a backlog already waits, it goes to the disk backlog only.
-    pub fn enqueue(&mut self, mut d: Delivery) -> Result<Enqueued, DropReason> {
+    pub fn enqueue(&mut self, d: Delivery) -> Result<Enqueued, DropReason> {
+        self.try_enqueue(d).map_err(|(reason, _)| reason)
+    }
+
+    /// As [`Self::enqueue`], but a refused delivery is handed back (to wait for room).
+    pub fn try_enqueue(&mut self, mut d: Delivery) -> Result<Enqueued, (DropReason, Delivery)> {
         if !self.online && d.qos == QoS::AtMostOnce {
-            return Err(DropReason::Offline);
+            return Err((DropReason::Offline, d));
         }
         let cost = d.cost();
         let backlog = self.backlog_len();
         let bytes_full = self.limits.max_queued_bytes > 0
-            && self.queued_bytes + cost > self.limits.max_queued_bytes
+            && self.queued_payload + d.msg.payload.len() > self.limits.max_queued_bytes
             && !self.queue.is_empty();
         let count_full = self.limits.max_queued_messages > 0
             && self.queue.len() as u64 + backlog >= self.limits.max_queued_messages as u64;
         let stored = d.qos != QoS::AtMostOnce && self.persistence.is_some();
         if count_full || (bytes_full && !stored) {
-            return Err(DropReason::QueueFull);
+            return Err((DropReason::QueueFull, d));
         }
         let Some(p) = self.persistence.as_mut().filter(|_| stored) else {
-            self.queued_bytes += cost;
-            self.queue.push_back(d);
+            self.push(d);
             return Ok(Enqueued { cost, seq: None });
         };
         let seq = p.next_seq;
@@ -249,8 +256,7 @@ impl SessionState {
         d.seq = Some(seq);
         let memory_full = self.queue.len() >= p.memory_cap || bytes_full;
         if self.online && self.backlog.is_none() && !memory_full {
-            self.queued_bytes += cost;
-            self.queue.push_back(d);
+            self.push(d);
             return Ok(Enqueued {
                 cost,
                 seq: Some(seq),
@@ -265,6 +271,12 @@ impl SessionState {
             cost: 0,
             seq: Some(seq),
         })
+    }
+
+    fn push(&mut self, d: Delivery) {
+        self.queued_bytes += d.cost();
+        self.queued_payload += d.msg.payload.len();
+        self.queue.push_back(d);
     }
 
     pub fn queued_len(&self) -> usize {
@@ -305,6 +317,7 @@ impl SessionState {
             self.full_since = None;
             let cost = d.cost();
             self.queued_bytes -= cost;
+            self.queued_payload -= d.msg.payload.len();
             freed += cost;
             if d.msg.is_expired(now) {
                 on_drop(&d, DropReason::Expired);
@@ -445,6 +458,7 @@ impl SessionState {
         for d in self.queue.drain(..) {
             if d.shared.is_some() && movable(&d) {
                 freed += d.cost();
+                self.queued_payload -= d.msg.payload.len();
                 out.push(d);
             } else {
                 keep_queue.push_back(d);
@@ -464,6 +478,7 @@ impl SessionState {
         let freed = self.queued_bytes;
         self.queue.clear();
         self.queued_bytes = 0;
+        self.queued_payload = 0;
         self.inflight.clear();
         self.inbound_qos2.clear();
         self.subscriptions.clear();

@@ -1,0 +1,291 @@
+//! Shared subscriptions `$share/{group}/{filter}` (spec 4.8.2), for MQTT 5.0 and 3.1.1 members:
+//! one member per message (round robin), no retained messages on subscribe, one copy per group,
+//! unacknowledged messages of a departing member handed to the others, and a negative PUBACK
+//! discarding the message.
+
+#[path = "v5_support.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+
+use starling::codec::{Connect, ProtocolVersion, QoS, ReasonCode};
+use support::*;
+
+fn member(id: &str, version: ProtocolVersion) -> Connect {
+    let mut c = connect_packet(id);
+    c.protocol = version;
+    c
+}
+
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V5, ProtocolVersion::V311];
+
+fn tag(v: ProtocolVersion) -> &'static str {
+    if v.is_v5() {
+        "v5"
+    } else {
+        "v311"
+    }
+}
+
+/// [MQTT-4.8.2-?] each message goes to exactly one member of the group; with round robin two
+/// members get 5 of 10 messages each, and together all 10.
+#[tokio::test]
+async fn shared_round_robin_each_message_to_exactly_one_member() {
+    for v in VERSIONS {
+        let b = start().await;
+        let t = tag(v);
+        let filter = format!("$share/g/rr/{t}");
+        let topic = format!("rr/{t}");
+        let (mut a, _) = Client::connect_with(b.addr, member(&format!("rr-a-{t}"), v)).await;
+        let (mut bb, _) = Client::connect_with(b.addr, member(&format!("rr-b-{t}"), v)).await;
+        a.subscribe(&filter, QoS::AtLeastOnce).await;
+        bb.subscribe(&filter, QoS::AtLeastOnce).await;
+
+        let mut publ = Client::connect(b.addr, &format!("rr-pub-{t}")).await;
+        for i in 0..10 {
+            publ.publish(&topic, format!("{i}").as_bytes(), QoS::AtLeastOnce)
+                .await;
+        }
+        let mut seen = Vec::new();
+        for c in [&mut a, &mut bb] {
+            for _ in 0..5 {
+                let p = c.next_publish_acked().await;
+                assert_eq!(p.topic, topic);
+                seen.push(text(&p));
+            }
+        }
+        a.expect_nothing(&format!("{t}: more than 5 for member a"))
+            .await;
+        bb.expect_nothing(&format!("{t}: more than 5 for member b"))
+            .await;
+        let unique: BTreeSet<_> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), 10, "{t}: duplicates or losses: {seen:?}");
+    }
+}
+
+/// Spec 4.8.2: retained messages are not sent when a shared subscription is established.
+#[tokio::test]
+async fn shared_subscribe_gets_no_retained_messages() {
+    for v in VERSIONS {
+        let b = start().await;
+        let t = tag(v);
+        let topic = format!("ret/{t}");
+        let mut publ = Client::connect(b.addr, &format!("ret-pub-{t}")).await;
+        let mut p = publish(&topic, b"retained", QoS::AtLeastOnce, 0);
+        p.retain = true;
+        publ.publish_packet(p).await;
+
+        let (mut m, _) = Client::connect_with(b.addr, member(&format!("ret-m-{t}"), v)).await;
+        m.subscribe(&format!("$share/g/{topic}"), QoS::AtLeastOnce)
+            .await;
+        publ.publish(&topic, b"marker", QoS::AtLeastOnce).await;
+        let p = m.next_publish_acked().await;
+        assert_eq!(
+            text(&p),
+            "marker",
+            "{t}: retained message sent on a shared subscribe"
+        );
+        assert!(!p.retain);
+    }
+}
+
+/// Every group gets its own copy, and so does a non-shared subscriber of the same topic.
+#[tokio::test]
+async fn shared_different_groups_each_get_a_copy() {
+    let b = start().await;
+    let mut g1 = Client::connect(b.addr, "grp-1").await;
+    g1.subscribe("$share/one/grp/t", QoS::AtLeastOnce).await;
+    let (mut g2a, _) = Client::connect_with(b.addr, member("grp-2a", ProtocolVersion::V311)).await;
+    g2a.subscribe("$share/two/grp/+", QoS::AtLeastOnce).await;
+    let mut g2b = Client::connect(b.addr, "grp-2b").await;
+    g2b.subscribe("$share/two/grp/+", QoS::AtLeastOnce).await;
+    let mut plain = Client::connect(b.addr, "grp-plain").await;
+    plain.subscribe("grp/t", QoS::AtLeastOnce).await;
+
+    let mut publ = Client::connect(b.addr, "grp-pub").await;
+    for i in 0..4 {
+        publ.publish("grp/t", &[b'0' + i], QoS::AtLeastOnce).await;
+    }
+    for i in 0..4 {
+        assert_eq!(text(&g1.next_publish_acked().await), format!("{i}"));
+        assert_eq!(text(&plain.next_publish_acked().await), format!("{i}"));
+    }
+    let mut two = Vec::new();
+    for _ in 0..2 {
+        two.push(text(&g2a.next_publish_acked().await));
+        two.push(text(&g2b.next_publish_acked().await));
+    }
+    two.sort();
+    assert_eq!(two, ["0", "1", "2", "3"]);
+    for c in [&mut g1, &mut g2a, &mut g2b, &mut plain] {
+        c.expect_nothing("extra copies").await;
+    }
+}
+
+/// How the withholding member leaves.
+#[derive(Clone, Copy, Debug)]
+enum Leave {
+    /// TCP close without DISCONNECT; session ends (expiry 0 / clean session).
+    Drop,
+    /// DISCONNECT 0x00 with a session that persists (v5 expiry 60 / 3.1.1 clean session 0).
+    DisconnectPersistent,
+}
+
+/// [MQTT-4.8.2-?] (acceptance item): member A receives QoS 1 messages and never acknowledges
+/// them; when A's connection ends, the remaining member B receives every one of them, each
+/// once, and A does not get them again when it resumes its session. `receive_max` below 5 also
+/// leaves some of A's messages queued (not yet sent) when it goes.
+async fn redistribution_case(v: ProtocolVersion, leave: Leave, receive_max: Option<u16>) {
+    let b = start().await;
+    let what = format!("{} {leave:?} receive_max={receive_max:?}", tag(v));
+    let mut ca = member("rd-a", v);
+    ca.clean_start = true;
+    if let Leave::DisconnectPersistent = leave {
+        if v.is_v5() {
+            ca.properties.session_expiry_interval = Some(60);
+        } else {
+            ca.clean_start = false;
+        }
+    }
+    if v.is_v5() {
+        ca.properties.receive_maximum = receive_max;
+    }
+    let (mut a, _) = Client::connect_with(b.addr, ca.clone()).await;
+    a.subscribe("$share/g/rd/t", QoS::AtLeastOnce).await;
+    let mut bm = Client::connect(b.addr, "rd-b").await;
+    bm.subscribe("$share/g/rd/t", QoS::AtLeastOnce).await;
+
+    let mut publ = Client::connect(b.addr, "rd-pub").await;
+    for i in 0..10 {
+        publ.publish("rd/t", format!("m{i}").as_bytes(), QoS::AtLeastOnce)
+            .await;
+    }
+    // B acknowledges its half; A withholds PUBACKs (it reads only what its window lets in).
+    let mut at_b = Vec::new();
+    for _ in 0..5 {
+        at_b.push(text(&bm.next_publish_acked().await));
+    }
+    let window = receive_max.map_or(5, |m| usize::from(m).min(5));
+    let mut at_a = Vec::new();
+    for _ in 0..window {
+        let p = a.next_publish().await;
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+        at_a.push(text(&p));
+    }
+    a.expect_nothing(&format!("{what}: A beyond its window"))
+        .await;
+    bm.expect_nothing(&format!("{what}: B beyond its half"))
+        .await;
+
+    match leave {
+        Leave::Drop => drop(a),
+        Leave::DisconnectPersistent => a.disconnect().await,
+    }
+    // B now gets A's five: the sent-unacknowledged ones and those still queued for A.
+    let mut moved = Vec::new();
+    for _ in 0..5 {
+        let p = bm.next_publish_acked().await;
+        moved.push(text(&p));
+    }
+    let mut all: Vec<String> = at_b.iter().chain(moved.iter()).cloned().collect();
+    all.sort();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(
+        all, expected,
+        "{what}: B got {at_b:?} then {moved:?}; A had {at_a:?}"
+    );
+    for m in &at_a {
+        assert!(
+            moved.contains(m),
+            "{what}: {m} held by A was not handed to B"
+        );
+    }
+    bm.expect_nothing(&format!("{what}: a message delivered twice to B"))
+        .await;
+
+    if let Leave::DisconnectPersistent = leave {
+        // A resumes its session: the messages now belong to B and are not resent to A.
+        let mut again = ca;
+        again.clean_start = false;
+        let (mut a, ack) = Client::connect_with(b.addr, again).await;
+        assert!(ack.session_present, "{what}");
+        a.expect_nothing(&format!("{what}: handed-over message resent to A"))
+            .await;
+        // Round robin between A and B from here: two markers, one each.
+        publ.publish("rd/t", b"marker-1", QoS::AtLeastOnce).await;
+        publ.publish("rd/t", b"marker-2", QoS::AtLeastOnce).await;
+        let x = text(&a.next_publish_acked().await);
+        let y = text(&bm.next_publish_acked().await);
+        let mut markers = [x, y];
+        markers.sort();
+        assert_eq!(markers, ["marker-1", "marker-2"], "{what}");
+    } else {
+        publ.publish("rd/t", b"marker", QoS::AtLeastOnce).await;
+        assert_eq!(text(&bm.next_publish_acked().await), "marker", "{what}");
+    }
+}
+
+#[tokio::test]
+async fn mqtt_4_8_2_departing_member_unacked_messages_go_to_remaining_member_v5_drop() {
+    redistribution_case(ProtocolVersion::V5, Leave::Drop, None).await;
+}
+
+#[tokio::test]
+async fn mqtt_4_8_2_departing_member_unacked_messages_go_to_remaining_member_v5_persistent() {
+    redistribution_case(ProtocolVersion::V5, Leave::DisconnectPersistent, None).await;
+}
+
+#[tokio::test]
+async fn mqtt_4_8_2_departing_member_queued_and_unacked_go_to_remaining_member_v5_window_2() {
+    redistribution_case(ProtocolVersion::V5, Leave::Drop, Some(2)).await;
+    redistribution_case(ProtocolVersion::V5, Leave::DisconnectPersistent, Some(2)).await;
+}
+
+#[tokio::test]
+async fn mqtt_4_8_2_departing_member_unacked_messages_go_to_remaining_member_v311() {
+    redistribution_case(ProtocolVersion::V311, Leave::Drop, None).await;
+    redistribution_case(ProtocolVersion::V311, Leave::DisconnectPersistent, None).await;
+}
+
+/// [MQTT-4.8.2-6]: a PUBACK with a reason code of 0x80 or above from a member makes the server
+/// discard the message: it is not sent to any other member, not even when the refusing member
+/// then leaves.
+#[tokio::test]
+async fn mqtt_4_8_2_6_negative_puback_discards_message() {
+    let b = start().await;
+    let mut a = Client::connect(b.addr, "nack-a").await;
+    a.subscribe("$share/g/nack/t", QoS::AtLeastOnce).await;
+    let mut bm = Client::connect(b.addr, "nack-b").await;
+    bm.subscribe("$share/g/nack/t", QoS::AtLeastOnce).await;
+    let mut publ = Client::connect(b.addr, "nack-pub").await;
+    // Two messages: round robin gives one to each member; both refuse theirs.
+    publ.publish("nack/t", b"x", QoS::AtLeastOnce).await;
+    publ.publish("nack/t", b"y", QoS::AtLeastOnce).await;
+    let pa = a.next_publish().await;
+    let pb = bm.next_publish().await;
+    let mut got = [text(&pa), text(&pb)];
+    got.sort();
+    assert_eq!(got, ["x", "y"]);
+    a.send(&puback(pa.packet_id, ReasonCode::UNSPECIFIED_ERROR))
+        .await;
+    bm.send(&puback(
+        pb.packet_id,
+        ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+    ))
+    .await;
+    a.expect_nothing("refused message redelivered to A").await;
+    bm.expect_nothing("refused message redelivered to B").await;
+
+    // A leaves: the message it refused must not reach B.
+    drop(a);
+    b.wait_until("A is gone", |s| s.metrics.clients_connected.get() == 2)
+        .await;
+    publ.publish("nack/t", b"marker", QoS::AtLeastOnce).await;
+    let p = bm.next_publish_acked().await;
+    assert_eq!(
+        text(&p),
+        "marker",
+        "the message A refused with 0x80 was sent to another member"
+    );
+}

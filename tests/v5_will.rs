@@ -1,0 +1,264 @@
+//! MQTT 5.0 Will: Will Delay Interval (published after the delay, not published on a reconnect
+//! within it, published at session end if that comes first), will properties, DISCONNECT 0x00 /
+//! 0x04; and session expiry for MQTT 3.1.1 persistent sessions (`persistent_client_expiration`).
+
+#[path = "v5_support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use starling::codec::{Connect, Disconnect, Properties, ProtocolVersion, QoS, ReasonCode};
+use support::*;
+
+fn with_will(id: &str, topic: &str, delay: Option<u32>, expiry: u32) -> Connect {
+    let mut c = connect_packet(id);
+    c.properties.session_expiry_interval = Some(expiry);
+    let props = Properties {
+        will_delay_interval: delay,
+        ..Default::default()
+    };
+    c.will = Some(will(topic, b"gone", QoS::AtLeastOnce, props));
+    c
+}
+
+async fn watcher(b: &TestBroker, filter: &str) -> Client {
+    let mut w = Client::connect(b.addr, &format!("watch-{filter}")).await;
+    w.subscribe(filter, QoS::AtLeastOnce).await;
+    w
+}
+
+/// Drops the TCP connection without DISCONNECT and waits until the broker has noticed.
+async fn vanish(b: &TestBroker, c: Client, connected_after: u64) {
+    drop(c);
+    b.wait_until("the broker noticed the dropped connection", |s| {
+        s.metrics.clients_connected.get() == connected_after
+    })
+    .await;
+}
+
+/// [MQTT-3.1.3-9]: the will is published once the Will Delay Interval has passed, not before.
+#[tokio::test]
+async fn mqtt_3_1_3_9_will_published_after_delay() {
+    let b = start().await;
+    let mut w = watcher(&b, "wd/t").await;
+    let (c, _) = Client::connect_with(b.addr, with_will("wd", "wd/t", Some(1), 10)).await;
+    vanish(&b, c, 1).await;
+    let t0 = Instant::now();
+    w.expect_nothing("will before its 1 s delay").await;
+    let p = w.next_publish_acked().await;
+    let waited = t0.elapsed();
+    assert_eq!((p.topic.as_str(), text(&p).as_str()), ("wd/t", "gone"));
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "will published {waited:?} after the connection dropped; delay is 1 s"
+    );
+}
+
+/// [MQTT-3.1.3-9]: a reconnect to the session within the Will Delay Interval cancels the will.
+#[tokio::test]
+async fn mqtt_3_1_3_9_will_not_published_on_reconnect_within_delay() {
+    let b = start().await;
+    let mut w = watcher(&b, "wr/#").await;
+    let (c, _) = Client::connect_with(b.addr, with_will("wr", "wr/will", Some(1), 60)).await;
+    vanish(&b, c, 1).await;
+    let mut again = with_will("wr", "wr/will2", None, 60);
+    again.clean_start = false;
+    again.will = None;
+    let (mut c, ack) = Client::connect_with(b.addr, again).await;
+    assert!(ack.session_present);
+    // Wait past the delay: nothing.
+    match w.recv(Duration::from_millis(1600)).await {
+        Recv::Timeout => {}
+        other => panic!("will published although the client came back: {other:?}"),
+    }
+    c.publish("wr/marker", b"marker", QoS::AtLeastOnce).await;
+    assert_eq!(text(&w.next_publish_acked().await), "marker");
+}
+
+/// Spec 3.1.3.2.2: the will is published when the Will Delay Interval passes or the session
+/// ends, whichever is first: delay 10 s, session expiry 1 s → published after about 1 s.
+#[tokio::test]
+async fn mqtt_3_1_3_9_will_published_at_session_end_if_first() {
+    let b = start().await;
+    let mut w = watcher(&b, "we/t").await;
+    let (c, _) = Client::connect_with(b.addr, with_will("we", "we/t", Some(10), 1)).await;
+    vanish(&b, c, 1).await;
+    let t0 = Instant::now();
+    let p = w.next_publish_acked().await;
+    let waited = t0.elapsed();
+    assert_eq!(text(&p), "gone");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "will published {waited:?} after the drop; the session (1 s) ends before the delay (10 s)"
+    );
+}
+
+/// With Session Expiry 0 the session ends with the connection, so a delayed will goes at once.
+#[tokio::test]
+async fn will_delay_with_session_expiry_0_published_immediately() {
+    let b = start().await;
+    let mut w = watcher(&b, "w0/t").await;
+    let (c, _) = Client::connect_with(b.addr, with_will("w0", "w0/t", Some(30), 0)).await;
+    vanish(&b, c, 1).await;
+    let p = w.next_publish_acked().await;
+    assert_eq!(text(&p), "gone");
+}
+
+/// Will properties are forwarded like PUBLISH properties (spec 3.1.3.2: Payload Format
+/// Indicator, Message Expiry, Content Type, Response Topic, Correlation Data, User Properties);
+/// the Will Delay Interval is not a PUBLISH property and is not forwarded.
+#[tokio::test]
+async fn will_properties_forwarded() {
+    let b = start().await;
+    let mut w = watcher(&b, "wp/t").await;
+    let mut c = connect_packet("wp");
+    let props = Properties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(120),
+        content_type: Some("text/plain".into()),
+        response_topic: Some("wp/resp".into()),
+        correlation_data: Some(Bytes::from_static(b"\x00corr")),
+        user_properties: vec![
+            ("b".into(), "2".into()),
+            ("a".into(), "1".into()),
+            ("b".into(), "3".into()),
+        ],
+        will_delay_interval: Some(0),
+        ..Default::default()
+    };
+    c.will = Some(will("wp/t", b"bye", QoS::AtLeastOnce, props));
+    let (c, _) = Client::connect_with(b.addr, c).await;
+    vanish(&b, c, 1).await;
+    let p = w.next_publish_acked().await;
+    assert_eq!(text(&p), "bye");
+    let got = &p.properties;
+    assert_eq!(got.payload_format_indicator, Some(1));
+    assert_eq!(got.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(got.response_topic.as_deref(), Some("wp/resp"));
+    assert_eq!(got.correlation_data.as_deref(), Some(&b"\x00corr"[..]));
+    assert_eq!(
+        got.user_properties,
+        vec![
+            ("b".into(), "2".into()),
+            ("a".into(), "1".into()),
+            ("b".into(), "3".into())
+        ]
+    );
+    let left = got
+        .message_expiry_interval
+        .expect("message expiry forwarded");
+    assert!((118..=120).contains(&left), "{left}");
+    assert_eq!(got.will_delay_interval, None);
+}
+
+/// [MQTT-3.1.2-8]/[MQTT-3.14.4-3]: DISCONNECT 0x00 discards the will; DISCONNECT 0x04
+/// (Disconnect with Will Message) publishes it.
+#[tokio::test]
+async fn mqtt_3_14_4_3_disconnect_0x00_discards_will_0x04_publishes_it() {
+    let b = start().await;
+    let mut w = watcher(&b, "wdc/#").await;
+    let (mut c, _) = Client::connect_with(b.addr, with_will("wdc-0", "wdc/0", None, 0)).await;
+    c.disconnect_with(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION))
+        .await;
+    c.expect_closed("after DISCONNECT 0x00").await;
+    let (mut c, _) = Client::connect_with(b.addr, with_will("wdc-4", "wdc/4", None, 0)).await;
+    c.disconnect_with(Disconnect::new(ReasonCode::DISCONNECT_WITH_WILL))
+        .await;
+    c.expect_closed("after DISCONNECT 0x04").await;
+    let p = w.next_publish_acked().await;
+    assert_eq!(p.topic, "wdc/4", "only the 0x04 will is published");
+}
+
+/// A will is published when the server closes the connection for a protocol error
+/// [MQTT-3.1.2-8], e.g. keep-alive timeout.
+#[tokio::test]
+async fn will_published_on_keep_alive_timeout() {
+    let b = start().await;
+    let mut w = watcher(&b, "wka/t").await;
+    let mut c = with_will("wka", "wka/t", None, 0);
+    c.keep_alive = 1;
+    let (mut c, _) = Client::connect_with(b.addr, c).await;
+    c.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, "silent")
+        .await;
+    assert_eq!(text(&w.next_publish_acked().await), "gone");
+}
+
+// ---------------------------------------------------------------------------------------------
+// MQTT 3.1.1 persistent sessions
+// ---------------------------------------------------------------------------------------------
+
+fn v311(id: &str, clean: bool) -> Connect {
+    let mut c = connect_packet(id);
+    c.protocol = ProtocolVersion::V311;
+    c.clean_start = clean;
+    c
+}
+
+/// An MQTT 3.1.1 persistent session (clean session 0) does not expire by default: after a
+/// disconnect longer than the expiry used elsewhere, it is still present with its queued
+/// message.
+#[tokio::test]
+async fn v311_persistent_session_never_expires_by_default() {
+    let b = start().await;
+    let (mut s, _) = Client::connect_with(b.addr, v311("p311", false)).await;
+    s.subscribe("p311/t", QoS::AtLeastOnce).await;
+    s.send_bytes(&[0xE0, 0x00]).await;
+    s.expect_closed("after DISCONNECT").await;
+    let mut publ = Client::connect(b.addr, "p311-pub").await;
+    publ.publish("p311/t", b"queued", QoS::AtLeastOnce).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.state().session_count(), 2, "persistent session discarded");
+    let (mut s, ack) = Client::connect_with(b.addr, v311("p311", false)).await;
+    assert!(ack.session_present);
+    assert_eq!(text(&s.next_publish_acked().await), "queued");
+}
+
+/// `mqtt.persistent_client_expiration` = 1 s: an MQTT 3.1.1 persistent session is discarded
+/// after one second offline; the next connection gets session present 0 and no messages.
+#[tokio::test]
+async fn v311_persistent_client_expiration_expires_session() {
+    let mut cfg = config();
+    cfg.mqtt.persistent_client_expiration = Some(Duration::from_secs(1));
+    let b = start_with(cfg).await;
+    let (mut s, _) = Client::connect_with(b.addr, v311("pce", false)).await;
+    s.subscribe("pce/t", QoS::AtLeastOnce).await;
+    s.send_bytes(&[0xE0, 0x00]).await;
+    s.expect_closed("after DISCONNECT").await;
+    let t0 = Instant::now();
+    let mut publ = Client::connect(b.addr, "pce-pub").await;
+    publ.publish("pce/t", b"dropped with the session", QoS::AtLeastOnce)
+        .await;
+    b.wait_until("the 3.1.1 session expired", |st| st.session_count() == 1)
+        .await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(800),
+        "expired after {:?}",
+        t0.elapsed()
+    );
+    let (mut s, ack) = Client::connect_with(b.addr, v311("pce", false)).await;
+    assert!(!ack.session_present);
+    s.subscribe("pce/m", QoS::AtLeastOnce).await;
+    publ.publish("pce/m", b"marker", QoS::AtLeastOnce).await;
+    assert_eq!(text(&s.next_publish_acked().await), "marker");
+}
+
+/// `persistent_client_expiration` applies to MQTT 3.1.1 sessions only: a v5 client's own
+/// Session Expiry Interval (here 60 s) wins.
+#[tokio::test]
+async fn persistent_client_expiration_does_not_shorten_v5_expiry() {
+    let mut cfg = config();
+    cfg.mqtt.persistent_client_expiration = Some(Duration::from_secs(1));
+    let b = start_with(cfg).await;
+    let mut c = connect_packet("pce5");
+    c.properties.session_expiry_interval = Some(60);
+    let (s, _) = Client::connect_with(b.addr, c.clone()).await;
+    s.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.clean_start = false;
+    let (_s, ack) = Client::connect_with(b.addr, c).await;
+    assert!(
+        ack.session_present,
+        "v5 session with expiry 60 s discarded after 1.5 s"
+    );
+}
