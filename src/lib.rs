@@ -36,6 +36,12 @@ use crate::config::Config;
 pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(#[from] config::ConfigError),
+    #[error("listener {index} ({addr}): {source}")]
+    Tls {
+        index: usize,
+        addr: SocketAddr,
+        source: transport::tls::TlsError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -56,7 +62,16 @@ impl Broker {
         let global = (config.limits.max_connections > 0)
             .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
         let mut bound = Vec::new();
-        for l in &config.listeners {
+        for (index, l) in config.listeners.iter().enumerate() {
+            // Certificates first: a listener with a bad certificate must not start at all.
+            let endpoint =
+                transport::Endpoint::from_config(index, l, &config.mqtt).map_err(|source| {
+                    StartError::Tls {
+                        index,
+                        addr: l.bind,
+                        source,
+                    }
+                })?;
             let listener = TcpListener::bind(l.bind)
                 .await
                 .map_err(|source| StartError::Bind {
@@ -71,14 +86,22 @@ impl Broker {
             if let Some(n) = l.max_connections {
                 permits.push(Arc::new(Semaphore::new(n)));
             }
-            bound.push((listener, addr, permits));
+            bound.push((listener, addr, permits, Arc::new(endpoint)));
         }
         let state = Arc::new(BrokerState::new(config, shutdown.clone()));
         let mut addrs = Vec::new();
-        for (listener, addr, permits) in bound {
+        for (listener, addr, permits, endpoint) in bound {
             addrs.push(addr);
+            if let Some(tls) = endpoint.tls() {
+                tracker.spawn(
+                    tls.certs()
+                        .clone()
+                        .watch(transport::tls::RELOAD_POLL_INTERVAL, shutdown.clone()),
+                );
+            }
             tracker.spawn(transport::tcp::accept_loop(
                 listener,
+                endpoint,
                 state.clone(),
                 tracker.clone(),
                 permits,
