@@ -59,18 +59,80 @@ impl Default for Config {
 }
 
 /// One `[[listeners]]` entry.
+///
+/// The TLS keys (`cert`, `key`, `ca`, `require_certificate`, `use_identity_as_username`,
+/// `use_subject_as_username`) are only valid on `mqtts` and `wss` listeners, `path` only on `ws`
+/// and `wss`, and `handshake_timeout` on every listener but plain `mqtt`. Optional keys are
+/// left out when rendered, so `check-config` shows only what applies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Address and port to bind, e.g. `"0.0.0.0:1883"` or `"[::]:1883"`. Port 0 picks a free
     /// port (useful in tests; the broker reports the real address).
     pub bind: SocketAddr,
-    /// Transport spoken on this listener. Only `mqtt` (plain TCP) is implemented so far.
+    /// Transport spoken on this listener.
     pub protocol: ListenerProtocol,
     /// Cap on concurrent connections accepted by this listener, on top of the global
     /// `limits.max_connections`. Absent means only the global limit applies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// PEM file with the server certificate chain, leaf first (`mqtts`, `wss`; required there).
+    /// Reloaded when the file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1; `mqtts`, `wss`;
+    /// required there). Reloaded when the file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// PEM bundle of CA certificates that client certificates are verified against. When set,
+    /// clients are asked for a certificate; one that does not verify is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Refuse clients that present no certificate (mutual TLS). Requires `ca`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub require_certificate: bool,
+    /// Use the client certificate's Common Name as the MQTT username. Requires `ca`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub use_identity_as_username: bool,
+    /// Use the client certificate's subject, written as in RFC 2253 (e.g. `CN=dev1,O=Acme`),
+    /// as the MQTT username. Requires `ca`; exclusive with `use_identity_as_username`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub use_subject_as_username: bool,
+    /// HTTP path WebSocket clients must upgrade on (`ws`, `wss`). Absent means
+    /// [`DEFAULT_WS_PATH`]; see [`ListenerConfig::ws_path`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Time a new connection has for the TLS handshake and/or WebSocket upgrade (`mqtts`, `ws`,
+    /// `wss`). Absent means [`DEFAULT_HANDSHAKE_TIMEOUT`]; see
+    /// [`ListenerConfig::handshake_timeout`].
+    #[serde(
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub handshake_timeout: Option<Duration>,
+}
+
+/// The WebSocket path used when a `ws`/`wss` listener has no `path`.
+pub const DEFAULT_WS_PATH: &str = "/mqtt";
+/// The transport handshake time used when a listener has no `handshake_timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ListenerConfig {
+    /// The WebSocket upgrade path: `path`, or [`DEFAULT_WS_PATH`].
+    pub fn ws_path(&self) -> &str {
+        self.path.as_deref().unwrap_or(DEFAULT_WS_PATH)
+    }
+
+    /// The TLS/WebSocket handshake time limit: `handshake_timeout`, or
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
+    }
 }
 
 impl Default for ListenerConfig {
@@ -79,6 +141,14 @@ impl Default for ListenerConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 1883)),
             protocol: ListenerProtocol::Mqtt,
             max_connections: None,
+            cert: None,
+            key: None,
+            ca: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+            use_subject_as_username: false,
+            path: None,
+            handshake_timeout: None,
         }
     }
 }
@@ -90,11 +160,11 @@ pub enum ListenerProtocol {
     /// MQTT over plain TCP.
     #[default]
     Mqtt,
-    /// MQTT over TLS. Not supported yet: rejected by [`Config::validate`].
+    /// MQTT over TLS.
     Mqtts,
-    /// MQTT over WebSocket. Not supported yet: rejected by [`Config::validate`].
+    /// MQTT over WebSocket (binary messages, subprotocol `mqtt`).
     Ws,
-    /// MQTT over WebSocket over TLS. Not supported yet: rejected by [`Config::validate`].
+    /// MQTT over WebSocket over TLS.
     Wss,
 }
 
@@ -107,6 +177,16 @@ impl ListenerProtocol {
             ListenerProtocol::Ws => "ws",
             ListenerProtocol::Wss => "wss",
         }
+    }
+
+    /// Whether the listener speaks TLS (`mqtts`, `wss`).
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerProtocol::Mqtts | ListenerProtocol::Wss)
+    }
+
+    /// Whether the listener speaks WebSocket (`ws`, `wss`).
+    pub fn is_websocket(self) -> bool {
+        matches!(self, ListenerProtocol::Ws | ListenerProtocol::Wss)
     }
 }
 
@@ -448,15 +528,7 @@ impl Config {
         }
         let mut bound = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
-            if l.protocol != ListenerProtocol::Mqtt {
-                return Err(ConfigError::invalid(
-                    format!("listeners[{i}].protocol"),
-                    format!(
-                        "protocol \"{}\" is not supported yet (only \"mqtt\" is)",
-                        l.protocol
-                    ),
-                ));
-            }
+            Self::validate_transport(i, l)?;
             if l.max_connections == Some(0) {
                 return Err(ConfigError::invalid(
                     format!("listeners[{i}].max_connections"),
@@ -470,6 +542,85 @@ impl Config {
                     format!("{} is already used by another listener", l.bind),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The TLS and WebSocket keys of listener `i`: present only where they apply, complete
+    /// where they are needed.
+    fn validate_transport(i: usize, l: &ListenerConfig) -> Result<(), ConfigError> {
+        let key = |name: &str| format!("listeners[{i}].{name}");
+        let proto = l.protocol;
+        let tls_keys = [
+            ("cert", l.cert.is_some()),
+            ("key", l.key.is_some()),
+            ("ca", l.ca.is_some()),
+            ("require_certificate", l.require_certificate),
+            ("use_identity_as_username", l.use_identity_as_username),
+            ("use_subject_as_username", l.use_subject_as_username),
+        ];
+        if !proto.is_tls() {
+            if let Some((name, _)) = tls_keys.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    format!("only valid on \"mqtts\" and \"wss\" listeners, not \"{proto}\""),
+                ));
+            }
+        }
+        if !proto.is_websocket() && l.path.is_some() {
+            return Err(ConfigError::invalid(
+                key("path"),
+                format!("only valid on \"ws\" and \"wss\" listeners, not \"{proto}\""),
+            ));
+        }
+        if proto == ListenerProtocol::Mqtt && l.handshake_timeout.is_some() {
+            return Err(ConfigError::invalid(
+                key("handshake_timeout"),
+                "only valid on \"mqtts\", \"ws\" and \"wss\" listeners (plain \"mqtt\" has no \
+                 handshake before CONNECT; see mqtt.connect_timeout)",
+            ));
+        }
+        if l.handshake_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::invalid(
+                key("handshake_timeout"),
+                "must be greater than 0",
+            ));
+        }
+        if let Some(path) = &l.path {
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c == '?') {
+                return Err(ConfigError::invalid(
+                    key("path"),
+                    format!("{path:?} must start with \"/\" and hold no blanks or query"),
+                ));
+            }
+        }
+        if proto.is_tls() {
+            for (name, missing) in [("cert", l.cert.is_none()), ("key", l.key.is_none())] {
+                if missing {
+                    return Err(ConfigError::invalid(
+                        key(name),
+                        format!("required on a \"{proto}\" listener (a PEM file path)"),
+                    ));
+                }
+            }
+        }
+        for (name, set) in [
+            ("require_certificate", l.require_certificate),
+            ("use_identity_as_username", l.use_identity_as_username),
+            ("use_subject_as_username", l.use_subject_as_username),
+        ] {
+            if set && l.ca.is_none() {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    "requires `ca`, the CA bundle client certificates are verified against",
+                ));
+            }
+        }
+        if l.use_identity_as_username && l.use_subject_as_username {
+            return Err(ConfigError::invalid(
+                key("use_subject_as_username"),
+                "cannot be combined with use_identity_as_username: choose one",
+            ));
         }
         Ok(())
     }
@@ -897,16 +1048,16 @@ bind = "[::1]:0"
             assert_eq!(parsed.listeners[0].protocol, proto);
             assert_eq!(proto.to_string(), text);
             let result = Config::from_toml_str(&doc);
-            if proto == ListenerProtocol::Mqtt {
-                result.unwrap();
-            } else {
+            if proto.is_tls() {
+                // TLS listeners need a certificate and key.
                 match result {
-                    Err(ConfigError::Invalid { key, reason }) => {
-                        assert_eq!(key, "listeners[0].protocol");
-                        assert!(reason.contains("not supported yet"), "{reason}");
-                    }
+                    Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "listeners[0].cert"),
                     other => panic!("{text}: expected Invalid, got {other:?}"),
                 }
+                let doc = format!("{doc}cert = \"c.pem\"\nkey = \"k.pem\"\n");
+                Config::from_toml_str(&doc).unwrap();
+            } else {
+                result.unwrap();
             }
         }
         let msg = parse_error("[[listeners]]\nprotocol = \"MQTT\"\n");
@@ -948,6 +1099,96 @@ bind = "[::1]:0"
         assert!(msg.contains("bind"), "{msg}");
         let msg = parse_error("[metrics]\nport = 9183\n");
         assert!(msg.contains("port"), "{msg}");
+    }
+
+    #[test]
+    fn tls_and_ws_listener_keys() {
+        let c = Config::from_toml_str(
+            r#"
+[[listeners]]
+bind = "127.0.0.1:8883"
+protocol = "mqtts"
+cert = "/etc/starling/server.pem"
+key = "/etc/starling/server.key"
+ca = "/etc/starling/ca.pem"
+require_certificate = true
+use_identity_as_username = true
+handshake_timeout = "3s"
+
+[[listeners]]
+bind = "127.0.0.1:8080"
+protocol = "ws"
+
+[[listeners]]
+bind = "127.0.0.1:8081"
+protocol = "wss"
+cert = "s.pem"
+key = "s.key"
+path = "/ws"
+"#,
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(
+            l.cert.as_deref(),
+            Some(Path::new("/etc/starling/server.pem"))
+        );
+        assert_eq!(
+            l.key.as_deref(),
+            Some(Path::new("/etc/starling/server.key"))
+        );
+        assert_eq!(l.ca.as_deref(), Some(Path::new("/etc/starling/ca.pem")));
+        assert!(l.require_certificate && l.use_identity_as_username);
+        assert!(!l.use_subject_as_username);
+        assert_eq!(l.handshake_timeout(), Duration::from_secs(3));
+        assert_eq!(c.listeners[1].ws_path(), "/mqtt");
+        assert_eq!(c.listeners[1].handshake_timeout(), Duration::from_secs(10));
+        assert_eq!(c.listeners[2].ws_path(), "/ws");
+        // Absent optional keys are not rendered, so a plain listener stays short.
+        let text = Config::default().to_toml_string();
+        for k in ["cert", "path", "handshake_timeout", "require_certificate"] {
+            assert!(!text.contains(&format!("{k} = ")), "{text}");
+        }
+        assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
+    }
+
+    #[test]
+    fn tls_and_ws_listener_validation() {
+        let tls = "[[listeners]]\nprotocol = \"mqtts\"\ncert = \"c\"\nkey = \"k\"\n";
+        let wss = "[[listeners]]\nprotocol = \"wss\"\ncert = \"c\"\nkey = \"k\"\n";
+        for (doc, key) in [
+            ("[[listeners]]\nprotocol = \"mqtts\"\ncert = \"c\"\n", "key"),
+            ("[[listeners]]\nprotocol = \"wss\"\nkey = \"k\"\n", "cert"),
+            ("[[listeners]]\ncert = \"c\"\n", "cert"),
+            ("[[listeners]]\nprotocol = \"ws\"\nkey = \"k\"\n", "key"),
+            ("[[listeners]]\nca = \"a\"\n", "ca"),
+            ("[[listeners]]\nrequire_certificate = true\n", "require_certificate"),
+            ("[[listeners]]\nuse_identity_as_username = true\n", "use_identity_as_username"),
+            ("[[listeners]]\npath = \"/mqtt\"\n", "path"),
+            (&format!("{tls}path = \"/mqtt\"\n"), "path"),
+            ("[[listeners]]\nhandshake_timeout = \"5s\"\n", "handshake_timeout"),
+            (&format!("{tls}handshake_timeout = \"0s\"\n"), "handshake_timeout"),
+            (&format!("{tls}require_certificate = true\n"), "require_certificate"),
+            (&format!("{wss}use_subject_as_username = true\n"), "use_subject_as_username"),
+            (
+                &format!(
+                    "{tls}ca = \"a\"\nuse_identity_as_username = true\nuse_subject_as_username = true\n"
+                ),
+                "use_subject_as_username",
+            ),
+            (&format!("{wss}path = \"mqtt\"\n"), "path"),
+            (&format!("{wss}path = \"/a b\"\n"), "path"),
+        ] {
+            assert_eq!(invalid_key(doc), format!("listeners[0].{key}"), "{doc}");
+        }
+        // An explicit `false` is the default and allowed anywhere.
+        Config::from_toml_str("[[listeners]]\nrequire_certificate = false\n").unwrap();
+        Config::from_toml_str(&format!("{tls}ca = \"a\"\nrequire_certificate = true\n")).unwrap();
+        Config::from_toml_str(&format!("{tls}ca = \"a\"\n")).unwrap();
+        Config::from_toml_str("[[listeners]]\nprotocol = \"ws\"\nhandshake_timeout = \"1s\"\n")
+            .unwrap();
+        let err = Config::from_toml_str("[[listeners]]\nprotocol = \"wss\"\n").unwrap_err();
+        assert!(err.to_string().contains("listeners[0].cert"), "{err}");
     }
 
     #[test]
@@ -1201,6 +1442,19 @@ bind = "[::1]:0"
             bind: "[::]:1884".parse().unwrap(),
             protocol: ListenerProtocol::Mqtt,
             max_connections: Some(50),
+            ..ListenerConfig::default()
+        });
+        custom.listeners.push(ListenerConfig {
+            bind: "[::]:8884".parse().unwrap(),
+            protocol: ListenerProtocol::Wss,
+            cert: Some("/etc/starling/server.pem".into()),
+            key: Some("/etc/starling/server.key".into()),
+            ca: Some("/etc/starling/ca.pem".into()),
+            require_certificate: true,
+            use_subject_as_username: true,
+            path: Some("/ws".to_owned()),
+            handshake_timeout: Some(Duration::from_secs(3)),
+            ..ListenerConfig::default()
         });
         let text = custom.to_toml_string();
         assert!(text.contains("connect_timeout = \"200ms\""), "{text}");
@@ -1264,6 +1518,19 @@ bind = "[::1]:0"
             c.auth.password_file = Some("p".into());
             c.auth.acl_file = Some("a".into());
             c.auth.allow_anonymous = Some(true);
+            c.listeners.push(ListenerConfig {
+                bind: "127.0.0.1:8883".parse().unwrap(),
+                protocol: ListenerProtocol::Wss,
+                cert: Some("c".into()),
+                key: Some("k".into()),
+                ca: Some("a".into()),
+                require_certificate: true,
+                use_identity_as_username: true,
+                use_subject_as_username: true,
+                path: Some("/p".into()),
+                handshake_timeout: Some(Duration::from_secs(1)),
+                ..ListenerConfig::default()
+            });
             c.to_toml_string()
         };
         for line in rendered.lines() {

@@ -7,7 +7,6 @@
 //! `WRITE_HIGH`, so a client that does not read leaves its messages in its own bounded queue;
 //! reads pause while the broker's global queue budget is saturated (for connections that publish).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use crate::broker::BrokerState;
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, ReasonCode};
 use crate::protocol::{AuthOutcome, Close, ConnectOutcome, Handler, Outbox};
 use crate::session::Control;
+use crate::transport::ConnectionInfo;
 
 /// Fill the write buffer from the session queue only below this many bytes.
 const WRITE_HIGH: usize = 64 * 1024;
@@ -31,10 +31,11 @@ const MAX_PENDING_RECEIPTS: usize = 1024;
 
 /// Serves one client connection until it ends. Never panics on peer input; every close is
 /// logged with its reason.
-pub async fn serve<S>(stream: S, peer: SocketAddr, broker: Arc<BrokerState>)
+pub async fn serve<S>(stream: S, info: ConnectionInfo, broker: Arc<BrokerState>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let peer = info.peer;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::new();
     let timeout = broker.config.mqtt.connect_timeout;
@@ -107,7 +108,7 @@ where
         },
         None => None,
     };
-    let outcome = Handler::connect(&broker, connect, auth, peer, &mut out).await;
+    let outcome = Handler::connect(&broker, connect, auth, &info, &mut out).await;
     let (handler, control) = match outcome {
         ConnectOutcome::Refused => {
             let _ = writer.write_all(&out.ready).await;

@@ -41,6 +41,12 @@ use crate::reload::ReloadReport;
 pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(#[from] config::ConfigError),
+    #[error("listener {index} ({addr}): {source}")]
+    Tls {
+        index: usize,
+        addr: SocketAddr,
+        source: transport::tls::TlsError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -102,7 +108,16 @@ impl BrokerBuilder {
         let global = (config.limits.max_connections > 0)
             .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
         let mut bound = Vec::new();
-        for l in &config.listeners {
+        for (index, l) in config.listeners.iter().enumerate() {
+            // Certificates first: a listener with a bad certificate must not start at all.
+            let endpoint =
+                transport::Endpoint::from_config(index, l, &config.mqtt).map_err(|source| {
+                    StartError::Tls {
+                        index,
+                        addr: l.bind,
+                        source,
+                    }
+                })?;
             let listener = TcpListener::bind(l.bind)
                 .await
                 .map_err(|source| StartError::Bind {
@@ -117,7 +132,7 @@ impl BrokerBuilder {
             if let Some(n) = l.max_connections {
                 permits.push(Arc::new(Semaphore::new(n)));
             }
-            bound.push((listener, addr, permits));
+            bound.push((listener, addr, permits, Arc::new(endpoint)));
         }
         let metrics_listener = match config.metrics.bind {
             Some(addr) => {
@@ -134,11 +149,18 @@ impl BrokerBuilder {
                 .with_auth(auth),
         );
         let mut addrs = Vec::new();
-        for (index, (listener, addr, permits)) in bound.into_iter().enumerate() {
+        for (listener, addr, permits, endpoint) in bound {
             addrs.push(addr);
+            if let Some(tls) = endpoint.tls() {
+                tracker.spawn(
+                    tls.certs()
+                        .clone()
+                        .watch(transport::tls::RELOAD_POLL_INTERVAL, shutdown.clone()),
+                );
+            }
             tracker.spawn(transport::tcp::accept_loop(
-                index,
                 listener,
+                endpoint,
                 state.clone(),
                 tracker.clone(),
                 permits,

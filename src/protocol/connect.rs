@@ -1,7 +1,6 @@
 //! CONNECT: validation, client id assignment, session claiming (takeover), CONNACK, and the
 //! resend of unacknowledged messages when a session resumes [MQTT-4.4.0-1].
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +12,7 @@ use crate::auth::{AuthConfig, AuthDecision};
 use crate::broker::BrokerState;
 use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
 use crate::session::{Control, SessionMeta};
+use crate::transport::ConnectionInfo;
 
 /// The result of a CONNECT.
 pub enum ConnectOutcome {
@@ -88,10 +88,37 @@ impl Handler {
         broker: &Arc<BrokerState>,
         c: Box<codec::Connect>,
         auth: Option<super::AuthOutcome>,
-        peer: SocketAddr,
+        info: &ConnectionInfo,
         out: &mut super::Outbox,
     ) -> ConnectOutcome {
-        let c = *c;
+        let peer = info.peer;
+        let mut c = *c;
+        // use_identity_as_username / use_subject_as_username: the client certificate names the
+        // user, and no password is checked (as Mosquitto).
+        let mut cert_user = false;
+        if let Some(l) = broker.config.listeners.get(info.listener_index) {
+            if l.use_identity_as_username || l.use_subject_as_username {
+                let identity = info.tls_identity.as_ref();
+                let name = if l.use_identity_as_username {
+                    identity.and_then(|(cn, _)| cn.clone())
+                } else {
+                    identity.and_then(|(_, subject)| subject.clone())
+                };
+                let Some(name) = name else {
+                    tracing::info!(%peer, client_id = %c.client_id,
+                        "refused: no client certificate identity to use as the username");
+                    return refuse(
+                        out,
+                        c.protocol,
+                        ReasonCode::V3_NOT_AUTHORIZED,
+                        ReasonCode::NOT_AUTHORIZED,
+                    );
+                };
+                c.username = Some(name);
+                c.password = None;
+                cert_user = true;
+            }
+        }
         let version = c.protocol;
         let cfg = &broker.config.mqtt;
         let mut assigned = None;
@@ -177,7 +204,7 @@ impl Handler {
             (cfg.persistent_client_expiration, 1)
         };
         let (auth_cfg, auth_generation) = broker.auth();
-        if auth.is_none() {
+        if auth.is_none() && !cert_user {
             let decision = check_login(&auth_cfg, c.username.as_deref(), c.password.as_ref()).await;
             if !decision.is_allowed() {
                 // Never the password.

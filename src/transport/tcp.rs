@@ -1,4 +1,6 @@
-//! The plain TCP listener.
+//! The TCP accept loop shared by every listener kind. It only takes connection permits and
+//! spawns: the listener's [`Endpoint`] runs the TLS/WebSocket handshake inside the spawned
+//! task, so a slow or hostile handshake never holds up accepting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,14 +10,13 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::BrokerState;
-use crate::connection;
+use crate::transport::Endpoint;
 
 /// Accepts until shutdown. `permits` caps live connections (global and per listener): a
-/// connection over the cap is closed at once, before any byte is read. `index` is the
-/// listener's position in the configuration, for its connection gauge.
+/// connection over the cap is closed at once, before any byte is read.
 pub async fn accept_loop(
-    index: usize,
     listener: TcpListener,
+    endpoint: Arc<Endpoint>,
     broker: Arc<BrokerState>,
     tracker: TaskTracker,
     permits: Vec<Arc<Semaphore>>,
@@ -51,13 +52,14 @@ pub async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
+        let endpoint = endpoint.clone();
         let gauge = broker.clone();
         tracker.spawn(async move {
-            let open = gauge.metrics.listener_connections.get(index);
+            let open = gauge.metrics.listener_connections.get(endpoint.index());
             if let Some(g) = open {
                 g.inc();
             }
-            connection::serve(stream, peer, broker).await;
+            endpoint.serve(stream, peer, broker).await;
             if let Some(g) = open {
                 g.sub(1);
             }

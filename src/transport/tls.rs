@@ -1,0 +1,416 @@
+//! TLS for `mqtts` and `wss` listeners, on rustls with the *ring* crypto provider.
+//!
+//! [`Tls::from_config`] reads the listener's PEM files (with `rustls-pki-types`' [`PemObject`])
+//! and builds a [`tokio_rustls::TlsAcceptor`]. The provider is passed explicitly
+//! ([`ServerConfig::builder_with_provider`]), so the process-wide default provider is never
+//! consulted and Cargo feature unification (another crate enabling aws-lc-rs) cannot make
+//! configuration panic.
+//!
+//! * **Client certificates**: with `ca`, clients are verified by [`WebPkiClientVerifier`]
+//!   against that bundle; without `require_certificate` a client may still present none.
+//!   [`peer_identity`] extracts the Common Name and the RFC 2253 subject of a verified client
+//!   certificate, for `use_identity_as_username` / `use_subject_as_username`.
+//! * **Hot reload**: the server certificate comes from a [`CertResolver`], which holds the
+//!   current [`CertifiedKey`] behind an [`ArcSwap`]. [`CertResolver::reload`] swaps in a newly
+//!   read pair, keeping the old one when the new one does not load; [`CertResolver::watch`]
+//!   polls the files' modification times and reloads on change. Handshakes in progress and
+//!   established connections keep the certificate they started with. The `ca` bundle is read
+//!   once, at start.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_util::sync::CancellationToken;
+use x509_parser::asn1_rs::Header;
+use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
+
+use crate::config::ListenerConfig;
+
+/// How often [`CertResolver::watch`] looks at the certificate and key files.
+pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a TLS configuration or certificate could not be loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("listener has no `{0}` file configured")]
+    Missing(&'static str),
+    #[error("cannot read certificate file {}: {source}", path.display())]
+    Cert { path: PathBuf, source: pem::Error },
+    #[error("certificate file {} holds no certificate", path.display())]
+    NoCert { path: PathBuf },
+    #[error("cannot read private key file {}: {source}", path.display())]
+    Key { path: PathBuf, source: pem::Error },
+    #[error("certificate {} and key {} cannot be used together: {source}", cert.display(), key.display())]
+    KeyPair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("cannot read CA file {}: {source}", path.display())]
+    Ca { path: PathBuf, source: pem::Error },
+    #[error("CA file {} holds a certificate that cannot be a trust anchor: {source}", path.display())]
+    BadCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("CA file {} holds no CA certificate", path.display())]
+    NoCa { path: PathBuf },
+    #[error("cannot verify client certificates with CA file {}: {source}", path.display())]
+    Verifier {
+        path: PathBuf,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The TLS side of one listener: the acceptor and the reloadable server certificate.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    certs: Arc<CertResolver>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls").field("certs", &self.certs).finish()
+    }
+}
+
+impl Tls {
+    /// Reads `cert`, `key` and (when set) `ca` of a listener and builds its TLS configuration.
+    pub fn from_config(listener: &ListenerConfig) -> Result<Tls, TlsError> {
+        let cert = listener.cert.as_deref().ok_or(TlsError::Missing("cert"))?;
+        let key = listener.key.as_deref().ok_or(TlsError::Missing("key"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = Arc::new(CertResolver::load(cert, key, provider.clone())?);
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
+        let builder = match &listener.ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let roots = Arc::new(load_roots(ca)?);
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+                let verifier = if listener.require_certificate {
+                    verifier
+                } else {
+                    verifier.allow_unauthenticated()
+                };
+                let verifier = verifier.build().map_err(|source| TlsError::Verifier {
+                    path: ca.clone(),
+                    source,
+                })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_cert_resolver(certs.clone());
+        Ok(Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            certs,
+        })
+    }
+
+    /// The acceptor that runs server handshakes.
+    pub fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
+        &self.acceptor
+    }
+
+    /// The reloadable server certificate.
+    pub fn certs(&self) -> &Arc<CertResolver> {
+        &self.certs
+    }
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let err = |source| TlsError::Ca {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(err)? {
+        let cert = cert.map_err(err)?;
+        roots.add(cert).map_err(|source| TlsError::BadCa {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCa {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(roots)
+}
+
+/// Reads a certificate chain and its key and checks that they belong together.
+fn load_certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let cert_err = |source| TlsError::Cert {
+        path: cert.to_path_buf(),
+        source,
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(cert_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(cert_err)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCert {
+            path: cert.to_path_buf(),
+        });
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+        path: key.to_path_buf(),
+        source,
+    })?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|source| TlsError::KeyPair {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
+    })
+}
+
+/// The server certificate of a listener, swappable while the listener runs.
+pub struct CertResolver {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertResolver")
+            .field("cert", &self.cert_path)
+            .field("key", &self.key_path)
+            .finish()
+    }
+}
+
+impl CertResolver {
+    /// Loads the pair once; fails when it does not load or the key does not fit the leaf.
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<CertResolver, TlsError> {
+        let current = load_certified_key(cert, key, &provider)?;
+        Ok(CertResolver {
+            cert_path: cert.to_path_buf(),
+            key_path: key.to_path_buf(),
+            provider,
+            current: ArcSwap::from_pointee(current),
+        })
+    }
+
+    /// Re-reads the certificate and key files. On success new handshakes use the new pair; on
+    /// failure the current pair stays in use and the error is returned.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = load_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
+        self.current.store(Arc::new(fresh));
+        Ok(())
+    }
+
+    /// The certificate chain new handshakes present (leaf first).
+    pub fn current_chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current.load().cert.clone()
+    }
+
+    /// Polls the files every `every` until `shutdown`, reloading when the modification time or
+    /// size of either changes, and logs the outcome. After a failed reload it tries once more
+    /// at the next poll, in case it read a file that was still being written.
+    pub async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let mut seen = self.stamp();
+        let mut retry = false;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = self.stamp();
+            if now == seen && !retry {
+                continue;
+            }
+            seen = now;
+            // The files are a few kilobytes: reading them inline is cheaper than a thread hop.
+            match self.reload() {
+                Ok(()) => {
+                    retry = false;
+                    tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+                }
+                Err(e) => {
+                    if !retry {
+                        tracing::warn!(
+                            error = %e,
+                            "TLS certificate changed on disk but did not load; keeping the previous one"
+                        );
+                    }
+                    retry = !retry;
+                }
+            }
+        }
+    }
+
+    fn stamp(&self) -> [Option<(SystemTime, u64)>; 2] {
+        let one = |p: &Path| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        };
+        [one(&self.cert_path), one(&self.key_path)]
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The client certificate's identity: its Common Name and its subject in RFC 2253 form (as
+/// OpenSSL and Mosquitto's `use_subject_as_username` write it: last RDN first, `,` between
+/// RDNs, special characters and non-ASCII bytes escaped). `(None, None)` when the client sent no
+/// certificate or it cannot be parsed; the CN is `None` when the subject has no printable one.
+pub fn peer_identity(conn: &ServerConnection) -> (Option<String>, Option<String>) {
+    match conn.peer_certificates().and_then(|c| c.first()) {
+        Some(leaf) => identity_of(leaf.as_ref()),
+        None => (None, None),
+    }
+}
+
+/// Like [`peer_identity`], but `None` when the client presented no certificate, as
+/// [`super::ConnectionInfo::tls_identity`] holds it.
+pub fn client_identity(conn: &ServerConnection) -> Option<(Option<String>, Option<String>)> {
+    conn.peer_certificates()
+        .is_some_and(|c| !c.is_empty())
+        .then(|| peer_identity(conn))
+}
+
+/// The identity in a DER certificate; see [`peer_identity`].
+pub fn identity_of(der: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return (None, None);
+    };
+    let subject = cert.subject();
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_owned);
+    (cn, Some(rfc2253(subject)))
+}
+
+/// Formats a distinguished name as RFC 2253 does (and OpenSSL's `XN_FLAG_RFC2253`).
+fn rfc2253(name: &X509Name<'_>) -> String {
+    let rdns: Vec<_> = name.iter().collect();
+    let mut out = String::new();
+    for (i, rdn) in rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, attr) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            let oid = attr.attr_type().to_id_string();
+            out.push_str(attribute_keyword(&oid).unwrap_or(&oid));
+            out.push('=');
+            let value = attr.attr_value();
+            match attr.as_str() {
+                Ok(s) => escape_value(s, &mut out),
+                Err(_) => {
+                    // Not a string type this crate decodes: `#` and the hex of its DER encoding.
+                    out.push('#');
+                    for b in der_header(&value.header, value.data.len())
+                        .iter()
+                        .chain(value.data)
+                    {
+                        out.push_str(&format!("{b:02X}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The short names OpenSSL uses for RFC 2253 output.
+fn attribute_keyword(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "street",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.4" => "SN",
+        "2.5.4.5" => "serialNumber",
+        "2.5.4.12" => "title",
+        "2.5.4.42" => "GN",
+        "2.5.4.46" => "dnQualifier",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        _ => return None,
+    })
+}
+
+/// RFC 2253 §2.4 escaping, plus OpenSSL's escaping of control and non-ASCII bytes as `\XX`.
+fn escape_value(s: &str, out: &mut String) {
+    let bytes = s.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let edge = (i == 0 && (b == b' ' || b == b'#')) || (i + 1 == bytes.len() && b == b' ');
+        match b {
+            b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            _ if edge => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            0..=0x1f | 0x7f..=0xff => out.push_str(&format!("\\{b:02X}")),
+            _ => out.push(b as char),
+        }
+    }
+}
+
+/// The DER tag and length bytes of a value whose content is `len` bytes long.
+fn der_header(header: &Header<'_>, len: usize) -> Vec<u8> {
+    let mut out = match header.raw_tag() {
+        Some(t) => t.to_vec(),
+        None => {
+            let class = (header.class() as u8) << 6;
+            let constructed = if header.is_constructed() { 0x20 } else { 0 };
+            // Universal tags of attribute values are all below 31: one byte.
+            vec![class | constructed | (header.tag().0 as u8 & 0x1f)]
+        }
+    };
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;

@@ -1,0 +1,272 @@
+//! Tests of certificate loading, hot reload and client identities, with certificates made by
+//! rcgen in a scratch directory.
+
+use std::path::PathBuf;
+
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+
+use super::*;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("starling-tls-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate for `name`, as (cert PEM, key PEM, cert DER).
+fn self_signed(name: &str) -> (String, String, Vec<u8>) {
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn leaf(r: &CertResolver) -> Vec<u8> {
+    r.current_chain()[0].as_ref().to_vec()
+}
+
+#[test]
+fn reload_swaps_and_bad_files_keep_the_old_pair() {
+    let dir = Scratch::new("reload");
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let (c1, k1, d1) = self_signed("one.test");
+    std::fs::write(&cert, &c1).unwrap();
+    std::fs::write(&key, &k1).unwrap();
+    let r = CertResolver::load(&cert, &key, provider()).unwrap();
+    assert_eq!(leaf(&r), d1);
+
+    let (c2, k2, d2) = self_signed("two.test");
+    std::fs::write(&cert, &c2).unwrap();
+    std::fs::write(&key, &k2).unwrap();
+    r.reload().unwrap();
+    assert_eq!(leaf(&r), d2);
+
+    // A certificate whose key is not the one on disk.
+    let (c3, _, _) = self_signed("three.test");
+    std::fs::write(&cert, &c3).unwrap();
+    match r.reload() {
+        Err(e @ TlsError::KeyPair { .. }) => assert!(e.to_string().contains("cert.pem"), "{e}"),
+        other => panic!("expected KeyPair, got {other:?}"),
+    }
+    assert_eq!(leaf(&r), d2);
+
+    std::fs::write(&cert, "not a certificate").unwrap();
+    assert!(matches!(r.reload(), Err(TlsError::NoCert { .. })));
+    std::fs::remove_file(&key).unwrap();
+    std::fs::write(&cert, &c2).unwrap();
+    match r.reload() {
+        Err(e @ TlsError::Key { .. }) => assert!(e.to_string().contains("key.pem"), "{e}"),
+        other => panic!("expected Key, got {other:?}"),
+    }
+    assert_eq!(leaf(&r), d2);
+}
+
+#[tokio::test]
+async fn watcher_reloads_changed_files() {
+    let dir = Scratch::new("watch");
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let (c1, k1, d1) = self_signed("one.test");
+    std::fs::write(&cert, &c1).unwrap();
+    std::fs::write(&key, &k1).unwrap();
+    let r = Arc::new(CertResolver::load(&cert, &key, provider()).unwrap());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(r.clone().watch(Duration::from_millis(20), stop.clone()));
+    // Broken files are logged and ignored.
+    std::fs::write(
+        &cert,
+        "garbage that is longer than before, so the size changes too",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(leaf(&r), d1);
+    let (c2, k2, d2) = self_signed("two.test");
+    std::fs::write(&key, &k2).unwrap();
+    std::fs::write(&cert, &c2).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while leaf(&r) != d2 {
+        assert!(tokio::time::Instant::now() < deadline, "not reloaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[test]
+fn from_config_reports_the_bad_file() {
+    let dir = Scratch::new("config");
+    let (c, k, _) = self_signed("srv.test");
+    std::fs::write(dir.path("cert.pem"), &c).unwrap();
+    std::fs::write(dir.path("key.pem"), &k).unwrap();
+    let mut l = ListenerConfig {
+        protocol: crate::config::ListenerProtocol::Mqtts,
+        cert: Some(dir.path("cert.pem")),
+        key: Some(dir.path("key.pem")),
+        ..ListenerConfig::default()
+    };
+    Tls::from_config(&l).unwrap();
+
+    l.ca = Some(dir.path("missing-ca.pem"));
+    let e = Tls::from_config(&l).unwrap_err();
+    assert!(e.to_string().contains("missing-ca.pem"), "{e}");
+    std::fs::write(dir.path("empty-ca.pem"), "").unwrap();
+    l.ca = Some(dir.path("empty-ca.pem"));
+    assert!(matches!(Tls::from_config(&l), Err(TlsError::NoCa { .. })));
+    l.ca = Some(dir.path("cert.pem"));
+    l.require_certificate = true;
+    Tls::from_config(&l).unwrap();
+
+    l.key = Some(dir.path("nope.key"));
+    let e = Tls::from_config(&l).unwrap_err();
+    assert!(e.to_string().contains("nope.key"), "{e}");
+}
+
+fn cert_with_subject(parts: &[(DnType, &str)]) -> Vec<u8> {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = DistinguishedName::new();
+    for (t, v) in parts {
+        dn.push(t.clone(), *v);
+    }
+    params.distinguished_name = dn;
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+#[test]
+fn identity_is_common_name_and_rfc2253_subject() {
+    let der = cert_with_subject(&[
+        (DnType::CountryName, "DE"),
+        (DnType::OrganizationName, "Acme"),
+        (DnType::CommonName, "dev1"),
+    ]);
+    assert_eq!(
+        identity_of(&der),
+        (
+            Some("dev1".to_owned()),
+            Some("CN=dev1,O=Acme,C=DE".to_owned())
+        )
+    );
+}
+
+#[test]
+fn subject_values_are_escaped() {
+    let der = cert_with_subject(&[
+        (DnType::OrganizationName, "Acme, Inc."),
+        (DnType::CommonName, " #a+b;<c>\"d\\ "),
+    ]);
+    let (cn, subject) = identity_of(&der);
+    assert_eq!(cn.as_deref(), Some(" #a+b;<c>\"d\\ "));
+    assert_eq!(
+        subject.as_deref(),
+        Some("CN=\\ #a\\+b\\;\\<c\\>\\\"d\\\\\\ ,O=Acme\\, Inc.")
+    );
+    let der = cert_with_subject(&[(DnType::CommonName, "Jörg")]);
+    assert_eq!(identity_of(&der).1.as_deref(), Some("CN=J\\C3\\B6rg"));
+}
+
+#[test]
+fn no_common_name_and_garbage() {
+    let der = cert_with_subject(&[(DnType::OrganizationName, "Acme")]);
+    assert_eq!(identity_of(&der), (None, Some("O=Acme".to_owned())));
+    assert_eq!(identity_of(b"not a certificate"), (None, None));
+}
+
+#[tokio::test]
+async fn client_identity_from_a_real_handshake() {
+    use rcgen::{BasicConstraints, CertifiedIssuer, IsCa};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = Scratch::new("handshake");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let issue = |sans: Vec<String>, dn: &[(DnType, &str)]| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(sans).unwrap();
+        // rcgen starts with a placeholder CN; replace the whole name to control the order.
+        p.distinguished_name = DistinguishedName::new();
+        for (t, v) in dn {
+            p.distinguished_name.push(t.clone(), *v);
+        }
+        (p.signed_by(&key, &ca).unwrap(), key)
+    };
+    let (server, server_key) = issue(vec!["localhost".into()], &[]);
+    let (client, client_key) = issue(
+        vec![],
+        &[
+            (DnType::OrganizationName, "Acme"),
+            (DnType::CommonName, "dev1"),
+        ],
+    );
+    std::fs::write(dir.path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path("s.pem"), server.pem()).unwrap();
+    std::fs::write(dir.path("s.key"), server_key.serialize_pem()).unwrap();
+    let listener = ListenerConfig {
+        protocol: crate::config::ListenerProtocol::Mqtts,
+        cert: Some(dir.path("s.pem")),
+        key: Some(dir.path("s.key")),
+        ca: Some(dir.path("ca.pem")),
+        ..ListenerConfig::default()
+    };
+    let tls = Tls::from_config(&listener).unwrap();
+
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let client_config = |with_cert: bool| {
+        let b = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone());
+        let c = if with_cert {
+            let key = PrivateKeyDer::try_from(client_key.serialize_der()).unwrap();
+            b.with_client_auth_cert(vec![client.der().clone()], key)
+                .unwrap()
+        } else {
+            b.with_no_client_auth()
+        };
+        tokio_rustls::TlsConnector::from(Arc::new(c))
+    };
+    for with_cert in [true, false] {
+        let (a, b) = tokio::io::duplex(16 * 1024);
+        let acceptor = tls.acceptor().clone();
+        let server = tokio::spawn(async move {
+            let mut s = acceptor.accept(a).await.unwrap();
+            let id = client_identity(s.get_ref().1);
+            let mut byte = [0u8; 1];
+            s.read_exact(&mut byte).await.unwrap();
+            id
+        });
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut c = client_config(with_cert).connect(name, b).await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        c.flush().await.unwrap();
+        let id = server.await.unwrap();
+        if with_cert {
+            assert_eq!(
+                id,
+                Some((Some("dev1".to_owned()), Some("CN=dev1,O=Acme".to_owned())))
+            );
+        } else {
+            assert_eq!(id, None);
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! End-to-end tests of the TLS and WebSocket listeners: a broker started in-process with one
+//! listener of each kind (certificates made by rcgen at run time), exercised by Rust clients
+//! (tokio-rustls, tokio-tungstenite) and by real third-party clients: mosquitto_pub/sub, paho-mqtt
+//! (Python), MQTT.js (Node) and MQTT.js in headless Chromium. A missing external client is a
+//! skip, or a failure under `STARLING_INTEROP=1`.
+
+#[path = "transports/support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
+
+use support::*;
+
+#[tokio::test]
+async fn tls_publish_and_receive() {
+    let pki = Pki::new("tls-rt");
+    let (broker, addrs) = start(config(&pki)).await;
+    let tls = pki.tls(addrs.mqtts, false).await.unwrap();
+    let (mut m, rc) = Mqtt::connect(tls, "tls-rt").await.unwrap();
+    assert_eq!(rc, 0);
+    m.subscribe("tls/rt").await.unwrap();
+    m.publish("tls/rt", b"over tls").await.unwrap();
+    let (topic, payload) = m.recv_publish().await.unwrap();
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("tls/rt", &b"over tls"[..])
+    );
+    // A TLS publisher reaches a plain subscriber, too.
+    let mut w = watcher(addrs.mqtt, "tls/cross").await;
+    m.publish("tls/cross", b"to plain").await.unwrap();
+    expect(&mut w, b"to plain").await;
+    stop(broker).await;
+}
+
+#[tokio::test]
+async fn mutual_tls_requires_a_client_certificate() {
+    let pki = Pki::new("mtls");
+    let (broker, addrs) = start(config(&pki)).await;
+    let tls = pki.tls(addrs.mtls, true).await.unwrap();
+    let (_m, rc) = Mqtt::connect(tls, "mtls-ok").await.unwrap();
+    assert_eq!(rc, 0);
+    // Without a certificate: TLS 1.3 clients finish their side before the server decides, so
+    // the refusal shows up as a failed handshake or as an error on the first read.
+    let refused = match pki.tls(addrs.mtls, false).await {
+        Err(_) => true,
+        Ok(tls) => Mqtt::connect(tls, "mtls-no").await.is_err(),
+    };
+    assert!(refused, "a client without a certificate was let in");
+    // The optional-certificate listener takes both.
+    let tls = pki.tls(addrs.mqtts, true).await.unwrap();
+    assert_eq!(Mqtt::connect(tls, "opt-cert").await.unwrap().1, 0);
+    stop(broker).await;
+}
+
+#[tokio::test]
+async fn untrusted_client_certificate_is_refused() {
+    let pki = Pki::new("mtls-untrusted");
+    let other = Pki::new("mtls-other");
+    let (broker, addrs) = start(config(&pki)).await;
+    // `other` trusts its own CA for the server, so give it ours and keep its client cert.
+    std::fs::copy(pki.path("ca.pem"), other.path("ca.pem")).unwrap();
+    let refused = match other.tls(addrs.mqtts, true).await {
+        Err(_) => true,
+        Ok(tls) => Mqtt::connect(tls, "untrusted").await.is_err(),
+    };
+    assert!(refused, "a certificate from an unknown CA was accepted");
+    stop(broker).await;
+}
+
+#[tokio::test]
+async fn websocket_answers_mqtt_subprotocol_and_carries_mqtt() {
+    let pki = Pki::new("ws-rt");
+    let (broker, addrs) = start(config(&pki)).await;
+    let url = format!("ws://{}/mqtt", addrs.ws);
+    for offered in ["mqtt", "mqttv3.1"] {
+        let tcp = TcpStream::connect(addrs.ws).await.unwrap();
+        let (ws, answered) = ws_client(tcp, &url, Some(offered)).await.unwrap();
+        assert_eq!(answered.as_deref(), Some(offered));
+        let (mut m, rc) = Mqtt::connect(ws, &format!("ws-{offered}")).await.unwrap();
+        assert_eq!(rc, 0);
+        m.subscribe("ws/rt").await.unwrap();
+        m.publish("ws/rt", offered.as_bytes()).await.unwrap();
+        assert_eq!(m.recv_publish().await.unwrap().1, offered.as_bytes());
+    }
+    // Wrong path: 404, and the listener keeps working.
+    let tcp = TcpStream::connect(addrs.ws).await.unwrap();
+    let bad = format!("ws://{}/nope", addrs.ws);
+    match ws_client(tcp, &bad, Some("mqtt")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 404)
+        }
+        Err(e) => panic!("expected 404, got {e}"),
+        Ok(_) => panic!("expected 404, got an upgrade"),
+    }
+    stop(broker).await;
+}
+
+#[tokio::test]
+async fn secure_websocket_publish_and_receive() {
+    let pki = Pki::new("wss-rt");
+    let (broker, addrs) = start(config(&pki)).await;
+    let tls = pki.tls(addrs.wss, false).await.unwrap();
+    let url = format!("wss://127.0.0.1:{}/mqtt", addrs.wss.port());
+    let (ws, answered) = ws_client(tls, &url, Some("mqtt")).await.unwrap();
+    assert_eq!(answered.as_deref(), Some("mqtt"));
+    let (mut m, rc) = Mqtt::connect(ws, "wss-rt").await.unwrap();
+    assert_eq!(rc, 0);
+    let mut w = watcher(addrs.mqtt, "wss/rt").await;
+    m.publish("wss/rt", b"over wss").await.unwrap();
+    expect(&mut w, b"over wss").await;
+    stop(broker).await;
+}
+
+#[tokio::test]
+async fn silent_handshake_times_out_without_blocking_accept() {
+    let pki = Pki::new("hs-timeout");
+    let mut cfg = config(&pki);
+    for l in &mut cfg.listeners[1..] {
+        l.handshake_timeout = Some(Duration::from_millis(300));
+    }
+    let (broker, addrs) = start(cfg).await;
+    for addr in [addrs.mqtts, addrs.ws, addrs.wss] {
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Others are served while the silent one holds its handshake open.
+        if addr == addrs.ws {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let url = format!("ws://{addr}/mqtt");
+            let (ws, _) = ws_client(tcp, &url, Some("mqtt")).await.unwrap();
+            assert_eq!(Mqtt::connect(ws, "beside-silent").await.unwrap().1, 0);
+        } else {
+            let tls = pki.tls(addr, false).await.unwrap();
+            drop(tls);
+        }
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+            .await
+            .expect("the silent connection was not closed by the handshake timeout");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+    stop(broker).await;
+}
+
+#[tokio::test]
+async fn plain_http_on_websocket_listener_gets_400() {
+    let pki = Pki::new("ws-400");
+    let (broker, addrs) = start(config(&pki)).await;
+    let mut tcp = TcpStream::connect(addrs.ws).await.unwrap();
+    tcp.write_all(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    stop(broker).await;
+}
+
+#[tokio::test]
+async fn certificate_is_reloaded_when_the_files_change() {
+    let pki = Pki::new("reload");
+    let (broker, addrs) = start(config(&pki)).await;
+    let leaf = |tls: &tokio_rustls::client::TlsStream<TcpStream>| {
+        tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+    };
+    let before = leaf(&pki.tls(addrs.mqtts, false).await.unwrap());
+    pki.issue_server("server", "Renewed Server");
+    // The watcher polls every few seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let tls = pki.tls(addrs.mqtts, false).await.unwrap();
+        if leaf(&tls) != before {
+            assert_eq!(Mqtt::connect(tls, "renewed").await.unwrap().1, 0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "certificate not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A broken file keeps the renewed certificate in service.
+    std::fs::write(pki.path("server.pem"), "broken").unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let tls = pki.tls(addrs.mqtts, false).await.unwrap();
+    assert_eq!(Mqtt::connect(tls, "still-renewed").await.unwrap().1, 0);
+    stop(broker).await;
+}
+
+#[tokio::test]
+async fn broker_refuses_to_start_with_a_bad_certificate() {
+    let pki = Pki::new("bad-cert");
+    let mut cfg = config(&pki);
+    cfg.listeners[1].key = Some(pki.path("client.key"));
+    match starling::Broker::start(cfg).await {
+        Err(e) => assert!(e.to_string().contains("listener 1"), "{e}"),
+        Ok(_) => panic!("started with a key that does not match the certificate"),
+    }
+}
+
+fn mosquitto_available() -> bool {
+    available(
+        "mosquitto_pub/mosquitto_sub",
+        runs("mosquitto_pub", &["--help"]) || which("mosquitto_pub"),
+    )
+}
+
+fn which(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(cmd).is_file()))
+}
+
+fn mosquitto(tool: &str, port: u16, pki: &Pki, client_cert: bool) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
+        .arg(pki.path("ca.pem"));
+    if client_cert {
+        cmd.arg("--cert")
+            .arg(pki.path("client.pem"))
+            .arg("--key")
+            .arg(pki.path("client.key"));
+    }
+    cmd
+}
+
+#[tokio::test]
+async fn mosquitto_clients_over_tls() {
+    if !mosquitto_available() {
+        return;
+    }
+    let pki = Pki::new("mosq-tls");
+    let (broker, addrs) = start(config(&pki)).await;
+    let port = addrs.mqtts.port();
+    let mut sub = mosquitto("mosquitto_sub", port, &pki, false);
+    sub.args(["-t", "mosq/tls", "-C", "1", "-W", "15", "-i", "mosq-sub"]);
+    let sub = tokio::spawn(async move { run(&mut sub, Duration::from_secs(20)).await });
+    // Publish until the subscriber has its message (it may not be subscribed yet).
+    let mut w = watcher(addrs.mqtt, "mosq/tls").await;
+    let mut done = false;
+    for _ in 0..40 {
+        let mut publ = mosquitto("mosquitto_pub", port, &pki, false);
+        publ.args(["-t", "mosq/tls", "-m", "hello-mosquitto"]);
+        let (ok, out) = run(&mut publ, Duration::from_secs(10)).await;
+        assert!(ok, "mosquitto_pub over TLS failed: {out}");
+        expect(&mut w, b"hello-mosquitto").await;
+        if sub.is_finished() {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(done, "mosquitto_sub got nothing");
+    let (ok, out) = sub.await.unwrap();
+    assert!(
+        ok && out.contains("hello-mosquitto"),
+        "mosquitto_sub: {out}"
+    );
+    stop(broker).await;
+}
+
+#[tokio::test]
+async fn mosquitto_clients_mutual_tls() {
+    if !mosquitto_available() {
+        return;
+    }
+    let pki = Pki::new("mosq-mtls");
+    let (broker, addrs) = start(config(&pki)).await;
+    let mut w = watcher(addrs.mqtt, "mosq/mtls").await;
+    let mut publ = mosquitto("mosquitto_pub", addrs.mtls.port(), &pki, true);
+    publ.args(["-t", "mosq/mtls", "-m", "with-cert"]);
+    let (ok, out) = run(&mut publ, Duration::from_secs(10)).await;
+    assert!(ok, "mosquitto_pub with a client certificate failed: {out}");
+    expect(&mut w, b"with-cert").await;
+
+    let mut publ = mosquitto("mosquitto_pub", addrs.mtls.port(), &pki, false);
+    publ.args(["-t", "mosq/mtls", "-m", "without-cert"]);
+    let (ok, out) = run(&mut publ, Duration::from_secs(10)).await;
+    assert!(
+        !ok,
+        "mosquitto_pub without a certificate was accepted: {out}"
+    );
+    // Nothing arrived from the refused client.
+    let mut buf = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_millis(500), w.io.read(&mut buf)).await;
+    assert!(r.is_err(), "unexpected data: {r:?}");
+    stop(broker).await;
+}
+
+const PAHO_SCRIPT: &str = r#"
+import sys, threading
+import paho.mqtt.client as mqtt
+mode, host, port, topic, ca = sys.argv[1:6]
+got = threading.Event()
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-" + mode,
+                transport="websockets" if mode in ("ws", "wss") else "tcp")
+if mode in ("ws", "wss"):
+    c.ws_set_options(path="/mqtt")
+if mode in ("tls", "wss"):
+    c.tls_set(ca_certs=ca)
+def on_connect(c, u, flags, rc, props):
+    if rc != 0:
+        print("connect refused", rc); got.set()
+    c.subscribe(topic, qos=1)
+def on_subscribe(c, u, mid, rcs, props):
+    c.publish(topic, b"hello-paho-" + mode.encode(), qos=1)
+def on_message(c, u, m):
+    if m.payload == b"hello-paho-" + mode.encode():
+        print("received"); got.set()
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect(host, int(port), keepalive=30)
+c.loop_start()
+ok = got.wait(15)
+c.disconnect(); c.loop_stop()
+sys.exit(0 if ok else 1)
+"#;
+
+fn paho_available() -> bool {
+    available(
+        "python3 with paho-mqtt 2.x",
+        runs(
+            "python3",
+            &[
+                "-c",
+                "import paho.mqtt, sys; sys.exit(paho.mqtt.__version__.split('.')[0] != '2')",
+            ],
+        ),
+    )
+}
+
+#[tokio::test]
+async fn paho_python_over_tls_ws_and_wss() {
+    if !paho_available() {
+        return;
+    }
+    let pki = Pki::new("paho");
+    let (broker, addrs) = start(config(&pki)).await;
+    for (mode, addr) in [("tls", addrs.mqtts), ("ws", addrs.ws), ("wss", addrs.wss)] {
+        let mut w = watcher(addrs.mqtt, &format!("paho/{mode}")).await;
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", PAHO_SCRIPT, mode, "127.0.0.1"])
+            .arg(addr.port().to_string())
+            .arg(format!("paho/{mode}"))
+            .arg(pki.path("ca.pem"));
+        let (ok, out) = run(&mut cmd, Duration::from_secs(30)).await;
+        assert!(ok && out.contains("received"), "paho over {mode}: {out}");
+        expect(&mut w, format!("hello-paho-{mode}").as_bytes()).await;
+    }
+    stop(broker).await;
+}
+
+fn mqtt_js_available() -> bool {
+    let installed = js_dir().join("node_modules/mqtt/package.json").is_file();
+    available(
+        "node with MQTT.js in tests/js (npm ci --prefix tests/js)",
+        installed && runs("node", &["--version"]),
+    )
+}
+
+#[tokio::test]
+async fn mqtt_js_over_ws_and_wss() {
+    if !mqtt_js_available() {
+        return;
+    }
+    let pki = Pki::new("mqttjs");
+    let (broker, addrs) = start(config(&pki)).await;
+    let cases = [
+        ("ws", format!("ws://127.0.0.1:{}/mqtt", addrs.ws.port())),
+        ("wss", format!("wss://127.0.0.1:{}/mqtt", addrs.wss.port())),
+    ];
+    for (mode, url) in cases {
+        let mut w = watcher(addrs.mqtt, &format!("js/{mode}")).await;
+        let mut cmd = Command::new("node");
+        cmd.arg(js_dir().join("pubsub.js"))
+            .arg(&url)
+            .arg(format!("js/{mode}"))
+            .arg(pki.path("ca.pem"));
+        let (ok, out) = run(&mut cmd, Duration::from_secs(30)).await;
+        assert!(ok && out.contains("received"), "MQTT.js over {mode}: {out}");
+        expect(&mut w, b"hello-mqttjs").await;
+    }
+    stop(broker).await;
+}
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| which(c))
+}
+
+/// Serves `/` (the test page) and `/mqtt.min.js` (MQTT.js's browser bundle) over HTTP/1.0.
+async fn serve_page(listener: TcpListener, page: String, bundle: Vec<u8>) {
+    loop {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let (page, bundle) = (page.clone(), bundle.clone());
+        tokio::spawn(async move {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&req);
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let (status, ctype, body) = match path.as_str() {
+                "/" => ("200 OK", "text/html", page.into_bytes()),
+                "/mqtt.min.js" => ("200 OK", "application/javascript", bundle),
+                _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
+            };
+            let head = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tcp.write_all(head.as_bytes()).await;
+            let _ = tcp.write_all(&body).await;
+            let _ = tcp.shutdown().await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn mqtt_js_in_headless_chromium_over_ws() {
+    let bundle = js_dir().join("node_modules/mqtt/dist/mqtt.min.js");
+    let browser = chromium();
+    if !available("chromium", browser.is_some()) || !mqtt_js_available() {
+        return;
+    }
+    let browser = browser.unwrap_or("chromium");
+    let pki = Pki::new("browser");
+    let (broker, addrs) = start(config(&pki)).await;
+    let mut w = watcher(addrs.mqtt, "browser/result").await;
+    let page = std::fs::read_to_string(js_dir().join("browser.html"))
+        .unwrap()
+        .replace(
+            "__WS_URL__",
+            &format!("ws://127.0.0.1:{}/mqtt", addrs.ws.port()),
+        );
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    let server = tokio::spawn(serve_page(http, page, std::fs::read(bundle).unwrap()));
+    let profile = Scratch::new("chromium-profile");
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.0.display()))
+        .arg(format!("http://127.0.0.1:{http_port}/"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chromium");
+    // Chromium's first start can be slow; each receive gives up after 10 s, so retry.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let result = loop {
+        match w.recv_publish().await {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                if tokio::time::Instant::now() >= deadline {
+                    break Err(e);
+                }
+            }
+            other => break other,
+        }
+    };
+    // End the browser and its helper processes (its own process group).
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .status();
+    }
+    let _ = child.wait().await;
+    server.abort();
+    let (_, payload) = result.expect("no result from the browser within 60s");
+    assert_eq!(String::from_utf8_lossy(&payload), "ok:hello-from-browser");
+    stop(broker).await;
+}
