@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod session;
+pub mod storage;
 pub mod sys;
 pub mod transport;
 

@@ -5,12 +5,15 @@
 //!   listener on 127.0.0.1:1883).
 //! - `starling check-config FILE`: print the effective configuration and exit 0, or print the
 //!   error and exit 1.
+//! - `starling store check|dump|reset --dir DIR`: inspect the message store, print its records,
+//!   or move it aside (see `store_cmd`).
 //!
 //! Exit codes: 0 success, 1 runtime or configuration error, 2 command-line usage error (clap).
 
 #![deny(unsafe_code)]
 
 mod limits;
+mod store_cmd;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -50,6 +53,11 @@ enum Command {
         /// The TOML configuration file to check.
         file: PathBuf,
     },
+    /// Inspect, dump or move aside the message store (persistence.dir).
+    Store {
+        #[command(subcommand)]
+        action: store_cmd::StoreCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +71,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Store { action }) => store_cmd::run(action),
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     };
