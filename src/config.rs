@@ -40,6 +40,8 @@ pub struct Config {
     pub sys: SysConfig,
     /// `[metrics]`: the Prometheus / health-check HTTP endpoint (off unless `bind` is set).
     pub metrics: MetricsConfig,
+    /// `[persistence]`: the on-disk message store.
+    pub persistence: PersistenceConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
 }
@@ -53,6 +55,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             sys: SysConfig::default(),
             metrics: MetricsConfig::default(),
+            persistence: PersistenceConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -421,6 +424,82 @@ pub struct MetricsConfig {
     pub bind: Option<SocketAddr>,
 }
 
+/// `[persistence]`: where and how sessions, queued messages and retained messages are stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// Whether state is stored on disk. Absent means "the embedder decides": the `starling`
+    /// binary turns persistence on, while the library (`Broker::start`, tests) keeps state in
+    /// memory, so that tests and embedders never share a directory by accident. See
+    /// [`PersistenceConfig::is_enabled`].
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub enabled: Option<bool>,
+    /// Directory of the store, relative to the working directory unless absolute.
+    pub dir: PathBuf,
+    /// When writes are made durable (fsync), see [`SyncPolicy`].
+    pub sync: SyncPolicy,
+    /// With `sync = "interval"`: the longest time between fsyncs.
+    #[serde(with = "duration")]
+    pub sync_interval: Duration,
+    /// Block cache of the store in bytes (at least 1 MiB).
+    pub cache_size: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            enabled: None,
+            dir: PathBuf::from("data"),
+            sync: SyncPolicy::Batch,
+            sync_interval: Duration::from_millis(100),
+            cache_size: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl PersistenceConfig {
+    /// Whether persistence is on. `default_on` is what an absent `enabled` means: `true` for
+    /// the `starling` binary, `false` for the library.
+    pub fn is_enabled(&self, default_on: bool) -> bool {
+        self.enabled.unwrap_or(default_on)
+    }
+
+    /// The writer's fsync policy.
+    pub fn sync_mode(&self) -> crate::storage::SyncMode {
+        use crate::storage::SyncMode;
+        match self.sync {
+            SyncPolicy::Batch => SyncMode::Batch,
+            SyncPolicy::Always => SyncMode::Always,
+            SyncPolicy::Interval => SyncMode::Interval(self.sync_interval),
+            SyncPolicy::None => SyncMode::None,
+        }
+    }
+
+    /// Options for opening the store.
+    pub fn store_options(&self) -> crate::storage::FjallOptions {
+        crate::storage::FjallOptions {
+            cache_size: self.cache_size,
+            ..crate::storage::FjallOptions::default()
+        }
+    }
+}
+
+/// When the store fsyncs, written `"batch"`, `"always"`, `"interval"` or `"none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// One fsync per group of writes that arrived together; acknowledgements wait for it.
+    #[default]
+    Batch,
+    /// One fsync per write: safest and slowest (a few hundred writes/s on most disks).
+    Always,
+    /// Acknowledge after the write reaches the OS; fsync at most every `sync_interval`. A power
+    /// loss can lose that long; a broker crash loses nothing.
+    Interval,
+    /// Never fsync while running; the OS writes back when it likes.
+    None,
+}
+
 /// `[log]`: logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -510,6 +589,7 @@ impl Config {
         self.validate_mqtt()?;
         self.validate_limits()?;
         self.validate_metrics()?;
+        self.validate_persistence()?;
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(ConfigError::invalid(
                 "log.level",
@@ -718,6 +798,26 @@ impl Config {
         Ok(())
     }
 
+    fn validate_persistence(&self) -> Result<(), ConfigError> {
+        let p = &self.persistence;
+        if p.dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("persistence.dir", "must not be empty"));
+        }
+        if p.sync == SyncPolicy::Interval && p.sync_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "persistence.sync_interval",
+                "must be greater than 0 with sync = \"interval\"",
+            ));
+        }
+        if p.cache_size < 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "persistence.cache_size",
+                format!("{} is too small: at least 1048576 (1 MiB)", p.cache_size),
+            ));
+        }
+        Ok(())
+    }
+
     /// The configuration as TOML, as `starling check-config` prints it; parsing the output gives
     /// back an equal `Config`. Keys whose value is "absent" (e.g. `persistent_client_expiration`
     /// = never) are left out. Serialization cannot fail for this schema, but should it ever, the
@@ -801,7 +901,7 @@ pub mod duration {
             return "0s".to_owned();
         }
         for (name, nanos) in UNITS {
-            if total % nanos == 0 {
+            if total.is_multiple_of(*nanos) {
                 return format!("{}{name}", total / nanos);
             }
         }
@@ -1504,6 +1604,58 @@ path = "/ws"
     }
 
     #[test]
+    fn persistence_section() {
+        let c = Config::default();
+        assert_eq!(c.persistence.enabled, None);
+        assert!(
+            !c.persistence.is_enabled(false),
+            "the library defaults to memory"
+        );
+        assert!(
+            c.persistence.is_enabled(true),
+            "the binary defaults to disk"
+        );
+        assert_eq!(c.persistence.dir, PathBuf::from("data"));
+        assert_eq!(c.persistence.sync_mode(), crate::storage::SyncMode::Batch);
+        assert_eq!(c.persistence.store_options().cache_size, 32 * 1024 * 1024);
+        let c = Config::from_toml_str(
+            "[persistence]\nenabled = false\ndir = \"/var/lib/starling\"\nsync = \"interval\"\n\
+             sync_interval = \"250ms\"\ncache_size = 1048576\n",
+        )
+        .unwrap();
+        assert!(!c.persistence.is_enabled(true), "explicit false wins");
+        assert_eq!(
+            c.persistence.sync_mode(),
+            crate::storage::SyncMode::Interval(Duration::from_millis(250))
+        );
+        assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
+        for (text, mode) in [
+            ("always", crate::storage::SyncMode::Always),
+            ("none", crate::storage::SyncMode::None),
+            ("batch", crate::storage::SyncMode::Batch),
+        ] {
+            let c = Config::from_toml_str(&format!("[persistence]\nsync = \"{text}\"\n")).unwrap();
+            assert_eq!(c.persistence.sync_mode(), mode);
+        }
+        let msg = parse_error("[persistence]\nsync = \"sometimes\"\n");
+        assert!(msg.contains("sync"), "{msg}");
+        assert_eq!(
+            invalid_key("[persistence]\nsync = \"interval\"\nsync_interval = \"0s\"\n"),
+            "persistence.sync_interval"
+        );
+        // A zero interval is fine when it is not used.
+        Config::from_toml_str("[persistence]\nsync_interval = \"0s\"\n").unwrap();
+        assert_eq!(
+            invalid_key("[persistence]\ncache_size = 1000\n"),
+            "persistence.cache_size"
+        );
+        assert_eq!(
+            invalid_key("[persistence]\ndir = \"\"\n"),
+            "persistence.dir"
+        );
+    }
+
+    #[test]
     fn shipped_example_is_the_default() {
         let example = include_str!("../config/starling.toml");
         let c = Config::from_toml_str(example).unwrap();
@@ -1531,6 +1683,7 @@ path = "/ws"
                 handshake_timeout: Some(Duration::from_secs(1)),
                 ..ListenerConfig::default()
             });
+            c.persistence.enabled = Some(true);
             c.to_toml_string()
         };
         for line in rendered.lines() {

@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod reload;
 pub mod router;
 pub mod session;
+pub mod storage;
 pub mod sys;
 pub mod transport;
 

@@ -12,6 +12,8 @@
 //!   error and exit 1. The password and ACL files it names are loaded too.
 //! - `starling passwd [-c] [-b] [-D] [-U] [-I ITERATIONS] FILE [USER] [PASSWORD]`: manage a
 //!   Mosquitto-compatible password file, like `mosquitto_passwd` (see [`passwd`]).
+//! - `starling store check|dump|reset --dir DIR`: inspect the message store, print its records,
+//!   or move it aside (see `store_cmd`).
 //!
 //! Exit codes: 0 success, 1 runtime or configuration error, 2 command-line usage error (clap).
 
@@ -19,6 +21,7 @@
 
 mod limits;
 mod passwd;
+mod store_cmd;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -63,6 +66,11 @@ enum Command {
     /// Add, change or delete users in a Mosquitto-compatible password file (like
     /// mosquitto_passwd).
     Passwd(passwd::PasswdArgs),
+    /// Inspect, dump or move aside the message store (persistence.dir).
+    Store {
+        #[command(subcommand)]
+        action: store_cmd::StoreCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +84,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Store { action }) => store_cmd::run(action),
         Some(Command::Run(args)) => run(args),
         Some(Command::Passwd(args)) => passwd::run(args),
         None => run(cli.run),

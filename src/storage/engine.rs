@@ -1,0 +1,518 @@
+//! The semantics shared by every store, written once over a minimal key-value interface
+//! ([`Kv`]): turning a batch of [`Op`]s into key writes ([`plan`]), and reading sessions and
+//! queues back ([`load`], [`queue_range`], [`queue_len`]).
+//!
+//! Invariants:
+//! - [`plan`] only reads; it returns the complete set of key writes (last write per key wins,
+//!   already coalesced), which the backend then commits atomically. Reads inside a plan see the
+//!   batch's own earlier ops (an overlay), so `[Enqueue, Dequeue]` or `[Enqueue, DeleteSession]`
+//!   in one batch leave refcounts right.
+//! - A message body exists in `msgs` iff its `msg_refs` count is ≥ 1, and the count equals the
+//!   number of queue entries naming it. Deletes tolerate corrupt or missing records (they are
+//!   removed anyway), so a damaged record can always be cleaned up.
+//! - Every key is checked against [`MAX_KEY_LEN`] before the plan is returned.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::encoding::{self as enc, DecodeError, QueueEntry};
+use super::{
+    InflightStage, LoadedInflight, LoadedSession, Op, Snapshot, StoreError, StoredDelivery,
+    StoredMessage, MAX_KEY_LEN,
+};
+
+/// The keyspaces. Every store has all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Ks {
+    Meta,
+    Sessions,
+    Subs,
+    Queue,
+    Msgs,
+    MsgRefs,
+    Inflight,
+    Qos2In,
+    Retained,
+}
+
+impl Ks {
+    pub(crate) const ALL: [Ks; 9] = [
+        Ks::Meta,
+        Ks::Sessions,
+        Ks::Subs,
+        Ks::Queue,
+        Ks::Msgs,
+        Ks::MsgRefs,
+        Ks::Inflight,
+        Ks::Qos2In,
+        Ks::Retained,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Ks::Meta => "meta",
+            Ks::Sessions => "sessions",
+            Ks::Subs => "subs",
+            Ks::Queue => "queue",
+            Ks::Msgs => "msgs",
+            Ks::MsgRefs => "msg_refs",
+            Ks::Inflight => "inflight",
+            Ks::Qos2In => "qos2_in",
+            Ks::Retained => "retained",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Key of the format version in `meta`.
+pub(crate) const META_FORMAT_VERSION: &[u8] = b"format_version";
+
+/// Visitor for [`Kv::scan`]: return `Ok(false)` to stop.
+pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError> + 'a;
+
+/// The read side a backend provides.
+pub(crate) trait Kv {
+    fn get(&self, ks: Ks, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Visits, in key order, the entries whose key starts with `prefix` and is ≥ `from`.
+    fn scan(&self, ks: Ks, prefix: &[u8], from: &[u8], f: &mut Visit) -> Result<(), StoreError>;
+    /// The greatest key starting with `prefix`.
+    fn last_key(&self, ks: Ks, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// The key writes of one batch: `None` deletes.
+pub(crate) type Writes = BTreeMap<(Ks, Vec<u8>), Option<Vec<u8>>>;
+
+struct Planner<'a> {
+    kv: &'a dyn Kv,
+    writes: Writes,
+}
+
+impl Planner<'_> {
+    fn get(&self, ks: Ks, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.writes.get(&(ks, key.to_vec())) {
+            Some(v) => Ok(v.clone()),
+            None => self.kv.get(ks, key),
+        }
+    }
+
+    fn put(&mut self, ks: Ks, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
+        check_key(ks, &key)?;
+        if u32::try_from(value.len()).is_err() {
+            return Err(StoreError::TooLarge(format!(
+                "a {} byte record in `{}`",
+                value.len(),
+                ks.name()
+            )));
+        }
+        self.writes.insert((ks, key), Some(value));
+        Ok(())
+    }
+
+    fn del(&mut self, ks: Ks, key: Vec<u8>) -> Result<(), StoreError> {
+        check_key(ks, &key)?;
+        self.writes.insert((ks, key), None);
+        Ok(())
+    }
+
+    /// Keys under `prefix`, as the batch so far leaves them.
+    fn keys_with_prefix(&self, ks: Ks, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut keys = BTreeMap::new();
+        self.kv.scan(ks, prefix, prefix, &mut |k, _| {
+            keys.insert(k.to_vec(), ());
+            Ok(true)
+        })?;
+        for ((wks, k), v) in self.writes.range((ks, prefix.to_vec())..) {
+            if *wks != ks || !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(_) => keys.insert(k.clone(), ()),
+                None => keys.remove(k),
+            };
+        }
+        Ok(keys.into_keys().collect())
+    }
+
+    fn incref(&mut self, id: u64, msg: &StoredMessage) -> Result<(), StoreError> {
+        let key = enc::msg_key(id);
+        let refs = match self.get(Ks::MsgRefs, &key)? {
+            Some(v) => enc::decode_refcount(&v).map_err(|e| e.at("msg_refs", &key))?,
+            None => 0,
+        };
+        if refs == 0 {
+            self.put(Ks::Msgs, key.clone(), enc::encode_message(msg))?;
+        }
+        self.put(
+            Ks::MsgRefs,
+            key,
+            enc::encode_refcount(refs.saturating_add(1)),
+        )
+    }
+
+    fn decref(&mut self, id: u64) -> Result<(), StoreError> {
+        let key = enc::msg_key(id);
+        let refs = match self.get(Ks::MsgRefs, &key)? {
+            Some(v) => enc::decode_refcount(&v).unwrap_or_else(|e| {
+                tracing::warn!("store: dropping message {id} with a corrupt refcount: {e}");
+                0
+            }),
+            None => 0,
+        };
+        if refs <= 1 {
+            self.del(Ks::Msgs, key.clone())?;
+            self.del(Ks::MsgRefs, key)
+        } else {
+            self.put(Ks::MsgRefs, key, enc::encode_refcount(refs - 1))
+        }
+    }
+
+    /// Deletes a queue entry, releasing its body. A corrupt entry is deleted all the same.
+    fn remove_queue_entry(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
+        if let Some(v) = self.get(Ks::Queue, &key)? {
+            match enc::decode_queue_entry(&v) {
+                Ok(q) => self.decref(q.msg_id)?,
+                Err(e) => tracing::warn!(
+                    "store: deleting corrupt queue entry {}: {e}",
+                    enc::key_display(&key)
+                ),
+            }
+            self.del(Ks::Queue, key)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), StoreError> {
+        match op {
+            Op::PutSession(s) => self.put(
+                Ks::Sessions,
+                s.client_id.as_bytes().to_vec(),
+                enc::encode_session(s),
+            ),
+            Op::DeleteSession { client_id } => {
+                self.del(Ks::Sessions, client_id.as_bytes().to_vec())?;
+                let prefix = enc::client_prefix(client_id);
+                check_key(Ks::Subs, &prefix)?;
+                for key in self.keys_with_prefix(Ks::Queue, &prefix)? {
+                    self.remove_queue_entry(key)?;
+                }
+                for ks in [Ks::Subs, Ks::Inflight, Ks::Qos2In] {
+                    for key in self.keys_with_prefix(ks, &prefix)? {
+                        self.del(ks, key)?;
+                    }
+                }
+                Ok(())
+            }
+            Op::PutSubscription { client_id, sub } => self.put(
+                Ks::Subs,
+                enc::sub_key(client_id, &sub.filter),
+                enc::encode_subscription(sub),
+            ),
+            Op::DeleteSubscription { client_id, filter } => {
+                self.del(Ks::Subs, enc::sub_key(client_id, filter))
+            }
+            Op::Enqueue {
+                client_id,
+                seq,
+                delivery,
+            } => {
+                let key = enc::seq_key(client_id, *seq);
+                check_key(Ks::Queue, &key)?;
+                // Replacing an entry releases the body it named.
+                self.remove_queue_entry(key.clone())?;
+                self.incref(delivery.msg_id, &delivery.msg)?;
+                let entry = QueueEntry {
+                    msg_id: delivery.msg_id,
+                    qos: delivery.qos,
+                    retain: delivery.retain,
+                    subscription_ids: delivery.subscription_ids.clone(),
+                };
+                self.put(Ks::Queue, key, enc::encode_queue_entry(&entry))
+            }
+            Op::Dequeue { client_id, seq } => {
+                let key = enc::seq_key(client_id, *seq);
+                check_key(Ks::Queue, &key)?;
+                self.remove_queue_entry(key)
+            }
+            Op::PutInflight {
+                client_id,
+                packet_id,
+                seq,
+                stage,
+            } => self.put(
+                Ks::Inflight,
+                enc::pid_key(client_id, *packet_id),
+                enc::encode_inflight(*stage, *seq),
+            ),
+            Op::DeleteInflight {
+                client_id,
+                packet_id,
+            } => self.del(Ks::Inflight, enc::pid_key(client_id, *packet_id)),
+            Op::PutInboundQos2 {
+                client_id,
+                packet_id,
+                msg,
+            } => self.put(
+                Ks::Qos2In,
+                enc::pid_key(client_id, *packet_id),
+                enc::encode_inbound_qos2(msg.as_ref()),
+            ),
+            Op::DeleteInboundQos2 {
+                client_id,
+                packet_id,
+            } => self.del(Ks::Qos2In, enc::pid_key(client_id, *packet_id)),
+            Op::PutRetained(m) => self.put(
+                Ks::Retained,
+                m.topic.as_bytes().to_vec(),
+                enc::encode_message(m),
+            ),
+            Op::DeleteRetained { topic } => self.del(Ks::Retained, topic.as_bytes().to_vec()),
+        }
+    }
+}
+
+fn check_key(ks: Ks, key: &[u8]) -> Result<(), StoreError> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(StoreError::TooLarge(format!(
+            "a {} byte key in `{}` (at most {MAX_KEY_LEN}: client id or topic too long)",
+            key.len(),
+            ks.name()
+        )));
+    }
+    Ok(())
+}
+
+/// The key writes that apply `batch`, reading current state from `kv`.
+pub(crate) fn plan(kv: &dyn Kv, batch: &[Op]) -> Result<Writes, StoreError> {
+    let mut p = Planner {
+        kv,
+        writes: BTreeMap::new(),
+    };
+    for op in batch {
+        p.apply(op)?;
+    }
+    Ok(p.writes)
+}
+
+/// Looks up message bodies, sharing one `Arc` per id within a call.
+struct Bodies<'a> {
+    kv: &'a dyn Kv,
+    cache: HashMap<u64, Option<Arc<StoredMessage>>>,
+}
+
+impl Bodies<'_> {
+    fn get(&mut self, id: u64) -> Result<Option<Arc<StoredMessage>>, StoreError> {
+        if let Some(m) = self.cache.get(&id) {
+            return Ok(m.clone());
+        }
+        let key = enc::msg_key(id);
+        let m = match self.kv.get(Ks::Msgs, &key)? {
+            Some(v) => Some(Arc::new(
+                enc::decode_message(&v).map_err(|e| e.at("msgs", &key))?,
+            )),
+            None => None,
+        };
+        self.cache.insert(id, m.clone());
+        Ok(m)
+    }
+
+    /// The delivery for a queue entry, or None (with a warning) when its body is missing.
+    fn delivery(&mut self, key: &[u8], raw: &[u8]) -> Result<Option<StoredDelivery>, StoreError> {
+        let q = enc::decode_queue_entry(raw).map_err(|e| e.at("queue", key))?;
+        let Some(msg) = self.get(q.msg_id)? else {
+            tracing::warn!(
+                "store: queue entry {} names missing message {}; skipped",
+                enc::key_display(key),
+                q.msg_id
+            );
+            return Ok(None);
+        };
+        Ok(Some(StoredDelivery {
+            msg_id: q.msg_id,
+            msg,
+            qos: q.qos,
+            retain: q.retain,
+            subscription_ids: q.subscription_ids,
+        }))
+    }
+}
+
+/// Visits every record of `ks` in key order.
+pub(crate) fn scan_all(kv: &dyn Kv, ks: Ks, f: &mut Visit) -> Result<(), StoreError> {
+    kv.scan(ks, &[], &[], f)
+}
+
+/// Splits a per-client key, naming the keyspace on failure.
+fn client_key(ks: Ks, key: &[u8]) -> Result<(String, Vec<u8>), StoreError> {
+    enc::split_client_key(key)
+        .map(|(c, rest)| (c, rest.to_vec()))
+        .map_err(|e| e.at(ks.name(), key))
+}
+
+fn corrupt(ks: Ks, key: &[u8]) -> impl FnOnce(DecodeError) -> StoreError + '_ {
+    move |e| e.at(ks.name(), key)
+}
+
+pub(crate) fn load(kv: &dyn Kv) -> Result<Snapshot, StoreError> {
+    let mut sessions: BTreeMap<String, LoadedSession> = BTreeMap::new();
+    scan_all(kv, Ks::Sessions, &mut |k, v| {
+        let id = enc::decode_str_key(k, "client id").map_err(corrupt(Ks::Sessions, k))?;
+        let s = enc::decode_session(id.clone(), v).map_err(corrupt(Ks::Sessions, k))?;
+        sessions.insert(
+            id,
+            LoadedSession {
+                session: s,
+                subscriptions: Vec::new(),
+                inflight: Vec::new(),
+                inbound_qos2: Vec::new(),
+                next_seq: 0,
+                replay_from_seq: 0,
+            },
+        );
+        Ok(true)
+    })?;
+    let mut skipped = 0u64;
+    let mut orphan = |ks: Ks, client: &str| {
+        tracing::warn!(
+            "store: `{}` record of unknown session {client:?} skipped",
+            ks.name()
+        );
+        skipped += 1;
+    };
+
+    scan_all(kv, Ks::Subs, &mut |k, v| {
+        let (client, rest) = client_key(Ks::Subs, k)?;
+        let filter = enc::decode_str_key(&rest, "filter").map_err(corrupt(Ks::Subs, k))?;
+        let sub = enc::decode_subscription(filter, v).map_err(corrupt(Ks::Subs, k))?;
+        match sessions.get_mut(&client) {
+            Some(s) => s.subscriptions.push(sub),
+            None => orphan(Ks::Subs, &client),
+        }
+        Ok(true)
+    })?;
+
+    let mut bodies = Bodies {
+        kv,
+        cache: HashMap::new(),
+    };
+    let mut dangling = 0u64;
+    scan_all(kv, Ks::Inflight, &mut |k, v| {
+        let (client, rest) = client_key(Ks::Inflight, k)?;
+        let packet_id = enc::decode_u16_suffix(&rest).map_err(corrupt(Ks::Inflight, k))?;
+        let (stage, seq) = enc::decode_inflight(v).map_err(corrupt(Ks::Inflight, k))?;
+        let Some(s) = sessions.get_mut(&client) else {
+            orphan(Ks::Inflight, &client);
+            return Ok(true);
+        };
+        let loaded = match stage {
+            InflightStage::Released => LoadedInflight::Released { packet_id, seq },
+            InflightStage::Publish => {
+                let qkey = enc::seq_key(&client, seq);
+                let delivery = match kv.get(Ks::Queue, &qkey)? {
+                    Some(raw) => bodies.delivery(&qkey, &raw)?,
+                    None => None,
+                };
+                let Some(delivery) = delivery else {
+                    tracing::warn!(
+                        "store: inflight packet {packet_id} of {client:?} names missing queue \
+                         entry {seq}; skipped"
+                    );
+                    dangling += 1;
+                    return Ok(true);
+                };
+                LoadedInflight::Publish {
+                    packet_id,
+                    seq,
+                    delivery,
+                }
+            }
+        };
+        s.inflight.push(loaded);
+        Ok(true)
+    })?;
+
+    scan_all(kv, Ks::Qos2In, &mut |k, v| {
+        let (client, rest) = client_key(Ks::Qos2In, k)?;
+        let packet_id = enc::decode_u16_suffix(&rest).map_err(corrupt(Ks::Qos2In, k))?;
+        let msg = enc::decode_inbound_qos2(v).map_err(corrupt(Ks::Qos2In, k))?;
+        match sessions.get_mut(&client) {
+            Some(s) => s.inbound_qos2.push((packet_id, msg)),
+            None => orphan(Ks::Qos2In, &client),
+        }
+        Ok(true)
+    })?;
+
+    for (client, s) in sessions.iter_mut() {
+        s.inflight.sort_by_key(LoadedInflight::seq);
+        let prefix = enc::client_prefix(client);
+        let last_queued = match kv.last_key(Ks::Queue, &prefix)? {
+            Some(k) => {
+                Some(enc::decode_u64_suffix(&k[prefix.len()..]).map_err(corrupt(Ks::Queue, &k))?)
+            }
+            None => None,
+        };
+        let last_inflight = s.inflight.last().map(LoadedInflight::seq);
+        s.replay_from_seq = last_inflight.map_or(0, |x| x.saturating_add(1));
+        s.next_seq = last_queued
+            .max(last_inflight)
+            .map_or(0, |x| x.saturating_add(1));
+    }
+
+    let mut retained = Vec::new();
+    scan_all(kv, Ks::Retained, &mut |k, v| {
+        retained.push(enc::decode_message(v).map_err(corrupt(Ks::Retained, k))?);
+        Ok(true)
+    })?;
+
+    let next_msg_id = match kv.last_key(Ks::Msgs, &[])? {
+        Some(k) => enc::decode_u64_suffix(&k)
+            .map_err(corrupt(Ks::Msgs, &k))?
+            .saturating_add(1),
+        None => 0,
+    };
+
+    Ok(Snapshot {
+        sessions: sessions.into_values().collect(),
+        retained,
+        next_msg_id,
+        skipped: skipped + dangling,
+    })
+}
+
+pub(crate) fn queue_range(
+    kv: &dyn Kv,
+    client_id: &str,
+    from_seq: u64,
+    max: usize,
+) -> Result<Vec<(u64, StoredDelivery)>, StoreError> {
+    let prefix = enc::client_prefix(client_id);
+    let from = enc::seq_key(client_id, from_seq);
+    let mut bodies = Bodies {
+        kv,
+        cache: HashMap::new(),
+    };
+    let mut out = Vec::new();
+    if max == 0 {
+        return Ok(out);
+    }
+    kv.scan(Ks::Queue, &prefix, &from, &mut |k, v| {
+        let seq = enc::decode_u64_suffix(&k[prefix.len()..]).map_err(corrupt(Ks::Queue, k))?;
+        if let Some(d) = bodies.delivery(k, v)? {
+            out.push((seq, d));
+        }
+        Ok(out.len() < max)
+    })?;
+    Ok(out)
+}
+
+pub(crate) fn queue_len(kv: &dyn Kv, client_id: &str) -> Result<u64, StoreError> {
+    let prefix = enc::client_prefix(client_id);
+    let mut n = 0u64;
+    kv.scan(Ks::Queue, &prefix, &prefix, &mut |_, _| {
+        n += 1;
+        Ok(true)
+    })?;
+    Ok(n)
+}

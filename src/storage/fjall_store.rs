@@ -1,0 +1,387 @@
+//! [`FjallStore`]: the on-disk store, one fjall database with one keyspace per record kind.
+//!
+//! Layout (all keys big-endian, see `encoding`):
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `meta` | `format_version` | u32 [`FORMAT_VERSION`] |
+//! | `sessions` | client id | session record |
+//! | `subs` | len‖client‖filter | options, subscription id |
+//! | `queue` | len‖client‖seq u64 | message id, QoS, retain, subscription ids |
+//! | `msgs` | message id u64 | message (topic, payload, properties, expiry, publisher) |
+//! | `msg_refs` | message id u64 | number of queue entries naming it |
+//! | `inflight` | len‖client‖packet id u16 | stage, seq |
+//! | `qos2_in` | len‖client‖packet id u16 | optional message |
+//! | `retained` | topic | message |
+//!
+//! Invariants:
+//! - Writes are serialised by `write_lock`; a batch is planned (reads) and committed as one
+//!   fjall `OwnedWriteBatch` under it, so it is atomic across keyspaces and across a crash.
+//! - Every commit is flushed to the OS (fjall's default), so a process crash loses nothing that
+//!   `write` returned for; `sync` adds an fdatasync of the journal (`PersistMode::SyncData`).
+//! - After a failed commit or fsync the store is poisoned: every later `write` fails with
+//!   [`StoreError::Poisoned`]. Reads keep working.
+//! - Memory and descriptors are bounded: block cache `cache_size`, at most `max_open_files`
+//!   cached table files, 8 MiB of memtable per keyspace, 128 MiB of journal.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use parking_lot::Mutex;
+
+use super::encoding as enc;
+use super::engine::{self, Ks, Kv, Visit, META_FORMAT_VERSION};
+use super::inspect::{self, CheckReport};
+use super::memory::prefix_end;
+use super::{Op, Snapshot, Store, StoreError, StoredDelivery, FORMAT_VERSION};
+
+/// Tuning of a [`FjallStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FjallOptions {
+    /// Block cache in bytes. Default 32 MiB.
+    pub cache_size: u64,
+    /// Table files kept open at most (at least 10). Default 256, a small share of the process's
+    /// descriptors, which belong to connections.
+    pub max_open_files: usize,
+}
+
+impl Default for FjallOptions {
+    fn default() -> Self {
+        FjallOptions {
+            cache_size: 32 * 1024 * 1024,
+            max_open_files: 256,
+        }
+    }
+}
+
+/// The on-disk store.
+pub struct FjallStore {
+    db: Database,
+    /// Indexed by [`Ks::index`].
+    keyspaces: Vec<Keyspace>,
+    dir: PathBuf,
+    write_lock: Mutex<()>,
+    poisoned: Mutex<Option<String>>,
+}
+
+/// What to tell a user whose store cannot be opened.
+fn open_hint(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "inspect it with `starling store check --dir {d}` (or `dump`); to start with an empty \
+         store, move it aside with `starling store reset --dir {d}` (renames it to \
+         {d}.broken-<unix time>, deletes nothing)"
+    )
+}
+
+fn io(e: fjall::Error) -> StoreError {
+    match e {
+        fjall::Error::Poisoned => {
+            StoreError::Poisoned("the storage engine reported an earlier failure".into())
+        }
+        e => StoreError::Io(e.to_string()),
+    }
+}
+
+impl FjallStore {
+    /// Opens (creating if needed) the store in `dir`. Errors say what is wrong and how to move
+    /// the store aside.
+    pub fn open(dir: &Path, opts: &FjallOptions) -> Result<FjallStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Open(format!(
+                "cannot create the store directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Self::open_dir(dir, opts)
+    }
+
+    /// Opens an existing store only (for `starling store check|dump`): a missing or empty
+    /// directory is an error rather than a new store.
+    pub fn open_existing(dir: &Path, opts: &FjallOptions) -> Result<FjallStore, StoreError> {
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| StoreError::Open(format!("no store at {}: {e}", dir.display())))?
+            .next()
+            .is_none();
+        if empty {
+            return Err(StoreError::Open(format!(
+                "no store at {}: the directory is empty",
+                dir.display()
+            )));
+        }
+        Self::open_dir(dir, opts)
+    }
+
+    fn open_dir(dir: &Path, opts: &FjallOptions) -> Result<FjallStore, StoreError> {
+        let fail = |what: String| {
+            StoreError::Open(format!(
+                "cannot open the message store in {}: {what}. {}",
+                dir.display(),
+                open_hint(dir)
+            ))
+        };
+        let builder = Database::builder(dir)
+            .cache_size(opts.cache_size)
+            .max_cached_files(Some(opts.max_open_files.max(10)))
+            .max_journaling_size(128 * 1024 * 1024);
+        // fjall asserts on some malformed metadata; a damaged store must yield an error, not
+        // take the broker down.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.open()));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(fjall::Error::Locked)) => {
+                return Err(StoreError::Open(format!(
+                    "the message store in {} is in use by another process (is another starling \
+                     running with the same persistence.dir?)",
+                    dir.display()
+                )))
+            }
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail("the storage engine failed while recovering it".into())),
+        };
+        let mut keyspaces = Vec::with_capacity(Ks::ALL.len());
+        for ks in Ks::ALL {
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                db.keyspace(ks.name(), || {
+                    KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
+                })
+            }));
+            match opened {
+                Ok(Ok(k)) => keyspaces.push(k),
+                Ok(Err(e)) => return Err(fail(format!("keyspace `{}`: {e}", ks.name()))),
+                Err(_) => {
+                    return Err(fail(format!(
+                        "keyspace `{}` could not be recovered",
+                        ks.name()
+                    )))
+                }
+            }
+        }
+        let store = FjallStore {
+            db,
+            keyspaces,
+            dir: dir.to_path_buf(),
+            write_lock: Mutex::new(()),
+            poisoned: Mutex::new(None),
+        };
+        store.check_format_version(&fail)?;
+        Ok(store)
+    }
+
+    fn check_format_version(&self, fail: &dyn Fn(String) -> StoreError) -> Result<(), StoreError> {
+        let meta = self.ks(Ks::Meta);
+        match meta
+            .get(META_FORMAT_VERSION)
+            .map_err(|e| fail(e.to_string()))?
+        {
+            Some(v) => {
+                let v = enc::decode_format_version(&v)
+                    .map_err(|e| fail(format!("unreadable format version: {e}")))?;
+                if v > FORMAT_VERSION {
+                    return Err(StoreError::Open(format!(
+                        "the message store in {} has format version {v}, newer than the version \
+                         {FORMAT_VERSION} this starling understands: run a newer starling, or {}",
+                        self.dir.display(),
+                        open_hint(&self.dir)
+                    )));
+                }
+                if v != FORMAT_VERSION {
+                    return Err(fail(format!("unknown format version {v}")));
+                }
+                Ok(())
+            }
+            None => {
+                for ks in Ks::ALL {
+                    if !self.ks(ks).is_empty().map_err(|e| fail(e.to_string()))? {
+                        return Err(fail(format!(
+                            "it holds records in `{}` but no format version",
+                            ks.name()
+                        )));
+                    }
+                }
+                meta.insert(
+                    META_FORMAT_VERSION,
+                    enc::encode_format_version(FORMAT_VERSION),
+                )
+                .and_then(|()| self.db.persist(PersistMode::SyncAll))
+                .map_err(|e| fail(format!("cannot record the format version: {e}")))
+            }
+        }
+    }
+
+    /// Moves the store in `dir` aside to `DIR.broken-<unix seconds>` (with a `-N` suffix if
+    /// that exists) and returns the new path. Nothing is deleted. Refused while a process holds
+    /// the store open.
+    pub fn move_aside(dir: &Path) -> Result<PathBuf, StoreError> {
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| StoreError::Open(format!("no store at {}: {e}", dir.display())))?;
+        if !meta.is_dir() {
+            return Err(StoreError::Open(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        let name = dir.file_name().ok_or_else(|| {
+            StoreError::Open(format!(
+                "cannot move {} aside: name the store's own directory",
+                dir.display()
+            ))
+        })?;
+        // fjall holds an exclusive lock on `lock` while the store is open.
+        let lock = dir.join("lock");
+        if lock.exists() {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&lock)
+                .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", lock.display())))?;
+            match file.try_lock() {
+                Ok(()) => drop(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Open(format!(
+                        "the store in {} is in use by a running process (a starling broker?); \
+                         stop it first",
+                        dir.display()
+                    )))
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(StoreError::Open(format!(
+                        "cannot lock {}: {e}",
+                        lock.display()
+                    )))
+                }
+            }
+        }
+        let secs = super::unix_ms_now() / 1000;
+        let base = format!("{}.broken-{secs}", name.to_string_lossy());
+        let parent = dir.parent().unwrap_or(Path::new(""));
+        let mut target = parent.join(&base);
+        let mut n = 1;
+        while target.exists() {
+            target = parent.join(format!("{base}-{n}"));
+            n += 1;
+        }
+        std::fs::rename(dir, &target).map_err(|e| {
+            StoreError::Open(format!(
+                "cannot move {} to {}: {e}",
+                dir.display(),
+                target.display()
+            ))
+        })?;
+        Ok(target)
+    }
+
+    fn ks(&self, ks: Ks) -> &Keyspace {
+        &self.keyspaces[ks.index()]
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records the failure and returns the error to report.
+    fn poison(&self, e: fjall::Error) -> StoreError {
+        let err = io(e);
+        let mut p = self.poisoned.lock();
+        if p.is_none() {
+            tracing::error!("store: write failed, refusing further writes: {err}");
+            *p = Some(err.to_string());
+        }
+        err
+    }
+
+    /// Decodes every record and checks references and refcounts.
+    pub fn check(&self) -> CheckReport {
+        inspect::check(self)
+    }
+
+    /// Prints every record, human-readably, to `out`.
+    pub fn dump(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        inspect::dump(self, out)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn put_raw(&self, ks: Ks, key: &[u8], value: &[u8]) {
+        self.ks(ks).insert(key, value).expect("test write");
+    }
+}
+
+impl Kv for FjallStore {
+    fn get(&self, ks: Ks, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.ks(ks).get(key).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, ks: Ks, prefix: &[u8], from: &[u8], f: &mut Visit) -> Result<(), StoreError> {
+        let from = from.to_vec();
+        let iter = match prefix_end(prefix) {
+            Some(end) => self.ks(ks).range(from..end),
+            None => self.ks(ks).range(from..),
+        };
+        for guard in iter {
+            let (k, v) = guard.into_inner().map_err(io)?;
+            if !k.starts_with(prefix) || !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn last_key(&self, ks: Ks, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.ks(ks).prefix(prefix).next_back() {
+            Some(guard) => Ok(Some(guard.key().map_err(io)?.to_vec())),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Store for FjallStore {
+    fn write(&self, batch: &[Op], sync: bool) -> Result<(), StoreError> {
+        let _guard = self.write_lock.lock();
+        if let Some(reason) = self.poisoned.lock().clone() {
+            return Err(StoreError::Poisoned(reason));
+        }
+        let writes = engine::plan(self, batch)?;
+        if !writes.is_empty() {
+            let mut b = self.db.batch();
+            for ((ks, key), value) in writes {
+                match value {
+                    Some(v) => b.insert(self.ks(ks), key, v),
+                    None => b.remove(self.ks(ks), key),
+                }
+            }
+            b.commit().map_err(|e| self.poison(e))?;
+        }
+        if sync {
+            self.db
+                .persist(PersistMode::SyncData)
+                .map_err(|e| self.poison(e))?;
+        }
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        engine::load(self).map_err(|e| match e {
+            StoreError::Corrupt { .. } => StoreError::Open(format!(
+                "cannot load the message store in {}: {e}. {}",
+                self.dir.display(),
+                open_hint(&self.dir)
+            )),
+            e => e,
+        })
+    }
+
+    fn queue_range(
+        &self,
+        client_id: &str,
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StoredDelivery)>, StoreError> {
+        engine::queue_range(self, client_id, from_seq, max)
+    }
+
+    fn queue_len(&self, client_id: &str) -> Result<u64, StoreError> {
+        engine::queue_len(self, client_id)
+    }
+}

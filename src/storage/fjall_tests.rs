@@ -1,0 +1,216 @@
+//! What only the disk store has: reopening, the format version, the directory lock, and the
+//! writes/s measurement.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{enqueue, session};
+use crate::storage::encoding::tests::message;
+use crate::storage::*;
+
+fn open(dir: &std::path::Path) -> FjallStore {
+    FjallStore::open(dir, &FjallOptions::default()).unwrap()
+}
+
+#[test]
+fn reopen_after_drop_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Arc::new(message("t", b"body"));
+    let snapshot = {
+        let s = open(dir.path());
+        s.write(
+            &[
+                Op::PutSession(session("c")),
+                enqueue("c", 0, 5, &m),
+                enqueue("c", 1, 5, &m),
+                Op::PutInflight {
+                    client_id: "c".into(),
+                    packet_id: 1,
+                    seq: 0,
+                    stage: InflightStage::Publish,
+                },
+                Op::PutRetained(message("r", b"kept")),
+            ],
+            true,
+        )
+        .unwrap();
+        // Written without sync: still there after a clean close.
+        s.write(&[Op::PutRetained(message("r2", b"unsynced"))], false)
+            .unwrap();
+        s.load().unwrap()
+    };
+    let s = open(dir.path());
+    let again = s.load().unwrap();
+    assert_eq!(again, snapshot);
+    assert_eq!(again.retained.len(), 2);
+    assert_eq!(again.next_msg_id, 6);
+    assert_eq!(s.queue_len("c").unwrap(), 2);
+    assert!(s.check().is_ok());
+}
+
+#[test]
+fn new_store_records_format_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert_eq!(s.check().format_version, Some(FORMAT_VERSION));
+    assert_eq!(s.dir(), dir.path());
+}
+
+#[test]
+fn newer_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        meta.insert("format_version", 99u32.to_be_bytes()).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let err = FjallStore::open(dir.path(), &FjallOptions::default())
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("format version 99"), "{text}");
+    assert!(text.contains("newer"), "{text}");
+    assert!(text.contains("starling store reset --dir"), "{text}");
+}
+
+#[test]
+fn records_without_format_version_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let sessions = db
+            .keyspace("sessions", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        sessions.insert("c", [1u8, 4, 0]).unwrap();
+    }
+    let text = FjallStore::open(dir.path(), &FjallOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(text.contains("no format version"), "{text}");
+}
+
+#[test]
+fn second_open_of_a_store_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let text = FjallStore::open(dir.path(), &FjallOptions::default())
+        .err()
+        .expect("locked")
+        .to_string();
+    assert!(text.contains("in use by another process"), "{text}");
+}
+
+#[test]
+fn open_existing_refuses_missing_or_empty_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let text = FjallStore::open_existing(&missing, &FjallOptions::default())
+        .err()
+        .expect("missing")
+        .to_string();
+    assert!(text.contains("no store at"), "{text}");
+    assert!(!missing.exists(), "not created");
+    let text = FjallStore::open_existing(dir.path(), &FjallOptions::default())
+        .err()
+        .expect("empty")
+        .to_string();
+    assert!(text.contains("empty"), "{text}");
+    drop(open(dir.path()));
+    FjallStore::open_existing(dir.path(), &FjallOptions::default()).unwrap();
+}
+
+#[test]
+fn garbage_directory_is_an_error_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("version"), b"not a fjall version marker").unwrap();
+    let text = FjallStore::open(dir.path(), &FjallOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(text.contains("cannot open the message store"), "{text}");
+    assert!(text.contains("starling store reset --dir"), "{text}");
+}
+
+#[test]
+fn move_aside_renames_and_refuses_a_store_in_use() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let store = open(&dir);
+    store.write(&[Op::PutSession(session("c"))], true).unwrap();
+    let text = FjallStore::move_aside(&dir).unwrap_err().to_string();
+    assert!(text.contains("in use"), "{text}");
+    drop(store);
+    let moved = FjallStore::move_aside(&dir).unwrap();
+    assert!(!dir.exists());
+    let name = moved.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("data.broken-"), "{name}");
+    assert_eq!(moved.parent(), Some(parent.path()));
+    // Nothing was lost: the moved store still opens with its data.
+    assert_eq!(open(&moved).load().unwrap().sessions.len(), 1);
+    // A second reset in the same second gets its own name.
+    drop(open(&dir));
+    let again = FjallStore::move_aside(&dir).unwrap();
+    assert_ne!(again, moved);
+    assert!(
+        FjallStore::move_aside(&dir).is_err(),
+        "nothing left to move"
+    );
+}
+
+/// Writes/s of group commit against fsync per request, on this machine's disk. Not a timed
+/// assertion: run with `cargo test --release -- --ignored --nocapture store_throughput`.
+#[test]
+#[ignore]
+fn store_throughput() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (mode, n) in [
+        (SyncMode::Always, 2_000u64),
+        (SyncMode::Batch, 50_000),
+        (SyncMode::None, 50_000),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(open(dir.path()));
+        let writer = Arc::new(StoreWriter::spawn(store, mode, 1024));
+        let start = Instant::now();
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            // 256 concurrent publishers, each waiting for its write like a PUBACK would.
+            for p in 0..256u64 {
+                let writer = writer.clone();
+                tasks.push(tokio::spawn(async move {
+                    let msg = Arc::new(message("bench/topic", &[0u8; 128]));
+                    let client = format!("client-{p}");
+                    let mut seq = 0;
+                    while seq * 256 + p < n {
+                        writer
+                            .submit(vec![enqueue(&client, seq, seq * 256 + p, &msg)])
+                            .await
+                            .unwrap();
+                        seq += 1;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            writer.shutdown().await.unwrap();
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let stats = writer.stats();
+        println!(
+            "{mode:?}: {n} acknowledged writes in {secs:.2}s = {:.0} writes/s ({} groups, {} fsyncs)",
+            n as f64 / secs,
+            stats.groups,
+            stats.syncs
+        );
+    }
+}
