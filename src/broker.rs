@@ -22,9 +22,14 @@ use crate::codec::{topic, QoS, SubscriptionOptions};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::message::Message;
 use crate::metrics::Metrics;
+use crate::persistence::{self, Persistence};
 use crate::router::retained::RetainedStore;
 use crate::router::trie::{Subscription, SubscriptionTrie};
-use crate::session::{Control, Delivery, DropReason, Limits, Ownership, Session, SessionMeta};
+use crate::session::{
+    Control, Delivery, DropReason, Limits, Ownership, Persistence as SessionPersistence, Session,
+    SessionMeta,
+};
+use crate::storage::Op;
 
 /// How long a CONNECT waits for the connection it takes over to finish closing.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,6 +112,17 @@ pub struct Claimed {
     pub session: Arc<Session>,
     pub ownership: Ownership,
     pub session_present: bool,
+    /// Store writes CONNACK must wait for (a persistent session's record).
+    pub store_ops: Vec<Op>,
+}
+
+/// What routing one PUBLISH produced.
+#[derive(Default)]
+pub struct Publication {
+    /// QoS 1/2 deliveries that found a connected subscriber's queue full (rule (c)).
+    pub blocked: Vec<(Arc<Session>, Delivery)>,
+    /// Store writes the acknowledgement must wait for (queue entries, retained).
+    pub ops: Vec<Op>,
 }
 
 /// State shared by every connection.
@@ -124,6 +140,8 @@ pub struct BrokerState {
     auth: RwLock<Arc<AuthConfig>>,
     /// Bumped on every auth reload so connections refresh their cached snapshot.
     auth_generation: AtomicU64,
+    /// The store, when persistence is on.
+    persistence: Option<Arc<Persistence>>,
 }
 
 /// Another user's CONNECT for a session that belongs to someone else
@@ -154,7 +172,29 @@ impl BrokerState {
             authenticators: Vec::new(),
             auth: RwLock::new(Arc::new(AuthConfig::default())),
             auth_generation: AtomicU64::new(0),
+            persistence: None,
         }
+    }
+
+    /// Installs the store (at start, before serving).
+    pub fn with_persistence(mut self, p: Option<Arc<Persistence>>) -> BrokerState {
+        self.persistence = p;
+        self
+    }
+
+    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persistence.as_ref()
+    }
+
+    /// Adds a session restored from the store (at start, before serving).
+    pub fn restore_session(&self, session: Arc<Session>) {
+        self.sessions.insert(session.client_id.clone(), session);
+    }
+
+    /// Adds a retained message restored from the store (at start, before serving).
+    pub fn restore_retained(&self, msg: Arc<Message>) {
+        let topic = msg.topic.clone();
+        self.retained.write().insert(&topic, msg);
     }
 
     /// Installs the auth snapshot (at start).
@@ -211,7 +251,7 @@ impl BrokerState {
         self.started.elapsed()
     }
 
-    fn session_limits(&self) -> Limits {
+    pub fn session_limits(&self) -> Limits {
         Limits {
             max_queued_messages: self.config.mqtt.max_queued_messages,
             max_queued_bytes: usize::try_from(self.config.mqtt.max_queued_bytes)
@@ -292,6 +332,7 @@ impl BrokerState {
             if clean_start || previous_ended {
                 self.discard_state(&session);
             }
+            let store_ops = self.persist_claim(&session, &meta);
             session.set_meta(meta);
             let ownership = session.attach();
             drop(_serial);
@@ -299,7 +340,50 @@ impl BrokerState {
                 session_present: had_session && !clean_start,
                 session,
                 ownership,
+                store_ops,
             });
+        }
+    }
+
+    /// A persistent session (expiry not 0) is stored and spills its queue to disk; a session
+    /// that becomes non-persistent is deleted from the store.
+    fn persist_claim(&self, session: &Arc<Session>, meta: &SessionMeta) -> Vec<Op> {
+        let Some(p) = &self.persistence else {
+            return Vec::new();
+        };
+        if meta.expiry == Some(Duration::ZERO) {
+            if session.is_persistent() {
+                p.submit(vec![Op::DeleteSession {
+                    client_id: session.client_id.to_string(),
+                }]);
+                session.set_persistence(None);
+            }
+            return Vec::new();
+        }
+        if !session.is_persistent() {
+            session.set_persistence(Some(SessionPersistence {
+                memory_cap: p.memory_cap,
+                next_seq: 0,
+                trusted_until: 0,
+                backlog: None,
+            }));
+        }
+        vec![Op::PutSession(persistence::session_record(
+            &session.client_id,
+            meta,
+            false,
+        ))]
+    }
+
+    /// Records that a persistent session's client went away (for expiry after a restart).
+    pub fn persist_disconnect(&self, session: &Session) {
+        if let (Some(p), true) = (&self.persistence, session.is_persistent()) {
+            let meta = session.meta();
+            p.submit(vec![Op::PutSession(persistence::session_record(
+                &session.client_id,
+                &meta,
+                true,
+            ))]);
         }
     }
 
@@ -331,6 +415,11 @@ impl BrokerState {
         }
         let freed = session.with_state(|s| s.clear());
         self.budget.sub(freed);
+        if let (Some(p), true) = (&self.persistence, session.is_persistent()) {
+            p.submit(vec![Op::DeleteSession {
+                client_id: session.client_id.to_string(),
+            }]);
+        }
     }
 
     /// Called when a connection ends. If it still owned the session and the session ends with
@@ -380,6 +469,7 @@ impl BrokerState {
         }
         tracing::info!(client_id = %me, count = moved.len(),
             "handing unacknowledged shared-subscription messages to other members");
+        let mut ops = Vec::new();
         for d in moved {
             let Some(target) = other(&d, true).or_else(|| other(&d, false)) else {
                 continue;
@@ -392,7 +482,15 @@ impl BrokerState {
                 seq: None,
                 msg: d.msg,
             };
-            self.deliver(&target.handle.session, redirected);
+            self.deliver(&target.handle.session, redirected, &mut ops);
+        }
+        self.submit(ops);
+    }
+
+    /// Submits writes nothing waits for.
+    fn submit(&self, ops: Vec<Op>) {
+        if let Some(p) = &self.persistence {
+            p.submit(ops);
         }
     }
 
@@ -439,6 +537,7 @@ impl BrokerState {
         self.retained.read().matches(filter, &mut found);
         let now = Instant::now();
         let auth = self.auth.read().clone();
+        let mut ops = Vec::new();
         for (_, msg) in found {
             if msg.is_expired(now) {
                 continue;
@@ -455,21 +554,33 @@ impl BrokerState {
                 seq: None,
                 msg,
             };
-            self.deliver(session, d);
+            self.deliver(session, d, &mut ops);
         }
+        self.submit(ops);
     }
 
     /// Routes a message to every matching subscription and updates the retained store. One copy
     /// per session for overlapping subscriptions, at the highest granted QoS, carrying every
     /// matching subscription identifier [MQTT-3.3.4-3]; one member per shared group.
-    pub fn publish(&self, msg: Arc<Message>) -> Vec<(Arc<Session>, Delivery)> {
+    pub fn publish(&self, msg: Arc<Message>) -> Publication {
         let mut blocked = Vec::new();
+        let mut ops = Vec::new();
         if msg.retain {
             let mut retained = self.retained.write();
             if msg.payload.is_empty() {
                 retained.remove(&msg.topic);
             } else {
                 retained.insert(&msg.topic, msg.clone());
+            }
+            // $SYS is republished by the broker after a restart; it is not stored.
+            if let (Some(p), false) = (&self.persistence, msg.topic.starts_with("$SYS")) {
+                ops.push(if msg.payload.is_empty() {
+                    Op::DeleteRetained {
+                        topic: msg.topic.to_string(),
+                    }
+                } else {
+                    Op::PutRetained(p.stored(&msg).1.as_ref().clone())
+                });
             }
         }
         let auth = self.auth.read().clone();
@@ -511,7 +622,7 @@ impl BrokerState {
                 }
             }
             if let Some((h, d)) = pending.take() {
-                self.deliver_or_block(&h.session, d, &mut blocked);
+                self.deliver_or_block(&h.session, d, &mut blocked, &mut ops);
             }
             let d = Delivery {
                 msg: msg.clone(),
@@ -522,15 +633,15 @@ impl BrokerState {
                 seq: None,
             };
             if is_shared {
-                self.deliver_or_block(&sub.handle.session, d, &mut blocked);
+                self.deliver_or_block(&sub.handle.session, d, &mut blocked, &mut ops);
             } else {
                 pending = Some((&sub.handle, d));
             }
         }
         if let Some((h, d)) = pending {
-            self.deliver_or_block(&h.session, d, &mut blocked);
+            self.deliver_or_block(&h.session, d, &mut blocked, &mut ops);
         }
-        blocked
+        Publication { blocked, ops }
     }
 
     fn may_read(&self, auth: &AuthConfig, session: &Session, topic: &str) -> bool {
@@ -547,34 +658,70 @@ impl BrokerState {
         session: &Arc<Session>,
         d: Delivery,
         blocked: &mut Vec<(Arc<Session>, Delivery)>,
+        ops: &mut Vec<Op>,
     ) {
         if d.qos != QoS::AtMostOnce && !session.is_stuck() && session.is_connected() {
+            let copy = self.capture(session, &d);
             match session.try_deliver(d) {
-                Ok(e) => self.budget.add(e.cost),
+                Ok(e) => {
+                    self.budget.add(e.cost);
+                    self.record(session, e.seq, copy, ops);
+                }
                 Err((DropReason::QueueFull, d)) => blocked.push((session.clone(), d)),
                 Err((other, _)) => self.count_drop(session, other),
             }
             return;
         }
-        self.deliver(session, d);
+        self.deliver(session, d, ops);
+    }
+
+    /// What a stored queue entry needs from a delivery, taken before it moves into the queue
+    /// (persistent sessions, QoS 1/2 only).
+    fn capture(&self, session: &Session, d: &Delivery) -> Option<Delivery> {
+        (self.persistence.is_some() && d.qos != QoS::AtMostOnce && session.is_persistent()).then(
+            || Delivery {
+                msg: d.msg.clone(),
+                qos: d.qos,
+                retain: d.retain,
+                subscription_ids: d.subscription_ids.clone(),
+                shared: None,
+                seq: None,
+            },
+        )
+    }
+
+    /// The queue entry of a delivery that got a stored position.
+    fn record(
+        &self,
+        session: &Session,
+        seq: Option<u64>,
+        copy: Option<Delivery>,
+        ops: &mut Vec<Op>,
+    ) {
+        if let (Some(p), Some(seq), Some(copy)) = (&self.persistence, seq, copy) {
+            ops.push(p.enqueue_op(&session.client_id, seq, &copy));
+        }
     }
 
     /// Publishes a message the broker itself originates (a will, `$SYS`): nobody waits for an
     /// acknowledgement, so deliveries that find a full queue are dropped (counted).
     pub fn publish_unacknowledged(&self, msg: Arc<Message>) {
-        for (session, _) in self.publish(msg) {
+        let publication = self.publish(msg);
+        for (session, _) in publication.blocked {
             self.count_drop(&session, DropReason::QueueFull);
         }
+        self.submit(publication.ops);
     }
 
     /// Retries blocked deliveries; returns those still blocked.
     pub fn retry_blocked(
         &self,
         items: Vec<(Arc<Session>, Delivery)>,
+        ops: &mut Vec<Op>,
     ) -> Vec<(Arc<Session>, Delivery)> {
         let mut still = Vec::new();
         for (session, d) in items {
-            self.deliver_or_block(&session, d, &mut still);
+            self.deliver_or_block(&session, d, &mut still, ops);
         }
         still
     }
@@ -592,9 +739,13 @@ impl BrokerState {
         }
     }
 
-    fn deliver(&self, session: &Session, d: Delivery) {
+    fn deliver(&self, session: &Session, d: Delivery, ops: &mut Vec<Op>) {
+        let copy = self.capture(session, &d);
         match session.deliver(d) {
-            Ok(e) => self.budget.add(e.cost),
+            Ok(e) => {
+                self.budget.add(e.cost);
+                self.record(session, e.seq, copy, ops);
+            }
             Err(reason) => self.count_drop(session, reason),
         }
     }

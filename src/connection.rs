@@ -17,7 +17,7 @@ use crate::auth::enhanced::{AuthStep, Authenticator};
 use crate::broker::BrokerState;
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, ReasonCode};
 use crate::protocol::{AuthOutcome, Close, ConnectOutcome, Handler, Outbox};
-use crate::session::Control;
+use crate::session::{Control, Delivery};
 use crate::transport::ConnectionInfo;
 
 /// Fill the write buffer from the session queue only below this many bytes.
@@ -128,6 +128,8 @@ where
         want_pump: true,
         control,
         last_read: Instant::now(),
+        refill: None,
+        refill_after: None,
     };
     let close = conn.run().await;
     conn.finish(close).await;
@@ -265,7 +267,14 @@ struct Connection<S> {
     want_pump: bool,
     control: tokio::sync::mpsc::Receiver<Control>,
     last_read: Instant,
+    /// A read of the session's disk backlog in progress.
+    refill: Option<Refill>,
+    /// After a refill found nothing yet (a write still on its way), try again at this time.
+    refill_after: Option<Instant>,
 }
+
+type Refill =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Delivery>, String>> + Send>>;
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     async fn run(&mut self) -> Close {
@@ -274,6 +283,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         loop {
             if self.want_pump && self.out.len() < WRITE_HIGH {
                 self.want_pump = self.handler.pump(&mut self.out, WRITE_HIGH);
+                if !self.want_pump {
+                    self.start_refill();
+                }
             }
             // A client that does not read its acks stops being read (TCP backpressure), so its
             // write buffer stays bounded.
@@ -333,6 +345,28 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     self.want_pump = true;
                 }
                 _ = self.broker.budget.relieved(), if paused => {}
+                // Cancellation-safe: the refill future is kept until it completes.
+                r = poll_refill(&mut self.refill), if self.refill.is_some() => {
+                    self.refill = None;
+                    match r {
+                        Ok(entries) => {
+                            if self.handler.apply_refill(entries) == 0 {
+                                self.refill_after =
+                                    Some(Instant::now() + Duration::from_millis(20));
+                            }
+                            self.want_pump = true;
+                        }
+                        Err(e) => {
+                            tracing::error!(client_id = %self.handler.client_id(), error = %e,
+                                "cannot read the session's stored queue");
+                            return Close::Server(ReasonCode::UNSPECIFIED_ERROR, "storage failure");
+                        }
+                    }
+                }
+                _ = sleep_until(self.refill_after), if self.refill_after.is_some() && self.refill.is_none() => {
+                    self.refill_after = None;
+                    self.start_refill();
+                }
                 // A PUBLISH waits for room in a full subscriber queue: retry when that
                 // subscriber drains (or every few ms, for the others), then carry on with
                 // what is buffered.
@@ -360,6 +394,19 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     }
                 }
             }
+        }
+    }
+
+    /// Starts reading the session's disk backlog when its memory queue ran low.
+    fn start_refill(&mut self) {
+        if self.refill.is_some() || self.refill_after.is_some() {
+            return;
+        }
+        let Some(p) = self.broker.persistence().cloned() else {
+            return;
+        };
+        if let Some((client_id, from, max)) = self.handler.refill_request() {
+            self.refill = Some(Box::pin(p.read_queue(client_id, from, max)));
         }
     }
 
@@ -431,6 +478,13 @@ async fn read_some<R: AsyncRead + Unpin>(
         rbuf.reserve(READ_CHUNK);
     }
     reader.read_buf(rbuf).await
+}
+
+async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, String> {
+    match refill.as_mut() {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when `session` made room in its queue, or after a short poll interval.

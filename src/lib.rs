@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod message;
 pub mod metrics;
+pub mod persistence;
 pub mod prometheus;
 pub mod protocol;
 pub mod ratelimit;
@@ -46,7 +47,7 @@ pub enum StartError {
     Tls {
         index: usize,
         addr: SocketAddr,
-        source: transport::tls::TlsError,
+        source: Box<transport::tls::TlsError>,
     },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -55,6 +56,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Auth(#[from] auth::AuthError),
+    #[error("{0}")]
+    Store(#[from] storage::StoreError),
     #[error("cannot serve metrics on {addr}: {source}")]
     MetricsBind {
         addr: SocketAddr,
@@ -78,6 +81,7 @@ impl Broker {
         BrokerBuilder {
             config,
             authenticators: Vec::new(),
+            persistence_default: false,
         }
     }
 }
@@ -86,6 +90,7 @@ impl Broker {
 pub struct BrokerBuilder {
     config: Config,
     authenticators: Vec<Arc<dyn auth::enhanced::Authenticator>>,
+    persistence_default: bool,
 }
 
 impl BrokerBuilder {
@@ -95,11 +100,19 @@ impl BrokerBuilder {
         self
     }
 
+    /// Whether persistence is on when `[persistence] enabled` is absent: true for the
+    /// `starling` binary, false for the library so tests never share a folder.
+    pub fn persistence_default(mut self, on: bool) -> BrokerBuilder {
+        self.persistence_default = on;
+        self
+    }
+
     /// Validates the configuration, binds every listener and starts serving.
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
         let BrokerBuilder {
             config,
             authenticators,
+            persistence_default,
         } = self;
         config.validate()?;
         let auth = auth::AuthConfig::load(&config.auth, config.listeners_all_loopback())?;
@@ -116,7 +129,7 @@ impl BrokerBuilder {
                     StartError::Tls {
                         index,
                         addr: l.bind,
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
             let listener = TcpListener::bind(l.bind)
@@ -144,11 +157,19 @@ impl BrokerBuilder {
             }
             None => None,
         };
+        let store = open_store(&config, persistence_default)?;
+        let persistence = store.as_ref().map(|(p, _)| p.clone());
         let state = Arc::new(
             BrokerState::new(config, shutdown.clone())
                 .with_authenticators(authenticators)
-                .with_auth(auth),
+                .with_auth(auth)
+                .with_persistence(persistence),
         );
+        if let Some((p, snapshot)) = store {
+            let r = persistence::restore(&state, &p, snapshot)?;
+            tracing::info!(dir = %state.config.persistence.dir.display(), sessions = r.sessions,
+                expired = r.expired, retained = r.retained, "store opened");
+        }
         let mut addrs = Vec::new();
         for (listener, addr, permits, endpoint) in bound {
             addrs.push(addr);
@@ -185,6 +206,33 @@ impl BrokerBuilder {
         })
     }
 }
+
+/// Opens the store and reads what it holds, when persistence is on. A store that cannot be
+/// opened stops the start (the error says how to inspect it or move it aside).
+fn open_store(
+    config: &Config,
+    default_on: bool,
+) -> Result<Option<(Arc<persistence::Persistence>, storage::Snapshot)>, StartError> {
+    let cfg = &config.persistence;
+    if !cfg.is_enabled(default_on) {
+        return Ok(None);
+    }
+    let store: Arc<dyn storage::Store> =
+        Arc::new(storage::FjallStore::open(&cfg.dir, &cfg.store_options())?);
+    let snapshot = store.load()?;
+    let writer = storage::StoreWriter::spawn(store.clone(), cfg.sync_mode(), STORE_QUEUE);
+    let memory_cap = match config.mqtt.max_queued_messages {
+        0 => SESSION_MEMORY_CAP,
+        n => n.min(SESSION_MEMORY_CAP),
+    };
+    let p = persistence::Persistence::new(store, writer, snapshot.next_msg_id, memory_cap);
+    Ok(Some((Arc::new(p), snapshot)))
+}
+
+/// Requests the store writer holds before submitters wait.
+const STORE_QUEUE: usize = 4096;
+/// QoS 1/2 deliveries a persistent session keeps in memory; beyond it they wait on disk.
+const SESSION_MEMORY_CAP: usize = 1000;
 
 /// Says at start whether clients without credentials get in, and why.
 fn log_auth_mode(config: &Config, auth: &auth::AuthConfig) {
@@ -268,5 +316,11 @@ impl BrokerHandle {
     pub async fn wait(self) {
         self.tracker.close();
         self.tracker.wait().await;
+        // Graceful shutdown drains the writer and syncs.
+        if let Some(p) = self.state.persistence() {
+            if let Err(e) = p.writer.shutdown().await {
+                tracing::error!(error = %e, "the store did not shut down cleanly");
+            }
+        }
     }
 }

@@ -168,7 +168,9 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
 
-    let handle = Broker::start(config)
+    let handle = Broker::builder(config)
+        .persistence_default(true)
+        .start()
         .await
         .context("cannot start the broker")?;
     let addrs = handle.local_addrs();

@@ -1,12 +1,13 @@
 //! The application message as the broker routes it: decoded once from a PUBLISH (or a will),
 //! shared by every subscriber through an `Arc`, never copied per subscriber.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::codec::{Properties, QoS};
+use crate::storage::StoredMessage;
 
 /// One application message. The payload is the `Bytes` split from the publisher's read buffer.
 #[derive(Debug)]
@@ -25,6 +26,9 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Client id of the publisher, for No Local; None for messages the broker itself publishes.
     pub publisher: Option<Arc<str>>,
+    /// The stored form and its store id, made once when the message is first written to the
+    /// store, so every queue it joins shares one stored body.
+    pub stored: OnceLock<(u64, Arc<StoredMessage>)>,
 }
 
 impl Message {
@@ -37,6 +41,7 @@ impl Message {
             properties: Properties::default(),
             expires_at: None,
             publisher: None,
+            stored: OnceLock::new(),
         }
     }
 

@@ -239,6 +239,10 @@ impl Handler {
         let session = claimed.session;
         broker.metrics.client_connected();
 
+        // A persistent session's record is durable before CONNACK.
+        if let (Some(p), false) = (broker.persistence(), claimed.store_ops.is_empty()) {
+            out.wait_for(p.receipt(claimed.store_ops));
+        }
         let mut props = Properties::default();
         if version.is_v5() {
             props.assigned_client_identifier = assigned;

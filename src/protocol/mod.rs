@@ -23,6 +23,7 @@ use crate::codec::{
 use crate::message::Message;
 use crate::ratelimit::TokenBucket;
 use crate::session::Session;
+use crate::storage::{InflightStage, Op, StoredSubscription};
 
 pub use connect::ConnectOutcome;
 pub use outbox::{Outbox, Receipt};
@@ -185,16 +186,32 @@ impl Handler {
         match packet {
             Packet::Publish(p) => self.on_publish(p, out).map(|_| false),
             Packet::PubAck(r) => {
-                self.session.with_state(|s| s.on_puback(r.packet_id));
+                let done = self.session.with_state(|s| s.on_puback(r.packet_id));
+                if let Some(seq) = done.and_then(|d| d.seq) {
+                    self.store_nowait(vec![self.delete_inflight(r.packet_id), self.dequeue(seq)]);
+                }
                 Ok(true)
             }
             Packet::PubRec(r) => {
                 let failed = r.reason.is_error();
+                let seq = self.session.with_state(|s| s.inflight_seq(r.packet_id));
                 if self
                     .session
                     .with_state(|s| s.on_pubrec(r.packet_id, failed))
                 {
+                    // The PUBREL-sent stage is durable before PUBREL goes out.
+                    if let Some(seq) = seq {
+                        let released = Op::PutInflight {
+                            client_id: self.client_id.to_string(),
+                            packet_id: r.packet_id,
+                            seq,
+                            stage: InflightStage::Released,
+                        };
+                        self.store_wait(vec![released, self.dequeue(seq)], out);
+                    }
                     self.send(&Packet::PubRel(PubResp::new(r.packet_id)), out);
+                } else if let (true, Some(seq)) = (failed, seq) {
+                    self.store_nowait(vec![self.delete_inflight(r.packet_id), self.dequeue(seq)]);
                 } else if !failed && self.version.is_v5() {
                     let mut rel = PubResp::new(r.packet_id);
                     rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -204,6 +221,12 @@ impl Handler {
             }
             Packet::PubRel(r) => {
                 let known = self.session.with_state(|s| s.inbound_pubrel(r.packet_id));
+                if known && self.session.is_persistent() {
+                    self.store_nowait(vec![Op::DeleteInboundQos2 {
+                        client_id: self.client_id.to_string(),
+                        packet_id: r.packet_id,
+                    }]);
+                }
                 let mut comp = PubResp::new(r.packet_id);
                 if !known && self.version.is_v5() {
                     comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -212,7 +235,10 @@ impl Handler {
                 Ok(false)
             }
             Packet::PubComp(r) => {
-                self.session.with_state(|s| s.on_pubcomp(r.packet_id));
+                let done = self.session.with_state(|s| s.on_pubcomp(r.packet_id));
+                if done && self.session.is_persistent() {
+                    self.store_nowait(vec![self.delete_inflight(r.packet_id)]);
+                }
                 Ok(true)
             }
             Packet::Subscribe(s) => self.on_subscribe(s, out).map(|_| true),
@@ -236,6 +262,33 @@ impl Handler {
                     "a server-to-client packet sent by the client",
                 ))
             }
+        }
+    }
+
+    /// Sends nothing more until `ops` are durable (no-op without a store or ops).
+    fn store_wait(&self, ops: Vec<Op>, out: &mut Outbox) {
+        if let (Some(p), false) = (self.broker.persistence(), ops.is_empty()) {
+            out.wait_for(p.receipt(ops));
+        }
+    }
+
+    fn store_nowait(&self, ops: Vec<Op>) {
+        if let Some(p) = self.broker.persistence() {
+            p.submit(ops);
+        }
+    }
+
+    fn delete_inflight(&self, packet_id: u16) -> Op {
+        Op::DeleteInflight {
+            client_id: self.client_id.to_string(),
+            packet_id,
+        }
+    }
+
+    fn dequeue(&self, seq: u64) -> Op {
+        Op::Dequeue {
+            client_id: self.client_id.to_string(),
+            seq,
         }
     }
 
@@ -400,13 +453,25 @@ impl Handler {
             QoS::ExactlyOnce => Some(Packet::PubRec(PubResp::new(pid))),
         };
         if forward && !denied {
+            let mut ops = Vec::new();
+            if qos == QoS::ExactlyOnce && self.session.is_persistent() {
+                // Lets a PUBLISH resent after a restart be recognised [MQTT-4.3.3-9].
+                ops.push(Op::PutInboundQos2 {
+                    client_id: self.client_id.to_string(),
+                    packet_id: pid,
+                    msg: None,
+                });
+            }
             let msg = self.build_message(topic, p);
-            let blocked = self.broker.publish(Arc::new(msg));
-            if !blocked.is_empty() {
-                // Acknowledged only once it sits in every matching queue (overload rule (c)):
-                // the ack and further reads wait for room.
+            let publication = self.broker.publish(Arc::new(msg));
+            ops.extend(publication.ops);
+            // Acknowledged once stored where the store must hold it...
+            self.store_wait(ops, out);
+            if !publication.blocked.is_empty() {
+                // ...and once it sits in every matching queue (overload rule (c)): the ack
+                // and further reads wait for room.
                 self.blocked = Some(Blocked {
-                    items: blocked,
+                    items: publication.blocked,
                     ack,
                     since: Instant::now(),
                 });
@@ -433,7 +498,9 @@ impl Handler {
         let Some(mut b) = self.blocked.take() else {
             return;
         };
-        b.items = self.broker.retry_blocked(b.items);
+        let mut ops = Vec::new();
+        b.items = self.broker.retry_blocked(b.items, &mut ops);
+        self.store_wait(ops, out);
         if !b.items.is_empty() {
             if b.since.elapsed() < STUCK_AFTER {
                 self.blocked = Some(b);
@@ -492,6 +559,7 @@ impl Handler {
             properties: props,
             expires_at: None,
             publisher: Some(self.client_id.clone()),
+            stored: std::sync::OnceLock::new(),
         };
         msg.set_expiry_interval(expiry, Instant::now());
         msg
@@ -503,6 +571,7 @@ impl Handler {
         let max_qos = self.broker.max_qos();
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut retained = Vec::new();
+        let mut stored = Vec::new();
         let broker = self.broker.clone();
         let cfg = &broker.config.mqtt;
         let v5 = self.version.is_v5();
@@ -563,6 +632,16 @@ impl Handler {
             let replaced = self
                 .broker
                 .subscribe(&self.session, filter, granted, sub_id);
+            if self.session.is_persistent() {
+                stored.push(Op::PutSubscription {
+                    client_id: self.client_id.to_string(),
+                    sub: StoredSubscription {
+                        filter: filter.clone(),
+                        options: granted,
+                        id: sub_id,
+                    },
+                });
+            }
             codes.push(ReasonCode(granted.qos as u8));
             let wants_retained = match opts.retain_handling {
                 0 => true,
@@ -574,6 +653,8 @@ impl Handler {
                 retained.push((filter.clone(), granted));
             }
         }
+        // A persistent session's subscriptions are durable before SUBACK.
+        self.store_wait(stored, out);
         self.send(
             &Packet::SubAck(codec::SubAck {
                 packet_id: sub.packet_id,
@@ -597,6 +678,12 @@ impl Handler {
                 if !topic::valid_topic_filter(f) {
                     ReasonCode::TOPIC_FILTER_INVALID
                 } else if self.broker.unsubscribe(&self.session, f) {
+                    if self.session.is_persistent() {
+                        self.store_nowait(vec![Op::DeleteSubscription {
+                            client_id: self.client_id.to_string(),
+                            filter: f.clone(),
+                        }]);
+                    }
                     ReasonCode::SUCCESS
                 } else {
                     ReasonCode::NO_SUBSCRIPTION_EXISTED
@@ -715,6 +802,9 @@ impl Handler {
         let will = self.will.take().filter(|_| close.publishes_will());
         self.broker.redistribute_shared(&self.session);
         let still_owner = self.broker.end_connection(&self.session, self.generation);
+        if still_owner {
+            self.broker.persist_disconnect(&self.session);
+        }
         let expiry = self.session.meta().expiry;
         if let Some(will) = will {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
@@ -793,6 +883,7 @@ impl WillPublisher {
             properties: props,
             expires_at: None,
             publisher: Some(self.client_id.clone()),
+            stored: std::sync::OnceLock::new(),
         };
         msg.set_expiry_interval(expiry, Instant::now());
         tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{Handler, Outbox};
 use crate::codec::{self, Packet, PubResp, QoS};
 use crate::session::{Delivery, Resend};
+use crate::storage::{InflightStage, Op};
 
 /// Server-to-client topic aliases (v5): a topic sent once with an alias is sent afterwards with
 /// the alias and an empty topic name. When all aliases are in use they are reassigned in turn.
@@ -65,16 +66,37 @@ impl Handler {
         let mut scratch = std::mem::take(&mut self.scratch);
         let broker = self.broker.clone();
         let metrics = &broker.metrics;
+        let persistent = self.session.is_persistent();
         loop {
+            let mut expired = Vec::new();
             let (freed, more) = self.session.with_state(|s| {
-                let freed = s.take_ready(window, PUMP_BATCH, now, &mut scratch, &mut |_, _| {
+                let freed = s.take_ready(window, PUMP_BATCH, now, &mut scratch, &mut |d, _| {
                     metrics.dropped_expired.inc();
+                    expired.extend(d.seq);
                 });
                 (freed, s.has_ready(window))
             });
             self.broker.budget.sub(freed);
             if !scratch.is_empty() {
                 self.session.made_room();
+            }
+            if persistent {
+                self.store_nowait(expired.into_iter().map(|seq| self.dequeue(seq)).collect());
+                // Each packet id is durable before its PUBLISH is written, so a resend after
+                // a crash uses the same id.
+                let records = scratch
+                    .iter()
+                    .filter(|(pid, _)| *pid != 0)
+                    .filter_map(|(pid, d)| {
+                        d.seq.map(|seq| Op::PutInflight {
+                            client_id: self.client_id.to_string(),
+                            packet_id: *pid,
+                            seq,
+                            stage: InflightStage::Publish,
+                        })
+                    })
+                    .collect();
+                self.store_wait(records, out);
             }
             for (pid, d) in scratch.drain(..) {
                 self.encode_delivery(pid, &d, false, now, out);
@@ -84,6 +106,24 @@ impl Handler {
                 return more;
             }
         }
+    }
+
+    /// When the memory queue runs low while a backlog waits on disk: where to read from.
+    pub fn refill_request(&self) -> Option<(Arc<str>, u64, usize)> {
+        if !self.session.is_persistent() {
+            return None;
+        }
+        self.session
+            .with_state(|s| s.refill_request())
+            .map(|(from, max)| (self.client_id.clone(), from, max))
+    }
+
+    /// Takes entries read back from the store into the memory queue. Returns how many.
+    pub fn apply_refill(&mut self, entries: Vec<Delivery>) -> usize {
+        let n = entries.len();
+        let cost = self.session.with_state(|s| s.refill(entries));
+        self.broker.budget.add(cost);
+        n
     }
 
     /// Resends every unacknowledged PUBLISH (DUP=1) and PUBREL of a resumed session, in order

@@ -83,6 +83,8 @@ pub struct Session {
     meta: Mutex<SessionMeta>,
     pub connect_lock: tokio::sync::Mutex<()>,
     stuck: AtomicBool,
+    /// Mirrors whether the state has persistence, so routing can ask without the lock.
+    persistent: AtomicBool,
     /// Publishers waiting for room in this session's queue.
     room: Notify,
     room_waiters: AtomicUsize,
@@ -115,6 +117,7 @@ impl Session {
             }),
             connect_lock: tokio::sync::Mutex::new(()),
             stuck: AtomicBool::new(false),
+            persistent: AtomicBool::new(false),
             room: Notify::new(),
             room_waiters: AtomicUsize::new(0),
         }
@@ -141,6 +144,22 @@ impl Session {
             self.notify.notify_one();
         }
         Ok(e)
+    }
+
+    /// Whether QoS 1/2 deliveries are stored (a persistent session with a store).
+    pub fn is_persistent(&self) -> bool {
+        self.persistent.load(Ordering::Relaxed)
+    }
+
+    pub fn set_persistence(&self, p: Option<Persistence>) {
+        let mut state = self.state.lock();
+        state.set_persistence(p);
+        self.persistent.store(p.is_some(), Ordering::Relaxed);
+    }
+
+    /// A session restored from the store resumes with Session Present = 1.
+    pub fn mark_resumable(&self) {
+        self.link.lock().ever_attached = true;
     }
 
     /// A subscriber whose queue stayed full while a publisher waited: deliveries to it are

@@ -362,6 +362,24 @@ impl SessionState {
         self.inflight.iter().position(|(p, _)| *p == pid)
     }
 
+    /// The stored queue position of the inflight message under `pid`.
+    pub fn inflight_seq(&self, pid: u16) -> Option<u64> {
+        let pos = self.inflight_position(pid)?;
+        match &self.inflight[pos].1 {
+            Inflight::Publish(d) => d.seq,
+            Inflight::Released { seq } => *seq,
+        }
+    }
+
+    /// Puts back the inflight window and inbound QoS 2 ids of a session loaded from the store.
+    pub fn restore(&mut self, inflight: Vec<(u16, Inflight)>, inbound_qos2: Vec<u16>) {
+        if let Some(&(pid, _)) = inflight.last() {
+            self.next_packet_id = pid.wrapping_add(1).max(1);
+        }
+        self.inflight = inflight.into();
+        self.inbound_qos2 = inbound_qos2.into_iter().collect();
+    }
+
     /// PUBACK: completes a QoS 1 delivery. False if no QoS 1 PUBLISH awaits this id.
     pub fn on_puback(&mut self, pid: u16) -> Option<Delivery> {
         let pos = self.inflight_position(pid)?;

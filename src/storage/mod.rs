@@ -114,6 +114,7 @@ impl StoredMessage {
                 .expires_at_unix_ms
                 .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
             publisher: self.publisher.as_deref().map(Arc::from),
+            stored: std::sync::OnceLock::new(),
         }
     }
 }

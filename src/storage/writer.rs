@@ -156,6 +156,23 @@ impl StoreWriter {
         rx.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    /// Queues `batch` at once (without waiting for room: the caller bounds how many it has
+    /// outstanding) and returns a receiver that completes when the batch is durable per the
+    /// [`SyncMode`]. For acknowledgements that follow the disk from a connection's event loop.
+    pub fn submit_tracked(
+        &self,
+        batch: Vec<Op>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let permit = self.shared.permits.clone().try_acquire_owned().ok();
+        let (tx, rx) = oneshot::channel();
+        self.push(Request {
+            ops: batch,
+            done: Some(tx),
+            _permit: permit,
+        })?;
+        Ok(rx)
+    }
+
     /// Queues `batch` without waiting for room or for durability: for writes whose loss only
     /// means a redelivery (deletes after acks). Errors only when the writer has failed or shut
     /// down.

@@ -1,0 +1,267 @@
+//! The broker's side of persistence: turns live state changes into store [`Op`]s, hands them to
+//! the group-commit writer (with a [`Receipt`] when an acknowledgement must wait for the disk),
+//! reads a session's disk backlog back, and converts stored records into live ones at start.
+//!
+//! What waits for durability (see `architecture.md`): PUBACK/PUBREC of an inbound QoS 1/2
+//! message queued for a persistent session or retained; CONNACK of a persistent session;
+//! SUBACK; an outbound PUBLISH until its packet id is recorded; PUBREL until the PUBREL-sent
+//! stage is. What does not: deletes after acknowledgements (a lost delete only means a
+//! redelivery with DUP=1), QoS 0, metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::BrokerState;
+use crate::codec::ProtocolVersion;
+use crate::message::Message;
+use crate::protocol::Receipt;
+use crate::session::{Delivery, Inflight, Persistence as SessionPersistence, Session, SessionMeta};
+use crate::storage::{
+    unix_ms_now, LoadedInflight, LoadedSession, Op, Snapshot, Store, StoreError, StoreWriter,
+    StoredDelivery, StoredMessage, StoredSession,
+};
+
+/// The store, its writer and the message-id counter, shared by every connection.
+pub struct Persistence {
+    pub store: Arc<dyn Store>,
+    pub writer: StoreWriter,
+    next_msg_id: AtomicU64,
+    /// QoS 1/2 deliveries a persistent session keeps in memory; the rest wait on disk.
+    pub memory_cap: usize,
+}
+
+impl Persistence {
+    pub fn new(
+        store: Arc<dyn Store>,
+        writer: StoreWriter,
+        next_msg_id: u64,
+        memory_cap: usize,
+    ) -> Persistence {
+        Persistence {
+            store,
+            writer,
+            next_msg_id: AtomicU64::new(next_msg_id.max(1)),
+            memory_cap: memory_cap.max(1),
+        }
+    }
+
+    /// The stored form of `msg` and its id, made once per message.
+    pub fn stored(&self, msg: &Message) -> (u64, Arc<StoredMessage>) {
+        msg.stored
+            .get_or_init(|| {
+                let id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+                (id, Arc::new(StoredMessage::from_message(msg)))
+            })
+            .clone()
+    }
+
+    /// The queue entry for a delivery that got stored position `seq`.
+    pub fn enqueue_op(&self, client_id: &str, seq: u64, d: &Delivery) -> Op {
+        let (msg_id, msg) = self.stored(&d.msg);
+        Op::Enqueue {
+            client_id: client_id.to_string(),
+            seq,
+            delivery: StoredDelivery {
+                msg_id,
+                msg,
+                qos: d.qos,
+                retain: d.retain,
+                subscription_ids: d.subscription_ids.clone(),
+            },
+        }
+    }
+
+    /// Submits `ops`; the receipt resolves once they are durable.
+    pub fn receipt(&self, ops: Vec<Op>) -> Receipt {
+        match self.writer.submit_tracked(ops) {
+            Ok(rx) => Box::pin(async move {
+                match rx.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("the store writer stopped".to_string()),
+                }
+            }),
+            Err(e) => {
+                let e = e.to_string();
+                Box::pin(async move { Err(e) })
+            }
+        }
+    }
+
+    /// Submits `ops` that nothing waits for. A failure is logged: the writer has failed and
+    /// every later acknowledgement that needs the disk will fail too.
+    pub fn submit(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        if let Err(e) = self.writer.submit_nowait(ops) {
+            tracing::error!(error = %e, "store write refused");
+        }
+    }
+
+    /// Reads up to `max` entries of a session's stored queue from `from`, after every write
+    /// submitted so far has been applied (so a spilled entry is never missed).
+    pub async fn read_queue(
+        self: Arc<Self>,
+        client_id: Arc<str>,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Delivery>, String> {
+        self.writer
+            .submit(Vec::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let store = self.store.clone();
+        let entries = tokio::task::spawn_blocking(move || store.queue_range(&client_id, from, max))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(entries
+            .into_iter()
+            .map(|(seq, d)| to_delivery(seq, d))
+            .collect())
+    }
+}
+
+/// A live delivery from a stored queue entry.
+pub fn to_delivery(seq: u64, d: StoredDelivery) -> Delivery {
+    Delivery {
+        msg: Arc::new(d.msg.to_message()),
+        qos: d.qos,
+        retain: d.retain,
+        subscription_ids: d.subscription_ids,
+        shared: None,
+        seq: Some(seq),
+    }
+}
+
+/// The session record for `client_id`.
+pub fn session_record(client_id: &str, meta: &SessionMeta, disconnected: bool) -> StoredSession {
+    StoredSession {
+        client_id: client_id.to_string(),
+        owner_username: meta.username.as_deref().map(str::to_string),
+        protocol_level: meta.protocol.level(),
+        expiry_secs: meta
+            .expiry
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
+        disconnected_at_unix_ms: disconnected.then(unix_ms_now),
+        will: None,
+    }
+}
+
+/// How long a stored session has left before it expires, from its record (None: never).
+pub fn remaining_expiry(s: &StoredSession) -> Option<Duration> {
+    let expiry = Duration::from_secs(u64::from(s.expiry_secs?));
+    let gone = s
+        .disconnected_at_unix_ms
+        .map(|t| Duration::from_millis(unix_ms_now().saturating_sub(t)))
+        .unwrap_or_default();
+    Some(expiry.saturating_sub(gone))
+}
+
+/// What start-up found in the store.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Restored {
+    pub sessions: usize,
+    pub expired: usize,
+    pub retained: usize,
+}
+
+/// Puts the stored sessions and retained messages back into a broker that is not serving yet:
+/// sessions come back offline with their subscriptions, inflight window and inbound QoS 2 ids;
+/// their queues stay on disk and stream back when the client reconnects. Sessions whose expiry
+/// passed while the broker was down are deleted.
+pub fn restore(
+    broker: &Arc<BrokerState>,
+    p: &Persistence,
+    snapshot: Snapshot,
+) -> Result<Restored, StoreError> {
+    let mut report = Restored::default();
+    for r in snapshot.retained {
+        broker.restore_retained(Arc::new(r.to_message()));
+        report.retained += 1;
+    }
+    for loaded in snapshot.sessions {
+        let record = &loaded.session;
+        let remaining = remaining_expiry(record);
+        if remaining == Some(Duration::ZERO) {
+            p.submit(vec![Op::DeleteSession {
+                client_id: record.client_id.clone(),
+            }]);
+            report.expired += 1;
+            continue;
+        }
+        let queued = p.store.queue_len(&record.client_id)?;
+        let session = restore_session(broker, p, loaded, queued);
+        if let Some(after) = remaining {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                broker.expire_session(&session, 0);
+            });
+        }
+        report.sessions += 1;
+    }
+    Ok(report)
+}
+
+fn restore_session(
+    broker: &BrokerState,
+    p: &Persistence,
+    loaded: LoadedSession,
+    queued: u64,
+) -> Arc<Session> {
+    let record = loaded.session;
+    let session = Arc::new(Session::new(
+        Arc::from(record.client_id.as_str()),
+        broker.session_limits(),
+    ));
+    session.set_meta(SessionMeta {
+        protocol: match record.protocol_level {
+            3 => ProtocolVersion::V31,
+            5 => ProtocolVersion::V5,
+            _ => ProtocolVersion::V311,
+        },
+        expiry: record
+            .expiry_secs
+            .map(|s| Duration::from_secs(u64::from(s))),
+        username: record.owner_username.as_deref().map(Arc::from),
+    });
+    session.mark_resumable();
+    for sub in &loaded.subscriptions {
+        broker.subscribe(&session, &sub.filter, sub.options, sub.id);
+    }
+    let mut unsent = queued;
+    let inflight = loaded
+        .inflight
+        .into_iter()
+        .map(|f| match f {
+            LoadedInflight::Publish {
+                packet_id,
+                seq,
+                delivery,
+            } => {
+                unsent = unsent.saturating_sub(1);
+                (packet_id, Inflight::Publish(to_delivery(seq, delivery)))
+            }
+            LoadedInflight::Released { packet_id, seq } => {
+                (packet_id, Inflight::Released { seq: Some(seq) })
+            }
+        })
+        .collect();
+    let inbound = loaded
+        .inbound_qos2
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
+    session.set_persistence(Some(SessionPersistence {
+        memory_cap: p.memory_cap,
+        next_seq: loaded.next_seq,
+        trusted_until: loaded.next_seq,
+        backlog: Some((loaded.replay_from_seq, unsent)),
+    }));
+    session.with_state(|s| s.restore(inflight, inbound));
+    broker.restore_session(session.clone());
+    session
+}
