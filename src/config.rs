@@ -290,6 +290,10 @@ pub struct MqttConfig {
     pub max_topic_alias: u16,
     /// How a message on a shared subscription (`$share/group/filter`) picks a group member.
     pub shared_subscription_strategy: SharedStrategy,
+    /// Unacknowledged QoS 2 PUBLISH a client may have outstanding towards the broker (the
+    /// server's MQTT 5 Receive Maximum, announced in CONNACK when below 65535). A v5 client that
+    /// exceeds it is disconnected with 0x93 [MQTT-3.3.4-7]. At least 1.
+    pub receive_maximum: u16,
     /// Accept `$share/...` subscriptions (v5 Shared Subscription Available; refused with 0x9E).
     pub shared_subscriptions: bool,
     /// Accept filters with `+` or `#` (v5 Wildcard Subscription Available; refused with 0xA2).
@@ -313,6 +317,7 @@ impl Default for MqttConfig {
             persistent_client_expiration: None,
             max_topic_alias: 10,
             shared_subscription_strategy: SharedStrategy::RoundRobin,
+            receive_maximum: 65535,
             shared_subscriptions: true,
             wildcard_subscriptions: true,
             subscription_identifiers: true,
@@ -707,6 +712,12 @@ impl Config {
 
     fn validate_mqtt(&self) -> Result<(), ConfigError> {
         let m = &self.mqtt;
+        if m.receive_maximum == 0 {
+            return Err(ConfigError::invalid(
+                "mqtt.receive_maximum",
+                "must be at least 1 [MQTT-3.2.2-?: Receive Maximum 0 is a protocol error]",
+            ));
+        }
         if !(1..=MQTT_MAX_PACKET_SIZE).contains(&m.max_packet_size) {
             return Err(ConfigError::invalid(
                 "mqtt.max_packet_size",

@@ -249,6 +249,9 @@ impl Handler {
             props.server_keep_alive = server_keep_alive;
             props.topic_alias_maximum = (cfg.max_topic_alias > 0).then_some(cfg.max_topic_alias);
             props.maximum_packet_size = Some(cfg.max_packet_size);
+            if cfg.receive_maximum < u16::MAX {
+                props.receive_maximum = Some(cfg.receive_maximum.max(1));
+            }
             if cfg.max_qos < 2 {
                 props.maximum_qos = Some(cfg.max_qos);
             }
@@ -313,7 +316,7 @@ impl Handler {
                     0
                 })
             ],
-            receive_maximum: usize::from(u16::MAX),
+            receive_maximum: usize::from(cfg.receive_maximum.max(1)),
             expiry_was_zero: expiry_secs == 0,
             published: false,
             authenticator: auth.map(|a| a.authenticator),
