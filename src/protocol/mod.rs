@@ -3,9 +3,11 @@
 //! session end). Synchronous: the connection task does the I/O and calls in here with its write
 //! buffer, so an acknowledgement is just bytes appended after the routing work that earns it.
 
+mod close;
 mod connect;
 mod outbound;
 pub mod outbox;
+mod will;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,86 +19,23 @@ use crate::auth::enhanced::{AuthExchange, AuthStep, Authenticator};
 use crate::auth::{Access, AuthConfig, SubscribeVerdict};
 use crate::broker::BrokerState;
 use crate::codec::{
-    self, topic, DecodeError, Packet, Properties, ProtocolVersion, PubResp, QoS, ReasonCode,
-    SubscriptionOptions,
+    self, topic, Packet, Properties, ProtocolVersion, PubResp, QoS, ReasonCode, SubscriptionOptions,
 };
 use crate::message::Message;
 use crate::ratelimit::TokenBucket;
 use crate::session::Session;
 use crate::storage::{InflightStage, Op, StoredSubscription};
 
+pub use close::Close;
 pub use connect::ConnectOutcome;
 pub use outbox::{Outbox, Receipt};
+use will::WillPublisher;
 
 /// A completed enhanced-authentication exchange: the method's authenticator (kept for
 /// re-authentication) and the data CONNACK carries.
 pub struct AuthOutcome {
     pub authenticator: Arc<dyn Authenticator>,
     pub data: Option<bytes::Bytes>,
-}
-
-/// Why a connection ends.
-#[derive(Debug)]
-pub enum Close {
-    /// The peer closed the socket without DISCONNECT.
-    PeerClosed,
-    Io(std::io::Error),
-    KeepAliveTimeout,
-    /// Another connection took the session over [MQTT-3.1.4-2].
-    TakenOver,
-    ServerShutdown,
-    /// The client sent DISCONNECT; `will` is true for v5 reason 0x04.
-    ClientDisconnect {
-        will: bool,
-    },
-    Decode(DecodeError),
-    /// The client broke a rule; v5 gets DISCONNECT with this reason.
-    Protocol(ReasonCode, &'static str),
-    /// The server closes for its own reason.
-    Server(ReasonCode, &'static str),
-}
-
-impl Close {
-    /// Whether anything can still be written to the socket.
-    pub fn can_write(&self) -> bool {
-        !matches!(self, Close::PeerClosed | Close::Io(_))
-    }
-
-    /// The v5 DISCONNECT reason the server sends, if it sends one.
-    fn disconnect_reason(&self) -> Option<ReasonCode> {
-        match self {
-            Close::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
-            Close::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
-            Close::ServerShutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
-            Close::Decode(e) => Some(e.reason_code()),
-            Close::Protocol(rc, _) | Close::Server(rc, _) => Some(*rc),
-            Close::PeerClosed | Close::Io(_) | Close::ClientDisconnect { .. } => None,
-        }
-    }
-
-    /// Whether the will is published [MQTT-3.1.2-8]: on every end but a normal DISCONNECT.
-    fn publishes_will(&self) -> bool {
-        !matches!(self, Close::ClientDisconnect { will: false })
-    }
-}
-
-impl std::fmt::Display for Close {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Close::PeerClosed => f.write_str("peer closed the connection"),
-            Close::Io(e) => write!(f, "socket error: {e}"),
-            Close::KeepAliveTimeout => f.write_str("[MQTT-3.1.2-24] keep-alive timeout"),
-            Close::TakenOver => f.write_str("[MQTT-3.1.4-2] session taken over"),
-            Close::ServerShutdown => f.write_str("server shutting down"),
-            Close::ClientDisconnect { will: false } => f.write_str("client sent DISCONNECT"),
-            Close::ClientDisconnect { will: true } => {
-                f.write_str("client sent DISCONNECT with will message")
-            }
-            Close::Decode(e) => write!(f, "bad packet: {e}"),
-            Close::Protocol(rc, why) => write!(f, "protocol error ({:#04x}): {why}", rc.0),
-            Close::Server(rc, why) => write!(f, "{why} ({:#04x})", rc.0),
-        }
-    }
 }
 
 /// How long a publisher waits for a full subscriber queue to make room before that subscriber
@@ -858,36 +797,6 @@ impl Handler {
             client_id: self.client_id.clone(),
         }
         .publish(will);
-    }
-}
-
-/// Publishes a will message, now or from a delayed task.
-struct WillPublisher {
-    broker: Arc<BrokerState>,
-    client_id: Arc<str>,
-}
-
-impl WillPublisher {
-    fn publish(&self, will: codec::Will) {
-        if is_sys_topic(&will.topic) {
-            return;
-        }
-        let mut props = will.properties;
-        let expiry = props.message_expiry_interval.take();
-        props.will_delay_interval = None;
-        let mut msg = Message {
-            topic: Arc::from(will.topic.as_str()),
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
-            properties: props,
-            expires_at: None,
-            publisher: Some(self.client_id.clone()),
-            stored: std::sync::OnceLock::new(),
-        };
-        msg.set_expiry_interval(expiry, Instant::now());
-        tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
-        self.broker.publish_unacknowledged(Arc::new(msg));
     }
 }
 
