@@ -8,7 +8,11 @@
 //! reads pause while the broker's global queue budget is saturated (for connections that publish).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so keep-alive deadlines and the timers that wait for them agree (also under a
+// paused test clock).
+use tokio::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -380,7 +384,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                 }
                 // A 3.x client over its publish rate: resume once the bucket has refilled, and
                 // handle what is already buffered first.
-                _ = sleep_until(throttled), if throttled.is_some() => {
+                _ = sleep_until(throttled.map(Instant::from_std)), if throttled.is_some() => {
                     self.handler.clear_throttle();
                     if let Err(close) = self.decode_all() {
                         return close;
@@ -503,7 +507,7 @@ async fn wait_room(session: Option<&crate::session::Session>) {
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }
