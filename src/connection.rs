@@ -52,7 +52,7 @@ where
     };
     let connect = match connect {
         Err(_) => {
-            tracing::info!(%peer, "closing: no CONNECT within the connect timeout");
+            crate::refusal!(%peer, "closing: no CONNECT within the connect timeout");
             return;
         }
         Ok(Err(ConnectError::Io(e))) => {
@@ -73,9 +73,9 @@ where
                     &mut out,
                 );
                 let _ = writer.write_all(&out).await;
-                tracing::info!(%peer, level, "refused: unsupported protocol level");
+                crate::refusal!(%peer, level, "refused: unsupported protocol level");
             } else {
-                tracing::info!(%peer, reason = %e, "closing: bad first packet");
+                crate::refusal!(%peer, reason = %e, "closing: bad first packet");
             }
             return;
         }
@@ -97,13 +97,13 @@ where
                 match tokio::time::timeout(timeout, exchange).await {
                     Ok(Ok(done)) => Some(done),
                     Ok(Err(why)) => {
-                        tracing::info!(%peer, client_id = %connect.client_id, %method, reason = why,
+                        crate::refusal!(%peer, client_id = %connect.client_id, %method, reason = why,
                             "refused: enhanced authentication failed");
                         let _ = writer.write_all(&connack(ReasonCode::NOT_AUTHORIZED)).await;
                         return;
                     }
                     Err(_) => {
-                        tracing::info!(%peer, %method, "closing: authentication exchange timed out");
+                        crate::refusal!(%peer, %method, "closing: authentication exchange timed out");
                         return;
                     }
                 }

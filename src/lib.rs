@@ -12,6 +12,7 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod persistence;

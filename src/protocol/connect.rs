@@ -105,7 +105,7 @@ impl Handler {
                     identity.and_then(|(_, subject)| subject.clone())
                 };
                 let Some(name) = name else {
-                    tracing::info!(%peer, client_id = %c.client_id,
+                    crate::refusal!(%peer, client_id = %c.client_id,
                         "refused: no client certificate identity to use as the username");
                     return refuse(
                         out,
@@ -127,7 +127,7 @@ impl Handler {
             if version == ProtocolVersion::V31
                 || (version == ProtocolVersion::V311 && !c.clean_start)
             {
-                tracing::info!(%peer, protocol = %version, "refused: empty client id");
+                crate::refusal!(%peer, protocol = %version, "refused: empty client id");
                 return refuse(
                     out,
                     version,
@@ -149,7 +149,7 @@ impl Handler {
                 server_keep_alive = Some(keep_alive);
             } else if keep_alive > cfg.max_keepalive {
                 // A 3.x client cannot be told a lower value.
-                tracing::info!(%client_id, %peer, keep_alive, max = cfg.max_keepalive,
+                crate::refusal!(%client_id, %peer, keep_alive, max = cfg.max_keepalive,
                     "refused: keep-alive above max_keepalive");
                 return refuse(
                     out,
@@ -160,7 +160,7 @@ impl Handler {
             }
         }
         if let (Some(method), None) = (&c.properties.authentication_method, &auth) {
-            tracing::info!(%client_id, %peer, %method, "refused: unknown authentication method");
+            crate::refusal!(%client_id, %peer, %method, "refused: unknown authentication method");
             return refuse(
                 out,
                 version,
@@ -208,7 +208,7 @@ impl Handler {
             let decision = check_login(&auth_cfg, c.username.as_deref(), c.password.as_ref()).await;
             if !decision.is_allowed() {
                 // Never the password.
-                tracing::info!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
+                crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
                     ?decision, "refused: login failed");
                 broker.metrics.refused_connections.inc();
                 return refuse(
@@ -226,7 +226,7 @@ impl Handler {
             username: username.clone(),
         };
         let Ok(claimed) = broker.claim_session(&client_id, c.clean_start, meta).await else {
-            tracing::info!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
+            crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
                 "refused: the session belongs to another user (auth.session_owner_check)");
             broker.metrics.refused_connections.inc();
             return refuse(

@@ -543,7 +543,7 @@ impl Handler {
                 None
             };
             if let Some(code) = refused {
-                tracing::info!(client_id = %self.client_id, peer = %self.peer, %filter,
+                crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
                     reason = code.0, "subscription refused");
                 codes.push(if v5 {
                     code
@@ -555,7 +555,7 @@ impl Handler {
             let count = self.session.with_state(|s| s.subscription_count());
             let is_new = !self.session.with_state(|s| s.has_subscription(filter));
             if limit > 0 && is_new && count >= limit && self.version != ProtocolVersion::V31 {
-                tracing::info!(client_id = %self.client_id, peer = %self.peer, %filter,
+                crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
                     "subscription refused: max_subscriptions_per_client reached");
                 codes.push(if self.version.is_v5() {
                     ReasonCode::QUOTA_EXCEEDED
@@ -735,7 +735,7 @@ impl Handler {
         if quiet {
             tracing::info!(client_id = %self.client_id, peer = %self.peer, "client disconnected");
         } else {
-            tracing::info!(client_id = %self.client_id, peer = %self.peer,
+            crate::refusal!(client_id = %self.client_id, peer = %self.peer,
                 protocol = %self.version, reason = %close, "connection closed");
         }
         let will = self.will.take().filter(|_| close.publishes_will());

@@ -179,7 +179,7 @@ impl Endpoint {
         match tokio::time::timeout(self.handshake_timeout, accept).await {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(e)) if e.is_notable() => {
-                tracing::info!(%peer, listener = self.index, error = %e, "handshake failed");
+                crate::refusal!(%peer, listener = self.index, error = %e, "handshake failed");
                 None
             }
             Ok(Err(e)) => {

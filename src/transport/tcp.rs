@@ -46,7 +46,7 @@ pub async fn accept_loop(
         }
         if held.len() < permits.len() {
             broker.metrics.refused_connections.inc();
-            tracing::warn!(%peer, "connection refused: max_connections reached");
+            crate::refusal!(%peer, "connection refused: max_connections reached");
             drop(stream);
             continue;
         }
