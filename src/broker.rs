@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::enhanced::Authenticator;
 use crate::auth::{Access, AuthConfig, SubscribeVerdict};
 use crate::codec::ReasonCode;
-use crate::codec::{topic, QoS, SubscriptionOptions};
+use crate::codec::{self, topic, QoS, SubscriptionOptions};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -29,7 +29,7 @@ use crate::session::{
     Control, Delivery, DropReason, Limits, Ownership, Persistence as SessionPersistence, Session,
     SessionMeta,
 };
-use crate::storage::Op;
+use crate::storage::{unix_ms_now, Op};
 
 /// How long a CONNECT waits for the connection it takes over to finish closing.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -186,6 +186,27 @@ impl BrokerState {
         self.persistence.as_ref()
     }
 
+    /// Runs `f` once `delay` has passed, unless the broker shuts down first. The timer holds
+    /// only a weak reference: a pending session expiry or will must not keep the state (and
+    /// with it the store and its lock) alive after the broker has stopped.
+    pub fn after<F>(self: &Arc<Self>, delay: Duration, f: F)
+    where
+        F: FnOnce(&Arc<BrokerState>) + Send + 'static,
+    {
+        let state = Arc::downgrade(self);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(delay) => {
+                    if let Some(state) = state.upgrade() {
+                        f(&state);
+                    }
+                }
+            }
+        });
+    }
+
     /// Adds a session restored from the store (at start, before serving).
     pub fn restore_session(&self, session: Arc<Session>) {
         self.sessions.insert(session.client_id.clone(), session);
@@ -299,6 +320,7 @@ impl BrokerState {
         client_id: &str,
         clean_start: bool,
         meta: SessionMeta,
+        will: Option<&codec::Will>,
     ) -> Result<Claimed, NotOwner> {
         loop {
             let session = self.lookup_or_create(client_id);
@@ -332,7 +354,7 @@ impl BrokerState {
             if clean_start || previous_ended {
                 self.discard_state(&session);
             }
-            let store_ops = self.persist_claim(&session, &meta);
+            let store_ops = self.persist_claim(&session, &meta, will);
             session.set_meta(meta);
             let ownership = session.attach();
             drop(_serial);
@@ -347,7 +369,12 @@ impl BrokerState {
 
     /// A persistent session (expiry not 0) is stored and spills its queue to disk; a session
     /// that becomes non-persistent is deleted from the store.
-    fn persist_claim(&self, session: &Arc<Session>, meta: &SessionMeta) -> Vec<Op> {
+    fn persist_claim(
+        &self,
+        session: &Arc<Session>,
+        meta: &SessionMeta,
+        will: Option<&codec::Will>,
+    ) -> Vec<Op> {
         let Some(p) = &self.persistence else {
             return Vec::new();
         };
@@ -371,18 +398,35 @@ impl BrokerState {
         vec![Op::PutSession(persistence::session_record(
             &session.client_id,
             meta,
-            false,
+            None,
+            will,
         ))]
     }
 
-    /// Records that a persistent session's client went away (for expiry after a restart).
-    pub fn persist_disconnect(&self, session: &Session) {
+    /// Records that a persistent session's client went away (for expiry after a restart),
+    /// with the will still waiting out its delay, if any.
+    pub fn persist_disconnect(&self, session: &Session, pending_will: Option<&codec::Will>) {
+        self.persist_disconnected(session, unix_ms_now(), pending_will);
+    }
+
+    /// Records that the delayed will of a session disconnected since `disconnected_at_unix_ms`
+    /// has been published, so a restart does not publish it again.
+    pub fn will_published(&self, session: &Session, disconnected_at_unix_ms: u64) {
+        self.persist_disconnected(session, disconnected_at_unix_ms, None);
+    }
+
+    fn persist_disconnected(&self, session: &Session, at_unix_ms: u64, will: Option<&codec::Will>) {
+        // An expired session's record is gone; rewriting it would resurrect it.
+        if session.is_removed() {
+            return;
+        }
         if let (Some(p), true) = (&self.persistence, session.is_persistent()) {
             let meta = session.meta();
             p.submit(vec![Op::PutSession(persistence::session_record(
                 &session.client_id,
                 &meta,
-                true,
+                Some(at_unix_ms),
+                will,
             ))]);
         }
     }

@@ -169,7 +169,7 @@ impl BrokerBuilder {
         if let Some((p, snapshot)) = store {
             let r = persistence::restore(&state, &p, snapshot)?;
             tracing::info!(dir = %state.config.persistence.dir.display(), sessions = r.sessions,
-                expired = r.expired, retained = r.retained, "store opened");
+                expired = r.expired, retained = r.retained, wills = r.wills, "store opened");
         }
         let mut addrs = Vec::new();
         for (listener, addr, permits, endpoint) in bound {

@@ -5,21 +5,23 @@
 //! What waits for durability (see `architecture.md`): PUBACK/PUBREC of an inbound QoS 1/2
 //! message queued for a persistent session or retained; CONNACK of a persistent session;
 //! SUBACK; an outbound PUBLISH until its packet id is recorded; PUBREL until the PUBREL-sent
-//! stage is. What does not: deletes after acknowledgements (a lost delete only means a
-//! redelivery with DUP=1), QoS 0, metrics.
+//! stage is; PUBCOMP until the inbound QoS 2 record is deleted (otherwise, after a crash, the
+//! client's next message under the same packet id would be taken for a duplicate and lost).
+//! What does not: deletes of outbound records after the client's acknowledgement (a lost
+//! delete only means a redelivery with DUP=1), QoS 0, metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::BrokerState;
-use crate::codec::ProtocolVersion;
+use crate::codec::{self, ProtocolVersion};
 use crate::message::Message;
-use crate::protocol::Receipt;
+use crate::protocol::{self, Receipt};
 use crate::session::{Delivery, Inflight, Persistence as SessionPersistence, Session, SessionMeta};
 use crate::storage::{
     unix_ms_now, LoadedInflight, LoadedSession, Op, Snapshot, Store, StoreError, StoreWriter,
-    StoredDelivery, StoredMessage, StoredSession,
+    StoredDelivery, StoredMessage, StoredSession, StoredWill,
 };
 
 /// The store, its writer and the message-id counter, shared by every connection.
@@ -136,8 +138,14 @@ pub fn to_delivery(seq: u64, d: StoredDelivery) -> Delivery {
     }
 }
 
-/// The session record for `client_id`.
-pub fn session_record(client_id: &str, meta: &SessionMeta, disconnected: bool) -> StoredSession {
+/// The session record for `client_id`; `disconnected_at_unix_ms` is None while connected.
+/// `will` is a will that has not been published yet (its delay has not passed).
+pub fn session_record(
+    client_id: &str,
+    meta: &SessionMeta,
+    disconnected_at_unix_ms: Option<u64>,
+    will: Option<&codec::Will>,
+) -> StoredSession {
     StoredSession {
         client_id: client_id.to_string(),
         owner_username: meta.username.as_deref().map(str::to_string),
@@ -145,8 +153,8 @@ pub fn session_record(client_id: &str, meta: &SessionMeta, disconnected: bool) -
         expiry_secs: meta
             .expiry
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
-        disconnected_at_unix_ms: disconnected.then(unix_ms_now),
-        will: None,
+        disconnected_at_unix_ms,
+        will: will.map(StoredWill::from_will),
     }
 }
 
@@ -166,6 +174,8 @@ pub struct Restored {
     pub sessions: usize,
     pub expired: usize,
     pub retained: usize,
+    /// Wills of sessions whose client had not come back, published or scheduled.
+    pub wills: usize,
 }
 
 /// Puts the stored sessions and retained messages back into a broker that is not serving yet:
@@ -182,26 +192,63 @@ pub fn restore(
         broker.restore_retained(Arc::new(r.to_message()));
         report.retained += 1;
     }
+    // Wills go out once every session is back, so their subscribers receive them.
+    let mut wills = Vec::new();
     for loaded in snapshot.sessions {
         let record = &loaded.session;
         let remaining = remaining_expiry(record);
+        let will = record.will.as_ref().map(|w| {
+            let since = record.disconnected_at_unix_ms.unwrap_or_else(unix_ms_now);
+            (w.to_will(), since)
+        });
         if remaining == Some(Duration::ZERO) {
             p.submit(vec![Op::DeleteSession {
                 client_id: record.client_id.clone(),
             }]);
             report.expired += 1;
+            if let Some((will, _)) = will {
+                // The session ended while the broker was down: its will is due now.
+                wills.push((Arc::from(record.client_id.as_str()), will, None));
+            }
             continue;
         }
         let queued = p.store.queue_len(&record.client_id)?;
         let session = restore_session(broker, p, loaded, queued);
         if let Some(after) = remaining {
-            let broker = broker.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                broker.expire_session(&session, 0);
-            });
+            let session = session.clone();
+            broker.after(after, move |broker| broker.expire_session(&session, 0));
+        }
+        if let Some((will, since)) = will {
+            wills.push((
+                session.client_id.clone(),
+                will,
+                Some((session, since, remaining)),
+            ));
         }
         report.sessions += 1;
+    }
+    for (client_id, will, live) in wills {
+        report.wills += 1;
+        let Some((session, since, remaining)) = live else {
+            protocol::publish_will(broker, &client_id, will);
+            continue;
+        };
+        // A broker that stopped while the client was connected counts from its own start.
+        let gone = Duration::from_millis(unix_ms_now().saturating_sub(since));
+        let delay =
+            Duration::from_secs(u64::from(will.properties.will_delay_interval.unwrap_or(0)));
+        let mut wait = delay.saturating_sub(gone);
+        if let Some(r) = remaining {
+            wait = wait.min(r);
+        }
+        broker.after(wait, move |broker| {
+            // Generation 0 is the restored session's; a reconnect claims a newer one and
+            // cancels the will [MQTT-3.1.3-9].
+            if session.owned_by(0) {
+                broker.will_published(&session, since);
+                protocol::publish_will(broker, &client_id, will);
+            }
+        });
     }
     Ok(report)
 }

@@ -156,7 +156,14 @@ fn run_until_sigterm(name: &str, args: &[&str]) {
         name,
         "[[listeners]]\nbind = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n",
     );
+    // The binary persists to `data` in its working directory by default; give each run its own
+    // so parallel tests never contend for the store's lock.
+    let dir = path
+        .parent()
+        .expect("config has a parent dir")
+        .to_path_buf();
     let mut child = starling()
+        .current_dir(&dir)
         .args(args)
         .arg(&path)
         .stdout(Stdio::null())

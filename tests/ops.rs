@@ -561,6 +561,7 @@ fn systemd_notify_ready_reload_stopping() {
     std::fs::write(&config, base).unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .current_dir(&dir)
         .arg("--config")
         .arg(&config)
         .env("NOTIFY_SOCKET", &socket_path)

@@ -225,7 +225,10 @@ impl Handler {
             expiry,
             username: username.clone(),
         };
-        let Ok(claimed) = broker.claim_session(&client_id, c.clean_start, meta).await else {
+        let Ok(claimed) = broker
+            .claim_session(&client_id, c.clean_start, meta, c.will.as_ref())
+            .await
+        else {
             crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
                 "refused: the session belongs to another user (auth.session_owner_check)");
             broker.metrics.refused_connections.inc();

@@ -29,7 +29,7 @@ use crate::storage::{InflightStage, Op, StoredSubscription};
 pub use close::Close;
 pub use connect::ConnectOutcome;
 pub use outbox::{Outbox, Receipt};
-use will::WillPublisher;
+pub use will::publish_will;
 
 /// A completed enhanced-authentication exchange: the method's authenticator (kept for
 /// re-authentication) and the data CONNACK carries.
@@ -161,10 +161,15 @@ impl Handler {
             Packet::PubRel(r) => {
                 let known = self.session.with_state(|s| s.inbound_pubrel(r.packet_id));
                 if known && self.session.is_persistent() {
-                    self.store_nowait(vec![Op::DeleteInboundQos2 {
-                        client_id: self.client_id.to_string(),
-                        packet_id: r.packet_id,
-                    }]);
+                    // PUBCOMP frees the packet id for the client's next message; if the
+                    // record survived a crash, that message would be dropped as a duplicate.
+                    self.store_wait(
+                        vec![Op::DeleteInboundQos2 {
+                            client_id: self.client_id.to_string(),
+                            packet_id: r.packet_id,
+                        }],
+                        out,
+                    );
                 }
                 let mut comp = PubResp::new(r.packet_id);
                 if !known && self.version.is_v5() {
@@ -741,29 +746,35 @@ impl Handler {
         let will = self.will.take().filter(|_| close.publishes_will());
         self.broker.redistribute_shared(&self.session);
         let still_owner = self.broker.end_connection(&self.session, self.generation);
-        if still_owner {
-            self.broker.persist_disconnect(&self.session);
-        }
         let expiry = self.session.meta().expiry;
+        let persists = still_owner && expiry != Some(Duration::ZERO);
+        // A will waiting out its delay is kept in the session record, so a restart in the
+        // meantime still publishes it.
+        let mut pending_will = None;
         if let Some(will) = will {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
-            let persists = still_owner && expiry != Some(Duration::ZERO);
             if delay > 0 && matches!(close, Close::TakenOver) {
                 // The client came back within the Will Delay Interval [MQTT-3.1.3-9].
             } else if delay > 0 && persists {
-                self.schedule_will(will, delay, expiry);
+                pending_will = Some(will);
             } else {
-                self.publish_will(will);
+                will::publish_will(&self.broker, &self.client_id, will);
             }
         }
         if still_owner {
+            self.broker
+                .persist_disconnect(&self.session, pending_will.as_ref());
+        }
+        if let Some(will) = pending_will {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            self.schedule_will(will, delay, expiry);
+        }
+        if still_owner {
             if let Some(after) = expiry.filter(|d| !d.is_zero()) {
-                let broker = self.broker.clone();
                 let session = self.session.clone();
                 let generation = self.generation;
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    broker.expire_session(&session, generation);
+                self.broker.after(after, move |broker| {
+                    broker.expire_session(&session, generation)
                 });
             }
         }
@@ -779,24 +790,14 @@ impl Handler {
         }
         let session = self.session.clone();
         let generation = self.generation;
-        let this = WillPublisher {
-            broker: self.broker.clone(),
-            client_id: self.client_id.clone(),
-        };
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
+        let client_id = self.client_id.clone();
+        let since = crate::storage::unix_ms_now();
+        self.broker.after(wait, move |broker| {
             if session.owned_by(generation) {
-                this.publish(will);
+                broker.will_published(&session, since);
+                will::publish_will(broker, &client_id, will);
             }
         });
-    }
-
-    fn publish_will(&self, will: codec::Will) {
-        WillPublisher {
-            broker: self.broker.clone(),
-            client_id: self.client_id.clone(),
-        }
-        .publish(will);
     }
 }
 

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::codec::{Properties, QoS, SubscriptionOptions};
+use crate::codec::{self, Properties, QoS, SubscriptionOptions};
 use crate::message::Message;
 
 pub use fjall_store::{FjallOptions, FjallStore};
@@ -144,6 +144,33 @@ pub struct StoredWill {
     pub expiry_interval_secs: Option<u32>,
     /// Will Delay Interval (seconds); 0 = publish at once.
     pub delay_secs: u32,
+}
+
+impl StoredWill {
+    pub fn from_will(w: &codec::Will) -> StoredWill {
+        StoredWill {
+            topic: w.topic.clone(),
+            payload: w.payload.clone(),
+            qos: w.qos,
+            retain: w.retain,
+            properties: forwarded_properties(&w.properties),
+            expiry_interval_secs: w.properties.message_expiry_interval,
+            delay_secs: w.properties.will_delay_interval.unwrap_or(0),
+        }
+    }
+
+    pub fn to_will(&self) -> codec::Will {
+        let mut properties = self.properties.clone();
+        properties.message_expiry_interval = self.expiry_interval_secs;
+        properties.will_delay_interval = (self.delay_secs > 0).then_some(self.delay_secs);
+        codec::Will {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties,
+        }
+    }
 }
 
 /// A session's own record. Its subscriptions, queue and inflight state are separate records
