@@ -339,7 +339,9 @@ impl BrokerState {
             };
             if let Some(previous) = previous {
                 tracing::info!(client_id, "session taken over by a new connection");
-                let _ = previous.control.try_send(Control::TakenOver);
+                if let Some(tx) = previous.control {
+                    let _ = tx.send(Control::TakenOver);
+                }
                 if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
                     .await
                     .is_err()

@@ -26,10 +26,17 @@ use crate::transport::ConnectionInfo;
 
 /// Fill the write buffer from the session queue only below this many bytes.
 const WRITE_HIGH: usize = 64 * 1024;
-/// Read at least this much per read call.
-const READ_CHUNK: usize = 4096;
-/// Above this, an emptied read buffer is released so idle connections stay small.
-const READ_KEEP: usize = 16 * 1024;
+/// The read size adapts to the traffic: a read that fills the buffer doubles the next one (up
+/// to `READ_MAX`), a small one shrinks it, down to `READ_MIN`. Idle connections, the common
+/// case by far, then hold a few hundred bytes instead of a full-size buffer.
+const READ_MIN: usize = 256;
+const READ_MAX: usize = 64 * 1024;
+/// An emptied buffer (read or write) larger than this is released when traffic is light.
+const BUF_KEEP: usize = 16 * 1024;
+/// How often a PUBLISH blocked on full queues retries subscribers that did not signal room.
+const BLOCKED_POLL: Duration = Duration::from_millis(20);
+/// When a refill found nothing yet (a write still on its way), try again after this.
+const REFILL_RETRY: Duration = Duration::from_millis(20);
 /// Stop reading while this many acknowledgements wait for the store (bounds the writer queue).
 const MAX_PENDING_RECEIPTS: usize = 1024;
 
@@ -48,7 +55,9 @@ where
     let connect = tokio::select! {
         // A connection that has not sent CONNECT yet must not hold up shutdown.
         _ = shutdown.cancelled() => return,
-        r = tokio::time::timeout(timeout, read_connect(&mut reader, &mut rbuf, max_in)) => r,
+        // Boxed, like the other one-off steps before the loop: the task keeps its future's
+        // largest state for as long as the connection lives.
+        r = Box::pin(tokio::time::timeout(timeout, read_connect(&mut reader, &mut rbuf, max_in))) => r,
     };
     let connect = match connect {
         Err(_) => {
@@ -94,7 +103,7 @@ where
                     authenticator,
                     max_in,
                 );
-                match tokio::time::timeout(timeout, exchange).await {
+                match tokio::time::timeout(timeout, Box::pin(exchange)).await {
                     Ok(Ok(done)) => Some(done),
                     Ok(Err(why)) => {
                         crate::refusal!(%peer, client_id = %connect.client_id, %method, reason = why,
@@ -112,7 +121,7 @@ where
         },
         None => None,
     };
-    let outcome = Handler::connect(&broker, connect, auth, &info, &mut out).await;
+    let outcome = Box::pin(Handler::connect(&broker, connect, auth, &info, &mut out)).await;
     let (handler, control) = match outcome {
         ConnectOutcome::Refused => {
             let _ = writer.write_all(&out.ready).await;
@@ -127,6 +136,7 @@ where
         reader,
         writer,
         rbuf,
+        read_chunk: READ_MIN,
         out,
         needs_flush: false,
         want_pump: true,
@@ -134,9 +144,10 @@ where
         last_read: Instant::now(),
         refill: None,
         refill_after: None,
+        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
     };
     let close = conn.run().await;
-    conn.finish(close).await;
+    Box::pin(conn.finish(close)).await;
 }
 
 /// A v5 CONNACK refusing the connection with `code`.
@@ -246,7 +257,7 @@ async fn read_packet<R: AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => return Err(ConnectError::Protocol(e)),
         }
-        rbuf.reserve(512);
+        rbuf.reserve(READ_MIN);
         match reader.read_buf(rbuf).await {
             Ok(0) => {
                 return Err(ConnectError::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -263,18 +274,22 @@ struct Connection<S> {
     reader: ReadHalf<S>,
     writer: WriteHalf<S>,
     rbuf: BytesMut,
+    /// How much the next read asks for; see [`READ_MIN`].
+    read_chunk: usize,
     /// Outgoing bytes; some may wait for the store to make something durable.
     out: Outbox,
     /// A write completed since the last flush (TLS and WebSocket buffer inside the stream).
     needs_flush: bool,
     /// The session queue may hold something this connection can send now.
     want_pump: bool,
-    control: tokio::sync::mpsc::Receiver<Control>,
+    control: tokio::sync::oneshot::Receiver<Control>,
     last_read: Instant,
     /// A read of the session's disk backlog in progress.
     refill: Option<Refill>,
     /// After a refill found nothing yet (a write still on its way), try again at this time.
     refill_after: Option<Instant>,
+    /// The one timer of the loop (see `run`); boxed because `Sleep` must stay pinned.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 type Refill =
@@ -284,6 +299,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     async fn run(&mut self) -> Close {
         let keep_alive = self.handler.keep_alive_timeout();
         let shutdown = self.broker.shutdown.clone();
+        // Checked lazily: reads only move `last_read`; when this passes, the real deadline is
+        // computed again, so a busy connection does not re-arm a timer on every read.
+        let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
             if self.want_pump && self.out.len() < WRITE_HIGH {
                 self.want_pump = self.handler.pump(&mut self.out, WRITE_HIGH);
@@ -296,26 +314,42 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             let backed_up =
                 self.out.len() >= WRITE_HIGH * 2 || self.out.pending() >= MAX_PENDING_RECEIPTS;
             let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
-            let throttled = self.handler.throttled_until();
+            let throttled = self.handler.throttled_until().map(Instant::from_std);
             let blocked_on = self.handler.blocked_on();
-            let deadline = keep_alive.map(|k| self.last_read + k);
             let writing = !self.out.ready.is_empty() || self.needs_flush;
             let settling = self.out.pending() > 0;
+            // One timer serves every deadline: keep-alive, the end of a throttle, the retry of
+            // an empty refill, and the poll of a blocked PUBLISH.
+            let refill_due = self.refill_after.filter(|_| self.refill.is_none());
+            let blocked_poll = blocked_on.as_ref().map(|_| Instant::now() + BLOCKED_POLL);
+            let next = [keep_alive_check, throttled, refill_due, blocked_poll]
+                .into_iter()
+                .flatten()
+                .min();
+            if let Some(at) = next {
+                if self.timer.deadline() != at {
+                    self.timer.as_mut().reset(at);
+                }
+            }
             tokio::select! {
                 biased;
                 // Cancellation-safe: a token check.
                 _ = shutdown.cancelled() => return Close::ServerShutdown,
-                // Cancellation-safe: mpsc recv loses nothing when dropped.
-                ctl = self.control.recv() => match ctl {
-                    Some(Control::TakenOver) => return Close::TakenOver,
-                    Some(Control::Disconnect(rc, why)) => return Close::Server(rc, why),
-                    None => return Close::TakenOver,
+                // Cancellation-safe: polling a oneshot by reference consumes nothing. Its one
+                // value ends the loop, so it is never polled after completing.
+                ctl = &mut self.control => match ctl {
+                    Ok(Control::TakenOver) => return Close::TakenOver,
+                    Ok(Control::Disconnect(rc, why)) => return Close::Server(rc, why),
+                    Err(_) => return Close::TakenOver,
                 },
                 // Cancellation-safe: write_buf advances the buffer only by what was written.
                 r = write_some(&mut self.writer, &mut self.out.ready, &mut self.needs_flush), if writing => {
                     match r {
                         Ok(n) => self.broker.metrics.bytes_sent.add(n as u64),
                         Err(e) => return Close::Io(e),
+                    }
+                    if self.out.ready.is_empty() && self.out.ready.capacity() > BUF_KEEP {
+                        self.out.ready = BytesMut::new();
                     }
                     if self.out.len() < WRITE_HIGH / 2 {
                         self.want_pump = true;
@@ -331,10 +365,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     }
                 },
                 // Cancellation-safe: read_buf appends only what it read.
-                r = read_some(&mut self.reader, &mut self.rbuf), if !paused && !backed_up && throttled.is_none() && blocked_on.is_none() => {
+                r = read_some(&mut self.reader, &mut self.rbuf, self.read_chunk), if !paused && !backed_up && throttled.is_none() && blocked_on.is_none() => {
                     match r {
-                        Ok(0) => return Close::PeerClosed,
-                        Ok(n) => {
+                        Ok((0, _)) => return Close::PeerClosed,
+                        Ok((n, filled)) => {
+                            self.read_chunk = next_read_chunk(self.read_chunk, n, filled);
                             self.broker.metrics.bytes_received.add(n as u64);
                             self.last_read = Instant::now();
                             if let Err(close) = self.decode_all() {
@@ -355,8 +390,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     match r {
                         Ok(entries) => {
                             if self.handler.apply_refill(entries) == 0 {
-                                self.refill_after =
-                                    Some(Instant::now() + Duration::from_millis(20));
+                                self.refill_after = Some(Instant::now() + REFILL_RETRY);
                             }
                             self.want_pump = true;
                         }
@@ -367,38 +401,55 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                         }
                     }
                 }
-                _ = sleep_until(self.refill_after), if self.refill_after.is_some() && self.refill.is_none() => {
-                    self.refill_after = None;
-                    self.start_refill();
-                }
                 // A PUBLISH waits for room in a full subscriber queue: retry when that
-                // subscriber drains (or every few ms, for the others), then carry on with
-                // what is buffered.
-                _ = wait_room(blocked_on.as_deref()), if blocked_on.is_some() => {
-                    self.handler.retry_blocked(&mut self.out);
-                    if self.handler.blocked_on().is_none() {
+                // subscriber drains (the timer polls for the others), then carry on with what
+                // is buffered. Cancellation-safe: a dropped Notified passes its permit on.
+                _ = room_made(blocked_on.as_deref()), if blocked_on.is_some() => {
+                    if let Err(close) = self.retry_blocked() {
+                        return close;
+                    }
+                }
+                // Cancellation-safe: the timer is a field; polling it by reference keeps it.
+                _ = self.timer.as_mut(), if next.is_some() => {
+                    let now = Instant::now();
+                    if let (Some(check), Some(k)) = (keep_alive_check, keep_alive) {
+                        if now >= check {
+                            if now.saturating_duration_since(self.last_read) >= k {
+                                return Close::KeepAliveTimeout;
+                            }
+                            keep_alive_check = Some(self.last_read + k);
+                        }
+                    }
+                    if refill_due.is_some_and(|at| now >= at) {
+                        self.refill_after = None;
+                        self.start_refill();
+                    }
+                    // A 3.x client over its publish rate: resume once the bucket has refilled,
+                    // and handle what is already buffered first.
+                    if throttled.is_some_and(|at| now >= at) {
+                        self.handler.clear_throttle();
                         if let Err(close) = self.decode_all() {
                             return close;
                         }
                     }
-                }
-                // A 3.x client over its publish rate: resume once the bucket has refilled, and
-                // handle what is already buffered first.
-                _ = sleep_until(throttled.map(Instant::from_std)), if throttled.is_some() => {
-                    self.handler.clear_throttle();
-                    if let Err(close) = self.decode_all() {
-                        return close;
-                    }
-                }
-                _ = sleep_until(deadline), if deadline.is_some() => {
-                    if let Some(k) = keep_alive {
-                        if self.last_read.elapsed() >= k {
-                            return Close::KeepAliveTimeout;
+                    if blocked_on.is_some() {
+                        if let Err(close) = self.retry_blocked() {
+                            return close;
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Retries a PUBLISH blocked on full subscriber queues; once it is through, handles what
+    /// is buffered behind it.
+    fn retry_blocked(&mut self) -> Result<(), Close> {
+        self.handler.retry_blocked(&mut self.out);
+        if self.handler.blocked_on().is_none() {
+            self.decode_all()?;
+        }
+        Ok(())
     }
 
     /// Starts reading the session's disk backlog when its memory queue ran low.
@@ -430,7 +481,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                 Err(e) => return Err(Close::Decode(e)),
             }
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > READ_KEEP {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > (4 * self.read_chunk).min(BUF_KEEP) {
             self.rbuf = BytesMut::new();
         }
         Ok(())
@@ -474,14 +525,32 @@ async fn write_some<W: AsyncWrite + Unpin>(
     Ok(n)
 }
 
+/// Reads into `rbuf` with room for at least `chunk / 4` bytes (`chunk` when it must grow).
+/// Returns the byte count and whether the read filled all the room there was.
 async fn read_some<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-        rbuf.reserve(READ_CHUNK);
+    chunk: usize,
+) -> std::io::Result<(usize, bool)> {
+    if rbuf.capacity() - rbuf.len() < chunk / 4 {
+        rbuf.reserve(chunk);
     }
-    reader.read_buf(rbuf).await
+    let room = rbuf.capacity() - rbuf.len();
+    let n = reader.read_buf(rbuf).await?;
+    Ok((n, n == room))
+}
+
+/// The next read size after a read of `n` bytes (see [`READ_MIN`]).
+fn next_read_chunk(chunk: usize, n: usize, filled: bool) -> usize {
+    if filled {
+        (chunk * 2).min(READ_MAX)
+    } else if n < READ_MIN {
+        READ_MIN
+    } else if n < chunk / 4 {
+        (chunk / 2).max(READ_MIN)
+    } else {
+        chunk
+    }
 }
 
 async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, String> {
@@ -491,23 +560,10 @@ async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, Strin
     }
 }
 
-/// Resolves when `session` made room in its queue, or after a short poll interval.
-async fn wait_room(session: Option<&crate::session::Session>) {
-    let poll = tokio::time::sleep(Duration::from_millis(20));
+/// Resolves when `session` made room in its queue.
+async fn room_made(session: Option<&crate::session::Session>) {
     match session {
-        Some(s) => {
-            tokio::select! {
-                _ = s.room_made() => {}
-                _ = poll => {}
-            }
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(s) => s.room_made().await,
         None => std::future::pending().await,
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 use super::Handler;
 use crate::auth::{AuthConfig, AuthDecision};
@@ -19,7 +19,7 @@ pub enum ConnectOutcome {
     /// CONNACK with a failure code is in the write buffer; close after writing it.
     Refused,
     /// CONNACK (and any resends) are in the write buffer.
-    Accepted(Box<Handler>, mpsc::Receiver<Control>),
+    Accepted(Box<Handler>, oneshot::Receiver<Control>),
 }
 
 /// Session expiry from a v5 Session Expiry Interval: 0xFFFFFFFF never expires.
@@ -303,7 +303,7 @@ impl Handler {
             peer,
             version,
             keep_alive,
-            will: c.will,
+            will: c.will.map(Box::new),
             send_window,
             client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
             aliases_out: super::outbound::TopicAliases::new(if version.is_v5() {

@@ -61,7 +61,8 @@ pub struct Handler {
     peer: SocketAddr,
     version: ProtocolVersion,
     keep_alive: u16,
-    will: Option<codec::Will>,
+    /// Boxed: most connections have no will, and the Handler lives in every connection task.
+    will: Option<Box<codec::Will>>,
     /// The client's Receive Maximum (v5) or `max_inflight` (3.x).
     send_window: usize,
     /// The client's Maximum Packet Size (v5); u32::MAX otherwise.
@@ -92,7 +93,7 @@ pub struct Handler {
     /// A 3.x client over its rate is not read until then (TCP backpressure).
     throttled_until: Option<Instant>,
     /// A PUBLISH whose deliveries wait for room in full subscriber queues.
-    blocked: Option<Blocked>,
+    blocked: Option<Box<Blocked>>,
     scratch: Vec<(u16, crate::session::Delivery)>,
 }
 
@@ -414,11 +415,11 @@ impl Handler {
             if !publication.blocked.is_empty() {
                 // ...and once it sits in every matching queue (overload rule (c)): the ack
                 // and further reads wait for room.
-                self.blocked = Some(Blocked {
+                self.blocked = Some(Box::new(Blocked {
                     items: publication.blocked,
                     ack,
                     since: Instant::now(),
-                });
+                }));
                 return Ok(());
             }
         }
@@ -743,7 +744,11 @@ impl Handler {
             crate::refusal!(client_id = %self.client_id, peer = %self.peer,
                 protocol = %self.version, reason = %close, "connection closed");
         }
-        let will = self.will.take().filter(|_| close.publishes_will());
+        let will = self
+            .will
+            .take()
+            .filter(|_| close.publishes_will())
+            .map(|w| *w);
         self.broker.redistribute_shared(&self.session);
         let still_owner = self.broker.end_connection(&self.session, self.generation);
         let expiry = self.session.meta().expiry;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use crate::codec::{ProtocolVersion, ReasonCode};
 pub use state::{
@@ -32,7 +32,9 @@ pub enum Control {
 /// The connection currently attached to a session.
 #[derive(Debug)]
 struct Attached {
-    control: mpsc::Sender<Control>,
+    /// One request ends a connection, so a oneshot is enough (and an mpsc channel's first
+    /// block would cost every connection close to a kilobyte). Taken by the first request.
+    control: Option<oneshot::Sender<Control>>,
     /// Completes (with an error) when the connection task has finished, will included.
     closed: oneshot::Receiver<()>,
 }
@@ -57,7 +59,7 @@ pub struct Removed;
 /// The connection a CONNECT takes the session from.
 #[derive(Debug)]
 pub struct Previous {
-    pub control: mpsc::Sender<Control>,
+    pub control: Option<oneshot::Sender<Control>>,
     /// Completes when that connection has finished (will included).
     pub closed: oneshot::Receiver<()>,
 }
@@ -66,7 +68,7 @@ pub struct Previous {
 #[derive(Debug)]
 pub struct Ownership {
     pub generation: u64,
-    pub control: mpsc::Receiver<Control>,
+    pub control: oneshot::Receiver<Control>,
     /// Dropped when the connection task ends; the next CONNECT waits for it.
     pub closed: oneshot::Sender<()>,
 }
@@ -245,21 +247,27 @@ impl Session {
 
     /// Sends a request to the attached connection, if any; never waits.
     pub fn send_control(&self, c: Control) {
-        if let Some(a) = self.link.lock().attached.as_ref() {
-            let _ = a.control.try_send(c);
+        if let Some(tx) = self
+            .link
+            .lock()
+            .attached
+            .as_mut()
+            .and_then(|a| a.control.take())
+        {
+            let _ = tx.send(c);
         }
     }
 
     /// Makes a new connection the owner. Must be called with `connect_lock` held.
     pub fn attach(&self) -> Ownership {
-        let (ctl_tx, ctl_rx) = mpsc::channel(4);
+        let (ctl_tx, ctl_rx) = oneshot::channel();
         let (closed_tx, closed_rx) = oneshot::channel();
         let mut link = self.link.lock();
         link.generation += 1;
         let generation = link.generation;
         link.ever_attached = true;
         link.attached = Some(Attached {
-            control: ctl_tx,
+            control: Some(ctl_tx),
             closed: closed_rx,
         });
         self.state.lock().set_online(true);

@@ -128,6 +128,10 @@ impl Endpoint {
 
     /// Runs the transport handshake on an accepted socket, then serves MQTT on the result.
     /// A handshake that fails or times out is logged and the socket closed.
+    ///
+    /// Each transport's future is boxed: a task stores its future inline, so without the boxes
+    /// every plain TCP connection would carry the space of the largest one (TLS + WebSocket,
+    /// about 17 KB), most of the memory of an idle connection.
     pub async fn serve(&self, stream: TcpStream, peer: SocketAddr, broker: Arc<BrokerState>) {
         let info = |tls_identity| ConnectionInfo {
             peer,
@@ -135,38 +139,47 @@ impl Endpoint {
             tls_identity,
         };
         match &self.transport {
-            Transport::Mqtt => connection::serve(stream, info(None), broker).await,
+            Transport::Mqtt => Box::pin(connection::serve(stream, info(None), broker)).await,
             Transport::Mqtts(tls) => {
-                let accept = async {
-                    tls.acceptor()
-                        .accept(stream)
-                        .await
-                        .map_err(HandshakeError::Tls)
-                };
-                if let Some(s) = self.handshake(peer, accept).await {
-                    let identity = tls::client_identity(s.get_ref().1);
-                    connection::serve(s, info(identity), broker).await;
-                }
+                Box::pin(async {
+                    let accept = async {
+                        tls.acceptor()
+                            .accept(stream)
+                            .await
+                            .map_err(HandshakeError::Tls)
+                    };
+                    if let Some(s) = self.handshake(peer, accept).await {
+                        let identity = tls::client_identity(s.get_ref().1);
+                        connection::serve(s, info(identity), broker).await;
+                    }
+                })
+                .await
             }
             Transport::Ws(settings) => {
-                let accept = async { Ok(ws::accept(stream, settings).await?) };
-                if let Some(s) = self.handshake(peer, accept).await {
-                    connection::serve(s, info(None), broker).await;
-                }
+                Box::pin(async {
+                    let accept = async { Ok(ws::accept(stream, settings).await?) };
+                    if let Some(s) = self.handshake(peer, accept).await {
+                        connection::serve(s, info(None), broker).await;
+                    }
+                })
+                .await
             }
             Transport::Wss(tls, settings) => {
-                let accept = async {
-                    let t = tls
-                        .acceptor()
-                        .accept(stream)
-                        .await
-                        .map_err(HandshakeError::Tls)?;
-                    Ok(ws::accept(t, settings).await?)
-                };
-                if let Some(s) = self.handshake(peer, accept).await {
-                    let identity = tls::client_identity(s.get_ref().get_ref().1);
-                    connection::serve(s, info(identity), broker).await;
-                }
+                Box::pin(async {
+                    let accept = async {
+                        let t = tls
+                            .acceptor()
+                            .accept(stream)
+                            .await
+                            .map_err(HandshakeError::Tls)?;
+                        Ok(ws::accept(t, settings).await?)
+                    };
+                    if let Some(s) = self.handshake(peer, accept).await {
+                        let identity = tls::client_identity(s.get_ref().get_ref().1);
+                        connection::serve(s, info(identity), broker).await;
+                    }
+                })
+                .await
             }
         }
     }
