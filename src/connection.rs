@@ -46,6 +46,25 @@ pub async fn serve<S>(stream: S, info: ConnectionInfo, broker: Arc<BrokerState>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    // The handshake runs in an allocation of its own, freed once it is done: a task keeps its
+    // future's largest state for as long as it lives, and only the loop's state should be what
+    // an idle connection costs.
+    let Some(conn) = Box::pin(accept(stream, info, broker)).await else {
+        return;
+    };
+    conn.serve().await;
+}
+
+/// Reads CONNECT under the connect timeout, runs enhanced authentication and the session
+/// claim; the connection to serve, or `None` when it was refused or closed (logged).
+async fn accept<S>(
+    stream: S,
+    info: ConnectionInfo,
+    broker: Arc<BrokerState>,
+) -> Option<Connection<S>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let peer = info.peer;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::new();
@@ -54,19 +73,17 @@ where
     let shutdown = broker.shutdown.clone();
     let connect = tokio::select! {
         // A connection that has not sent CONNECT yet must not hold up shutdown.
-        _ = shutdown.cancelled() => return,
-        // Boxed, like the other one-off steps before the loop: the task keeps its future's
-        // largest state for as long as the connection lives.
-        r = Box::pin(tokio::time::timeout(timeout, read_connect(&mut reader, &mut rbuf, max_in))) => r,
+        _ = shutdown.cancelled() => return None,
+        r = tokio::time::timeout(timeout, read_connect(&mut reader, &mut rbuf, max_in)) => r,
     };
     let connect = match connect {
         Err(_) => {
             crate::refusal!(%peer, "closing: no CONNECT within the connect timeout");
-            return;
+            return None;
         }
         Ok(Err(ConnectError::Io(e))) => {
             tracing::debug!(%peer, error = %e, "closed before CONNECT");
-            return;
+            return None;
         }
         Ok(Err(ConnectError::Protocol(e))) => {
             if let DecodeError::UnsupportedProtocolLevel(level) = e {
@@ -86,7 +103,7 @@ where
             } else {
                 crate::refusal!(%peer, reason = %e, "closing: bad first packet");
             }
-            return;
+            return None;
         }
         Ok(Ok(c)) => c,
     };
@@ -103,17 +120,17 @@ where
                     authenticator,
                     max_in,
                 );
-                match tokio::time::timeout(timeout, Box::pin(exchange)).await {
+                match tokio::time::timeout(timeout, exchange).await {
                     Ok(Ok(done)) => Some(done),
                     Ok(Err(why)) => {
                         crate::refusal!(%peer, client_id = %connect.client_id, %method, reason = why,
                             "refused: enhanced authentication failed");
                         let _ = writer.write_all(&connack(ReasonCode::NOT_AUTHORIZED)).await;
-                        return;
+                        return None;
                     }
                     Err(_) => {
                         crate::refusal!(%peer, %method, "closing: authentication exchange timed out");
-                        return;
+                        return None;
                     }
                 }
             }
@@ -121,18 +138,23 @@ where
         },
         None => None,
     };
-    let outcome = Box::pin(Handler::connect(&broker, connect, auth, &info, &mut out)).await;
+    let outcome = Handler::connect(&broker, connect, auth, &info, &mut out).await;
     let (handler, control) = match outcome {
         ConnectOutcome::Refused => {
             let _ = writer.write_all(&out.ready).await;
             let _ = writer.shutdown().await;
-            return;
+            return None;
         }
         ConnectOutcome::Accepted(h, control) => (h, control),
     };
-    let mut conn = Connection {
+    // The handler stays boxed: moving it out would keep the emptied box allocated anyway.
+    if rbuf.is_empty() {
+        // See `decode_all`: an idle connection holds no read buffer.
+        rbuf = BytesMut::new();
+    }
+    Some(Connection {
         broker,
-        handler: *handler,
+        handler,
         reader,
         writer,
         rbuf,
@@ -145,9 +167,7 @@ where
         refill: None,
         refill_after: None,
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-    };
-    let close = conn.run().await;
-    Box::pin(conn.finish(close)).await;
+    })
 }
 
 /// A v5 CONNACK refusing the connection with `code`.
@@ -270,7 +290,7 @@ async fn read_packet<R: AsyncRead + Unpin>(
 
 struct Connection<S> {
     broker: Arc<BrokerState>,
-    handler: Handler,
+    handler: Box<Handler>,
     reader: ReadHalf<S>,
     writer: WriteHalf<S>,
     rbuf: BytesMut,
@@ -296,6 +316,12 @@ type Refill =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Delivery>, String>> + Send>>;
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
+    async fn serve(mut self) {
+        let close = self.run().await;
+        // Boxed: closing is rare and its timeouts would otherwise enlarge every idle task.
+        Box::pin(self.finish(close)).await;
+    }
+
     async fn run(&mut self) -> Close {
         let keep_alive = self.handler.keep_alive_timeout();
         let shutdown = self.broker.shutdown.clone();
@@ -481,7 +507,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                 Err(e) => return Err(Close::Decode(e)),
             }
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > (4 * self.read_chunk).min(BUF_KEEP) {
+        // A connection with light traffic (most of them: idle ones send a PINGREQ now and
+        // then) holds no read buffer between reads; a busy one keeps a buffer that fits.
+        if self.rbuf.is_empty()
+            && (self.read_chunk == READ_MIN
+                || self.rbuf.capacity() > (4 * self.read_chunk).min(BUF_KEEP))
+        {
             self.rbuf = BytesMut::new();
         }
         Ok(())
@@ -527,11 +558,26 @@ async fn write_some<W: AsyncWrite + Unpin>(
 
 /// Reads into `rbuf` with room for at least `chunk / 4` bytes (`chunk` when it must grow).
 /// Returns the byte count and whether the read filled all the room there was.
+///
+/// At the smallest size, with no room in `rbuf`, the read goes through a buffer on the stack
+/// of `poll` and is copied: nothing is allocated while the connection waits, which is where
+/// idle connections spend their life. The copy is at most `READ_MIN` bytes.
 async fn read_some<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
     chunk: usize,
 ) -> std::io::Result<(usize, bool)> {
+    if chunk <= READ_MIN && rbuf.capacity() - rbuf.len() < READ_MIN / 4 {
+        return std::future::poll_fn(|cx| {
+            let mut stack = [0u8; READ_MIN];
+            let mut buf = tokio::io::ReadBuf::new(&mut stack);
+            std::task::ready!(std::pin::Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
+            let n = buf.filled().len();
+            rbuf.extend_from_slice(buf.filled());
+            std::task::Poll::Ready(Ok((n, n == READ_MIN)))
+        })
+        .await;
+    }
     if rbuf.capacity() - rbuf.len() < chunk / 4 {
         rbuf.reserve(chunk);
     }
