@@ -6,7 +6,7 @@
 //! session state. Routing takes the trie read lock and then each matching session's state lock
 //! for one enqueue.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,10 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// from publishers until the total falls below `low`.
 #[derive(Debug)]
 pub struct Budget {
-    used: AtomicU64,
+    /// Signed: a connection on another thread can take a delivery out of its queue (and
+    /// subtract its cost) before the router that queued it has added that cost, so the sum
+    /// may dip below zero for a moment.
+    used: AtomicI64,
     high: u64,
     low: u64,
     saturated: AtomicBool,
@@ -48,7 +51,7 @@ pub struct Budget {
 impl Budget {
     pub fn new(high: u64, low: u64) -> Budget {
         Budget {
-            used: AtomicU64::new(0),
+            used: AtomicI64::new(0),
             high,
             low,
             saturated: AtomicBool::new(false),
@@ -57,8 +60,9 @@ impl Budget {
     }
 
     pub fn add(&self, n: usize) {
-        let used = self.used.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        if used > self.high && !self.saturated.load(Ordering::Relaxed) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let used = self.used.fetch_add(n, Ordering::Relaxed).saturating_add(n);
+        if used > clamp(self.high) && !self.saturated.load(Ordering::Relaxed) {
             self.saturated.store(true, Ordering::Relaxed);
             tracing::warn!(
                 queued_bytes = used,
@@ -72,15 +76,16 @@ impl Budget {
         if n == 0 {
             return;
         }
-        let used = self.used.fetch_sub(n as u64, Ordering::Relaxed) - n as u64;
-        if used < self.low && self.saturated.load(Ordering::Relaxed) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let used = self.used.fetch_sub(n, Ordering::Relaxed).saturating_sub(n);
+        if used < clamp(self.low) && self.saturated.load(Ordering::Relaxed) {
             self.saturated.store(false, Ordering::Relaxed);
             self.relieved.notify_waiters();
         }
     }
 
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        u64::try_from(self.used.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     pub fn is_saturated(&self) -> bool {
@@ -97,6 +102,10 @@ impl Budget {
             notified.await;
         }
     }
+}
+
+fn clamp(mark: u64) -> i64 {
+    i64::try_from(mark).unwrap_or(i64::MAX)
 }
 
 /// What the subscription trie holds per subscription: the session to deliver to and, for a

@@ -1,12 +1,16 @@
-//! End-to-end tests of the `starling` command line: exit codes, `check-config` output, and a
-//! broker run that is stopped by SIGTERM.
+//! End-to-end tests of the `starling` command line: exit codes, `check-config` output, broker
+//! runs stopped by SIGTERM and SIGINT, and the connect / disconnect log lines.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use common::{ConnectOpts, DISCONNECT};
 
 fn starling() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_starling"));
@@ -149,73 +153,148 @@ fn run_with_bad_config_exits_1() {
     );
 }
 
-/// Starts the broker with `args`, waits for its "listening on" line, connects to the address,
-/// then sends SIGTERM and expects a clean exit 0.
-fn run_until_sigterm(name: &str, args: &[&str]) {
-    let path = write_config(
-        name,
-        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n",
-    );
-    // The binary persists to `data` in its working directory by default; give each run its own
-    // so parallel tests never contend for the store's lock.
-    let dir = path
-        .parent()
-        .expect("config has a parent dir")
-        .to_path_buf();
-    let mut child = starling()
-        .current_dir(&dir)
-        .args(args)
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn starling");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(rest.trim().to_owned());
+/// A broker process run from a scratch config with its own working directory (it persists to
+/// `data` there by default, so parallel runs never contend for the store's lock), with its
+/// stderr collected line by line. Killed on drop if still running.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Arc<Mutex<String>>,
+    addr: SocketAddr,
+}
+
+impl Running {
+    /// Starts `starling ARGS CONFIG` and waits for its "listening on" line.
+    fn start(name: &str, args: &[&str]) -> Running {
+        let path = write_config(
+            name,
+            "[[listeners]]\nbind = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n",
+        );
+        let dir = path
+            .parent()
+            .expect("config has a parent dir")
+            .to_path_buf();
+        let mut child = starling()
+            .current_dir(&dir)
+            .args(args)
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn starling");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut all = sink.lock().unwrap();
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let mut run = Running {
+            child,
+            lines,
+            log,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        };
+        let line = run.wait_line("listening on", |l| l.contains("listening on "));
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap_or_default()
+            .trim();
+        run.addr = addr.parse().expect("address in log line");
+        assert_ne!(run.addr.port(), 0);
+        run
+    }
+
+    /// The next stderr line satisfying `pred`, within 20 s.
+    fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if pred(&l) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line {what}; stderr:\n{}", self.log()),
             }
         }
-        all
-    });
+    }
 
-    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(a) => a,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no 'listening on' line; stderr: {}", reader.join().unwrap());
-        }
-    };
-    let addr: SocketAddr = addr.parse().expect("address in log line");
-    assert_ne!(addr.port(), 0);
-    TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to listener");
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
+    fn signal(&self, name: &str) {
+        let kill = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success());
+    }
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for starling") {
-            break status;
+    /// Waits (20 s at most) for the process to exit; returns its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for starling") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "starling did not exit within 20 s; stderr:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("starling did not exit within 20s of SIGTERM");
+    }
+
+    /// Opens a TCP connection and completes CONNECT / CONNACK (accepted).
+    fn mqtt_connect(&self, opts: &ConnectOpts) -> TcpStream {
+        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
+            .expect("connect to listener");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&opts.encode()).unwrap();
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).expect("CONNACK");
+        assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
+        s
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let log = reader.join().unwrap();
-    assert_eq!(status.code(), Some(0), "stderr: {log}");
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads until EOF (bounded by the socket's read timeout); panics on data or timeout.
+fn expect_eof(s: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: got {n} bytes instead of the close"),
+        Err(e) => panic!("{what}: no close: {e}"),
+    }
+}
+
+/// Starts the broker with `args`, connects to its address, then sends SIGTERM and expects a
+/// clean exit 0.
+fn run_until_sigterm(name: &str, args: &[&str]) {
+    let mut run = Running::start(name, args);
+    TcpStream::connect_timeout(&run.addr, Duration::from_secs(5)).expect("connect to listener");
+    run.signal("TERM");
+    let code = run.exit_code();
+    let log = run.log();
+    assert_eq!(code, Some(0), "stderr: {log}");
     assert!(log.contains("open file limit"), "{log}");
     assert!(log.contains("SIGTERM"), "{log}");
 }
@@ -228,4 +307,92 @@ fn run_subcommand_stops_cleanly_on_sigterm() {
 #[test]
 fn default_command_stops_cleanly_on_sigterm() {
     run_until_sigterm("run-default", &["--config"]);
+}
+
+/// SIGINT is a graceful shutdown too: the broker closes a connected MQTT client's connection
+/// itself (its log says so, before "shutdown complete"; an exiting process would close the
+/// socket as well, so the EOF alone proves nothing) and exits 0.
+#[test]
+fn sigint_closes_connections_and_exits_0() {
+    let mut run = Running::start("sigint", &["--config"]);
+    let mut c = run.mqtt_connect(&ConnectOpts::v311("cli-sigint"));
+    run.wait_line("for the CONNECT", |l| {
+        l.contains("client connected") && l.contains("client_id=cli-sigint")
+    });
+    run.signal("INT");
+    expect_eof(&mut c, "connected client after SIGINT");
+    let code = run.exit_code();
+    let log = run.log();
+    assert_eq!(code, Some(0), "stderr: {log}");
+    assert!(log.contains("SIGINT received"), "{log}");
+    let closed = log
+        .find("reason=server shutting down")
+        .unwrap_or_else(|| panic!("no close line for the client: {log}"));
+    let complete = log
+        .find("shutdown complete")
+        .unwrap_or_else(|| panic!("no 'shutdown complete': {log}"));
+    assert!(
+        closed < complete,
+        "connection closed after shutdown completed?\n{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("reason=server shutting down"))
+        .unwrap();
+    assert!(line.contains("client_id=cli-sigint"), "{line}");
+}
+
+/// The connect and disconnect log lines of a normal session carry the client id, the peer
+/// address, the protocol version and (for the disconnect) the reason, for a 3.1.1 client that
+/// sends DISCONNECT and a 3.1 client that just drops the connection.
+#[test]
+fn connect_and_disconnect_log_lines_carry_id_peer_protocol_and_reason() {
+    let mut run = Running::start("log-lines", &["--config"]);
+    let cases = [
+        (
+            ConnectOpts::v311("log-311"),
+            "3.1.1",
+            true,
+            "client sent DISCONNECT",
+        ),
+        (
+            ConnectOpts::v31("log-31"),
+            "3.1",
+            false,
+            "peer closed the connection",
+        ),
+    ];
+    for (opts, protocol, disconnect, reason) in cases {
+        let mut c = run.mqtt_connect(&opts);
+        let id = format!("client_id={}", opts.client_id);
+        let peer = format!("peer={}", c.local_addr().unwrap());
+        let protocol = format!("protocol={protocol}");
+        let line = run.wait_line(&format!("connect of {id}"), |l| {
+            l.contains("client connected") && l.contains(&id)
+        });
+        for field in [&peer, &protocol] {
+            assert!(
+                line.contains(field.as_str()),
+                "connect line lacks {field}: {line}"
+            );
+        }
+        if disconnect {
+            c.write_all(&DISCONNECT).unwrap();
+            expect_eof(&mut c, "after DISCONNECT");
+        } else {
+            drop(c);
+        }
+        let line = run.wait_line(&format!("disconnect of {id}"), |l| {
+            l.contains(&id) && !l.contains("client connected")
+        });
+        let reason = format!("reason={reason}");
+        for field in [&peer, &protocol, &reason] {
+            assert!(
+                line.contains(field.as_str()),
+                "disconnect line lacks {field}: {line}"
+            );
+        }
+    }
+    run.signal("TERM");
+    assert_eq!(run.exit_code(), Some(0), "stderr: {}", run.log());
 }

@@ -739,7 +739,8 @@ impl Handler {
         metrics.client_disconnected();
         let quiet = matches!(close, Close::ClientDisconnect { will: false });
         if quiet {
-            tracing::info!(client_id = %self.client_id, peer = %self.peer, "client disconnected");
+            tracing::info!(client_id = %self.client_id, peer = %self.peer,
+                protocol = %self.version, reason = %close, "client disconnected");
         } else {
             crate::refusal!(client_id = %self.client_id, peer = %self.peer,
                 protocol = %self.version, reason = %close, "connection closed");

@@ -6,6 +6,8 @@
 //! (async) serialises CONNECTs for one client id so two connections never own one session.
 
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

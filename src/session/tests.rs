@@ -1,0 +1,201 @@
+//! Ownership transitions of [`Session`]: attach, detach (takeover), release, discard, and the
+//! generation check that keeps a superseded connection from touching its successor's session.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot::error::TryRecvError;
+
+use super::*;
+use crate::codec::QoS;
+use crate::message::Message;
+
+fn session() -> Session {
+    Session::new(
+        Arc::from("c"),
+        Limits {
+            max_queued_messages: 10,
+            max_queued_bytes: 0,
+        },
+    )
+}
+
+fn delivery(qos: QoS) -> Delivery {
+    Delivery {
+        msg: Arc::new(Message::new("t", Bytes::from_static(b"x"), qos, false)),
+        qos,
+        retain: false,
+        subscription_ids: Vec::new(),
+        shared: None,
+        seq: None,
+    }
+}
+
+#[test]
+fn a_new_session_is_offline_and_was_never_attached() {
+    let s = session();
+    assert!(!s.is_connected());
+    assert!(
+        !s.was_attached(),
+        "a fresh session is not present [MQTT-3.2.2-3]"
+    );
+    assert!(!s.is_removed());
+    assert_eq!(
+        s.deliver(delivery(QoS::AtMostOnce)).unwrap_err(),
+        DropReason::Offline,
+        "QoS 0 is not queued while nobody is attached"
+    );
+}
+
+#[test]
+fn attach_makes_the_connection_the_owner() {
+    let s = session();
+    let own = s.attach();
+    assert!(s.is_connected());
+    assert!(s.was_attached());
+    assert!(s.owned_by(own.generation));
+    assert!(s.with_state(|st| st.is_online()));
+    assert!(s.deliver(delivery(QoS::AtMostOnce)).is_ok());
+}
+
+#[test]
+fn release_by_the_owner_takes_the_session_offline_and_keeps_it() {
+    let s = session();
+    let own = s.attach();
+    let cleaned = AtomicUsize::new(0);
+    assert!(s.release(own.generation, false, || {
+        cleaned.fetch_add(1, Ordering::Relaxed);
+    }));
+    assert_eq!(cleaned.load(Ordering::Relaxed), 0, "no discard requested");
+    assert!(!s.is_connected());
+    assert!(!s.is_removed());
+    assert!(!s.with_state(|st| st.is_online()));
+    // Still the last owner until someone else claims it (session expiry relies on this).
+    assert!(s.owned_by(own.generation));
+    assert!(
+        s.was_attached(),
+        "a resumed session is present [MQTT-3.2.2-2]"
+    );
+}
+
+#[test]
+fn release_with_discard_removes_the_session_and_runs_cleanup_once() {
+    let s = session();
+    let own = s.attach();
+    let cleaned = AtomicUsize::new(0);
+    assert!(s.release(own.generation, true, || {
+        cleaned.fetch_add(1, Ordering::Relaxed);
+    }));
+    assert_eq!(cleaned.load(Ordering::Relaxed), 1);
+    assert!(s.is_removed());
+    assert!(
+        s.detach_current().is_err(),
+        "a CONNECT that raced with the discard must look the id up again"
+    );
+}
+
+#[test]
+fn takeover_detaches_the_old_owner_and_hands_over_its_control_and_close_signal() {
+    let s = session();
+    let mut old = s.attach();
+    let previous = s
+        .detach_current()
+        .expect("not removed")
+        .expect("the old connection was attached");
+    assert!(!s.is_connected(), "detached before the new owner attaches");
+    assert!(
+        !s.owned_by(old.generation),
+        "the old owner loses the session at detach, before the new one attaches"
+    );
+    let tx = previous.control.expect("control sender");
+    tx.send(Control::TakenOver).unwrap();
+    assert!(matches!(old.control.try_recv(), Ok(Control::TakenOver)));
+
+    // The new CONNECT waits on `closed` until the old connection task is gone.
+    let mut closed = previous.closed;
+    assert!(matches!(closed.try_recv(), Err(TryRecvError::Empty)));
+    drop(old.closed);
+    assert!(matches!(closed.try_recv(), Err(TryRecvError::Closed)));
+}
+
+#[test]
+fn stale_release_after_a_takeover_does_not_touch_the_new_owner() {
+    let s = session();
+    let old = s.attach();
+    let _previous = s.detach_current().unwrap().unwrap();
+    let new = s.attach();
+    assert_ne!(old.generation, new.generation);
+
+    // The old connection ends late, as a session that ends with its connection would.
+    let cleaned = AtomicUsize::new(0);
+    let still_owner = s.release(old.generation, true, || {
+        cleaned.fetch_add(1, Ordering::Relaxed);
+    });
+    assert!(
+        !still_owner,
+        "a superseded connection no longer owns the session"
+    );
+    assert_eq!(
+        cleaned.load(Ordering::Relaxed),
+        0,
+        "the new owner's state is not discarded"
+    );
+    assert!(!s.is_removed());
+    assert!(s.is_connected(), "the new owner stays attached");
+    assert!(s.owned_by(new.generation));
+    assert!(!s.owned_by(old.generation));
+    assert!(
+        s.with_state(|st| st.is_online()),
+        "the stale release must not take the new owner's session offline"
+    );
+
+    // The new owner's release still works.
+    assert!(s.release(new.generation, false, || {}));
+    assert!(!s.is_connected());
+}
+
+#[test]
+fn stale_release_between_detach_and_attach_is_refused() {
+    let s = session();
+    let old = s.attach();
+    let _previous = s.detach_current().unwrap().unwrap();
+    // The taking-over CONNECT waits for the old connection to finish before attaching: the
+    // old connection's release in that window must not count as the owner's.
+    assert!(!s.release(old.generation, true, || panic!("cleanup must not run")));
+    assert!(!s.is_removed());
+    let new = s.attach();
+    assert!(s.owned_by(new.generation));
+}
+
+#[test]
+fn detach_of_an_offline_session_has_no_previous_connection() {
+    let s = session();
+    let own = s.attach();
+    assert!(s.release(own.generation, false, || {}));
+    assert!(s.detach_current().unwrap().is_none());
+    assert!(
+        !s.owned_by(own.generation),
+        "a pending expiry of the old owner must not fire after a new CONNECT claimed it"
+    );
+}
+
+#[test]
+fn send_control_reaches_the_attached_connection_once() {
+    let s = session();
+    let mut own = s.attach();
+    s.send_control(Control::Disconnect(
+        ReasonCode::SERVER_SHUTTING_DOWN,
+        "test",
+    ));
+    s.send_control(Control::TakenOver);
+    assert!(matches!(
+        own.control.try_recv(),
+        Ok(Control::Disconnect(ReasonCode::SERVER_SHUTTING_DOWN, _))
+    ));
+    // Nothing else is queued behind the first request: the sender was consumed by it.
+    assert!(matches!(own.control.try_recv(), Err(TryRecvError::Closed)));
+    // With nobody attached it is a no-op.
+    assert!(s.release(own.generation, false, || {}));
+    s.send_control(Control::TakenOver);
+}
