@@ -667,7 +667,7 @@ async fn paho_v5_session_taken_over_0x8e() {
 }
 
 /// paho v5 will with Will Delay Interval 1 and properties: published only after the delay once
-/// the connection drops, with Content Type and User Properties in order [MQTT-3.1.3-10]; with
+/// the connection drops [MQTT-3.1.2-8], with Content Type and User Properties in order [MQTT-3.1.3-10]; with
 /// delay 2 and a reconnect within it, never published [MQTT-3.1.3-9].
 #[tokio::test]
 async fn paho_v5_will_delay() {
