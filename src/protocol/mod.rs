@@ -251,7 +251,8 @@ impl Handler {
 
     /// Sends an ack with a Reason String saying why it failed, so an operator reading a client
     /// log needn't guess. Left out unless the client allows it [MQTT-3.1.2-29] and it fits in
-    /// the client's Maximum Packet Size [MQTT-3.4.2-2] [MQTT-3.9.2-1] [MQTT-3.11.2-1].
+    /// the client's Maximum Packet Size ([MQTT-3.4.2-2], [MQTT-3.5.2-2], [MQTT-3.6.2-2],
+    /// [MQTT-3.7.2-2], [MQTT-3.9.2-1], [MQTT-3.11.2-1]).
     fn send_explained(&self, mut packet: Packet, why: String, out: &mut Outbox) {
         if self.version.is_v5() && self.problem_info {
             if let Some(props) = ack_properties(&mut packet) {
