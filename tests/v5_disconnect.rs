@@ -40,9 +40,10 @@ async fn server_shutting_down_0x8b() {
         .await;
 }
 
-/// [MQTT-3.1.2-24]: no packet within 1.5 × Keep Alive → DISCONNECT 0x8D.
+/// [MQTT-3.1.2-22]: no packet within 1.5 × Keep Alive → the server closes the connection, with
+/// DISCONNECT 0x8D first (§3.14.2.1).
 #[tokio::test]
-async fn mqtt_3_1_2_24_keep_alive_timeout_0x8d() {
+async fn mqtt_3_1_2_22_keep_alive_timeout_0x8d() {
     let b = start().await;
     let mut c = connect_packet("ka");
     c.keep_alive = 1;
@@ -58,9 +59,10 @@ async fn mqtt_3_1_2_24_keep_alive_timeout_0x8d() {
     );
 }
 
-/// A PINGREQ in time keeps the connection alive; the timeout counts from the last packet.
+/// A PINGREQ in time keeps the connection alive; the timeout counts from the last packet
+/// [MQTT-3.1.2-22].
 #[tokio::test]
-async fn mqtt_3_1_2_24_pingreq_keeps_connection() {
+async fn mqtt_3_1_2_22_pingreq_keeps_connection() {
     let b = start().await;
     let mut c = connect_packet("ka-ping");
     c.keep_alive = 1;
@@ -118,8 +120,8 @@ async fn empty_topic_without_alias_protocol_error_0x82() {
         .await;
 }
 
-/// [MQTT-3.2.2-15]/[MQTT-4.13.1]: with mqtt.max_packet_size set small, CONNACK announces it, and
-/// a larger packet gets DISCONNECT 0x95.
+/// [MQTT-3.2.2-15]: with mqtt.max_packet_size set small, CONNACK announces it, and a larger
+/// packet gets DISCONNECT 0x95 (§3.1.2.11.4, §4.13).
 #[tokio::test]
 async fn packet_too_large_0x95() {
     let mut cfg = config();

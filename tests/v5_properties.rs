@@ -1,6 +1,6 @@
 //! MQTT 5.0 properties end to end: PUBLISH properties forwarded to subscribers unchanged (user
 //! properties in order, payload format, content type, response topic, correlation data), and
-//! Request Problem Information = 0.
+//! Request Problem Information deciding whether failure acks carry a Reason String.
 
 #[path = "v5_support.rs"]
 mod support;
@@ -74,11 +74,10 @@ async fn mqtt_3_3_2_18_user_properties_raw_wire_order() {
     assert_eq!(got.properties.user_properties, user_props());
 }
 
-/// [MQTT-3.3.2-4] Payload Format Indicator, [MQTT-3.3.2-19] Content Type, [MQTT-3.3.2-15]
-/// Response Topic and [MQTT-3.3.2-16] Correlation Data are forwarded unaltered (and [MQTT-3.3.2-20]
-/// for the content type).
+/// [MQTT-3.3.2-4] Payload Format Indicator, [MQTT-3.3.2-20] Content Type, [MQTT-3.3.2-15]
+/// Response Topic and [MQTT-3.3.2-16] Correlation Data are forwarded unaltered.
 #[tokio::test]
-async fn mqtt_3_3_2_4_19_20_message_properties_passed_through() {
+async fn mqtt_3_3_2_4_15_16_20_message_properties_passed_through() {
     let b = start().await;
     let mut sub = rumq::spawn(rumq::options(b.addr, "mp-sub"));
     sub.connack().await;
@@ -176,21 +175,19 @@ async fn message_properties_kept_on_retained_and_absent_when_not_sent() {
     );
 }
 
-/// [MQTT-3.1.2-29]: with Request Problem Information = 0 the server must not send a Reason
-/// String or User Properties on any packet other than PUBLISH, CONNACK or DISCONNECT. Checks
-/// CONNACK-independent acks: SUBACK (success and failure), UNSUBACK (success and 0x11), PUBACK,
-/// PUBREC, PUBCOMP (inbound QoS 1/2) and PUBREL (outbound QoS 2), and a PUBACK 0x97.
-#[tokio::test]
-async fn mqtt_3_1_2_29_request_problem_information_0_no_reason_string_on_acks() {
+/// Every ack the server sends in one session: SUBACK (success and 0x8F), inbound QoS 1/2
+/// (PUBACK, PUBREC, PUBCOMP), outbound QoS 2 (PUBREL), PUBCOMP 0x92, UNSUBACK (0x00, 0x11,
+/// 0x8F) and a PUBACK 0x97; each named, with whether its reason code is a failure.
+async fn every_ack(request_problem_information: Option<u8>) -> Vec<(String, bool, Properties)> {
     let mut cfg = config();
     // A quota small enough to get a failing PUBACK (0x97) later.
     cfg.limits.max_publish_bandwidth = 64;
     let b = start_with(cfg).await;
     let mut c = connect_packet("rpi");
-    c.properties.request_problem_information = Some(0);
+    c.properties.request_problem_information = request_problem_information;
     let (mut cl, _ack) = Client::connect_with(b.addr, c).await;
 
-    let mut acks: Vec<(String, Properties)> = Vec::new();
+    let mut acks: Vec<(String, bool, Properties)> = Vec::new();
 
     let sa = cl
         .subscribe_with(
@@ -205,7 +202,7 @@ async fn mqtt_3_1_2_29_request_problem_information_0_no_reason_string_on_acks() 
         sa.reasons,
         vec![ReasonCode::GRANTED_QOS_2, ReasonCode::TOPIC_FILTER_INVALID]
     );
-    acks.push(("SUBACK".into(), sa.properties));
+    acks.push(("SUBACK 0x02,0x8F".into(), true, sa.properties));
 
     // Inbound QoS 1 and QoS 2 (and, because it subscribed, outbound QoS 2 with PUBREL).
     let pid = cl.pid();
@@ -222,7 +219,7 @@ async fn mqtt_3_1_2_29_request_problem_information_0_no_reason_string_on_acks() 
             _ => None,
         })
         .await;
-    acks.push(("PUBACK".into(), pa.properties));
+    acks.push(("PUBACK".into(), false, pa.properties));
 
     let pid = cl.pid();
     cl.send(&Packet::Publish(publish(
@@ -238,7 +235,7 @@ async fn mqtt_3_1_2_29_request_problem_information_0_no_reason_string_on_acks() 
             _ => None,
         })
         .await;
-    acks.push(("PUBREC".into(), rec.properties));
+    acks.push(("PUBREC".into(), false, rec.properties));
     cl.send(&Packet::PubRel(PubResp::new(pid))).await;
     let comp = cl
         .wait_for("PUBCOMP", |p| match p {
@@ -246,7 +243,7 @@ async fn mqtt_3_1_2_29_request_problem_information_0_no_reason_string_on_acks() 
             _ => None,
         })
         .await;
-    acks.push(("PUBCOMP".into(), comp.properties));
+    acks.push(("PUBCOMP".into(), false, comp.properties));
 
     // The two deliveries to itself; the QoS 2 one brings a PUBREL.
     let mut got = 0;
@@ -268,21 +265,35 @@ async fn mqtt_3_1_2_29_request_problem_information_0_no_reason_string_on_acks() 
                         _ => None,
                     })
                     .await;
-                acks.push(("PUBREL".into(), rel.properties));
+                acks.push(("PUBREL".into(), false, rel.properties));
                 cl.send(&Packet::PubComp(PubResp::new(p.packet_id))).await;
             }
             QoS::AtMostOnce => {}
         }
     }
 
+    // PUBREL for a packet id never received: PUBCOMP 0x92.
+    cl.send(&Packet::PubRel(PubResp::new(999))).await;
+    let comp = cl
+        .wait_for("PUBCOMP 0x92", |p| match p {
+            Packet::PubComp(r) if r.packet_id == 999 => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(comp.reason, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+    acks.push(("PUBCOMP 0x92".into(), true, comp.properties));
+
     let ua = cl.unsubscribe(&["rpi/t", "rpi/never"]).await;
     assert_eq!(
         ua.reasons,
         vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
     );
-    acks.push(("UNSUBACK".into(), ua.properties));
+    acks.push(("UNSUBACK 0x00,0x11".into(), false, ua.properties));
+    let ua = cl.unsubscribe(&["rpi/#/bad"]).await;
+    assert_eq!(ua.reasons, vec![ReasonCode::TOPIC_FILTER_INVALID]);
+    acks.push(("UNSUBACK 0x8F".into(), true, ua.properties));
 
-    // Over the byte quota: PUBACK 0x97, still without a reason string.
+    // Over the byte quota: PUBACK 0x97.
     let pid = cl.pid();
     cl.send(&Packet::Publish(publish(
         "rpi/q",
@@ -298,13 +309,63 @@ async fn mqtt_3_1_2_29_request_problem_information_0_no_reason_string_on_acks() 
         })
         .await;
     assert_eq!(q.reason, ReasonCode::QUOTA_EXCEEDED);
-    acks.push(("PUBACK 0x97".into(), q.properties));
+    acks.push(("PUBACK 0x97".into(), true, q.properties));
+    acks
+}
 
-    for (what, props) in acks {
-        assert_eq!(props.reason_string, None, "{what} carries a Reason String");
+/// [MQTT-3.1.2-29]: with Request Problem Information = 0 the server must not send a Reason
+/// String or User Properties on any packet other than PUBLISH, CONNACK or DISCONNECT; with 1
+/// (here: absent, which means 1) the same failure acks do carry a Reason String, so the
+/// absence is the client's choice taking effect, not a server that never explains.
+#[tokio::test]
+async fn mqtt_3_1_2_29_request_problem_information_gates_reason_strings_on_acks() {
+    for (what, failure, props) in every_ack(None).await {
+        if failure {
+            let why = props.reason_string.unwrap_or_default();
+            assert!(!why.is_empty(), "RPI=1: {what} has no Reason String");
+        } else {
+            assert_eq!(props.reason_string, None, "RPI=1: success {what}");
+        }
+    }
+    for (what, _, props) in every_ack(Some(0)).await {
+        assert_eq!(
+            props.reason_string, None,
+            "RPI=0: {what} carries a Reason String"
+        );
         assert!(
             props.user_properties.is_empty(),
-            "{what} carries User Properties"
+            "RPI=0: {what} carries User Properties"
         );
     }
+}
+
+/// DISCONNECT is not restricted by Request Problem Information [MQTT-3.1.2-29]: a Protocol
+/// Error (second CONNECT [MQTT-3.1.0-2]) is explained even with RPI = 0; a Reason String that
+/// would exceed the client's Maximum Packet Size is left out [MQTT-3.14.2-3].
+#[tokio::test]
+async fn mqtt_3_1_2_29_disconnect_reason_string_not_restricted() {
+    let b = start().await;
+    let mut c = connect_packet("rpi-d");
+    c.properties.request_problem_information = Some(0);
+    let (mut cl, _) = Client::connect_with(b.addr, c).await;
+    cl.try_send(&Packet::Connect(Box::new(connect_packet("rpi-d"))))
+        .await;
+    let d = cl
+        .expect_disconnect(ReasonCode::PROTOCOL_ERROR, "second CONNECT")
+        .await;
+    assert!(
+        d.properties.reason_string.is_some_and(|s| !s.is_empty()),
+        "DISCONNECT without a Reason String"
+    );
+
+    let mut c = connect_packet("rpi-small");
+    // Room for CONNACK and a bare DISCONNECT, not for the Reason String.
+    c.properties.maximum_packet_size = Some(20);
+    let (mut cl, _) = Client::connect_with(b.addr, c).await;
+    cl.try_send(&Packet::Connect(Box::new(connect_packet("rpi-small"))))
+        .await;
+    let d = cl
+        .expect_disconnect(ReasonCode::PROTOCOL_ERROR, "second CONNECT")
+        .await;
+    assert_eq!(d.properties.reason_string, None);
 }

@@ -164,10 +164,10 @@ async fn mqtt_3_3_2_12_topic_alias_set_then_used() {
     }
 }
 
-/// [MQTT-3.3.2-9]/[MQTT-3.3.2-10]: a Topic Alias of 0 or above the server's Topic Alias
-/// Maximum → DISCONNECT 0x94.
+/// A Topic Alias of 0 ([MQTT-3.3.2-8]) or above the Topic Alias Maximum of the server's
+/// CONNACK ([MQTT-3.3.2-9]) → DISCONNECT 0x94 Topic Alias invalid (§3.3.2.3.4).
 #[tokio::test]
-async fn mqtt_3_3_2_9_10_invalid_topic_alias_0x94() {
+async fn mqtt_3_3_2_8_9_invalid_topic_alias_0x94() {
     let b = start().await;
     for alias in [0u16, 11, u16::MAX] {
         let mut c = Client::connect(b.addr, &format!("tai-{alias}")).await;
@@ -183,7 +183,7 @@ async fn mqtt_3_3_2_9_10_invalid_topic_alias_0x94() {
 }
 
 /// An empty topic with an alias the client never set is a Protocol Error (0x82)
-/// [MQTT-3.3.4-?, spec 3.3.2.3.4].
+/// (§3.3.2.3.4; the statement has no normative number).
 #[tokio::test]
 async fn unknown_topic_alias_with_empty_topic_protocol_error() {
     let b = start().await;
@@ -195,10 +195,10 @@ async fn unknown_topic_alias_with_empty_topic_protocol_error() {
         .await;
 }
 
-/// Topic aliases are per connection [MQTT-3.3.2-11]: after a reconnect an alias set on the old
+/// Topic aliases are per connection [MQTT-3.3.2-7]: after a reconnect an alias set on the old
 /// connection is unknown.
 #[tokio::test]
-async fn mqtt_3_3_2_11_topic_aliases_do_not_survive_reconnect() {
+async fn mqtt_3_3_2_7_topic_aliases_do_not_survive_reconnect() {
     let b = start().await;
     let (mut c, _) = Client::connect_with(b.addr, persistent("tar", true)).await;
     let mut p = publish("tar/t", b"x", QoS::AtLeastOnce, 0);
@@ -219,10 +219,10 @@ async fn mqtt_3_3_2_11_topic_aliases_do_not_survive_reconnect() {
 
 /// Server-to-client aliases, when the client allows them (Topic Alias Maximum 5): the first
 /// PUBLISH on a topic carries the topic and an alias in 1..=5; the second on the same topic
-/// carries the alias and an empty topic [MQTT-3.3.2-12]; never an alias above the client's
-/// maximum [MQTT-3.3.2-10].
+/// carries the alias and an empty topic (§3.3.2.3.4); never an alias above the client's
+/// maximum [MQTT-3.3.2-11] [MQTT-3.1.2-26].
 #[tokio::test]
-async fn mqtt_3_3_2_10_12_server_to_client_topic_alias() {
+async fn mqtt_3_3_2_11_server_to_client_topic_alias() {
     let b = start().await;
     let mut c = connect_packet("tas-sub");
     c.properties.topic_alias_maximum = Some(5);
@@ -270,9 +270,9 @@ async fn mqtt_3_3_2_10_12_server_to_client_topic_alias() {
 }
 
 /// Without a Topic Alias Maximum from the client (0) the server sends no aliases
-/// [MQTT-3.3.2-9].
+/// [MQTT-3.1.2-27].
 #[tokio::test]
-async fn mqtt_3_3_2_9_no_server_aliases_unless_allowed() {
+async fn mqtt_3_1_2_27_no_server_aliases_unless_allowed() {
     let b = start().await;
     let mut sub = Client::connect(b.addr, "tan-sub").await;
     sub.subscribe("tan/t", QoS::AtMostOnce).await;
@@ -376,10 +376,10 @@ async fn subscription_identifier_absent_when_subscription_had_none() {
     assert!(p.properties.subscription_identifiers.is_empty(), "{p:?}");
 }
 
-/// Topic aliases are per connection [MQTT-3.3.2-11]: a message resent after a reconnect (DUP)
+/// Topic aliases are per connection [MQTT-3.3.2-7]: a message resent after a reconnect (DUP)
 /// carries its topic name, never an alias set on the old connection.
 #[tokio::test]
-async fn mqtt_3_3_2_11_resend_after_reconnect_carries_topic() {
+async fn mqtt_3_3_2_7_resend_after_reconnect_carries_topic() {
     let b = start().await;
     let mut c = persistent("tasr-sub", true);
     c.properties.topic_alias_maximum = Some(5);

@@ -1,14 +1,17 @@
 //! Shared subscriptions `$share/{group}/{filter}` (spec 4.8.2), for MQTT 5.0 and 3.1.1 members:
 //! one member per message (round robin), no retained messages on subscribe, one copy per group,
-//! unacknowledged messages of a departing member handed to the others, and a negative PUBACK
-//! discarding the message.
+//! unacknowledged QoS 1 messages of a departing member handed to the others while QoS 2 stays
+//! with its member, a negative PUBACK/PUBREC discarding the message, and the `random` strategy.
 
 #[path = "v5_support.rs"]
 mod support;
 
 use std::collections::BTreeSet;
 
-use starling::codec::{Connect, ProtocolVersion, QoS, ReasonCode};
+use std::time::Duration;
+
+use starling::codec::{Connect, Packet, ProtocolVersion, PubResp, QoS, ReasonCode};
+use starling::config::{Config, SharedStrategy};
 use support::*;
 
 fn member(id: &str, version: ProtocolVersion) -> Connect {
@@ -27,8 +30,8 @@ fn tag(v: ProtocolVersion) -> &'static str {
     }
 }
 
-/// [MQTT-4.8.2-?] each message goes to exactly one member of the group; with round robin two
-/// members get 5 of 10 messages each, and together all 10.
+/// Each message goes to exactly one member of the group (§4.8.2, no normative number); with
+/// round robin two members get 5 of 10 messages each, and together all 10.
 #[tokio::test]
 async fn shared_round_robin_each_message_to_exactly_one_member() {
     for v in VERSIONS {
@@ -131,7 +134,7 @@ enum Leave {
     DisconnectPersistent,
 }
 
-/// [MQTT-4.8.2-?] (acceptance item): member A receives QoS 1 messages and never acknowledges
+/// §4.8.2 (a SHOULD without a number; acceptance item 3): member A receives QoS 1 messages and never acknowledges
 /// them; when A's connection ends, the remaining member B receives every one of them, each
 /// once, and A does not get them again when it resumes its session. `receive_max` below 5 also
 /// leaves some of A's messages queued (not yet sent) when it goes.
@@ -288,4 +291,228 @@ async fn mqtt_4_8_2_6_negative_puback_discards_message() {
         "marker",
         "the message A refused with 0x80 was sent to another member"
     );
+}
+
+/// `shared_subscription_strategy = "random"` (the config key, parsed from TOML as an operator
+/// writes it): each of 60 messages reaches exactly one of three members (§4.8.2), and every
+/// member gets some (all in one member has probability 3·(1/3)^60).
+#[tokio::test]
+async fn shared_random_strategy_each_message_to_exactly_one_member() {
+    let parsed = Config::from_toml_str("[mqtt]\nshared_subscription_strategy = \"random\"\n")
+        .expect("config parses");
+    assert_eq!(
+        parsed.mqtt.shared_subscription_strategy,
+        SharedStrategy::Random
+    );
+    let mut cfg = config();
+    cfg.mqtt.shared_subscription_strategy = parsed.mqtt.shared_subscription_strategy;
+    let b = start_with(cfg).await;
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let mut m = Client::connect(b.addr, &format!("rnd-{i}")).await;
+        m.subscribe("$share/g/rnd/t", QoS::AtLeastOnce).await;
+        members.push(m);
+    }
+    let mut publ = Client::connect(b.addr, "rnd-pub").await;
+    const N: usize = 60;
+    for i in 0..N {
+        publ.publish("rnd/t", format!("m{i}").as_bytes(), QoS::AtLeastOnce)
+            .await;
+    }
+    let mut got: Vec<Vec<String>> = vec![Vec::new(); members.len()];
+    let deadline = std::time::Instant::now() + WAIT;
+    while got.iter().map(Vec::len).sum::<usize>() < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out; members got {got:?}"
+        );
+        for (i, m) in members.iter_mut().enumerate() {
+            if let Recv::Packet(Packet::Publish(p)) = m.recv(Duration::from_millis(20)).await {
+                m.send(&puback(p.packet_id, ReasonCode::SUCCESS)).await;
+                got[i].push(text(&p));
+            }
+        }
+    }
+    for m in &mut members {
+        m.expect_nothing("a message beyond the 60").await;
+    }
+    let counts: Vec<usize> = got.iter().map(Vec::len).collect();
+    assert!(
+        counts.iter().all(|&c| c > 0),
+        "a member got nothing: {counts:?}"
+    );
+    let all: BTreeSet<String> = got.iter().flatten().cloned().collect();
+    assert_eq!(all.len(), N, "each message exactly once: {got:?}");
+}
+
+/// [MQTT-4.8.2-6] for QoS 2: a PUBREC with a reason code of 0x80 or above from a member ends
+/// the flow (no PUBREL) and the message is not sent to any other member, not even when the
+/// refusing member leaves.
+#[tokio::test]
+async fn mqtt_4_8_2_6_negative_pubrec_discards_message() {
+    let b = start().await;
+    let mut a = Client::connect(b.addr, "nrec-a").await;
+    a.subscribe("$share/g/nrec/t", QoS::ExactlyOnce).await;
+    let mut bm = Client::connect(b.addr, "nrec-b").await;
+    bm.subscribe("$share/g/nrec/t", QoS::ExactlyOnce).await;
+    let mut publ = Client::connect(b.addr, "nrec-pub").await;
+    publ.publish("nrec/t", b"x", QoS::ExactlyOnce).await;
+    publ.publish("nrec/t", b"y", QoS::ExactlyOnce).await;
+    let pa = a.next_publish().await;
+    let pb = bm.next_publish().await;
+    let mut got = [text(&pa), text(&pb)];
+    got.sort();
+    assert_eq!(got, ["x", "y"]);
+    assert_eq!((pa.qos, pb.qos), (QoS::ExactlyOnce, QoS::ExactlyOnce));
+    let mut rec = PubResp::new(pa.packet_id);
+    rec.reason = ReasonCode::UNSPECIFIED_ERROR;
+    a.send(&Packet::PubRec(rec)).await;
+    let mut rec = PubResp::new(pb.packet_id);
+    rec.reason = ReasonCode::QUOTA_EXCEEDED;
+    bm.send(&Packet::PubRec(rec)).await;
+    a.expect_nothing("PUBREL or redelivery after a refusing PUBREC")
+        .await;
+    bm.expect_nothing("PUBREL or redelivery after a refusing PUBREC")
+        .await;
+
+    drop(a);
+    b.wait_until("A is gone", |s| s.metrics.clients_connected.get() == 2)
+        .await;
+    publ.publish("nrec/t", b"marker", QoS::ExactlyOnce).await;
+    let p = bm.next_publish_acked().await;
+    assert_eq!(
+        text(&p),
+        "marker",
+        "the message A refused with PUBREC 0x80 was sent to another member"
+    );
+}
+
+/// PUBREC, then PUBCOMP for the PUBREL (other packets in between are kept for later reads).
+async fn complete_qos2(c: &mut Client, pid: u16) {
+    c.send(&Packet::PubRec(PubResp::new(pid))).await;
+    c.wait_for("PUBREL", |p| match p {
+        Packet::PubRel(r) if r.packet_id == pid => Some(()),
+        _ => None,
+    })
+    .await;
+    c.send(&Packet::PubComp(PubResp::new(pid))).await;
+}
+
+/// Member A of a QoS 2 group with a persistent session gets two QoS 2 messages: it answers one
+/// with PUBREC (PUBREL now in flight) and leaves the other unanswered, then drops its
+/// connection. Neither is sent to member B; when A reconnects the server completes both
+/// deliveries with A: the PUBLISH again (DUP) and the PUBREL [MQTT-4.8.2-4] [MQTT-4.4.0-1].
+#[tokio::test]
+async fn mqtt_4_8_2_4_qos2_in_flight_stays_with_member_and_completes_on_reconnect() {
+    let b = start().await;
+    let mut ca = connect_packet("q2-a");
+    ca.properties.session_expiry_interval = Some(60);
+    let (mut a, _) = Client::connect_with(b.addr, ca.clone()).await;
+    a.subscribe("$share/g/q2/t", QoS::ExactlyOnce).await;
+    let mut bm = Client::connect(b.addr, "q2-b").await;
+    bm.subscribe("$share/g/q2/t", QoS::ExactlyOnce).await;
+    let mut publ = Client::connect(b.addr, "q2-pub").await;
+    for i in 0..4 {
+        publ.publish("q2/t", format!("m{i}").as_bytes(), QoS::ExactlyOnce)
+            .await;
+    }
+    let mut at_b = Vec::new();
+    for _ in 0..2 {
+        let p = bm.next_publish().await;
+        at_b.push(text(&p));
+        complete_qos2(&mut bm, p.packet_id).await;
+    }
+    let first = a.next_publish().await;
+    let second = a.next_publish().await;
+    a.send(&Packet::PubRec(PubResp::new(first.packet_id))).await;
+    match a.next().await {
+        Packet::PubRel(r) => assert_eq!(r.packet_id, first.packet_id),
+        other => panic!("expected PUBREL, got {other:?}"),
+    }
+    drop(a);
+    b.wait_until("A is gone", |s| s.metrics.clients_connected.get() == 2)
+        .await;
+    bm.expect_nothing("A's in-flight QoS 2 message sent to B")
+        .await;
+
+    let mut again = ca;
+    again.clean_start = false;
+    let (mut a, ack) = Client::connect_with(b.addr, again).await;
+    assert!(ack.session_present);
+    let (mut resent, mut released) = (None, false);
+    for _ in 0..2 {
+        match a.next().await {
+            Packet::Publish(p) => {
+                assert_eq!(p.packet_id, second.packet_id);
+                assert!(p.dup, "resent PUBLISH must have DUP set [MQTT-3.3.1-1]");
+                resent = Some(text(&p));
+                a.send(&Packet::PubRec(PubResp::new(p.packet_id))).await;
+            }
+            Packet::PubRel(r) => {
+                assert_eq!(r.packet_id, first.packet_id);
+                released = true;
+                a.send(&Packet::PubComp(PubResp::new(r.packet_id))).await;
+            }
+            other => panic!("expected the resent PUBLISH and PUBREL, got {other:?}"),
+        }
+    }
+    assert!(released, "PUBREL not resent");
+    assert_eq!(resent, Some(text(&second)));
+    // The resent PUBLISH is completed too.
+    match a.next().await {
+        Packet::PubRel(r) => {
+            assert_eq!(r.packet_id, second.packet_id);
+            a.send(&Packet::PubComp(PubResp::new(r.packet_id))).await;
+        }
+        other => panic!("expected PUBREL, got {other:?}"),
+    }
+    let mut all: Vec<String> = at_b
+        .iter()
+        .cloned()
+        .chain([text(&first), text(&second)])
+        .collect();
+    all.sort();
+    assert_eq!(all, ["m0", "m1", "m2", "m3"]);
+    // Two markers, one each (round robin): B never sees m-anything of A's.
+    publ.publish("q2/t", b"marker-1", QoS::ExactlyOnce).await;
+    publ.publish("q2/t", b"marker-2", QoS::ExactlyOnce).await;
+    let mut markers = [
+        text(&a.next_publish_acked().await),
+        text(&bm.next_publish_acked().await),
+    ];
+    markers.sort();
+    assert_eq!(markers, ["marker-1", "marker-2"]);
+}
+
+/// [MQTT-4.8.2-5]: when member A's session ends before it reconnects, the QoS 2 message that
+/// was in flight to it is not sent to any other member. Once with Session Expiry 0 (the session
+/// ends with the connection), once with 1 s (it ends later, while A is away).
+#[tokio::test]
+async fn mqtt_4_8_2_5_qos2_in_flight_discarded_when_member_session_ends() {
+    for expiry in [0u32, 1] {
+        let b = start().await;
+        let mut ca = connect_packet("q2e-a");
+        ca.properties.session_expiry_interval = Some(expiry);
+        let (mut a, _) = Client::connect_with(b.addr, ca).await;
+        a.subscribe("$share/g/q2e/t", QoS::ExactlyOnce).await;
+        let mut bm = Client::connect(b.addr, "q2e-b").await;
+        bm.subscribe("$share/g/q2e/t", QoS::ExactlyOnce).await;
+        let mut publ = Client::connect(b.addr, "q2e-pub").await;
+        publ.publish("q2e/t", b"m0", QoS::ExactlyOnce).await;
+        publ.publish("q2e/t", b"m1", QoS::ExactlyOnce).await;
+        let at_b = text(&bm.next_publish_acked().await);
+        let at_a = text(&a.next_publish().await);
+        assert_ne!(at_a, at_b);
+        drop(a);
+        b.wait_until("A's session ended", |s| s.session_count() == 2)
+            .await;
+        bm.expect_nothing(&format!("expiry {expiry}: A's QoS 2 message sent to B"))
+            .await;
+        publ.publish("q2e/t", b"marker", QoS::ExactlyOnce).await;
+        assert_eq!(
+            text(&bm.next_publish_acked().await),
+            "marker",
+            "expiry {expiry}: B got A's in-flight QoS 2 message"
+        );
+    }
 }

@@ -244,3 +244,26 @@ async fn mqtt_3_11_3_1_unsuback_reason_codes() {
     s.publish("us/c", b"kept", QoS::AtLeastOnce).await;
     assert_eq!(text(&s.next_publish_acked().await), "kept");
 }
+
+/// UNSUBACK 0x8F Topic Filter invalid for a malformed filter, in its place among the others
+/// [MQTT-3.11.3-1] (§3.11.3); the valid filter next to it is still removed.
+#[tokio::test]
+async fn mqtt_3_11_3_1_unsuback_0x8f_for_invalid_filter() {
+    let b = start().await;
+    let mut s = Client::connect(b.addr, "unsub-bad").await;
+    s.subscribe("ub/a", QoS::AtLeastOnce).await;
+    s.subscribe("ub/b", QoS::AtLeastOnce).await;
+    let ua = s.unsubscribe(&["a/#/b", "ub/a", "x+/y", "$share/g"]).await;
+    assert_eq!(
+        ua.reasons,
+        vec![
+            ReasonCode::TOPIC_FILTER_INVALID,
+            ReasonCode::SUCCESS,
+            ReasonCode::TOPIC_FILTER_INVALID,
+            ReasonCode::TOPIC_FILTER_INVALID,
+        ]
+    );
+    s.publish("ub/a", b"gone", QoS::AtLeastOnce).await;
+    s.publish("ub/b", b"kept", QoS::AtLeastOnce).await;
+    assert_eq!(text(&s.next_publish_acked().await), "kept");
+}

@@ -627,6 +627,23 @@ pub mod rumq {
             .await
         }
 
+        /// No PUBLISH arrives for [`QUIET`] (other events are skipped; always followed by a
+        /// positive check in the tests).
+        pub async fn no_publish(&mut self, what: &str) {
+            let deadline = tokio::time::Instant::now() + QUIET;
+            loop {
+                match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                    Err(_) => return,
+                    Ok(None) => panic!("rumqttc: event loop ended ({what})"),
+                    Ok(Some(Err(e))) => panic!("rumqttc: connection error ({what}): {e}"),
+                    Ok(Some(Ok(Event::Incoming(RPacket::Publish(p))))) => {
+                        panic!("rumqttc: expected no PUBLISH ({what}), got {p:?}")
+                    }
+                    Ok(Some(Ok(_))) => {}
+                }
+            }
+        }
+
         pub async fn publish(&mut self) -> rumqttc::v5::mqttbytes::v5::Publish {
             self.incoming("PUBLISH", |p| match p {
                 RPacket::Publish(s) => Some(s.clone()),

@@ -37,9 +37,9 @@ async fn vanish(b: &TestBroker, c: Client, connected_after: u64) {
     .await;
 }
 
-/// [MQTT-3.1.3-9]: the will is published once the Will Delay Interval has passed, not before.
+/// [MQTT-3.1.2-8]: the will is published once the Will Delay Interval has passed, not before.
 #[tokio::test]
-async fn mqtt_3_1_3_9_will_published_after_delay() {
+async fn mqtt_3_1_2_8_will_published_after_delay() {
     let b = start().await;
     let mut w = watcher(&b, "wd/t").await;
     let (c, _) = Client::connect_with(b.addr, with_will("wd", "wd/t", Some(1), 10)).await;
@@ -76,10 +76,11 @@ async fn mqtt_3_1_3_9_will_not_published_on_reconnect_within_delay() {
     assert_eq!(text(&w.next_publish_acked().await), "marker");
 }
 
-/// Spec 3.1.3.2.2: the will is published when the Will Delay Interval passes or the session
-/// ends, whichever is first: delay 10 s, session expiry 1 s → published after about 1 s.
+/// [MQTT-3.1.2-8] (§3.1.3.2.2): the will is published when the Will Delay Interval passes or
+/// the session ends, whichever is first: delay 10 s, session expiry 1 s → published after
+/// about 1 s.
 #[tokio::test]
-async fn mqtt_3_1_3_9_will_published_at_session_end_if_first() {
+async fn mqtt_3_1_2_8_will_published_at_session_end_if_first() {
     let b = start().await;
     let mut w = watcher(&b, "we/t").await;
     let (c, _) = Client::connect_with(b.addr, with_will("we", "we/t", Some(10), 1)).await;

@@ -306,6 +306,8 @@ impl Handler {
             will: c.will.map(Box::new),
             send_window,
             client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            // Absent means 1 [MQTT-3.1.2-29].
+            problem_info: c.properties.request_problem_information != Some(0),
             aliases_out: super::outbound::TopicAliases::new(if version.is_v5() {
                 c.properties.topic_alias_maximum.unwrap_or(0)
             } else {

@@ -67,6 +67,9 @@ pub struct Handler {
     send_window: usize,
     /// The client's Maximum Packet Size (v5); u32::MAX otherwise.
     client_max_packet: u32,
+    /// v5 Request Problem Information: Reason Strings on failure acks are allowed
+    /// [MQTT-3.1.2-29].
+    problem_info: bool,
     /// v5 client-to-server topic aliases, indexed by alias - 1.
     aliases_in: Vec<Option<Arc<str>>>,
     /// v5 server-to-client topic aliases, within the client's Topic Alias Maximum.
@@ -155,7 +158,8 @@ impl Handler {
                 } else if !failed && self.version.is_v5() {
                     let mut rel = PubResp::new(r.packet_id);
                     rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                    self.send(&Packet::PubRel(rel), out);
+                    let why = "PUBREC for a packet id with no QoS 2 message in flight".into();
+                    self.send_explained(Packet::PubRel(rel), why, out);
                 }
                 Ok(failed)
             }
@@ -175,8 +179,11 @@ impl Handler {
                 let mut comp = PubResp::new(r.packet_id);
                 if !known && self.version.is_v5() {
                     comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    let why = "PUBREL for a packet id with no QoS 2 message received".into();
+                    self.send_explained(Packet::PubComp(comp), why, out);
+                } else {
+                    self.send(&Packet::PubComp(comp), out);
                 }
-                self.send(&Packet::PubComp(comp), out);
                 Ok(false)
             }
             Packet::PubComp(r) => {
@@ -242,6 +249,24 @@ impl Handler {
         self.broker.metrics.packets_sent.inc();
     }
 
+    /// Sends an ack with a Reason String saying why it failed, so an operator reading a client
+    /// log needn't guess. Left out unless the client allows it [MQTT-3.1.2-29] and it fits in
+    /// the client's Maximum Packet Size ([MQTT-3.4.2-2], [MQTT-3.5.2-2], [MQTT-3.6.2-2],
+    /// [MQTT-3.7.2-2], [MQTT-3.9.2-1], [MQTT-3.11.2-1]).
+    fn send_explained(&self, mut packet: Packet, why: String, out: &mut Outbox) {
+        if self.version.is_v5() && self.problem_info {
+            if let Some(props) = ack_properties(&mut packet) {
+                props.reason_string = Some(why);
+            }
+            if codec::encoded_len(&packet, self.version) > self.client_max_packet as usize {
+                if let Some(props) = ack_properties(&mut packet) {
+                    props.reason_string = None;
+                }
+            }
+        }
+        self.send(&packet, out);
+    }
+
     /// Until when reading is paused because a 3.x client exceeded its rate.
     pub fn throttled_until(&self) -> Option<Instant> {
         self.throttled_until
@@ -284,10 +309,11 @@ impl Handler {
                 self.broker.metrics.dropped_quota.inc();
                 let mut resp = PubResp::new(p.packet_id);
                 resp.reason = ReasonCode::QUOTA_EXCEEDED;
+                let why = "limits.max_publish_bandwidth exceeded".to_string();
                 match p.qos {
                     QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => self.send(&Packet::PubAck(resp), out),
-                    QoS::ExactlyOnce => self.send(&Packet::PubRec(resp), out),
+                    QoS::AtLeastOnce => self.send_explained(Packet::PubAck(resp), why, out),
+                    QoS::ExactlyOnce => self.send_explained(Packet::PubRec(resp), why, out),
                 }
                 return Ok(false);
             }
@@ -376,7 +402,7 @@ impl Handler {
         if denied {
             tracing::debug!(client_id = %self.client_id, %topic, "publish denied by the ACL");
             if self.version.is_v5() && qos != QoS::AtMostOnce {
-                // A v5 client is told [MQTT-3.4.2-?]; a v3 client gets a normal ack so its
+                // A v5 client is told (0x87, §3.4.2.1); a v3 client gets a normal ack so its
                 // window does not stall, and the message is dropped.
                 let mut resp = PubResp::new(pid);
                 resp.reason = ReasonCode::NOT_AUTHORIZED;
@@ -388,7 +414,7 @@ impl Handler {
                     }
                     Packet::PubRec(resp)
                 };
-                self.send(&packet, out);
+                self.send_explained(packet, format!("not authorized to publish to {topic}"), out);
                 return Ok(());
             }
         }
@@ -515,6 +541,8 @@ impl Handler {
         let limit = self.broker.config.limits.max_subscriptions_per_client;
         let max_qos = self.broker.max_qos();
         let mut codes = Vec::with_capacity(sub.filters.len());
+        // Why each refused filter was refused, for the SUBACK's Reason String.
+        let mut problems = Vec::new();
         let mut retained = Vec::new();
         let mut stored = Vec::new();
         let broker = self.broker.clone();
@@ -551,6 +579,7 @@ impl Handler {
             if let Some(code) = refused {
                 crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
                     reason = code.0, "subscription refused");
+                problems.push(format!("{filter}: {}", code.name()));
                 codes.push(if v5 {
                     code
                 } else {
@@ -563,6 +592,7 @@ impl Handler {
             if limit > 0 && is_new && count >= limit && self.version != ProtocolVersion::V31 {
                 crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
                     "subscription refused: max_subscriptions_per_client reached");
+                problems.push(format!("{filter}: max_subscriptions_per_client reached"));
                 codes.push(if self.version.is_v5() {
                     ReasonCode::QUOTA_EXCEEDED
                 } else {
@@ -593,21 +623,23 @@ impl Handler {
                 1 => !replaced,
                 _ => false,
             };
-            // No retained messages for shared subscriptions [MQTT-4.8.2-?].
+            // No retained messages for shared subscriptions (§4.8.2).
             if wants_retained && !shared {
                 retained.push((filter.clone(), granted));
             }
         }
         // A persistent session's subscriptions are durable before SUBACK.
         self.store_wait(stored, out);
-        self.send(
-            &Packet::SubAck(codec::SubAck {
-                packet_id: sub.packet_id,
-                reasons: codes,
-                properties: Properties::default(),
-            }),
-            out,
-        );
+        let ack = Packet::SubAck(codec::SubAck {
+            packet_id: sub.packet_id,
+            reasons: codes,
+            properties: Properties::default(),
+        });
+        if problems.is_empty() {
+            self.send(&ack, out);
+        } else {
+            self.send_explained(ack, problems.join("; "), out);
+        }
         for (filter, granted) in retained {
             self.broker
                 .deliver_retained(&self.session, &filter, granted, sub_id);
@@ -616,11 +648,13 @@ impl Handler {
     }
 
     fn on_unsubscribe(&mut self, unsub: codec::Unsubscribe, out: &mut Outbox) {
+        let mut problems = Vec::new();
         let reasons = unsub
             .filters
             .iter()
             .map(|f| {
                 if !topic::valid_topic_filter(f) {
+                    problems.push(format!("{f}: Topic Filter invalid"));
                     ReasonCode::TOPIC_FILTER_INVALID
                 } else if self.broker.unsubscribe(&self.session, f) {
                     if self.session.is_persistent() {
@@ -635,14 +669,16 @@ impl Handler {
                 }
             })
             .collect();
-        self.send(
-            &Packet::UnsubAck(codec::UnsubAck {
-                packet_id: unsub.packet_id,
-                reasons,
-                properties: Properties::default(),
-            }),
-            out,
-        );
+        let ack = Packet::UnsubAck(codec::UnsubAck {
+            packet_id: unsub.packet_id,
+            reasons,
+            properties: Properties::default(),
+        });
+        if problems.is_empty() {
+            self.send(&ack, out);
+        } else {
+            self.send_explained(ack, problems.join("; "), out);
+        }
     }
 
     /// Re-authentication [MQTT-4.12.1-1]: AUTH 0x19 starts it, AUTH 0x18 continues it, always
@@ -723,7 +759,17 @@ impl Handler {
             return;
         }
         if let Some(reason) = close.disconnect_reason() {
-            let packet = Packet::Disconnect(codec::Disconnect::new(reason));
+            let mut d = codec::Disconnect::new(reason);
+            // DISCONNECT may explain itself whatever Request Problem Information says
+            // [MQTT-3.1.2-29], within the client's Maximum Packet Size [MQTT-3.14.2-3].
+            if let Close::Protocol(_, why) | Close::Server(_, why) = close {
+                d.properties.reason_string = Some((*why).to_string());
+                let len = codec::encoded_len(&Packet::Disconnect(d.clone()), self.version);
+                if len > self.client_max_packet as usize {
+                    d.properties.reason_string = None;
+                }
+            }
+            let packet = Packet::Disconnect(d);
             codec::encode(&packet, self.version, out);
             self.broker.metrics.packets_sent.inc();
         }
@@ -808,6 +854,19 @@ impl Handler {
 }
 
 /// `$SYS` is the broker's; clients never publish into it.
+/// The properties of an acknowledgement (the packets a Reason String may ride on under
+/// [MQTT-3.1.2-29]).
+fn ack_properties(packet: &mut Packet) -> Option<&mut Properties> {
+    match packet {
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            Some(&mut r.properties)
+        }
+        Packet::SubAck(a) => Some(&mut a.properties),
+        Packet::UnsubAck(a) => Some(&mut a.properties),
+        _ => None,
+    }
+}
+
 fn is_sys_topic(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }
