@@ -133,28 +133,31 @@ impl Pki {
         self.dir.path(file)
     }
 
+    /// Issues `<file>.pem` / `<file>.key`, a client certificate whose subject is
+    /// `O=Starling, CN=<cn>` (RFC 2253: `CN=<cn>,O=Starling`).
+    pub fn issue_client(&self, file: &str, cn: &str) {
+        self.issue(file, cn, ExtendedKeyUsagePurpose::ClientAuth, vec![]);
+    }
+
     /// A TLS client trusting the test CA, optionally presenting the client certificate.
     pub fn connector(&self, client_cert: bool) -> tokio_rustls::TlsConnector {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(self.path("ca.pem")).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let config = if client_cert {
-            let chain = CertificateDer::pem_file_iter(self.path("client.pem"))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = PrivateKeyDer::from_pem_file(self.path("client.key")).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        } else {
-            builder.with_no_client_auth()
-        };
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        let client = client_cert.then(|| self.path("client"));
+        connector(&self.path("ca.pem"), client.as_deref())
+    }
+
+    /// Opens a TLS session to `addr` as 127.0.0.1, trusting this CA and presenting the client
+    /// certificate `<client>.pem` / `<client>.key` (a path without the extension), which may
+    /// come from another [`Pki`].
+    pub async fn tls_as(
+        &self,
+        addr: SocketAddr,
+        client: &Path,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        connector(&self.path("ca.pem"), Some(client))
+            .connect(name, tcp)
+            .await
     }
 
     /// Opens a TLS session to `addr` as 127.0.0.1.
@@ -167,6 +170,32 @@ impl Pki {
         let name = ServerName::try_from("127.0.0.1").unwrap();
         self.connector(client_cert).connect(name, tcp).await
     }
+}
+
+/// A TLS client trusting the CAs in `ca`, presenting `<client>.pem` / `<client>.key` when
+/// given.
+pub fn connector(ca: &Path, client: Option<&Path>) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(base) => {
+            let chain = CertificateDer::pem_file_iter(base.with_extension("pem"))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(base.with_extension("key")).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// The listeners [`start`] opens, by name.
