@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use starling::config::{ListenerConfig, ListenerProtocol};
 use starling::reload::ChangeStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -320,6 +321,72 @@ async fn reload_applies_new_certificate_key_and_ca() {
     // The failed reloads left the running configuration as it was.
     let report = broker.reload(&cfg);
     assert!(report.changes.is_empty(), "{report:?}");
+    stop(broker).await;
+}
+
+/// `use_identity_as_username` makes the client certificate's Common Name the username and
+/// `use_subject_as_username` its RFC 2253 subject, replacing any username in CONNECT; the ACL
+/// then applies to that name. ACL: `client1` may use `cn/#`, `CN=client1,O=Starling` may use
+/// `subject/#`, nobody else anything. Every client sends the username `client1` in CONNECT, so
+/// only the certificate can make the difference.
+#[tokio::test]
+async fn certificate_names_the_user_for_the_acl() {
+    let pki = Pki::new("cert-user");
+    pki.issue_client("other", "other");
+    std::fs::write(
+        pki.path("acl"),
+        "user client1\ntopic readwrite cn/#\nuser CN=client1,O=Starling\ntopic readwrite subject/#\n",
+    )
+    .unwrap();
+    let mut cfg = config(&pki);
+    let mtls = |use_identity, use_subject| ListenerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        protocol: ListenerProtocol::Mqtts,
+        cert: Some(pki.path("server.pem")),
+        key: Some(pki.path("server.key")),
+        ca: Some(pki.path("ca.pem")),
+        require_certificate: true,
+        use_identity_as_username: use_identity,
+        use_subject_as_username: use_subject,
+        ..ListenerConfig::default()
+    };
+    cfg.listeners = vec![mtls(true, false), mtls(false, true)];
+    cfg.auth.acl_file = Some(pki.path("acl"));
+    let broker = starling::Broker::start(cfg).await.expect("broker starts");
+    let [by_cn, by_subject] = broker.local_addrs()[..] else {
+        panic!("two listeners")
+    };
+
+    // (listener, client certificate, filter, expected SUBACK return code)
+    let cases = [
+        (by_cn, "client", "cn/x", 0),
+        (by_cn, "client", "subject/x", 0x80),
+        (by_cn, "other", "cn/x", 0x80),
+        (by_subject, "client", "subject/x", 0),
+        (by_subject, "client", "cn/x", 0x80),
+        (by_subject, "other", "subject/x", 0x80),
+    ];
+    for (i, (addr, cert, filter, want)) in cases.into_iter().enumerate() {
+        let tls = pki.tls_as(addr, &pki.path(cert)).await.unwrap();
+        let (mut m, rc) = Mqtt::connect_as(tls, &format!("cert-user-{i}"), Some("client1"))
+            .await
+            .unwrap();
+        assert_eq!(rc, 0, "case {i}");
+        let listener = if addr == by_cn { "CN" } else { "subject" };
+        assert_eq!(
+            m.subscribe_code(filter).await.unwrap(),
+            want,
+            "case {i}: certificate {cert} on the {listener} listener subscribing to {filter}"
+        );
+        // Writes follow the same name: a granted client receives its own publish.
+        if want == 0 {
+            m.publish(filter, b"mine").await.unwrap();
+            assert_eq!(
+                m.recv_publish().await.unwrap(),
+                (filter.to_owned(), b"mine".to_vec())
+            );
+        }
+    }
     stop(broker).await;
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -117,6 +117,8 @@ impl Pki {
     fn issue(&self, file: &str, cn: &str, usage: ExtendedKeyUsagePurpose, sans: Vec<String>) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(sans).unwrap();
+        // rcgen starts with a placeholder CN, which would keep its place before O.
+        params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name
             .push(DnType::OrganizationName, "Starling");
@@ -322,10 +324,24 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 impl<S: AsyncRead + AsyncWrite + Unpin> Mqtt<S> {
     /// Sends CONNECT and returns the CONNACK return code (0 = accepted).
     pub async fn connect(io: S, client_id: &str) -> std::io::Result<(Mqtt<S>, u8)> {
+        Mqtt::connect_as(io, client_id, None).await
+    }
+
+    /// Sends CONNECT, with `username` (and no password) when given, and returns the CONNACK
+    /// return code.
+    pub async fn connect_as(
+        io: S,
+        client_id: &str,
+        username: Option<&str>,
+    ) -> std::io::Result<(Mqtt<S>, u8)> {
         let mut body = Vec::new();
         put_str(&mut body, "MQTT");
-        body.extend_from_slice(&[4, 0x02, 0, 30]);
+        let flags = if username.is_some() { 0x82 } else { 0x02 };
+        body.extend_from_slice(&[4, flags, 0, 30]);
         put_str(&mut body, client_id);
+        if let Some(u) = username {
+            put_str(&mut body, u);
+        }
         let mut m = Mqtt { io };
         m.send(&frame(0x10, &body)).await?;
         let (header, body) = m.read_packet().await?;
@@ -339,14 +355,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Mqtt<S> {
     }
 
     pub async fn subscribe(&mut self, filter: &str) -> std::io::Result<()> {
+        self.subscribe_code(filter).await.map(|_| ())
+    }
+
+    /// Subscribes at QoS 0 and returns the SUBACK return code (0, or 0x80 for a failure).
+    pub async fn subscribe_code(&mut self, filter: &str) -> std::io::Result<u8> {
         let mut body = vec![0, 1];
         put_str(&mut body, filter);
         body.push(0);
         self.send(&frame(0x82, &body)).await?;
         loop {
-            let (header, _) = self.read_packet().await?;
+            let (header, body) = self.read_packet().await?;
             if header == 0x90 {
-                return Ok(());
+                return Ok(body[2]);
             }
         }
     }
