@@ -1204,9 +1204,10 @@ impl std::io::Write for Captured {
     }
 }
 
-/// §3.1 / `auth` module docs: failed logins are logged (client id, username, decision) but
-/// never with the password. The test runs on a current-thread runtime, so the broker's tasks
-/// log to this thread's scoped subscriber.
+/// §3.1 / `auth` module docs: failed logins are logged (peer address, client id, username,
+/// decision) but never with the password; the start-up log says whether anonymous clients are
+/// let in and why. The test runs on a current-thread runtime, so the broker's tasks log to
+/// this thread's scoped subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn failed_login_logged_without_password() {
     let logs = Captured::default();
@@ -1229,18 +1230,20 @@ async fn failed_login_logged_without_password() {
     let mut cfg = test_config();
     cfg.auth.password_file = Some(pw);
     let b = start_with(cfg).await;
-    assert_eq!(
-        v3_login(
-            b.addr,
-            &creds("logme-1", Some("alice"), Some(b"Wrong-Secret-17"))
-        )
-        .await,
-        5
-    );
-    assert_eq!(
-        v5_login(b.addr, "logme-2", Some("mallory"), Some(b"Other-Secret-23")).await,
-        0x87
-    );
+    let opts = creds("logme-1", Some("alice"), Some(b"Wrong-Secret-17"));
+    let (raw, ack) = Raw::connect_raw(b.addr, &opts).await;
+    assert_eq!(ack.code.0, 5);
+    let alice_peer = raw.stream.local_addr().unwrap();
+    let (raw, ack) = v5_connect(
+        b.addr,
+        "logme-2",
+        Some("mallory"),
+        Some(b"Other-Secret-23"),
+        true,
+    )
+    .await;
+    assert_eq!(ack.code.0, 0x87);
+    let mallory_peer = raw.stream.local_addr().unwrap();
     assert_eq!(
         v3_login(
             b.addr,
@@ -1256,17 +1259,25 @@ async fn failed_login_logged_without_password() {
         .lines()
         .filter(|l| l.contains("login failed"))
         .collect();
+    let alice_peer = format!("peer={alice_peer}");
     assert!(
         refused
             .iter()
-            .any(|l| l.contains("logme-1") && l.contains("alice")),
-        "the failed login of alice is logged with client id and username:\n{text}"
+            .any(|l| l.contains("logme-1") && l.contains("alice") && l.contains(&alice_peer)),
+        "the failed login of alice is logged with {alice_peer}, client id and username:\n{text}"
+    );
+    let mallory_peer = format!("peer={mallory_peer}");
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("logme-2") && l.contains("mallory") && l.contains(&mallory_peer)),
+        "the unknown user is logged with {mallory_peer}:\n{text}"
     );
     assert!(
-        refused
-            .iter()
-            .any(|l| l.contains("logme-2") && l.contains("mallory")),
-        "the unknown user is logged:\n{text}"
+        text.lines()
+            .any(|l| l.contains("anonymous clients are refused")
+                && l.contains("a password file is configured")),
+        "the start-up log says anonymous clients are refused, and why:\n{text}"
     );
     for secret in [
         "Wrong-Secret-17",
