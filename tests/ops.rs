@@ -840,5 +840,61 @@ fn docker_config_is_valid_and_enables_metrics() {
     assert_eq!(o.status.code(), Some(0), "{stderr}");
     let c = Config::load(&path).unwrap();
     assert_eq!(c.listeners[0].bind, "0.0.0.0:1883".parse().unwrap());
+    assert_eq!(
+        c.listeners.len(),
+        1,
+        "the image ships no certificate for TLS"
+    );
     assert_eq!(c.metrics.bind, Some("0.0.0.0:9183".parse().unwrap()));
+}
+
+/// The listener and auth examples commented out in docker/starling.toml are valid once
+/// uncommented, and bind the ports docker/Dockerfile exposes for them.
+#[test]
+fn docker_config_commented_examples_are_valid() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docker/starling.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // A commented TOML line: a table header or `key = value`; prose is left alone.
+    let is_toml = |s: &str| {
+        s.starts_with("[[")
+            || s.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+    };
+    let mut uncommented = 0;
+    let full: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if is_toml(rest) => {
+                uncommented += 1;
+                format!("{rest}\n")
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert!(
+        uncommented >= 10,
+        "{uncommented} lines uncommented:\n{full}"
+    );
+    let c = Config::from_toml_str(&full).unwrap_or_else(|e| panic!("{e}\n{full}"));
+    let listeners: Vec<(String, &str)> = c
+        .listeners
+        .iter()
+        .map(|l| (l.bind.to_string(), l.protocol.as_str()))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            ("0.0.0.0:1883".to_owned(), "mqtt"),
+            ("0.0.0.0:8883".to_owned(), "mqtts"),
+            ("0.0.0.0:8080".to_owned(), "ws"),
+        ]
+    );
+    assert!(c.listeners[1].require_certificate && c.listeners[1].cert.is_some());
+    assert!(c.auth.password_file.is_some());
+    let dockerfile = std::fs::read_to_string(path.with_file_name("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("EXPOSE 1883 8883 8080 9183"),
+        "the Dockerfile exposes every port the configuration can use"
+    );
 }
