@@ -640,30 +640,92 @@ async fn sys_tree_has_mosquitto_names() {
     // Two $SYS rounds after the traffic.
     tokio::time::sleep(Duration::from_millis(600)).await;
 
-    // Every $SYS topic is retained: 22 values, 27 load averages, uptime and version.
+    // Every $SYS topic is retained, so a new subscriber gets the whole tree at once: read
+    // until each Mosquitto name below has been seen (more topics may come and are ignored),
+    // with -W bounding the wait should one never arrive.
+    let mut expected: Vec<String> = [
+        "version",
+        "uptime",
+        "clients/total",
+        "clients/maximum",
+        "clients/connected",
+        "clients/active",
+        "clients/disconnected",
+        "clients/inactive",
+        "clients/expired",
+        "messages/received",
+        "messages/sent",
+        "messages/stored",
+        "store/messages/count",
+        "store/messages/bytes",
+        "publish/messages/received",
+        "publish/messages/sent",
+        "publish/messages/dropped",
+        "publish/bytes/received",
+        "publish/bytes/sent",
+        "bytes/received",
+        "bytes/sent",
+        "subscriptions/count",
+        "shared_subscriptions/count",
+        "retained messages/count",
+    ]
+    .iter()
+    .map(|t| format!("$SYS/broker/{t}"))
+    .collect();
+    for load in [
+        "messages/received",
+        "messages/sent",
+        "publish/received",
+        "publish/sent",
+        "publish/dropped",
+        "bytes/received",
+        "bytes/sent",
+        "sockets",
+        "connections",
+    ] {
+        for window in ["1min", "5min", "15min"] {
+            expected.push(format!("$SYS/broker/load/{load}/{window}"));
+        }
+    }
     let port = addr.port().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("mosquitto_sub")
+    let wanted = expected.clone();
+    let (lines, stderr) = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &port, "-t", "$SYS/#", "-v"])
-            .args(["-W", "5", "-C", "51", "-i", "ops-mosquitto-sub"])
+            .args(["-W", "10", "-i", "ops-mosquitto-sub"])
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mosquitto_sub");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut missing = wanted;
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            missing.retain(|t| !line.starts_with(&format!("{t} ")));
+            lines.push(line);
+            if missing.is_empty() {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait for mosquitto_sub");
+        (lines, String::from_utf8_lossy(&out.stderr).into_owned())
     })
     .await
-    .unwrap()
-    .expect("run mosquitto_sub");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    .unwrap();
+    let text = lines.join("\n");
     let get = |topic: &str| -> String {
         let prefix = format!("{topic} ");
-        let mut values = text.lines().filter_map(|l| l.strip_prefix(prefix.as_str()));
+        let mut values = lines.iter().filter_map(|l| l.strip_prefix(prefix.as_str()));
         match values.next() {
             Some(v) => v.to_owned(),
-            None => panic!(
-                "{topic} missing from mosquitto_sub output (stderr {}):\n{text}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            None => panic!("{topic} missing from mosquitto_sub output (stderr {stderr}):\n{text}"),
         }
     };
+    for topic in &expected {
+        get(topic);
+    }
     let num = |topic: &str| -> f64 {
         let v = get(topic);
         v.parse()
