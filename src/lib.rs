@@ -352,8 +352,8 @@ impl BrokerHandle {
     /// `ca` of each TLS listener. Those files are re-read even when their paths did not change,
     /// since their contents may have. Each set (the auth files; one listener's TLS files) is
     /// loaded whole and swapped in atomically, or, when any file of it does not load, reported
-    /// and the previous one kept. The report lists every setting that differs from the
-    /// running configuration and what became of it; see [`reload`] for what needs a restart.
+    /// and the previous one kept. The report lists every setting that differs from the running
+    /// configuration and what became of it; see [`crate::reload`] for what needs a restart.
     pub fn reload(&self, new: &Config) -> ReloadReport {
         let mut running = self.running.lock();
         let mut report = ReloadReport::compare(&running, new);

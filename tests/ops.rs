@@ -453,10 +453,12 @@ fn python_parse(text: &str) -> Option<PyParsed> {
     if out.status.code() == Some(3) {
         assert!(
             !interop_required(),
-            "STARLING_INTEROP=1 but Python's prometheus_client is missing (.ci/run installs it): {stderr}"
+            "STARLING_INTEROP=1 but Python's prometheus_client is missing \
+             (.ci/run installs it): {stderr}"
         );
         eprintln!(
-            "SKIP: Python's prometheus_client is not installed (set STARLING_INTEROP=1 to make this a failure)"
+            "SKIP: Python's prometheus_client is not installed \
+             (set STARLING_INTEROP=1 to make this a failure)"
         );
         return None;
     }

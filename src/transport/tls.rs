@@ -220,7 +220,8 @@ impl Tls {
             match self.reload() {
                 Ok(()) => {
                     retry = false;
-                    tracing::info!(cert = %seen.0.cert.display(), "TLS certificate, key and CA reloaded");
+                    let cert = seen.0.cert.display();
+                    tracing::info!(%cert, "TLS certificate, key and CA reloaded");
                 }
                 Err(e) => {
                     if !retry {
