@@ -172,12 +172,13 @@ impl BrokerBuilder {
                 expired = r.expired, retained = r.retained, wills = r.wills, "store opened");
         }
         let mut addrs = Vec::new();
+        let mut tls = Vec::new();
         for (listener, addr, permits, endpoint) in bound {
             addrs.push(addr);
-            if let Some(tls) = endpoint.tls() {
+            if let Some(t) = endpoint.tls() {
+                tls.push((endpoint.index(), t.clone()));
                 tracker.spawn(
-                    tls.certs()
-                        .clone()
+                    t.clone()
                         .watch(transport::tls::RELOAD_POLL_INTERVAL, shutdown.clone()),
                 );
             }
@@ -203,6 +204,8 @@ impl BrokerBuilder {
             metrics_addr,
             shutdown,
             tracker,
+            running: parking_lot::Mutex::new(state.config.clone()),
+            tls,
             state,
         })
     }
@@ -237,6 +240,11 @@ const SESSION_MEMORY_CAP: usize = 1000;
 
 /// Says at start whether clients without credentials get in, and why.
 fn log_auth_mode(config: &Config, auth: &auth::AuthConfig) {
+    log_anonymous(config, auth.allow_anonymous);
+}
+
+/// Says whether clients without credentials get in (at start and after a reload), and why.
+fn log_anonymous(config: &Config, allowed: bool) {
     let why = match config.auth.allow_anonymous {
         Some(_) => "set by auth.allow_anonymous",
         None if config.auth.password_file.is_some() => "a password file is configured",
@@ -245,11 +253,73 @@ fn log_auth_mode(config: &Config, auth: &auth::AuthConfig) {
         }
         None => "a listener is not on loopback",
     };
-    if auth.allow_anonymous {
+    log_anonymous_because(allowed, why);
+}
+
+fn log_anonymous_because(allowed: bool, why: &str) {
+    if allowed {
         tracing::info!(reason = why, "anonymous clients are allowed");
     } else {
         tracing::info!(reason = why, "anonymous clients are refused");
     }
+}
+
+/// Reloads listener `index`'s TLS files. The new configuration's `cert`, `key` and `ca` are
+/// taken when it still describes the same listener (same `bind` and `protocol`, which need a
+/// restart); otherwise the running paths are re-read. Adding or removing `ca` changes whether
+/// clients are asked for a certificate at all, which `require_certificate` and the
+/// `use_*_as_username` settings (restart-only) depend on, so that needs a restart too.
+fn reload_tls(
+    index: usize,
+    tls: &transport::tls::Tls,
+    running: &mut Config,
+    new: &Config,
+    report: &mut ReloadReport,
+) {
+    let Some(old) = running.listeners.get_mut(index) else {
+        return;
+    };
+    let same = new
+        .listeners
+        .get(index)
+        .filter(|l| l.bind == old.bind && l.protocol == old.protocol);
+    let mut files = tls.files();
+    let mut taken: Vec<&str> = Vec::new();
+    if let Some(l) = same {
+        if let (Some(cert), Some(key)) = (&l.cert, &l.key) {
+            files.cert = cert.clone();
+            files.key = key.clone();
+            taken.extend(["cert", "key"]);
+        }
+        if l.ca.is_some() == files.ca.is_some() {
+            files.ca = l.ca.clone();
+            taken.push("ca");
+        }
+    }
+    let status = match tls.reload_from(files.clone()) {
+        Ok(()) => {
+            old.cert = Some(files.cert.clone());
+            old.key = Some(files.key.clone());
+            old.ca = files.ca.clone();
+            tracing::info!(listener = index, cert = %files.cert.display(),
+                "TLS certificate, key and CA reloaded");
+            reload::ChangeStatus::Applied
+        }
+        Err(e) => {
+            tracing::error!(listener = index, error = %e,
+                "TLS files not reloaded; keeping the previous ones");
+            reload::ChangeStatus::Failed(e.to_string())
+        }
+    };
+    let keys: Vec<String> = taken
+        .iter()
+        .map(|k| format!("listeners[{index}].{k}"))
+        .collect();
+    report.set_status(&keys, &status);
+    report.files.push(reload::Reread {
+        what: format!("listeners[{index}] TLS files (cert, key, ca)"),
+        status,
+    });
 }
 
 /// A running broker.
@@ -258,6 +328,11 @@ pub struct BrokerHandle {
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// The configuration in force: the start-up one with every change a reload applied. Later
+    /// reloads compare against it, so an applied change is not reported again.
+    running: parking_lot::Mutex<Config>,
+    /// The TLS side of each `mqtts`/`wss` listener, by listener index.
+    tls: Vec<(usize, transport::tls::Tls)>,
     state: Arc<BrokerState>,
 }
 
@@ -272,20 +347,36 @@ impl BrokerHandle {
         self.metrics_addr
     }
 
-    /// Takes a newly loaded configuration (SIGHUP) and reports, setting by setting, what differs
-    /// from the running one and whether it was applied. Nothing is reloadable yet, so today
-    /// every change needs a restart; reloadable settings will be applied here.
+    /// Takes a newly loaded configuration (SIGHUP) and applies what can change at run time:
+    /// `[auth]` `password_file`, `acl_file` and `allow_anonymous`, and the `cert`, `key` and
+    /// `ca` of each TLS listener. Those files are re-read even when their paths did not change,
+    /// since their contents may have. Each set (the auth files; one listener's TLS files) is
+    /// loaded whole and swapped in atomically, or, when any file of it does not load, reported
+    /// and the previous one kept. The report lists every setting that differs from the running
+    /// configuration and what became of it; see [`crate::reload`] for what needs a restart.
     pub fn reload(&self, new: &Config) -> ReloadReport {
-        let mut report = ReloadReport::compare(&self.state.config, new);
-        // The password file and ACL are re-read even when their paths did not change: their
-        // contents may have. A bad file keeps the old snapshot.
-        let status = match auth::AuthConfig::load(
-            &self.state.config.auth,
-            new.listeners_all_loopback(),
-        ) {
+        let mut running = self.running.lock();
+        let mut report = ReloadReport::compare(&running, new);
+        self.reload_auth(&mut running, new, &mut report);
+        for (index, tls) in &self.tls {
+            reload_tls(*index, tls, &mut running, new, &mut report);
+        }
+        report
+    }
+
+    fn reload_auth(&self, running: &mut Config, new: &Config, report: &mut ReloadReport) {
+        let mut section = running.auth.clone();
+        section.password_file = new.auth.password_file.clone();
+        section.acl_file = new.auth.acl_file.clone();
+        section.allow_anonymous = new.auth.allow_anonymous;
+        // Listener addresses need a restart, so the loopback default follows the running ones.
+        let status = match auth::AuthConfig::load(&section, running.listeners_all_loopback()) {
             Ok(a) => {
+                let anonymous = a.allow_anonymous;
                 let dropped = self.state.replace_auth(a);
                 tracing::info!(subscriptions_removed = dropped, "auth files reloaded");
+                running.auth = section;
+                log_anonymous(running, anonymous);
                 reload::ChangeStatus::Applied
             }
             Err(e) => {
@@ -293,13 +384,11 @@ impl BrokerHandle {
                 reload::ChangeStatus::Failed(e.to_string())
             }
         };
-        report.changes.push(reload::Change {
-            key: "auth files (password_file, acl_file)".into(),
-            old: None,
-            new: None,
+        report.set_status(reload::AUTH_KEYS, &status);
+        report.files.push(reload::Reread {
+            what: "auth files (password_file, acl_file)".into(),
             status,
         });
-        report
     }
 
     /// The broker's shared state, for metrics and tests.

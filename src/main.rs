@@ -2,8 +2,9 @@
 //!
 //! - `starling [--config FILE]` / `starling run [--config FILE]`: run the broker until SIGINT or
 //!   SIGTERM, then shut down gracefully. Without `--config` the embedded defaults are used (one
-//!   listener on 127.0.0.1:1883). SIGHUP re-reads the configuration file and logs which
-//!   settings changed and which need a restart ([`starling::BrokerHandle::reload`]).
+//!   listener on 127.0.0.1:1883). SIGHUP re-reads the configuration file, applies the
+//!   reloadable settings (auth files, TLS certificates, keys and CAs) and logs which settings
+//!   changed, which were applied and which need a restart ([`starling::BrokerHandle::reload`]).
 //!
 //! Under systemd (`Type=notify`, `NOTIFY_SOCKET` set) the broker reports `READY=1` once every
 //! listener is bound, `RELOADING=1` / `READY=1` around a reload and `STOPPING=1` when shutdown
@@ -234,6 +235,12 @@ fn reload(handle: &BrokerHandle, path: Option<&Path>, status: &str) {
             }
             for change in report.failed() {
                 error!("reload: {change}");
+            }
+            for files in &report.files {
+                match files.status {
+                    starling::reload::ChangeStatus::Failed(_) => error!("reload: {files}"),
+                    _ => info!("reload: {files}"),
+                }
             }
         }
     }

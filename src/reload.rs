@@ -2,10 +2,13 @@
 //! loaded one, and what happened to each change.
 //!
 //! [`crate::BrokerHandle::reload`] compares the two key by key (dotted TOML paths such as
-//! `mqtt.max_inflight` or `listeners[0].bind`) and returns a [`ReloadReport`]. Today no setting
-//! is applied to a running broker, so every change is [`ChangeStatus::RestartRequired`]; the
-//! settings that become reloadable (password file, ACL file, certificates) will report
-//! [`ChangeStatus::Applied`] or [`ChangeStatus::Failed`] through the same report.
+//! `mqtt.max_inflight` or `listeners[0].bind`) and returns a [`ReloadReport`]. The settings a
+//! running broker takes are [`AUTH_KEYS`] and each TLS listener's `cert`, `key` and `ca`
+//! (adding or removing a `ca` still needs a restart, and so does any change to a listener
+//! whose `bind` or `protocol` changed); they are reported [`ChangeStatus::Applied`], or
+//! [`ChangeStatus::Failed`] when their files do not load. Every other change is
+//! [`ChangeStatus::RestartRequired`]. The files behind the reloadable settings are re-read
+//! on every reload, changed path or not; [`ReloadReport::files`] says how that went.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,11 +51,45 @@ impl fmt::Display for Change {
     }
 }
 
+/// The `[auth]` settings a reload applies (together, as one snapshot).
+pub const AUTH_KEYS: &[&str] = &[
+    "auth.acl_file",
+    "auth.allow_anonymous",
+    "auth.password_file",
+];
+
+/// One set of files a reload read again, whether or not its paths changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reread {
+    /// What was read, e.g. `auth files (password_file, acl_file)`.
+    pub what: String,
+    /// [`ChangeStatus::Applied`] when the broker now uses what the files hold,
+    /// [`ChangeStatus::Failed`] when it kept the previous contents.
+    pub status: ChangeStatus,
+}
+
+impl fmt::Display for Reread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.status {
+            ChangeStatus::Failed(why) => {
+                write!(
+                    f,
+                    "{}: not reloaded, keeping the previous ones: {why}",
+                    self.what
+                )
+            }
+            _ => write!(f, "{}: re-read and in use", self.what),
+        }
+    }
+}
+
 /// The outcome of a reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
     /// Every setting that differs from the running configuration, in key order.
     pub changes: Vec<Change>,
+    /// The files re-read, in the order they were read.
+    pub files: Vec<Reread>,
 }
 
 impl ReloadReport {
@@ -74,12 +111,24 @@ impl ReloadReport {
                 status: ChangeStatus::RestartRequired,
             })
             .collect();
-        ReloadReport { changes }
+        ReloadReport {
+            changes,
+            files: Vec::new(),
+        }
     }
 
-    /// Nothing differs.
+    /// No setting differs (the files may still have been re-read; see [`ReloadReport::files`]).
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+
+    /// Sets the status of the changes among `keys` (keys that did not change are not listed).
+    pub fn set_status<S: AsRef<str>>(&mut self, keys: &[S], status: &ChangeStatus) {
+        for c in &mut self.changes {
+            if keys.iter().any(|k| k.as_ref() == c.key) {
+                c.status = status.clone();
+            }
+        }
     }
 
     /// Changes the running broker now uses.
@@ -186,5 +235,40 @@ mod tests {
         assert_eq!(report.restart_required().count(), 6);
         assert_eq!(report.applied().count(), 0);
         assert_eq!(report.failed().count(), 0);
+    }
+
+    #[test]
+    fn set_status_marks_only_listed_changes() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.mqtt.max_inflight = 5;
+        new.auth.acl_file = Some("/etc/starling/acl".into());
+        let mut report = ReloadReport::compare(&old, &new);
+        report.set_status(AUTH_KEYS, &ChangeStatus::Applied);
+        assert_eq!(
+            report.applied().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+            ["auth.acl_file"]
+        );
+        assert_eq!(
+            report
+                .restart_required()
+                .map(|c| c.key.as_str())
+                .collect::<Vec<_>>(),
+            ["mqtt.max_inflight"]
+        );
+        let failed = ChangeStatus::Failed("no such file".into());
+        report.set_status(&["auth.acl_file".to_owned()], &failed);
+        assert_eq!(
+            report.failed().next().map(ToString::to_string).as_deref(),
+            Some("auth.acl_file: (absent) -> \"/etc/starling/acl\" (not applied: no such file)")
+        );
+        let r = Reread {
+            what: "auth files".into(),
+            status: failed,
+        };
+        assert_eq!(
+            r.to_string(),
+            "auth files: not reloaded, keeping the previous ones: no such file"
+        );
     }
 }

@@ -227,13 +227,24 @@ async fn publish_all(publisher: &mut Raw, topics: &[&str], marker: &str) {
     }
 }
 
+/// What the reload report says about re-reading the auth files.
 fn auth_change(report: &ReloadReport) -> &ChangeStatus {
     let c = report
+        .files
+        .iter()
+        .find(|c| c.what.contains("acl_file") && c.what.contains("password_file"))
+        .unwrap_or_else(|| panic!("no auth files entry in the reload report {report:?}"));
+    &c.status
+}
+
+/// The status of the changed setting `key` in the reload report.
+fn change_status<'a>(report: &'a ReloadReport, key: &str) -> &'a ChangeStatus {
+    &report
         .changes
         .iter()
-        .find(|c| c.key.contains("acl_file") && c.key.contains("password_file"))
-        .unwrap_or_else(|| panic!("no auth files change in the reload report {report:?}"));
-    &c.status
+        .find(|c| c.key == key)
+        .unwrap_or_else(|| panic!("no change of {key} in the reload report {report:?}"))
+        .status
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -841,10 +852,9 @@ async fn reload_rechecks_subscriptions_and_keeps_old_rules_on_error() {
         &ChangeStatus::Applied,
         "report: {report:?}"
     );
-    assert_eq!(
-        report.changes.len(),
-        1,
-        "same config: only the auth files change is reported: {report:?}"
+    assert!(
+        report.changes.is_empty(),
+        "same config: no setting changed, only the files were re-read: {report:?}"
     );
     assert_eq!(
         b.state().subscription_count(),
@@ -947,6 +957,106 @@ async fn reload_rechecks_subscriptions_and_keeps_old_rules_on_error() {
         v3_login(b.addr, &creds("alice-6", Some("alice"), Some(b"pw2"))).await,
         0
     );
+}
+
+/// SIGHUP takes the *new* configuration's `[auth]` paths and `allow_anonymous`, not just the
+/// old files' new contents: a changed `acl_file` path, an added `password_file` and an
+/// explicit `allow_anonymous` are applied and reported as such; a path that does not load is
+/// reported Failed and everything stays as it was; a reload of what is already running reports
+/// no changes.
+#[tokio::test]
+async fn reload_takes_new_auth_paths_and_allow_anonymous() {
+    let dir = TempDir::new("reload-paths");
+    let (acl1, acl2, pw) = (dir.path("acl1"), dir.path("acl2"), dir.path("passwd"));
+    write_file(&acl1, "topic readwrite one/#\n");
+    write_file(
+        &acl2,
+        "topic readwrite two/#\nuser alice\ntopic readwrite alice/#\n",
+    );
+    write_passwords(&pw, &[("alice", "apw")]);
+    let mut cfg = test_config();
+    cfg.auth.acl_file = Some(acl1.clone());
+    let b = start_with(cfg.clone()).await;
+
+    let mut anon = connect_as(b.addr, "anon-1", None).await;
+    assert_eq!(
+        subscribe_v3(&mut anon, 1, &["one/#", "two/#"]).await,
+        [1, 0x80]
+    );
+
+    // Another ACL file: the running subscription it denies goes, the new rules apply.
+    cfg.auth.acl_file = Some(acl2.clone());
+    let report = b.handle().reload(&cfg);
+    assert_eq!(
+        change_status(&report, "auth.acl_file"),
+        &ChangeStatus::Applied,
+        "{report:?}"
+    );
+    assert_eq!(auth_change(&report), &ChangeStatus::Applied);
+    assert_eq!(report.changes.len(), 1, "{report:?}");
+    assert_eq!(
+        subscribe_v3(&mut anon, 2, &["one/#", "two/#"]).await,
+        [0x80, 1]
+    );
+    let mut admin = connect_as(b.addr, "anon-pub", None).await;
+    publish_all(&mut admin, &["one/x"], "two/marker").await;
+    assert_eq!(
+        topics_until(&mut anon, "two/marker").await,
+        Vec::<String>::new(),
+        "the one/# subscription was dropped by the new ACL file"
+    );
+
+    // A password file is added and anonymous access switched off explicitly.
+    cfg.auth.password_file = Some(pw.clone());
+    cfg.auth.allow_anonymous = Some(false);
+    let report = b.handle().reload(&cfg);
+    for key in ["auth.password_file", "auth.allow_anonymous"] {
+        assert_eq!(
+            change_status(&report, key),
+            &ChangeStatus::Applied,
+            "{report:?}"
+        );
+    }
+    assert_eq!(v3_login(b.addr, &creds("anon-2", None, None)).await, 5);
+    assert_eq!(
+        v3_login(b.addr, &creds("alice-1", Some("alice"), Some(b"apw"))).await,
+        0
+    );
+    let (mut alice, _) = Raw::connect(b.addr, &creds("alice-2", Some("alice"), Some(b"apw"))).await;
+    assert_eq!(
+        subscribe_v3(&mut alice, 1, &["alice/#", "one/#"]).await,
+        [1, 0x80]
+    );
+
+    // Reloading what runs: nothing to report but the re-read files.
+    let report = b.handle().reload(&cfg);
+    assert!(report.changes.is_empty(), "{report:?}");
+    assert_eq!(auth_change(&report), &ChangeStatus::Applied);
+
+    // A path that does not exist: Failed, and the running files and settings stay.
+    let mut bad = cfg.clone();
+    bad.auth.acl_file = Some(dir.path("missing-acl"));
+    bad.auth.allow_anonymous = Some(true);
+    let report = b.handle().reload(&bad);
+    for key in ["auth.acl_file", "auth.allow_anonymous"] {
+        match change_status(&report, key) {
+            ChangeStatus::Failed(why) => assert!(why.contains("missing-acl"), "{why}"),
+            other => panic!("{key}: expected Failed, got {other:?}"),
+        }
+    }
+    assert!(matches!(auth_change(&report), ChangeStatus::Failed(_)));
+    assert_eq!(v3_login(b.addr, &creds("anon-3", None, None)).await, 5);
+    let (mut alice, _) = Raw::connect(b.addr, &creds("alice-3", Some("alice"), Some(b"apw"))).await;
+    assert_eq!(
+        subscribe_v3(&mut alice, 1, &["alice/#", "one/#"]).await,
+        [1, 0x80]
+    );
+    // The failed change is still pending: the next reload reports it again.
+    let report = b.handle().reload(&bad);
+    assert!(matches!(
+        change_status(&report, "auth.acl_file"),
+        ChangeStatus::Failed(_)
+    ));
 }
 
 /// A bad ACL file at start-up: the broker refuses to start, naming the file and the line.
@@ -1094,9 +1204,10 @@ impl std::io::Write for Captured {
     }
 }
 
-/// §3.1 / `auth` module docs: failed logins are logged (client id, username, decision) but
-/// never with the password. The test runs on a current-thread runtime, so the broker's tasks
-/// log to this thread's scoped subscriber.
+/// §3.1 / `auth` module docs: failed logins are logged (peer address, client id, username,
+/// decision) but never with the password; the start-up log says whether anonymous clients are
+/// let in and why. The test runs on a current-thread runtime, so the broker's tasks log to
+/// this thread's scoped subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn failed_login_logged_without_password() {
     let logs = Captured::default();
@@ -1119,18 +1230,20 @@ async fn failed_login_logged_without_password() {
     let mut cfg = test_config();
     cfg.auth.password_file = Some(pw);
     let b = start_with(cfg).await;
-    assert_eq!(
-        v3_login(
-            b.addr,
-            &creds("logme-1", Some("alice"), Some(b"Wrong-Secret-17"))
-        )
-        .await,
-        5
-    );
-    assert_eq!(
-        v5_login(b.addr, "logme-2", Some("mallory"), Some(b"Other-Secret-23")).await,
-        0x87
-    );
+    let opts = creds("logme-1", Some("alice"), Some(b"Wrong-Secret-17"));
+    let (raw, ack) = Raw::connect_raw(b.addr, &opts).await;
+    assert_eq!(ack.code.0, 5);
+    let alice_peer = raw.stream.local_addr().unwrap();
+    let (raw, ack) = v5_connect(
+        b.addr,
+        "logme-2",
+        Some("mallory"),
+        Some(b"Other-Secret-23"),
+        true,
+    )
+    .await;
+    assert_eq!(ack.code.0, 0x87);
+    let mallory_peer = raw.stream.local_addr().unwrap();
     assert_eq!(
         v3_login(
             b.addr,
@@ -1146,17 +1259,25 @@ async fn failed_login_logged_without_password() {
         .lines()
         .filter(|l| l.contains("login failed"))
         .collect();
+    let alice_peer = format!("peer={alice_peer}");
     assert!(
         refused
             .iter()
-            .any(|l| l.contains("logme-1") && l.contains("alice")),
-        "the failed login of alice is logged with client id and username:\n{text}"
+            .any(|l| l.contains("logme-1") && l.contains("alice") && l.contains(&alice_peer)),
+        "the failed login of alice is logged with {alice_peer}, client id and username:\n{text}"
+    );
+    let mallory_peer = format!("peer={mallory_peer}");
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("logme-2") && l.contains("mallory") && l.contains(&mallory_peer)),
+        "the unknown user is logged with {mallory_peer}:\n{text}"
     );
     assert!(
-        refused
-            .iter()
-            .any(|l| l.contains("logme-2") && l.contains("mallory")),
-        "the unknown user is logged:\n{text}"
+        text.lines()
+            .any(|l| l.contains("anonymous clients are refused")
+                && l.contains("a password file is configured")),
+        "the start-up log says anonymous clients are refused, and why:\n{text}"
     );
     for secret in [
         "Wrong-Secret-17",

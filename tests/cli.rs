@@ -118,26 +118,42 @@ fn usage_errors_exit_2() {
     assert_eq!(output(starling().args(["passwd"])).status.code(), Some(2));
 }
 
+/// Every command line the binary accepts, as the words before `--help` / `--version`.
+const SUBCOMMANDS: &[&[&str]] = &[
+    &[],
+    &["run"],
+    &["check-config"],
+    &["passwd"],
+    &["store"],
+    &["store", "check"],
+    &["store", "dump"],
+    &["store", "reset"],
+];
+
+/// `--version` and `--help` work (exit 0, on stdout) for every subcommand, and `--help` is the
+/// subcommand's own: its usage line names it.
 #[test]
 fn version_and_help_work_everywhere() {
     let version = env!("CARGO_PKG_VERSION");
-    for args in [
-        &["--version"][..],
-        &["run", "--version"],
-        &["check-config", "--version"],
-    ] {
-        let o = output(starling().args(args));
-        assert_eq!(o.status.code(), Some(0), "{args:?}");
+    for sub in SUBCOMMANDS {
+        let args = [sub, &["--version"][..]].concat();
+        let o = output(starling().args(&args));
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
         assert!(stdout(&o).contains(version), "{args:?}: {}", stdout(&o));
-    }
-    for args in [
-        &["--help"][..],
-        &["run", "--help"],
-        &["check-config", "--help"],
-    ] {
-        let o = output(starling().args(args));
-        assert_eq!(o.status.code(), Some(0), "{args:?}");
-        assert!(stdout(&o).contains("Usage"), "{args:?}: {}", stdout(&o));
+
+        let args = [sub, &["--help"][..]].concat();
+        let o = output(starling().args(&args));
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        let usage = ["Usage: starling"]
+            .into_iter()
+            .chain(sub.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            stdout(&o).contains(&usage),
+            "{args:?}: want {usage:?} in {}",
+            stdout(&o)
+        );
     }
 }
 

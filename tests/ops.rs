@@ -2,8 +2,9 @@
 //! sees it, systemd notifications and SIGHUP reload of the real binary, and the shipped Docker
 //! configuration. (`config/starling.toml` passing `check-config` is tested in `tests/cli.rs`.)
 //!
-//! The `$SYS` test needs `mosquitto_sub` (Debian `mosquitto-clients`); without it the test is
-//! skipped with a message, unless `STARLING_INTEROP=1` makes that a failure.
+//! The `$SYS` test needs `mosquitto_sub` (Debian `mosquitto-clients`) and one scrape test needs
+//! Python's `prometheus_client`; without them those tests are skipped with a message, unless
+//! `STARLING_INTEROP=1` makes that a failure.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -395,6 +396,209 @@ async fn prometheus_endpoint_reflects_traffic() {
         .expect("broker and metrics endpoint stop");
 }
 
+fn interop_required() -> bool {
+    std::env::var("STARLING_INTEROP").is_ok_and(|v| v == "1")
+}
+
+/// What Python's `prometheus_client` parser made of an exposition (see
+/// tests/interop/prometheus_parse.py): family name → type, and (sample name, labels) → value.
+struct PyParsed {
+    families: BTreeMap<String, String>,
+    samples: BTreeMap<(String, String), f64>,
+}
+
+/// Labels as the Python script prints them: `k=v` sorted by key, comma-separated.
+fn label_key(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs the `prometheus_client` parser on `text`; `None` (after a printed SKIP) when python3 or
+/// the module is missing, which is a failure under `STARLING_INTEROP=1`.
+fn python_parse(text: &str) -> Option<PyParsed> {
+    use std::io::Write;
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/prometheus_parse.py");
+    let child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                !interop_required(),
+                "STARLING_INTEROP=1 but python3 cannot run: {e}"
+            );
+            eprintln!(
+                "SKIP: python3 is not installed (set STARLING_INTEROP=1 to make this a failure)"
+            );
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(3) {
+        assert!(
+            !interop_required(),
+            "STARLING_INTEROP=1 but Python's prometheus_client is missing \
+             (.ci/run installs it): {stderr}"
+        );
+        eprintln!(
+            "SKIP: Python's prometheus_client is not installed \
+             (set STARLING_INTEROP=1 to make this a failure)"
+        );
+        return None;
+    }
+    assert!(
+        out.status.success() && stdout.ends_with("OK\n"),
+        "prometheus_client could not parse the exposition:\n{stderr}\n{stdout}\n{text}"
+    );
+    let mut parsed = PyParsed {
+        families: BTreeMap::new(),
+        samples: BTreeMap::new(),
+    };
+    for line in stdout.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields[..] {
+            ["FAMILY", name, kind] => {
+                parsed.families.insert(name.to_owned(), kind.to_owned());
+            }
+            ["SAMPLE", _, name, labels, value] => {
+                let v: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+                let key = (name.to_owned(), labels.to_owned());
+                assert!(parsed.samples.insert(key, v).is_none(), "repeated: {line}");
+            }
+            ["OK"] => {}
+            _ => panic!("unexpected line from the parser script: {line}"),
+        }
+    }
+    Some(parsed)
+}
+
+/// Issue 7 acceptance 2 with a third-party parser: Python's `prometheus_client` reads the
+/// scrape, finds exactly the series the strict parser above finds (same values), types the
+/// `_total` families as counters, and the counters reflect the traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_client_parses_the_scrape() {
+    let handle = start(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n\
+         [sys]\ninterval = \"0s\"\n",
+    )
+    .await;
+    let mqtt = handle.local_addrs()[0];
+    let http = handle.metrics_addr().expect("metrics endpoint configured");
+    let (sub, mut inbox) = client(mqtt, "py-sub").await;
+    sub.subscribe("py/#", QoS::AtLeastOnce).await.unwrap();
+    let (publ, _) = client(mqtt, "py-pub").await;
+    // Publish until the subscription is in place, then three more that must all arrive.
+    loop {
+        publ.publish("py/probe", QoS::AtLeastOnce, false, "probe")
+            .await
+            .unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), inbox.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    let m = &handle.state().metrics;
+    let (recv_before, sent_before) = (m.publish_received.get() as f64, m.publish_sent.get() as f64);
+    let bytes_before = m.publish_bytes_received.get() as f64;
+    for i in 0..3 {
+        publ.publish("py/a", QoS::AtLeastOnce, false, format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    let mut seen = 0;
+    while seen < 3 {
+        let (topic, _) = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .expect("py/a delivered in time")
+            .expect("event loop alive");
+        seen += usize::from(topic == "py/a");
+    }
+
+    let settled = |f: &BTreeMap<String, Family>| {
+        value(f, "starling_publish_messages_received_total", &[]) >= recv_before + 3.0
+            && value(f, "starling_publish_messages_sent_total", &[]) >= sent_before + 3.0
+            && value(f, "starling_messages_inflight", &[]) == 0.0
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let body = loop {
+        let (status, _, body) = http_get(http, "/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        let f = parse_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        if settled(&f) || Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let Some(py) = python_parse(&body) else {
+        handle.shutdown();
+        handle.wait().await;
+        return;
+    };
+
+    // Both parsers agree on every series.
+    let ours = parse_exposition(&body).unwrap();
+    let mut expected = BTreeMap::new();
+    for (name, family) in &ours {
+        let py_name = match family.kind.as_str() {
+            "counter" => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        assert_eq!(
+            py.families.get(py_name).map(String::as_str),
+            Some(family.kind.as_str()),
+            "family {name} as prometheus_client types it"
+        );
+        for (labels, v) in &family.samples {
+            expected.insert((name.clone(), label_key(labels)), *v);
+        }
+    }
+    assert_eq!(
+        py.samples, expected,
+        "prometheus_client and the strict parser differ"
+    );
+
+    let v = |name: &str| py.samples[&(name.to_owned(), String::new())];
+    let received = v("starling_publish_messages_received_total");
+    assert!(
+        received >= recv_before + 3.0,
+        "{received} < {recv_before} + 3"
+    );
+    let sent = v("starling_publish_messages_sent_total");
+    assert!(sent >= sent_before + 3.0, "{sent} < {sent_before} + 3");
+    assert_eq!(v("starling_clients_connected"), 2.0);
+    assert_eq!(v("starling_connections_accepted_total"), 2.0);
+    assert_eq!(v("starling_subscriptions"), 1.0);
+    // Payload bytes: three of "m0".."m2".
+    let bytes = v("starling_publish_bytes_received_total");
+    assert!(bytes >= bytes_before + 6.0, "{bytes} < {bytes_before} + 6");
+    let listener = (
+        "starling_listener_connections".to_owned(),
+        format!("listener={mqtt}"),
+    );
+    assert_eq!(py.samples.get(&listener), Some(&2.0));
+
+    handle.shutdown();
+    handle.wait().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // (b) $SYS through mosquitto_sub
 // ---------------------------------------------------------------------------------------------
@@ -406,10 +610,6 @@ fn have(cmd: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok()
-}
-
-fn interop_required() -> bool {
-    std::env::var("STARLING_INTEROP").is_ok_and(|v| v == "1")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,30 +645,92 @@ async fn sys_tree_has_mosquitto_names() {
     // Two $SYS rounds after the traffic.
     tokio::time::sleep(Duration::from_millis(600)).await;
 
-    // Every $SYS topic is retained: 22 values, 27 load averages, uptime and version.
+    // Every $SYS topic is retained, so a new subscriber gets the whole tree at once: read
+    // until each Mosquitto name below has been seen (more topics may come and are ignored),
+    // with -W bounding the wait should one never arrive.
+    let mut expected: Vec<String> = [
+        "version",
+        "uptime",
+        "clients/total",
+        "clients/maximum",
+        "clients/connected",
+        "clients/active",
+        "clients/disconnected",
+        "clients/inactive",
+        "clients/expired",
+        "messages/received",
+        "messages/sent",
+        "messages/stored",
+        "store/messages/count",
+        "store/messages/bytes",
+        "publish/messages/received",
+        "publish/messages/sent",
+        "publish/messages/dropped",
+        "publish/bytes/received",
+        "publish/bytes/sent",
+        "bytes/received",
+        "bytes/sent",
+        "subscriptions/count",
+        "shared_subscriptions/count",
+        "retained messages/count",
+    ]
+    .iter()
+    .map(|t| format!("$SYS/broker/{t}"))
+    .collect();
+    for load in [
+        "messages/received",
+        "messages/sent",
+        "publish/received",
+        "publish/sent",
+        "publish/dropped",
+        "bytes/received",
+        "bytes/sent",
+        "sockets",
+        "connections",
+    ] {
+        for window in ["1min", "5min", "15min"] {
+            expected.push(format!("$SYS/broker/load/{load}/{window}"));
+        }
+    }
     let port = addr.port().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("mosquitto_sub")
+    let wanted = expected.clone();
+    let (lines, stderr) = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &port, "-t", "$SYS/#", "-v"])
-            .args(["-W", "5", "-C", "51", "-i", "ops-mosquitto-sub"])
+            .args(["-W", "10", "-i", "ops-mosquitto-sub"])
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mosquitto_sub");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut missing = wanted;
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            missing.retain(|t| !line.starts_with(&format!("{t} ")));
+            lines.push(line);
+            if missing.is_empty() {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait for mosquitto_sub");
+        (lines, String::from_utf8_lossy(&out.stderr).into_owned())
     })
     .await
-    .unwrap()
-    .expect("run mosquitto_sub");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    .unwrap();
+    let text = lines.join("\n");
     let get = |topic: &str| -> String {
         let prefix = format!("{topic} ");
-        let mut values = text.lines().filter_map(|l| l.strip_prefix(prefix.as_str()));
+        let mut values = lines.iter().filter_map(|l| l.strip_prefix(prefix.as_str()));
         match values.next() {
             Some(v) => v.to_owned(),
-            None => panic!(
-                "{topic} missing from mosquitto_sub output (stderr {}):\n{text}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            None => panic!("{topic} missing from mosquitto_sub output (stderr {stderr}):\n{text}"),
         }
     };
+    for topic in &expected {
+        get(topic);
+    }
     let num = |topic: &str| -> f64 {
         let v = get(topic);
         v.parse()
@@ -645,5 +907,61 @@ fn docker_config_is_valid_and_enables_metrics() {
     assert_eq!(o.status.code(), Some(0), "{stderr}");
     let c = Config::load(&path).unwrap();
     assert_eq!(c.listeners[0].bind, "0.0.0.0:1883".parse().unwrap());
+    assert_eq!(
+        c.listeners.len(),
+        1,
+        "the image ships no certificate for TLS"
+    );
     assert_eq!(c.metrics.bind, Some("0.0.0.0:9183".parse().unwrap()));
+}
+
+/// The listener and auth examples commented out in docker/starling.toml are valid once
+/// uncommented, and bind the ports docker/Dockerfile exposes for them.
+#[test]
+fn docker_config_commented_examples_are_valid() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docker/starling.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // A commented TOML line: a table header or `key = value`; prose is left alone.
+    let is_toml = |s: &str| {
+        s.starts_with("[[")
+            || s.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+    };
+    let mut uncommented = 0;
+    let full: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if is_toml(rest) => {
+                uncommented += 1;
+                format!("{rest}\n")
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert!(
+        uncommented >= 10,
+        "{uncommented} lines uncommented:\n{full}"
+    );
+    let c = Config::from_toml_str(&full).unwrap_or_else(|e| panic!("{e}\n{full}"));
+    let listeners: Vec<(String, &str)> = c
+        .listeners
+        .iter()
+        .map(|l| (l.bind.to_string(), l.protocol.as_str()))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            ("0.0.0.0:1883".to_owned(), "mqtt"),
+            ("0.0.0.0:8883".to_owned(), "mqtts"),
+            ("0.0.0.0:8080".to_owned(), "ws"),
+        ]
+    );
+    assert!(c.listeners[1].require_certificate && c.listeners[1].cert.is_some());
+    assert!(c.auth.password_file.is_some());
+    let dockerfile = std::fs::read_to_string(path.with_file_name("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("EXPOSE 1883 8883 8080 9183"),
+        "the Dockerfile exposes every port the configuration can use"
+    );
 }

@@ -9,9 +9,14 @@ mod support;
 
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use starling::config::{ListenerConfig, ListenerProtocol};
+use starling::reload::ChangeStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
+use tokio_rustls::client::TlsStream;
 
 use support::*;
 
@@ -189,6 +194,199 @@ async fn certificate_is_reloaded_when_the_files_change() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let tls = pki.tls(addrs.mqtts, false).await.unwrap();
     assert_eq!(Mqtt::connect(tls, "still-renewed").await.unwrap().1, 0);
+    stop(broker).await;
+}
+
+/// Whether a mutual-TLS listener refused the client: TLS 1.3 clients finish their side before
+/// the server decides, so the refusal shows up as a failed handshake or as an error on the
+/// first read.
+async fn refused(tls: std::io::Result<TlsStream<TcpStream>>, id: &str) -> bool {
+    match tls {
+        Err(_) => true,
+        Ok(tls) => Mqtt::connect(tls, id).await.is_err(),
+    }
+}
+
+fn leaf(tls: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+fn server_der(pki: &Pki) -> CertificateDer<'static> {
+    CertificateDer::from_pem_file(pki.path("server.pem")).unwrap()
+}
+
+/// SIGHUP (`BrokerHandle::reload`) applies a new configuration's certificate, key and CA:
+/// new handshakes present the new server certificate and verify clients against the new CA
+/// (a client certificate of the old CA is refused), a CA bundle rewritten in place is re-read,
+/// connections made before the reload keep working, and a bad certificate or CA is reported
+/// Failed while the material in use stays. New paths are used so that only the reload, not the
+/// file watcher, can have picked them up.
+#[tokio::test]
+async fn reload_applies_new_certificate_key_and_ca() {
+    let old = Pki::new("reload-old");
+    let new = Pki::new("reload-new");
+    let mut cfg = config(&old);
+    let (broker, addrs) = start(cfg.clone()).await;
+
+    let tls = old.tls(addrs.mtls, true).await.unwrap();
+    assert_eq!(leaf(&tls), server_der(&old));
+    let (mut before, rc) = Mqtt::connect(tls, "before-reload").await.unwrap();
+    assert_eq!(rc, 0);
+    before.subscribe("reload/alive").await.unwrap();
+
+    // Listeners 1 (mqtts) and 2 (mutual TLS) move to the new CA's files.
+    for l in &mut cfg.listeners[1..=2] {
+        l.cert = Some(new.path("server.pem"));
+        l.key = Some(new.path("server.key"));
+        l.ca = Some(new.path("ca.pem"));
+    }
+    let report = broker.reload(&cfg);
+    let applied: Vec<&str> = report.applied().map(|c| c.key.as_str()).collect();
+    assert_eq!(
+        applied,
+        [
+            "listeners[1].ca",
+            "listeners[1].cert",
+            "listeners[1].key",
+            "listeners[2].ca",
+            "listeners[2].cert",
+            "listeners[2].key",
+        ],
+        "{report:?}"
+    );
+    assert_eq!(report.changes.len(), 6, "{report:?}");
+    assert!(
+        report
+            .files
+            .iter()
+            .all(|f| f.status == ChangeStatus::Applied),
+        "{report:?}"
+    );
+
+    let tls = new.tls(addrs.mqtts, false).await.unwrap();
+    assert_eq!(leaf(&tls), server_der(&new), "the new server certificate");
+    let tls = new.tls(addrs.mtls, true).await.unwrap();
+    assert_eq!(Mqtt::connect(tls, "new-ca").await.unwrap().1, 0);
+    assert!(
+        refused(new.tls_as(addrs.mtls, &old.path("client")).await, "old-ca").await,
+        "a client certificate of the old CA was accepted after the reload"
+    );
+    let tls = old.tls(addrs.wss, false).await.unwrap();
+    assert_eq!(leaf(&tls), server_der(&old), "listener 4 was not changed");
+    before.publish("reload/alive", b"still here").await.unwrap();
+    assert_eq!(before.recv_publish().await.unwrap().1, b"still here");
+
+    // A CA bundle rewritten in place (now both CAs) is read again by the reload.
+    let bundle = [new.path("ca.pem"), old.path("ca.pem")]
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .concat();
+    std::fs::write(new.path("ca.pem"), bundle).unwrap();
+    let report = broker.reload(&cfg);
+    assert!(report.changes.is_empty(), "{report:?}");
+    let tls = new.tls_as(addrs.mtls, &old.path("client")).await.unwrap();
+    assert_eq!(Mqtt::connect(tls, "old-ca-in-bundle").await.unwrap().1, 0);
+
+    // A bad certificate: Failed, naming the file; the certificate in use stays.
+    std::fs::write(new.path("broken.pem"), "not a certificate").unwrap();
+    let mut bad = cfg.clone();
+    bad.listeners[1].cert = Some(new.path("broken.pem"));
+    let report = broker.reload(&bad);
+    let failed: Vec<String> = report.failed().map(ToString::to_string).collect();
+    assert_eq!(failed.len(), 1, "{report:?}");
+    assert!(
+        failed[0].starts_with("listeners[1].cert:") && failed[0].contains("broken.pem"),
+        "{failed:?}"
+    );
+    let tls = new.tls(addrs.mqtts, false).await.unwrap();
+    assert_eq!(leaf(&tls), server_der(&new));
+    assert_eq!(Mqtt::connect(tls, "after-bad-cert").await.unwrap().1, 0);
+
+    // A CA file without certificates: Failed; the bundle in use stays.
+    std::fs::write(new.path("empty-ca.pem"), "").unwrap();
+    let mut bad = cfg.clone();
+    bad.listeners[2].ca = Some(new.path("empty-ca.pem"));
+    let report = broker.reload(&bad);
+    assert!(
+        matches!(
+            report.failed().map(|c| c.key.as_str()).collect::<Vec<_>>()[..],
+            ["listeners[2].ca"]
+        ),
+        "{report:?}"
+    );
+    let tls = new.tls(addrs.mtls, true).await.unwrap();
+    assert_eq!(Mqtt::connect(tls, "after-bad-ca").await.unwrap().1, 0);
+    let tls = new.tls_as(addrs.mtls, &old.path("client")).await.unwrap();
+    assert_eq!(Mqtt::connect(tls, "after-bad-ca-old").await.unwrap().1, 0);
+
+    // The failed reloads left the running configuration as it was.
+    let report = broker.reload(&cfg);
+    assert!(report.changes.is_empty(), "{report:?}");
+    stop(broker).await;
+}
+
+/// `use_identity_as_username` makes the client certificate's Common Name the username and
+/// `use_subject_as_username` its RFC 2253 subject, replacing any username in CONNECT; the ACL
+/// then applies to that name. ACL: `client1` may use `cn/#`, `CN=client1,O=Starling` may use
+/// `subject/#`, nobody else anything. Every client sends the username `client1` in CONNECT, so
+/// only the certificate can make the difference.
+#[tokio::test]
+async fn certificate_names_the_user_for_the_acl() {
+    let pki = Pki::new("cert-user");
+    pki.issue_client("other", "other");
+    std::fs::write(
+        pki.path("acl"),
+        "user client1\ntopic readwrite cn/#\nuser CN=client1,O=Starling\ntopic readwrite subject/#\n",
+    )
+    .unwrap();
+    let mut cfg = config(&pki);
+    let mtls = |use_identity, use_subject| ListenerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        protocol: ListenerProtocol::Mqtts,
+        cert: Some(pki.path("server.pem")),
+        key: Some(pki.path("server.key")),
+        ca: Some(pki.path("ca.pem")),
+        require_certificate: true,
+        use_identity_as_username: use_identity,
+        use_subject_as_username: use_subject,
+        ..ListenerConfig::default()
+    };
+    cfg.listeners = vec![mtls(true, false), mtls(false, true)];
+    cfg.auth.acl_file = Some(pki.path("acl"));
+    let broker = starling::Broker::start(cfg).await.expect("broker starts");
+    let [by_cn, by_subject] = broker.local_addrs()[..] else {
+        panic!("two listeners")
+    };
+
+    // (listener, client certificate, filter, expected SUBACK return code)
+    let cases = [
+        (by_cn, "client", "cn/x", 0),
+        (by_cn, "client", "subject/x", 0x80),
+        (by_cn, "other", "cn/x", 0x80),
+        (by_subject, "client", "subject/x", 0),
+        (by_subject, "client", "cn/x", 0x80),
+        (by_subject, "other", "subject/x", 0x80),
+    ];
+    for (i, (addr, cert, filter, want)) in cases.into_iter().enumerate() {
+        let tls = pki.tls_as(addr, &pki.path(cert)).await.unwrap();
+        let (mut m, rc) = Mqtt::connect_as(tls, &format!("cert-user-{i}"), Some("client1"))
+            .await
+            .unwrap();
+        assert_eq!(rc, 0, "case {i}");
+        let listener = if addr == by_cn { "CN" } else { "subject" };
+        assert_eq!(
+            m.subscribe_code(filter).await.unwrap(),
+            want,
+            "case {i}: certificate {cert} on the {listener} listener subscribing to {filter}"
+        );
+        // Writes follow the same name: a granted client receives its own publish.
+        if want == 0 {
+            m.publish(filter, b"mine").await.unwrap();
+            assert_eq!(
+                m.recv_publish().await.unwrap(),
+                (filter.to_owned(), b"mine".to_vec())
+            );
+        }
+    }
     stop(broker).await;
 }
 

@@ -1,7 +1,7 @@
 //! TLS for `mqtts` and `wss` listeners, on rustls with the *ring* crypto provider.
 //!
 //! [`Tls::from_config`] reads the listener's PEM files (with `rustls-pki-types`' [`PemObject`])
-//! and builds a [`tokio_rustls::TlsAcceptor`]. The provider is passed explicitly
+//! and builds a rustls [`ServerConfig`]. The provider is passed explicitly
 //! ([`ServerConfig::builder_with_provider`]), so the process-wide default provider is never
 //! consulted and Cargo feature unification (another crate enabling aws-lc-rs) cannot make
 //! configuration panic.
@@ -10,12 +10,13 @@
 //!   against that bundle; without `require_certificate` a client may still present none.
 //!   [`peer_identity`] extracts the Common Name and the RFC 2253 subject of a verified client
 //!   certificate, for `use_identity_as_username` / `use_subject_as_username`.
-//! * **Hot reload**: the server certificate comes from a [`CertResolver`], which holds the
-//!   current [`CertifiedKey`] behind an [`ArcSwap`]. [`CertResolver::reload`] swaps in a newly
-//!   read pair, keeping the old one when the new one does not load; [`CertResolver::watch`]
-//!   polls the files' modification times and reloads on change. Handshakes in progress and
-//!   established connections keep the certificate they started with. The `ca` bundle is read
-//!   once, at start.
+//! * **Hot reload**: the certificate, the key and the CA bundle are all part of one
+//!   [`ServerConfig`], held behind an [`ArcSwap`]. [`Tls::reload`] (the file watcher,
+//!   [`Tls::watch`]) and [`Tls::reload_from`] (SIGHUP, possibly with new paths) read every file
+//!   and build a complete new configuration before swapping it in, so a handshake sees either
+//!   the old material or the new, never a mix; when any file does not load, the old
+//!   configuration stays in use and the error is returned. Handshakes in progress and
+//!   established connections keep the configuration they started with.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
 use crate::config::ListenerConfig;
 
-/// How often [`CertResolver::watch`] looks at the certificate and key files.
+/// How often [`Tls::watch`] looks at the certificate, key and CA files.
 pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a TLS configuration or certificate could not be loaded. Every variant names the file.
@@ -73,61 +74,212 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// The TLS side of one listener: the acceptor and the reloadable server certificate.
+/// The files a TLS listener reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Server certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// CA bundle client certificates are verified against, when clients are asked for one.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The `cert`, `key` and `ca` of a listener; `cert` and `key` must be set.
+    pub fn of(listener: &ListenerConfig) -> Result<TlsFiles, TlsError> {
+        Ok(TlsFiles {
+            cert: listener.cert.clone().ok_or(TlsError::Missing("cert"))?,
+            key: listener.key.clone().ok_or(TlsError::Missing("key"))?,
+            ca: listener.ca.clone(),
+        })
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &Path> {
+        [
+            Some(self.cert.as_path()),
+            Some(self.key.as_path()),
+            self.ca.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// One complete load of a listener's files.
+struct Material {
+    files: TlsFiles,
+    config: Arc<ServerConfig>,
+    chain: Vec<CertificateDer<'static>>,
+}
+
+/// The TLS side of one listener: its current configuration, swappable while the listener runs.
+/// Clones share the configuration.
 #[derive(Clone)]
 pub struct Tls {
-    acceptor: tokio_rustls::TlsAcceptor,
-    certs: Arc<CertResolver>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    provider: Arc<CryptoProvider>,
+    require_certificate: bool,
+    current: ArcSwap<Material>,
+    /// Serialises reloads, so a watcher poll that read the old paths cannot replace what a
+    /// SIGHUP with new paths just installed.
+    reloading: parking_lot::Mutex<()>,
 }
 
 impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tls").field("certs", &self.certs).finish()
+        f.debug_struct("Tls")
+            .field("files", &self.inner.current.load().files)
+            .field("require_certificate", &self.inner.require_certificate)
+            .finish()
     }
 }
 
 impl Tls {
     /// Reads `cert`, `key` and (when set) `ca` of a listener and builds its TLS configuration.
     pub fn from_config(listener: &ListenerConfig) -> Result<Tls, TlsError> {
-        let cert = listener.cert.as_deref().ok_or(TlsError::Missing("cert"))?;
-        let key = listener.key.as_deref().ok_or(TlsError::Missing("key"))?;
+        let files = TlsFiles::of(listener)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = Arc::new(CertResolver::load(cert, key, provider.clone())?);
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
-        let builder = match &listener.ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let roots = Arc::new(load_roots(ca)?);
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
-                let verifier = if listener.require_certificate {
-                    verifier
-                } else {
-                    verifier.allow_unauthenticated()
-                };
-                let verifier = verifier.build().map_err(|source| TlsError::Verifier {
-                    path: ca.clone(),
-                    source,
-                })?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let config = builder.with_cert_resolver(certs.clone());
+        let material = load_material(files, listener.require_certificate, &provider)?;
         Ok(Tls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            certs,
+            inner: Arc::new(Inner {
+                provider,
+                require_certificate: listener.require_certificate,
+                current: ArcSwap::from_pointee(material),
+                reloading: parking_lot::Mutex::new(()),
+            }),
         })
     }
 
-    /// The acceptor that runs server handshakes.
-    pub fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
-        &self.acceptor
+    /// An acceptor for one handshake, with the configuration current now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.inner.current.load().config.clone())
     }
 
-    /// The reloadable server certificate.
-    pub fn certs(&self) -> &Arc<CertResolver> {
-        &self.certs
+    /// The files the current configuration was read from.
+    pub fn files(&self) -> TlsFiles {
+        self.inner.current.load().files.clone()
     }
+
+    /// The certificate chain new handshakes present (leaf first).
+    pub fn current_chain(&self) -> Vec<CertificateDer<'static>> {
+        self.inner.current.load().chain.clone()
+    }
+
+    /// Re-reads the current files. On success new handshakes use what they now hold; on
+    /// failure the current configuration stays in use and the error is returned.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let _one = self.inner.reloading.lock();
+        let files = self.files();
+        self.install(files)
+    }
+
+    /// Reads `files` (which may name other paths than the current ones) and, when all of them
+    /// load, makes them the current configuration; otherwise keeps the current one.
+    pub fn reload_from(&self, files: TlsFiles) -> Result<(), TlsError> {
+        let _one = self.inner.reloading.lock();
+        self.install(files)
+    }
+
+    fn install(&self, files: TlsFiles) -> Result<(), TlsError> {
+        let fresh = load_material(files, self.inner.require_certificate, &self.inner.provider)?;
+        self.inner.current.store(Arc::new(fresh));
+        Ok(())
+    }
+
+    /// Polls the current files every `every` until `shutdown`, reloading when the modification
+    /// time or size of any of them changes, and logs the outcome. After a failed reload it
+    /// tries once more at the next poll, in case it read a file that was still being written.
+    /// When a reload installs other paths, those are watched from then on.
+    pub async fn watch(self, every: Duration, shutdown: CancellationToken) {
+        let mut seen = self.stamp();
+        let mut retry = false;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = self.stamp();
+            if now.0 != seen.0 {
+                // Another reload moved to other files; they were just read.
+                seen = now;
+                retry = false;
+                continue;
+            }
+            if now == seen && !retry {
+                continue;
+            }
+            seen = now;
+            // The files are a few kilobytes: reading them inline is cheaper than a thread hop.
+            match self.reload() {
+                Ok(()) => {
+                    retry = false;
+                    let cert = seen.0.cert.display();
+                    tracing::info!(%cert, "TLS certificate, key and CA reloaded");
+                }
+                Err(e) => {
+                    if !retry {
+                        tracing::warn!(
+                            error = %e,
+                            "TLS files changed on disk but did not load; keeping the previous ones"
+                        );
+                    }
+                    retry = !retry;
+                }
+            }
+        }
+    }
+
+    fn stamp(&self) -> (TlsFiles, Vec<Option<(SystemTime, u64)>>) {
+        let files = self.files();
+        let one = |p: &Path| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        };
+        let stamps = files.paths().map(one).collect();
+        (files, stamps)
+    }
+}
+
+/// Reads every file of `files` and builds the server configuration they make.
+fn load_material(
+    files: TlsFiles,
+    require_certificate: bool,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Material, TlsError> {
+    let certified = load_certified_key(&files.cert, &files.key, provider)?;
+    let chain = certified.cert.clone();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
+    let builder = match &files.ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = Arc::new(load_roots(ca)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+            let verifier = if require_certificate {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().map_err(|source| TlsError::Verifier {
+                path: ca.clone(),
+                source,
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_cert_resolver(Arc::new(FixedCert(Arc::new(certified))));
+    Ok(Material {
+        files,
+        config: Arc::new(config),
+        chain,
+    })
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
@@ -181,102 +333,14 @@ fn load_certified_key(
     })
 }
 
-/// The server certificate of a listener, swappable while the listener runs.
-pub struct CertResolver {
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    provider: Arc<CryptoProvider>,
-    current: ArcSwap<CertifiedKey>,
-}
+/// A server certificate that never changes: each reload builds a new [`ServerConfig`] around
+/// a new one.
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
 
-impl fmt::Debug for CertResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertResolver")
-            .field("cert", &self.cert_path)
-            .field("key", &self.key_path)
-            .finish()
-    }
-}
-
-impl CertResolver {
-    /// Loads the pair once; fails when it does not load or the key does not fit the leaf.
-    pub fn load(
-        cert: &Path,
-        key: &Path,
-        provider: Arc<CryptoProvider>,
-    ) -> Result<CertResolver, TlsError> {
-        let current = load_certified_key(cert, key, &provider)?;
-        Ok(CertResolver {
-            cert_path: cert.to_path_buf(),
-            key_path: key.to_path_buf(),
-            provider,
-            current: ArcSwap::from_pointee(current),
-        })
-    }
-
-    /// Re-reads the certificate and key files. On success new handshakes use the new pair; on
-    /// failure the current pair stays in use and the error is returned.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = load_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
-        self.current.store(Arc::new(fresh));
-        Ok(())
-    }
-
-    /// The certificate chain new handshakes present (leaf first).
-    pub fn current_chain(&self) -> Vec<CertificateDer<'static>> {
-        self.current.load().cert.clone()
-    }
-
-    /// Polls the files every `every` until `shutdown`, reloading when the modification time or
-    /// size of either changes, and logs the outcome. After a failed reload it tries once more
-    /// at the next poll, in case it read a file that was still being written.
-    pub async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
-        let mut seen = self.stamp();
-        let mut retry = false;
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let now = self.stamp();
-            if now == seen && !retry {
-                continue;
-            }
-            seen = now;
-            // The files are a few kilobytes: reading them inline is cheaper than a thread hop.
-            match self.reload() {
-                Ok(()) => {
-                    retry = false;
-                    tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
-                }
-                Err(e) => {
-                    if !retry {
-                        tracing::warn!(
-                            error = %e,
-                            "TLS certificate changed on disk but did not load; keeping the previous one"
-                        );
-                    }
-                    retry = !retry;
-                }
-            }
-        }
-    }
-
-    fn stamp(&self) -> [Option<(SystemTime, u64)>; 2] {
-        let one = |p: &Path| {
-            let m = std::fs::metadata(p).ok()?;
-            Some((m.modified().ok()?, m.len()))
-        };
-        [one(&self.cert_path), one(&self.key_path)]
-    }
-}
-
-impl ResolvesServerCert for CertResolver {
+impl ResolvesServerCert for FixedCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        Some(self.0.clone())
     }
 }
 

@@ -40,8 +40,17 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn leaf(r: &CertResolver) -> Vec<u8> {
-    r.current_chain()[0].as_ref().to_vec()
+fn leaf(t: &Tls) -> Vec<u8> {
+    t.current_chain()[0].as_ref().to_vec()
+}
+
+fn mqtts(cert: PathBuf, key: PathBuf) -> ListenerConfig {
+    ListenerConfig {
+        protocol: crate::config::ListenerProtocol::Mqtts,
+        cert: Some(cert),
+        key: Some(key),
+        ..ListenerConfig::default()
+    }
 }
 
 #[test]
@@ -51,7 +60,7 @@ fn reload_swaps_and_bad_files_keep_the_old_pair() {
     let (c1, k1, d1) = self_signed("one.test");
     std::fs::write(&cert, &c1).unwrap();
     std::fs::write(&key, &k1).unwrap();
-    let r = CertResolver::load(&cert, &key, provider()).unwrap();
+    let r = Tls::from_config(&mqtts(cert.clone(), key.clone())).unwrap();
     assert_eq!(leaf(&r), d1);
 
     let (c2, k2, d2) = self_signed("two.test");
@@ -80,6 +89,44 @@ fn reload_swaps_and_bad_files_keep_the_old_pair() {
     assert_eq!(leaf(&r), d2);
 }
 
+/// `reload_from` moves to other paths, CA included, all or nothing: a bad CA keeps the old
+/// certificate too, even though the new certificate itself was fine.
+#[test]
+fn reload_from_new_paths_is_all_or_nothing() {
+    let dir = Scratch::new("reload-from");
+    let (c1, k1, d1) = self_signed("one.test");
+    let (c2, k2, d2) = self_signed("two.test");
+    for (f, text) in [("c1", &c1), ("k1", &k1), ("c2", &c2), ("k2", &k2)] {
+        std::fs::write(dir.path(f), text).unwrap();
+    }
+    std::fs::write(dir.path("bad-ca"), "no certificates here").unwrap();
+    let mut l = mqtts(dir.path("c1"), dir.path("k1"));
+    l.ca = Some(dir.path("c1"));
+    let t = Tls::from_config(&l).unwrap();
+    let two = TlsFiles {
+        cert: dir.path("c2"),
+        key: dir.path("k2"),
+        ca: Some(dir.path("bad-ca")),
+    };
+    assert!(matches!(
+        t.reload_from(two.clone()),
+        Err(TlsError::NoCa { .. })
+    ));
+    assert_eq!(leaf(&t), d1);
+    assert_eq!(t.files().cert, dir.path("c1"));
+    let two = TlsFiles {
+        ca: Some(dir.path("c2")),
+        ..two
+    };
+    t.reload_from(two.clone()).unwrap();
+    assert_eq!(leaf(&t), d2);
+    assert_eq!(t.files(), two);
+    // A later plain reload re-reads the new paths, not the original ones.
+    std::fs::write(dir.path("c1"), "garbage").unwrap();
+    t.reload().unwrap();
+    assert_eq!(leaf(&t), d2);
+}
+
 #[tokio::test]
 async fn watcher_reloads_changed_files() {
     let dir = Scratch::new("watch");
@@ -87,7 +134,7 @@ async fn watcher_reloads_changed_files() {
     let (c1, k1, d1) = self_signed("one.test");
     std::fs::write(&cert, &c1).unwrap();
     std::fs::write(&key, &k1).unwrap();
-    let r = Arc::new(CertResolver::load(&cert, &key, provider()).unwrap());
+    let r = Tls::from_config(&mqtts(cert.clone(), key.clone())).unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn(r.clone().watch(Duration::from_millis(20), stop.clone()));
     // Broken files are logged and ignored.
@@ -247,7 +294,7 @@ async fn client_identity_from_a_real_handshake() {
     };
     for with_cert in [true, false] {
         let (a, b) = tokio::io::duplex(16 * 1024);
-        let acceptor = tls.acceptor().clone();
+        let acceptor = tls.acceptor();
         let server = tokio::spawn(async move {
             let mut s = acceptor.accept(a).await.unwrap();
             let id = client_identity(s.get_ref().1);

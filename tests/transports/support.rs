@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -117,6 +117,8 @@ impl Pki {
     fn issue(&self, file: &str, cn: &str, usage: ExtendedKeyUsagePurpose, sans: Vec<String>) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(sans).unwrap();
+        // rcgen starts with a placeholder CN, which would keep its place before O.
+        params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name
             .push(DnType::OrganizationName, "Starling");
@@ -133,28 +135,31 @@ impl Pki {
         self.dir.path(file)
     }
 
+    /// Issues `<file>.pem` / `<file>.key`, a client certificate whose subject is
+    /// `O=Starling, CN=<cn>` (RFC 2253: `CN=<cn>,O=Starling`).
+    pub fn issue_client(&self, file: &str, cn: &str) {
+        self.issue(file, cn, ExtendedKeyUsagePurpose::ClientAuth, vec![]);
+    }
+
     /// A TLS client trusting the test CA, optionally presenting the client certificate.
     pub fn connector(&self, client_cert: bool) -> tokio_rustls::TlsConnector {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(self.path("ca.pem")).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let config = if client_cert {
-            let chain = CertificateDer::pem_file_iter(self.path("client.pem"))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = PrivateKeyDer::from_pem_file(self.path("client.key")).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        } else {
-            builder.with_no_client_auth()
-        };
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        let client = client_cert.then(|| self.path("client"));
+        connector(&self.path("ca.pem"), client.as_deref())
+    }
+
+    /// Opens a TLS session to `addr` as 127.0.0.1, trusting this CA and presenting the client
+    /// certificate `<client>.pem` / `<client>.key` (a path without the extension), which may
+    /// come from another [`Pki`].
+    pub async fn tls_as(
+        &self,
+        addr: SocketAddr,
+        client: &Path,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        connector(&self.path("ca.pem"), Some(client))
+            .connect(name, tcp)
+            .await
     }
 
     /// Opens a TLS session to `addr` as 127.0.0.1.
@@ -167,6 +172,32 @@ impl Pki {
         let name = ServerName::try_from("127.0.0.1").unwrap();
         self.connector(client_cert).connect(name, tcp).await
     }
+}
+
+/// A TLS client trusting the CAs in `ca`, presenting `<client>.pem` / `<client>.key` when
+/// given.
+pub fn connector(ca: &Path, client: Option<&Path>) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(base) => {
+            let chain = CertificateDer::pem_file_iter(base.with_extension("pem"))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(base.with_extension("key")).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// The listeners [`start`] opens, by name.
@@ -293,10 +324,24 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 impl<S: AsyncRead + AsyncWrite + Unpin> Mqtt<S> {
     /// Sends CONNECT and returns the CONNACK return code (0 = accepted).
     pub async fn connect(io: S, client_id: &str) -> std::io::Result<(Mqtt<S>, u8)> {
+        Mqtt::connect_as(io, client_id, None).await
+    }
+
+    /// Sends CONNECT, with `username` (and no password) when given, and returns the CONNACK
+    /// return code.
+    pub async fn connect_as(
+        io: S,
+        client_id: &str,
+        username: Option<&str>,
+    ) -> std::io::Result<(Mqtt<S>, u8)> {
         let mut body = Vec::new();
         put_str(&mut body, "MQTT");
-        body.extend_from_slice(&[4, 0x02, 0, 30]);
+        let flags = if username.is_some() { 0x82 } else { 0x02 };
+        body.extend_from_slice(&[4, flags, 0, 30]);
         put_str(&mut body, client_id);
+        if let Some(u) = username {
+            put_str(&mut body, u);
+        }
         let mut m = Mqtt { io };
         m.send(&frame(0x10, &body)).await?;
         let (header, body) = m.read_packet().await?;
@@ -310,14 +355,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Mqtt<S> {
     }
 
     pub async fn subscribe(&mut self, filter: &str) -> std::io::Result<()> {
+        self.subscribe_code(filter).await.map(|_| ())
+    }
+
+    /// Subscribes at QoS 0 and returns the SUBACK return code (0, or 0x80 for a failure).
+    pub async fn subscribe_code(&mut self, filter: &str) -> std::io::Result<u8> {
         let mut body = vec![0, 1];
         put_str(&mut body, filter);
         body.push(0);
         self.send(&frame(0x82, &body)).await?;
         loop {
-            let (header, _) = self.read_packet().await?;
+            let (header, body) = self.read_packet().await?;
             if header == 0x90 {
-                return Ok(());
+                return Ok(body[2]);
             }
         }
     }
