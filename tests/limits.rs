@@ -987,6 +987,144 @@ async fn listeners_max_publish_bandwidth_300_v311_two_clients_share_it_by_backpr
 }
 
 // ---------------------------------------------------------------------------------------------
+// limits.global_queued_bytes_high / global_queued_bytes_low (overload rule (b))
+// ---------------------------------------------------------------------------------------------
+
+/// Publishes 1000-byte QoS 1 messages (each acknowledged) until the global budget is over its
+/// high mark; returns the next free packet id.
+async fn publish_until_saturated(b: &TestBroker, p: &mut Raw, mut pid: u16) -> u16 {
+    let start = pid;
+    while !b.state().budget.is_saturated() {
+        assert!(
+            pid - start < 200,
+            "200 x 1000 bytes queued and the 20 KB budget is still not saturated"
+        );
+        p.publish("gb/t", &[b'g'; 1000], 1, false, pid).await;
+        pid += 1;
+    }
+    pid
+}
+
+/// While the budget is saturated the publisher's next PUBLISH is not read, so it gets no
+/// PUBACK, while a connection that never published is still served. Returns the task that
+/// waits for the withheld PUBACK.
+async fn assert_publisher_stalled(
+    b: &TestBroker,
+    mut p: Raw,
+    idle: &mut Raw,
+    pid: u16,
+    ctx: &str,
+) -> tokio::task::JoinHandle<Raw> {
+    p.send(&publish_packet("gb/t", &[b'h'; 1000], 1, false, false, pid))
+        .await;
+    // The connection that does not publish is answered (it also proves the broker has had
+    // time to read the publisher's PUBLISH, had it been reading).
+    assert!(idle.ping().await.is_empty(), "{ctx}: idle client");
+    match p.recv_timeout(QUIET).await {
+        Recv::Timeout => {}
+        other => panic!("{ctx}: publisher answered above the high mark: {other:?}"),
+    }
+    assert!(
+        b.state().budget.is_saturated(),
+        "{ctx}: the budget must still be saturated (used {})",
+        b.state().budget.used()
+    );
+    assert!(idle.ping().await.is_empty(), "{ctx}: idle client");
+    tokio::spawn(async move {
+        match p.recv_timeout(WAIT).await {
+            Recv::Packet(Packet::PubAck(a)) if a.packet_id == pid => p,
+            other => panic!("expected the withheld PUBACK {pid}, got {other:?}"),
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_global_queued_bytes_high_20k_stalls_publisher_reads_until_below_low_10k() {
+    let mut cfg = test_config();
+    cfg.limits.global_queued_bytes_high = 20_000;
+    cfg.limits.global_queued_bytes_low = 10_000;
+    // One message in flight to the subscriber; the rest wait in its queue, in the budget.
+    cfg.mqtt.max_inflight = 1;
+    let b = start_with(cfg).await;
+    // Subscribes, then reads nothing until told to.
+    let mut slow = subscriber(b.addr, "gb-slow", "gb/#").await;
+    let mut idle = Raw::connect_v311(b.addr, "gb-idle").await;
+    let mut p = Raw::connect_v311(b.addr, "gb-pub").await;
+
+    // 1. Above the high mark the publisher is no longer read...
+    let pid = publish_until_saturated(&b, &mut p, 1).await;
+    let queued = pid - 1;
+    println!(
+        "saturated after {queued} x 1000-byte messages: {} bytes queued (high 20000, low 10000)",
+        b.state().budget.used()
+    );
+    let mut stalled =
+        assert_publisher_stalled(&b, p, &mut idle, pid, "subscriber not reading").await;
+    // ... not when the queue falls below the high mark (the budget went over it by less than
+    // one message, so one acknowledgement, which moves a message from the queue to the
+    // in-flight window, is enough) ...
+    slow.recv_and_ack().await;
+    let deadline = Instant::now() + WAIT;
+    while b.state().budget.used() >= 20_000 {
+        assert!(
+            !stalled.is_finished(),
+            "the publisher was read again above the low mark"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the acknowledgement freed nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let between = b.state().budget.used();
+    assert!(between >= 10_000, "{between}");
+    assert!(idle.ping().await.is_empty());
+    assert!(
+        tokio::time::timeout(QUIET, &mut stalled).await.is_err(),
+        "the publisher was read again at {between} bytes, above the low mark"
+    );
+    // ... but once the subscriber drains its queue below the low mark.
+    let mut drained = 1u16;
+    while !stalled.is_finished() {
+        assert!(
+            drained <= queued,
+            "the whole queue was drained and the publisher is still stalled"
+        );
+        slow.recv_and_ack().await;
+        drained += 1;
+    }
+    let mut p = stalled.await.unwrap();
+    println!(
+        "publisher resumed after the subscriber acknowledged {drained} messages: {} bytes \
+         queued",
+        b.state().budget.used()
+    );
+    assert!(!b.state().budget.is_saturated());
+    assert!(
+        drained > 1,
+        "one acknowledgement cannot bring 20 KB below 10 KB"
+    );
+    p.publish("gb/t", b"served again", 1, false, pid + 1).await;
+
+    // 2. Saturated again (the subscriber has stopped reading); this time it disconnects, its
+    // clean session's queue is freed, and the publisher is read again.
+    let pid = publish_until_saturated(&b, &mut p, pid + 2).await;
+    let stalled = assert_publisher_stalled(&b, p, &mut idle, pid, "subscriber stopped again").await;
+    drop(slow);
+    let mut p = tokio::time::timeout(WAIT, stalled)
+        .await
+        .expect("publisher still stalled after the subscriber disconnected")
+        .unwrap();
+    assert!(
+        b.state().budget.used() < 10_000,
+        "{}",
+        b.state().budget.used()
+    );
+    p.publish("gb/t", b"after", 1, false, pid + 1).await;
+    assert!(idle.ping().await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
 // limits.slow_consumer_policy
 // ---------------------------------------------------------------------------------------------
 
