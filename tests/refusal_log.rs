@@ -201,7 +201,25 @@ async fn refusals_logged_with_client_id_peer_and_reason_first_ones_through_the_l
         .assert_refusal_logged("log-big", peer, &["exceeds the maximum packet size 1024"])
         .await;
 
-    // 4. A flood of refusals: the limiter lets the first ones through, counts the rest, and
+    // 4. A first packet that is not CONNECT [MQTT-3.1.0-1]: no client id exists yet; the line
+    // names the peer and the packet.
+    let mut c = Raw::open(addr).await;
+    let peer = c.stream.local_addr().unwrap();
+    c.send(&PINGREQ).await;
+    c.expect_closed("PINGREQ before CONNECT [MQTT-3.1.0-1]")
+        .await;
+    let line = broker
+        .wait_line("for the PINGREQ before CONNECT", |l| {
+            l.contains(&format!("peer={peer}"))
+        })
+        .await;
+    println!("{line}");
+    assert!(
+        line.contains("[MQTT-3.1.0-1] first packet is not CONNECT") && line.contains("PINGREQ"),
+        "{line}"
+    );
+
+    // 5. A flood of refusals: the limiter lets the first ones through, counts the rest, and
     // reports how many it suppressed once the next second's first refusal is logged.
     const FLOOD: usize = 300;
     let mut tasks = tokio::task::JoinSet::new();
@@ -266,11 +284,13 @@ async fn refusals_logged_with_client_id_peer_and_reason_first_ones_through_the_l
         .sum();
     let logged = log
         .iter()
-        .filter(|l| l.contains("connection closed") || l.contains("refused: "))
+        .filter(|l| {
+            l.contains("connection closed") || l.contains("refused: ") || l.contains("closing: ")
+        })
         .count();
     assert_eq!(
         logged + suppressed,
-        3 + FLOOD + attempts + 1,
+        4 + FLOOD + attempts + 1,
         "refusal lines {logged} + suppressed {suppressed}"
     );
     assert!(
