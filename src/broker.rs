@@ -139,6 +139,8 @@ pub struct BrokerState {
     pub config: Config,
     pub metrics: Metrics,
     pub budget: Budget,
+    /// Per-listener publish rate limits, indexed like `config.listeners`.
+    pub listener_rates: Vec<Option<Arc<crate::ratelimit::ListenerRates>>>,
     pub shutdown: CancellationToken,
     sessions: DashMap<Arc<str>, Arc<Session>>,
     subscriptions: RwLock<SubscriptionTrie<SubHandle>>,
@@ -169,10 +171,17 @@ impl BrokerState {
             crate::config::SharedStrategy::Random => crate::router::SharedStrategy::Random,
         };
         let trie = SubscriptionTrie::new_with_strategy(strategy);
+        let now = Instant::now();
+        let listener_rates = config
+            .listeners
+            .iter()
+            .map(|l| crate::ratelimit::ListenerRates::for_listener(l, now))
+            .collect();
         BrokerState {
             metrics: Metrics::with_listeners(config.listeners.len()),
             config,
             budget,
+            listener_rates,
             shutdown,
             sessions: DashMap::new(),
             subscriptions: RwLock::new(trie),

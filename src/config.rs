@@ -79,6 +79,18 @@ pub struct ListenerConfig {
     /// `limits.max_connections`. Absent means only the global limit applies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// PUBLISH packets per second all connections of this listener may send together (one
+    /// token bucket, one second of burst), on top of the per-client `limits.max_publish_rate`.
+    /// Above it MQTT 5 clients are disconnected with 0x96 and 3.x clients slowed by not reading
+    /// their socket, as for the per-client limit. Absent means no listener limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_publish_rate: Option<u64>,
+    /// PUBLISH payload bytes per second all connections of this listener may send together, on
+    /// top of the per-client `limits.max_publish_bandwidth`. Above it MQTT 5 QoS 1/2 publishes
+    /// are refused with 0x97 (QoS 0 dropped) and 3.x clients slowed by not reading their
+    /// socket. Absent means no listener limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_publish_bandwidth: Option<u64>,
     /// PEM file with the server certificate chain, leaf first (`mqtts`, `wss`; required there).
     /// Reloaded when the file changes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,6 +156,8 @@ impl Default for ListenerConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 1883)),
             protocol: ListenerProtocol::Mqtt,
             max_connections: None,
+            max_publish_rate: None,
+            max_publish_bandwidth: None,
             cert: None,
             key: None,
             ca: None,
@@ -619,6 +633,17 @@ impl Config {
                     format!("listeners[{i}].max_connections"),
                     "must be at least 1; leave it out for no per-listener limit",
                 ));
+            }
+            for (name, rate) in [
+                ("max_publish_rate", l.max_publish_rate),
+                ("max_publish_bandwidth", l.max_publish_bandwidth),
+            ] {
+                if rate == Some(0) {
+                    return Err(ConfigError::invalid(
+                        format!("listeners[{i}].{name}"),
+                        "must be at least 1; leave it out for no per-listener limit",
+                    ));
+                }
             }
             // Port 0 asks the OS for a fresh port each time, so repeats are not conflicts.
             if l.bind.port() != 0 && !bound.insert(l.bind) {

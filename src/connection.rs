@@ -85,6 +85,10 @@ where
             tracing::debug!(%peer, error = %e, "closed before CONNECT");
             return None;
         }
+        Ok(Err(ConnectError::NotConnect(first))) => {
+            crate::refusal!(%peer, first, "closing: [MQTT-3.1.0-1] first packet is not CONNECT");
+            return;
+        }
         Ok(Err(ConnectError::Protocol(e))) => {
             if let DecodeError::UnsupportedProtocolLevel(level) = e {
                 // [MQTT-3.1.2-2] answer with return code 0x01 in the 3.1.1 form, then close.
@@ -247,6 +251,8 @@ where
 enum ConnectError {
     Io(std::io::Error),
     Protocol(DecodeError),
+    /// A well-formed packet other than CONNECT came first (its name).
+    NotConnect(&'static str),
 }
 
 /// Reads until a whole CONNECT is buffered. The first packet must be CONNECT [MQTT-3.1.0-1].
@@ -257,10 +263,7 @@ async fn read_connect<R: AsyncRead + Unpin>(
 ) -> Result<Box<codec::Connect>, ConnectError> {
     match read_packet(reader, rbuf, ProtocolVersion::V311, max).await? {
         Packet::Connect(c) => Ok(c),
-        other => Err(ConnectError::Io(std::io::Error::other(format!(
-            "[MQTT-3.1.0-1] first packet was {}, not CONNECT",
-            other.name()
-        )))),
+        other => Err(ConnectError::NotConnect(other.name())),
     }
 }
 

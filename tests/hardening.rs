@@ -3,7 +3,8 @@
 //!
 //! 1. Slow consumer isolation: one subscriber never reads its socket while 10 publishers and 10
 //!    healthy subscribers exchange QoS 0 and QoS 1 traffic.
-//! 2. Connection flood: 5,000 TCP connections that never send CONNECT.
+//! 2. Connection flood: 5,000 TCP connections that never send CONNECT, while a client connected
+//!    before the flood and a fresh one connecting in the middle of it are served.
 //! 3. Reconnect storm: 200 connects with one client id.
 //! 4. Garbage bytes: 200 connections sending random bytes.
 //!
@@ -296,7 +297,9 @@ fn connection_flood_5000_sockets_without_connect_closed_after_connect_timeout() 
             soft >= (2 * FLOOD + 1000) as u64,
             "RLIMIT_NOFILE {soft} is too low for {FLOOD} client and {FLOOD} server sockets"
         );
-        let connect_timeout = Duration::from_secs(1);
+        // Long enough for all 5,000 sockets to be open at once (opening them takes a few
+        // seconds on a loaded machine), so a fresh client can connect in the middle of the flood.
+        let connect_timeout = Duration::from_secs(8);
         let mut cfg = test_config();
         cfg.mqtt.connect_timeout = connect_timeout;
         let b = start_with(cfg).await;
@@ -356,11 +359,27 @@ fn connection_flood_5000_sockets_without_connect_closed_after_connect_timeout() 
         };
 
         // A normal client is served while the idle sockets are open: round trips until the
-        // broker has closed them all.
+        // broker has closed them all. Once all 5,000 are open, a fresh client connects,
+        // publishes and receives, before the connect timeout has shed any of them.
         let mut rounds = 0u16;
         let mut slowest = Duration::ZERO;
         let mut most_open_at_a_round = 0;
+        // (when the fresh client connected, how long its exchange took, idle sockets open
+        // after it)
+        let mut fresh_run = None;
         while !flood.is_finished() {
+            if fresh_run.is_none() && open.load(Ordering::Relaxed) == FLOOD {
+                let at = t0.elapsed();
+                let t = Instant::now();
+                let mut fresh = Raw::connect_v311(addr, "fresh").await;
+                assert_eq!(fresh.subscribe(1, "flood/fresh", 1).await, 1);
+                round_trip(&mut fresh, "flood/fresh", 2).await;
+                fresh.publish("flood/t", b"from fresh", 1, false, 3).await;
+                assert_publish(&c.recv_and_ack().await, "flood/t", b"from fresh");
+                fresh_run = Some((at, t.elapsed(), open.load(Ordering::Relaxed)));
+                fresh.send(&DISCONNECT).await;
+                fresh.expect_closed("fresh client after DISCONNECT").await;
+            }
             let t = Instant::now();
             rounds += 1;
             round_trip(&mut c, "flood/t", rounds).await;
@@ -388,8 +407,21 @@ fn connection_flood_5000_sockets_without_connect_closed_after_connect_timeout() 
              at most {} open at once; all closed {all_closed:?} after the first was opened, \
              latest {latest_close:?} after its own open (connect_timeout {connect_timeout:?}, \
              bound {bound:?}); normal client: {rounds} round trips, slowest {slowest:?}, \
-             up to {most_open_at_a_round} idle sockets open during one",
+             up to {most_open_at_a_round} idle sockets open during one; fresh client \
+             (connected at, exchange took, idle sockets still open after): {fresh_run:?}",
             peak.load(Ordering::Relaxed)
+        );
+        let Some((_, _, open_after_fresh)) = fresh_run else {
+            panic!(
+                "the {FLOOD} idle sockets were never all open at once (at most {}), so the \
+                 fresh client never ran: opening them took longer than connect_timeout",
+                peak.load(Ordering::Relaxed)
+            );
+        };
+        assert_eq!(
+            open_after_fresh, FLOOD,
+            "the fresh client's CONNECT and round trips must happen during the flood, before \
+             the connect timeout sheds any idle socket"
         );
         assert_eq!(
             still_open, 0,
@@ -411,6 +443,10 @@ fn connection_flood_5000_sockets_without_connect_closed_after_connect_timeout() 
         assert!(b.state().metrics.connections_accepted.get() > FLOOD as u64);
 
         round_trip(&mut c, "flood/t", rounds + 1).await;
+        b.wait_until("the fresh client has left", |s| {
+            s.metrics.clients_connected.get() == 1
+        })
+        .await;
         assert_eq!(b.clients_connected(), 1, "no idle socket became a client");
         c.send(&DISCONNECT).await;
         c.expect_closed("normal client after DISCONNECT").await;

@@ -721,6 +721,410 @@ async fn limits_max_publish_bandwidth_200_v311_slowed_by_backpressure() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// listeners[].max_publish_rate and listeners[].max_publish_bandwidth: one budget per listener
+// ---------------------------------------------------------------------------------------------
+
+/// Listener 0 with `limit` applied, listener 1 (another ephemeral port) without any; no
+/// per-client limits. Returns the broker and listener 1's address.
+async fn two_listeners(
+    limit: impl FnOnce(&mut starling::config::ListenerConfig),
+) -> (TestBroker, SocketAddr) {
+    let mut cfg = test_config();
+    let free = cfg.listeners[0].clone();
+    limit(&mut cfg.listeners[0]);
+    cfg.listeners.push(free);
+    let b = start_with(cfg).await;
+    let other = b.handle().local_addrs()[1];
+    (b, other)
+}
+
+/// `n` QoS 1 PUBLISH packets (3.1.1) with packet ids `1..=n`, `len`-byte payloads starting with
+/// `tag` and a running number, in one buffer for one pipelined write.
+fn v311_batch(topic: &str, tag: &str, n: u16, len: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for pid in 1..=n {
+        let mut body = format!("{tag}{pid}").into_bytes();
+        body.resize(len.max(body.len()), b'.');
+        bytes.extend(publish_packet(topic, &body, 1, false, false, pid));
+    }
+    bytes
+}
+
+/// Pipelines `batch` (`n` QoS 1 PUBLISH) in a task of its own; returns the client and how long
+/// the last PUBACK took.
+fn pipelined_in_task(
+    mut p: Raw,
+    batch: Vec<u8>,
+    n: u16,
+) -> tokio::task::JoinHandle<(Raw, Duration)> {
+    tokio::spawn(async move {
+        let took = pipelined_puback_time(&mut p, &batch, n).await;
+        (p, took)
+    })
+}
+
+/// A v5 client on the unlimited listener publishes `n` QoS 1 messages in one write and gets
+/// `n` successful PUBACKs, no DISCONNECT: it does not draw on the limited listener's budget
+/// (which is empty or in debt when this runs, so a shared budget would refuse it).
+async fn other_listener_v5_unaffected(addr: SocketAddr, id: &str, n: u16, len: usize) {
+    let (mut c, _) = connect_v5(addr, id).await;
+    let mut bytes = Vec::new();
+    for pid in 1..=n {
+        bytes.extend(v5_publish(
+            "other/t",
+            &vec![b'o'; len],
+            QoS::AtLeastOnce,
+            pid,
+        ));
+    }
+    c.send(&bytes).await;
+    let acks = c.ping().await;
+    let codes: Vec<(u16, u8)> = acks
+        .iter()
+        .map(|a| match a {
+            Packet::PubAck(r) => (r.packet_id, r.reason.0),
+            other => panic!("{id}: expected PUBACK, got {other:?}"),
+        })
+        .collect();
+    let want: Vec<(u16, u8)> = (1..=n).map(|pid| (pid, 0)).collect();
+    assert_eq!(codes, want, "{id} on the unlimited listener");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_max_publish_rate_10_v311_two_clients_share_it_by_backpressure() {
+    let (b, other) = two_listeners(|l| l.max_publish_rate = Some(10)).await;
+    let mut sub = subscriber(b.addr, "lr-sub", "lr/#").await;
+    let a = Raw::connect_v311(b.addr, "lr-a").await;
+    let c = Raw::connect_v311(b.addr, "lr-b").await;
+    let t0 = Instant::now();
+    let a = pipelined_in_task(a, v311_batch("lr/t", "a", 20, 0), 20);
+    let c = pipelined_in_task(c, v311_batch("lr/t", "b", 20, 0), 20);
+    // Meanwhile, the other listener is not throttled: a v5 client there is never refused, and
+    // a 3.1.1 client there gets all its acknowledgements.
+    other_listener_v5_unaffected(other, "lr-other5", 30, 1).await;
+    let mut o = Raw::connect_v311(other, "lr-other").await;
+    let other_took = pipelined_puback_time(&mut o, &v311_batch("other/t", "o", 30, 0), 30).await;
+    let (mut a, a_took) = a.await.unwrap();
+    let (mut c, c_took) = c.await.unwrap();
+    let both = t0.elapsed();
+    println!(
+        "listeners[0].max_publish_rate = 10/s: 2 x 20 QoS 1 PUBLISH took {a_took:?} and \
+         {c_took:?} (all {both:?}, lower bound 2.5 s); 30 on listener 1 took {other_took:?}"
+    );
+    // A throttled 3.x client has its PUBLISH handled first and then waits out the debt, so a
+    // client's last PUBLISH passes once everything before it fits the budget. Alone, each
+    // client's 20 pass after (20 - 1 - 10 burst) / 10 = 0.9 s. Sharing one bucket, the 40 of
+    // both less each one's last pass after (40 - 2 - 10) / 10 = 2.8 s.
+    assert!(
+        a_took.max(c_took) >= Duration::from_millis(2500),
+        "40 publishes on a 10/s listener acknowledged after only {a_took:?} / {c_took:?}"
+    );
+    // Slowed, never disconnected, nothing lost.
+    a.ping().await;
+    c.ping().await;
+    let mut got = HashSet::new();
+    for _ in 0..40 {
+        let p = sub.recv_and_ack().await;
+        assert!(got.insert(payload_str(&p)), "duplicate {p:?}");
+    }
+    let want: HashSet<String> = ["a", "b"]
+        .iter()
+        .flat_map(|t| (1..=20).map(move |i| format!("{t}{i}")))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(b.state().metrics.dropped_quota.get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_max_publish_rate_5_v5_second_client_disconnect_0x96_other_listener_unaffected() {
+    let (b, other) = two_listeners(|l| l.max_publish_rate = Some(5)).await;
+    let (mut a, _) = connect_v5(b.addr, "lr5-a").await;
+    let (mut c, _) = connect_v5(b.addr, "lr5-b").await;
+    let batch = |n: u16| {
+        let mut bytes = Vec::new();
+        for pid in 1..=n {
+            bytes.extend(v5_publish("lr5/t", b"x", QoS::AtLeastOnce, pid));
+        }
+        bytes
+    };
+    // The first client spends the listener's whole burst (5) and stays connected.
+    a.send(&batch(5)).await;
+    let acks = a.ping().await;
+    assert_eq!(acks.len(), 5, "{acks:?}");
+    assert!(
+        acks.iter()
+            .all(|p| matches!(p, Packet::PubAck(r) if r.reason == ReasonCode::SUCCESS)),
+        "{acks:?}"
+    );
+    // Alone, the second client's 6 would pass 5 and be disconnected at the 6th. Sharing the
+    // listener's empty bucket, it is disconnected before that (only what refilled since, 5/s,
+    // passes).
+    c.send(&batch(6)).await;
+    let before = expect_disconnect(
+        &mut c,
+        ReasonCode::MESSAGE_RATE_TOO_HIGH,
+        CLOSE_WAIT,
+        "second client on a listener whose max_publish_rate = 5 is spent",
+    )
+    .await;
+    println!(
+        "second v5 client: {} PUBACKs before DISCONNECT 0x96",
+        before.len()
+    );
+    assert!(
+        before.len() < 5,
+        "the second client got {} of the listener's 5/s: not shared ({before:?})",
+        before.len()
+    );
+    assert!(
+        before
+            .iter()
+            .all(|p| matches!(p, Packet::PubAck(r) if r.reason == ReasonCode::SUCCESS)),
+        "{before:?}"
+    );
+    // The other listener has its own (unlimited) budget; the first client is still connected.
+    other_listener_v5_unaffected(other, "lr5-other", 20, 1).await;
+    assert_nothing_more(&mut a, "the first client is not disconnected").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_max_publish_bandwidth_200_v5_second_client_puback_and_pubrec_0x97() {
+    let (b, other) = two_listeners(|l| l.max_publish_bandwidth = Some(200)).await;
+    let mut sub = subscriber(b.addr, "lb5-sub", "lb5/#").await;
+    let (mut a, _) = connect_v5(b.addr, "lb5-a").await;
+    let (mut c, _) = connect_v5(b.addr, "lb5-b").await;
+    // The first client spends the listener's whole one-second budget: 200 bytes.
+    a.send(&v5_publish("lb5/t", &[b'a'; 200], QoS::AtLeastOnce, 1))
+        .await;
+    match a.recv().await {
+        Packet::PubAck(r) => assert_eq!((r.packet_id, r.reason), (1, ReasonCode::SUCCESS)),
+        other => panic!("expected PUBACK 1, got {other:?}"),
+    }
+    // 190 bytes would be within the second client's own budget if it had one; the shared one
+    // needs 0.95 s to refill that much.
+    let body = [b'b'; 190];
+    let mut bytes = v5_publish("lb5/t", &body, QoS::AtLeastOnce, 1);
+    bytes.extend(v5_publish("lb5/t", &body, QoS::ExactlyOnce, 2));
+    bytes.extend(v5_publish("lb5/t", &body, QoS::AtMostOnce, 0));
+    c.send(&bytes).await;
+    let codes: Vec<(&str, u16, u8)> = c
+        .ping()
+        .await
+        .iter()
+        .map(|p| match p {
+            Packet::PubAck(r) => ("PUBACK", r.packet_id, r.reason.0),
+            Packet::PubRec(r) => ("PUBREC", r.packet_id, r.reason.0),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [("PUBACK", 1, 0x97), ("PUBREC", 2, 0x97)],
+        "a second client on a listener whose 200 bytes/s are spent"
+    );
+    assert_eq!(
+        b.state().metrics.dropped_quota.get(),
+        3,
+        "QoS 1, 2 and 0 refused"
+    );
+    assert_publish(&sub.recv_and_ack().await, "lb5/t", &[b'a'; 200]);
+    assert_nothing_more(&mut sub, "refused publishes must not be delivered").await;
+    // The other listener's budget is its own.
+    other_listener_v5_unaffected(other, "lb5-other", 5, 190).await;
+    // Not a disconnect: once the listener's bucket has refilled, the second client publishes.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    c.send(&v5_publish("lb5/t", b"later", QoS::AtLeastOnce, 3))
+        .await;
+    match c.recv().await {
+        Packet::PubAck(r) => assert_eq!((r.packet_id, r.reason), (3, ReasonCode::SUCCESS)),
+        other => panic!("expected PUBACK 3, got {other:?}"),
+    }
+    assert_publish(&sub.recv_and_ack().await, "lb5/t", b"later");
+    assert_nothing_more(&mut a, "the first client is not disconnected").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_max_publish_bandwidth_300_v311_two_clients_share_it_by_backpressure() {
+    let (b, other) = two_listeners(|l| l.max_publish_bandwidth = Some(300)).await;
+    let mut sub = subscriber(b.addr, "lb-sub", "lb/#").await;
+    let a = Raw::connect_v311(b.addr, "lb-a").await;
+    let c = Raw::connect_v311(b.addr, "lb-b").await;
+    let t0 = Instant::now();
+    let a = pipelined_in_task(a, v311_batch("lb/t", "a", 4, 150), 4);
+    let c = pipelined_in_task(c, v311_batch("lb/t", "b", 4, 150), 4);
+    other_listener_v5_unaffected(other, "lb-other5", 6, 150).await;
+    let mut o = Raw::connect_v311(other, "lb-other").await;
+    let other_took = pipelined_puback_time(&mut o, &v311_batch("other/t", "o", 6, 150), 6).await;
+    let (mut a, a_took) = a.await.unwrap();
+    let (mut c, c_took) = c.await.unwrap();
+    println!(
+        "listeners[0].max_publish_bandwidth = 300 B/s: 2 x 4 x 150-byte QoS 1 PUBLISH took \
+         {a_took:?} and {c_took:?} (all {:?}, lower bound 1.5 s); 6 on listener 1 took \
+         {other_took:?}",
+        t0.elapsed()
+    );
+    // A throttled 3.x client has its PUBLISH handled first and then waits out the debt, so a
+    // client's last PUBLISH passes once everything before it fits the budget. Alone, each
+    // client's 600 bytes pass after (600 - 150 - 300 burst) / 300 = 0.5 s. Sharing one bucket,
+    // the 1200 bytes of both less each one's last take pass after (1200 - 300 - 300) / 300 = 2 s.
+    assert!(
+        a_took.max(c_took) >= Duration::from_millis(1500),
+        "1200 bytes on a 300 B/s listener acknowledged after only {a_took:?} / {c_took:?}"
+    );
+    a.ping().await;
+    c.ping().await;
+    let mut got = HashSet::new();
+    for _ in 0..8 {
+        let p = sub.recv_and_ack().await;
+        assert_eq!(p.payload.len(), 150);
+        assert!(got.insert(payload_str(&p)), "duplicate {p:?}");
+    }
+    assert_eq!(
+        b.state().metrics.dropped_quota.get(),
+        0,
+        "3.x is slowed, never refused"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// limits.global_queued_bytes_high / global_queued_bytes_low (overload rule (b))
+// ---------------------------------------------------------------------------------------------
+
+/// Publishes 1000-byte QoS 1 messages (each acknowledged) until the global budget is over its
+/// high mark; returns the next free packet id.
+async fn publish_until_saturated(b: &TestBroker, p: &mut Raw, mut pid: u16) -> u16 {
+    let start = pid;
+    while !b.state().budget.is_saturated() {
+        assert!(
+            pid - start < 200,
+            "200 x 1000 bytes queued and the 20 KB budget is still not saturated"
+        );
+        p.publish("gb/t", &[b'g'; 1000], 1, false, pid).await;
+        pid += 1;
+    }
+    pid
+}
+
+/// While the budget is saturated the publisher's next PUBLISH is not read, so it gets no
+/// PUBACK, while a connection that never published is still served. Returns the task that
+/// waits for the withheld PUBACK.
+async fn assert_publisher_stalled(
+    b: &TestBroker,
+    mut p: Raw,
+    idle: &mut Raw,
+    pid: u16,
+    ctx: &str,
+) -> tokio::task::JoinHandle<Raw> {
+    p.send(&publish_packet("gb/t", &[b'h'; 1000], 1, false, false, pid))
+        .await;
+    // The connection that does not publish is answered (it also proves the broker has had
+    // time to read the publisher's PUBLISH, had it been reading).
+    assert!(idle.ping().await.is_empty(), "{ctx}: idle client");
+    match p.recv_timeout(QUIET).await {
+        Recv::Timeout => {}
+        other => panic!("{ctx}: publisher answered above the high mark: {other:?}"),
+    }
+    assert!(
+        b.state().budget.is_saturated(),
+        "{ctx}: the budget must still be saturated (used {})",
+        b.state().budget.used()
+    );
+    assert!(idle.ping().await.is_empty(), "{ctx}: idle client");
+    tokio::spawn(async move {
+        match p.recv_timeout(WAIT).await {
+            Recv::Packet(Packet::PubAck(a)) if a.packet_id == pid => p,
+            other => panic!("expected the withheld PUBACK {pid}, got {other:?}"),
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_global_queued_bytes_high_20k_stalls_publisher_reads_until_below_low_10k() {
+    let mut cfg = test_config();
+    cfg.limits.global_queued_bytes_high = 20_000;
+    cfg.limits.global_queued_bytes_low = 10_000;
+    // One message in flight to the subscriber; the rest wait in its queue, in the budget.
+    cfg.mqtt.max_inflight = 1;
+    let b = start_with(cfg).await;
+    // Subscribes, then reads nothing until told to.
+    let mut slow = subscriber(b.addr, "gb-slow", "gb/#").await;
+    let mut idle = Raw::connect_v311(b.addr, "gb-idle").await;
+    let mut p = Raw::connect_v311(b.addr, "gb-pub").await;
+
+    // 1. Above the high mark the publisher is no longer read...
+    let pid = publish_until_saturated(&b, &mut p, 1).await;
+    let queued = pid - 1;
+    println!(
+        "saturated after {queued} x 1000-byte messages: {} bytes queued (high 20000, low 10000)",
+        b.state().budget.used()
+    );
+    let mut stalled =
+        assert_publisher_stalled(&b, p, &mut idle, pid, "subscriber not reading").await;
+    // ... not when the queue falls below the high mark (the budget went over it by less than
+    // one message, so one acknowledgement, which moves a message from the queue to the
+    // in-flight window, is enough) ...
+    slow.recv_and_ack().await;
+    let deadline = Instant::now() + WAIT;
+    while b.state().budget.used() >= 20_000 {
+        assert!(
+            !stalled.is_finished(),
+            "the publisher was read again above the low mark"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the acknowledgement freed nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let between = b.state().budget.used();
+    assert!(between >= 10_000, "{between}");
+    assert!(idle.ping().await.is_empty());
+    assert!(
+        tokio::time::timeout(QUIET, &mut stalled).await.is_err(),
+        "the publisher was read again at {between} bytes, above the low mark"
+    );
+    // ... but once the subscriber drains its queue below the low mark.
+    let mut drained = 1u16;
+    while !stalled.is_finished() {
+        assert!(
+            drained <= queued,
+            "the whole queue was drained and the publisher is still stalled"
+        );
+        slow.recv_and_ack().await;
+        drained += 1;
+    }
+    let mut p = stalled.await.unwrap();
+    println!(
+        "publisher resumed after the subscriber acknowledged {drained} messages: {} bytes \
+         queued",
+        b.state().budget.used()
+    );
+    assert!(!b.state().budget.is_saturated());
+    assert!(
+        drained > 1,
+        "one acknowledgement cannot bring 20 KB below 10 KB"
+    );
+    p.publish("gb/t", b"served again", 1, false, pid + 1).await;
+
+    // 2. Saturated again (the subscriber has stopped reading); this time it disconnects, its
+    // clean session's queue is freed, and the publisher is read again.
+    let pid = publish_until_saturated(&b, &mut p, pid + 2).await;
+    let stalled = assert_publisher_stalled(&b, p, &mut idle, pid, "subscriber stopped again").await;
+    drop(slow);
+    let mut p = tokio::time::timeout(WAIT, stalled)
+        .await
+        .expect("publisher still stalled after the subscriber disconnected")
+        .unwrap();
+    assert!(
+        b.state().budget.used() < 10_000,
+        "{}",
+        b.state().budget.used()
+    );
+    p.publish("gb/t", b"after", 1, false, pid + 1).await;
+    assert!(idle.ping().await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
 // limits.slow_consumer_policy
 // ---------------------------------------------------------------------------------------------
 

@@ -352,6 +352,31 @@ fn listener_max_connections_zero_is_invalid() {
 }
 
 #[test]
+fn listener_rate_limits_parse_default_off_and_reject_zero() {
+    let c = Config::default();
+    assert_eq!(c.listeners[0].max_publish_rate, None);
+    assert_eq!(c.listeners[0].max_publish_bandwidth, None);
+    let c = Config::from_toml_str(
+        "[[listeners]]\nbind = \"127.0.0.1:1884\"\nmax_publish_rate = 100\nmax_publish_bandwidth = 65536\n\n[[listeners]]\nbind = \"127.0.0.1:1885\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.listeners[0].max_publish_rate, Some(100));
+    assert_eq!(c.listeners[0].max_publish_bandwidth, Some(65536));
+    assert_eq!(c.listeners[1].max_publish_rate, None);
+    assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
+    assert_eq!(
+        invalid_key("[[listeners]]\nmax_publish_rate = 0\n"),
+        "listeners[0].max_publish_rate"
+    );
+    assert_eq!(
+        invalid_key("[[listeners]]\nmax_publish_bandwidth = 0\n"),
+        "listeners[0].max_publish_bandwidth"
+    );
+    let msg = parse_error("[[listeners]]\nmax_publish_rate = -1\n");
+    assert!(msg.contains("max_publish_rate"), "{msg}");
+}
+
+#[test]
 fn unknown_keys_are_errors_naming_the_key() {
     for (doc, key) in [
         ("[mqtt]\nmax_packet_sise = 10\n", "max_packet_sise"),
@@ -715,6 +740,8 @@ fn shipped_example_is_the_default() {
         let mut c = Config::default();
         c.mqtt.persistent_client_expiration = Some(Duration::from_secs(1));
         c.listeners[0].max_connections = Some(1);
+        c.listeners[0].max_publish_rate = Some(1);
+        c.listeners[0].max_publish_bandwidth = Some(1);
         c.metrics.bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9183)));
         c.auth.password_file = Some("p".into());
         c.auth.acl_file = Some("a".into());

@@ -331,6 +331,11 @@ impl Handler {
             auth_generation,
             msg_rate: rate_bucket(broker.config.limits.max_publish_rate),
             byte_rate: rate_bucket(broker.config.limits.max_publish_bandwidth),
+            listener_rates: broker
+                .listener_rates
+                .get(info.listener_index)
+                .cloned()
+                .flatten(),
             throttled_until: None,
             blocked: None,
             scratch: Vec::new(),

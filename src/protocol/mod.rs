@@ -22,7 +22,7 @@ use crate::codec::{
     self, topic, Packet, Properties, ProtocolVersion, PubResp, QoS, ReasonCode, SubscriptionOptions,
 };
 use crate::message::Message;
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{ListenerRates, TokenBucket};
 use crate::session::Session;
 use crate::storage::{InflightStage, Op, StoredSubscription};
 
@@ -93,6 +93,9 @@ pub struct Handler {
     msg_rate: Option<TokenBucket>,
     /// `limits.max_publish_bandwidth` for this client.
     byte_rate: Option<TokenBucket>,
+    /// The listener's `max_publish_rate` / `max_publish_bandwidth`, shared with every
+    /// connection of that listener.
+    listener_rates: Option<Arc<ListenerRates>>,
     /// A 3.x client over its rate is not read until then (TCP backpressure).
     throttled_until: Option<Instant>,
     /// A PUBLISH whose deliveries wait for room in full subscriber queues.
@@ -276,10 +279,15 @@ impl Handler {
         self.throttled_until = None;
     }
 
-    /// Applies the client's publish rate limits. Ok(false): drop this PUBLISH (answered 0x97).
+    /// Applies the client's and then its listener's publish rate limits (the client's first,
+    /// so a client refused by its own limit does not spend the budget it shares with others).
+    /// Ok(false): drop this PUBLISH (answered 0x97).
     fn within_rate(&mut self, p: &codec::Publish, out: &mut Outbox) -> Result<bool, Close> {
         let now = Instant::now();
         let len = p.payload.len() as u64;
+        let listener = self.listener_rates.as_deref();
+        let listener_msgs = listener.and_then(|l| l.messages.as_ref());
+        let listener_bytes = listener.and_then(|l| l.bytes.as_ref());
         if !self.version.is_v5() {
             // 3.x has no way to say "slow down": stop reading until back within the rate.
             let mut wait = Duration::ZERO;
@@ -287,6 +295,12 @@ impl Handler {
                 wait = wait.max(b.take_debt(1, now));
             }
             if let Some(b) = self.byte_rate.as_mut() {
+                wait = wait.max(b.take_debt(len, now));
+            }
+            if let Some(b) = listener_msgs {
+                wait = wait.max(b.take_debt(1, now));
+            }
+            if let Some(b) = listener_bytes {
                 wait = wait.max(b.take_debt(len, now));
             }
             if !wait.is_zero() {
@@ -304,21 +318,36 @@ impl Handler {
         }
         if let Some(b) = self.byte_rate.as_mut() {
             if b.try_take(len, now).is_err() {
-                tracing::debug!(client_id = %self.client_id, peer = %self.peer,
-                    "PUBLISH refused: limits.max_publish_bandwidth exceeded");
-                self.broker.metrics.dropped_quota.inc();
-                let mut resp = PubResp::new(p.packet_id);
-                resp.reason = ReasonCode::QUOTA_EXCEEDED;
-                let why = "limits.max_publish_bandwidth exceeded".to_string();
-                match p.qos {
-                    QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => self.send_explained(Packet::PubAck(resp), why, out),
-                    QoS::ExactlyOnce => self.send_explained(Packet::PubRec(resp), why, out),
-                }
+                self.refuse_over_quota(p, "limits.max_publish_bandwidth", out);
                 return Ok(false);
             }
         }
+        if listener_msgs.is_some_and(|b| b.try_take(1, now).is_err()) {
+            return Err(Close::Server(
+                ReasonCode::MESSAGE_RATE_TOO_HIGH,
+                "listeners[].max_publish_rate exceeded",
+            ));
+        }
+        if listener_bytes.is_some_and(|b| b.try_take(len, now).is_err()) {
+            self.refuse_over_quota(p, "listeners[].max_publish_bandwidth", out);
+            return Ok(false);
+        }
         Ok(true)
+    }
+
+    /// Answers a v5 PUBLISH over a bandwidth limit with 0x97 Quota exceeded (QoS 0: dropped).
+    fn refuse_over_quota(&self, p: &codec::Publish, limit: &'static str, out: &mut Outbox) {
+        tracing::debug!(client_id = %self.client_id, peer = %self.peer, limit,
+            "PUBLISH refused: bandwidth limit exceeded");
+        self.broker.metrics.dropped_quota.inc();
+        let mut resp = PubResp::new(p.packet_id);
+        resp.reason = ReasonCode::QUOTA_EXCEEDED;
+        let why = format!("{limit} exceeded");
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send_explained(Packet::PubAck(resp), why, out),
+            QoS::ExactlyOnce => self.send_explained(Packet::PubRec(resp), why, out),
+        }
     }
 
     /// The current auth snapshot (refreshed after a reload).
