@@ -87,7 +87,7 @@ where
         }
         Ok(Err(ConnectError::NotConnect(first))) => {
             crate::refusal!(%peer, first, "closing: [MQTT-3.1.0-1] first packet is not CONNECT");
-            return;
+            return None;
         }
         Ok(Err(ConnectError::Protocol(e))) => {
             if let DecodeError::UnsupportedProtocolLevel(level) = e {
