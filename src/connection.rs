@@ -39,6 +39,11 @@ const BLOCKED_POLL: Duration = Duration::from_millis(20);
 const REFILL_RETRY: Duration = Duration::from_millis(20);
 /// Stop reading while this many acknowledgements wait for the store (bounds the writer queue).
 const MAX_PENDING_RECEIPTS: usize = 1024;
+/// Packets handled per turn of the task before it yields to the others. One read can hold
+/// thousands of small QoS 0 PUBLISH; without a bound a flooding publisher keeps a worker for
+/// all of them while the subscribers it feeds wait for a turn to write, and their queues
+/// overflow. With it, a subscriber's turn comes every few hundred packets of any publisher.
+const PACKETS_PER_TURN: usize = 128;
 
 /// Serves one client connection until it ends. Never panics on peer input; every close is
 /// logged with its reason.
@@ -171,6 +176,7 @@ where
         refill: None,
         refill_after: None,
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        more_buffered: false,
     })
 }
 
@@ -313,6 +319,8 @@ struct Connection<S> {
     refill_after: Option<Instant>,
     /// The one timer of the loop (see `run`); boxed because `Sleep` must stay pinned.
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// `decode_all` stopped at `PACKETS_PER_TURN` with whole packets still buffered.
+    more_buffered: bool,
 }
 
 type Refill =
@@ -393,8 +401,16 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                         return Close::Server(ReasonCode::UNSPECIFIED_ERROR, "storage failure");
                     }
                 },
+                // The rest of a large read, after letting the other tasks have a turn.
+                // Cancellation-safe: yield_now holds nothing.
+                _ = tokio::task::yield_now(), if self.more_buffered && !paused && !backed_up => {
+                    self.more_buffered = false;
+                    if let Err(close) = self.decode_all() {
+                        return close;
+                    }
+                }
                 // Cancellation-safe: read_buf appends only what it read.
-                r = read_some(&mut self.reader, &mut self.rbuf, self.read_chunk), if !paused && !backed_up && throttled.is_none() && blocked_on.is_none() => {
+                r = read_some(&mut self.reader, &mut self.rbuf, self.read_chunk), if !self.more_buffered && !paused && !backed_up && throttled.is_none() && blocked_on.is_none() => {
                     match r {
                         Ok((0, _)) => return Close::PeerClosed,
                         Ok((n, filled)) => {
@@ -498,7 +514,13 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     fn decode_all(&mut self) -> Result<(), Close> {
         let max_in = self.broker.config.mqtt.max_packet_size;
         // Stop at a throttle or a blocked PUBLISH: the rest stays buffered until then.
+        let mut handled = 0;
         while self.handler.throttled_until().is_none() && self.handler.blocked_on().is_none() {
+            if handled == PACKETS_PER_TURN {
+                self.more_buffered = true;
+                return Ok(());
+            }
+            handled += 1;
             match codec::decode(&mut self.rbuf, self.handler.version(), max_in) {
                 Ok(Some(packet)) => {
                     self.broker.metrics.packets_received.inc();

@@ -54,7 +54,7 @@ async fn client(
         };
         tokio::time::timeout(
             s.connect_timeout,
-            wire::connect(s.target, source, &id, s.keepalive),
+            wire::connect(s.target, source, &id, s.keepalive, true),
         )
         .await
     };

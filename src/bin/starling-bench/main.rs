@@ -166,6 +166,11 @@ struct Traffic {
     /// After publishers stop: longest wait for outstanding acks and deliveries.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain: Duration,
+    /// Subscribers connect with clean session 0 (persistent sessions), so a broker with
+    /// persistence stores their QoS 1/2 messages. Client ids carry the run id, so every run
+    /// starts with new sessions; they are left on the broker afterwards.
+    #[arg(long)]
+    persistent_subs: bool,
 }
 
 #[derive(Args)]
@@ -345,6 +350,7 @@ fn traffic_settings(c: &Common, t: &Traffic, run: &str) -> anyhow::Result<Settin
         duration: t.duration,
         warmup: t.warmup,
         drain: t.drain,
+        persistent_subs: t.persistent_subs,
     })
 }
 

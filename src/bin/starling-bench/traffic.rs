@@ -39,6 +39,9 @@ pub struct Settings {
     pub duration: Duration,
     pub warmup: Duration,
     pub drain: Duration,
+    /// Subscribers connect with clean session 0: their QoS 1/2 messages go through the
+    /// broker's persistent-session path (stored, where the broker persists).
+    pub persistent_subs: bool,
 }
 
 impl Settings {
@@ -521,12 +524,13 @@ async fn connect_many(
         let source = s.source(source_offset + i);
         let filter = filters.map(|f| f[i].clone());
         let (sem, target, keepalive, qos) = (sem.clone(), s.target, s.keepalive, s.qos);
+        let clean = !(s.persistent_subs && filter.is_some());
         set.spawn(async move {
             let work = async {
                 let _permit = sem.acquire_owned().await?;
                 let mut c = tokio::time::timeout(
                     CONNECT_TIMEOUT,
-                    wire::connect(target, source, &client_id, keepalive),
+                    wire::connect(target, source, &client_id, keepalive, clean),
                 )
                 .await
                 .map_err(|_| anyhow!("no CONNACK within {CONNECT_TIMEOUT:?}"))??;
@@ -719,6 +723,7 @@ pub async fn run(plan: Plan, s: Settings, label: &str) -> anyhow::Result<Json> {
         .str("run", &s.run)
         .str("target", &s.target.to_string())
         .int("qos", u64::from(s.qos))
+        .int("persistent_subs", u64::from(s.persistent_subs))
         .int("size", s.size as u64)
         .int("pubs", plan.pubs as u64)
         .int("subs", plan.subs as u64)

@@ -287,13 +287,14 @@ pub struct Conn {
     pub leftover: BytesMut,
 }
 
-/// TCP connect from `source` (if given; port chosen by the kernel), CONNECT with clean session,
-/// wait for a successful CONNACK.
+/// TCP connect from `source` (if given; port chosen by the kernel), CONNECT with the given
+/// clean session flag, wait for a successful CONNACK.
 pub async fn connect(
     target: SocketAddr,
     source: Option<IpAddr>,
     client_id: &str,
     keep_alive: u16,
+    clean_session: bool,
 ) -> anyhow::Result<Conn> {
     let sock = if target.is_ipv4() {
         TcpSocket::new_v4()?
@@ -313,7 +314,7 @@ pub async fn connect(
     encode(
         &Packet::Connect(Box::new(Connect {
             protocol: V,
-            clean_start: true,
+            clean_start: clean_session,
             keep_alive,
             client_id: client_id.to_string(),
             will: None,
