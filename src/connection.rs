@@ -156,13 +156,13 @@ where
         }
         ConnectOutcome::Accepted(h, control) => (h, control),
     };
-    // The handler stays boxed: moving it out would keep the emptied box allocated anyway.
     if rbuf.is_empty() {
         // See `decode_all`: an idle connection holds no read buffer.
         rbuf = BytesMut::new();
     }
     Some(Connection {
         broker,
+        // Stays boxed: moving it out would keep the emptied box allocated anyway.
         handler,
         reader,
         writer,
