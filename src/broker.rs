@@ -2,16 +2,43 @@
 //! (takeover), routing a PUBLISH to every matching session, subscribing and unsubscribing, and
 //! ending a session.
 //!
-//! Lock order (never reversed, never held across `.await`): session link -> subscription trie ->
-//! session state. Routing takes the trie read lock and then each matching session's state lock
-//! for one enqueue.
+//! # Lock hierarchy
+//!
+//! Locks are taken in this order only, outermost first; each is held for a short synchronous
+//! section, never across `.await` or a socket write. Debug and test builds check the order on
+//! every acquisition ([`crate::sync`]); release builds use plain `parking_lot` locks.
+//!
+//! 1. `Session::connect_lock` (async; serialises CONNECTs for one client id, held across the
+//!    takeover wait only)
+//! 2. `Session::link` (which connection owns the session)
+//! 3. the subscription trie
+//! 4. the retained store
+//! 5. the auth snapshot
+//! 6. `Session::meta`
+//! 7. `Session::state`
+//!
+//! Rules that keep the graph acyclic by construction:
+//! - While holding the trie, retained or auth lock, nothing calls into a session, a callback or
+//!   another component: routing collects its targets (session, epoch, delivery) under the trie
+//!   read lock, drops it, and only then queues into each session. Whether a session is
+//!   connected, removed or persistent is kept in atomics so the trie's shared-group pick can
+//!   ask without a lock.
+//! - A session method never calls out while holding `link` or `state` (no callbacks).
+//!   Discarding a session is three steps: `Session::release` marks it as being discarded
+//!   (a racing CONNECT waits), the broker then drops its subscriptions and queue with no session
+//!   lock held, and `Session::finish_discard` wakes the waiting CONNECTs.
+//! - The session registry is a `DashMap`, whose shard locks the checker cannot see: no lock is
+//!   taken while holding one of its guards (sessions are collected first), and none is taken
+//!   while holding a ranked lock.
+//! - A delivery routed by a subscription carries the session state's epoch from when the
+//!   subscription was made; a session cleared since (clean start, discard) refuses it, so
+//!   routing outside the trie lock never revives a dropped subscription.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use parking_lot::RwLock;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +57,7 @@ use crate::session::{
     SessionMeta,
 };
 use crate::storage::{unix_ms_now, Op};
+use crate::sync::{Rank, RwLock};
 
 /// How long a CONNECT waits for the connection it takes over to finish closing.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,12 +136,22 @@ fn clamp(mark: u64) -> i64 {
     i64::try_from(mark).unwrap_or(i64::MAX)
 }
 
-/// What the subscription trie holds per subscription: the session to deliver to and, for a
-/// shared subscription, its `$share/g/f` filter.
+/// What the subscription trie holds per subscription: the session to deliver to, the session
+/// state's epoch when it subscribed, and for a shared subscription its `$share/g/f` filter.
 #[derive(Clone, Debug)]
 pub struct SubHandle {
     pub session: Arc<Session>,
+    /// See [`crate::session::SessionState::epoch`].
+    pub epoch: u64,
     pub share: Option<Arc<str>>,
+}
+
+/// A delivery routed to one session, not yet queued (or waiting for room in its queue).
+pub struct Routed {
+    pub session: Arc<Session>,
+    /// The session state's epoch the routing subscription belongs to.
+    epoch: u64,
+    delivery: Delivery,
 }
 
 /// A session as claimed by a CONNECT.
@@ -129,7 +167,7 @@ pub struct Claimed {
 #[derive(Default)]
 pub struct Publication {
     /// QoS 1/2 deliveries that found a connected subscriber's queue full (rule (c)).
-    pub blocked: Vec<(Arc<Session>, Delivery)>,
+    pub blocked: Vec<Routed>,
     /// Store writes the acknowledgement must wait for (queue entries, retained).
     pub ops: Vec<Op>,
 }
@@ -184,11 +222,11 @@ impl BrokerState {
             listener_rates,
             shutdown,
             sessions: DashMap::new(),
-            subscriptions: RwLock::new(trie),
-            retained: RwLock::new(RetainedStore::new()),
+            subscriptions: RwLock::new(Rank::Trie, trie),
+            retained: RwLock::new(Rank::Retained, RetainedStore::new()),
             started: Instant::now(),
             authenticators: Vec::new(),
-            auth: RwLock::new(Arc::new(AuthConfig::default())),
+            auth: RwLock::new(Rank::Auth, Arc::new(AuthConfig::default())),
             auth_generation: AtomicU64::new(0),
             persistence: None,
         }
@@ -259,8 +297,7 @@ impl BrokerState {
         *self.auth.write() = auth.clone();
         self.auth_generation.fetch_add(1, Ordering::AcqRel);
         let mut dropped = 0;
-        let sessions: Vec<Arc<Session>> = self.sessions.iter().map(|e| e.value().clone()).collect();
-        for session in sessions {
+        for session in self.all_sessions() {
             let username = session.meta().username;
             for filter in session.with_state(|s| s.subscription_filters()) {
                 let verdict =
@@ -310,9 +347,15 @@ impl BrokerState {
         self.subscriptions.read().shared_len()
     }
 
+    /// Every session in the registry, collected so that no session lock is ever taken under
+    /// a registry (DashMap shard) guard.
+    fn all_sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.iter().map(|e| e.value().clone()).collect()
+    }
+
     /// Messages waiting in session queues (connected or not), for `$SYS` store figures.
     pub fn queued_messages(&self) -> u64 {
-        self.sessions
+        self.all_sessions()
             .iter()
             .map(|s| s.with_state(|st| st.queued_len() + st.inflight_len()) as u64)
             .sum()
@@ -320,7 +363,7 @@ impl BrokerState {
 
     /// QoS 1 and 2 messages sent and not yet acknowledged, over all sessions.
     pub fn inflight_messages(&self) -> u64 {
-        self.sessions
+        self.all_sessions()
             .iter()
             .map(|s| s.with_state(|st| st.inflight_len()) as u64)
             .sum()
@@ -342,6 +385,9 @@ impl BrokerState {
     ) -> Result<Claimed, NotOwner> {
         loop {
             let session = self.lookup_or_create(client_id);
+            // Registered before `detach_current`, so the end of a discard it finds under way
+            // cannot be missed.
+            let discarded = session.discarded();
             let _serial = session.connect_lock.lock().await;
             // A session is resumed or taken over only by the user who created it.
             if self.config.auth.session_owner_check
@@ -352,7 +398,16 @@ impl BrokerState {
                 return Err(NotOwner);
             }
             let Ok(previous) = session.detach_current() else {
-                // Discarded while we waited; look the id up again.
+                // Being discarded (or discarded) while we waited: once that is done, look the
+                // id up again.
+                drop(_serial);
+                if !session.is_gone()
+                    && tokio::time::timeout(TAKEOVER_TIMEOUT, discarded)
+                        .await
+                        .is_err()
+                {
+                    tracing::warn!(client_id, "discard of the previous session did not finish");
+                }
                 continue;
             };
             if let Some(previous) = previous {
@@ -378,6 +433,7 @@ impl BrokerState {
             session.set_meta(meta);
             let ownership = session.attach();
             drop(_serial);
+            drop(discarded);
             return Ok(Claimed {
                 session_present: had_session && !clean_start,
                 session,
@@ -451,9 +507,12 @@ impl BrokerState {
         }
     }
 
+    /// The registered session for `client_id`, or a new one. A session still being discarded
+    /// is returned as it is (the claim waits for the discard); only one whose discard finished
+    /// is replaced. Under the map guard only atomics are read.
     fn lookup_or_create(&self, client_id: &str) -> Arc<Session> {
         if let Some(s) = self.sessions.get(client_id) {
-            if !s.is_removed() {
+            if !s.is_gone() {
                 return s.clone();
             }
         }
@@ -462,13 +521,15 @@ impl BrokerState {
             .sessions
             .entry(Arc::from(client_id))
             .or_insert_with(|| Arc::new(Session::new(Arc::from(client_id), limits)));
-        if entry.is_removed() {
+        if entry.is_gone() {
             *entry = Arc::new(Session::new(Arc::from(client_id), limits));
         }
         entry.clone()
     }
 
     /// Drops a session's subscriptions and queued state (clean start, or the session ended).
+    /// The trie entries go first, so no new routing finds the session; the clear then bumps
+    /// its epoch, so deliveries routed before are refused.
     fn discard_state(&self, session: &Arc<Session>) {
         let filters = session.with_state(|s| s.subscription_filters());
         if !filters.is_empty() {
@@ -490,12 +551,20 @@ impl BrokerState {
     /// the connection, the session is discarded; otherwise it stays for a later resume.
     pub fn end_connection(&self, session: &Arc<Session>, generation: u64) -> bool {
         let ends = session.meta().expiry == Some(Duration::ZERO);
-        let still_owner = session.release(generation, ends, || self.discard_state(session));
+        let still_owner = session.release(generation, ends);
         if still_owner && ends {
-            self.sessions
-                .remove_if(&session.client_id, |_, s| Arc::ptr_eq(s, session));
+            self.remove_session(session);
         }
         still_owner
+    }
+
+    /// Completes a discard begun by `Session::release`: subscriptions and queue dropped, the
+    /// registry entry removed, then waiting CONNECTs woken.
+    fn remove_session(&self, session: &Arc<Session>) {
+        self.discard_state(session);
+        self.sessions
+            .remove_if(&session.client_id, |_, s| Arc::ptr_eq(s, session));
+        session.finish_discard();
     }
 
     /// Discards a session whose expiry interval passed while no connection claimed it
@@ -505,9 +574,8 @@ impl BrokerState {
             return;
         }
         self.redistribute_shared(session);
-        if session.release(generation, true, || self.discard_state(session)) {
-            self.sessions
-                .remove_if(&session.client_id, |_, s| Arc::ptr_eq(s, session));
+        if session.release(generation, true) {
+            self.remove_session(session);
             self.metrics.clients_expired.inc();
             tracing::info!(client_id = %session.client_id, "session expired");
         }
@@ -517,16 +585,21 @@ impl BrokerState {
     /// members of the same group, connected ones first [MQTT-4.8.2-6]; they are removed from
     /// this session so they are never delivered twice. Messages with no other member stay.
     pub fn redistribute_shared(&self, session: &Arc<Session>) {
-        let trie = self.subscriptions.read();
+        let groups = session.with_state(|s| s.shared_groups());
+        if groups.is_empty() {
+            return;
+        }
         let me = &session.client_id;
-        let other = |d: &Delivery, online: bool| {
-            d.shared.as_deref().and_then(|share| {
-                trie.pick_shared(share, |s| {
-                    s.client_id != *me && (!online || s.handle.session.is_connected())
-                })
-            })
+        let movable: Vec<Arc<str>> = {
+            let trie = self.subscriptions.read();
+            groups
+                .into_iter()
+                .filter(|g| trie.pick_shared(g, |s| s.client_id != *me).is_some())
+                .collect()
         };
-        let (moved, freed) = session.with_state(|s| s.take_shared(|d| other(d, false).is_some()));
+        let (moved, freed) = session.with_state(|s| {
+            s.take_shared(|d| d.shared.as_ref().is_some_and(|g| movable.contains(g)))
+        });
         self.budget.sub(freed);
         if moved.is_empty() {
             return;
@@ -535,20 +608,58 @@ impl BrokerState {
             "handing unacknowledged shared-subscription messages to other members");
         let mut ops = Vec::new();
         for d in moved {
-            let Some(target) = other(&d, true).or_else(|| other(&d, false)) else {
-                continue;
-            };
-            let redirected = Delivery {
-                qos: d.msg.qos.min(target.options.qos),
-                retain: false,
-                subscription_ids: target.id.into_iter().collect(),
-                shared: d.shared.clone(),
-                seq: None,
-                msg: d.msg,
-            };
-            self.deliver(&target.handle.session, redirected, &mut ops);
+            self.hand_over(session, d, &mut ops);
         }
         self.submit(ops);
+    }
+
+    /// Queues one message a departing shared member gave up with another member: a connected
+    /// one if any, else any other. A member discarded in the meantime refuses it and the next
+    /// is tried; with none left, it goes back to the departing session.
+    fn hand_over(&self, from: &Arc<Session>, d: Delivery, ops: &mut Vec<Op>) {
+        let Some(share) = d.shared.clone() else {
+            return;
+        };
+        for _ in 0..3 {
+            let target = {
+                let trie = self.subscriptions.read();
+                let other = |online: bool| {
+                    trie.pick_shared(&share, |s| {
+                        s.client_id != from.client_id
+                            && (!online || s.handle.session.is_connected())
+                    })
+                };
+                other(true)
+                    .or_else(|| other(false))
+                    .map(|t| (t.handle.clone(), t.options.qos, t.id))
+            };
+            let Some((handle, qos, id)) = target else {
+                break;
+            };
+            let redirected = Delivery {
+                qos: d.msg.qos.min(qos),
+                retain: false,
+                subscription_ids: id.into_iter().collect(),
+                shared: d.shared.clone(),
+                seq: None,
+                msg: d.msg.clone(),
+            };
+            let routed = Routed {
+                session: handle.session,
+                epoch: handle.epoch,
+                delivery: redirected,
+            };
+            if self.deliver(routed, ops) != Some(DropReason::Unsubscribed) {
+                return;
+            }
+        }
+        let epoch = from.with_state(|s| s.epoch());
+        let back = Routed {
+            session: from.clone(),
+            epoch,
+            delivery: d,
+        };
+        self.deliver(back, ops);
     }
 
     /// Submits writes nothing waits for.
@@ -566,13 +677,17 @@ impl BrokerState {
         options: SubscriptionOptions,
         id: Option<u32>,
     ) -> bool {
-        session.with_state(|s| s.add_subscription(filter, options, id));
+        let epoch = session.with_state(|s| {
+            s.add_subscription(filter, options, id);
+            s.epoch()
+        });
         self.subscriptions.write().subscribe(
             filter,
             Subscription {
                 client_id: session.client_id.clone(),
                 handle: SubHandle {
                     session: session.clone(),
+                    epoch,
                     share: topic::parse_shared(filter).map(|_| Arc::from(filter)),
                 },
                 options,
@@ -601,6 +716,7 @@ impl BrokerState {
         self.retained.read().matches(filter, &mut found);
         let now = Instant::now();
         let auth = self.auth.read().clone();
+        let epoch = session.with_state(|s| s.epoch());
         let mut ops = Vec::new();
         for (_, msg) in found {
             if msg.is_expired(now) {
@@ -618,7 +734,12 @@ impl BrokerState {
                 seq: None,
                 msg,
             };
-            self.deliver(session, d, &mut ops);
+            let routed = Routed {
+                session: session.clone(),
+                epoch,
+                delivery: d,
+            };
+            self.deliver(routed, &mut ops);
         }
         self.submit(ops);
     }
@@ -627,28 +748,49 @@ impl BrokerState {
     /// per session for overlapping subscriptions, at the highest granted QoS, carrying every
     /// matching subscription identifier [MQTT-3.3.4-3]; one member per shared group.
     pub fn publish(&self, msg: Arc<Message>) -> Publication {
-        let mut blocked = Vec::new();
         let mut ops = Vec::new();
         if msg.retain {
+            self.update_retained(&msg, &mut ops);
+        }
+        let targets = self.route(&msg);
+        let auth = self.auth.read().clone();
+        let acl = auth.acl.is_some();
+        let mut blocked = Vec::new();
+        for t in targets {
+            // READ is checked per message: a subscription may cover topics the ACL denies.
+            if acl && !self.may_read(&auth, &t.session, &msg.topic) {
+                continue;
+            }
+            self.deliver_or_block(t, &mut blocked, &mut ops);
+        }
+        Publication { blocked, ops }
+    }
+
+    /// Stores or deletes a retained message; the store write is added to `ops`.
+    fn update_retained(&self, msg: &Arc<Message>, ops: &mut Vec<Op>) {
+        {
             let mut retained = self.retained.write();
             if msg.payload.is_empty() {
                 retained.remove(&msg.topic);
             } else {
                 retained.insert(&msg.topic, msg.clone());
             }
-            // $SYS is republished by the broker after a restart; it is not stored.
-            if let (Some(p), false) = (&self.persistence, msg.topic.starts_with("$SYS")) {
-                ops.push(if msg.payload.is_empty() {
-                    Op::DeleteRetained {
-                        topic: msg.topic.to_string(),
-                    }
-                } else {
-                    Op::PutRetained(p.stored(&msg).1.as_ref().clone())
-                });
-            }
         }
-        let auth = self.auth.read().clone();
-        let acl = auth.acl.is_some();
+        // $SYS is republished by the broker after a restart; it is not stored.
+        if let (Some(p), false) = (&self.persistence, msg.topic.starts_with("$SYS")) {
+            ops.push(if msg.payload.is_empty() {
+                Op::DeleteRetained {
+                    topic: msg.topic.to_string(),
+                }
+            } else {
+                Op::PutRetained(p.stored(msg).1.as_ref().clone())
+            });
+        }
+    }
+
+    /// The deliveries a message makes, collected under the trie read lock, which is released
+    /// before anything is queued. Overlapping subscriptions of one session are merged.
+    fn route(&self, msg: &Arc<Message>) -> Vec<Routed> {
         let trie = self.subscriptions.read();
         let mut matches = Vec::new();
         trie.matches_with(&msg.topic, &mut matches, &|h| h.session.is_connected());
@@ -661,7 +803,7 @@ impl BrokerState {
                 )
             });
         }
-        let mut pending: Option<(&SubHandle, Delivery)> = None;
+        let mut out: Vec<Routed> = Vec::with_capacity(matches.len());
         for m in &matches {
             let sub = m.sub;
             let is_shared = m.shared_group.is_some();
@@ -671,41 +813,34 @@ impl BrokerState {
             {
                 continue;
             }
-            // READ is checked per message: a subscription may cover topics the ACL denies.
-            if acl && !self.may_read(&auth, &sub.handle.session, &msg.topic) {
-                continue;
-            }
             let qos = msg.qos.min(sub.options.qos);
             let retain = sub.options.retain_as_published && msg.retain;
-            if let Some((h, d)) = pending.as_mut() {
-                if !is_shared && Arc::ptr_eq(&h.session, &sub.handle.session) {
+            if let Some(last) = out.last_mut() {
+                if !is_shared
+                    && last.delivery.shared.is_none()
+                    && Arc::ptr_eq(&last.session, &sub.handle.session)
+                {
+                    let d = &mut last.delivery;
                     d.qos = d.qos.max(qos);
                     d.retain |= retain;
                     d.subscription_ids.extend(sub.id);
                     continue;
                 }
             }
-            if let Some((h, d)) = pending.take() {
-                self.deliver_or_block(&h.session, d, &mut blocked, &mut ops);
-            }
-            let d = Delivery {
-                msg: msg.clone(),
-                qos,
-                retain,
-                subscription_ids: sub.id.into_iter().collect(),
-                shared: sub.handle.share.clone(),
-                seq: None,
-            };
-            if is_shared {
-                self.deliver_or_block(&sub.handle.session, d, &mut blocked, &mut ops);
-            } else {
-                pending = Some((&sub.handle, d));
-            }
+            out.push(Routed {
+                session: sub.handle.session.clone(),
+                epoch: sub.handle.epoch,
+                delivery: Delivery {
+                    msg: msg.clone(),
+                    qos,
+                    retain,
+                    subscription_ids: sub.id.into_iter().collect(),
+                    shared: sub.handle.share.clone(),
+                    seq: None,
+                },
+            });
         }
-        if let Some((h, d)) = pending {
-            self.deliver_or_block(&h.session, d, &mut blocked, &mut ops);
-        }
-        Publication { blocked, ops }
+        out
     }
 
     fn may_read(&self, auth: &AuthConfig, session: &Session, topic: &str) -> bool {
@@ -717,26 +852,21 @@ impl BrokerState {
     /// handed back: the publisher's acknowledgement then waits for room (overload rule (c)). A
     /// subscriber that made no room in time is "stuck" and gets drops instead, so it cannot hold
     /// publishers back for long.
-    fn deliver_or_block(
-        &self,
-        session: &Arc<Session>,
-        d: Delivery,
-        blocked: &mut Vec<(Arc<Session>, Delivery)>,
-        ops: &mut Vec<Op>,
-    ) {
-        if d.qos != QoS::AtMostOnce && !session.is_stuck() && session.is_connected() {
-            let copy = self.capture(session, &d);
-            match session.try_deliver(d) {
+    fn deliver_or_block(&self, r: Routed, blocked: &mut Vec<Routed>, ops: &mut Vec<Op>) {
+        let session = &r.session;
+        if r.delivery.qos != QoS::AtMostOnce && !session.is_stuck() && session.is_connected() {
+            let copy = self.capture(session, &r.delivery);
+            match session.try_deliver(r.delivery, r.epoch) {
                 Ok(e) => {
                     self.budget.add(e.cost);
                     self.record(session, e.seq, copy, ops);
                 }
-                Err((DropReason::QueueFull, d)) => blocked.push((session.clone(), d)),
+                Err((DropReason::QueueFull, delivery)) => blocked.push(Routed { delivery, ..r }),
                 Err((other, _)) => self.count_drop(session, other),
             }
             return;
         }
-        self.deliver(session, d, ops);
+        self.deliver(r, ops);
     }
 
     /// What a stored queue entry needs from a delivery, taken before it moves into the queue
@@ -771,29 +901,25 @@ impl BrokerState {
     /// acknowledgement, so deliveries that find a full queue are dropped (counted).
     pub fn publish_unacknowledged(&self, msg: Arc<Message>) {
         let publication = self.publish(msg);
-        for (session, _) in publication.blocked {
-            self.count_drop(&session, DropReason::QueueFull);
+        for r in publication.blocked {
+            self.count_drop(&r.session, DropReason::QueueFull);
         }
         self.submit(publication.ops);
     }
 
     /// Retries blocked deliveries; returns those still blocked.
-    pub fn retry_blocked(
-        &self,
-        items: Vec<(Arc<Session>, Delivery)>,
-        ops: &mut Vec<Op>,
-    ) -> Vec<(Arc<Session>, Delivery)> {
+    pub fn retry_blocked(&self, items: Vec<Routed>, ops: &mut Vec<Op>) -> Vec<Routed> {
         let mut still = Vec::new();
-        for (session, d) in items {
-            self.deliver_or_block(&session, d, &mut still, ops);
+        for r in items {
+            self.deliver_or_block(r, &mut still, ops);
         }
         still
     }
 
     /// Gives up on blocked deliveries: their subscribers are marked stuck and the messages
     /// dropped (counted).
-    pub fn abandon_blocked(&self, items: Vec<(Arc<Session>, Delivery)>) {
-        for (session, _) in items {
+    pub fn abandon_blocked(&self, items: Vec<Routed>) {
+        for Routed { session, .. } in items {
             if !session.is_stuck() {
                 tracing::warn!(client_id = %session.client_id,
                     "slow consumer: queue full and not draining; dropping its messages");
@@ -803,14 +929,21 @@ impl BrokerState {
         }
     }
 
-    fn deliver(&self, session: &Session, d: Delivery, ops: &mut Vec<Op>) {
-        let copy = self.capture(session, &d);
-        match session.deliver(d) {
+    /// Queues a delivery whatever the queue's state; returns why it was refused, if it was
+    /// (and counts that).
+    fn deliver(&self, r: Routed, ops: &mut Vec<Op>) -> Option<DropReason> {
+        let session = &r.session;
+        let copy = self.capture(session, &r.delivery);
+        match session.deliver(r.delivery, r.epoch) {
             Ok(e) => {
                 self.budget.add(e.cost);
                 self.record(session, e.seq, copy, ops);
+                None
             }
-            Err(reason) => self.count_drop(session, reason),
+            Err(reason) => {
+                self.count_drop(session, reason);
+                Some(reason)
+            }
         }
     }
 
@@ -831,15 +964,15 @@ impl BrokerState {
             }
             DropReason::Offline => self.metrics.dropped_offline_qos0.inc(),
             DropReason::Expired => self.metrics.dropped_expired.inc(),
+            // Routed by a subscription dropped since: never owed, not a loss.
+            DropReason::Unsubscribed => {}
         }
     }
 
     /// Closes every connection for shutdown.
     pub fn disconnect_all(&self, reason: ReasonCode) {
-        for entry in self.sessions.iter() {
-            entry
-                .value()
-                .send_control(Control::Disconnect(reason, "server shutting down"));
+        for session in self.all_sessions() {
+            session.send_control(Control::Disconnect(reason, "server shutting down"));
         }
     }
 

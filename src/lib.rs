@@ -23,6 +23,7 @@ pub mod reload;
 pub mod router;
 pub mod session;
 pub mod storage;
+pub mod sync;
 pub mod sys;
 pub mod transport;
 

@@ -44,7 +44,7 @@ pub const STUCK_AFTER: Duration = Duration::from_millis(500);
 
 /// Deliveries of one PUBLISH that found full queues, and its withheld acknowledgement.
 struct Blocked {
-    items: Vec<(Arc<Session>, crate::session::Delivery)>,
+    items: Vec<crate::broker::Routed>,
     ack: Option<Packet>,
     since: Instant,
 }
@@ -487,7 +487,7 @@ impl Handler {
     pub fn blocked_on(&self) -> Option<Arc<Session>> {
         self.blocked
             .as_ref()
-            .and_then(|b| b.items.first().map(|(s, _)| s.clone()))
+            .and_then(|b| b.items.first().map(|r| r.session.clone()))
     }
 
     /// Retries the blocked deliveries. Once all are queued, or the subscribers made no room

@@ -1,9 +1,13 @@
 //! Sessions: the shared handle the router delivers into and the connection task drains, and the
 //! link that says which connection (if any) currently owns the session.
 //!
-//! Locking: `state` is a `parking_lot::Mutex` held only for short, synchronous sections (an
-//! enqueue, a batch dequeue, an ack); never across `.await` or a socket write. `connect_lock`
-//! (async) serialises CONNECTs for one client id so two connections never own one session.
+//! Locking (ranks in [`crate::sync::Rank`]): `link` (rank `SessionLink`) may be held while
+//! taking `state`; `meta` and `state` are leaves. All three are held only for short,
+//! synchronous sections (an enqueue, a batch dequeue, an ack); never across `.await` or a
+//! socket write, and no method here calls out of the session while holding one. Whether the
+//! session is connected or removed is mirrored in atomics, so routing asks without a lock.
+//! `connect_lock` (async) serialises CONNECTs for one client id so two connections never own
+//! one session.
 
 pub mod state;
 #[cfg(test)]
@@ -13,10 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use crate::codec::{ProtocolVersion, ReasonCode};
+use crate::sync::{Mutex, Rank};
 pub use state::{
     Delivery, DropReason, Enqueued, Inflight, Limits, Persistence, Resend, SessionState,
 };
@@ -41,20 +45,34 @@ struct Attached {
     closed: oneshot::Receiver<()>,
 }
 
+/// A session's way out of the registry.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Live: a CONNECT may claim it.
+    #[default]
+    Live,
+    /// Its last owner released it for good and the broker is dropping its subscriptions and
+    /// queue (outside any session lock).
+    Discarding,
+    /// Gone from the registry.
+    Removed,
+}
+
 #[derive(Debug, Default)]
 struct Link {
     attached: Option<Attached>,
     /// Bumped by every CONNECT that claims the session, so a connection that ends after it was
     /// superseded knows it no longer owns the session.
     generation: u64,
-    /// Set when the session has been discarded and removed from the registry; a CONNECT that
-    /// raced with the removal must look the client id up again.
-    removed: bool,
+    /// Where the session is on its way out; a CONNECT that races with a discard waits for it
+    /// to finish, then looks the client id up again.
+    end: End,
     /// Whether any connection ever owned it: a resumed session is "present" [MQTT-3.2.2-2].
     ever_attached: bool,
 }
 
-/// The session was discarded; look the client id up again.
+/// The session is being discarded or was; wait for [`Session::discarded`], then look the
+/// client id up again.
 #[derive(Debug)]
 pub struct Removed;
 
@@ -89,6 +107,16 @@ pub struct Session {
     stuck: AtomicBool,
     /// Mirrors whether the state has persistence, so routing can ask without the lock.
     persistent: AtomicBool,
+    /// Mirrors `link.attached.is_some()`, so routing (and the trie's shared-group pick) can
+    /// ask without a lock.
+    connected: AtomicBool,
+    /// Mirrors `link.end != End::Live`.
+    ending: AtomicBool,
+    /// Mirrors `link.end == End::Removed`; read by the registry under its map guard, where no
+    /// session lock may be taken.
+    gone: AtomicBool,
+    /// Woken when a discard finishes ([`Session::finish_discard`]).
+    discarded: Notify,
     /// Publishers waiting for room in this session's queue.
     room: Notify,
     room_waiters: AtomicUsize,
@@ -111,17 +139,24 @@ impl Session {
         Session {
             client_id,
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
-            state: Mutex::new(SessionState::new(limits)),
+            state: Mutex::new(Rank::SessionState, SessionState::new(limits)),
             notify: Notify::new(),
-            link: Mutex::new(Link::default()),
-            meta: Mutex::new(SessionMeta {
-                protocol: ProtocolVersion::V311,
-                expiry: Some(Duration::ZERO),
-                username: None,
-            }),
+            link: Mutex::new(Rank::SessionLink, Link::default()),
+            meta: Mutex::new(
+                Rank::SessionMeta,
+                SessionMeta {
+                    protocol: ProtocolVersion::V311,
+                    expiry: Some(Duration::ZERO),
+                    username: None,
+                },
+            ),
             connect_lock: tokio::sync::Mutex::new(()),
             stuck: AtomicBool::new(false),
             persistent: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            ending: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            discarded: Notify::new(),
             room: Notify::new(),
             room_waiters: AtomicUsize::new(0),
         }
@@ -132,18 +167,25 @@ impl Session {
         f(&mut self.state.lock())
     }
 
-    /// Queues a delivery and wakes the connection. The caller accounts the returned cost.
-    pub fn deliver(&self, d: Delivery) -> Result<Enqueued, DropReason> {
-        let e = self.state.lock().enqueue(d)?;
+    /// Queues a delivery for a subscription taken when the state was at `epoch` (see
+    /// [`SessionState::epoch`]) and wakes the connection. The caller accounts the returned cost.
+    pub fn deliver(&self, d: Delivery, epoch: u64) -> Result<Enqueued, DropReason> {
+        let e = self
+            .state
+            .lock()
+            .try_enqueue_at(epoch, d)
+            .map_err(|(reason, _)| reason)?;
         if e.cost > 0 {
             self.notify.notify_one();
         }
         Ok(e)
     }
 
-    /// As [`Self::deliver`], handing a refused delivery back.
-    pub fn try_deliver(&self, d: Delivery) -> Result<Enqueued, (DropReason, Delivery)> {
-        let e = self.state.lock().try_enqueue(d)?;
+    /// As [`Self::deliver`], for a subscription taken from the trie when the session's state
+    /// was at `epoch`, and handing a refused delivery back. A session cleared since then (clean
+    /// start, or discarded) refuses it with [`DropReason::Unsubscribed`].
+    pub fn try_deliver(&self, d: Delivery, epoch: u64) -> Result<Enqueued, (DropReason, Delivery)> {
+        let e = self.state.lock().try_enqueue_at(epoch, d)?;
         if e.cost > 0 {
             self.notify.notify_one();
         }
@@ -219,12 +261,25 @@ impl Session {
         *self.meta.lock() = meta;
     }
 
+    /// Whether the session is being discarded or was: a CONNECT must not resume it.
     pub fn is_removed(&self) -> bool {
-        self.link.lock().removed
+        self.ending.load(Ordering::Acquire)
     }
 
+    /// Whether a connection owns the session now. Lock-free: routing asks it for every match.
     pub fn is_connected(&self) -> bool {
-        self.link.lock().attached.is_some()
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a discard that was under way when `notified` was created has finished.
+    /// Create the future before [`Self::detach_current`] so its wake-up cannot be missed.
+    pub fn discarded(&self) -> tokio::sync::futures::Notified<'_> {
+        self.discarded.notified()
+    }
+
+    /// Whether the discard of this session has finished (it is gone from the registry).
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
     }
 
     /// Takes the session from whichever connection has it; returns that connection's control
@@ -232,10 +287,11 @@ impl Session {
     /// discarded meanwhile. Must be called with `connect_lock` held.
     pub fn detach_current(&self) -> Result<Option<Previous>, Removed> {
         let mut link = self.link.lock();
-        if link.removed {
+        if link.end != End::Live {
             return Err(Removed);
         }
         link.generation += 1;
+        self.connected.store(false, Ordering::Release);
         Ok(link.attached.take().map(|a| Previous {
             control: a.control,
             closed: a.closed,
@@ -272,6 +328,7 @@ impl Session {
             control: Some(ctl_tx),
             closed: closed_rx,
         });
+        self.connected.store(true, Ordering::Release);
         self.state.lock().set_online(true);
         Ownership {
             generation,
@@ -280,22 +337,32 @@ impl Session {
         }
     }
 
-    /// Called by a connection as it ends. Returns true when it still owned the session (it was
-    /// not taken over), in which case the session is now offline. With `discard`, the session is
-    /// marked removed and `cleanup` runs while the link is locked, so a racing CONNECT cannot
-    /// attach to it half-discarded; it will look the client id up again.
-    pub fn release(&self, generation: u64, discard: bool, cleanup: impl FnOnce()) -> bool {
+    /// Called by a connection as it ends, or by expiry. Returns true when `generation` still
+    /// owned the session (it was not taken over), in which case the session is now offline.
+    /// With `discard`, the session is marked as being discarded: from here a racing CONNECT
+    /// waits (see [`Self::discarded`]) and then looks the client id up again, so it never
+    /// attaches to a half-discarded session. The caller then drops the session's subscriptions
+    /// and queue, with no session lock held, and calls [`Self::finish_discard`].
+    pub fn release(&self, generation: u64, discard: bool) -> bool {
         let mut link = self.link.lock();
-        if link.generation != generation {
+        if link.generation != generation || link.end != End::Live {
             return false;
         }
         link.attached = None;
-        self.state.lock().set_online(false);
+        self.connected.store(false, Ordering::Release);
         if discard {
-            link.removed = true;
-            cleanup();
+            link.end = End::Discarding;
+            self.ending.store(true, Ordering::Release);
         }
+        self.state.lock().set_online(false);
         true
+    }
+
+    /// Ends a discard begun by [`Self::release`] and wakes CONNECTs waiting for it.
+    pub fn finish_discard(&self) {
+        self.link.lock().end = End::Removed;
+        self.gone.store(true, Ordering::Release);
+        self.discarded.notify_waiters();
     }
 
     /// Whether `generation` still owns the session.

@@ -70,6 +70,9 @@ pub enum DropReason {
     Offline,
     /// The message expired before it could be sent.
     Expired,
+    /// The subscription it was routed by was dropped (clean start, session discarded) between
+    /// routing and queueing: nothing is owed, so it is not counted as a loss.
+    Unsubscribed,
 }
 
 /// Where a queued delivery went.
@@ -118,6 +121,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct SessionState {
     limits: Limits,
+    /// See [`Self::epoch`].
+    epoch: u64,
     online: bool,
     queue: VecDeque<Delivery>,
     /// Memory the queue holds (payload, topic, records), for the global budget.
@@ -139,6 +144,7 @@ impl SessionState {
     pub fn new(limits: Limits) -> SessionState {
         SessionState {
             limits,
+            epoch: 0,
             online: false,
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -229,6 +235,25 @@ impl SessionState {
     /// queue is full or a backlog already waits, it goes to the disk backlog only.
     pub fn enqueue(&mut self, d: Delivery) -> Result<Enqueued, DropReason> {
         self.try_enqueue(d).map_err(|(reason, _)| reason)
+    }
+
+    /// Bumped by [`Self::clear`]: a delivery routed by a subscription from before a clear is
+    /// refused, so a session that starts clean (or is discarded) never receives a message
+    /// routed by the subscriptions it dropped, even when routing raced with the clear.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// As [`Self::try_enqueue`], for a delivery routed when the state was at `epoch`.
+    pub fn try_enqueue_at(
+        &mut self,
+        epoch: u64,
+        d: Delivery,
+    ) -> Result<Enqueued, (DropReason, Delivery)> {
+        if epoch != self.epoch {
+            return Err((DropReason::Unsubscribed, d));
+        }
+        self.try_enqueue(d)
     }
 
     /// As [`Self::enqueue`], but a refused delivery is handed back (to wait for room).
@@ -454,6 +479,23 @@ impl SessionState {
             .collect()
     }
 
+    /// The shared subscriptions (`$share/g/f`) that deliveries [`Self::take_shared`] could
+    /// move came through, each once.
+    pub fn shared_groups(&self) -> Vec<Arc<str>> {
+        let inflight = self.inflight.iter().filter_map(|(_, f)| match f {
+            Inflight::Publish(d) if d.qos == QoS::AtLeastOnce => d.shared.as_ref(),
+            _ => None,
+        });
+        let queued = self.queue.iter().filter_map(|d| d.shared.as_ref());
+        let mut groups: Vec<Arc<str>> = Vec::new();
+        for g in inflight.chain(queued) {
+            if !groups.iter().any(|known| known == g) {
+                groups.push(g.clone());
+            }
+        }
+        groups
+    }
+
     /// Takes out the deliveries that came through a shared subscription and may go to another
     /// member: unsent ones of any QoS, and sent QoS 1 ones awaiting PUBACK. Sent QoS 2 stays with
     /// this member [MQTT-4.8.2-4][MQTT-4.8.2-5]. Returns them in order and the freed queue bytes.
@@ -489,6 +531,7 @@ impl SessionState {
 
     /// Forgets everything (clean start) and returns the freed queue bytes.
     pub fn clear(&mut self) -> usize {
+        self.epoch += 1;
         self.backlog = None;
         if let Some(p) = self.persistence.as_mut() {
             p.trusted_until = p.next_seq;

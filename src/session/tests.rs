@@ -1,7 +1,6 @@
 //! Ownership transitions of [`Session`]: attach, detach (takeover), release, discard, and the
 //! generation check that keeps a superseded connection from touching its successor's session.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,7 +41,7 @@ fn a_new_session_is_offline_and_was_never_attached() {
     );
     assert!(!s.is_removed());
     assert_eq!(
-        s.deliver(delivery(QoS::AtMostOnce)).unwrap_err(),
+        s.deliver(delivery(QoS::AtMostOnce), 0).unwrap_err(),
         DropReason::Offline,
         "QoS 0 is not queued while nobody is attached"
     );
@@ -56,18 +55,15 @@ fn attach_makes_the_connection_the_owner() {
     assert!(s.was_attached());
     assert!(s.owned_by(own.generation));
     assert!(s.with_state(|st| st.is_online()));
-    assert!(s.deliver(delivery(QoS::AtMostOnce)).is_ok());
+    assert!(s.deliver(delivery(QoS::AtMostOnce), 0).is_ok());
 }
 
 #[test]
 fn release_by_the_owner_takes_the_session_offline_and_keeps_it() {
     let s = session();
     let own = s.attach();
-    let cleaned = AtomicUsize::new(0);
-    assert!(s.release(own.generation, false, || {
-        cleaned.fetch_add(1, Ordering::Relaxed);
-    }));
-    assert_eq!(cleaned.load(Ordering::Relaxed), 0, "no discard requested");
+    assert!(s.release(own.generation, false));
+    assert!(!s.is_removed(), "no discard requested");
     assert!(!s.is_connected());
     assert!(!s.is_removed());
     assert!(!s.with_state(|st| st.is_online()));
@@ -80,19 +76,45 @@ fn release_by_the_owner_takes_the_session_offline_and_keeps_it() {
 }
 
 #[test]
-fn release_with_discard_removes_the_session_and_runs_cleanup_once() {
+fn release_with_discard_marks_the_session_until_the_discard_finishes() {
     let s = session();
     let own = s.attach();
-    let cleaned = AtomicUsize::new(0);
-    assert!(s.release(own.generation, true, || {
-        cleaned.fetch_add(1, Ordering::Relaxed);
-    }));
-    assert_eq!(cleaned.load(Ordering::Relaxed), 1);
+    assert!(s.release(own.generation, true));
     assert!(s.is_removed());
+    assert!(!s.is_gone(), "the broker has not dropped its state yet");
     assert!(
         s.detach_current().is_err(),
-        "a CONNECT that raced with the discard must look the id up again"
+        "a CONNECT that raced with the discard must wait and look the id up again"
     );
+    assert!(
+        !s.release(own.generation, true),
+        "a second release of a discarded session does nothing"
+    );
+    let waiter = s.discarded();
+    s.finish_discard();
+    assert!(s.is_gone());
+    let woken = futures_util::FutureExt::now_or_never(waiter);
+    assert!(
+        woken.is_some(),
+        "a CONNECT waiting for the discard is woken"
+    );
+    assert!(s.detach_current().is_err());
+}
+
+#[test]
+fn a_delivery_routed_before_a_clear_is_refused() {
+    let s = session();
+    let _own = s.attach();
+    let epoch = s.with_state(|st| st.epoch());
+    assert!(s.deliver(delivery(QoS::AtLeastOnce), epoch).is_ok());
+    s.with_state(|st| st.clear());
+    assert_eq!(
+        s.deliver(delivery(QoS::AtLeastOnce), epoch).unwrap_err(),
+        DropReason::Unsubscribed,
+        "a subscription dropped by a clean start must not deliver afterwards"
+    );
+    let now = s.with_state(|st| st.epoch());
+    assert!(s.deliver(delivery(QoS::AtLeastOnce), now).is_ok());
 }
 
 #[test]
@@ -128,20 +150,12 @@ fn stale_release_after_a_takeover_does_not_touch_the_new_owner() {
     assert_ne!(old.generation, new.generation);
 
     // The old connection ends late, as a session that ends with its connection would.
-    let cleaned = AtomicUsize::new(0);
-    let still_owner = s.release(old.generation, true, || {
-        cleaned.fetch_add(1, Ordering::Relaxed);
-    });
+    let still_owner = s.release(old.generation, true);
     assert!(
         !still_owner,
         "a superseded connection no longer owns the session"
     );
-    assert_eq!(
-        cleaned.load(Ordering::Relaxed),
-        0,
-        "the new owner's state is not discarded"
-    );
-    assert!(!s.is_removed());
+    assert!(!s.is_removed(), "the new owner's session is not discarded");
     assert!(s.is_connected(), "the new owner stays attached");
     assert!(s.owned_by(new.generation));
     assert!(!s.owned_by(old.generation));
@@ -151,7 +165,7 @@ fn stale_release_after_a_takeover_does_not_touch_the_new_owner() {
     );
 
     // The new owner's release still works.
-    assert!(s.release(new.generation, false, || {}));
+    assert!(s.release(new.generation, false));
     assert!(!s.is_connected());
 }
 
@@ -162,7 +176,10 @@ fn stale_release_between_detach_and_attach_is_refused() {
     let _previous = s.detach_current().unwrap().unwrap();
     // The taking-over CONNECT waits for the old connection to finish before attaching: the
     // old connection's release in that window must not count as the owner's.
-    assert!(!s.release(old.generation, true, || panic!("cleanup must not run")));
+    assert!(
+        !s.release(old.generation, true),
+        "not the owner: no discard"
+    );
     assert!(!s.is_removed());
     let new = s.attach();
     assert!(s.owned_by(new.generation));
@@ -172,7 +189,7 @@ fn stale_release_between_detach_and_attach_is_refused() {
 fn detach_of_an_offline_session_has_no_previous_connection() {
     let s = session();
     let own = s.attach();
-    assert!(s.release(own.generation, false, || {}));
+    assert!(s.release(own.generation, false));
     assert!(s.detach_current().unwrap().is_none());
     assert!(
         !s.owned_by(own.generation),
@@ -196,6 +213,6 @@ fn send_control_reaches_the_attached_connection_once() {
     // Nothing else is queued behind the first request: the sender was consumed by it.
     assert!(matches!(own.control.try_recv(), Err(TryRecvError::Closed)));
     // With nobody attached it is a no-op.
-    assert!(s.release(own.generation, false, || {}));
+    assert!(s.release(own.generation, false));
     s.send_control(Control::TakenOver);
 }
