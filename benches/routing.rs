@@ -44,6 +44,7 @@ fn setup(rt: &tokio::runtime::Runtime, subscribers: usize, qos: QoS) -> Setup {
                 protocol: ProtocolVersion::V311,
                 expiry: Some(Duration::ZERO),
                 username: None,
+                peer: None,
             };
             let c = state
                 .claim_session(&format!("sub-{i}"), true, meta, None)

@@ -78,12 +78,15 @@ impl Broker {
         Broker::builder(config).start().await
     }
 
-    /// A builder for embedders that plug in extensions (enhanced authentication).
+    /// A builder for embedders that plug in extensions: enhanced authentication, a store of
+    /// their own, a cluster.
     pub fn builder(config: Config) -> BrokerBuilder {
         BrokerBuilder {
             config,
             authenticators: Vec::new(),
             persistence_default: false,
+            store: None,
+            cluster: None,
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct BrokerBuilder {
     config: Config,
     authenticators: Vec<Arc<dyn auth::enhanced::Authenticator>>,
     persistence_default: bool,
+    store: Option<Arc<dyn storage::Store>>,
+    cluster: Option<Arc<dyn broker::cluster::Cluster>>,
 }
 
 impl BrokerBuilder {
@@ -109,12 +114,28 @@ impl BrokerBuilder {
         self
     }
 
+    /// Uses `store` as the message store (persistence on, whatever `[persistence] enabled`
+    /// says; `dir` is not used): an in-memory store for tests, or an embedder's own.
+    pub fn store(mut self, store: Arc<dyn storage::Store>) -> BrokerBuilder {
+        self.store = Some(store);
+        self
+    }
+
+    /// Connects the broker to other nodes through `cluster` (see [`broker::cluster`]); a
+    /// broker without one runs alone.
+    pub fn cluster(mut self, cluster: Arc<dyn broker::cluster::Cluster>) -> BrokerBuilder {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Validates the configuration, binds every listener and starts serving.
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
         let BrokerBuilder {
             config,
             authenticators,
             persistence_default,
+            store,
+            cluster,
         } = self;
         config.validate()?;
         let auth = auth::AuthConfig::load(&config.auth, config.listeners_all_loopback())?;
@@ -159,14 +180,16 @@ impl BrokerBuilder {
             }
             None => None,
         };
-        let store = open_store(&config, persistence_default)?;
+        let store = open_store(&config, persistence_default, store)?;
         let persistence = store.as_ref().map(|(p, _)| p.clone());
-        let state = Arc::new(
-            BrokerState::new(config, shutdown.clone())
-                .with_authenticators(authenticators)
-                .with_auth(auth)
-                .with_persistence(persistence),
-        );
+        let mut state = BrokerState::new(config, shutdown.clone())
+            .with_authenticators(authenticators)
+            .with_auth(auth)
+            .with_persistence(persistence);
+        if let Some(cluster) = cluster {
+            state = state.with_cluster(cluster);
+        }
+        let state = Arc::new(state);
         if let Some((p, snapshot)) = store {
             let r = persistence::restore(&state, &p, snapshot)?;
             tracing::info!(dir = %state.config.persistence.dir.display(), sessions = r.sessions,
@@ -217,13 +240,16 @@ impl BrokerBuilder {
 fn open_store(
     config: &Config,
     default_on: bool,
+    given: Option<Arc<dyn storage::Store>>,
 ) -> Result<Option<(Arc<persistence::Persistence>, storage::Snapshot)>, StartError> {
     let cfg = &config.persistence;
-    if !cfg.is_enabled(default_on) {
-        return Ok(None);
-    }
-    let store: Arc<dyn storage::Store> =
-        Arc::new(storage::FjallStore::open(&cfg.dir, &cfg.store_options())?);
+    let store: Arc<dyn storage::Store> = match given {
+        Some(store) => store,
+        None if cfg.is_enabled(default_on) => {
+            Arc::new(storage::FjallStore::open(&cfg.dir, &cfg.store_options())?)
+        }
+        None => return Ok(None),
+    };
     let snapshot = store.load()?;
     let writer = storage::StoreWriter::spawn(store.clone(), cfg.sync_mode(), STORE_QUEUE);
     let memory_cap = match config.mqtt.max_queued_messages {

@@ -9,6 +9,20 @@ use bytes::Bytes;
 use crate::codec::{Properties, QoS};
 use crate::storage::StoredMessage;
 
+/// Where a message entered this broker, so that it is never sent back where it came from (a
+/// cluster peer's message is not forwarded to the cluster again; a bridge does not send a
+/// message back over the bridge it arrived on).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Published by a client of this node, or by the broker itself (wills, `$SYS`).
+    #[default]
+    Local,
+    /// Routed here by the cluster peer with this node id.
+    Peer(Arc<str>),
+    /// Received over the bridge with this name.
+    Bridge(Arc<str>),
+}
+
 /// One application message. The payload is the `Bytes` split from the publisher's read buffer.
 #[derive(Debug)]
 pub struct Message {
@@ -26,6 +40,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Client id of the publisher, for No Local; None for messages the broker itself publishes.
     pub publisher: Option<Arc<str>>,
+    /// Where the message entered this broker.
+    pub origin: Origin,
     /// The stored form and its store id, made once when the message is first written to the
     /// store, so every queue it joins shares one stored body.
     pub stored: OnceLock<(u64, Arc<StoredMessage>)>,
@@ -41,6 +57,7 @@ impl Message {
             properties: Properties::default(),
             expires_at: None,
             publisher: None,
+            origin: Origin::Local,
             stored: OnceLock::new(),
         }
     }

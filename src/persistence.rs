@@ -274,6 +274,7 @@ fn restore_session(
             .expiry_secs
             .map(|s| Duration::from_secs(u64::from(s))),
         username: record.owner_username.as_deref().map(Arc::from),
+        peer: None,
     });
     session.mark_resumable();
     for sub in &loaded.subscriptions {

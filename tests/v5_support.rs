@@ -104,6 +104,15 @@ impl Drop for TestBroker {
         if let Some(h) = self.handle.take() {
             h.shutdown();
         }
+        // A lock-order inversion inside a connection task only ends that task; make it fail
+        // the test that ran it (debug builds check the lock hierarchy, see starling::sync).
+        if !std::thread::panicking() {
+            assert_eq!(
+                starling::sync::inversions(),
+                0,
+                "the broker reported a lock-order inversion (see the panic message above)"
+            );
+        }
     }
 }
 

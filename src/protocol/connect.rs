@@ -224,6 +224,7 @@ impl Handler {
             protocol: version,
             expiry,
             username: username.clone(),
+            peer: Some(Arc::from(peer.to_string())),
         };
         let Ok(claimed) = broker
             .claim_session(&client_id, c.clean_start, meta, c.will.as_ref())

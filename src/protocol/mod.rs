@@ -37,10 +37,7 @@ pub struct AuthOutcome {
     pub data: Option<bytes::Bytes>,
 }
 
-/// How long a publisher waits for a full subscriber queue to make room before that subscriber
-/// is treated as stuck and its messages dropped, so one stalled client holds nobody back for
-/// longer than this.
-pub const STUCK_AFTER: Duration = Duration::from_millis(500);
+pub use crate::broker::STUCK_AFTER;
 
 /// Deliveries of one PUBLISH that found full queues, and its withheld acknowledgement.
 struct Blocked {
@@ -558,6 +555,7 @@ impl Handler {
             properties: props,
             expires_at: None,
             publisher: Some(self.client_id.clone()),
+            origin: crate::message::Origin::Local,
             stored: std::sync::OnceLock::new(),
         };
         msg.set_expiry_interval(expiry, Instant::now());

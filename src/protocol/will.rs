@@ -26,6 +26,7 @@ pub fn publish_will(broker: &BrokerState, client_id: &Arc<str>, will: codec::Wil
         properties: props,
         expires_at: None,
         publisher: Some(client_id.clone()),
+        origin: crate::message::Origin::Local,
         stored: std::sync::OnceLock::new(),
     };
     msg.set_expiry_interval(expiry, Instant::now());

@@ -15,7 +15,7 @@ mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{oneshot, Notify};
 
@@ -43,6 +43,8 @@ struct Attached {
     control: Option<oneshot::Sender<Control>>,
     /// Completes (with an error) when the connection task has finished, will included.
     closed: oneshot::Receiver<()>,
+    /// When the connection claimed the session.
+    since: SystemTime,
 }
 
 /// A session's way out of the registry.
@@ -130,6 +132,9 @@ pub struct SessionMeta {
     /// `persistent_client_expiration`); Some(0) = ends with the connection.
     pub expiry: Option<Duration>,
     pub username: Option<Arc<str>>,
+    /// The address of the connection that last claimed the session (None once restored from
+    /// the store), for the session list.
+    pub peer: Option<Arc<str>>,
 }
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
@@ -148,6 +153,7 @@ impl Session {
                     protocol: ProtocolVersion::V311,
                     expiry: Some(Duration::ZERO),
                     username: None,
+                    peer: None,
                 },
             ),
             connect_lock: tokio::sync::Mutex::new(()),
@@ -327,6 +333,7 @@ impl Session {
         link.attached = Some(Attached {
             control: Some(ctl_tx),
             closed: closed_rx,
+            since: SystemTime::now(),
         });
         self.connected.store(true, Ordering::Release);
         self.state.lock().set_online(true);
@@ -363,6 +370,23 @@ impl Session {
         self.link.lock().end = End::Removed;
         self.gone.store(true, Ordering::Release);
         self.discarded.notify_waiters();
+    }
+
+    /// When the connection that owns the session now claimed it; None while offline.
+    pub fn connected_since(&self) -> Option<SystemTime> {
+        self.link.lock().attached.as_ref().map(|a| a.since)
+    }
+
+    /// The generation of the connection that owns (or last owned) the session: what
+    /// [`Self::release`] needs to end it from outside (an administrator's discard).
+    pub fn generation(&self) -> u64 {
+        self.link.lock().generation
+    }
+
+    /// Changes how long the session outlives its connection (an administrator's "discard
+    /// on disconnect" sets zero).
+    pub fn set_expiry(&self, expiry: Option<Duration>) {
+        self.meta.lock().expiry = expiry;
     }
 
     /// Whether `generation` still owns the session.

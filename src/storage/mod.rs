@@ -114,6 +114,8 @@ impl StoredMessage {
                 .expires_at_unix_ms
                 .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
             publisher: self.publisher.as_deref().map(Arc::from),
+            // Where it came from is not stored: after a restart it counts as local.
+            origin: crate::message::Origin::Local,
             stored: std::sync::OnceLock::new(),
         }
     }

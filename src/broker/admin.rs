@@ -1,0 +1,115 @@
+//! What an operator (the admin API, `$SYS` tools) asks of the registry: the sessions it holds,
+//! and disconnecting one of them, optionally discarding its session.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::codec::{ProtocolVersion, ReasonCode};
+use crate::session::{Control, Session};
+
+use super::BrokerState;
+
+/// One session as the session list shows it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub client_id: Arc<str>,
+    pub username: Option<Arc<str>>,
+    /// Address of the connection that last claimed it (None when restored from the store).
+    pub peer: Option<Arc<str>>,
+    pub protocol: ProtocolVersion,
+    pub connected: bool,
+    /// When the current connection claimed it; None while offline.
+    pub connected_since: Option<SystemTime>,
+    /// How long it outlives its connection: None = never expires, zero = ends with it.
+    pub expiry: Option<Duration>,
+    /// Its subscription filters, as subscribed.
+    pub subscriptions: Vec<String>,
+    /// Deliveries waiting to be sent: the memory queue plus, for a persistent session, the
+    /// backlog waiting on disk.
+    pub queued: u64,
+    /// QoS 1/2 deliveries sent and not yet acknowledged.
+    pub inflight: usize,
+}
+
+/// What [`BrokerState::disconnect_client`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kicked {
+    /// No session has that client id.
+    NotFound,
+    /// Its connection was asked to close; the session stays (unless `discard` was asked, in
+    /// which case it ends with the connection).
+    Disconnected,
+    /// It had no connection and was discarded.
+    Discarded,
+    /// It had no connection and nothing was asked of it.
+    Offline,
+}
+
+impl BrokerState {
+    /// Every session, connected or not, sorted by client id.
+    pub fn list_sessions(&self) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> = self.all_sessions().iter().map(|s| info(s)).collect();
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        out
+    }
+
+    /// One session, if the registry holds it.
+    pub fn session_info(&self, client_id: &str) -> Option<SessionInfo> {
+        let session = self.sessions.get(client_id).map(|e| e.value().clone())?;
+        Some(info(&session))
+    }
+
+    /// Closes the client's connection with `reason` (MQTT 5 DISCONNECT; 3.x just closes).
+    /// With `discard`, its session (subscriptions, queued messages, stored state) ends too,
+    /// whether or not it is connected.
+    pub fn disconnect_client(&self, client_id: &str, reason: ReasonCode, discard: bool) -> Kicked {
+        let Some(session) = self.sessions.get(client_id).map(|e| e.value().clone()) else {
+            return Kicked::NotFound;
+        };
+        if discard {
+            // The connection's end discards a session whose expiry is zero.
+            session.set_expiry(Some(Duration::ZERO));
+        }
+        if session.is_connected() {
+            session.send_control(Control::Disconnect(
+                reason,
+                "disconnected by an administrator",
+            ));
+            return Kicked::Disconnected;
+        }
+        if !discard {
+            return Kicked::Offline;
+        }
+        // Offline: end it as an expiry would. A CONNECT that claimed it meanwhile wins.
+        let generation = session.generation();
+        if session.is_connected() || !session.release(generation, true) {
+            return Kicked::Disconnected;
+        }
+        self.remove_session(&session);
+        tracing::info!(client_id, "session discarded by an administrator");
+        Kicked::Discarded
+    }
+}
+
+fn info(s: &Session) -> SessionInfo {
+    let meta = s.meta();
+    let (subscriptions, queued, inflight) = s.with_state(|st| {
+        (
+            st.subscription_filters(),
+            st.queued_len() as u64 + st.backlog_len(),
+            st.inflight_len(),
+        )
+    });
+    SessionInfo {
+        client_id: s.client_id.clone(),
+        username: meta.username,
+        peer: meta.peer,
+        protocol: meta.protocol,
+        connected: s.is_connected(),
+        connected_since: s.connected_since(),
+        expiry: meta.expiry,
+        subscriptions,
+        queued,
+        inflight,
+    }
+}

@@ -1,0 +1,42 @@
+//! The seam a cluster plugs into: where routing, session claims and retained updates would
+//! reach other nodes. A single node runs [`LocalCluster`], which does nothing.
+//!
+//! Every hook is called after the local work is done and with no broker lock held, so an
+//! implementation may take its own locks or hand work to a task; it must not block (queue the
+//! work and return).
+
+use std::sync::Arc;
+
+use crate::message::{Message, Origin};
+
+/// What the broker tells the other nodes of a cluster.
+pub trait Cluster: Send + Sync + 'static {
+    /// A message was routed on this node. Called only for messages whose
+    /// [`Origin`] is not a cluster peer, so a message never travels back to the node it came
+    /// from.
+    fn routed(&self, msg: &Arc<Message>);
+
+    /// A CONNECT claimed `client_id` on this node: a peer holding a session for that client id
+    /// must close its connection (takeover across nodes) [MQTT-3.1.4-2].
+    fn session_claimed(&self, client_id: &str);
+
+    /// The retained message on `msg.topic` was replaced, or deleted (empty payload), by a
+    /// message that did not come from a peer.
+    fn retained_changed(&self, msg: &Arc<Message>);
+}
+
+/// A broker with no peers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalCluster;
+
+impl Cluster for LocalCluster {
+    fn routed(&self, _msg: &Arc<Message>) {}
+    fn session_claimed(&self, _client_id: &str) {}
+    fn retained_changed(&self, _msg: &Arc<Message>) {}
+}
+
+/// Whether a message goes out to the cluster: anything that did not come from a peer, except
+/// `$SYS`, which every node publishes for itself.
+pub(super) fn forwards(msg: &Message) -> bool {
+    !matches!(msg.origin, Origin::Peer(_)) && !msg.topic.starts_with("$SYS")
+}

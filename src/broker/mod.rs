@@ -1,0 +1,247 @@
+//! The broker's shared state and the operations connections perform on it: claiming a session
+//! (takeover), routing a PUBLISH to every matching session, subscribing and unsubscribing, and
+//! ending a session.
+//!
+//! # Lock hierarchy
+//!
+//! Locks are taken in this order only, outermost first; each is held for a short synchronous
+//! section, never across `.await` or a socket write. Debug and test builds check the order on
+//! every acquisition ([`crate::sync`]); release builds use plain `parking_lot` locks.
+//!
+//! 1. `Session::connect_lock` (async; serialises CONNECTs for one client id, held across the
+//!    takeover wait only)
+//! 2. `Session::link` (which connection owns the session)
+//! 3. the subscription trie
+//! 4. the retained store
+//! 5. the auth snapshot
+//! 6. `Session::meta`
+//! 7. `Session::state`
+//!
+//! Rules that keep the graph acyclic by construction:
+//! - While holding the trie, retained or auth lock, nothing calls into a session, a callback or
+//!   another component: routing collects its targets (session, epoch, delivery) under the trie
+//!   read lock, drops it, and only then queues into each session. Whether a session is
+//!   connected, removed or persistent is kept in atomics so the trie's shared-group pick can
+//!   ask without a lock.
+//! - A session method never calls out while holding `link` or `state` (no callbacks).
+//!   Discarding a session is three steps: `Session::release` marks it as being discarded
+//!   (a racing CONNECT waits), the broker then drops its subscriptions and queue with no session
+//!   lock held, and `Session::finish_discard` wakes the waiting CONNECTs.
+//! - The session registry is a `DashMap`, whose shard locks the checker cannot see: no lock is
+//!   taken while holding one of its guards (sessions are collected first), and none is taken
+//!   while holding a ranked lock.
+//! - A delivery routed by a subscription carries the session state's epoch from when the
+//!   subscription was made; a session cleared since (clean start, discard) refuses it, so
+//!   routing outside the trie lock never revives a dropped subscription.
+
+mod admin;
+mod budget;
+pub mod cluster;
+mod ingress;
+mod registry;
+mod retained;
+mod routing;
+mod timers;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::enhanced::Authenticator;
+use crate::auth::{AuthConfig, SubscribeVerdict};
+use crate::codec::QoS;
+use crate::config::Config;
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::persistence::Persistence;
+use crate::router::retained::RetainedStore;
+use crate::router::trie::SubscriptionTrie;
+use crate::session::{Limits, Session};
+use crate::storage::Op;
+use crate::sync::{Rank, RwLock};
+
+pub use admin::{Kicked, SessionInfo};
+pub use budget::Budget;
+pub use ingress::IngressError;
+pub use registry::{Claimed, NotOwner};
+pub use routing::{Publication, Routed, SubHandle, STUCK_AFTER};
+
+/// State shared by every connection.
+pub struct BrokerState {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub budget: Budget,
+    /// Per-listener publish rate limits, indexed like `config.listeners`.
+    pub listener_rates: Vec<Option<Arc<crate::ratelimit::ListenerRates>>>,
+    pub shutdown: CancellationToken,
+    sessions: DashMap<Arc<str>, Arc<Session>>,
+    subscriptions: RwLock<SubscriptionTrie<SubHandle>>,
+    retained: RwLock<RetainedStore<Arc<Message>>>,
+    started: Instant,
+    authenticators: Vec<Arc<dyn Authenticator>>,
+    /// Password file, ACL and `allow_anonymous`, replaced whole on reload.
+    auth: RwLock<Arc<AuthConfig>>,
+    /// Bumped on every auth reload so connections refresh their cached snapshot.
+    auth_generation: AtomicU64,
+    /// The store, when persistence is on.
+    persistence: Option<Arc<Persistence>>,
+    /// The other nodes; [`cluster::LocalCluster`] when there are none.
+    cluster: Arc<dyn cluster::Cluster>,
+}
+
+impl BrokerState {
+    pub fn new(config: Config, shutdown: CancellationToken) -> BrokerState {
+        let budget = Budget::new(
+            config.limits.global_queued_bytes_high,
+            config.limits.global_queued_bytes_low,
+        );
+        let strategy = match config.mqtt.shared_subscription_strategy {
+            crate::config::SharedStrategy::RoundRobin => crate::router::SharedStrategy::RoundRobin,
+            crate::config::SharedStrategy::Random => crate::router::SharedStrategy::Random,
+        };
+        let trie = SubscriptionTrie::new_with_strategy(strategy);
+        let now = Instant::now();
+        let listener_rates = config
+            .listeners
+            .iter()
+            .map(|l| crate::ratelimit::ListenerRates::for_listener(l, now))
+            .collect();
+        BrokerState {
+            metrics: Metrics::with_listeners(config.listeners.len()),
+            config,
+            budget,
+            listener_rates,
+            shutdown,
+            sessions: DashMap::new(),
+            subscriptions: RwLock::new(Rank::Trie, trie),
+            retained: RwLock::new(Rank::Retained, RetainedStore::new()),
+            started: Instant::now(),
+            authenticators: Vec::new(),
+            auth: RwLock::new(Rank::Auth, Arc::new(AuthConfig::default())),
+            auth_generation: AtomicU64::new(0),
+            persistence: None,
+            cluster: Arc::new(cluster::LocalCluster),
+        }
+    }
+
+    /// Installs the store (at start, before serving).
+    pub fn with_persistence(mut self, p: Option<Arc<Persistence>>) -> BrokerState {
+        self.persistence = p;
+        self
+    }
+
+    /// Installs the cluster (at start, before serving).
+    pub fn with_cluster(mut self, cluster: Arc<dyn cluster::Cluster>) -> BrokerState {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The store, when persistence is on.
+    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persistence.as_ref()
+    }
+
+    /// Installs the auth snapshot (at start).
+    pub fn with_auth(self, auth: AuthConfig) -> BrokerState {
+        *self.auth.write() = Arc::new(auth);
+        self
+    }
+
+    /// The current auth snapshot and its generation.
+    pub fn auth(&self) -> (Arc<AuthConfig>, u64) {
+        let a = self.auth.read().clone();
+        (a, self.auth_generation.load(Ordering::Acquire))
+    }
+
+    pub fn auth_generation(&self) -> u64 {
+        self.auth_generation.load(Ordering::Acquire)
+    }
+
+    /// Replaces the auth snapshot (reload) and drops subscriptions the new ACL refuses
+    /// outright; READ is checked per message anyway. Returns how many were dropped.
+    pub fn replace_auth(&self, auth: AuthConfig) -> usize {
+        let auth = Arc::new(auth);
+        *self.auth.write() = auth.clone();
+        self.auth_generation.fetch_add(1, Ordering::AcqRel);
+        let mut dropped = 0;
+        for session in self.all_sessions() {
+            let username = session.meta().username;
+            for filter in session.with_state(|s| s.subscription_filters()) {
+                let verdict =
+                    auth.check_subscribe(&session.client_id, username.as_deref(), &filter);
+                if verdict == SubscribeVerdict::Denied && self.unsubscribe(&session, &filter) {
+                    tracing::info!(client_id = %session.client_id, %filter,
+                        "subscription removed: the reloaded ACL denies it");
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Registers enhanced-authentication methods (before the broker starts serving).
+    pub fn with_authenticators(mut self, a: Vec<Arc<dyn Authenticator>>) -> BrokerState {
+        self.authenticators = a;
+        self
+    }
+
+    /// The authenticator for an MQTT 5 Authentication Method, if one is registered.
+    pub fn authenticator(&self, method: &str) -> Option<&Arc<dyn Authenticator>> {
+        self.authenticators.iter().find(|a| a.method() == method)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn session_limits(&self) -> Limits {
+        Limits {
+            max_queued_messages: self.config.mqtt.max_queued_messages,
+            max_queued_bytes: usize::try_from(self.config.mqtt.max_queued_bytes)
+                .unwrap_or(usize::MAX),
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.read().len()
+    }
+
+    pub fn shared_subscription_count(&self) -> usize {
+        self.subscriptions.read().shared_len()
+    }
+
+    /// Messages waiting in session queues (connected or not), for `$SYS` store figures.
+    pub fn queued_messages(&self) -> u64 {
+        self.all_sessions()
+            .iter()
+            .map(|s| s.with_state(|st| st.queued_len() + st.inflight_len()) as u64)
+            .sum()
+    }
+
+    /// QoS 1 and 2 messages sent and not yet acknowledged, over all sessions.
+    pub fn inflight_messages(&self) -> u64 {
+        self.all_sessions()
+            .iter()
+            .map(|s| s.with_state(|st| st.inflight_len()) as u64)
+            .sum()
+    }
+
+    /// Whether `QoS` is allowed by `max_qos`.
+    pub fn max_qos(&self) -> QoS {
+        QoS::from_u8(self.config.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce)
+    }
+
+    /// Submits writes nothing waits for.
+    fn submit(&self, ops: Vec<Op>) {
+        if let Some(p) = &self.persistence {
+            p.submit(ops);
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The session registry: claiming a session for a CONNECT (takeover included), ending a
+//! connection, expiring and discarding sessions, and the records the store keeps of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec;
+use crate::codec::ReasonCode;
+use crate::persistence;
+use crate::session::{Control, Ownership, Persistence as SessionPersistence, Session, SessionMeta};
+use crate::storage::{unix_ms_now, Op};
+
+use super::BrokerState;
+
+/// How long a CONNECT waits for the connection it takes over to finish closing.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A session as claimed by a CONNECT.
+pub struct Claimed {
+    pub session: Arc<Session>,
+    pub ownership: Ownership,
+    pub session_present: bool,
+    /// Store writes CONNACK must wait for (a persistent session's record).
+    pub store_ops: Vec<Op>,
+}
+
+/// Another user's CONNECT for a session that belongs to someone else
+/// (`auth.session_owner_check`).
+#[derive(Debug)]
+pub struct NotOwner;
+
+impl BrokerState {
+    /// Adds a session restored from the store (at start, before serving).
+    pub fn restore_session(&self, session: Arc<Session>) {
+        self.sessions.insert(session.client_id.clone(), session);
+    }
+
+    /// Every session in the registry, collected so that no session lock is ever taken under
+    /// a registry (DashMap shard) guard.
+    pub(super) fn all_sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Claims the session for `client_id` for a new connection, taking it over from a connected
+    /// one first [MQTT-3.1.4-2]. CONNECTs for one client id are serialised by the session's
+    /// `connect_lock`, so there are never two live owners.
+    pub async fn claim_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        meta: SessionMeta,
+        will: Option<&codec::Will>,
+    ) -> Result<Claimed, NotOwner> {
+        loop {
+            let session = self.lookup_or_create(client_id);
+            // Registered before `detach_current`, so the end of a discard it finds under way
+            // cannot be missed.
+            let discarded = session.discarded();
+            let _serial = session.connect_lock.lock().await;
+            // A session is resumed or taken over only by the user who created it.
+            if self.config.auth.session_owner_check
+                && session.was_attached()
+                && !session.is_removed()
+                && session.meta().username != meta.username
+            {
+                return Err(NotOwner);
+            }
+            let Ok(previous) = session.detach_current() else {
+                // Being discarded (or discarded) while we waited: once that is done, look the
+                // id up again.
+                drop(_serial);
+                if !session.is_gone()
+                    && tokio::time::timeout(TAKEOVER_TIMEOUT, discarded)
+                        .await
+                        .is_err()
+                {
+                    tracing::warn!(client_id, "discard of the previous session did not finish");
+                }
+                continue;
+            };
+            if let Some(previous) = previous {
+                tracing::info!(client_id, "session taken over by a new connection");
+                if let Some(tx) = previous.control {
+                    let _ = tx.send(Control::TakenOver);
+                }
+                if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(client_id, "previous connection did not close in time");
+                }
+            }
+            // A session that ended with its connection (clean session / expiry 0) is not
+            // resumed, even when that connection was only now taken over [MQTT-3.1.2-6].
+            let previous_ended = session.meta().expiry == Some(Duration::ZERO);
+            let had_session = session.was_attached() && !previous_ended;
+            if clean_start || previous_ended {
+                self.discard_state(&session);
+            }
+            self.cluster.session_claimed(client_id);
+            let store_ops = self.persist_claim(&session, &meta, will);
+            session.set_meta(meta);
+            let ownership = session.attach();
+            drop(_serial);
+            drop(discarded);
+            return Ok(Claimed {
+                session_present: had_session && !clean_start,
+                session,
+                ownership,
+                store_ops,
+            });
+        }
+    }
+
+    /// A persistent session (expiry not 0) is stored and spills its queue to disk; a session
+    /// that becomes non-persistent is deleted from the store.
+    pub(super) fn persist_claim(
+        &self,
+        session: &Arc<Session>,
+        meta: &SessionMeta,
+        will: Option<&codec::Will>,
+    ) -> Vec<Op> {
+        let Some(p) = &self.persistence else {
+            return Vec::new();
+        };
+        if meta.expiry == Some(Duration::ZERO) {
+            if session.is_persistent() {
+                p.submit(vec![Op::DeleteSession {
+                    client_id: session.client_id.to_string(),
+                }]);
+                session.set_persistence(None);
+            }
+            return Vec::new();
+        }
+        if !session.is_persistent() {
+            session.set_persistence(Some(SessionPersistence {
+                memory_cap: p.memory_cap,
+                next_seq: 0,
+                trusted_until: 0,
+                backlog: None,
+            }));
+        }
+        vec![Op::PutSession(persistence::session_record(
+            &session.client_id,
+            meta,
+            None,
+            will,
+        ))]
+    }
+
+    /// Records that a persistent session's client went away (for expiry after a restart),
+    /// with the will still waiting out its delay, if any.
+    pub fn persist_disconnect(&self, session: &Session, pending_will: Option<&codec::Will>) {
+        self.persist_disconnected(session, unix_ms_now(), pending_will);
+    }
+
+    /// Records that the delayed will of a session disconnected since `disconnected_at_unix_ms`
+    /// has been published, so a restart does not publish it again.
+    pub fn will_published(&self, session: &Session, disconnected_at_unix_ms: u64) {
+        self.persist_disconnected(session, disconnected_at_unix_ms, None);
+    }
+
+    pub(super) fn persist_disconnected(
+        &self,
+        session: &Session,
+        at_unix_ms: u64,
+        will: Option<&codec::Will>,
+    ) {
+        // An expired session's record is gone; rewriting it would resurrect it.
+        if session.is_removed() {
+            return;
+        }
+        if let (Some(p), true) = (&self.persistence, session.is_persistent()) {
+            let meta = session.meta();
+            p.submit(vec![Op::PutSession(persistence::session_record(
+                &session.client_id,
+                &meta,
+                Some(at_unix_ms),
+                will,
+            ))]);
+        }
+    }
+
+    /// The registered session for `client_id`, or a new one. A session still being discarded
+    /// is returned as it is (the claim waits for the discard); only one whose discard finished
+    /// is replaced. Under the map guard only atomics are read.
+    pub(super) fn lookup_or_create(&self, client_id: &str) -> Arc<Session> {
+        if let Some(s) = self.sessions.get(client_id) {
+            if !s.is_gone() {
+                return s.clone();
+            }
+        }
+        let limits = self.session_limits();
+        let mut entry = self
+            .sessions
+            .entry(Arc::from(client_id))
+            .or_insert_with(|| Arc::new(Session::new(Arc::from(client_id), limits)));
+        if entry.is_gone() {
+            *entry = Arc::new(Session::new(Arc::from(client_id), limits));
+        }
+        entry.clone()
+    }
+
+    /// Drops a session's subscriptions and queued state (clean start, or the session ended).
+    /// The trie entries go first, so no new routing finds the session; the clear then bumps
+    /// its epoch, so deliveries routed before are refused.
+    pub(super) fn discard_state(&self, session: &Arc<Session>) {
+        let filters = session.with_state(|s| s.subscription_filters());
+        if !filters.is_empty() {
+            let mut trie = self.subscriptions.write();
+            for f in &filters {
+                trie.unsubscribe(f, &session.client_id);
+            }
+        }
+        let freed = session.with_state(|s| s.clear());
+        self.budget.sub(freed);
+        if let (Some(p), true) = (&self.persistence, session.is_persistent()) {
+            p.submit(vec![Op::DeleteSession {
+                client_id: session.client_id.to_string(),
+            }]);
+        }
+    }
+
+    /// Called when a connection ends. If it still owned the session and the session ends with
+    /// the connection, the session is discarded; otherwise it stays for a later resume.
+    pub fn end_connection(&self, session: &Arc<Session>, generation: u64) -> bool {
+        let ends = session.meta().expiry == Some(Duration::ZERO);
+        let still_owner = session.release(generation, ends);
+        if still_owner && ends {
+            self.remove_session(session);
+        }
+        still_owner
+    }
+
+    /// Completes a discard begun by `Session::release`: subscriptions and queue dropped, the
+    /// registry entry removed, then waiting CONNECTs woken.
+    pub(super) fn remove_session(&self, session: &Arc<Session>) {
+        self.discard_state(session);
+        self.sessions
+            .remove_if(&session.client_id, |_, s| Arc::ptr_eq(s, session));
+        session.finish_discard();
+    }
+
+    /// Discards a session whose expiry interval passed while no connection claimed it
+    /// [MQTT-3.1.2-23]. `generation` is the owner that left; a reconnect since then wins.
+    pub fn expire_session(&self, session: &Arc<Session>, generation: u64) {
+        if session.is_connected() || !session.owned_by(generation) {
+            return;
+        }
+        self.redistribute_shared(session);
+        if session.release(generation, true) {
+            self.remove_session(session);
+            self.metrics.clients_expired.inc();
+            tracing::info!(client_id = %session.client_id, "session expired");
+        }
+    }
+
+    /// Closes every connection for shutdown.
+    pub fn disconnect_all(&self, reason: ReasonCode) {
+        for session in self.all_sessions() {
+            session.send_control(Control::Disconnect(reason, "server shutting down"));
+        }
+    }
+}

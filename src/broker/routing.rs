@@ -1,0 +1,372 @@
+//! Routing: subscribing and unsubscribing, matching a PUBLISH against the trie, queueing the
+//! deliveries (outside the trie lock), publishers blocked on full queues, drops and their
+//! counters, and handing a departing shared member's messages to the rest of its group.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::auth::{Access, AuthConfig};
+use crate::codec::{topic, QoS, ReasonCode, SubscriptionOptions};
+use crate::config::SlowConsumerPolicy;
+use crate::message::Message;
+use crate::router::trie::Subscription;
+use crate::session::{Control, Delivery, DropReason, Session};
+use crate::storage::Op;
+
+use super::{cluster, BrokerState};
+
+/// How long a publisher waits for a full subscriber queue to make room before that subscriber
+/// is treated as stuck and its messages dropped, so one stalled client holds nobody back for
+/// longer than this.
+pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What the subscription trie holds per subscription: the session to deliver to, the session
+/// state's epoch when it subscribed, and for a shared subscription its `$share/g/f` filter.
+#[derive(Clone, Debug)]
+pub struct SubHandle {
+    pub session: Arc<Session>,
+    /// See [`crate::session::SessionState::epoch`].
+    pub epoch: u64,
+    pub share: Option<Arc<str>>,
+}
+
+/// A delivery routed to one session, not yet queued (or waiting for room in its queue).
+pub struct Routed {
+    pub session: Arc<Session>,
+    /// The session state's epoch the routing subscription belongs to.
+    pub(super) epoch: u64,
+    pub(super) delivery: Delivery,
+}
+
+/// What routing one PUBLISH produced.
+#[derive(Default)]
+pub struct Publication {
+    /// QoS 1/2 deliveries that found a connected subscriber's queue full (rule (c)).
+    pub blocked: Vec<Routed>,
+    /// Store writes the acknowledgement must wait for (queue entries, retained).
+    pub ops: Vec<Op>,
+}
+
+impl BrokerState {
+    /// Adds or replaces a subscription. Returns true when it replaced one [MQTT-3.8.4-3].
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        let epoch = session.with_state(|s| {
+            s.add_subscription(filter, options, id);
+            s.epoch()
+        });
+        self.subscriptions.write().subscribe(
+            filter,
+            Subscription {
+                client_id: session.client_id.clone(),
+                handle: SubHandle {
+                    session: session.clone(),
+                    epoch,
+                    share: topic::parse_shared(filter).map(|_| Arc::from(filter)),
+                },
+                options,
+                id,
+            },
+        )
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+        session.with_state(|s| s.remove_subscription(filter));
+        self.subscriptions
+            .write()
+            .unsubscribe(filter, &session.client_id)
+    }
+
+    /// Routes a message to every matching subscription and updates the retained store. One copy
+    /// per session for overlapping subscriptions, at the highest granted QoS, carrying every
+    /// matching subscription identifier [MQTT-3.3.4-3]; one member per shared group.
+    pub fn publish(&self, msg: Arc<Message>) -> Publication {
+        let mut ops = Vec::new();
+        if msg.retain {
+            self.update_retained(&msg, &mut ops);
+        }
+        let targets = self.route(&msg);
+        let auth = self.auth.read().clone();
+        let acl = auth.acl.is_some();
+        let mut blocked = Vec::new();
+        for t in targets {
+            // READ is checked per message: a subscription may cover topics the ACL denies.
+            if acl && !self.may_read(&auth, &t.session, &msg.topic) {
+                continue;
+            }
+            self.deliver_or_block(t, &mut blocked, &mut ops);
+        }
+        if cluster::forwards(&msg) {
+            self.cluster.routed(&msg);
+        }
+        Publication { blocked, ops }
+    }
+
+    /// The deliveries a message makes, collected under the trie read lock, which is released
+    /// before anything is queued. Overlapping subscriptions of one session are merged.
+    pub(super) fn route(&self, msg: &Arc<Message>) -> Vec<Routed> {
+        let trie = self.subscriptions.read();
+        let mut matches = Vec::new();
+        trie.matches_with(&msg.topic, &mut matches, &|h| h.session.is_connected());
+        // Overlapping subscriptions of one session must yield one copy: bring them together.
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|m| {
+                (
+                    m.shared_group.is_some(),
+                    Arc::as_ptr(&m.sub.handle.session) as usize,
+                )
+            });
+        }
+        let mut out: Vec<Routed> = Vec::with_capacity(matches.len());
+        for m in &matches {
+            let sub = m.sub;
+            let is_shared = m.shared_group.is_some();
+            if !is_shared
+                && sub.options.no_local
+                && msg.publisher.as_deref() == Some(&*sub.client_id)
+            {
+                continue;
+            }
+            let qos = msg.qos.min(sub.options.qos);
+            let retain = sub.options.retain_as_published && msg.retain;
+            if let Some(last) = out.last_mut() {
+                if !is_shared
+                    && last.delivery.shared.is_none()
+                    && Arc::ptr_eq(&last.session, &sub.handle.session)
+                {
+                    let d = &mut last.delivery;
+                    d.qos = d.qos.max(qos);
+                    d.retain |= retain;
+                    d.subscription_ids.extend(sub.id);
+                    continue;
+                }
+            }
+            out.push(Routed {
+                session: sub.handle.session.clone(),
+                epoch: sub.handle.epoch,
+                delivery: Delivery {
+                    msg: msg.clone(),
+                    qos,
+                    retain,
+                    subscription_ids: sub.id.into_iter().collect(),
+                    shared: sub.handle.share.clone(),
+                    seq: None,
+                },
+            });
+        }
+        out
+    }
+
+    pub(super) fn may_read(&self, auth: &AuthConfig, session: &Session, topic: &str) -> bool {
+        let username = session.meta().username;
+        auth.check_acl(&session.client_id, username.as_deref(), topic, Access::Read)
+    }
+
+    /// Delivers, except that a QoS 1/2 delivery to a connected subscriber whose queue is full is
+    /// handed back: the publisher's acknowledgement then waits for room (overload rule (c)). A
+    /// subscriber that made no room in time is "stuck" and gets drops instead, so it cannot hold
+    /// publishers back for long.
+    pub(super) fn deliver_or_block(&self, r: Routed, blocked: &mut Vec<Routed>, ops: &mut Vec<Op>) {
+        let session = &r.session;
+        if r.delivery.qos != QoS::AtMostOnce && !session.is_stuck() && session.is_connected() {
+            let copy = self.capture(session, &r.delivery);
+            match session.try_deliver(r.delivery, r.epoch) {
+                Ok(e) => {
+                    self.budget.add(e.cost);
+                    self.record(session, e.seq, copy, ops);
+                }
+                Err((DropReason::QueueFull, delivery)) => blocked.push(Routed { delivery, ..r }),
+                Err((other, _)) => self.count_drop(session, other),
+            }
+            return;
+        }
+        self.deliver(r, ops);
+    }
+
+    /// What a stored queue entry needs from a delivery, taken before it moves into the queue
+    /// (persistent sessions, QoS 1/2 only).
+    pub(super) fn capture(&self, session: &Session, d: &Delivery) -> Option<Delivery> {
+        (self.persistence.is_some() && d.qos != QoS::AtMostOnce && session.is_persistent()).then(
+            || Delivery {
+                msg: d.msg.clone(),
+                qos: d.qos,
+                retain: d.retain,
+                subscription_ids: d.subscription_ids.clone(),
+                shared: None,
+                seq: None,
+            },
+        )
+    }
+
+    /// The queue entry of a delivery that got a stored position.
+    pub(super) fn record(
+        &self,
+        session: &Session,
+        seq: Option<u64>,
+        copy: Option<Delivery>,
+        ops: &mut Vec<Op>,
+    ) {
+        if let (Some(p), Some(seq), Some(copy)) = (&self.persistence, seq, copy) {
+            ops.push(p.enqueue_op(&session.client_id, seq, &copy));
+        }
+    }
+
+    /// Publishes a message the broker itself originates (a will, `$SYS`): nobody waits for an
+    /// acknowledgement, so deliveries that find a full queue are dropped (counted).
+    pub fn publish_unacknowledged(&self, msg: Arc<Message>) {
+        let publication = self.publish(msg);
+        for r in publication.blocked {
+            self.count_drop(&r.session, DropReason::QueueFull);
+        }
+        self.submit(publication.ops);
+    }
+
+    /// Retries blocked deliveries; returns those still blocked.
+    pub fn retry_blocked(&self, items: Vec<Routed>, ops: &mut Vec<Op>) -> Vec<Routed> {
+        let mut still = Vec::new();
+        for r in items {
+            self.deliver_or_block(r, &mut still, ops);
+        }
+        still
+    }
+
+    /// Gives up on blocked deliveries: their subscribers are marked stuck and the messages
+    /// dropped (counted).
+    pub fn abandon_blocked(&self, items: Vec<Routed>) {
+        for Routed { session, .. } in items {
+            if !session.is_stuck() {
+                tracing::warn!(client_id = %session.client_id,
+                    "slow consumer: queue full and not draining; dropping its messages");
+                session.set_stuck(true);
+            }
+            self.count_drop(&session, DropReason::QueueFull);
+        }
+    }
+
+    /// Queues a delivery whatever the queue's state; returns why it was refused, if it was
+    /// (and counts that).
+    pub(super) fn deliver(&self, r: Routed, ops: &mut Vec<Op>) -> Option<DropReason> {
+        let session = &r.session;
+        let copy = self.capture(session, &r.delivery);
+        match session.deliver(r.delivery, r.epoch) {
+            Ok(e) => {
+                self.budget.add(e.cost);
+                self.record(session, e.seq, copy, ops);
+                None
+            }
+            Err(reason) => {
+                self.count_drop(session, reason);
+                Some(reason)
+            }
+        }
+    }
+
+    pub(super) fn count_drop(&self, session: &Session, reason: DropReason) {
+        match reason {
+            DropReason::QueueFull => {
+                self.metrics.dropped_queue_full.inc();
+                let limits = &self.config.limits;
+                if limits.slow_consumer_policy == SlowConsumerPolicy::Disconnect {
+                    let full_for = session.with_state(|s| s.note_full(Instant::now()));
+                    if full_for >= limits.slow_consumer_grace {
+                        session.send_control(Control::Disconnect(
+                            ReasonCode::QUOTA_EXCEEDED,
+                            "slow consumer: queue full for longer than slow_consumer_grace",
+                        ));
+                    }
+                }
+            }
+            DropReason::Offline => self.metrics.dropped_offline_qos0.inc(),
+            DropReason::Expired => self.metrics.dropped_expired.inc(),
+            // Routed by a subscription dropped since: never owed, not a loss.
+            DropReason::Unsubscribed => {}
+        }
+    }
+
+    /// Hands the messages a departing shared-subscription member had not completed to other
+    /// members of the same group, connected ones first [MQTT-4.8.2-6]; they are removed from
+    /// this session so they are never delivered twice. Messages with no other member stay.
+    pub fn redistribute_shared(&self, session: &Arc<Session>) {
+        let groups = session.with_state(|s| s.shared_groups());
+        if groups.is_empty() {
+            return;
+        }
+        let me = &session.client_id;
+        let movable: Vec<Arc<str>> = {
+            let trie = self.subscriptions.read();
+            groups
+                .into_iter()
+                .filter(|g| trie.pick_shared(g, |s| s.client_id != *me).is_some())
+                .collect()
+        };
+        let (moved, freed) = session.with_state(|s| {
+            s.take_shared(|d| d.shared.as_ref().is_some_and(|g| movable.contains(g)))
+        });
+        self.budget.sub(freed);
+        if moved.is_empty() {
+            return;
+        }
+        tracing::info!(client_id = %me, count = moved.len(),
+            "handing unacknowledged shared-subscription messages to other members");
+        let mut ops = Vec::new();
+        for d in moved {
+            self.hand_over(session, d, &mut ops);
+        }
+        self.submit(ops);
+    }
+
+    /// Queues one message a departing shared member gave up with another member: a connected
+    /// one if any, else any other. A member discarded in the meantime refuses it and the next
+    /// is tried; with none left, it goes back to the departing session.
+    pub(super) fn hand_over(&self, from: &Arc<Session>, d: Delivery, ops: &mut Vec<Op>) {
+        let Some(share) = d.shared.clone() else {
+            return;
+        };
+        for _ in 0..3 {
+            let target = {
+                let trie = self.subscriptions.read();
+                let other = |online: bool| {
+                    trie.pick_shared(&share, |s| {
+                        s.client_id != from.client_id
+                            && (!online || s.handle.session.is_connected())
+                    })
+                };
+                other(true)
+                    .or_else(|| other(false))
+                    .map(|t| (t.handle.clone(), t.options.qos, t.id))
+            };
+            let Some((handle, qos, id)) = target else {
+                break;
+            };
+            let redirected = Delivery {
+                qos: d.msg.qos.min(qos),
+                retain: false,
+                subscription_ids: id.into_iter().collect(),
+                shared: d.shared.clone(),
+                seq: None,
+                msg: d.msg.clone(),
+            };
+            let routed = Routed {
+                session: handle.session,
+                epoch: handle.epoch,
+                delivery: redirected,
+            };
+            if self.deliver(routed, ops) != Some(DropReason::Unsubscribed) {
+                return;
+            }
+        }
+        let epoch = from.with_state(|s| s.epoch());
+        let back = Routed {
+            session: from.clone(),
+            epoch,
+            delivery: d,
+        };
+        self.deliver(back, ops);
+    }
+}

@@ -1,0 +1,223 @@
+//! The seams the cluster, bridges and the admin API plug into, each driven through the real
+//! broker over TCP with an in-memory implementation on the other side:
+//! - a cluster ([`Cluster`]) told of routed messages, session claims and retained updates,
+//!   never of a message that came from a peer (so nothing travels back where it came from);
+//! - a PUBLISH fed into routing from outside a connection, resolving once it is stored and
+//!   queued everywhere, as a client's PUBACK would;
+//! - the registry's session list and an administrator's disconnect (with or without discarding
+//!   the session).
+
+#[path = "v5_support.rs"]
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use starling::broker::cluster::Cluster;
+use starling::broker::Kicked;
+use starling::codec::{ProtocolVersion, QoS, ReasonCode};
+use starling::message::{Message, Origin};
+use starling::storage::MemoryStore;
+use starling::Broker;
+use support::*;
+
+/// Records every call, in order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Recorder {
+    fn calls(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Cluster for Recorder {
+    fn routed(&self, msg: &Arc<Message>) {
+        self.0.lock().unwrap().push(format!("routed {}", msg.topic));
+    }
+    fn session_claimed(&self, client_id: &str) {
+        self.0.lock().unwrap().push(format!("claimed {client_id}"));
+    }
+    fn retained_changed(&self, msg: &Arc<Message>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("retained {}", msg.topic));
+    }
+}
+
+async fn start_with_builder(
+    b: starling::BrokerBuilder,
+) -> (starling::BrokerHandle, std::net::SocketAddr) {
+    let h = b.start().await.expect("broker starts");
+    let addr = h.local_addrs()[0];
+    (h, addr)
+}
+
+fn message(topic: &str, payload: &'static [u8], qos: QoS, origin: Origin) -> Arc<Message> {
+    let mut m = Message::new(topic, Bytes::from_static(payload), qos, false);
+    m.origin = origin;
+    Arc::new(m)
+}
+
+#[tokio::test]
+async fn cluster_hears_local_traffic_but_never_a_peers_own_message() {
+    let rec = Arc::new(Recorder::default());
+    let (h, addr) = start_with_builder(Broker::builder(config()).cluster(rec.clone())).await;
+    let mut sub = Client::connect(addr, "sub").await;
+    sub.subscribe("t/#", QoS::AtLeastOnce).await;
+    let mut publ = Client::connect(addr, "pub").await;
+    publ.publish("t/local", b"1", QoS::AtLeastOnce).await;
+    assert_eq!(sub.next_publish_acked().await.topic, "t/local");
+
+    // A message a peer routed here reaches local subscribers, and is not handed back.
+    let from_peer = message(
+        "t/peer",
+        b"2",
+        QoS::AtLeastOnce,
+        Origin::Peer(Arc::from("n2")),
+    );
+    h.state()
+        .publish_acknowledged(from_peer)
+        .await
+        .expect("acknowledged");
+    assert_eq!(sub.next_publish_acked().await.topic, "t/peer");
+
+    let retained = starling::codec::Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "r/x".to_owned(),
+        packet_id: 0,
+        properties: Default::default(),
+        payload: Bytes::from_static(b"v"),
+    };
+    let ack = publ.publish_packet(retained).await.expect("PUBACK");
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+
+    let calls = rec.calls();
+    assert!(calls.contains(&"claimed sub".to_owned()), "{calls:?}");
+    assert!(calls.contains(&"claimed pub".to_owned()), "{calls:?}");
+    assert!(calls.contains(&"routed t/local".to_owned()), "{calls:?}");
+    assert!(calls.contains(&"retained r/x".to_owned()), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.contains("t/peer")),
+        "a peer's message must not go back to the cluster: {calls:?}"
+    );
+    h.shutdown();
+}
+
+#[tokio::test]
+async fn fed_in_publish_resolves_once_stored_for_an_offline_persistent_subscriber() {
+    let store = Arc::new(MemoryStore::new());
+    let (h, addr) = start_with_builder(Broker::builder(config()).store(store.clone())).await;
+    let mut c = connect_packet("keeper");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(300);
+    let (mut sub, _) = Client::connect_with(addr, c.clone()).await;
+    sub.subscribe("b/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let state = h.state().clone();
+    let gone = || state.session_info("keeper").is_some_and(|s| !s.connected);
+    for _ in 0..500 {
+        if gone() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(gone(), "the broker saw the subscriber leave");
+
+    let bridged = message(
+        "b/1",
+        b"over the bridge",
+        QoS::AtLeastOnce,
+        Origin::Bridge(Arc::from("site")),
+    );
+    h.state()
+        .publish_acknowledged(bridged)
+        .await
+        .expect("acknowledged");
+    // Acknowledged means queued for the subscriber and on disk in its queue.
+    let info = h.state().session_info("keeper").expect("session kept");
+    assert_eq!(info.queued, 1, "{info:?}");
+    assert!(store.check().is_ok(), "the store is consistent");
+
+    c.clean_start = false;
+    let (mut sub, ack) = Client::connect_with(addr, c).await;
+    assert!(ack.session_present, "[MQTT-3.2.2-2]");
+    let p = sub.next_publish_acked().await;
+    assert_eq!(&p.payload[..], b"over the bridge");
+    h.shutdown();
+}
+
+#[tokio::test]
+async fn session_list_shows_who_is_there_and_an_administrator_can_disconnect() {
+    let b = start().await;
+    let mut a = Client::connect(b.addr, "alpha").await;
+    a.subscribe("x/+", QoS::AtLeastOnce).await;
+    let mut c = connect_packet("beta");
+    c.protocol = ProtocolVersion::V311;
+    c.clean_start = false;
+    let (mut beta, _) = Client::connect_with(b.addr, c).await;
+    beta.subscribe("y/#", QoS::AtLeastOnce).await;
+
+    let list = b.state().list_sessions();
+    let ids: Vec<&str> = list.iter().map(|s| &*s.client_id).collect();
+    assert_eq!(ids, ["alpha", "beta"]);
+    let alpha = &list[0];
+    assert!(alpha.connected && alpha.connected_since.is_some());
+    assert_eq!(alpha.protocol, ProtocolVersion::V5);
+    assert_eq!(alpha.subscriptions, ["x/+"]);
+    assert!(alpha
+        .peer
+        .as_deref()
+        .is_some_and(|p| p.starts_with("127.0.0.1:")));
+    assert_eq!(list[1].protocol, ProtocolVersion::V311);
+
+    // Disconnect with a reason: a v5 client is told why [MQTT-3.14.2-1].
+    assert_eq!(
+        b.state()
+            .disconnect_client("alpha", ReasonCode::ADMINISTRATIVE_ACTION, false),
+        Kicked::Disconnected
+    );
+    a.expect_disconnect(ReasonCode::ADMINISTRATIVE_ACTION, "kicked")
+        .await;
+    b.wait_until("alpha's clean session ends", |s| {
+        s.session_info("alpha").is_none()
+    })
+    .await;
+
+    // beta is persistent: kicked without discard it stays, offline; then discarded.
+    assert_eq!(
+        b.state()
+            .disconnect_client("beta", ReasonCode::ADMINISTRATIVE_ACTION, false),
+        Kicked::Disconnected
+    );
+    beta.expect_closed("a 3.1.1 client is just closed").await;
+    b.wait_until("beta offline", |s| {
+        s.session_info("beta").is_some_and(|i| !i.connected)
+    })
+    .await;
+    assert_eq!(
+        b.state().subscription_count(),
+        1,
+        "beta's subscription stays"
+    );
+    assert_eq!(
+        b.state()
+            .disconnect_client("beta", ReasonCode::ADMINISTRATIVE_ACTION, true),
+        Kicked::Discarded
+    );
+    assert!(b.state().session_info("beta").is_none());
+    assert_eq!(
+        b.state().subscription_count(),
+        0,
+        "discarding drops its subscriptions"
+    );
+    assert_eq!(
+        b.state()
+            .disconnect_client("nobody", ReasonCode::ADMINISTRATIVE_ACTION, true),
+        Kicked::NotFound
+    );
+}
