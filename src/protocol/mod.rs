@@ -26,7 +26,7 @@ use crate::session::Session;
 use crate::storage::{InflightStage, Op};
 
 pub use close::Close;
-pub use connect::ConnectOutcome;
+pub use connect::{ConnectOutcome, ConnectionInfo};
 pub use outbox::{Outbox, Receipt};
 pub use will::publish_will;
 
