@@ -20,6 +20,7 @@ pub mod prometheus;
 pub mod protocol;
 pub mod ratelimit;
 pub mod reload;
+pub mod restore;
 pub mod router;
 pub mod session;
 pub mod storage;
@@ -191,7 +192,7 @@ impl BrokerBuilder {
         }
         let state = Arc::new(state);
         if let Some((p, snapshot)) = store {
-            let r = persistence::restore(&state, &p, snapshot)?;
+            let r = restore::restore(&state, &p, snapshot)?;
             tracing::info!(dir = %state.config.persistence.dir.display(), sessions = r.sessions,
                 expired = r.expired, retained = r.retained, wills = r.wills, "store opened");
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::codec::{Properties, QoS};
-use crate::storage::StoredMessage;
+use crate::storage::{forwarded_properties, unix_ms_now, StoredMessage};
 
 /// Where a message entered this broker, so that it is never sent back where it came from (a
 /// cluster peer's message is not forwarded to the cluster again; a bridge does not send a
@@ -87,5 +87,84 @@ impl Message {
     /// Sets `expires_at` from a Message Expiry Interval in seconds.
     pub fn set_expiry_interval(&mut self, secs: Option<u32>, now: Instant) {
         self.expires_at = secs.map(|s| now + Duration::from_secs(u64::from(s)));
+    }
+}
+
+// The conversions between the routed and the stored form live here rather than in `storage`,
+// so the store does not depend on the broker's message type: `message` sits above `storage`.
+impl StoredMessage {
+    /// Converts a routed message; its `Instant` expiry becomes wall-clock time.
+    pub fn from_message(m: &Message) -> StoredMessage {
+        let (now, now_ms) = (Instant::now(), unix_ms_now());
+        StoredMessage {
+            topic: m.topic.to_string(),
+            payload: m.payload.clone(),
+            qos: m.qos,
+            retain: m.retain,
+            properties: forwarded_properties(&m.properties),
+            expires_at_unix_ms: m.expires_at.map(|t| {
+                let left = t.saturating_duration_since(now).as_millis();
+                now_ms.saturating_add(u64::try_from(left).unwrap_or(u64::MAX))
+            }),
+            publisher: m.publisher.as_deref().map(str::to_owned),
+        }
+    }
+
+    /// Converts back into a routable message; wall-clock expiry becomes an `Instant` (already
+    /// expired messages get an expiry of now, so `is_expired` is true).
+    pub fn to_message(&self) -> Message {
+        let (now, now_ms) = (Instant::now(), unix_ms_now());
+        Message {
+            topic: Arc::from(self.topic.as_str()),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            expires_at: self
+                .expires_at_unix_ms
+                .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
+            publisher: self.publisher.as_deref().map(Arc::from),
+            // Where it came from is not stored: after a restart it counts as local.
+            origin: Origin::Local,
+            stored: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every property a stored message keeps.
+    fn full_properties() -> Properties {
+        Properties {
+            payload_format_indicator: Some(1),
+            content_type: Some("text/plain".into()),
+            response_topic: Some("reply/to".into()),
+            correlation_data: Some(Bytes::from_static(b"\x00\x01corr")),
+            user_properties: vec![("k".into(), "v".into()), ("k".into(), "v2".into())],
+            ..Properties::default()
+        }
+    }
+
+    #[test]
+    fn message_conversion_round_trips() {
+        let mut m = Message::new("a/b", Bytes::from_static(b"p"), QoS::AtLeastOnce, true);
+        m.properties = full_properties();
+        m.properties.topic_alias = Some(1);
+        m.publisher = Some(Arc::from("pub"));
+        m.set_expiry_interval(Some(100), std::time::Instant::now());
+        let stored = StoredMessage::from_message(&m);
+        let left = stored.expires_at_unix_ms.unwrap() - unix_ms_now();
+        assert!((98_000..=100_000).contains(&left), "{left}");
+        assert_eq!(stored.properties, full_properties());
+        let back = stored.to_message();
+        assert_eq!(&*back.topic, "a/b");
+        assert_eq!(back.publisher.as_deref(), Some("pub"));
+        let secs = back.remaining_expiry(std::time::Instant::now()).unwrap();
+        assert!((98..=100).contains(&secs), "{secs}");
+        let mut expired = stored.clone();
+        expired.expires_at_unix_ms = Some(1);
+        assert!(expired.to_message().is_expired(std::time::Instant::now()));
     }
 }

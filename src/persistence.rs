@@ -1,6 +1,7 @@
 //! The broker's side of persistence: turns live state changes into store [`Op`]s, hands them to
 //! the group-commit writer (with a [`Receipt`] when an acknowledgement must wait for the disk),
-//! reads a session's disk backlog back, and converts stored records into live ones at start.
+//! reads a session's disk backlog back, and converts stored records into live ones (the
+//! start-up restore that uses them is `crate::restore`, above the broker).
 //!
 //! What waits for durability (see `architecture.md`): PUBACK/PUBREC of an inbound QoS 1/2
 //! message queued for a persistent session or retained; CONNACK of a persistent session;
@@ -10,19 +11,23 @@
 //! What does not: deletes of outbound records after the client's acknowledgement (a lost
 //! delete only means a redelivery with DUP=1), QoS 0, metrics.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::BrokerState;
-use crate::codec::{self, ProtocolVersion};
+use crate::codec;
 use crate::message::Message;
-use crate::protocol::{self, Receipt};
-use crate::session::{Delivery, Inflight, Persistence as SessionPersistence, Session, SessionMeta};
+use crate::session::{Delivery, SessionMeta};
 use crate::storage::{
-    unix_ms_now, LoadedInflight, LoadedSession, Op, Snapshot, Store, StoreError, StoreWriter,
-    StoredDelivery, StoredMessage, StoredSession, StoredWill,
+    unix_ms_now, Op, Store, StoreWriter, StoredDelivery, StoredMessage, StoredSession, StoredWill,
 };
+
+/// Resolves once the store has made a batch durable, or with the reason it could not.
+/// [`Persistence::receipt`] makes them; a connection's outbox holds bytes back until they
+/// resolve.
+pub type Receipt = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// The store, its writer and the message-id counter, shared by every connection.
 pub struct Persistence {
@@ -166,150 +171,4 @@ pub fn remaining_expiry(s: &StoredSession) -> Option<Duration> {
         .map(|t| Duration::from_millis(unix_ms_now().saturating_sub(t)))
         .unwrap_or_default();
     Some(expiry.saturating_sub(gone))
-}
-
-/// What start-up found in the store.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Restored {
-    pub sessions: usize,
-    pub expired: usize,
-    pub retained: usize,
-    /// Wills of sessions whose client had not come back, published or scheduled.
-    pub wills: usize,
-}
-
-/// Puts the stored sessions and retained messages back into a broker that is not serving yet:
-/// sessions come back offline with their subscriptions, inflight window and inbound QoS 2 ids;
-/// their queues stay on disk and stream back when the client reconnects. Sessions whose expiry
-/// passed while the broker was down are deleted.
-pub fn restore(
-    broker: &Arc<BrokerState>,
-    p: &Persistence,
-    snapshot: Snapshot,
-) -> Result<Restored, StoreError> {
-    let mut report = Restored::default();
-    for r in snapshot.retained {
-        broker.restore_retained(Arc::new(r.to_message()));
-        report.retained += 1;
-    }
-    // Wills go out once every session is back, so their subscribers receive them.
-    let mut wills = Vec::new();
-    for loaded in snapshot.sessions {
-        let record = &loaded.session;
-        let remaining = remaining_expiry(record);
-        let will = record.will.as_ref().map(|w| {
-            let since = record.disconnected_at_unix_ms.unwrap_or_else(unix_ms_now);
-            (w.to_will(), since)
-        });
-        if remaining == Some(Duration::ZERO) {
-            p.submit(vec![Op::DeleteSession {
-                client_id: record.client_id.clone(),
-            }]);
-            report.expired += 1;
-            if let Some((will, _)) = will {
-                // The session ended while the broker was down: its will is due now.
-                wills.push((Arc::from(record.client_id.as_str()), will, None));
-            }
-            continue;
-        }
-        let queued = p.store.queue_len(&record.client_id)?;
-        let session = restore_session(broker, p, loaded, queued);
-        if let Some(after) = remaining {
-            let session = session.clone();
-            broker.after(after, move |broker| broker.expire_session(&session, 0));
-        }
-        if let Some((will, since)) = will {
-            wills.push((
-                session.client_id.clone(),
-                will,
-                Some((session, since, remaining)),
-            ));
-        }
-        report.sessions += 1;
-    }
-    for (client_id, will, live) in wills {
-        report.wills += 1;
-        let Some((session, since, remaining)) = live else {
-            protocol::publish_will(broker, &client_id, will);
-            continue;
-        };
-        // A broker that stopped while the client was connected counts from its own start.
-        let gone = Duration::from_millis(unix_ms_now().saturating_sub(since));
-        let delay =
-            Duration::from_secs(u64::from(will.properties.will_delay_interval.unwrap_or(0)));
-        let mut wait = delay.saturating_sub(gone);
-        if let Some(r) = remaining {
-            wait = wait.min(r);
-        }
-        broker.after(wait, move |broker| {
-            // Generation 0 is the restored session's; a reconnect claims a newer one and
-            // cancels the will [MQTT-3.1.3-9].
-            if session.owned_by(0) {
-                broker.will_published(&session, since);
-                protocol::publish_will(broker, &client_id, will);
-            }
-        });
-    }
-    Ok(report)
-}
-
-fn restore_session(
-    broker: &BrokerState,
-    p: &Persistence,
-    loaded: LoadedSession,
-    queued: u64,
-) -> Arc<Session> {
-    let record = loaded.session;
-    let session = Arc::new(Session::new(
-        Arc::from(record.client_id.as_str()),
-        broker.session_limits(),
-    ));
-    session.set_meta(SessionMeta {
-        protocol: match record.protocol_level {
-            3 => ProtocolVersion::V31,
-            5 => ProtocolVersion::V5,
-            _ => ProtocolVersion::V311,
-        },
-        expiry: record
-            .expiry_secs
-            .map(|s| Duration::from_secs(u64::from(s))),
-        username: record.owner_username.as_deref().map(Arc::from),
-        peer: None,
-    });
-    session.mark_resumable();
-    for sub in &loaded.subscriptions {
-        broker.subscribe(&session, &sub.filter, sub.options, sub.id);
-    }
-    let mut unsent = queued;
-    let inflight = loaded
-        .inflight
-        .into_iter()
-        .map(|f| match f {
-            LoadedInflight::Publish {
-                packet_id,
-                seq,
-                delivery,
-            } => {
-                unsent = unsent.saturating_sub(1);
-                (packet_id, Inflight::Publish(to_delivery(seq, delivery)))
-            }
-            LoadedInflight::Released { packet_id, seq } => {
-                (packet_id, Inflight::Released { seq: Some(seq) })
-            }
-        })
-        .collect();
-    let inbound = loaded
-        .inbound_qos2
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .collect();
-    session.set_persistence(Some(SessionPersistence {
-        memory_cap: p.memory_cap,
-        next_seq: loaded.next_seq,
-        trusted_until: loaded.next_seq,
-        backlog: Some((loaded.replay_from_seq, unsent)),
-    }));
-    session.with_state(|s| s.restore(inflight, inbound));
-    broker.restore_session(session.clone());
-    session
 }

@@ -136,7 +136,7 @@ async fn one_connection(broker: &Arc<BrokerState>, chunks: &[&[u8]]) {
     let peer: SocketAddr = ([127, 0, 0, 1], 41883).into();
     let serve = tokio::spawn(starling::connection::serve(
         server,
-        starling::transport::ConnectionInfo::plain(peer, 0),
+        starling::protocol::ConnectionInfo::plain(peer, 0),
         broker.clone(),
     ));
     let (mut rd, mut wr) = tokio::io::split(client);

@@ -1,6 +1,7 @@
 //! CONNECT: validation, client id assignment, session claiming (takeover), CONNACK, and the
 //! resend of unacknowledged messages when a session resumes [MQTT-4.4.0-1].
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,7 +13,32 @@ use crate::auth::{AuthConfig, AuthDecision};
 use crate::broker::BrokerState;
 use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
 use crate::session::{Control, SessionMeta};
-use crate::transport::ConnectionInfo;
+
+/// What the transport knows about a connection when MQTT starts on it. The transport fills it
+/// in; it lives here, with its reader (CONNECT checks the listener and the TLS identity), so
+/// the protocol does not depend on the transport above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener that accepted it, as an index into `Config::listeners`.
+    pub listener_index: usize,
+    /// The verified client certificate's (Common Name, RFC 2253 subject), see
+    /// [`peer_identity`](crate::transport::tls::peer_identity); `None` on plain listeners and
+    /// when the client sent no certificate.
+    pub tls_identity: Option<(Option<String>, Option<String>)>,
+}
+
+impl ConnectionInfo {
+    /// A connection with no transport identity (plain TCP, tests).
+    pub fn plain(peer: SocketAddr, listener_index: usize) -> ConnectionInfo {
+        ConnectionInfo {
+            peer,
+            listener_index,
+            tls_identity: None,
+        }
+    }
+}
 
 /// The result of a CONNECT.
 pub enum ConnectOutcome {

@@ -26,8 +26,8 @@ use crate::session::Session;
 use crate::storage::{InflightStage, Op};
 
 pub use close::Close;
-pub use connect::ConnectOutcome;
-pub use outbox::{Outbox, Receipt};
+pub use connect::{ConnectOutcome, ConnectionInfo};
+pub use outbox::Outbox;
 pub use will::publish_will;
 
 /// A completed enhanced-authentication exchange: the method's authenticator (kept for

@@ -5,13 +5,10 @@
 //! them [MQTT-4.6.0-2].
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 
 use bytes::BytesMut;
 
-/// Resolves once the store has made a batch durable, or with the reason it could not.
-pub type Receipt = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+use crate::persistence::Receipt;
 
 /// The connection's outgoing bytes: `ready` to write now, then chunks each waiting for a
 /// receipt. The two halves are separate fields so the connection can write `ready` and await

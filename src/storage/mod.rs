@@ -37,12 +37,11 @@ mod writer;
 mod tests;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use crate::codec::{self, Properties, QoS, SubscriptionOptions};
-use crate::message::Message;
 
 pub use fjall_store::{FjallOptions, FjallStore};
 pub use inspect::CheckReport;
@@ -80,45 +79,6 @@ pub fn unix_ms_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-impl StoredMessage {
-    /// Converts a routed message; its `Instant` expiry becomes wall-clock time.
-    pub fn from_message(m: &Message) -> StoredMessage {
-        let (now, now_ms) = (Instant::now(), unix_ms_now());
-        StoredMessage {
-            topic: m.topic.to_string(),
-            payload: m.payload.clone(),
-            qos: m.qos,
-            retain: m.retain,
-            properties: forwarded_properties(&m.properties),
-            expires_at_unix_ms: m.expires_at.map(|t| {
-                let left = t.saturating_duration_since(now).as_millis();
-                now_ms.saturating_add(u64::try_from(left).unwrap_or(u64::MAX))
-            }),
-            publisher: m.publisher.as_deref().map(str::to_owned),
-        }
-    }
-
-    /// Converts back into a routable message; wall-clock expiry becomes an `Instant` (already
-    /// expired messages get an expiry of now, so `is_expired` is true).
-    pub fn to_message(&self) -> Message {
-        let (now, now_ms) = (Instant::now(), unix_ms_now());
-        Message {
-            topic: Arc::from(self.topic.as_str()),
-            payload: self.payload.clone(),
-            qos: self.qos,
-            retain: self.retain,
-            properties: self.properties.clone(),
-            expires_at: self
-                .expires_at_unix_ms
-                .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
-            publisher: self.publisher.as_deref().map(Arc::from),
-            // Where it came from is not stored: after a restart it counts as local.
-            origin: crate::message::Origin::Local,
-            stored: std::sync::OnceLock::new(),
-        }
-    }
 }
 
 /// The subset of properties a stored message keeps (see [`StoredMessage::properties`]).

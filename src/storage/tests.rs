@@ -723,27 +723,5 @@ suite!(
     random_ops_stay_consistent,
 );
 
-#[test]
-fn message_conversion_round_trips() {
-    let mut m =
-        crate::message::Message::new("a/b", Bytes::from_static(b"p"), QoS::AtLeastOnce, true);
-    m.properties = full_properties();
-    m.properties.topic_alias = Some(1);
-    m.publisher = Some(Arc::from("pub"));
-    m.set_expiry_interval(Some(100), std::time::Instant::now());
-    let stored = StoredMessage::from_message(&m);
-    let left = stored.expires_at_unix_ms.unwrap() - unix_ms_now();
-    assert!((98_000..=100_000).contains(&left), "{left}");
-    assert_eq!(stored.properties, full_properties());
-    let back = stored.to_message();
-    assert_eq!(&*back.topic, "a/b");
-    assert_eq!(back.publisher.as_deref(), Some("pub"));
-    let secs = back.remaining_expiry(std::time::Instant::now()).unwrap();
-    assert!((98..=100).contains(&secs), "{secs}");
-    let mut expired = stored.clone();
-    expired.expires_at_unix_ms = Some(1);
-    assert!(expired.to_message().is_expired(std::time::Instant::now()));
-}
-
 #[path = "fjall_tests.rs"]
 mod fjall_only;

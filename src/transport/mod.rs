@@ -20,30 +20,7 @@ use tokio::net::TcpStream;
 use crate::broker::BrokerState;
 use crate::config::{ListenerConfig, ListenerProtocol, MqttConfig};
 use crate::connection;
-
-/// What the transport knows about a connection when MQTT starts on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The listener that accepted it, as an index into `Config::listeners`.
-    pub listener_index: usize,
-    /// The verified client certificate's (Common Name, RFC 2253 subject), see
-    /// [`tls::peer_identity`]; `None` on plain listeners and when the client sent no
-    /// certificate.
-    pub tls_identity: Option<(Option<String>, Option<String>)>,
-}
-
-impl ConnectionInfo {
-    /// A connection with no transport identity (plain TCP, tests).
-    pub fn plain(peer: SocketAddr, listener_index: usize) -> ConnectionInfo {
-        ConnectionInfo {
-            peer,
-            listener_index,
-            tls_identity: None,
-        }
-    }
-}
+use crate::protocol::ConnectionInfo;
 
 /// The transport of one listener, ready to use.
 #[derive(Debug, Clone)]

@@ -356,7 +356,7 @@ pub fn peer_identity(conn: &ServerConnection) -> (Option<String>, Option<String>
 }
 
 /// Like [`peer_identity`], but `None` when the client presented no certificate, as
-/// [`super::ConnectionInfo::tls_identity`] holds it.
+/// [`crate::protocol::ConnectionInfo::tls_identity`] holds it.
 pub fn client_identity(conn: &ServerConnection) -> Option<(Option<String>, Option<String>)> {
     conn.peer_certificates()
         .is_some_and(|c| !c.is_empty())

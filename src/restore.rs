@@ -1,0 +1,165 @@
+//! Start-up restore: puts what the store kept (sessions, their subscriptions and inflight
+//! state, retained messages, pending wills) back into a broker that is not serving yet.
+//!
+//! It sits above [`crate::broker`] and [`crate::protocol`] (it calls the broker's restore hooks
+//! and publishes due wills the way a connection does), so [`crate::persistence`] below the
+//! broker keeps only the conversions it uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::BrokerState;
+use crate::codec::ProtocolVersion;
+use crate::persistence::{remaining_expiry, to_delivery, Persistence};
+use crate::protocol;
+use crate::session::{Inflight, Persistence as SessionPersistence, Session, SessionMeta};
+use crate::storage::{unix_ms_now, LoadedInflight, LoadedSession, Op, Snapshot, StoreError};
+
+/// What start-up found in the store.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Restored {
+    /// Sessions put back, offline.
+    pub sessions: usize,
+    /// Sessions whose expiry passed while the broker was down, deleted.
+    pub expired: usize,
+    /// Retained messages put back.
+    pub retained: usize,
+    /// Wills of sessions whose client had not come back, published or scheduled.
+    pub wills: usize,
+}
+
+/// Puts the stored sessions and retained messages back into a broker that is not serving yet:
+/// sessions come back offline with their subscriptions, inflight window and inbound QoS 2 ids;
+/// their queues stay on disk and stream back when the client reconnects. Sessions whose expiry
+/// passed while the broker was down are deleted.
+pub fn restore(
+    broker: &Arc<BrokerState>,
+    p: &Persistence,
+    snapshot: Snapshot,
+) -> Result<Restored, StoreError> {
+    let mut report = Restored::default();
+    for r in snapshot.retained {
+        broker.restore_retained(Arc::new(r.to_message()));
+        report.retained += 1;
+    }
+    // Wills go out once every session is back, so their subscribers receive them.
+    let mut wills = Vec::new();
+    for loaded in snapshot.sessions {
+        let record = &loaded.session;
+        let remaining = remaining_expiry(record);
+        let will = record.will.as_ref().map(|w| {
+            let since = record.disconnected_at_unix_ms.unwrap_or_else(unix_ms_now);
+            (w.to_will(), since)
+        });
+        if remaining == Some(Duration::ZERO) {
+            p.submit(vec![Op::DeleteSession {
+                client_id: record.client_id.clone(),
+            }]);
+            report.expired += 1;
+            if let Some((will, _)) = will {
+                // The session ended while the broker was down: its will is due now.
+                wills.push((Arc::from(record.client_id.as_str()), will, None));
+            }
+            continue;
+        }
+        let queued = p.store.queue_len(&record.client_id)?;
+        let session = restore_session(broker, p, loaded, queued);
+        if let Some(after) = remaining {
+            let session = session.clone();
+            broker.after(after, move |broker| broker.expire_session(&session, 0));
+        }
+        if let Some((will, since)) = will {
+            wills.push((
+                session.client_id.clone(),
+                will,
+                Some((session, since, remaining)),
+            ));
+        }
+        report.sessions += 1;
+    }
+    for (client_id, will, live) in wills {
+        report.wills += 1;
+        let Some((session, since, remaining)) = live else {
+            protocol::publish_will(broker, &client_id, will);
+            continue;
+        };
+        // A broker that stopped while the client was connected counts from its own start.
+        let gone = Duration::from_millis(unix_ms_now().saturating_sub(since));
+        let delay =
+            Duration::from_secs(u64::from(will.properties.will_delay_interval.unwrap_or(0)));
+        let mut wait = delay.saturating_sub(gone);
+        if let Some(r) = remaining {
+            wait = wait.min(r);
+        }
+        broker.after(wait, move |broker| {
+            // Generation 0 is the restored session's; a reconnect claims a newer one and
+            // cancels the will [MQTT-3.1.3-9].
+            if session.owned_by(0) {
+                broker.will_published(&session, since);
+                protocol::publish_will(broker, &client_id, will);
+            }
+        });
+    }
+    Ok(report)
+}
+
+fn restore_session(
+    broker: &BrokerState,
+    p: &Persistence,
+    loaded: LoadedSession,
+    queued: u64,
+) -> Arc<Session> {
+    let record = loaded.session;
+    let session = Arc::new(Session::new(
+        Arc::from(record.client_id.as_str()),
+        broker.session_limits(),
+    ));
+    session.set_meta(SessionMeta {
+        protocol: match record.protocol_level {
+            3 => ProtocolVersion::V31,
+            5 => ProtocolVersion::V5,
+            _ => ProtocolVersion::V311,
+        },
+        expiry: record
+            .expiry_secs
+            .map(|s| Duration::from_secs(u64::from(s))),
+        username: record.owner_username.as_deref().map(Arc::from),
+        peer: None,
+    });
+    session.mark_resumable();
+    for sub in &loaded.subscriptions {
+        broker.subscribe(&session, &sub.filter, sub.options, sub.id);
+    }
+    let mut unsent = queued;
+    let inflight = loaded
+        .inflight
+        .into_iter()
+        .map(|f| match f {
+            LoadedInflight::Publish {
+                packet_id,
+                seq,
+                delivery,
+            } => {
+                unsent = unsent.saturating_sub(1);
+                (packet_id, Inflight::Publish(to_delivery(seq, delivery)))
+            }
+            LoadedInflight::Released { packet_id, seq } => {
+                (packet_id, Inflight::Released { seq: Some(seq) })
+            }
+        })
+        .collect();
+    let inbound = loaded
+        .inbound_qos2
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
+    session.set_persistence(Some(SessionPersistence {
+        memory_cap: p.memory_cap,
+        next_seq: loaded.next_seq,
+        trusted_until: loaded.next_seq,
+        backlog: Some((loaded.replay_from_seq, unsent)),
+    }));
+    session.with_state(|s| s.restore(inflight, inbound));
+    broker.restore_session(session.clone());
+    session
+}
