@@ -7,6 +7,7 @@
 //! `WRITE_HIGH`, so a client that does not read leaves its messages in its own bounded queue;
 //! reads pause while the broker's global queue budget is saturated (for connections that publish).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,83 +70,21 @@ async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let peer = info.peer;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::new();
-    let timeout = broker.config.mqtt.connect_timeout;
-    let max_in = broker.config.mqtt.max_packet_size;
-    let shutdown = broker.shutdown.clone();
-    let connect = tokio::select! {
-        // A connection that has not sent CONNECT yet must not hold up shutdown.
-        _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout(timeout, read_connect(&mut reader, &mut rbuf, max_in)) => r,
-    };
-    let connect = match connect {
-        Err(_) => {
-            crate::refusal!(%peer, "closing: no CONNECT within the connect timeout");
-            return None;
-        }
-        Ok(Err(ConnectError::Io(e))) => {
-            tracing::debug!(%peer, error = %e, "closed before CONNECT");
-            return None;
-        }
-        Ok(Err(ConnectError::NotConnect(first))) => {
-            crate::refusal!(%peer, first, "closing: [MQTT-3.1.0-1] first packet is not CONNECT");
-            return None;
-        }
-        Ok(Err(ConnectError::Protocol(e))) => {
-            if let DecodeError::UnsupportedProtocolLevel(level) = e {
-                // [MQTT-3.1.2-2] answer with return code 0x01 in the 3.1.1 form, then close.
-                let mut out = BytesMut::new();
-                codec::encode(
-                    &Packet::ConnAck(codec::ConnAck {
-                        session_present: false,
-                        code: ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION,
-                        properties: Default::default(),
-                    }),
-                    ProtocolVersion::V311,
-                    &mut out,
-                );
-                let _ = writer.write_all(&out).await;
-                crate::refusal!(%peer, level, "refused: unsupported protocol level");
-            } else {
-                crate::refusal!(%peer, reason = %e, "closing: bad first packet");
-            }
-            return None;
-        }
-        Ok(Ok(c)) => c,
-    };
+    let connect = first_connect(&mut reader, &mut writer, &mut rbuf, &broker, info.peer).await?;
     broker.metrics.connects.inc();
     let mut out = Outbox::default();
-    let auth = match connect.properties.authentication_method.clone() {
-        Some(method) => match broker.authenticator(&method).cloned() {
-            Some(authenticator) => {
-                let exchange = enhanced_auth(
-                    &mut reader,
-                    &mut writer,
-                    &mut rbuf,
-                    &connect,
-                    authenticator,
-                    max_in,
-                );
-                match tokio::time::timeout(timeout, exchange).await {
-                    Ok(Ok(done)) => Some(done),
-                    Ok(Err(why)) => {
-                        crate::refusal!(%peer, client_id = %connect.client_id, %method, reason = why,
-                            "refused: enhanced authentication failed");
-                        let _ = writer.write_all(&connack(ReasonCode::NOT_AUTHORIZED)).await;
-                        return None;
-                    }
-                    Err(_) => {
-                        crate::refusal!(%peer, %method, "closing: authentication exchange timed out");
-                        return None;
-                    }
-                }
-            }
-            None => None,
-        },
-        None => None,
-    };
+    let auth = authenticate(
+        &mut reader,
+        &mut writer,
+        &mut rbuf,
+        &broker,
+        &connect,
+        info.peer,
+    )
+    .await
+    .ok()?;
     let outcome = Handler::connect(&broker, connect, auth, &info, &mut out).await;
     let (handler, control) = match outcome {
         ConnectOutcome::Refused => {
@@ -177,6 +116,117 @@ where
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         more_buffered: false,
     })
+}
+
+/// Reads the first packet, which must be CONNECT, under the connect timeout; `None` when the
+/// connection ends before one arrives (logged, and answered when the protocol level is not
+/// one we speak).
+async fn first_connect<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    rbuf: &mut BytesMut,
+    broker: &BrokerState,
+    peer: SocketAddr,
+) -> Option<Box<codec::Connect>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let timeout = broker.config.mqtt.connect_timeout;
+    let max_in = broker.config.mqtt.max_packet_size;
+    let shutdown = broker.shutdown.clone();
+    let connect = tokio::select! {
+        // A connection that has not sent CONNECT yet must not hold up shutdown.
+        _ = shutdown.cancelled() => return None,
+        r = tokio::time::timeout(timeout, read_connect(reader, rbuf, max_in)) => r,
+    };
+    match connect {
+        Err(_) => {
+            crate::refusal!(%peer, "closing: no CONNECT within the connect timeout");
+            None
+        }
+        Ok(Err(ConnectError::Io(e))) => {
+            tracing::debug!(%peer, error = %e, "closed before CONNECT");
+            None
+        }
+        Ok(Err(ConnectError::NotConnect(first))) => {
+            crate::refusal!(%peer, first, "closing: [MQTT-3.1.0-1] first packet is not CONNECT");
+            None
+        }
+        Ok(Err(ConnectError::Protocol(e))) => {
+            refuse_first_packet(writer, e, peer).await;
+            None
+        }
+        Ok(Ok(c)) => Some(c),
+    }
+}
+
+/// Logs why a first packet that did not decode is refused, answering an unsupported protocol
+/// level as the spec asks.
+async fn refuse_first_packet<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    e: DecodeError,
+    peer: SocketAddr,
+) {
+    if let DecodeError::UnsupportedProtocolLevel(level) = e {
+        // [MQTT-3.1.2-2] answer with return code 0x01 in the 3.1.1 form, then close.
+        let mut out = BytesMut::new();
+        codec::encode(
+            &Packet::ConnAck(codec::ConnAck {
+                session_present: false,
+                code: ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION,
+                properties: Default::default(),
+            }),
+            ProtocolVersion::V311,
+            &mut out,
+        );
+        let _ = writer.write_all(&out).await;
+        crate::refusal!(%peer, level, "refused: unsupported protocol level");
+    } else {
+        crate::refusal!(%peer, reason = %e, "closing: bad first packet");
+    }
+}
+
+/// The connection was refused or closed during the handshake (logged).
+struct HandshakeEnded;
+
+/// Runs the enhanced-authentication exchange CONNECT asks for, if its method is one we know,
+/// under the connect timeout. `Ok(None)`: no exchange ran (an unknown method is refused by
+/// [`Handler::connect`]).
+async fn authenticate<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    rbuf: &mut BytesMut,
+    broker: &BrokerState,
+    connect: &codec::Connect,
+    peer: SocketAddr,
+) -> Result<Option<AuthOutcome>, HandshakeEnded>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Some(method) = connect.properties.authentication_method.clone() else {
+        return Ok(None);
+    };
+    let Some(authenticator) = broker.authenticator(&method).cloned() else {
+        return Ok(None);
+    };
+    let timeout = broker.config.mqtt.connect_timeout;
+    let max_in = broker.config.mqtt.max_packet_size;
+    let exchange = enhanced_auth(reader, writer, rbuf, connect, authenticator, max_in);
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(done)) => Ok(Some(done)),
+        Ok(Err(why)) => {
+            crate::refusal!(%peer, client_id = %connect.client_id, %method, reason = why,
+                "refused: enhanced authentication failed");
+            let _ = writer.write_all(&connack(ReasonCode::NOT_AUTHORIZED)).await;
+            Err(HandshakeEnded)
+        }
+        Err(_) => {
+            crate::refusal!(%peer, %method, "closing: authentication exchange timed out");
+            Err(HandshakeEnded)
+        }
+    }
 }
 
 /// A v5 CONNACK refusing the connection with `code`.
@@ -322,6 +372,41 @@ struct Connection<S> {
     more_buffered: bool,
 }
 
+/// What one turn of the `run` loop waits for: the guards of its `select!` and the deadlines of
+/// its timer, computed once per turn.
+struct Turn {
+    /// Too much unsent or unsettled output: stop reading.
+    backed_up: bool,
+    /// The broker's global queue budget is saturated and this connection publishes.
+    paused: bool,
+    /// A 3.x client over its publish rate is not read until then.
+    throttled: Option<Instant>,
+    /// The subscriber a blocked PUBLISH waits for.
+    blocked_on: Option<Arc<crate::session::Session>>,
+    writing: bool,
+    settling: bool,
+    /// When an empty refill is retried.
+    refill_due: Option<Instant>,
+    /// The timer's deadline, if anything is waited for.
+    next: Option<Instant>,
+}
+
+impl Turn {
+    /// The socket is read only when nothing holds reading back.
+    fn may_read(&self) -> bool {
+        !self.paused && !self.backed_up && self.throttled.is_none() && self.blocked_on.is_none()
+    }
+}
+
+/// The close a control request asks for; a dropped sender means the session was taken over.
+fn control_close(ctl: Result<Control, tokio::sync::oneshot::error::RecvError>) -> Close {
+    match ctl {
+        Ok(Control::TakenOver) => Close::TakenOver,
+        Ok(Control::Disconnect(rc, why)) => Close::Server(rc, why),
+        Err(_) => Close::TakenOver,
+    }
+}
+
 type Refill =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Delivery>, String>> + Send>>;
 
@@ -339,151 +424,203 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         // computed again, so a busy connection does not re-arm a timer on every read.
         let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
-            if self.want_pump && self.out.len() < WRITE_HIGH {
-                self.want_pump = self.handler.pump(&mut self.out, WRITE_HIGH);
-                if !self.want_pump {
-                    self.start_refill();
-                }
-            }
-            // A client that does not read its acks stops being read (TCP backpressure), so its
-            // write buffer stays bounded.
-            let backed_up =
-                self.out.len() >= WRITE_HIGH * 2 || self.out.pending() >= MAX_PENDING_RECEIPTS;
-            let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
-            let throttled = self.handler.throttled_until().map(Instant::from_std);
-            let blocked_on = self.handler.blocked_on();
-            let writing = !self.out.ready.is_empty() || self.needs_flush;
-            let settling = self.out.pending() > 0;
-            // One timer serves every deadline: keep-alive, the end of a throttle, the retry of
-            // an empty refill, and the poll of a blocked PUBLISH.
-            let refill_due = self.refill_after.filter(|_| self.refill.is_none());
-            let blocked_poll = blocked_on.as_ref().map(|_| Instant::now() + BLOCKED_POLL);
-            let next = [keep_alive_check, throttled, refill_due, blocked_poll]
-                .into_iter()
-                .flatten()
-                .min();
-            if let Some(at) = next {
-                if self.timer.deadline() != at {
-                    self.timer.as_mut().reset(at);
-                }
-            }
-            tokio::select! {
+            self.pump();
+            let turn = self.turn(keep_alive_check);
+            // Every arm yields Err(close) to end the connection, Ok(()) to go round again.
+            let step = tokio::select! {
                 biased;
                 // Cancellation-safe: a token check.
-                _ = shutdown.cancelled() => return Close::ServerShutdown,
+                _ = shutdown.cancelled() => Err(Close::ServerShutdown),
                 // Cancellation-safe: polling a oneshot by reference consumes nothing. Its one
                 // value ends the loop, so it is never polled after completing.
-                ctl = &mut self.control => match ctl {
-                    Ok(Control::TakenOver) => return Close::TakenOver,
-                    Ok(Control::Disconnect(rc, why)) => return Close::Server(rc, why),
-                    Err(_) => return Close::TakenOver,
-                },
+                ctl = &mut self.control => Err(control_close(ctl)),
                 // Cancellation-safe: write_buf advances the buffer only by what was written.
-                r = write_some(&mut self.writer, &mut self.out.ready, &mut self.needs_flush), if writing => {
-                    match r {
-                        Ok(n) => self.broker.metrics.bytes_sent.add(n as u64),
-                        Err(e) => return Close::Io(e),
-                    }
-                    if self.out.ready.is_empty() && self.out.ready.capacity() > BUF_KEEP {
-                        self.out.ready = BytesMut::new();
-                    }
-                    if self.out.len() < WRITE_HIGH / 2 {
-                        self.want_pump = true;
-                    }
+                r = write_some(&mut self.writer, &mut self.out.ready, &mut self.needs_flush), if turn.writing => {
+                    self.on_written(r)
                 }
                 // Cancellation-safe: a receipt stays queued until it resolves.
-                r = self.out.waiting.settle(), if settling => match r {
-                    Ok(released) => self.out.ready.extend_from_slice(&released),
-                    Err(e) => {
-                        tracing::error!(client_id = %self.handler.client_id(), error = %e,
-                            "storage failed: closing without acknowledging");
-                        return Close::Server(ReasonCode::UNSPECIFIED_ERROR, "storage failure");
-                    }
-                },
+                r = self.out.waiting.settle(), if turn.settling => self.on_settled(r),
                 // The rest of a large read, after letting the other tasks have a turn.
                 // Cancellation-safe: yield_now holds nothing.
-                _ = tokio::task::yield_now(), if self.more_buffered && !paused && !backed_up => {
+                _ = tokio::task::yield_now(), if self.more_buffered && !turn.paused && !turn.backed_up => {
                     self.more_buffered = false;
-                    if let Err(close) = self.decode_all() {
-                        return close;
-                    }
+                    self.decode_all()
                 }
                 // Cancellation-safe: read_buf appends only what it read.
-                r = read_some(&mut self.reader, &mut self.rbuf, self.read_chunk), if !self.more_buffered && !paused && !backed_up && throttled.is_none() && blocked_on.is_none() => {
-                    match r {
-                        Ok((0, _)) => return Close::PeerClosed,
-                        Ok((n, filled)) => {
-                            self.read_chunk = next_read_chunk(self.read_chunk, n, filled);
-                            self.broker.metrics.bytes_received.add(n as u64);
-                            self.last_read = Instant::now();
-                            if let Err(close) = self.decode_all() {
-                                return close;
-                            }
-                        }
-                        Err(e) => return Close::Io(e),
-                    }
+                r = read_some(&mut self.reader, &mut self.rbuf, self.read_chunk), if !self.more_buffered && turn.may_read() => {
+                    self.on_read(r)
                 }
                 // Cancellation-safe: a dropped Notified passes its permit on.
                 _ = self.handler.session().notified(), if !self.want_pump => {
                     self.want_pump = true;
+                    Ok(())
                 }
-                _ = self.broker.budget.relieved(), if paused => {}
+                _ = self.broker.budget.relieved(), if turn.paused => Ok(()),
                 // Cancellation-safe: the refill future is kept until it completes.
-                r = poll_refill(&mut self.refill), if self.refill.is_some() => {
-                    self.refill = None;
-                    match r {
-                        Ok(entries) => {
-                            if self.handler.apply_refill(entries) == 0 {
-                                self.refill_after = Some(Instant::now() + REFILL_RETRY);
-                            }
-                            self.want_pump = true;
-                        }
-                        Err(e) => {
-                            tracing::error!(client_id = %self.handler.client_id(), error = %e,
-                                "cannot read the session's stored queue");
-                            return Close::Server(ReasonCode::UNSPECIFIED_ERROR, "storage failure");
-                        }
-                    }
-                }
+                r = poll_refill(&mut self.refill), if self.refill.is_some() => self.on_refill(r),
                 // A PUBLISH waits for room in a full subscriber queue: retry when that
                 // subscriber drains (the timer polls for the others), then carry on with what
                 // is buffered. Cancellation-safe: a dropped Notified passes its permit on.
-                _ = room_made(blocked_on.as_deref()), if blocked_on.is_some() => {
-                    if let Err(close) = self.retry_blocked() {
-                        return close;
-                    }
+                _ = room_made(turn.blocked_on.as_deref()), if turn.blocked_on.is_some() => {
+                    self.retry_blocked()
                 }
                 // Cancellation-safe: the timer is a field; polling it by reference keeps it.
-                _ = self.timer.as_mut(), if next.is_some() => {
-                    let now = Instant::now();
-                    if let (Some(check), Some(k)) = (keep_alive_check, keep_alive) {
-                        if now >= check {
-                            if now.saturating_duration_since(self.last_read) >= k {
-                                return Close::KeepAliveTimeout;
-                            }
-                            keep_alive_check = Some(self.last_read + k);
-                        }
-                    }
-                    if refill_due.is_some_and(|at| now >= at) {
-                        self.refill_after = None;
-                        self.start_refill();
-                    }
-                    // A 3.x client over its publish rate: resume once the bucket has refilled,
-                    // and handle what is already buffered first.
-                    if throttled.is_some_and(|at| now >= at) {
-                        self.handler.clear_throttle();
-                        if let Err(close) = self.decode_all() {
-                            return close;
-                        }
-                    }
-                    if blocked_on.is_some() {
-                        if let Err(close) = self.retry_blocked() {
-                            return close;
-                        }
-                    }
+                _ = self.timer.as_mut(), if turn.next.is_some() => {
+                    self.on_timer(&turn, keep_alive, &mut keep_alive_check)
                 }
+            };
+            if let Err(close) = step {
+                return close;
             }
         }
+    }
+
+    /// Fills the write buffer from the session queue while it is below `WRITE_HIGH`; when the
+    /// memory queue has run dry, starts reading the disk backlog.
+    fn pump(&mut self) {
+        if self.want_pump && self.out.len() < WRITE_HIGH {
+            self.want_pump = self.handler.pump(&mut self.out, WRITE_HIGH);
+            if !self.want_pump {
+                self.start_refill();
+            }
+        }
+    }
+
+    /// What this turn of the loop waits for, and the timer armed for the earliest deadline.
+    fn turn(&mut self, keep_alive_check: Option<Instant>) -> Turn {
+        // A client that does not read its acks stops being read (TCP backpressure), so its
+        // write buffer stays bounded.
+        let backed_up =
+            self.out.len() >= WRITE_HIGH * 2 || self.out.pending() >= MAX_PENDING_RECEIPTS;
+        let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
+        let throttled = self.handler.throttled_until().map(Instant::from_std);
+        let blocked_on = self.handler.blocked_on();
+        let writing = !self.out.ready.is_empty() || self.needs_flush;
+        let settling = self.out.pending() > 0;
+        // One timer serves every deadline: keep-alive, the end of a throttle, the retry of
+        // an empty refill, and the poll of a blocked PUBLISH.
+        let refill_due = self.refill_after.filter(|_| self.refill.is_none());
+        let blocked_poll = blocked_on.as_ref().map(|_| Instant::now() + BLOCKED_POLL);
+        let next = [keep_alive_check, throttled, refill_due, blocked_poll]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next {
+            if self.timer.deadline() != at {
+                self.timer.as_mut().reset(at);
+            }
+        }
+        Turn {
+            backed_up,
+            paused,
+            throttled,
+            blocked_on,
+            writing,
+            settling,
+            refill_due,
+            next,
+        }
+    }
+
+    /// A write went out (or failed).
+    fn on_written(&mut self, r: std::io::Result<usize>) -> Result<(), Close> {
+        match r {
+            Ok(n) => self.broker.metrics.bytes_sent.add(n as u64),
+            Err(e) => return Err(Close::Io(e)),
+        }
+        if self.out.ready.is_empty() && self.out.ready.capacity() > BUF_KEEP {
+            self.out.ready = BytesMut::new();
+        }
+        if self.out.len() < WRITE_HIGH / 2 {
+            self.want_pump = true;
+        }
+        Ok(())
+    }
+
+    /// The store made something durable: the bytes that waited for it can go out.
+    fn on_settled(&mut self, r: Result<BytesMut, String>) -> Result<(), Close> {
+        match r {
+            Ok(released) => {
+                self.out.ready.extend_from_slice(&released);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(client_id = %self.handler.client_id(), error = %e,
+                    "storage failed: closing without acknowledging");
+                Err(Close::Server(
+                    ReasonCode::UNSPECIFIED_ERROR,
+                    "storage failure",
+                ))
+            }
+        }
+    }
+
+    /// A read came in: handles the whole packets it completed.
+    fn on_read(&mut self, r: std::io::Result<(usize, bool)>) -> Result<(), Close> {
+        match r {
+            Ok((0, _)) => Err(Close::PeerClosed),
+            Ok((n, filled)) => {
+                self.read_chunk = next_read_chunk(self.read_chunk, n, filled);
+                self.broker.metrics.bytes_received.add(n as u64);
+                self.last_read = Instant::now();
+                self.decode_all()
+            }
+            Err(e) => Err(Close::Io(e)),
+        }
+    }
+
+    /// A read of the session's disk backlog finished.
+    fn on_refill(&mut self, r: Result<Vec<Delivery>, String>) -> Result<(), Close> {
+        self.refill = None;
+        match r {
+            Ok(entries) => {
+                if self.handler.apply_refill(entries) == 0 {
+                    self.refill_after = Some(Instant::now() + REFILL_RETRY);
+                }
+                self.want_pump = true;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(client_id = %self.handler.client_id(), error = %e,
+                    "cannot read the session's stored queue");
+                Err(Close::Server(
+                    ReasonCode::UNSPECIFIED_ERROR,
+                    "storage failure",
+                ))
+            }
+        }
+    }
+
+    /// The loop's timer fired: acts on every deadline of `turn` that has passed.
+    fn on_timer(
+        &mut self,
+        turn: &Turn,
+        keep_alive: Option<Duration>,
+        keep_alive_check: &mut Option<Instant>,
+    ) -> Result<(), Close> {
+        let now = Instant::now();
+        if let (Some(check), Some(k)) = (*keep_alive_check, keep_alive) {
+            if now >= check {
+                if now.saturating_duration_since(self.last_read) >= k {
+                    return Err(Close::KeepAliveTimeout);
+                }
+                *keep_alive_check = Some(self.last_read + k);
+            }
+        }
+        if turn.refill_due.is_some_and(|at| now >= at) {
+            self.refill_after = None;
+            self.start_refill();
+        }
+        // A 3.x client over its publish rate: resume once the bucket has refilled, and handle
+        // what is already buffered first.
+        if turn.throttled.is_some_and(|at| now >= at) {
+            self.handler.clear_throttle();
+            self.decode_all()?;
+        }
+        if turn.blocked_on.is_some() {
+            self.retry_blocked()?;
+        }
+        Ok(())
     }
 
     /// Retries a PUBLISH blocked on full subscriber queues; once it is through, handles what

@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::BrokerState;
+use crate::metrics::Metrics;
 
 /// Concurrent HTTP connections served; further ones are closed at accept.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -154,10 +155,42 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// Renders every metric in the text exposition format 0.0.4. `listeners` labels the
 /// per-listener gauges, in configuration order.
 pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
-    let m = &b.metrics;
     let mut out = Exposition::default();
+    write_counters(&mut out, &b.metrics);
+    write_gauges(&mut out, b, listeners);
+    write_info(&mut out, b);
+    out.text
+}
 
-    let counters: [(&str, &str, u64); 12] = [
+/// Every counter: the single ones, then messages dropped by reason.
+fn write_counters(out: &mut Exposition, m: &Metrics) {
+    for (name, help, value) in connection_counters(m)
+        .into_iter()
+        .chain(traffic_counters(m))
+    {
+        out.family(name, "counter", help);
+        out.sample(name, &[], value);
+    }
+    let dropped = "starling_publish_messages_dropped_total";
+    out.family(
+        dropped,
+        "counter",
+        "Messages not delivered to a subscriber, by reason ($SYS publish/messages/dropped is \
+         the sum).",
+    );
+    for (reason, n) in [
+        ("queue_full", m.dropped_queue_full.get()),
+        ("offline_qos0", m.dropped_offline_qos0.get()),
+        ("expired", m.dropped_expired.get()),
+        ("too_large", m.dropped_too_large.get()),
+    ] {
+        out.sample(dropped, &[("reason", reason)], n);
+    }
+}
+
+/// Counters of connections and sessions: name, help and value.
+fn connection_counters(m: &Metrics) -> [(&'static str, &'static str, u64); 4] {
+    [
         (
             "starling_connections_accepted_total",
             "TCP connections accepted, including refused ones ($SYS load/sockets).",
@@ -178,6 +211,12 @@ pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
             "Persistent sessions discarded because they expired ($SYS clients/expired).",
             m.clients_expired.get(),
         ),
+    ]
+}
+
+/// Counters of packets, messages and bytes: name, help and value.
+fn traffic_counters(m: &Metrics) -> [(&'static str, &'static str, u64); 8] {
+    [
         (
             "starling_messages_received_total",
             "MQTT packets of every type received ($SYS messages/received).",
@@ -218,31 +257,30 @@ pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
             "Bytes sent on MQTT connections ($SYS bytes/sent).",
             m.bytes_sent.get(),
         ),
-    ];
-    for (name, help, value) in counters {
-        out.family(name, "counter", help);
+    ]
+}
+
+/// Every gauge: the broker-wide ones, then connections per listener.
+fn write_gauges(out: &mut Exposition, b: &BrokerState, listeners: &[SocketAddr]) {
+    let m = &b.metrics;
+    for (name, help, value) in client_gauges(b).into_iter().chain(store_gauges(b)) {
+        out.family(name, "gauge", help);
         out.sample(name, &[], value);
     }
-    let dropped = "starling_publish_messages_dropped_total";
-    out.family(
-        dropped,
-        "counter",
-        "Messages not delivered to a subscriber, by reason ($SYS publish/messages/dropped is \
-         the sum).",
-    );
-    for (reason, n) in [
-        ("queue_full", m.dropped_queue_full.get()),
-        ("offline_qos0", m.dropped_offline_qos0.get()),
-        ("expired", m.dropped_expired.get()),
-        ("too_large", m.dropped_too_large.get()),
-    ] {
-        out.sample(dropped, &[("reason", reason)], n);
+    let per_listener = "starling_listener_connections";
+    out.family(per_listener, "gauge", "Connections open on each listener.");
+    for (i, addr) in listeners.iter().enumerate() {
+        let open = m.listener_connections.get(i).map_or(0, |c| c.get());
+        out.sample(per_listener, &[("listener", &addr.to_string())], open);
     }
+}
 
+/// Gauges of clients and sessions: name, help and value.
+fn client_gauges(b: &BrokerState) -> [(&'static str, &'static str, u64); 4] {
+    let m = &b.metrics;
     let sessions = b.session_count() as u64;
     let connected = m.clients_connected.get();
-    let retained = b.retained_count() as u64;
-    let gauges: [(&str, &str, u64); 11] = [
+    [
         (
             "starling_clients_connected",
             "Clients connected now ($SYS clients/connected).",
@@ -263,6 +301,13 @@ pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
             "Sessions, connected or not ($SYS clients/total).",
             sessions,
         ),
+    ]
+}
+
+/// Gauges of subscriptions, stored messages and the queue budget: name, help and value.
+fn store_gauges(b: &BrokerState) -> [(&'static str, &'static str, u64); 7] {
+    let retained = b.retained_count() as u64;
+    [
         (
             "starling_subscriptions",
             "Subscriptions, shared ones included ($SYS subscriptions/count).",
@@ -299,18 +344,11 @@ pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
              paused.",
             u64::from(b.budget.is_saturated()),
         ),
-    ];
-    for (name, help, value) in gauges {
-        out.family(name, "gauge", help);
-        out.sample(name, &[], value);
-    }
-    let per_listener = "starling_listener_connections";
-    out.family(per_listener, "gauge", "Connections open on each listener.");
-    for (i, addr) in listeners.iter().enumerate() {
-        let open = m.listener_connections.get(i).map_or(0, |c| c.get());
-        out.sample(per_listener, &[("listener", &addr.to_string())], open);
-    }
+    ]
+}
 
+/// Uptime and the build's version.
+fn write_info(out: &mut Exposition, b: &BrokerState) {
     out.family(
         "starling_uptime_seconds",
         "gauge",
@@ -331,7 +369,6 @@ pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
-    out.text
 }
 
 /// A text exposition being written.

@@ -101,16 +101,22 @@ impl SysTree {
 
     /// One round of the tree.
     pub fn update(&mut self) {
-        let b = self.broker.clone();
-        let m = &b.metrics;
         let now = Instant::now();
         let dt = now.duration_since(self.last_update).as_secs_f64();
         self.last_update = now;
 
         self.publish(
             "$SYS/broker/uptime",
-            format!("{} seconds", b.uptime().as_secs()),
+            format!("{} seconds", self.broker.uptime().as_secs()),
         );
+        self.update_values();
+        self.update_loads(dt);
+    }
+
+    /// The counts and sizes, each published when it changed.
+    fn update_values(&mut self) {
+        let b = self.broker.clone();
+        let m = &b.metrics;
         let total = b.session_count() as u64;
         let connected = m.clients_connected.get();
         let disconnected = total.saturating_sub(connected);
@@ -151,7 +157,11 @@ impl SysTree {
             }
             self.changed(&format!("$SYS/broker/{name}"), value.to_string());
         }
+    }
 
+    /// The load averages, `dt` seconds after the last round, each published when it moved.
+    fn update_loads(&mut self, dt: f64) {
+        let m = &self.broker.metrics;
         let counts = [
             m.packets_received.get(),
             m.packets_sent.get(),

@@ -10,8 +10,9 @@ use tokio::sync::oneshot;
 
 use super::Handler;
 use crate::auth::{AuthConfig, AuthDecision};
-use crate::broker::BrokerState;
+use crate::broker::{BrokerState, Claimed};
 use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
+use crate::config::MqttConfig;
 use crate::session::{Control, SessionMeta};
 
 /// What the transport knows about a connection when MQTT starts on it. The transport fills it
@@ -108,6 +109,272 @@ fn refuse(
     ConnectOutcome::Refused
 }
 
+/// Why a CONNECT is refused: the CONNACK code for 3.x and the one for v5.
+struct Refusal {
+    v3: ReasonCode,
+    v5: ReasonCode,
+}
+
+const NOT_AUTHORIZED: Refusal = Refusal {
+    v3: ReasonCode::V3_NOT_AUTHORIZED,
+    v5: ReasonCode::NOT_AUTHORIZED,
+};
+
+const IDENTIFIER_REJECTED: Refusal = Refusal {
+    v3: ReasonCode::V3_IDENTIFIER_REJECTED,
+    v5: ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+};
+
+/// What the checks before authentication settled for this connection.
+struct Terms {
+    client_id: String,
+    /// The id the server made up for a client that sent none (v5 Assigned Client Identifier).
+    assigned: Option<String>,
+    keep_alive: u16,
+    /// The keep-alive the server imposes on a v5 client (Server Keep Alive).
+    server_keep_alive: Option<u16>,
+    /// The client certificate named the user: no password is checked.
+    cert_user: bool,
+    expiry: Option<Duration>,
+    /// The Session Expiry Interval as CONNECT gave it (a 3.x persistent session counts as 1).
+    expiry_secs: u32,
+    username: Option<Arc<str>>,
+    /// The auth snapshot the login is checked against and the connection keeps.
+    auth: Arc<AuthConfig>,
+    auth_generation: u64,
+}
+
+/// use_identity_as_username / use_subject_as_username: the client certificate names the user,
+/// and no password is checked (as Mosquitto). Ok(true) when the certificate named the user.
+fn cert_username(
+    broker: &BrokerState,
+    info: &ConnectionInfo,
+    c: &mut codec::Connect,
+) -> Result<bool, Refusal> {
+    let peer = info.peer;
+    let Some(l) = broker.config.listeners.get(info.listener_index) else {
+        return Ok(false);
+    };
+    if !(l.use_identity_as_username || l.use_subject_as_username) {
+        return Ok(false);
+    }
+    let identity = info.tls_identity.as_ref();
+    let name = if l.use_identity_as_username {
+        identity.and_then(|(cn, _)| cn.clone())
+    } else {
+        identity.and_then(|(_, subject)| subject.clone())
+    };
+    let Some(name) = name else {
+        crate::refusal!(%peer, client_id = %c.client_id,
+            "refused: no client certificate identity to use as the username");
+        return Err(NOT_AUTHORIZED);
+    };
+    c.username = Some(name);
+    c.password = None;
+    Ok(true)
+}
+
+/// The client id, and whether the server assigned it because the client sent none.
+fn client_id(c: &codec::Connect, peer: SocketAddr) -> Result<(String, Option<String>), Refusal> {
+    if !c.client_id.is_empty() {
+        return Ok((c.client_id.clone(), None));
+    }
+    let version = c.protocol;
+    // 3.1 has no empty ids; 3.1.1 allows one only with clean session [MQTT-3.1.3-8].
+    if version == ProtocolVersion::V31 || (version == ProtocolVersion::V311 && !c.clean_start) {
+        crate::refusal!(%peer, protocol = %version, "refused: empty client id");
+        return Err(IDENTIFIER_REJECTED);
+    }
+    let id = assign_client_id();
+    Ok((id.clone(), Some(id)))
+}
+
+/// The keep-alive within `max_keepalive`, and the Server Keep Alive telling a v5 client so.
+fn keep_alive(
+    c: &codec::Connect,
+    cfg: &MqttConfig,
+    client_id: &str,
+    peer: SocketAddr,
+) -> Result<(u16, Option<u16>), Refusal> {
+    let mut keep_alive = c.keep_alive;
+    let mut server_keep_alive = None;
+    if keep_alive > cfg.max_keepalive || (keep_alive == 0 && cfg.max_keepalive < u16::MAX) {
+        if c.protocol.is_v5() {
+            keep_alive = cfg.max_keepalive;
+            server_keep_alive = Some(keep_alive);
+        } else if keep_alive > cfg.max_keepalive {
+            // A 3.x client cannot be told a lower value.
+            crate::refusal!(%client_id, %peer, keep_alive, max = cfg.max_keepalive,
+                "refused: keep-alive above max_keepalive");
+            return Err(IDENTIFIER_REJECTED);
+        }
+    }
+    Ok((keep_alive, server_keep_alive))
+}
+
+/// A will the broker could not publish as asked is refused at CONNECT.
+fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
+    let Some(will) = &c.will else {
+        return Ok(());
+    };
+    let v5 = if will.qos > broker.max_qos() {
+        ReasonCode::QOS_NOT_SUPPORTED
+    } else if will.retain && !broker.config.mqtt.retain_available {
+        ReasonCode::RETAIN_NOT_SUPPORTED
+    } else if super::is_sys_topic(&will.topic) {
+        ReasonCode::TOPIC_NAME_INVALID
+    } else {
+        return Ok(());
+    };
+    Err(Refusal {
+        v3: ReasonCode::V3_NOT_AUTHORIZED,
+        v5,
+    })
+}
+
+/// The session's expiry and the interval in seconds CONNECT asked for. A 3.x session without
+/// clean session lasts `persistent_client_expiration`.
+fn session_expiry(c: &codec::Connect, cfg: &MqttConfig) -> (Option<Duration>, u32) {
+    if c.protocol.is_v5() {
+        let secs = c.properties.session_expiry_interval.unwrap_or(0);
+        (expiry_from_secs(secs), secs)
+    } else if c.clean_start {
+        (Some(Duration::ZERO), 0)
+    } else {
+        (cfg.persistent_client_expiration, 1)
+    }
+}
+
+/// Every check that needs no password nor session, in the order the refusals are reported.
+fn validate(
+    broker: &BrokerState,
+    c: &mut codec::Connect,
+    enhanced_auth: bool,
+    info: &ConnectionInfo,
+) -> Result<Terms, Refusal> {
+    let peer = info.peer;
+    let cert_user = cert_username(broker, info, c)?;
+    let cfg = &broker.config.mqtt;
+    let (client_id, assigned) = client_id(c, peer)?;
+    let (keep_alive, server_keep_alive) = keep_alive(c, cfg, &client_id, peer)?;
+    // An Authentication Method no authenticator answers to (an exchange would have run).
+    if let (Some(method), false) = (&c.properties.authentication_method, enhanced_auth) {
+        crate::refusal!(%client_id, %peer, %method, "refused: unknown authentication method");
+        return Err(Refusal {
+            v3: ReasonCode::V3_NOT_AUTHORIZED,
+            v5: ReasonCode::BAD_AUTHENTICATION_METHOD,
+        });
+    }
+    check_will(broker, c)?;
+    let (expiry, expiry_secs) = session_expiry(c, cfg);
+    let (auth, auth_generation) = broker.auth();
+    Ok(Terms {
+        client_id,
+        assigned,
+        keep_alive,
+        server_keep_alive,
+        cert_user,
+        expiry,
+        expiry_secs,
+        username: c.username.as_deref().map(Arc::from),
+        auth,
+        auth_generation,
+    })
+}
+
+/// The username and password check (counted as a refused connection when it fails).
+async fn login(
+    broker: &BrokerState,
+    c: &codec::Connect,
+    terms: &Terms,
+    peer: SocketAddr,
+) -> Result<(), Refusal> {
+    let decision = check_login(&terms.auth, c.username.as_deref(), c.password.as_ref()).await;
+    if decision.is_allowed() {
+        return Ok(());
+    }
+    let client_id = &terms.client_id;
+    // Never the password.
+    crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
+        ?decision, "refused: login failed");
+    broker.metrics.refused_connections.inc();
+    Err(NOT_AUTHORIZED)
+}
+
+/// Claims the session for this connection, taking it over from any other.
+async fn claim(
+    broker: &BrokerState,
+    c: &codec::Connect,
+    terms: &Terms,
+    peer: SocketAddr,
+) -> Result<Claimed, Refusal> {
+    let meta = SessionMeta {
+        protocol: c.protocol,
+        expiry: terms.expiry,
+        username: terms.username.clone(),
+        peer: Some(Arc::from(peer.to_string())),
+    };
+    let client_id = &terms.client_id;
+    let claimed = broker
+        .claim_session(client_id, c.clean_start, meta, c.will.as_ref())
+        .await;
+    claimed.map_err(|_| {
+        crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
+            "refused: the session belongs to another user (auth.session_owner_check)");
+        broker.metrics.refused_connections.inc();
+        NOT_AUTHORIZED
+    })
+}
+
+/// The v5 CONNACK properties: what the client asked that the server changed, and the limits
+/// and features it must know about.
+fn connack_properties(
+    cfg: &MqttConfig,
+    terms: &Terms,
+    auth: Option<&super::AuthOutcome>,
+) -> Properties {
+    let mut props = Properties {
+        assigned_client_identifier: terms.assigned.clone(),
+        server_keep_alive: terms.server_keep_alive,
+        topic_alias_maximum: (cfg.max_topic_alias > 0).then_some(cfg.max_topic_alias),
+        maximum_packet_size: Some(cfg.max_packet_size),
+        ..Properties::default()
+    };
+    if cfg.receive_maximum < u16::MAX {
+        props.receive_maximum = Some(cfg.receive_maximum.max(1));
+    }
+    if cfg.max_qos < 2 {
+        props.maximum_qos = Some(cfg.max_qos);
+    }
+    if !cfg.retain_available {
+        props.retain_available = Some(0);
+    }
+    if !cfg.shared_subscriptions {
+        props.shared_subscription_available = Some(0);
+    }
+    if !cfg.wildcard_subscriptions {
+        props.wildcard_subscription_available = Some(0);
+    }
+    if !cfg.subscription_identifiers {
+        props.subscription_identifier_available = Some(0);
+    }
+    if let Some(a) = auth {
+        props.authentication_method = Some(a.authenticator.method().to_string());
+        props.authentication_data = a.data.clone();
+    }
+    props
+}
+
+/// Never more unacknowledged QoS 1/2 PUBLISH than the client's Receive Maximum
+/// [MQTT-3.3.4-9], nor than our own `max_inflight`.
+fn send_window(c: &codec::Connect, cfg: &MqttConfig) -> usize {
+    let max_inflight = usize::from(cfg.max_inflight.max(1));
+    match c.properties.receive_maximum {
+        Some(rm) if c.protocol.is_v5() => usize::from(rm).min(max_inflight),
+        _ => max_inflight,
+    }
+}
+
 impl Handler {
     /// Validates a CONNECT, claims the session and writes CONNACK into `out`.
     pub async fn connect(
@@ -117,245 +384,104 @@ impl Handler {
         info: &ConnectionInfo,
         out: &mut super::Outbox,
     ) -> ConnectOutcome {
-        let peer = info.peer;
-        let mut c = *c;
-        // use_identity_as_username / use_subject_as_username: the client certificate names the
-        // user, and no password is checked (as Mosquitto).
-        let mut cert_user = false;
-        if let Some(l) = broker.config.listeners.get(info.listener_index) {
-            if l.use_identity_as_username || l.use_subject_as_username {
-                let identity = info.tls_identity.as_ref();
-                let name = if l.use_identity_as_username {
-                    identity.and_then(|(cn, _)| cn.clone())
-                } else {
-                    identity.and_then(|(_, subject)| subject.clone())
-                };
-                let Some(name) = name else {
-                    crate::refusal!(%peer, client_id = %c.client_id,
-                        "refused: no client certificate identity to use as the username");
-                    return refuse(
-                        out,
-                        c.protocol,
-                        ReasonCode::V3_NOT_AUTHORIZED,
-                        ReasonCode::NOT_AUTHORIZED,
-                    );
-                };
-                c.username = Some(name);
-                c.password = None;
-                cert_user = true;
-            }
-        }
         let version = c.protocol;
-        let cfg = &broker.config.mqtt;
-        let mut assigned = None;
-        let client_id = if c.client_id.is_empty() {
-            // 3.1 has no empty ids; 3.1.1 allows one only with clean session [MQTT-3.1.3-8].
-            if version == ProtocolVersion::V31
-                || (version == ProtocolVersion::V311 && !c.clean_start)
-            {
-                crate::refusal!(%peer, protocol = %version, "refused: empty client id");
-                return refuse(
-                    out,
-                    version,
-                    ReasonCode::V3_IDENTIFIER_REJECTED,
-                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-                );
-            }
-            let id = assign_client_id();
-            assigned = Some(id.clone());
-            id
-        } else {
-            c.client_id.clone()
-        };
-        let mut keep_alive = c.keep_alive;
-        let mut server_keep_alive = None;
-        if keep_alive > cfg.max_keepalive || (keep_alive == 0 && cfg.max_keepalive < u16::MAX) {
-            if version.is_v5() {
-                keep_alive = cfg.max_keepalive;
-                server_keep_alive = Some(keep_alive);
-            } else if keep_alive > cfg.max_keepalive {
-                // A 3.x client cannot be told a lower value.
-                crate::refusal!(%client_id, %peer, keep_alive, max = cfg.max_keepalive,
-                    "refused: keep-alive above max_keepalive");
-                return refuse(
-                    out,
-                    version,
-                    ReasonCode::V3_IDENTIFIER_REJECTED,
-                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-                );
-            }
+        match Self::admit(broker, *c, auth, info, out).await {
+            Ok((handler, control)) => ConnectOutcome::Accepted(handler, control),
+            Err(r) => refuse(out, version, r.v3, r.v5),
         }
-        if let (Some(method), None) = (&c.properties.authentication_method, &auth) {
-            crate::refusal!(%client_id, %peer, %method, "refused: unknown authentication method");
-            return refuse(
-                out,
-                version,
-                ReasonCode::V3_NOT_AUTHORIZED,
-                ReasonCode::BAD_AUTHENTICATION_METHOD,
-            );
-        }
-        if let Some(will) = &c.will {
-            if will.qos > broker.max_qos() {
-                return refuse(
-                    out,
-                    version,
-                    ReasonCode::V3_NOT_AUTHORIZED,
-                    ReasonCode::QOS_NOT_SUPPORTED,
-                );
-            }
-            if will.retain && !cfg.retain_available {
-                return refuse(
-                    out,
-                    version,
-                    ReasonCode::V3_NOT_AUTHORIZED,
-                    ReasonCode::RETAIN_NOT_SUPPORTED,
-                );
-            }
-            if super::is_sys_topic(&will.topic) {
-                return refuse(
-                    out,
-                    version,
-                    ReasonCode::V3_NOT_AUTHORIZED,
-                    ReasonCode::TOPIC_NAME_INVALID,
-                );
-            }
-        }
+    }
 
-        let (expiry, expiry_secs) = if version.is_v5() {
-            let secs = c.properties.session_expiry_interval.unwrap_or(0);
-            (expiry_from_secs(secs), secs)
-        } else if c.clean_start {
-            (Some(Duration::ZERO), 0)
-        } else {
-            (cfg.persistent_client_expiration, 1)
-        };
-        let (auth_cfg, auth_generation) = broker.auth();
-        if auth.is_none() && !cert_user {
-            let decision = check_login(&auth_cfg, c.username.as_deref(), c.password.as_ref()).await;
-            if !decision.is_allowed() {
-                // Never the password.
-                crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
-                    ?decision, "refused: login failed");
-                broker.metrics.refused_connections.inc();
-                return refuse(
-                    out,
-                    version,
-                    ReasonCode::V3_NOT_AUTHORIZED,
-                    ReasonCode::NOT_AUTHORIZED,
-                );
-            }
+    /// [`Handler::connect`] up to the refusal: on success CONNACK (and any resends) are in
+    /// `out`; on refusal nothing is.
+    async fn admit(
+        broker: &Arc<BrokerState>,
+        mut c: codec::Connect,
+        auth: Option<super::AuthOutcome>,
+        info: &ConnectionInfo,
+        out: &mut super::Outbox,
+    ) -> Result<(Box<Handler>, oneshot::Receiver<Control>), Refusal> {
+        let peer = info.peer;
+        let terms = validate(broker, &mut c, auth.is_some(), info)?;
+        if auth.is_none() && !terms.cert_user {
+            login(broker, &c, &terms, peer).await?;
         }
-        let username: Option<Arc<str>> = c.username.as_deref().map(Arc::from);
-        let meta = SessionMeta {
-            protocol: version,
-            expiry,
-            username: username.clone(),
-            peer: Some(Arc::from(peer.to_string())),
-        };
-        let Ok(claimed) = broker
-            .claim_session(&client_id, c.clean_start, meta, c.will.as_ref())
-            .await
-        else {
-            crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
-                "refused: the session belongs to another user (auth.session_owner_check)");
-            broker.metrics.refused_connections.inc();
-            return refuse(
-                out,
-                version,
-                ReasonCode::V3_NOT_AUTHORIZED,
-                ReasonCode::NOT_AUTHORIZED,
-            );
-        };
-        let session = claimed.session;
+        let mut claimed = claim(broker, &c, &terms, peer).await?;
         broker.metrics.client_connected();
 
         // A persistent session's record is durable before CONNACK.
-        if let (Some(p), false) = (broker.persistence(), claimed.store_ops.is_empty()) {
-            out.wait_for(p.receipt(claimed.store_ops));
+        let store_ops = std::mem::take(&mut claimed.store_ops);
+        if let (Some(p), false) = (broker.persistence(), store_ops.is_empty()) {
+            out.wait_for(p.receipt(store_ops));
         }
-        let mut props = Properties::default();
-        if version.is_v5() {
-            props.assigned_client_identifier = assigned;
-            props.server_keep_alive = server_keep_alive;
-            props.topic_alias_maximum = (cfg.max_topic_alias > 0).then_some(cfg.max_topic_alias);
-            props.maximum_packet_size = Some(cfg.max_packet_size);
-            if cfg.receive_maximum < u16::MAX {
-                props.receive_maximum = Some(cfg.receive_maximum.max(1));
-            }
-            if cfg.max_qos < 2 {
-                props.maximum_qos = Some(cfg.max_qos);
-            }
-            if !cfg.retain_available {
-                props.retain_available = Some(0);
-            }
-            if !cfg.shared_subscriptions {
-                props.shared_subscription_available = Some(0);
-            }
-            if !cfg.wildcard_subscriptions {
-                props.wildcard_subscription_available = Some(0);
-            }
-            if !cfg.subscription_identifiers {
-                props.subscription_identifier_available = Some(0);
-            }
-            if let Some(a) = &auth {
-                props.authentication_method = Some(a.authenticator.method().to_string());
-                props.authentication_data = a.data.clone();
-            }
-        }
+        let version = c.protocol;
+        let props = if version.is_v5() {
+            connack_properties(&broker.config.mqtt, &terms, auth.as_ref())
+        } else {
+            Properties::default()
+        };
+        let session_present = claimed.session_present;
         codec::encode(
             &Packet::ConnAck(ConnAck {
-                session_present: claimed.session_present,
+                session_present,
                 code: ReasonCode::SUCCESS,
                 properties: props,
             }),
             version,
             out.buf(),
         );
-        tracing::info!(%client_id, %peer, protocol = %version, clean_start = c.clean_start,
-            keep_alive, session_present = claimed.session_present, "client connected");
+        tracing::info!(client_id = %terms.client_id, %peer, protocol = %version,
+            clean_start = c.clean_start, keep_alive = terms.keep_alive, session_present,
+            "client connected");
 
-        // Never more unacknowledged QoS 1/2 PUBLISH than the client's Receive Maximum
-        // [MQTT-3.3.4-9], nor than our own `max_inflight`.
-        let max_inflight = usize::from(cfg.max_inflight.max(1));
-        let send_window = match c.properties.receive_maximum {
-            Some(rm) if version.is_v5() => usize::from(rm).min(max_inflight),
-            _ => max_inflight,
-        };
+        let (mut handler, control) = Handler::new(broker, c, terms, claimed, auth, info);
+        if session_present {
+            handler.resend(out);
+        }
+        Ok((Box::new(handler), control))
+    }
+
+    /// The connection's protocol state once CONNECT is accepted, and the session's control
+    /// channel (takeover, server-side disconnect).
+    fn new(
+        broker: &Arc<BrokerState>,
+        c: codec::Connect,
+        terms: Terms,
+        claimed: Claimed,
+        auth: Option<super::AuthOutcome>,
+        info: &ConnectionInfo,
+    ) -> (Handler, oneshot::Receiver<Control>) {
+        let cfg = &broker.config.mqtt;
+        let v5 = c.protocol.is_v5();
+        let ownership = claimed.ownership;
+        let send_window = send_window(&c, cfg);
         let handler = Handler {
             broker: broker.clone(),
-            client_id: session.client_id.clone(),
-            session,
-            generation: claimed.ownership.generation,
-            closed: Some(claimed.ownership.closed),
-            peer,
-            version,
-            keep_alive,
+            client_id: claimed.session.client_id.clone(),
+            session: claimed.session,
+            generation: ownership.generation,
+            closed: Some(ownership.closed),
+            peer: info.peer,
+            version: c.protocol,
+            keep_alive: terms.keep_alive,
             will: c.will.map(Box::new),
             send_window,
             client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
             // Absent means 1 [MQTT-3.1.2-29].
             problem_info: c.properties.request_problem_information != Some(0),
-            aliases_out: super::outbound::TopicAliases::new(if version.is_v5() {
+            aliases_out: super::outbound::TopicAliases::new(if v5 {
                 c.properties.topic_alias_maximum.unwrap_or(0)
             } else {
                 0
             }),
-            aliases_in: vec![
-                None;
-                usize::from(if version.is_v5() {
-                    cfg.max_topic_alias
-                } else {
-                    0
-                })
-            ],
+            aliases_in: vec![None; usize::from(if v5 { cfg.max_topic_alias } else { 0 })],
             receive_maximum: usize::from(cfg.receive_maximum.max(1)),
-            expiry_was_zero: expiry_secs == 0,
+            expiry_was_zero: terms.expiry_secs == 0,
             published: false,
             authenticator: auth.map(|a| a.authenticator),
             reauth: None,
-            username,
-            auth: auth_cfg,
-            auth_generation,
+            username: terms.username,
+            auth: terms.auth,
+            auth_generation: terms.auth_generation,
             msg_rate: rate_bucket(broker.config.limits.max_publish_rate),
             byte_rate: rate_bucket(broker.config.limits.max_publish_bandwidth),
             listener_rates: broker
@@ -367,10 +493,6 @@ impl Handler {
             blocked: None,
             scratch: Vec::new(),
         };
-        let mut handler = handler;
-        if claimed.session_present {
-            handler.resend(out);
-        }
-        ConnectOutcome::Accepted(Box::new(handler), claimed.ownership.control)
+        (handler, ownership.control)
     }
 }

@@ -3,6 +3,7 @@
 //! session end). Synchronous: the connection task does the I/O and calls in here with its write
 //! buffer, so an acknowledgement is just bytes appended after the routing work that earns it.
 
+mod acks;
 mod close;
 mod connect;
 mod outbound;
@@ -23,7 +24,7 @@ use crate::codec::{self, Packet, Properties, ProtocolVersion, PubResp, QoS, Reas
 use crate::message::Message;
 use crate::ratelimit::{ListenerRates, TokenBucket};
 use crate::session::Session;
-use crate::storage::{InflightStage, Op};
+use crate::storage::Op;
 
 pub use close::Close;
 pub use connect::{ConnectOutcome, ConnectionInfo};
@@ -128,68 +129,16 @@ impl Handler {
         match packet {
             Packet::Publish(p) => self.on_publish(p, out).map(|_| false),
             Packet::PubAck(r) => {
-                let done = self.session.with_state(|s| s.on_puback(r.packet_id));
-                if let Some(seq) = done.and_then(|d| d.seq) {
-                    self.store_nowait(vec![self.delete_inflight(r.packet_id), self.dequeue(seq)]);
-                }
+                self.on_puback(r);
                 Ok(true)
             }
-            Packet::PubRec(r) => {
-                let failed = r.reason.is_error();
-                let seq = self.session.with_state(|s| s.inflight_seq(r.packet_id));
-                if self
-                    .session
-                    .with_state(|s| s.on_pubrec(r.packet_id, failed))
-                {
-                    // The PUBREL-sent stage is durable before PUBREL goes out.
-                    if let Some(seq) = seq {
-                        let released = Op::PutInflight {
-                            client_id: self.client_id.to_string(),
-                            packet_id: r.packet_id,
-                            seq,
-                            stage: InflightStage::Released,
-                        };
-                        self.store_wait(vec![released, self.dequeue(seq)], out);
-                    }
-                    self.send(&Packet::PubRel(PubResp::new(r.packet_id)), out);
-                } else if let (true, Some(seq)) = (failed, seq) {
-                    self.store_nowait(vec![self.delete_inflight(r.packet_id), self.dequeue(seq)]);
-                } else if !failed && self.version.is_v5() {
-                    let mut rel = PubResp::new(r.packet_id);
-                    rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                    let why = "PUBREC for a packet id with no QoS 2 message in flight".into();
-                    self.send_explained(Packet::PubRel(rel), why, out);
-                }
-                Ok(failed)
-            }
+            Packet::PubRec(r) => Ok(self.on_pubrec(r, out)),
             Packet::PubRel(r) => {
-                let known = self.session.with_state(|s| s.inbound_pubrel(r.packet_id));
-                if known && self.session.is_persistent() {
-                    // PUBCOMP frees the packet id for the client's next message; if the
-                    // record survived a crash, that message would be dropped as a duplicate.
-                    self.store_wait(
-                        vec![Op::DeleteInboundQos2 {
-                            client_id: self.client_id.to_string(),
-                            packet_id: r.packet_id,
-                        }],
-                        out,
-                    );
-                }
-                let mut comp = PubResp::new(r.packet_id);
-                if !known && self.version.is_v5() {
-                    comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                    let why = "PUBREL for a packet id with no QoS 2 message received".into();
-                    self.send_explained(Packet::PubComp(comp), why, out);
-                } else {
-                    self.send(&Packet::PubComp(comp), out);
-                }
+                self.on_pubrel(r, out);
                 Ok(false)
             }
             Packet::PubComp(r) => {
-                let done = self.session.with_state(|s| s.on_pubcomp(r.packet_id));
-                if done && self.session.is_persistent() {
-                    self.store_nowait(vec![self.delete_inflight(r.packet_id)]);
-                }
+                self.on_pubcomp(r);
                 Ok(true)
             }
             Packet::Subscribe(s) => self.on_subscribe(s, out).map(|_| true),
@@ -382,6 +331,46 @@ impl Handler {
         if !self.within_rate(&p, out)? {
             return Ok(());
         }
+        self.check_publish_flags(&p)?;
+        let topic = self.resolve_topic(&p)?;
+        if !self.topic_within_limits(&topic) {
+            return Err(Close::Protocol(
+                ReasonCode::TOPIC_NAME_INVALID,
+                "topic name over limits.max_topic_length or max_topic_levels",
+            ));
+        }
+        let pid = p.packet_id;
+        let qos = p.qos;
+        let forward = match p.qos {
+            QoS::ExactlyOnce => self.inbound_qos2(pid)?,
+            _ => true,
+        };
+        let denied = is_sys_topic(&topic) || !self.may_write(&topic);
+        if denied {
+            tracing::debug!(client_id = %self.client_id, %topic, "publish denied by the ACL");
+            if self.version.is_v5() && qos != QoS::AtMostOnce {
+                self.refuse_denied(&topic, pid, qos, out);
+                return Ok(());
+            }
+        }
+        let ack = match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Packet::PubAck(PubResp::new(pid))),
+            QoS::ExactlyOnce => Some(Packet::PubRec(PubResp::new(pid))),
+        };
+        let ack = if forward && !denied {
+            self.route(topic, p, ack, out)
+        } else {
+            ack
+        };
+        if let Some(ack) = ack {
+            self.send(&ack, out);
+        }
+        Ok(())
+    }
+
+    /// QoS and RETAIN within what CONNACK said this server supports.
+    fn check_publish_flags(&self, p: &codec::Publish) -> Result<(), Close> {
         if p.qos > self.broker.max_qos() {
             return Err(Close::Protocol(
                 ReasonCode::QOS_NOT_SUPPORTED,
@@ -394,90 +383,75 @@ impl Handler {
                 "[MQTT-3.2.2-14] RETAIN while Retain Available is 0",
             ));
         }
-        let topic = self.resolve_topic(&p)?;
-        if !self.topic_within_limits(&topic) {
-            return Err(Close::Protocol(
-                ReasonCode::TOPIC_NAME_INVALID,
-                "topic name over limits.max_topic_length or max_topic_levels",
-            ));
-        }
-        let pid = p.packet_id;
-        let qos = p.qos;
-        let forward =
-            match p.qos {
-                QoS::ExactlyOnce => {
-                    let new = self.session.with_state(|s| {
-                        if s.inbound_qos2_len() >= self.receive_maximum {
-                            None
-                        } else {
-                            Some(s.inbound_qos2_publish(pid))
-                        }
-                    });
-                    match new {
-                        None => return Err(Close::Protocol(
-                            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                            "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISH than Receive Maximum",
-                        )),
-                        Some(new) => new,
-                    }
-                }
-                _ => true,
-            };
-        let denied = is_sys_topic(&topic) || !self.may_write(&topic);
-        if denied {
-            tracing::debug!(client_id = %self.client_id, %topic, "publish denied by the ACL");
-            if self.version.is_v5() && qos != QoS::AtMostOnce {
-                // A v5 client is told (0x87, §3.4.2.1); a v3 client gets a normal ack so its
-                // window does not stall, and the message is dropped.
-                let mut resp = PubResp::new(pid);
-                resp.reason = ReasonCode::NOT_AUTHORIZED;
-                let packet = if qos == QoS::AtLeastOnce {
-                    Packet::PubAck(resp)
-                } else {
-                    if let QoS::ExactlyOnce = qos {
-                        self.session.with_state(|s| s.inbound_pubrel(pid));
-                    }
-                    Packet::PubRec(resp)
-                };
-                self.send_explained(packet, format!("not authorized to publish to {topic}"), out);
-                return Ok(());
-            }
-        }
-        let ack = match qos {
-            QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => Some(Packet::PubAck(PubResp::new(pid))),
-            QoS::ExactlyOnce => Some(Packet::PubRec(PubResp::new(pid))),
-        };
-        if forward && !denied {
-            let mut ops = Vec::new();
-            if qos == QoS::ExactlyOnce && self.session.is_persistent() {
-                // Lets a PUBLISH resent after a restart be recognised [MQTT-4.3.3-9].
-                ops.push(Op::PutInboundQos2 {
-                    client_id: self.client_id.to_string(),
-                    packet_id: pid,
-                    msg: None,
-                });
-            }
-            let msg = self.build_message(topic, p);
-            let publication = self.broker.publish(Arc::new(msg));
-            ops.extend(publication.ops);
-            // Acknowledged once stored where the store must hold it...
-            self.store_wait(ops, out);
-            if !publication.blocked.is_empty() {
-                // ...and once it sits in every matching queue (overload rule (c)): the ack
-                // and further reads wait for room.
-                self.blocked = Some(Box::new(Blocked {
-                    items: publication.blocked,
-                    ack,
-                    since: Instant::now(),
-                }));
-                return Ok(());
-            }
-        }
-        if let Some(ack) = ack {
-            self.send(&ack, out);
-        }
         Ok(())
+    }
+
+    /// Records an inbound QoS 2 PUBLISH until its PUBREL, within the server Receive Maximum.
+    /// Ok(false): a resend of one already received, answered again but not forwarded twice.
+    fn inbound_qos2(&self, pid: u16) -> Result<bool, Close> {
+        let new = self.session.with_state(|s| {
+            if s.inbound_qos2_len() >= self.receive_maximum {
+                None
+            } else {
+                Some(s.inbound_qos2_publish(pid))
+            }
+        });
+        new.ok_or(Close::Protocol(
+            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+            "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISH than Receive Maximum",
+        ))
+    }
+
+    /// A v5 client's QoS 1/2 PUBLISH the ACL denies is told so (0x87, §3.4.2.1); a v3 client
+    /// gets a normal ack so its window does not stall, and the message is dropped.
+    fn refuse_denied(&self, topic: &str, pid: u16, qos: QoS, out: &mut Outbox) {
+        let mut resp = PubResp::new(pid);
+        resp.reason = ReasonCode::NOT_AUTHORIZED;
+        let packet = if qos == QoS::AtLeastOnce {
+            Packet::PubAck(resp)
+        } else {
+            if let QoS::ExactlyOnce = qos {
+                self.session.with_state(|s| s.inbound_pubrel(pid));
+            }
+            Packet::PubRec(resp)
+        };
+        self.send_explained(packet, format!("not authorized to publish to {topic}"), out);
+    }
+
+    /// Routes an accepted PUBLISH to its subscribers. Returns the acknowledgement to send now,
+    /// or None when it is withheld until full subscriber queues make room.
+    fn route(
+        &mut self,
+        topic: Arc<str>,
+        p: codec::Publish,
+        ack: Option<Packet>,
+        out: &mut Outbox,
+    ) -> Option<Packet> {
+        let mut ops = Vec::new();
+        if p.qos == QoS::ExactlyOnce && self.session.is_persistent() {
+            // Lets a PUBLISH resent after a restart be recognised [MQTT-4.3.3-9].
+            ops.push(Op::PutInboundQos2 {
+                client_id: self.client_id.to_string(),
+                packet_id: p.packet_id,
+                msg: None,
+            });
+        }
+        let msg = self.build_message(topic, p);
+        let publication = self.broker.publish(Arc::new(msg));
+        ops.extend(publication.ops);
+        // Acknowledged once stored where the store must hold it...
+        self.store_wait(ops, out);
+        if publication.blocked.is_empty() {
+            return ack;
+        }
+        // ...and once it sits in every matching queue (overload rule (c)): the ack and further
+        // reads wait for room.
+        self.blocked = Some(Box::new(Blocked {
+            items: publication.blocked,
+            ack,
+            since: Instant::now(),
+        }));
+        None
     }
 
     /// A subscriber the current PUBLISH waits for, if any: reads pause until it makes room.

@@ -8,6 +8,31 @@ use crate::codec::{
 };
 use crate::storage::{Op, StoredSubscription};
 
+/// What the filters of one SUBSCRIBE came to.
+#[derive(Default)]
+struct SubscribeOutcome {
+    /// The SUBACK's reason codes, one per filter in order.
+    codes: Vec<ReasonCode>,
+    /// Why each refused filter was refused, for the SUBACK's Reason String.
+    problems: Vec<String>,
+    /// Filters whose retained messages are sent once SUBACK is.
+    retained: Vec<(String, SubscriptionOptions)>,
+    /// Store writes SUBACK waits for.
+    stored: Vec<Op>,
+}
+
+impl SubscribeOutcome {
+    /// A refused filter: `code` for v5, the one failure code 3.x has otherwise.
+    fn refuse(&mut self, v5: bool, code: ReasonCode, problem: String) {
+        self.problems.push(problem);
+        self.codes.push(if v5 {
+            code
+        } else {
+            ReasonCode::V3_SUBACK_FAILURE
+        });
+    }
+}
+
 impl Handler {
     pub(super) fn on_subscribe(
         &mut self,
@@ -15,113 +40,145 @@ impl Handler {
         out: &mut Outbox,
     ) -> Result<(), Close> {
         let sub_id = sub.properties.subscription_identifiers.first().copied();
-        let limit = self.broker.config.limits.max_subscriptions_per_client;
-        let max_qos = self.broker.max_qos();
-        let mut codes = Vec::with_capacity(sub.filters.len());
-        // Why each refused filter was refused, for the SUBACK's Reason String.
-        let mut problems = Vec::new();
-        let mut retained = Vec::new();
-        let mut stored = Vec::new();
-        let broker = self.broker.clone();
-        let cfg = &broker.config.mqtt;
-        let v5 = self.version.is_v5();
+        let mut outcome = SubscribeOutcome {
+            codes: Vec::with_capacity(sub.filters.len()),
+            ..SubscribeOutcome::default()
+        };
         for (filter, opts) in &sub.filters {
-            let shared = topic::parse_shared(filter).is_some();
-            if shared && opts.no_local && v5 {
-                return Err(Close::Protocol(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "[MQTT-3.8.3-4] No Local on a shared subscription",
-                ));
-            }
-            let auth = self.auth();
-            let denied = auth.acl.is_some()
-                && self.version != ProtocolVersion::V31
-                && auth.check_subscribe(&self.client_id, self.username.as_deref(), filter)
-                    == SubscribeVerdict::Denied;
-            let refused = if !topic::valid_topic_filter(filter) || !self.topic_within_limits(filter)
-            {
-                Some(ReasonCode::TOPIC_FILTER_INVALID)
-            } else if denied {
-                // Nothing under this filter is readable (beyond Mosquitto, which accepts it).
-                Some(ReasonCode::NOT_AUTHORIZED)
-            } else if shared && !cfg.shared_subscriptions {
-                Some(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
-            } else if !cfg.wildcard_subscriptions && filter.contains(['+', '#']) {
-                Some(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)
-            } else if sub_id.is_some() && !cfg.subscription_identifiers {
-                Some(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED)
-            } else {
-                None
-            };
-            if let Some(code) = refused {
-                crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
-                    reason = code.0, "subscription refused");
-                problems.push(format!("{filter}: {}", code.name()));
-                codes.push(if v5 {
-                    code
-                } else {
-                    ReasonCode::V3_SUBACK_FAILURE
-                });
-                continue;
-            }
-            let count = self.session.with_state(|s| s.subscription_count());
-            let is_new = !self.session.with_state(|s| s.has_subscription(filter));
-            if limit > 0 && is_new && count >= limit && self.version != ProtocolVersion::V31 {
-                crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
-                    "subscription refused: max_subscriptions_per_client reached");
-                problems.push(format!("{filter}: max_subscriptions_per_client reached"));
-                codes.push(if self.version.is_v5() {
-                    ReasonCode::QUOTA_EXCEEDED
-                } else {
-                    ReasonCode::V3_SUBACK_FAILURE
-                });
-                continue;
-            }
-            let granted = SubscriptionOptions {
-                qos: opts.qos.min(max_qos),
-                ..*opts
-            };
-            let replaced = self
-                .broker
-                .subscribe(&self.session, filter, granted, sub_id);
-            if self.session.is_persistent() {
-                stored.push(Op::PutSubscription {
-                    client_id: self.client_id.to_string(),
-                    sub: StoredSubscription {
-                        filter: filter.clone(),
-                        options: granted,
-                        id: sub_id,
-                    },
-                });
-            }
-            codes.push(ReasonCode(granted.qos as u8));
-            let wants_retained = match opts.retain_handling {
-                0 => true,
-                1 => !replaced,
-                _ => false,
-            };
-            // No retained messages for shared subscriptions (§4.8.2).
-            if wants_retained && !shared {
-                retained.push((filter.clone(), granted));
-            }
+            self.subscribe_filter(filter, opts, sub_id, &mut outcome)?;
         }
         // A persistent session's subscriptions are durable before SUBACK.
-        self.store_wait(stored, out);
+        self.store_wait(outcome.stored, out);
         let ack = Packet::SubAck(codec::SubAck {
             packet_id: sub.packet_id,
-            reasons: codes,
+            reasons: outcome.codes,
             properties: Properties::default(),
         });
-        if problems.is_empty() {
+        if outcome.problems.is_empty() {
             self.send(&ack, out);
         } else {
-            self.send_explained(ack, problems.join("; "), out);
+            self.send_explained(ack, outcome.problems.join("; "), out);
         }
-        for (filter, granted) in retained {
+        for (filter, granted) in outcome.retained {
             self.broker
                 .deliver_retained(&self.session, &filter, granted, sub_id);
         }
         Ok(())
+    }
+
+    /// One filter of a SUBSCRIBE: refused (with its reason logged and noted) or subscribed.
+    /// Err only for a protocol error, which closes the connection.
+    fn subscribe_filter(
+        &mut self,
+        filter: &str,
+        opts: &SubscriptionOptions,
+        sub_id: Option<u32>,
+        outcome: &mut SubscribeOutcome,
+    ) -> Result<(), Close> {
+        let v5 = self.version.is_v5();
+        let shared = topic::parse_shared(filter).is_some();
+        if shared && opts.no_local && v5 {
+            return Err(Close::Protocol(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.8.3-4] No Local on a shared subscription",
+            ));
+        }
+        if let Some(code) = self.filter_refusal(filter, shared, sub_id) {
+            crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
+                reason = code.0, "subscription refused");
+            outcome.refuse(v5, code, format!("{filter}: {}", code.name()));
+            return Ok(());
+        }
+        if self.over_subscription_limit(filter) {
+            crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
+                "subscription refused: max_subscriptions_per_client reached");
+            outcome.refuse(
+                v5,
+                ReasonCode::QUOTA_EXCEEDED,
+                format!("{filter}: max_subscriptions_per_client reached"),
+            );
+            return Ok(());
+        }
+        self.add_subscription(filter, opts, sub_id, shared, outcome);
+        Ok(())
+    }
+
+    /// Why `filter` cannot be subscribed to (its validity, the ACL, the features this broker
+    /// offers), the first reason found; None when it can.
+    fn filter_refusal(
+        &mut self,
+        filter: &str,
+        shared: bool,
+        sub_id: Option<u32>,
+    ) -> Option<ReasonCode> {
+        let auth = self.auth();
+        let denied = auth.acl.is_some()
+            && self.version != ProtocolVersion::V31
+            && auth.check_subscribe(&self.client_id, self.username.as_deref(), filter)
+                == SubscribeVerdict::Denied;
+        let cfg = &self.broker.config.mqtt;
+        if !topic::valid_topic_filter(filter) || !self.topic_within_limits(filter) {
+            Some(ReasonCode::TOPIC_FILTER_INVALID)
+        } else if denied {
+            // Nothing under this filter is readable (beyond Mosquitto, which accepts it).
+            Some(ReasonCode::NOT_AUTHORIZED)
+        } else if shared && !cfg.shared_subscriptions {
+            Some(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+        } else if !cfg.wildcard_subscriptions && filter.contains(['+', '#']) {
+            Some(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)
+        } else if sub_id.is_some() && !cfg.subscription_identifiers {
+            Some(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED)
+        } else {
+            None
+        }
+    }
+
+    /// `limits.max_subscriptions_per_client` reached, and `filter` would be one more (a
+    /// filter already subscribed is replaced, not added). 3.1 has no way to refuse.
+    fn over_subscription_limit(&self, filter: &str) -> bool {
+        let limit = self.broker.config.limits.max_subscriptions_per_client;
+        let count = self.session.with_state(|s| s.subscription_count());
+        let is_new = !self.session.with_state(|s| s.has_subscription(filter));
+        limit > 0 && is_new && count >= limit && self.version != ProtocolVersion::V31
+    }
+
+    /// Subscribes `filter` at the QoS granted, records it for a persistent session, and notes
+    /// whether its retained messages are wanted.
+    fn add_subscription(
+        &mut self,
+        filter: &str,
+        opts: &SubscriptionOptions,
+        sub_id: Option<u32>,
+        shared: bool,
+        outcome: &mut SubscribeOutcome,
+    ) {
+        let granted = SubscriptionOptions {
+            qos: opts.qos.min(self.broker.max_qos()),
+            ..*opts
+        };
+        let replaced = self
+            .broker
+            .subscribe(&self.session, filter, granted, sub_id);
+        if self.session.is_persistent() {
+            outcome.stored.push(Op::PutSubscription {
+                client_id: self.client_id.to_string(),
+                sub: StoredSubscription {
+                    filter: filter.to_owned(),
+                    options: granted,
+                    id: sub_id,
+                },
+            });
+        }
+        outcome.codes.push(ReasonCode(granted.qos as u8));
+        let wants_retained = match opts.retain_handling {
+            0 => true,
+            1 => !replaced,
+            _ => false,
+        };
+        // No retained messages for shared subscriptions (§4.8.2).
+        if wants_retained && !shared {
+            outcome.retained.push((filter.to_owned(), granted));
+        }
     }
 
     pub(super) fn on_unsubscribe(&mut self, unsub: codec::Unsubscribe, out: &mut Outbox) {

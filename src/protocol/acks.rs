@@ -1,0 +1,79 @@
+//! The acknowledgements of QoS 1 and 2 flows the client sends: PUBACK, PUBREC and PUBCOMP for
+//! our deliveries, PUBREL for its own QoS 2 PUBLISH.
+
+use super::{Handler, Outbox};
+use crate::codec::{Packet, PubResp, ReasonCode};
+use crate::storage::{InflightStage, Op};
+
+impl Handler {
+    /// PUBACK: the QoS 1 delivery is done and leaves the store.
+    pub(super) fn on_puback(&mut self, r: PubResp) {
+        let done = self.session.with_state(|s| s.on_puback(r.packet_id));
+        if let Some(seq) = done.and_then(|d| d.seq) {
+            self.store_nowait(vec![self.delete_inflight(r.packet_id), self.dequeue(seq)]);
+        }
+    }
+
+    /// PUBREC: answered with PUBREL, or (v5, with a failure reason) the end of the flow.
+    /// Returns whether it carried a failure, which frees room in the inflight window.
+    pub(super) fn on_pubrec(&mut self, r: PubResp, out: &mut Outbox) -> bool {
+        let failed = r.reason.is_error();
+        let seq = self.session.with_state(|s| s.inflight_seq(r.packet_id));
+        if self
+            .session
+            .with_state(|s| s.on_pubrec(r.packet_id, failed))
+        {
+            // The PUBREL-sent stage is durable before PUBREL goes out.
+            if let Some(seq) = seq {
+                let released = Op::PutInflight {
+                    client_id: self.client_id.to_string(),
+                    packet_id: r.packet_id,
+                    seq,
+                    stage: InflightStage::Released,
+                };
+                self.store_wait(vec![released, self.dequeue(seq)], out);
+            }
+            self.send(&Packet::PubRel(PubResp::new(r.packet_id)), out);
+        } else if let (true, Some(seq)) = (failed, seq) {
+            self.store_nowait(vec![self.delete_inflight(r.packet_id), self.dequeue(seq)]);
+        } else if !failed && self.version.is_v5() {
+            let mut rel = PubResp::new(r.packet_id);
+            rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+            let why = "PUBREC for a packet id with no QoS 2 message in flight".into();
+            self.send_explained(Packet::PubRel(rel), why, out);
+        }
+        failed
+    }
+
+    /// PUBREL: the client's QoS 2 PUBLISH is released; answered with PUBCOMP.
+    pub(super) fn on_pubrel(&mut self, r: PubResp, out: &mut Outbox) {
+        let known = self.session.with_state(|s| s.inbound_pubrel(r.packet_id));
+        if known && self.session.is_persistent() {
+            // PUBCOMP frees the packet id for the client's next message; if the
+            // record survived a crash, that message would be dropped as a duplicate.
+            self.store_wait(
+                vec![Op::DeleteInboundQos2 {
+                    client_id: self.client_id.to_string(),
+                    packet_id: r.packet_id,
+                }],
+                out,
+            );
+        }
+        let mut comp = PubResp::new(r.packet_id);
+        if !known && self.version.is_v5() {
+            comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+            let why = "PUBREL for a packet id with no QoS 2 message received".into();
+            self.send_explained(Packet::PubComp(comp), why, out);
+        } else {
+            self.send(&Packet::PubComp(comp), out);
+        }
+    }
+
+    /// PUBCOMP: the QoS 2 delivery is done and leaves the store.
+    pub(super) fn on_pubcomp(&mut self, r: PubResp) {
+        let done = self.session.with_state(|s| s.on_pubcomp(r.packet_id));
+        if done && self.session.is_persistent() {
+            self.store_nowait(vec![self.delete_inflight(r.packet_id)]);
+        }
+    }
+}
