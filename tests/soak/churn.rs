@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use starling::codec::{Packet, ProtocolVersion, PubResp, QoS, ReasonCode};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{self, Conn, Got, IO_WAIT};
+use crate::isolated::IsolatedBroker;
+use crate::probe::Probe;
 use crate::rng::Rng;
 
 /// QoS 1 messages a publisher keeps in flight.
@@ -168,99 +171,93 @@ const WIND_DOWN: Duration = Duration::from_secs(20);
 /// Bound for the broker's figures to settle and for its shutdown.
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// The client tasks of the churn.
+struct Load {
+    stop: CancellationToken,
+    churners: Vec<JoinHandle<ChurnerReport>>,
+    publishers: Vec<JoinHandle<PublisherReport>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, seed: u64) -> Load {
+        let stop = CancellationToken::new();
+        let mut rng = Rng::new(seed);
+        let churners = (0..CHURNERS)
+            .map(|n| tokio::spawn(churner(addr, n, rng.fork(), stop.clone())))
+            .collect();
+        let publishers = [QoS::AtMostOnce, QoS::AtLeastOnce]
+            .into_iter()
+            .map(|q| tokio::spawn(publisher(addr, q, stop.clone())))
+            .collect();
+        Load {
+            stop,
+            churners,
+            publishers,
+        }
+    }
+
+    /// Stops every client and waits for them (bounded); a summary line and their failures.
+    async fn wind_down(self, failures: &mut Vec<String>) -> String {
+        self.stop.cancel();
+        let joined = tokio::time::timeout(WIND_DOWN, async {
+            let c = futures_util::future::join_all(self.churners).await;
+            let p = futures_util::future::join_all(self.publishers).await;
+            (c, p)
+        })
+        .await;
+        let Ok((churners, publishers)) = joined else {
+            failures.push(format!("clients still busy {WIND_DOWN:?} after the stop"));
+            return String::new();
+        };
+        let churners: Vec<ChurnerReport> =
+            churners.into_iter().map(|r| r.expect("churner")).collect();
+        let pubs: Vec<PublisherReport> = publishers
+            .into_iter()
+            .map(|r| r.expect("publisher"))
+            .collect();
+        failures.extend(churners.iter().filter_map(|c| c.failure.clone()));
+        failures.extend(pubs.iter().filter_map(|p| p.failure.clone()));
+        let cycles: u64 = churners.iter().map(|c| c.cycles).sum();
+        let received: u64 = churners.iter().map(|c| c.received).sum();
+        format!(
+            "{cycles} churn cycles, {received} deliveries read by churners; publishers QoS 0 \
+             sent {}, QoS 1 sent {} / acknowledged {}",
+            pubs[0].published, pubs[1].published, pubs[1].acked
+        )
+    }
+}
+
 /// The issue 12 scenario for `secs` seconds with the probe checking every second, then the
 /// broker must answer a new CONNECT, drop every session but the probe's (then the probe's),
 /// release its whole queue budget and shut down within a bound. Panics with the first failure.
 pub async fn run(secs: u64, seed: u64) {
     let tag = format!("[churn] SOAK_SEED={seed} SOAK_SECS={secs}");
-    let broker = crate::isolated::IsolatedBroker::start(crate::common::test_config()).await;
-    let mut probe = crate::probe::Probe::start(broker.addr, 0)
+    let broker = IsolatedBroker::start(crate::common::test_config()).await;
+    let mut probe = Probe::start(broker.addr, 0)
         .await
         .unwrap_or_else(|e| panic!("{tag}: {e}"));
-    let stop = CancellationToken::new();
-    let mut rng = Rng::new(seed);
-    let churners: Vec<_> = (0..CHURNERS)
-        .map(|n| tokio::spawn(churner(broker.addr, n, rng.fork(), stop.clone())))
-        .collect();
-    let publishers: Vec<_> = [QoS::AtMostOnce, QoS::AtLeastOnce]
-        .into_iter()
-        .map(|q| tokio::spawn(publisher(broker.addr, q, stop.clone())))
-        .collect();
+    let load = Load::start(broker.addr, seed);
     let live = probe.run_for(Duration::from_secs(secs)).await;
-    stop.cancel();
     // A stuck broker fails here, with the probe's account of when it stopped answering; the
     // broker is then leaked (IsolatedBroker's drop), never waited for.
     if let Err(miss) = live {
+        load.stop.cancel();
         let why = broker.diagnose().await;
         panic!("{tag}: the broker stopped answering: {miss}; {why}");
     }
-    let wound = tokio::time::timeout(WIND_DOWN, async {
-        let c = futures_util::future::join_all(churners).await;
-        let p = futures_util::future::join_all(publishers).await;
-        (c, p)
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{tag}: clients still busy {WIND_DOWN:?} after the stop"));
-    let cycles: u64 = wound
-        .0
-        .iter()
-        .map(|r| r.as_ref().map_or(0, |r| r.cycles))
-        .sum();
-    let received: u64 = wound
-        .0
-        .iter()
-        .map(|r| r.as_ref().map_or(0, |r| r.received))
-        .sum();
-    let mut failures: Vec<String> = wound
-        .0
-        .iter()
-        .filter_map(|r| {
-            r.as_ref()
-                .map_err(|e| e.to_string())
-                .map(|r| r.failure.clone())
-                .unwrap_or_else(Some)
-        })
-        .collect();
-    let pubs: Vec<PublisherReport> = wound
-        .1
-        .into_iter()
-        .map(|r| r.expect("publisher task"))
-        .collect();
-    failures.extend(pubs.iter().filter_map(|p| p.failure.clone()));
+    let mut failures = Vec::new();
+    let load = load.wind_down(&mut failures).await;
     check_idle(&broker, &mut failures).await;
-    let probe = probe.stop().await;
-    let probe_line = match &probe {
+    let probe = match probe.stop().await {
         Ok(r) => r.to_string(),
         Err(e) => {
-            failures.push(e.clone());
+            failures.push(e);
             String::new()
         }
     };
-    let sessions_after = broker
-        .wait_until("session count", SETTLE, |s| s.session_count(), |n| *n == 0)
-        .await;
-    let budget = broker
-        .wait_until("budget.used()", SETTLE, |s| s.budget.used(), |b| *b == 0)
-        .await;
-    failures.extend(sessions_after.err());
-    failures.extend(budget.err());
-    let m = broker
-        .query(|s| {
-            let m = &s.metrics;
-            (
-                m.publish_received.get(),
-                m.publish_sent.get(),
-                m.publish_dropped(),
-            )
-        })
-        .await;
+    let figures = check_empty(&broker, &mut failures).await;
     let stopped = broker.stop_within(SETTLE).await;
-    eprintln!(
-        "{tag}: {cycles} churn cycles, {received} deliveries read by churners; publishers \
-         QoS 0 sent {}, QoS 1 sent {} / acknowledged {}; broker (PUBLISH in, out, dropped) \
-         {m:?}; {probe_line}; shutdown {stopped:?}",
-        pubs[0].published, pubs[1].published, pubs[1].acked
-    );
+    eprintln!("{tag}: {load}; broker {figures}; {probe}; shutdown {stopped:?}");
     failures.extend(stopped.err());
     assert!(
         failures.is_empty(),
@@ -271,7 +268,7 @@ pub async fn run(secs: u64, seed: u64) {
 }
 
 /// With the load gone: a new client gets a CONNACK, and only the probe's session remains.
-async fn check_idle(broker: &crate::isolated::IsolatedBroker, failures: &mut Vec<String>) {
+async fn check_idle(broker: &IsolatedBroker, failures: &mut Vec<String>) {
     let packet = conn::connect_packet(ProtocolVersion::V311, "churn-after", true, false);
     match Conn::open(broker.addr, packet).await {
         Ok((c, ack)) if ack.code == ReasonCode::SUCCESS => {
@@ -291,4 +288,31 @@ async fn check_idle(broker: &crate::isolated::IsolatedBroker, failures: &mut Vec
         )
         .await;
     failures.extend(idle.err());
+}
+
+/// With the probe gone too: no session, no queued byte. Returns the traffic figures.
+async fn check_empty(broker: &IsolatedBroker, failures: &mut Vec<String>) -> String {
+    let sessions = broker
+        .wait_until("session count", SETTLE, |s| s.session_count(), |n| *n == 0)
+        .await;
+    let budget = broker
+        .wait_until("budget.used()", SETTLE, |s| s.budget.used(), |b| *b == 0)
+        .await;
+    failures.extend(sessions.err());
+    failures.extend(budget.err());
+    let figures = broker
+        .query(|s| {
+            let m = &s.metrics;
+            format!(
+                "PUBLISH received {}, sent {}, dropped {}",
+                m.publish_received.get(),
+                m.publish_sent.get(),
+                m.publish_dropped()
+            )
+        })
+        .await;
+    figures.unwrap_or_else(|e| {
+        failures.push(e.clone());
+        e
+    })
 }
