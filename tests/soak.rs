@@ -6,24 +6,42 @@
 //! - `churn_sixteen_subscribers_two_publishers`: issue 12. 16 clean-session clients connect,
 //!   subscribe to `churn/#` at QoS 1 and drop their socket in a loop while two clients publish
 //!   to `churn/x` at QoS 0 and QoS 1, for 40 s.
+//! - `model_soak_*`: 24 randomised clients (3.1.1 and v5, clean and persistent) driven by a
+//!   seeded generator: connect, subscribe (literal, `+`, `#`, `$share`), unsubscribe, publish
+//!   at QoS 0/1/2 with and without RETAIN, drop the socket, DISCONNECT, take the session over.
+//!   Every delivery is recorded and checked against a model of the sessions (see
+//!   `soak/ledger.rs`). `model_soak_no_drops` has no queue limit and allows no loss at all;
+//!   `model_soak_small_queues` has small queues and allows only losses the broker counted.
 //!
 //! The in-process broker runs on a runtime of its own and every wait is bounded, so a broker
 //! that deadlocks fails the test (with the probe's account of when) instead of hanging it.
 //! Tests run one at a time (they measure liveness on a small machine).
 //!
-//! Every run prints its seed (`SOAK_SEED`); `SOAK_SECS` sets the duration.
+//! Replay: every run prints its seed; `SOAK_SEED=<seed> cargo test --test soak <name>` repeats
+//! the same workload (not the same thread schedule). `SOAK_SECS` sets the random phase (and the
+//! churn) duration. The ten-minute soak: `cargo test --test soak -- --ignored --nocapture`.
 
 #[path = "soak/churn.rs"]
 mod churn;
 mod common;
 #[path = "soak/conn.rs"]
 mod conn;
+#[path = "soak/driver.rs"]
+mod driver;
 #[path = "soak/isolated.rs"]
 mod isolated;
+#[path = "soak/ledger.rs"]
+mod ledger;
+#[path = "soak/model.rs"]
+mod model;
 #[path = "soak/probe.rs"]
 mod probe;
 #[path = "soak/rng.rs"]
 mod rng;
+#[path = "soak/session.rs"]
+mod session;
+
+use model::Soak;
 
 /// One soak at a time: each measures liveness with a 1 s bound on a machine with few cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -33,4 +51,41 @@ async fn churn_sixteen_subscribers_two_publishers() {
     let _serial = SERIAL.lock().await;
     let seed = rng::seed_from_env();
     churn::run(rng::secs_from_env(40), seed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_soak_no_drops() {
+    let _serial = SERIAL.lock().await;
+    model::run(Soak {
+        label: "model, no queue limit",
+        clients: 24,
+        default_secs: 50,
+        max_queued: 0,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_soak_small_queues() {
+    let _serial = SERIAL.lock().await;
+    model::run(Soak {
+        label: "model, max_queued_messages = 20",
+        clients: 24,
+        default_secs: 20,
+        max_queued: 20,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ten minutes; run with --ignored"]
+async fn model_soak_ten_minutes() {
+    let _serial = SERIAL.lock().await;
+    model::run(Soak {
+        label: "model, ten minutes, no queue limit",
+        clients: 24,
+        default_secs: 600,
+        max_queued: 0,
+    })
+    .await;
 }

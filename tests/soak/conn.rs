@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use starling::codec::{
     self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS,
-    ReasonCode, Subscribe, SubscriptionOptions,
+    ReasonCode, Subscribe, SubscriptionOptions, Unsubscribe,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -181,4 +181,16 @@ pub fn subscribe(pid: u16, filter: &str, qos: QoS) -> Packet {
         filters: vec![(filter.to_owned(), SubscriptionOptions::new(qos))],
         properties: Properties::default(),
     })
+}
+
+pub fn unsubscribe(pid: u16, filter: &str) -> Packet {
+    Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid,
+        filters: vec![filter.to_owned()],
+        properties: Properties::default(),
+    })
+}
+
+pub fn qos(n: u8) -> QoS {
+    QoS::from_u8(n).expect("QoS 0..=2")
 }

@@ -30,9 +30,18 @@ impl Rng {
         self.next_u64() % n
     }
 
+    /// Uniform in `lo..hi` (`lo < hi`).
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo)
+    }
+
     /// True with probability `percent` / 100.
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
     }
 
     /// An independent generator for a sub-task (one per client), derived from this one.
