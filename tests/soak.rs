@@ -12,6 +12,9 @@
 //!   Every delivery is recorded and checked against a model of the sessions (see
 //!   `soak/ledger.rs`). `model_soak_no_drops` has no queue limit and allows no loss at all;
 //!   `model_soak_small_queues` has small queues and allows only losses the broker counted.
+//! - `restart_*`: the `starling` binary with persistence, stopped with SIGTERM or SIGKILL
+//!   mid-run and restarted on the same store; acknowledged messages survive, QoS 2 stays
+//!   exactly once, for plain and `$share` subscribers.
 //!
 //! The in-process broker runs on a runtime of its own and every wait is bounded, so a broker
 //! that deadlocks fails the test (with the probe's account of when) instead of hanging it.
@@ -36,6 +39,10 @@ mod ledger;
 mod model;
 #[path = "soak/probe.rs"]
 mod probe;
+#[path = "persistence/support.rs"]
+mod psupport;
+#[path = "soak/restart.rs"]
+mod restart;
 #[path = "soak/rng.rs"]
 mod rng;
 #[path = "soak/session.rs"]
@@ -88,4 +95,16 @@ async fn model_soak_ten_minutes() {
         max_queued: 0,
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_sigterm_keeps_acknowledged_messages() {
+    let _serial = SERIAL.lock().await;
+    restart::run(restart::Stop::Term).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_sigkill_keeps_acknowledged_messages() {
+    let _serial = SERIAL.lock().await;
+    restart::run(restart::Stop::Kill).await;
 }
