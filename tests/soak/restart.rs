@@ -1,5 +1,7 @@
 //! The restart variant: the real `starling` binary with persistence on, persistent subscribers
-//! (two plain, two in one `$share` group) and persistent publishers at QoS 1 and QoS 2. Mid-run
+//! (two plain, two in one `$share` group, one of which is a slow consumer that stops reading
+//! shortly before the stop, so the broker holds unsent shared messages for it when it stops)
+//! and persistent publishers at QoS 1 and QoS 2. Mid-run
 //! the broker is stopped (SIGTERM, or SIGKILL) and started again on the same store; every client
 //! reconnects without clean start and carries on with its session (publishers resend what was in
 //! flight [MQTT-4.4.0-1]). At the end every message whose PUBACK / PUBCOMP its publisher read
@@ -7,7 +9,7 @@
 //! may reach a subscriber (or the group) twice [MQTT-4.3.3-2].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +48,8 @@ const QUIET: Duration = Duration::from_millis(500);
 const GROUP: &str = "$share/grp/rs/#";
 /// The slow consumers' pause before each acknowledgement.
 const SLOW_ACK: Duration = Duration::from_millis(3);
+/// How long before the stop the slow group member stops reading.
+const STALL: Duration = Duration::from_millis(1500);
 
 /// A persistent subscriber; its session state and receipts outlive its connections.
 struct Sub {
@@ -59,6 +63,9 @@ struct Sub {
     /// A slow consumer pauses this long before acknowledging each message, so its queue holds
     /// unsent messages when the broker stops (and a shared member's are handed to the other).
     slow: Option<Duration>,
+    /// While set, the subscriber does not read at all (its unsent messages pile up in the
+    /// broker) — set shortly before the stop.
+    stall: Option<Arc<AtomicBool>>,
     /// 0 before the stop, 1 after the restart.
     phase: usize,
     /// Per message, the phases it arrived in (bit 0: before the stop, bit 1: after).
@@ -77,9 +84,11 @@ struct Pub {
     pubs: Vec<PubRecord>,
 }
 
-fn clients() -> (Vec<Sub>, Vec<Pub>) {
+/// The subscribers, the publishers, and the flag that stalls the slow group member.
+fn clients() -> (Vec<Sub>, Vec<Pub>, Arc<AtomicBool>) {
     let group = Arc::new(Mutex::new(HashSet::new()));
-    let sub = |id, version, filter, group: Option<&Arc<_>>, slow| Sub {
+    let stall = Arc::new(AtomicBool::new(false));
+    let sub = |id, version, filter, group: Option<&Arc<_>>, slow: Option<Duration>| Sub {
         id,
         version,
         filter,
@@ -87,6 +96,7 @@ fn clients() -> (Vec<Sub>, Vec<Pub>) {
         copies: HashMap::new(),
         group: group.cloned(),
         slow,
+        stall: slow.map(|_| stall.clone()),
         phase: 0,
         phases: HashMap::new(),
         errors: Vec::new(),
@@ -123,7 +133,7 @@ fn clients() -> (Vec<Sub>, Vec<Pub>) {
             "rs/q2",
         ),
     ];
-    (subs, pubs)
+    (subs, pubs, stall)
 }
 
 /// Connects without clean start (v5: expiry "never") and checks Session Present.
@@ -223,6 +233,11 @@ async fn sub_run(
                 };
                 return (sub, end);
             }
+        }
+        if sub.stall.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            // Pacing: stalled, not reading.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         }
         if let Err(e) = sub.pump(&mut c, Duration::from_millis(100)).await {
             return (sub, e);
@@ -446,13 +461,16 @@ pub async fn run(stop: Stop) {
     };
     let label = &run.label;
     let mut first = run.broker("first.toml").await;
-    let (subs, pubs) = clients();
+    let (subs, pubs, stall) = clients();
     let progress = Arc::new(AtomicU64::new(0));
     let sub_tasks = run.subscribers(&first, subs, false).await;
     let never = CancellationToken::new();
     let pub_tasks = run.publishers(&first, pubs, false, &never, &progress).await;
-    // Pacing: the traffic runs this long before the stop.
-    tokio::time::sleep(BEFORE).await;
+    // Pacing: the traffic runs this long before the stop, the last part of it with the slow
+    // group member not reading, so the broker holds unsent messages for it when it stops.
+    tokio::time::sleep(BEFORE - STALL).await;
+    stall.store(true, Ordering::SeqCst);
+    tokio::time::sleep(STALL).await;
     let acked_before = progress.load(Ordering::Relaxed);
     assert!(
         acked_before > 100,
@@ -467,6 +485,7 @@ pub async fn run(stop: Stop) {
             Duration::ZERO
         }
     };
+    stall.store(false, Ordering::SeqCst);
     let first_log = first.log();
     drop(first);
     let subs = join(sub_tasks, NOTICE, "subscribers noticing the stop").await;
