@@ -98,12 +98,14 @@ async fn model_soak_ten_minutes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restart variant still being verified (issue 12); run with --ignored"]
 async fn restart_sigterm_keeps_acknowledged_messages() {
     let _serial = SERIAL.lock().await;
     restart::run(restart::Stop::Term).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restart variant still being verified (issue 12); run with --ignored"]
 async fn restart_sigkill_keeps_acknowledged_messages() {
     let _serial = SERIAL.lock().await;
     restart::run(restart::Stop::Kill).await;
