@@ -22,6 +22,7 @@ use crate::broker::BrokerState;
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, ReasonCode};
 use crate::protocol::{AuthOutcome, Close, ConnectOutcome, Handler, Outbox};
 use crate::session::{Control, Delivery};
+use crate::storage::StoreError;
 use crate::transport::ConnectionInfo;
 
 /// Fill the write buffer from the session queue only below this many bytes.
@@ -324,7 +325,7 @@ struct Connection<S> {
 }
 
 type Refill =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Delivery>, String>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Delivery>, StoreError>> + Send>>;
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     async fn serve(mut self) {
@@ -624,7 +625,7 @@ fn next_read_chunk(chunk: usize, n: usize, filled: bool) -> usize {
     }
 }
 
-async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, String> {
+async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, StoreError> {
     match refill.as_mut() {
         Some(f) => f.await,
         None => std::future::pending().await,

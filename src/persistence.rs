@@ -109,16 +109,12 @@ impl Persistence {
         client_id: Arc<str>,
         from: u64,
         max: usize,
-    ) -> Result<Vec<Delivery>, String> {
-        self.writer
-            .submit(Vec::new())
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.writer.submit(Vec::new()).await?;
         let store = self.store.clone();
         let entries = tokio::task::spawn_blocking(move || store.queue_range(&client_id, from, max))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| StoreError::ReadTask(Arc::new(e)))??;
         Ok(entries
             .into_iter()
             .map(|(seq, d)| to_delivery(seq, d))

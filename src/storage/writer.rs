@@ -126,10 +126,7 @@ impl StoreWriter {
         if let Err(e) = spawned {
             // The closure (and its sender) is dropped: `shutdown` reports Closed. Fail every
             // request with the reason instead of hanging.
-            let mut st = shared.state.lock();
-            st.failed = Some(StoreError::Io(format!(
-                "cannot start the store writer thread: {e}"
-            )));
+            shared.state.lock().failed = Some(StoreError::WriterThread(Arc::new(e)));
         }
         StoreWriter {
             shared,

@@ -238,7 +238,9 @@ async fn a_failed_write_fails_current_and_later_waiters() {
     while writer.shared.state.lock().queue.len() < 5 {
         tokio::task::yield_now().await;
     }
-    *probe.fail_with.lock() = Some(StoreError::Io("fsync: EIO".into()));
+    *probe.fail_with.lock() = Some(StoreError::Io(Arc::new(std::io::Error::other(
+        "fsync: EIO",
+    ))));
     probe.release();
     assert!(first.await.unwrap().unwrap_err().is_fatal());
     for t in tasks {
