@@ -341,16 +341,18 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         // computed again, so a busy connection does not re-arm a timer on every read.
         let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
-            if self.want_pump && self.out.len() < WRITE_HIGH {
+            if self.want_pump && self.out.len() < WRITE_HIGH && !self.out.parked() {
                 self.want_pump = self.handler.pump(&mut self.out, WRITE_HIGH);
                 if !self.want_pump {
                     self.start_refill();
                 }
             }
             // A client that does not read its acks stops being read (TCP backpressure), so its
-            // write buffer stays bounded.
-            let backed_up =
-                self.out.len() >= WRITE_HIGH * 2 || self.out.pending() >= MAX_PENDING_RECEIPTS;
+            // write buffer stays bounded; so does one whose write waits for room in the full
+            // store queue (the `settle` branch waits for that room).
+            let backed_up = self.out.len() >= WRITE_HIGH * 2
+                || self.out.pending() >= MAX_PENDING_RECEIPTS
+                || self.out.parked();
             let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
             let throttled = self.handler.throttled_until().map(Instant::from_std);
             let blocked_on = self.handler.blocked_on();
@@ -517,7 +519,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         // Stop at a throttle or a blocked PUBLISH: the rest stays buffered until then.
         let mut handled = 0;
         while self.handler.throttled_until().is_none() && self.handler.blocked_on().is_none() {
-            if handled == PACKETS_PER_TURN {
+            // A write waiting for room in the store's queue stops handling too; the rest is
+            // handled once it is queued.
+            if handled == PACKETS_PER_TURN || self.out.parked() {
                 self.more_buffered = true;
                 return Ok(());
             }
@@ -547,7 +551,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// Sends what the close requires (v5 DISCONNECT), flushes, and ends the session's
     /// connection (will, session end) through the handler.
     async fn finish(mut self, close: Close) {
-        // Acknowledgements still waiting for the store are not sent: the client resends.
+        // Acknowledgements still waiting for the store are not sent: the client resends. Their
+        // writes still reach the store, before those the end of the connection causes.
+        self.out.waiting.queue_parked();
         self.handler.closing(&close, &mut self.out.ready);
         if !self.out.ready.is_empty() && close.can_write() {
             let flush = async {

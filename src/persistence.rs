@@ -9,6 +9,11 @@
 //! client's next message under the same packet id would be taken for a duplicate and lost).
 //! What does not: deletes of outbound records after the client's acknowledgement (a lost
 //! delete only means a redelivery with DUP=1), QoS 0, metrics.
+//!
+//! The writer's queue is bounded (see `storage::writer`): a [`Receipt`] may first wait for room,
+//! pausing its connection's reads ([`Persistence::receipt`]); a delete after an acknowledgement
+//! is dropped and counted when the queue is full ([`Persistence::submit_delete`]); what must
+//! not be lost and cannot wait is queued over the bound, counted ([`Persistence::submit`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,31 +79,43 @@ impl Persistence {
         }
     }
 
-    /// Submits `ops`; the receipt resolves once they are durable.
+    /// Submits `ops`; the receipt resolves once they are durable. When the store's queue is
+    /// full, the receipt first waits for room ([`Receipt::is_waiting`]); the connection holding
+    /// it stops reading until then.
     pub fn receipt(&self, ops: Vec<Op>) -> Receipt {
-        match self.writer.submit_tracked(ops) {
-            Ok(rx) => Box::pin(async move {
-                match rx.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("the store writer stopped".to_string()),
-                }
-            }),
-            Err(e) => {
-                let e = e.to_string();
-                Box::pin(async move { Err(e) })
-            }
-        }
+        self.writer.submit_tracked(ops)
     }
 
-    /// Submits `ops` that nothing waits for. A failure is logged: the writer has failed and
-    /// every later acknowledgement that needs the disk will fail too.
+    /// Like [`Persistence::receipt`], but queued only when polled: for a connection with a
+    /// receipt still waiting for room, so the new one does not overtake it.
+    pub fn receipt_after(&self, ops: Vec<Op>) -> Receipt {
+        self.writer.submit_tracked_later(ops)
+    }
+
+    /// Submits `ops` that nothing waits for and that must not be lost (session records,
+    /// subscription deletes, deliveries nobody acknowledges). Never waits: a full queue takes
+    /// them over its bound. A failure is logged: the writer has failed and every later
+    /// acknowledgement that needs the disk will fail too.
     pub fn submit(&self, ops: Vec<Op>) {
         if ops.is_empty() {
             return;
         }
-        if let Err(e) = self.writer.submit_nowait(ops) {
+        if let Err(e) = self.writer.submit_required(ops) {
             tracing::error!(error = %e, "store write refused");
+        }
+    }
+
+    /// Submits deletes after an acknowledgement (`DeleteInflight`, `Dequeue`). Never waits: when
+    /// the queue is full they are dropped (counted in `store_deletes_dropped`), which costs at
+    /// most a redelivery with DUP=1 after a restart.
+    pub fn submit_delete(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        match self.writer.submit_nowait(ops) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("store queue full: a delete after an ack was dropped"),
+            Err(e) => tracing::error!(error = %e, "store write refused"),
         }
     }
 

@@ -49,7 +49,7 @@ pub use error::{Damage, OpenError, PoisonCause, StoreError, TooLarge};
 pub use fjall_store::{FjallOptions, FjallStore};
 pub use inspect::CheckReport;
 pub use memory::MemoryStore;
-pub use writer::{StoreWriter, SyncMode, WriterStats};
+pub use writer::{StoreWriter, SyncMode, Tracked, WriterStats};
 
 /// The on-disk format version this build writes and understands. Stored in the `meta`
 /// keyspace; a store with a newer version is refused at open.
