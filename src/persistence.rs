@@ -31,7 +31,9 @@ use crate::storage::{
 
 /// The store, its writer and the message-id counter, shared by every connection.
 pub struct Persistence {
+    /// The store, for reads (`queue_range` and the like); every write goes through `writer`.
     pub store: Arc<dyn Store>,
+    /// The group-commit writer, with its bounded queue.
     pub writer: StoreWriter,
     next_msg_id: AtomicU64,
     /// QoS 1/2 deliveries a persistent session keeps in memory; the rest wait on disk.
@@ -39,6 +41,7 @@ pub struct Persistence {
 }
 
 impl Persistence {
+    /// Wraps an opened store and its writer; message ids continue from `next_msg_id`.
     pub fn new(
         store: Arc<dyn Store>,
         writer: StoreWriter,
@@ -184,8 +187,11 @@ pub fn remaining_expiry(s: &StoredSession) -> Option<Duration> {
 /// What start-up found in the store.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Restored {
+    /// Sessions brought back.
     pub sessions: usize,
+    /// Sessions whose expiry passed while the broker was down (deleted).
     pub expired: usize,
+    /// Retained messages brought back.
     pub retained: usize,
     /// Wills of sessions whose client had not come back, published or scheduled.
     pub wills: usize,

@@ -118,33 +118,30 @@ fn start(gate: &Arc<Gate>) -> (Arc<Persistence>, DuplexStream) {
     (p, client)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_store_paces_a_publisher_without_failing_it() {
-    let gate = Arc::new(Gate::default());
-    let (p, mut client) = start(&gate);
+/// Sends CONNECT (clean, no keep-alive) and waits for CONNACK.
+async fn connect(client: &mut DuplexStream, inbox: &mut BytesMut) {
     let mut out = BytesMut::new();
-    let mut inbox = BytesMut::new();
-    encode(
-        &Packet::Connect(Box::new(Connect {
-            protocol: ProtocolVersion::V311,
-            clean_start: true,
-            keep_alive: 0,
-            client_id: "paced".into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: Properties::default(),
-        })),
-        &mut out,
-    );
+    let connect = Connect {
+        protocol: ProtocolVersion::V311,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: "paced".into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    };
+    encode(&Packet::Connect(Box::new(connect)), &mut out);
     client.write_all(&out).await.expect("write CONNECT");
     assert!(matches!(
-        next_packet(&mut client, &mut inbox).await,
+        next_packet(client, inbox).await,
         Packet::ConnAck(_)
     ));
+}
 
-    // Every retained message must be durable before its PUBACK; the store is stalled.
-    out.clear();
+/// Sends `MESSAGES` retained QoS 1 PUBLISH in one write: each must be durable before its PUBACK.
+async fn publish_all(client: &mut DuplexStream) {
+    let mut out = BytesMut::new();
     for pid in 1..=MESSAGES {
         let publish = Publish {
             dup: false,
@@ -158,6 +155,15 @@ async fn a_slow_store_paces_a_publisher_without_failing_it() {
         encode(&Packet::Publish(publish), &mut out);
     }
     client.write_all(&out).await.expect("write PUBLISH");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_paces_a_publisher_without_failing_it() {
+    let gate = Arc::new(Gate::default());
+    let (p, mut client) = start(&gate);
+    let mut inbox = BytesMut::new();
+    connect(&mut client, &mut inbox).await;
+    publish_all(&mut client).await;
 
     // One write is stalled, the queue is full, and the next acknowledged write waits for room
     // with the connection's reads paused: nothing more is queued however long we wait.
@@ -183,7 +189,7 @@ async fn a_slow_store_paces_a_publisher_without_failing_it() {
         }
     }
     // Still connected.
-    out.clear();
+    let mut out = BytesMut::new();
     encode(&Packet::PingReq, &mut out);
     client.write_all(&out).await.expect("write PINGREQ");
     assert!(matches!(
@@ -200,8 +206,6 @@ async fn a_slow_store_paces_a_publisher_without_failing_it() {
     let groups = gate.state.lock().groups.clone();
     assert!(groups.iter().all(|&n| n <= CAPACITY), "{groups:?}");
     assert_eq!(groups.iter().sum::<usize>(), usize::from(MESSAGES));
-    assert_eq!(
-        p.store.load().expect("load").retained.len(),
-        usize::from(MESSAGES)
-    );
+    let retained = p.store.load().expect("load").retained.len();
+    assert_eq!(retained, usize::from(MESSAGES));
 }
