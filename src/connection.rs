@@ -38,7 +38,8 @@ const BUF_KEEP: usize = 16 * 1024;
 const BLOCKED_POLL: Duration = Duration::from_millis(20);
 /// When a refill found nothing yet (a write still on its way), try again after this.
 const REFILL_RETRY: Duration = Duration::from_millis(20);
-/// Stop reading while this many acknowledgements wait for the store (bounds the writer queue).
+/// Stop reading while this many acknowledgements wait for the store (bounds what one connection
+/// holds back; the writer's queue has its own bound, see `storage::writer`).
 const MAX_PENDING_RECEIPTS: usize = 1024;
 /// Packets handled per turn of the task before it yields to the others. One read can hold
 /// thousands of small QoS 0 PUBLISH; without a bound a flooding publisher keeps a worker for
