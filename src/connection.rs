@@ -23,6 +23,7 @@ use crate::broker::BrokerState;
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, ReasonCode};
 use crate::protocol::{AuthOutcome, Close, ConnectOutcome, ConnectionInfo, Handler, Outbox};
 use crate::session::{Control, Delivery};
+use crate::storage::StoreError;
 
 /// Fill the write buffer from the session queue only below this many bytes.
 const WRITE_HIGH: usize = 64 * 1024;
@@ -37,7 +38,8 @@ const BUF_KEEP: usize = 16 * 1024;
 const BLOCKED_POLL: Duration = Duration::from_millis(20);
 /// When a refill found nothing yet (a write still on its way), try again after this.
 const REFILL_RETRY: Duration = Duration::from_millis(20);
-/// Stop reading while this many acknowledgements wait for the store (bounds the writer queue).
+/// Stop reading while this many acknowledgements wait for the store (bounds what one connection
+/// holds back; the writer's queue has its own bound, see `storage::writer`).
 const MAX_PENDING_RECEIPTS: usize = 1024;
 /// Packets handled per turn of the task before it yields to the others. One read can hold
 /// thousands of small QoS 0 PUBLISH; without a bound a flooding publisher keeps a worker for
@@ -408,7 +410,7 @@ fn control_close(ctl: Result<Control, tokio::sync::oneshot::error::RecvError>) -
 }
 
 type Refill =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Delivery>, String>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Delivery>, StoreError>> + Send>>;
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     async fn serve(mut self) {
@@ -478,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// Fills the write buffer from the session queue while it is below `WRITE_HIGH`; when the
     /// memory queue has run dry, starts reading the disk backlog.
     fn pump(&mut self) {
-        if self.want_pump && self.out.len() < WRITE_HIGH {
+        if self.want_pump && self.out.len() < WRITE_HIGH && !self.out.parked() {
             self.want_pump = self.handler.pump(&mut self.out, WRITE_HIGH);
             if !self.want_pump {
                 self.start_refill();
@@ -489,9 +491,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// What this turn of the loop waits for, and the timer armed for the earliest deadline.
     fn turn(&mut self, keep_alive_check: Option<Instant>) -> Turn {
         // A client that does not read its acks stops being read (TCP backpressure), so its
-        // write buffer stays bounded.
-        let backed_up =
-            self.out.len() >= WRITE_HIGH * 2 || self.out.pending() >= MAX_PENDING_RECEIPTS;
+        // write buffer stays bounded; so does one whose write waits for room in the full
+        // store queue (the `settle` branch waits for that room).
+        let backed_up = self.out.len() >= WRITE_HIGH * 2
+            || self.out.pending() >= MAX_PENDING_RECEIPTS
+            || self.out.parked();
         let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
         let throttled = self.handler.throttled_until().map(Instant::from_std);
         let blocked_on = self.handler.blocked_on();
@@ -538,7 +542,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     }
 
     /// The store made something durable: the bytes that waited for it can go out.
-    fn on_settled(&mut self, r: Result<BytesMut, String>) -> Result<(), Close> {
+    fn on_settled(&mut self, r: Result<BytesMut, StoreError>) -> Result<(), Close> {
         match r {
             Ok(released) => {
                 self.out.ready.extend_from_slice(&released);
@@ -570,7 +574,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     }
 
     /// A read of the session's disk backlog finished.
-    fn on_refill(&mut self, r: Result<Vec<Delivery>, String>) -> Result<(), Close> {
+    fn on_refill(&mut self, r: Result<Vec<Delivery>, StoreError>) -> Result<(), Close> {
         self.refill = None;
         match r {
             Ok(entries) => {
@@ -652,7 +656,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         // Stop at a throttle or a blocked PUBLISH: the rest stays buffered until then.
         let mut handled = 0;
         while self.handler.throttled_until().is_none() && self.handler.blocked_on().is_none() {
-            if handled == PACKETS_PER_TURN {
+            // A write waiting for room in the store's queue stops handling too; the rest is
+            // handled once it is queued.
+            if handled == PACKETS_PER_TURN || self.out.parked() {
                 self.more_buffered = true;
                 return Ok(());
             }
@@ -682,7 +688,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// Sends what the close requires (v5 DISCONNECT), flushes, and ends the session's
     /// connection (will, session end) through the handler.
     async fn finish(mut self, close: Close) {
-        // Acknowledgements still waiting for the store are not sent: the client resends.
+        // Acknowledgements still waiting for the store are not sent: the client resends. Their
+        // writes still reach the store, before those the end of the connection causes.
+        self.out.waiting.queue_parked();
         self.handler.closing(&close, &mut self.out.ready);
         if !self.out.ready.is_empty() && close.can_write() {
             let flush = async {
@@ -760,7 +768,7 @@ fn next_read_chunk(chunk: usize, n: usize, filled: bool) -> usize {
     }
 }
 
-async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, String> {
+async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, StoreError> {
     match refill.as_mut() {
         Some(f) => f.await,
         None => std::future::pending().await,

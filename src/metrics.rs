@@ -83,3 +83,22 @@ impl Metrics {
         self.clients_connected.sub(1);
     }
 }
+
+/// The store writer's queue (see [`crate::storage::StoreWriter`]): updated by the writer,
+/// read by the Prometheus exporter.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// Requests in the writer's queue now (a gauge): at most its capacity, plus writes that
+    /// must not be lost queued over it while it was full.
+    pub store_queue_depth: Counter,
+    /// Acknowledged writes waiting for room in the queue now (a gauge); each one pauses the
+    /// reads of its connection.
+    pub store_submits_waiting: Counter,
+    /// Deletes after an acknowledgement dropped because the queue was full. Each may cost a
+    /// redelivery (DUP=1) after a restart.
+    pub store_deletes_dropped: Counter,
+    /// Writes that must not be lost (session records, subscription deletes, deliveries to
+    /// offline sessions that nobody acknowledges) queued over the capacity because the queue
+    /// was full.
+    pub store_writes_over_bound: Counter,
+}

@@ -10,9 +10,12 @@
 //! client's next message under the same packet id would be taken for a duplicate and lost).
 //! What does not: deletes of outbound records after the client's acknowledgement (a lost
 //! delete only means a redelivery with DUP=1), QoS 0, metrics.
+//!
+//! The writer's queue is bounded (see `storage::writer`): a [`Receipt`] may first wait for room,
+//! pausing its connection's reads ([`Persistence::receipt`]); a delete after an acknowledgement
+//! is dropped and counted when the queue is full ([`Persistence::submit_delete`]); what must
+//! not be lost and cannot wait is queued over the bound, counted ([`Persistence::submit`]).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,17 +24,20 @@ use crate::codec;
 use crate::message::Message;
 use crate::session::{Delivery, SessionMeta};
 use crate::storage::{
-    unix_ms_now, Op, Store, StoreWriter, StoredDelivery, StoredMessage, StoredSession, StoredWill,
+    unix_ms_now, Op, Store, StoreError, StoreWriter, StoredDelivery, StoredMessage, StoredSession,
+    StoredWill,
 };
 
 /// Resolves once the store has made a batch durable, or with the reason it could not.
 /// [`Persistence::receipt`] makes them; a connection's outbox holds bytes back until they
 /// resolve.
-pub type Receipt = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub type Receipt = crate::storage::Tracked;
 
 /// The store, its writer and the message-id counter, shared by every connection.
 pub struct Persistence {
+    /// The store, for reads (`queue_range` and the like); every write goes through `writer`.
     pub store: Arc<dyn Store>,
+    /// The group-commit writer, with its bounded queue.
     pub writer: StoreWriter,
     next_msg_id: AtomicU64,
     /// QoS 1/2 deliveries a persistent session keeps in memory; the rest wait on disk.
@@ -39,6 +45,7 @@ pub struct Persistence {
 }
 
 impl Persistence {
+    /// Wraps an opened store and its writer; message ids continue from `next_msg_id`.
     pub fn new(
         store: Arc<dyn Store>,
         writer: StoreWriter,
@@ -79,31 +86,43 @@ impl Persistence {
         }
     }
 
-    /// Submits `ops`; the receipt resolves once they are durable.
+    /// Submits `ops`; the receipt resolves once they are durable. When the store's queue is
+    /// full, the receipt first waits for room ([`Receipt::is_waiting`]); the connection holding
+    /// it stops reading until then.
     pub fn receipt(&self, ops: Vec<Op>) -> Receipt {
-        match self.writer.submit_tracked(ops) {
-            Ok(rx) => Box::pin(async move {
-                match rx.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("the store writer stopped".to_string()),
-                }
-            }),
-            Err(e) => {
-                let e = e.to_string();
-                Box::pin(async move { Err(e) })
-            }
-        }
+        self.writer.submit_tracked(ops)
     }
 
-    /// Submits `ops` that nothing waits for. A failure is logged: the writer has failed and
-    /// every later acknowledgement that needs the disk will fail too.
+    /// Like [`Persistence::receipt`], but queued only when polled: for a connection with a
+    /// receipt still waiting for room, so the new one does not overtake it.
+    pub fn receipt_after(&self, ops: Vec<Op>) -> Receipt {
+        self.writer.submit_tracked_later(ops)
+    }
+
+    /// Submits `ops` that nothing waits for and that must not be lost (session records,
+    /// subscription deletes, deliveries nobody acknowledges). Never waits: a full queue takes
+    /// them over its bound. A failure is logged: the writer has failed and every later
+    /// acknowledgement that needs the disk will fail too.
     pub fn submit(&self, ops: Vec<Op>) {
         if ops.is_empty() {
             return;
         }
-        if let Err(e) = self.writer.submit_nowait(ops) {
+        if let Err(e) = self.writer.submit_required(ops) {
             tracing::error!(error = %e, "store write refused");
+        }
+    }
+
+    /// Submits deletes after an acknowledgement (`DeleteInflight`, `Dequeue`). Never waits: when
+    /// the queue is full they are dropped (counted in `store_deletes_dropped`), which costs at
+    /// most a redelivery with DUP=1 after a restart.
+    pub fn submit_delete(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        match self.writer.submit_nowait(ops) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("store queue full: a delete after an ack was dropped"),
+            Err(e) => tracing::error!(error = %e, "store write refused"),
         }
     }
 
@@ -114,16 +133,12 @@ impl Persistence {
         client_id: Arc<str>,
         from: u64,
         max: usize,
-    ) -> Result<Vec<Delivery>, String> {
-        self.writer
-            .submit(Vec::new())
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.writer.submit(Vec::new()).await?;
         let store = self.store.clone();
         let entries = tokio::task::spawn_blocking(move || store.queue_range(&client_id, from, max))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| StoreError::ReadTask(Arc::new(e)))??;
         Ok(entries
             .into_iter()
             .map(|(seq, d)| to_delivery(seq, d))

@@ -2,9 +2,10 @@
 //!
 //! - `GET /metrics`: every counter and gauge behind `$SYS` (the same [`Metrics`] counters and
 //!   [`BrokerState`] figures, read at scrape time) in the Prometheus text exposition format
-//!   0.0.4, named `starling_*` with `HELP` and `TYPE` lines, plus per-listener connections and
-//!   in-flight messages. `$SYS`'s load averages are left out: Prometheus derives rates itself
-//!   with `rate()`.
+//!   0.0.4, named `starling_*` with `HELP` and `TYPE` lines, plus per-listener connections,
+//!   in-flight messages and the store writer's queue (its depth and bound, what waits for room
+//!   and what was dropped or queued over the bound; zeros without persistence). `$SYS`'s load
+//!   averages are left out: Prometheus derives rates itself with `rate()`.
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 while the broker accepts connections, 503 once shutdown has begun. The
 //!   endpoint is started by [`crate::Broker::start`] only after every MQTT listener is bound, so
@@ -35,7 +36,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::BrokerState;
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Metrics, StoreMetrics};
 
 /// Concurrent HTTP connections served; further ones are closed at accept.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -267,6 +268,7 @@ fn write_gauges(out: &mut Exposition, b: &BrokerState, listeners: &[SocketAddr])
         out.family(name, "gauge", help);
         out.sample(name, &[], value);
     }
+    store_queue(b, out);
     let per_listener = "starling_listener_connections";
     out.family(per_listener, "gauge", "Connections open on each listener.");
     for (i, addr) in listeners.iter().enumerate() {
@@ -371,6 +373,53 @@ fn write_info(out: &mut Exposition, b: &BrokerState) {
     );
 }
 
+/// The store writer's queue and its bound (zeros without persistence).
+fn store_queue(b: &BrokerState, out: &mut Exposition) {
+    let writer = b.persistence().map(|p| &p.writer);
+    let m = writer.map(|w| w.metrics());
+    let get = |c: fn(&StoreMetrics) -> &Counter| m.map_or(0, |m| c(m).get());
+    let families: [(&str, &str, &str, u64); 5] = [
+        (
+            "starling_store_queue_depth",
+            "gauge",
+            "Requests waiting in the store writer's queue (at most its capacity, plus writes \
+             that must not be lost queued over it).",
+            get(|m| &m.store_queue_depth),
+        ),
+        (
+            "starling_store_queue_capacity",
+            "gauge",
+            "Requests the store writer's queue holds before acknowledged writes wait.",
+            writer.map_or(0, |w| w.capacity() as u64),
+        ),
+        (
+            "starling_store_submits_waiting",
+            "gauge",
+            "Acknowledged writes waiting for room in the full store queue; each pauses the \
+             reads of its connection.",
+            get(|m| &m.store_submits_waiting),
+        ),
+        (
+            "starling_store_deletes_dropped_total",
+            "counter",
+            "Deletes after an acknowledgement dropped because the store queue was full (a \
+             restart may redeliver those messages with DUP=1).",
+            get(|m| &m.store_deletes_dropped),
+        ),
+        (
+            "starling_store_writes_over_bound_total",
+            "counter",
+            "Writes that must not be lost queued over the store queue's capacity because it \
+             was full.",
+            get(|m| &m.store_writes_over_bound),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        out.family(name, kind, help);
+        out.sample(name, &[], value);
+    }
+}
+
 /// A text exposition being written.
 #[derive(Default)]
 struct Exposition {
@@ -434,6 +483,27 @@ mod tests {
         assert!(text.contains("starling_listener_connections{listener=\"127.0.0.1:1883\"} 2\n"));
         assert!(text.contains("# TYPE starling_clients_connected gauge\n"));
         assert!(text.contains("starling_build_info{version=\""));
+    }
+
+    #[tokio::test]
+    async fn the_store_queue_is_exported_with_its_bound() {
+        use crate::persistence::Persistence;
+        use crate::storage::{MemoryStore, StoreWriter, SyncMode};
+        let store = Arc::new(MemoryStore::new());
+        let writer = StoreWriter::spawn(store.clone(), SyncMode::Batch, 8);
+        writer.metrics().store_deletes_dropped.add(2);
+        let p = Persistence::new(store, writer, 1, 10);
+        let broker = BrokerState::new(Config::default(), CancellationToken::new())
+            .with_persistence(Some(Arc::new(p)));
+        let text = render(&broker, &[]);
+        assert!(text.contains("# TYPE starling_store_queue_depth gauge\n"));
+        assert!(text.contains("starling_store_queue_capacity 8\n"));
+        assert!(text.contains("# TYPE starling_store_deletes_dropped_total counter\n"));
+        assert!(text.contains("starling_store_deletes_dropped_total 2\n"));
+        assert!(text.contains("starling_store_writes_over_bound_total 0\n"));
+        // Without persistence: zeros.
+        let text = render(&exporter().broker, &[]);
+        assert!(text.contains("starling_store_queue_capacity 0\n"));
     }
 
     #[test]

@@ -165,14 +165,28 @@ impl Handler {
         }
     }
 
-    /// Sends nothing more until `ops` are durable (no-op without a store or ops).
+    /// Sends nothing more until `ops` are durable (no-op without a store or ops). Behind a
+    /// receipt still waiting for room in the store's queue, `ops` wait their turn.
     fn store_wait(&self, ops: Vec<Op>, out: &mut Outbox) {
         if let (Some(p), false) = (self.broker.persistence(), ops.is_empty()) {
-            out.wait_for(p.receipt(ops));
+            let receipt = if out.parked() {
+                p.receipt_after(ops)
+            } else {
+                p.receipt(ops)
+            };
+            out.wait_for(receipt);
         }
     }
 
+    /// Deletes after an acknowledgement: dropped when the store's queue is full.
     fn store_nowait(&self, ops: Vec<Op>) {
+        if let Some(p) = self.broker.persistence() {
+            p.submit_delete(ops);
+        }
+    }
+
+    /// Writes nothing waits for that must not be lost.
+    fn store_required(&self, ops: Vec<Op>) {
         if let Some(p) = self.broker.persistence() {
             p.submit(ops);
         }

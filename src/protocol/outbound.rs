@@ -101,7 +101,8 @@ impl Handler {
             for (pid, d) in scratch.drain(..) {
                 self.encode_delivery(pid, &d, false, now, out);
             }
-            if !more || out.len() >= high {
+            // A receipt waiting for room in the store's queue: the rest waits for it.
+            if !more || out.len() >= high || out.parked() {
                 self.scratch = scratch;
                 return more;
             }

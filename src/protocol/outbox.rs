@@ -3,10 +3,19 @@
 //! on disk, PUBLISH after its packet id is) is queued behind a [`Receipt`], and everything
 //! appended after it waits too, so the client sees packets in the order the protocol produced
 //! them [MQTT-4.6.0-2].
+//!
+//! A receipt may still wait for room in the store's queue (the queue is full): the outbox is
+//! then [`Outbox::parked`], and the connection neither reads nor handles packets nor pumps
+//! deliveries until it is queued; [`Waiting::settle`] drives that wait.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
+
+use crate::storage::StoreError;
 
 use crate::persistence::Receipt;
 
@@ -25,6 +34,8 @@ pub struct Waiting {
     chunks: VecDeque<(Receipt, BytesMut)>,
     /// Bytes in every chunk but the last (which is still growing).
     sealed_bytes: usize,
+    /// Receipts still waiting for room in the store's queue.
+    parked: usize,
 }
 
 impl Outbox {
@@ -41,7 +52,17 @@ impl Outbox {
         if let Some((_, chunk)) = self.waiting.chunks.back() {
             self.waiting.sealed_bytes += chunk.len();
         }
+        if receipt.is_waiting() {
+            self.waiting.parked += 1;
+        }
         self.waiting.chunks.push_back((receipt, BytesMut::new()));
+    }
+
+    /// True while a receipt waits for room in the store's queue. The connection then stops
+    /// reading and handling packets, and a new receipt must wait its turn behind it
+    /// (`Persistence::receipt_after`) so that writes reach the store in order.
+    pub fn parked(&self) -> bool {
+        self.waiting.parked > 0
     }
 
     /// Bytes held in total, ready or waiting (for backpressure).
@@ -64,20 +85,49 @@ impl Waiting {
         self.sealed_bytes + self.chunks.back().map_or(0, |(_, c)| c.len())
     }
 
-    /// Waits for the oldest receipt and returns the bytes it released. Cancellation-safe: the
-    /// receipt stays queued until it has resolved. Pending forever when nothing waits.
-    pub async fn settle(&mut self) -> Result<BytesMut, String> {
+    /// Waits for the oldest receipt and returns the bytes it released; or, first, for room in
+    /// the store's queue for the oldest receipt still waiting for it, and returns nothing once
+    /// that receipt is queued (the connection may read again). Cancellation-safe: receipts
+    /// stay here until they resolve. Pending forever when nothing waits.
+    pub async fn settle(&mut self) -> Result<BytesMut, StoreError> {
+        std::future::poll_fn(|cx| self.poll_settle(cx)).await
+    }
+
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<Result<BytesMut, StoreError>> {
+        if self.parked > 0 {
+            let next = self.chunks.iter_mut().find(|(r, _)| r.is_waiting());
+            if let Some((receipt, _)) = next {
+                if receipt.poll_queued(cx).is_ready() {
+                    self.parked -= 1;
+                    return Poll::Ready(Ok(BytesMut::new()));
+                }
+            }
+        }
         let Some((receipt, _)) = self.chunks.front_mut() else {
-            return std::future::pending().await;
+            return Poll::Pending;
         };
-        receipt.await?;
+        if receipt.is_waiting() {
+            // Its wait for room was polled above and wakes this task.
+            return Poll::Pending;
+        }
+        ready!(Pin::new(receipt).poll(cx))?;
         let Some((_, chunk)) = self.chunks.pop_front() else {
-            return Ok(BytesMut::new());
+            return Poll::Ready(Ok(BytesMut::new()));
         };
         if !self.chunks.is_empty() {
             self.sealed_bytes -= chunk.len();
         }
-        Ok(chunk)
+        Poll::Ready(Ok(chunk))
+    }
+
+    /// Queues every receipt still waiting for room at once, over the store's bound if need be,
+    /// in order: for a connection that closes, so its writes reach the store before those its
+    /// end causes (the session's disconnect record).
+    pub fn queue_parked(&mut self) {
+        for (receipt, _) in self.chunks.iter_mut() {
+            receipt.queue_now();
+        }
+        self.parked = 0;
     }
 }
 
@@ -85,28 +135,31 @@ impl Waiting {
 mod tests {
     use super::*;
 
-    fn receipt(rx: tokio::sync::oneshot::Receiver<()>) -> Receipt {
-        Box::pin(async move { rx.await.map_err(|_| "dropped".to_string()) })
+    type Answer = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
+
+    fn receipt() -> (Answer, Receipt) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, crate::storage::Tracked::answered_by(rx))
     }
 
     #[tokio::test]
     async fn bytes_after_a_receipt_wait_for_it_in_order() {
         let mut o = Outbox::default();
         o.buf().extend_from_slice(b"a");
-        let (tx1, rx1) = tokio::sync::oneshot::channel();
-        o.wait_for(receipt(rx1));
+        let (tx1, r1) = receipt();
+        o.wait_for(r1);
         o.buf().extend_from_slice(b"b");
-        let (tx2, rx2) = tokio::sync::oneshot::channel();
-        o.wait_for(receipt(rx2));
+        let (tx2, r2) = receipt();
+        o.wait_for(r2);
         o.buf().extend_from_slice(b"c");
         assert_eq!(&o.ready[..], b"a");
         assert_eq!(o.len(), 3);
         assert_eq!(o.pending(), 2);
-        tx1.send(()).unwrap();
+        tx1.send(Ok(())).unwrap();
         let released = o.waiting.settle().await.unwrap();
         o.ready.extend_from_slice(&released);
         assert_eq!(&o.ready[..], b"ab");
-        tx2.send(()).unwrap();
+        tx2.send(Ok(())).unwrap();
         let released = o.waiting.settle().await.unwrap();
         o.ready.extend_from_slice(&released);
         assert_eq!(&o.ready[..], b"abc");
@@ -117,9 +170,31 @@ mod tests {
     #[tokio::test]
     async fn a_failed_receipt_reports_its_error() {
         let mut o = Outbox::default();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        o.wait_for(receipt(rx));
+        let (tx, r) = receipt();
+        o.wait_for(r);
         drop(tx);
         assert!(o.waiting.settle().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_receipt_waiting_for_room_parks_the_outbox_until_queued() {
+        use crate::storage::{MemoryStore, Op, StoreWriter, SyncMode};
+        let writer = StoreWriter::spawn(
+            std::sync::Arc::new(MemoryStore::default()),
+            SyncMode::Batch,
+            1,
+        );
+        let mut o = Outbox::default();
+        let ops = vec![Op::DeleteRetained { topic: "t".into() }];
+        o.wait_for(writer.submit_tracked_later(ops));
+        o.buf().extend_from_slice(b"a");
+        assert!(o.parked());
+        assert_eq!(o.pending(), 1);
+        // The wait for room ends first and releases nothing...
+        assert!(o.waiting.settle().await.unwrap().is_empty());
+        assert!(!o.parked());
+        // ...then the write does.
+        assert_eq!(&o.waiting.settle().await.unwrap()[..], b"a");
+        assert_eq!(o.pending(), 0);
     }
 }

@@ -192,7 +192,7 @@ impl Handler {
                     ReasonCode::TOPIC_FILTER_INVALID
                 } else if self.broker.unsubscribe(&self.session, f) {
                     if self.session.is_persistent() {
-                        self.store_nowait(vec![Op::DeleteSubscription {
+                        self.store_required(vec![Op::DeleteSubscription {
                             client_id: self.client_id.to_string(),
                             filter: f.clone(),
                         }]);

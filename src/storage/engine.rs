@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::encoding::{self as enc, DecodeError, QueueEntry};
 use super::{
     InflightStage, LoadedInflight, LoadedSession, Op, Snapshot, StoreError, StoredDelivery,
-    StoredMessage, MAX_KEY_LEN,
+    StoredMessage, TooLarge, MAX_KEY_LEN,
 };
 
 /// The keyspaces. Every store has all of them.
@@ -101,11 +101,10 @@ impl Planner<'_> {
     fn put(&mut self, ks: Ks, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
         check_key(ks, &key)?;
         if u32::try_from(value.len()).is_err() {
-            return Err(StoreError::TooLarge(format!(
-                "a {} byte record in `{}`",
-                value.len(),
-                ks.name()
-            )));
+            return Err(StoreError::TooLarge(TooLarge::Record {
+                keyspace: ks.name(),
+                len: value.len(),
+            }));
         }
         self.writes.insert((ks, key), Some(value));
         Ok(())
@@ -275,11 +274,10 @@ impl Planner<'_> {
 
 fn check_key(ks: Ks, key: &[u8]) -> Result<(), StoreError> {
     if key.len() > MAX_KEY_LEN {
-        return Err(StoreError::TooLarge(format!(
-            "a {} byte key in `{}` (at most {MAX_KEY_LEN}: client id or topic too long)",
-            key.len(),
-            ks.name()
-        )));
+        return Err(StoreError::TooLarge(TooLarge::Key {
+            keyspace: ks.name(),
+            len: key.len(),
+        }));
     }
     Ok(())
 }

@@ -26,6 +26,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::Mutex;
@@ -34,7 +35,9 @@ use super::encoding as enc;
 use super::engine::{self, Ks, Kv, Visit, META_FORMAT_VERSION};
 use super::inspect::{self, CheckReport};
 use super::memory::prefix_end;
-use super::{Op, Snapshot, Store, StoreError, StoredDelivery, FORMAT_VERSION};
+use super::{
+    Damage, Op, OpenError, PoisonCause, Snapshot, Store, StoreError, StoredDelivery, FORMAT_VERSION,
+};
 
 /// Tuning of a [`FjallStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,37 +65,22 @@ pub struct FjallStore {
     keyspaces: Vec<Keyspace>,
     dir: PathBuf,
     write_lock: Mutex<()>,
-    poisoned: Mutex<Option<String>>,
+    /// The failure that poisoned the store, if any.
+    poisoned: Mutex<Option<Arc<StoreError>>>,
 }
 
-/// What to tell a user whose store cannot be opened.
-fn open_hint(dir: &Path) -> String {
-    let d = dir.display();
-    format!(
-        "inspect it with `starling store check --dir {d}` (or `dump`); to start with an empty \
-         store, move it aside with `starling store reset --dir {d}` (renames it to \
-         {d}.broken-<unix time>, deletes nothing)"
-    )
-}
-
-fn io(e: fjall::Error) -> StoreError {
-    match e {
-        fjall::Error::Poisoned => {
-            StoreError::Poisoned("the storage engine reported an earlier failure".into())
-        }
-        e => StoreError::Io(e.to_string()),
-    }
+/// The path a store error names.
+fn path(dir: &Path) -> PathBuf {
+    dir.to_path_buf()
 }
 
 impl FjallStore {
     /// Opens (creating if needed) the store in `dir`. Errors say what is wrong and how to move
     /// the store aside.
     pub fn open(dir: &Path, opts: &FjallOptions) -> Result<FjallStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Open(format!(
-                "cannot create the store directory {}: {e}",
-                dir.display()
-            ))
+        std::fs::create_dir_all(dir).map_err(|e| OpenError::CreateDir {
+            dir: path(dir),
+            cause: Arc::new(e),
         })?;
         Self::open_dir(dir, opts)
     }
@@ -101,25 +89,25 @@ impl FjallStore {
     /// directory is an error rather than a new store.
     pub fn open_existing(dir: &Path, opts: &FjallOptions) -> Result<FjallStore, StoreError> {
         let empty = std::fs::read_dir(dir)
-            .map_err(|e| StoreError::Open(format!("no store at {}: {e}", dir.display())))?
+            .map_err(|e| OpenError::Missing {
+                dir: path(dir),
+                cause: Arc::new(e),
+            })?
             .next()
             .is_none();
         if empty {
-            return Err(StoreError::Open(format!(
-                "no store at {}: the directory is empty",
-                dir.display()
-            )));
+            return Err(OpenError::Empty { dir: path(dir) }.into());
         }
         Self::open_dir(dir, opts)
     }
 
     fn open_dir(dir: &Path, opts: &FjallOptions) -> Result<FjallStore, StoreError> {
-        let fail = |what: String| {
-            StoreError::Open(format!(
-                "cannot open the message store in {}: {what}. {}",
-                dir.display(),
-                open_hint(dir)
-            ))
+        let fail = |problem: Damage| -> StoreError {
+            OpenError::Damaged {
+                dir: path(dir),
+                problem,
+            }
+            .into()
         };
         let builder = Database::builder(dir)
             .cache_size(opts.cache_size)
@@ -130,15 +118,9 @@ impl FjallStore {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.open()));
         let db = match opened {
             Ok(Ok(db)) => db,
-            Ok(Err(fjall::Error::Locked)) => {
-                return Err(StoreError::Open(format!(
-                    "the message store in {} is in use by another process (is another starling \
-                     running with the same persistence.dir?)",
-                    dir.display()
-                )))
-            }
-            Ok(Err(e)) => return Err(fail(e.to_string())),
-            Err(_) => return Err(fail("the storage engine failed while recovering it".into())),
+            Ok(Err(fjall::Error::Locked)) => return Err(OpenError::InUse { dir: path(dir) }.into()),
+            Ok(Err(e)) => return Err(fail(e.into())),
+            Err(_) => return Err(fail(Damage::Recovery)),
         };
         let mut keyspaces = Vec::with_capacity(Ks::ALL.len());
         for ks in Ks::ALL {
@@ -149,12 +131,16 @@ impl FjallStore {
             }));
             match opened {
                 Ok(Ok(k)) => keyspaces.push(k),
-                Ok(Err(e)) => return Err(fail(format!("keyspace `{}`: {e}", ks.name()))),
+                Ok(Err(e)) => {
+                    return Err(fail(Damage::Keyspace {
+                        keyspace: ks.name(),
+                        cause: Arc::new(e),
+                    }))
+                }
                 Err(_) => {
-                    return Err(fail(format!(
-                        "keyspace `{}` could not be recovered",
-                        ks.name()
-                    )))
+                    return Err(fail(Damage::KeyspaceRecovery {
+                        keyspace: ks.name(),
+                    }))
                 }
             }
         }
@@ -169,35 +155,33 @@ impl FjallStore {
         Ok(store)
     }
 
-    fn check_format_version(&self, fail: &dyn Fn(String) -> StoreError) -> Result<(), StoreError> {
+    fn check_format_version(&self, fail: &dyn Fn(Damage) -> StoreError) -> Result<(), StoreError> {
         let meta = self.ks(Ks::Meta);
-        match meta
-            .get(META_FORMAT_VERSION)
-            .map_err(|e| fail(e.to_string()))?
-        {
+        match meta.get(META_FORMAT_VERSION).map_err(|e| fail(e.into()))? {
             Some(v) => {
-                let v = enc::decode_format_version(&v)
-                    .map_err(|e| fail(format!("unreadable format version: {e}")))?;
+                let v = enc::decode_format_version(&v).map_err(|e| {
+                    fail(Damage::UnreadableVersion {
+                        reason: e.to_string(),
+                    })
+                })?;
                 if v > FORMAT_VERSION {
-                    return Err(StoreError::Open(format!(
-                        "the message store in {} has format version {v}, newer than the version \
-                         {FORMAT_VERSION} this starling understands: run a newer starling, or {}",
-                        self.dir.display(),
-                        open_hint(&self.dir)
-                    )));
+                    return Err(OpenError::Newer {
+                        dir: self.dir.clone(),
+                        version: v,
+                    }
+                    .into());
                 }
                 if v != FORMAT_VERSION {
-                    return Err(fail(format!("unknown format version {v}")));
+                    return Err(fail(Damage::UnknownVersion(v)));
                 }
                 Ok(())
             }
             None => {
                 for ks in Ks::ALL {
-                    if !self.ks(ks).is_empty().map_err(|e| fail(e.to_string()))? {
-                        return Err(fail(format!(
-                            "it holds records in `{}` but no format version",
-                            ks.name()
-                        )));
+                    if !self.ks(ks).is_empty().map_err(|e| fail(e.into()))? {
+                        return Err(fail(Damage::Unversioned {
+                            keyspace: ks.name(),
+                        }));
                     }
                 }
                 meta.insert(
@@ -205,7 +189,7 @@ impl FjallStore {
                     enc::encode_format_version(FORMAT_VERSION),
                 )
                 .and_then(|()| self.db.persist(PersistMode::SyncAll))
-                .map_err(|e| fail(format!("cannot record the format version: {e}")))
+                .map_err(|e| fail(Damage::RecordVersion(Arc::new(e))))
             }
         }
     }
@@ -214,20 +198,16 @@ impl FjallStore {
     /// that exists) and returns the new path. Nothing is deleted. Refused while a process holds
     /// the store open.
     pub fn move_aside(dir: &Path) -> Result<PathBuf, StoreError> {
-        let meta = std::fs::metadata(dir)
-            .map_err(|e| StoreError::Open(format!("no store at {}: {e}", dir.display())))?;
-        if !meta.is_dir() {
-            return Err(StoreError::Open(format!(
-                "{} is not a directory",
-                dir.display()
-            )));
-        }
-        let name = dir.file_name().ok_or_else(|| {
-            StoreError::Open(format!(
-                "cannot move {} aside: name the store's own directory",
-                dir.display()
-            ))
+        let meta = std::fs::metadata(dir).map_err(|e| OpenError::Missing {
+            dir: path(dir),
+            cause: Arc::new(e),
         })?;
+        if !meta.is_dir() {
+            return Err(OpenError::NotADirectory { dir: path(dir) }.into());
+        }
+        let name = dir
+            .file_name()
+            .ok_or_else(|| OpenError::Unnamed { dir: path(dir) })?;
         // fjall holds an exclusive lock on `lock` while the store is open.
         let lock = dir.join("lock");
         if lock.exists() {
@@ -235,21 +215,21 @@ impl FjallStore {
                 .read(true)
                 .write(true)
                 .open(&lock)
-                .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", lock.display())))?;
+                .map_err(|e| OpenError::LockFile {
+                    path: lock.clone(),
+                    cause: Arc::new(e),
+                })?;
             match file.try_lock() {
                 Ok(()) => drop(file),
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(StoreError::Open(format!(
-                        "the store in {} is in use by a running process (a starling broker?); \
-                         stop it first",
-                        dir.display()
-                    )))
+                    return Err(OpenError::Running { dir: path(dir) }.into())
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(StoreError::Open(format!(
-                        "cannot lock {}: {e}",
-                        lock.display()
-                    )))
+                    return Err(OpenError::Lock {
+                        path: lock,
+                        cause: Arc::new(e),
+                    }
+                    .into())
                 }
             }
         }
@@ -262,12 +242,10 @@ impl FjallStore {
             target = parent.join(format!("{base}-{n}"));
             n += 1;
         }
-        std::fs::rename(dir, &target).map_err(|e| {
-            StoreError::Open(format!(
-                "cannot move {} to {}: {e}",
-                dir.display(),
-                target.display()
-            ))
+        std::fs::rename(dir, &target).map_err(|e| OpenError::Rename {
+            from: path(dir),
+            to: target.clone(),
+            cause: Arc::new(e),
         })?;
         Ok(target)
     }
@@ -283,11 +261,11 @@ impl FjallStore {
 
     /// Records the failure and returns the error to report.
     fn poison(&self, e: fjall::Error) -> StoreError {
-        let err = io(e);
+        let err = StoreError::from(e);
         let mut p = self.poisoned.lock();
         if p.is_none() {
             tracing::error!("store: write failed, refusing further writes: {err}");
-            *p = Some(err.to_string());
+            *p = Some(Arc::new(err.clone()));
         }
         err
     }
@@ -310,7 +288,11 @@ impl FjallStore {
 
 impl Kv for FjallStore {
     fn get(&self, ks: Ks, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.ks(ks).get(key).map_err(io)?.map(|v| v.to_vec()))
+        Ok(self
+            .ks(ks)
+            .get(key)
+            .map_err(StoreError::from)?
+            .map(|v| v.to_vec()))
     }
 
     fn scan(&self, ks: Ks, prefix: &[u8], from: &[u8], f: &mut Visit) -> Result<(), StoreError> {
@@ -320,7 +302,7 @@ impl Kv for FjallStore {
             None => self.ks(ks).range(from..),
         };
         for guard in iter {
-            let (k, v) = guard.into_inner().map_err(io)?;
+            let (k, v) = guard.into_inner().map_err(StoreError::from)?;
             if !k.starts_with(prefix) || !f(&k, &v)? {
                 break;
             }
@@ -330,7 +312,7 @@ impl Kv for FjallStore {
 
     fn last_key(&self, ks: Ks, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.ks(ks).prefix(prefix).next_back() {
-            Some(guard) => Ok(Some(guard.key().map_err(io)?.to_vec())),
+            Some(guard) => Ok(Some(guard.key().map_err(StoreError::from)?.to_vec())),
             None => Ok(None),
         }
     }
@@ -339,8 +321,8 @@ impl Kv for FjallStore {
 impl Store for FjallStore {
     fn write(&self, batch: &[Op], sync: bool) -> Result<(), StoreError> {
         let _guard = self.write_lock.lock();
-        if let Some(reason) = self.poisoned.lock().clone() {
-            return Err(StoreError::Poisoned(reason));
+        if let Some(cause) = self.poisoned.lock().clone() {
+            return Err(StoreError::Poisoned(PoisonCause::Earlier(cause)));
         }
         let writes = engine::plan(self, batch)?;
         if !writes.is_empty() {
@@ -363,11 +345,11 @@ impl Store for FjallStore {
 
     fn load(&self) -> Result<Snapshot, StoreError> {
         engine::load(self).map_err(|e| match e {
-            StoreError::Corrupt { .. } => StoreError::Open(format!(
-                "cannot load the message store in {}: {e}. {}",
-                self.dir.display(),
-                open_hint(&self.dir)
-            )),
+            StoreError::Corrupt { .. } => OpenError::Unloadable {
+                dir: self.dir.clone(),
+                cause: Box::new(e),
+            }
+            .into(),
             e => e,
         })
     }

@@ -28,6 +28,7 @@
 
 mod encoding;
 mod engine;
+mod error;
 mod fjall_store;
 mod inspect;
 mod memory;
@@ -43,10 +44,11 @@ use bytes::Bytes;
 
 use crate::codec::{self, Properties, QoS, SubscriptionOptions};
 
+pub use error::{Damage, OpenError, PoisonCause, StoreError, TooLarge};
 pub use fjall_store::{FjallOptions, FjallStore};
 pub use inspect::CheckReport;
 pub use memory::MemoryStore;
-pub use writer::{StoreWriter, SyncMode, WriterStats};
+pub use writer::{StoreWriter, SyncMode, Tracked, WriterStats};
 
 /// The on-disk format version this build writes and understands. Stored in the `meta`
 /// keyspace; a store with a newer version is refused at open.
@@ -308,44 +310,6 @@ pub struct Snapshot {
     /// Records skipped because they belong to no session or point at a missing record (see
     /// `check` for details). Zero unless something went wrong before.
     pub skipped: u64,
-}
-
-/// Why a store operation failed.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum StoreError {
-    /// An I/O error from the storage engine. The store is poisoned afterwards.
-    #[error("storage I/O error: {0}")]
-    Io(String),
-    /// A previous write or fsync failed; the store refuses further writes.
-    #[error("the store refuses writes after an earlier failure ({0}); restart the broker")]
-    Poisoned(String),
-    /// A record that does not decode.
-    #[error("corrupt record in `{keyspace}` at key {key}: {reason}")]
-    Corrupt {
-        keyspace: &'static str,
-        key: String,
-        reason: String,
-    },
-    /// A key or value over the engine's limits; the batch was not written.
-    #[error("cannot store {0}")]
-    TooLarge(String),
-    /// The store could not be opened.
-    #[error("{0}")]
-    Open(String),
-    /// The writer was shut down.
-    #[error("the store writer has shut down")]
-    Closed,
-}
-
-impl StoreError {
-    /// True when the store can take no more writes: I/O failures and poisoning. False for
-    /// errors that concern one batch only (too large, a corrupt record met while planning).
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Io(_) | StoreError::Poisoned(_) | StoreError::Closed | StoreError::Open(_)
-        )
-    }
 }
 
 /// A persistence backend. Implementations are internally synchronised; the broker writes only

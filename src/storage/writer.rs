@@ -6,15 +6,42 @@
 //! it writes form the next group, so the group size adapts to load with no artificial delay:
 //! one request alone is written at once, and under load one fsync covers hundreds.
 //!
+//! The queue is bounded by `capacity` permits of a (fair, FIFO) semaphore. A request holds a
+//! permit from when it is queued until the writer takes it. What each way in does when no
+//! permit is free:
+//! - [`StoreWriter::submit`] waits for one.
+//! - [`StoreWriter::submit_tracked`] (an acknowledgement that follows the disk) queues at once
+//!   when a permit is free and otherwise returns a [`Tracked`] that waits for one when polled
+//!   and queues its batch then. A connection with such a batch stops reading and handling
+//!   packets until it is queued (`Outbox::parked`), so a full queue paces publishers instead
+//!   of growing; they are not failed.
+//! - [`StoreWriter::submit_nowait`] (a delete after an acknowledgement: `DeleteInflight`,
+//!   `Dequeue`) never waits: it is dropped and counted (`store_deletes_dropped`). A lost delete
+//!   leaves a record behind: after a restart its message may be sent again (an inflight record
+//!   is resent with DUP=1), or nothing reads it again and it goes with its session. Nothing
+//!   is lost and nothing else changes while the broker runs.
+//! - [`StoreWriter::submit_required`] is for writes that must not be lost but whose callers
+//!   cannot wait: session records, subscription deletes, deliveries that nobody acknowledges
+//!   (wills, `$SYS`, retained messages on SUBSCRIBE, shared messages handed on) queued for
+//!   offline sessions, and a [`Tracked`] batch dropped before it was queued (its connection
+//!   closed). They are made in synchronous broker code, some under locks, so they cannot wait,
+//!   and dropping them would lose state. Decision: they take a permit when one is free and are
+//!   otherwise queued over the bound, counted (`store_writes_over_bound`). Their number is
+//!   bounded by what causes them, each a per-connection or per-session event (connect,
+//!   disconnect, expiry, SUBSCRIBE, UNSUBSCRIBE, a will), and the excess lasts only until the
+//!   writer next takes the queue, which it takes whole.
+//!
+//! So the queue holds at most `capacity` requests plus the required writes made while it was
+//! full. Gauges: `store_queue_depth` (requests queued) and `store_submits_waiting` (tracked
+//! batches waiting for a permit), in [`StoreMetrics`].
+//!
 //! Invariants:
 //! - Requests are applied in the order they entered the queue, waited or not, so a
 //!   `submit_nowait` delete is never overtaken by a later write of the same key (packet ids are
 //!   reused). This is why the queue is a mutex-guarded `VecDeque` and not an mpsc channel with
-//!   a side path for non-waiting writes.
-//! - Bounded: `submit` waits for one of `queue_capacity` permits before queueing
-//!   (backpressure), and a permit is returned when the writer takes the request. `submit_nowait`
-//!   never waits: it takes a permit when one is free and is queued regardless otherwise, since
-//!   its writes (deletes after acks) are caused by earlier, throttled writes.
+//!   a side path for non-waiting writes. Permits are handed out in FIFO order and `try_acquire`
+//!   fails while anyone waits, so a delete cannot pass a waiting [`Tracked`] batch either: it
+//!   is dropped instead.
 //! - A waiter completes only after its group's write returned, and in `Batch` and `Always`
 //!   modes after its fsync. If a write or fsync fails with a fatal error, that group's waiters
 //!   get the error and so does every later request: the writer never writes again. A
@@ -23,15 +50,19 @@
 //! - `shutdown` writes everything queued, fsyncs, and stops the thread.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::{Op, Store, StoreError};
+use crate::metrics::StoreMetrics;
 
 /// When the writer fsyncs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -57,12 +88,24 @@ pub struct WriterStats {
     pub groups: u64,
     /// fsyncs.
     pub syncs: u64,
+    /// Requests in the queue now.
+    pub queued: u64,
+    /// Tracked batches waiting for a permit now.
+    pub waiting: u64,
+    /// `submit_nowait` deletes dropped because the queue was full.
+    pub deletes_dropped: u64,
+    /// Requests queued without a permit (over the bound).
+    pub over_bound: u64,
 }
+
+/// The writer's answer to one request.
+type Answer = oneshot::Sender<Result<(), StoreError>>;
 
 struct Request {
     ops: Vec<Op>,
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
-    /// Returned to the queue's budget when the writer takes the request.
+    done: Option<Answer>,
+    /// Returned to the queue's budget when the writer takes the request; None for a request
+    /// queued over the bound.
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -86,9 +129,68 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     permits: Arc<Semaphore>,
+    capacity: usize,
     requests: AtomicU64,
     groups: AtomicU64,
     syncs: AtomicU64,
+    metrics: StoreMetrics,
+}
+
+impl Shared {
+    /// Queues a request; without `permit` it is over the bound (and counted).
+    fn push(
+        &self,
+        ops: Vec<Op>,
+        done: Option<Answer>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), StoreError> {
+        {
+            let mut st = self.state.lock();
+            if let Some(e) = refusal(&st) {
+                return Err(e);
+            }
+            if permit.is_none() {
+                self.metrics.store_writes_over_bound.inc();
+            }
+            st.queue.push_back(Request {
+                ops,
+                done,
+                _permit: permit,
+            });
+            self.metrics.store_queue_depth.inc();
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues a request and returns where its answer arrives.
+    fn push_tracked(
+        &self,
+        ops: Vec<Op>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.push(ops, Some(tx), permit)?;
+        Ok(rx)
+    }
+
+    /// Why requests are refused now, if they are.
+    fn refusal(&self) -> Option<StoreError> {
+        refusal(&self.state.lock())
+    }
+}
+
+fn refusal(st: &State) -> Option<StoreError> {
+    match (&st.failed, st.closed) {
+        (Some(e), _) => Some(e.clone()),
+        (None, true) => Some(StoreError::Closed),
+        (None, false) => None,
+    }
+}
+
+/// The ops `submit_nowait` takes: deletes whose loss costs at most a redelivery.
+fn droppable(op: &Op) -> bool {
+    matches!(op, Op::DeleteInflight { .. } | Op::Dequeue { .. })
 }
 
 /// The group-commit front end of a [`Store`].
@@ -98,16 +200,19 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
-    /// Starts the writer thread. `queue_capacity` (at least 1) bounds the requests waiting to
-    /// be written.
-    pub fn spawn(store: Arc<dyn Store>, mode: SyncMode, queue_capacity: usize) -> StoreWriter {
+    /// Starts the writer thread. `capacity` (at least 1) bounds the requests waiting to be
+    /// written (see the module documentation for what happens when it is reached).
+    pub fn spawn(store: Arc<dyn Store>, mode: SyncMode, capacity: usize) -> StoreWriter {
+        let capacity = capacity.max(1);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
-            permits: Arc::new(Semaphore::new(queue_capacity.max(1))),
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
             requests: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            metrics: StoreMetrics::default(),
         });
         let (exit_tx, exit_rx) = oneshot::channel();
         let worker = Worker {
@@ -126,10 +231,7 @@ impl StoreWriter {
         if let Err(e) = spawned {
             // The closure (and its sender) is dropped: `shutdown` reports Closed. Fail every
             // request with the reason instead of hanging.
-            let mut st = shared.state.lock();
-            st.failed = Some(StoreError::Io(format!(
-                "cannot start the store writer thread: {e}"
-            )));
+            shared.state.lock().failed = Some(StoreError::WriterThread(Arc::new(e)));
         }
         StoreWriter {
             shared,
@@ -147,75 +249,89 @@ impl StoreWriter {
             .acquire_owned()
             .await
             .map_err(|_| self.refusal())?;
-        let (tx, rx) = oneshot::channel();
-        self.push(Request {
-            ops: batch,
-            done: Some(tx),
-            _permit: Some(permit),
-        })?;
+        let rx = self.shared.push_tracked(batch, Some(permit))?;
         rx.await.unwrap_or(Err(StoreError::Closed))
     }
 
-    /// Queues `batch` at once (without waiting for room: the caller bounds how many it has
-    /// outstanding) and returns a receiver that completes when the batch is durable per the
-    /// [`SyncMode`]. For acknowledgements that follow the disk from a connection's event loop.
-    pub fn submit_tracked(
-        &self,
-        batch: Vec<Op>,
-    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        let permit = self.shared.permits.clone().try_acquire_owned().ok();
-        let (tx, rx) = oneshot::channel();
-        self.push(Request {
-            ops: batch,
-            done: Some(tx),
-            _permit: permit,
-        })?;
-        Ok(rx)
-    }
-
-    /// Queues `batch` without waiting for room or for durability: for writes whose loss only
-    /// means a redelivery (deletes after acks). Errors only when the writer has failed or shut
-    /// down.
-    pub fn submit_nowait(&self, batch: Vec<Op>) -> Result<(), StoreError> {
-        let permit = self.shared.permits.clone().try_acquire_owned().ok();
-        self.push(Request {
-            ops: batch,
-            done: None,
-            _permit: permit,
-        })
-    }
-
-    fn push(&self, req: Request) -> Result<(), StoreError> {
-        {
-            let mut st = self.shared.state.lock();
-            if let Some(e) = &st.failed {
-                return Err(e.clone());
-            }
-            if st.closed {
-                return Err(StoreError::Closed);
-            }
-            st.queue.push_back(req);
+    /// Queues `batch` at once when a permit is free; otherwise the returned [`Tracked`] waits
+    /// for one when polled (the caller stops producing writes meanwhile: see the module
+    /// documentation). It resolves once the batch is durable per the [`SyncMode`]. For
+    /// acknowledgements that follow the disk from a connection's event loop.
+    pub fn submit_tracked(&self, batch: Vec<Op>) -> Tracked {
+        match self.shared.permits.clone().try_acquire_owned() {
+            Ok(permit) => Tracked::queue(&self.shared, batch, Some(permit)),
+            Err(TryAcquireError::NoPermits) => Tracked::waiting(&self.shared, batch),
+            Err(TryAcquireError::Closed) => Tracked::refused(self.refusal()),
         }
-        self.shared.wake.notify_one();
-        Ok(())
+    }
+
+    /// Like [`StoreWriter::submit_tracked`], but queues `batch` only once polled, even with a
+    /// permit free: for a batch that must not overtake an earlier [`Tracked`] of the same
+    /// caller that is still waiting.
+    pub fn submit_tracked_later(&self, batch: Vec<Op>) -> Tracked {
+        Tracked::waiting(&self.shared, batch)
+    }
+
+    /// Queues `batch` if a permit is free, without waiting for durability: for deletes after an
+    /// acknowledgement (`DeleteInflight`, `Dequeue`), whose loss only means a redelivery.
+    /// Returns false when the queue was full and the batch was dropped (counted in
+    /// `store_deletes_dropped`); never waits. Errors only when the writer has failed or shut
+    /// down.
+    pub fn submit_nowait(&self, batch: Vec<Op>) -> Result<bool, StoreError> {
+        debug_assert!(
+            batch.iter().all(droppable),
+            "submit_nowait takes deletes only"
+        );
+        match self.shared.permits.clone().try_acquire_owned() {
+            Ok(permit) => self.shared.push(batch, None, Some(permit)).map(|()| true),
+            Err(TryAcquireError::NoPermits) => match self.shared.refusal() {
+                Some(e) => Err(e),
+                None => {
+                    self.shared.metrics.store_deletes_dropped.inc();
+                    Ok(false)
+                }
+            },
+            Err(TryAcquireError::Closed) => Err(self.refusal()),
+        }
+    }
+
+    /// Queues `batch` without waiting for room or for durability, and never drops it: with no
+    /// permit free it is queued over the bound (counted in `store_writes_over_bound`). For
+    /// writes that must not be lost and whose callers cannot wait; see the module
+    /// documentation for why this stays bounded. Errors only when the writer has failed or
+    /// shut down.
+    pub fn submit_required(&self, batch: Vec<Op>) -> Result<(), StoreError> {
+        let permit = self.shared.permits.clone().try_acquire_owned().ok();
+        self.shared.push(batch, None, permit)
     }
 
     /// Why a request is refused once the queue is closed.
     fn refusal(&self) -> StoreError {
-        self.shared
-            .state
-            .lock()
-            .failed
-            .clone()
-            .unwrap_or(StoreError::Closed)
+        self.shared.refusal().unwrap_or(StoreError::Closed)
     }
 
+    /// Counters and gauges, read now.
     pub fn stats(&self) -> WriterStats {
+        let m = &self.shared.metrics;
         WriterStats {
             requests: self.shared.requests.load(Ordering::Relaxed),
             groups: self.shared.groups.load(Ordering::Relaxed),
             syncs: self.shared.syncs.load(Ordering::Relaxed),
+            queued: m.store_queue_depth.get(),
+            waiting: m.store_submits_waiting.get(),
+            deletes_dropped: m.store_deletes_dropped.get(),
+            over_bound: m.store_writes_over_bound.get(),
         }
+    }
+
+    /// The queue's counters and gauges, for the exporters.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.shared.metrics
+    }
+
+    /// How many requests the queue holds before submitters wait (or deletes are dropped).
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
     }
 
     /// Refuses new requests, writes everything already queued, fsyncs and stops the thread.
@@ -240,6 +356,138 @@ impl Drop for StoreWriter {
     /// Without `shutdown`, the thread still writes what is queued, fsyncs and exits.
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A batch from [`StoreWriter::submit_tracked`]: queued, or waiting for a permit. As a future,
+/// it queues the batch once it gets a permit, then resolves like [`StoreWriter::submit`].
+///
+/// Never lost: dropped while it waits, it is queued at once, over the bound if no permit is
+/// free (its submitter is gone, so nothing can wait any more).
+pub struct Tracked {
+    stage: Stage,
+}
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+enum Stage {
+    /// Not queued yet: waits for a permit.
+    Waiting {
+        ops: Vec<Op>,
+        shared: Arc<Shared>,
+        permit: Acquire,
+    },
+    /// In the queue; the writer answers here.
+    Queued(oneshot::Receiver<Result<(), StoreError>>),
+    /// Refused (the error, until reported), or answered.
+    Done(Option<StoreError>),
+}
+
+impl Stage {
+    fn queue(shared: &Shared, ops: Vec<Op>, permit: Option<OwnedSemaphorePermit>) -> Stage {
+        match shared.push_tracked(ops, permit) {
+            Ok(rx) => Stage::Queued(rx),
+            Err(e) => Stage::Done(Some(e)),
+        }
+    }
+}
+
+impl Tracked {
+    fn queue(shared: &Shared, ops: Vec<Op>, permit: Option<OwnedSemaphorePermit>) -> Tracked {
+        Tracked {
+            stage: Stage::queue(shared, ops, permit),
+        }
+    }
+
+    fn waiting(shared: &Arc<Shared>, ops: Vec<Op>) -> Tracked {
+        shared.metrics.store_submits_waiting.inc();
+        let permit = Box::pin(shared.permits.clone().acquire_owned());
+        Tracked {
+            stage: Stage::Waiting {
+                ops,
+                shared: shared.clone(),
+                permit,
+            },
+        }
+    }
+
+    fn refused(e: StoreError) -> Tracked {
+        Tracked {
+            stage: Stage::Done(Some(e)),
+        }
+    }
+
+    /// A batch the writer answers on `rx` (for tests of what waits on receipts).
+    #[cfg(test)]
+    pub(crate) fn answered_by(rx: oneshot::Receiver<Result<(), StoreError>>) -> Tracked {
+        Tracked {
+            stage: Stage::Queued(rx),
+        }
+    }
+
+    /// True while the batch waits for a permit, not yet queued.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.stage, Stage::Waiting { .. })
+    }
+
+    /// Waits for a permit and queues the batch with it. Ready once the batch is queued (or
+    /// refused: polling the `Tracked` then reports why). Cancellation-safe: a permit is kept
+    /// only by queueing.
+    pub fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Stage::Waiting { permit, .. } = &mut self.stage else {
+            return Poll::Ready(());
+        };
+        // An error means the writer closed: the push below reports it.
+        let permit = ready!(permit.as_mut().poll(cx)).ok();
+        if let Some((ops, shared)) = self.take_waiting() {
+            self.stage = Stage::queue(&shared, ops, permit);
+        }
+        Poll::Ready(())
+    }
+
+    /// Queues the batch now if it is still waiting, over the bound if no permit is free: its
+    /// submitter will not wait for it (a connection closing).
+    pub fn queue_now(&mut self) {
+        if let Some((ops, shared)) = self.take_waiting() {
+            let permit = shared.permits.clone().try_acquire_owned().ok();
+            self.stage = Stage::queue(&shared, ops, permit);
+        }
+    }
+
+    /// Leaves the waiting stage (giving up its place among the semaphore's waiters).
+    fn take_waiting(&mut self) -> Option<(Vec<Op>, Arc<Shared>)> {
+        if !self.is_waiting() {
+            return None;
+        }
+        match std::mem::replace(&mut self.stage, Stage::Done(None)) {
+            Stage::Waiting { ops, shared, .. } => {
+                shared.metrics.store_submits_waiting.sub(1);
+                Some((ops, shared))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Future for Tracked {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        ready!(this.poll_queued(cx));
+        let result = match &mut this.stage {
+            Stage::Queued(rx) => ready!(Pin::new(rx).poll(cx)).unwrap_or(Err(StoreError::Closed)),
+            Stage::Done(e) => Err(e.take().unwrap_or(StoreError::Closed)),
+            Stage::Waiting { .. } => return Poll::Pending,
+        };
+        this.stage = Stage::Done(None);
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.queue_now();
     }
 }
 
@@ -282,6 +530,10 @@ impl Worker {
         let mut st = self.shared.state.lock();
         loop {
             if !st.queue.is_empty() {
+                self.shared
+                    .metrics
+                    .store_queue_depth
+                    .sub(st.queue.len() as u64);
                 return Next::Write(st.queue.drain(..).collect());
             }
             if st.closed {
