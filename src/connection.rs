@@ -75,7 +75,7 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::new();
     let connect = first_connect(&mut reader, &mut writer, &mut rbuf, &broker, info.peer).await?;
-    broker.metrics.connects.inc();
+    broker.metrics().connects.inc();
     let mut out = Outbox::default();
     let auth = authenticate(
         &mut reader,
@@ -134,9 +134,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let timeout = broker.config.mqtt.connect_timeout;
-    let max_in = broker.config.mqtt.max_packet_size;
-    let shutdown = broker.shutdown.clone();
+    let timeout = broker.config().mqtt.connect_timeout;
+    let max_in = broker.config().mqtt.max_packet_size;
+    let shutdown = broker.shutdown_token().clone();
     let connect = tokio::select! {
         // A connection that has not sent CONNECT yet must not hold up shutdown.
         _ = shutdown.cancelled() => return None,
@@ -213,8 +213,8 @@ where
     let Some(authenticator) = broker.authenticator(&method).cloned() else {
         return Ok(None);
     };
-    let timeout = broker.config.mqtt.connect_timeout;
-    let max_in = broker.config.mqtt.max_packet_size;
+    let timeout = broker.config().mqtt.connect_timeout;
+    let max_in = broker.config().mqtt.max_packet_size;
     let exchange = enhanced_auth(reader, writer, rbuf, connect, authenticator, max_in);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(done)) => Ok(Some(done)),
@@ -421,7 +421,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
 
     async fn run(&mut self) -> Close {
         let keep_alive = self.handler.keep_alive_timeout();
-        let shutdown = self.broker.shutdown.clone();
+        let shutdown = self.broker.shutdown_token().clone();
         // Checked lazily: reads only move `last_read`; when this passes, the real deadline is
         // computed again, so a busy connection does not re-arm a timer on every read.
         let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
@@ -457,7 +457,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     self.want_pump = true;
                     Ok(())
                 }
-                _ = self.broker.budget.relieved(), if turn.paused => Ok(()),
+                _ = self.broker.budget().relieved(), if turn.paused => Ok(()),
                 // Cancellation-safe: the refill future is kept until it completes.
                 r = poll_refill(&mut self.refill), if self.refill.is_some() => self.on_refill(r),
                 // A PUBLISH waits for room in a full subscriber queue: retry when that
@@ -496,7 +496,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         let backed_up = self.out.len() >= WRITE_HIGH * 2
             || self.out.pending() >= MAX_PENDING_RECEIPTS
             || self.out.parked();
-        let paused = self.broker.budget.is_saturated() && self.handler.should_pause_reads();
+        let paused = self.broker.budget().is_saturated() && self.handler.should_pause_reads();
         let throttled = self.handler.throttled_until().map(Instant::from_std);
         let blocked_on = self.handler.blocked_on();
         let writing = !self.out.ready.is_empty() || self.needs_flush;
@@ -529,7 +529,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// A write went out (or failed).
     fn on_written(&mut self, r: std::io::Result<usize>) -> Result<(), Close> {
         match r {
-            Ok(n) => self.broker.metrics.bytes_sent.add(n as u64),
+            Ok(n) => self.broker.metrics().bytes_sent.add(n as u64),
             Err(e) => return Err(Close::Io(e)),
         }
         if self.out.ready.is_empty() && self.out.ready.capacity() > BUF_KEEP {
@@ -565,7 +565,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             Ok((0, _)) => Err(Close::PeerClosed),
             Ok((n, filled)) => {
                 self.read_chunk = next_read_chunk(self.read_chunk, n, filled);
-                self.broker.metrics.bytes_received.add(n as u64);
+                self.broker.metrics().bytes_received.add(n as u64);
                 self.last_read = Instant::now();
                 self.decode_all()
             }
@@ -652,7 +652,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
 
     /// Handles every whole packet in the read buffer.
     fn decode_all(&mut self) -> Result<(), Close> {
-        let max_in = self.broker.config.mqtt.max_packet_size;
+        let max_in = self.broker.config().mqtt.max_packet_size;
         // Stop at a throttle or a blocked PUBLISH: the rest stays buffered until then.
         let mut handled = 0;
         while self.handler.throttled_until().is_none() && self.handler.blocked_on().is_none() {
@@ -665,7 +665,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             handled += 1;
             match codec::decode(&mut self.rbuf, self.handler.version(), max_in) {
                 Ok(Some(packet)) => {
-                    self.broker.metrics.packets_received.inc();
+                    self.broker.metrics().packets_received.inc();
                     if self.handler.handle(packet, &mut self.out)? {
                         self.want_pump = true;
                     }

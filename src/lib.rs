@@ -193,7 +193,7 @@ impl BrokerBuilder {
         let state = Arc::new(state);
         if let Some((p, snapshot)) = store {
             let r = restore::restore(&state, &p, snapshot)?;
-            tracing::info!(dir = %state.config.persistence.dir.display(), sessions = r.sessions,
+            tracing::info!(dir = %state.config().persistence.dir.display(), sessions = r.sessions,
                 expired = r.expired, retained = r.retained, wills = r.wills, "store opened");
         }
         let mut addrs = Vec::new();
@@ -215,7 +215,7 @@ impl BrokerBuilder {
                 permits,
             ));
         }
-        let sys_interval = state.config.sys.interval;
+        let sys_interval = state.config().sys.interval;
         if !sys_interval.is_zero() {
             tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));
         }
@@ -229,7 +229,7 @@ impl BrokerBuilder {
             metrics_addr,
             shutdown,
             tracker,
-            running: parking_lot::Mutex::new(state.config.clone()),
+            running: parking_lot::Mutex::new(state.config().clone()),
             tls,
             state,
         })

@@ -69,7 +69,7 @@ impl Exporter {
     /// Serves HTTP on `listener` until the broker shuts down. Connections are spawned on
     /// `tracker` and closed gracefully at shutdown.
     pub async fn serve(self, listener: TcpListener, tracker: TaskTracker) {
-        let shutdown = self.broker.shutdown.clone();
+        let shutdown = self.broker.shutdown_token().clone();
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let accepted = tokio::select! {
@@ -134,7 +134,7 @@ impl Exporter {
                 r
             }
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if self.broker.shutdown.is_cancelled() => {
+            "/readyz" if self.broker.shutdown_token().is_cancelled() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
             }
             "/readyz" => text(StatusCode::OK, "ready\n"),
@@ -157,7 +157,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// per-listener gauges, in configuration order.
 pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
     let mut out = Exposition::default();
-    write_counters(&mut out, &b.metrics);
+    write_counters(&mut out, b.metrics());
     write_gauges(&mut out, b, listeners);
     write_info(&mut out, b);
     out.text
@@ -263,7 +263,7 @@ fn traffic_counters(m: &Metrics) -> [(&'static str, &'static str, u64); 8] {
 
 /// Every gauge: the broker-wide ones, then connections per listener.
 fn write_gauges(out: &mut Exposition, b: &BrokerState, listeners: &[SocketAddr]) {
-    let m = &b.metrics;
+    let m = &b.metrics();
     for (name, help, value) in client_gauges(b).into_iter().chain(store_gauges(b)) {
         out.family(name, "gauge", help);
         out.sample(name, &[], value);
@@ -279,7 +279,7 @@ fn write_gauges(out: &mut Exposition, b: &BrokerState, listeners: &[SocketAddr])
 
 /// Gauges of clients and sessions: name, help and value.
 fn client_gauges(b: &BrokerState) -> [(&'static str, &'static str, u64); 4] {
-    let m = &b.metrics;
+    let m = &b.metrics();
     let sessions = b.session_count() as u64;
     let connected = m.clients_connected.get();
     [
@@ -338,13 +338,13 @@ fn store_gauges(b: &BrokerState) -> [(&'static str, &'static str, u64); 7] {
         (
             "starling_queued_bytes",
             "Bytes queued for delivery over all sessions ($SYS store/messages/bytes).",
-            b.budget.used(),
+            b.budget().used(),
         ),
         (
             "starling_queue_budget_saturated",
             "1 while limits.global_queued_bytes_high is exceeded and reads from publishers are \
              paused.",
-            u64::from(b.budget.is_saturated()),
+            u64::from(b.budget().is_saturated()),
         ),
     ]
 }
@@ -467,8 +467,8 @@ mod tests {
     #[test]
     fn every_sample_has_help_and_type() {
         let e = exporter();
-        e.broker.metrics.dropped_expired.add(3);
-        e.broker.metrics.listener_connections[0].add(2);
+        e.broker.metrics().dropped_expired.add(3);
+        e.broker.metrics().listener_connections[0].add(2);
         let text = render(&e.broker, &e.listeners);
         let mut declared = Vec::new();
         for line in text.lines() {
@@ -523,7 +523,7 @@ mod tests {
         let post = e.respond(&Method::POST, "/metrics");
         assert_eq!(post.status(), 405);
         assert_eq!(post.headers()[ALLOW], "GET, HEAD");
-        e.broker.shutdown.cancel();
+        e.broker.shutdown_token().cancel();
         assert_eq!(e.respond(&Method::GET, "/readyz").status(), 503);
         assert_eq!(e.respond(&Method::GET, "/healthz").status(), 200);
     }

@@ -75,7 +75,7 @@ impl SysTree {
             "$SYS/broker/version",
             format!("starling version {}", env!("CARGO_PKG_VERSION")),
         );
-        let shutdown = self.broker.shutdown.clone();
+        let shutdown = self.broker.shutdown_token().clone();
         let mut ticker = tokio::time::interval(interval);
         loop {
             tokio::select! {
@@ -116,7 +116,7 @@ impl SysTree {
     /// The counts and sizes, each published when it changed.
     fn update_values(&mut self) {
         let b = self.broker.clone();
-        let m = &b.metrics;
+        let m = &b.metrics();
         let total = b.session_count() as u64;
         let connected = m.clients_connected.get();
         let disconnected = total.saturating_sub(connected);
@@ -133,7 +133,7 @@ impl SysTree {
             ("messages/sent", m.packets_sent.get()),
             ("messages/stored", stored),
             ("store/messages/count", stored),
-            ("store/messages/bytes", b.budget.used()),
+            ("store/messages/bytes", b.budget().used()),
             ("publish/messages/received", m.publish_received.get()),
             ("publish/messages/sent", m.publish_sent.get()),
             ("publish/messages/dropped", m.publish_dropped()),
@@ -161,7 +161,7 @@ impl SysTree {
 
     /// The load averages, `dt` seconds after the last round, each published when it moved.
     fn update_loads(&mut self, dt: f64) {
-        let m = &self.broker.metrics;
+        let m = &self.broker.metrics();
         let counts = [
             m.packets_received.get(),
             m.packets_sent.get(),

@@ -319,7 +319,7 @@ async fn login_password_file() {
     assert_eq!(v5_login(a, "l15", None, None).await, 0x87);
 
     assert_eq!(
-        b.state().metrics.refused_connections.get(),
+        b.state().metrics().refused_connections.get(),
         10,
         "refused_connections counts the ten refusals"
     );
@@ -1140,7 +1140,7 @@ async fn takeover_by_another_user_refused() {
     alice.send(&DISCONNECT).await;
     assert!(alice.closed_within(CLOSE_WAIT).await.is_ok());
     b.wait_until("alice is disconnected", |s| {
-        s.metrics.clients_connected.get() == 1
+        s.metrics().clients_connected.get() == 1
     })
     .await;
     publ.publish("t/2", b"two", 1, false, 2).await;

@@ -99,7 +99,7 @@ async fn concurrent_takeovers_leave_exactly_one_live_connection_mqtt_3_1_4_2() {
     let mut watch = Raw::connect_v311(b.addr, "ct-watch").await;
     assert_eq!(watch.subscribe(1, "ct/will", 0).await, 0);
     b.wait_until("the watcher is counted", |s| {
-        s.metrics.clients_connected.get() == 1
+        s.metrics().clients_connected.get() == 1
     })
     .await;
 
@@ -227,7 +227,7 @@ async fn old_connection_closed_before_new_connack_mqtt_3_1_4_2() {
     let mut p = Raw::connect_v311(b.addr, "seq-flood").await;
     let payload = vec![0x55u8; 64 * 1024];
     let mut sent = 0;
-    while b.state().metrics.dropped_queue_full.get() == 0 {
+    while b.state().metrics().dropped_queue_full.get() == 0 {
         assert!(sent < 2000, "the old client's buffers never filled");
         p.publish("flood/t", &payload, 0, false, 0).await;
         assert!(p.ping().await.is_empty());
@@ -237,7 +237,7 @@ async fn old_connection_closed_before_new_connack_mqtt_3_1_4_2() {
     p.send(&DISCONNECT).await;
     p.expect_closed("publisher after DISCONNECT").await;
     b.wait_until("only the old client is connected", |s| {
-        s.metrics.clients_connected.get() == 1
+        s.metrics().clients_connected.get() == 1
     })
     .await;
 
@@ -300,7 +300,7 @@ async fn no_resend_while_connected_only_on_reconnect_mqtt_4_4_0_1() {
     }
     drop(s);
     b.wait_until("the subscriber is offline", |st| {
-        st.metrics.clients_connected.get() == 1
+        st.metrics().clients_connected.get() == 1
     })
     .await;
 
@@ -374,7 +374,7 @@ async fn qos1_puback_waits_for_room_in_a_full_subscriber_queue() {
     }
     let waited = sent.elapsed();
     assert_eq!(
-        b.state().metrics.dropped_queue_full.get(),
+        b.state().metrics().dropped_queue_full.get(),
         0,
         "the PUBACK came after {waited:?}: the subscriber made room, nothing may be dropped \
          (if this exceeds STUCK_AFTER {STUCK_AFTER:?}, the machine was too slow for the test)"
@@ -403,7 +403,7 @@ async fn qos1_puback_sent_after_stuck_grace_with_the_drop_counted() {
         waited >= STUCK_AFTER,
         "PUBACK after {waited:?}, before the {STUCK_AFTER:?} grace for a full queue ran out"
     );
-    assert_eq!(b.state().metrics.dropped_queue_full.get(), 1);
+    assert_eq!(b.state().metrics().dropped_queue_full.get(), 1);
 
     s.send(&puback(m1)).await;
     for m in [&b"m2"[..], b"m3"] {

@@ -130,8 +130,8 @@ fn slow_consumer_isolation_10_publishers_10_subscribers_one_never_reads() {
     run(Duration::from_secs(180), async {
         let b = start_with(test_config()).await;
         let addr = b.addr;
-        let max_queued = b.state().config.mqtt.max_queued_messages as u64;
-        let max_inflight = u64::from(b.state().config.mqtt.max_inflight);
+        let max_queued = b.state().config().mqtt.max_queued_messages as u64;
+        let max_inflight = u64::from(b.state().config().mqtt.max_inflight);
 
         // Subscribes, then never reads its socket again.
         let mut slow = Raw::connect_v311(addr, "slow").await;
@@ -226,7 +226,7 @@ fn slow_consumer_isolation_10_publishers_10_subscribers_one_never_reads() {
         let took = t0.elapsed();
         let rss_after = proc_status_kb("VmRSS");
         let hwm = proc_status_kb("VmHWM");
-        let m = &b.state().metrics;
+        let m = &b.state().metrics();
         let dropped = m.dropped_queue_full.get();
         let queued = b.state().queued_messages();
         let growth_mb = rss_after.saturating_sub(rss_before) / 1024;
@@ -440,11 +440,11 @@ fn connection_flood_5000_sockets_without_connect_closed_after_connect_timeout() 
             most_open_at_a_round >= FLOOD_CONCURRENCY,
             "the normal client was never served while many idle sockets were open"
         );
-        assert!(b.state().metrics.connections_accepted.get() > FLOOD as u64);
+        assert!(b.state().metrics().connections_accepted.get() > FLOOD as u64);
 
         round_trip(&mut c, "flood/t", rounds + 1).await;
         b.wait_until("the fresh client has left", |s| {
-            s.metrics.clients_connected.get() == 1
+            s.metrics().clients_connected.get() == 1
         })
         .await;
         assert_eq!(b.clients_connected(), 1, "no idle socket became a client");
@@ -555,16 +555,16 @@ fn reconnect_storm_200_connects_one_client_id_no_leaks() {
 
         // Only the watcher is left: one session, one client.
         b.wait_until("only the watcher is connected", |s| {
-            s.metrics.clients_connected.get() == 1 && s.session_count() == 1
+            s.metrics().clients_connected.get() == 1 && s.session_count() == 1
         })
         .await;
         watcher.send(&DISCONNECT).await;
         watcher.expect_closed("watcher after DISCONNECT").await;
         b.wait_until("no client and no session is left", |s| {
-            s.metrics.clients_connected.get() == 0 && s.session_count() == 0
+            s.metrics().clients_connected.get() == 0 && s.session_count() == 0
         })
         .await;
-        let connects = b.state().metrics.connects.get();
+        let connects = b.state().metrics().connects.get();
         let t_stop = Instant::now();
         let stopped = b.stop_within(Duration::from_secs(2)).await;
         println!(

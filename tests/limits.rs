@@ -182,14 +182,14 @@ async fn limits_max_connections_global_2_closes_third_at_accept() {
     let mut c3 = Raw::open(b.addr).await;
     c3.expect_closed("third TCP connection with limits.max_connections = 2")
         .await;
-    assert_eq!(b.state().metrics.refused_connections.get(), 1);
+    assert_eq!(b.state().metrics().refused_connections.get(), 1);
     // A refused connection never becomes a client, and the two others are unaffected.
     assert_eq!(b.clients_connected(), 2);
     c2.ping().await;
 
     c1.send(&DISCONNECT).await;
     c1.expect_closed("c1 after DISCONNECT").await;
-    b.wait_until("c1 has left", |s| s.metrics.clients_connected.get() == 1)
+    b.wait_until("c1 has left", |s| s.metrics().clients_connected.get() == 1)
         .await;
     let mut c4 = connect_when_slot_free(b.addr, "c4").await;
     c4.ping().await;
@@ -210,7 +210,7 @@ async fn listeners_max_connections_1_closes_second_on_that_listener_only() {
     let mut c2 = Raw::open(b.addr).await;
     c2.expect_closed("second connection with listeners[0].max_connections = 1")
         .await;
-    assert_eq!(b.state().metrics.refused_connections.get(), 1);
+    assert_eq!(b.state().metrics().refused_connections.get(), 1);
     // The cap is per listener: the other listener still accepts.
     let mut c3 = Raw::connect_v311(second_listener, "l3").await;
     c3.ping().await;
@@ -218,7 +218,7 @@ async fn listeners_max_connections_1_closes_second_on_that_listener_only() {
 
     c1.send(&DISCONNECT).await;
     c1.expect_closed("l1 after DISCONNECT").await;
-    b.wait_until("l1 has left", |s| s.metrics.clients_connected.get() == 1)
+    b.wait_until("l1 has left", |s| s.metrics().clients_connected.get() == 1)
         .await;
     let mut c4 = connect_when_slot_free(b.addr, "l4").await;
     c4.ping().await;
@@ -481,7 +481,7 @@ async fn offline_queue_run(cfg: Config, payload_len: usize) -> (Vec<String>, u64
     s.send(&DISCONNECT).await;
     s.expect_closed("q-sub after DISCONNECT").await;
     b.wait_until("q-sub is offline", |st| {
-        st.metrics.clients_connected.get() == 0
+        st.metrics().clients_connected.get() == 0
     })
     .await;
 
@@ -492,7 +492,7 @@ async fn offline_queue_run(cfg: Config, payload_len: usize) -> (Vec<String>, u64
         p.publish("q/t", &payload, 1, false, i + 1).await;
     }
     // Routing (and dropping) happens before the PUBACK, so the count is final here.
-    let dropped = b.state().metrics.dropped_queue_full.get();
+    let dropped = b.state().metrics().dropped_queue_full.get();
 
     let (mut s, ack) = Raw::connect(b.addr, &opts).await;
     assert!(ack.session_present, "[MQTT-3.2.2-2] session present");
@@ -671,7 +671,7 @@ async fn limits_max_publish_bandwidth_200_v5_puback_and_pubrec_0x97() {
         "150-byte publishes back to back at 200 bytes/s"
     );
     assert_eq!(
-        b.state().metrics.dropped_quota.get(),
+        b.state().metrics().dropped_quota.get(),
         3,
         "the QoS 1, QoS 2 and QoS 0 publishes over quota are counted"
     );
@@ -714,7 +714,7 @@ async fn limits_max_publish_bandwidth_200_v311_slowed_by_backpressure() {
         assert_eq!(got.payload.len(), 150);
     }
     assert_eq!(
-        b.state().metrics.dropped_quota.get(),
+        b.state().metrics().dropped_quota.get(),
         0,
         "3.x is slowed, never refused"
     );
@@ -832,7 +832,7 @@ async fn listeners_max_publish_rate_10_v311_two_clients_share_it_by_backpressure
         .flat_map(|t| (1..=20).map(move |i| format!("{t}{i}")))
         .collect();
     assert_eq!(got, want);
-    assert_eq!(b.state().metrics.dropped_quota.get(), 0);
+    assert_eq!(b.state().metrics().dropped_quota.get(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -923,7 +923,7 @@ async fn listeners_max_publish_bandwidth_200_v5_second_client_puback_and_pubrec_
         "a second client on a listener whose 200 bytes/s are spent"
     );
     assert_eq!(
-        b.state().metrics.dropped_quota.get(),
+        b.state().metrics().dropped_quota.get(),
         3,
         "QoS 1, 2 and 0 refused"
     );
@@ -980,7 +980,7 @@ async fn listeners_max_publish_bandwidth_300_v311_two_clients_share_it_by_backpr
         assert!(got.insert(payload_str(&p)), "duplicate {p:?}");
     }
     assert_eq!(
-        b.state().metrics.dropped_quota.get(),
+        b.state().metrics().dropped_quota.get(),
         0,
         "3.x is slowed, never refused"
     );
@@ -994,7 +994,7 @@ async fn listeners_max_publish_bandwidth_300_v311_two_clients_share_it_by_backpr
 /// high mark; returns the next free packet id.
 async fn publish_until_saturated(b: &TestBroker, p: &mut Raw, mut pid: u16) -> u16 {
     let start = pid;
-    while !b.state().budget.is_saturated() {
+    while !b.state().budget().is_saturated() {
         assert!(
             pid - start < 200,
             "200 x 1000 bytes queued and the 20 KB budget is still not saturated"
@@ -1025,9 +1025,9 @@ async fn assert_publisher_stalled(
         other => panic!("{ctx}: publisher answered above the high mark: {other:?}"),
     }
     assert!(
-        b.state().budget.is_saturated(),
+        b.state().budget().is_saturated(),
         "{ctx}: the budget must still be saturated (used {})",
-        b.state().budget.used()
+        b.state().budget().used()
     );
     assert!(idle.ping().await.is_empty(), "{ctx}: idle client");
     tokio::spawn(async move {
@@ -1056,7 +1056,7 @@ async fn limits_global_queued_bytes_high_20k_stalls_publisher_reads_until_below_
     let queued = pid - 1;
     println!(
         "saturated after {queued} x 1000-byte messages: {} bytes queued (high 20000, low 10000)",
-        b.state().budget.used()
+        b.state().budget().used()
     );
     let mut stalled =
         assert_publisher_stalled(&b, p, &mut idle, pid, "subscriber not reading").await;
@@ -1065,7 +1065,7 @@ async fn limits_global_queued_bytes_high_20k_stalls_publisher_reads_until_below_
     // in-flight window, is enough) ...
     slow.recv_and_ack().await;
     let deadline = Instant::now() + WAIT;
-    while b.state().budget.used() >= 20_000 {
+    while b.state().budget().used() >= 20_000 {
         assert!(
             !stalled.is_finished(),
             "the publisher was read again above the low mark"
@@ -1076,7 +1076,7 @@ async fn limits_global_queued_bytes_high_20k_stalls_publisher_reads_until_below_
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let between = b.state().budget.used();
+    let between = b.state().budget().used();
     assert!(between >= 10_000, "{between}");
     assert!(idle.ping().await.is_empty());
     assert!(
@@ -1097,9 +1097,9 @@ async fn limits_global_queued_bytes_high_20k_stalls_publisher_reads_until_below_
     println!(
         "publisher resumed after the subscriber acknowledged {drained} messages: {} bytes \
          queued",
-        b.state().budget.used()
+        b.state().budget().used()
     );
-    assert!(!b.state().budget.is_saturated());
+    assert!(!b.state().budget().is_saturated());
     assert!(
         drained > 1,
         "one acknowledgement cannot bring 20 KB below 10 KB"
@@ -1116,9 +1116,9 @@ async fn limits_global_queued_bytes_high_20k_stalls_publisher_reads_until_below_
         .expect("publisher still stalled after the subscriber disconnected")
         .unwrap();
     assert!(
-        b.state().budget.used() < 10_000,
+        b.state().budget().used() < 10_000,
         "{}",
-        b.state().budget.used()
+        b.state().budget().used()
     );
     p.publish("gb/t", b"after", 1, false, pid + 1).await;
     assert!(idle.ping().await.is_empty());
@@ -1186,7 +1186,7 @@ async fn slow_consumer_disconnect(slow_v5: bool) {
     println!(
         "slow subscriber (v5 = {slow_v5}) closed after {after:?}, {n} messages published, \
          dropped_queue_full = {}",
-        b.state().metrics.dropped_queue_full.get()
+        b.state().metrics().dropped_queue_full.get()
     );
     let (mut seen, _) = closed.unwrap_or_else(|seen| {
         panic!("slow subscriber not disconnected within 5 s (received {seen:?})")
@@ -1214,7 +1214,7 @@ async fn slow_consumer_disconnect(slow_v5: bool) {
         after >= Duration::from_millis(300),
         "disconnected before the grace: {after:?}"
     );
-    assert!(b.state().metrics.dropped_queue_full.get() >= 1);
+    assert!(b.state().metrics().dropped_queue_full.get() >= 1);
 
     // The publisher and the healthy subscriber were not affected.
     p.ping().await;
@@ -1258,7 +1258,7 @@ async fn limits_slow_consumer_policy_drop_default_keeps_connection_and_counts_dr
     assert_eq!(got, want, "the healthy subscriber receives everything");
 
     // One in flight (never acknowledged) plus five queued; the other 35 of 41 were dropped.
-    let dropped = b.state().metrics.dropped_queue_full.get();
+    let dropped = b.state().metrics().dropped_queue_full.get();
     println!("drop policy: dropped_queue_full = {dropped}");
     assert_eq!(dropped, u64::from(n) + 1 - 6, "metrics.dropped_queue_full");
     // Still connected: it answers PINGREQ, and acknowledging drains the first six in order.

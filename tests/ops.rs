@@ -350,7 +350,7 @@ async fn prometheus_endpoint_reflects_traffic() {
         1.0
     );
     // The same counters as $SYS.
-    let m = &handle.state().metrics;
+    let m = &handle.state().metrics();
     assert_eq!(
         v("starling_publish_messages_received_total"),
         m.publish_received.get() as f64
@@ -515,7 +515,7 @@ async fn prometheus_client_parses_the_scrape() {
             break;
         }
     }
-    let m = &handle.state().metrics;
+    let m = &handle.state().metrics();
     let (recv_before, sent_before) = (m.publish_received.get() as f64, m.publish_sent.get() as f64);
     let bytes_before = m.publish_bytes_received.get() as f64;
     for i in 0..3 {

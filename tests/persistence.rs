@@ -698,11 +698,11 @@ fn persistent_config(dir: &std::path::Path) -> Config {
 
 async fn wait_connected(state: &starling::broker::BrokerState, n: u64) {
     let end = Instant::now() + WAIT;
-    while state.metrics.clients_connected.get() != n {
+    while state.metrics().clients_connected.get() != n {
         assert!(
             Instant::now() < end,
             "clients connected: {} (want {n})",
-            state.metrics.clients_connected.get()
+            state.metrics().clients_connected.get()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -782,7 +782,7 @@ async fn offline_queue_bounded_by_max_queued_messages() {
     s.send(&DISCONNECT).await;
     s.expect_closed("after DISCONNECT").await;
     b.wait_until("the subscriber is offline", |st| {
-        st.metrics.clients_connected.get() == 0
+        st.metrics().clients_connected.get() == 0
     })
     .await;
     let mut p = Raw::connect_v311(b.addr, "mq-limit-pub").await;
@@ -796,7 +796,7 @@ async fn offline_queue_bounded_by_max_queued_messages() {
         assert_publish(&s.recv_and_ack().await, "mql/t", format!("{i}").as_bytes());
     }
     assert!(s.ping().await.is_empty(), "only 5 messages may be queued");
-    assert_eq!(b.state().metrics.dropped_queue_full.get(), 5);
+    assert_eq!(b.state().metrics().dropped_queue_full.get(), 5);
     p.publish("mql/t", b"live", 1, false, 99).await;
     assert_publish(&s.recv_and_ack().await, "mql/t", b"live");
 }

@@ -155,7 +155,7 @@ async fn rumqttc_offline_queue_redelivered_in_order_mqtt_4_6_0() {
         .await;
     drop(sub);
     b.wait_until("the subscriber is offline", |s| {
-        s.metrics.clients_connected.get() == 0
+        s.metrics().clients_connected.get() == 0
     })
     .await;
 

@@ -72,7 +72,7 @@ async fn mqtt_3_1_2_23_session_resume_rumqttc() {
     c.client.disconnect().await.unwrap();
     drop(c);
     b.wait_until("the rumqttc client is gone", |s| {
-        s.metrics.clients_connected.get() == 0
+        s.metrics().clients_connected.get() == 0
     })
     .await;
 

@@ -214,7 +214,7 @@ async fn mosquitto_v5_session_expiry_resume() {
     );
     first.success(RUN).await;
     b.wait_until("the subscriber left", |s| {
-        s.metrics.clients_connected.get() == 0
+        s.metrics().clients_connected.get() == 0
     })
     .await;
     assert_eq!(b.state().session_count(), 1, "session kept (expiry 60)");
@@ -594,7 +594,7 @@ async fn mosquitto_v5_message_expiry() {
     .success(RUN)
     .await;
     b.wait_until("the subscriber left", |s| {
-        s.metrics.clients_connected.get() == 0
+        s.metrics().clients_connected.get() == 0
     })
     .await;
     for (msg, expiry) in [("short", "1"), ("long", "60")] {

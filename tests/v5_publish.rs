@@ -393,7 +393,7 @@ async fn mqtt_3_3_2_7_resend_after_reconnect_carries_topic() {
     assert_eq!((p.topic.as_str(), text(&p).as_str()), ("", "2"));
     drop(sub);
     b.wait_until("the subscriber is offline", |s| {
-        s.metrics.clients_connected.get() == 1
+        s.metrics().clients_connected.get() == 1
     })
     .await;
 

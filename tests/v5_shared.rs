@@ -282,7 +282,7 @@ async fn mqtt_4_8_2_6_negative_puback_discards_message() {
 
     // A leaves: the message it refused must not reach B.
     drop(a);
-    b.wait_until("A is gone", |s| s.metrics.clients_connected.get() == 2)
+    b.wait_until("A is gone", |s| s.metrics().clients_connected.get() == 2)
         .await;
     publ.publish("nack/t", b"marker", QoS::AtLeastOnce).await;
     let p = bm.next_publish_acked().await;
@@ -376,7 +376,7 @@ async fn mqtt_4_8_2_6_negative_pubrec_discards_message() {
         .await;
 
     drop(a);
-    b.wait_until("A is gone", |s| s.metrics.clients_connected.get() == 2)
+    b.wait_until("A is gone", |s| s.metrics().clients_connected.get() == 2)
         .await;
     publ.publish("nrec/t", b"marker", QoS::ExactlyOnce).await;
     let p = bm.next_publish_acked().await;
@@ -430,7 +430,7 @@ async fn mqtt_4_8_2_4_qos2_in_flight_stays_with_member_and_completes_on_reconnec
         other => panic!("expected PUBREL, got {other:?}"),
     }
     drop(a);
-    b.wait_until("A is gone", |s| s.metrics.clients_connected.get() == 2)
+    b.wait_until("A is gone", |s| s.metrics().clients_connected.get() == 2)
         .await;
     bm.expect_nothing("A's in-flight QoS 2 message sent to B")
         .await;

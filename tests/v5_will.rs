@@ -32,7 +32,7 @@ async fn watcher(b: &TestBroker, filter: &str) -> Client {
 async fn vanish(b: &TestBroker, c: Client, connected_after: u64) {
     drop(c);
     b.wait_until("the broker noticed the dropped connection", |s| {
-        s.metrics.clients_connected.get() == connected_after
+        s.metrics().clients_connected.get() == connected_after
     })
     .await;
 }

@@ -71,12 +71,12 @@ pub use routing::{Publication, Routed, SubHandle, STUCK_AFTER};
 
 /// State shared by every connection.
 pub struct BrokerState {
-    pub config: Config,
-    pub metrics: Metrics,
-    pub budget: Budget,
+    config: Config,
+    metrics: Metrics,
+    budget: Budget,
     /// Per-listener publish rate limits, indexed like `config.listeners`.
-    pub listener_rates: Vec<Option<Arc<crate::ratelimit::ListenerRates>>>,
-    pub shutdown: CancellationToken,
+    listener_rates: Vec<Option<Arc<crate::ratelimit::ListenerRates>>>,
+    shutdown: CancellationToken,
     sessions: DashMap<Arc<str>, Arc<Session>>,
     subscriptions: RwLock<SubscriptionTrie<SubHandle>>,
     retained: RwLock<RetainedStore<Arc<Message>>>,
@@ -131,6 +131,32 @@ impl BrokerState {
     pub fn with_persistence(mut self, p: Option<Arc<Persistence>>) -> BrokerState {
         self.persistence = p;
         self
+    }
+
+    /// The configuration the broker started with (a reload replaces only what it applies
+    /// live, elsewhere).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The counters behind `$SYS` and `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The global budget of queued bytes.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The publish rate limit shared by the clients of listener `index`, if it has one.
+    pub fn listener_rates(&self, index: usize) -> Option<&Arc<crate::ratelimit::ListenerRates>> {
+        self.listener_rates.get(index).and_then(|r| r.as_ref())
+    }
+
+    /// Cancelled when the broker shuts down; tasks select on it to end.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
     }
 
     /// Installs the cluster (at start, before serving).

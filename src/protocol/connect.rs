@@ -152,7 +152,7 @@ fn cert_username(
     c: &mut codec::Connect,
 ) -> Result<bool, Refusal> {
     let peer = info.peer;
-    let Some(l) = broker.config.listeners.get(info.listener_index) else {
+    let Some(l) = broker.config().listeners.get(info.listener_index) else {
         return Ok(false);
     };
     if !(l.use_identity_as_username || l.use_subject_as_username) {
@@ -219,7 +219,7 @@ fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
     };
     let v5 = if will.qos > broker.max_qos() {
         ReasonCode::QOS_NOT_SUPPORTED
-    } else if will.retain && !broker.config.mqtt.retain_available {
+    } else if will.retain && !broker.config().mqtt.retain_available {
         ReasonCode::RETAIN_NOT_SUPPORTED
     } else if super::is_sys_topic(&will.topic) {
         ReasonCode::TOPIC_NAME_INVALID
@@ -254,7 +254,7 @@ fn validate(
 ) -> Result<Terms, Refusal> {
     let peer = info.peer;
     let cert_user = cert_username(broker, info, c)?;
-    let cfg = &broker.config.mqtt;
+    let cfg = &broker.config().mqtt;
     let (client_id, assigned) = client_id(c, peer)?;
     let (keep_alive, server_keep_alive) = keep_alive(c, cfg, &client_id, peer)?;
     // An Authentication Method no authenticator answers to (an exchange would have run).
@@ -297,7 +297,7 @@ async fn login(
     // Never the password.
     crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
         ?decision, "refused: login failed");
-    broker.metrics.refused_connections.inc();
+    broker.metrics().refused_connections.inc();
     Err(NOT_AUTHORIZED)
 }
 
@@ -321,7 +321,7 @@ async fn claim(
     claimed.map_err(|_| {
         crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
             "refused: the session belongs to another user (auth.session_owner_check)");
-        broker.metrics.refused_connections.inc();
+        broker.metrics().refused_connections.inc();
         NOT_AUTHORIZED
     })
 }
@@ -406,7 +406,7 @@ impl Handler {
             login(broker, &c, &terms, peer).await?;
         }
         let mut claimed = claim(broker, &c, &terms, peer).await?;
-        broker.metrics.client_connected();
+        broker.metrics().client_connected();
 
         // A persistent session's record is durable before CONNACK.
         let store_ops = std::mem::take(&mut claimed.store_ops);
@@ -415,7 +415,7 @@ impl Handler {
         }
         let version = c.protocol;
         let props = if version.is_v5() {
-            connack_properties(&broker.config.mqtt, &terms, auth.as_ref())
+            connack_properties(&broker.config().mqtt, &terms, auth.as_ref())
         } else {
             Properties::default()
         };
@@ -450,7 +450,7 @@ impl Handler {
         auth: Option<super::AuthOutcome>,
         info: &ConnectionInfo,
     ) -> (Handler, oneshot::Receiver<Control>) {
-        let cfg = &broker.config.mqtt;
+        let cfg = &broker.config().mqtt;
         let v5 = c.protocol.is_v5();
         let ownership = claimed.ownership;
         let send_window = send_window(&c, cfg);
@@ -482,13 +482,9 @@ impl Handler {
             username: terms.username,
             auth: terms.auth,
             auth_generation: terms.auth_generation,
-            msg_rate: rate_bucket(broker.config.limits.max_publish_rate),
-            byte_rate: rate_bucket(broker.config.limits.max_publish_bandwidth),
-            listener_rates: broker
-                .listener_rates
-                .get(info.listener_index)
-                .cloned()
-                .flatten(),
+            msg_rate: rate_bucket(broker.config().limits.max_publish_rate),
+            byte_rate: rate_bucket(broker.config().limits.max_publish_bandwidth),
+            listener_rates: broker.listener_rates(info.listener_index).cloned(),
             throttled_until: None,
             blocked: None,
             scratch: Vec::new(),

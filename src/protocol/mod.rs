@@ -113,7 +113,7 @@ impl Handler {
     pub fn keep_alive_timeout(&self) -> Option<Duration> {
         (self.keep_alive > 0).then(|| {
             Duration::from_secs(u64::from(self.keep_alive))
-                .mul_f64(self.broker.config.mqtt.keepalive_factor)
+                .mul_f64(self.broker.config().mqtt.keepalive_factor)
         })
     }
 
@@ -208,7 +208,7 @@ impl Handler {
 
     fn send(&self, packet: &Packet, out: &mut Outbox) {
         codec::encode(packet, self.version, out.buf());
-        self.broker.metrics.packets_sent.inc();
+        self.broker.metrics().packets_sent.inc();
     }
 
     /// Sends an ack with a Reason String saying why it failed, so an operator reading a client
@@ -298,7 +298,7 @@ impl Handler {
     fn refuse_over_quota(&self, p: &codec::Publish, limit: &'static str, out: &mut Outbox) {
         tracing::debug!(client_id = %self.client_id, peer = %self.peer, limit,
             "PUBLISH refused: bandwidth limit exceeded");
-        self.broker.metrics.dropped_quota.inc();
+        self.broker.metrics().dropped_quota.inc();
         let mut resp = PubResp::new(p.packet_id);
         resp.reason = ReasonCode::QUOTA_EXCEEDED;
         let why = format!("{limit} exceeded");
@@ -333,12 +333,12 @@ impl Handler {
 
     /// `limits.max_topic_length` and `limits.max_topic_levels`.
     fn topic_within_limits(&self, topic: &str) -> bool {
-        let l = &self.broker.config.limits;
+        let l = &self.broker.config().limits;
         topic.len() <= l.max_topic_length && topic.split('/').count() <= l.max_topic_levels
     }
 
     fn on_publish(&mut self, p: codec::Publish, out: &mut Outbox) -> Result<(), Close> {
-        let metrics = &self.broker.metrics;
+        let metrics = &self.broker.metrics();
         metrics.publish_received.inc();
         metrics.publish_bytes_received.add(p.payload.len() as u64);
         self.published = true;
@@ -391,7 +391,7 @@ impl Handler {
                 "[MQTT-3.2.2-11] PUBLISH above the Maximum QoS",
             ));
         }
-        if p.retain && !self.broker.config.mqtt.retain_available {
+        if p.retain && !self.broker.config().mqtt.retain_available {
             return Err(Close::Protocol(
                 ReasonCode::RETAIN_NOT_SUPPORTED,
                 "[MQTT-3.2.2-14] RETAIN while Retain Available is 0",
@@ -640,7 +640,7 @@ impl Handler {
             }
             let packet = Packet::Disconnect(d);
             codec::encode(&packet, self.version, out);
-            self.broker.metrics.packets_sent.inc();
+            self.broker.metrics().packets_sent.inc();
         }
     }
 
@@ -650,7 +650,7 @@ impl Handler {
 
     /// Ends the connection: will, session end, metrics, the log line.
     pub fn finish(mut self, close: Close) {
-        let metrics = &self.broker.metrics;
+        let metrics = &self.broker.metrics();
         metrics.client_disconnected();
         let quiet = matches!(close, Close::ClientDisconnect { will: false });
         if quiet {

@@ -65,7 +65,7 @@ impl Handler {
         let window = self.send_window;
         let mut scratch = std::mem::take(&mut self.scratch);
         let broker = self.broker.clone();
-        let metrics = &broker.metrics;
+        let metrics = &broker.metrics();
         let persistent = self.session.is_persistent();
         loop {
             let mut expired = Vec::new();
@@ -76,7 +76,7 @@ impl Handler {
                 });
                 (freed, s.has_ready(window))
             });
-            self.broker.budget.sub(freed);
+            self.broker.budget().sub(freed);
             if !scratch.is_empty() {
                 self.session.made_room();
             }
@@ -123,7 +123,7 @@ impl Handler {
     pub fn apply_refill(&mut self, entries: Vec<Delivery>) -> usize {
         let n = entries.len();
         let cost = self.session.with_state(|s| s.refill(entries));
-        self.broker.budget.add(cost);
+        self.broker.budget().add(cost);
         n
     }
 
@@ -185,7 +185,7 @@ impl Handler {
         if len > self.client_max_packet as usize {
             // Too large for this client: discard as if sent [MQTT-3.1.2-25].
             buf.truncate(start);
-            self.broker.metrics.dropped_too_large.inc();
+            self.broker.metrics().dropped_too_large.inc();
             if pid != 0 {
                 self.session.with_state(|s| s.abandon_inflight(pid));
             }
@@ -194,7 +194,7 @@ impl Handler {
         if let Some((a, false)) = alias {
             self.aliases_out.assign(a, &msg.topic);
         }
-        let metrics = &self.broker.metrics;
+        let metrics = &self.broker.metrics();
         metrics.packets_sent.inc();
         metrics.publish_sent.inc();
         metrics.publish_bytes_sent.add(msg.payload.len() as u64);

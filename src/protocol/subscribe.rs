@@ -116,7 +116,7 @@ impl Handler {
             && self.version != ProtocolVersion::V31
             && auth.check_subscribe(&self.client_id, self.username.as_deref(), filter)
                 == SubscribeVerdict::Denied;
-        let cfg = &self.broker.config.mqtt;
+        let cfg = &self.broker.config().mqtt;
         if !topic::valid_topic_filter(filter) || !self.topic_within_limits(filter) {
             Some(ReasonCode::TOPIC_FILTER_INVALID)
         } else if denied {
@@ -136,7 +136,7 @@ impl Handler {
     /// `limits.max_subscriptions_per_client` reached, and `filter` would be one more (a
     /// filter already subscribed is replaced, not added). 3.1 has no way to refuse.
     fn over_subscription_limit(&self, filter: &str) -> bool {
-        let limit = self.broker.config.limits.max_subscriptions_per_client;
+        let limit = self.broker.config().limits.max_subscriptions_per_client;
         let count = self.session.with_state(|s| s.subscription_count());
         let is_new = !self.session.with_state(|s| s.has_subscription(filter));
         limit > 0 && is_new && count >= limit && self.version != ProtocolVersion::V31

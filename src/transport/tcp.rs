@@ -21,7 +21,7 @@ pub async fn accept_loop(
     tracker: TaskTracker,
     permits: Vec<Arc<Semaphore>>,
 ) {
-    let shutdown = broker.shutdown.clone();
+    let shutdown = broker.shutdown_token().clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -36,7 +36,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        broker.metrics.connections_accepted.inc();
+        broker.metrics().connections_accepted.inc();
         let mut held = Vec::with_capacity(permits.len());
         for p in &permits {
             match p.clone().try_acquire_owned() {
@@ -45,7 +45,7 @@ pub async fn accept_loop(
             }
         }
         if held.len() < permits.len() {
-            broker.metrics.refused_connections.inc();
+            broker.metrics().refused_connections.inc();
             crate::refusal!(%peer, "connection refused: max_connections reached");
             drop(stream);
             continue;
@@ -55,7 +55,7 @@ pub async fn accept_loop(
         let endpoint = endpoint.clone();
         let gauge = broker.clone();
         tracker.spawn(async move {
-            let open = gauge.metrics.listener_connections.get(endpoint.index());
+            let open = gauge.metrics().listener_connections.get(endpoint.index());
             if let Some(g) = open {
                 g.inc();
             }

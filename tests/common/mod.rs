@@ -109,7 +109,7 @@ impl TestBroker {
     }
 
     pub fn clients_connected(&self) -> u64 {
-        self.state().metrics.clients_connected.get()
+        self.state().metrics().clients_connected.get()
     }
 }
 

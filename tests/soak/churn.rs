@@ -296,13 +296,13 @@ async fn check_empty(broker: &IsolatedBroker, failures: &mut Vec<String>) -> Str
         .wait_until("session count", SETTLE, |s| s.session_count(), |n| *n == 0)
         .await;
     let budget = broker
-        .wait_until("budget.used()", SETTLE, |s| s.budget.used(), |b| *b == 0)
+        .wait_until("budget.used()", SETTLE, |s| s.budget().used(), |b| *b == 0)
         .await;
     failures.extend(sessions.err());
     failures.extend(budget.err());
     let figures = broker
         .query(|s| {
-            let m = &s.metrics;
+            let m = &s.metrics();
             format!(
                 "PUBLISH received {}, sent {}, dropped {}",
                 m.publish_received.get(),

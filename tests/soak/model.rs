@@ -53,7 +53,7 @@ struct Figures {
 
 impl Figures {
     fn read(s: &BrokerState) -> Figures {
-        let m = &s.metrics;
+        let m = &s.metrics();
         Figures {
             dropped_queue_full: m.dropped_queue_full.get(),
             dropped_expired: m.dropped_expired.get(),
@@ -270,7 +270,7 @@ async fn settle(broker: &IsolatedBroker, persistent: usize, failures: &mut Vec<S
         .wait_until(
             "queued bytes (budget.used())",
             SETTLE,
-            |s| s.budget.used(),
+            |s| s.budget().used(),
             |b| *b == 0,
         )
         .await;
