@@ -22,7 +22,8 @@
 //!
 //! Replay: every run prints its seed; `SOAK_SEED=<seed> cargo test --test soak <name>` repeats
 //! the same workload (not the same thread schedule). `SOAK_SECS` sets the random phase (and the
-//! churn) duration. The ten-minute soak: `cargo test --test soak -- --ignored --nocapture`.
+//! churn) duration. The ten-minute soak: `cargo test --test soak -- --ignored --nocapture
+//! model_soak_ten_minutes`.
 
 #[path = "soak/churn.rs"]
 mod churn;
@@ -97,15 +98,19 @@ async fn model_soak_ten_minutes() {
     .await;
 }
 
+/// Fails on main (broker bug, not the test): at shutdown a `$share` member's unsent messages
+/// are handed to another member (`redistribute_shared` / `hand_over` in broker/routing.rs) but
+/// their entries stay in the departing member's stored queue (no `Op::Dequeue`), so after the
+/// restart both members, and the departing one twice when the other hands them back, deliver
+/// the same QoS 2 message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "restart variant still being verified (issue 12); run with --ignored"]
+#[ignore = "fails: a $share hand-over at shutdown is not removed from the store (QoS 2 duplicates after restart)"]
 async fn restart_sigterm_keeps_acknowledged_messages() {
     let _serial = SERIAL.lock().await;
     restart::run(restart::Stop::Term).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "restart variant still being verified (issue 12); run with --ignored"]
 async fn restart_sigkill_keeps_acknowledged_messages() {
     let _serial = SERIAL.lock().await;
     restart::run(restart::Stop::Kill).await;

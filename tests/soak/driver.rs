@@ -48,6 +48,10 @@ pub struct Spec {
     pub version: ProtocolVersion,
     /// Its sessions outlive connections (3.1.1 Clean Session 0 / v5 expiry "never").
     pub persistent: bool,
+    /// A persistent client that sometimes connects with clean start (discarding its session).
+    /// The others keep one session for the whole run, so every message acknowledged while
+    /// they were subscribed is checked.
+    pub clean_starts: bool,
 }
 
 /// What the drivers of one run share.
@@ -183,7 +187,7 @@ impl Driver {
     }
 
     fn choose_clean_start(&mut self) -> bool {
-        !self.spec.persistent || self.rng.chance(5)
+        !self.spec.persistent || (self.spec.clean_starts && self.rng.chance(5))
     }
 
     fn connect_packet(&self, clean_start: bool) -> starling::codec::Connect {

@@ -27,6 +27,8 @@ pub struct IsolatedBroker {
     handle: Option<BrokerHandle>,
     state: Arc<BrokerState>,
     pub addr: SocketAddr,
+    /// `starling::sync::inversions()` when the broker started (the count is per process).
+    inversions: usize,
 }
 
 impl IsolatedBroker {
@@ -44,6 +46,7 @@ impl IsolatedBroker {
             .expect("the broker start task does not panic")
             .expect("the broker starts");
         IsolatedBroker {
+            inversions: starling::sync::inversions(),
             addr: started.local_addrs()[0],
             state: started.state().clone(),
             handle: Some(started),
@@ -102,7 +105,8 @@ impl IsolatedBroker {
         }
     }
 
-    /// Graceful shutdown; Ok(how long it took) when every broker task ended within `limit`.
+    /// Graceful shutdown; Ok(how long it took) when every broker task ended within `limit` and
+    /// no lock-order inversion was reported meanwhile.
     pub async fn stop_within(mut self, limit: Duration) -> Result<Duration, String> {
         let started = Instant::now();
         let handle = self.handle.take().expect("not stopped yet");
@@ -129,6 +133,14 @@ impl IsolatedBroker {
         }
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
+        }
+        // Debug builds check the lock hierarchy on every acquisition; an inversion panics (and
+        // ends) only the connection task that made it, so it is counted, and checked here.
+        let inversions = starling::sync::inversions() - self.inversions;
+        if inversions > 0 {
+            return Err(format!(
+                "the broker reported {inversions} lock-order inversions (starling::sync)"
+            ));
         }
         Ok(started.elapsed())
     }

@@ -71,7 +71,8 @@ impl Figures {
     }
 }
 
-/// Fixed mix: even clients speak 3.1.1, odd ones v5; two in three are persistent.
+/// Fixed mix: even clients speak 3.1.1, odd ones v5; two in three are persistent, and half of
+/// those (both versions) sometimes clean-start.
 fn specs(n: usize) -> Vec<Spec> {
     (0..n)
         .map(|idx| Spec {
@@ -83,6 +84,7 @@ fn specs(n: usize) -> Vec<Spec> {
                 ProtocolVersion::V5
             },
             persistent: idx % 3 != 0,
+            clean_starts: idx % 6 >= 4,
         })
         .collect()
 }

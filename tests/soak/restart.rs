@@ -549,6 +549,15 @@ async fn second_half(run: &Run, subs: Vec<Sub>, pubs: Vec<Pub>, before: Before) 
     report.print(progress.load(Ordering::Relaxed));
     let mut failures = report.check(&required);
     failures.extend(stopped.err());
+    // Debug builds check the lock hierarchy; an inversion panics one connection task.
+    for (which, log) in [
+        ("before the stop", &before.first_log),
+        ("after the restart", &second.log()),
+    ] {
+        if let Some(l) = log.lines().find(|l| l.contains("lock-order inversion")) {
+            failures.push(format!("the broker {which} reported: {l}"));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{label}: {} failures:\n  {}\n--- broker log after the restart ---\n{}",
