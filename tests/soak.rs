@@ -98,13 +98,11 @@ async fn model_soak_ten_minutes() {
     .await;
 }
 
-/// Fails on main (broker bug, not the test): at shutdown a `$share` member's unsent messages
-/// are handed to another member (`redistribute_shared` / `hand_over` in broker/routing.rs) but
-/// their entries stay in the departing member's stored queue (no `Op::Dequeue`), so after the
-/// restart both members, and the departing one twice when the other hands them back, deliver
-/// the same QoS 2 message.
+/// A graceful stop while a slow `$share` member holds unsent messages: they are handed to
+/// another member at shutdown, and must then be in exactly one member's store, so the restart
+/// delivers each QoS 2 message once (this found the hand-over leaving the departing member's
+/// stored entries behind).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: a $share hand-over at shutdown is not removed from the store (QoS 2 duplicates after restart)"]
 async fn restart_sigterm_keeps_acknowledged_messages() {
     let _serial = SERIAL.lock().await;
     restart::run(restart::Stop::Term).await;

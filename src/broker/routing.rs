@@ -290,7 +290,7 @@ impl BrokerState {
     }
 
     /// Hands the messages a departing shared-subscription member had not completed to other
-    /// members of the same group, connected ones first [MQTT-4.8.2-6]; they are removed from
+    /// members of the same group, connected ones first (MQTT 5.0 4.8.2, non-normative); they are removed from
     /// this session so they are never delivered twice. Messages with no other member stay.
     pub fn redistribute_shared(&self, session: &Arc<Session>) {
         let groups = session.with_state(|s| s.shared_groups());
@@ -305,7 +305,7 @@ impl BrokerState {
                 .filter(|g| trie.pick_shared(g, |s| s.client_id != *me).is_some())
                 .collect()
         };
-        let (moved, freed) = session.with_state(|s| {
+        let (moved, freed, sent_ids) = session.with_state(|s| {
             s.take_shared(|d| d.shared.as_ref().is_some_and(|g| movable.contains(g)))
         });
         self.budget.sub(freed);
@@ -314,10 +314,30 @@ impl BrokerState {
         }
         tracing::info!(client_id = %me, count = moved.len(),
             "handing unacknowledged shared-subscription messages to other members");
+        // This member's stored records of the moved messages go in the same batch as their new
+        // queue entries, after them (so a shared body's refcount never drops to zero between):
+        // a restart must find each message in exactly one member's store.
+        let mut released = Vec::new();
+        if session.is_persistent() {
+            let client_id = session.client_id.to_string();
+            for pid in sent_ids {
+                released.push(Op::DeleteInflight {
+                    client_id: client_id.clone(),
+                    packet_id: pid,
+                });
+            }
+            for seq in moved.iter().filter_map(|d| d.seq) {
+                released.push(Op::Dequeue {
+                    client_id: client_id.clone(),
+                    seq,
+                });
+            }
+        }
         let mut ops = Vec::new();
         for d in moved {
             self.hand_over(session, d, &mut ops);
         }
+        ops.extend(released);
         self.submit(ops);
     }
 

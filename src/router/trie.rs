@@ -617,7 +617,7 @@ impl<S> SubscriptionTrie<S> {
 
     /// A member of the shared subscription `share_filter` (`$share/g/f`) that `accept`s, chosen
     /// by the strategy; None when there is none. Used to hand a departing member's
-    /// unacknowledged messages to another member [MQTT-4.8.2-6].
+    /// unacknowledged messages to another member (MQTT 5.0 4.8.2, non-normative).
     pub fn pick_shared(
         &self,
         share_filter: &str,

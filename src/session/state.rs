@@ -29,7 +29,7 @@ pub struct Delivery {
     /// v5 Subscription Identifiers of every matching subscription [MQTT-3.3.4-3].
     pub subscription_ids: Vec<u32>,
     /// The shared subscription (`$share/g/f`) this came through, so it can be handed to another
-    /// member if this one leaves [MQTT-4.8.2-6].
+    /// member if this one leaves (MQTT 5.0 4.8.2, non-normative).
     pub shared: Option<std::sync::Arc<str>>,
     /// Position in the session's stored queue, for QoS 1/2 deliveries of a persistent session
     /// when a store is configured; None otherwise.
@@ -498,16 +498,24 @@ impl SessionState {
 
     /// Takes out the deliveries that came through a shared subscription and may go to another
     /// member: unsent ones of any QoS, and sent QoS 1 ones awaiting PUBACK. Sent QoS 2 stays with
-    /// this member [MQTT-4.8.2-4][MQTT-4.8.2-5]. Returns them in order and the freed queue bytes.
-    pub fn take_shared(&mut self, movable: impl Fn(&Delivery) -> bool) -> (Vec<Delivery>, usize) {
+    /// this member [MQTT-4.8.2-4][MQTT-4.8.2-5]. Returns them in order, the freed queue bytes and
+    /// the packet ids the sent ones had, so the caller can delete their stored records (queue
+    /// entries by each delivery's `seq`, inflight records by packet id) with the hand-over:
+    /// otherwise a restart would deliver them from this member's store too.
+    pub fn take_shared(
+        &mut self,
+        movable: impl Fn(&Delivery) -> bool,
+    ) -> (Vec<Delivery>, usize, Vec<u16>) {
         let mut out = Vec::new();
         let mut freed = 0;
+        let mut sent_ids = Vec::new();
         let mut keep_inflight = VecDeque::with_capacity(self.inflight.len());
         for (pid, f) in self.inflight.drain(..) {
             match f {
                 Inflight::Publish(d)
                     if d.qos == QoS::AtLeastOnce && d.shared.is_some() && movable(&d) =>
                 {
+                    sent_ids.push(pid);
                     out.push(d)
                 }
                 f => keep_inflight.push_back((pid, f)),
@@ -526,7 +534,7 @@ impl SessionState {
         }
         self.queue = keep_queue;
         self.queued_bytes -= freed;
-        (out, freed)
+        (out, freed, sent_ids)
     }
 
     /// Forgets everything (clean start) and returns the freed queue bytes.
@@ -759,7 +767,8 @@ mod tests {
         }
         s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
         take(&mut s, 2); // the first QoS 1 and the QoS 2 are now in flight
-        let (moved, _) = s.take_shared(|_| true);
+        let (moved, _, sent_ids) = s.take_shared(|_| true);
+        assert_eq!(sent_ids.len(), 1, "the sent QoS 1 had a packet id");
         let qos: Vec<QoS> = moved.iter().map(|d| d.qos).collect();
         assert_eq!(
             qos,
