@@ -1,0 +1,274 @@
+//! Validation of a parsed [`Config`]: what the types cannot express (ranges, relations between
+//! keys, files that must exist, transport settings that only fit some protocols). Every error
+//! names the key it is about.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::*;
+
+impl Config {
+    /// Checks what the types cannot: ranges, relations between keys and unsupported features.
+    /// Returns the first problem found, naming its key (e.g. `mqtt.max_packet_size`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_listeners()?;
+        for (key, path) in [
+            ("auth.password_file", &self.auth.password_file),
+            ("auth.acl_file", &self.auth.acl_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must not be empty; leave the key out instead",
+                ));
+            }
+        }
+        self.validate_mqtt()?;
+        self.validate_limits()?;
+        self.validate_metrics()?;
+        self.validate_persistence()?;
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!("{:?} is not a valid log filter: {e}", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(ConfigError::invalid(
+                "listeners",
+                "at least one listener is required",
+            ));
+        }
+        let mut bound = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            Self::validate_transport(i, l)?;
+            if l.max_connections == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("listeners[{i}].max_connections"),
+                    "must be at least 1; leave it out for no per-listener limit",
+                ));
+            }
+            for (name, rate) in [
+                ("max_publish_rate", l.max_publish_rate),
+                ("max_publish_bandwidth", l.max_publish_bandwidth),
+            ] {
+                if rate == Some(0) {
+                    return Err(ConfigError::invalid(
+                        format!("listeners[{i}].{name}"),
+                        "must be at least 1; leave it out for no per-listener limit",
+                    ));
+                }
+            }
+            // Port 0 asks the OS for a fresh port each time, so repeats are not conflicts.
+            if l.bind.port() != 0 && !bound.insert(l.bind) {
+                return Err(ConfigError::invalid(
+                    format!("listeners[{i}].bind"),
+                    format!("{} is already used by another listener", l.bind),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS and WebSocket keys of listener `i`: present only where they apply, complete
+    /// where they are needed.
+    fn validate_transport(i: usize, l: &ListenerConfig) -> Result<(), ConfigError> {
+        let key = |name: &str| format!("listeners[{i}].{name}");
+        let proto = l.protocol;
+        let tls_keys = [
+            ("cert", l.cert.is_some()),
+            ("key", l.key.is_some()),
+            ("ca", l.ca.is_some()),
+            ("require_certificate", l.require_certificate),
+            ("use_identity_as_username", l.use_identity_as_username),
+            ("use_subject_as_username", l.use_subject_as_username),
+        ];
+        if !proto.is_tls() {
+            if let Some((name, _)) = tls_keys.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    format!("only valid on \"mqtts\" and \"wss\" listeners, not \"{proto}\""),
+                ));
+            }
+        }
+        if !proto.is_websocket() && l.path.is_some() {
+            return Err(ConfigError::invalid(
+                key("path"),
+                format!("only valid on \"ws\" and \"wss\" listeners, not \"{proto}\""),
+            ));
+        }
+        if proto == ListenerProtocol::Mqtt && l.handshake_timeout.is_some() {
+            return Err(ConfigError::invalid(
+                key("handshake_timeout"),
+                "only valid on \"mqtts\", \"ws\" and \"wss\" listeners (plain \"mqtt\" has no \
+                 handshake before CONNECT; see mqtt.connect_timeout)",
+            ));
+        }
+        if l.handshake_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::invalid(
+                key("handshake_timeout"),
+                "must be greater than 0",
+            ));
+        }
+        if let Some(path) = &l.path {
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c == '?') {
+                return Err(ConfigError::invalid(
+                    key("path"),
+                    format!("{path:?} must start with \"/\" and hold no blanks or query"),
+                ));
+            }
+        }
+        if proto.is_tls() {
+            for (name, missing) in [("cert", l.cert.is_none()), ("key", l.key.is_none())] {
+                if missing {
+                    return Err(ConfigError::invalid(
+                        key(name),
+                        format!("required on a \"{proto}\" listener (a PEM file path)"),
+                    ));
+                }
+            }
+        }
+        for (name, set) in [
+            ("require_certificate", l.require_certificate),
+            ("use_identity_as_username", l.use_identity_as_username),
+            ("use_subject_as_username", l.use_subject_as_username),
+        ] {
+            if set && l.ca.is_none() {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    "requires `ca`, the CA bundle client certificates are verified against",
+                ));
+            }
+        }
+        if l.use_identity_as_username && l.use_subject_as_username {
+            return Err(ConfigError::invalid(
+                key("use_subject_as_username"),
+                "cannot be combined with use_identity_as_username: choose one",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_mqtt(&self) -> Result<(), ConfigError> {
+        let m = &self.mqtt;
+        if m.receive_maximum == 0 {
+            return Err(ConfigError::invalid(
+                "mqtt.receive_maximum",
+                "must be at least 1 [MQTT-3.2.2-?: Receive Maximum 0 is a protocol error]",
+            ));
+        }
+        if !(1..=MQTT_MAX_PACKET_SIZE).contains(&m.max_packet_size) {
+            return Err(ConfigError::invalid(
+                "mqtt.max_packet_size",
+                format!(
+                    "{} is out of range: must be between 1 and {MQTT_MAX_PACKET_SIZE}",
+                    m.max_packet_size
+                ),
+            ));
+        }
+        if m.max_inflight == 0 {
+            return Err(ConfigError::invalid(
+                "mqtt.max_inflight",
+                "must be at least 1",
+            ));
+        }
+        if m.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "mqtt.connect_timeout",
+                "must be greater than 0",
+            ));
+        }
+        // Written this way so NaN fails too.
+        if !(m.keepalive_factor >= 1.0 && m.keepalive_factor.is_finite()) {
+            return Err(ConfigError::invalid(
+                "mqtt.keepalive_factor",
+                format!(
+                    "{} is out of range: must be a finite number >= 1.0 [MQTT-3.1.2-24]",
+                    m.keepalive_factor
+                ),
+            ));
+        }
+        if m.max_qos > 2 {
+            return Err(ConfigError::invalid(
+                "mqtt.max_qos",
+                format!("{} is out of range: must be 0, 1 or 2", m.max_qos),
+            ));
+        }
+        if m.persistent_client_expiration == Some(Duration::ZERO) {
+            return Err(ConfigError::invalid(
+                "mqtt.persistent_client_expiration",
+                "must be greater than 0; leave it out for sessions that never expire",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.global_queued_bytes_low >= l.global_queued_bytes_high {
+            return Err(ConfigError::invalid(
+                "limits.global_queued_bytes_low",
+                format!(
+                    "{} must be lower than limits.global_queued_bytes_high ({})",
+                    l.global_queued_bytes_low, l.global_queued_bytes_high
+                ),
+            ));
+        }
+        if l.max_topic_levels == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_topic_levels",
+                "must be at least 1",
+            ));
+        }
+        if l.max_topic_length == 0 || l.max_topic_length > 65_535 {
+            return Err(ConfigError::invalid(
+                "limits.max_topic_length",
+                "must be between 1 and 65535",
+            ));
+        }
+        if l.slow_consumer_grace.is_zero() {
+            return Err(ConfigError::invalid(
+                "limits.slow_consumer_grace",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        let Some(bind) = self.metrics.bind else {
+            return Ok(());
+        };
+        if bind.port() != 0 && self.listeners.iter().any(|l| l.bind == bind) {
+            return Err(ConfigError::invalid(
+                "metrics.bind",
+                format!("{bind} is already used by a listener"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_persistence(&self) -> Result<(), ConfigError> {
+        let p = &self.persistence;
+        if p.dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("persistence.dir", "must not be empty"));
+        }
+        if p.sync == SyncPolicy::Interval && p.sync_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "persistence.sync_interval",
+                "must be greater than 0 with sync = \"interval\"",
+            ));
+        }
+        if p.cache_size < 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "persistence.cache_size",
+                format!("{} is too small: at least 1048576 (1 MiB)", p.cache_size),
+            ));
+        }
+        Ok(())
+    }
+}
