@@ -414,6 +414,22 @@ async fn crash_test(qos: QoS, slow: bool) {
         second.log()
     );
     let drain_start = Instant::now();
+    // First until as many deliveries as acknowledged messages arrived (an event, with a quiet
+    // window long enough for a store read that waits behind an fsync on a busy disk), then
+    // until 2 s pass quietly, to see duplicates and anything delivered beyond that.
+    let first = sub
+        .drain(
+            &mut scl,
+            Duration::from_secs(15),
+            Duration::from_secs(90),
+            None,
+            Some(must_arrive.len()),
+        )
+        .await;
+    assert!(
+        matches!(first, DrainEnd::Done | DrainEnd::Quiet),
+        "{label}: subscriber drain: {first:?}"
+    );
     let end = sub
         .drain(
             &mut scl,
