@@ -119,7 +119,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             config
         }
     };
-    init_logging(&config.log.level)?;
+    // Kept until `run` returns: dropping it flushes the queued log lines.
+    let _log_guard = init_logging(&config.log.level)?;
     match &args.config {
         Some(path) => info!("configuration loaded from {}", path.display()),
         None => info!("no --config given: using built-in defaults"),
@@ -139,19 +140,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Logs go to stderr. `RUST_LOG`, when set and non-empty, overrides `log.level` so a running
 /// deployment can be debugged without editing its file.
-fn init_logging(level: &str) -> anyhow::Result<()> {
+/// Lines go through a bounded queue to a writer thread (see `starling::logging`); the returned
+/// guard flushes it when dropped, so keep it until exit.
+fn init_logging(level: &str) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.trim().is_empty() => {
             EnvFilter::try_new(&env).with_context(|| format!("invalid RUST_LOG {env:?}"))?
         }
         _ => EnvFilter::try_new(level).with_context(|| format!("invalid log.level {level:?}"))?,
     };
+    let (writer, guard) = starling::logging::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))?;
+    Ok(guard)
 }
 
 /// Sends systemd notifications; a failure is logged, never fatal (the broker works the same

@@ -172,6 +172,14 @@ fn write_counters(out: &mut Exposition, m: &Metrics) {
         out.family(name, "counter", help);
         out.sample(name, &[], value);
     }
+    let log = "starling_log_lines_dropped_total";
+    out.family(
+        log,
+        "counter",
+        "Log lines dropped because the log writer's queue was full (its destination stalled) \
+         ($SYS log/dropped).",
+    );
+    out.sample(log, &[], crate::logging::dropped_lines());
     let dropped = "starling_publish_messages_dropped_total";
     out.family(
         dropped,
