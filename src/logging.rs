@@ -47,6 +47,24 @@ pub fn dropped_lines() -> u64 {
         .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
 }
 
+/// Longest field value written to a log line, in bytes; longer ones (a 64 KB client id, a long
+/// topic or username) are cut, with their full length shown, so what a client sends bounds
+/// neither the log's size nor the log queue's memory.
+pub const MAX_FIELD_BYTES: usize = 256;
+
+/// `text`, or its first [`MAX_FIELD_BYTES`] bytes (at a character boundary) followed by
+/// `…(N bytes)` when it is longer.
+pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_FIELD_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut cut = MAX_FIELD_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…({} bytes)", &text[..cut], text.len()))
+}
+
 /// Refusal lines logged per second before the rest are only counted.
 pub const PER_SECOND: u64 = 50;
 
@@ -96,6 +114,15 @@ macro_rules! refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_cut_at_a_char_boundary_with_their_length() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(200); // 400 bytes
+        let cut = bounded(&long);
+        assert!(cut.ends_with("…(400 bytes)"), "{cut}");
+        assert!(cut.len() <= MAX_FIELD_BYTES + "…(400 bytes)".len());
+    }
 
     #[test]
     fn at_most_per_second_lines_pass_in_one_second() {

@@ -36,6 +36,7 @@ use starling::config::Config;
 use starling::{Broker, BrokerHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::EnvFilter;
 
 /// Starling, an async MQTT broker.
@@ -150,7 +151,20 @@ fn init_logging(level: &str) -> anyhow::Result<tracing_appender::non_blocking::W
         _ => EnvFilter::try_new(level).with_context(|| format!("invalid log.level {level:?}"))?,
     };
     let (writer, guard) = starling::logging::non_blocking(std::io::stderr());
+    // Every field value is bounded (see `logging::bounded`): client-supplied strings such as a
+    // 64 KB client id cannot make one line arbitrarily long.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        let text = starling::logging::bounded(&text);
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{field}={text}")
+        }
+    })
+    .delimited(" ");
     tracing_subscriber::fmt()
+        .fmt_fields(fields)
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())

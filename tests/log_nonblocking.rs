@@ -1,7 +1,8 @@
 //! Logging never blocks the data path: the real `starling` binary runs with its stderr piped
 //! to a reader that stops reading (a stalled supervisor, a full journald buffer), and clients
 //! that make it log thousands of lines are all still served. The lines that did not fit the
-//! log writer's queue are dropped and counted in `/metrics`.
+//! log writer's queue are dropped and counted in `/metrics`. A client-supplied string in a log
+//! line is cut to `logging::MAX_FIELD_BYTES` with its length shown.
 
 mod common;
 
@@ -14,8 +15,9 @@ use common::*;
 /// The broker with a stderr pipe nobody reads after start-up; killed on drop.
 struct Stalled {
     child: Child,
-    /// Held open and never read again, so the pipe fills and the log writer blocks on it.
-    _stderr: BufReader<ChildStderr>,
+    /// Held open and never read again, so the pipe fills and the log writer blocks on it
+    /// (taken by a test that does read it).
+    stderr: Option<BufReader<ChildStderr>>,
     mqtt: SocketAddr,
     metrics: SocketAddr,
 }
@@ -64,7 +66,7 @@ fn start(dir: &std::path::Path) -> Stalled {
     }
     Stalled {
         child,
-        _stderr: stderr,
+        stderr: Some(stderr),
         mqtt: mqtt.unwrap(),
         metrics: metrics.unwrap(),
     }
@@ -117,4 +119,37 @@ async fn a_stalled_stderr_never_stops_clients_being_served() {
         "no log line was dropped: the test did not stall the log"
     );
     eprintln!("log lines dropped while stderr was stalled: {dropped}");
+}
+
+#[tokio::test]
+async fn a_long_client_id_is_cut_in_the_log_line_with_its_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = start(dir.path());
+    let id = format!("long-{}", "y".repeat(20_000));
+    let mut c = Raw::connect(broker.mqtt, &ConnectOpts::v311(&id)).await.0;
+    c.send(&[0xE0, 0x00]).await;
+    let mut stderr = broker.stderr.take().unwrap();
+    let found = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                return None;
+            }
+            if line.contains("client connected") && line.contains("long-yyy") {
+                return Some(line);
+            }
+        }
+    });
+    let line = tokio::time::timeout(WAIT, found)
+        .await
+        .expect("the connect line within WAIT")
+        .unwrap()
+        .expect("a connect line for the long client id");
+    assert!(line.contains("…(20005 bytes)"), "{line}");
+    assert!(
+        line.len() < 2_000,
+        "the line is bounded: {} bytes",
+        line.len()
+    );
 }
