@@ -36,7 +36,6 @@ use starling::config::Config;
 use starling::{Broker, BrokerHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
-use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::EnvFilter;
 
 /// Starling, an async MQTT broker.
@@ -154,15 +153,20 @@ fn init_logging(level: &str) -> anyhow::Result<tracing_appender::non_blocking::W
     // Every field value is bounded (see `logging::bounded`): client-supplied strings such as a
     // 64 KB client id cannot make one line arbitrarily long.
     let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        // Metadata of events bridged from the `log` crate, which the default formatter hides.
+        if field.name().starts_with("log.") {
+            return Ok(());
+        }
         let text = format!("{value:?}");
         let text = starling::logging::bounded(&text);
+        // The message comes first; every other field is written with its own leading space,
+        // so a skipped field leaves no stray delimiter.
         if field.name() == "message" {
             write!(w, "{text}")
         } else {
-            write!(w, "{field}={text}")
+            write!(w, " {field}={text}")
         }
-    })
-    .delimited(" ");
+    });
     tracing_subscriber::fmt()
         .fmt_fields(fields)
         .with_env_filter(filter)
