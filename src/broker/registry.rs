@@ -98,7 +98,8 @@ impl BrokerState {
                 self.discard_state(&session);
             }
             self.cluster.session_claimed(client_id);
-            let store_ops = self.persist_claim(&session, &meta, will);
+            let resumed = had_session && !clean_start;
+            let store_ops = self.persist_claim(&session, &meta, will, resumed);
             session.set_meta(meta);
             let ownership = session.attach();
             drop(_serial);
@@ -112,18 +113,24 @@ impl BrokerState {
         }
     }
 
-    /// A persistent session (expiry not 0) is stored and spills its queue to disk; a session
-    /// that becomes non-persistent is deleted from the store.
+    /// A persistent session (expiry not 0) is stored and spills its queue to disk; a new
+    /// session that is not persistent is deleted from the store.
+    ///
+    /// A stored session `resumed` with expiry 0 stays stored while this connection lasts: its
+    /// queue (on disk, or partly) is still delivered [MQTT-3.1.2-4]/[MQTT-3.1.2-5], and the
+    /// record now says expiry 0, so a restart discards it as the end of the connection would
+    /// [MQTT-3.1.2-11].
     pub(super) fn persist_claim(
         &self,
         session: &Arc<Session>,
         meta: &SessionMeta,
         will: Option<&codec::Will>,
+        resumed: bool,
     ) -> Vec<Op> {
         let Some(p) = &self.persistence else {
             return Vec::new();
         };
-        if meta.expiry == Some(Duration::ZERO) {
+        if meta.expiry == Some(Duration::ZERO) && !(resumed && session.is_persistent()) {
             if session.is_persistent() {
                 p.submit(vec![Op::DeleteSession {
                     client_id: session.client_id.to_string(),
