@@ -51,6 +51,9 @@ pub struct Metrics {
     pub dropped_too_large: Counter,
     /// Inbound PUBLISH refused by `limits.max_publish_bandwidth` (v5 0x97).
     pub dropped_quota: Counter,
+    /// Queued deliveries dropped when they were due to be sent because the ACL no longer lets
+    /// the subscriber read the topic (changed by a reload since they were queued).
+    pub dropped_not_authorized: Counter,
     pub refused_connections: Counter,
     /// Open connections per listener, indexed like `Config::listeners`.
     pub listener_connections: Vec<Counter>,
@@ -71,6 +74,7 @@ impl Metrics {
             + self.dropped_expired.get()
             + self.dropped_too_large.get()
             + self.dropped_quota.get()
+            + self.dropped_not_authorized.get()
     }
 
     pub fn client_connected(&self) {

@@ -192,6 +192,7 @@ fn write_counters(out: &mut Exposition, m: &Metrics) {
         ("offline_qos0", m.dropped_offline_qos0.get()),
         ("expired", m.dropped_expired.get()),
         ("too_large", m.dropped_too_large.get()),
+        ("not_authorized", m.dropped_not_authorized.get()),
     ] {
         out.sample(dropped, &[("reason", reason)], n);
     }

@@ -284,6 +284,7 @@ impl BrokerState {
             }
             DropReason::Offline => self.metrics.dropped_offline_qos0.inc(),
             DropReason::Expired => self.metrics.dropped_expired.inc(),
+            DropReason::NotAuthorized => self.metrics.dropped_not_authorized.inc(),
             // Routed by a subscription dropped since: never owed, not a loss.
             DropReason::Unsubscribed => {}
         }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Handler, Outbox};
+use crate::auth::Access;
 use crate::codec::{self, Packet, PubResp, QoS};
-use crate::session::{Delivery, Resend};
+use crate::session::{Delivery, DropReason, Resend};
 use crate::storage::{InflightStage, Op};
 
 /// Server-to-client topic aliases (v5): a topic sent once with an alias is sent afterwards with
@@ -67,13 +68,34 @@ impl Handler {
         let broker = self.broker.clone();
         let metrics = &broker.metrics();
         let persistent = self.session.is_persistent();
+        // READ is checked again as each message is sent, not only when it was routed: an ACL
+        // reloaded since then applies to what is still queued (and to retained copies).
+        let auth = self.auth();
+        let username = self.username.clone();
+        let client_id = self.client_id.clone();
+        let may_read = |d: &Delivery| {
+            auth.acl.is_none()
+                || auth.check_acl(&client_id, username.as_deref(), &d.msg.topic, Access::Read)
+        };
         loop {
             let mut expired = Vec::new();
             let (freed, more) = self.session.with_state(|s| {
-                let freed = s.take_ready(window, PUMP_BATCH, now, &mut scratch, &mut |d, _| {
-                    metrics.dropped_expired.inc();
+                let mut on_drop = |d: &Delivery, why| {
+                    if why == DropReason::NotAuthorized {
+                        metrics.dropped_not_authorized.inc();
+                    } else {
+                        metrics.dropped_expired.inc();
+                    }
                     expired.extend(d.seq);
-                });
+                };
+                let freed = s.take_ready(
+                    window,
+                    PUMP_BATCH,
+                    now,
+                    &mut scratch,
+                    &mut on_drop,
+                    &may_read,
+                );
                 (freed, s.has_ready(window))
             });
             self.broker.budget().sub(freed);

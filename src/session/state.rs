@@ -73,6 +73,9 @@ pub enum DropReason {
     /// The subscription it was routed by was dropped (clean start, session discarded) between
     /// routing and queueing: nothing is owed, so it is not counted as a loss.
     Unsubscribed,
+    /// When it was due to be sent, the subscriber may no longer read its topic (the ACL
+    /// changed since it was queued).
+    NotAuthorized,
 }
 
 /// Where a queued delivery went.
@@ -318,7 +321,8 @@ impl SessionState {
 
     /// Moves deliveries from the queue into the inflight window, at most `max` of them, while the
     /// window has room below `window` (the client's Receive Maximum). QoS 0 needs no room. Expired
-    /// messages are dropped and reported through `on_drop`. Returns the freed queue bytes.
+    /// messages, and those `may_read` refuses, are dropped and reported through `on_drop`.
+    /// Returns the freed queue bytes.
     pub fn take_ready(
         &mut self,
         window: usize,
@@ -326,6 +330,7 @@ impl SessionState {
         now: Instant,
         out: &mut Vec<(u16, Delivery)>,
         on_drop: &mut dyn FnMut(&Delivery, DropReason),
+        may_read: &dyn Fn(&Delivery) -> bool,
     ) -> usize {
         let mut freed = 0;
         let mut taken = 0;
@@ -346,6 +351,10 @@ impl SessionState {
             freed += cost;
             if d.msg.is_expired(now) {
                 on_drop(&d, DropReason::Expired);
+                continue;
+            }
+            if !may_read(&d) {
+                on_drop(&d, DropReason::NotAuthorized);
                 continue;
             }
             let pid = if d.qos == QoS::AtMostOnce {
@@ -617,7 +626,14 @@ mod tests {
 
     fn take(s: &mut SessionState, window: usize) -> Vec<(u16, Delivery)> {
         let mut out = Vec::new();
-        s.take_ready(window, usize::MAX, Instant::now(), &mut out, &mut |_, _| {});
+        s.take_ready(
+            window,
+            usize::MAX,
+            Instant::now(),
+            &mut out,
+            &mut |_, _| {},
+            &|_| true,
+        );
         out
     }
 
@@ -820,10 +836,17 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         let mut dropped = 0;
-        s.take_ready(10, 10, Instant::now(), &mut out, &mut |_, r| {
-            assert_eq!(r, DropReason::Expired);
-            dropped += 1;
-        });
+        s.take_ready(
+            10,
+            10,
+            Instant::now(),
+            &mut out,
+            &mut |_, r| {
+                assert_eq!(r, DropReason::Expired);
+                dropped += 1;
+            },
+            &|_| true,
+        );
         assert!(out.is_empty());
         assert_eq!(dropped, 1);
         assert_eq!(s.queued_bytes(), 0);

@@ -1,0 +1,167 @@
+//! ACL changes apply to what is already queued: READ is checked when a message is sent to the
+//! subscriber, not only when it was routed into the queue. A reload that takes away read access
+//! to a topic stops queued, not-yet-sent copies of it (offline queue, the part of an online
+//! queue beyond the inflight window), in memory and on disk alike.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use starling::config::Config;
+
+const READ_BOTH: &str = "user alice\ntopic read topic/#\nuser admin\ntopic write #\n";
+const READ_ONE: &str = "user alice\ntopic read topic/one\ntopic read topic/marker\n\
+                        user admin\ntopic write #\n";
+
+fn write_file(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn write_passwords(path: &Path) {
+    let mut text = String::new();
+    for (user, pw) in [("alice", "a"), ("admin", "b")] {
+        let hash = starling::auth::password::hash_password(pw.as_bytes(), 10).expect("hash");
+        text.push_str(&format!("{user}:{hash}\n"));
+    }
+    write_file(path, &text);
+}
+
+fn login(id: &str, user: &str, pw: &[u8], clean: bool) -> ConnectOpts {
+    let mut o = ConnectOpts::v311(id).clean(clean);
+    o.username = Some(user.to_owned());
+    o.password = Some(pw.to_vec());
+    o
+}
+
+fn config(dir: &Path, persistence: bool) -> Config {
+    let mut cfg = test_config();
+    cfg.auth.password_file = Some(dir.join("passwd"));
+    cfg.auth.acl_file = Some(dir.join("acl"));
+    cfg.mqtt.max_inflight = 1;
+    cfg.persistence.enabled = Some(persistence);
+    cfg.persistence.dir = dir.join("store");
+    write_passwords(&dir.join("passwd"));
+    write_file(&dir.join("acl"), READ_BOTH);
+    cfg
+}
+
+/// Topics received (each acknowledged) until `marker`.
+async fn topics_until(raw: &mut Raw, marker: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let p = raw.recv_and_ack().await;
+        if p.topic == marker {
+            return seen;
+        }
+        seen.push(p.topic);
+    }
+}
+
+async fn publish(admin: &mut Raw, topics: &[&str]) {
+    for (i, t) in topics.iter().enumerate() {
+        let pid = u16::try_from(i + 1).expect("few topics");
+        admin.publish(t, t.as_bytes(), 1, false, pid).await;
+    }
+}
+
+/// Offline queue: messages on topic/two queued while alice is away are not delivered once a
+/// reload took away her read access to topic/two.
+async fn offline_queue(persistence: bool) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cfg = config(tmp.path(), persistence);
+    let b = start_with(cfg.clone()).await;
+    let (mut alice, _) = Raw::connect(b.addr, &login("alice", "alice", b"a", false)).await;
+    assert_eq!(alice.subscribe(1, "topic/#", 1).await, 1);
+    alice.send(&frame(0xE0, &[])).await;
+    b.wait_until("alice is offline", |s| {
+        s.metrics().clients_connected.get() == 0
+    })
+    .await;
+
+    let (mut admin, _) = Raw::connect(b.addr, &login("admin", "admin", b"b", true)).await;
+    publish(
+        &mut admin,
+        &["topic/one", "topic/two", "topic/two", "topic/one"],
+    )
+    .await;
+
+    write_file(&tmp.path().join("acl"), READ_ONE);
+    let report = b.handle().reload(&cfg);
+    assert!(
+        report
+            .files
+            .iter()
+            .all(|f| f.status == starling::reload::ChangeStatus::Applied),
+        "reload: {report:?}"
+    );
+    publish(&mut admin, &["topic/marker"]).await;
+
+    let (mut alice, ack) = Raw::connect(b.addr, &login("alice", "alice", b"a", false)).await;
+    assert!(ack.session_present);
+    assert_eq!(
+        topics_until(&mut alice, "topic/marker").await,
+        ["topic/one", "topic/one"],
+        "queued topic/two copies must not be delivered after read access was revoked \
+         (persistence {persistence})"
+    );
+    assert_eq!(b.state().metrics().dropped_not_authorized.get(), 2);
+}
+
+/// Online queue: with an inflight window of 1, everything behind the first message waits in
+/// the queue; a reload in between stops the queued topic/two copies.
+async fn online_queue(persistence: bool) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cfg = config(tmp.path(), persistence);
+    let b = start_with(cfg.clone()).await;
+    let (mut alice, _) = Raw::connect(b.addr, &login("alice", "alice", b"a", false)).await;
+    assert_eq!(alice.subscribe(1, "topic/#", 1).await, 1);
+    let (mut admin, _) = Raw::connect(b.addr, &login("admin", "admin", b"b", true)).await;
+    publish(
+        &mut admin,
+        &["topic/one", "topic/two", "topic/two", "topic/one"],
+    )
+    .await;
+    // The first message is in flight (unacknowledged), the rest are queued behind it.
+    let first = alice.recv_publish().await;
+    assert_eq!(first.topic, "topic/one");
+
+    write_file(&tmp.path().join("acl"), READ_ONE);
+    let report = b.handle().reload(&cfg);
+    assert!(
+        report
+            .files
+            .iter()
+            .all(|f| f.status == starling::reload::ChangeStatus::Applied),
+        "reload: {report:?}"
+    );
+    publish(&mut admin, &["topic/marker"]).await;
+
+    alice.send(&puback(first.packet_id)).await;
+    assert_eq!(
+        topics_until(&mut alice, "topic/marker").await,
+        ["topic/one"],
+        "queued topic/two copies must not be sent after read access was revoked \
+         (persistence {persistence})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_read_stops_an_offline_queue_in_memory() {
+    offline_queue(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_read_stops_an_offline_queue_on_disk() {
+    offline_queue(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_read_stops_an_online_queue_in_memory() {
+    online_queue(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_read_stops_an_online_queue_on_disk() {
+    online_queue(true).await;
+}
