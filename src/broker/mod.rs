@@ -43,7 +43,7 @@ mod retained;
 mod routing;
 mod timers;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,8 @@ pub struct BrokerState {
     auth: RwLock<Arc<AuthConfig>>,
     /// Bumped on every auth reload so connections refresh their cached snapshot.
     auth_generation: AtomicU64,
+    /// Set once shutdown began (every connection is being closed).
+    stopping: AtomicBool,
     /// The store, when persistence is on.
     persistence: Option<Arc<Persistence>>,
     /// The other nodes; [`cluster::LocalCluster`] when there are none.
@@ -122,6 +124,7 @@ impl BrokerState {
             authenticators: Vec::new(),
             auth: RwLock::new(Rank::Auth, Arc::new(AuthConfig::default())),
             auth_generation: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             persistence: None,
             cluster: Arc::new(cluster::LocalCluster),
         }

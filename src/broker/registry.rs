@@ -1,6 +1,7 @@
 //! The session registry: claiming a session for a CONNECT (takeover included), ending a
 //! connection, expiring and discarding sessions, and the records the store keeps of them.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,8 +263,10 @@ impl BrokerState {
         }
     }
 
-    /// Closes every connection for shutdown.
+    /// Closes every connection for shutdown. From now on departing shared-subscription members
+    /// keep their messages (see [`BrokerState::redistribute_shared`]).
     pub fn disconnect_all(&self, reason: ReasonCode) {
+        self.stopping.store(true, Ordering::Release);
         for session in self.all_sessions() {
             session.send_control(Control::Disconnect(reason, "server shutting down"));
         }

@@ -2,6 +2,7 @@
 //! deliveries (outside the trie lock), publishers blocked on full queues, drops and their
 //! counters, and handing a departing shared member's messages to the rest of its group.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -294,6 +295,12 @@ impl BrokerState {
     /// members of the same group, connected ones first (MQTT 5.0 4.8.2, non-normative); they are removed from
     /// this session so they are never delivered twice. Messages with no other member stay.
     pub fn redistribute_shared(&self, session: &Arc<Session>) {
+        // At shutdown every member leaves: handing messages around would only move them
+        // between stored queues (and race with the other members doing the same). Each keeps
+        // its own for when it reconnects.
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let groups = session.with_state(|s| s.shared_groups());
         if groups.is_empty() {
             return;

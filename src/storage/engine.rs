@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::early::EarlyDequeues;
 use super::encoding::{self as enc, DecodeError, QueueEntry};
 use super::{
     InflightStage, LoadedInflight, LoadedSession, Op, Snapshot, StoreError, StoredDelivery,
@@ -88,6 +89,7 @@ pub(crate) type Writes = BTreeMap<(Ks, Vec<u8>), Option<Vec<u8>>>;
 struct Planner<'a> {
     kv: &'a dyn Kv,
     writes: Writes,
+    early: &'a mut EarlyDequeues,
 }
 
 impl Planner<'_> {
@@ -169,18 +171,20 @@ impl Planner<'_> {
     }
 
     /// Deletes a queue entry, releasing its body. A corrupt entry is deleted all the same.
-    fn remove_queue_entry(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
-        if let Some(v) = self.get(Ks::Queue, &key)? {
-            match enc::decode_queue_entry(&v) {
-                Ok(q) => self.decref(q.msg_id)?,
-                Err(e) => tracing::warn!(
-                    "store: deleting corrupt queue entry {}: {e}",
-                    enc::key_display(&key)
-                ),
-            }
-            self.del(Ks::Queue, key)?;
+    /// Returns whether there was one.
+    fn remove_queue_entry(&mut self, key: Vec<u8>) -> Result<bool, StoreError> {
+        let Some(v) = self.get(Ks::Queue, &key)? else {
+            return Ok(false);
+        };
+        match enc::decode_queue_entry(&v) {
+            Ok(q) => self.decref(q.msg_id)?,
+            Err(e) => tracing::warn!(
+                "store: deleting corrupt queue entry {}: {e}",
+                enc::key_display(&key)
+            ),
         }
-        Ok(())
+        self.del(Ks::Queue, key)?;
+        Ok(true)
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), StoreError> {
@@ -191,6 +195,7 @@ impl Planner<'_> {
                 enc::encode_session(s),
             ),
             Op::DeleteSession { client_id } => {
+                self.early.forget_client(client_id);
                 self.del(Ks::Sessions, client_id.as_bytes().to_vec())?;
                 let prefix = enc::client_prefix(client_id);
                 check_key(Ks::Subs, &prefix)?;
@@ -219,6 +224,10 @@ impl Planner<'_> {
             } => {
                 let key = enc::seq_key(client_id, *seq);
                 check_key(Ks::Queue, &key)?;
+                // Delivered and dequeued before this write of it arrived (see `early`).
+                if self.early.take(client_id, *seq) {
+                    return Ok(());
+                }
                 // Replacing an entry releases the body it named.
                 self.remove_queue_entry(key.clone())?;
                 self.incref(delivery.msg_id, &delivery.msg)?;
@@ -233,7 +242,10 @@ impl Planner<'_> {
             Op::Dequeue { client_id, seq } => {
                 let key = enc::seq_key(client_id, *seq);
                 check_key(Ks::Queue, &key)?;
-                self.remove_queue_entry(key)
+                if !self.remove_queue_entry(key)? {
+                    self.early.note(client_id, *seq);
+                }
+                Ok(())
             }
             Op::PutInflight {
                 client_id,
@@ -282,11 +294,17 @@ fn check_key(ks: Ks, key: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The key writes that apply `batch`, reading current state from `kv`.
-pub(crate) fn plan(kv: &dyn Kv, batch: &[Op]) -> Result<Writes, StoreError> {
+/// The key writes that apply `batch`, reading current state from `kv`. `early` carries the
+/// dequeues that arrived before their enqueue from one batch to the next.
+pub(crate) fn plan(
+    kv: &dyn Kv,
+    batch: &[Op],
+    early: &mut EarlyDequeues,
+) -> Result<Writes, StoreError> {
     let mut p = Planner {
         kv,
         writes: BTreeMap::new(),
+        early,
     };
     for op in batch {
         p.apply(op)?;

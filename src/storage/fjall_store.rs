@@ -31,6 +31,7 @@ use std::sync::Arc;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::Mutex;
 
+use super::early::EarlyDequeues;
 use super::encoding as enc;
 use super::engine::{self, Ks, Kv, Visit, META_FORMAT_VERSION};
 use super::inspect::{self, CheckReport};
@@ -64,7 +65,9 @@ pub struct FjallStore {
     /// Indexed by [`Ks::index`].
     keyspaces: Vec<Keyspace>,
     dir: PathBuf,
-    write_lock: Mutex<()>,
+    /// Serialises writes; holds the dequeues that arrived before their enqueue
+    /// ([`EarlyDequeues`]), which only writes use.
+    write_lock: Mutex<EarlyDequeues>,
     /// The failure that poisoned the store, if any.
     poisoned: Mutex<Option<Arc<StoreError>>>,
 }
@@ -148,7 +151,7 @@ impl FjallStore {
             db,
             keyspaces,
             dir: dir.to_path_buf(),
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(EarlyDequeues::default()),
             poisoned: Mutex::new(None),
         };
         store.check_format_version(&fail)?;
@@ -320,11 +323,11 @@ impl Kv for FjallStore {
 
 impl Store for FjallStore {
     fn write(&self, batch: &[Op], sync: bool) -> Result<(), StoreError> {
-        let _guard = self.write_lock.lock();
+        let mut early = self.write_lock.lock();
         if let Some(cause) = self.poisoned.lock().clone() {
             return Err(StoreError::Poisoned(PoisonCause::Earlier(cause)));
         }
-        let writes = engine::plan(self, batch)?;
+        let writes = engine::plan(self, batch, &mut early)?;
         if !writes.is_empty() {
             let mut b = self.db.batch();
             for ((ks, key), value) in writes {

@@ -12,6 +12,7 @@ use std::io::Write;
 
 use parking_lot::Mutex;
 
+use super::early::EarlyDequeues;
 use super::engine::{self, Ks, Kv, Visit, Writes};
 use super::inspect::{self, CheckReport};
 use super::{Op, Snapshot, Store, StoreError, StoredDelivery};
@@ -76,6 +77,8 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[derive(Default)]
 pub struct MemoryStore {
     maps: Mutex<Maps>,
+    /// Taken inside `maps`, by writes only (see [`EarlyDequeues`]).
+    early: Mutex<EarlyDequeues>,
 }
 
 impl MemoryStore {
@@ -97,7 +100,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn write(&self, batch: &[Op], _sync: bool) -> Result<(), StoreError> {
         let mut maps = self.maps.lock();
-        let writes = engine::plan(&*maps, batch)?;
+        let writes = engine::plan(&*maps, batch, &mut self.early.lock())?;
         maps.commit(writes);
         Ok(())
     }

@@ -26,6 +26,7 @@
 //!   id or topic) is refused whole with [`StoreError::TooLarge`] before anything is written; it
 //!   does not poison the store.
 
+mod early;
 mod encoding;
 mod engine;
 mod error;

@@ -325,6 +325,49 @@ fn shared_bodies_are_refcounted(f: Fixture) {
     f.assert_consistent();
 }
 
+/// A dequeue written before the enqueue it undoes (two tasks submitted in the opposite order to
+/// their changes) cancels that enqueue: the message is not brought back, so a restart does not
+/// deliver it again (QoS 2 exactly once, [MQTT-4.3.3-2]).
+fn early_dequeue_cancels_its_late_enqueue(f: Fixture) {
+    let s = f.store();
+    let body = Arc::new(message("t", b"x"));
+    s.write(&[Op::PutSession(session("b"))], false).unwrap();
+    let dequeue = |seq| Op::Dequeue {
+        client_id: "b".into(),
+        seq,
+    };
+    s.write(&[dequeue(7)], false).unwrap();
+    s.write(
+        &[enqueue("b", 7, 1, &body), enqueue("b", 8, 1, &body)],
+        false,
+    )
+    .unwrap();
+    assert_eq!(seqs(&*s, "b"), [8], "7 was delivered already");
+    assert_eq!(f.count("msgs"), 1);
+    f.assert_consistent();
+    // Only once: a later enqueue of the same position is a new entry.
+    s.write(&[enqueue("b", 7, 2, &body)], false).unwrap();
+    assert_eq!(seqs(&*s, "b"), [7, 8]);
+    // Deleting the session forgets its early dequeues.
+    s.write(
+        &[
+            dequeue(9),
+            Op::DeleteSession {
+                client_id: "b".into(),
+            },
+        ],
+        false,
+    )
+    .unwrap();
+    s.write(
+        &[Op::PutSession(session("b")), enqueue("b", 9, 3, &body)],
+        false,
+    )
+    .unwrap();
+    assert_eq!(seqs(&*s, "b"), [9]);
+    f.assert_consistent();
+}
+
 fn ops_see_earlier_ops_of_their_batch(f: Fixture) {
     let s = f.store();
     let m = Arc::new(message("t", b"x"));
@@ -713,6 +756,7 @@ suite!(
     queue_order_by_seq,
     range_scans_page_and_isolate_clients,
     shared_bodies_are_refcounted,
+    early_dequeue_cancels_its_late_enqueue,
     ops_see_earlier_ops_of_their_batch,
     delete_session_removes_everything,
     inflight_loads_in_send_order,

@@ -1,0 +1,107 @@
+//! Dequeues that reached the store before the Enqueue they undo.
+//!
+//! The broker changes a session's queue in memory first and submits the matching store writes
+//! afterwards, from whichever task made the change. Two tasks can therefore submit in the
+//! opposite order to the one their changes happened in: a publisher's batch with
+//! `Enqueue(B, 7)` can wait for room in the store's queue while B's connection already sent
+//! message 7, got it acknowledged and submitted `Dequeue(B, 7)`; or a departing shared-group
+//! member hands message 7 on while the publisher's `Enqueue` is still on its way. Applied in
+//! that order, the late `Enqueue` would bring back a message that was already delivered, and a
+//! restart would deliver it again (a QoS 2 duplicate).
+//!
+//! So a `Dequeue` of an entry that is not (yet) in the store is remembered here, and the
+//! `Enqueue` of that entry, when it comes, is skipped. Remembered entries are few and short
+//! lived; they are bounded by [`MAX_EARLY`] (the oldest is forgotten first) and dropped with
+//! their session.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// The most early dequeues remembered; beyond it the oldest is forgotten. A dequeue that stays
+/// unmatched this long was for an entry that never existed (nothing is lost by forgetting it).
+pub(crate) const MAX_EARLY: usize = 65_536;
+
+/// Early dequeues by client id.
+#[derive(Default)]
+pub(crate) struct EarlyDequeues {
+    by_client: HashMap<String, HashSet<u64>>,
+    order: VecDeque<(String, u64)>,
+}
+
+impl EarlyDequeues {
+    /// Remembers that `Dequeue(client_id, seq)` found no entry.
+    pub(crate) fn note(&mut self, client_id: &str, seq: u64) {
+        if self.order.len() >= MAX_EARLY {
+            if let Some((c, s)) = self.order.pop_front() {
+                self.remove(&c, s);
+            }
+        }
+        self.by_client
+            .entry(client_id.to_string())
+            .or_default()
+            .insert(seq);
+        self.order.push_back((client_id.to_string(), seq));
+    }
+
+    /// True (and forgotten) if `(client_id, seq)` was dequeued before this enqueue of it.
+    pub(crate) fn take(&mut self, client_id: &str, seq: u64) -> bool {
+        if self.by_client.is_empty() {
+            return false;
+        }
+        self.remove(client_id, seq)
+    }
+
+    /// The session is deleted: its early dequeues no longer apply.
+    pub(crate) fn forget_client(&mut self, client_id: &str) {
+        self.by_client.remove(client_id);
+    }
+
+    fn remove(&mut self, client_id: &str, seq: u64) -> bool {
+        let Some(seqs) = self.by_client.get_mut(client_id) else {
+            return false;
+        };
+        let found = seqs.remove(&seq);
+        if seqs.is_empty() {
+            self.by_client.remove(client_id);
+        }
+        if self.by_client.is_empty() {
+            self.order.clear();
+        }
+        found
+    }
+
+    /// How many are remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_client.values().map(HashSet::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_noted_dequeue_cancels_one_enqueue_of_the_same_entry() {
+        let mut e = EarlyDequeues::default();
+        e.note("a", 7);
+        assert!(!e.take("b", 7));
+        assert!(!e.take("a", 8));
+        assert!(e.take("a", 7));
+        assert!(!e.take("a", 7), "only once");
+        assert_eq!(e.len(), 0);
+    }
+
+    #[test]
+    fn bounded_and_dropped_with_the_session() {
+        let mut e = EarlyDequeues::default();
+        for s in 0..(MAX_EARLY as u64 + 10) {
+            e.note("a", s);
+        }
+        assert!(e.len() <= MAX_EARLY);
+        assert!(!e.take("a", 0), "the oldest was forgotten");
+        assert!(e.take("a", MAX_EARLY as u64 + 9));
+        e.note("b", 1);
+        e.forget_client("b");
+        assert!(!e.take("b", 1));
+    }
+}
