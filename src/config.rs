@@ -307,11 +307,14 @@ pub struct MqttConfig {
     /// server's MQTT 5 Receive Maximum, announced in CONNACK when below 65535). A v5 client that
     /// exceeds it is disconnected with 0x93 [MQTT-3.3.4-7]. At least 1.
     pub receive_maximum: u16,
-    /// Accept `$share/...` subscriptions (v5 Shared Subscription Available; refused with 0x9E).
+    /// Accept `$share/...` subscriptions (v5 Shared Subscription Available). When off, a v5
+    /// SUBSCRIBE with one gets DISCONNECT 0x9E (spec 3.2.2.3.13), 3.x SUBACK 0x80.
     pub shared_subscriptions: bool,
-    /// Accept filters with `+` or `#` (v5 Wildcard Subscription Available; refused with 0xA2).
+    /// Accept filters with `+` or `#` (v5 Wildcard Subscription Available). When off, a v5
+    /// SUBSCRIBE with one gets DISCONNECT 0xA2 (spec 3.2.2.3.11), 3.x SUBACK 0x80.
     pub wildcard_subscriptions: bool,
-    /// Accept v5 Subscription Identifiers (refused with 0xA1 when off).
+    /// Accept v5 Subscription Identifiers. When off, a SUBSCRIBE with one gets DISCONNECT
+    /// 0xA1 (spec 3.2.2.3.12).
     pub subscription_identifiers: bool,
 }
 
