@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 /// (four-byte variable byte integer), so no larger `max_packet_size` can mean anything.
 pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_455;
 
+/// The smallest `mqtt.max_client_id_length`: every server must accept client ids of 1 to 23
+/// bytes [MQTT-3.1.3-5].
+pub const MIN_CLIENT_ID_LENGTH: usize = 23;
+
 /// The whole broker configuration, one field per TOML section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -265,6 +269,13 @@ pub struct MqttConfig {
     /// Largest keep alive, in seconds, a client may use, so a client cannot make the broker hold
     /// a dead connection for hours. For v5 it is the ceiling on Server Keep Alive.
     pub max_keepalive: u16,
+    /// Longest client identifier, in bytes of UTF-8, a client may send; a longer one is refused
+    /// with CONNACK 0x85 Client Identifier not valid (v5) or 2 identifier rejected (3.x).
+    /// 23..=65535: the spec makes every server accept 1 to 23 bytes [MQTT-3.1.3-5], and a
+    /// client id cannot be longer than 65535. The default, 256, takes what clients really use
+    /// (UUIDs, MAC addresses or host names with a prefix, Kubernetes pod names of up to 253
+    /// characters) while a client cannot make the broker keep, store and log ids of 64 KiB.
+    pub max_client_id_length: usize,
     /// Largest packet, in bytes, the broker accepts (and, for v5, announces as Maximum Packet
     /// Size). Checked before the packet is buffered, so it bounds per-connection memory.
     /// 1..=268435455.
@@ -307,11 +318,14 @@ pub struct MqttConfig {
     /// server's MQTT 5 Receive Maximum, announced in CONNACK when below 65535). A v5 client that
     /// exceeds it is disconnected with 0x93 [MQTT-3.3.4-7]. At least 1.
     pub receive_maximum: u16,
-    /// Accept `$share/...` subscriptions (v5 Shared Subscription Available; refused with 0x9E).
+    /// Accept `$share/...` subscriptions (v5 Shared Subscription Available). When off, a v5
+    /// SUBSCRIBE with one gets DISCONNECT 0x9E (spec 3.2.2.3.13), 3.x SUBACK 0x80.
     pub shared_subscriptions: bool,
-    /// Accept filters with `+` or `#` (v5 Wildcard Subscription Available; refused with 0xA2).
+    /// Accept filters with `+` or `#` (v5 Wildcard Subscription Available). When off, a v5
+    /// SUBSCRIBE with one gets DISCONNECT 0xA2 (spec 3.2.2.3.11), 3.x SUBACK 0x80.
     pub wildcard_subscriptions: bool,
-    /// Accept v5 Subscription Identifiers (refused with 0xA1 when off).
+    /// Accept v5 Subscription Identifiers. When off, a SUBSCRIBE with one gets DISCONNECT
+    /// 0xA1 (spec 3.2.2.3.12).
     pub subscription_identifiers: bool,
 }
 
@@ -319,6 +333,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             max_keepalive: 65535,
+            max_client_id_length: 256,
             max_packet_size: 1_048_576,
             max_inflight: 20,
             max_queued_messages: 1000,

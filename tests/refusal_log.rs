@@ -219,7 +219,27 @@ async fn refusals_logged_with_client_id_peer_and_reason_first_ones_through_the_l
         "{line}"
     );
 
-    // 5. A flood of refusals: the limiter lets the first ones through, counts the rest, and
+    // 5. A client id over mqtt.max_client_id_length (256): CONNACK 2, and one line with the
+    // peer and the id cut to 256 bytes with its length (issue 14 item 2).
+    let long_id = format!("long-{}", "i".repeat(995));
+    let (mut c, ack) = Raw::connect_raw(addr, &ConnectOpts::v311(&long_id)).await;
+    assert_eq!(ack.code.0, 2, "CONNACK for a 1000-byte client id: {ack:?}");
+    let peer = c.stream.local_addr().unwrap();
+    c.expect_closed("1000-byte client id").await;
+    let line = broker
+        .wait_line("for the long client id", |l| {
+            l.contains(&format!("peer={peer}"))
+        })
+        .await;
+    println!("{line}");
+    assert!(line.contains("max_client_id_length"), "{line}");
+    assert!(line.contains("…(1000 bytes)"), "the id is cut: {line}");
+    assert!(
+        !line.contains(&long_id),
+        "the whole id is not logged: {line}"
+    );
+
+    // 6. A flood of refusals: the limiter lets the first ones through, counts the rest, and
     // reports how many it suppressed once the next second's first refusal is logged.
     const FLOOD: usize = 300;
     let mut tasks = tokio::task::JoinSet::new();
@@ -290,7 +310,7 @@ async fn refusals_logged_with_client_id_peer_and_reason_first_ones_through_the_l
         .count();
     assert_eq!(
         logged + suppressed,
-        4 + FLOOD + attempts + 1,
+        5 + FLOOD + attempts + 1,
         "refusal lines {logged} + suppressed {suppressed}"
     );
     assert!(

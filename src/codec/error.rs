@@ -56,8 +56,12 @@ pub enum DecodeError {
     InvalidUtf8,
     #[error("[MQTT-1.5.4-2][MQTT-1.5.3-2] string contains U+0000")]
     NullCharacter,
-    #[error("[MQTT-3.3.2-2] topic name contains wildcard characters or is invalid")]
+    /// A Topic Name (of a PUBLISH or a Will) with a wildcard character: well-formed data that
+    /// breaks a rule, answered with the dedicated code 0x90.
+    #[error("[MQTT-3.3.2-2][MQTT-4.7.0-1] topic name contains wildcard characters")]
     InvalidTopicName,
+    #[error("[MQTT-3.3.2-14] response topic contains wildcard characters or is empty")]
+    InvalidResponseTopic,
     #[error("[MQTT-4.7.3-1] empty topic name without a topic alias")]
     EmptyTopicName,
     #[error("[MQTT-4.7.1-1][MQTT-4.7.1-2][MQTT-4.7.1-3][MQTT-4.7.3-1] invalid topic filter")]
@@ -118,20 +122,26 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The MQTT 5.0 reason code the server sends in its CONNACK (during the handshake) or
-    /// DISCONNECT. The split between 0x81 and 0x82 follows spec 4.13.1: data that cannot be
-    /// parsed is a Malformed Packet; data that parses but breaks a rule the spec calls a
-    /// Protocol Error gets 0x82.
+    /// DISCONNECT. The split follows the definitions of spec 1.2 and the rule of 4.13.1: a packet
+    /// that cannot be parsed is a Malformed Packet (0x81); one that parses but carries data the
+    /// protocol does not allow is a Protocol Error (0x82), "unless a more specific Reason Code has
+    /// been defined" (0x90, 0x94, 0x95). Where the spec names the class for a rule, that wins.
     pub fn reason_code(&self) -> ReasonCode {
         use DecodeError::*;
         match self {
             UnsupportedProtocolLevel(_) => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
             PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
-            // The spec says only that a sender MUST NOT use alias 0 [MQTT-3.3.2-8]; 0x94 is the
-            // reason code the spec defines for an unusable alias, as Mosquitto also sends.
+            // §3.3.4: "A Topic Alias value of 0 or greater than the Maximum Topic Alias is a
+            // Protocol Error, the receiver uses DISCONNECT with Reason Code of 0x94".
             TopicAliasZero => ReasonCode::TOPIC_ALIAS_INVALID,
-            // Each of these is called a "Protocol Error" by the spec text that forbids it.
+            // A wildcard in a Topic Name parses; 0x90 is the specific code for a Topic Name the
+            // receiver does not accept (§3.14.2.1, and §3.2.2.2 for a Will Topic).
+            InvalidTopicName => ReasonCode::TOPIC_NAME_INVALID,
+            // Each of these is called a "Protocol Error" by the spec text that forbids it, or is
+            // well-formed data the protocol does not allow (spec 1.2).
             AuthNotAllowed(_)
             | EmptyTopicName
+            | InvalidResponseTopic
             | ZeroPacketId { .. }
             | EmptySubscribe
             | EmptyUnsubscribe
@@ -140,7 +150,9 @@ impl DecodeError {
             | NoLocalOnSharedSubscription
             | DuplicateProperty { .. }
             | InvalidPropertyValue { .. }
-            | AuthDataWithoutMethod => ReasonCode::PROTOCOL_ERROR,
+            | AuthDataWithoutMethod
+            | InvalidReasonCode { .. } => ReasonCode::PROTOCOL_ERROR,
+            // Spec text calls each of these malformed, or the bytes cannot be parsed at all.
             InvalidProtocolName
             | ReservedPacketType(_)
             | InvalidHeaderFlags { .. }
@@ -151,7 +163,6 @@ impl DecodeError {
             | UnexpectedEnd { .. }
             | InvalidUtf8
             | NullCharacter
-            | InvalidTopicName
             | InvalidTopicFilter
             | SubscribeReservedBits(_)
             | ConnectReservedFlag
@@ -161,8 +172,7 @@ impl DecodeError {
             | ConnAckReservedFlags(_)
             | UnknownProperty(_)
             | PropertyNotAllowed { .. }
-            | PropertyLengthExceedsPacket { .. }
-            | InvalidReasonCode { .. } => ReasonCode::MALFORMED_PACKET,
+            | PropertyLengthExceedsPacket { .. } => ReasonCode::MALFORMED_PACKET,
         }
     }
 }

@@ -243,7 +243,7 @@ pub(crate) fn decode_properties(r: &mut Reader, ctx: PropCtx) -> Result<Properti
                 let topic = pr.string(name)?;
                 // [MQTT-3.3.2-14]: a Response Topic is a Topic Name, so no wildcards.
                 if !super::topic::valid_topic_name(&topic) {
-                    return Err(DecodeError::InvalidTopicName);
+                    return Err(DecodeError::InvalidResponseTopic);
                 }
                 set_once(&mut p.response_topic, topic, id, name)?
             }

@@ -22,6 +22,7 @@ fn defaults() {
     assert_eq!(c.listeners[0].protocol, ListenerProtocol::Mqtt);
     assert_eq!(c.listeners[0].max_connections, None);
     assert_eq!(c.mqtt.max_keepalive, 65535);
+    assert_eq!(c.mqtt.max_client_id_length, 256);
     assert_eq!(c.mqtt.max_packet_size, 1_048_576);
     assert_eq!(c.mqtt.max_inflight, 20);
     assert_eq!(c.mqtt.max_queued_messages, 1000);
@@ -417,6 +418,18 @@ fn max_packet_size_range() {
     let c = Config::from_toml_str("[mqtt]\nmax_packet_size = 268435455\n").unwrap();
     assert_eq!(c.mqtt.max_packet_size, MQTT_MAX_PACKET_SIZE);
     Config::from_toml_str("[mqtt]\nmax_packet_size = 1\n").unwrap();
+}
+
+#[test]
+fn max_client_id_length_range() {
+    for bad in [0, 22, 65536] {
+        let toml = format!("[mqtt]\nmax_client_id_length = {bad}\n");
+        assert_eq!(invalid_key(&toml), "mqtt.max_client_id_length", "{bad}");
+    }
+    for ok in [MIN_CLIENT_ID_LENGTH, 65535] {
+        let c = Config::from_toml_str(&format!("[mqtt]\nmax_client_id_length = {ok}\n")).unwrap();
+        assert_eq!(c.mqtt.max_client_id_length, ok);
+    }
 }
 
 #[test]

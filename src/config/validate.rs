@@ -153,14 +153,9 @@ impl Config {
         Ok(())
     }
 
-    fn validate_mqtt(&self) -> Result<(), ConfigError> {
+    /// `mqtt.max_packet_size` and `mqtt.max_client_id_length`: what the wire format can carry.
+    fn validate_mqtt_sizes(&self) -> Result<(), ConfigError> {
         let m = &self.mqtt;
-        if m.receive_maximum == 0 {
-            return Err(ConfigError::invalid(
-                "mqtt.receive_maximum",
-                "must be at least 1 [MQTT-3.2.2-?: Receive Maximum 0 is a protocol error]",
-            ));
-        }
         if !(1..=MQTT_MAX_PACKET_SIZE).contains(&m.max_packet_size) {
             return Err(ConfigError::invalid(
                 "mqtt.max_packet_size",
@@ -170,6 +165,28 @@ impl Config {
                 ),
             ));
         }
+        if !(MIN_CLIENT_ID_LENGTH..=usize::from(u16::MAX)).contains(&m.max_client_id_length) {
+            return Err(ConfigError::invalid(
+                "mqtt.max_client_id_length",
+                format!(
+                    "{} is out of range: must be between {MIN_CLIENT_ID_LENGTH} (every server \
+                     accepts ids of 1 to 23 bytes [MQTT-3.1.3-5]) and 65535",
+                    m.max_client_id_length
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_mqtt(&self) -> Result<(), ConfigError> {
+        let m = &self.mqtt;
+        if m.receive_maximum == 0 {
+            return Err(ConfigError::invalid(
+                "mqtt.receive_maximum",
+                "must be at least 1 [MQTT 5.0 §3.2.2.3.3: Receive Maximum 0 is a Protocol Error]",
+            ));
+        }
+        self.validate_mqtt_sizes()?;
         if m.max_inflight == 0 {
             return Err(ConfigError::invalid(
                 "mqtt.max_inflight",

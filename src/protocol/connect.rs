@@ -174,9 +174,20 @@ fn cert_username(
     Ok(true)
 }
 
-/// The client id, and whether the server assigned it because the client sent none.
-fn client_id(c: &codec::Connect, peer: SocketAddr) -> Result<(String, Option<String>), Refusal> {
-    if !c.client_id.is_empty() {
+/// The client id, and whether the server assigned it because the client sent none. An id
+/// longer than `mqtt.max_client_id_length` bytes is refused (the log line bounds the id).
+fn client_id(
+    c: &codec::Connect,
+    cfg: &MqttConfig,
+    peer: SocketAddr,
+) -> Result<(String, Option<String>), Refusal> {
+    let len = c.client_id.len();
+    if len > cfg.max_client_id_length {
+        crate::refusal!(%peer, client_id = %c.client_id, len, max = cfg.max_client_id_length,
+            "refused: client id longer than mqtt.max_client_id_length");
+        return Err(IDENTIFIER_REJECTED);
+    }
+    if len > 0 {
         return Ok((c.client_id.clone(), None));
     }
     let version = c.protocol;
@@ -255,7 +266,7 @@ fn validate(
     let peer = info.peer;
     let cert_user = cert_username(broker, info, c)?;
     let cfg = &broker.config().mqtt;
-    let (client_id, assigned) = client_id(c, peer)?;
+    let (client_id, assigned) = client_id(c, cfg, peer)?;
     let (keep_alive, server_keep_alive) = keep_alive(c, cfg, &client_id, peer)?;
     // An Authentication Method no authenticator answers to (an exchange would have run).
     if let (Some(method), false) = (&c.properties.authentication_method, enhanced_auth) {

@@ -514,13 +514,13 @@ impl Handler {
         let Some(slot) = slot else {
             return Err(Close::Protocol(
                 ReasonCode::TOPIC_ALIAS_INVALID,
-                "[MQTT-3.3.2-9] topic alias 0 or above Topic Alias Maximum",
+                "[MQTT-3.3.2-9][MQTT 5.0 §3.3.4] topic alias 0 or above Topic Alias Maximum",
             ));
         };
         if p.topic.is_empty() {
             slot.clone().ok_or(Close::Protocol(
                 ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.3.4-5] unknown topic alias with an empty topic name",
+                "[MQTT 5.0 §3.3.4] unknown topic alias with an empty topic name",
             ))
         } else {
             let topic: Arc<str> = Arc::from(p.topic.as_str());
@@ -572,7 +572,7 @@ impl Handler {
         } else if a.reason != ReasonCode::CONTINUE_AUTHENTICATION || self.reauth.is_none() {
             return Err(Close::Protocol(
                 ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-2] unexpected AUTH reason code",
+                "[MQTT 5.0 §3.15.2.1][MQTT-4.12.1-1] AUTH reason code other than 0x19, or 0x18 with no re-authentication under way",
             ));
         }
         let Some(exchange) = self.reauth.as_mut() else {
@@ -610,7 +610,7 @@ impl Handler {
             if self.expiry_was_zero && secs != 0 {
                 return Close::Protocol(
                     ReasonCode::PROTOCOL_ERROR,
-                    "[MQTT-3.14.2-2] Session Expiry Interval changed from 0 on DISCONNECT",
+                    "[MQTT 5.0 §3.14.2.2.2] Session Expiry Interval changed from 0 on DISCONNECT",
                 );
             }
             let mut meta = self.session.meta();

@@ -40,6 +40,7 @@ impl Handler {
         out: &mut Outbox,
     ) -> Result<(), Close> {
         let sub_id = sub.properties.subscription_identifiers.first().copied();
+        self.check_features(&sub, sub_id)?;
         let mut outcome = SubscribeOutcome {
             codes: Vec::with_capacity(sub.filters.len()),
             ..SubscribeOutcome::default()
@@ -62,6 +63,41 @@ impl Handler {
         for (filter, granted) in outcome.retained {
             self.broker
                 .deliver_retained(&self.session, &filter, granted, sub_id);
+        }
+        Ok(())
+    }
+
+    /// A v5 SUBSCRIBE using a feature CONNACK said this server does not offer is a Protocol
+    /// Error answered with DISCONNECT 0x9E, 0xA2 or 0xA1 (§3.2.2.3.11-13), checked before any
+    /// filter is applied. A SUBACK code is only for refusing one subscription of a feature the
+    /// server does offer. 3.x has no such codes: its filters are refused one by one (0x80).
+    fn check_features(&self, sub: &codec::Subscribe, sub_id: Option<u32>) -> Result<(), Close> {
+        if !self.version.is_v5() {
+            return Ok(());
+        }
+        let cfg = &self.broker.config().mqtt;
+        let valid = || {
+            sub.filters
+                .iter()
+                .filter(|(f, _)| topic::valid_topic_filter(f))
+        };
+        if !cfg.shared_subscriptions && valid().any(|(f, _)| topic::parse_shared(f).is_some()) {
+            return Err(Close::Protocol(
+                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+                "[MQTT 5.0 §3.2.2.3.13] shared subscription, Shared Subscription Available 0",
+            ));
+        }
+        if !cfg.wildcard_subscriptions && valid().any(|(f, _)| f.contains(['+', '#'])) {
+            return Err(Close::Protocol(
+                ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED,
+                "[MQTT 5.0 §3.2.2.3.11] wildcard, Wildcard Subscription Available 0",
+            ));
+        }
+        if !cfg.subscription_identifiers && sub_id.is_some() {
+            return Err(Close::Protocol(
+                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                "[MQTT 5.0 §3.2.2.3.12] Subscription Identifier, Identifiers Available 0",
+            ));
         }
         Ok(())
     }
@@ -123,6 +159,7 @@ impl Handler {
             // Nothing under this filter is readable (beyond Mosquitto, which accepts it).
             Some(ReasonCode::NOT_AUTHORIZED)
         } else if shared && !cfg.shared_subscriptions {
+            // Only 3.x gets here: check_features closed a v5 connection already.
             Some(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
         } else if !cfg.wildcard_subscriptions && filter.contains(['+', '#']) {
             Some(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)

@@ -345,7 +345,7 @@ fn table() -> Vec<(&'static str, Vec<u8>, ProtocolVersion, Check)> {
             "[MQTT-3.3.2-14] response topic with wildcard",
             publish5("t", &cat(&[&[0x08], &s("r/+")])),
             V5,
-            |e| matches!(e, E::InvalidTopicName),
+            |e| matches!(e, E::InvalidResponseTopic),
         ),
         (
             "[MQTT-4.7.3-1] empty topic name in 3.1.1",

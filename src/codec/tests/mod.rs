@@ -1,9 +1,11 @@
 //! Codec tests: round trips (`roundtrip`), the malformed-input table (`malformed`), MQTT 5.0
-//! properties (`properties`), and here the framing tests (partial input, back-to-back packets,
-//! maximum packet size) and a no-panic fuzz loop.
+//! properties (`properties`), the reason code of each rejection (`reason_codes`), and here the
+//! framing tests (partial input, back-to-back packets, maximum packet size) and a no-panic fuzz
+//! loop.
 
 mod malformed;
 mod properties;
+mod reason_codes;
 mod roundtrip;
 
 use bytes::{Bytes, BytesMut};
