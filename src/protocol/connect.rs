@@ -298,7 +298,10 @@ async fn login(
     crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
         ?decision, "refused: login failed");
     broker.metrics().refused_connections.inc();
-    Err(NOT_AUTHORIZED)
+    Err(Refusal {
+        v3: ReasonCode(decision.v3_return_code()),
+        v5: ReasonCode(decision.v5_reason_code()),
+    })
 }
 
 /// Claims the session for this connection, taking it over from any other.
