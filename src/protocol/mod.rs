@@ -220,11 +220,9 @@ impl Handler {
             if let Some(props) = ack_properties(&mut packet) {
                 props.reason_string = Some(why);
             }
-            if codec::encoded_len(&packet, self.version) > self.client_max_packet as usize {
-                if let Some(props) = ack_properties(&mut packet) {
-                    props.reason_string = None;
-                }
-            }
+            // Without the Reason String an ack is at most 5 bytes, within any Maximum Packet
+            // Size that let CONNACK through.
+            codec::fit_within(&mut packet, self.version, self.client_max_packet as usize);
         }
         self.send(&packet, out);
     }
@@ -633,12 +631,10 @@ impl Handler {
             // [MQTT-3.1.2-29], within the client's Maximum Packet Size [MQTT-3.14.2-3].
             if let Close::Protocol(_, why) | Close::Server(_, why) = close {
                 d.properties.reason_string = Some((*why).to_string());
-                let len = codec::encoded_len(&Packet::Disconnect(d.clone()), self.version);
-                if len > self.client_max_packet as usize {
-                    d.properties.reason_string = None;
-                }
             }
-            let packet = Packet::Disconnect(d);
+            let mut packet = Packet::Disconnect(d);
+            // At most 4 bytes without the Reason String: it fits whenever CONNACK did.
+            codec::fit_within(&mut packet, self.version, self.client_max_packet as usize);
             codec::encode(&packet, self.version, out);
             self.broker.metrics().packets_sent.inc();
         }
