@@ -51,6 +51,9 @@ pub struct Metrics {
     pub dropped_too_large: Counter,
     /// Inbound PUBLISH refused by `limits.max_publish_bandwidth` (v5 0x97).
     pub dropped_quota: Counter,
+    /// Inbound PUBLISH whose payload exceeds `mqtt.max_payload_size` (v5 QoS 1/2: 0x97; QoS 0
+    /// and 3.x: acknowledged and dropped).
+    pub dropped_payload_too_large: Counter,
     pub refused_connections: Counter,
     /// Open connections per listener, indexed like `Config::listeners`.
     pub listener_connections: Vec<Counter>,
@@ -71,6 +74,7 @@ impl Metrics {
             + self.dropped_expired.get()
             + self.dropped_too_large.get()
             + self.dropped_quota.get()
+            + self.dropped_payload_too_large.get()
     }
 
     pub fn client_connected(&self) {

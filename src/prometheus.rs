@@ -192,6 +192,7 @@ fn write_counters(out: &mut Exposition, m: &Metrics) {
         ("offline_qos0", m.dropped_offline_qos0.get()),
         ("expired", m.dropped_expired.get()),
         ("too_large", m.dropped_too_large.get()),
+        ("payload_too_large", m.dropped_payload_too_large.get()),
     ] {
         out.sample(dropped, &[("reason", reason)], n);
     }

@@ -170,6 +170,15 @@ impl Config {
                 ),
             ));
         }
+        if m.max_payload_size > MQTT_MAX_PACKET_SIZE {
+            return Err(ConfigError::invalid(
+                "mqtt.max_payload_size",
+                format!(
+                    "{} is out of range: must be between 0 (no limit) and {MQTT_MAX_PACKET_SIZE}",
+                    m.max_payload_size
+                ),
+            ));
+        }
         if m.max_inflight == 0 {
             return Err(ConfigError::invalid(
                 "mqtt.max_inflight",

@@ -253,12 +253,20 @@ fn keep_alive(
     Ok((keep_alive, server_keep_alive))
 }
 
-/// A will the broker could not publish as asked is refused at CONNECT.
+/// A will the broker could not publish as asked is refused at CONNECT, and so is one whose
+/// payload is above `mqtt.max_payload_size`.
 fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
     let Some(will) = &c.will else {
         return Ok(());
     };
-    let (v5, why) = if will.qos > broker.max_qos() {
+    let limit = broker.config().mqtt.max_payload_size;
+    let (v5, why) = if limit > 0 && will.payload.len() > limit as usize {
+        // As Mosquitto's message_size_limit: v5 0x95, 3.x return code 5.
+        (
+            ReasonCode::PACKET_TOO_LARGE,
+            "will payload above mqtt.max_payload_size",
+        )
+    } else if will.qos > broker.max_qos() {
         (
             ReasonCode::QOS_NOT_SUPPORTED,
             "will QoS above the Maximum QoS",
@@ -314,7 +322,10 @@ fn validate(
             why: "unknown authentication method",
         });
     }
-    check_will(broker, c)?;
+    if let Err(r) = check_will(broker, c) {
+        crate::refusal!(%client_id, %peer, reason = r.why, "refused: will not acceptable");
+        return Err(r);
+    }
     let (expiry, expiry_secs) = session_expiry(c, cfg);
     let (auth, auth_generation) = broker.auth();
     Ok(Terms {
