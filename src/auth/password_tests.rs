@@ -264,33 +264,6 @@ fn measure_pbkdf2_cost() {
 const MOSQUITTO_EMPTY: &str = "empty:$7$101$NCpTWXcOxTZBnJJn$EcvXD5bbtfQi47Vt7J59k6Y3KD7mKK/AF3UU\
                                kl43s+irzjr/F/XMyJ8ApNRmbO5txhoWs7wO1EVtzn38XZPJJQ==";
 
-/// Everything logged while `f` runs on this thread.
-fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    // A second live dispatcher keeps other test threads (no subscriber) from caching the
-    // callsites' interest as "never" for this one (see tests/auth.rs).
-    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
-    (out, text)
-}
-
 /// Issue 13 item 3: an entry that is the hash of the empty string (Mosquitto's own, a `$7$` and
 /// a `$6$` one) never verifies, not with an empty password nor with one a NUL makes empty,
 /// and loading the file warns naming each such user, and no other.
@@ -303,7 +276,7 @@ fn empty_password_entries_never_verify_and_are_warned_at_load() {
         BASE64.encode([3u8; SALT_LEN]),
         hash_with_salt(b"pw", &[1u8; SALT_LEN], 3),
     );
-    let (f, logs) = logs_of(|| PasswordFile::parse(&text));
+    let (f, logs) = crate::logging::capture_logs(|| PasswordFile::parse(&text));
     assert_eq!(f.len(), 4);
     for user in ["empty", "empty7", "empty6"] {
         assert!(!f.verify(user, b""), "{user}: empty password accepted");
@@ -338,7 +311,7 @@ fn empty_password_check_is_bounded() {
     assert_eq!(empty_password_users(&f.users, 120), (vec!["a", "b"], 0));
     assert_eq!(empty_password_users(&f.users, 100), (vec!["a", "b"], 1));
     assert_eq!(empty_password_users(&f.users, 39), (vec![], 3));
-    let (_, logs) = logs_of(|| warn_empty_passwords(&f.users, "pw"));
+    let (_, logs) = crate::logging::capture_logs(|| warn_empty_passwords(&f.users, "pw"));
     assert!(
         logs.contains("username=\"a\"") && logs.contains("username=\"b\""),
         "{logs}"
