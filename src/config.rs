@@ -280,6 +280,13 @@ pub struct MqttConfig {
     /// Size). Checked before the packet is buffered, so it bounds per-connection memory.
     /// 1..=268435455.
     pub max_packet_size: u32,
+    /// Largest PUBLISH or will payload, in bytes, the broker takes (Mosquitto's
+    /// `message_size_limit`). Above it an MQTT 5 QoS 1/2 PUBLISH is answered 0x97 Quota
+    /// exceeded; a v5 QoS 0 and every 3.x PUBLISH is acknowledged as usual and dropped
+    /// (counted); a CONNECT whose will payload is larger is refused (v5 0x95 Packet too large,
+    /// 3.x return code 5, as Mosquitto). 0 means no limit beyond `max_packet_size`.
+    /// 0..=268435455.
+    pub max_payload_size: u32,
     /// QoS 1/2 messages in flight to one client at a time (v5 Receive Maximum the broker
     /// honours towards clients). At least 1.
     pub max_inflight: u16,
@@ -335,6 +342,7 @@ impl Default for MqttConfig {
             max_keepalive: 65535,
             max_client_id_length: 256,
             max_packet_size: 1_048_576,
+            max_payload_size: 0,
             max_inflight: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,

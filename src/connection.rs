@@ -221,7 +221,12 @@ where
         Ok(Err(why)) => {
             crate::refusal!(%peer, client_id = %connect.client_id, %method, reason = why,
                 "refused: enhanced authentication failed");
-            let _ = writer.write_all(&connack(ReasonCode::NOT_AUTHORIZED)).await;
+            let refusal = connack(ReasonCode::NOT_AUTHORIZED);
+            // Nothing larger than the client's Maximum Packet Size [MQTT-3.1.2-24].
+            if connect.properties.maximum_packet_size.unwrap_or(u32::MAX) as usize >= refusal.len()
+            {
+                let _ = writer.write_all(&refusal).await;
+            }
             Err(HandshakeEnded)
         }
         Err(_) => {
@@ -273,19 +278,22 @@ where
             }
             AuthStep::Failure => return Err("the authenticator refused"),
             AuthStep::Continue(challenge) => {
+                let mut auth = Packet::Auth(codec::Auth {
+                    reason: ReasonCode::CONTINUE_AUTHENTICATION,
+                    properties: codec::Properties {
+                        authentication_method: Some(method.clone()),
+                        authentication_data: challenge,
+                        ..Default::default()
+                    },
+                });
+                let max = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+                if !codec::fit_within(&mut auth, ProtocolVersion::V5, max as usize) {
+                    return Err(
+                        "[MQTT-3.1.2-24] AUTH larger than the client's Maximum Packet Size",
+                    );
+                }
                 let mut out = BytesMut::new();
-                codec::encode(
-                    &Packet::Auth(codec::Auth {
-                        reason: ReasonCode::CONTINUE_AUTHENTICATION,
-                        properties: codec::Properties {
-                            authentication_method: Some(method.clone()),
-                            authentication_data: challenge,
-                            ..Default::default()
-                        },
-                    }),
-                    ProtocolVersion::V5,
-                    &mut out,
-                );
+                codec::encode(&auth, ProtocolVersion::V5, &mut out);
                 writer.write_all(&out).await.map_err(|_| "write failed")?;
                 let reply = read_packet(reader, rbuf, ProtocolVersion::V5, max_in)
                     .await

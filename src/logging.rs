@@ -111,6 +111,35 @@ macro_rules! refusal {
     };
 }
 
+/// Everything logged (at info and above) while `f` runs on this thread, for tests.
+#[cfg(test)]
+pub(crate) fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // A second live dispatcher keeps other test threads (no subscriber) from caching the
+    // callsites' interest as "never" for this one (see `failed_login_logged_without_password`
+    // in tests/auth.rs).
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,9 @@ pub struct Metrics {
     /// Queued deliveries dropped when they were due to be sent because the ACL no longer lets
     /// the subscriber read the topic (changed by a reload since they were queued).
     pub dropped_not_authorized: Counter,
+    /// Inbound PUBLISH whose payload exceeds `mqtt.max_payload_size` (v5 QoS 1/2: 0x97; QoS 0
+    /// and 3.x: acknowledged and dropped).
+    pub dropped_payload_too_large: Counter,
     pub refused_connections: Counter,
     /// Open connections per listener, indexed like `Config::listeners`.
     pub listener_connections: Vec<Counter>,
@@ -75,6 +78,7 @@ impl Metrics {
             + self.dropped_too_large.get()
             + self.dropped_quota.get()
             + self.dropped_not_authorized.get()
+            + self.dropped_payload_too_large.get()
     }
 
     pub fn client_connected(&self) {

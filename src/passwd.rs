@@ -137,7 +137,7 @@ fn check_username(user: &str) -> anyhow::Result<()> {
 
 fn check_password(password: &str) -> anyhow::Result<()> {
     if password.is_empty() {
-        bail!("the password must not be empty");
+        bail!("the password must not be empty (zero-length passwords are refused at CONNECT)");
     }
     if password.contains('\0') {
         bail!("the password must not contain a NUL byte (clients' passwords end at the first one)");
@@ -233,6 +233,8 @@ fn upgrade(text: &str, iterations: u32) -> anyhow::Result<(String, usize)> {
                 out.push_str(line);
             }
             Line::Entry { username, field } => {
+                // A NUL ends a password as clients' passwords are read: "\0..." is empty.
+                check_password(field).with_context(|| format!("line {}", i + 1))?;
                 let hash = hash_password(field.as_bytes(), iterations)?;
                 out.push_str(&format!("{username}:{hash}\n"));
             }

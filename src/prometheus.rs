@@ -193,6 +193,8 @@ fn write_counters(out: &mut Exposition, m: &Metrics) {
         ("expired", m.dropped_expired.get()),
         ("too_large", m.dropped_too_large.get()),
         ("not_authorized", m.dropped_not_authorized.get()),
+        ("payload_too_large", m.dropped_payload_too_large.get()),
+        ("quota", m.dropped_quota.get()),
     ] {
         out.sample(dropped, &[("reason", reason)], n);
     }

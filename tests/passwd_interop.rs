@@ -337,6 +337,64 @@ fn starling_passwd_command_line() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 13 item 3: `starling passwd` never writes an entry with an empty password (Mosquitto
+/// refuses zero-length passwords at CONNECT, so such a user could never log in): not with `-b`,
+/// not from standard input, and not through `-U`, where a plain-text password that starts with
+/// a NUL byte is empty as clients' passwords are read. Each fails with a clear message and exit
+/// code 1 and leaves the file as it was.
+#[test]
+fn starling_passwd_refuses_empty_passwords() {
+    let dir = scratch("empty");
+    let file = dir.join("passwd");
+    assert_ok(
+        &run(starling()
+            .args(["passwd", "-c", "-b"])
+            .arg(&file)
+            .args(["alice", "pw-a"])),
+        "create",
+    );
+    let before = std::fs::read(&file).unwrap();
+    let refused = |o: &Output, what: &str| {
+        assert_eq!(o.status.code(), Some(1), "{what}: {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("must not be empty") || err.contains("NUL"),
+            "{what}: {err}"
+        );
+    };
+    refused(
+        &run(starling()
+            .args(["passwd", "-b"])
+            .arg(&file)
+            .args(["bob", ""])),
+        "-b with an empty password",
+    );
+    let mut child = starling()
+        .arg("passwd")
+        .arg(&file)
+        .arg("bob")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    refused(&child.wait_with_output().unwrap(), "an empty line on stdin");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+
+    let plain = dir.join("plain");
+    let text = "carol:pw-c\ndave:\0\n";
+    std::fs::write(&plain, text).unwrap();
+    let o = run(starling().args(["passwd", "-U", "-I", "10"]).arg(&plain));
+    refused(&o, "-U with a password that starts with NUL");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("line 2"),
+        "{o:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), text);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn check_config_loads_auth_files() {
     let dir = scratch("check-config");

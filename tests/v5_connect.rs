@@ -294,6 +294,71 @@ async fn mqtt_3_1_2_24_25_client_maximum_packet_size() {
     assert_eq!(text(&sub.next_publish_acked().await), "small-2");
 }
 
+/// Sends CONNECT and expects the broker to close the connection without any CONNACK.
+async fn closed_without_connack(
+    addr: std::net::SocketAddr,
+    c: starling::codec::Connect,
+    why: &str,
+) {
+    let mut cl = Client::open(addr, &c.client_id).await;
+    cl.send(&Packet::Connect(Box::new(c))).await;
+    cl.expect_closed(why).await;
+}
+
+/// Issue 13 item 8, [MQTT-3.2.2-19] / [MQTT-3.2.2-20] / [MQTT-3.1.2-24]: a CONNACK larger than
+/// the client's Maximum Packet Size is not sent. Only its Reason String and User Properties may
+/// be left out to make it fit; Starling's accepting CONNACK has neither, so with Maximum Packet
+/// Size 2 (or one byte short of the CONNACK) the connection is closed without a CONNACK, and
+/// the session it asked for is not taken over. One byte more and it is sent.
+#[tokio::test]
+async fn mqtt_3_2_2_19_connack_over_client_maximum_packet_size_is_not_sent() {
+    let b = start().await;
+    // The CONNACK this broker sends with the default configuration, and its size.
+    let (_probe, ack) = Client::connect_with(b.addr, connect_packet("mps-probe")).await;
+    let size = encode(&Packet::ConnAck(ack), starling::codec::ProtocolVersion::V5).len();
+
+    let mut owner = Client::connect(b.addr, "mps-small").await;
+    for max in [2, size as u32 - 1] {
+        let mut c = connect_packet("mps-small");
+        c.clean_start = false;
+        c.properties.maximum_packet_size = Some(max);
+        closed_without_connack(b.addr, c, &format!("CONNACK of {size} bytes > max {max}")).await;
+    }
+    // The session was not taken over: its connection is still served.
+    owner.send(&Packet::PingReq).await;
+    assert_eq!(owner.next().await, Packet::PingResp);
+    assert_eq!(b.state().metrics().refused_connections.get(), 2);
+
+    let mut c = connect_packet("mps-exact");
+    c.properties.maximum_packet_size = Some(size as u32);
+    Client::connect_with(b.addr, c).await;
+}
+
+/// Issue 13 item 8 for refusals: a refusing CONNACK carries a Reason String saying why, which
+/// is left out when it would exceed the client's Maximum Packet Size [MQTT-3.2.2-19]; when even
+/// the bare 5-byte CONNACK does not fit, the connection is closed without one.
+#[tokio::test]
+async fn mqtt_3_2_2_19_refusing_connack_drops_its_reason_string_to_fit() {
+    let b = start().await;
+    let refused = |max: Option<u32>| {
+        let mut c = connect_packet("mps-refused");
+        c.properties.authentication_method = Some("no-such-method".into());
+        c.properties.maximum_packet_size = max;
+        c
+    };
+    let (_c, ack) = Client::connect_raw(b.addr, refused(None)).await;
+    assert_eq!(ack.code, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    assert!(ack.properties.reason_string.is_some(), "{ack:?}");
+
+    // 5 bytes: fixed header 2, flags 1, reason code 1, property length 1.
+    let (mut c, ack) = Client::connect_raw(b.addr, refused(Some(5))).await;
+    assert_eq!(ack.code, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    assert_eq!(ack.properties, Properties::default(), "[MQTT-3.2.2-19]");
+    c.expect_closed("refused").await;
+
+    closed_without_connack(b.addr, refused(Some(4)), "a 5-byte CONNACK > max 4").await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // CONNACK properties
 // ---------------------------------------------------------------------------------------------

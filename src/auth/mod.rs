@@ -60,9 +60,11 @@ impl Default for AuthConfig {
 /// Result of [`AuthConfig::check_login`].
 ///
 /// Mosquitto answers every refusal with "not authorized" (v3.1.1 CONNACK return code 5, v5
-/// reason code 0x87), including an unknown user or a wrong password, and so does Starling; the
-/// variants exist for logs and metrics. See [`AuthDecision::v3_return_code`] and
-/// [`AuthDecision::v5_reason_code`].
+/// reason code 0x87), including an unknown user or a wrong password, and so does Starling, with
+/// one exception: a zero-length password is refused with v5 0x86 Bad User Name or Password
+/// (Mosquitto 2.0.11 refuses it too, with 0x87). It is refused whoever the user is, before the
+/// file is consulted, so the code reveals nothing about the user. The variants exist for logs
+/// and metrics. See [`AuthDecision::v3_return_code`] and [`AuthDecision::v5_reason_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthDecision {
     /// The client may connect.
@@ -73,6 +75,10 @@ pub enum AuthDecision {
     /// No username and `allow_anonymous` is off, or no password file and `allow_anonymous` is
     /// off.
     NotAuthorized,
+    /// A username with a zero-length password (empty, or starting with a NUL byte, which ends
+    /// it as Mosquitto reads it) while a password file is in use: refused whatever the file
+    /// holds, as Mosquitto does.
+    EmptyPassword,
 }
 
 impl AuthDecision {
@@ -82,7 +88,7 @@ impl AuthDecision {
     }
 
     /// The MQTT 3.1/3.1.1 CONNACK return code: 0 accepted, 5 not authorized (as Mosquitto, for
-    /// every refusal).
+    /// every refusal, an empty password included).
     pub fn v3_return_code(self) -> u8 {
         if self.is_allowed() {
             0
@@ -91,13 +97,13 @@ impl AuthDecision {
         }
     }
 
-    /// The MQTT 5 CONNACK reason code: 0x00 success, 0x87 Not authorized (as Mosquitto, for
-    /// every refusal; 0x86 is not used).
+    /// The MQTT 5 CONNACK reason code: 0x00 success, 0x86 Bad User Name or Password for an
+    /// empty password, 0x87 Not authorized (as Mosquitto) for every other refusal.
     pub fn v5_reason_code(self) -> u8 {
-        if self.is_allowed() {
-            0x00
-        } else {
-            0x87
+        match self {
+            AuthDecision::Allow => 0x00,
+            AuthDecision::EmptyPassword => 0x86,
+            AuthDecision::BadCredentials | AuthDecision::NotAuthorized => 0x87,
         }
     }
 }
@@ -171,8 +177,9 @@ impl AuthConfig {
     }
 
     /// CONNECT check with Mosquitto semantics: no username → allowed only if
-    /// `allow_anonymous`; with a password file, a username not in it → refused, a username
-    /// without a password → refused, else the password is verified (up to its first NUL byte,
+    /// `allow_anonymous`; with a password file, a username without a password or with a
+    /// zero-length one ([`AuthDecision::EmptyPassword`], whatever the file says) → refused, a
+    /// username not in it → refused, else the password is verified (up to its first NUL byte,
     /// constant-time compare). Without a password file, `allow_anonymous` decides for everyone.
     ///
     /// Costs one PBKDF2 (about 2.4 ms at the default iteration count) whenever a username is
@@ -194,6 +201,7 @@ impl AuthConfig {
             };
         };
         match password {
+            Some(pw) if password::is_empty_password(pw) => AuthDecision::EmptyPassword,
             Some(pw) if passwords.verify(username, pw) => AuthDecision::Allow,
             _ => AuthDecision::BadCredentials,
         }

@@ -259,3 +259,61 @@ fn measure_pbkdf2_cost() {
         per_iter * 210_000.0 * 1e3
     );
 }
+
+/// Written by `mosquitto_passwd -c -b f empty ""` (Mosquitto 2.0.11 accepts an empty password).
+const MOSQUITTO_EMPTY: &str = "empty:$7$101$NCpTWXcOxTZBnJJn$EcvXD5bbtfQi47Vt7J59k6Y3KD7mKK/AF3UU\
+                               kl43s+irzjr/F/XMyJ8ApNRmbO5txhoWs7wO1EVtzn38XZPJJQ==";
+
+/// Issue 13 item 3: an entry that is the hash of the empty string (Mosquitto's own, a `$7$` and
+/// a `$6$` one) never verifies, not with an empty password nor with one a NUL makes empty,
+/// and loading the file warns naming each such user, and no other.
+#[test]
+fn empty_password_entries_never_verify_and_are_warned_at_load() {
+    let e6 = BASE64.encode(digest(Kind::Sha512, b"", &[3u8; SALT_LEN]));
+    let text = format!(
+        "{MOSQUITTO_EMPTY}\nempty7:{}\nempty6:$6${}${e6}\nalice:{}\n",
+        hash_with_salt(b"", &[2u8; SALT_LEN], 3),
+        BASE64.encode([3u8; SALT_LEN]),
+        hash_with_salt(b"pw", &[1u8; SALT_LEN], 3),
+    );
+    let (f, logs) = crate::logging::capture_logs(|| PasswordFile::parse(&text));
+    assert_eq!(f.len(), 4);
+    for user in ["empty", "empty7", "empty6"] {
+        assert!(!f.verify(user, b""), "{user}: empty password accepted");
+        assert!(
+            !f.verify(user, b"\0junk"),
+            "{user}: NUL-emptied password accepted"
+        );
+        assert!(
+            logs.lines().any(|l| l.contains("WARN")
+                && l.contains("password is empty")
+                && l.contains(&format!("username=\"{user}\""))),
+            "no warning naming {user}:\n{logs}"
+        );
+    }
+    assert!(f.verify("alice", b"pw"));
+    assert!(
+        !logs.contains("alice"),
+        "alice's password is not empty:\n{logs}"
+    );
+}
+
+/// The load-time check stops once its budget is spent and says how many entries it skipped.
+#[test]
+fn empty_password_check_is_bounded() {
+    let text = format!(
+        "a:{}\nb:{}\nc:{}\n",
+        hash_with_salt(b"", &[1u8; SALT_LEN], 40),
+        hash_with_salt(b"", &[2u8; SALT_LEN], 40),
+        hash_with_salt(b"x", &[3u8; SALT_LEN], 40),
+    );
+    let f = PasswordFile::parse(&text);
+    assert_eq!(empty_password_users(&f.users, 120), (vec!["a", "b"], 0));
+    assert_eq!(empty_password_users(&f.users, 100), (vec!["a", "b"], 1));
+    assert_eq!(empty_password_users(&f.users, 39), (vec![], 3));
+    let (_, logs) = crate::logging::capture_logs(|| warn_empty_passwords(&f.users, "pw"));
+    assert!(
+        logs.contains("username=\"a\"") && logs.contains("username=\"b\""),
+        "{logs}"
+    );
+}

@@ -32,7 +32,10 @@ fn login_with_password_file() {
         assert_eq!(a.check_login(Some("alice"), Some(ALICE_PW)), Allow);
         assert_eq!(a.check_login(Some("alice"), Some(b"wrong")), BadCredentials);
         assert_eq!(a.check_login(Some("alice"), None), BadCredentials);
-        assert_eq!(a.check_login(Some("alice"), Some(b"")), BadCredentials);
+        // A zero-length password is refused before the file is consulted, for any user.
+        assert_eq!(a.check_login(Some("alice"), Some(b"")), EmptyPassword);
+        assert_eq!(a.check_login(Some("alice"), Some(b"\0x")), EmptyPassword);
+        assert_eq!(a.check_login(Some("mallory"), Some(b"")), EmptyPassword);
         assert_eq!(
             a.check_login(Some("mallory"), Some(ALICE_PW)),
             BadCredentials
@@ -73,6 +76,10 @@ fn decision_codes_follow_mosquitto() {
         assert_eq!(d.v3_return_code(), 5);
         assert_eq!(d.v5_reason_code(), 0x87);
     }
+    // Issue 13 item 3: 3.x return code 5, v5 0x86 Bad User Name or Password.
+    assert!(!AuthDecision::EmptyPassword.is_allowed());
+    assert_eq!(AuthDecision::EmptyPassword.v3_return_code(), 5);
+    assert_eq!(AuthDecision::EmptyPassword.v5_reason_code(), 0x86);
 }
 
 #[test]

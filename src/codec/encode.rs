@@ -102,6 +102,42 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
     1 + var_int_len(remaining) + remaining
 }
 
+/// Shrinks `packet` to at most `max` bytes the one way the spec allows: leaving out its Reason
+/// String, then its User Properties ([MQTT-3.2.2-19] and [MQTT-3.2.2-20] for CONNACK; the same
+/// rule holds for every acknowledgement, DISCONNECT and AUTH, e.g. [MQTT-3.4.2-2],
+/// [MQTT-3.4.2-3], [MQTT-3.14.2-3], [MQTT-3.14.2-4]). Returns whether it fits now; when it does
+/// not, it must not be sent [MQTT-3.1.2-24]. Other packets, PUBLISH included, are never changed.
+pub fn fit_within(packet: &mut Packet, version: ProtocolVersion, max: usize) -> bool {
+    if encoded_len(packet, version) <= max {
+        return true;
+    }
+    let Some(props) = droppable_properties(packet) else {
+        return false;
+    };
+    if props.reason_string.take().is_some() && encoded_len(packet, version) <= max {
+        return true;
+    }
+    if let Some(props) = droppable_properties(packet) {
+        props.user_properties.clear();
+    }
+    encoded_len(packet, version) <= max
+}
+
+/// The properties of a packet whose Reason String and User Properties a sender may leave out.
+fn droppable_properties(packet: &mut Packet) -> Option<&mut Properties> {
+    match packet {
+        Packet::ConnAck(a) => Some(&mut a.properties),
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            Some(&mut r.properties)
+        }
+        Packet::SubAck(a) => Some(&mut a.properties),
+        Packet::UnsubAck(a) => Some(&mut a.properties),
+        Packet::Disconnect(d) => Some(&mut d.properties),
+        Packet::Auth(a) => Some(&mut a.properties),
+        _ => None,
+    }
+}
+
 fn publish_properties_len(p: &Publish, version: ProtocolVersion) -> usize {
     if version.is_v5() {
         properties_len(&p.properties)

@@ -21,7 +21,9 @@ mod tests;
 pub mod topic;
 
 pub use decode::{decode, decode_remaining_length};
-pub use encode::{encode, encode_publish, encode_publish_parts, encoded_len, PublishHeader};
+pub use encode::{
+    encode, encode_publish, encode_publish_parts, encoded_len, fit_within, PublishHeader,
+};
 pub use error::DecodeError;
 pub use properties::Properties;
 pub use reason::ReasonCode;

@@ -420,6 +420,19 @@ fn max_packet_size_range() {
     Config::from_toml_str("[mqtt]\nmax_packet_size = 1\n").unwrap();
 }
 
+/// Issue 13 item 9: `mqtt.max_payload_size` (Mosquitto's `message_size_limit`): 0 (the
+/// default) is no limit; above the largest packet MQTT can frame is an error naming the key.
+#[test]
+fn max_payload_size_range() {
+    assert_eq!(Config::default().mqtt.max_payload_size, 0);
+    assert_eq!(
+        invalid_key("[mqtt]\nmax_payload_size = 268435456\n"),
+        "mqtt.max_payload_size"
+    );
+    let c = Config::from_toml_str("[mqtt]\nmax_payload_size = 268435455\n").unwrap();
+    assert_eq!(c.mqtt.max_payload_size, MQTT_MAX_PACKET_SIZE);
+}
+
 #[test]
 fn max_client_id_length_range() {
     for bad in [0, 22, 65536] {

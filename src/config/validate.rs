@@ -153,7 +153,8 @@ impl Config {
         Ok(())
     }
 
-    /// `mqtt.max_packet_size` and `mqtt.max_client_id_length`: what the wire format can carry.
+    /// `mqtt.max_packet_size`, `max_client_id_length` and `max_payload_size`: what the wire
+    /// format can carry.
     fn validate_mqtt_sizes(&self) -> Result<(), ConfigError> {
         let m = &self.mqtt;
         if !(1..=MQTT_MAX_PACKET_SIZE).contains(&m.max_packet_size) {
@@ -172,6 +173,15 @@ impl Config {
                     "{} is out of range: must be between {MIN_CLIENT_ID_LENGTH} (every server \
                      accepts ids of 1 to 23 bytes [MQTT-3.1.3-5]) and 65535",
                     m.max_client_id_length
+                ),
+            ));
+        }
+        if m.max_payload_size > MQTT_MAX_PACKET_SIZE {
+            return Err(ConfigError::invalid(
+                "mqtt.max_payload_size",
+                format!(
+                    "{} is out of range: must be between 0 (no limit) and {MQTT_MAX_PACKET_SIZE}",
+                    m.max_payload_size
                 ),
             ));
         }

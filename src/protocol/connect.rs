@@ -90,39 +90,80 @@ fn assign_client_id() -> String {
     format!("starling-{t:x}-{n}")
 }
 
+/// The client's Maximum Packet Size: what the server may send it [MQTT-3.1.2-24]. Only v5
+/// clients have one.
+fn client_max_packet(c: &codec::Connect) -> u32 {
+    match c.properties.maximum_packet_size {
+        Some(max) if c.protocol.is_v5() => max,
+        _ => u32::MAX,
+    }
+}
+
+/// Writes `ack` into `out` within the client's Maximum Packet Size, leaving out its Reason
+/// String and User Properties if that makes it fit ([MQTT-3.2.2-19], [MQTT-3.2.2-20]). False,
+/// with nothing written, when it does not fit even so: the connection is then closed without a
+/// CONNACK [MQTT-3.1.2-24].
+fn write_connack(
+    out: &mut super::Outbox,
+    version: ProtocolVersion,
+    ack: ConnAck,
+    client_max: u32,
+) -> bool {
+    let mut packet = Packet::ConnAck(ack);
+    if !codec::fit_within(&mut packet, version, client_max as usize) {
+        return false;
+    }
+    codec::encode(&packet, version, out.buf());
+    true
+}
+
+/// Answers a refused CONNECT with a CONNACK carrying the refusal's code (and, for v5, why as
+/// the Reason String), or, when `refusal` is `None` or even the shortest CONNACK exceeds the
+/// client's Maximum Packet Size, with nothing.
 fn refuse(
     out: &mut super::Outbox,
     version: ProtocolVersion,
-    v3: ReasonCode,
-    v5: ReasonCode,
+    refusal: Option<Refusal>,
+    client_max: u32,
+    peer: SocketAddr,
 ) -> ConnectOutcome {
-    let code = if version.is_v5() { v5 } else { v3 };
-    codec::encode(
-        &Packet::ConnAck(ConnAck {
-            session_present: false,
-            code,
-            properties: Properties::default(),
-        }),
-        version,
-        out.buf(),
-    );
+    let Some(r) = refusal else {
+        return ConnectOutcome::Refused;
+    };
+    let ack = ConnAck {
+        session_present: false,
+        code: if version.is_v5() { r.v5 } else { r.v3 },
+        properties: Properties {
+            reason_string: version.is_v5().then(|| r.why.to_owned()),
+            ..Properties::default()
+        },
+    };
+    if !write_connack(out, version, ack, client_max) {
+        crate::refusal!(%peer, max = client_max,
+            "closing without CONNACK: the refusal does not fit the client's Maximum Packet Size \
+             [MQTT-3.1.2-24]");
+    }
     ConnectOutcome::Refused
 }
 
-/// Why a CONNECT is refused: the CONNACK code for 3.x and the one for v5.
+/// Why a CONNECT is refused: the CONNACK code for 3.x and the one for v5, and the Reason
+/// String a v5 CONNACK carries (left out when it would not fit [MQTT-3.2.2-19]).
 struct Refusal {
     v3: ReasonCode,
     v5: ReasonCode,
+    why: &'static str,
 }
 
 const NOT_AUTHORIZED: Refusal = Refusal {
     v3: ReasonCode::V3_NOT_AUTHORIZED,
     v5: ReasonCode::NOT_AUTHORIZED,
+    why: "not authorized",
 };
 
 const IDENTIFIER_REJECTED: Refusal = Refusal {
     v3: ReasonCode::V3_IDENTIFIER_REJECTED,
     v5: ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+    why: "client identifier not valid",
 };
 
 /// What the checks before authentication settled for this connection.
@@ -223,23 +264,38 @@ fn keep_alive(
     Ok((keep_alive, server_keep_alive))
 }
 
-/// A will the broker could not publish as asked is refused at CONNECT.
+/// A will the broker could not publish as asked is refused at CONNECT, and so is one whose
+/// payload is above `mqtt.max_payload_size`.
 fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
     let Some(will) = &c.will else {
         return Ok(());
     };
-    let v5 = if will.qos > broker.max_qos() {
-        ReasonCode::QOS_NOT_SUPPORTED
+    let limit = broker.config().mqtt.max_payload_size;
+    let (v5, why) = if limit > 0 && will.payload.len() > limit as usize {
+        // As Mosquitto's message_size_limit: v5 0x95, 3.x return code 5.
+        (
+            ReasonCode::PACKET_TOO_LARGE,
+            "will payload above mqtt.max_payload_size",
+        )
+    } else if will.qos > broker.max_qos() {
+        (
+            ReasonCode::QOS_NOT_SUPPORTED,
+            "will QoS above the Maximum QoS",
+        )
     } else if will.retain && !broker.config().mqtt.retain_available {
-        ReasonCode::RETAIN_NOT_SUPPORTED
+        (
+            ReasonCode::RETAIN_NOT_SUPPORTED,
+            "retained will while retain is not available",
+        )
     } else if super::is_sys_topic(&will.topic) {
-        ReasonCode::TOPIC_NAME_INVALID
+        (ReasonCode::TOPIC_NAME_INVALID, "will topic in $SYS")
     } else {
         return Ok(());
     };
     Err(Refusal {
         v3: ReasonCode::V3_NOT_AUTHORIZED,
         v5,
+        why,
     })
 }
 
@@ -274,9 +330,13 @@ fn validate(
         return Err(Refusal {
             v3: ReasonCode::V3_NOT_AUTHORIZED,
             v5: ReasonCode::BAD_AUTHENTICATION_METHOD,
+            why: "unknown authentication method",
         });
     }
-    check_will(broker, c)?;
+    if let Err(r) = check_will(broker, c) {
+        crate::refusal!(%client_id, %peer, reason = r.why, "refused: will not acceptable");
+        return Err(r);
+    }
     let (expiry, expiry_secs) = session_expiry(c, cfg);
     let (auth, auth_generation) = broker.auth();
     Ok(Terms {
@@ -309,7 +369,14 @@ async fn login(
     crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
         ?decision, "refused: login failed");
     broker.metrics().refused_connections.inc();
-    Err(NOT_AUTHORIZED)
+    Err(Refusal {
+        v3: ReasonCode(decision.v3_return_code()),
+        v5: ReasonCode(decision.v5_reason_code()),
+        why: match decision {
+            AuthDecision::EmptyPassword => "zero-length password",
+            _ => "not authorized",
+        },
+    })
 }
 
 /// Claims the session for this connection, taking it over from any other.
@@ -376,6 +443,43 @@ fn connack_properties(
     props
 }
 
+/// The CONNACK accepting `c`, within the client's Maximum Packet Size: only its Reason String
+/// and User Properties may be left out to make it fit ([MQTT-3.2.2-19], [MQTT-3.2.2-20]); when
+/// it does not fit even so, the connection is closed without a CONNACK [MQTT-3.1.2-24]
+/// (`Err(None)`, counted as a refused connection).
+fn success_connack(
+    broker: &BrokerState,
+    c: &codec::Connect,
+    terms: &Terms,
+    auth: Option<&super::AuthOutcome>,
+    peer: SocketAddr,
+) -> Result<ConnAck, Option<Refusal>> {
+    let properties = if c.protocol.is_v5() {
+        connack_properties(&broker.config().mqtt, terms, auth)
+    } else {
+        Properties::default()
+    };
+    let mut packet = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: ReasonCode::SUCCESS,
+        properties,
+    });
+    let max = client_max_packet(c);
+    let fits = codec::fit_within(&mut packet, c.protocol, max as usize);
+    match packet {
+        Packet::ConnAck(ack) if fits => Ok(ack),
+        _ => {
+            let client_id = &terms.client_id;
+            let len = codec::encoded_len(&packet, c.protocol);
+            crate::refusal!(%client_id, %peer, len, max,
+                "closing without CONNACK: it does not fit the client's Maximum Packet Size \
+                 [MQTT-3.2.2-19]");
+            broker.metrics().refused_connections.inc();
+            Err(None)
+        }
+    }
+}
+
 /// Never more unacknowledged QoS 1/2 PUBLISH than the client's Receive Maximum
 /// [MQTT-3.3.4-9], nor than our own `max_inflight`.
 fn send_window(c: &codec::Connect, cfg: &MqttConfig) -> usize {
@@ -396,26 +500,30 @@ impl Handler {
         out: &mut super::Outbox,
     ) -> ConnectOutcome {
         let version = c.protocol;
+        let client_max = client_max_packet(&c);
         match Self::admit(broker, *c, auth, info, out).await {
             Ok((handler, control)) => ConnectOutcome::Accepted(handler, control),
-            Err(r) => refuse(out, version, r.v3, r.v5),
+            Err(r) => refuse(out, version, r, client_max, info.peer),
         }
     }
 
     /// [`Handler::connect`] up to the refusal: on success CONNACK (and any resends) are in
-    /// `out`; on refusal nothing is.
+    /// `out`; on refusal nothing is. `Err(None)`: close without any CONNACK.
     async fn admit(
         broker: &Arc<BrokerState>,
         mut c: codec::Connect,
         auth: Option<super::AuthOutcome>,
         info: &ConnectionInfo,
         out: &mut super::Outbox,
-    ) -> Result<(Box<Handler>, oneshot::Receiver<Control>), Refusal> {
+    ) -> Result<(Box<Handler>, oneshot::Receiver<Control>), Option<Refusal>> {
         let peer = info.peer;
         let terms = validate(broker, &mut c, auth.is_some(), info)?;
         if auth.is_none() && !terms.cert_user {
             login(broker, &c, &terms, peer).await?;
         }
+        // Settled before the session is claimed: a CONNACK that cannot be sent takes nothing
+        // over.
+        let mut connack = success_connack(broker, &c, &terms, auth.as_ref(), peer)?;
         let mut claimed = claim(broker, &c, &terms, peer).await?;
         broker.metrics().client_connected();
 
@@ -425,21 +533,10 @@ impl Handler {
             out.wait_for(p.receipt(store_ops));
         }
         let version = c.protocol;
-        let props = if version.is_v5() {
-            connack_properties(&broker.config().mqtt, &terms, auth.as_ref())
-        } else {
-            Properties::default()
-        };
         let session_present = claimed.session_present;
-        codec::encode(
-            &Packet::ConnAck(ConnAck {
-                session_present,
-                code: ReasonCode::SUCCESS,
-                properties: props,
-            }),
-            version,
-            out.buf(),
-        );
+        connack.session_present = session_present;
+        // Fitted already; the flag does not change the size.
+        codec::encode(&Packet::ConnAck(connack), version, out.buf());
         tracing::info!(client_id = %terms.client_id, %peer, protocol = %version,
             clean_start = c.clean_start, keep_alive = terms.keep_alive, session_present,
             "client connected");

@@ -220,11 +220,9 @@ impl Handler {
             if let Some(props) = ack_properties(&mut packet) {
                 props.reason_string = Some(why);
             }
-            if codec::encoded_len(&packet, self.version) > self.client_max_packet as usize {
-                if let Some(props) = ack_properties(&mut packet) {
-                    props.reason_string = None;
-                }
-            }
+            // Without the Reason String an ack is at most 5 bytes, within any Maximum Packet
+            // Size that let CONNACK through.
+            codec::fit_within(&mut packet, self.version, self.client_max_packet as usize);
         }
         self.send(&packet, out);
     }
@@ -359,11 +357,18 @@ impl Handler {
             QoS::ExactlyOnce => self.inbound_qos2(pid)?,
             _ => true,
         };
+        let too_large = self.payload_over_limit(&p, &topic);
+        if too_large && self.version.is_v5() && qos != QoS::AtMostOnce {
+            let why = "payload above mqtt.max_payload_size".to_owned();
+            self.refuse_publish(pid, qos, ReasonCode::QUOTA_EXCEEDED, why, out);
+            return Ok(());
+        }
         let denied = is_sys_topic(&topic) || !self.may_write(&topic);
         if denied {
             tracing::debug!(client_id = %self.client_id, %topic, "publish denied by the ACL");
             if self.version.is_v5() && qos != QoS::AtMostOnce {
-                self.refuse_denied(&topic, pid, qos, out);
+                let why = format!("not authorized to publish to {topic}");
+                self.refuse_publish(pid, qos, ReasonCode::NOT_AUTHORIZED, why, out);
                 return Ok(());
             }
         }
@@ -372,7 +377,7 @@ impl Handler {
             QoS::AtLeastOnce => Some(Packet::PubAck(PubResp::new(pid))),
             QoS::ExactlyOnce => Some(Packet::PubRec(PubResp::new(pid))),
         };
-        let ack = if forward && !denied {
+        let ack = if forward && !denied && !too_large {
             self.route(topic, p, ack, out)
         } else {
             ack
@@ -416,11 +421,35 @@ impl Handler {
         ))
     }
 
-    /// A v5 client's QoS 1/2 PUBLISH the ACL denies is told so (0x87, §3.4.2.1); a v3 client
-    /// gets a normal ack so its window does not stall, and the message is dropped.
-    fn refuse_denied(&self, topic: &str, pid: u16, qos: QoS, out: &mut Outbox) {
+    /// Whether the payload of `p` is above `mqtt.max_payload_size` (Mosquitto's
+    /// `message_size_limit`); such a PUBLISH is counted and logged (rate-limited), and never
+    /// routed.
+    fn payload_over_limit(&self, p: &codec::Publish, topic: &str) -> bool {
+        let limit = self.broker.config().mqtt.max_payload_size;
+        let len = p.payload.len();
+        if limit == 0 || len <= limit as usize {
+            return false;
+        }
+        self.broker.metrics().dropped_payload_too_large.inc();
+        crate::refusal!(client_id = %self.client_id, peer = %self.peer, %topic, len, limit,
+            qos = p.qos as u8, "PUBLISH dropped: payload above mqtt.max_payload_size");
+        true
+    }
+
+    /// Refuses a v5 client's QoS 1/2 PUBLISH with `reason` (an ACL denial 0x87, a payload over
+    /// the limit 0x97: codes PUBACK and PUBREC may carry, §3.4.2.1 and §3.5.2.1), explained in
+    /// a Reason String; a QoS 2 exchange ends there (§4.3.3). A v3 client instead gets a normal
+    /// ack so its window does not stall, and the message is dropped.
+    fn refuse_publish(
+        &self,
+        pid: u16,
+        qos: QoS,
+        reason: ReasonCode,
+        why: String,
+        out: &mut Outbox,
+    ) {
         let mut resp = PubResp::new(pid);
-        resp.reason = ReasonCode::NOT_AUTHORIZED;
+        resp.reason = reason;
         let packet = if qos == QoS::AtLeastOnce {
             Packet::PubAck(resp)
         } else {
@@ -429,7 +458,7 @@ impl Handler {
             }
             Packet::PubRec(resp)
         };
-        self.send_explained(packet, format!("not authorized to publish to {topic}"), out);
+        self.send_explained(packet, why, out);
     }
 
     /// Routes an accepted PUBLISH to its subscribers. Returns the acknowledgement to send now,
@@ -633,12 +662,10 @@ impl Handler {
             // [MQTT-3.1.2-29], within the client's Maximum Packet Size [MQTT-3.14.2-3].
             if let Close::Protocol(_, why) | Close::Server(_, why) = close {
                 d.properties.reason_string = Some((*why).to_string());
-                let len = codec::encoded_len(&Packet::Disconnect(d.clone()), self.version);
-                if len > self.client_max_packet as usize {
-                    d.properties.reason_string = None;
-                }
             }
-            let packet = Packet::Disconnect(d);
+            let mut packet = Packet::Disconnect(d);
+            // At most 4 bytes without the Reason String: it fits whenever CONNACK did.
+            codec::fit_within(&mut packet, self.version, self.client_max_packet as usize);
             codec::encode(&packet, self.version, out);
             self.broker.metrics().packets_sent.inc();
         }

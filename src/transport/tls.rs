@@ -10,6 +10,9 @@
 //!   against that bundle; without `require_certificate` a client may still present none.
 //!   [`peer_identity`] extracts the Common Name and the RFC 2253 subject of a verified client
 //!   certificate, for `use_identity_as_username` / `use_subject_as_username`.
+//! * **Chain completion**: when the `cert` file lacks intermediates that the `ca` file holds,
+//!   they are appended to the chain the server sends (see `tls_chain.rs`; logged at info), as OpenSSL
+//!   does for Mosquitto; a chain that needs nothing is sent as given.
 //! * **Hot reload**: the certificate, the key and the CA bundle are all part of one
 //!   [`ServerConfig`], held behind an [`ArcSwap`]. [`Tls::reload`] (the file watcher,
 //!   [`Tls::watch`]) and [`Tls::reload_from`] (SIGHUP, possibly with new paths) read every file
@@ -253,14 +256,14 @@ fn load_material(
     require_certificate: bool,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Material, TlsError> {
-    let certified = load_certified_key(&files.cert, &files.key, provider)?;
+    let ca_certs = files.ca.as_deref().map(read_ca).transpose()?;
+    let certified = load_certified_key(&files, ca_certs.as_deref(), provider)?;
     let chain = certified.cert.clone();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
-    let builder = match &files.ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let roots = Arc::new(load_roots(ca)?);
+    let builder = match (&files.ca, ca_certs) {
+        (Some(ca), Some(certs)) => {
+            let roots = Arc::new(roots(ca, certs)?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
             let verifier = if require_certificate {
                 verifier
@@ -273,6 +276,7 @@ fn load_material(
             })?;
             builder.with_client_cert_verifier(verifier)
         }
+        _ => builder.with_no_client_auth(),
     };
     let config = builder.with_cert_resolver(Arc::new(FixedCert(Arc::new(certified))));
     Ok(Material {
@@ -282,14 +286,22 @@ fn load_material(
     })
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+/// Every certificate of the `ca` file.
+fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |source| TlsError::Ca {
         path: path.to_path_buf(),
         source,
     };
+    CertificateDer::pem_file_iter(path)
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)
+}
+
+/// The trust anchors client certificates are verified against: the `ca` file read from `path`.
+fn roots(path: &Path, certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(err)? {
-        let cert = cert.map_err(err)?;
+    for cert in certs {
         roots.add(cert).map_err(|source| TlsError::BadCa {
             path: path.to_path_buf(),
             source,
@@ -303,17 +315,19 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// Reads a certificate chain and its key and checks that they belong together.
+/// Reads a certificate chain and its key and checks that they belong together. Intermediates
+/// the chain lacks are taken from the `ca` file's certificates when it holds them.
 fn load_certified_key(
-    cert: &Path,
-    key: &Path,
+    files: &TlsFiles,
+    ca: Option<&[CertificateDer<'static>]>,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, TlsError> {
+    let (cert, key) = (&files.cert, &files.key);
     let cert_err = |source| TlsError::Cert {
         path: cert.to_path_buf(),
         source,
     };
-    let chain = CertificateDer::pem_file_iter(cert)
+    let mut chain = CertificateDer::pem_file_iter(cert)
         .map_err(cert_err)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(cert_err)?;
@@ -321,6 +335,13 @@ fn load_certified_key(
         return Err(TlsError::NoCert {
             path: cert.to_path_buf(),
         });
+    }
+    if let (Some(ca), Some(ca_path)) = (ca, &files.ca) {
+        let added = tls_chain::complete(&mut chain, ca);
+        if !added.is_empty() {
+            tracing::info!(cert = %cert.display(), ca = %ca_path.display(), added = ?added,
+                "server certificate chain completed with intermediates from the ca file");
+        }
     }
     let private = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
         path: key.to_path_buf(),
@@ -474,6 +495,9 @@ fn der_header(header: &Header<'_>, len: usize) -> Vec<u8> {
     }
     out
 }
+
+#[path = "tls_chain.rs"]
+mod tls_chain;
 
 #[cfg(test)]
 #[path = "tls_tests.rs"]

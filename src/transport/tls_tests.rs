@@ -317,3 +317,142 @@ async fn client_identity_from_a_real_handshake() {
         }
     }
 }
+
+/// A CA certificate named `name`, signed by `issuer` or self-signed.
+fn ca_cert(
+    name: &str,
+    issuer: Option<&rcgen::CertifiedIssuer<'static, KeyPair>>,
+) -> rcgen::CertifiedIssuer<'static, KeyPair> {
+    use rcgen::{BasicConstraints, CertifiedIssuer, IsCa};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    match issuer {
+        Some(i) => CertifiedIssuer::signed_by(p, key, i).unwrap(),
+        None => CertifiedIssuer::self_signed(p, key).unwrap(),
+    }
+}
+
+/// Whether a client that trusts only `root` completes a handshake with `tls` for "localhost".
+async fn verifies_with(tls: &Tls, root: &CertificateDer<'static>) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let (a, b) = tokio::io::duplex(16 * 1024);
+    let acceptor = tls.acceptor();
+    let server = tokio::spawn(async move {
+        let mut s = acceptor.accept(a).await.map_err(|e| e.to_string())?;
+        s.write_all(b"x").await.map_err(|e| e.to_string())?;
+        s.flush().await.map_err(|e| e.to_string())
+    });
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let result = async {
+        let mut c = connector
+            .connect(name, b)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        c.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    .await;
+    let _ = server.await;
+    result
+}
+
+/// Issue 13 item 4: a `cert` file with only the leaf, the intermediate CA in the `ca` file. As
+/// with Mosquitto (OpenSSL), the server sends leaf + intermediate, so a client that trusts only
+/// the root verifies it (RFC 8446 §4.4.2: the chain up to, not necessarily including, a trust
+/// anchor), and the completion is logged. The root, also in `ca`, is not sent. Without `ca`
+/// the client fails with an unknown issuer, which is what every client saw before.
+#[tokio::test]
+async fn chain_is_completed_from_the_ca_file() {
+    let dir = Scratch::new("chain");
+    let root = ca_cert("Test Root", None);
+    let intermediate = ca_cert("Test Intermediate", Some(&root));
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &intermediate)
+        .unwrap();
+    std::fs::write(dir.path("leaf.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.path("leaf.key"), key.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.path("ca.pem"),
+        format!("{}{}", root.pem(), intermediate.pem()),
+    )
+    .unwrap();
+    let mut l = mqtts(dir.path("leaf.pem"), dir.path("leaf.key"));
+
+    let bare = Tls::from_config(&l).unwrap();
+    let e = verifies_with(&bare, root.der()).await.unwrap_err();
+    assert!(e.contains("UnknownIssuer"), "{e}");
+
+    l.ca = Some(dir.path("ca.pem"));
+    let (tls, logs) = crate::logging::capture_logs(|| Tls::from_config(&l));
+    let tls = tls.unwrap();
+    assert_eq!(
+        tls.current_chain(),
+        vec![leaf.der().clone(), intermediate.der().clone()]
+    );
+    assert!(
+        logs.contains("INFO")
+            && logs.contains("chain completed")
+            && logs.contains("Test Intermediate"),
+        "{logs}"
+    );
+    verifies_with(&tls, root.der()).await.unwrap();
+    // A reload completes it again.
+    tls.reload().unwrap();
+    assert_eq!(tls.current_chain().len(), 2);
+}
+
+/// Issue 13 item 4, the other half: when the `ca` file has nothing the chain lacks (a leaf
+/// signed by the root itself, or a chain that already holds its intermediate), the chain is
+/// sent exactly as given and nothing is logged.
+#[test]
+fn a_complete_chain_is_left_alone() {
+    let dir = Scratch::new("chain-alone");
+    let root = ca_cert("Alone Root", None);
+    let intermediate = ca_cert("Alone Intermediate", Some(&root));
+    let issue = |issuer: &rcgen::CertifiedIssuer<'static, KeyPair>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .signed_by(&key, issuer)
+            .unwrap();
+        (cert, key)
+    };
+    std::fs::write(
+        dir.path("ca.pem"),
+        format!("{}{}", root.pem(), intermediate.pem()),
+    )
+    .unwrap();
+    let (by_root, k1) = issue(&root);
+    let (by_inter, k2) = issue(&intermediate);
+    let cases = [
+        ("by-root", by_root.pem(), k1, vec![by_root.der().clone()]),
+        (
+            "full",
+            format!("{}{}", by_inter.pem(), intermediate.pem()),
+            k2,
+            vec![by_inter.der().clone(), intermediate.der().clone()],
+        ),
+    ];
+    for (name, pem, key, expected) in cases {
+        std::fs::write(dir.path(name), pem).unwrap();
+        std::fs::write(dir.path("key"), key.serialize_pem()).unwrap();
+        let mut l = mqtts(dir.path(name), dir.path("key"));
+        l.ca = Some(dir.path("ca.pem"));
+        let (tls, logs) = crate::logging::capture_logs(|| Tls::from_config(&l));
+        assert_eq!(tls.unwrap().current_chain(), expected, "{name}");
+        assert!(!logs.contains("chain completed"), "{name}: {logs}");
+    }
+}

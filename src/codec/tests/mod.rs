@@ -317,3 +317,49 @@ fn mutated_valid_packets_never_panic() {
         decode_until_stuck(&bytes, *v);
     }
 }
+
+/// [MQTT-3.2.2-19] / [MQTT-3.2.2-20]: `fit_within` leaves out the Reason String first, then the
+/// User Properties, and nothing else; a packet that does not fit even so is reported, and
+/// PUBLISH is never touched.
+#[test]
+fn fit_within_drops_only_reason_string_then_user_properties() {
+    let v = ProtocolVersion::V5;
+    let full = Packet::ConnAck(ConnAck {
+        session_present: true,
+        code: ReasonCode::SUCCESS,
+        properties: Properties {
+            reason_string: Some("why".into()),
+            user_properties: vec![("k".into(), "v".into())],
+            topic_alias_maximum: Some(10),
+            ..Properties::default()
+        },
+    });
+    let strip = |reason: bool, users: bool| {
+        let mut p = full.clone();
+        if let Packet::ConnAck(a) = &mut p {
+            if reason {
+                a.properties.reason_string = None;
+            }
+            if users {
+                a.properties.user_properties.clear();
+            }
+        }
+        p
+    };
+    let len = |p: &Packet| encoded_len(p, v);
+    for (max, fits, expected) in [
+        (len(&full), true, full.clone()),
+        (len(&strip(true, false)), true, strip(true, false)),
+        (len(&strip(true, false)) - 1, true, strip(true, true)),
+        (len(&strip(true, true)), true, strip(true, true)),
+        (len(&strip(true, true)) - 1, false, strip(true, true)),
+    ] {
+        let mut p = full.clone();
+        assert_eq!(fit_within(&mut p, v, max), fits, "max {max}");
+        assert_eq!(p, expected, "max {max}");
+    }
+    let mut p = Packet::Publish(publish(QoS::AtLeastOnce, "t/opic", b"payload"));
+    let before = p.clone();
+    assert!(!fit_within(&mut p, v, 5));
+    assert_eq!(p, before);
+}
