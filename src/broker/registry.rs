@@ -80,8 +80,10 @@ impl BrokerState {
             };
             if let Some(previous) = previous {
                 tracing::info!(client_id, "session taken over by a new connection");
+                // The old connection's will goes only if its session ends here.
+                let session_ends = clean_start || session.meta().expiry == Some(Duration::ZERO);
                 if let Some(tx) = previous.control {
-                    let _ = tx.send(Control::TakenOver);
+                    let _ = tx.send(Control::TakenOver { session_ends });
                 }
                 if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
                     .await

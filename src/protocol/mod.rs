@@ -674,9 +674,10 @@ impl Handler {
         let mut pending_will = None;
         if let Some(will) = will {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
-            if delay > 0 && matches!(close, Close::TakenOver) {
-                // The client came back within the Will Delay Interval [MQTT-3.1.3-9].
-            } else if delay > 0 && persists {
+            // A taken-over connection no longer owns the session (`persists` is false): a
+            // will that reaches here ended the session with the takeover and is due at once
+            // [MQTT-3.1.2-8].
+            if delay > 0 && persists {
                 pending_will = Some(will);
             } else {
                 will::publish_will(&self.broker, &self.client_id, will);

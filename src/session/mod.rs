@@ -28,9 +28,14 @@ pub use state::{
 /// A request from the broker to the connection that owns a session.
 #[derive(Debug)]
 pub enum Control {
-    /// Another connection with the same client id arrived [MQTT-3.1.4-2]; close now, publish the
-    /// will, and do not touch the session afterwards.
-    TakenOver,
+    /// Another connection with the same client id arrived [MQTT-3.1.4-2]; close now and do not
+    /// touch the session afterwards. The will is published only when `session_ends` (the new
+    /// connection has Clean Start 1, or the session was to end with this connection):
+    /// a new connection to a continuing session cancels it [MQTT-3.1.3-9].
+    TakenOver {
+        /// The taken-over connection's session ends with it.
+        session_ends: bool,
+    },
     /// Close with this reason (v5 DISCONNECT) and this explanation for the log.
     Disconnect(ReasonCode, &'static str),
 }

@@ -131,8 +131,16 @@ fn takeover_detaches_the_old_owner_and_hands_over_its_control_and_close_signal()
         "the old owner loses the session at detach, before the new one attaches"
     );
     let tx = previous.control.expect("control sender");
-    tx.send(Control::TakenOver).unwrap();
-    assert!(matches!(old.control.try_recv(), Ok(Control::TakenOver)));
+    tx.send(Control::TakenOver {
+        session_ends: false,
+    })
+    .unwrap();
+    assert!(matches!(
+        old.control.try_recv(),
+        Ok(Control::TakenOver {
+            session_ends: false
+        })
+    ));
 
     // The new CONNECT waits on `closed` until the old connection task is gone.
     let mut closed = previous.closed;
@@ -205,7 +213,9 @@ fn send_control_reaches_the_attached_connection_once() {
         ReasonCode::SERVER_SHUTTING_DOWN,
         "test",
     ));
-    s.send_control(Control::TakenOver);
+    s.send_control(Control::TakenOver {
+        session_ends: false,
+    });
     assert!(matches!(
         own.control.try_recv(),
         Ok(Control::Disconnect(ReasonCode::SERVER_SHUTTING_DOWN, _))
@@ -214,5 +224,7 @@ fn send_control_reaches_the_attached_connection_once() {
     assert!(matches!(own.control.try_recv(), Err(TryRecvError::Closed)));
     // With nobody attached it is a no-op.
     assert!(s.release(own.generation, false));
-    s.send_control(Control::TakenOver);
+    s.send_control(Control::TakenOver {
+        session_ends: false,
+    });
 }
