@@ -345,3 +345,26 @@ async fn mqtt_3_1_2_8_takeover_that_ends_the_session_publishes_will() {
     }
     w.expect_nothing("one will per ended session").await;
 }
+
+/// A will waiting out its Will Delay Interval is cancelled by a new connection to this session
+/// [MQTT-3.1.3-9] (Clean Start 0: see above). A reconnect with Clean Start 1 does not continue
+/// the session but ends it [MQTT-3.1.2-4], and a will is published when its delay passes or
+/// the session ends, whichever is first [MQTT-3.1.2-8]: at the reconnect, not 30 s later.
+#[tokio::test]
+async fn mqtt_3_1_2_8_clean_start_reconnect_publishes_the_pending_will() {
+    let b = start().await;
+    let mut w = watcher(&b, "tp/#").await;
+    let (c, _) = Client::connect_with(b.addr, with_will("tp", "tp/will", Some(30), 60)).await;
+    vanish(&b, c, 1).await;
+    let mut again = with_will("tp", "tp/will", None, 60);
+    again.will = None;
+    let (mut new, ack) = Client::connect_with(b.addr, again).await;
+    assert!(!ack.session_present);
+    assert_eq!(
+        first_after_marker(&mut w, &mut new, "tp/marker").await,
+        "tp/will=gone",
+        "the pending will of the session that Clean Start 1 ended [MQTT-3.1.2-8]"
+    );
+    assert_eq!(text(&w.next_publish_acked().await), "marker");
+    w.expect_nothing("the will once only").await;
+}

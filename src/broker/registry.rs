@@ -22,6 +22,9 @@ pub struct Claimed {
     pub session_present: bool,
     /// Store writes CONNACK must wait for (a persistent session's record).
     pub store_ops: Vec<Op>,
+    /// The will a previous connection left waiting out its delay, when this claim ended its
+    /// session (Clean Start 1): due now [MQTT-3.1.2-8]. The caller publishes it.
+    pub ended_will: Option<codec::Will>,
 }
 
 /// Another user's CONNECT for a session that belongs to someone else
@@ -96,8 +99,13 @@ impl BrokerState {
             // resumed, even when that connection was only now taken over [MQTT-3.1.2-6].
             let previous_ended = session.meta().expiry == Some(Duration::ZERO);
             let had_session = session.was_attached() && !previous_ended;
+            // A will waiting out its delay: this new connection cancels it if it continues
+            // the session [MQTT-3.1.3-9]; if it ends the session, the will is due.
+            let mut ended_will = session.take_pending_will().map(|p| p.will);
             if clean_start || previous_ended {
                 self.discard_state(&session);
+            } else {
+                ended_will = None;
             }
             self.cluster.session_claimed(client_id);
             let store_ops = self.persist_claim(&session, &meta, will);
@@ -110,6 +118,7 @@ impl BrokerState {
                 session,
                 ownership,
                 store_ops,
+                ended_will,
             });
         }
     }

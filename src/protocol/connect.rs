@@ -407,6 +407,9 @@ impl Handler {
         }
         let mut claimed = claim(broker, &c, &terms, peer).await?;
         broker.metrics().client_connected();
+        if let Some(will) = claimed.ended_will.take() {
+            super::will::publish_will(broker, &claimed.session.client_id, will);
+        }
 
         // A persistent session's record is durable before CONNACK.
         let store_ops = std::mem::take(&mut claimed.store_ops);

@@ -29,7 +29,7 @@ use crate::storage::Op;
 pub use close::Close;
 pub use connect::{ConnectOutcome, ConnectionInfo};
 pub use outbox::Outbox;
-pub use will::publish_will;
+pub use will::{publish_will, schedule_will};
 
 /// A completed enhanced-authentication exchange: the method's authenticator (kept for
 /// re-authentication) and the data CONNACK carries.
@@ -689,7 +689,16 @@ impl Handler {
         }
         if let Some(will) = pending_will {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
-            self.schedule_will(will, delay, expiry);
+            let mut wait = Duration::from_secs(u64::from(delay));
+            if let Some(e) = expiry {
+                wait = wait.min(e);
+            }
+            let since_unix_ms = crate::storage::unix_ms_now();
+            let pending = crate::session::PendingWill {
+                will,
+                since_unix_ms,
+            };
+            will::schedule_will(&self.broker, &self.session, self.generation, pending, wait);
         }
         if still_owner {
             if let Some(after) = expiry.filter(|d| !d.is_zero()) {
@@ -702,28 +711,8 @@ impl Handler {
         }
         drop(self.closed.take());
     }
-
-    /// Publishes the will after its delay or when the session ends, whichever is first, unless
-    /// a new connection claims the session before then [MQTT-3.1.3-9].
-    fn schedule_will(&self, will: codec::Will, delay: u32, expiry: Option<Duration>) {
-        let mut wait = Duration::from_secs(u64::from(delay));
-        if let Some(e) = expiry {
-            wait = wait.min(e);
-        }
-        let session = self.session.clone();
-        let generation = self.generation;
-        let client_id = self.client_id.clone();
-        let since = crate::storage::unix_ms_now();
-        self.broker.after(wait, move |broker| {
-            if session.owned_by(generation) {
-                broker.will_published(&session, since);
-                will::publish_will(broker, &client_id, will);
-            }
-        });
-    }
 }
 
-/// `$SYS` is the broker's; clients never publish into it.
 /// The properties of an acknowledgement (the packets a Reason String may ride on under
 /// [MQTT-3.1.2-29]).
 fn ack_properties(packet: &mut Packet) -> Option<&mut Properties> {
@@ -737,6 +726,7 @@ fn ack_properties(packet: &mut Packet) -> Option<&mut Properties> {
     }
 }
 
+/// `$SYS` is the broker's; clients never publish into it.
 fn is_sys_topic(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }

@@ -2,11 +2,33 @@
 //! will the store kept.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::broker::BrokerState;
 use crate::codec;
 use crate::message::Message;
+use crate::session::{PendingWill, Session};
+
+/// Keeps `will` with the session as connection `generation` left it, and publishes it after
+/// `wait` (its delay, or the session's end if that comes first), unless a CONNECT claims the
+/// session before then: one continuing the session cancels it [MQTT-3.1.3-9], one with Clean
+/// Start 1 ends the session and publishes it at once [MQTT-3.1.2-8].
+pub fn schedule_will(
+    broker: &Arc<BrokerState>,
+    session: &Arc<Session>,
+    generation: u64,
+    will: PendingWill,
+    wait: Duration,
+) {
+    session.set_pending_will(generation, will);
+    let session = session.clone();
+    broker.after(wait, move |broker| {
+        if let Some(due) = session.due_will(generation) {
+            broker.will_published(&session, due.since_unix_ms);
+            publish_will(broker, &session.client_id, due.will);
+        }
+    });
+}
 
 /// Routes `will` as a message from `client_id`. The Message Expiry Interval counts from now;
 /// the Will Delay Interval is not forwarded. A will into `$SYS` is dropped: `$SYS` is the
