@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 use super::Handler;
-use crate::auth::{AuthConfig, AuthDecision};
+use crate::auth::{Access, AuthConfig, AuthDecision};
 use crate::broker::{BrokerState, Claimed};
 use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
 use crate::config::MqttConfig;
@@ -213,7 +213,12 @@ fn keep_alive(
 }
 
 /// A will the broker could not publish as asked is refused at CONNECT.
-fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
+fn check_will(
+    broker: &BrokerState,
+    c: &codec::Connect,
+    client_id: &str,
+    auth: &AuthConfig,
+) -> Result<(), Refusal> {
     let Some(will) = &c.will else {
         return Ok(());
     };
@@ -221,7 +226,11 @@ fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
         ReasonCode::QOS_NOT_SUPPORTED
     } else if will.retain && !broker.config().mqtt.retain_available {
         ReasonCode::RETAIN_NOT_SUPPORTED
-    } else if super::is_sys_topic(&will.topic) {
+    } else if super::is_sys_topic(&will.topic)
+        && !bridge_state_will(c, &will.topic, client_id, auth)
+    {
+        crate::refusal!(%client_id, topic = %will.topic, bridge = c.bridge,
+            "refused: will into $SYS");
         ReasonCode::TOPIC_NAME_INVALID
     } else {
         return Ok(());
@@ -230,6 +239,15 @@ fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
         v3: ReasonCode::V3_NOT_AUTHORIZED,
         v5,
     })
+}
+
+/// The one `$SYS` will accepted: a Mosquitto bridge's on its own connection state, when the ACL
+/// (if there is one) lets it write there. The bridge bit bypasses no ACL.
+fn bridge_state_will(c: &codec::Connect, topic: &str, client_id: &str, auth: &AuthConfig) -> bool {
+    c.bridge
+        && super::bridge::is_own_state(topic, client_id)
+        && (auth.acl.is_none()
+            || auth.check_acl(client_id, c.username.as_deref(), topic, Access::Write))
 }
 
 /// The session's expiry and the interval in seconds CONNECT asked for. A 3.x session without
@@ -265,9 +283,9 @@ fn validate(
             v5: ReasonCode::BAD_AUTHENTICATION_METHOD,
         });
     }
-    check_will(broker, c)?;
-    let (expiry, expiry_secs) = session_expiry(c, cfg);
     let (auth, auth_generation) = broker.auth();
+    check_will(broker, c, &client_id, &auth)?;
+    let (expiry, expiry_secs) = session_expiry(c, cfg);
     Ok(Terms {
         client_id,
         assigned,
@@ -434,7 +452,7 @@ impl Handler {
         );
         tracing::info!(client_id = %terms.client_id, %peer, protocol = %version,
             clean_start = c.clean_start, keep_alive = terms.keep_alive, session_present,
-            "client connected");
+            bridge = c.bridge, "client connected");
 
         let (mut handler, control) = Handler::new(broker, c, terms, claimed, auth, info);
         if session_present {
@@ -465,6 +483,7 @@ impl Handler {
             closed: Some(ownership.closed),
             peer: info.peer,
             version: c.protocol,
+            bridge: c.bridge,
             keep_alive: terms.keep_alive,
             will: c.will.map(Box::new),
             send_window,

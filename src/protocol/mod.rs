@@ -4,6 +4,7 @@
 //! buffer, so an acknowledgement is just bytes appended after the routing work that earns it.
 
 mod acks;
+mod bridge;
 mod close;
 mod connect;
 mod outbound;
@@ -57,6 +58,9 @@ pub struct Handler {
     client_id: Arc<str>,
     peer: SocketAddr,
     version: ProtocolVersion,
+    /// A Mosquitto bridge (`try_private`): its subscriptions are No Local and Retain As
+    /// Published, and it may write its own connection state in `$SYS` (see [`bridge`]).
+    bridge: bool,
     keep_alive: u16,
     /// Boxed: most connections have no will, and the Handler lives in every connection task.
     will: Option<Box<codec::Will>>,
@@ -359,7 +363,9 @@ impl Handler {
             QoS::ExactlyOnce => self.inbound_qos2(pid)?,
             _ => true,
         };
-        let denied = is_sys_topic(&topic) || !self.may_write(&topic);
+        let sys =
+            is_sys_topic(&topic) && !(self.bridge && bridge::is_own_state(&topic, &self.client_id));
+        let denied = sys || !self.may_write(&topic);
         if denied {
             tracing::debug!(client_id = %self.client_id, %topic, "publish denied by the ACL");
             if self.version.is_v5() && qos != QoS::AtMostOnce {

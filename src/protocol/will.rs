@@ -31,10 +31,11 @@ pub fn schedule_will(
 }
 
 /// Routes `will` as a message from `client_id`. The Message Expiry Interval counts from now;
-/// the Will Delay Interval is not forwarded. A will into `$SYS` is dropped: `$SYS` is the
-/// broker's.
+/// the Will Delay Interval is not forwarded. A will into `$SYS` is dropped, `$SYS` being the
+/// broker's, except a bridge's on `$SYS/broker/connection/<client id>/state`.
 pub fn publish_will(broker: &BrokerState, client_id: &Arc<str>, will: codec::Will) {
-    if super::is_sys_topic(&will.topic) {
+    // The one `$SYS` will CONNECT lets in: a bridge's on its own connection state.
+    if super::is_sys_topic(&will.topic) && !super::bridge::is_own_state(&will.topic, client_id) {
         return;
     }
     let mut props = will.properties;
