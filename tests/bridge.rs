@@ -256,6 +256,23 @@ async fn next_msg(p: &mut Proc) -> String {
     p.wait_line("MSG|...", |l| l.starts_with("MSG|")).await
 }
 
+/// Waits until the bridge `id` is up on Starling: its state `1` published (and retained, as a
+/// late subscriber sees) and its `#` subscription in place.
+async fn bridge_up(b: &TestBroker, state: &mut Raw, id: &str) {
+    let topic = state_topic(id);
+    assert_publish(&state.recv_and_ack().await, &topic, b"1");
+    b.wait_until("the bridge subscribed to # on Starling", |s| {
+        s.session_info(id)
+            .is_some_and(|i| i.connected && i.subscriptions.iter().any(|f| f == "#"))
+    })
+    .await;
+    let mut late = Raw::connect_v311(b.addr, "bridge-state-late").await;
+    assert_eq!(late.subscribe(1, &topic, 1).await, 1);
+    let retained = late.recv_and_ack().await;
+    assert_publish(&retained, &topic, b"1");
+    assert!(retained.retain, "the bridge state is retained on Starling");
+}
+
 /// Debian's `mosquitto` bridging to Starling with `try_private true` (MQTT 3.1.1): the bridge
 /// connects (Starling once answered CONNACK 1), its `1` state is retained on Starling under
 /// `$SYS/broker/connection/<id>/state`, a message published on either side reaches a subscriber
@@ -276,20 +293,7 @@ async fn mosquitto_bridge_to_starling_both_ways_without_loops() {
     assert_eq!(state.subscribe(1, &topic, 1).await, 1);
     let port = free_port();
     let mosq = spawn_bridge(&mosquitto, &dir, (port, b.port()), &id);
-
-    // The bridge is up once its state is published and its `#` subscription is in place.
-    let up = state.recv_and_ack().await;
-    assert_publish(&up, &topic, b"1");
-    b.wait_until("the bridge subscribed to # on Starling", |s| {
-        s.session_info(&id)
-            .is_some_and(|i| i.connected && i.subscriptions.iter().any(|f| f == "#"))
-    })
-    .await;
-    let mut late = Raw::connect_v311(b.addr, "bridge-state-late").await;
-    assert_eq!(late.subscribe(1, &topic, 1).await, 1);
-    let retained = late.recv_and_ack().await;
-    assert_publish(&retained, &topic, b"1");
-    assert!(retained.retain, "the bridge state is retained on Starling");
+    bridge_up(&b, &mut state, &id).await;
 
     // Starling → Mosquitto, exactly once.
     let mut on_mosq = mosquitto_sub(port, "s2m/#").await;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::codec;
 use crate::codec::ReasonCode;
 use crate::persistence;
-use crate::session::{Control, Ownership, Persistence as SessionPersistence, Session, SessionMeta};
+use crate::session::{
+    Control, Ownership, Persistence as SessionPersistence, Previous, Session, SessionMeta,
+};
 use crate::storage::{unix_ms_now, Op};
 
 use super::BrokerState;
@@ -31,6 +33,23 @@ pub struct Claimed {
 /// (`auth.session_owner_check`).
 #[derive(Debug)]
 pub struct NotOwner;
+
+/// Closes the connection that owned the session and waits (bounded) until it has finished,
+/// will included. Its will goes only if its session ends here (see `Control::TakenOver`).
+async fn take_over(session: &Session, previous: Previous, clean_start: bool) {
+    let client_id = &*session.client_id;
+    tracing::info!(client_id, "session taken over by a new connection");
+    let session_ends = clean_start || session.meta().expiry == Some(Duration::ZERO);
+    if let Some(tx) = previous.control {
+        let _ = tx.send(Control::TakenOver { session_ends });
+    }
+    if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(client_id, "previous connection did not close in time");
+    }
+}
 
 impl BrokerState {
     /// Adds a session restored from the store (at start, before serving).
@@ -82,18 +101,7 @@ impl BrokerState {
                 continue;
             };
             if let Some(previous) = previous {
-                tracing::info!(client_id, "session taken over by a new connection");
-                // The old connection's will goes only if its session ends here.
-                let session_ends = clean_start || session.meta().expiry == Some(Duration::ZERO);
-                if let Some(tx) = previous.control {
-                    let _ = tx.send(Control::TakenOver { session_ends });
-                }
-                if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(client_id, "previous connection did not close in time");
-                }
+                take_over(&session, previous, clean_start).await;
             }
             // A session that ended with its connection (clean session / expiry 0) is not
             // resumed, even when that connection was only now taken over [MQTT-3.1.2-6].

@@ -694,11 +694,7 @@ impl Handler {
                 .persist_disconnect(&self.session, pending_will.as_ref());
         }
         if let Some(will) = pending_will {
-            let delay = will.properties.will_delay_interval.unwrap_or(0);
-            let mut wait = Duration::from_secs(u64::from(delay));
-            if let Some(e) = expiry {
-                wait = wait.min(e);
-            }
+            let wait = will::wait_before(&will, expiry);
             let since_unix_ms = crate::storage::unix_ms_now();
             let pending = crate::session::PendingWill {
                 will,

@@ -9,6 +9,14 @@ use crate::codec;
 use crate::message::Message;
 use crate::session::{PendingWill, Session};
 
+/// How long a will waits once its connection ended: its Will Delay Interval, or the session's
+/// expiry if that comes first [MQTT-3.1.2-8].
+pub(super) fn wait_before(will: &codec::Will, expiry: Option<Duration>) -> Duration {
+    let delay = will.properties.will_delay_interval.unwrap_or(0);
+    let wait = Duration::from_secs(u64::from(delay));
+    expiry.map_or(wait, |e| wait.min(e))
+}
+
 /// Keeps `will` with the session as connection `generation` left it, and publishes it after
 /// `wait` (its delay, or the session's end if that comes first), unless a CONNECT claims the
 /// session before then: one continuing the session cancels it [MQTT-3.1.3-9], one with Clean
