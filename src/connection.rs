@@ -408,12 +408,14 @@ impl Turn {
     }
 }
 
-/// The close a control request asks for; a dropped sender means the session was taken over.
+/// The close a control request asks for; a dropped sender means the session was taken over
+/// (by a path that did not say whether the session continues: the will is published, as for
+/// any abnormal close).
 fn control_close(ctl: Result<Control, tokio::sync::oneshot::error::RecvError>) -> Close {
     match ctl {
-        Ok(Control::TakenOver) => Close::TakenOver,
+        Ok(Control::TakenOver { session_ends }) => Close::TakenOver { session_ends },
         Ok(Control::Disconnect(rc, why)) => Close::Server(rc, why),
-        Err(_) => Close::TakenOver,
+        Err(_) => Close::TakenOver { session_ends: true },
     }
 }
 

@@ -12,7 +12,9 @@ use crate::broker::BrokerState;
 use crate::codec::ProtocolVersion;
 use crate::persistence::{remaining_expiry, to_delivery, Persistence};
 use crate::protocol;
-use crate::session::{Inflight, Persistence as SessionPersistence, Session, SessionMeta};
+use crate::session::{
+    Inflight, PendingWill, Persistence as SessionPersistence, Session, SessionMeta,
+};
 use crate::storage::{unix_ms_now, LoadedInflight, LoadedSession, Op, Snapshot, StoreError};
 
 /// What start-up found in the store.
@@ -91,14 +93,13 @@ pub fn restore(
         if let Some(r) = remaining {
             wait = wait.min(r);
         }
-        broker.after(wait, move |broker| {
-            // Generation 0 is the restored session's; a reconnect claims a newer one and
-            // cancels the will [MQTT-3.1.3-9].
-            if session.owned_by(0) {
-                broker.will_published(&session, since);
-                protocol::publish_will(broker, &client_id, will);
-            }
-        });
+        // Generation 0 is the restored session's; a reconnect claims a newer one and takes
+        // the will (cancelled [MQTT-3.1.3-9], or published if Clean Start 1 ends the session).
+        let pending = PendingWill {
+            will,
+            since_unix_ms: since,
+        };
+        protocol::schedule_will(broker, &session, 0, pending, wait);
     }
     Ok(report)
 }

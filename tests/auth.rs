@@ -122,6 +122,7 @@ async fn v5_connect(
         username: username.map(str::to_owned),
         password: password.map(Bytes::copy_from_slice),
         properties: Properties::default(),
+        bridge: false,
     };
     let mut raw = Raw::open(addr).await;
     raw.version = ProtocolVersion::V5;

@@ -164,6 +164,7 @@ fn connect(protocol: ProtocolVersion) -> Connect {
         username: Some("u".to_owned()),
         password: Some(Bytes::from_static(b"p")),
         properties,
+        bridge: false,
     }
 }
 

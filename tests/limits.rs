@@ -44,6 +44,7 @@ async fn connect_v5(addr: SocketAddr, client_id: &str) -> (Raw, ConnAck) {
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: false,
     };
     raw.send(&v5(&Packet::Connect(Box::new(c)))).await;
     match raw.recv().await {

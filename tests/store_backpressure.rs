@@ -130,6 +130,7 @@ async fn connect(client: &mut DuplexStream, inbox: &mut BytesMut) {
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: false,
     };
     encode(&Packet::Connect(Box::new(connect)), &mut out);
     client.write_all(&out).await.expect("write CONNECT");

@@ -105,6 +105,7 @@ fn connect(method: &str) -> Packet {
             authentication_method: Some(method.into()),
             ..Default::default()
         },
+        bridge: false,
     }))
 }
 

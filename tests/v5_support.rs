@@ -131,6 +131,7 @@ pub fn connect_packet(client_id: &str) -> Connect {
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: false,
     }
 }
 

@@ -263,3 +263,108 @@ async fn persistent_client_expiration_does_not_shorten_v5_expiry() {
         "v5 session with expiry 60 s discarded after 1.5 s"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Takeover: the old connection's will (issue 13, item 5)
+// ---------------------------------------------------------------------------------------------
+
+/// Connects `id` with a will on `topic` (Session Expiry `expiry`, Will Delay `delay`), then
+/// takes the still-open connection over with a CONNECT without a will (`clean_start`,
+/// Session Expiry 60). The old connection gets DISCONNECT 0x8E; once the new CONNACK is in,
+/// the old connection's end (will included) is complete [MQTT-3.1.4-2].
+async fn take_over(
+    b: &TestBroker,
+    id: &str,
+    topic: &str,
+    (expiry, delay): (u32, Option<u32>),
+    clean_start: bool,
+) -> Client {
+    let (mut old, _) = Client::connect_with(b.addr, with_will(id, topic, delay, expiry)).await;
+    let mut again = with_will(id, topic, None, 60);
+    again.clean_start = clean_start;
+    again.will = None;
+    let (new, ack) = Client::connect_with(b.addr, again).await;
+    assert_eq!(ack.session_present, !clean_start && expiry > 0, "{id}");
+    old.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER, "taken over")
+        .await;
+    new
+}
+
+/// The first message `w` gets after `marker` was published by `new` on `marker_topic`.
+async fn first_after_marker(w: &mut Client, new: &mut Client, marker_topic: &str) -> String {
+    new.publish(marker_topic, b"marker", QoS::AtLeastOnce).await;
+    let p = w.next_publish_acked().await;
+    format!("{}={}", p.topic, text(&p))
+}
+
+/// [MQTT-3.1.2-8], [MQTT-3.1.3-9]: a new connection to the session (Clean Start 0, the old
+/// Session Expiry > 0) is made before the Will Delay Interval has passed, so the will of the
+/// connection it takes over is not published, with a Will Delay of 0 and of 30 s alike.
+#[tokio::test]
+async fn mqtt_3_1_3_9_takeover_of_continuing_session_cancels_will() {
+    let b = start().await;
+    let mut w = watcher(&b, "tk/#").await;
+    for (id, delay) in [("tk-d0", None), ("tk-d30", Some(30))] {
+        let topic = format!("tk/{id}/will");
+        let mut new = take_over(&b, id, &topic, (60, delay), false).await;
+        let marker = format!("tk/{id}/marker");
+        assert_eq!(
+            first_after_marker(&mut w, &mut new, &marker).await,
+            format!("{marker}=marker"),
+            "{id}: the will of the taken-over connection was published although the session \
+             continues [MQTT-3.1.3-9]"
+        );
+    }
+    w.expect_nothing("no will later either").await;
+}
+
+/// [MQTT-3.1.2-8]: the will goes when the Will Delay Interval passes or the session ends,
+/// whichever is first. A takeover with Clean Start 1 ends the old session [MQTT-3.1.2-4], and
+/// so does a takeover of a session with Session Expiry 0 [MQTT-3.1.2-10]: the old
+/// connection's will is published at once, before the new CONNACK, even with a 30 s delay.
+#[tokio::test]
+async fn mqtt_3_1_2_8_takeover_that_ends_the_session_publishes_will() {
+    let b = start().await;
+    let mut w = watcher(&b, "te/#").await;
+    let cases = [
+        ("te-clean-d0", (60, None), true),
+        ("te-clean-d30", (60, Some(30)), true),
+        ("te-exp0-d0", (0, None), false),
+        ("te-exp0-d30", (0, Some(30)), false),
+    ];
+    for (id, terms, clean_start) in cases {
+        let topic = format!("te/{id}/will");
+        let mut new = take_over(&b, id, &topic, terms, clean_start).await;
+        let marker = format!("te/{id}/marker");
+        assert_eq!(
+            first_after_marker(&mut w, &mut new, &marker).await,
+            format!("{topic}=gone"),
+            "{id}: the session ended with the takeover, its will is due [MQTT-3.1.2-8]"
+        );
+        assert_eq!(text(&w.next_publish_acked().await), "marker", "{id}");
+    }
+    w.expect_nothing("one will per ended session").await;
+}
+
+/// A will waiting out its Will Delay Interval is cancelled by a new connection to this session
+/// [MQTT-3.1.3-9] (Clean Start 0: see above). A reconnect with Clean Start 1 does not continue
+/// the session but ends it [MQTT-3.1.2-4], and a will is published when its delay passes or
+/// the session ends, whichever is first [MQTT-3.1.2-8]: at the reconnect, not 30 s later.
+#[tokio::test]
+async fn mqtt_3_1_2_8_clean_start_reconnect_publishes_the_pending_will() {
+    let b = start().await;
+    let mut w = watcher(&b, "tp/#").await;
+    let (c, _) = Client::connect_with(b.addr, with_will("tp", "tp/will", Some(30), 60)).await;
+    vanish(&b, c, 1).await;
+    let mut again = with_will("tp", "tp/will", None, 60);
+    again.will = None;
+    let (mut new, ack) = Client::connect_with(b.addr, again).await;
+    assert!(!ack.session_present);
+    assert_eq!(
+        first_after_marker(&mut w, &mut new, "tp/marker").await,
+        "tp/will=gone",
+        "the pending will of the session that Clean Start 1 ended [MQTT-3.1.2-8]"
+    );
+    assert_eq!(text(&w.next_publish_acked().await), "marker");
+    w.expect_nothing("the will once only").await;
+}

@@ -78,6 +78,7 @@ pub fn connect_for(sel: u8) -> Option<Packet> {
         username: None,
         password: None,
         properties,
+        bridge: false,
     })))
 }
 

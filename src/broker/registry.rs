@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::codec;
 use crate::codec::ReasonCode;
 use crate::persistence;
-use crate::session::{Control, Ownership, Persistence as SessionPersistence, Session, SessionMeta};
+use crate::session::{
+    Control, Ownership, Persistence as SessionPersistence, Previous, Session, SessionMeta,
+};
 use crate::storage::{unix_ms_now, Op};
 
 use super::BrokerState;
@@ -23,12 +25,32 @@ pub struct Claimed {
     pub session_present: bool,
     /// Store writes CONNACK must wait for (a persistent session's record).
     pub store_ops: Vec<Op>,
+    /// The will a previous connection left waiting out its delay, when this claim ended its
+    /// session (Clean Start 1): due now [MQTT-3.1.2-8]. The caller publishes it.
+    pub ended_will: Option<codec::Will>,
 }
 
 /// Another user's CONNECT for a session that belongs to someone else
 /// (`auth.session_owner_check`).
 #[derive(Debug)]
 pub struct NotOwner;
+
+/// Closes the connection that owned the session and waits (bounded) until it has finished,
+/// will included. Its will goes only if its session ends here (see `Control::TakenOver`).
+async fn take_over(session: &Session, previous: Previous, clean_start: bool) {
+    let client_id = &*session.client_id;
+    tracing::info!(client_id, "session taken over by a new connection");
+    let session_ends = clean_start || session.meta().expiry == Some(Duration::ZERO);
+    if let Some(tx) = previous.control {
+        let _ = tx.send(Control::TakenOver { session_ends });
+    }
+    if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(client_id, "previous connection did not close in time");
+    }
+}
 
 impl BrokerState {
     /// Adds a session restored from the store (at start, before serving).
@@ -80,23 +102,19 @@ impl BrokerState {
                 continue;
             };
             if let Some(previous) = previous {
-                tracing::info!(client_id, "session taken over by a new connection");
-                if let Some(tx) = previous.control {
-                    let _ = tx.send(Control::TakenOver);
-                }
-                if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(client_id, "previous connection did not close in time");
-                }
+                take_over(&session, previous, clean_start).await;
             }
             // A session that ended with its connection (clean session / expiry 0) is not
             // resumed, even when that connection was only now taken over [MQTT-3.1.2-6].
             let previous_ended = session.meta().expiry == Some(Duration::ZERO);
             let had_session = session.was_attached() && !previous_ended;
+            // A will waiting out its delay: this new connection cancels it if it continues
+            // the session [MQTT-3.1.3-9]; if it ends the session, the will is due.
+            let mut ended_will = session.take_pending_will().map(|p| p.will);
             if clean_start || previous_ended {
                 self.discard_state(&session);
+            } else {
+                ended_will = None;
             }
             self.cluster.session_claimed(client_id);
             let resumed = had_session && !clean_start;
@@ -110,6 +128,7 @@ impl BrokerState {
                 session,
                 ownership,
                 store_ops,
+                ended_will,
             });
         }
     }

@@ -140,10 +140,12 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     // Read as bytes: a name that is not UTF-8 is still just a wrong protocol name.
     let name = r.binary("protocol name")?;
     let level = r.u8("protocol level")?;
-    let protocol = match (name.as_ref(), level) {
+    // A Mosquitto bridge with `try_private` sets the level's top bit, for 3.1 and 3.1.1 only.
+    let bridge = level & 0x80 != 0;
+    let protocol = match (name.as_ref(), level & 0x7F) {
         (b"MQIsdp", 3) => ProtocolVersion::V31,
         (b"MQTT", 4) => ProtocolVersion::V311,
-        (b"MQTT", 5) => ProtocolVersion::V5,
+        (b"MQTT", 5) if !bridge => ProtocolVersion::V5,
         (b"MQIsdp", _) | (b"MQTT", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
         _ => return Err(DecodeError::InvalidProtocolName),
     };
@@ -211,6 +213,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         username,
         password,
         properties,
+        bridge,
     })
 }
 

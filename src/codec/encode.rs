@@ -308,7 +308,8 @@ fn connect_body<S: Sink>(c: &Connect, s: &mut S) {
         ProtocolVersion::V31 => "MQIsdp",
         _ => "MQTT",
     });
-    s.u8(c.protocol.level());
+    let bridge = if c.bridge && !v5 { 0x80 } else { 0 };
+    s.u8(c.protocol.level() | bridge);
     let mut flags = u8::from(c.clean_start) << 1;
     if let Some(w) = &c.will {
         flags |= 0b100 | (w.qos as u8) << 3 | u8::from(w.retain) << 5;

@@ -144,6 +144,9 @@ pub struct Connect {
     pub password: Option<Bytes>,
     /// CONNECT properties (5.0); empty for 3.x.
     pub properties: Properties,
+    /// A Mosquitto bridge (`try_private`): the protocol level had its top bit set (0x83 for
+    /// 3.1, 0x84 for 3.1.1; never with 5.0).
+    pub bridge: bool,
 }
 
 /// The Will Message carried by CONNECT.

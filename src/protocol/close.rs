@@ -10,8 +10,11 @@ pub enum Close {
     PeerClosed,
     Io(std::io::Error),
     KeepAliveTimeout,
-    /// Another connection took the session over [MQTT-3.1.4-2].
-    TakenOver,
+    /// Another connection took the session over [MQTT-3.1.4-2]; `session_ends` when the
+    /// session does not continue with it (see [`Close::publishes_will`]).
+    TakenOver {
+        session_ends: bool,
+    },
     ServerShutdown,
     /// The client sent DISCONNECT; `will` is true for v5 reason 0x04.
     ClientDisconnect {
@@ -34,7 +37,7 @@ impl Close {
     pub(super) fn disconnect_reason(&self) -> Option<ReasonCode> {
         match self {
             Close::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
-            Close::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Close::TakenOver { .. } => Some(ReasonCode::SESSION_TAKEN_OVER),
             Close::ServerShutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             Close::Decode(e) => Some(e.reason_code()),
             Close::Protocol(rc, _) | Close::Server(rc, _) => Some(*rc),
@@ -42,9 +45,17 @@ impl Close {
         }
     }
 
-    /// Whether the will is published [MQTT-3.1.2-8]: on every end but a normal DISCONNECT.
+    /// Whether the will is published [MQTT-3.1.2-8]: on every end but a normal DISCONNECT and
+    /// a takeover by a new connection to the same session, which cancels it [MQTT-3.1.3-9]
+    /// (for MQTT 3.x too, as Mosquitto: see the README).
     pub(super) fn publishes_will(&self) -> bool {
-        !matches!(self, Close::ClientDisconnect { will: false })
+        !matches!(
+            self,
+            Close::ClientDisconnect { will: false }
+                | Close::TakenOver {
+                    session_ends: false
+                }
+        )
     }
 }
 
@@ -54,7 +65,7 @@ impl std::fmt::Display for Close {
             Close::PeerClosed => f.write_str("peer closed the connection"),
             Close::Io(e) => write!(f, "socket error: {e}"),
             Close::KeepAliveTimeout => f.write_str("[MQTT-3.1.2-24] keep-alive timeout"),
-            Close::TakenOver => f.write_str("[MQTT-3.1.4-2] session taken over"),
+            Close::TakenOver { .. } => f.write_str("[MQTT-3.1.4-2] session taken over"),
             Close::ServerShutdown => f.write_str("server shutting down"),
             Close::ClientDisconnect { will: false } => f.write_str("client sent DISCONNECT"),
             Close::ClientDisconnect { will: true } => {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 use super::Handler;
-use crate::auth::{AuthConfig, AuthDecision};
+use crate::auth::{Access, AuthConfig, AuthDecision};
 use crate::broker::{BrokerState, Claimed};
 use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
 use crate::config::MqttConfig;
@@ -266,7 +266,12 @@ fn keep_alive(
 
 /// A will the broker could not publish as asked is refused at CONNECT, and so is one whose
 /// payload is above `mqtt.max_payload_size`.
-fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
+fn check_will(
+    broker: &BrokerState,
+    c: &codec::Connect,
+    client_id: &str,
+    auth: &AuthConfig,
+) -> Result<(), Refusal> {
     let Some(will) = &c.will else {
         return Ok(());
     };
@@ -287,7 +292,9 @@ fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
             ReasonCode::RETAIN_NOT_SUPPORTED,
             "retained will while retain is not available",
         )
-    } else if super::is_sys_topic(&will.topic) {
+    } else if super::is_sys_topic(&will.topic)
+        && !bridge_state_will(c, &will.topic, client_id, auth)
+    {
         (ReasonCode::TOPIC_NAME_INVALID, "will topic in $SYS")
     } else {
         return Ok(());
@@ -297,6 +304,15 @@ fn check_will(broker: &BrokerState, c: &codec::Connect) -> Result<(), Refusal> {
         v5,
         why,
     })
+}
+
+/// The one `$SYS` will accepted: a Mosquitto bridge's on its own connection state, when the ACL
+/// (if there is one) lets it write there. The bridge bit bypasses no ACL.
+fn bridge_state_will(c: &codec::Connect, topic: &str, client_id: &str, auth: &AuthConfig) -> bool {
+    c.bridge
+        && super::bridge::is_own_state(topic, client_id)
+        && (auth.acl.is_none()
+            || auth.check_acl(client_id, c.username.as_deref(), topic, Access::Write))
 }
 
 /// The session's expiry and the interval in seconds CONNECT asked for. A 3.x session without
@@ -333,12 +349,13 @@ fn validate(
             why: "unknown authentication method",
         });
     }
-    if let Err(r) = check_will(broker, c) {
-        crate::refusal!(%client_id, %peer, reason = r.why, "refused: will not acceptable");
+    let (auth, auth_generation) = broker.auth();
+    if let Err(r) = check_will(broker, c, &client_id, &auth) {
+        crate::refusal!(%client_id, %peer, reason = r.why, bridge = c.bridge,
+            "refused: will not acceptable");
         return Err(r);
     }
     let (expiry, expiry_secs) = session_expiry(c, cfg);
-    let (auth, auth_generation) = broker.auth();
     Ok(Terms {
         client_id,
         assigned,
@@ -526,6 +543,9 @@ impl Handler {
         let mut connack = success_connack(broker, &c, &terms, auth.as_ref(), peer)?;
         let mut claimed = claim(broker, &c, &terms, peer).await?;
         broker.metrics().client_connected();
+        if let Some(will) = claimed.ended_will.take() {
+            super::will::publish_will(broker, &claimed.session.client_id, will);
+        }
 
         // A persistent session's record is durable before CONNACK.
         let store_ops = std::mem::take(&mut claimed.store_ops);
@@ -539,7 +559,7 @@ impl Handler {
         codec::encode(&Packet::ConnAck(connack), version, out.buf());
         tracing::info!(client_id = %terms.client_id, %peer, protocol = %version,
             clean_start = c.clean_start, keep_alive = terms.keep_alive, session_present,
-            "client connected");
+            bridge = c.bridge, "client connected");
 
         let (mut handler, control) = Handler::new(broker, c, terms, claimed, auth, info);
         if session_present {
@@ -570,6 +590,7 @@ impl Handler {
             closed: Some(ownership.closed),
             peer: info.peer,
             version: c.protocol,
+            bridge: c.bridge,
             keep_alive: terms.keep_alive,
             will: c.will.map(Box::new),
             send_window,

@@ -4,6 +4,7 @@
 //! buffer, so an acknowledgement is just bytes appended after the routing work that earns it.
 
 mod acks;
+mod bridge;
 mod close;
 mod connect;
 mod outbound;
@@ -29,7 +30,7 @@ use crate::storage::Op;
 pub use close::Close;
 pub use connect::{ConnectOutcome, ConnectionInfo};
 pub use outbox::Outbox;
-pub use will::publish_will;
+pub use will::{publish_will, schedule_will};
 
 /// A completed enhanced-authentication exchange: the method's authenticator (kept for
 /// re-authentication) and the data CONNACK carries.
@@ -57,6 +58,9 @@ pub struct Handler {
     client_id: Arc<str>,
     peer: SocketAddr,
     version: ProtocolVersion,
+    /// A Mosquitto bridge (`try_private`): its subscriptions are No Local and Retain As
+    /// Published, and it may write its own connection state in `$SYS` (see [`bridge`]).
+    bridge: bool,
     keep_alive: u16,
     /// Boxed: most connections have no will, and the Handler lives in every connection task.
     will: Option<Box<codec::Will>>,
@@ -363,7 +367,9 @@ impl Handler {
             self.refuse_publish(pid, qos, ReasonCode::QUOTA_EXCEEDED, why, out);
             return Ok(());
         }
-        let denied = is_sys_topic(&topic) || !self.may_write(&topic);
+        let sys =
+            is_sys_topic(&topic) && !(self.bridge && bridge::is_own_state(&topic, &self.client_id));
+        let denied = sys || !self.may_write(&topic);
         if denied {
             tracing::debug!(client_id = %self.client_id, %topic, "publish denied by the ACL");
             if self.version.is_v5() && qos != QoS::AtMostOnce {
@@ -701,9 +707,10 @@ impl Handler {
         let mut pending_will = None;
         if let Some(will) = will {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
-            if delay > 0 && matches!(close, Close::TakenOver) {
-                // The client came back within the Will Delay Interval [MQTT-3.1.3-9].
-            } else if delay > 0 && persists {
+            // A taken-over connection no longer owns the session (`persists` is false): a
+            // will that reaches here ended the session with the takeover and is due at once
+            // [MQTT-3.1.2-8].
+            if delay > 0 && persists {
                 pending_will = Some(will);
             } else {
                 will::publish_will(&self.broker, &self.client_id, will);
@@ -714,8 +721,13 @@ impl Handler {
                 .persist_disconnect(&self.session, pending_will.as_ref());
         }
         if let Some(will) = pending_will {
-            let delay = will.properties.will_delay_interval.unwrap_or(0);
-            self.schedule_will(will, delay, expiry);
+            let wait = will::wait_before(&will, expiry);
+            let since_unix_ms = crate::storage::unix_ms_now();
+            let pending = crate::session::PendingWill {
+                will,
+                since_unix_ms,
+            };
+            will::schedule_will(&self.broker, &self.session, self.generation, pending, wait);
         }
         if still_owner {
             if let Some(after) = expiry.filter(|d| !d.is_zero()) {
@@ -728,28 +740,8 @@ impl Handler {
         }
         drop(self.closed.take());
     }
-
-    /// Publishes the will after its delay or when the session ends, whichever is first, unless
-    /// a new connection claims the session before then [MQTT-3.1.3-9].
-    fn schedule_will(&self, will: codec::Will, delay: u32, expiry: Option<Duration>) {
-        let mut wait = Duration::from_secs(u64::from(delay));
-        if let Some(e) = expiry {
-            wait = wait.min(e);
-        }
-        let session = self.session.clone();
-        let generation = self.generation;
-        let client_id = self.client_id.clone();
-        let since = crate::storage::unix_ms_now();
-        self.broker.after(wait, move |broker| {
-            if session.owned_by(generation) {
-                broker.will_published(&session, since);
-                will::publish_will(broker, &client_id, will);
-            }
-        });
-    }
 }
 
-/// `$SYS` is the broker's; clients never publish into it.
 /// The properties of an acknowledgement (the packets a Reason String may ride on under
 /// [MQTT-3.1.2-29]).
 fn ack_properties(packet: &mut Packet) -> Option<&mut Properties> {
@@ -763,6 +755,7 @@ fn ack_properties(packet: &mut Packet) -> Option<&mut Properties> {
     }
 }
 
+/// `$SYS` is the broker's; clients never publish into it.
 fn is_sys_topic(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }

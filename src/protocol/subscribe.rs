@@ -189,10 +189,13 @@ impl Handler {
         shared: bool,
         outcome: &mut SubscribeOutcome,
     ) {
-        let granted = SubscriptionOptions {
+        let mut granted = SubscriptionOptions {
             qos: opts.qos.min(self.broker.max_qos()),
             ..*opts
         };
+        if self.bridge {
+            super::bridge::bridge_options(&mut granted, shared);
+        }
         let replaced = self
             .broker
             .subscribe(&self.session, filter, granted, sub_id);

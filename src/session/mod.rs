@@ -28,9 +28,14 @@ pub use state::{
 /// A request from the broker to the connection that owns a session.
 #[derive(Debug)]
 pub enum Control {
-    /// Another connection with the same client id arrived [MQTT-3.1.4-2]; close now, publish the
-    /// will, and do not touch the session afterwards.
-    TakenOver,
+    /// Another connection with the same client id arrived [MQTT-3.1.4-2]; close now and do not
+    /// touch the session afterwards. The will is published only when `session_ends` (the new
+    /// connection has Clean Start 1, or the session was to end with this connection):
+    /// a new connection to a continuing session cancels it [MQTT-3.1.3-9].
+    TakenOver {
+        /// The taken-over connection's session ends with it.
+        session_ends: bool,
+    },
     /// Close with this reason (v5 DISCONNECT) and this explanation for the log.
     Disconnect(ReasonCode, &'static str),
 }
@@ -71,6 +76,18 @@ struct Link {
     end: End,
     /// Whether any connection ever owned it: a resumed session is "present" [MQTT-3.2.2-2].
     ever_attached: bool,
+    /// The will of the connection that left (generation), waiting out its Will Delay Interval.
+    pending_will: Option<(u64, PendingWill)>,
+}
+
+/// A will waiting out its Will Delay Interval after its connection ended [MQTT-3.1.3-9]:
+/// published when the delay passes or the session ends, dropped when a new connection
+/// continues the session.
+#[derive(Debug)]
+pub struct PendingWill {
+    pub will: crate::codec::Will,
+    /// When its connection ended (Unix ms), for the store's record.
+    pub since_unix_ms: u64,
 }
 
 /// The session is being discarded or was; wait for [`Session::discarded`], then look the
@@ -302,6 +319,34 @@ impl Session {
             control: a.control,
             closed: a.closed,
         }))
+    }
+
+    /// Keeps the will of connection `generation`, which ended, until [`Self::due_will`] or
+    /// [`Self::take_pending_will`]. Dropped when another connection owns the session since.
+    pub fn set_pending_will(&self, generation: u64, will: PendingWill) {
+        let mut link = self.link.lock();
+        if link.generation == generation {
+            link.pending_will = Some((generation, will));
+        }
+    }
+
+    /// The pending will of connection `generation`, when its delay (or the session) ends and
+    /// no connection claimed the session since.
+    pub fn due_will(&self, generation: u64) -> Option<PendingWill> {
+        let mut link = self.link.lock();
+        match &link.pending_will {
+            Some((g, _)) if *g == generation && link.generation == generation => {
+                link.pending_will.take().map(|(_, w)| w)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes the pending will away for a CONNECT claiming the session (after
+    /// [`Self::detach_current`], so a timer can no longer find it): the claim publishes it if
+    /// the session ends, and drops it if the session continues [MQTT-3.1.3-9].
+    pub fn take_pending_will(&self) -> Option<PendingWill> {
+        self.link.lock().pending_will.take().map(|(_, w)| w)
     }
 
     /// Whether a connection ever owned this session.

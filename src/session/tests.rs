@@ -131,8 +131,16 @@ fn takeover_detaches_the_old_owner_and_hands_over_its_control_and_close_signal()
         "the old owner loses the session at detach, before the new one attaches"
     );
     let tx = previous.control.expect("control sender");
-    tx.send(Control::TakenOver).unwrap();
-    assert!(matches!(old.control.try_recv(), Ok(Control::TakenOver)));
+    tx.send(Control::TakenOver {
+        session_ends: false,
+    })
+    .unwrap();
+    assert!(matches!(
+        old.control.try_recv(),
+        Ok(Control::TakenOver {
+            session_ends: false
+        })
+    ));
 
     // The new CONNECT waits on `closed` until the old connection task is gone.
     let mut closed = previous.closed;
@@ -205,7 +213,9 @@ fn send_control_reaches_the_attached_connection_once() {
         ReasonCode::SERVER_SHUTTING_DOWN,
         "test",
     ));
-    s.send_control(Control::TakenOver);
+    s.send_control(Control::TakenOver {
+        session_ends: false,
+    });
     assert!(matches!(
         own.control.try_recv(),
         Ok(Control::Disconnect(ReasonCode::SERVER_SHUTTING_DOWN, _))
@@ -214,5 +224,46 @@ fn send_control_reaches_the_attached_connection_once() {
     assert!(matches!(own.control.try_recv(), Err(TryRecvError::Closed)));
     // With nobody attached it is a no-op.
     assert!(s.release(own.generation, false));
-    s.send_control(Control::TakenOver);
+    s.send_control(Control::TakenOver {
+        session_ends: false,
+    });
+}
+
+fn pending(topic: &str) -> PendingWill {
+    PendingWill {
+        will: crate::codec::Will {
+            topic: topic.to_owned(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: crate::codec::Properties::default(),
+        },
+        since_unix_ms: 0,
+    }
+}
+
+#[test]
+fn a_pending_will_is_due_to_its_timer_unless_a_claim_took_it_first() {
+    let s = session();
+    let own = s.attach();
+    assert!(s.release(own.generation, false));
+    s.set_pending_will(own.generation, pending("a"));
+    assert!(s.due_will(own.generation + 1).is_none(), "another timer's");
+    let due = s.due_will(own.generation).expect("due to its own timer");
+    assert_eq!(due.will.topic, "a");
+    assert!(s.due_will(own.generation).is_none(), "published once");
+
+    // A CONNECT claims the session within the delay: the claim takes the will, the timer
+    // finds nothing [MQTT-3.1.3-9].
+    s.set_pending_will(own.generation, pending("b"));
+    assert!(s.detach_current().expect("live").is_none());
+    assert_eq!(
+        s.take_pending_will().map(|p| p.will.topic),
+        Some("b".into())
+    );
+    assert!(s.due_will(own.generation).is_none());
+
+    // A will of a connection superseded before it stored it is dropped.
+    s.set_pending_will(own.generation, pending("c"));
+    assert!(s.take_pending_will().is_none());
 }

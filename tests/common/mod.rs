@@ -225,8 +225,9 @@ impl ConnectOpts {
         self
     }
 
+    /// The version the level names (a bridge's level has the top bit set: 0x83, 0x84).
     pub fn version(&self) -> ProtocolVersion {
-        if self.level == 3 {
+        if self.level & 0x7F == 3 {
             ProtocolVersion::V31
         } else {
             ProtocolVersion::V311

@@ -222,6 +222,7 @@ pub fn connect_packet(
             session_expiry_interval: expiry,
             ..Properties::default()
         },
+        bridge: false,
     }
 }
 

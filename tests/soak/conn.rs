@@ -160,6 +160,7 @@ pub fn connect_packet(
             session_expiry_interval: expiry,
             ..Properties::default()
         },
+        bridge: false,
     }
 }
 

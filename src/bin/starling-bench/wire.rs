@@ -321,6 +321,7 @@ pub async fn connect(
             username: None,
             password: None,
             properties: Properties::default(),
+            bridge: false,
         })),
         V,
         &mut out,

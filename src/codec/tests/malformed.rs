@@ -69,6 +69,18 @@ fn table() -> Vec<(&'static str, Vec<u8>, ProtocolVersion, Check)> {
             |e| matches!(e, E::UnsupportedProtocolLevel(4)),
         ),
         (
+            "[MQTT-3.1.2-2] a bridge's top bit on level 5: Mosquitto bridges never send it",
+            pkt(0x10, &cat(&[&s("MQTT"), &[0x85, 2, 0, 60], &s("c")])),
+            V311,
+            |e| matches!(e, E::UnsupportedProtocolLevel(0x85)),
+        ),
+        (
+            "[MQTT-3.1.2-2] MQIsdp with a bridge's level 0x84",
+            pkt(0x10, &cat(&[&s("MQIsdp"), &[0x84, 2, 0, 60], &s("c")])),
+            V311,
+            |e| matches!(e, E::UnsupportedProtocolLevel(0x84)),
+        ),
+        (
             "[MQTT-3.1.2-2] MQTT with level 6",
             pkt(0x10, &cat(&[&s("MQTT"), &[6, 2, 0, 60], &s("c")])),
             V311,

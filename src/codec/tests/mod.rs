@@ -85,6 +85,7 @@ pub(super) fn connect(protocol: ProtocolVersion) -> Connect {
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: false,
     }
 }
 

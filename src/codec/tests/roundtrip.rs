@@ -279,6 +279,19 @@ fn minimal_connect_round_trips() {
     }
 }
 
+/// A Mosquitto bridge's CONNECT (`try_private`): levels 0x83 and 0x84 are 3.1 and 3.1.1 with
+/// the bridge mark, and encode back to the same level byte.
+#[test]
+fn bridge_connect_round_trips_with_the_level_top_bit() {
+    for (v, level) in [(V31, 0x83u8), (V311, 0x84)] {
+        let mut c = connect(v);
+        c.bridge = true;
+        let bytes = roundtrip(&Packet::Connect(Box::new(c)), v);
+        let name_len = if v == V31 { 6 } else { 4 };
+        assert_eq!(bytes[2 + 2 + name_len], level, "{v}");
+    }
+}
+
 #[test]
 fn v5_password_without_user_name_round_trips() {
     let mut c = connect(V5);
