@@ -13,7 +13,7 @@ use crate::codec::ProtocolVersion;
 use crate::persistence::{remaining_expiry, to_delivery, Persistence};
 use crate::protocol;
 use crate::session::{
-    Inflight, PendingWill, Persistence as SessionPersistence, Session, SessionMeta,
+    Inflight, Login, PendingWill, Persistence as SessionPersistence, Session, SessionMeta,
 };
 use crate::storage::{unix_ms_now, LoadedInflight, LoadedSession, Op, Snapshot, StoreError};
 
@@ -116,6 +116,8 @@ fn restore_session(
         broker.session_limits(),
     ));
     session.set_meta(SessionMeta {
+        // No connection holds a restored session yet.
+        login: Login::Unchecked,
         protocol: match record.protocol_level {
             3 => ProtocolVersion::V31,
             5 => ProtocolVersion::V5,

@@ -1,13 +1,17 @@
 //! ACL changes apply to what is already queued: READ is checked when a message is sent to the
 //! subscriber, not only when it was routed into the queue. A reload that takes away read access
 //! to a topic stops queued, not-yet-sent copies of it (offline queue, the part of an online
-//! queue beyond the inflight window), in memory and on disk alike.
+//! queue beyond the inflight window), in memory and on disk alike. And credentials: a reload
+//! that removes a user, changes its password or ends anonymous access disconnects the clients
+//! it would no longer let in.
 
 mod common;
 
 use std::path::Path;
 
+use bytes::BytesMut;
 use common::*;
+use starling::codec::{self, Connect, Packet, Properties, ProtocolVersion, ReasonCode};
 use starling::config::Config;
 
 const READ_BOTH: &str = "user alice\ntopic read topic/#\nuser admin\ntopic write #\n";
@@ -164,4 +168,114 @@ async fn revoked_read_stops_an_online_queue_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_read_stops_an_online_queue_on_disk() {
     online_queue(true).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credentials that change under connected clients (issue 14 item 10)
+// ---------------------------------------------------------------------------------------------
+
+fn write_users(path: &Path, users: &[(&str, &str)]) {
+    let mut text = String::new();
+    for (user, pw) in users {
+        let hash = starling::auth::password::hash_password(pw.as_bytes(), 10).expect("hash");
+        text.push_str(&format!("{user}:{hash}\n"));
+    }
+    write_file(path, &text);
+}
+
+/// After a reload, a client whose user was removed or whose password changed is disconnected
+/// and its will published (a server-side disconnect [MQTT-3.1.2-8]); a client whose entry did
+/// not change keeps its connection; the removed user cannot log in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_disconnects_clients_whose_credentials_went_away() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pw = tmp.path().join("passwd");
+    write_users(&pw, &[("alice", "a"), ("bob", "b"), ("carol", "c")]);
+    let mut cfg = test_config();
+    cfg.auth.password_file = Some(pw.clone());
+    let b = start_with(cfg.clone()).await;
+
+    let alice_opts = login("alice", "alice", b"a", true).will("wills/alice", b"gone", 1, false);
+    let (_alice, _) = Raw::connect(b.addr, &alice_opts).await;
+    let (_bob, _) = Raw::connect(
+        b.addr,
+        &login("bob", "bob", b"b", true).will("wills/bob", b"gone", 1, false),
+    )
+    .await;
+    let (mut carol, _) = Raw::connect(b.addr, &login("carol", "carol", b"c", true)).await;
+    assert_eq!(carol.subscribe(1, "wills/#", 1).await, 1);
+
+    // alice is removed, bob's password changes, carol's entry stays as it was.
+    let carol_line = std::fs::read_to_string(&pw)
+        .expect("read")
+        .lines()
+        .find(|l| l.starts_with("carol:"))
+        .expect("carol")
+        .to_string();
+    let bob_hash = starling::auth::password::hash_password(b"new", 10).expect("hash");
+    write_file(&pw, &format!("bob:{bob_hash}\n{carol_line}\n"));
+    b.handle().reload(&cfg);
+
+    let mut wills = vec![
+        carol.recv_and_ack().await.topic,
+        carol.recv_and_ack().await.topic,
+    ];
+    wills.sort();
+    assert_eq!(wills, ["wills/alice", "wills/bob"]);
+    b.wait_until("alice and bob are disconnected", |s| {
+        s.metrics().clients_connected.get() == 1
+    })
+    .await;
+    // carol is still served.
+    carol.publish("wills/probe", b"x", 1, false, 9).await;
+    assert_eq!(carol.recv_and_ack().await.topic, "wills/probe");
+    let (_, ack) = Raw::connect_raw(b.addr, &login("alice2", "alice", b"a", true)).await;
+    assert_eq!(ack.code.0, 5, "a removed user is refused");
+}
+
+/// A v5 client is told why: DISCONNECT 0x98 Administrative action. Turning anonymous access
+/// off disconnects the anonymous clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_ends_anonymous_access_disconnects_anonymous_clients() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pw = tmp.path().join("passwd");
+    write_users(&pw, &[("dave", "d")]);
+    let mut cfg = test_config();
+    cfg.auth.password_file = Some(pw.clone());
+    cfg.auth.allow_anonymous = Some(true);
+    let b = start_with(cfg.clone()).await;
+    let mut anon = Raw::open(b.addr).await;
+    anon.version = ProtocolVersion::V5;
+    let connect = Connect {
+        protocol: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: "anon".into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+        bridge: false,
+    };
+    let mut bytes = BytesMut::new();
+    codec::encode(
+        &Packet::Connect(Box::new(connect)),
+        ProtocolVersion::V5,
+        &mut bytes,
+    );
+    anon.send(&bytes).await;
+    match anon.recv().await {
+        Packet::ConnAck(a) => assert_eq!(a.code, ReasonCode::SUCCESS),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let (mut dave, _) = Raw::connect(b.addr, &login("dave", "dave", b"d", true)).await;
+
+    cfg.auth.allow_anonymous = Some(false);
+    b.handle().reload(&cfg);
+    match anon.recv().await {
+        Packet::Disconnect(d) => assert_eq!(d.reason, ReasonCode::ADMINISTRATIVE_ACTION, "{d:?}"),
+        other => panic!("expected DISCONNECT 0x98, got {other:?}"),
+    }
+    anon.expect_closed("after DISCONNECT").await;
+    assert_eq!(dave.subscribe(1, "d/#", 1).await, 1, "dave is still served");
 }

@@ -54,6 +54,7 @@ async fn v5_code(b: &TestBroker, id: &str, user: &str, pw: &[u8]) -> u8 {
         username: Some(user.to_owned()),
         password: Some(Bytes::copy_from_slice(pw)),
         properties: Properties::default(),
+        bridge: false,
     };
     let mut bytes = BytesMut::new();
     codec::encode(

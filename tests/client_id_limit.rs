@@ -22,6 +22,7 @@ async fn connect_v5(addr: std::net::SocketAddr, client_id: &str) -> (Raw, ConnAc
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: false,
     };
     let mut bytes = bytes::BytesMut::new();
     codec::encode(

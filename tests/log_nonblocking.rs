@@ -38,8 +38,11 @@ fn addr_after(line: &str, marker: &str) -> SocketAddr {
 /// Starts the broker at debug level and reads its log only until both ports are known.
 fn start(dir: &std::path::Path) -> Stalled {
     let path = dir.join("starling.toml");
+    // Client ids up to the protocol's 65,535 bytes are let in (an operator may raise
+    // mqtt.max_client_id_length): the log must stay bounded even then.
     let config = "[[listeners]]\nbind = \"127.0.0.1:0\"\n\n[metrics]\nbind = \"127.0.0.1:0\"\n\n\
-                  [persistence]\nenabled = false\n\n[log]\nlevel = \"debug\"\n";
+                  [persistence]\nenabled = false\n\n[mqtt]\nmax_client_id_length = 65535\n\n\
+                  [log]\nlevel = \"debug\"\n";
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
         .env_remove("RUST_LOG")

@@ -207,6 +207,30 @@ impl AuthConfig {
         }
     }
 
+    /// Whether a connection let in under `before` would still be let in under these rules
+    /// without being asked for its password again: the rule for credentials that change while
+    /// clients are connected (a reload of the password file now; an admin API or dynamic
+    /// security later). `password_checked` says its username and password were verified
+    /// against `before`'s password file; clients vouched for by a certificate or an enhanced
+    /// authentication method are not judged here.
+    pub fn still_admits(
+        &self,
+        before: &AuthConfig,
+        username: Option<&str>,
+        password_checked: bool,
+    ) -> bool {
+        match (&self.passwords, username) {
+            (None, _) | (Some(_), None) => self.allow_anonymous,
+            (Some(now), Some(user)) => {
+                password_checked
+                    && before
+                        .passwords
+                        .as_ref()
+                        .is_some_and(|was| now.same_entry(was, user))
+            }
+        }
+    }
+
     /// Whether the client may read (receive) or write (publish) `topic`: the `$SYS`/`$share`
     /// rules, then the ACL file if there is one. Pass the client's effective id (the assigned
     /// one when it sent none).

@@ -376,6 +376,15 @@ impl PasswordFile {
         self.users.is_empty()
     }
 
+    /// Whether `username` has the same entry (hash, salt and kind) here as in `other`: false
+    /// when the user was removed or their password changed.
+    pub fn same_entry(&self, other: &PasswordFile, username: &str) -> bool {
+        match (self.users.get(username), other.users.get(username)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+
     /// Whether `username` has a usable entry.
     pub fn contains_user(&self, username: &str) -> bool {
         self.users.contains_key(username)

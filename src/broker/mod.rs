@@ -52,14 +52,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::enhanced::Authenticator;
 use crate::auth::{AuthConfig, SubscribeVerdict};
-use crate::codec::QoS;
+use crate::codec::{QoS, ReasonCode};
 use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
 use crate::router::retained::RetainedStore;
 use crate::router::trie::SubscriptionTrie;
-use crate::session::{Limits, Session};
+use crate::session::{Control, Limits, Login, Session};
 use crate::storage::Op;
 use crate::sync::{Rank, RwLock};
 
@@ -189,12 +189,15 @@ impl BrokerState {
         self.auth_generation.load(Ordering::Acquire)
     }
 
-    /// Replaces the auth snapshot (reload) and drops subscriptions the new ACL refuses
-    /// outright; READ is checked per message anyway. Returns how many were dropped.
+    /// Replaces the auth snapshot (reload): connected clients the new rules would no longer let
+    /// in are disconnected (see [`BrokerState::revoke_logins`]), and subscriptions the new ACL
+    /// refuses outright are dropped; READ and WRITE are checked per message anyway. Returns how
+    /// many subscriptions were dropped.
     pub fn replace_auth(&self, auth: AuthConfig) -> usize {
         let auth = Arc::new(auth);
-        *self.auth.write() = auth.clone();
+        let before = std::mem::replace(&mut *self.auth.write(), auth.clone());
         self.auth_generation.fetch_add(1, Ordering::AcqRel);
+        self.revoke_logins(&before, &auth);
         let mut dropped = 0;
         for session in self.all_sessions() {
             let username = session.meta().username;
@@ -209,6 +212,36 @@ impl BrokerState {
             }
         }
         dropped
+    }
+
+    /// The one rule for credentials that change under connected clients: a client whose user
+    /// was removed or whose password changed, or an anonymous one once anonymous access is
+    /// off, is disconnected with 0x98 Administrative action (its will is published, as for any
+    /// disconnect by the server) and must log in again. Clients let in by a certificate or an
+    /// enhanced-authentication method are not affected by the password file.
+    fn revoke_logins(&self, before: &AuthConfig, now: &AuthConfig) {
+        for session in self.all_sessions() {
+            if !session.is_connected() {
+                continue;
+            }
+            let meta = session.meta();
+            if meta.login == Login::External
+                || now.still_admits(
+                    before,
+                    meta.username.as_deref(),
+                    meta.login == Login::Password,
+                )
+            {
+                continue;
+            }
+            tracing::info!(client_id = %session.client_id,
+                username = meta.username.as_deref().unwrap_or(""),
+                "disconnecting: its credentials are no longer valid after the reload");
+            session.send_control(Control::Disconnect(
+                ReasonCode::ADMINISTRATIVE_ACTION,
+                "credentials changed",
+            ));
+        }
     }
 
     /// Registers enhanced-authentication methods (before the broker starts serving).

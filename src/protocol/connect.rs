@@ -13,7 +13,7 @@ use crate::auth::{Access, AuthConfig, AuthDecision};
 use crate::broker::{BrokerState, Claimed};
 use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
 use crate::config::MqttConfig;
-use crate::session::{Control, SessionMeta};
+use crate::session::{Control, Login, SessionMeta};
 
 /// What the transport knows about a connection when MQTT starts on it. The transport fills it
 /// in; it lives here, with its reader (CONNECT checks the listener and the TLS identity), so
@@ -396,15 +396,28 @@ async fn login(
     })
 }
 
+/// How this connection was let in (see [`Login`]).
+fn login_kind(c: &codec::Connect, terms: &Terms, enhanced_auth: bool) -> Login {
+    if enhanced_auth || terms.cert_user {
+        Login::External
+    } else if terms.auth.passwords.is_some() && c.username.is_some() {
+        Login::Password
+    } else {
+        Login::Unchecked
+    }
+}
+
 /// Claims the session for this connection, taking it over from any other.
 async fn claim(
     broker: &BrokerState,
     c: &codec::Connect,
     terms: &Terms,
     peer: SocketAddr,
+    login: Login,
 ) -> Result<Claimed, Refusal> {
     let meta = SessionMeta {
         protocol: c.protocol,
+        login,
         expiry: terms.expiry,
         username: terms.username.clone(),
         peer: Some(Arc::from(peer.to_string())),
@@ -541,7 +554,8 @@ impl Handler {
         // Settled before the session is claimed: a CONNACK that cannot be sent takes nothing
         // over.
         let mut connack = success_connack(broker, &c, &terms, auth.as_ref(), peer)?;
-        let mut claimed = claim(broker, &c, &terms, peer).await?;
+        let login = login_kind(&c, &terms, auth.is_some());
+        let mut claimed = claim(broker, &c, &terms, peer, login).await?;
         broker.metrics().client_connected();
         if let Some(will) = claimed.ended_will.take() {
             super::will::publish_will(broker, &claimed.session.client_id, will);

@@ -145,6 +145,9 @@ pub struct Session {
 #[derive(Debug, Clone)]
 pub struct SessionMeta {
     pub protocol: ProtocolVersion,
+    /// How the connection holding the session was let in, so a change of credentials (a
+    /// reload of the password file) can tell whether it would still be.
+    pub login: Login,
     /// None = the session never expires (3.1.1 persistent session without
     /// `persistent_client_expiration`); Some(0) = ends with the connection.
     pub expiry: Option<Duration>,
@@ -152,6 +155,18 @@ pub struct SessionMeta {
     /// The address of the connection that last claimed the session (None once restored from
     /// the store), for the session list.
     pub peer: Option<Arc<str>>,
+}
+
+/// How a connection was admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// Its username and password were checked against the password file.
+    Password,
+    /// Nothing was checked: no username, or no password file (anonymous access).
+    Unchecked,
+    /// A client certificate or an enhanced-authentication method vouched for it; the password
+    /// file has no say.
+    External,
 }
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
@@ -168,6 +183,7 @@ impl Session {
                 Rank::SessionMeta,
                 SessionMeta {
                     protocol: ProtocolVersion::V311,
+                    login: Login::Unchecked,
                     expiry: Some(Duration::ZERO),
                     username: None,
                     peer: None,
