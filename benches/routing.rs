@@ -24,7 +24,7 @@ use starling::broker::{BrokerState, Claimed};
 use starling::codec::{ProtocolVersion, QoS, SubscriptionOptions};
 use starling::config::Config;
 use starling::message::Message;
-use starling::session::SessionMeta;
+use starling::session::{Login, SessionMeta};
 use tokio_util::sync::CancellationToken;
 
 const TOPIC: &str = "bench/route/topic";
@@ -42,6 +42,7 @@ fn setup(rt: &tokio::runtime::Runtime, subscribers: usize, qos: QoS) -> Setup {
         for i in 0..subscribers {
             let meta = SessionMeta {
                 protocol: ProtocolVersion::V311,
+                login: Login::Unchecked,
                 expiry: Some(Duration::ZERO),
                 username: None,
                 peer: None,
