@@ -240,6 +240,22 @@ pub struct AuthSection {
     /// that created it, so knowing a client id is not enough to take over its session and its
     /// queued messages.
     pub session_owner_check: bool,
+    /// Failed logins from one peer address (IPv4, or IPv6 /64) answered at once; the refusals
+    /// after them are held back, see [`crate::auth::slowdown`].
+    pub login_failures_before_delay: u32,
+    /// How long the first slowed refusal is held back; each further failure doubles it.
+    #[serde(with = "duration")]
+    pub login_delay: Duration,
+    /// The longest a refusal is held back (it is also never held past `mqtt.connect_timeout`).
+    /// `"0s"` turns the slowdown off.
+    #[serde(with = "duration")]
+    pub login_delay_max: Duration,
+    /// An address that has not failed for this long is forgotten (its next failure is free).
+    #[serde(with = "duration")]
+    pub login_failure_memory: Duration,
+    /// Addresses tracked at once (bounds memory); when full, the one that failed longest ago
+    /// is forgotten first.
+    pub login_tracked_peers: usize,
 }
 
 impl Default for AuthSection {
@@ -249,6 +265,11 @@ impl Default for AuthSection {
             acl_file: None,
             allow_anonymous: None,
             session_owner_check: true,
+            login_failures_before_delay: 3,
+            login_delay: Duration::from_millis(100),
+            login_delay_max: Duration::from_secs(3),
+            login_failure_memory: Duration::from_secs(600),
+            login_tracked_peers: 10_000,
         }
     }
 }

@@ -157,14 +157,15 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// per-listener gauges, in configuration order.
 pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
     let mut out = Exposition::default();
-    write_counters(&mut out, b.metrics());
+    write_counters(&mut out, b);
     write_gauges(&mut out, b, listeners);
     write_info(&mut out, b);
     out.text
 }
 
 /// Every counter: the single ones, then messages dropped by reason.
-fn write_counters(out: &mut Exposition, m: &Metrics) {
+fn write_counters(out: &mut Exposition, b: &BrokerState) {
+    let m = b.metrics();
     for (name, help, value) in connection_counters(m)
         .into_iter()
         .chain(traffic_counters(m))
@@ -180,6 +181,14 @@ fn write_counters(out: &mut Exposition, m: &Metrics) {
          ($SYS log/dropped).",
     );
     out.sample(log, &[], crate::logging::dropped_lines());
+    let delayed = "starling_login_refusals_delayed_total";
+    out.family(
+        delayed,
+        "counter",
+        "Refused logins whose CONNACK was held back because their address had failed \
+         repeatedly (auth.login_failures_before_delay).",
+    );
+    out.sample(delayed, &[], b.login_slowdown().delayed_total());
     let dropped = "starling_publish_messages_dropped_total";
     out.family(
         dropped,
@@ -278,6 +287,14 @@ fn write_gauges(out: &mut Exposition, b: &BrokerState, listeners: &[SocketAddr])
         out.sample(name, &[], value);
     }
     store_queue(b, out);
+    let peers = "starling_login_slowdown_peers";
+    out.family(
+        peers,
+        "gauge",
+        "Peer addresses with recent failed logins tracked for the login slowdown (at most \
+         auth.login_tracked_peers).",
+    );
+    out.sample(peers, &[], b.login_slowdown().tracked_peers());
     let per_listener = "starling_listener_connections";
     out.family(per_listener, "gauge", "Connections open on each listener.");
     for (i, addr) in listeners.iter().enumerate() {

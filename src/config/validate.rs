@@ -23,6 +23,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_login_slowdown()?;
         self.validate_mqtt()?;
         self.validate_limits()?;
         self.validate_metrics()?;
@@ -251,6 +252,35 @@ impl Config {
             return Err(ConfigError::invalid(
                 "limits.slow_consumer_grace",
                 "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The failed-login slowdown: off with `login_delay_max = "0s"`, otherwise every key must
+    /// make it do something.
+    fn validate_login_slowdown(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if a.login_delay_max.is_zero() {
+            return Ok(());
+        }
+        if a.login_delay.is_zero() || a.login_delay > a.login_delay_max {
+            return Err(ConfigError::invalid(
+                "auth.login_delay",
+                "must be greater than 0 and at most auth.login_delay_max \
+                 (set login_delay_max = \"0s\" to turn the slowdown off)",
+            ));
+        }
+        if a.login_failure_memory.is_zero() {
+            return Err(ConfigError::invalid(
+                "auth.login_failure_memory",
+                "must be greater than 0",
+            ));
+        }
+        if a.login_tracked_peers == 0 {
+            return Err(ConfigError::invalid(
+                "auth.login_tracked_peers",
+                "must be at least 1",
             ));
         }
         Ok(())

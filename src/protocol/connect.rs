@@ -305,11 +305,29 @@ async fn login(
         return Ok(());
     }
     let client_id = &terms.client_id;
+    let delay = broker
+        .login_slowdown()
+        .record_failure(peer.ip(), std::time::Instant::now())
+        .min(broker.config().mqtt.connect_timeout);
     // Never the password.
     crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
-        ?decision, "refused: login failed");
+        ?decision, ?delay, "refused: login failed");
     broker.metrics().refused_connections.inc();
+    hold_refusal(broker, delay).await;
     Err(NOT_AUTHORIZED)
+}
+
+/// Holds back a refused login's CONNACK for `delay` (repeated failures from its address, see
+/// [`crate::auth::slowdown`]): an async sleep in this connection's task only, cut short by
+/// shutdown.
+async fn hold_refusal(broker: &BrokerState, delay: Duration) {
+    if delay.is_zero() {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = broker.shutdown_token().cancelled() => {}
+    }
 }
 
 /// Claims the session for this connection, taking it over from any other.
