@@ -16,8 +16,9 @@
 //! 5. the auth snapshot
 //! 6. `Session::meta`
 //! 7. `Session::state`
-//! 8. the failed-login table ([`crate::auth::slowdown`]): a leaf, never held together with
-//!    any lock above
+//! 8. leaves that are never held together with any lock above nor with each other: the
+//!    failed-login table ([`crate::auth::slowdown`]) and the metrics endpoint's connection
+//!    table
 //!
 //! Rules that keep the graph acyclic by construction:
 //! - While holding the trie, retained or auth lock, nothing calls into a session, a callback or

@@ -287,6 +287,33 @@ impl Config {
     }
 
     fn validate_metrics(&self) -> Result<(), ConfigError> {
+        let m = &self.metrics;
+        for (key, n) in [
+            ("metrics.max_connections", m.max_connections),
+            (
+                "metrics.max_connections_per_peer",
+                m.max_connections_per_peer,
+            ),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if m.header_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "metrics.header_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if m.bearer_token_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "metrics.bearer_token_file",
+                "must not be empty; leave the key out instead",
+            ));
+        }
         let Some(bind) = self.metrics.bind else {
             return Ok(());
         };
