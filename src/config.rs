@@ -240,6 +240,22 @@ pub struct AuthSection {
     /// that created it, so knowing a client id is not enough to take over its session and its
     /// queued messages.
     pub session_owner_check: bool,
+    /// Failed logins from one peer address (IPv4, or IPv6 /64) answered at once; the refusals
+    /// after them are held back, see [`crate::auth::slowdown`].
+    pub login_failures_before_delay: u32,
+    /// How long the first slowed refusal is held back; each further failure doubles it.
+    #[serde(with = "duration")]
+    pub login_delay: Duration,
+    /// The longest a refusal is held back (it is also never held past `mqtt.connect_timeout`).
+    /// `"0s"` turns the slowdown off.
+    #[serde(with = "duration")]
+    pub login_delay_max: Duration,
+    /// An address that has not failed for this long is forgotten (its next failure is free).
+    #[serde(with = "duration")]
+    pub login_failure_memory: Duration,
+    /// Addresses tracked at once (bounds memory); when full, the one that failed longest ago
+    /// is forgotten first.
+    pub login_tracked_peers: usize,
 }
 
 impl Default for AuthSection {
@@ -249,6 +265,11 @@ impl Default for AuthSection {
             acl_file: None,
             allow_anonymous: None,
             session_owner_check: true,
+            login_failures_before_delay: 3,
+            login_delay: Duration::from_millis(100),
+            login_delay_max: Duration::from_secs(3),
+            login_failure_memory: Duration::from_secs(600),
+            login_tracked_peers: 10_000,
         }
     }
 }
@@ -456,13 +477,42 @@ impl Default for SysConfig {
 
 /// `[metrics]`: an HTTP endpoint serving `GET /metrics` (Prometheus text format), `GET /healthz`
 /// and `GET /readyz`. Off by default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Address and port of the HTTP endpoint, e.g. `"127.0.0.1:9183"`. Absent (the default)
-    /// means no endpoint. It has no authentication: keep it on loopback or a private network.
+    /// means no endpoint. Health checks have no authentication, `/metrics` only with
+    /// `bearer_token_file`: keep it on loopback or a private network.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<SocketAddr>,
+    /// HTTP connections open at once. A new connection is always accepted: at the cap, the
+    /// oldest connection that has not been answered (else the oldest) is closed to make room,
+    /// so idle sockets cannot keep health checks out. At least 1.
+    pub max_connections: usize,
+    /// HTTP connections open at once from one peer address; beyond it that peer's oldest
+    /// unanswered connection is closed. At least 1.
+    pub max_connections_per_peer: usize,
+    /// Time a client has to send a request's headers, also the longest an idle keep-alive
+    /// connection is kept. Greater than 0.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// File holding a token that `GET /metrics` must present as `Authorization: Bearer
+    /// <token>` (surrounding blanks and the trailing newline ignored); read at start. Absent
+    /// means `/metrics` is open. `/healthz` and `/readyz` never need it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            bind: None,
+            max_connections: 64,
+            max_connections_per_peer: 8,
+            header_timeout: Duration::from_secs(3),
+            bearer_token_file: None,
+        }
+    }
 }
 
 /// `[persistence]`: where and how sessions, queued messages and retained messages are stored.

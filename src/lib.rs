@@ -66,6 +66,30 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// `metrics.bearer_token_file` could not be read or holds no token.
+    #[error("cannot read metrics.bearer_token_file {}: {reason}", path.display())]
+    MetricsToken {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+}
+
+/// The token of `metrics.bearer_token_file`, if set: the file's text without surrounding
+/// blanks, which must not be empty.
+fn metrics_token(m: &config::MetricsConfig) -> Result<Option<String>, StartError> {
+    let Some(path) = &m.bearer_token_file else {
+        return Ok(None);
+    };
+    let err = |reason: String| StartError::MetricsToken {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// Starts brokers.
@@ -177,7 +201,8 @@ impl BrokerBuilder {
                 let err = |source| StartError::MetricsBind { addr, source };
                 let listener = TcpListener::bind(addr).await.map_err(err)?;
                 let local = listener.local_addr().map_err(err)?;
-                Some((listener, local))
+                let token = metrics_token(&config.metrics)?;
+                Some((listener, local, token))
             }
             None => None,
         };
@@ -219,8 +244,11 @@ impl BrokerBuilder {
         if !sys_interval.is_zero() {
             tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));
         }
-        let metrics_addr = metrics_listener.map(|(listener, addr)| {
-            let exporter = prometheus::Exporter::new(state.clone(), addrs.clone());
+        let metrics_addr = metrics_listener.map(|(listener, addr, token)| {
+            let mut exporter = prometheus::Exporter::new(state.clone(), addrs.clone());
+            if let Some(token) = token {
+                exporter = exporter.with_bearer_token(&token);
+            }
             tracker.spawn(exporter.serve(listener, tracker.clone()));
             addr
         });

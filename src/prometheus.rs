@@ -11,38 +11,43 @@
 //!   endpoint is started by [`crate::Broker::start`] only after every MQTT listener is bound, so
 //!   any answer at all means the listeners were ready.
 //!
-//! `HEAD` is answered like `GET`; other methods get 405, other paths 404. The endpoint has no
-//! authentication, so it belongs on loopback or a private network. It serves HTTP/1.x with
-//! hyper, at most [`MAX_CONNECTIONS`] connections at a time, each with a header read timeout.
+//! `HEAD` is answered like `GET`; other methods get 405, other paths 404. With `[metrics]
+//! bearer_token_file`, `/metrics` wants `Authorization: Bearer <token>` (401 otherwise); health
+//! checks never need it, so they work for an orchestrator that knows no secret.
+//!
+//! It serves HTTP/1.x with hyper. A request's headers must arrive within `header_timeout`, and
+//! open connections are bounded overall and per peer address without ever refusing a new one:
+//! an older, preferably half-open, connection is closed to make room (see [`conns`]), so idle
+//! sockets cannot keep health checks out.
 //!
 //! [`Metrics`]: crate::metrics::Metrics
+
+mod conns;
 
 use std::convert::Infallible;
 use std::fmt::{Display, Write as _};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use subtle::ConstantTimeEq;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::BrokerState;
 use crate::metrics::{Counter, Metrics, StoreMetrics};
 
-/// Concurrent HTTP connections served; further ones are closed at accept.
-pub const MAX_CONNECTIONS: usize = 64;
-
-/// Time a client has to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub use conns::{Admission, ConnTable};
 
 /// Time open HTTP connections get to finish once the broker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -56,21 +61,38 @@ pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Exporter {
     broker: Arc<BrokerState>,
     listeners: Arc<[SocketAddr]>,
+    conns: Arc<ConnTable>,
+    header_timeout: Duration,
+    /// The token `/metrics` wants, when `bearer_token_file` is set.
+    token: Option<Arc<[u8]>>,
 }
 
 impl Exporter {
+    /// The endpoint of `broker`, with the connection limits of its `[metrics]` section and no
+    /// token.
     pub fn new(broker: Arc<BrokerState>, listeners: Vec<SocketAddr>) -> Exporter {
+        let m = &broker.config().metrics;
+        let conns = ConnTable::new(m.max_connections, m.max_connections_per_peer);
+        let header_timeout = m.header_timeout;
         Exporter {
             broker,
             listeners: listeners.into(),
+            conns,
+            header_timeout,
+            token: None,
         }
+    }
+
+    /// Requires `Authorization: Bearer <token>` on `/metrics`.
+    pub fn with_bearer_token(mut self, token: &str) -> Exporter {
+        self.token = Some(Arc::from(token.as_bytes()));
+        self
     }
 
     /// Serves HTTP on `listener` until the broker shuts down. Connections are spawned on
     /// `tracker` and closed gracefully at shutdown.
     pub async fn serve(self, listener: TcpListener, tracker: TaskTracker) {
         let shutdown = self.broker.shutdown_token().clone();
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -84,42 +106,62 @@ impl Exporter {
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "metrics endpoint: too many connections");
-                continue;
-            };
-            let exporter = self.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let response = exporter.respond(req.method(), req.uri().path());
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let mut builder = http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT);
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let mut conn = std::pin::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut())
-                            .await
-                            .unwrap_or(Ok(()))
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "metrics endpoint: connection error");
-                }
-                drop(permit);
-            });
+            let admission = self.conns.admit(peer.ip());
+            tracker.spawn(
+                self.clone()
+                    .connection(stream, peer, admission, shutdown.clone()),
+            );
         }
     }
 
-    /// The response to `method path`.
-    pub fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    /// Serves one connection until it ends, is closed to make room for a newer one, or the
+    /// broker shuts down.
+    async fn connection(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        admission: Admission,
+        shutdown: CancellationToken,
+    ) {
+        let answered = admission.answered.clone();
+        let header_timeout = self.header_timeout;
+        let service = service_fn(move |req: Request<Incoming>| {
+            let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+            let response = self.respond(req.method(), req.uri().path(), auth);
+            answered.store(true, Ordering::Relaxed);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = admission.evict.cancelled() => {
+                tracing::debug!(%peer, "metrics endpoint: closed to make room for a newer connection");
+                Ok(())
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut())
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "metrics endpoint: connection error");
+        }
+    }
+
+    /// The response to `method path`, with the request's `Authorization` header if any.
+    pub fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        authorization: Option<&[u8]>,
+    ) -> Response<Full<Bytes>> {
         if method != Method::GET && method != Method::HEAD {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             r.headers_mut()
@@ -127,8 +169,16 @@ impl Exporter {
             return r;
         }
         match path {
+            "/metrics" if !self.authorized(authorization) => {
+                let mut r = text(StatusCode::UNAUTHORIZED, "bearer token required\n");
+                r.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
             "/metrics" => {
-                let mut r = text(StatusCode::OK, render(&self.broker, &self.listeners));
+                let mut body = render(&self.broker, &self.listeners);
+                write_http(&mut body, &self.conns);
+                let mut r = text(StatusCode::OK, body);
                 r.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT));
                 r
@@ -141,6 +191,37 @@ impl Exporter {
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
+
+    /// Whether a `/metrics` request with this `Authorization` header may be answered: always
+    /// without a token; with one, only `Bearer <token>` (compared in constant time).
+    fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let presented = authorization
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .map(<[u8]>::trim_ascii);
+        presented.is_some_and(|p| bool::from(p.ct_eq(token)))
+    }
+}
+
+/// The endpoint's own connections, appended to the exposition.
+fn write_http(body: &mut String, conns: &ConnTable) {
+    let mut out = Exposition {
+        text: std::mem::take(body),
+    };
+    let open = "starling_http_connections";
+    out.family(open, "gauge", "Connections open on the metrics endpoint.");
+    out.sample(open, &[], conns.open());
+    let evicted = "starling_http_connections_evicted_total";
+    out.family(
+        evicted,
+        "counter",
+        "Metrics endpoint connections closed to make room for a newer one (metrics.\
+         max_connections, metrics.max_connections_per_peer).",
+    );
+    out.sample(evicted, &[], conns.evicted());
+    *body = out.text;
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -157,14 +238,15 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// per-listener gauges, in configuration order.
 pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
     let mut out = Exposition::default();
-    write_counters(&mut out, b.metrics());
+    write_counters(&mut out, b);
     write_gauges(&mut out, b, listeners);
     write_info(&mut out, b);
     out.text
 }
 
 /// Every counter: the single ones, then messages dropped by reason.
-fn write_counters(out: &mut Exposition, m: &Metrics) {
+fn write_counters(out: &mut Exposition, b: &BrokerState) {
+    let m = b.metrics();
     for (name, help, value) in connection_counters(m)
         .into_iter()
         .chain(traffic_counters(m))
@@ -180,6 +262,14 @@ fn write_counters(out: &mut Exposition, m: &Metrics) {
          ($SYS log/dropped).",
     );
     out.sample(log, &[], crate::logging::dropped_lines());
+    let delayed = "starling_login_refusals_delayed_total";
+    out.family(
+        delayed,
+        "counter",
+        "Refused logins whose CONNACK was held back because their address had failed \
+         repeatedly (auth.login_failures_before_delay).",
+    );
+    out.sample(delayed, &[], b.login_slowdown().delayed_total());
     let dropped = "starling_publish_messages_dropped_total";
     out.family(
         dropped,
@@ -280,6 +370,14 @@ fn write_gauges(out: &mut Exposition, b: &BrokerState, listeners: &[SocketAddr])
         out.sample(name, &[], value);
     }
     store_queue(b, out);
+    let peers = "starling_login_slowdown_peers";
+    out.family(
+        peers,
+        "gauge",
+        "Peer addresses with recent failed logins tracked for the login slowdown (at most \
+         auth.login_tracked_peers).",
+    );
+    out.sample(peers, &[], b.login_slowdown().tracked_peers());
     let per_listener = "starling_listener_connections";
     out.family(per_listener, "gauge", "Connections open on each listener.");
     for (i, addr) in listeners.iter().enumerate() {
@@ -527,15 +625,30 @@ mod tests {
     #[test]
     fn routes_and_readiness() {
         let e = exporter();
-        assert_eq!(e.respond(&Method::GET, "/healthz").status(), 200);
-        assert_eq!(e.respond(&Method::GET, "/readyz").status(), 200);
-        assert_eq!(e.respond(&Method::HEAD, "/metrics").status(), 200);
-        assert_eq!(e.respond(&Method::GET, "/nope").status(), 404);
-        let post = e.respond(&Method::POST, "/metrics");
+        assert_eq!(e.respond(&Method::GET, "/healthz", None).status(), 200);
+        assert_eq!(e.respond(&Method::GET, "/readyz", None).status(), 200);
+        assert_eq!(e.respond(&Method::HEAD, "/metrics", None).status(), 200);
+        assert_eq!(e.respond(&Method::GET, "/nope", None).status(), 404);
+        let post = e.respond(&Method::POST, "/metrics", None);
         assert_eq!(post.status(), 405);
         assert_eq!(post.headers()[ALLOW], "GET, HEAD");
         e.broker.shutdown_token().cancel();
-        assert_eq!(e.respond(&Method::GET, "/readyz").status(), 503);
-        assert_eq!(e.respond(&Method::GET, "/healthz").status(), 200);
+        assert_eq!(e.respond(&Method::GET, "/readyz", None).status(), 503);
+        assert_eq!(e.respond(&Method::GET, "/healthz", None).status(), 200);
+    }
+
+    #[test]
+    fn a_bearer_token_guards_metrics_but_not_health_checks() {
+        let e = exporter().with_bearer_token("s3cret");
+        let get = |auth: Option<&[u8]>| e.respond(&Method::GET, "/metrics", auth).status();
+        assert_eq!(get(None), 401);
+        assert_eq!(get(Some(b"Bearer wrong")), 401);
+        assert_eq!(get(Some(b"Bearer s3cre")), 401);
+        assert_eq!(get(Some(b"Basic s3cret")), 401);
+        assert_eq!(get(Some(b"Bearer s3cret")), 200);
+        let refused = e.respond(&Method::GET, "/metrics", None);
+        assert_eq!(refused.headers()[WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(e.respond(&Method::GET, "/healthz", None).status(), 200);
+        assert_eq!(e.respond(&Method::GET, "/readyz", None).status(), 200);
     }
 }

@@ -33,6 +33,12 @@ pub enum Rank {
     SessionMeta = 50,
     /// `Session::state`: queue, inflight, subscriptions.
     SessionState = 60,
+    /// The failed-login table ([`crate::auth::slowdown`]): a leaf, taken with no broker lock
+    /// held and held for a map lookup only.
+    LoginSlowdown = 70,
+    /// The metrics endpoint's table of open HTTP connections ([`crate::prometheus`]): a leaf,
+    /// taken with no other lock held.
+    HttpConnections = 80,
     /// Ranks above every broker lock, for the checker's own tests.
     #[cfg(test)]
     TestOuter = 100,

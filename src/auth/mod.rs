@@ -25,6 +25,7 @@
 pub mod acl;
 pub mod enhanced;
 pub mod password;
+pub mod slowdown;
 
 use std::path::PathBuf;
 

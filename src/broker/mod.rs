@@ -16,6 +16,9 @@
 //! 5. the auth snapshot
 //! 6. `Session::meta`
 //! 7. `Session::state`
+//! 8. leaves that are never held together with any lock above nor with each other: the
+//!    failed-login table ([`crate::auth::slowdown`]) and the metrics endpoint's connection
+//!    table
 //!
 //! Rules that keep the graph acyclic by construction:
 //! - While holding the trie, retained or auth lock, nothing calls into a session, a callback or
@@ -51,6 +54,7 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::enhanced::Authenticator;
+use crate::auth::slowdown::{LoginSlowdown, SlowdownPolicy};
 use crate::auth::{AuthConfig, SubscribeVerdict};
 use crate::codec::{QoS, ReasonCode};
 use crate::config::Config;
@@ -92,6 +96,8 @@ pub struct BrokerState {
     persistence: Option<Arc<Persistence>>,
     /// The other nodes; [`cluster::LocalCluster`] when there are none.
     cluster: Arc<dyn cluster::Cluster>,
+    /// Failed logins per peer address, shared by everything that checks credentials.
+    login_slowdown: Arc<LoginSlowdown>,
 }
 
 impl BrokerState {
@@ -111,7 +117,11 @@ impl BrokerState {
             .iter()
             .map(|l| crate::ratelimit::ListenerRates::for_listener(l, now))
             .collect();
+        let login_slowdown = Arc::new(LoginSlowdown::new(SlowdownPolicy::from_config(
+            &config.auth,
+        )));
         BrokerState {
+            login_slowdown,
             metrics: Metrics::with_listeners(config.listeners.len()),
             config,
             budget,
@@ -145,6 +155,12 @@ impl BrokerState {
     /// The counters behind `$SYS` and `/metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Failed logins per peer address and the delay their refusals get (see
+    /// [`crate::auth::slowdown`]); shared with any other place that checks credentials.
+    pub fn login_slowdown(&self) -> &Arc<LoginSlowdown> {
+        &self.login_slowdown
     }
 
     /// The global budget of queued bytes.

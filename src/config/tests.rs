@@ -769,6 +769,7 @@ fn shipped_example_is_the_default() {
         c.listeners[0].max_publish_rate = Some(1);
         c.listeners[0].max_publish_bandwidth = Some(1);
         c.metrics.bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9183)));
+        c.metrics.bearer_token_file = Some("t".into());
         c.auth.password_file = Some("p".into());
         c.auth.acl_file = Some("a".into());
         c.auth.allow_anonymous = Some(true);

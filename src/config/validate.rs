@@ -23,6 +23,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_login_slowdown()?;
         self.validate_mqtt()?;
         self.validate_limits()?;
         self.validate_metrics()?;
@@ -266,7 +267,63 @@ impl Config {
         Ok(())
     }
 
+    /// The failed-login slowdown: off with `login_delay_max = "0s"`, otherwise every key must
+    /// make it do something.
+    fn validate_login_slowdown(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if a.login_delay_max.is_zero() {
+            return Ok(());
+        }
+        if a.login_delay.is_zero() || a.login_delay > a.login_delay_max {
+            return Err(ConfigError::invalid(
+                "auth.login_delay",
+                "must be greater than 0 and at most auth.login_delay_max \
+                 (set login_delay_max = \"0s\" to turn the slowdown off)",
+            ));
+        }
+        if a.login_failure_memory.is_zero() {
+            return Err(ConfigError::invalid(
+                "auth.login_failure_memory",
+                "must be greater than 0",
+            ));
+        }
+        if a.login_tracked_peers == 0 {
+            return Err(ConfigError::invalid(
+                "auth.login_tracked_peers",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_metrics(&self) -> Result<(), ConfigError> {
+        let m = &self.metrics;
+        for (key, n) in [
+            ("metrics.max_connections", m.max_connections),
+            (
+                "metrics.max_connections_per_peer",
+                m.max_connections_per_peer,
+            ),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if m.header_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "metrics.header_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if m.bearer_token_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "metrics.bearer_token_file",
+                "must not be empty; leave the key out instead",
+            ));
+        }
         let Some(bind) = self.metrics.bind else {
             return Ok(());
         };

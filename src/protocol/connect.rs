@@ -382,10 +382,15 @@ async fn login(
         return Ok(());
     }
     let client_id = &terms.client_id;
+    let delay = broker
+        .login_slowdown()
+        .record_failure(peer.ip(), std::time::Instant::now())
+        .min(broker.config().mqtt.connect_timeout);
     // Never the password.
     crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
-        ?decision, "refused: login failed");
+        ?decision, ?delay, "refused: login failed");
     broker.metrics().refused_connections.inc();
+    hold_refusal(broker, delay).await;
     Err(Refusal {
         v3: ReasonCode(decision.v3_return_code()),
         v5: ReasonCode(decision.v5_reason_code()),
@@ -404,6 +409,19 @@ fn login_kind(c: &codec::Connect, terms: &Terms, enhanced_auth: bool) -> Login {
         Login::Password
     } else {
         Login::Unchecked
+    }
+}
+
+/// Holds back a refused login's CONNACK for `delay` (repeated failures from its address, see
+/// [`crate::auth::slowdown`]): an async sleep in this connection's task only, cut short by
+/// shutdown.
+async fn hold_refusal(broker: &BrokerState, delay: Duration) {
+    if delay.is_zero() {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = broker.shutdown_token().cancelled() => {}
     }
 }
 

@@ -407,6 +407,18 @@ impl Raw {
         }
     }
 
+    /// Wraps a connection the test opened itself (e.g. from another loopback address).
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V311,
+            last_frame: Bytes::new(),
+            eof: false,
+            stash: Default::default(),
+        }
+    }
+
     /// Opens a connection, sends CONNECT and returns the CONNACK (whatever its code).
     pub async fn connect_raw(addr: SocketAddr, opts: &ConnectOpts) -> (Raw, ConnAck) {
         let mut raw = Raw::open(addr).await;
