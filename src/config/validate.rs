@@ -46,6 +46,12 @@ impl Config {
         let mut bound = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             Self::validate_transport(i, l)?;
+            if l.backlog == 0 {
+                return Err(ConfigError::invalid(
+                    format!("listeners[{i}].backlog"),
+                    "must be at least 1",
+                ));
+            }
             if l.max_connections == Some(0) {
                 return Err(ConfigError::invalid(
                     format!("listeners[{i}].max_connections"),
