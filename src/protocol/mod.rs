@@ -359,9 +359,17 @@ impl Handler {
             QoS::ExactlyOnce => self.inbound_qos2(pid)?,
             _ => true,
         };
-        let denied = is_sys_topic(&topic) || !self.may_write(&topic);
+        let sys = is_sys_topic(&topic);
+        let denied = sys || !self.may_write(&topic);
         if denied {
-            tracing::debug!(client_id = %self.client_id, %topic, "publish denied by the ACL");
+            let why = if sys {
+                "publish into $SYS refused"
+            } else {
+                "publish denied by the ACL"
+            };
+            crate::refusal!(client_id = %self.client_id,
+                username = self.username.as_deref().unwrap_or(""), peer = %self.peer, %topic,
+                "{why}");
             if self.version.is_v5() && qos != QoS::AtMostOnce {
                 self.refuse_denied(&topic, pid, qos, out);
                 return Ok(());
