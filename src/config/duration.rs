@@ -141,3 +141,40 @@ pub mod option {
         super::deserialize(de).map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: `"99999999999d"` (273 million years) was accepted, and adding it to a clock
+    /// reading would panic. Durations over 100 years are parse errors that name the key.
+    #[test]
+    fn out_of_range_durations_are_errors_naming_the_key() {
+        assert!(parse("36500d").is_ok());
+        assert!(parse("36501d").is_err());
+        for (toml, key) in [
+            (
+                "[mqtt]\nconnect_timeout = \"99999999999d\"\n",
+                "connect_timeout",
+            ),
+            (
+                "[mqtt]\npersistent_client_expiration = \"99999999999d\"\n",
+                "persistent_client_expiration",
+            ),
+            ("[sys]\ninterval = 9999999999999\n", "interval"),
+            (
+                "[limits]\nslow_consumer_grace = \"5300w\"\n",
+                "slow_consumer_grace",
+            ),
+        ] {
+            let msg = match crate::config::Config::from_toml_str(toml) {
+                Err(crate::config::ConfigError::Parse(msg)) => msg,
+                other => panic!("expected a parse error for {toml:?}, got {other:?}"),
+            };
+            assert!(
+                msg.contains(key) && msg.contains("too large"),
+                "{toml}: {msg}"
+            );
+        }
+    }
+}

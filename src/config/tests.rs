@@ -550,48 +550,6 @@ fn durations_parse() {
     }
 }
 
-/// Issue 14: `"99999999999d"` (273 million years) was accepted, and adding it to a clock
-/// reading would panic. Durations over 100 years are parse errors that name the key.
-#[test]
-fn out_of_range_durations_are_errors_naming_the_key() {
-    assert!(duration::parse("36500d").is_ok());
-    assert!(duration::parse("36501d").is_err());
-    for (toml, key) in [
-        (
-            "[mqtt]\nconnect_timeout = \"99999999999d\"\n",
-            "connect_timeout",
-        ),
-        (
-            "[mqtt]\npersistent_client_expiration = \"99999999999d\"\n",
-            "persistent_client_expiration",
-        ),
-        ("[sys]\ninterval = 9999999999999\n", "interval"),
-        (
-            "[limits]\nslow_consumer_grace = \"5300w\"\n",
-            "slow_consumer_grace",
-        ),
-    ] {
-        let msg = parse_error(toml);
-        assert!(
-            msg.contains(key) && msg.contains("too large"),
-            "{toml}: {msg}"
-        );
-    }
-}
-
-/// `[[listeners]] backlog`: the listen queue, 1024 unless set, at least 1.
-#[test]
-fn listener_backlog() {
-    assert_eq!(Config::default().listeners[0].backlog, 1024);
-    let c =
-        Config::from_toml_str("[[listeners]]\nbind = \"127.0.0.1:0\"\nbacklog = 4096\n").unwrap();
-    assert_eq!(c.listeners[0].backlog, 4096);
-    assert_eq!(
-        invalid_key("[[listeners]]\nbind = \"127.0.0.1:0\"\nbacklog = 0\n"),
-        "listeners[0].backlog"
-    );
-}
-
 #[test]
 fn durations_format() {
     use duration::format;
