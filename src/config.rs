@@ -78,6 +78,9 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// Transport spoken on this listener.
     pub protocol: ListenerProtocol,
+    /// Length of the listen queue: connections the kernel completes before the broker accepts
+    /// them. The kernel caps it at `net.core.somaxconn` (4096 on recent Linux). At least 1.
+    pub backlog: u32,
     /// Cap on concurrent connections accepted by this listener, on top of the global
     /// `limits.max_connections`. Absent means only the global limit applies.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,6 +134,9 @@ pub struct ListenerConfig {
     pub handshake_timeout: Option<Duration>,
 }
 
+/// The listen queue length used when a listener has no `backlog`: a burst of a thousand
+/// connects is queued rather than left to SYN retries.
+pub const DEFAULT_BACKLOG: u32 = 1024;
 /// The WebSocket path used when a `ws`/`wss` listener has no `path`.
 pub const DEFAULT_WS_PATH: &str = "/mqtt";
 /// The transport handshake time used when a listener has no `handshake_timeout`.
@@ -158,6 +164,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 1883)),
             protocol: ListenerProtocol::Mqtt,
+            backlog: DEFAULT_BACKLOG,
             max_connections: None,
             max_publish_rate: None,
             max_publish_bandwidth: None,
@@ -218,7 +225,7 @@ impl fmt::Display for ListenerProtocol {
 
 /// `[auth]`: who may connect and what they may do, with Mosquitto's file formats (see
 /// [`crate::auth`]). The files are read at start-up; relative paths are relative to the
-/// broker's working directory.
+/// directory of the configuration file (see [`Config::resolve_paths`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSection {
@@ -645,15 +652,50 @@ impl Config {
     }
 
     /// Reads, parses and validates a TOML file. Parse errors are prefixed with the path.
+    /// Relative file paths in it are resolved against the file's directory
+    /// ([`Config::resolve_paths`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: Config = toml::from_str(&text)
+        let mut config: Config = toml::from_str(&text)
             .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        // An empty parent means the working directory.
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let dir = std::path::absolute(dir).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        config.resolve_paths(&dir);
         config.validate()?;
         Ok(config)
+    }
+
+    /// Makes the relative file paths of the configuration (`auth.password_file`,
+    /// `auth.acl_file`, the listeners' `cert`, `key` and `ca`) relative to `dir`, the
+    /// configuration file's directory, so the file means the same from any working directory.
+    /// `persistence.dir` is left alone: it stays relative to the working directory (the systemd
+    /// unit's `WorkingDirectory`), so an upgrade cannot move a broker to an empty store.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        let files = [&mut self.auth.password_file, &mut self.auth.acl_file]
+            .into_iter()
+            .chain(
+                self.listeners
+                    .iter_mut()
+                    .flat_map(|l| [&mut l.cert, &mut l.key, &mut l.ca]),
+            );
+        for file in files.flatten() {
+            // An empty path stays empty, for validation to name it.
+            if file.is_relative() && !file.as_os_str().is_empty() {
+                *file = dir.join(&*file).components().collect();
+            }
+        }
     }
 
     /// Whether every listener binds a loopback address (127.0.0.0/8 or ::1), which makes
@@ -675,6 +717,7 @@ impl Config {
 }
 
 pub mod duration;
+mod render;
 mod validate;
 
 #[cfg(test)]

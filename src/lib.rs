@@ -180,9 +180,8 @@ impl BrokerBuilder {
                         source: Box::new(source),
                     }
                 })?;
-            let listener = TcpListener::bind(l.bind)
-                .await
-                .map_err(|source| StartError::Bind {
+            let listener =
+                transport::tcp::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
                     addr: l.bind,
                     source,
                 })?;
@@ -218,7 +217,11 @@ impl BrokerBuilder {
         let state = Arc::new(state);
         if let Some((p, snapshot)) = store {
             let r = restore::restore(&state, &p, snapshot)?;
-            tracing::info!(dir = %state.config().persistence.dir.display(), sessions = r.sessions,
+            // Absolute: `persistence.dir` is relative to the working directory, which the
+            // log would not otherwise show.
+            let dir = &state.config().persistence.dir;
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            tracing::info!(dir = %dir.display(), sessions = r.sessions,
                 expired = r.expired, retained = r.retained, wills = r.wills, "store opened");
         }
         let mut addrs = Vec::new();

@@ -9,8 +9,9 @@
 //! Under systemd (`Type=notify`, `NOTIFY_SOCKET` set) the broker reports `READY=1` once every
 //! listener is bound, `RELOADING=1` / `READY=1` around a reload and `STOPPING=1` when shutdown
 //! begins; without `NOTIFY_SOCKET` those notifications do nothing.
-//! - `starling check-config FILE`: print the effective configuration and exit 0, or print the
-//!   error and exit 1. The password and ACL files it names are loaded too.
+//! - `starling check-config FILE`: print the whole effective configuration (defaults included,
+//!   relative file paths made absolute) and exit 0, or print the error and exit 1. The password
+//!   and ACL files it names are loaded too.
 //! - `starling passwd [-c] [-b] [-D] [-U] [-I ITERATIONS] FILE [USER] [PASSWORD]`: manage a
 //!   Mosquitto-compatible password file, like `mosquitto_passwd` (see [`passwd`]).
 //! - `starling store check|dump|reset --dir DIR`: inspect the message store, print its records,
@@ -93,11 +94,26 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` prints the whole cause chain on one line.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once. Many messages already end with their
+/// cause (`cannot listen on ADDR: {source}`, with `source` also reported as the error's
+/// source), so anyhow's `{:#}` would print that cause twice or three times; a cause whose text
+/// the line already holds is not appended again.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// `check-config`: the effective configuration goes to stdout so it can be redirected into a
@@ -105,7 +121,8 @@ fn main() -> ExitCode {
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     AuthConfig::load(&config.auth, config.listeners_all_loopback())?;
-    print!("{}", config.to_toml_string());
+    // The binary stores on disk unless `persistence.enabled = false`.
+    print!("{}", config.render_effective(true));
     eprintln!("{}: configuration is valid", file.display());
     Ok(())
 }
@@ -192,14 +209,15 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
 
+    let protocols: Vec<_> = config.listeners.iter().map(|l| l.protocol).collect();
     let handle = Broker::builder(config)
         .persistence_default(true)
         .start()
         .await
         .context("cannot start the broker")?;
     let addrs = handle.local_addrs();
-    for addr in &addrs {
-        info!("listening on {addr}");
+    for (addr, protocol) in addrs.iter().zip(&protocols) {
+        info!("listening on {addr} ({protocol})");
     }
     if let Some(addr) = handle.metrics_addr() {
         info!("serving metrics at http://{addr}/metrics (health: /healthz, /readyz)");

@@ -103,10 +103,23 @@ pub fn run(args: PasswdArgs) -> anyhow::Result<()> {
     write_atomic(file, &out)
 }
 
+/// The password file's text. Only a missing file suggests `-c`: on a file that exists, `-c`
+/// would replace every user in it with the one being added.
 fn read(file: &Path) -> anyhow::Result<String> {
-    fs::read_to_string(file).with_context(|| {
-        format!(
-            "cannot read password file {} (use -c to create a new one)",
+    let bytes = match fs::read(file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "cannot read password file {}: {e} (use -c to create a new one)",
+            file.display()
+        ),
+        Err(e) => bail!("cannot read password file {}: {e}", file.display()),
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!(
+            "password file {}: line {line} is not valid UTF-8; fix or delete that line \
+             (-c would not help: it replaces the whole file, deleting every user in it)",
             file.display()
         )
     })

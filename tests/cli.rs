@@ -222,8 +222,8 @@ impl Running {
         let addr = line
             .split("listening on ")
             .nth(1)
-            .unwrap_or_default()
-            .trim();
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default();
         run.addr = addr.parse().expect("address in log line");
         assert_ne!(run.addr.port(), 0);
         run

@@ -59,7 +59,9 @@ impl Starling {
         let line = s
             .wait_line("listening on", |l| l.contains("listening on "))
             .await;
-        let addr = line.split("listening on ").nth(1).unwrap().trim();
+        let rest = line.split("listening on ").nth(1).unwrap();
+        // "listening on ADDR (PROTOCOL)"
+        let addr = rest.split_whitespace().next().unwrap();
         s.addr = addr.parse().expect("address in the log line");
         s
     }
@@ -331,4 +333,50 @@ async fn refusals_logged_with_client_id_peer_and_reason_first_ones_through_the_l
     assert!(c.ping().await.is_empty());
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 14 item 6: a PUBLISH the ACL denies was logged only at debug level and without the
+/// peer. It is a refusal like the others: logged at info through the limiter, with the client
+/// id, the username, the peer and the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_denied_publish_logged_with_client_user_peer_and_topic() {
+    let dir = scratch("acl-publish");
+    let passwd = passwd_file(&dir);
+    let acl = dir.join("acl");
+    std::fs::write(
+        &acl,
+        "user alice\ntopic read secret/#\ntopic readwrite public/#\n",
+    )
+    .unwrap();
+    let mut broker = Starling::start(
+        &dir,
+        &format!(
+            "[[listeners]]\nbind = \"127.0.0.1:0\"\n\
+             [auth]\npassword_file = {passwd:?}\nacl_file = {acl:?}\n\
+             [persistence]\nenabled = false\n\
+             [sys]\ninterval = \"0s\"\n\
+             [log]\nlevel = \"info\"\n"
+        ),
+    )
+    .await;
+    let mut opts = ConnectOpts::v311("log-acl");
+    opts.username = Some("alice".into());
+    opts.password = Some(b"alice-pw".to_vec());
+    let (mut c, _) = Raw::connect(broker.addr, &opts).await;
+    let peer = c.stream.local_addr().unwrap();
+    c.send(&publish_packet("secret/plans", b"x", 0, false, false, 0))
+        .await;
+    broker
+        .assert_refusal_logged(
+            "log-acl",
+            peer,
+            &[
+                "publish denied by the ACL",
+                "username=\"alice\"",
+                "topic=secret/plans",
+            ],
+        )
+        .await;
+    // The connection stays up (3.1.1 has no way to refuse a QoS 0 PUBLISH).
+    assert!(c.ping().await.is_empty());
 }

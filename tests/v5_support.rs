@@ -668,21 +668,16 @@ pub mod rumq {
 // External clients
 // ---------------------------------------------------------------------------------------------
 
-/// Whether interop clients are required (CI): a missing one fails instead of skipping.
-pub fn interop_required() -> bool {
-    std::env::var("STARLING_INTEROP").is_ok_and(|v| v == "1")
-}
+#[path = "common/skip.rs"]
+mod skip;
 
-/// True when available; otherwise panics under STARLING_INTEROP=1, or prints a skip note.
+/// True when available; otherwise panics under STARLING_INTEROP=1, or reports the skip on the
+/// terminal (see `common/skip.rs`).
 pub fn require(tool: &str, available: bool) -> bool {
     if available {
         return true;
     }
-    assert!(
-        !interop_required(),
-        "{tool} is not installed and STARLING_INTEROP=1"
-    );
-    eprintln!("SKIP: {tool} is not installed (set STARLING_INTEROP=1 to make this a failure)");
+    skip::skip(&format!("{tool} is not installed"));
     false
 }
 

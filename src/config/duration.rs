@@ -22,6 +22,21 @@ const UNITS: &[(&str, u128)] = &[
     ("ns", 1),
 ];
 
+/// The longest duration accepted, 100 years (`"36500d"`): longer ones are surely mistakes, and
+/// adding them to a clock reading would overflow it.
+pub const MAX: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// `d`, or an error naming `MAX` when `d` is longer.
+fn within_max(d: Duration, s: &dyn fmt::Display) -> Result<Duration, String> {
+    if d > MAX {
+        return Err(format!(
+            "invalid duration {s}: too large (at most {}, 100 years)",
+            format(MAX)
+        ));
+    }
+    Ok(d)
+}
+
 /// Parses `"<integer><unit>"` or a bare integer (seconds). Surrounding blanks and a blank
 /// between number and unit are allowed.
 pub fn parse(s: &str) -> Result<Duration, String> {
@@ -58,7 +73,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("invalid duration {s:?}: too large"))?;
     // The remainder of a division by 1e9 always fits in u32.
     let nanos = (total % 1_000_000_000) as u32;
-    Ok(Duration::new(secs, nanos))
+    within_max(Duration::new(secs, nanos), &format_args!("{s:?}"))
 }
 
 /// Formats with the largest unit that represents `d` exactly: `10s`, `1500ms`, `2h`.
@@ -98,13 +113,13 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-        Ok(Duration::from_secs(v))
+        within_max(Duration::from_secs(v), &v).map_err(E::custom)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-        u64::try_from(v)
-            .map(Duration::from_secs)
-            .map_err(|_| E::custom(format!("invalid duration {v}: must not be negative")))
+        let v = u64::try_from(v)
+            .map_err(|_| E::custom(format!("invalid duration {v}: must not be negative")))?;
+        self.visit_u64(v)
     }
 }
 
@@ -124,5 +139,42 @@ pub mod option {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
         super::deserialize(de).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: `"99999999999d"` (273 million years) was accepted, and adding it to a clock
+    /// reading would panic. Durations over 100 years are parse errors that name the key.
+    #[test]
+    fn out_of_range_durations_are_errors_naming_the_key() {
+        assert!(parse("36500d").is_ok());
+        assert!(parse("36501d").is_err());
+        for (toml, key) in [
+            (
+                "[mqtt]\nconnect_timeout = \"99999999999d\"\n",
+                "connect_timeout",
+            ),
+            (
+                "[mqtt]\npersistent_client_expiration = \"99999999999d\"\n",
+                "persistent_client_expiration",
+            ),
+            ("[sys]\ninterval = 9999999999999\n", "interval"),
+            (
+                "[limits]\nslow_consumer_grace = \"5300w\"\n",
+                "slow_consumer_grace",
+            ),
+        ] {
+            let msg = match crate::config::Config::from_toml_str(toml) {
+                Err(crate::config::ConfigError::Parse(msg)) => msg,
+                other => panic!("expected a parse error for {toml:?}, got {other:?}"),
+            };
+            assert!(
+                msg.contains(key) && msg.contains("too large"),
+                "{toml}: {msg}"
+            );
+        }
     }
 }

@@ -592,7 +592,7 @@ fn durations_round_trip() {
         Duration::from_millis(1),
         Duration::from_millis(61_001),
         Duration::new(3, 7),
-        Duration::from_secs(u64::from(u32::MAX)),
+        duration::MAX,
     ] {
         assert_eq!(parse(&format(d)), Ok(d));
     }

@@ -47,6 +47,12 @@ impl Config {
         let mut bound = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             Self::validate_transport(i, l)?;
+            if l.backlog == 0 {
+                return Err(ConfigError::invalid(
+                    format!("listeners[{i}].backlog"),
+                    "must be at least 1",
+                ));
+            }
             if l.max_connections == Some(0) {
                 return Err(ConfigError::invalid(
                     format!("listeners[{i}].max_connections"),
@@ -354,5 +360,30 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_key(toml: &str) -> String {
+        match Config::from_toml_str(toml) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an Invalid error for {toml:?}, got {other:?}"),
+        }
+    }
+
+    /// `[[listeners]] backlog`: the listen queue, 1024 unless set, at least 1.
+    #[test]
+    fn listener_backlog() {
+        assert_eq!(Config::default().listeners[0].backlog, 1024);
+        let c = Config::from_toml_str("[[listeners]]\nbind = \"127.0.0.1:0\"\nbacklog = 4096\n")
+            .unwrap();
+        assert_eq!(c.listeners[0].backlog, 4096);
+        assert_eq!(
+            invalid_key("[[listeners]]\nbind = \"127.0.0.1:0\"\nbacklog = 0\n"),
+            "listeners[0].backlog"
+        );
     }
 }

@@ -371,7 +371,14 @@ impl Handler {
             is_sys_topic(&topic) && !(self.bridge && bridge::is_own_state(&topic, &self.client_id));
         let denied = sys || !self.may_write(&topic);
         if denied {
-            tracing::debug!(client_id = %self.client_id, %topic, "publish denied by the ACL");
+            let why = if sys {
+                "publish into $SYS refused"
+            } else {
+                "publish denied by the ACL"
+            };
+            crate::refusal!(client_id = %self.client_id,
+                username = self.username.as_deref().unwrap_or(""), peer = %self.peer, %topic,
+                "{why}");
             if self.version.is_v5() && qos != QoS::AtMostOnce {
                 let why = format!("not authorized to publish to {topic}");
                 self.refuse_publish(pid, qos, ReasonCode::NOT_AUTHORIZED, why, out);

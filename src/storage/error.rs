@@ -119,6 +119,29 @@ pub enum OpenError {
     /// The directory cannot be read (it does not exist, for one).
     #[error("no store at {}: {cause}", .dir.display())]
     Missing { dir: PathBuf, cause: Arc<io::Error> },
+    /// The broker may not write the store directory (or create it): a permission problem, not
+    /// a damaged store, so the message names the owner and the broker's user instead of
+    /// advising `store reset`.
+    #[error(
+        "the broker may not write its message store in {} ({cause}): the directory is owned \
+         by {}{}, and the broker runs as {}; {}",
+        .dir.display(),
+        .owner.as_ref().map_or("an unknown user".to_owned(), ToString::to_string),
+        .mode.map_or(String::new(), |m| format!(" with mode {m:04o}")),
+        .user.as_ref().map_or("an unknown user".to_owned(), ToString::to_string),
+        super::access::advice(.dir, .user.as_ref())
+    )]
+    NotWritable {
+        dir: PathBuf,
+        /// The OS error, as text.
+        cause: Arc<str>,
+        /// The directory's owner, when its metadata can be read.
+        owner: Option<super::access::Account>,
+        /// The directory's permission bits.
+        mode: Option<u32>,
+        /// The user the broker runs as (effective uid).
+        user: Option<super::access::Account>,
+    },
     /// `check`/`dump` on an empty directory.
     #[error("no store at {}: the directory is empty", .dir.display())]
     Empty { dir: PathBuf },

@@ -81,9 +81,14 @@ impl FjallStore {
     /// Opens (creating if needed) the store in `dir`. Errors say what is wrong and how to move
     /// the store aside.
     pub fn open(dir: &Path, opts: &FjallOptions) -> Result<FjallStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| OpenError::CreateDir {
-            dir: path(dir),
-            cause: Arc::new(e),
+        std::fs::create_dir_all(dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return super::access::not_writable(dir, e.to_string());
+            }
+            OpenError::CreateDir {
+                dir: path(dir),
+                cause: Arc::new(e),
+            }
         })?;
         Self::open_dir(dir, opts)
     }
@@ -106,6 +111,15 @@ impl FjallStore {
 
     fn open_dir(dir: &Path, opts: &FjallOptions) -> Result<FjallStore, StoreError> {
         let fail = |problem: Damage| -> StoreError {
+            let denied = match &problem {
+                Damage::Engine(e) | Damage::Keyspace { cause: e, .. } => {
+                    super::access::permission_error(&**e)
+                }
+                _ => None,
+            };
+            if let Some(cause) = denied {
+                return super::access::not_writable(dir, cause).into();
+            }
             OpenError::Damaged {
                 dir: path(dir),
                 problem,

@@ -26,6 +26,7 @@
 //!   id or topic) is refused whole with [`StoreError::TooLarge`] before anything is written; it
 //!   does not poison the store.
 
+mod access;
 mod early;
 mod encoding;
 mod engine;
@@ -45,6 +46,7 @@ use bytes::Bytes;
 
 use crate::codec::{self, Properties, QoS, SubscriptionOptions};
 
+pub use access::Account;
 pub use error::{Damage, OpenError, PoisonCause, StoreError, TooLarge};
 pub use fjall_store::{FjallOptions, FjallStore};
 pub use inspect::CheckReport;

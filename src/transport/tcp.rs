@@ -2,15 +2,30 @@
 //! spawns: the listener's [`Endpoint`] runs the TLS/WebSocket handshake inside the spawned
 //! task, so a slow or hostile handshake never holds up accepting.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::BrokerState;
 use crate::transport::Endpoint;
+
+/// Binds `addr` with a listen queue of `backlog` connections (the kernel caps it at
+/// `net.core.somaxconn`). Like [`TcpListener::bind`], it sets `SO_REUSEADDR` so a restarted
+/// broker can bind while old connections linger in TIME_WAIT.
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
 
 /// Accepts until shutdown. `permits` caps live connections (global and per listener): a
 /// connection over the cap is closed at once, before any byte is read.

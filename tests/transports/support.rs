@@ -24,10 +24,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 
-/// Whether a missing external tool is a failure (`STARLING_INTEROP=1`) rather than a skip.
-pub fn interop_required() -> bool {
-    std::env::var("STARLING_INTEROP").is_ok_and(|v| v == "1")
-}
+#[path = "../common/skip.rs"]
+mod skip;
 
 /// Returns false (after saying why) when `tool` is unavailable; panics instead under
 /// `STARLING_INTEROP=1`.
@@ -35,10 +33,7 @@ pub fn available(tool: &str, ok: bool) -> bool {
     if ok {
         return true;
     }
-    if interop_required() {
-        panic!("{tool} is required (STARLING_INTEROP=1) but not available; .ci/run installs it");
-    }
-    eprintln!("skipping: {tool} is not available (set STARLING_INTEROP=1 to make this fail)");
+    skip::skip(&format!("{tool} is not available"));
     false
 }
 
