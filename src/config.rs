@@ -678,18 +678,23 @@ impl Config {
     }
 
     /// Makes the relative file paths of the configuration (`auth.password_file`,
-    /// `auth.acl_file`, the listeners' `cert`, `key` and `ca`) relative to `dir`, the
-    /// configuration file's directory, so the file means the same from any working directory.
+    /// `auth.acl_file`, `metrics.bearer_token_file`, the listeners' `cert`, `key` and `ca`)
+    /// relative to `dir`, the configuration file's directory, so the file means the same from
+    /// any working directory.
     /// `persistence.dir` is left alone: it stays relative to the working directory (the systemd
     /// unit's `WorkingDirectory`), so an upgrade cannot move a broker to an empty store.
     pub fn resolve_paths(&mut self, dir: &Path) {
-        let files = [&mut self.auth.password_file, &mut self.auth.acl_file]
-            .into_iter()
-            .chain(
-                self.listeners
-                    .iter_mut()
-                    .flat_map(|l| [&mut l.cert, &mut l.key, &mut l.ca]),
-            );
+        let files = [
+            &mut self.auth.password_file,
+            &mut self.auth.acl_file,
+            &mut self.metrics.bearer_token_file,
+        ]
+        .into_iter()
+        .chain(
+            self.listeners
+                .iter_mut()
+                .flat_map(|l| [&mut l.cert, &mut l.key, &mut l.ca]),
+        );
         for file in files.flatten() {
             // An empty path stays empty, for validation to name it.
             if file.is_relative() && !file.as_os_str().is_empty() {

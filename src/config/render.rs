@@ -130,6 +130,11 @@ impl Config {
             "metrics.bind",
             "no metrics or health-check endpoint",
         );
+        note(
+            self.metrics.bearer_token_file.is_some(),
+            "metrics.bearer_token_file",
+            "/metrics needs no token",
+        );
         unset
     }
 }
