@@ -1,15 +1,13 @@
 //! Retained messages as the broker uses them: updated by a PUBLISH with RETAIN, restored from
-//! the store, and queued for a new subscription.
+//! the store, and read a batch at a time for a new subscription's stream.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::codec::SubscriptionOptions;
 use crate::message::Message;
-use crate::session::{Delivery, Session};
+use crate::session::StreamRequest;
 use crate::storage::Op;
 
-use super::{cluster, BrokerState, Routed};
+use super::{cluster, BrokerState};
 
 impl BrokerState {
     /// Adds a retained message restored from the store (at start, before serving).
@@ -22,44 +20,14 @@ impl BrokerState {
         self.retained.read().len()
     }
 
-    /// Queues the retained messages matching `filter` for `session` [MQTT-3.3.1-6].
-    pub fn deliver_retained(
-        &self,
-        session: &Arc<Session>,
-        filter: &str,
-        options: SubscriptionOptions,
-        id: Option<u32>,
-    ) {
-        let mut found = Vec::new();
-        self.retained.read().matches(filter, &mut found);
-        let now = Instant::now();
-        let auth = self.auth.read().clone();
-        let epoch = session.with_state(|s| s.epoch());
-        let mut ops = Vec::new();
-        for (_, msg) in found {
-            if msg.is_expired(now) {
-                continue;
-            }
-            if auth.acl.is_some() && !self.may_read(&auth, session, &msg.topic) {
-                continue;
-            }
-            let d = Delivery {
-                qos: msg.qos.min(options.qos),
-                // Retained messages sent because of a new subscription carry RETAIN=1.
-                retain: true,
-                subscription_ids: id.into_iter().collect(),
-                shared: None,
-                seq: None,
-                msg,
-            };
-            let routed = Routed {
-                session: session.clone(),
-                epoch,
-                delivery: d,
-            };
-            self.deliver(routed, &mut ops);
-        }
-        self.submit(ops);
+    /// Reads the next batch of retained messages a subscription's stream asks for
+    /// [MQTT-3.3.1-6] (see [`crate::session::stream`]). Only the store's read lock is taken.
+    pub fn retained_batch(&self, req: &StreamRequest) -> Vec<(Arc<str>, Arc<Message>)> {
+        let mut out = Vec::with_capacity(req.max);
+        self.retained
+            .read()
+            .matches_after(&req.filter, req.after.as_deref(), req.max, &mut out);
+        out
     }
 
     /// Stores or deletes a retained message; the store write is added to `ops`.
