@@ -55,6 +55,8 @@ pub struct Metrics {
     /// the subscriber read the topic (changed by a reload since they were queued).
     pub dropped_not_authorized: Counter,
     pub refused_connections: Counter,
+    /// Retained PUBLISH on a new topic not stored because `[retained]` bounds were reached.
+    pub retained_refused: Counter,
     /// Open connections per listener, indexed like `Config::listeners`.
     pub listener_connections: Vec<Counter>,
 }

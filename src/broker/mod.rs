@@ -54,10 +54,8 @@ use crate::auth::enhanced::Authenticator;
 use crate::auth::{AuthConfig, SubscribeVerdict};
 use crate::codec::QoS;
 use crate::config::Config;
-use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
-use crate::router::retained::RetainedStore;
 use crate::router::trie::SubscriptionTrie;
 use crate::session::{Limits, Session};
 use crate::storage::Op;
@@ -79,7 +77,7 @@ pub struct BrokerState {
     shutdown: CancellationToken,
     sessions: DashMap<Arc<str>, Arc<Session>>,
     subscriptions: RwLock<SubscriptionTrie<SubHandle>>,
-    retained: RwLock<RetainedStore<Arc<Message>>>,
+    retained: RwLock<retained::Retained>,
     started: Instant,
     authenticators: Vec<Arc<dyn Authenticator>>,
     /// Password file, ACL and `allow_anonymous`, replaced whole on reload.
@@ -119,7 +117,7 @@ impl BrokerState {
             shutdown,
             sessions: DashMap::new(),
             subscriptions: RwLock::new(Rank::Trie, trie),
-            retained: RwLock::new(Rank::Retained, RetainedStore::new()),
+            retained: RwLock::new(Rank::Retained, retained::Retained::default()),
             started: Instant::now(),
             authenticators: Vec::new(),
             auth: RwLock::new(Rank::Auth, Arc::new(AuthConfig::default())),
