@@ -13,8 +13,10 @@
 //! a topic is never followed by an older retained copy of that topic; it does count against
 //! the queue's limits while it waits.
 //!
-//! Streams live in memory only: after a restart a client gets its retained messages again by
-//! subscribing again (a resumed session, which does not resubscribe, is not sent the rest).
+//! Streams live in memory only. A session resumed by a reconnect carries on where its stream
+//! was; after a broker restart the rest is not sent (a client gets its retained messages again
+//! by subscribing again). Streamed QoS 1/2 copies get no stored queue position, so a persistent
+//! session's store holds none of them either.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
