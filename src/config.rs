@@ -41,6 +41,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[sys]`: the `$SYS/broker/...` tree.
     pub sys: SysConfig,
+    /// `[retained]`: bounds on the retained-message store.
+    pub retained: RetainedConfig,
     /// `[metrics]`: the Prometheus / health-check HTTP endpoint (off unless `bind` is set).
     pub metrics: MetricsConfig,
     /// `[persistence]`: the on-disk message store.
@@ -57,6 +59,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             limits: LimitsConfig::default(),
             sys: SysConfig::default(),
+            retained: RetainedConfig::default(),
             metrics: MetricsConfig::default(),
             persistence: PersistenceConfig::default(),
             log: LogConfig::default(),
@@ -461,6 +464,35 @@ impl Default for LimitsConfig {
             slow_consumer_grace: Duration::from_secs(30),
             max_subscriptions_per_client: 0,
             max_topic_levels: 128,
+        }
+    }
+}
+
+/// `[retained]`: how much the retained-message store may hold. When either bound is reached,
+/// a retained PUBLISH on a topic that has no retained message yet is delivered as usual and
+/// acknowledged with success, but not stored (counted in `starling_retained_refused_total`,
+/// logged at most a few times a second). Replacing or deleting an existing retained message is
+/// always accepted, and the broker's own `$SYS` topics are not counted against the bounds.
+/// Messages restored from the store at start are all kept, even over the bounds (a warning
+/// says so); new topics are then refused until the store is back under them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetainedConfig {
+    /// Most topics with a retained message. 0 means no count limit.
+    pub max_messages: u64,
+    /// Most bytes of retained messages, counting each message's payload and topic name (the
+    /// memory each takes is about this plus a few hundred bytes, see BENCHMARKS.md). 0 means
+    /// no byte limit; otherwise at least 1024.
+    pub max_bytes: u64,
+}
+
+impl Default for RetainedConfig {
+    /// One million topics and 256 MiB: far beyond what most deployments retain, and low
+    /// enough that a runaway publisher cannot exhaust the memory of a modest host.
+    fn default() -> Self {
+        RetainedConfig {
+            max_messages: 1_000_000,
+            max_bytes: 256 * 1024 * 1024,
         }
     }
 }

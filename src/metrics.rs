@@ -58,6 +58,8 @@ pub struct Metrics {
     /// and 3.x: acknowledged and dropped).
     pub dropped_payload_too_large: Counter,
     pub refused_connections: Counter,
+    /// Retained PUBLISH on a new topic not stored because `[retained]` bounds were reached.
+    pub retained_refused: Counter,
     /// Open connections per listener, indexed like `Config::listeners`.
     pub listener_connections: Vec<Counter>,
 }

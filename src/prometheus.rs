@@ -270,6 +270,14 @@ fn write_counters(out: &mut Exposition, b: &BrokerState) {
          repeatedly (auth.login_failures_before_delay).",
     );
     out.sample(delayed, &[], b.login_slowdown().delayed_total());
+    let refused = "starling_retained_refused_total";
+    out.family(
+        refused,
+        "counter",
+        "Retained PUBLISH on a new topic delivered but not stored because [retained] \
+         max_messages or max_bytes was reached ($SYS retained messages/refused).",
+    );
+    out.sample(refused, &[], m.retained_refused.get());
     let dropped = "starling_publish_messages_dropped_total";
     out.family(
         dropped,

@@ -44,6 +44,7 @@ pub fn restore(
         broker.restore_retained(Arc::new(r.to_message()));
         report.retained += 1;
     }
+    broker.warn_if_retained_over_bounds();
     // Wills go out once every session is back, so their subscribers receive them.
     let mut wills = Vec::new();
     for loaded in snapshot.sessions {

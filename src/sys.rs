@@ -121,7 +121,7 @@ impl SysTree {
         let connected = m.clients_connected.get();
         let disconnected = total.saturating_sub(connected);
         let stored = b.retained_count() as u64 + b.queued_messages();
-        let values: [(&str, u64); 25] = [
+        let values: [(&str, u64); 26] = [
             ("clients/total", total),
             ("clients/maximum", m.clients_maximum.get()),
             ("clients/connected", connected),
@@ -147,6 +147,8 @@ impl SysTree {
                 b.shared_subscription_count() as u64,
             ),
             ("retained messages/count", b.retained_count() as u64),
+            // Not a Mosquitto name: new retained topics not stored, `[retained]` bounds reached.
+            ("retained messages/refused", m.retained_refused.get()),
             // Not a Mosquitto name: log lines dropped because the log writer fell behind.
             ("log/dropped", crate::logging::dropped_lines()),
             ("heap/current", 0),

@@ -58,10 +58,8 @@ use crate::auth::slowdown::{LoginSlowdown, SlowdownPolicy};
 use crate::auth::{AuthConfig, SubscribeVerdict};
 use crate::codec::{QoS, ReasonCode};
 use crate::config::Config;
-use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::persistence::Persistence;
-use crate::router::retained::RetainedStore;
 use crate::router::trie::SubscriptionTrie;
 use crate::session::{Control, Limits, Login, Session};
 use crate::storage::Op;
@@ -83,7 +81,7 @@ pub struct BrokerState {
     shutdown: CancellationToken,
     sessions: DashMap<Arc<str>, Arc<Session>>,
     subscriptions: RwLock<SubscriptionTrie<SubHandle>>,
-    retained: RwLock<RetainedStore<Arc<Message>>>,
+    retained: RwLock<retained::Retained>,
     started: Instant,
     authenticators: Vec<Arc<dyn Authenticator>>,
     /// Password file, ACL and `allow_anonymous`, replaced whole on reload.
@@ -129,7 +127,7 @@ impl BrokerState {
             shutdown,
             sessions: DashMap::new(),
             subscriptions: RwLock::new(Rank::Trie, trie),
-            retained: RwLock::new(Rank::Retained, RetainedStore::new()),
+            retained: RwLock::new(Rank::Retained, retained::Retained::default()),
             started: Instant::now(),
             authenticators: Vec::new(),
             auth: RwLock::new(Rank::Auth, Arc::new(AuthConfig::default())),

@@ -1,76 +1,111 @@
-//! Retained messages as the broker uses them: updated by a PUBLISH with RETAIN, restored from
-//! the store, and queued for a new subscription.
+//! Retained messages as the broker uses them: updated by a PUBLISH with RETAIN within the
+//! `[retained]` bounds, restored from the store, and read a batch at a time for a new
+//! subscription's stream.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::codec::SubscriptionOptions;
 use crate::message::Message;
-use crate::session::{Delivery, Session};
+use crate::session::StreamRequest;
 use crate::storage::Op;
 
-use super::{cluster, BrokerState, Routed};
+use crate::router::retained::RetainedStore;
+
+use super::{cluster, BrokerState};
+
+/// The retained store and the bytes it holds (payload and topic of each message), checked
+/// against `[retained] max_bytes`. Guarded by the broker's retained lock.
+#[derive(Default)]
+pub(super) struct Retained {
+    store: RetainedStore<Arc<Message>>,
+    bytes: u64,
+}
+
+/// What a retained message counts for `[retained] max_bytes`.
+fn weight(msg: &Message) -> u64 {
+    (msg.payload.len() + msg.topic.len()) as u64
+}
+
+impl Retained {
+    fn insert(&mut self, msg: &Arc<Message>) {
+        self.bytes += weight(msg);
+        if let Some(old) = self.store.insert(&msg.topic, msg.clone()) {
+            self.bytes -= weight(&old);
+        }
+    }
+
+    fn remove(&mut self, topic: &str) {
+        if let Some(old) = self.store.remove(topic) {
+            self.bytes -= weight(&old);
+        }
+    }
+
+    /// Whether one more topic of `weight` bytes would pass a bound (0 = no bound).
+    fn full(&self, max_messages: u64, max_bytes: u64, weight: u64) -> bool {
+        (max_messages > 0 && self.store.len() as u64 >= max_messages)
+            || (max_bytes > 0 && self.bytes + weight > max_bytes)
+    }
+}
 
 impl BrokerState {
-    /// Adds a retained message restored from the store (at start, before serving).
+    /// Adds a retained message restored from the store (at start, before serving). Every one
+    /// is kept, even over the `[retained]` bounds: see [`Self::warn_if_retained_over_bounds`].
     pub fn restore_retained(&self, msg: Arc<Message>) {
-        let topic = msg.topic.clone();
-        self.retained.write().insert(&topic, msg);
+        self.retained.write().insert(&msg);
     }
 
-    pub fn retained_count(&self) -> usize {
-        self.retained.read().len()
-    }
-
-    /// Queues the retained messages matching `filter` for `session` [MQTT-3.3.1-6].
-    pub fn deliver_retained(
-        &self,
-        session: &Arc<Session>,
-        filter: &str,
-        options: SubscriptionOptions,
-        id: Option<u32>,
-    ) {
-        let mut found = Vec::new();
-        self.retained.read().matches(filter, &mut found);
-        let now = Instant::now();
-        let auth = self.auth.read().clone();
-        let epoch = session.with_state(|s| s.epoch());
-        let mut ops = Vec::new();
-        for (_, msg) in found {
-            if msg.is_expired(now) {
-                continue;
-            }
-            if auth.acl.is_some() && !self.may_read(&auth, session, &msg.topic) {
-                continue;
-            }
-            let d = Delivery {
-                qos: msg.qos.min(options.qos),
-                // Retained messages sent because of a new subscription carry RETAIN=1.
-                retain: true,
-                subscription_ids: id.into_iter().collect(),
-                shared: None,
-                seq: None,
-                msg,
-            };
-            let routed = Routed {
-                session: session.clone(),
-                epoch,
-                delivery: d,
-            };
-            self.deliver(routed, &mut ops);
-        }
-        self.submit(ops);
-    }
-
-    /// Stores or deletes a retained message; the store write is added to `ops`.
-    pub(super) fn update_retained(&self, msg: &Arc<Message>, ops: &mut Vec<Op>) {
+    /// After a restore: says so when the store holds more than `[retained]` allows. Nothing is
+    /// dropped; new topics are refused until deletions bring it back under the bounds.
+    pub fn warn_if_retained_over_bounds(&self) {
+        let cfg = &self.config.retained;
+        let (count, bytes) = (self.retained_count() as u64, self.retained_bytes());
+        if (cfg.max_messages > 0 && count > cfg.max_messages)
+            || (cfg.max_bytes > 0 && bytes > cfg.max_bytes)
         {
-            let mut retained = self.retained.write();
-            if msg.payload.is_empty() {
-                retained.remove(&msg.topic);
-            } else {
-                retained.insert(&msg.topic, msg.clone());
+            tracing::warn!(
+                count,
+                bytes,
+                max_messages = cfg.max_messages,
+                max_bytes = cfg.max_bytes,
+                "restored retained messages exceed [retained] bounds: all kept; new retained \
+                 topics are not stored until the store is back under them"
+            );
+        }
+    }
+
+    /// Topics with a retained message.
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().store.len()
+    }
+
+    /// Bytes the retained messages hold, as `[retained] max_bytes` counts them.
+    pub fn retained_bytes(&self) -> u64 {
+        self.retained.read().bytes
+    }
+
+    /// Reads the next batch of retained messages a subscription's stream asks for
+    /// [MQTT-3.3.1-6] (see [`crate::session::stream`]). Only the store's read lock is taken.
+    pub fn retained_batch(&self, req: &StreamRequest) -> Vec<(Arc<str>, Arc<Message>)> {
+        let mut out = Vec::with_capacity(req.max);
+        self.retained.read().store.matches_after(
+            &req.filter,
+            req.after.as_deref(),
+            req.max,
+            &mut out,
+        );
+        out
+    }
+
+    /// Stores or deletes a retained message; the store write is added to `ops`. A new topic
+    /// past the `[retained]` bounds is not stored (the message is still routed as usual).
+    pub(super) fn update_retained(&self, msg: &Arc<Message>, ops: &mut Vec<Op>) {
+        if !self.store_retained(msg) {
+            self.metrics.retained_refused.inc();
+            if crate::logging::refusal_allowed() {
+                tracing::warn!(topic = %crate::logging::bounded(&msg.topic),
+                    client_id = %crate::logging::bounded(msg.publisher.as_deref().unwrap_or("")),
+                    "retained message not stored: [retained] max_messages or max_bytes reached");
             }
+            return;
         }
         if cluster::forwards(msg) {
             self.cluster.retained_changed(msg);
@@ -85,5 +120,26 @@ impl BrokerState {
                 Op::PutRetained(p.stored(msg).1.as_ref().clone())
             });
         }
+    }
+
+    /// Applies a retained PUBLISH to the store. False when it would add a topic past the
+    /// bounds; replacing or deleting is always accepted, and `$SYS` (the broker's own, a
+    /// fixed set) is not bounded.
+    fn store_retained(&self, msg: &Arc<Message>) -> bool {
+        let cfg = &self.config.retained;
+        let mut retained = self.retained.write();
+        if msg.payload.is_empty() {
+            retained.remove(&msg.topic);
+            return true;
+        }
+        let new_topic = retained.store.get(&msg.topic).is_none();
+        if new_topic
+            && !msg.topic.starts_with("$SYS")
+            && retained.full(cfg.max_messages, cfg.max_bytes, weight(msg))
+        {
+            return false;
+        }
+        retained.insert(msg);
+        true
     }
 }

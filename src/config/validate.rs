@@ -28,6 +28,13 @@ impl Config {
         self.validate_limits()?;
         self.validate_metrics()?;
         self.validate_persistence()?;
+        let max_bytes = self.retained.max_bytes;
+        if max_bytes != 0 && max_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "retained.max_bytes",
+                format!("{max_bytes} is too small: 0 (no limit) or at least 1024"),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(ConfigError::invalid(
                 "log.level",

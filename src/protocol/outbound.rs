@@ -78,6 +78,7 @@ impl Handler {
                 || auth.check_acl(&client_id, username.as_deref(), &d.msg.topic, Access::Read)
         };
         loop {
+            self.read_retained(now);
             let mut expired = Vec::new();
             let (freed, more) = self.session.with_state(|s| {
                 let mut on_drop = |d: &Delivery, why| {
@@ -129,6 +130,31 @@ impl Handler {
                 return more;
             }
         }
+    }
+
+    /// Reads the next batch of a retained stream from the store when its buffer ran empty.
+    /// Expired messages and those this client may not read are skipped (READ is checked again
+    /// as each is sent).
+    fn read_retained(&mut self, now: Instant) {
+        let Some(req) = self.session.with_state(|s| s.retained_request()) else {
+            return;
+        };
+        let batch = self.broker.retained_batch(&req);
+        let auth = self.auth();
+        let keep = |m: &crate::message::Message| {
+            !m.is_expired(now)
+                && (auth.acl.is_none()
+                    || auth.check_acl(
+                        &self.client_id,
+                        self.username.as_deref(),
+                        &m.topic,
+                        Access::Read,
+                    ))
+        };
+        let added = self
+            .session
+            .with_state(|s| s.fill_retained(&req, batch, &keep));
+        self.broker.budget().add(added);
     }
 
     /// When the memory queue runs low while a backlog waits on disk: where to read from.

@@ -60,9 +60,13 @@ impl Handler {
         } else {
             self.send_explained(ack, outcome.problems.join("; "), out);
         }
-        for (filter, granted) in outcome.retained {
-            self.broker
-                .deliver_retained(&self.session, &filter, granted, sub_id);
+        // Streamed by the pump as the client takes them (never dropped for a queue limit).
+        if !outcome.retained.is_empty() {
+            self.session.with_state(|s| {
+                for (filter, granted) in &outcome.retained {
+                    s.start_retained(filter, *granted, sub_id);
+                }
+            });
         }
         Ok(())
     }

@@ -2,7 +2,10 @@
 //! new subscriptions whose filter matches.
 //!
 //! Owns: one message of type `M` per topic name, in a trie keyed by topic level, so a filter
-//! like `sensors/+/temp` visits only the branches it can match even with 100k+ topics.
+//! like `sensors/+/temp` visits only the branches it can match even with 100k+ topics. Children
+//! are kept in order, so the matches of a filter can also be read in a fixed order a batch at a
+//! time, resuming after the last topic read ([`RetainedStore::matches_after`]): a subscriber is
+//! streamed a large retained set without a copy of it.
 //!
 //! Invariants:
 //! - A node holds a value iff a message is retained on exactly the topic spelled by its path; the
@@ -13,19 +16,19 @@
 //! - Insert, remove, match, iteration and drop are iterative: a topic with 30k levels cannot
 //!   overflow the stack.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One topic level.
 struct RNode<M> {
-    children: HashMap<Box<str>, RNode<M>>,
+    children: BTreeMap<Box<str>, RNode<M>>,
     value: Option<(Arc<str>, M)>,
 }
 
 impl<M> RNode<M> {
     fn new() -> Self {
         RNode {
-            children: HashMap::new(),
+            children: BTreeMap::new(),
             value: None,
         }
     }
@@ -37,9 +40,9 @@ impl<M> Drop for RNode<M> {
         if self.children.is_empty() {
             return;
         }
-        let mut stack: Vec<RNode<M>> = self.children.drain().map(|(_, n)| n).collect();
+        let mut stack: Vec<RNode<M>> = std::mem::take(&mut self.children).into_values().collect();
         while let Some(mut n) = stack.pop() {
-            stack.extend(n.children.drain().map(|(_, c)| c));
+            stack.extend(std::mem::take(&mut n.children).into_values());
         }
     }
 }
@@ -248,5 +251,6 @@ impl<M: Clone> RetainedStore<M> {
     }
 }
 
+mod cursor;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@
 //! one session.
 
 pub mod state;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ use crate::sync::{Mutex, Rank};
 pub use state::{
     Delivery, DropReason, Enqueued, Inflight, Limits, Persistence, Resend, SessionState,
 };
+pub use stream::StreamRequest;
 
 /// A request from the broker to the connection that owns a session.
 #[derive(Debug)]

@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::stream::{RetainedStreams, StreamRequest};
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Message;
 
@@ -141,6 +142,8 @@ pub struct SessionState {
     /// Set for a persistent session when the broker has a store.
     persistence: Option<Persistence>,
     backlog: Option<Backlog>,
+    /// Retained messages owed to new subscriptions, sent before the queue.
+    streams: RetainedStreams,
 }
 
 impl SessionState {
@@ -159,6 +162,7 @@ impl SessionState {
             full_since: None,
             persistence: None,
             backlog: None,
+            streams: RetainedStreams::default(),
         }
     }
 
@@ -335,20 +339,25 @@ impl SessionState {
         let mut freed = 0;
         let mut taken = 0;
         while taken < max {
-            let Some(front) = self.queue.front() else {
+            // Retained streams go first; the queue waits until they are done (see
+            // [`super::stream`]). A stream whose buffer ran empty waits for its next batch.
+            let streaming = self.streams.is_active();
+            let front = if streaming {
+                self.streams.front()
+            } else {
+                self.queue.front()
+            };
+            let Some(front) = front else {
                 break;
             };
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
                 break;
             }
-            let Some(d) = self.queue.pop_front() else {
+            let Some(d) = self.pop_next(streaming) else {
                 break;
             };
             self.full_since = None;
-            let cost = d.cost();
-            self.queued_bytes -= cost;
-            self.queued_payload -= d.msg.payload.len();
-            freed += cost;
+            freed += d.cost();
             if d.msg.is_expired(now) {
                 on_drop(&d, DropReason::Expired);
                 continue;
@@ -370,12 +379,62 @@ impl SessionState {
         freed
     }
 
-    /// True when `take_ready` could hand out something with this window.
+    /// Takes the next delivery from the front stream or the queue.
+    fn pop_next(&mut self, streaming: bool) -> Option<Delivery> {
+        if streaming {
+            return self.streams.pop();
+        }
+        let d = self.queue.pop_front()?;
+        self.queued_bytes -= d.cost();
+        self.queued_payload -= d.msg.payload.len();
+        Some(d)
+    }
+
+    /// True when `take_ready` could hand out something with this window, or a retained stream
+    /// needs its next batch read ([`Self::retained_request`]).
     pub fn has_ready(&self, window: usize) -> bool {
-        match self.queue.front() {
+        if self.streams.request().is_some() {
+            return true;
+        }
+        let front = if self.streams.is_active() {
+            self.streams.front()
+        } else {
+            self.queue.front()
+        };
+        match front {
             None => false,
             Some(d) => d.qos == QoS::AtMostOnce || self.inflight.len() < window,
         }
+    }
+
+    /// Starts sending the retained messages matching `filter` to a new subscription.
+    pub fn start_retained(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+        sub_id: Option<u32>,
+    ) {
+        self.streams.start(filter, options, sub_id);
+    }
+
+    /// The retained store read the front stream needs, if any.
+    pub fn retained_request(&self) -> Option<StreamRequest> {
+        self.streams.request()
+    }
+
+    /// Takes a batch read for `req` (see [`RetainedStreams::fill`]); returns the memory added.
+    pub fn fill_retained(
+        &mut self,
+        req: &StreamRequest,
+        batch: Vec<(Arc<str>, Arc<Message>)>,
+        keep: &dyn Fn(&Message) -> bool,
+    ) -> usize {
+        self.streams.fill(req, batch, keep)
+    }
+
+    /// Retained streams running.
+    pub fn retained_streams(&self) -> usize {
+        self.streams.len()
     }
 
     fn allocate_packet_id(&mut self) -> u16 {
@@ -553,7 +612,7 @@ impl SessionState {
         if let Some(p) = self.persistence.as_mut() {
             p.trusted_until = p.next_seq;
         }
-        let freed = self.queued_bytes;
+        let freed = self.queued_bytes + self.streams.clear();
         self.queue.clear();
         self.queued_bytes = 0;
         self.queued_payload = 0;
@@ -588,7 +647,9 @@ impl SessionState {
         }
     }
 
+    /// Forgets a subscription (and stops reading its retained messages); true if it existed.
     pub fn remove_subscription(&mut self, filter: &str) -> bool {
+        self.streams.stop(filter);
         self.subscriptions.remove(filter).is_some()
     }
 
@@ -602,253 +663,4 @@ impl SessionState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    fn limits() -> Limits {
-        Limits {
-            max_queued_messages: 3,
-            max_queued_bytes: 0,
-        }
-    }
-
-    fn delivery(qos: QoS) -> Delivery {
-        Delivery {
-            msg: Arc::new(Message::new("t", Bytes::from_static(b"x"), qos, false)),
-            qos,
-            retain: false,
-            subscription_ids: Vec::new(),
-            shared: None,
-            seq: None,
-        }
-    }
-
-    fn take(s: &mut SessionState, window: usize) -> Vec<(u16, Delivery)> {
-        let mut out = Vec::new();
-        s.take_ready(
-            window,
-            usize::MAX,
-            Instant::now(),
-            &mut out,
-            &mut |_, _| {},
-            &|_| true,
-        );
-        out
-    }
-
-    #[test]
-    fn offline_qos0_is_not_queued_but_qos1_is() {
-        let mut s = SessionState::new(limits());
-        assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce)).unwrap_err(),
-            DropReason::Offline
-        );
-        assert!(s.enqueue(delivery(QoS::AtLeastOnce)).is_ok());
-        assert_eq!(s.queued_len(), 1);
-    }
-
-    #[test]
-    fn queue_limit_drops_excess() {
-        let mut s = SessionState::new(limits());
-        s.set_online(true);
-        for _ in 0..3 {
-            s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
-        }
-        assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce)).unwrap_err(),
-            DropReason::QueueFull
-        );
-    }
-
-    #[test]
-    fn byte_limit_drops_excess() {
-        let mut s = SessionState::new(Limits {
-            max_queued_messages: 100,
-            max_queued_bytes: 1,
-        });
-        s.set_online(true);
-        // The first always fits so one oversized message can still flow.
-        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
-        assert_eq!(
-            s.enqueue(delivery(QoS::AtLeastOnce)).unwrap_err(),
-            DropReason::QueueFull
-        );
-    }
-
-    #[test]
-    fn window_limits_qos1_but_not_qos0() {
-        let mut s = SessionState::new(Limits {
-            max_queued_messages: 10,
-            max_queued_bytes: 0,
-        });
-        s.set_online(true);
-        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
-        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
-        let out = take(&mut s, 1);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0, 1);
-        assert!(!s.has_ready(1));
-        assert!(s.on_puback(1).is_some());
-        assert!(s.has_ready(1));
-        let out = take(&mut s, 1);
-        assert_eq!(out[0].0, 2);
-        s.enqueue(delivery(QoS::AtMostOnce)).unwrap();
-        let out = take(&mut s, 1);
-        assert_eq!(
-            out[0].0, 0,
-            "QoS 0 carries no packet id and needs no window"
-        );
-    }
-
-    #[test]
-    fn packet_ids_are_nonzero_and_not_reused_while_inflight() {
-        let mut s = SessionState::new(Limits {
-            max_queued_messages: 10,
-            max_queued_bytes: 0,
-        });
-        s.set_online(true);
-        s.next_packet_id = u16::MAX;
-        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
-        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
-        let out = take(&mut s, 10);
-        assert_eq!(out[0].0, u16::MAX);
-        assert_eq!(out[1].0, 1, "[MQTT-2.3.1-1] packet id 0 is skipped");
-        s.next_packet_id = 1;
-        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
-        let out = take(&mut s, 10);
-        assert_eq!(out[0].0, 2, "id 1 is still in flight");
-    }
-
-    #[test]
-    fn qos2_outbound_flow_and_resume_order() {
-        let mut s = SessionState::new(Limits {
-            max_queued_messages: 10,
-            max_queued_bytes: 0,
-        });
-        s.set_online(true);
-        s.enqueue(delivery(QoS::ExactlyOnce)).unwrap();
-        s.enqueue(delivery(QoS::ExactlyOnce)).unwrap();
-        let out = take(&mut s, 10);
-        assert_eq!(out.len(), 2);
-        assert!(s.on_puback(1).is_none(), "PUBACK does not complete QoS 2");
-        assert!(s.on_pubrec(1, false));
-        assert!(s.on_pubrec(1, false), "a repeated PUBREC is answered again");
-        let resend = s.resume();
-        assert!(matches!(resend[0], Resend::PubRel(1)));
-        assert!(matches!(resend[1], Resend::Publish(2, _)));
-        assert!(s.on_pubcomp(1));
-        assert!(!s.on_pubcomp(1));
-        assert_eq!(s.inflight_len(), 1);
-    }
-
-    #[test]
-    fn failed_pubrec_ends_the_flow() {
-        let mut s = SessionState::new(limits());
-        s.set_online(true);
-        s.enqueue(delivery(QoS::ExactlyOnce)).unwrap();
-        take(&mut s, 10);
-        assert!(!s.on_pubrec(1, true));
-        assert_eq!(s.inflight_len(), 0);
-    }
-
-    #[test]
-    fn inbound_qos2_dedup_until_pubrel() {
-        let mut s = SessionState::new(limits());
-        assert!(s.inbound_qos2_publish(7));
-        assert!(
-            !s.inbound_qos2_publish(7),
-            "[MQTT-4.3.3-9] a resent PUBLISH is not forwarded again"
-        );
-        assert!(s.inbound_pubrel(7));
-        assert!(!s.inbound_pubrel(7));
-        assert!(
-            s.inbound_qos2_publish(7),
-            "the id is free again after PUBREL"
-        );
-    }
-
-    #[test]
-    fn shared_qos1_inflight_and_unsent_move_but_sent_qos2_stays() {
-        let mut s = SessionState::new(Limits {
-            max_queued_messages: 10,
-            max_queued_bytes: 0,
-        });
-        s.set_online(true);
-        let share: std::sync::Arc<str> = "$share/g/t".into();
-        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtLeastOnce] {
-            let mut d = delivery(qos);
-            d.shared = Some(share.clone());
-            s.enqueue(d).unwrap();
-        }
-        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
-        take(&mut s, 2); // the first QoS 1 and the QoS 2 are now in flight
-        let (moved, _, sent_ids) = s.take_shared(|_| true);
-        assert_eq!(sent_ids.len(), 1, "the sent QoS 1 had a packet id");
-        let qos: Vec<QoS> = moved.iter().map(|d| d.qos).collect();
-        assert_eq!(
-            qos,
-            vec![QoS::AtLeastOnce, QoS::AtLeastOnce],
-            "[MQTT-4.8.2-4]"
-        );
-        assert_eq!(s.inflight_len(), 1, "the sent QoS 2 stays");
-        assert_eq!(s.queued_len(), 1, "the non-shared message stays");
-    }
-
-    #[test]
-    fn clear_forgets_everything() {
-        let mut s = SessionState::new(limits());
-        s.set_online(true);
-        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
-        s.add_subscription("a/#", SubscriptionOptions::new(QoS::AtLeastOnce), None);
-        s.inbound_qos2_publish(3);
-        assert!(s.clear() > 0);
-        assert_eq!(s.queued_len(), 0);
-        assert_eq!(s.subscription_count(), 0);
-        assert_eq!(s.inbound_qos2_len(), 0);
-    }
-
-    #[test]
-    fn repeated_filter_replaces() {
-        let mut s = SessionState::new(limits());
-        assert!(!s.add_subscription("a", SubscriptionOptions::new(QoS::AtMostOnce), None));
-        assert!(
-            s.add_subscription("a", SubscriptionOptions::new(QoS::AtLeastOnce), None),
-            "[MQTT-3.8.4-3]"
-        );
-        assert_eq!(s.subscription_count(), 1);
-    }
-
-    #[test]
-    fn expired_messages_are_dropped_not_sent() {
-        let mut s = SessionState::new(limits());
-        s.set_online(true);
-        let mut m = Message::new("t", Bytes::from_static(b"x"), QoS::AtLeastOnce, false);
-        m.expires_at = Some(Instant::now() - std::time::Duration::from_secs(1));
-        s.enqueue(Delivery {
-            msg: Arc::new(m),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: vec![],
-            shared: None,
-            seq: None,
-        })
-        .unwrap();
-        let mut out = Vec::new();
-        let mut dropped = 0;
-        s.take_ready(
-            10,
-            10,
-            Instant::now(),
-            &mut out,
-            &mut |_, r| {
-                assert_eq!(r, DropReason::Expired);
-                dropped += 1;
-            },
-            &|_| true,
-        );
-        assert!(out.is_empty());
-        assert_eq!(dropped, 1);
-        assert_eq!(s.queued_bytes(), 0);
-    }
-}
+mod tests;

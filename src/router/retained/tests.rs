@@ -247,3 +247,88 @@ fn deep_topics_do_not_overflow_the_stack() {
     s.insert(&deep, 3);
     drop(s);
 }
+
+/// Every match of `filter`, read `batch` at a time with `matches_after`.
+fn in_batches(s: &RetainedStore<u32>, filter: &str, batch: usize) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        s.matches_after(filter, all.last().map(|t| t.as_str()), batch, &mut out);
+        let n = out.len();
+        all.extend(out.into_iter().map(|(t, _)| t.to_string()));
+        if n < batch {
+            return all;
+        }
+    }
+}
+
+/// The store's order: level by level, a topic before the topics below it.
+fn level_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+#[test]
+fn matches_after_reads_every_match_once_in_order_in_any_batch_size() {
+    let mut s = RetainedStore::new();
+    for (i, t) in TOPICS.iter().enumerate() {
+        s.insert(t, i as u32);
+    }
+    for filter in FILTERS {
+        let mut want: Vec<String> = TOPICS
+            .iter()
+            .filter(|t| topic::matches(filter, t))
+            .map(|t| t.to_string())
+            .collect();
+        want.sort_by(|a, b| level_order(a, b));
+        for batch in [1, 2, 3, 100] {
+            assert_eq!(
+                in_batches(&s, filter, batch),
+                want,
+                "filter {filter:?}, batch {batch}"
+            );
+        }
+    }
+}
+
+#[test]
+fn matches_after_sees_changes_ahead_of_the_cursor_and_skips_removed_ones() {
+    let mut s = RetainedStore::new();
+    for i in 0..10u32 {
+        s.insert(&format!("r/{i}"), i);
+    }
+    let mut out = Vec::new();
+    s.matches_after("r/#", None, 3, &mut out);
+    let got: Vec<&str> = out.iter().map(|(t, _)| &**t).collect();
+    assert_eq!(got, ["r/0", "r/1", "r/2"]);
+    // The cursor's own topic goes, one behind it and one ahead change.
+    s.remove("r/2");
+    s.remove("r/5");
+    s.insert("r/0", 100);
+    s.insert("r/25", 25);
+    let mut rest = Vec::new();
+    s.matches_after("r/#", Some("r/2"), 100, &mut rest);
+    let got: Vec<&str> = rest.iter().map(|(t, _)| &**t).collect();
+    assert_eq!(got, ["r/25", "r/3", "r/4", "r/6", "r/7", "r/8", "r/9"]);
+}
+
+#[test]
+fn matches_after_resumes_in_a_large_flat_level() {
+    let mut s = RetainedStore::new();
+    for i in 0..20_000u32 {
+        s.insert(&format!("ret/{i}"), i);
+    }
+    let all = in_batches(&s, "ret/#", 64);
+    assert_eq!(all.len(), 20_000);
+    let unique: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), 20_000);
+    assert_eq!(in_batches(&s, "ret/+", 1000).len(), 20_000);
+}
+
+#[test]
+fn matches_after_on_deep_topics_does_not_overflow_the_stack() {
+    let deep = "x/".repeat(30_000) + "y";
+    let mut s = RetainedStore::new();
+    s.insert(&deep, 1);
+    s.insert("x", 2);
+    assert_eq!(in_batches(&s, "#", 1), ["x".to_string(), deep]);
+}

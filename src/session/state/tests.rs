@@ -1,0 +1,346 @@
+//! Unit tests for [`SessionState`](super::SessionState).
+use super::*;
+use bytes::Bytes;
+
+fn limits() -> Limits {
+    Limits {
+        max_queued_messages: 3,
+        max_queued_bytes: 0,
+    }
+}
+
+fn delivery(qos: QoS) -> Delivery {
+    Delivery {
+        msg: Arc::new(Message::new("t", Bytes::from_static(b"x"), qos, false)),
+        qos,
+        retain: false,
+        subscription_ids: Vec::new(),
+        shared: None,
+        seq: None,
+    }
+}
+
+fn take(s: &mut SessionState, window: usize) -> Vec<(u16, Delivery)> {
+    let mut out = Vec::new();
+    s.take_ready(
+        window,
+        usize::MAX,
+        Instant::now(),
+        &mut out,
+        &mut |_, _| {},
+        &|_| true,
+    );
+    out
+}
+
+#[test]
+fn offline_qos0_is_not_queued_but_qos1_is() {
+    let mut s = SessionState::new(limits());
+    assert_eq!(
+        s.enqueue(delivery(QoS::AtMostOnce)).unwrap_err(),
+        DropReason::Offline
+    );
+    assert!(s.enqueue(delivery(QoS::AtLeastOnce)).is_ok());
+    assert_eq!(s.queued_len(), 1);
+}
+
+#[test]
+fn queue_limit_drops_excess() {
+    let mut s = SessionState::new(limits());
+    s.set_online(true);
+    for _ in 0..3 {
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    }
+    assert_eq!(
+        s.enqueue(delivery(QoS::AtMostOnce)).unwrap_err(),
+        DropReason::QueueFull
+    );
+}
+
+#[test]
+fn byte_limit_drops_excess() {
+    let mut s = SessionState::new(Limits {
+        max_queued_messages: 100,
+        max_queued_bytes: 1,
+    });
+    s.set_online(true);
+    // The first always fits so one oversized message can still flow.
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    assert_eq!(
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap_err(),
+        DropReason::QueueFull
+    );
+}
+
+#[test]
+fn window_limits_qos1_but_not_qos0() {
+    let mut s = SessionState::new(Limits {
+        max_queued_messages: 10,
+        max_queued_bytes: 0,
+    });
+    s.set_online(true);
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    let out = take(&mut s, 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 1);
+    assert!(!s.has_ready(1));
+    assert!(s.on_puback(1).is_some());
+    assert!(s.has_ready(1));
+    let out = take(&mut s, 1);
+    assert_eq!(out[0].0, 2);
+    s.enqueue(delivery(QoS::AtMostOnce)).unwrap();
+    let out = take(&mut s, 1);
+    assert_eq!(
+        out[0].0, 0,
+        "QoS 0 carries no packet id and needs no window"
+    );
+}
+
+#[test]
+fn packet_ids_are_nonzero_and_not_reused_while_inflight() {
+    let mut s = SessionState::new(Limits {
+        max_queued_messages: 10,
+        max_queued_bytes: 0,
+    });
+    s.set_online(true);
+    s.next_packet_id = u16::MAX;
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    let out = take(&mut s, 10);
+    assert_eq!(out[0].0, u16::MAX);
+    assert_eq!(out[1].0, 1, "[MQTT-2.3.1-1] packet id 0 is skipped");
+    s.next_packet_id = 1;
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    let out = take(&mut s, 10);
+    assert_eq!(out[0].0, 2, "id 1 is still in flight");
+}
+
+#[test]
+fn qos2_outbound_flow_and_resume_order() {
+    let mut s = SessionState::new(Limits {
+        max_queued_messages: 10,
+        max_queued_bytes: 0,
+    });
+    s.set_online(true);
+    s.enqueue(delivery(QoS::ExactlyOnce)).unwrap();
+    s.enqueue(delivery(QoS::ExactlyOnce)).unwrap();
+    let out = take(&mut s, 10);
+    assert_eq!(out.len(), 2);
+    assert!(s.on_puback(1).is_none(), "PUBACK does not complete QoS 2");
+    assert!(s.on_pubrec(1, false));
+    assert!(s.on_pubrec(1, false), "a repeated PUBREC is answered again");
+    let resend = s.resume();
+    assert!(matches!(resend[0], Resend::PubRel(1)));
+    assert!(matches!(resend[1], Resend::Publish(2, _)));
+    assert!(s.on_pubcomp(1));
+    assert!(!s.on_pubcomp(1));
+    assert_eq!(s.inflight_len(), 1);
+}
+
+#[test]
+fn failed_pubrec_ends_the_flow() {
+    let mut s = SessionState::new(limits());
+    s.set_online(true);
+    s.enqueue(delivery(QoS::ExactlyOnce)).unwrap();
+    take(&mut s, 10);
+    assert!(!s.on_pubrec(1, true));
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn inbound_qos2_dedup_until_pubrel() {
+    let mut s = SessionState::new(limits());
+    assert!(s.inbound_qos2_publish(7));
+    assert!(
+        !s.inbound_qos2_publish(7),
+        "[MQTT-4.3.3-9] a resent PUBLISH is not forwarded again"
+    );
+    assert!(s.inbound_pubrel(7));
+    assert!(!s.inbound_pubrel(7));
+    assert!(
+        s.inbound_qos2_publish(7),
+        "the id is free again after PUBREL"
+    );
+}
+
+#[test]
+fn shared_qos1_inflight_and_unsent_move_but_sent_qos2_stays() {
+    let mut s = SessionState::new(Limits {
+        max_queued_messages: 10,
+        max_queued_bytes: 0,
+    });
+    s.set_online(true);
+    let share: std::sync::Arc<str> = "$share/g/t".into();
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtLeastOnce] {
+        let mut d = delivery(qos);
+        d.shared = Some(share.clone());
+        s.enqueue(d).unwrap();
+    }
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    take(&mut s, 2); // the first QoS 1 and the QoS 2 are now in flight
+    let (moved, _, sent_ids) = s.take_shared(|_| true);
+    assert_eq!(sent_ids.len(), 1, "the sent QoS 1 had a packet id");
+    let qos: Vec<QoS> = moved.iter().map(|d| d.qos).collect();
+    assert_eq!(
+        qos,
+        vec![QoS::AtLeastOnce, QoS::AtLeastOnce],
+        "[MQTT-4.8.2-4]"
+    );
+    assert_eq!(s.inflight_len(), 1, "the sent QoS 2 stays");
+    assert_eq!(s.queued_len(), 1, "the non-shared message stays");
+}
+
+#[test]
+fn clear_forgets_everything() {
+    let mut s = SessionState::new(limits());
+    s.set_online(true);
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    s.add_subscription("a/#", SubscriptionOptions::new(QoS::AtLeastOnce), None);
+    s.inbound_qos2_publish(3);
+    assert!(s.clear() > 0);
+    assert_eq!(s.queued_len(), 0);
+    assert_eq!(s.subscription_count(), 0);
+    assert_eq!(s.inbound_qos2_len(), 0);
+}
+
+#[test]
+fn repeated_filter_replaces() {
+    let mut s = SessionState::new(limits());
+    assert!(!s.add_subscription("a", SubscriptionOptions::new(QoS::AtMostOnce), None));
+    assert!(
+        s.add_subscription("a", SubscriptionOptions::new(QoS::AtLeastOnce), None),
+        "[MQTT-3.8.4-3]"
+    );
+    assert_eq!(s.subscription_count(), 1);
+}
+
+#[test]
+fn expired_messages_are_dropped_not_sent() {
+    let mut s = SessionState::new(limits());
+    s.set_online(true);
+    let mut m = Message::new("t", Bytes::from_static(b"x"), QoS::AtLeastOnce, false);
+    m.expires_at = Some(Instant::now() - std::time::Duration::from_secs(1));
+    s.enqueue(Delivery {
+        msg: Arc::new(m),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: vec![],
+        shared: None,
+        seq: None,
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    let mut dropped = 0;
+    s.take_ready(
+        10,
+        10,
+        Instant::now(),
+        &mut out,
+        &mut |_, r| {
+            assert_eq!(r, DropReason::Expired);
+            dropped += 1;
+        },
+        &|_| true,
+    );
+    assert!(out.is_empty());
+    assert_eq!(dropped, 1);
+    assert_eq!(s.queued_bytes(), 0);
+}
+
+fn retained(topic: &str, qos: QoS) -> (Arc<str>, Arc<Message>) {
+    let m = Message::new(topic, Bytes::from_static(b"r"), qos, true);
+    (m.topic.clone(), Arc::new(m))
+}
+
+/// Answers the front stream's request from `store` (sorted topics), as the broker would.
+fn feed(s: &mut SessionState, store: &[(Arc<str>, Arc<Message>)]) -> bool {
+    let Some(req) = s.retained_request() else {
+        return false;
+    };
+    let batch: Vec<_> = store
+        .iter()
+        .filter(|(t, _)| req.after.as_ref().is_none_or(|a| t > a))
+        .take(req.max)
+        .cloned()
+        .collect();
+    s.fill_retained(&req, batch, &|_| true);
+    true
+}
+
+#[test]
+fn retained_stream_goes_before_the_queue_and_is_never_limited_by_it() {
+    let mut s = SessionState::new(limits()); // max_queued_messages 3
+    s.set_online(true);
+    let store: Vec<_> = (0..200)
+        .map(|i| retained(&format!("r/{i:03}"), QoS::AtLeastOnce))
+        .collect();
+    let opts = SubscriptionOptions::new(QoS::AtMostOnce);
+    s.start_retained("r/#", opts, Some(7));
+    s.enqueue(delivery(QoS::AtMostOnce)).unwrap(); // a live message arriving meanwhile
+    let mut got = Vec::new();
+    while s.has_ready(10) {
+        feed(&mut s, &store);
+        got.extend(take(&mut s, 10));
+    }
+    assert_eq!(got.len(), 201);
+    for (i, (_, d)) in got[..200].iter().enumerate() {
+        assert_eq!(*d.msg.topic, *format!("r/{i:03}"));
+        assert!(d.retain, "[MQTT-3.3.1-8] RETAIN=1 on subscribe");
+        assert_eq!(d.qos, QoS::AtMostOnce, "min(message QoS, granted QoS)");
+        assert_eq!(d.subscription_ids, [7]);
+    }
+    assert_eq!(
+        &*got[200].1.msg.topic, "t",
+        "the live message waited behind the stream"
+    );
+    assert_eq!(s.retained_streams(), 0);
+}
+
+#[test]
+fn retained_stream_qos1_is_paced_by_the_window() {
+    let mut s = SessionState::new(limits());
+    s.set_online(true);
+    let store: Vec<_> = (0..5)
+        .map(|i| retained(&format!("r/{i}"), QoS::AtLeastOnce))
+        .collect();
+    s.start_retained("r/#", SubscriptionOptions::new(QoS::AtLeastOnce), None);
+    feed(&mut s, &store);
+    assert_eq!(take(&mut s, 2).len(), 2);
+    assert!(!s.has_ready(2), "window full");
+    assert!(s.on_puback(1).is_some());
+    assert_eq!(take(&mut s, 2).len(), 1);
+}
+
+#[test]
+fn a_stopped_or_replaced_stream_reads_no_more() {
+    let mut s = SessionState::new(limits());
+    s.set_online(true);
+    let store: Vec<_> = (0..200)
+        .map(|i| retained(&format!("r/{i:03}"), QoS::AtMostOnce))
+        .collect();
+    let opts = SubscriptionOptions::new(QoS::AtMostOnce);
+    s.add_subscription("r/#", opts, None);
+    s.start_retained("r/#", opts, None);
+    let stale = s.retained_request().unwrap();
+    s.start_retained("r/#", opts, None);
+    assert_eq!(s.retained_streams(), 1, "a repeated SUBSCRIBE starts over");
+    assert_eq!(s.fill_retained(&stale, store[..64].to_vec(), &|_| true), 0);
+    assert!(feed(&mut s, &store));
+    s.remove_subscription("r/#");
+    assert_eq!(take(&mut s, 10).len(), 64, "what was read is still sent");
+    assert_eq!(s.retained_streams(), 0);
+    assert!(s.retained_request().is_none());
+}
+
+#[test]
+fn clear_frees_what_streams_buffered() {
+    let mut s = SessionState::new(limits());
+    s.set_online(true);
+    let store = vec![retained("r/1", QoS::AtMostOnce)];
+    s.start_retained("r/#", SubscriptionOptions::new(QoS::AtMostOnce), None);
+    s.start_retained("r/+", SubscriptionOptions::new(QoS::AtMostOnce), None);
+    feed(&mut s, &store);
+    assert!(s.clear() > 0);
+    assert_eq!(s.retained_streams(), 0);
+}
