@@ -214,6 +214,7 @@ mod tests {
             keys,
             [
                 "listeners[0].max_connections",
+                "listeners[1].backlog",
                 "listeners[1].bind",
                 "listeners[1].max_connections",
                 "listeners[1].protocol",
@@ -221,7 +222,7 @@ mod tests {
                 "sys.interval",
             ]
         );
-        let inflight = &report.changes[4];
+        let inflight = &report.changes[5];
         assert_eq!(inflight.old.as_deref(), Some("20"));
         assert_eq!(inflight.new.as_deref(), Some("5"));
         assert_eq!(

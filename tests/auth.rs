@@ -841,12 +841,11 @@ async fn reload_rechecks_subscriptions_and_keeps_old_rules_on_error() {
     assert_eq!(topics_until(&mut alice, "alice/2").await, ["alice/1"]);
     let subs_before = b.state().subscription_count();
 
-    // New rules: alice loses alice/#, gains other/#; her password changes.
+    // New rules: alice loses alice/#, gains other/#.
     write_file(
         &acl,
         "user alice\ntopic readwrite other/#\nuser admin\ntopic write #\n",
     );
-    write_passwords(&pw, &[("alice", "pw2"), ("admin", "adm")]);
     let report = b.handle().reload(&cfg);
     assert_eq!(
         auth_change(&report),
@@ -874,7 +873,7 @@ async fn reload_rechecks_subscriptions_and_keeps_old_rules_on_error() {
     // WRITE follows the new rules on the existing connection (watched by another alice
     // connection subscribed to `#`).
     let (mut watcher, _) =
-        Raw::connect(b.addr, &creds("alice-w", Some("alice"), Some(b"pw2"))).await;
+        Raw::connect(b.addr, &creds("alice-w", Some("alice"), Some(b"pw1"))).await;
     assert_eq!(watcher.subscribe(1, "#", 1).await, 1);
     alice.publish("alice/w", b"x", 1, false, 4).await;
     alice.publish("other/w", b"x", 1, false, 5).await;
@@ -883,7 +882,12 @@ async fn reload_rechecks_subscriptions_and_keeps_old_rules_on_error() {
     drop(watcher);
     // Alice is subscribed to other/# herself.
     assert_eq!(topics_until(&mut alice, "other/end").await, ["other/w"]);
-    // Logins follow the new password file.
+    // Her password changes: her live connection is closed (its credentials went away, see
+    // tests/acl_live.rs) and logins follow the new password file.
+    write_passwords(&pw, &[("alice", "pw2"), ("admin", "adm")]);
+    let report = b.handle().reload(&cfg);
+    assert_eq!(auth_change(&report), &ChangeStatus::Applied);
+    alice.expect_closed("alice's password changed").await;
     assert_eq!(
         v3_login(b.addr, &creds("alice-2", Some("alice"), Some(b"pw1"))).await,
         5,
