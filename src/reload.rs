@@ -233,7 +233,7 @@ mod tests {
             report.changes[0].to_string(),
             "listeners[0].max_connections: (absent) -> 10 (needs a restart)"
         );
-        assert_eq!(report.restart_required().count(), 6);
+        assert_eq!(report.restart_required().count(), 7);
         assert_eq!(report.applied().count(), 0);
         assert_eq!(report.failed().count(), 0);
     }

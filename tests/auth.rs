@@ -72,6 +72,26 @@ fn write_passwords(path: &Path, users: &[(&str, &str)]) {
     write_file(path, &text);
 }
 
+/// Changes one user's entry in a password file, leaving the other lines as they are (as
+/// `mosquitto_passwd -b` does): a rewritten entry, even for the same password, has a new salt,
+/// and a reload disconnects that user's clients.
+fn set_password(path: &Path, user: &str, pw: &str) {
+    let text = std::fs::read_to_string(path).expect("read the password file");
+    let hash = starling::auth::password::hash_password(pw.as_bytes(), 10).expect("hash");
+    let prefix = format!("{user}:");
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                format!("{user}:{hash}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    write_file(path, &(lines.join("\n") + "\n"));
+}
+
 /// A 3.1.1 clean-session CONNECT with optional credentials.
 fn creds(id: &str, username: Option<&str>, password: Option<&[u8]>) -> ConnectOpts {
     let mut o = ConnectOpts::v311(id);
@@ -882,23 +902,6 @@ async fn reload_rechecks_subscriptions_and_keeps_old_rules_on_error() {
     drop(watcher);
     // Alice is subscribed to other/# herself.
     assert_eq!(topics_until(&mut alice, "other/end").await, ["other/w"]);
-    // Her password changes: her live connection is closed (its credentials went away, see
-    // tests/acl_live.rs) and logins follow the new password file.
-    write_passwords(&pw, &[("alice", "pw2"), ("admin", "adm")]);
-    let report = b.handle().reload(&cfg);
-    assert_eq!(auth_change(&report), &ChangeStatus::Applied);
-    alice.expect_closed("alice's password changed").await;
-    assert_eq!(
-        v3_login(b.addr, &creds("alice-2", Some("alice"), Some(b"pw1"))).await,
-        5,
-        "old password refused after reload"
-    );
-    assert_eq!(
-        v3_login(b.addr, &creds("alice-3", Some("alice"), Some(b"pw2"))).await,
-        0,
-        "new password accepted after reload"
-    );
-
     // Restoring alice/# does not resurrect the dropped subscription: it was removed, not just
     // filtered.
     write_file(
@@ -916,9 +919,30 @@ async fn reload_rechecks_subscriptions_and_keeps_old_rules_on_error() {
     );
     assert_eq!(alice.subscribe(4, "alice/#", 1).await, 1);
 
+    // Her password changes (admin's entry is left as it was): her live connection is closed,
+    // since its credentials went away (see tests/acl_live.rs), and logins follow the new
+    // password file.
+    set_password(&pw, "alice", "pw2");
+    let report = b.handle().reload(&cfg);
+    assert_eq!(auth_change(&report), &ChangeStatus::Applied);
+    alice.expect_closed("alice's password changed").await;
+    assert_eq!(
+        v3_login(b.addr, &creds("alice-2", Some("alice"), Some(b"pw1"))).await,
+        5,
+        "old password refused after reload"
+    );
+    assert_eq!(
+        v3_login(b.addr, &creds("alice-3", Some("alice"), Some(b"pw2"))).await,
+        0,
+        "new password accepted after reload"
+    );
+    let (mut alice, _) = Raw::connect(b.addr, &creds("alice-1", Some("alice"), Some(b"pw2"))).await;
+    assert_eq!(alice.subscribe(1, "alice/#", 1).await, 1);
+    assert_eq!(alice.subscribe(2, "other/#", 1).await, 1);
+
     // A bad ACL file: Failed, and the previous rules (and password file) stay.
     write_file(&acl, "user alice\ntopic readwrite #\nbogus line\n");
-    write_passwords(&pw, &[("alice", "pw3"), ("admin", "adm")]);
+    set_password(&pw, "alice", "pw3");
     let report = b.handle().reload(&cfg);
     match auth_change(&report) {
         ChangeStatus::Failed(why) => assert!(
