@@ -117,7 +117,7 @@ fn case(name: &str, left_out: &[&str], has: &[&str]) -> (String, String) {
         .filter(|l| !l.starts_with('#') && l.contains(" = "))
     {
         assert!(
-            line.contains(".conf:") || line.contains("(persistence not set"),
+            line.contains(".conf:") || line.contains(" not set: Mosquitto"),
             "{line}"
         );
     }
@@ -215,6 +215,7 @@ fn limits_translate_completely() {
             "interval = \"0s\"",
             "allow_zero_length_clientid = false",
             "auto_id_prefix = \"dev-\"",
+            "allow_anonymous = false  # (allow_anonymous not set",
         ],
     );
 }

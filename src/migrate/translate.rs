@@ -208,6 +208,7 @@ impl Translator {
     fn finish(mut self) -> Migration {
         self.close_listener();
         self.close_default();
+        self.anonymous_default();
         if !self.persistence_set {
             let entry = Entry::new(
                 "enabled",
@@ -217,6 +218,22 @@ impl Translator {
             self.section("persistence").push(entry);
         }
         self.out
+    }
+
+    /// Mosquitto 2 refuses anonymous clients unless allowed or no listener is configured
+    /// (local only mode); Starling allows them when every listener is on loopback and there is
+    /// no password file, so the Mosquitto default is written out.
+    fn anonymous_default(&mut self) {
+        let set = |e: &Entry| e.key.as_deref() == Some("allow_anonymous");
+        if self.out.listeners.is_empty() || self.section("auth").iter().any(set) {
+            return;
+        }
+        let entry = Entry::new(
+            "allow_anonymous",
+            Value::Boolean(false),
+            "(allow_anonymous not set: Mosquitto 2's default once a listener is configured)",
+        );
+        self.section("auth").push(entry);
     }
 
     fn simple(&mut self, l: &Line, section: &'static str, name: &str, conv: Conv) {
