@@ -338,6 +338,8 @@ fn writes_to_stdout_without_output_and_fails_on_missing_file() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("max_qos = 1"));
+    let o = starling().arg("--help").output().unwrap();
+    assert!(text(&o.stdout).contains("migrate"), "{}", text(&o.stdout));
     let o = starling()
         .arg("migrate")
         .arg(dir.join("nope.conf"))

@@ -59,10 +59,16 @@ impl Draft {
             }
         };
         let mut out = Listener::default();
-        let bind_from = match &self.ipv6 {
-            Some(at) => format!("{}, {at}", origin.1),
-            None => origin.1.clone(),
-        };
+        let mut bind_from = vec![origin.1.clone()];
+        for at in [self.host.as_ref().map(|h| &h.1), self.ipv6.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !bind_from.contains(at) {
+                bind_from.push(at.clone());
+            }
+        }
+        let bind_from = bind_from.join(", ");
         out.push("bind", Value::String(bind.to_string()), &bind_from);
         let tls = self.tls_pair(left_out);
         let protocol = match (self.websockets.as_ref().is_some_and(|w| w.0), tls) {

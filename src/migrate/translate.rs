@@ -68,6 +68,7 @@ pub fn translate(lines: &[Line]) -> Migration {
 impl Translator {
     fn option(&mut self, l: &Line) {
         let key = l.key.as_str();
+        self.relative_path(l);
         if self.listener_option(l) {
             return;
         }
@@ -234,6 +235,26 @@ impl Translator {
             "(allow_anonymous not set: Mosquitto 2's default once a listener is configured)",
         );
         self.section("auth").push(entry);
+    }
+
+    /// Mosquitto reads a relative path from its working directory, Starling from the
+    /// directory of its configuration file.
+    fn relative_path(&mut self, l: &Line) {
+        const PATHS: &[&str] = &[
+            "certfile",
+            "keyfile",
+            "cafile",
+            "password_file",
+            "acl_file",
+            "persistence_location",
+        ];
+        if PATHS.contains(&l.key.as_str()) && std::path::Path::new(&l.rest).is_relative() {
+            self.warn(
+                l,
+                "relative path: Mosquitto reads it from its working directory, Starling from \
+                 the directory of the TOML file",
+            );
+        }
     }
 
     fn simple(&mut self, l: &Line, section: &'static str, name: &str, conv: Conv) {
@@ -414,6 +435,28 @@ mod tests {
         assert_eq!(mqtt[1].key.as_deref(), Some("max_qos"));
         assert_eq!(mqtt[1].value, Value::Integer(2));
         assert_eq!(mqtt[1].from, "m.conf:7");
+    }
+
+    #[test]
+    fn relative_paths_are_warned_about_once() {
+        let m = translate(&[
+            line("listener", "8883", 1),
+            line("certfile", "server.crt", 2),
+            line("keyfile", "/etc/k.pem", 3),
+            line("password_file", "passwd", 4),
+        ]);
+        let warned: Vec<&str> = m.warnings.iter().map(|n| n.at.as_str()).collect();
+        assert_eq!(warned, ["m.conf:2", "m.conf:4"]);
+    }
+
+    #[test]
+    fn port_and_bind_address_make_the_default_listener() {
+        let m = translate(&[line("bind_address", "10.0.0.1", 1), line("port", "1884", 2)]);
+        assert_eq!(m.listeners.len(), 1);
+        let bind = &m.listeners[0].entries[0];
+        assert_eq!(bind.value, Value::String("10.0.0.1:1884".into()));
+        assert_eq!(bind.from, "m.conf:2, m.conf:1");
+        assert!(m.left_out.is_empty(), "{:?}", m.left_out);
     }
 
     #[test]
