@@ -23,7 +23,7 @@ pub struct Draft {
     pub ipv6: Option<String>,
     /// `protocol websockets`.
     pub websockets: Sourced<bool>,
-    /// `certfile`, `keyfile`, `cafile`.
+    /// `certfile`.
     pub cert: Sourced<String>,
     /// `keyfile`.
     pub key: Sourced<String>,
