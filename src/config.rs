@@ -307,6 +307,15 @@ pub struct MqttConfig {
     /// (UUIDs, MAC addresses or host names with a prefix, Kubernetes pod names of up to 253
     /// characters) while a client cannot make the broker keep, store and log ids of 64 KiB.
     pub max_client_id_length: usize,
+    /// Accept a CONNECT with an empty client id (Mosquitto's `allow_zero_length_clientid`):
+    /// the broker then makes one up from `auto_id_prefix` (and tells a v5 client in Assigned
+    /// Client Identifier). When off, an empty id is refused with CONNACK 0x85 Client Identifier
+    /// not valid (v5) or 2 identifier rejected (3.x). 3.1 never allows it, 3.1.1 only with
+    /// clean session [MQTT-3.1.3-8].
+    pub allow_zero_length_clientid: bool,
+    /// Prefix of the ids the broker makes up for clients that send an empty one (Mosquitto's
+    /// `auto_id_prefix`, default `"auto-"`). At most 64 bytes and no `/`, `+`, `#`.
+    pub auto_id_prefix: String,
     /// Largest packet, in bytes, the broker accepts (and, for v5, announces as Maximum Packet
     /// Size). Checked before the packet is buffered, so it bounds per-connection memory.
     /// 1..=268435455.
@@ -372,6 +381,8 @@ impl Default for MqttConfig {
         MqttConfig {
             max_keepalive: 65535,
             max_client_id_length: 256,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".to_owned(),
             max_packet_size: 1_048_576,
             max_payload_size: 0,
             max_inflight: 20,

@@ -14,14 +14,19 @@
 //!   and ACL files it names are loaded too.
 //! - `starling passwd [-c] [-b] [-D] [-U] [-I ITERATIONS] FILE [USER] [PASSWORD]`: manage a
 //!   Mosquitto-compatible password file, like `mosquitto_passwd` (see [`passwd`]).
+//! - `starling migrate MOSQUITTO_CONF [-o FILE]`: translate a Mosquitto configuration into
+//!   Starling TOML, each key commented with its Mosquitto line; options with no equivalent are
+//!   listed on stderr (see `migrate`).
 //! - `starling store check|dump|reset --dir DIR`: inspect the message store, print its records,
 //!   or move it aside (see `store_cmd`).
 //!
-//! Exit codes: 0 success, 1 runtime or configuration error, 2 command-line usage error (clap).
+//! Exit codes: 0 success, 1 runtime or configuration error, 2 command-line usage error (clap),
+//! 3 `migrate` left some options out.
 
 #![deny(unsafe_code)]
 
 mod limits;
+mod migrate;
 mod passwd;
 mod store_cmd;
 
@@ -68,6 +73,10 @@ enum Command {
     /// Add, change or delete users in a Mosquitto-compatible password file (like
     /// mosquitto_passwd).
     Passwd(passwd::PasswdArgs),
+    /// Translate a Mosquitto configuration (mosquitto.conf, with its include_dir) into
+    /// Starling TOML. Options with no equivalent are listed on stderr; exit code 3 when any
+    /// was left out.
+    Migrate(migrate::MigrateArgs),
     /// Inspect, dump or move aside the message store (persistence.dir).
     Store {
         #[command(subcommand)]
@@ -89,6 +98,11 @@ fn main() -> ExitCode {
         Some(Command::Store { action }) => store_cmd::run(action),
         Some(Command::Run(args)) => run(args),
         Some(Command::Passwd(args)) => passwd::run(args),
+        Some(Command::Migrate(args)) => match migrate::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(migrate::EXIT_LEFT_OUT),
+            Err(e) => Err(e),
+        },
         None => run(cli.run),
     };
     match result {

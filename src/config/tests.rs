@@ -799,3 +799,18 @@ fn shipped_example_is_the_default() {
         }
     }
 }
+
+#[test]
+fn auto_id_prefix_bounds() {
+    for bad in ["a/b", "a+", "#", "\\u0001x"] {
+        let toml = format!("[mqtt]\nauto_id_prefix = \"{bad}\"\n");
+        assert_eq!(invalid_key(&toml), "mqtt.auto_id_prefix", "{bad}");
+    }
+    let long = "p".repeat(65);
+    let toml = format!("[mqtt]\nauto_id_prefix = \"{long}\"\n");
+    assert_eq!(invalid_key(&toml), "mqtt.auto_id_prefix");
+    let toml = "[mqtt]\nauto_id_prefix = \"\"\nallow_zero_length_clientid = false\n";
+    let c = Config::from_toml_str(toml).unwrap();
+    assert_eq!(c.mqtt.auto_id_prefix, "");
+    assert!(!c.mqtt.allow_zero_length_clientid);
+}

@@ -190,6 +190,17 @@ impl Config {
                 ),
             ));
         }
+        let prefix = &m.auto_id_prefix;
+        if prefix.len() > 64
+            || prefix.contains(['/', '+', '#'])
+            || prefix.chars().any(char::is_control)
+        {
+            return Err(ConfigError::invalid(
+                "mqtt.auto_id_prefix",
+                "must be at most 64 bytes without '/', '+', '#' or control characters (made-up \
+                 ids are substituted into ACL patterns as %c)",
+            ));
+        }
         if m.max_payload_size > MQTT_MAX_PACKET_SIZE {
             return Err(ConfigError::invalid(
                 "mqtt.max_payload_size",

@@ -78,16 +78,16 @@ fn rate_bucket(rate: u64) -> Option<crate::ratelimit::TokenBucket> {
     (rate > 0).then(|| crate::ratelimit::TokenBucket::new(rate, std::time::Instant::now()))
 }
 
-/// A client id for a client that sent none: unique for this process and unlikely to collide
-/// with ids of earlier runs.
-fn assign_client_id() -> String {
+/// A client id for a client that sent none: `mqtt.auto_id_prefix` followed by a part unique
+/// for this process and unlikely to collide with ids of earlier runs.
+fn assign_client_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    format!("starling-{t:x}-{n}")
+    format!("{prefix}{t:x}-{n}")
 }
 
 /// The client's Maximum Packet Size: what the server may send it [MQTT-3.1.2-24]. Only v5
@@ -237,7 +237,12 @@ fn client_id(
         crate::refusal!(%peer, protocol = %version, "refused: empty client id");
         return Err(IDENTIFIER_REJECTED);
     }
-    let id = assign_client_id();
+    if !cfg.allow_zero_length_clientid {
+        crate::refusal!(%peer, protocol = %version,
+            "refused: empty client id and mqtt.allow_zero_length_clientid is false");
+        return Err(IDENTIFIER_REJECTED);
+    }
+    let id = assign_client_id(&cfg.auto_id_prefix);
     Ok((id.clone(), Some(id)))
 }
 

@@ -1,0 +1,173 @@
+//! The Mosquitto options translated one to one into a global Starling key, and the reasons for
+//! those that have no equivalent.
+
+/// How a Mosquitto value becomes a TOML value.
+#[derive(Debug, Clone, Copy)]
+pub enum Conv {
+    /// `true` / `false`.
+    Bool,
+    /// The rest of the line, as a string (paths, prefixes).
+    Str,
+    /// An integer within `min..=max`; `zero` replaces 0 (Mosquitto's "no limit").
+    Int {
+        min: i64,
+        max: i64,
+        zero: Option<i64>,
+    },
+    /// Seconds, written as a Starling duration (`"10s"`).
+    Seconds,
+    /// Mosquitto's `<n><h|d|w|m|y>` expiration.
+    Expiry,
+}
+
+/// `(mosquitto option, starling section, starling key, conversion)`.
+pub const SIMPLE: &[(&str, &str, &str, Conv)] = &[
+    ("allow_anonymous", "auth", "allow_anonymous", Conv::Bool),
+    ("password_file", "auth", "password_file", Conv::Str),
+    ("acl_file", "auth", "acl_file", Conv::Str),
+    (
+        "allow_zero_length_clientid",
+        "mqtt",
+        "allow_zero_length_clientid",
+        Conv::Bool,
+    ),
+    ("auto_id_prefix", "mqtt", "auto_id_prefix", Conv::Str),
+    ("retain_available", "mqtt", "retain_available", Conv::Bool),
+    (
+        "max_qos",
+        "mqtt",
+        "max_qos",
+        Conv::Int {
+            min: 0,
+            max: 2,
+            zero: None,
+        },
+    ),
+    (
+        "max_keepalive",
+        "mqtt",
+        "max_keepalive",
+        Conv::Int {
+            min: 1,
+            max: 65535,
+            zero: None,
+        },
+    ),
+    (
+        "message_size_limit",
+        "mqtt",
+        "max_payload_size",
+        Conv::Int {
+            min: 0,
+            max: 268_435_455,
+            zero: None,
+        },
+    ),
+    (
+        "max_packet_size",
+        "mqtt",
+        "max_packet_size",
+        Conv::Int {
+            min: 1,
+            max: 268_435_455,
+            zero: Some(268_435_455),
+        },
+    ),
+    (
+        "max_inflight_messages",
+        "mqtt",
+        "max_inflight",
+        Conv::Int {
+            min: 1,
+            max: 65535,
+            zero: Some(65535),
+        },
+    ),
+    (
+        "max_queued_messages",
+        "mqtt",
+        "max_queued_messages",
+        Conv::Int {
+            min: 0,
+            max: i64::MAX,
+            zero: None,
+        },
+    ),
+    (
+        "max_queued_bytes",
+        "mqtt",
+        "max_queued_bytes",
+        Conv::Int {
+            min: 0,
+            max: i64::MAX,
+            zero: None,
+        },
+    ),
+    (
+        "persistent_client_expiration",
+        "mqtt",
+        "persistent_client_expiration",
+        Conv::Expiry,
+    ),
+    ("sys_interval", "sys", "interval", Conv::Seconds),
+    ("persistence", "persistence", "enabled", Conv::Bool),
+    ("persistence_location", "persistence", "dir", Conv::Str),
+];
+
+/// Options of a bridge (`connection` block), besides those starting with `bridge_`,
+/// `remote_`, `local_` or `notification`.
+pub const BRIDGE: &[&str] = &[
+    "connection",
+    "address",
+    "addresses",
+    "topic",
+    "cleansession",
+    "keepalive_interval",
+    "idle_timeout",
+    "restart_timeout",
+    "round_robin",
+    "start_type",
+    "threshold",
+    "try_private",
+];
+
+/// Whether `key` belongs to a bridge block.
+pub fn is_bridge(key: &str) -> bool {
+    BRIDGE.contains(&key)
+        || ["bridge_", "remote_", "local_", "notification"]
+            .iter()
+            .any(|p| key.starts_with(p))
+}
+
+/// Why a known option has no equivalent.
+pub fn no_equivalent(key: &str) -> &'static str {
+    match key {
+        k if k.starts_with("log_") || k == "connection_messages" => {
+            "Starling logs to stderr (journald under systemd); only log.level is configurable"
+        }
+        k if k.contains("plugin") || k.starts_with("auth_opt_") => "Starling has no plugins",
+        "user" => "Starling does not change user: start it as that user (systemd User=)",
+        "capath" => "Starling takes one PEM bundle: concatenate the certificates into a cafile",
+        "bind_interface" => {
+            "Starling binds addresses, not interfaces: put the interface's address in the listener"
+        }
+        "ciphers" | "ciphers_tls1.3" => "Starling uses rustls's cipher suites",
+        "crlfile" => "certificate revocation lists are not supported",
+        "dhparamfile" => "rustls uses ECDHE only: no DH parameters",
+        "psk_hint" | "psk_file" => "TLS-PSK is not supported",
+        "http_dir" => "Starling serves no files over HTTP",
+        "mount_point" => "mount points are not supported",
+        "persistence_file" => "Starling's store is a directory of its own files (persistence.dir)",
+        "clientid_prefixes" => "client id prefixes are not supported",
+        "use_username_as_clientid" => "not supported",
+        "websockets_log_level" | "websockets_headers_size" => "no such WebSocket setting",
+        "memory_limit" => "use [limits] global_queued_bytes_high/low to bound queued messages",
+        "max_inflight_bytes" => "only a count of in-flight messages (mqtt.max_inflight)",
+        "queue_qos0_messages" => "no Starling equivalent",
+        "upgrade_outgoing_qos" => "no Starling equivalent",
+        "check_retain_source" => "no Starling equivalent",
+        "set_tcp_nodelay" => "Starling always sets TCP_NODELAY",
+        "allow_duplicate_messages" => "deprecated in Mosquitto; no Starling equivalent",
+        _ => "unknown to starling migrate",
+    }
+}

@@ -1,0 +1,472 @@
+//! The translation itself: Mosquitto option lines, in order, to Starling tables.
+
+use toml::Value;
+
+use super::listener::{Draft, Listener};
+use super::options::{self, Conv};
+use super::parse::Line;
+use super::{Entry, Note};
+
+/// Starling's tables in the order they are written.
+pub const SECTIONS: &[&str] = &["auth", "mqtt", "sys", "persistence"];
+
+/// Options Mosquitto lets each listener set when `per_listener_settings` is true.
+const PER_LISTENER_AUTH: &[&str] = &["allow_anonymous", "password_file", "acl_file"];
+
+/// The result: Starling tables, and what could not be translated.
+#[derive(Debug, Default)]
+pub struct Migration {
+    /// `[[listeners]]`, in Mosquitto's order.
+    pub listeners: Vec<Listener>,
+    /// The keys of each table of [`SECTIONS`], by table name.
+    pub sections: Vec<(&'static str, Vec<Entry>)>,
+    /// Translated options that need no key, written as comments at the top.
+    pub comments: Vec<Entry>,
+    /// Options with no equivalent.
+    pub left_out: Vec<Note>,
+    /// Translations that differ in some way worth knowing.
+    pub warnings: Vec<Note>,
+}
+
+struct Translator {
+    out: Migration,
+    /// The default listener (`port`, `bind_address`, options before any `listener`).
+    default: Draft,
+    /// The listener being read, once a `listener` line was seen.
+    current: Option<Draft>,
+    per_listener: bool,
+    persistence_set: bool,
+}
+
+/// Translates `lines`, in the order Mosquitto reads them.
+pub fn translate(lines: &[Line]) -> Migration {
+    let mut t = Translator {
+        out: Migration {
+            sections: SECTIONS.iter().map(|s| (*s, Vec::new())).collect(),
+            ..Migration::default()
+        },
+        default: Draft::default(),
+        current: None,
+        // Mosquitto applies it to the whole file, wherever it is.
+        per_listener: lines
+            .iter()
+            .any(|l| l.key == "per_listener_settings" && l.rest == "true"),
+        persistence_set: false,
+    };
+    for line in lines {
+        t.option(line);
+    }
+    let mut m = t.finish();
+    // Listener options are judged when the listener ends: list everything in file order.
+    let order: std::collections::HashMap<String, usize> =
+        lines.iter().enumerate().map(|(i, l)| (l.at(), i)).collect();
+    m.left_out
+        .sort_by_key(|n| order.get(&n.at).copied().unwrap_or(usize::MAX));
+    m
+}
+
+impl Translator {
+    fn option(&mut self, l: &Line) {
+        let key = l.key.as_str();
+        self.relative_path(l);
+        if self.listener_option(l) {
+            return;
+        }
+        if let Some((_, section, name, conv)) = options::SIMPLE.iter().find(|o| o.0 == key) {
+            return self.simple(l, section, name, *conv);
+        }
+        match key {
+            "per_listener_settings" => match l.rest.as_str() {
+                "false" => self.note(l, "as Starling: one [auth] for all listeners"),
+                _ => {
+                    self.left_out(l, "Starling has no per-listener authentication yet: one [auth] for all listeners");
+                }
+            },
+            "autosave_interval" | "autosave_on_changes" => {
+                self.warn(
+                    l,
+                    "Starling writes the store as it changes (persistence.sync)",
+                );
+                self.comment("persistence", l, "written as it changes");
+            }
+            "pid_file" => {
+                self.warn(
+                    l,
+                    "Starling writes no pid file (under systemd use Type=notify)",
+                );
+                self.note(l, "no pid file");
+            }
+            k if options::is_bridge(k) => {
+                self.left_out(l, "Starling has no bridges yet");
+            }
+            k => self.left_out(l, options::no_equivalent(k)),
+        }
+    }
+
+    /// The options that belong to the listener being read. True when `l` was one.
+    fn listener_option(&mut self, l: &Line) -> bool {
+        let key = l.key.as_str();
+        if key == "listener" {
+            self.new_listener(l);
+            return true;
+        }
+        let draft = match (key, self.current.as_mut()) {
+            ("port" | "bind_address", _) => &mut self.default,
+            (_, Some(d)) => d,
+            (_, None) => &mut self.default,
+        };
+        let at = l.at();
+        let path = Some((l.rest.clone(), at.clone()));
+        match key {
+            "port" => match l.rest.parse::<u16>() {
+                Ok(p) => draft.port = Some((p, at)),
+                Err(_) => self
+                    .out
+                    .left_out
+                    .push(Note::new(&at, key, "not a port number")),
+            },
+            "bind_address" => draft.host = path,
+            "socket_domain" => draft.ipv6 = (l.rest == "ipv6").then_some(at),
+            "protocol" => match l.rest.as_str() {
+                "websockets" => draft.websockets = Some((true, at)),
+                "mqtt" => draft.websockets = Some((false, at)),
+                _ => self
+                    .out
+                    .left_out
+                    .push(Note::new(&at, key, "unknown protocol")),
+            },
+            "certfile" => draft.cert = path,
+            "keyfile" => draft.key = path,
+            "cafile" => draft.ca = path,
+            "require_certificate" | "use_identity_as_username" | "use_subject_as_username" => {
+                match parse_bool(l) {
+                    Ok(on) => draft.flags.push((static_name(key), on, at)),
+                    Err(why) => self.out.left_out.push(Note::new(&at, key, why)),
+                }
+            }
+            "tls_version" => draft.tls_version = Some(l.clone()),
+            "max_connections" => match l.rest.parse::<i64>() {
+                Ok(n) => draft.max_connections = Some((n, at)),
+                Err(_) => self.out.left_out.push(Note::new(&at, key, "not a number")),
+            },
+            _ => return false,
+        }
+        draft.used = true;
+        true
+    }
+
+    fn new_listener(&mut self, l: &Line) {
+        self.close_listener();
+        let args = l.args();
+        let mut draft = Draft {
+            line: Some(l.clone()),
+            used: true,
+            ..Draft::default()
+        };
+        match args.first().map(|p| p.parse::<u16>()) {
+            Some(Ok(p)) => draft.port = Some((p, l.at())),
+            _ => {
+                self.left_out(l, "no port number");
+                return;
+            }
+        }
+        draft.host = args.get(1).map(|h| (h.to_string(), l.at()));
+        self.current = Some(draft);
+    }
+
+    fn close_listener(&mut self) {
+        if let Some(draft) = self.current.take() {
+            if let Some(out) = draft.finish(&mut self.out.left_out, &mut self.out.warnings) {
+                self.out.listeners.push(out);
+            }
+        }
+    }
+
+    /// The default listener exists when no `listener` line does, or when `port` or
+    /// `bind_address` gave it one. Options set on it otherwise are left out: Mosquitto would
+    /// open a second listener on 1883 for them.
+    fn close_default(&mut self) {
+        let default = std::mem::take(&mut self.default);
+        let explicit = default.port.is_some() || default.host.is_some();
+        if !self.out.listeners.is_empty() && !explicit {
+            if default.used {
+                let why = "set before any `listener` line, so for Mosquitto's default listener: \
+                           move it after the listener it is meant for";
+                for (name, at) in default.sources() {
+                    self.out.left_out.push(Note::new(&at, name, why));
+                }
+            }
+            return;
+        }
+        if !default.used && self.out.listeners.is_empty() {
+            return; // Starling's default is Mosquitto's: 127.0.0.1:1883.
+        }
+        if let Some(out) = default.finish(&mut self.out.left_out, &mut self.out.warnings) {
+            self.out.listeners.insert(0, out);
+        }
+    }
+
+    fn finish(mut self) -> Migration {
+        self.close_listener();
+        self.close_default();
+        self.anonymous_default();
+        if !self.persistence_set {
+            let entry = Entry::new(
+                "enabled",
+                Value::Boolean(false),
+                "(persistence not set: Mosquitto's default is false)",
+            );
+            self.section("persistence").push(entry);
+        }
+        self.out
+    }
+
+    /// Mosquitto 2 refuses anonymous clients unless allowed or no listener is configured
+    /// (local only mode); Starling allows them when every listener is on loopback and there is
+    /// no password file, so the Mosquitto default is written out.
+    fn anonymous_default(&mut self) {
+        let set = |e: &Entry| e.key.as_deref() == Some("allow_anonymous");
+        if self.out.listeners.is_empty() || self.section("auth").iter().any(set) {
+            return;
+        }
+        let entry = Entry::new(
+            "allow_anonymous",
+            Value::Boolean(false),
+            "(allow_anonymous not set: Mosquitto 2's default once a listener is configured)",
+        );
+        self.section("auth").push(entry);
+    }
+
+    /// Mosquitto reads a relative path from its working directory, Starling from the
+    /// directory of its configuration file.
+    fn relative_path(&mut self, l: &Line) {
+        const PATHS: &[&str] = &[
+            "certfile",
+            "keyfile",
+            "cafile",
+            "password_file",
+            "acl_file",
+            "persistence_location",
+        ];
+        if PATHS.contains(&l.key.as_str()) && std::path::Path::new(&l.rest).is_relative() {
+            self.warn(
+                l,
+                "relative path: Mosquitto reads it from its working directory, Starling from \
+                 the directory of the TOML file",
+            );
+        }
+    }
+
+    fn simple(&mut self, l: &Line, section: &'static str, name: &str, conv: Conv) {
+        let value = match convert(l, conv) {
+            Ok(v) => v,
+            Err(why) => return self.left_out(l, &why),
+        };
+        if section == "persistence" && name == "enabled" {
+            self.persistence_set = true;
+        }
+        if name == "dir" {
+            self.warn(
+                l,
+                "Starling keeps its own store there: mosquitto.db is not read",
+            );
+        }
+        let per_listener = self.per_listener && PER_LISTENER_AUTH.contains(&l.key.as_str());
+        if per_listener && l.key == "allow_anonymous" && value == Value::Boolean(true) {
+            return self.left_out(
+                l,
+                "per_listener_settings: Starling's [auth] is for every listener, so anonymous \
+                 access is not widened to all of them",
+            );
+        }
+        let entries = self.section(section);
+        if let Some(i) = entries.iter().position(|e| e.key.as_deref() == Some(name)) {
+            if per_listener && entries[i].value != value {
+                let why = format!(
+                    "per_listener_settings: {} sets another value; Starling has one [auth]",
+                    entries[i].from
+                );
+                return self.left_out(l, &why);
+            }
+            let old = entries.remove(i);
+            let text = format!("{} {} at {} overridden", l.key, old.value, old.from);
+            entries.push(Entry::comment(&text, &l.at()));
+        }
+        entries.push(Entry::new(name, value, &l.at()));
+    }
+
+    fn section(&mut self, name: &str) -> &mut Vec<Entry> {
+        let i = self.out.sections.iter().position(|s| s.0 == name);
+        let i = i.unwrap_or(0);
+        &mut self.out.sections[i].1
+    }
+
+    fn comment(&mut self, section: &str, l: &Line, text: &str) {
+        let text = format!("{} {}: {text}", l.key, l.rest);
+        self.section(section).push(Entry::comment(&text, &l.at()));
+    }
+
+    /// A translated option that needs no key: a comment at the top.
+    fn note(&mut self, l: &Line, text: &str) {
+        let text = format!("{} {}: {text}", l.key, l.rest);
+        self.out.comments.push(Entry::comment(&text, &l.at()));
+    }
+
+    fn warn(&mut self, l: &Line, why: &str) {
+        self.out.warnings.push(Note::new(&l.at(), &l.key, why));
+    }
+
+    fn left_out(&mut self, l: &Line, why: &str) {
+        self.out.left_out.push(Note::new(&l.at(), &l.key, why));
+    }
+}
+
+fn static_name(key: &str) -> &'static str {
+    match key {
+        "require_certificate" => "require_certificate",
+        "use_identity_as_username" => "use_identity_as_username",
+        _ => "use_subject_as_username",
+    }
+}
+
+fn parse_bool(l: &Line) -> Result<bool, String> {
+    match l.rest.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
+    }
+}
+
+/// The TOML value of a one-to-one option.
+fn convert(l: &Line, conv: Conv) -> Result<Value, String> {
+    let v = l.rest.as_str();
+    match conv {
+        Conv::Bool => parse_bool(l).map(Value::Boolean),
+        Conv::Str if v.is_empty() => Err("no value".into()),
+        Conv::Str => Ok(Value::String(v.to_owned())),
+        Conv::Int { min, max, zero } => {
+            let n: i64 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
+            let n = if n == 0 { zero.unwrap_or(0) } else { n };
+            if !(min..=max).contains(&n) {
+                return Err(format!("{n} is outside Starling's range {min}..={max}"));
+            }
+            Ok(Value::Integer(n))
+        }
+        Conv::Seconds => {
+            let n: u64 = v
+                .parse()
+                .map_err(|_| format!("{v:?} is not a number of seconds"))?;
+            Ok(Value::String(format!("{n}s")))
+        }
+        Conv::Expiry => expiry(v).map(Value::String),
+    }
+}
+
+/// Mosquitto's `<n>h|d|w|m|y` (m is months) as a Starling duration.
+fn expiry(v: &str) -> Result<String, String> {
+    let bad = || format!("{v:?} is not <number><h|d|w|m|y>");
+    let unit = v.chars().last().ok_or_else(bad)?;
+    let n: u64 = v[..v.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    Ok(match unit {
+        'h' => format!("{n}h"),
+        'd' => format!("{n}d"),
+        'w' => format!("{n}w"),
+        'm' => format!("{}d", n.checked_mul(30).ok_or_else(bad)?),
+        'y' => format!("{}d", n.checked_mul(365).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(key: &str, rest: &str, number: usize) -> Line {
+        Line {
+            file: "m.conf".into(),
+            number,
+            key: key.into(),
+            rest: rest.into(),
+        }
+    }
+
+    #[test]
+    fn expiry_months_and_years_become_days() {
+        assert_eq!(expiry("2h").as_deref(), Ok("2h"));
+        assert_eq!(expiry("3m").as_deref(), Ok("90d"));
+        assert_eq!(expiry("1y").as_deref(), Ok("365d"));
+        assert!(expiry("5").is_err());
+        assert!(expiry("").is_err());
+        assert!(expiry("x1d").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_left_out_with_the_reason() {
+        let m = translate(&[
+            line("max_qos", "3", 1),
+            line("retain_available", "yes", 2),
+            line("max_inflight_messages", "lots", 3),
+            line("listener", "", 4),
+            line("frobnicate", "1", 5),
+        ]);
+        let why: Vec<(&str, &str)> = m
+            .left_out
+            .iter()
+            .map(|n| (n.at.as_str(), n.why.as_str()))
+            .collect();
+        assert_eq!(
+            why,
+            [
+                ("m.conf:1", "3 is outside Starling's range 0..=2"),
+                ("m.conf:2", "\"yes\" is not true or false"),
+                ("m.conf:3", "\"lots\" is not a number"),
+                ("m.conf:4", "no port number"),
+                ("m.conf:5", "unknown to starling migrate"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_later_value_overrides_and_says_so() {
+        let m = translate(&[line("max_qos", "1", 1), line("max_qos", "2", 7)]);
+        let mqtt = &m.sections.iter().find(|s| s.0 == "mqtt").unwrap().1;
+        assert_eq!(mqtt.len(), 2, "{mqtt:?}");
+        assert_eq!(mqtt[0].key, None);
+        assert_eq!(mqtt[1].key.as_deref(), Some("max_qos"));
+        assert_eq!(mqtt[1].value, Value::Integer(2));
+        assert_eq!(mqtt[1].from, "m.conf:7");
+    }
+
+    #[test]
+    fn relative_paths_are_warned_about_once() {
+        let m = translate(&[
+            line("listener", "8883", 1),
+            line("certfile", "server.crt", 2),
+            line("keyfile", "/etc/k.pem", 3),
+            line("password_file", "passwd", 4),
+        ]);
+        let warned: Vec<&str> = m.warnings.iter().map(|n| n.at.as_str()).collect();
+        assert_eq!(warned, ["m.conf:2", "m.conf:4"]);
+    }
+
+    #[test]
+    fn port_and_bind_address_make_the_default_listener() {
+        let m = translate(&[line("bind_address", "10.0.0.1", 1), line("port", "1884", 2)]);
+        assert_eq!(m.listeners.len(), 1);
+        let bind = &m.listeners[0].entries[0];
+        assert_eq!(bind.value, Value::String("10.0.0.1:1884".into()));
+        assert_eq!(bind.from, "m.conf:2, m.conf:1");
+        assert!(m.left_out.is_empty(), "{:?}", m.left_out);
+    }
+
+    #[test]
+    fn options_before_listener_lines_are_left_out() {
+        let m = translate(&[
+            line("max_connections", "10", 1),
+            line("listener", "1883", 2),
+        ]);
+        assert_eq!(m.listeners.len(), 1);
+        assert_eq!(m.left_out.len(), 1, "{:?}", m.left_out);
+        assert_eq!(m.left_out[0].option, "max_connections");
+    }
+}

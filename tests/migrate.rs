@@ -1,0 +1,350 @@
+//! `starling migrate` (issue 16): Mosquitto configurations, the Debian package's and ones
+//! written for these tests (tests/fixtures/migrate), are translated by the binary; each output
+//! passes `starling check-config`, each key names its Mosquitto line, and the options left out
+//! (stderr, exit code 3) are exactly the expected ones.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn starling() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_starling"));
+    cmd.env_remove("RUST_LOG").stdin(Stdio::null());
+    cmd
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/migrate")
+}
+
+/// A scratch directory holding the fixtures with `@DIR@` replaced by its own path, and the
+/// files they name (empty password and ACL files, placeholder certificates).
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("starling-migrate-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("includes.d")).unwrap();
+    std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+    copy_dir(&fixtures(), &dir, &dir);
+    copy_dir(
+        &fixtures().join("includes.d"),
+        &dir.join("includes.d"),
+        &dir,
+    );
+    for f in [
+        "passwd",
+        "acl",
+        "acl.other",
+        "server.crt",
+        "server.key",
+        "ca.crt",
+    ] {
+        std::fs::write(dir.join(f), "").unwrap();
+    }
+    dir
+}
+
+/// Copies the files of `from` into `to`, `@DIR@` replaced by `base`.
+fn copy_dir(from: &Path, to: &Path, base: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = text.replace("@DIR@", base.to_str().unwrap());
+            std::fs::write(to.join(path.file_name().unwrap()), text).unwrap();
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `starling migrate NAME.conf -o NAME.toml` in `dir`; the output, the TOML, and the
+/// `left out:` lines of stderr with `dir` written as `@DIR@`.
+fn migrate(dir: &Path, name: &str) -> (Output, String, Vec<String>) {
+    let toml = dir.join(format!("{name}.toml"));
+    let o = starling()
+        .arg("migrate")
+        .arg(dir.join(format!("{name}.conf")))
+        .arg("-o")
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let written = std::fs::read_to_string(&toml).unwrap_or_default();
+    let left = text(&o.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("left out: "))
+        .map(|l| l.replace(dir.to_str().unwrap(), "@DIR@"))
+        .collect();
+    (o, written, left)
+}
+
+/// The TOML passes check-config; its effective configuration.
+fn check(dir: &Path, name: &str) -> String {
+    let o = starling()
+        .arg("check-config")
+        .arg(dir.join(format!("{name}.toml")))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+/// Translates fixture `name`: exit code, left-out list (each `file:line: option: why` prefix
+/// up to the option) and lines that must be in the TOML.
+fn case(name: &str, left_out: &[&str], has: &[&str]) -> (String, String) {
+    let dir = scratch(name);
+    let (o, toml, left) = migrate(&dir, name);
+    let expected_code = if left_out.is_empty() { 0 } else { 3 };
+    assert_eq!(
+        o.status.code(),
+        Some(expected_code),
+        "{name}: {}",
+        text(&o.stderr)
+    );
+    let got: Vec<String> = left
+        .iter()
+        .map(|l| l.splitn(3, ": ").take(2).collect::<Vec<_>>().join(": "))
+        .collect();
+    assert_eq!(got, left_out, "{name}: stderr {}", text(&o.stderr));
+    for want in has {
+        assert!(
+            toml.lines().any(|l| l.starts_with(want)),
+            "{name}: no {want:?} in\n{toml}"
+        );
+    }
+    for line in toml
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(" = "))
+    {
+        assert!(
+            line.contains(".conf:") || line.contains(" not set: Mosquitto"),
+            "{line}"
+        );
+    }
+    let effective = check(&dir, name);
+    (toml, effective)
+}
+
+#[test]
+fn tls_with_client_certificates_translates_completely() {
+    let (toml, effective) = case(
+        "tls-client-certs",
+        &[],
+        &[
+            "bind = \"0.0.0.0:8883\"",
+            "protocol = \"mqtts\"",
+            "require_certificate = true",
+            "use_identity_as_username = true",
+            "allow_anonymous = false",
+            "enabled = false  # (persistence not set",
+        ],
+    );
+    assert!(
+        toml.contains("# tls_version tlsv1.2: Starling's minimum already"),
+        "{toml}"
+    );
+    assert!(effective.contains("ca = \""), "{effective}");
+}
+
+#[test]
+fn websockets_listeners_become_ws_and_wss() {
+    let (_, effective) = case(
+        "websockets",
+        &["@DIR@/websockets.conf:6: http_dir"],
+        &[
+            "bind = \"127.0.0.1:1883\"",
+            "bind = \"0.0.0.0:9001\"",
+            "protocol = \"ws\"",
+            "protocol = \"wss\"",
+        ],
+    );
+    assert!(effective.contains("path = \"/mqtt\""), "{effective}");
+}
+
+#[test]
+fn persistence_options() {
+    let (toml, _) = case(
+        "persistence",
+        &["@DIR@/persistence.conf:4: persistence_file"],
+        &[
+            "enabled = true",
+            "dir = \"",
+            "persistent_client_expiration = \"60d\"",
+            "password_file = \"",
+        ],
+    );
+    assert!(
+        toml.contains("# autosave_interval 300: written as it changes"),
+        "{toml}"
+    );
+}
+
+#[test]
+fn bridges_are_left_out_line_by_line() {
+    let left: Vec<String> = [
+        (5, "connection"),
+        (6, "address"),
+        (7, "topic"),
+        (8, "bridge_cafile"),
+        (9, "remote_username"),
+        (10, "remote_password"),
+        (11, "cleansession"),
+    ]
+    .iter()
+    .map(|(n, o)| format!("@DIR@/bridge.conf:{n}: {o}"))
+    .collect();
+    let left: Vec<&str> = left.iter().map(String::as_str).collect();
+    case("bridge", &left, &["allow_anonymous = true"]);
+}
+
+#[test]
+fn limits_translate_completely() {
+    case(
+        "limits",
+        &[],
+        &[
+            "max_connections = 500",
+            "max_keepalive = 300",
+            "max_payload_size = 1048576",
+            "max_packet_size = 268435455",
+            "max_inflight = 65535",
+            "max_queued_messages = 5000",
+            "max_queued_bytes = 10485760",
+            "max_qos = 1",
+            "retain_available = false",
+            "interval = \"0s\"",
+            "allow_zero_length_clientid = false",
+            "auto_id_prefix = \"dev-\"",
+            "allow_anonymous = false  # (allow_anonymous not set",
+        ],
+    );
+}
+
+#[test]
+fn multiple_listeners_and_address_families() {
+    case(
+        "multi-listener",
+        &["@DIR@/multi-listener.conf:11: bind_interface"],
+        &[
+            "bind = \"127.0.0.1:1883\"",
+            "bind = \"[::1]:1884\"",
+            "bind = \"0.0.0.0:8883\"",
+            "bind = \"[::]:1885\"",
+            "bind = \"0.0.0.0:1886\"",
+        ],
+    );
+}
+
+/// Starling's one [auth] must not widen access: the loopback listener's `allow_anonymous true`
+/// is left out, the TLS listener's `false` kept; a second, different ACL file is left out.
+#[test]
+fn per_listener_settings_are_left_out_with_conflicting_auth() {
+    case(
+        "per-listener",
+        &[
+            "@DIR@/per-listener.conf:1: per_listener_settings",
+            "@DIR@/per-listener.conf:4: allow_anonymous",
+            "@DIR@/per-listener.conf:17: acl_file",
+        ],
+        &[
+            "allow_anonymous = false",
+            "password_file = \"",
+            "acl_file = \"",
+        ],
+    );
+}
+
+#[test]
+fn include_dir_reads_conf_files_in_sorted_order() {
+    let (toml, _) = case(
+        "includes",
+        &[
+            "@DIR@/includes.d/05-log.conf:1: log_type",
+            "@DIR@/includes.d/05-log.conf:2: log_timestamp",
+        ],
+        &[
+            "bind = \"127.0.0.1:1883\"",
+            "protocol = \"ws\"",
+            "interval = \"30s\"",
+        ],
+    );
+    assert!(!toml.contains("README"), "{toml}");
+    let order: Vec<usize> = ["05-log", "10-listeners", "20-auth"]
+        .iter()
+        .map(|f| toml.find(f).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{toml}");
+}
+
+#[test]
+fn plugins_and_user_are_left_out() {
+    case(
+        "plugins",
+        &[
+            "@DIR@/plugins.conf:1: user",
+            "@DIR@/plugins.conf:3: cafile",
+            "@DIR@/plugins.conf:4: plugin",
+            "@DIR@/plugins.conf:5: plugin_opt_config_file",
+        ],
+        &["bind = \"0.0.0.0:1883\"", "protocol = \"mqtt\""],
+    );
+}
+
+/// The configuration Debian's mosquitto package installs, with its include_dir pointed at a
+/// conf.d holding the package's README.
+#[test]
+fn debian_package_configuration() {
+    let dir = scratch("debian");
+    let conf = std::fs::read_to_string(fixtures().join("debian-mosquitto.conf")).unwrap();
+    let conf = conf.replace(
+        "/etc/mosquitto/conf.d",
+        dir.join("conf.d").to_str().unwrap(),
+    );
+    std::fs::write(dir.join("debian.conf"), conf).unwrap();
+    std::fs::write(
+        dir.join("conf.d/README"),
+        "Any files placed in this directory that have a .conf ending will be loaded\n",
+    )
+    .unwrap();
+    let (o, toml, left) = migrate(&dir, "debian");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert_eq!(
+        left,
+        [
+            "@DIR@/debian.conf:11: log_dest: Starling logs to stderr (journald under systemd); \
+          only log.level is configurable"
+        ]
+    );
+    let stderr = text(&o.stderr);
+    assert!(stderr.contains("debian.conf:6: pid_file"), "{stderr}");
+    assert!(toml.contains("enabled = true  # "), "{toml}");
+    assert!(toml.contains("dir = \"/var/lib/mosquitto/\""), "{toml}");
+    // No listener: Starling's default, 127.0.0.1:1883, is Mosquitto's local only mode.
+    assert!(!toml.contains("[[listeners]]"), "{toml}");
+    let effective = check(&dir, "debian");
+    assert!(
+        effective.contains("bind = \"127.0.0.1:1883\""),
+        "{effective}"
+    );
+}
+
+#[test]
+fn writes_to_stdout_without_output_and_fails_on_missing_file() {
+    let dir = scratch("stdout");
+    let o = starling()
+        .arg("migrate")
+        .arg(dir.join("limits.conf"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("max_qos = 1"));
+    let o = starling().arg("--help").output().unwrap();
+    assert!(text(&o.stdout).contains("migrate"), "{}", text(&o.stdout));
+    let o = starling()
+        .arg("migrate")
+        .arg(dir.join("nope.conf"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("nope.conf"), "{}", text(&o.stderr));
+}
