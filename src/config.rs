@@ -419,7 +419,7 @@ pub struct LimitsConfig {
     /// Subscriptions one client may hold; SUBSCRIBEs beyond it are refused (SUBACK 0x97 Quota
     /// exceeded for MQTT 5, 0x80 for 3.1.1; replacing a filter already held is not a new one).
     /// 0 means no limit. The default, 10,000, is far above what a device or an application
-    /// subscribes to, and bounds what one client id can make the broker hold (about 1 KB per
+    /// subscribes to, and bounds what one client id can make the broker hold (about 1.2 KB per
     /// subscription in the trie and the session, see BENCHMARKS.md).
     pub max_subscriptions_per_client: usize,
     /// Levels (`/`-separated parts) a topic name or filter may have; deeper ones are refused so
