@@ -427,7 +427,11 @@ pub struct LimitsConfig {
     /// Reading resumes once queued bytes fall below this. Must be lower than
     /// `global_queued_bytes_high` so the broker does not flap at the threshold.
     pub global_queued_bytes_low: u64,
-    /// Subscriptions one client may hold; SUBSCRIBEs beyond it are refused. 0 means no limit.
+    /// Subscriptions one client may hold; SUBSCRIBEs beyond it are refused (SUBACK 0x97 Quota
+    /// exceeded for MQTT 5, 0x80 for 3.1.1; replacing a filter already held is not a new one).
+    /// 0 means no limit. The default, 10,000, is far above what a device or an application
+    /// subscribes to, and bounds what one client id can make the broker hold (about 1.2 KB per
+    /// subscription in the trie and the session, see BENCHMARKS.md).
     pub max_subscriptions_per_client: usize,
     /// Levels (`/`-separated parts) a topic name or filter may have; deeper ones are refused so
     /// a client cannot make the subscription tree arbitrarily deep. At least 1.
@@ -473,7 +477,7 @@ impl Default for LimitsConfig {
             max_publish_bandwidth: 0,
             slow_consumer_policy: SlowConsumerPolicy::Drop,
             slow_consumer_grace: Duration::from_secs(30),
-            max_subscriptions_per_client: 0,
+            max_subscriptions_per_client: 10_000,
             max_topic_levels: 128,
         }
     }

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod logging;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod persistence;

@@ -327,6 +327,54 @@ async fn limits_max_subscriptions_per_client_2_v311_third_filter_suback_0x80() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_max_subscriptions_per_client_2_v31_third_filter_closes() {
+    // MQTT 3.1's SUBACK has no failure code: the only honest answer is closing.
+    let b = start_with(subscriptions_config()).await;
+    let (mut s, _) = Raw::connect(b.addr, &ConnectOpts::v31("ms31")).await;
+    s.send(&subscribe_packet(1, &[("s/a", 1), ("s/b", 1)]))
+        .await;
+    assert_eq!(suback_codes(&mut s, 1).await, vec![1, 1]);
+    s.send(&subscribe_packet(2, &[("s/a", 0)])).await;
+    assert_eq!(
+        suback_codes(&mut s, 2).await,
+        vec![0],
+        "replacing is allowed"
+    );
+    s.send(&subscribe_packet(3, &[("s/c", 1)])).await;
+    s.expect_closed("a third filter from a 3.1 client").await;
+    b.wait_until("the clean session is gone", |st| st.session_count() == 0)
+        .await;
+    assert_eq!(b.state().subscription_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_max_subscriptions_per_client_defaults_to_10000_v5_suback_0x97() {
+    let b = start().await;
+    assert_eq!(
+        b.state().config().limits.max_subscriptions_per_client,
+        10_000
+    );
+    let (mut s, _) = connect_v5(b.addr, "msd").await;
+    let filters: Vec<String> = (0..10_001).map(|i| format!("d/{i}")).collect();
+    for (n, chunk) in filters.chunks(1_000).enumerate() {
+        let pid = u16::try_from(n + 1).expect("few batches");
+        let batch: Vec<(&str, QoS)> = chunk
+            .iter()
+            .map(|f| (f.as_str(), QoS::AtMostOnce))
+            .collect();
+        s.send(&v5_subscribe(pid, &batch)).await;
+        let codes = suback_codes(&mut s, pid).await;
+        let granted = codes.iter().filter(|&&c| c == 0).count();
+        assert_eq!(
+            granted + codes.iter().filter(|&&c| c == 0x97).count(),
+            codes.len()
+        );
+        assert_eq!(granted, chunk.len().min(10_000 - n * 1_000), "batch {n}");
+    }
+    assert_eq!(b.state().subscription_count(), 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_max_subscriptions_per_client_2_v5_third_filter_suback_0x97() {
     let b = start_with(subscriptions_config()).await;
     let (mut s, _) = connect_v5(b.addr, "ms5").await;

@@ -293,6 +293,13 @@ impl BrokerState {
         self.subscriptions.read().shared_len()
     }
 
+    /// Nodes in the subscription trie ([`SubscriptionTrie::node_count`]): back to its earlier
+    /// value once a session's subscriptions are gone. Walks the trie under its read lock, so it
+    /// is for tests and diagnostics, not for a periodic metric.
+    pub fn subscription_node_count(&self) -> usize {
+        self.subscriptions.read().node_count()
+    }
+
     /// Messages waiting in session queues (connected or not), for `$SYS` store figures.
     pub fn queued_messages(&self) -> u64 {
         self.all_sessions()

@@ -241,6 +241,11 @@ impl BrokerState {
         }
         let freed = session.with_state(|s| s.clear());
         self.budget.sub(freed);
+        if filters.len() >= crate::memory::TRIM_AFTER_SUBSCRIPTIONS {
+            // No lock is held here; the trim itself runs on a blocking thread.
+            drop(filters);
+            crate::memory::release_free_memory();
+        }
         if let (Some(p), true) = (&self.persistence, session.is_persistent()) {
             p.submit(vec![Op::DeleteSession {
                 client_id: session.client_id.to_string(),

@@ -40,7 +40,7 @@ fn defaults() {
     assert_eq!(c.limits.max_connections, 100_000);
     assert_eq!(c.limits.global_queued_bytes_high, 128 << 20);
     assert_eq!(c.limits.global_queued_bytes_low, 96 << 20);
-    assert_eq!(c.limits.max_subscriptions_per_client, 0);
+    assert_eq!(c.limits.max_subscriptions_per_client, 10_000);
     assert_eq!(c.limits.max_topic_levels, 128);
     assert_eq!(c.log.level, "info");
     c.validate().unwrap();

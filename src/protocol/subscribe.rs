@@ -107,7 +107,8 @@ impl Handler {
     }
 
     /// One filter of a SUBSCRIBE: refused (with its reason logged and noted) or subscribed.
-    /// Err only for a protocol error, which closes the connection.
+    /// Err for a protocol error, or a 3.1 client over its subscription limit (3.1 cannot be
+    /// refused in SUBACK): either closes the connection.
     fn subscribe_filter(
         &mut self,
         filter: &str,
@@ -132,6 +133,14 @@ impl Handler {
         if self.over_subscription_limit(filter) {
             crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
                 "subscription refused: max_subscriptions_per_client reached");
+            if self.version == ProtocolVersion::V31 {
+                // 3.1's SUBACK cannot refuse; granting without subscribing would lie, and
+                // letting it through would make the limit optional. Close instead.
+                return Err(Close::Server(
+                    ReasonCode::QUOTA_EXCEEDED,
+                    "max_subscriptions_per_client reached (MQTT 3.1 cannot refuse a subscription)",
+                ));
+            }
             outcome.refuse(
                 v5,
                 ReasonCode::QUOTA_EXCEEDED,
@@ -175,12 +184,12 @@ impl Handler {
     }
 
     /// `limits.max_subscriptions_per_client` reached, and `filter` would be one more (a
-    /// filter already subscribed is replaced, not added). 3.1 has no way to refuse.
+    /// filter already subscribed is replaced, not added).
     fn over_subscription_limit(&self, filter: &str) -> bool {
         let limit = self.broker.config().limits.max_subscriptions_per_client;
         let count = self.session.with_state(|s| s.subscription_count());
         let is_new = !self.session.with_state(|s| s.has_subscription(filter));
-        limit > 0 && is_new && count >= limit && self.version != ProtocolVersion::V31
+        limit > 0 && is_new && count >= limit
     }
 
     /// Subscribes `filter` at the QoS granted, records it for a persistent session, and notes

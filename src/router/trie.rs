@@ -10,7 +10,9 @@
 //! - Within one leaf a client id appears at most once among the non-shared subscriptions and at
 //!   most once per shared group [MQTT-3.8.4-3]. `len`/`shared_len` count exactly those entries.
 //! - No empty node survives an unsubscribe: a node without subscriptions, `#` leaf or children
-//!   is removed, up to (not including) the root. Empty shared groups are removed too.
+//!   is removed, up to (not including) the root. Empty shared groups are removed too. Maps and
+//!   lists that emptied out to a quarter of their capacity are shrunk, so the memory of a large
+//!   session is given back to the allocator when it ends ([`SubscriptionTrie::node_count`]).
 //! - The `$` rule [MQTT-4.7.2-1] is applied only at the root: `+` and `#` children of the root
 //!   are skipped for topics starting with `$`.
 //! - Matching allocates nothing beyond pushing into the caller's `Vec`: branches wait on a small
@@ -150,8 +152,22 @@ impl<S> SubList<S> {
             *self = SubList::new();
         } else if self.items.len() < self.items.capacity() / 4 {
             self.items.shrink_to(self.items.len() * 2);
+            if let Some(ix) = &mut self.index {
+                shrink_map(ix);
+            }
         }
         true
+    }
+}
+
+/// Gives memory back once a map is at most a quarter full, keeping room to double, so a
+/// level that once had 250k children does not keep their table after they are gone;
+/// alternating insert and remove at the boundary costs amortised O(1).
+fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+    if m.is_empty() {
+        *m = HashMap::new();
+    } else if m.len() < m.capacity() / 4 {
+        m.shrink_to(m.len() * 2);
     }
 }
 
@@ -443,6 +459,9 @@ impl<S> SubscriptionTrie<S> {
                         let removed = leaf.shared[i].members.remove(client_id);
                         if leaf.shared[i].members.is_empty() {
                             leaf.shared.swap_remove(i);
+                            if leaf.shared.len() < leaf.shared.capacity() / 4 {
+                                leaf.shared.shrink_to(leaf.shared.len() * 2);
+                            }
                         }
                         removed
                     }
@@ -498,6 +517,7 @@ impl<S> SubscriptionTrie<S> {
             Some("+") => parent.plus = None,
             Some(level) => {
                 parent.children.remove(level);
+                shrink_map(&mut parent.children);
             }
             None => {}
         }
@@ -657,6 +677,21 @@ impl<S> SubscriptionTrie<S> {
     /// Number of shared subscriptions (group memberships).
     pub fn shared_len(&self) -> usize {
         self.shared_len
+    }
+
+    /// Number of filter-level nodes below the root (literal and `+` levels; a `#` leaf and
+    /// shared groups live in their parent's node). Zero once every subscription is gone, since
+    /// empty branches are pruned. Walks the whole trie, O(nodes): for tests and diagnostics,
+    /// not for a hot path.
+    pub fn node_count(&self) -> usize {
+        let mut stack: Vec<&Node<S>> = vec![&self.root];
+        let mut n = 0usize;
+        while let Some(node) = stack.pop() {
+            stack.extend(node.children.values());
+            stack.extend(node.plus.as_deref());
+            n += 1;
+        }
+        n - 1
     }
 
     /// Whether there are no subscriptions at all; a PUBLISH can then skip matching.

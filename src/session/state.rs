@@ -618,7 +618,8 @@ impl SessionState {
         self.queued_payload = 0;
         self.inflight.clear();
         self.inbound_qos2.clear();
-        self.subscriptions.clear();
+        // A fresh map, not `clear()`: a clean start must not keep a large session's table.
+        self.subscriptions = HashMap::new();
         self.next_packet_id = 1;
         freed
     }
@@ -650,7 +651,11 @@ impl SessionState {
     /// Forgets a subscription (and stops reading its retained messages); true if it existed.
     pub fn remove_subscription(&mut self, filter: &str) -> bool {
         self.streams.stop(filter);
-        self.subscriptions.remove(filter).is_some()
+        let existed = self.subscriptions.remove(filter).is_some();
+        if self.subscriptions.len() < self.subscriptions.capacity() / 4 {
+            self.subscriptions.shrink_to(self.subscriptions.len() * 2);
+        }
+        existed
     }
 
     pub fn subscription_count(&self) -> usize {

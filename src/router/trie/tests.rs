@@ -34,16 +34,8 @@ fn clients(t: &SubscriptionTrie<u32>, topic: &str) -> Vec<String> {
     hits(t, topic).into_iter().map(|(c, _)| c).collect()
 }
 
-/// Number of nodes below the root, counted iteratively.
 fn node_count<S>(t: &SubscriptionTrie<S>) -> usize {
-    let mut stack: Vec<&Node<S>> = vec![&t.root];
-    let mut n = 0;
-    while let Some(node) = stack.pop() {
-        stack.extend(node.children.values());
-        stack.extend(node.plus.as_deref());
-        n += 1;
-    }
-    n - 1
+    t.node_count()
 }
 
 fn assert_pristine<S>(t: &SubscriptionTrie<S>) {
@@ -466,4 +458,79 @@ fn handles_are_cloned_out_of_matches() {
     let owned: Vec<Subscription<Arc<str>>> = out.iter().map(|m| m.sub.clone()).collect();
     assert_eq!(&*owned[0].handle, "tx");
     assert!(format!("{:?}", out[0]).contains("shared_group: None"));
+}
+
+/// The filters one large session might hold: literal, `+`, `#`, `$share`, root-level fan-out.
+fn session_filters(i: u32) -> [String; 6] {
+    [
+        format!("{i}"),
+        format!("dev/{i}/temp"),
+        format!("dev/{i}/+/x"),
+        format!("site/{}/dev/{i}/#", i % 50),
+        format!("$share/g{}/jobs/{i}/+", i % 3),
+        format!("$share/all/+/{i}/#"),
+    ]
+}
+
+#[test]
+fn a_large_session_ending_leaves_zero_nodes_and_no_big_tables() {
+    let mut t = SubscriptionTrie::new();
+    t.subscribe("keep/+", sub("other", 0));
+    let baseline = t.node_count();
+    assert_eq!(baseline, 2);
+    let filters: Vec<String> = (0..5_000).flat_map(session_filters).collect();
+    for f in &filters {
+        assert!(!t.subscribe(f, sub("big", 0)), "{f}");
+        t.subscribe(f, sub("small", 1));
+    }
+    assert_eq!(t.len(), 2 * filters.len() + 1);
+    assert!(t.node_count() > 30_000);
+    // One session ends (remove_client is what the broker does), then the other unsubscribes.
+    let n = t.remove_client("big", filters.iter().map(String::as_str));
+    assert_eq!(n, filters.len());
+    assert!(t.node_count() > 30_000, "nodes still used by `small`");
+    for f in filters.iter().filter(|f| !f.starts_with("dev/")) {
+        assert!(t.unsubscribe(f, "small"), "{f}");
+    }
+    // `dev` lost all its children but one level is still used: its table must have shrunk.
+    assert!(t.unsubscribe("dev/7/temp", "small"));
+    for i in (0..5_000).filter(|&i| i != 7) {
+        assert!(t.unsubscribe(&format!("dev/{i}/temp"), "small"));
+        assert!(t.unsubscribe(&format!("dev/{i}/+/x"), "small"));
+    }
+    let dev = t.root.children.get("dev").map(|n| n.children.capacity());
+    assert!(dev.is_some_and(|c| c < 16), "dev keeps capacity {dev:?}");
+    assert!(
+        t.root.children.capacity() < 16,
+        "root keeps capacity {} for {} children",
+        t.root.children.capacity(),
+        t.root.children.len()
+    );
+    assert!(t.unsubscribe("dev/7/+/x", "small"));
+    assert_eq!(t.node_count(), baseline);
+    assert_eq!(t.len(), 1);
+    assert!(t.unsubscribe("keep/+", "other"));
+    assert_pristine(&t);
+    assert_eq!(t.root.children.capacity(), 0);
+}
+
+#[test]
+fn a_shrinking_subscriber_list_gives_its_index_back() {
+    let mut t = SubscriptionTrie::new();
+    for i in 0..10_000u32 {
+        t.subscribe("news/#", sub(&format!("c{i}"), i));
+    }
+    for i in 1..10_000u32 {
+        assert!(t.unsubscribe("news/#", &format!("c{i}")));
+    }
+    let leaf = t.root.children.get("news").and_then(|n| n.hash.as_deref());
+    let subs = &leaf.expect("news/# still held by c0").subs;
+    assert!(
+        subs.items.capacity() < 16,
+        "items {}",
+        subs.items.capacity()
+    );
+    let ix = subs.index.as_ref().map_or(0, HashMap::capacity);
+    assert!(ix < 16, "index keeps capacity {ix}");
+    assert_eq!(clients(&t, "news/x"), ["c0"]);
 }

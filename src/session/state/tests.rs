@@ -205,6 +205,32 @@ fn clear_forgets_everything() {
 }
 
 #[test]
+fn emptied_subscription_table_is_given_back() {
+    let mut s = SessionState::new(limits());
+    let opts = SubscriptionOptions::new(QoS::AtMostOnce);
+    for i in 0..10_000 {
+        s.add_subscription(&format!("t/{i}"), opts, None);
+    }
+    for i in 1..10_000 {
+        assert!(s.remove_subscription(&format!("t/{i}")));
+    }
+    assert!(
+        s.subscriptions.capacity() < 16,
+        "{}",
+        s.subscriptions.capacity()
+    );
+    for i in 0..10_000 {
+        s.add_subscription(&format!("t/{i}"), opts, None);
+    }
+    s.clear();
+    assert_eq!(
+        s.subscriptions.capacity(),
+        0,
+        "a clean start keeps no table"
+    );
+}
+
+#[test]
 fn repeated_filter_replaces() {
     let mut s = SessionState::new(limits());
     assert!(!s.add_subscription("a", SubscriptionOptions::new(QoS::AtMostOnce), None));
