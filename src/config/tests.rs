@@ -773,6 +773,7 @@ fn shipped_example_is_the_default() {
         c.auth.password_file = Some("p".into());
         c.auth.acl_file = Some("a".into());
         c.auth.allow_anonymous = Some(true);
+        c.log.file = Some("l".into());
         c.listeners.push(ListenerConfig {
             bind: "127.0.0.1:8883".parse().unwrap(),
             protocol: ListenerProtocol::Wss,
@@ -798,4 +799,23 @@ fn shipped_example_is_the_default() {
             );
         }
     }
+}
+
+#[test]
+fn log_file_is_relative_to_the_config_file_and_format_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("starling.toml");
+    std::fs::write(
+        &path,
+        "[log]\nfile = \"logs/broker.log\"\nformat = \"json\"\n",
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    let dir = std::path::absolute(dir.path()).unwrap();
+    assert_eq!(c.log.file, Some(dir.join("logs/broker.log")));
+    assert_eq!(c.log.format, LogFormat::Json);
+    let e = Config::from_toml_str("[log]\nfile = \"\"\n").unwrap_err();
+    assert!(e.to_string().contains("log.file"), "{e}");
+    let e = Config::from_toml_str("[log]\nformat = \"xml\"\n").unwrap_err();
+    assert!(e.to_string().contains("xml"), "{e}");
 }
