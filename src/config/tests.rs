@@ -383,7 +383,7 @@ fn unknown_keys_are_errors_naming_the_key() {
         ("[mqtt]\nmax_packet_sise = 10\n", "max_packet_sise"),
         ("bogus = 1\n", "bogus"),
         ("[limits]\nmax_conections = 3\n", "max_conections"),
-        ("[log]\nformat = \"json\"\n", "format"),
+        ("[log]\nformatt = \"json\"\n", "formatt"),
         ("[[listeners]]\nport = 1883\n", "port"),
         ("[tls]\ncert = \"x\"\n", "tls"),
     ] {
