@@ -5,6 +5,7 @@
 //!   listener on 127.0.0.1:1883). SIGHUP re-reads the configuration file, applies the
 //!   reloadable settings (auth files, TLS certificates, keys and CAs) and logs which settings
 //!   changed, which were applied and which need a restart ([`starling::BrokerHandle::reload`]).
+//!   SIGHUP and SIGUSR1 re-open `log.file` (see `log_output`), for log rotation.
 //!
 //! Under systemd (`Type=notify`, `NOTIFY_SOCKET` set) the broker reports `READY=1` once every
 //! listener is bound, `RELOADING=1` / `READY=1` around a reload and `STOPPING=1` when shutdown
@@ -26,11 +27,11 @@
 #![deny(unsafe_code)]
 
 mod limits;
+mod log_output;
 mod migrate;
 mod passwd;
 mod store_cmd;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -42,7 +43,6 @@ use starling::config::Config;
 use starling::{Broker, BrokerHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// Starling, an async MQTT broker.
 #[derive(Debug, Parser)]
@@ -151,7 +151,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     // Kept until `run` returns: dropping it flushes the queued log lines.
-    let _log_guard = init_logging(&config.log.level)?;
+    let (_log_guard, log_file) = log_output::init(&config.log)?;
     match &args.config {
         Some(path) => info!("configuration loaded from {}", path.display()),
         None => info!("no --config given: using built-in defaults"),
@@ -166,46 +166,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .thread_name("starling")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, args.config))
-}
-
-/// Logs go to stderr. `RUST_LOG`, when set and non-empty, overrides `log.level` so a running
-/// deployment can be debugged without editing its file.
-/// Lines go through a bounded queue to a writer thread (see `starling::logging`); the returned
-/// guard flushes it when dropped, so keep it until exit.
-fn init_logging(level: &str) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.trim().is_empty() => {
-            EnvFilter::try_new(&env).with_context(|| format!("invalid RUST_LOG {env:?}"))?
-        }
-        _ => EnvFilter::try_new(level).with_context(|| format!("invalid log.level {level:?}"))?,
-    };
-    let (writer, guard) = starling::logging::non_blocking(std::io::stderr());
-    // Every field value is bounded (see `logging::bounded`): client-supplied strings such as a
-    // 64 KB client id cannot make one line arbitrarily long.
-    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        // Metadata of events bridged from the `log` crate, which the default formatter hides.
-        if field.name().starts_with("log.") {
-            return Ok(());
-        }
-        let text = format!("{value:?}");
-        let text = starling::logging::bounded(&text);
-        // The message comes first; every other field is written with its own leading space,
-        // so a skipped field leaves no stray delimiter.
-        if field.name() == "message" {
-            write!(w, "{text}")
-        } else {
-            write!(w, " {field}={text}")
-        }
-    });
-    tracing_subscriber::fmt()
-        .fmt_fields(fields)
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))?;
-    Ok(guard)
+    runtime.block_on(serve(config, args.config, log_file))
 }
 
 /// Sends systemd notifications; a failure is logged, never fatal (the broker works the same
@@ -216,12 +177,18 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    log_file: Option<log_output::LogFile>,
+) -> anyhow::Result<()> {
     // Install the handlers before binding, so a signal that arrives as soon as the ports are
     // open is handled as a shutdown and not by the default action (immediate termination).
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).context("cannot install SIGUSR1 handler")?;
 
     let protocols: Vec<_> = config.listeners.iter().map(|l| l.protocol).collect();
     let handle = Broker::builder(config)
@@ -247,7 +214,11 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
-            _ = sighup.recv() => reload(&handle, path.as_deref(), &status),
+            _ = sighup.recv() => {
+                log_output::reopen(log_file.as_ref(), "SIGHUP");
+                reload(&handle, path.as_deref(), &status);
+            }
+            _ = sigusr1.recv() => log_output::reopen(log_file.as_ref(), "SIGUSR1"),
         }
     };
     info!("{name} received: shutting down (send it again to exit at once)");

@@ -135,6 +135,7 @@ impl Config {
             "metrics.bearer_token_file",
             "/metrics needs no token",
         );
+        note(self.log.file.is_some(), "log.file", "logs go to stderr");
         unset
     }
 }

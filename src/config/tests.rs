@@ -383,7 +383,7 @@ fn unknown_keys_are_errors_naming_the_key() {
         ("[mqtt]\nmax_packet_sise = 10\n", "max_packet_sise"),
         ("bogus = 1\n", "bogus"),
         ("[limits]\nmax_conections = 3\n", "max_conections"),
-        ("[log]\nformat = \"json\"\n", "format"),
+        ("[log]\nformatt = \"json\"\n", "formatt"),
         ("[[listeners]]\nport = 1883\n", "port"),
         ("[tls]\ncert = \"x\"\n", "tls"),
     ] {
@@ -773,6 +773,7 @@ fn shipped_example_is_the_default() {
         c.auth.password_file = Some("p".into());
         c.auth.acl_file = Some("a".into());
         c.auth.allow_anonymous = Some(true);
+        c.log.file = Some("l".into());
         c.listeners.push(ListenerConfig {
             bind: "127.0.0.1:8883".parse().unwrap(),
             protocol: ListenerProtocol::Wss,
@@ -813,4 +814,23 @@ fn auto_id_prefix_bounds() {
     let c = Config::from_toml_str(toml).unwrap();
     assert_eq!(c.mqtt.auto_id_prefix, "");
     assert!(!c.mqtt.allow_zero_length_clientid);
+}
+
+#[test]
+fn log_file_is_relative_to_the_config_file_and_format_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("starling.toml");
+    std::fs::write(
+        &path,
+        "[log]\nfile = \"logs/broker.log\"\nformat = \"json\"\n",
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    let dir = std::path::absolute(dir.path()).unwrap();
+    assert_eq!(c.log.file, Some(dir.join("logs/broker.log")));
+    assert_eq!(c.log.format, LogFormat::Json);
+    let e = Config::from_toml_str("[log]\nfile = \"\"\n").unwrap_err();
+    assert!(e.to_string().contains("log.file"), "{e}");
+    let e = Config::from_toml_str("[log]\nformat = \"xml\"\n").unwrap_err();
+    assert!(e.to_string().contains("xml"), "{e}");
 }
