@@ -143,7 +143,8 @@ pub fn is_bridge(key: &str) -> bool {
 pub fn no_equivalent(key: &str) -> &'static str {
     match key {
         k if k.starts_with("log_") || k == "connection_messages" => {
-            "Starling logs to stderr (journald under systemd); only log.level is configurable"
+            "Starling's log.level is a tracing filter (error, warn, info, debug), not a set of \
+             message types"
         }
         k if k.contains("plugin") || k.starts_with("auth_opt_") => "Starling has no plugins",
         "user" => "Starling does not change user: start it as that user (systemd User=)",

@@ -8,7 +8,7 @@ use super::parse::Line;
 use super::{Entry, Note};
 
 /// Starling's tables in the order they are written.
-pub const SECTIONS: &[&str] = &["auth", "mqtt", "sys", "persistence"];
+pub const SECTIONS: &[&str] = &["auth", "mqtt", "sys", "persistence", "log"];
 
 /// Options Mosquitto lets each listener set when `per_listener_settings` is true.
 const PER_LISTENER_AUTH: &[&str] = &["allow_anonymous", "password_file", "acl_file"];
@@ -89,6 +89,11 @@ impl Translator {
                 );
                 self.comment("persistence", l, "written as it changes");
             }
+            "log_dest" => self.log_dest(l),
+            "log_timestamp" => match l.rest.as_str() {
+                "true" => self.note(l, "Starling's log lines always carry a timestamp"),
+                _ => self.left_out(l, "Starling's log lines always carry a timestamp"),
+            },
             "pid_file" => {
                 self.warn(
                     l,
@@ -254,6 +259,26 @@ impl Translator {
                 "relative path: Mosquitto reads it from its working directory, Starling from \
                  the directory of the TOML file",
             );
+        }
+    }
+
+    /// `log_dest file PATH` is `[log] file`; stderr is Starling's default; the other
+    /// destinations have no equivalent. Mosquitto can log to several at once, Starling to one.
+    fn log_dest(&mut self, l: &Line) {
+        let mut words = l.rest.splitn(2, char::is_whitespace);
+        match (words.next(), words.next().map(str::trim)) {
+            (Some("file"), Some(path)) if !path.is_empty() => {
+                let file = Line {
+                    rest: path.to_string(),
+                    ..l.clone()
+                };
+                self.simple(&file, "log", "file", Conv::Str);
+            }
+            (Some("stderr"), _) => self.note(l, "stderr is where Starling logs by default"),
+            _ => self.left_out(
+                l,
+                "Starling logs to stderr or one file (log.file); journald reads stderr under systemd",
+            ),
         }
     }
 
