@@ -279,3 +279,26 @@ async fn a_reload_that_ends_anonymous_access_disconnects_anonymous_clients() {
     anon.expect_closed("after DISCONNECT").await;
     assert_eq!(dave.subscribe(1, "d/#", 1).await, 1, "dave is still served");
 }
+
+/// A will is a message published later on the client's behalf: a will topic the ACL does not
+/// let the client write is refused at CONNECT (3.x return code 5, as Mosquitto does), and one
+/// it may write is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_topic_the_acl_does_not_let_the_client_write_is_refused() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pw = tmp.path().join("passwd");
+    write_users(&pw, &[("erin", "e")]);
+    let acl = tmp.path().join("acl");
+    write_file(&acl, "user erin\ntopic readwrite erin/#\n");
+    let mut cfg = test_config();
+    cfg.auth.password_file = Some(pw);
+    cfg.auth.acl_file = Some(acl);
+    let b = start_with(cfg).await;
+    let denied = login("erin-1", "erin", b"e", true).will("elsewhere/will", b"x", 0, false);
+    let (mut raw, ack) = Raw::connect_raw(b.addr, &denied).await;
+    assert_eq!(ack.code.0, 5, "will topic outside the ACL: not authorized");
+    raw.expect_closed("after the refusing CONNACK").await;
+    let allowed = login("erin-2", "erin", b"e", true).will("erin/will", b"x", 0, false);
+    let (_ok, ack) = Raw::connect(b.addr, &allowed).await;
+    assert_eq!(ack.code.0, 0);
+}

@@ -301,6 +301,16 @@ fn check_will(
         && !bridge_state_will(c, &will.topic, client_id, auth)
     {
         (ReasonCode::TOPIC_NAME_INVALID, "will topic in $SYS")
+    } else if !super::is_sys_topic(&will.topic)
+        && auth.acl.is_some()
+        && !auth.check_acl(client_id, c.username.as_deref(), &will.topic, Access::Write)
+    {
+        // A will is a PUBLISH made later on the client's behalf: WRITE applies at CONNECT,
+        // as in Mosquitto, or a will would publish where the client may not.
+        (
+            ReasonCode::NOT_AUTHORIZED,
+            "the ACL does not let this client publish to its will topic",
+        )
     } else {
         return Ok(());
     };
