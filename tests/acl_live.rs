@@ -9,9 +9,8 @@ mod common;
 
 use std::path::Path;
 
-use bytes::BytesMut;
 use common::*;
-use starling::codec::{self, Connect, Packet, Properties, ProtocolVersion, ReasonCode};
+use starling::codec::{Packet, ReasonCode};
 use starling::config::Config;
 
 const READ_BOTH: &str = "user alice\ntopic read topic/#\nuser admin\ntopic write #\n";
@@ -244,30 +243,8 @@ async fn a_reload_that_ends_anonymous_access_disconnects_anonymous_clients() {
     cfg.auth.password_file = Some(pw.clone());
     cfg.auth.allow_anonymous = Some(true);
     let b = start_with(cfg.clone()).await;
-    let mut anon = Raw::open(b.addr).await;
-    anon.version = ProtocolVersion::V5;
-    let connect = Connect {
-        protocol: ProtocolVersion::V5,
-        clean_start: true,
-        keep_alive: 0,
-        client_id: "anon".into(),
-        will: None,
-        username: None,
-        password: None,
-        properties: Properties::default(),
-        bridge: false,
-    };
-    let mut bytes = BytesMut::new();
-    codec::encode(
-        &Packet::Connect(Box::new(connect)),
-        ProtocolVersion::V5,
-        &mut bytes,
-    );
-    anon.send(&bytes).await;
-    match anon.recv().await {
-        Packet::ConnAck(a) => assert_eq!(a.code, ReasonCode::SUCCESS),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
+    let (mut anon, ack) = Raw::connect_v5(b.addr, "anon").await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
     let (mut dave, _) = Raw::connect(b.addr, &login("dave", "dave", b"d", true)).await;
 
     cfg.auth.allow_anonymous = Some(false);

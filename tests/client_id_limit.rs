@@ -6,38 +6,10 @@
 mod common;
 
 use common::*;
-use starling::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
+use starling::codec::{ConnAck, Packet, ReasonCode};
 
 /// The default `mqtt.max_client_id_length`.
 const LIMIT: usize = 256;
-
-/// A v5 CONNECT (clean start, keep alive 0) sent on a new connection; its CONNACK.
-async fn connect_v5(addr: std::net::SocketAddr, client_id: &str) -> (Raw, ConnAck) {
-    let connect = codec::Connect {
-        protocol: ProtocolVersion::V5,
-        clean_start: true,
-        keep_alive: 0,
-        client_id: client_id.to_owned(),
-        will: None,
-        username: None,
-        password: None,
-        properties: Properties::default(),
-        bridge: false,
-    };
-    let mut bytes = bytes::BytesMut::new();
-    codec::encode(
-        &Packet::Connect(Box::new(connect)),
-        ProtocolVersion::V5,
-        &mut bytes,
-    );
-    let mut raw = Raw::open(addr).await;
-    raw.version = ProtocolVersion::V5;
-    raw.send(&bytes).await;
-    match raw.recv().await {
-        Packet::ConnAck(ack) => (raw, ack),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-}
 
 /// Accepted: CONNACK 0, and the connection answers a PINGREQ.
 async fn assert_accepted(mut raw: Raw, ack: ConnAck, what: &str) {
@@ -73,17 +45,17 @@ async fn v311_id_over_the_limit_is_identifier_rejected() {
 #[tokio::test]
 async fn v5_id_over_the_limit_is_client_identifier_not_valid() {
     let b = start().await;
-    let (raw, ack) = connect_v5(b.addr, &"a".repeat(LIMIT)).await;
+    let (raw, ack) = Raw::connect_v5(b.addr, &"a".repeat(LIMIT)).await;
     assert_accepted(raw, ack, "v5 id of exactly 256 bytes").await;
 
-    let (raw, ack) = connect_v5(b.addr, &"b".repeat(LIMIT + 1)).await;
+    let (raw, ack) = Raw::connect_v5(b.addr, &"b".repeat(LIMIT + 1)).await;
     let what = "v5 id of 257 bytes";
     assert_refused(raw, ack, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, what).await;
 
     // The limit counts bytes, not characters: 128 × 'é' is 256 bytes, 129 × 'é' is 258.
-    let (raw, ack) = connect_v5(b.addr, &"é".repeat(LIMIT / 2)).await;
+    let (raw, ack) = Raw::connect_v5(b.addr, &"é".repeat(LIMIT / 2)).await;
     assert_accepted(raw, ack, "v5 id of 128 two-byte characters").await;
-    let (raw, ack) = connect_v5(b.addr, &"é".repeat(LIMIT / 2 + 1)).await;
+    let (raw, ack) = Raw::connect_v5(b.addr, &"é".repeat(LIMIT / 2 + 1)).await;
     let what = "v5 id of 129 two-byte characters";
     assert_refused(raw, ack, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, what).await;
 }
@@ -93,9 +65,9 @@ async fn the_limit_is_configurable() {
     let mut cfg = test_config();
     cfg.mqtt.max_client_id_length = 23;
     let b = start_with(cfg).await;
-    let (raw, ack) = connect_v5(b.addr, &"x".repeat(23)).await;
+    let (raw, ack) = Raw::connect_v5(b.addr, &"x".repeat(23)).await;
     assert_accepted(raw, ack, "id of 23 bytes with a limit of 23").await;
-    let (raw, ack) = connect_v5(b.addr, &"x".repeat(24)).await;
+    let (raw, ack) = Raw::connect_v5(b.addr, &"x".repeat(24)).await;
     let what = "id of 24 bytes with a limit of 23";
     assert_refused(raw, ack, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, what).await;
 }

@@ -7,35 +7,7 @@
 mod common;
 
 use common::*;
-use starling::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
-
-/// A v5 CONNECT (clean start, keep alive 0) sent on a new connection; its CONNACK.
-async fn connect_v5(addr: std::net::SocketAddr, client_id: &str) -> (Raw, ConnAck) {
-    let connect = codec::Connect {
-        protocol: ProtocolVersion::V5,
-        clean_start: true,
-        keep_alive: 0,
-        client_id: client_id.to_owned(),
-        will: None,
-        username: None,
-        password: None,
-        properties: Properties::default(),
-        bridge: false,
-    };
-    let mut bytes = bytes::BytesMut::new();
-    codec::encode(
-        &Packet::Connect(Box::new(connect)),
-        ProtocolVersion::V5,
-        &mut bytes,
-    );
-    let mut raw = Raw::open(addr).await;
-    raw.version = ProtocolVersion::V5;
-    raw.send(&bytes).await;
-    match raw.recv().await {
-        Packet::ConnAck(ack) => (raw, ack),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-}
+use starling::codec::{Packet, ReasonCode};
 
 fn config(allow: bool, prefix: &str) -> starling::config::Config {
     let mut cfg = test_config();
@@ -56,13 +28,13 @@ fn defaults_are_mosquittos() {
 #[tokio::test]
 async fn v5_empty_id_gets_prefixed_assigned_identifier() {
     let b = start_with(config(true, "fleet-")).await;
-    let (mut raw, ack) = connect_v5(b.addr, "").await;
+    let (mut raw, ack) = Raw::connect_v5(b.addr, "").await;
     assert_eq!(ack.code, ReasonCode::SUCCESS, "{ack:?}");
     let id = ack.properties.assigned_client_identifier.clone();
     let id = id.expect("CONNACK Assigned Client Identifier [MQTT-3.2.2-16]");
     assert!(id.starts_with("fleet-") && id.len() > 6, "{id}");
     assert_eq!(raw.ping().await, Vec::<Packet>::new());
-    let (_named, ack) = connect_v5(b.addr, "named").await;
+    let (_named, ack) = Raw::connect_v5(b.addr, "named").await;
     assert_eq!(ack.code, ReasonCode::SUCCESS);
     assert_eq!(ack.properties.assigned_client_identifier, None);
 }
@@ -71,7 +43,7 @@ async fn v5_empty_id_gets_prefixed_assigned_identifier() {
 #[tokio::test]
 async fn v5_default_prefix_is_auto() {
     let b = start().await;
-    let (_raw, ack) = connect_v5(b.addr, "").await;
+    let (_raw, ack) = Raw::connect_v5(b.addr, "").await;
     let id = ack
         .properties
         .assigned_client_identifier
@@ -83,11 +55,11 @@ async fn v5_default_prefix_is_auto() {
 #[tokio::test]
 async fn v5_empty_id_refused_when_not_allowed() {
     let b = start_with(config(false, "auto-")).await;
-    let (mut raw, ack) = connect_v5(b.addr, "").await;
+    let (mut raw, ack) = Raw::connect_v5(b.addr, "").await;
     assert_eq!(ack.code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "{ack:?}");
     assert_eq!(ack.properties.assigned_client_identifier, None);
     raw.expect_closed("v5 empty id refused").await;
-    let (mut ok, ack) = connect_v5(b.addr, "named-v5").await;
+    let (mut ok, ack) = Raw::connect_v5(b.addr, "named-v5").await;
     assert_eq!(ack.code, ReasonCode::SUCCESS, "{ack:?}");
     assert_eq!(ok.ping().await, Vec::<Packet>::new());
 }

@@ -444,6 +444,35 @@ impl Raw {
         (raw, ack)
     }
 
+    /// Sends a v5 CONNECT (clean start, keep alive 0, no properties) on a new connection and
+    /// returns the CONNACK, whatever its code.
+    pub async fn connect_v5(addr: SocketAddr, client_id: &str) -> (Raw, ConnAck) {
+        let connect = codec::Connect {
+            protocol: ProtocolVersion::V5,
+            clean_start: true,
+            keep_alive: 0,
+            client_id: client_id.to_owned(),
+            will: None,
+            username: None,
+            password: None,
+            properties: codec::Properties::default(),
+            bridge: false,
+        };
+        let mut bytes = BytesMut::new();
+        codec::encode(
+            &Packet::Connect(Box::new(connect)),
+            ProtocolVersion::V5,
+            &mut bytes,
+        );
+        let mut raw = Raw::open(addr).await;
+        raw.version = ProtocolVersion::V5;
+        raw.send(&bytes).await;
+        match raw.recv().await {
+            Packet::ConnAck(ack) => (raw, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
     /// Clean-session 3.1.1 client with keep-alive 0.
     pub async fn connect_v311(addr: SocketAddr, client_id: &str) -> Raw {
         Raw::connect(addr, &ConnectOpts::v311(client_id)).await.0
