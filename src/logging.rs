@@ -42,14 +42,25 @@ pub fn non_blocking<W: std::io::Write + Send + 'static>(
     (writer, guard)
 }
 
-/// Log lines dropped because a writer queue was full, over all destinations (0 when logging
-/// does not go through [`non_blocking`], as in the library's tests).
+/// Lines a writer thread could not deliver (a syslog daemon or journald that is gone): see
+/// [`count_undelivered`].
+static UNDELIVERED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a line a destination's writer thread could not deliver, so that it shows in
+/// [`dropped_lines`] like a line the full queue refused.
+pub fn count_undelivered() {
+    UNDELIVERED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Log lines dropped because a writer queue was full, over all destinations, plus those a
+/// destination could not take ([`count_undelivered`]); 0 when logging does not go through
+/// [`non_blocking`], as in the library's tests.
 pub fn dropped_lines() -> u64 {
     DROPPED
         .lock()
         .iter()
         .map(|c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
-        .fold(0, u64::saturating_add)
+        .fold(UNDELIVERED.load(Ordering::Relaxed), u64::saturating_add)
 }
 
 /// Longest field value written to a log line, in bytes; longer ones (a 64 KB client id, a long

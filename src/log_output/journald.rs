@@ -159,8 +159,12 @@ impl JournalSocket {
 }
 
 impl Write for JournalSocket {
+    /// Sends `message`; one journald does not take (it is gone or restarting) is counted as
+    /// dropped, and the writer thread goes on with the next.
     fn write(&mut self, message: &[u8]) -> io::Result<usize> {
-        self.socket.send_to(message, &self.path)?;
+        if self.socket.send_to(message, &self.path).is_err() {
+            starling::logging::count_undelivered();
+        }
         Ok(message.len())
     }
 

@@ -150,12 +150,21 @@ struct SyslogSocket {
 }
 
 impl Write for SyslogSocket {
+    /// Sends `message`; a restarted daemon has a new socket at the same path, so a failed send
+    /// connects again (once per line) and retries. A line that cannot be sent is counted as
+    /// dropped, and the writer thread goes on with the next.
     fn write(&mut self, message: &[u8]) -> io::Result<usize> {
         if self.backend.write(message).is_err() {
-            // A restarted daemon has a new socket at the same path: connect again, once per
-            // line, and give the line up if that fails too (the writer thread goes on).
-            self.backend = connect(&self.path).map_err(io::Error::other)?;
-            self.backend.write(message)?;
+            let sent = match connect(&self.path) {
+                Ok(backend) => {
+                    self.backend = backend;
+                    self.backend.write(message).is_ok()
+                }
+                Err(_) => false,
+            };
+            if !sent {
+                starling::logging::count_undelivered();
+            }
         }
         Ok(message.len())
     }
@@ -200,6 +209,43 @@ mod tests {
         ] {
             assert_eq!(facility(f) as u8, f.code() << 3, "{f:?}");
         }
+    }
+
+    #[test]
+    fn a_restarted_daemon_is_reconnected_to_and_a_missing_one_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sock");
+        let bind = || {
+            let daemon = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+            daemon
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            daemon
+        };
+        let recv = |daemon: &std::os::unix::net::UnixDatagram| {
+            let mut buf = [0u8; 64];
+            let n = daemon.recv(&mut buf).unwrap();
+            buf[..n].to_vec()
+        };
+        let daemon = bind();
+        let mut out = SyslogSocket {
+            path: path.clone(),
+            backend: connect(&path).unwrap(),
+        };
+        out.write_all(b"one").unwrap();
+        assert_eq!(recv(&daemon), b"one");
+        // The daemon restarts: a new socket at the same path.
+        drop(daemon);
+        std::fs::remove_file(&path).unwrap();
+        let daemon = bind();
+        out.write_all(b"two").unwrap();
+        assert_eq!(recv(&daemon), b"two");
+        // The daemon is gone: the line is counted, the writer is not stopped.
+        drop(daemon);
+        std::fs::remove_file(&path).unwrap();
+        let before = starling::logging::dropped_lines();
+        out.write_all(b"three").unwrap();
+        assert!(starling::logging::dropped_lines() > before);
     }
 
     #[test]
