@@ -105,7 +105,6 @@ impl AuthFiles {
             acl,
             allow_anonymous,
         };
-        auth.warn_if_closed(cfg, &names.scope);
         let auth = Arc::new(auth);
         self.snapshots.insert(key, auth.clone());
         Ok(auth)
@@ -175,7 +174,27 @@ impl AuthSet {
                 files.load(&config.listener_auth(i), loopback, &names)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(AuthSet { default, listeners })
+        let set = AuthSet { default, listeners };
+        set.warn_if_closed(config);
+        Ok(set)
+    }
+
+    /// Warns once per snapshot in use that refuses every client (`[auth]`'s only when a
+    /// listener uses it).
+    fn warn_if_closed(&self, config: &Config) {
+        let mut warned: Vec<&Arc<AuthConfig>> = Vec::new();
+        for (i, a) in self.listeners.iter().enumerate() {
+            if warned.iter().any(|w| Arc::ptr_eq(w, a)) {
+                continue;
+            }
+            warned.push(a);
+            if Arc::ptr_eq(a, &self.default) {
+                a.warn_if_closed(&config.auth, "[auth]");
+            } else {
+                let scope = KeyNames::listener(config, i).scope;
+                a.warn_if_closed(&config.listener_auth(i), &scope);
+            }
+        }
     }
 
     /// Every listener uses `auth` (tests and embedders without per-listener keys).

@@ -148,9 +148,9 @@ impl AuthConfig {
     /// [`AuthSet::load`] for every listener at once.
     pub fn load(cfg: &AuthSection, listeners_all_loopback: bool) -> Result<AuthConfig, AuthError> {
         let names = listeners::KeyNames::global();
-        AuthFiles::default()
-            .load(cfg, listeners_all_loopback, &names)
-            .map(|a| AuthConfig::clone(&a))
+        let auth = AuthFiles::default().load(cfg, listeners_all_loopback, &names)?;
+        auth.warn_if_closed(cfg, &names.scope);
+        Ok(AuthConfig::clone(&auth))
     }
 
     /// Says once that nobody can connect, when that is what `cfg` amounts to.
