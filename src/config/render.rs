@@ -62,7 +62,7 @@ impl Config {
         for (key, meaning) in c.unset_keys() {
             out.push_str(&format!("# {key} is not set: {meaning}\n"));
         }
-        out.push_str(&self.render_listener_auth());
+        out.push_str(&c.render_listener_auth());
         let dir = &c.persistence.dir;
         if dir.is_relative() {
             let here = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
@@ -75,9 +75,11 @@ impl Config {
         out
     }
 
-    /// One comment block per listener with its effective `allow_anonymous`, `password_file`
-    /// and `acl_file`, each saying whether the listener sets it or inherits it from `[auth]`
-    /// (Mosquitto's `per_listener_settings`).
+    /// One comment line per listener with its effective `allow_anonymous`, `password_file`
+    /// and `acl_file`, each saying whether the listener sets it, inherits it from `[auth]`, or
+    /// has none (Mosquitto's `per_listener_settings`). Called on the effective configuration,
+    /// whose `[auth]` carries the resolved `allow_anonymous`, so printing the output again
+    /// gives the same lines.
     fn render_listener_auth(&self) -> String {
         let mut out = String::from("# effective auth per listener:\n");
         let loopback = self.listeners_all_loopback();
