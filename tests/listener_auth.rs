@@ -322,3 +322,76 @@ async fn an_unreadable_listener_file_names_the_listener() {
         "{err}"
     );
 }
+
+/// Retained messages are delivered at SUBSCRIBE only where the subscriber's listener's ACL
+/// lets it read them: the same `#` subscription by alice gets `a/r` on listener 1 (ACL A) and
+/// `b/r` on listener 2 (ACL B). [MQTT-3.3.1-6]: a new subscription receives the matching
+/// retained messages; the ACL narrows "matching" to what the client may read.
+#[tokio::test(flavor = "multi_thread")]
+async fn retained_delivery_follows_the_listeners_acl() {
+    if !have_mosquitto_clients() {
+        return;
+    }
+    let m = matrix("retained").await;
+    let mut w = m.watcher("w-retained").await;
+    for topic in ["a/r", "b/r"] {
+        let mut cmd = m.tool("mosquitto_pub", 0, "311", None);
+        cmd.args(["-r", "-q", "1", "-t", topic, "-m", topic]);
+        let status = tokio::process::Command::from(cmd).status().await;
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "retained publish {topic}"
+        );
+        assert_eq!(topics_until(&mut w, topic).await, [topic]);
+    }
+    for (index, mine, other) in [(1, "a", "b"), (2, "b", "a")] {
+        let (mut p, codes) = m.subscribe(index, "5", &["#"]).await;
+        assert_eq!(codes, "Subscribed (mid: 1): 0", "listener {index}");
+        let marker = format!("{mine}/marker");
+        m.publish(0, "311", None, &marker).await;
+        p.wait_line("with the marker", |l| l == format!("{marker} {marker}"))
+            .await;
+        let retained = |t: &str| p.seen.iter().any(|l| l == &format!("{t}/r {t}/r"));
+        assert!(retained(mine), "listener {index}\n{}", p.transcript());
+        assert!(!retained(other), "listener {index}\n{}", p.transcript());
+    }
+}
+
+/// A listener whose files fail to load on reload keeps its previous rules (and says why in
+/// the report), while the other listeners take their new ones; the failed change is reported
+/// again on the next reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_whose_files_fail_keeps_its_rules() {
+    if !have_mosquitto_clients() {
+        return;
+    }
+    let m = matrix("reload-fail").await;
+    write_passwords(&m.pki.path("pw-a"), &[("bob", "bpw")]);
+    let mut cfg = m.cfg.clone();
+    cfg.listeners[2].password_file = Some(m.pki.path("pw-missing"));
+    for _ in 0..2 {
+        let report = m.broker.handle().reload(&cfg);
+        let status = |what: &str| {
+            let f = report.files.iter().find(|f| f.what.starts_with(what));
+            f.unwrap_or_else(|| panic!("{what}: {report:?}"))
+                .status
+                .clone()
+        };
+        assert_eq!(status("listeners[1] auth files"), ChangeStatus::Applied);
+        match status("listeners[2] auth files") {
+            ChangeStatus::Failed(why) => assert!(why.contains("pw-missing"), "{why}"),
+            other => panic!("listener 2: {other:?}"),
+        }
+        let change = report
+            .changes
+            .iter()
+            .find(|c| c.key == "listeners[2].password_file")
+            .unwrap_or_else(|| panic!("{report:?}"));
+        assert!(matches!(change.status, ChangeStatus::Failed(_)), "{change}");
+    }
+    // Listener 2 still uses file B; listener 1 the new file A, without alice.
+    let out = m.publish(2, "5", Some("alice"), "b/x").await;
+    assert_eq!(out.code, Some(0), "{}", out.text);
+    let out = m.publish(1, "5", Some("alice"), "a/x").await;
+    assert_eq!(out.code, Some(0x87), "{}", out.text);
+}
