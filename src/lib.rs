@@ -404,6 +404,29 @@ fn reload_tls(
     });
 }
 
+/// One reload's loading of auth scopes (`[auth]`, each listener), sharing the files read.
+struct AuthReload {
+    files: auth::AuthFiles,
+    loopback: bool,
+}
+
+impl AuthReload {
+    /// The snapshot for `section`, or the Failed status to report (logged here).
+    fn scope(
+        &mut self,
+        section: &config::AuthSection,
+        names: auth::listeners::KeyNames,
+    ) -> Result<Arc<auth::AuthConfig>, reload::ChangeStatus> {
+        self.files
+            .load(section, self.loopback, &names)
+            .map_err(|e| {
+                tracing::error!(scope = %names.scope, error = %e,
+                    "auth files not reloaded; keeping the previous ones");
+                reload::ChangeStatus::Failed(e.to_string())
+            })
+    }
+}
+
 /// A running broker.
 pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
@@ -431,8 +454,7 @@ impl BrokerHandle {
 
     /// Takes a newly loaded configuration (SIGHUP) and applies what can change at run time:
     /// `password_file`, `acl_file` and `allow_anonymous` of `[auth]` and of each listener, and
-    /// the `cert`, `key` and
-    /// `ca` of each TLS listener. Those files are re-read even when their paths did not change,
+    /// the `cert`, `key` and `ca` of each TLS listener. Those files are re-read even when their paths did not change,
     /// since their contents may have. Each set (the auth files; one listener's TLS files) is
     /// loaded whole and swapped in atomically, or, when any file of it does not load, reported
     /// and the previous one kept. The report lists every setting that differs from the running
@@ -453,18 +475,14 @@ impl BrokerHandle {
     fn reload_auth(&self, running: &mut Config, new: &Config, report: &mut ReloadReport) {
         let mut candidate = running.clone();
         reload::take_auth_keys(&mut candidate, new);
-        // Listener addresses need a restart, so the loopback default follows the running ones.
-        let loopback = running.listeners_all_loopback();
         let before = self.state.auth_set();
-        let mut files = auth::AuthFiles::default();
-        let mut scope = |section: &config::AuthSection, names: auth::listeners::KeyNames| {
-            files.load(section, loopback, &names).map_err(|e| {
-                tracing::error!(scope = %names.scope, error = %e,
-                    "auth files not reloaded; keeping the previous ones");
-                reload::ChangeStatus::Failed(e.to_string())
-            })
+        let mut load = AuthReload {
+            files: auth::AuthFiles::default(),
+            // Listener addresses need a restart, so the loopback default follows the running
+            // ones.
+            loopback: running.listeners_all_loopback(),
         };
-        let global = scope(&candidate.auth, auth::listeners::KeyNames::global());
+        let global = load.scope(&candidate.auth, auth::listeners::KeyNames::global());
         let default = match &global {
             Ok(a) => {
                 running.auth = candidate.auth.clone();
@@ -472,36 +490,40 @@ impl BrokerHandle {
             }
             Err(_) => before.default.clone(),
         };
-        let status = global
+        let global_status = global
             .as_ref()
             .map_or_else(Clone::clone, |_| reload::ChangeStatus::Applied);
-        report.set_status(reload::AUTH_KEYS, &status);
+        report.set_status(reload::AUTH_KEYS, &global_status);
         report.files.push(reload::Reread {
             what: "auth files (password_file, acl_file)".into(),
-            status,
+            status: global_status.clone(),
         });
         let mut listeners = Vec::with_capacity(before.listeners.len());
         for (i, kept) in before.listeners.iter().enumerate() {
+            if !candidate.listener_has_own_auth(i) {
+                // It is `[auth]`, as just (re)loaded or kept.
+                reload::copy_listener_auth_keys(running, &candidate, i);
+                report.set_status(&reload::listener_auth_keys(i), &global_status);
+                listeners.push(default.clone());
+                continue;
+            }
             let names = auth::listeners::KeyNames::listener(&candidate, i);
-            let loaded = scope(&candidate.listener_auth(i), names);
-            let status = loaded
-                .as_ref()
-                .map_or_else(Clone::clone, |_| reload::ChangeStatus::Applied);
-            let own = candidate.listener_has_own_auth(i) || running.listener_has_own_auth(i);
-            match loaded {
+            let status = match load.scope(&candidate.listener_auth(i), names) {
                 Ok(a) => {
                     reload::copy_listener_auth_keys(running, &candidate, i);
                     listeners.push(a);
+                    reload::ChangeStatus::Applied
                 }
-                Err(_) => listeners.push(kept.clone()),
-            }
+                Err(failed) => {
+                    listeners.push(kept.clone());
+                    failed
+                }
+            };
             report.set_status(&reload::listener_auth_keys(i), &status);
-            if own {
-                report.files.push(reload::Reread {
-                    what: format!("listeners[{i}] auth files (password_file, acl_file)"),
-                    status,
-                });
-            }
+            report.files.push(reload::Reread {
+                what: format!("listeners[{i}] auth files (password_file, acl_file)"),
+                status,
+            });
         }
         let set = auth::AuthSet { default, listeners };
         let dropped = self.state.replace_auth(set.clone());
