@@ -2,7 +2,8 @@
 //! with temporary ports and paths, Mosquitto is started from the Mosquitto file and Starling
 //! from the file `starling migrate` wrote, and the same `mosquitto_pub` / `mosquitto_sub` round
 //! trips must give the same outcomes on both: which ports answer, which logins are accepted or
-//! refused, what the ACL lets through, the granted QoS, the payload limit and per-listener authentication.
+//! refused, what the ACL lets through, the granted QoS, the payload limit and per-listener
+//! authentication.
 //!
 //! Needs the Debian `mosquitto` and `mosquitto-clients` packages; skipped without them (a
 //! failure under `STARLING_INTEROP=1`).
