@@ -124,6 +124,16 @@ pub struct ListenerConfig {
     /// as the MQTT username. Requires `ca`; exclusive with `use_identity_as_username`.
     #[serde(skip_serializing_if = "is_false")]
     pub use_subject_as_username: bool,
+    /// This listener's own `allow_anonymous` (Mosquitto's `per_listener_settings`). Absent
+    /// means `auth.allow_anonymous` applies; see [`Config::listener_auth`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// This listener's own password file. Absent means `auth.password_file` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// This listener's own ACL file. Absent means `auth.acl_file` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
     /// HTTP path WebSocket clients must upgrade on (`ws`, `wss`). Absent means
     /// [`DEFAULT_WS_PATH`]; see [`ListenerConfig::ws_path`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,6 +189,9 @@ impl Default for ListenerConfig {
             require_certificate: false,
             use_identity_as_username: false,
             use_subject_as_username: false,
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
             path: None,
             handshake_timeout: None,
         }
@@ -710,8 +723,8 @@ impl Config {
     }
 
     /// Makes the relative file paths of the configuration (`auth.password_file`,
-    /// `auth.acl_file`, `metrics.bearer_token_file`, `log.file`, `log.syslog_socket`, the listeners' `cert`, `key`
-    /// and `ca`)
+    /// `auth.acl_file`, `metrics.bearer_token_file`, `log.file`, `log.syslog_socket`, the
+    /// listeners' `cert`, `key`, `ca`, `password_file` and `acl_file`)
     /// relative to `dir`, the configuration file's directory, so the file means the same from
     /// any working directory.
     /// `persistence.dir` is left alone: it stays relative to the working directory (the systemd
@@ -724,17 +737,48 @@ impl Config {
             &mut self.log.file,
         ]
         .into_iter()
-        .chain(
-            self.listeners
-                .iter_mut()
-                .flat_map(|l| [&mut l.cert, &mut l.key, &mut l.ca]),
-        );
+        .chain(self.listeners.iter_mut().flat_map(|l| {
+            [
+                &mut l.cert,
+                &mut l.key,
+                &mut l.ca,
+                &mut l.password_file,
+                &mut l.acl_file,
+            ]
+        }));
         for file in files.flatten().chain([&mut self.log.syslog_socket]) {
             // An empty path stays empty, for validation to name it.
             if file.is_relative() && !file.as_os_str().is_empty() {
                 *file = dir.join(&*file).components().collect();
             }
         }
+    }
+
+    /// The `[auth]` settings that apply to listener `index`: its own `allow_anonymous`,
+    /// `password_file` and `acl_file` where set, `[auth]`'s otherwise (Mosquitto's
+    /// `per_listener_settings true`, with `[auth]` as the fallback). An index past the listeners
+    /// gets `[auth]` itself.
+    pub fn listener_auth(&self, index: usize) -> AuthSection {
+        let mut section = self.auth.clone();
+        if let Some(l) = self.listeners.get(index) {
+            if l.allow_anonymous.is_some() {
+                section.allow_anonymous = l.allow_anonymous;
+            }
+            if l.password_file.is_some() {
+                section.password_file = l.password_file.clone();
+            }
+            if l.acl_file.is_some() {
+                section.acl_file = l.acl_file.clone();
+            }
+        }
+        section
+    }
+
+    /// Whether listener `index` sets any auth key of its own (else it uses `[auth]` as is).
+    pub fn listener_has_own_auth(&self, index: usize) -> bool {
+        self.listeners.get(index).is_some_and(|l| {
+            l.allow_anonymous.is_some() || l.password_file.is_some() || l.acl_file.is_some()
+        })
     }
 
     /// Whether every listener binds a loopback address (127.0.0.0/8 or ::1), which makes
