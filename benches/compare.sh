@@ -37,19 +37,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-DURATION=${DURATION:-10s}
-WARMUP=${WARMUP:-1s}
-RUNS=${RUNS:-3}
-CONN_CLIENTS=${CONN_CLIENTS:-19500}
-BASE_PORT=${BASE_PORT:-21000}
-MAX_OTHERS=${MAX_OTHERS:-30}
-QUIET_WAIT=${QUIET_WAIT:-60}
-TW_MAX=${TW_MAX:-1000}
-NOFILE=${NOFILE:-20000}
-STAMP=$(date +%Y%m%d-%H%M%S)
-RESULTS=${RESULTS:-$ROOT/target/bench-compare/results-$STAMP.jsonl}
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
+default_settings 21000 bench-compare
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL_SCENARIOS[@]}"); fi
 check_scenarios "${SCENARIOS[@]}"
 

@@ -2,12 +2,29 @@
 # Shared by benches/compare.sh (Starling vs Mosquitto) and benches/peers.sh (Starling vs
 # Mosquitto, rumqttd and optionally nats-server): tools and binaries, noise measurement, broker
 # start/stop with comparable limits, the scenarios' starling-bench arguments, one measured run
-# as a JSON line, and the per-run listing. Sourced, not run; the caller sets `set -euo pipefail`,
-# `ROOT` (the repository) and the settings documented in its header before calling these.
+# as a JSON line, and the per-run listing. Sourced, not run: the caller sets `set -euo pipefail`
+# and `ROOT` (the repository), sources this, then calls default_settings before the rest.
 
 SCRIPT=${0##*/}
 die() { echo "$SCRIPT: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# Settings both scripts take from the environment (their headers document them); sets PORT,
+# the last port used.
+default_settings() { # base-port results-subdir
+    DURATION=${DURATION:-10s}
+    WARMUP=${WARMUP:-1s}
+    RUNS=${RUNS:-3}
+    CONN_CLIENTS=${CONN_CLIENTS:-19500}
+    BASE_PORT=${BASE_PORT:-$1}
+    MAX_OTHERS=${MAX_OTHERS:-30}
+    QUIET_WAIT=${QUIET_WAIT:-60}
+    TW_MAX=${TW_MAX:-1000}
+    NOFILE=${NOFILE:-20000}
+    STAMP=$(date +%Y%m%d-%H%M%S)
+    RESULTS=${RESULTS:-$ROOT/target/$2/results-$STAMP.jsonl}
+    PORT=$BASE_PORT
+}
 
 # Known scenario ids (see scenario_args).
 ALL_SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn persist)
@@ -125,7 +142,6 @@ wait_for_quiet() {
 }
 
 # --- brokers -----------------------------------------------------------------------------------
-PORT=$BASE_PORT
 next_port() {
     while :; do
         PORT=$((PORT + 1))
@@ -173,35 +189,16 @@ mosquitto_config() { # dir port persist
 # batch (shipped 100, kept). Its accept throttle (next_connection_delay_ms, shipped 1 ms per
 # connection) is RUMQTTD_ACCEPT_DELAY_MS, default 0: the other brokers have none.
 rumqttd_config() { # port v5-port
-    cat <<EOF
-id = 0
-
-[router]
-id = 0
-max_connections = $((CONN_CLIENTS + 1000))
-max_outgoing_packet_count = 200
-max_segment_size = 104857600
-max_segment_count = 10
-
-[v4.1]
-name = "v4-1"
-listen = "127.0.0.1:$1"
-next_connection_delay_ms = ${RUMQTTD_ACCEPT_DELAY_MS:-0}
-    [v4.1.connections]
-    connection_timeout_ms = 60000
-    max_payload_size = 1048576
-    max_inflight_count = 100
-    dynamic_filters = true
-
-[v5.1]
-name = "v5-1"
-listen = "127.0.0.1:$2"
-next_connection_delay_ms = ${RUMQTTD_ACCEPT_DELAY_MS:-0}
-    [v5.1.connections]
-    connection_timeout_ms = 60000
-    max_payload_size = 1048576
-    max_inflight_count = 100
-EOF
+    printf 'id = 0\n\n[router]\nid = 0\nmax_connections = %s\n' "$((CONN_CLIENTS + 1000))"
+    printf 'max_outgoing_packet_count = 200\nmax_segment_size = 104857600\nmax_segment_count = 10\n'
+    local v port=$1
+    for v in v4 v5; do
+        printf '\n[%s.1]\nname = "%s-1"\nlisten = "127.0.0.1:%s"\n' "$v" "$v" "$port"
+        printf 'next_connection_delay_ms = %s\n[%s.1.connections]\n' "${RUMQTTD_ACCEPT_DELAY_MS:-0}" "$v"
+        printf 'connection_timeout_ms = 60000\nmax_payload_size = 1048576\nmax_inflight_count = 100\n'
+        printf 'dynamic_filters = true\n'
+        port=$2
+    done
 }
 
 # nats-server's MQTT gateway keeps every QoS 1 session in JetStream (a file store here, so it
