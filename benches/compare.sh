@@ -53,7 +53,7 @@ if [ -n "${REPORT_ONLY:-}" ]; then
 else
 log "results: $RESULTS   workdir: $WORKDIR"
 log "machine: $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-log "$($MOSQUITTO -h 2>&1 | head -1 || true); starling $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted src changes')"
+log "$($MOSQUITTO -h 2>&1 | head -1 || true); starling $(starling_commit)"
 for id in "${SCENARIOS[@]}"; do
     for round in $(seq 1 "$RUNS"); do
         if [ $((round % 2)) = 1 ]; then order=(starling mosquitto); else order=(mosquitto starling); fi

@@ -74,6 +74,12 @@ find_release_bins() {
     [ -x "$STARLING" ] && [ -x "$BENCH" ] || die "no release binaries in $dir"
 }
 
+# Commit the Starling binaries were built from: BIN_DIR's checkout, else this one.
+starling_commit() {
+    local dir=${BIN_DIR:-$ROOT}
+    echo "$(git -C "$dir" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$dir" diff --quiet HEAD -- ':/src' 2>/dev/null || echo ' + uncommitted src changes')"
+}
+
 # Brokers get this soft open-file limit (the bench raises its own).
 limit_open_files() {
     local hard

@@ -91,19 +91,18 @@ choose_brokers() {
 
 # Versions and settings every JSON line carries, so REPORT_ONLY can print the header.
 run_meta() {
-    local commit dirty='' b v versions='{}'
-    commit=$(git -C "${BIN_DIR:-$ROOT}" rev-parse --short HEAD 2>/dev/null || echo '?')
-    git -C "${BIN_DIR:-$ROOT}" diff --quiet HEAD -- src 2>/dev/null || dirty=' + uncommitted src changes'
+    local commit b v versions='{}'
+    commit=$(starling_commit)
     for b in "${BROKER_LIST[@]}"; do
         case $b in
-            starling) v="starling $commit$dirty" ;;
+            starling) v="starling $commit" ;;
             mosquitto) v=$("$MOSQUITTO" -h 2>&1 | head -1 || true) ;;
             rumqttd) v=$("$RUMQTTD" --version 2>&1 | head -1 || true) ;;
             nats) v=$("$NATS" --version 2>&1 | head -1 || true) ;;
         esac
         versions=$(jq -c --arg b "$b" --arg v "$v" '. + {($b): $v}' <<<"$versions")
     done
-    jq -nc --arg commit "$commit$dirty" --argjson versions "$versions" \
+    jq -nc --arg commit "$commit" --argjson versions "$versions" \
         --arg duration "$DURATION" --arg warmup "$WARMUP" --argjson runs "$RUNS" \
         --arg machine "$(nproc) cores, kernel $(uname -r)" \
         '{commit: $commit, versions: $versions, duration: $duration, warmup: $warmup,
