@@ -24,7 +24,7 @@
 #   BROKERS       brokers to run (default: starling mosquitto rumqttd, plus nats if nats-server
 #                 is on PATH)
 #   RUMQTTD       rumqttd binary (default: `rumqttd` on PATH). Missing: the script says how to
-#                 install it, or with INSTALL_PEERS=1 runs `cargo install rumqttd --locked` into
+#                 install it, or with INSTALL_PEERS=1 runs `cargo install rumqttd` into
 #                 PEERS_ROOT (default target/peers), outside the project's dependencies
 #   NATS          nats-server binary (default: `nats-server` on PATH)
 #   RUMQTTD_ACCEPT_DELAY_MS  rumqttd's next_connection_delay_ms (default 0; it ships with 1)
@@ -55,13 +55,15 @@ find_rumqttd() {
     [ -n "$RUMQTTD" ] && [ -x "$RUMQTTD" ] && return 0
     if [ "${INSTALL_PEERS:-0}" = 1 ]; then
         local root=${PEERS_ROOT:-$ROOT/target/peers}
-        log "cargo install rumqttd --version $RUMQTTD_VERSION --locked --root $root"
-        cargo install rumqttd --version "$RUMQTTD_VERSION" --locked --root "$root" >&2
+        # Not --locked: 0.20.0's lock file pins metrics 0.22.1, which rustc 1.95 rejects (E0521,
+        # fixed in metrics 0.22.4); without it cargo takes the newest compatible versions.
+        log "cargo install rumqttd --version $RUMQTTD_VERSION --root $root"
+        cargo install rumqttd --version "$RUMQTTD_VERSION" --root "$root" >&2
         RUMQTTD=$root/bin/rumqttd
         [ -x "$RUMQTTD" ] && return 0
     fi
     die "rumqttd not found (RUMQTTD=${RUMQTTD:-unset}, not on PATH). Install it outside the project:
-    cargo install rumqttd --version $RUMQTTD_VERSION --locked --root ~/.local   # then PATH=~/.local/bin:\$PATH
+    cargo install rumqttd --version $RUMQTTD_VERSION --root ~/.local   # then PATH=~/.local/bin:\$PATH
 or run this script with INSTALL_PEERS=1 (installs into target/peers), or leave it out: BROKERS=\"starling mosquitto\""
 }
 
