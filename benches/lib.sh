@@ -259,7 +259,8 @@ stop_broker() { # pid
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    # an exited broker not yet reaped by bash still answers kill -0: it was not killed
+    if kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo X)" != Z ]; then
         kill -KILL "$pid" 2>/dev/null || true
         state="$state-killed"
     fi
