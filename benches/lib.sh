@@ -1,0 +1,380 @@
+# shellcheck shell=bash
+# Shared by benches/compare.sh (Starling vs Mosquitto) and benches/peers.sh (Starling vs
+# Mosquitto, rumqttd and optionally nats-server): tools and binaries, noise measurement, broker
+# start/stop with comparable limits, the scenarios' starling-bench arguments, one measured run
+# as a JSON line, and the per-run listing. Sourced, not run: the caller sets `set -euo pipefail`
+# and `ROOT` (the repository), sources this, then calls default_settings before the rest.
+
+SCRIPT=${0##*/}
+die() { echo "$SCRIPT: $*" >&2; exit 1; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# Settings both scripts take from the environment (their headers document them); sets PORT,
+# the last port used.
+default_settings() { # base-port results-subdir
+    DURATION=${DURATION:-10s}
+    WARMUP=${WARMUP:-1s}
+    RUNS=${RUNS:-3}
+    CONN_CLIENTS=${CONN_CLIENTS:-19500}
+    BASE_PORT=${BASE_PORT:-$1}
+    MAX_OTHERS=${MAX_OTHERS:-30}
+    QUIET_WAIT=${QUIET_WAIT:-60}
+    TW_MAX=${TW_MAX:-1000}
+    NOFILE=${NOFILE:-20000}
+    STAMP=$(date +%Y%m%d-%H%M%S)
+    RESULTS=${RESULTS:-$ROOT/target/$2/results-$STAMP.jsonl}
+    PORT=$BASE_PORT
+}
+
+# Known scenario ids (see scenario_args).
+ALL_SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn persist)
+
+check_scenarios() { # id...
+    local s
+    for s in "$@"; do
+        case " ${ALL_SCENARIOS[*]} " in *" $s "*) ;; *) die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})" ;; esac
+    done
+}
+
+# --- tools -------------------------------------------------------------------------------------
+need_pkg() { # command debian-package
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing $2 (apt-get)"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    fi
+    command -v "$1" >/dev/null 2>&1 || die "'$1' is missing: install Debian's '$2' package (apt-get install $2, as root) and run again"
+}
+
+# Mosquitto, jq and ss (installed with apt-get when missing and running as root); sets MOSQUITTO.
+need_tools() {
+    export PATH="$PATH:/usr/sbin:/sbin"
+    need_pkg mosquitto mosquitto
+    need_pkg jq jq
+    need_pkg ss iproute2
+    MOSQUITTO=$(command -v mosquitto)
+}
+
+# Builds (unless NOBUILD=1) and finds the release binaries; sets STARLING and BENCH. BIN_DIR
+# points at a directory that already holds them (e.g. another checkout's target/release).
+find_release_bins() {
+    local dir
+    if [ -n "${BIN_DIR:-}" ]; then
+        dir=$BIN_DIR
+    else
+        if [ "${NOBUILD:-0}" != 1 ]; then
+            log "cargo build --release --bins"
+            cargo build --release --bins >&2
+        fi
+        dir=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    fi
+    STARLING=$dir/starling
+    BENCH=$dir/starling-bench
+    [ -x "$STARLING" ] && [ -x "$BENCH" ] || die "no release binaries in $dir"
+}
+
+# Commit the Starling binaries were built from: BIN_DIR's checkout, else this one.
+starling_commit() {
+    local dir=${BIN_DIR:-$ROOT}
+    echo "$(git -C "$dir" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$dir" diff --quiet HEAD -- ':/src' 2>/dev/null || echo ' + uncommitted src changes')"
+}
+
+# Brokers get this soft open-file limit (the bench raises its own).
+limit_open_files() {
+    local hard
+    hard=$(ulimit -Hn)
+    if [ "$hard" != unlimited ] && [ "$hard" -lt "$NOFILE" ]; then NOFILE=$hard; fi
+    if [ "$NOFILE" -lt $((CONN_CLIENTS + 200)) ]; then
+        log "warning: open-file limit $NOFILE is below CONN_CLIENTS+200; conn runs will fail"
+    fi
+}
+
+# Work directory with copies of the binaries (extra ones as arguments), so a rebuild in the tree
+# during the comparison cannot swap binaries mid-way; repoints STARLING and BENCH at the copies.
+prepare_workdir() { # prefix [extra binary...]
+    local prefix=$1
+    shift
+    if [ -z "${WORKDIR:-}" ]; then
+        WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/$prefix.XXXXXX")
+        [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORKDIR"' EXIT
+    fi
+    mkdir -p "$WORKDIR/bin" "$(dirname "$RESULTS")"
+    cp "$STARLING" "$BENCH" "$@" "$WORKDIR/bin/"
+    STARLING=$WORKDIR/bin/starling
+    BENCH=$WORKDIR/bin/starling-bench
+    [ -n "${REPORT_ONLY:-}" ] || : >"$RESULTS"
+    ME=$(id -un)
+    CLK_TCK=$(getconf CLK_TCK)
+}
+
+# --- machine and noise -------------------------------------------------------------------------
+load1() { cut -d' ' -f1 /proc/loadavg; }
+# busy and steal jiffies of the whole machine
+cpu_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8, $9; exit}' /proc/stat; }
+# utime+stime of a process (and its threads)
+pid_jiffies() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+now() { date +%s.%N; }
+# SYNs dropped because a listen queue was full, machine-wide (a dropped SYN is retried by the
+# client after 1 s, then 3 s, ...: it shows up as a slow connect rate)
+listen_overflows() {
+    awk '/^TcpExt:/{if (!h) {for (i = 1; i <= NF; i++) k[i] = $i; h = 1} else for (i = 1; i <= NF; i++) if (k[i] == "ListenOverflows") print $i}' /proc/net/netstat
+}
+
+# CPU the rest of the machine uses right now, in % of one core, over 2 s (no broker or bench
+# of ours runs at this point, so it is all someone else's). The load average would count our
+# own previous run for a minute after it.
+others_busy_pct() {
+    local a b
+    a=$(cpu_jiffies); sleep 2; b=$(cpu_jiffies)
+    awk -v a="${a% *}" -v b="${b% *}" -v hz="$CLK_TCK" 'BEGIN{printf "%.0f", (b - a) / hz / 2 * 100}'
+}
+
+OTHERS_BEFORE=0
+wait_for_quiet() {
+    local waited=0 busy
+    while :; do
+        busy=$(others_busy_pct)
+        OTHERS_BEFORE=$busy
+        [ "$busy" -le "$MAX_OTHERS" ] && return
+        if [ "$waited" -ge "$QUIET_WAIT" ]; then
+            log "others use ${busy}% of a core (> $MAX_OTHERS) after ${waited}s of waiting; running anyway (recorded)"
+            return
+        fi
+        [ "$waited" = 0 ] && log "others use ${busy}% of a core (> $MAX_OTHERS): waiting up to ${QUIET_WAIT}s"
+        sleep 3
+        waited=$((waited + 5))
+    done
+}
+
+# --- brokers -----------------------------------------------------------------------------------
+next_port() {
+    while :; do
+        PORT=$((PORT + 1))
+        ss -Htan "( sport = :$PORT or dport = :$PORT )" | grep -q . || return 0
+    done
+}
+
+wait_listening() { # port pid
+    local i
+    for i in $(seq 1 100); do
+        kill -0 "$2" 2>/dev/null || return 1
+        ss -Hltn "sport = :$1" | grep -q . && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Config writers: the same limits everywhere a broker has the knob (1000 queued messages and
+# 20 in flight per session, anonymous, 127.0.0.1 only); what a broker lacks is said in
+# BENCHMARKS.md ("Peers").
+starling_config() { # dir port persist
+    printf '[[listeners]]\nbind = "127.0.0.1:%s"\n\n[persistence]\n' "$2"
+    if [ "$3" = 1 ]; then
+        printf 'enabled = true\ndir = "%s/store"\nsync = "batch"\n' "$1"
+    else
+        printf 'enabled = false\n'
+    fi
+}
+
+mosquitto_config() { # dir port persist
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$2"
+    printf 'max_queued_messages 1000\nmax_inflight_messages 20\n'
+    printf 'user %s\n' "$ME"
+    if [ "$3" = 1 ]; then
+        printf 'persistence true\npersistence_location %s/\n' "$1"
+    else
+        printf 'persistence false\n'
+    fi
+}
+
+# rumqttd has neither knob: the in-flight window toward a subscriber is a compile-time 100, and
+# there is no per-session queue; each topic filter has one in-memory commit log of at most
+# max_segment_size x max_segment_count bytes (its shipped 100 MiB x 10, kept) that all its
+# subscribers read from. `max_inflight_count` is the most packets it reads from one socket per
+# batch (shipped 100, kept). Its accept throttle (next_connection_delay_ms, shipped 1 ms per
+# connection) is RUMQTTD_ACCEPT_DELAY_MS, default 0: the other brokers have none. Even at 0 its
+# accept loop awaits a tokio sleep after every connection, which rounds up to the timer's 1 ms
+# tick: ~715 connections/s in a 2,000-client trial here.
+rumqttd_config() { # port v5-port
+    printf 'id = 0\n\n[router]\nid = 0\nmax_connections = %s\n' "$((CONN_CLIENTS + 1000))"
+    printf 'max_outgoing_packet_count = 200\nmax_segment_size = 104857600\nmax_segment_count = 10\n'
+    local v port=$1
+    for v in v4 v5; do
+        printf '\n[%s.1]\nname = "%s-1"\nlisten = "127.0.0.1:%s"\n' "$v" "$v" "$port"
+        printf 'next_connection_delay_ms = %s\n[%s.1.connections]\n' "${RUMQTTD_ACCEPT_DELAY_MS:-0}" "$v"
+        printf 'connection_timeout_ms = 60000\nmax_payload_size = 1048576\nmax_inflight_count = 100\n'
+        printf 'dynamic_filters = true\n'
+        port=$2
+    done
+}
+
+# nats-server's MQTT gateway keeps every QoS 1 session in JetStream (a file store here, so it
+# always persists); max_ack_pending is its in-flight window per subscription. It has no
+# per-session queue limit.
+nats_config() { # dir port
+    printf 'server_name: bench\nhost: 127.0.0.1\nport: -1\nmax_connections: %s\n' "$((CONN_CLIENTS + 1000))"
+    printf 'jetstream {\n  store_dir: "%s/jetstream"\n}\n' "$1"
+    printf 'mqtt {\n  host: 127.0.0.1\n  port: %s\n  max_ack_pending: 20\n}\n' "$2"
+}
+
+BROKER_PID=
+start_broker() { # broker port persist(0|1) tag
+    local broker=$1 port=$2 persist=$3 tag=$4 dir="$WORKDIR/$4" cmd
+    mkdir -p "$dir"
+    case $broker in
+        starling)
+            starling_config "$dir" "$port" "$persist" >"$dir/starling.toml"
+            cmd=("$STARLING" --config "$dir/starling.toml") ;;
+        mosquitto)
+            mosquitto_config "$dir" "$port" "$persist" >"$dir/mosquitto.conf"
+            cmd=("$MOSQUITTO" -c "$dir/mosquitto.conf") ;;
+        rumqttd)
+            next_port
+            rumqttd_config "$port" "$PORT" >"$dir/rumqttd.toml"
+            cmd=("$RUMQTTD" -q -c "$dir/rumqttd.toml") ;;
+        nats)
+            nats_config "$dir" "$port" >"$dir/nats.conf"
+            cmd=("$NATS" -c "$dir/nats.conf") ;;
+        *) die "unknown broker '$broker'" ;;
+    esac
+    (ulimit -n "$NOFILE"; exec "${cmd[@]}") >"$dir/broker.log" 2>&1 &
+    BROKER_PID=$!
+    if ! wait_listening "$port" "$BROKER_PID"; then
+        tail -20 "$dir/broker.log" >&2
+        die "$broker did not start listening on 127.0.0.1:$port (log: $dir/broker.log)"
+    fi
+}
+
+# Stops the broker; sets STATE to "alive" if it was still running when we stopped it, "died"
+# otherwise (+"-killed" if it ignored SIGTERM for 15 s). Not in a subshell: `wait` must reap it.
+STATE=
+stop_broker() { # pid
+    local pid=$1 state=alive i
+    # a broker that exited is a zombie until reaped, and kill -0 still finds a zombie
+    if ! kill -0 "$pid" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+        state=died
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    # gone = exited (a zombie until bash reaps it, which can happen between any two checks)
+    local gone=0
+    for i in $(seq 1 150); do
+        if [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo X)" = Z ] || ! kill -0 "$pid" 2>/dev/null; then
+            gone=1
+            break
+        fi
+        sleep 0.1
+    done
+    if [ "$gone" = 0 ]; then
+        kill -KILL "$pid" 2>/dev/null || true
+        state="$state-killed"
+    fi
+    wait "$pid" 2>/dev/null || true
+    STATE=$state
+}
+
+# --- scenarios ---------------------------------------------------------------------------------
+scenario_args() { # id -> bench arguments
+    local t=(--duration "$DURATION" --warmup "$WARMUP")
+    case $1 in
+        p2p) echo p2p --pairs 100 --qos 1 "${t[@]}" ;;
+        fanout) echo fanout --pubs 1 --subs 100 --qos 1 "${t[@]}" ;;
+        fanin_q1) echo fanin --pubs 10 --subs 1 --qos 1 "${t[@]}" ;;
+        fanin_q0) echo fanin --pubs 10 --subs 1 --qos 0 "${t[@]}" ;;
+        # 10,000 msg/s in total
+        lat_p2p) echo p2p --pairs 100 --qos 1 --rate 100 "${t[@]}" ;;
+        lat_fanin) echo fanin --pubs 10 --subs 1 --qos 1 --rate 1000 "${t[@]}" ;;
+        conn) echo conn --clients "$CONN_CLIENTS" --source-ips 4 --duration "$DURATION" ;;
+        # QoS 1 into persistent sessions: subscribers connect with clean session 0, so Starling
+        # stores every message and sends PUBACK after the batch's fdatasync (sync = "batch").
+        persist) echo p2p --pairs 100 --qos 1 --persistent-subs "${t[@]}" ;;
+    esac
+}
+
+# `conn` leaves ~CONN_CLIENTS client sockets in TIME_WAIT for 60 s; the bench binds its source
+# addresses explicitly, and a conn run started on top of them can take ~10x longer to connect
+# (seen for both brokers). Let them expire first. Sets TW (the count before the run).
+TW=0
+wait_time_wait() {
+    local waited=0
+    while TW=$(ss -Htan state time-wait | wc -l); [ "$TW" -gt "$TW_MAX" ] && [ "$waited" -lt 75 ]; do
+        [ "$waited" = 0 ] && log "$TW sockets in TIME_WAIT: waiting for them to expire (up to 75 s)"
+        sleep 5
+        waited=$((waited + 5))
+    done
+}
+
+# One measured run: a fresh broker on a new port, starling-bench against it, and one JSON line in
+# $RESULTS: the bench's report plus broker/round/noise fields (and the object in RUN_EXTRA).
+run_one() { # scenario broker round
+    local id=$1 broker=$2 round=$3 persist=0 tag rc state
+    [ "$id" = persist ] && persist=1
+    next_port
+    local port=$PORT
+    tag="$id-$broker-r$round-p$port"
+    TW=0
+    [ "$id" != conn ] || wait_time_wait
+    wait_for_quiet
+    local load_before; load_before=$(load1)
+    start_broker "$broker" "$port" "$persist" "$tag"
+    local pid=$BROKER_PID dir="$WORKDIR/$tag"
+    local args; args=$(scenario_args "$id")
+    log "$tag: starling-bench $args"
+    local c0 b0 t0 c1 b1 t1
+    local lo0 lo1
+    lo0=$(listen_overflows)
+    c0=$(cpu_jiffies); b0=$(pid_jiffies "$pid"); t0=$(now)
+    set +e
+    # `times` in the subshell: its second line is the CPU time of the bench (its only child)
+    # shellcheck disable=SC2086
+    ( "$BENCH" $args --port "$port" --json --broker-pid "$pid" --label "$tag" \
+        >"$dir/bench.json" 2>"$dir/bench.txt"; echo $? >"$dir/bench.rc"; times >"$dir/bench.times" )
+    set -e
+    c1=$(cpu_jiffies); b1=$(pid_jiffies "$pid"); t1=$(now)
+    lo1=$(listen_overflows)
+    stop_broker "$pid"
+    state=$STATE
+    rc=$(cat "$dir/bench.rc")
+    [ "$state" = alive ] || log "$tag: BROKER $state (see $dir/broker.log)"
+    [ "$rc" = 0 ] || log "$tag: starling-bench exited $rc: $(tail -3 "$dir/bench.txt" | tr '\n' ' ')"
+    local bench_cpu
+    bench_cpu=$(awk 'NR==2{u=$1; s=$2; sub(/s$/,"",u); sub(/s$/,"",s); split(u,a,"m"); split(s,b,"m"); print a[1]*60+a[2]+b[1]*60+b[2]}' "$dir/bench.times")
+    local line extra=${RUN_EXTRA:-}
+    [ -n "$extra" ] || extra='{}'
+    line=$(head -1 "$dir/bench.json")
+    [ -n "$line" ] || line='{}'
+    echo "$line" | jq -c \
+        --arg case "$id" --arg broker "$broker" --argjson round "$round" \
+        --argjson bench_rc "$rc" --arg broker_state "$state" --arg args "$args" \
+        --argjson load1 "$load_before" --argjson load1_after "$(load1)" \
+        --argjson others_before_pct "$OTHERS_BEFORE" --argjson listen_overflows "$((lo1 - lo0))" \
+        --argjson time_wait_before "$TW" \
+        --argjson c0 "${c0% *}" --argjson c1 "${c1% *}" --argjson s0 "${c0#* }" --argjson s1 "${c1#* }" \
+        --argjson b0 "$b0" --argjson b1 "$b1" --argjson t0 "$t0" --argjson t1 "$t1" \
+        --argjson bench_cpu "$bench_cpu" --argjson hz "$CLK_TCK" --argjson extra "$extra" '
+        . + {case: $case, broker: $broker, round: $round, bench_rc: $bench_rc,
+             broker_state: $broker_state, args: $args, load1: $load1, load1_after: $load1_after,
+             others_before_pct: $others_before_pct, listen_overflows: $listen_overflows,
+             time_wait_before: $time_wait_before,
+             wall_s: ($t1 - $t0),
+             # CPU of everything else on the machine while this run went on, in % of one core
+             other_cpu_pct: ((($c1 - $c0) / $hz - ($b1 - $b0) / $hz - $bench_cpu) / ($t1 - $t0) * 100),
+             steal_pct: (($s1 - $s0) / $hz / ($t1 - $t0) * 100)} + $extra' >>"$RESULTS"
+}
+
+# --- report ------------------------------------------------------------------------------------
+# One line per run of a results file (a line with `skipped` says why that run did not happen).
+print_runs() { # results-file
+    jq -r '
+  def r: if . == null then "-" else (. | round | tostring) end;
+  "  \(.case) r\(.round) \(.broker): " +
+  (if .skipped then "n/a (\(.skipped))"
+   else
+  (if .case == "conn" then "\(.held | r) held, \(.connect_rate | r) conn/s (\(.connect_s * 10 | round / 10) s), \(.broker_bytes_per_conn | r) B/conn, \(.listen_overflows // "-") SYNs dropped (listen queue full), \(.time_wait_before // "-") TIME_WAIT sockets before"
+   else "\(.delivered_rate | r) msg/s, p99 \(.latency_us_p99 | r) us, lost \(.lost | r), dropped \(.dropped | r), rss peak \((.broker_rss_peak // 0) / 1048576 | r) MiB" end) +
+  ", broker cpu \(.broker_cpu_pct | r)%, bench cpu \(.bench_cpu_pct | r)%, others \(.other_cpu_pct | r)% (\(.others_before_pct // "-")% just before), load1 \(.load1)" +
+  (if .broker_state != "alive" then "  BROKER \(.broker_state)" else "" end) +
+  (if .bench_rc != 0 then "  BENCH EXIT \(.bench_rc)" else "" end)
+   end)
+' "$1"
+}
