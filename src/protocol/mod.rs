@@ -12,7 +12,6 @@ pub mod outbox;
 mod subscribe;
 mod will;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,7 +55,7 @@ pub struct Handler {
     /// Dropped after the will and session end, so a takeover waits for both.
     closed: Option<oneshot::Sender<()>>,
     client_id: Arc<str>,
-    peer: SocketAddr,
+    peer: crate::transport::peer::PeerAddr,
     version: ProtocolVersion,
     /// A Mosquitto bridge (`try_private`): its subscriptions are No Local and Retain As
     /// Published, and it may write its own connection state in `$SYS` (see [`bridge`]).
