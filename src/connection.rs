@@ -20,10 +20,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use crate::auth::enhanced::{AuthStep, Authenticator};
 use crate::broker::BrokerState;
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use crate::protocol::peer::PeerAddr;
 use crate::protocol::{AuthOutcome, Close, ConnectOutcome, ConnectionInfo, Handler, Outbox};
 use crate::session::{Control, Delivery};
 use crate::storage::StoreError;
-use crate::transport::peer::PeerAddr;
 
 /// Fill the write buffer from the session queue only below this many bytes.
 const WRITE_HIGH: usize = 64 * 1024;

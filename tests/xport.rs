@@ -70,7 +70,10 @@ async fn handshake_timeout_closes_a_silent_plain_mqtt_peer() {
     // A whole CONNECT in time is served as always, and stays connected past the timeout.
     let (mut ok, _) = Raw::connect(broker.addr, &ConnectOpts::v311("in-time")).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(ok.ping().await.is_empty(), "only PINGRESP after the timeout");
+    assert!(
+        ok.ping().await.is_empty(),
+        "only PINGRESP after the timeout"
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::transport::peer::PeerAddr;
+use crate::protocol::peer::PeerAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

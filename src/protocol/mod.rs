@@ -9,6 +9,7 @@ mod close;
 mod connect;
 mod outbound;
 pub mod outbox;
+pub mod peer;
 mod subscribe;
 mod will;
 
@@ -55,7 +56,7 @@ pub struct Handler {
     /// Dropped after the will and session end, so a takeover waits for both.
     closed: Option<oneshot::Sender<()>>,
     client_id: Arc<str>,
-    peer: crate::transport::peer::PeerAddr,
+    peer: peer::PeerAddr,
     version: ProtocolVersion,
     /// A Mosquitto bridge (`try_private`): its subscriptions are No Local and Retain As
     /// Published, and it may write its own connection state in `$SYS` (see [`bridge`]).

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::BrokerState;
-use crate::transport::peer::PeerAddr;
+use crate::protocol::peer::PeerAddr;
 use crate::transport::unix::BoundUnix;
 use crate::transport::Endpoint;
 

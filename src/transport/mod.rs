@@ -10,7 +10,6 @@
 //! socket ([`unix`]); [`accept`] runs the accept loop for both.
 
 pub mod accept;
-pub mod peer;
 pub mod proxy;
 pub mod tcp;
 pub mod tls;
@@ -27,8 +26,8 @@ use tokio::time::Instant;
 use crate::broker::BrokerState;
 use crate::config::{Cidr, ListenerConfig, ListenerProtocol, MqttConfig};
 use crate::connection;
+use crate::protocol::peer::PeerAddr;
 use crate::protocol::ConnectionInfo;
-use peer::PeerAddr;
 
 /// The transport of one listener, ready to use.
 #[derive(Debug, Clone)]
