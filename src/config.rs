@@ -180,7 +180,8 @@ pub struct MqttConfig {
     /// `[limits]` still bound the total.
     pub max_queued_bytes: u64,
     /// Time a new connection has to send CONNECT before it is closed, so idle sockets cannot
-    /// pin file descriptors.
+    /// pin file descriptors. A plain `mqtt` listener's own `handshake_timeout` replaces it
+    /// there (see [`ListenerConfig::handshake_timeout`]).
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// A client is disconnected after `keepalive_factor × keep alive` without a packet

@@ -50,6 +50,7 @@ group = "1000"
         "{text}"
     );
     assert!(text.contains("mode = \"0660\""), "{text}");
+    assert!(text.contains("proxy_protocol = false"), "{text}");
     let back = Config::from_toml_str(&text).unwrap();
     assert_eq!(back.listeners[1], c.effective(false).listeners[1]);
     // A relative socket path is relative to the configuration file.

@@ -44,6 +44,11 @@ impl Config {
         };
         if let Some(Value::Array(tables)) = value.get_mut("listeners") {
             for (table, l) in tables.iter_mut().zip(&c.listeners) {
+                if let Value::Table(t) = table {
+                    // Left out when false by the plain rendering; it applies to every listener.
+                    t.entry("proxy_protocol")
+                        .or_insert(Value::Boolean(l.proxy_protocol));
+                }
                 if let (Value::Table(t), true) = (table, l.protocol.is_tls()) {
                     // Left out when false by the plain rendering; they apply to TLS listeners.
                     for (key, on) in [

@@ -100,8 +100,10 @@ async fn raw_v1_and_v2_headers_set_the_client_address() {
 #[tokio::test]
 async fn v2_local_health_check_is_closed_quietly() {
     let broker = start_with(proxied(None)).await;
+    // Even a CONNECT after it is not served: a LOCAL connection is the proxy's own.
     let mut check = Raw::open(broker.addr).await;
-    check.send(&v2(0, 0x00, &[])).await;
+    let connect = ConnectOpts::v311("health").encode();
+    let _ = check.try_send(&[v2(0, 0x00, &[]), connect].concat()).await;
     closed_after(&mut check, "LOCAL").await;
     assert!(broker.state().list_sessions().is_empty());
     // And the listener still serves proxied clients.
