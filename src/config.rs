@@ -621,10 +621,13 @@ impl Config {
     }
 
     /// Whether every listener binds a loopback address (127.0.0.0/8 or ::1) or a unix socket
-    /// (only this host can reach either), which makes
-    /// `auth.allow_anonymous` default to true when there is no password file.
+    /// (only this host can reach either), without `proxy_protocol` (a local proxy relays
+    /// clients from anywhere), which makes `auth.allow_anonymous` default to true when there is
+    /// no password file.
     pub fn listeners_all_loopback(&self) -> bool {
-        self.listeners.iter().all(|l| l.bind.is_local())
+        self.listeners
+            .iter()
+            .all(|l| l.bind.is_local() && !l.proxy_protocol)
     }
 
     /// The configuration as TOML, as `starling check-config` prints it; parsing the output gives

@@ -325,9 +325,9 @@ fn log_anonymous(config: &Config, allowed: bool) {
         Some(_) => "set by auth.allow_anonymous",
         None if config.auth.password_file.is_some() => "a password file is configured",
         None if config.listeners_all_loopback() => {
-            "no password file and every listener is on loopback"
+            "no password file and every listener is local (loopback or unix socket, no PROXY)"
         }
-        None => "a listener is not on loopback",
+        None => "a listener is not local (not loopback or unix socket, or behind a PROXY)",
     };
     log_anonymous_because(allowed, why);
 }

@@ -159,7 +159,7 @@ impl AuthConfig {
         if passwords.is_none() && !allow_anonymous {
             if cfg.allow_anonymous.is_none() {
                 tracing::warn!(
-                    "a listener is not on loopback and auth.password_file is not set, so \
+                    "a listener is not local and auth.password_file is not set, so \
                      auth.allow_anonymous defaults to false and every client will be refused; \
                      set a password file, or allow_anonymous = true to accept anyone"
                 );

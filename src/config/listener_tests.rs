@@ -133,6 +133,8 @@ fn proxy_protocol_keys_and_cidrs() {
     )
     .unwrap();
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // A loopback listener behind a proxy serves remote clients: not local for anonymous access.
+    assert!(!c.listeners_all_loopback());
     let default = c.listeners[0].proxy_trusted();
     assert!(default.iter().any(|n| n.contains(ip("127.0.0.1"))));
     assert!(default.iter().any(|n| n.contains(ip("::1"))));

@@ -17,6 +17,8 @@ const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 fn proxied(trusted: Option<&[&str]>) -> Config {
     let mut cfg = test_config();
     cfg.listeners[0].proxy_protocol = true;
+    // Behind a proxy a loopback listener is not local: anonymous access must be asked for.
+    cfg.auth.allow_anonymous = Some(true);
     cfg.listeners[0].handshake_timeout = Some(Duration::from_millis(500));
     cfg.listeners[0].proxy_protocol_trusted =
         trusted.map(|t| t.iter().map(|c| c.parse().unwrap()).collect());

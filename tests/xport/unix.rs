@@ -1,12 +1,19 @@
-//! Unix-socket listeners: Debian's mosquitto clients with `--unix`, the socket file's mode, a
-//! stale file replaced, a live socket refused, the file removed at shutdown.
+//! Unix-socket listeners: Debian's mosquitto clients with `--unix`, WebSocket over a unix socket,
+//! the socket file's mode, a stale file replaced, a live socket refused, the file removed at
+//! shutdown, failed logins tracked by the client's uid.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use starling::config::{BindAddr, Config, ListenerConfig};
+use starling::auth::slowdown::SlowdownKey;
+use starling::config::{BindAddr, Config, ListenerConfig, ListenerProtocol};
+use starling::transport::ws::WsStream;
 use starling::{Broker, StartError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::common::*;
 
@@ -135,4 +142,60 @@ async fn unknown_owner_is_a_clear_start_error() {
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), gid);
     drop(broker);
+}
+
+/// Sends `connect` over `stream` and returns the CONNACK's bytes.
+async fn connack<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, connect: &[u8]) -> [u8; 4] {
+    stream.write_all(connect).await.unwrap();
+    // A WebSocket stream sends its message on flush.
+    stream.flush().await.unwrap();
+    let mut ack = [0u8; 4];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut ack))
+        .await
+        .expect("CONNACK in time")
+        .expect("CONNACK");
+    ack
+}
+
+#[tokio::test]
+async fn websocket_over_a_unix_socket_and_slowdown_by_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws_path = dir.path().join("ws.sock");
+    let mqtt_path = socket_path(&dir);
+    let passwd = dir.path().join("passwd");
+    let hash = starling::auth::password::hash_password(b"right", 10).expect("hash");
+    std::fs::write(&passwd, format!("alice:{hash}\n")).unwrap();
+    let mut cfg = with_socket(&mqtt_path, None);
+    cfg.listeners.push(ListenerConfig {
+        bind: BindAddr::Unix(ws_path.clone()),
+        protocol: ListenerProtocol::Ws,
+        ..ListenerConfig::default()
+    });
+    cfg.auth.password_file = Some(passwd);
+    cfg.auth.allow_anonymous = Some(true);
+    let broker = start_with(cfg).await;
+    // MQTT over WebSocket over the unix socket.
+    let stream = UnixStream::connect(&ws_path).await.unwrap();
+    let mut req = "ws://localhost/mqtt".into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+    let (ws, _) = tokio_tungstenite::client_async(req, stream)
+        .await
+        .expect("WebSocket upgrade over the unix socket");
+    let mut ws = WsStream::new(ws);
+    let ack = connack(&mut ws, &ConnectOpts::v311("ws-unix").encode()).await;
+    assert_eq!(ack, [0x20, 2, 0, 0], "accepted");
+    // A failed login over a unix socket is tracked by the client's uid, not by an address.
+    let mut bad = ConnectOpts::v311("guess");
+    bad.username = Some("alice".into());
+    bad.password = Some(b"wrong".to_vec());
+    let mut raw = UnixStream::connect(&mqtt_path).await.unwrap();
+    let ack = connack(&mut raw, &bad.encode()).await;
+    assert_eq!(ack[..2], [0x20, 2]);
+    assert_ne!(ack[3], 0, "refused");
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    let slowdown = broker.state().login_slowdown();
+    let now = std::time::Instant::now();
+    assert_eq!(slowdown.failures(SlowdownKey::Uid(uid), now), 1);
+    assert_eq!(slowdown.tracked_peers(), 1, "nothing else tracked");
 }
