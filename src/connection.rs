@@ -1,4 +1,5 @@
-//! One task per client connection: reads CONNECT under the connect timeout, then runs one
+//! One task per client connection: reads CONNECT under the connect timeout (on plain listeners,
+//! by the listener's handshake deadline: [`ConnectionInfo::connect_deadline`]), then runs one
 //! `select!` loop over the socket (reads and writes as separate arms), the session's delivery
 //! queue (gated by the inflight window), the keep-alive deadline, control requests (takeover) and
 //! shutdown. Protocol decisions live in [`crate::protocol`]; this file owns I/O and framing.
