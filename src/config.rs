@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::log::{LogConfig, LogFormat, SyslogFacility};
 pub use listener::*;
 
 /// The largest packet MQTT can frame: the Remaining Length is at most 268,435,455 bytes
@@ -488,43 +489,6 @@ pub enum SyncPolicy {
     None,
 }
 
-/// `[log]`: logging.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// A `tracing` filter directive such as `"info"` or `"warn,starling=debug"`. A bare level
-    /// more verbose than `warn` applies to Starling only; other crates log at `warn` unless a
-    /// directive names them. The `RUST_LOG` environment variable, when set, takes precedence.
-    pub level: String,
-    /// Log to this file (appended to, created if missing) instead of stderr; relative to the
-    /// configuration file's directory. Re-opened on SIGHUP and SIGUSR1, for log rotation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-    /// How each line is written: `text` (human-readable) or `json` (one object per line).
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: "info".to_owned(),
-            file: None,
-            format: LogFormat::Text,
-        }
-    }
-}
-
-/// `[log] format`: the shape of a log line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// `2026-01-01T00:00:00.000000Z  INFO starling: message key=value`.
-    #[default]
-    Text,
-    /// One JSON object per line: `timestamp`, `level`, `target` and `fields` (with `message`).
-    Json,
-}
-
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -588,8 +552,8 @@ impl Config {
     }
 
     /// Makes the relative file paths of the configuration (`auth.password_file`,
-    /// `auth.acl_file`, `metrics.bearer_token_file`, `log.file`, the listeners' `cert`, `key`
-    /// and `ca`, and unix socket `bind` paths)
+    /// `auth.acl_file`, `metrics.bearer_token_file`, `log.file`, `log.syslog_socket`, the
+    /// listeners' `cert`, `key` and `ca`, and unix socket `bind` paths)
     /// relative to `dir`, the configuration file's directory, so the file means the same from
     /// any working directory.
     /// `persistence.dir` is left alone: it stays relative to the working directory (the systemd
@@ -603,6 +567,7 @@ impl Config {
         ]
         .into_iter()
         .flatten()
+        .chain([&mut self.log.syslog_socket])
         .chain(self.listeners.iter_mut().flat_map(|l| {
             let socket = match &mut l.bind {
                 BindAddr::Unix(p) => Some(p),
@@ -644,6 +609,7 @@ impl Config {
 
 pub mod duration;
 mod listener;
+mod log;
 mod render;
 mod validate;
 

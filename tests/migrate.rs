@@ -197,6 +197,27 @@ fn bridges_are_left_out_line_by_line() {
     case("bridge", &left, &["allow_anonymous = true"]);
 }
 
+/// Mosquitto's `log_dest` lines add up, and so do Starling's destinations: stderr, syslog (with
+/// `log_facility` as a local facility) and a file; `log_dest topic` has no equivalent.
+#[test]
+fn log_destinations_translate_one_by_one() {
+    let (toml, effective) = case(
+        "logging",
+        &["@DIR@/logging.conf:7: log_dest"],
+        &[
+            "stderr = true",
+            "syslog = true",
+            "syslog_facility = \"local5\"",
+            "file = \"",
+        ],
+    );
+    assert!(toml.contains("/mosquitto.log\"  # "), "{toml}");
+    assert!(
+        effective.contains("syslog_socket = \"/dev/log\""),
+        "{effective}"
+    );
+}
+
 #[test]
 fn limits_translate_completely() {
     case(

@@ -160,7 +160,12 @@ impl Config {
             "metrics.bearer_token_file",
             "/metrics needs no token",
         );
-        note(self.log.file.is_some(), "log.file", "logs go to stderr");
+        note(self.log.file.is_some(), "log.file", "no log file");
+        note(
+            self.log.stderr.is_some(),
+            "log.stderr",
+            "logs go to stderr only when no file, syslog or journald is set",
+        );
         unset
     }
 }

@@ -36,6 +36,12 @@ impl Config {
                 format!("{max_bytes} is too small: 0 (no limit) or at least 1024"),
             ));
         }
+        if self.log.syslog && self.log.syslog_socket.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "log.syslog_socket",
+                "must not be empty when log.syslog is true (the default is /dev/log)",
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(ConfigError::invalid(
                 "log.level",

@@ -90,6 +90,7 @@ impl Translator {
                 self.comment("persistence", l, "written as it changes");
             }
             "log_dest" => self.log_dest(l),
+            "log_facility" => self.log_facility(l),
             "log_timestamp" => match l.rest.as_str() {
                 "true" => self.note(l, "Starling's log lines always carry a timestamp"),
                 _ => self.left_out(l, "Starling's log lines always carry a timestamp"),
@@ -262,23 +263,40 @@ impl Translator {
         }
     }
 
-    /// `log_dest file PATH` is `[log] file`; stderr is Starling's default; the other
-    /// destinations have no equivalent. Mosquitto can log to several at once, Starling to one.
+    /// `log_dest file PATH` is `[log] file`, `log_dest syslog` is `syslog = true` and
+    /// `log_dest stderr` is `stderr = true`: like Mosquitto's, Starling's destinations add up,
+    /// and any of them replaces the stderr default. The other destinations have no equivalent.
     fn log_dest(&mut self, l: &Line) {
         let mut words = l.rest.splitn(2, char::is_whitespace);
+        let set = |rest: &str| Line {
+            rest: rest.to_string(),
+            ..l.clone()
+        };
         match (words.next(), words.next().map(str::trim)) {
             (Some("file"), Some(path)) if !path.is_empty() => {
-                let file = Line {
-                    rest: path.to_string(),
-                    ..l.clone()
-                };
-                self.simple(&file, "log", "file", Conv::Str);
+                self.simple(&set(path), "log", "file", Conv::Str);
             }
-            (Some("stderr"), _) => self.note(l, "stderr is where Starling logs by default"),
+            (Some("syslog"), None) => self.simple(&set("true"), "log", "syslog", Conv::Bool),
+            (Some("stderr"), None) => self.simple(&set("true"), "log", "stderr", Conv::Bool),
             _ => self.left_out(
                 l,
-                "Starling logs to stderr or one file (log.file); journald reads stderr under systemd",
+                "Starling logs to stderr, a file (log.file), syslog (log.syslog) or journald \
+                 (log.journald)",
             ),
+        }
+    }
+
+    /// `log_facility N` (0 to 7: local0 to local7) is `[log] syslog_facility = "localN"`.
+    fn log_facility(&mut self, l: &Line) {
+        match l.rest.parse::<u8>() {
+            Ok(n) if n <= 7 => {
+                let local = Line {
+                    rest: format!("local{n}"),
+                    ..l.clone()
+                };
+                self.simple(&local, "log", "syslog_facility", Conv::Str);
+            }
+            _ => self.left_out(l, "Mosquitto's log_facility is 0 to 7 (local0 to local7)"),
         }
     }
 

@@ -80,8 +80,13 @@ async fn check_login(
     .unwrap_or(AuthDecision::NotAuthorized)
 }
 
-fn rate_bucket(rate: u64) -> Option<crate::ratelimit::TokenBucket> {
-    (rate > 0).then(|| crate::ratelimit::TokenBucket::new(rate, std::time::Instant::now()))
+fn rate_bucket(rate: u64) -> Option<Box<crate::ratelimit::TokenBucket>> {
+    (rate > 0).then(|| {
+        Box::new(crate::ratelimit::TokenBucket::new(
+            rate,
+            std::time::Instant::now(),
+        ))
+    })
 }
 
 /// A client id for a client that sent none: `mqtt.auto_id_prefix` followed by a part unique
@@ -658,7 +663,8 @@ impl Handler {
             } else {
                 0
             }),
-            aliases_in: vec![None; usize::from(if v5 { cfg.max_topic_alias } else { 0 })],
+            aliases_in: Vec::new(),
+            alias_in_max: if v5 { cfg.max_topic_alias } else { 0 },
             receive_maximum: usize::from(cfg.receive_maximum.max(1)),
             expiry_was_zero: terms.expiry_secs == 0,
             published: false,
