@@ -553,7 +553,8 @@ impl Config {
 
     /// Makes the relative file paths of the configuration (`auth.password_file`,
     /// `auth.acl_file`, `metrics.bearer_token_file`, `log.file`, `log.syslog_socket`, the
-    /// listeners' `cert`, `key` and `ca`, and unix socket `bind` paths)
+    /// listeners' `cert`, `key`, `ca`, `password_file` and `acl_file`, and unix socket `bind`
+    /// paths)
     /// relative to `dir`, the configuration file's directory, so the file means the same from
     /// any working directory.
     /// `persistence.dir` is left alone: it stays relative to the working directory (the systemd
@@ -573,9 +574,16 @@ impl Config {
                 BindAddr::Unix(p) => Some(p),
                 BindAddr::Tcp(_) => None,
             };
-            [l.cert.as_mut(), l.key.as_mut(), l.ca.as_mut(), socket]
-                .into_iter()
-                .flatten()
+            [
+                l.cert.as_mut(),
+                l.key.as_mut(),
+                l.ca.as_mut(),
+                l.password_file.as_mut(),
+                l.acl_file.as_mut(),
+                socket,
+            ]
+            .into_iter()
+            .flatten()
         }));
         for file in files {
             // An empty path stays empty, for validation to name it.
@@ -583,6 +591,33 @@ impl Config {
                 *file = dir.join(&*file).components().collect();
             }
         }
+    }
+
+    /// The `[auth]` settings that apply to listener `index`: its own `allow_anonymous`,
+    /// `password_file` and `acl_file` where set, `[auth]`'s otherwise (Mosquitto's
+    /// `per_listener_settings true`, with `[auth]` as the fallback). An index past the listeners
+    /// gets `[auth]` itself.
+    pub fn listener_auth(&self, index: usize) -> AuthSection {
+        let mut section = self.auth.clone();
+        if let Some(l) = self.listeners.get(index) {
+            if l.allow_anonymous.is_some() {
+                section.allow_anonymous = l.allow_anonymous;
+            }
+            if l.password_file.is_some() {
+                section.password_file = l.password_file.clone();
+            }
+            if l.acl_file.is_some() {
+                section.acl_file = l.acl_file.clone();
+            }
+        }
+        section
+    }
+
+    /// Whether listener `index` sets any auth key of its own (else it uses `[auth]` as is).
+    pub fn listener_has_own_auth(&self, index: usize) -> bool {
+        self.listeners.get(index).is_some_and(|l| {
+            l.allow_anonymous.is_some() || l.password_file.is_some() || l.acl_file.is_some()
+        })
     }
 
     /// Whether every listener binds a loopback address (127.0.0.0/8 or ::1) or a unix socket

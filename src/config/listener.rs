@@ -69,6 +69,16 @@ pub struct ListenerConfig {
     /// as the MQTT username. Requires `ca`; exclusive with `use_identity_as_username`.
     #[serde(skip_serializing_if = "is_false")]
     pub use_subject_as_username: bool,
+    /// This listener's own `allow_anonymous` (Mosquitto's `per_listener_settings`). Absent
+    /// means `auth.allow_anonymous` applies; see [`super::Config::listener_auth`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// This listener's own password file. Absent means `auth.password_file` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// This listener's own ACL file. Absent means `auth.acl_file` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
     /// HTTP path WebSocket clients must upgrade on (`ws`, `wss`). Absent means
     /// [`DEFAULT_WS_PATH`]; see [`ListenerConfig::ws_path`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,6 +189,9 @@ impl Default for ListenerConfig {
             require_certificate: false,
             use_identity_as_username: false,
             use_subject_as_username: false,
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
             path: None,
             handshake_timeout: None,
             mode: None,

@@ -24,6 +24,19 @@ impl Config {
                 ));
             }
         }
+        for (i, l) in self.listeners.iter().enumerate() {
+            for (key, path) in [
+                ("password_file", &l.password_file),
+                ("acl_file", &l.acl_file),
+            ] {
+                if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    return Err(ConfigError::invalid(
+                        format!("listeners[{i}].{key}"),
+                        "must not be empty; leave the key out to use the [auth] one",
+                    ));
+                }
+            }
+        }
         self.validate_login_slowdown()?;
         self.validate_mqtt()?;
         self.validate_limits()?;

@@ -10,7 +10,8 @@ use super::{Entry, Note};
 /// Starling's tables in the order they are written.
 pub const SECTIONS: &[&str] = &["auth", "mqtt", "sys", "persistence", "log"];
 
-/// Options Mosquitto lets each listener set when `per_listener_settings` is true.
+/// Options Mosquitto lets each listener set when `per_listener_settings` is true; they become
+/// the same keys in that listener's `[[listeners]]` table.
 const PER_LISTENER_AUTH: &[&str] = &["allow_anonymous", "password_file", "acl_file"];
 
 /// The result: Starling tables, and what could not be translated.
@@ -78,9 +79,12 @@ impl Translator {
         match key {
             "per_listener_settings" => match l.rest.as_str() {
                 "false" => self.note(l, "as Starling: one [auth] for all listeners"),
-                _ => {
-                    self.left_out(l, "Starling has no per-listener authentication yet: one [auth] for all listeners");
-                }
+                "true" => self.note(
+                    l,
+                    "allow_anonymous, password_file and acl_file are set per [[listeners]]; \
+                     [auth] holds Mosquitto's defaults for the listeners that set none",
+                ),
+                other => self.left_out(l, &format!("{other:?} is not true or false")),
             },
             "autosave_interval" | "autosave_on_changes" => {
                 self.warn(
@@ -151,6 +155,17 @@ impl Translator {
                 }
             }
             "tls_version" => draft.tls_version = Some(l.clone()),
+            k if self.per_listener && PER_LISTENER_AUTH.contains(&k) => {
+                let conv = if k == "allow_anonymous" {
+                    Conv::Bool
+                } else {
+                    Conv::Str
+                };
+                match convert(l, conv) {
+                    Ok(value) => draft.set_auth(static_auth_name(k), value, at),
+                    Err(why) => self.out.left_out.push(Note::new(&at, k, why)),
+                }
+            }
             "max_connections" => match l.rest.parse::<i64>() {
                 Ok(n) => draft.max_connections = Some((n, at)),
                 Err(_) => self.out.left_out.push(Note::new(&at, key, "not a number")),
@@ -314,23 +329,8 @@ impl Translator {
                 "Starling keeps its own store there: mosquitto.db is not read",
             );
         }
-        let per_listener = self.per_listener && PER_LISTENER_AUTH.contains(&l.key.as_str());
-        if per_listener && l.key == "allow_anonymous" && value == Value::Boolean(true) {
-            return self.left_out(
-                l,
-                "per_listener_settings: Starling's [auth] is for every listener, so anonymous \
-                 access is not widened to all of them",
-            );
-        }
         let entries = self.section(section);
         if let Some(i) = entries.iter().position(|e| e.key.as_deref() == Some(name)) {
-            if per_listener && entries[i].value != value {
-                let why = format!(
-                    "per_listener_settings: {} sets another value; Starling has one [auth]",
-                    entries[i].from
-                );
-                return self.left_out(l, &why);
-            }
             let old = entries.remove(i);
             let text = format!("{} {} at {} overridden", l.key, old.value, old.from);
             entries.push(Entry::comment(&text, &l.at()));
@@ -369,6 +369,14 @@ fn static_name(key: &str) -> &'static str {
         "require_certificate" => "require_certificate",
         "use_identity_as_username" => "use_identity_as_username",
         _ => "use_subject_as_username",
+    }
+}
+
+fn static_auth_name(key: &str) -> &'static str {
+    match key {
+        "allow_anonymous" => "allow_anonymous",
+        "password_file" => "password_file",
+        _ => "acl_file",
     }
 }
 

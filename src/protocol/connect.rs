@@ -191,7 +191,10 @@ struct Terms {
     /// The Session Expiry Interval as CONNECT gave it (a 3.x persistent session counts as 1).
     expiry_secs: u32,
     username: Option<Arc<str>>,
-    /// The auth snapshot the login is checked against and the connection keeps.
+    /// The listener that accepted the connection, whose auth snapshot applies to it.
+    listener: usize,
+    /// That listener's auth snapshot: the login is checked against it and the connection
+    /// keeps it.
     auth: Arc<AuthConfig>,
     auth_generation: u64,
 }
@@ -375,7 +378,7 @@ fn validate(
             why: "unknown authentication method",
         });
     }
-    let (auth, auth_generation) = broker.auth();
+    let (auth, auth_generation) = broker.auth(Some(info.listener_index));
     if let Err(r) = check_will(broker, c, &client_id, &auth) {
         crate::refusal!(%client_id, %peer, reason = r.why, bridge = c.bridge,
             "refused: will not acceptable");
@@ -391,6 +394,7 @@ fn validate(
         expiry,
         expiry_secs,
         username: c.username.as_deref().map(Arc::from),
+        listener: info.listener_index,
         auth,
         auth_generation,
     })
@@ -468,6 +472,7 @@ async fn claim(
         expiry: terms.expiry,
         username: terms.username.clone(),
         peer: Some(Arc::from(peer.to_string())),
+        listener: Some(terms.listener),
     };
     let client_id = &terms.client_id;
     let claimed = broker
@@ -671,6 +676,7 @@ impl Handler {
             authenticator: auth.map(|a| a.authenticator),
             reauth: None,
             username: terms.username,
+            listener: terms.listener,
             auth: terms.auth,
             auth_generation: terms.auth_generation,
             msg_rate: rate_bucket(broker.config().limits.max_publish_rate),

@@ -89,8 +89,10 @@ pub struct Handler {
     /// A re-authentication in progress.
     reauth: Option<Box<dyn AuthExchange>>,
     username: Option<Arc<str>>,
-    /// The auth snapshot this connection checks against, refreshed when the broker's
-    /// generation moves on (reload).
+    /// The listener that accepted this connection (index into `Config::listeners`).
+    listener: usize,
+    /// Its listener's auth snapshot, which this connection checks against, refreshed when the
+    /// broker's generation moves on (reload).
     auth: Arc<AuthConfig>,
     auth_generation: u64,
     /// `limits.max_publish_rate` for this client. Boxed, as `byte_rate`: off by default, and
@@ -315,11 +317,11 @@ impl Handler {
         }
     }
 
-    /// The current auth snapshot (refreshed after a reload).
+    /// The current auth snapshot of this connection's listener (refreshed after a reload).
     fn auth(&mut self) -> Arc<AuthConfig> {
         let generation = self.broker.auth_generation();
         if generation != self.auth_generation {
-            let (auth, generation) = self.broker.auth();
+            let (auth, generation) = self.broker.auth(Some(self.listener));
             self.auth = auth;
             self.auth_generation = generation;
         }

@@ -158,6 +158,10 @@ pub struct SessionMeta {
     /// The address of the connection that last claimed the session (None once restored from
     /// the store), for the session list.
     pub peer: Option<Arc<str>>,
+    /// The listener (index into `Config::listeners`) of the connection that last claimed the
+    /// session, whose auth snapshot checks its deliveries; None once restored from the store
+    /// (`[auth]` then answers until the client reconnects).
+    pub listener: Option<usize>,
 }
 
 /// How a connection was admitted.
@@ -190,6 +194,7 @@ impl Session {
                     expiry: Some(Duration::ZERO),
                     username: None,
                     peer: None,
+                    listener: None,
                 },
             ),
             connect_lock: tokio::sync::Mutex::new(()),
