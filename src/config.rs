@@ -11,14 +11,14 @@
 //! Durations are written as a number followed by a unit: `"500ms"`, `"10s"`, `"1m"`, `"2h"`,
 //! `"1d"`, `"1w"`, or as a plain integer meaning seconds (see [`duration`]).
 
-use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use self::log::{LogConfig, LogFormat, SyslogFacility};
+pub use listener::*;
 
 /// The largest packet MQTT can frame: the Remaining Length is at most 268,435,455 bytes
 /// (four-byte variable byte integer), so no larger `max_packet_size` can mean anything.
@@ -66,178 +66,6 @@ impl Default for Config {
             persistence: PersistenceConfig::default(),
             log: LogConfig::default(),
         }
-    }
-}
-
-/// One `[[listeners]]` entry.
-///
-/// The TLS keys (`cert`, `key`, `ca`, `require_certificate`, `use_identity_as_username`,
-/// `use_subject_as_username`) are only valid on `mqtts` and `wss` listeners, `path` only on `ws`
-/// and `wss`, and `handshake_timeout` on every listener but plain `mqtt`. Optional keys are
-/// left out when rendered, so `check-config` shows only what applies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// Address and port to bind, e.g. `"0.0.0.0:1883"` or `"[::]:1883"`. Port 0 picks a free
-    /// port (useful in tests; the broker reports the real address).
-    pub bind: SocketAddr,
-    /// Transport spoken on this listener.
-    pub protocol: ListenerProtocol,
-    /// Length of the listen queue: connections the kernel completes before the broker accepts
-    /// them. The kernel caps it at `net.core.somaxconn` (4096 on recent Linux). At least 1.
-    pub backlog: u32,
-    /// Cap on concurrent connections accepted by this listener, on top of the global
-    /// `limits.max_connections`. Absent means only the global limit applies.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<usize>,
-    /// PUBLISH packets per second all connections of this listener may send together (one
-    /// token bucket, one second of burst), on top of the per-client `limits.max_publish_rate`.
-    /// Above it MQTT 5 clients are disconnected with 0x96 and 3.x clients slowed by not reading
-    /// their socket, as for the per-client limit. Absent means no listener limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_publish_rate: Option<u64>,
-    /// PUBLISH payload bytes per second all connections of this listener may send together, on
-    /// top of the per-client `limits.max_publish_bandwidth`. Above it MQTT 5 QoS 1/2 publishes
-    /// are refused with 0x97 (QoS 0 dropped) and 3.x clients slowed by not reading their
-    /// socket. Absent means no listener limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_publish_bandwidth: Option<u64>,
-    /// PEM file with the server certificate chain, leaf first (`mqtts`, `wss`; required there).
-    /// Reloaded when the file changes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert: Option<PathBuf>,
-    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1; `mqtts`, `wss`;
-    /// required there). Reloaded when the file changes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<PathBuf>,
-    /// PEM bundle of CA certificates that client certificates are verified against. When set,
-    /// clients are asked for a certificate; one that does not verify is refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca: Option<PathBuf>,
-    /// Refuse clients that present no certificate (mutual TLS). Requires `ca`.
-    #[serde(skip_serializing_if = "is_false")]
-    pub require_certificate: bool,
-    /// Use the client certificate's Common Name as the MQTT username. Requires `ca`.
-    #[serde(skip_serializing_if = "is_false")]
-    pub use_identity_as_username: bool,
-    /// Use the client certificate's subject, written as in RFC 2253 (e.g. `CN=dev1,O=Acme`),
-    /// as the MQTT username. Requires `ca`; exclusive with `use_identity_as_username`.
-    #[serde(skip_serializing_if = "is_false")]
-    pub use_subject_as_username: bool,
-    /// This listener's own `allow_anonymous` (Mosquitto's `per_listener_settings`). Absent
-    /// means `auth.allow_anonymous` applies; see [`Config::listener_auth`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allow_anonymous: Option<bool>,
-    /// This listener's own password file. Absent means `auth.password_file` applies.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// This listener's own ACL file. Absent means `auth.acl_file` applies.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub acl_file: Option<PathBuf>,
-    /// HTTP path WebSocket clients must upgrade on (`ws`, `wss`). Absent means
-    /// [`DEFAULT_WS_PATH`]; see [`ListenerConfig::ws_path`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Time a new connection has for the TLS handshake and/or WebSocket upgrade (`mqtts`, `ws`,
-    /// `wss`). Absent means [`DEFAULT_HANDSHAKE_TIMEOUT`]; see
-    /// [`ListenerConfig::handshake_timeout`].
-    #[serde(
-        with = "duration::option",
-        skip_serializing_if = "Option::is_none",
-        default
-    )]
-    pub handshake_timeout: Option<Duration>,
-}
-
-/// The listen queue length used when a listener has no `backlog`: a burst of a thousand
-/// connects is queued rather than left to SYN retries.
-pub const DEFAULT_BACKLOG: u32 = 1024;
-/// The WebSocket path used when a `ws`/`wss` listener has no `path`.
-pub const DEFAULT_WS_PATH: &str = "/mqtt";
-/// The transport handshake time used when a listener has no `handshake_timeout`.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-impl ListenerConfig {
-    /// The WebSocket upgrade path: `path`, or [`DEFAULT_WS_PATH`].
-    pub fn ws_path(&self) -> &str {
-        self.path.as_deref().unwrap_or(DEFAULT_WS_PATH)
-    }
-
-    /// The TLS/WebSocket handshake time limit: `handshake_timeout`, or
-    /// [`DEFAULT_HANDSHAKE_TIMEOUT`].
-    pub fn handshake_timeout(&self) -> Duration {
-        self.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
-    }
-}
-
-impl Default for ListenerConfig {
-    fn default() -> Self {
-        ListenerConfig {
-            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 1883)),
-            protocol: ListenerProtocol::Mqtt,
-            backlog: DEFAULT_BACKLOG,
-            max_connections: None,
-            max_publish_rate: None,
-            max_publish_bandwidth: None,
-            cert: None,
-            key: None,
-            ca: None,
-            require_certificate: false,
-            use_identity_as_username: false,
-            use_subject_as_username: false,
-            allow_anonymous: None,
-            password_file: None,
-            acl_file: None,
-            path: None,
-            handshake_timeout: None,
-        }
-    }
-}
-
-/// Transport of a listener, written in lower case in TOML.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerProtocol {
-    /// MQTT over plain TCP.
-    #[default]
-    Mqtt,
-    /// MQTT over TLS.
-    Mqtts,
-    /// MQTT over WebSocket (binary messages, subprotocol `mqtt`).
-    Ws,
-    /// MQTT over WebSocket over TLS.
-    Wss,
-}
-
-impl ListenerProtocol {
-    /// The TOML spelling, used in error messages so they match what the user wrote.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ListenerProtocol::Mqtt => "mqtt",
-            ListenerProtocol::Mqtts => "mqtts",
-            ListenerProtocol::Ws => "ws",
-            ListenerProtocol::Wss => "wss",
-        }
-    }
-
-    /// Whether the listener speaks TLS (`mqtts`, `wss`).
-    pub fn is_tls(self) -> bool {
-        matches!(self, ListenerProtocol::Mqtts | ListenerProtocol::Wss)
-    }
-
-    /// Whether the listener speaks WebSocket (`ws`, `wss`).
-    pub fn is_websocket(self) -> bool {
-        matches!(self, ListenerProtocol::Ws | ListenerProtocol::Wss)
-    }
-}
-
-impl fmt::Display for ListenerProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -353,7 +181,8 @@ pub struct MqttConfig {
     /// `[limits]` still bound the total.
     pub max_queued_bytes: u64,
     /// Time a new connection has to send CONNECT before it is closed, so idle sockets cannot
-    /// pin file descriptors.
+    /// pin file descriptors. A plain `mqtt` listener's own `handshake_timeout` replaces it
+    /// there (see [`ListenerConfig::handshake_timeout`]).
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// A client is disconnected after `keepalive_factor × keep alive` without a packet
@@ -724,7 +553,8 @@ impl Config {
 
     /// Makes the relative file paths of the configuration (`auth.password_file`,
     /// `auth.acl_file`, `metrics.bearer_token_file`, `log.file`, `log.syslog_socket`, the
-    /// listeners' `cert`, `key`, `ca`, `password_file` and `acl_file`)
+    /// listeners' `cert`, `key`, `ca`, `password_file` and `acl_file`, and unix socket `bind`
+    /// paths)
     /// relative to `dir`, the configuration file's directory, so the file means the same from
     /// any working directory.
     /// `persistence.dir` is left alone: it stays relative to the working directory (the systemd
@@ -737,16 +567,25 @@ impl Config {
             &mut self.log.file,
         ]
         .into_iter()
+        .flatten()
+        .chain([&mut self.log.syslog_socket])
         .chain(self.listeners.iter_mut().flat_map(|l| {
+            let socket = match &mut l.bind {
+                BindAddr::Unix(p) => Some(p),
+                BindAddr::Tcp(_) => None,
+            };
             [
-                &mut l.cert,
-                &mut l.key,
-                &mut l.ca,
-                &mut l.password_file,
-                &mut l.acl_file,
+                l.cert.as_mut(),
+                l.key.as_mut(),
+                l.ca.as_mut(),
+                l.password_file.as_mut(),
+                l.acl_file.as_mut(),
+                socket,
             ]
+            .into_iter()
+            .flatten()
         }));
-        for file in files.flatten().chain([&mut self.log.syslog_socket]) {
+        for file in files {
             // An empty path stays empty, for validation to name it.
             if file.is_relative() && !file.as_os_str().is_empty() {
                 *file = dir.join(&*file).components().collect();
@@ -781,10 +620,14 @@ impl Config {
         })
     }
 
-    /// Whether every listener binds a loopback address (127.0.0.0/8 or ::1), which makes
-    /// `auth.allow_anonymous` default to true when there is no password file.
+    /// Whether every listener binds a loopback address (127.0.0.0/8 or ::1) or a unix socket
+    /// (only this host can reach either), without `proxy_protocol` (a local proxy relays
+    /// clients from anywhere), which makes `auth.allow_anonymous` default to true when there is
+    /// no password file.
     pub fn listeners_all_loopback(&self) -> bool {
-        self.listeners.iter().all(|l| l.bind.ip().is_loopback())
+        self.listeners
+            .iter()
+            .all(|l| l.bind.is_local() && !l.proxy_protocol)
     }
 
     /// The configuration as TOML, as `starling check-config` prints it; parsing the output gives
@@ -800,6 +643,7 @@ impl Config {
 }
 
 pub mod duration;
+mod listener;
 mod log;
 mod render;
 mod validate;

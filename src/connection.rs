@@ -1,4 +1,5 @@
-//! One task per client connection: reads CONNECT under the connect timeout, then runs one
+//! One task per client connection: reads CONNECT under the connect timeout (on plain listeners,
+//! by the listener's handshake deadline: [`ConnectionInfo::connect_deadline`]), then runs one
 //! `select!` loop over the socket (reads and writes as separate arms), the session's delivery
 //! queue (gated by the inflight window), the keep-alive deadline, control requests (takeover) and
 //! shutdown. Protocol decisions live in [`crate::protocol`]; this file owns I/O and framing.
@@ -7,7 +8,6 @@
 //! `WRITE_HIGH`, so a client that does not read leaves its messages in its own bounded queue;
 //! reads pause while the broker's global queue budget is saturated (for connections that publish).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use crate::auth::enhanced::{AuthStep, Authenticator};
 use crate::broker::BrokerState;
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use crate::protocol::peer::PeerAddr;
 use crate::protocol::{AuthOutcome, Close, ConnectOutcome, ConnectionInfo, Handler, Outbox};
 use crate::session::{Control, Delivery};
 use crate::storage::StoreError;
@@ -75,7 +76,7 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::new();
-    let connect = first_connect(&mut reader, &mut writer, &mut rbuf, &broker, info.peer).await?;
+    let connect = first_connect(&mut reader, &mut writer, &mut rbuf, &broker, &info).await?;
     broker.metrics().connects.inc();
     let mut out = Outbox::default();
     let auth = authenticate(
@@ -84,7 +85,7 @@ where
         &mut rbuf,
         &broker,
         &connect,
-        info.peer,
+        &info.peer,
     )
     .await
     .ok()?;
@@ -121,7 +122,8 @@ where
     })
 }
 
-/// Reads the first packet, which must be CONNECT, under the connect timeout; `None` when the
+/// Reads the first packet, which must be CONNECT, by the connection's deadline (see
+/// [`ConnectionInfo::connect_deadline`]); `None` when the
 /// connection ends before one arrives (logged, and answered when the protocol level is not
 /// one we speak).
 async fn first_connect<R, W>(
@@ -129,23 +131,29 @@ async fn first_connect<R, W>(
     writer: &mut W,
     rbuf: &mut BytesMut,
     broker: &BrokerState,
-    peer: SocketAddr,
+    info: &ConnectionInfo,
 ) -> Option<Box<codec::Connect>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let timeout = broker.config().mqtt.connect_timeout;
+    let peer = &info.peer;
+    // A plain listener's `handshake_timeout` counts from accept (it also covers a PROXY
+    // header); otherwise `mqtt.connect_timeout` counts from here, after TLS/WebSocket.
+    let deadline = info
+        .connect_deadline
+        .unwrap_or_else(|| Instant::now() + broker.config().mqtt.connect_timeout);
     let max_in = broker.config().mqtt.max_packet_size;
     let shutdown = broker.shutdown_token().clone();
     let connect = tokio::select! {
         // A connection that has not sent CONNECT yet must not hold up shutdown.
         _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout(timeout, read_connect(reader, rbuf, max_in)) => r,
+        r = tokio::time::timeout_at(deadline, read_connect(reader, rbuf, max_in)) => r,
     };
     match connect {
         Err(_) => {
-            crate::refusal!(%peer, "closing: no CONNECT within the connect timeout");
+            crate::refusal!(%peer, listener = info.listener_index,
+                "closing: no complete CONNECT within the handshake/connect timeout");
             None
         }
         Ok(Err(ConnectError::Io(e))) => {
@@ -169,7 +177,7 @@ where
 async fn refuse_first_packet<W: AsyncWrite + Unpin>(
     writer: &mut W,
     e: DecodeError,
-    peer: SocketAddr,
+    peer: &PeerAddr,
 ) {
     if let DecodeError::UnsupportedProtocolLevel(level) = e {
         // [MQTT-3.1.2-2] answer with return code 0x01 in the 3.1.1 form, then close.
@@ -202,7 +210,7 @@ async fn authenticate<R, W>(
     rbuf: &mut BytesMut,
     broker: &BrokerState,
     connect: &codec::Connect,
-    peer: SocketAddr,
+    peer: &PeerAddr,
 ) -> Result<Option<AuthOutcome>, HandshakeEnded>
 where
     R: AsyncRead + Unpin,

@@ -50,14 +50,17 @@ pub enum StartError {
     #[error("listener {index} ({addr}): {source}")]
     Tls {
         index: usize,
-        addr: SocketAddr,
+        addr: config::BindAddr,
         source: Box<transport::tls::TlsError>,
     },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        addr: SocketAddr,
+        addr: config::BindAddr,
         source: std::io::Error,
     },
+    /// A unix-socket listener could not be set up (a live socket in the way, chown refused).
+    #[error("cannot listen on a unix socket: {0}")]
+    Unix(#[from] transport::unix::UnixBindError),
     #[error("{0}")]
     Auth(#[from] auth::AuthError),
     #[error("{0}")]
@@ -177,19 +180,11 @@ impl BrokerBuilder {
                 transport::Endpoint::from_config(index, l, &config.mqtt).map_err(|source| {
                     StartError::Tls {
                         index,
-                        addr: l.bind,
+                        addr: l.bind.clone(),
                         source: Box::new(source),
                     }
                 })?;
-            let listener =
-                transport::tcp::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
-                    addr: l.bind,
-                    source,
-                })?;
-            let addr = listener.local_addr().map_err(|source| StartError::Bind {
-                addr: l.bind,
-                source,
-            })?;
+            let (listener, addr) = bind_listener(l)?;
             let mut permits: Vec<Arc<Semaphore>> = global.iter().cloned().collect();
             if let Some(n) = l.max_connections {
                 permits.push(Arc::new(Semaphore::new(n)));
@@ -236,7 +231,7 @@ impl BrokerBuilder {
                         .watch(transport::tls::RELOAD_POLL_INTERVAL, shutdown.clone()),
                 );
             }
-            tracker.spawn(transport::tcp::accept_loop(
+            tracker.spawn(transport::accept::accept_loop(
                 listener,
                 endpoint,
                 state.clone(),
@@ -265,6 +260,27 @@ impl BrokerBuilder {
             tls,
             state,
         })
+    }
+}
+
+/// Binds listener `l`: its socket and the address it really got (port 0 resolved).
+fn bind_listener(
+    l: &config::ListenerConfig,
+) -> Result<(transport::accept::Bound, config::BindAddr), StartError> {
+    let err = |source| StartError::Bind {
+        addr: l.bind.clone(),
+        source,
+    };
+    match &l.bind {
+        config::BindAddr::Tcp(a) => {
+            let listener = transport::tcp::bind(*a, l.backlog).map_err(err)?;
+            let addr = listener.local_addr().map_err(err)?;
+            Ok((transport::accept::Bound::Tcp(listener), addr.into()))
+        }
+        config::BindAddr::Unix(path) => {
+            let bound = transport::unix::bind(path, l)?;
+            Ok((transport::accept::Bound::Unix(bound), l.bind.clone()))
+        }
     }
 }
 
@@ -321,9 +337,9 @@ fn log_anonymous(config: &Config, index: Option<usize>, allowed: bool) {
         Some(_) => "set by auth.allow_anonymous",
         None if section.password_file.is_some() => "a password file is configured",
         None if config.listeners_all_loopback() => {
-            "no password file and every listener is on loopback"
+            "no password file and every listener is local (loopback or unix socket, no PROXY)"
         }
-        None => "a listener is not on loopback",
+        None => "a listener is not local (not loopback or unix socket, or behind a PROXY)",
     };
     match own {
         Some(l) => {
@@ -429,7 +445,7 @@ impl AuthReload {
 
 /// A running broker.
 pub struct BrokerHandle {
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<config::BindAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -442,8 +458,15 @@ pub struct BrokerHandle {
 }
 
 impl BrokerHandle {
-    /// The bound address of each listener, in configuration order.
+    /// The bound address of each TCP listener, in configuration order (unix-socket listeners
+    /// are left out; see [`BrokerHandle::local_binds`]).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.iter().filter_map(|a| a.tcp()).collect()
+    }
+
+    /// What each listener is bound to (TCP address with the real port, or unix socket path),
+    /// in configuration order.
+    pub fn local_binds(&self) -> Vec<config::BindAddr> {
         self.addrs.clone()
     }
 

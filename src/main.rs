@@ -196,7 +196,7 @@ async fn serve(
         .start()
         .await
         .context("cannot start the broker")?;
-    let addrs = handle.local_addrs();
+    let addrs = handle.local_binds();
     for (addr, protocol) in addrs.iter().zip(&protocols) {
         info!("listening on {addr} ({protocol})");
     }

@@ -27,6 +27,8 @@ mod conns;
 use std::convert::Infallible;
 use std::fmt::{Display, Write as _};
 use std::net::SocketAddr;
+
+use crate::config::BindAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +62,7 @@ pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Clone)]
 pub struct Exporter {
     broker: Arc<BrokerState>,
-    listeners: Arc<[SocketAddr]>,
+    listeners: Arc<[BindAddr]>,
     conns: Arc<ConnTable>,
     header_timeout: Duration,
     /// The token `/metrics` wants, when `bearer_token_file` is set.
@@ -70,7 +72,7 @@ pub struct Exporter {
 impl Exporter {
     /// The endpoint of `broker`, with the connection limits of its `[metrics]` section and no
     /// token.
-    pub fn new(broker: Arc<BrokerState>, listeners: Vec<SocketAddr>) -> Exporter {
+    pub fn new(broker: Arc<BrokerState>, listeners: Vec<BindAddr>) -> Exporter {
         let m = &broker.config().metrics;
         let conns = ConnTable::new(m.max_connections, m.max_connections_per_peer);
         let header_timeout = m.header_timeout;
@@ -236,7 +238,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 
 /// Renders every metric in the text exposition format 0.0.4. `listeners` labels the
 /// per-listener gauges, in configuration order.
-pub fn render(b: &BrokerState, listeners: &[SocketAddr]) -> String {
+pub fn render(b: &BrokerState, listeners: &[BindAddr]) -> String {
     let mut out = Exposition::default();
     write_counters(&mut out, b);
     write_gauges(&mut out, b, listeners);
@@ -371,7 +373,7 @@ fn traffic_counters(m: &Metrics) -> [(&'static str, &'static str, u64); 8] {
 }
 
 /// Every gauge: the broker-wide ones, then connections per listener.
-fn write_gauges(out: &mut Exposition, b: &BrokerState, listeners: &[SocketAddr]) {
+fn write_gauges(out: &mut Exposition, b: &BrokerState, listeners: &[BindAddr]) {
     let m = &b.metrics();
     for (name, help, value) in client_gauges(b).into_iter().chain(store_gauges(b)) {
         out.family(name, "gauge", help);

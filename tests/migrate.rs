@@ -252,6 +252,8 @@ fn multiple_listeners_and_address_families() {
             "bind = \"0.0.0.0:8883\"",
             "bind = \"[::]:1885\"",
             "bind = \"0.0.0.0:1886\"",
+            // Mosquitto's unix socket listener, `listener 0 PATH`.
+            "bind = \"unix:/",
         ],
     );
 }

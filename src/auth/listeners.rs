@@ -247,7 +247,7 @@ mod tests {
 
     fn listener(port: u16) -> ListenerConfig {
         ListenerConfig {
-            bind: ([127, 0, 0, 1], port).into(),
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
             ..ListenerConfig::default()
         }
     }

@@ -160,7 +160,7 @@ impl AuthConfig {
         }
         if cfg.allow_anonymous.is_none() {
             tracing::warn!(
-                "{scope}: a listener is not on loopback and no password file is set, so \
+                "{scope}: a listener is not local and no password file is set, so \
                  allow_anonymous defaults to false and every client will be refused; set a \
                  password file, or allow_anonymous = true to accept anyone"
             );

@@ -19,6 +19,9 @@
 //!   failed for [`SlowdownPolicy::forget_after`].
 //! - Memory is bounded: at most [`SlowdownPolicy::max_peers`] addresses are tracked; when the
 //!   table is full, forgotten entries are dropped and then the address that failed longest ago.
+//! - A client on a unix-socket listener has no address: it is tracked by its user id
+//!   ([`SlowdownKey::Uid`], from SO_PEERCRED), so a local user guessing passwords is slowed like
+//!   a remote host, without slowing the other local users.
 //! - An IPv6 address is tracked by its /64 prefix (one host usually owns a whole /64, so
 //!   tracking single addresses would be free to evade); an IPv4-mapped IPv6 address counts as
 //!   the IPv4 address.
@@ -98,7 +101,7 @@ struct Entry {
 /// The tracked addresses.
 #[derive(Debug)]
 struct Table {
-    peers: HashMap<IpAddr, Entry>,
+    peers: HashMap<SlowdownKey, Entry>,
     /// When forgotten entries were last dropped.
     swept: Instant,
 }
@@ -109,6 +112,29 @@ pub struct LoginSlowdown {
     policy: SlowdownPolicy,
     table: Mutex<Table>,
     delayed: Counter,
+}
+
+/// Who failed: a peer address, or the user id of a unix-socket peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SlowdownKey {
+    /// A TCP peer's address (normalised by [`peer_key`]).
+    Ip(IpAddr),
+    /// A unix-socket peer's user id.
+    Uid(u32),
+}
+
+impl From<IpAddr> for SlowdownKey {
+    fn from(ip: IpAddr) -> SlowdownKey {
+        SlowdownKey::Ip(ip)
+    }
+}
+
+/// The normalised form of `key`: addresses by [`peer_key`].
+fn table_key(key: SlowdownKey) -> SlowdownKey {
+    match key {
+        SlowdownKey::Ip(ip) => SlowdownKey::Ip(peer_key(ip)),
+        uid => uid,
+    }
 }
 
 /// The key an address is tracked under: IPv4 as is (also when IPv4-mapped), IPv6 by its /64.
@@ -145,11 +171,11 @@ impl LoginSlowdown {
 
     /// Records a failed login from `ip` at `now` and returns how long to hold back its refusal
     /// (zero for the first [`SlowdownPolicy::free_failures`] recent failures).
-    pub fn record_failure(&self, ip: IpAddr, now: Instant) -> Duration {
+    pub fn record_failure(&self, ip: impl Into<SlowdownKey>, now: Instant) -> Duration {
         if !self.policy.is_enabled() {
             return Duration::ZERO;
         }
-        let key = peer_key(ip);
+        let key = table_key(ip.into());
         let failures = {
             let mut table = self.table.lock();
             self.sweep(&mut table, now);
@@ -177,26 +203,30 @@ impl LoginSlowdown {
     /// The delay the last failure recorded for `ip` was given, as of `now`: zero for an address
     /// with no recent failures. Records nothing (for a caller that wants to hold back a request
     /// from an address being slowed, or to show it).
-    pub fn delay_for(&self, ip: IpAddr, now: Instant) -> Duration {
+    pub fn delay_for(&self, ip: impl Into<SlowdownKey>, now: Instant) -> Duration {
         let table = self.table.lock();
-        match table.peers.get(&peer_key(ip)) {
+        match table.peers.get(&table_key(ip.into())) {
             Some(e) if !self.forgotten(e, now) => self.policy.delay_after(e.failures),
             _ => Duration::ZERO,
         }
     }
 
     /// Recent failures recorded for `ip` as of `now`.
-    pub fn failures(&self, ip: IpAddr, now: Instant) -> u32 {
+    pub fn failures(&self, ip: impl Into<SlowdownKey>, now: Instant) -> u32 {
         let table = self.table.lock();
-        match table.peers.get(&peer_key(ip)) {
+        match table.peers.get(&table_key(ip.into())) {
             Some(e) if !self.forgotten(e, now) => e.failures,
             _ => 0,
         }
     }
 
     /// Forgets `ip`'s failures (an operator unblocking an address). Returns whether it had any.
-    pub fn forget(&self, ip: IpAddr) -> bool {
-        self.table.lock().peers.remove(&peer_key(ip)).is_some()
+    pub fn forget(&self, ip: impl Into<SlowdownKey>) -> bool {
+        self.table
+            .lock()
+            .peers
+            .remove(&table_key(ip.into()))
+            .is_some()
     }
 
     /// Addresses in the table (at most [`SlowdownPolicy::max_peers`]; entries past

@@ -13,15 +13,18 @@ use super::*;
 impl Config {
     /// This configuration with every default that depends on context written out:
     /// `auth.allow_anonymous`, `persistence.enabled` (absent means `persistence_default`), and
-    /// per listener `handshake_timeout` (all but `mqtt`) and `path` (`ws`, `wss`).
+    /// per listener `handshake_timeout` (on `mqtt` listeners it defaults to
+    /// `mqtt.connect_timeout`), `path` (`ws`, `wss`) and `proxy_protocol_trusted` (with
+    /// `proxy_protocol`).
     pub fn effective(&self, persistence_default: bool) -> Config {
         let mut c = self.clone();
         let loopback = c.listeners_all_loopback();
         c.auth.allow_anonymous = Some(c.auth.allow_anonymous_effective(loopback));
         c.persistence.enabled = Some(c.persistence.is_enabled(persistence_default));
         for l in &mut c.listeners {
-            if l.protocol != ListenerProtocol::Mqtt {
-                l.handshake_timeout = Some(l.handshake_timeout());
+            l.handshake_timeout = Some(l.handshake_timeout(c.mqtt.connect_timeout));
+            if l.proxy_protocol {
+                l.proxy_protocol_trusted = Some(l.proxy_trusted());
             }
             if l.protocol.is_websocket() {
                 l.path = Some(l.ws_path().to_owned());
@@ -42,6 +45,11 @@ impl Config {
         };
         if let Some(Value::Array(tables)) = value.get_mut("listeners") {
             for (table, l) in tables.iter_mut().zip(&c.listeners) {
+                if let Value::Table(t) = table {
+                    // Left out when false by the plain rendering; it applies to every listener.
+                    t.entry("proxy_protocol")
+                        .or_insert(Value::Boolean(l.proxy_protocol));
+                }
                 if let (Value::Table(t), true) = (table, l.protocol.is_tls()) {
                     // Left out when false by the plain rendering; they apply to TLS listeners.
                     for (key, on) in [
@@ -137,6 +145,23 @@ impl Config {
                 "max_publish_bandwidth",
                 "no listener publish bandwidth limit",
             );
+            if matches!(l.bind, BindAddr::Unix(_)) {
+                note(
+                    l.mode.is_some(),
+                    "mode",
+                    "the socket file's permissions are what the umask leaves",
+                );
+                note(
+                    l.owner.is_some(),
+                    "owner",
+                    "the socket file is owned by the broker's user",
+                );
+                note(
+                    l.group.is_some(),
+                    "group",
+                    "the socket file has the broker's group",
+                );
+            }
             for (set, key, meaning) in [
                 (
                     l.allow_anonymous.is_some(),

@@ -97,8 +97,11 @@ impl Config {
                     ));
                 }
             }
+            Self::validate_unix(i, l)?;
+            Self::validate_proxy(i, l)?;
             // Port 0 asks the OS for a fresh port each time, so repeats are not conflicts.
-            if l.bind.port() != 0 && !bound.insert(l.bind) {
+            let fresh_port = l.bind.tcp().is_some_and(|a| a.port() == 0);
+            if !fresh_port && !bound.insert(l.bind.clone()) {
                 return Err(ConfigError::invalid(
                     format!("listeners[{i}].bind"),
                     format!("{} is already used by another listener", l.bind),
@@ -133,13 +136,6 @@ impl Config {
             return Err(ConfigError::invalid(
                 key("path"),
                 format!("only valid on \"ws\" and \"wss\" listeners, not \"{proto}\""),
-            ));
-        }
-        if proto == ListenerProtocol::Mqtt && l.handshake_timeout.is_some() {
-            return Err(ConfigError::invalid(
-                key("handshake_timeout"),
-                "only valid on \"mqtts\", \"ws\" and \"wss\" listeners (plain \"mqtt\" has no \
-                 handshake before CONNECT; see mqtt.connect_timeout)",
             ));
         }
         if l.handshake_timeout == Some(Duration::ZERO) {
@@ -371,10 +367,68 @@ impl Config {
         let Some(bind) = self.metrics.bind else {
             return Ok(());
         };
-        if bind.port() != 0 && self.listeners.iter().any(|l| l.bind == bind) {
+        if bind.port() != 0 && self.listeners.iter().any(|l| l.bind == bind.into()) {
             return Err(ConfigError::invalid(
                 "metrics.bind",
                 format!("{bind} is already used by a listener"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The unix-socket keys of listener `i`: only on unix sockets, and well formed.
+    fn validate_unix(i: usize, l: &ListenerConfig) -> Result<(), ConfigError> {
+        let key = |name: &str| format!("listeners[{i}].{name}");
+        let path = match &l.bind {
+            BindAddr::Unix(p) => p,
+            BindAddr::Tcp(_) => {
+                let set = [("mode", &l.mode), ("owner", &l.owner), ("group", &l.group)];
+                if let Some((name, _)) = set.iter().find(|(_, v)| v.is_some()) {
+                    return Err(ConfigError::invalid(
+                        key(name),
+                        "only valid on unix-socket listeners (bind = \"unix:/path\")",
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        if path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                key("bind"),
+                "a unix socket needs a path, e.g. \"unix:/run/starling/starling.sock\"",
+            ));
+        }
+        // sun_path holds 108 bytes with the terminating NUL.
+        if path.as_os_str().len() > 107 {
+            return Err(ConfigError::invalid(
+                key("bind"),
+                format!(
+                    "{}: a unix socket path has at most 107 bytes",
+                    path.display()
+                ),
+            ));
+        }
+        if let Some(mode) = &l.mode {
+            ListenerConfig::parse_mode(mode)
+                .map_err(|why| ConfigError::invalid(key("mode"), why))?;
+        }
+        for (name, value) in [("owner", &l.owner), ("group", &l.group)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    "must not be empty; leave the key out instead",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The PROXY protocol keys of listener `i`.
+    fn validate_proxy(i: usize, l: &ListenerConfig) -> Result<(), ConfigError> {
+        if l.proxy_protocol_trusted.is_some() && !l.proxy_protocol {
+            return Err(ConfigError::invalid(
+                format!("listeners[{i}].proxy_protocol_trusted"),
+                "only valid with proxy_protocol = true",
             ));
         }
         Ok(())

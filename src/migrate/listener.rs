@@ -1,6 +1,9 @@
 //! Mosquitto `listener` blocks to Starling `[[listeners]]` tables.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use starling::config::BindAddr;
 
 use toml::Value;
 
@@ -138,8 +141,8 @@ impl Draft {
     }
 
     /// The address to bind, as Mosquitto would: all interfaces without a host, a host name
-    /// resolved now (with a warning).
-    fn bind(&self, warnings: &mut Vec<Note>) -> Result<SocketAddr, String> {
+    /// resolved now (with a warning), a unix socket for `listener 0 PATH`.
+    fn bind(&self, warnings: &mut Vec<Note>) -> Result<BindAddr, String> {
         let port = match &self.port {
             Some((p, _)) => *p,
             None if self.line.is_none() => 1883,
@@ -148,20 +151,29 @@ impl Draft {
         let Some((host, at)) = &self.host else {
             if self.line.is_none() && self.port.is_none() {
                 // Mosquitto 2's local only mode: no listener configured.
-                return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+                return Ok(SocketAddr::from(([127, 0, 0, 1], port)).into());
             }
             let any: IpAddr = if self.ipv6.is_some() {
                 "::".parse().map_err(|_| "bad address")?
             } else {
                 IpAddr::from([0, 0, 0, 0])
             };
-            return Ok(SocketAddr::new(any, port));
+            return Ok(SocketAddr::new(any, port).into());
         };
         if port == 0 {
-            return Err("Unix domain socket listeners are not supported by Starling".into());
+            // Mosquitto's unix socket listener: `listener 0 /path/to/socket`.
+            if Path::new(host).is_relative() {
+                warnings.push(Note::new(
+                    at,
+                    host,
+                    "relative socket path: Mosquitto reads it from its working directory, \
+                     Starling from the directory of the TOML file",
+                ));
+            }
+            return Ok(BindAddr::Unix(PathBuf::from(host)));
         }
         if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Ok(SocketAddr::new(ip, port).into());
         }
         let resolved = (host.as_str(), port)
             .to_socket_addrs()
@@ -180,7 +192,7 @@ impl Draft {
                 addr.ip()
             ),
         ));
-        Ok(addr)
+        Ok(addr.into())
     }
 
     /// Whether the listener speaks TLS: certfile and keyfile both given. One without the

@@ -2,6 +2,8 @@
 //! resend of unacknowledged messages when a session resumes [MQTT-4.4.0-1].
 
 use std::net::SocketAddr;
+
+use crate::protocol::peer::PeerAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,23 +22,27 @@ use crate::session::{Control, Login, SessionMeta};
 /// the protocol does not depend on the transport above it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
+    /// The client: its address (from a PROXY header on proxied listeners) or unix-socket peer.
+    pub peer: PeerAddr,
     /// The listener that accepted it, as an index into `Config::listeners`.
     pub listener_index: usize,
     /// The verified client certificate's (Common Name, RFC 2253 subject), see
     /// [`peer_identity`](crate::transport::tls::peer_identity); `None` on plain listeners and
     /// when the client sent no certificate.
     pub tls_identity: Option<(Option<String>, Option<String>)>,
+    /// When CONNECT must be complete, if the listener sets it (plain `mqtt` listeners: accept
+    /// time + `handshake_timeout`); `None` means `mqtt.connect_timeout` from the first read.
+    pub connect_deadline: Option<tokio::time::Instant>,
 }
 
 impl ConnectionInfo {
     /// A connection with no transport identity (plain TCP, tests).
     pub fn plain(peer: SocketAddr, listener_index: usize) -> ConnectionInfo {
         ConnectionInfo {
-            peer,
+            peer: PeerAddr::Tcp(peer),
             listener_index,
             tls_identity: None,
+            connect_deadline: None,
         }
     }
 }
@@ -130,7 +136,7 @@ fn refuse(
     version: ProtocolVersion,
     refusal: Option<Refusal>,
     client_max: u32,
-    peer: SocketAddr,
+    peer: &PeerAddr,
 ) -> ConnectOutcome {
     let Some(r) = refusal else {
         return ConnectOutcome::Refused;
@@ -200,7 +206,7 @@ fn cert_username(
     info: &ConnectionInfo,
     c: &mut codec::Connect,
 ) -> Result<bool, Refusal> {
-    let peer = info.peer;
+    let peer = &info.peer;
     let Some(l) = broker.config().listeners.get(info.listener_index) else {
         return Ok(false);
     };
@@ -228,7 +234,7 @@ fn cert_username(
 fn client_id(
     c: &codec::Connect,
     cfg: &MqttConfig,
-    peer: SocketAddr,
+    peer: &PeerAddr,
 ) -> Result<(String, Option<String>), Refusal> {
     let len = c.client_id.len();
     if len > cfg.max_client_id_length {
@@ -259,7 +265,7 @@ fn keep_alive(
     c: &codec::Connect,
     cfg: &MqttConfig,
     client_id: &str,
-    peer: SocketAddr,
+    peer: &PeerAddr,
 ) -> Result<(u16, Option<u16>), Refusal> {
     let mut keep_alive = c.keep_alive;
     let mut server_keep_alive = None;
@@ -358,7 +364,7 @@ fn validate(
     enhanced_auth: bool,
     info: &ConnectionInfo,
 ) -> Result<Terms, Refusal> {
-    let peer = info.peer;
+    let peer = &info.peer;
     let cert_user = cert_username(broker, info, c)?;
     let cfg = &broker.config().mqtt;
     let (client_id, assigned) = client_id(c, cfg, peer)?;
@@ -399,17 +405,20 @@ async fn login(
     broker: &BrokerState,
     c: &codec::Connect,
     terms: &Terms,
-    peer: SocketAddr,
+    peer: &PeerAddr,
 ) -> Result<(), Refusal> {
     let decision = check_login(&terms.auth, c.username.as_deref(), c.password.as_ref()).await;
     if decision.is_allowed() {
         return Ok(());
     }
     let client_id = &terms.client_id;
-    let delay = broker
-        .login_slowdown()
-        .record_failure(peer.ip(), std::time::Instant::now())
-        .min(broker.config().mqtt.connect_timeout);
+    let delay = match peer.slowdown_key() {
+        Some(key) => broker
+            .login_slowdown()
+            .record_failure(key, std::time::Instant::now()),
+        None => Duration::ZERO,
+    }
+    .min(broker.config().mqtt.connect_timeout);
     // Never the password.
     crate::refusal!(%client_id, %peer, username = c.username.as_deref().unwrap_or(""),
         ?decision, ?delay, "refused: login failed");
@@ -454,7 +463,7 @@ async fn claim(
     broker: &BrokerState,
     c: &codec::Connect,
     terms: &Terms,
-    peer: SocketAddr,
+    peer: &PeerAddr,
     login: Login,
 ) -> Result<Claimed, Refusal> {
     let meta = SessionMeta {
@@ -525,7 +534,7 @@ fn success_connack(
     c: &codec::Connect,
     terms: &Terms,
     auth: Option<&super::AuthOutcome>,
-    peer: SocketAddr,
+    peer: &PeerAddr,
 ) -> Result<ConnAck, Option<Refusal>> {
     let properties = if c.protocol.is_v5() {
         connack_properties(&broker.config().mqtt, terms, auth)
@@ -576,7 +585,7 @@ impl Handler {
         let client_max = client_max_packet(&c);
         match Self::admit(broker, *c, auth, info, out).await {
             Ok((handler, control)) => ConnectOutcome::Accepted(handler, control),
-            Err(r) => refuse(out, version, r, client_max, info.peer),
+            Err(r) => refuse(out, version, r, client_max, &info.peer),
         }
     }
 
@@ -589,7 +598,7 @@ impl Handler {
         info: &ConnectionInfo,
         out: &mut super::Outbox,
     ) -> Result<(Box<Handler>, oneshot::Receiver<Control>), Option<Refusal>> {
-        let peer = info.peer;
+        let peer = &info.peer;
         let terms = validate(broker, &mut c, auth.is_some(), info)?;
         if auth.is_none() && !terms.cert_user {
             login(broker, &c, &terms, peer).await?;
@@ -645,7 +654,7 @@ impl Handler {
             session: claimed.session,
             generation: ownership.generation,
             closed: Some(ownership.closed),
-            peer: info.peer,
+            peer: info.peer.clone(),
             version: c.protocol,
             bridge: c.bridge,
             keep_alive: terms.keep_alive,

@@ -9,10 +9,10 @@ mod close;
 mod connect;
 mod outbound;
 pub mod outbox;
+pub mod peer;
 mod subscribe;
 mod will;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ pub struct Handler {
     /// Dropped after the will and session end, so a takeover waits for both.
     closed: Option<oneshot::Sender<()>>,
     client_id: Arc<str>,
-    peer: SocketAddr,
+    peer: peer::PeerAddr,
     version: ProtocolVersion,
     /// A Mosquitto bridge (`try_private`): its subscriptions are No Local and Retain As
     /// Published, and it may write its own connection state in `$SYS` (see [`bridge`]).

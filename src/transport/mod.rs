@@ -4,22 +4,29 @@
 //!
 //! [`Endpoint`] is what one configured listener does with an accepted socket: nothing (`mqtt`),
 //! a TLS handshake ([`tls`], `mqtts`), a WebSocket upgrade ([`ws`], `ws`) or both (`wss`), all
-//! within the listener's `handshake_timeout`, before MQTT starts on the resulting stream.
+//! within the listener's `handshake_timeout`, before MQTT starts on the resulting stream. On a
+//! `proxy_protocol` listener a PROXY header ([`proxy`]) comes first, under the same deadline;
+//! on a plain `mqtt` listener the deadline also covers CONNECT. The socket is TCP or a unix
+//! socket ([`unix`]); [`accept`] runs the accept loop for both.
 
+pub mod accept;
+pub mod proxy;
 pub mod tcp;
 pub mod tls;
+pub mod unix;
 pub mod ws;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
 use crate::broker::BrokerState;
-use crate::config::{ListenerConfig, ListenerProtocol, MqttConfig};
+use crate::config::{Cidr, ListenerConfig, ListenerProtocol, MqttConfig};
 use crate::connection;
+use crate::protocol::peer::PeerAddr;
 use crate::protocol::ConnectionInfo;
 
 /// The transport of one listener, ready to use.
@@ -35,12 +42,14 @@ pub enum Transport {
     Wss(tls::Tls, ws::WsSettings),
 }
 
-/// One configured listener: its transport and handshake limit.
+/// One configured listener: its transport, handshake limit and PROXY protocol setting.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     index: usize,
     transport: Transport,
     handshake_timeout: Duration,
+    /// With `proxy_protocol`: the peers trusted to send the header.
+    proxy_trusted: Option<Vec<Cidr>>,
 }
 
 /// Why a TLS or WebSocket handshake did not complete.
@@ -50,6 +59,8 @@ enum HandshakeError {
     Tls(std::io::Error),
     #[error(transparent)]
     Ws(#[from] ws::WsError),
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
 }
 
 impl HandshakeError {
@@ -60,6 +71,10 @@ impl HandshakeError {
             HandshakeError::Tls(e) => e.kind() == std::io::ErrorKind::InvalidData,
             HandshakeError::Ws(ws::WsError::Refused { .. }) => true,
             HandshakeError::Ws(ws::WsError::Handshake(_)) => false,
+            // The connection closing inside the header is a peer going away; anything else
+            // is a client bypassing the proxy or a misconfigured proxy.
+            HandshakeError::Proxy(proxy::ProxyError::Io(_)) => false,
+            HandshakeError::Proxy(_) => true,
         }
     }
 }
@@ -81,7 +96,8 @@ impl Endpoint {
         Ok(Endpoint {
             index,
             transport,
-            handshake_timeout: listener.handshake_timeout(),
+            handshake_timeout: listener.handshake_timeout(mqtt.connect_timeout),
+            proxy_trusted: listener.proxy_protocol.then(|| listener.proxy_trusted()),
         })
     }
 
@@ -103,17 +119,34 @@ impl Endpoint {
         }
     }
 
-    /// Runs the transport handshake on an accepted socket, then serves MQTT on the result.
-    /// A handshake that fails or times out is logged and the socket closed.
+    /// Reads the PROXY header (if the listener wants one) and runs the transport handshake on
+    /// an accepted socket, then serves MQTT on the result. All of it shares one deadline,
+    /// `handshake_timeout` from now; on plain `mqtt` listeners CONNECT must be complete by it
+    /// too. A handshake that fails or times out is logged and the socket closed.
     ///
     /// Each transport's future is boxed: a task stores its future inline, so without the boxes
     /// every plain TCP connection would carry the space of the largest one (TLS + WebSocket,
     /// about 17 KB), most of the memory of an idle connection.
-    pub async fn serve(&self, stream: TcpStream, peer: SocketAddr, broker: Arc<BrokerState>) {
+    pub async fn serve<S>(&self, mut stream: S, peer: PeerAddr, broker: Arc<BrokerState>)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let deadline = Instant::now() + self.handshake_timeout;
+        let peer = match &self.proxy_trusted {
+            Some(trusted) => {
+                let read = Box::pin(self.proxied_peer(&mut stream, peer, trusted, deadline));
+                match read.await {
+                    Some(p) => p,
+                    None => return,
+                }
+            }
+            None => peer,
+        };
         let info = |tls_identity| ConnectionInfo {
-            peer,
+            peer: peer.clone(),
             listener_index: self.index,
             tls_identity,
+            connect_deadline: matches!(self.transport, Transport::Mqtt).then_some(deadline),
         };
         match &self.transport {
             Transport::Mqtt => Box::pin(connection::serve(stream, info(None), broker)).await,
@@ -125,7 +158,7 @@ impl Endpoint {
                             .await
                             .map_err(HandshakeError::Tls)
                     };
-                    if let Some(s) = self.handshake(peer, accept).await {
+                    if let Some(s) = self.handshake(&peer, deadline, accept).await {
                         let identity = tls::client_identity(s.get_ref().1);
                         connection::serve(s, info(identity), broker).await;
                     }
@@ -135,7 +168,7 @@ impl Endpoint {
             Transport::Ws(settings) => {
                 Box::pin(async {
                     let accept = async { Ok(ws::accept(stream, settings).await?) };
-                    if let Some(s) = self.handshake(peer, accept).await {
+                    if let Some(s) = self.handshake(&peer, deadline, accept).await {
                         connection::serve(s, info(None), broker).await;
                     }
                 })
@@ -151,7 +184,7 @@ impl Endpoint {
                             .map_err(HandshakeError::Tls)?;
                         Ok(ws::accept(t, settings).await?)
                     };
-                    if let Some(s) = self.handshake(peer, accept).await {
+                    if let Some(s) = self.handshake(&peer, deadline, accept).await {
                         let identity = tls::client_identity(s.get_ref().get_ref().1);
                         connection::serve(s, info(identity), broker).await;
                     }
@@ -161,12 +194,43 @@ impl Endpoint {
         }
     }
 
+    /// The client behind a PROXY header: checks that `peer` may send one, reads it by
+    /// `deadline` and returns the client it names (the socket's peer for UNKNOWN). `None`: the
+    /// connection is to be closed (an untrusted peer, a missing or malformed header, a timeout:
+    /// logged; a LOCAL health check: quietly).
+    async fn proxied_peer<S: AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        peer: PeerAddr,
+        trusted: &[Cidr],
+        deadline: Instant,
+    ) -> Option<PeerAddr> {
+        // A unix-socket peer got past the socket file's permissions: trusted.
+        if let Some(ip) = peer.ip() {
+            if !trusted.iter().any(|c| c.contains(ip)) {
+                crate::refusal!(%peer, listener = self.index,
+                    "closing: PROXY header from a peer not in proxy_protocol_trusted");
+                return None;
+            }
+        }
+        let read = async { Ok(proxy::read_header(stream).await?) };
+        match self.handshake(&peer, deadline, read).await? {
+            proxy::ProxyHeader::Proxied { source, .. } => Some(PeerAddr::Tcp(source)),
+            proxy::ProxyHeader::Unknown => Some(peer),
+            proxy::ProxyHeader::Local => {
+                tracing::debug!(%peer, listener = self.index, "PROXY LOCAL (health check)");
+                None
+            }
+        }
+    }
+
     async fn handshake<T>(
         &self,
-        peer: SocketAddr,
+        peer: &PeerAddr,
+        deadline: Instant,
         accept: impl Future<Output = Result<T, HandshakeError>>,
     ) -> Option<T> {
-        match tokio::time::timeout(self.handshake_timeout, accept).await {
+        match tokio::time::timeout_at(deadline, accept).await {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(e)) if e.is_notable() => {
                 crate::refusal!(%peer, listener = self.index, error = %e, "handshake failed");
