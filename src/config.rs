@@ -241,6 +241,12 @@ pub struct AuthSection {
     /// (except publishing into `$SYS`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acl_file: Option<PathBuf>,
+    /// Mosquitto's `dynamic-security.json` (clients, groups and roles, changed at run time
+    /// through `$CONTROL/dynamic-security/v1`, e.g. by `mosquitto_ctrl dynsec`). When set, it
+    /// is consulted before `password_file` and `acl_file` (see `crate::auth`). Absent means
+    /// no dynamic security. Changing the path needs a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_security: Option<PathBuf>,
     /// Whether clients without a username may connect. Absent means: true only when there is
     /// no `password_file` and every listener is on a loopback address (Mosquitto 2.0's "local
     /// only mode"); see [`AuthSection::allow_anonymous_effective`].
@@ -273,6 +279,7 @@ impl Default for AuthSection {
         AuthSection {
             password_file: None,
             acl_file: None,
+            dynamic_security: None,
             allow_anonymous: None,
             session_owner_check: true,
             login_failures_before_delay: 3,
@@ -286,10 +293,13 @@ impl Default for AuthSection {
 
 impl AuthSection {
     /// `allow_anonymous` with its default applied: the configured value, or else true exactly
-    /// when no `password_file` is set and `listeners_all_loopback`.
+    /// when neither `password_file` nor `dynamic_security` is set and `listeners_all_loopback`.
     pub fn allow_anonymous_effective(&self, listeners_all_loopback: bool) -> bool {
-        self.allow_anonymous
-            .unwrap_or(self.password_file.is_none() && listeners_all_loopback)
+        self.allow_anonymous.unwrap_or(
+            self.password_file.is_none()
+                && self.dynamic_security.is_none()
+                && listeners_all_loopback,
+        )
     }
 }
 
@@ -745,7 +755,7 @@ impl Config {
     }
 
     /// Makes the relative file paths of the configuration (`auth.password_file`,
-    /// `auth.acl_file`, `metrics.bearer_token_file`, `log.file`, the listeners' `cert`, `key`
+    /// `auth.acl_file`, `auth.dynamic_security`, `metrics.bearer_token_file`, `log.file`, the listeners' `cert`, `key`
     /// and `ca`)
     /// relative to `dir`, the configuration file's directory, so the file means the same from
     /// any working directory.
@@ -755,6 +765,7 @@ impl Config {
         let files = [
             &mut self.auth.password_file,
             &mut self.auth.acl_file,
+            &mut self.auth.dynamic_security,
             &mut self.metrics.bearer_token_file,
             &mut self.log.file,
         ]
