@@ -216,6 +216,9 @@ impl BrokerBuilder {
             state = state.with_cluster(cluster);
         }
         let state = Arc::new(state);
+        if let Some(control) = broker::dynsec::start(&state) {
+            tracker.spawn(control);
+        }
         if let Some((p, snapshot)) = store {
             let r = restore::restore(&state, &p, snapshot)?;
             // Absolute: `persistence.dir` is relative to the working directory, which the
@@ -430,7 +433,10 @@ impl BrokerHandle {
         section.acl_file = new.auth.acl_file.clone();
         section.allow_anonymous = new.auth.allow_anonymous;
         // Listener addresses need a restart, so the loopback default follows the running ones.
-        let status = match auth::AuthConfig::load(&section, running.listeners_all_loopback()) {
+        // Dynamic security is not re-read: the broker owns its file while running, and
+        // replace_auth keeps the running state.
+        let status = match auth::AuthConfig::load_files(&section, running.listeners_all_loopback())
+        {
             Ok(a) => {
                 let anonymous = a.allow_anonymous;
                 let dropped = self.state.replace_auth(a);

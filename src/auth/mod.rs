@@ -144,6 +144,19 @@ impl AuthConfig {
     /// [`AuthSection::allow_anonymous_effective`]; `listeners_all_loopback` is
     /// [`crate::config::Config::listeners_all_loopback`]).
     pub fn load(cfg: &AuthSection, listeners_all_loopback: bool) -> Result<AuthConfig, AuthError> {
+        let mut auth = AuthConfig::load_files(cfg, listeners_all_loopback)?;
+        if let Some(path) = &cfg.dynamic_security {
+            auth.dynsec = Some(Arc::new(load_dynsec(path)?));
+        }
+        Ok(auth)
+    }
+
+    /// [`AuthConfig::load`] without reading `auth.dynamic_security` (`dynsec` is None): what a
+    /// reload reads, since the running dynamic-security state is kept.
+    pub fn load_files(
+        cfg: &AuthSection,
+        listeners_all_loopback: bool,
+    ) -> Result<AuthConfig, AuthError> {
         let passwords = match &cfg.password_file {
             Some(path) => {
                 Some(
@@ -162,15 +175,11 @@ impl AuthConfig {
             })?),
             None => None,
         };
-        let dynsec = match &cfg.dynamic_security {
-            Some(path) => Some(Arc::new(load_dynsec(path)?)),
-            None => None,
-        };
         let allow_anonymous = cfg.allow_anonymous_effective(listeners_all_loopback);
         if let (Some(p), Some(path)) = (&passwords, &cfg.password_file) {
             tracing::info!("{}: {} users", path.display(), p.len());
         }
-        if passwords.is_none() && dynsec.is_none() && !allow_anonymous {
+        if passwords.is_none() && cfg.dynamic_security.is_none() && !allow_anonymous {
             if cfg.allow_anonymous.is_none() {
                 tracing::warn!(
                     "a listener is not on loopback and auth.password_file is not set, so \
@@ -188,7 +197,7 @@ impl AuthConfig {
             passwords,
             acl,
             allow_anonymous,
-            dynsec,
+            dynsec: None,
         })
     }
 

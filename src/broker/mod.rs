@@ -40,6 +40,7 @@
 mod admin;
 mod budget;
 pub mod cluster;
+pub mod dynsec;
 mod ingress;
 mod registry;
 mod retained;
@@ -47,7 +48,7 @@ mod routing;
 mod timers;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -96,6 +97,9 @@ pub struct BrokerState {
     cluster: Arc<dyn cluster::Cluster>,
     /// Failed logins per peer address, shared by everything that checks credentials.
     login_slowdown: Arc<LoginSlowdown>,
+    /// The dynamic-security control task's queue, when `auth.dynamic_security` is set (see
+    /// [`dynsec`]).
+    dynsec_control: OnceLock<tokio::sync::mpsc::Sender<dynsec::ControlRequest>>,
 }
 
 impl BrokerState {
@@ -135,6 +139,7 @@ impl BrokerState {
             stopping: AtomicBool::new(false),
             persistence: None,
             cluster: Arc::new(cluster::LocalCluster),
+            dynsec_control: OnceLock::new(),
         }
     }
 
@@ -207,9 +212,35 @@ impl BrokerState {
     /// in are disconnected (see [`BrokerState::revoke_logins`]), and subscriptions the new ACL
     /// refuses outright are dropped; READ and WRITE are checked per message anyway. Returns how
     /// many subscriptions were dropped.
+    ///
+    /// The dynamic-security state is not part of it: the running one is kept whatever `auth`
+    /// holds, since only its control API changes it ([`BrokerState::replace_dynsec`]), so a
+    /// reload can never undo a change made through it.
     pub fn replace_auth(&self, auth: AuthConfig) -> usize {
-        let auth = Arc::new(auth);
-        let before = std::mem::replace(&mut *self.auth.write(), auth.clone());
+        self.swap_auth(move |before| AuthConfig {
+            dynsec: before.dynsec.clone(),
+            ..auth
+        })
+    }
+
+    /// Installs a new dynamic-security state (after its control API changed it and the file
+    /// was written), with the same consequences as [`BrokerState::replace_auth`]: clients whose
+    /// record, groups or roles changed are disconnected and judged afresh when they reconnect.
+    pub fn replace_dynsec(&self, dynsec: Arc<crate::auth::dynsec::DynSec>) -> usize {
+        self.swap_auth(move |before| AuthConfig {
+            dynsec: Some(dynsec),
+            ..before.clone()
+        })
+    }
+
+    /// Derives the next snapshot from the current one under the auth write lock (`next` only
+    /// builds a value: it calls nothing out), then applies the consequences with no lock held.
+    fn swap_auth(&self, next: impl FnOnce(&AuthConfig) -> AuthConfig) -> usize {
+        let (before, auth) = {
+            let mut current = self.auth.write();
+            let auth = Arc::new(next(&current));
+            (std::mem::replace(&mut *current, auth.clone()), auth)
+        };
         self.auth_generation.fetch_add(1, Ordering::AcqRel);
         self.revoke_logins(&before, &auth);
         let mut dropped = 0;

@@ -94,7 +94,7 @@ impl BrokerState {
         }
         let targets = self.route(&msg);
         let auth = self.auth.read().clone();
-        let acl = auth.acl.is_some();
+        let acl = auth.restricts();
         let mut blocked = Vec::new();
         for t in targets {
             // READ is checked per message: a subscription may cover topics the ACL denies.

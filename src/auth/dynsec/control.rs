@@ -30,8 +30,27 @@ pub struct Admin<'a> {
 pub struct Outcome {
     /// The new state, when a command changed something.
     pub changed: Option<DynSec>,
-    /// The response payload (JSON).
-    pub response: Vec<u8>,
+    /// One entry of `responses` per command, and whether that command changed the state.
+    responses: Vec<(Value, bool)>,
+}
+
+impl Outcome {
+    /// The response payload: `{"responses": [...]}`.
+    pub fn response(&self) -> Vec<u8> {
+        let list: Vec<&Value> = self.responses.iter().map(|(r, _)| r).collect();
+        json!({ "responses": list }).to_string().into_bytes()
+    }
+
+    /// The change could not be written to the file, so it is not applied: every command that
+    /// changed something now answers "Internal error" (Mosquitto's word for it).
+    pub fn persist_failed(&mut self) {
+        self.changed = None;
+        for (r, changed) in &mut self.responses {
+            if let (Value::Object(o), true) = (r, *changed) {
+                o.insert("error".into(), Value::String("Internal error".into()));
+            }
+        }
+    }
 }
 
 /// What one command answered: `Ok(None)` success, `Ok(Some(data))` success with a `data`
@@ -53,27 +72,18 @@ pub(crate) struct Ctx<'a> {
 pub fn process(current: &DynSec, payload: &[u8], admin: Admin<'_>, iterations: u32) -> Outcome {
     let mut responses = Vec::new();
     let mut state = current.clone();
+    let refusal = |why| (reply("Unknown command", Err(why), None), false);
     match serde_json::from_slice::<Value>(payload) {
-        Err(_) => responses.push(reply(
-            "Unknown command",
-            Err("Payload not valid JSON"),
-            None,
-        )),
+        Err(_) => responses.push(refusal("Payload not valid JSON")),
         Ok(tree) => match tree.get("commands").and_then(Value::as_array) {
-            None => {
-                responses.push(reply(
-                    "Unknown command",
-                    Err("Invalid/missing commands"),
-                    None,
-                ));
-            }
+            None => responses.push(refusal("Invalid/missing commands")),
             Some(commands) => {
                 for c in commands {
                     match one_command(&mut state, c, admin, iterations) {
                         Ok(r) => responses.push(r),
                         Err(r) => {
                             // A bad correlationData ends the request, as in Mosquitto.
-                            responses.push(r);
+                            responses.push((r, false));
                             break;
                         }
                     }
@@ -81,21 +91,23 @@ pub fn process(current: &DynSec, payload: &[u8], admin: Admin<'_>, iterations: u
             }
         },
     }
-    let response = json!({ "responses": responses }).to_string().into_bytes();
     let changed = (state != *current).then_some(state);
-    Outcome { changed, response }
+    Outcome { changed, responses }
 }
 
-/// One command, applied to `state` if it succeeds. `Err` only for an invalid correlationData,
-/// which stops the processing of the request.
+/// One command, applied to `state` if it succeeds: its response and whether it changed the
+/// state. `Err` only for an invalid correlationData, which stops the processing of the request.
 fn one_command(
     state: &mut DynSec,
     c: &Value,
     admin: Admin<'_>,
     iterations: u32,
-) -> Result<Value, Value> {
+) -> Result<(Value, bool), Value> {
     if !c.is_object() {
-        return Ok(reply("Unknown command", Err("Command not an object"), None));
+        return Ok((
+            reply("Unknown command", Err("Command not an object"), None),
+            false,
+        ));
     }
     let correlation = match c.get("correlationData") {
         None => None,
@@ -106,14 +118,11 @@ fn one_command(
         }
     };
     let Some(name) = c.get("command").and_then(Value::as_str) else {
-        return Ok(reply(
-            "Unknown command",
-            Err("Missing command"),
-            correlation,
-        ));
+        let r = reply("Unknown command", Err("Missing command"), correlation);
+        return Ok((r, false));
     };
     let Some((canonical, handler)) = find_handler(name) else {
-        return Ok(reply(name, Err("Unknown command"), correlation));
+        return Ok((reply(name, Err("Unknown command"), correlation), false));
     };
     let mut work = state.clone();
     let result = handler(&mut Ctx {
@@ -121,14 +130,16 @@ fn one_command(
         cmd: c,
         iterations,
     });
+    let mut changed = false;
     if result.is_ok() {
         work.reindex();
         if work != *state {
             log_change(admin, canonical, c);
             *state = work;
+            changed = true;
         }
     }
-    Ok(reply(canonical, result, correlation))
+    Ok((reply(canonical, result, correlation), changed))
 }
 
 /// Mosquitto's log line for a change; never a password.

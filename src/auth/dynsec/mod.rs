@@ -283,6 +283,59 @@ impl DynSec {
         }
     }
 
+    /// What `mosquitto_ctrl dynsec init FILE USER` creates: one client `admin_user` with the
+    /// password, in the role `admin`, whose ACLs let it use the control API and read (subscribe
+    /// to and receive) every topic including `$SYS`, but publish only to
+    /// `$CONTROL/dynamic-security/#`; Mosquitto's default access.
+    pub fn with_admin(
+        admin_user: &str,
+        password: &[u8],
+        iterations: u32,
+    ) -> Result<DynSec, crate::auth::password::HashPasswordError> {
+        const ADMIN_ACLS: [(AclType, &str); 8] = [
+            (AclType::PublishClientSend, "$CONTROL/dynamic-security/#"),
+            (AclType::PublishClientReceive, "$CONTROL/dynamic-security/#"),
+            (AclType::SubscribePattern, "$CONTROL/dynamic-security/#"),
+            (AclType::PublishClientReceive, "$SYS/#"),
+            (AclType::SubscribePattern, "$SYS/#"),
+            (AclType::PublishClientReceive, "#"),
+            (AclType::SubscribePattern, "#"),
+            (AclType::UnsubscribePattern, "#"),
+        ];
+        let mut role = Role {
+            name: "admin".into(),
+            textname: None,
+            textdescription: None,
+            acls: Vec::new(),
+        };
+        for (acltype, topic) in ADMIN_ACLS {
+            let acl = Acl {
+                acltype,
+                topic: topic.into(),
+                priority: 0,
+                allow: true,
+            };
+            insert_acl(&mut role.acls, acl);
+        }
+        let client = Client {
+            username: admin_user.into(),
+            clientid: None,
+            textname: Some("Dynsec admin user".into()),
+            textdescription: None,
+            disabled: false,
+            password: Some(PasswordHash::new(password, iterations)?),
+            roles: vec![Link {
+                name: "admin".into(),
+                priority: -1,
+            }],
+        };
+        let mut d = DynSec::default();
+        d.roles.insert(role.name.clone(), role);
+        d.clients.insert(client.username.clone(), client);
+        d.reindex();
+        Ok(d)
+    }
+
     /// Whether `username` is a dynsec client.
     pub fn knows(&self, username: &str) -> bool {
         self.clients.contains_key(username)

@@ -45,10 +45,10 @@ const ADMIN: Admin<'static> = Admin {
 fn run(d: &mut DynSec, commands: Value) -> Vec<Value> {
     let payload = json!({ "commands": commands }).to_string();
     let out = process(d, payload.as_bytes(), ADMIN, 10);
+    let v: Value = serde_json::from_slice(&out.response()).unwrap();
     if let Some(new) = out.changed {
         *d = new;
     }
-    let v: Value = serde_json::from_slice(&out.response).unwrap();
     v["responses"].as_array().unwrap().clone()
 }
 
@@ -455,7 +455,7 @@ fn control_responses_have_mosquittos_shapes_and_errors() {
     assert_eq!(r[5]["error"], "Role not found");
     let out = process(&d, b"{not json", ADMIN, 10);
     assert!(out.changed.is_none());
-    let v: Value = serde_json::from_slice(&out.response).unwrap();
+    let v: Value = serde_json::from_slice(&out.response()).unwrap();
     assert_eq!(
         v,
         json!({"responses": [{"command": "Unknown command", "error": "Payload not valid JSON"}]})
@@ -632,4 +632,20 @@ fn auth_config_consults_dynsec_then_the_files() {
         crate::auth::SubscribeVerdict::Denied,
         "subscribe defaults to deny"
     );
+}
+
+#[test]
+fn a_change_that_cannot_be_saved_answers_internal_error() {
+    let d = DynSec::default();
+    let payload = json!({"commands": [
+        {"command": "listClients"},
+        {"command": "createRole", "rolename": "r"}]})
+    .to_string();
+    let mut out = process(&d, payload.as_bytes(), ADMIN, 10);
+    assert!(out.changed.is_some());
+    out.persist_failed();
+    assert!(out.changed.is_none());
+    let v: Value = serde_json::from_slice(&out.response()).unwrap();
+    assert!(v["responses"][0].get("error").is_none());
+    assert_eq!(v["responses"][1]["error"], "Internal error");
 }
