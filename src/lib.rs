@@ -311,6 +311,7 @@ fn log_anonymous(config: &Config, allowed: bool) {
     let why = match config.auth.allow_anonymous {
         Some(_) => "set by auth.allow_anonymous",
         None if config.auth.password_file.is_some() => "a password file is configured",
+        None if config.auth.dynamic_security.is_some() => "dynamic security is configured",
         None if config.listeners_all_loopback() => {
             "no password file and every listener is on loopback"
         }

@@ -155,6 +155,30 @@ async fn mosquitto_ctrl_manages_starling() {
     assert_publish(&admin.recv_publish().await, "t/allowed", b"yes");
     assert!(!mosquitto_pub(port, "alice", "wrong", "t/x", "m").await);
 
+    // The control API is for clients granted publishClientSend there: alice's request is
+    // refused, and requests are consumed, never routed; only the response is delivered.
+    let (mut spy, _) = Raw::connect(b.addr, &login("spy", "admin", "adminpw", true)).await;
+    assert_eq!(spy.subscribe(1, "$CONTROL/#", 0).await, 0);
+    let evil = r#"{"commands":[{"command":"createClient","username":"mallory","password":"m"}]}"#;
+    assert!(
+        mosquitto_pub(
+            port,
+            "alice",
+            "alicepw",
+            "$CONTROL/dynamic-security/v1",
+            evil
+        )
+        .await
+    );
+    let missing = ctrl_raw(port, &["getClient", "mallory"]).await;
+    assert!(missing.contains("Client not found"), "{missing}");
+    let seen = spy.recv_publish().await;
+    assert_eq!(
+        seen.topic, "$CONTROL/dynamic-security/v1/response",
+        "{seen:?}"
+    );
+    assert!(String::from_utf8_lossy(&seen.payload).contains("Client not found"));
+
     // A subscription the new rules deny is removed, and its client disconnected.
     let (mut alice, _) = Raw::connect(b.addr, &login("alice-1", "alice", "alicepw", false)).await;
     assert_eq!(alice.subscribe(1, "t/#", 1).await, 1);
@@ -167,8 +191,9 @@ async fn mosquitto_ctrl_manages_starling() {
         .closed_within(Duration::from_secs(5))
         .await
         .expect("alice kicked");
+    // Left: the watcher's # and the spy's $CONTROL/#.
     b.wait_until("alice's t/# subscription is removed", |s| {
-        s.subscription_count() == 1
+        s.subscription_count() == 2
     })
     .await;
     let (mut alice, _) = Raw::connect(b.addr, &login("alice-1", "alice", "alicepw", false)).await;
@@ -240,6 +265,29 @@ async fn a_changed_role_disconnects_v5_clients_with_administrative_action() {
             if d.reason == ReasonCode::ADMINISTRATIVE_ACTION)),
         "{seen:?}"
     );
+}
+
+/// A SIGHUP reload re-reads the password and ACL files but keeps the running dynamic-security
+/// state: it cannot undo a change made through the control API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_dynamic_security_state() {
+    if !have("/usr/bin/mosquitto_ctrl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let file = tmp.path().join("dynamic-security.json");
+    starling_init(&file);
+    let mut cfg = test_config();
+    cfg.auth.dynamic_security = Some(file.clone());
+    cfg.auth.allow_anonymous = Some(false);
+    let b = start_with(cfg.clone()).await;
+    ctrl(b.port(), &["createClient", "dave", "-p", "davepw"]).await;
+    // Even a file edited behind the broker's back is not read by a reload.
+    starling_init(&tmp.path().join("other.json"));
+    std::fs::rename(tmp.path().join("other.json"), &file).expect("replace the file");
+    let report = b.handle().reload(&cfg);
+    assert!(report.restart_required().next().is_none(), "{report:?}");
+    assert_eq!(connack(&b, "dave", "davepw").await, 0);
 }
 
 fn free_port() -> u16 {

@@ -20,6 +20,13 @@
 //! - **SUBSCRIBE** ([`AuthConfig::check_subscribe`]): Mosquitto accepts any filter; Starling
 //!   also refuses filters under which provably nothing is readable (see [`acl`]).
 //!
+//! With `auth.dynamic_security` ([`dynsec`], Mosquitto's dynamic-security plugin), dynsec
+//! decides first, as the plugin does in Mosquitto: a username that is a dynsec client is judged
+//! by it alone at CONNECT ([`AuthConfig::check_connect`]); others go to the password file and
+//! are refused without one. For topics, where dynsec has no answer (unknown username, or no
+//! match and a denying default) the ACL file decides, or the access is denied. The dynsec state
+//! is changed only by its control API, never by a reload ([`crate::broker::dynsec`]).
+//!
 //! Neither passwords nor hashes are ever logged, and `Debug` output omits them.
 
 pub mod acl;
