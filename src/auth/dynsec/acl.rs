@@ -23,8 +23,7 @@ impl DynSec {
     /// allowed, `Some(false)` denied by an ACL, `None` no answer (username unknown to dynsec, or
     /// no ACL matched and the default does not allow, or a `$CONTROL` topic nothing granted).
     pub fn check(&self, username: Option<&str>, topic: &str, action: Action) -> Option<bool> {
-        let roles = self.roles_in_order(username)?;
-        if let Some(verdict) = roles.iter().find_map(|r| role_verdict(r, topic, action)) {
+        if let Some(verdict) = self.first_match(username, topic, action)? {
             return Some(verdict);
         }
         let d = &self.default_access;
@@ -36,6 +35,40 @@ impl DynSec {
         };
         // "We never give fall through access to $CONTROL topics" (Mosquitto).
         (default && !topic.starts_with("$CONTROL")).then_some(true)
+    }
+}
+
+impl DynSec {
+    /// The verdict of the first matching ACL, walking the roles in the order of
+    /// [`DynSec::roles_in_order`] without collecting them (this runs for every delivery).
+    /// None when the username is not a dynsec client; `Some(None)` when nothing matched.
+    fn first_match(
+        &self,
+        username: Option<&str>,
+        topic: &str,
+        action: Action,
+    ) -> Option<Option<bool>> {
+        let in_links = |links: &[super::Link]| {
+            links
+                .iter()
+                .filter_map(|l| self.roles.get(&l.name))
+                .find_map(|r| role_verdict(r, topic, action))
+        };
+        let Some(user) = username else {
+            let group = self
+                .anonymous_group
+                .as_ref()
+                .and_then(|g| self.groups.get(g));
+            return Some(group.and_then(|g| in_links(&g.roles)));
+        };
+        let client = self.clients.get(user)?;
+        let verdict = in_links(&client.roles).or_else(|| {
+            self.groups_of(user)
+                .iter()
+                .filter_map(|m| self.groups.get(&m.name))
+                .find_map(|g| in_links(&g.roles))
+        });
+        Some(verdict)
     }
 }
 
