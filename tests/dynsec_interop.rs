@@ -267,6 +267,49 @@ async fn a_changed_role_disconnects_v5_clients_with_administrative_action() {
     );
 }
 
+/// An UNSUBSCRIBE the unsubscribe ACLs deny leaves the subscription in place, as in Mosquitto
+/// (a 3.1.1 UNSUBACK cannot say so [MQTT-3.11.2-1]; messages keep coming).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_unsubscribe_keeps_the_subscription() {
+    if !have("/usr/bin/mosquitto_ctrl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let file = tmp.path().join("dynamic-security.json");
+    starling_init(&file);
+    let b = start_dynsec(&file).await;
+    let port = b.port();
+    ctrl(port, &["createClient", "bob", "-p", "bobpw"]).await;
+    ctrl(port, &["createRole", "sticky"]).await;
+    ctrl(
+        port,
+        &["addRoleACL", "sticky", "subscribePattern", "t/#", "allow"],
+    )
+    .await;
+    ctrl(
+        port,
+        &["addRoleACL", "sticky", "unsubscribeLiteral", "t/#", "deny"],
+    )
+    .await;
+    ctrl(port, &["addClientRole", "bob", "sticky"]).await;
+    let (mut bob, _) = Raw::connect(b.addr, &login("bob", "bob", "bobpw", true)).await;
+    assert_eq!(bob.subscribe(1, "t/#", 0).await, 0);
+    bob.send(&unsubscribe_packet(2, &["t/#"])).await;
+    assert!(matches!(bob.recv().await, Packet::UnsubAck(_)));
+    assert_eq!(b.state().subscription_count(), 1, "t/# must stay");
+    ctrl(
+        port,
+        &["removeRoleACL", "sticky", "unsubscribeLiteral", "t/#"],
+    )
+    .await;
+    let (mut bob, _) = Raw::connect(b.addr, &login("bob", "bob", "bobpw", true)).await;
+    assert_eq!(bob.subscribe(1, "t/#", 0).await, 0);
+    bob.send(&unsubscribe_packet(2, &["t/#"])).await;
+    assert!(matches!(bob.recv().await, Packet::UnsubAck(_)));
+    b.wait_until("t/# is gone", |s| s.subscription_count() == 0)
+        .await;
+}
+
 /// A SIGHUP reload re-reads the password and ACL files but keeps the running dynamic-security
 /// state: it cannot undo a change made through the control API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
