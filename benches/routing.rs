@@ -46,6 +46,7 @@ fn setup(rt: &tokio::runtime::Runtime, subscribers: usize, qos: QoS) -> Setup {
                 expiry: Some(Duration::ZERO),
                 username: None,
                 peer: None,
+                listener: Some(0),
             };
             let c = state
                 .claim_session(&format!("sub-{i}"), true, meta, None)

@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::auth::AuthSection;
+pub use self::log::{LogConfig, LogFormat, SyslogFacility};
+
 /// The largest packet MQTT can frame: the Remaining Length is at most 268,435,455 bytes
 /// (four-byte variable byte integer), so no larger `max_packet_size` can mean anything.
 pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_455;
@@ -122,6 +125,16 @@ pub struct ListenerConfig {
     /// as the MQTT username. Requires `ca`; exclusive with `use_identity_as_username`.
     #[serde(skip_serializing_if = "is_false")]
     pub use_subject_as_username: bool,
+    /// This listener's own `allow_anonymous` (Mosquitto's `per_listener_settings`). Absent
+    /// means `auth.allow_anonymous` applies; see [`Config::listener_auth`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// This listener's own password file. Absent means `auth.password_file` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// This listener's own ACL file. Absent means `auth.acl_file` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
     /// HTTP path WebSocket clients must upgrade on (`ws`, `wss`). Absent means
     /// [`DEFAULT_WS_PATH`]; see [`ListenerConfig::ws_path`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +190,9 @@ impl Default for ListenerConfig {
             require_certificate: false,
             use_identity_as_username: false,
             use_subject_as_username: false,
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
             path: None,
             handshake_timeout: None,
         }
@@ -223,83 +239,6 @@ impl ListenerProtocol {
 impl fmt::Display for ListenerProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// `[auth]`: who may connect and what they may do, with Mosquitto's file formats (see
-/// [`crate::auth`]). The files are read at start-up; relative paths are relative to the
-/// directory of the configuration file (see [`Config::resolve_paths`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthSection {
-    /// Mosquitto password file (`$7$`/`$6$` hashes; `starling passwd` or `mosquitto_passwd`
-    /// writes it). When set, clients that send a username must be in it with the right
-    /// password. Absent means no password checking.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// Mosquitto ACL file (`topic`/`user`/`pattern` lines). Absent means every topic is allowed
-    /// (except publishing into `$SYS`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub acl_file: Option<PathBuf>,
-    /// Mosquitto's `dynamic-security.json` (clients, groups and roles, changed at run time
-    /// through `$CONTROL/dynamic-security/v1`, e.g. by `mosquitto_ctrl dynsec`). When set, it
-    /// is consulted before `password_file` and `acl_file` (see `crate::auth`). Absent means
-    /// no dynamic security. Changing the path needs a restart.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dynamic_security: Option<PathBuf>,
-    /// Whether clients without a username may connect. Absent means: true only when there is
-    /// no `password_file` and every listener is on a loopback address (Mosquitto 2.0's "local
-    /// only mode"); see [`AuthSection::allow_anonymous_effective`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allow_anonymous: Option<bool>,
-    /// A persistent session can be resumed only by a client with the same username as the one
-    /// that created it, so knowing a client id is not enough to take over its session and its
-    /// queued messages.
-    pub session_owner_check: bool,
-    /// Failed logins from one peer address (IPv4, or IPv6 /64) answered at once; the refusals
-    /// after them are held back, see [`crate::auth::slowdown`].
-    pub login_failures_before_delay: u32,
-    /// How long the first slowed refusal is held back; each further failure doubles it.
-    #[serde(with = "duration")]
-    pub login_delay: Duration,
-    /// The longest a refusal is held back (it is also never held past `mqtt.connect_timeout`).
-    /// `"0s"` turns the slowdown off.
-    #[serde(with = "duration")]
-    pub login_delay_max: Duration,
-    /// An address that has not failed for this long is forgotten (its next failure is free).
-    #[serde(with = "duration")]
-    pub login_failure_memory: Duration,
-    /// Addresses tracked at once (bounds memory); when full, the one that failed longest ago
-    /// is forgotten first.
-    pub login_tracked_peers: usize,
-}
-
-impl Default for AuthSection {
-    fn default() -> Self {
-        AuthSection {
-            password_file: None,
-            acl_file: None,
-            dynamic_security: None,
-            allow_anonymous: None,
-            session_owner_check: true,
-            login_failures_before_delay: 3,
-            login_delay: Duration::from_millis(100),
-            login_delay_max: Duration::from_secs(3),
-            login_failure_memory: Duration::from_secs(600),
-            login_tracked_peers: 10_000,
-        }
-    }
-}
-
-impl AuthSection {
-    /// `allow_anonymous` with its default applied: the configured value, or else true exactly
-    /// when neither `password_file` nor `dynamic_security` is set and `listeners_all_loopback`.
-    pub fn allow_anonymous_effective(&self, listeners_all_loopback: bool) -> bool {
-        self.allow_anonymous.unwrap_or(
-            self.password_file.is_none()
-                && self.dynamic_security.is_none()
-                && listeners_all_loopback,
-        )
     }
 }
 
@@ -655,43 +594,6 @@ pub enum SyncPolicy {
     None,
 }
 
-/// `[log]`: logging.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// A `tracing` filter directive such as `"info"` or `"warn,starling=debug"`. A bare level
-    /// more verbose than `warn` applies to Starling only; other crates log at `warn` unless a
-    /// directive names them. The `RUST_LOG` environment variable, when set, takes precedence.
-    pub level: String,
-    /// Log to this file (appended to, created if missing) instead of stderr; relative to the
-    /// configuration file's directory. Re-opened on SIGHUP and SIGUSR1, for log rotation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-    /// How each line is written: `text` (human-readable) or `json` (one object per line).
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: "info".to_owned(),
-            file: None,
-            format: LogFormat::Text,
-        }
-    }
-}
-
-/// `[log] format`: the shape of a log line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// `2026-01-01T00:00:00.000000Z  INFO starling: message key=value`.
-    #[default]
-    Text,
-    /// One JSON object per line: `timestamp`, `level`, `target` and `fields` (with `message`).
-    Json,
-}
-
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -755,8 +657,8 @@ impl Config {
     }
 
     /// Makes the relative file paths of the configuration (`auth.password_file`,
-    /// `auth.acl_file`, `auth.dynamic_security`, `metrics.bearer_token_file`, `log.file`, the listeners' `cert`, `key`
-    /// and `ca`)
+    /// `auth.acl_file`, `auth.dynamic_security`, `metrics.bearer_token_file`, `log.file`,
+    /// `log.syslog_socket`, the listeners' `cert`, `key`, `ca`, `password_file` and `acl_file`)
     /// relative to `dir`, the configuration file's directory, so the file means the same from
     /// any working directory.
     /// `persistence.dir` is left alone: it stays relative to the working directory (the systemd
@@ -770,17 +672,48 @@ impl Config {
             &mut self.log.file,
         ]
         .into_iter()
-        .chain(
-            self.listeners
-                .iter_mut()
-                .flat_map(|l| [&mut l.cert, &mut l.key, &mut l.ca]),
-        );
-        for file in files.flatten() {
+        .chain(self.listeners.iter_mut().flat_map(|l| {
+            [
+                &mut l.cert,
+                &mut l.key,
+                &mut l.ca,
+                &mut l.password_file,
+                &mut l.acl_file,
+            ]
+        }));
+        for file in files.flatten().chain([&mut self.log.syslog_socket]) {
             // An empty path stays empty, for validation to name it.
             if file.is_relative() && !file.as_os_str().is_empty() {
                 *file = dir.join(&*file).components().collect();
             }
         }
+    }
+
+    /// The `[auth]` settings that apply to listener `index`: its own `allow_anonymous`,
+    /// `password_file` and `acl_file` where set, `[auth]`'s otherwise (Mosquitto's
+    /// `per_listener_settings true`, with `[auth]` as the fallback). An index past the listeners
+    /// gets `[auth]` itself.
+    pub fn listener_auth(&self, index: usize) -> AuthSection {
+        let mut section = self.auth.clone();
+        if let Some(l) = self.listeners.get(index) {
+            if l.allow_anonymous.is_some() {
+                section.allow_anonymous = l.allow_anonymous;
+            }
+            if l.password_file.is_some() {
+                section.password_file = l.password_file.clone();
+            }
+            if l.acl_file.is_some() {
+                section.acl_file = l.acl_file.clone();
+            }
+        }
+        section
+    }
+
+    /// Whether listener `index` sets any auth key of its own (else it uses `[auth]` as is).
+    pub fn listener_has_own_auth(&self, index: usize) -> bool {
+        self.listeners.get(index).is_some_and(|l| {
+            l.allow_anonymous.is_some() || l.password_file.is_some() || l.acl_file.is_some()
+        })
     }
 
     /// Whether every listener binds a loopback address (127.0.0.0/8 or ::1), which makes
@@ -801,7 +734,9 @@ impl Config {
     }
 }
 
+mod auth;
 pub mod duration;
+mod log;
 mod render;
 mod validate;
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::BytesMut;
+use futures_util::future::OptionFuture;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::auth::enhanced::{AuthStep, Authenticator};
@@ -467,13 +468,13 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     self.want_pump = true;
                     Ok(())
                 }
-                _ = self.broker.budget().relieved(), if turn.paused => Ok(()),
+                _ = built_if(turn.paused, || self.broker.budget().relieved()), if turn.paused => Ok(()),
                 // Cancellation-safe: the refill future is kept until it completes.
                 r = poll_refill(&mut self.refill), if self.refill.is_some() => self.on_refill(r),
                 // A PUBLISH waits for room in a full subscriber queue: retry when that
                 // subscriber drains (the timer polls for the others), then carry on with what
                 // is buffered. Cancellation-safe: a dropped Notified passes its permit on.
-                _ = room_made(turn.blocked_on.as_deref()), if turn.blocked_on.is_some() => {
+                _ = built_if(turn.blocked_on.is_some(), || room_made(turn.blocked_on.as_deref())), if turn.blocked_on.is_some() => {
                     self.retry_blocked()
                 }
                 // Cancellation-safe: the timer is a field; polling it by reference keeps it.
@@ -784,6 +785,20 @@ async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, Store
         None => std::future::pending().await,
     }
 }
+
+/// A `select!` arm's future, built (and boxed) only when the arm is enabled. `select!` builds
+/// every arm's future on every turn, and the loop's state keeps room for all of them: an arm
+/// that waits on a `Notified` costs ~100 bytes in every connection task. The arms that are
+/// rarely enabled (global pause, a blocked PUBLISH) pay an allocation per turn instead, only
+/// while they are enabled.
+fn built_if<'a, F>(enabled: bool, build: impl FnOnce() -> F) -> OptionFuture<ArmFuture<'a>>
+where
+    F: std::future::Future<Output = ()> + Send + 'a,
+{
+    OptionFuture::from(enabled.then(|| Box::pin(build()) as ArmFuture<'a>))
+}
+
+type ArmFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
 /// Resolves when `session` made room in its queue.
 async fn room_made(session: Option<&crate::session::Session>) {

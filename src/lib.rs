@@ -164,7 +164,7 @@ impl BrokerBuilder {
             cluster,
         } = self;
         config.validate()?;
-        let auth = auth::AuthConfig::load(&config.auth, config.listeners_all_loopback())?;
+        let auth = auth::AuthSet::load(&config)?;
         log_auth_mode(&config, &auth);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -301,23 +301,45 @@ const STORE_QUEUE: usize = 4096;
 /// QoS 1/2 deliveries a persistent session keeps in memory; beyond it they wait on disk.
 const SESSION_MEMORY_CAP: usize = 1000;
 
-/// Says at start whether clients without credentials get in, and why.
-fn log_auth_mode(config: &Config, auth: &auth::AuthConfig) {
-    log_anonymous(config, auth.allow_anonymous);
+/// Says at start whether clients without credentials get in, and why: for `[auth]`, and for
+/// each listener with auth keys of its own.
+fn log_auth_mode(config: &Config, auth: &auth::AuthSet) {
+    log_anonymous(config, None, auth.default.allow_anonymous);
+    for (i, a) in auth.listeners.iter().enumerate() {
+        if config.listener_has_own_auth(i) {
+            log_anonymous(config, Some(i), a.allow_anonymous);
+        }
+    }
 }
 
-/// Says whether clients without credentials get in (at start and after a reload), and why.
-fn log_anonymous(config: &Config, allowed: bool) {
-    let why = match config.auth.allow_anonymous {
+/// Says whether clients without credentials get in on listener `index` (`[auth]` for None),
+/// at start and after a reload, and why.
+fn log_anonymous(config: &Config, index: Option<usize>, allowed: bool) {
+    let own = index.and_then(|i| config.listeners.get(i));
+    let section = index.map_or_else(|| config.auth.clone(), |i| config.listener_auth(i));
+    let why = match section.allow_anonymous {
+        Some(_) if own.is_some_and(|l| l.allow_anonymous.is_some()) => {
+            "set by the listener's allow_anonymous"
+        }
         Some(_) => "set by auth.allow_anonymous",
-        None if config.auth.password_file.is_some() => "a password file is configured",
-        None if config.auth.dynamic_security.is_some() => "dynamic security is configured",
+        None if section.password_file.is_some() => "a password file is configured",
+        None if section.dynamic_security.is_some() => "dynamic security is configured",
         None if config.listeners_all_loopback() => {
             "no password file and every listener is on loopback"
         }
         None => "a listener is not on loopback",
     };
-    log_anonymous_because(allowed, why);
+    match own {
+        Some(l) => {
+            let listener = l.bind.to_string();
+            if allowed {
+                tracing::info!(%listener, reason = why, "anonymous clients are allowed");
+            } else {
+                tracing::info!(%listener, reason = why, "anonymous clients are refused");
+            }
+        }
+        None => log_anonymous_because(allowed, why),
+    }
 }
 
 fn log_anonymous_because(allowed: bool, why: &str) {
@@ -386,6 +408,29 @@ fn reload_tls(
     });
 }
 
+/// One reload's loading of auth scopes (`[auth]`, each listener), sharing the files read.
+struct AuthReload {
+    files: auth::AuthFiles,
+    loopback: bool,
+}
+
+impl AuthReload {
+    /// The snapshot for `section`, or the Failed status to report (logged here).
+    fn scope(
+        &mut self,
+        section: &config::AuthSection,
+        names: auth::listeners::KeyNames,
+    ) -> Result<Arc<auth::AuthConfig>, reload::ChangeStatus> {
+        self.files
+            .load(section, self.loopback, &names)
+            .map_err(|e| {
+                tracing::error!(scope = %names.scope, error = %e,
+                    "auth files not reloaded; keeping the previous ones");
+                reload::ChangeStatus::Failed(e.to_string())
+            })
+    }
+}
+
 /// A running broker.
 pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
@@ -412,8 +457,8 @@ impl BrokerHandle {
     }
 
     /// Takes a newly loaded configuration (SIGHUP) and applies what can change at run time:
-    /// `[auth]` `password_file`, `acl_file` and `allow_anonymous`, and the `cert`, `key` and
-    /// `ca` of each TLS listener. Those files are re-read even when their paths did not change,
+    /// `password_file`, `acl_file` and `allow_anonymous` of `[auth]` and of each listener, and
+    /// the `cert`, `key` and `ca` of each TLS listener. Those files are re-read even when their paths did not change,
     /// since their contents may have. Each set (the auth files; one listener's TLS files) is
     /// loaded whole and swapped in atomically, or, when any file of it does not load, reported
     /// and the previous one kept. The report lists every setting that differs from the running
@@ -428,34 +473,69 @@ impl BrokerHandle {
         report
     }
 
+    /// Reloads `[auth]` and every listener's auth settings (their files re-read, each once),
+    /// scope by scope: a scope whose files do not load keeps its previous snapshot, the others
+    /// take their new one; clients are then judged by their own listener's change only.
     fn reload_auth(&self, running: &mut Config, new: &Config, report: &mut ReloadReport) {
-        let mut section = running.auth.clone();
-        section.password_file = new.auth.password_file.clone();
-        section.acl_file = new.auth.acl_file.clone();
-        section.allow_anonymous = new.auth.allow_anonymous;
-        // Listener addresses need a restart, so the loopback default follows the running ones.
-        // Dynamic security is not re-read: the broker owns its file while running, and
-        // replace_auth keeps the running state.
-        let status = match auth::AuthConfig::load_files(&section, running.listeners_all_loopback())
-        {
-            Ok(a) => {
-                let anonymous = a.allow_anonymous;
-                let dropped = self.state.replace_auth(a);
-                tracing::info!(subscriptions_removed = dropped, "auth files reloaded");
-                running.auth = section;
-                log_anonymous(running, anonymous);
-                reload::ChangeStatus::Applied
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "auth files not reloaded; keeping the previous ones");
-                reload::ChangeStatus::Failed(e.to_string())
-            }
+        let mut candidate = running.clone();
+        reload::take_auth_keys(&mut candidate, new);
+        let before = self.state.auth_set();
+        let mut load = AuthReload {
+            // Dynamic security is not re-read: the broker owns its file while running. The
+            // running state goes into the new snapshots (so their warnings are right), and
+            // replace_auth puts it in again under its lock, so a concurrent change survives.
+            files: auth::AuthFiles::keeping(before.dynsec().cloned()),
+            // Listener addresses need a restart, so the loopback default follows the running
+            // ones.
+            loopback: running.listeners_all_loopback(),
         };
-        report.set_status(reload::AUTH_KEYS, &status);
+        let global = load.scope(&candidate.auth, auth::listeners::KeyNames::global());
+        let default = match &global {
+            Ok(a) => {
+                running.auth = candidate.auth.clone();
+                a.clone()
+            }
+            Err(_) => before.default.clone(),
+        };
+        let global_status = global
+            .as_ref()
+            .map_or_else(Clone::clone, |_| reload::ChangeStatus::Applied);
+        report.set_status(reload::AUTH_KEYS, &global_status);
         report.files.push(reload::Reread {
             what: "auth files (password_file, acl_file)".into(),
-            status,
+            status: global_status.clone(),
         });
+        let mut listeners = Vec::with_capacity(before.listeners.len());
+        for (i, kept) in before.listeners.iter().enumerate() {
+            if !candidate.listener_has_own_auth(i) {
+                // It is `[auth]`, as just (re)loaded or kept.
+                reload::copy_listener_auth_keys(running, &candidate, i);
+                report.set_status(&reload::listener_auth_keys(i), &global_status);
+                listeners.push(default.clone());
+                continue;
+            }
+            let names = auth::listeners::KeyNames::listener(&candidate, i);
+            let status = match load.scope(&candidate.listener_auth(i), names) {
+                Ok(a) => {
+                    reload::copy_listener_auth_keys(running, &candidate, i);
+                    listeners.push(a);
+                    reload::ChangeStatus::Applied
+                }
+                Err(failed) => {
+                    listeners.push(kept.clone());
+                    failed
+                }
+            };
+            report.set_status(&reload::listener_auth_keys(i), &status);
+            report.files.push(reload::Reread {
+                what: format!("listeners[{i}] auth files (password_file, acl_file)"),
+                status,
+            });
+        }
+        let set = auth::AuthSet { default, listeners };
+        let dropped = self.state.replace_auth(set.clone());
+        tracing::info!(subscriptions_removed = dropped, "auth files reloaded");
+        log_auth_mode(running, &set);
     }
 
     /// The broker's shared state, for metrics and tests.

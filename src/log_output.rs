@@ -1,13 +1,16 @@
-//! Where the `starling` binary's log lines go and what they look like: `[log] level`, `file`
-//! and `format`.
+//! Where the `starling` binary's log lines go and what they look like: `[log] level`, the
+//! destinations (`stderr`, `file`, `syslog`, `journald`) and `format`.
 //!
-//! Lines always go through the bounded, lossy queue of `starling::logging::non_blocking`, in
-//! front of stderr or of the log file alike, so a slow disk blocks no more than a stalled pipe.
+//! Each destination is a layer of its own with its own bounded, lossy queue
+//! (`starling::logging::non_blocking`), so a slow disk or a stalled syslog daemon blocks no
+//! more than a stalled pipe, and one stalled destination does not starve the others. Syslog
+//! and journald are in the submodules of the same names.
 //! The file is opened in append mode and re-opened at its configured path on SIGHUP and
 //! SIGUSR1 ([`LogFile::reopen`]): logrotate renames it, signals, and the next lines go to a new
 //! file at the original path, without `copytruncate` (which loses lines written during the
 //! copy).
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -17,11 +20,17 @@ use std::sync::Arc;
 use anyhow::Context;
 use parking_lot::Mutex;
 use starling::config::{LogConfig, LogFormat};
+use tracing::field::Field;
 use tracing::{error, info};
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{debug_fn, FieldFn, Writer};
+use tracing_subscriber::layer::{Layered, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+mod journald;
 mod json;
+mod syslog;
 
 /// The log file named by `log.file`, shared between the log writer thread (which writes to it)
 /// and the signal handlers (which re-open it).
@@ -95,62 +104,95 @@ fn directives(level: &str) -> String {
     }
 }
 
-/// Installs the global subscriber for `config`: filter, destination and format. Keep the guard
-/// until exit (dropping it flushes the queued lines); the [`LogFile`], when logging to a file,
-/// is for the signal handlers to re-open.
-pub fn init(config: &LogConfig) -> anyhow::Result<(WorkerGuard, Option<LogFile>)> {
+/// The subscriber the destination layers sit on: the level filter over the registry.
+type Base = Layered<EnvFilter, Registry>;
+
+/// One destination's layer: its formatter in front of its own non-blocking writer.
+type Destination = Box<dyn Layer<Base> + Send + Sync>;
+
+/// Installs the global subscriber for `config`: filter, destinations and format. Keep the
+/// guards until exit (dropping them flushes the queued lines); the [`LogFile`], when logging
+/// to a file, is for the signal handlers to re-open. A file that cannot be opened, or a syslog
+/// or journald socket that cannot be reached, stops the start: the operator asked for that
+/// destination, and a broker that silently logs nowhere is worse than one that does not start.
+pub fn init(config: &LogConfig) -> anyhow::Result<(Vec<WorkerGuard>, Option<LogFile>)> {
     let filter = filter(&config.level)?;
-    let (writer, guard, file) = match config.file.as_deref() {
-        Some(path) => {
-            let file = LogFile::open(path)
-                .with_context(|| format!("cannot open log.file {}", path.display()))?;
-            let (writer, guard) =
-                starling::logging::non_blocking(FileWriter(Arc::clone(&file.file)));
-            (writer, guard, Some(file))
-        }
-        None => {
-            let (writer, guard) = starling::logging::non_blocking(std::io::stderr());
-            (writer, guard, None)
-        }
-    };
-    let ansi = file.is_none() && std::io::stderr().is_terminal();
-    match config.format {
-        LogFormat::Text => init_text(filter, writer, ansi),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .event_format(json::JsonLines)
-            .with_env_filter(filter)
-            .with_writer(writer)
-            .try_init()
-            .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}")),
-    }?;
-    Ok((guard, file))
+    let mut layers: Vec<Destination> = Vec::new();
+    let mut guards = Vec::new();
+    let mut file = None;
+    if config.to_stderr() {
+        let (writer, guard) = starling::logging::non_blocking(std::io::stderr());
+        layers.push(line_layer(
+            config.format,
+            writer,
+            std::io::stderr().is_terminal(),
+        ));
+        guards.push(guard);
+    }
+    if let Some(path) = config.file.as_deref() {
+        let opened = LogFile::open(path)
+            .with_context(|| format!("cannot open log.file {}", path.display()))?;
+        let (writer, guard) = starling::logging::non_blocking(FileWriter(Arc::clone(&opened.file)));
+        layers.push(line_layer(config.format, writer, false));
+        guards.push(guard);
+        file = Some(opened);
+    }
+    if config.syslog {
+        let (layer, guard) = syslog::destination(config.syslog_facility, &config.syslog_socket)?;
+        layers.push(layer);
+        guards.push(guard);
+    }
+    if config.journald {
+        let (layer, guard) = journald::destination(Path::new(journald::SOCKET))?;
+        layers.push(layer);
+        guards.push(guard);
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layers)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))?;
+    Ok((guards, file))
 }
 
-fn init_text(filter: EnvFilter, writer: NonBlocking, ansi: bool) -> anyhow::Result<()> {
-    // Every field value is bounded (see `logging::bounded`): client-supplied strings such as a
-    // 64 KB client id cannot make one line arbitrarily long.
-    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        // Metadata of events bridged from the `log` crate, which the default formatter hides.
-        if field.name().starts_with("log.") {
-            return Ok(());
-        }
-        let text = format!("{value:?}");
-        let text = starling::logging::bounded(&text);
-        // The message comes first; every other field is written with its own leading space,
-        // so a skipped field leaves no stray delimiter.
-        if field.name() == "message" {
-            write!(w, "{text}")
-        } else {
-            write!(w, " {field}={text}")
-        }
-    });
-    tracing_subscriber::fmt()
-        .fmt_fields(fields)
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))
+/// The layer writing `format` lines (text or JSON) to stderr or the log file.
+fn line_layer(format: LogFormat, writer: NonBlocking, ansi: bool) -> Destination {
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(bounded_fields())
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(json::JsonLines)
+            .with_writer(writer)
+            .boxed(),
+    }
+}
+
+/// How [`bounded_fields`] writes one field.
+type WriteField = fn(&mut Writer<'_>, &Field, &dyn fmt::Debug) -> fmt::Result;
+
+/// The text form of an event's fields, every value bounded (see `logging::bounded`):
+/// client-supplied strings such as a 64 KB client id cannot make one line arbitrarily long.
+fn bounded_fields() -> FieldFn<WriteField> {
+    debug_fn(write_bounded)
+}
+
+fn write_bounded(w: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug) -> fmt::Result {
+    // Metadata of events bridged from the `log` crate, which the default formatter hides.
+    if field.name().starts_with("log.") {
+        return Ok(());
+    }
+    let text = format!("{value:?}");
+    let text = starling::logging::bounded(&text);
+    // The message comes first; every other field is written with its own leading space, so a
+    // skipped field leaves no stray delimiter.
+    if field.name() == "message" {
+        write!(w, "{text}")
+    } else {
+        write!(w, " {field}={text}")
+    }
 }
 
 /// SIGHUP or SIGUSR1 (`signal`): re-opens the log file, if logging to one, and logs the outcome

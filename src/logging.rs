@@ -1,17 +1,18 @@
 //! Logging that never blocks the data path, and rate limiting for refusal log lines.
 //!
 //! The `starling` binary writes log lines through [`non_blocking`]: a bounded queue drained by
-//! one writer thread. When the destination stalls (a supervisor that stops reading a pipe, a
-//! full journald buffer), the queue fills and further lines are dropped and counted
-//! ([`dropped_lines`], exported as `starling_log_lines_dropped_total` and
-//! `$SYS/broker/log/dropped`) instead of blocking the connection that logs them.
+//! one writer thread, one of each per destination (stderr, file, syslog, journald). When a
+//! destination stalls (a supervisor that stops reading a pipe, a syslog daemon that stops
+//! reading its socket, a full journald buffer), its queue fills and further lines are dropped
+//! and counted ([`dropped_lines`], summed over the destinations, exported as
+//! `starling_log_lines_dropped_total` and `$SYS/broker/log/dropped`) instead of blocking the
+//! connection that logs them.
 //!
 //! A flood of bad connections must not fill the disk either: each refusal is logged once, with
 //! client id, peer and reason, up to [`PER_SECOND`] lines a second; beyond that they are counted
 //! and one summary line reports how many were suppressed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Log lines the writer queue holds before further ones are dropped (and counted). Lines are
@@ -19,7 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// far longer, which is why such strings are worth truncating before they are logged.
 pub const LOG_QUEUE_LINES: usize = 2_048;
 
-static DROPPED: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+/// The drop counters of every [`non_blocking`] writer (one per log destination).
+static DROPPED: parking_lot::Mutex<Vec<tracing_appender::non_blocking::ErrorCounter>> =
+    parking_lot::const_mutex(Vec::new());
 
 /// A writer to `out` that never blocks its caller: lines go through a queue of
 /// [`LOG_QUEUE_LINES`] to a thread of their own, and are dropped and counted when it is full.
@@ -35,16 +38,29 @@ pub fn non_blocking<W: std::io::Write + Send + 'static>(
         .lossy(true)
         .thread_name("starling-log")
         .finish(out);
-    let _ = DROPPED.set(writer.error_counter());
+    DROPPED.lock().push(writer.error_counter());
     (writer, guard)
 }
 
-/// Log lines dropped because the writer queue was full (0 when logging does not go through
-/// [`non_blocking`], as in the library's tests).
+/// Lines a writer thread could not deliver (a syslog daemon or journald that is gone): see
+/// [`count_undelivered`].
+static UNDELIVERED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a line a destination's writer thread could not deliver, so that it shows in
+/// [`dropped_lines`] like a line the full queue refused.
+pub fn count_undelivered() {
+    UNDELIVERED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Log lines dropped because a writer queue was full, over all destinations, plus those a
+/// destination could not take ([`count_undelivered`]); 0 when logging does not go through
+/// [`non_blocking`], as in the library's tests.
 pub fn dropped_lines() -> u64 {
     DROPPED
-        .get()
-        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+        .lock()
+        .iter()
+        .map(|c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+        .fold(UNDELIVERED.load(Ordering::Relaxed), u64::saturating_add)
 }
 
 /// Longest field value written to a log line, in bytes; longer ones (a 64 KB client id, a long

@@ -39,7 +39,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sd_notify::NotifyState;
-use starling::auth::AuthConfig;
+use starling::auth::AuthSet;
 use starling::config::Config;
 use starling::{Broker, BrokerHandle};
 use tokio::signal::unix::{signal, SignalKind};
@@ -141,7 +141,7 @@ fn error_chain(e: &anyhow::Error) -> String {
 /// file and used as is; errors go to stderr.
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
-    AuthConfig::load(&config.auth, config.listeners_all_loopback())?;
+    AuthSet::load(&config)?;
     // The binary stores on disk unless `persistence.enabled = false`.
     print!("{}", config.render_effective(true));
     eprintln!("{}: configuration is valid", file.display());

@@ -3,7 +3,8 @@
 //!
 //! [`crate::BrokerHandle::reload`] compares the two key by key (dotted TOML paths such as
 //! `mqtt.max_inflight` or `listeners[0].bind`) and returns a [`ReloadReport`]. The settings a
-//! running broker takes are [`AUTH_KEYS`] and each TLS listener's `cert`, `key` and `ca`
+//! running broker takes are [`AUTH_KEYS`], each listener's own auth keys
+//! ([`listener_auth_keys`]) and each TLS listener's `cert`, `key` and `ca`
 //! (adding or removing a `ca` still needs a restart, and so does any change to a listener
 //! whose `bind` or `protocol` changed); they are reported [`ChangeStatus::Applied`], or
 //! [`ChangeStatus::Failed`] when their files do not load. Every other change is
@@ -57,6 +58,43 @@ pub const AUTH_KEYS: &[&str] = &[
     "auth.allow_anonymous",
     "auth.password_file",
 ];
+
+/// The auth keys a listener may set itself, each falling back to `[auth]`.
+pub const LISTENER_AUTH_KEYS: &[&str] = &["acl_file", "allow_anonymous", "password_file"];
+
+/// Listener `index`'s auth keys as dotted paths (`listeners[1].password_file`, ...).
+pub fn listener_auth_keys(index: usize) -> Vec<String> {
+    LISTENER_AUTH_KEYS
+        .iter()
+        .map(|k| format!("listeners[{index}].{k}"))
+        .collect()
+}
+
+/// Copies into `running` the reloadable auth keys of `new`: `[auth]`'s, and those of each
+/// listener that `new` still describes the same way (same `bind` and `protocol`; a listener
+/// that changed needs a restart, and keeps its running keys).
+pub fn take_auth_keys(running: &mut Config, new: &Config) {
+    running.auth.password_file = new.auth.password_file.clone();
+    running.auth.acl_file = new.auth.acl_file.clone();
+    running.auth.allow_anonymous = new.auth.allow_anonymous;
+    for i in 0..running.listeners.len() {
+        let same = new.listeners.get(i).is_some_and(|l| {
+            l.bind == running.listeners[i].bind && l.protocol == running.listeners[i].protocol
+        });
+        if same {
+            copy_listener_auth_keys(running, new, i);
+        }
+    }
+}
+
+/// Copies listener `index`'s auth keys from `from` into `to` (both must have it).
+pub fn copy_listener_auth_keys(to: &mut Config, from: &Config, index: usize) {
+    if let (Some(t), Some(f)) = (to.listeners.get_mut(index), from.listeners.get(index)) {
+        t.password_file = f.password_file.clone();
+        t.acl_file = f.acl_file.clone();
+        t.allow_anonymous = f.allow_anonymous;
+    }
+}
 
 /// One set of files a reload read again, whether or not its paths changed.
 #[derive(Debug, Clone, PartialEq, Eq)]

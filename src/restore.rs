@@ -128,6 +128,7 @@ fn restore_session(
             .expiry_secs
             .map(|s| Duration::from_secs(u64::from(s))),
         username: record.owner_username.as_deref().map(Arc::from),
+        listener: None,
         peer: None,
     });
     session.mark_resumable();

@@ -333,6 +333,65 @@ async fn a_reload_keeps_the_dynamic_security_state() {
     assert_eq!(connack(&b, "dave", "davepw").await, 0);
 }
 
+/// Dynamic security is one state for every listener: a client created through `$CONTROL` on
+/// one listener logs in on another that has a password file of its own, that listener's file
+/// still admits its own users after dynsec (the precedence of the README), a listener without
+/// one refuses them, and a change made on one listener disconnects the client on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynsec_applies_on_every_listener() {
+    if !have("/usr/bin/mosquitto_ctrl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let file = tmp.path().join("dynamic-security.json");
+    starling_init(&file);
+    let bob = starling::auth::password::hash_password(b"bobpw", 10).expect("hash");
+    let passwd = tmp.path().join("passwd");
+    std::fs::write(&passwd, format!("bob:{bob}\n")).expect("write the password file");
+    let mut cfg = test_config();
+    cfg.auth.dynamic_security = Some(file.clone());
+    cfg.auth.allow_anonymous = Some(false);
+    let mut second = cfg.listeners[0].clone();
+    second.password_file = Some(passwd);
+    cfg.listeners.push(second);
+    let b = start_with(cfg.clone()).await;
+    let addrs = b.handle().local_addrs();
+    let code = |i: usize, user: &'static str, pw: &'static str| {
+        let addr = addrs[i];
+        async move {
+            Raw::connect_raw(addr, &login("probe", user, pw, true))
+                .await
+                .1
+                .code
+                .0
+        }
+    };
+    ctrl(addrs[0].port(), &["createClient", "alice", "-p", "alicepw"]).await;
+    assert_eq!(code(0, "alice", "alicepw").await, 0);
+    assert_eq!(code(1, "alice", "alicepw").await, 0);
+    assert_eq!(code(1, "alice", "wrong").await, 5);
+    // bob is in listener 1's password file only.
+    assert_eq!(code(1, "bob", "bobpw").await, 0);
+    assert_eq!(code(0, "bob", "bobpw").await, 5);
+
+    let (mut alice, _) = Raw::connect(addrs[1], &login("alice-1", "alice", "alicepw", true)).await;
+    ctrl(addrs[0].port(), &["disableClient", "alice"]).await;
+    alice
+        .closed_within(Duration::from_secs(5))
+        .await
+        .expect("alice kicked on the other listener");
+    assert_eq!(code(1, "alice", "alicepw").await, 5);
+
+    // A reload re-reads listener 1's own file but keeps dynsec on both listeners.
+    ctrl(addrs[1].port(), &["enableClient", "alice"]).await;
+    let report = b.handle().reload(&cfg);
+    assert!(report.restart_required().next().is_none(), "{report:?}");
+    for i in 0..2 {
+        assert_eq!(code(i, "alice", "alicepw").await, 0, "listener {i}");
+    }
+    assert_eq!(code(1, "bob", "bobpw").await, 0);
+}
+
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
@@ -418,7 +477,7 @@ async fn files_move_between_mosquitto_and_starling() {
     let b = start_dynsec(&file).await;
     assert_eq!(connack(&b, "bob", "bobpw").await, 0);
     assert_eq!(connack(&b, "bob", "wrong").await, 5);
-    let auth = b.state().auth().0;
+    let auth = b.state().auth(None).0;
     let may = |t| auth.check_acl("c", Some("bob"), t, starling::auth::Access::Write);
     assert!(
         may("bob/x") && !may("other"),

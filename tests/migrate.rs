@@ -197,6 +197,27 @@ fn bridges_are_left_out_line_by_line() {
     case("bridge", &left, &["allow_anonymous = true"]);
 }
 
+/// Mosquitto's `log_dest` lines add up, and so do Starling's destinations: stderr, syslog (with
+/// `log_facility` as a local facility) and a file; `log_dest topic` has no equivalent.
+#[test]
+fn log_destinations_translate_one_by_one() {
+    let (toml, effective) = case(
+        "logging",
+        &["@DIR@/logging.conf:7: log_dest"],
+        &[
+            "stderr = true",
+            "syslog = true",
+            "syslog_facility = \"local5\"",
+            "file = \"",
+        ],
+    );
+    assert!(toml.contains("/mosquitto.log\"  # "), "{toml}");
+    assert!(
+        effective.contains("syslog_socket = \"/dev/log\""),
+        "{effective}"
+    );
+}
+
 #[test]
 fn limits_translate_completely() {
     case(
@@ -235,23 +256,56 @@ fn multiple_listeners_and_address_families() {
     );
 }
 
-/// Starling's one [auth] must not widen access: the loopback listener's `allow_anonymous true`
-/// is left out, the TLS listener's `false` kept; a second, different ACL file is left out.
+/// `per_listener_settings true`: each listener's `allow_anonymous`, `password_file` and
+/// `acl_file` become that `[[listeners]]` table's keys, `[auth]` keeps Mosquitto 2's default
+/// (`allow_anonymous = false`, no files) for listeners that set none, and check-config shows
+/// each listener's effective auth. Nothing is left out.
 #[test]
-fn per_listener_settings_are_left_out_with_conflicting_auth() {
-    case(
-        "per-listener",
-        &[
-            "@DIR@/per-listener.conf:1: per_listener_settings",
-            "@DIR@/per-listener.conf:4: allow_anonymous",
-            "@DIR@/per-listener.conf:17: acl_file",
-        ],
-        &[
-            "allow_anonymous = false",
-            "password_file = \"",
-            "acl_file = \"",
-        ],
+fn per_listener_settings_translate_to_listener_keys() {
+    let (toml, effective) = case("per-listener", &[], &["allow_anonymous = false"]);
+    let value: toml::Table = toml.parse().unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let listeners = value["listeners"].as_array().expect("listeners");
+    let key = |i: usize, k: &str| listeners[i].get(k).map(|v| v.to_string());
+    assert_eq!(key(0, "allow_anonymous").as_deref(), Some("true"), "{toml}");
+    assert_eq!(key(0, "password_file"), None, "{toml}");
+    assert_eq!(
+        key(1, "allow_anonymous").as_deref(),
+        Some("false"),
+        "{toml}"
     );
+    assert!(key(1, "password_file").is_some_and(|p| p.ends_with("/passwd\"")));
+    assert!(key(1, "acl_file").is_some_and(|p| p.ends_with("/acl\"")));
+    assert!(key(2, "acl_file").is_some_and(|p| p.ends_with("/acl.other\"")));
+    assert_eq!(key(2, "allow_anonymous"), None, "{toml}");
+    let auth = value["auth"].as_table().expect("[auth]");
+    assert!(auth.get("password_file").is_none() && auth.get("acl_file").is_none());
+    let per_listener: Vec<&str> = effective
+        .lines()
+        .filter(|l| l.starts_with("#   listeners["))
+        .collect();
+    assert_eq!(per_listener.len(), 3, "{effective}");
+    assert!(
+        per_listener[0].contains("allow_anonymous = true (listener)")
+            && per_listener[0].contains("password_file = none (default)"),
+        "{effective}"
+    );
+    assert!(
+        per_listener[2].contains("allow_anonymous = false (from [auth])")
+            && per_listener[2].contains("acl.other\" (listener)"),
+        "{effective}"
+    );
+}
+
+/// Under `per_listener_settings true`, an auth option before any `listener` line belongs to
+/// Mosquitto's default listener; without `port` there is none to give it to: left out.
+#[test]
+fn per_listener_auth_before_any_listener_is_left_out() {
+    let (toml, _) = case(
+        "per-listener-default",
+        &["@DIR@/per-listener-default.conf:4: password_file"],
+        &["allow_anonymous = true"],
+    );
+    assert!(!toml.contains("password_file ="), "{toml}");
 }
 
 #[test]

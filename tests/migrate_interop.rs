@@ -1,8 +1,9 @@
-//! `starling migrate` against the real thing (issue 16 acceptance): for three configurations,
+//! `starling migrate` against the real thing (issue 16 acceptance): for four configurations,
 //! with temporary ports and paths, Mosquitto is started from the Mosquitto file and Starling
 //! from the file `starling migrate` wrote, and the same `mosquitto_pub` / `mosquitto_sub` round
 //! trips must give the same outcomes on both: which ports answer, which logins are accepted or
-//! refused, what the ACL lets through, the granted QoS and the payload limit.
+//! refused, what the ACL lets through, the granted QoS, the payload limit and per-listener
+//! authentication.
 //!
 //! Needs the Debian `mosquitto` and `mosquitto-clients` packages; skipped without them (a
 //! failure under `STARLING_INTEROP=1`).
@@ -292,6 +293,45 @@ fn listeners_and_default_anonymous_behave_the_same() {
                 "{port}: anonymous {}",
                 anon.publish("alice/x", "1")
             ));
+        }
+        out
+    });
+}
+
+/// `per_listener_settings true`: an anonymous loopback listener with no files next to one
+/// with a password file and an ACL. The same clients get the same answers on each listener.
+#[test]
+fn per_listener_settings_behave_the_same() {
+    if !have_tools() {
+        return;
+    }
+    let dir = scratch("per-listener");
+    write_auth_files(&dir);
+    let (open, closed) = (free_port(), free_port());
+    let d = dir.display();
+    let conf = format!(
+        "per_listener_settings true\nlistener {open} 127.0.0.1\nallow_anonymous true\n\
+         listener {closed} 127.0.0.1\npassword_file {d}/passwd\nacl_file {d}/acl\n\
+         persistence false\n"
+    );
+    same_outcomes(&dir, &conf, &[open, closed], &|| {
+        let mut out = Vec::new();
+        for port in [open, closed] {
+            let alice = Probe {
+                port,
+                login: Some(("alice", "secret")),
+            };
+            let anon = Probe { port, login: None };
+            for line in [
+                anon.publish("public/a", "anon"),
+                alice.publish("alice/t", "mine"),
+                alice.publish("other/t", "not hers"),
+                alice.subscribe("alice/t", 1),
+                alice.subscribe("public/a", 1),
+                anon.subscribe("alice/t", 1),
+            ] {
+                out.push(format!("{port}: {line}"));
+            }
         }
         out
     });

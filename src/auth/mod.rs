@@ -3,10 +3,14 @@
 //! `acl_file` and answers "may this client read or write this topic"; [`enhanced`] is the
 //! MQTT 5 AUTH exchange behind the `Authenticator` trait.
 //!
-//! [`AuthConfig`] bundles both with `allow_anonymous` into one immutable snapshot. The broker
-//! keeps the current snapshot behind an `ArcSwap` or `RwLock<Arc<AuthConfig>>` and replaces it
-//! whole on reload, so a CONNECT or a delivery always sees one consistent version of both
-//! files. Loading reads files: do it at start-up or on a blocking thread, not on the reactor.
+//! [`AuthConfig`] bundles both with `allow_anonymous` into one immutable snapshot: the unit of
+//! authentication and authorisation for one listener. [`listeners::AuthSet`] holds one per
+//! listener (each listener's keys over `[auth]`, Mosquitto's `per_listener_settings`) and the
+//! `[auth]` one; listeners that resolve to the same files share one snapshot, and a file named
+//! by several listeners is read once. The broker keeps the current set behind an
+//! `RwLock<Arc<AuthSet>>` and replaces it whole on reload, so a CONNECT or a delivery always
+//! sees one consistent version of both files. Loading reads files: do it at start-up or on a
+//! blocking thread, not on the reactor.
 //!
 //! Semantics follow Mosquitto 2.0's built-in security (`security_default.c`):
 //!
@@ -32,6 +36,7 @@
 pub mod acl;
 pub mod dynsec;
 pub mod enhanced;
+pub mod listeners;
 pub mod password;
 pub mod slowdown;
 
@@ -41,16 +46,18 @@ use std::sync::Arc;
 use crate::config::AuthSection;
 
 pub use acl::{Access, AclFile, SubscribeVerdict};
+pub use listeners::{AuthFiles, AuthSet};
 pub use password::PasswordFile;
 
 /// Immutable snapshot of the auth material; swapped atomically on reload (the broker holds it
 /// in an `ArcSwap` or `RwLock<Arc<..>>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
-    /// Users and password hashes, when `auth.password_file` is set.
-    pub passwords: Option<PasswordFile>,
-    /// Access rules, when `auth.acl_file` is set.
-    pub acl: Option<AclFile>,
+    /// Users and password hashes, when a password file is set (shared by every listener that
+    /// names the same file).
+    pub passwords: Option<Arc<PasswordFile>>,
+    /// Access rules, when an ACL file is set (shared like `passwords`).
+    pub acl: Option<Arc<AclFile>>,
     /// Whether clients without a username may connect (the effective value, defaults applied).
     pub allow_anonymous: bool,
     /// Mosquitto-compatible dynamic security, when `auth.dynamic_security` is set: consulted
@@ -127,9 +134,12 @@ impl AuthDecision {
 /// previous snapshot).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// `auth.password_file` could not be read. (Bad entries inside it are only warnings.)
-    #[error("cannot read auth.password_file {}: {source}", path.display())]
+    /// A password file could not be read. (Bad entries inside it are only warnings.) `key` is
+    /// the setting that names it: `auth.password_file`, or `listeners[N].password_file` with
+    /// the listener's address.
+    #[error("cannot read {key} {}: {source}", path.display())]
     PasswordFile {
+        key: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -137,9 +147,10 @@ pub enum AuthError {
     /// `auth.dynamic_security` could not be read or is not Mosquitto's format.
     #[error("invalid auth.dynamic_security {0}")]
     Dynsec(#[source] dynsec::DynsecError),
-    /// `auth.acl_file` could not be read or does not parse.
-    #[error("invalid auth.acl_file {}: {source}", path.display())]
+    /// An ACL file could not be read or does not parse; `key` as for `PasswordFile`.
+    #[error("invalid {key} {}: {source}", path.display())]
     AclFile {
+        key: String,
         path: PathBuf,
         #[source]
         source: acl::AclError,
@@ -149,63 +160,33 @@ pub enum AuthError {
 impl AuthConfig {
     /// Loads the files named by `cfg` and resolves `allow_anonymous` (see
     /// [`AuthSection::allow_anonymous_effective`]; `listeners_all_loopback` is
-    /// [`crate::config::Config::listeners_all_loopback`]).
+    /// [`crate::config::Config::listeners_all_loopback`]). Errors name the `auth.` keys; see
+    /// [`AuthSet::load`] for every listener at once.
     pub fn load(cfg: &AuthSection, listeners_all_loopback: bool) -> Result<AuthConfig, AuthError> {
-        let mut auth = AuthConfig::load_files(cfg, listeners_all_loopback)?;
-        if let Some(path) = &cfg.dynamic_security {
-            auth.dynsec = Some(Arc::new(load_dynsec(path)?));
-        }
-        Ok(auth)
+        let names = listeners::KeyNames::global();
+        let auth = AuthFiles::for_start(cfg)?.load(cfg, listeners_all_loopback, &names)?;
+        auth.warn_if_closed(cfg, &names.scope);
+        Ok(AuthConfig::clone(&auth))
     }
 
-    /// [`AuthConfig::load`] without reading `auth.dynamic_security` (`dynsec` is None): what a
-    /// reload reads, since the running dynamic-security state is kept.
-    pub fn load_files(
-        cfg: &AuthSection,
-        listeners_all_loopback: bool,
-    ) -> Result<AuthConfig, AuthError> {
-        let passwords = match &cfg.password_file {
-            Some(path) => {
-                Some(
-                    PasswordFile::load(path).map_err(|source| AuthError::PasswordFile {
-                        path: path.clone(),
-                        source,
-                    })?,
-                )
-            }
-            None => None,
-        };
-        let acl = match &cfg.acl_file {
-            Some(path) => Some(AclFile::load(path).map_err(|source| AuthError::AclFile {
-                path: path.clone(),
-                source,
-            })?),
-            None => None,
-        };
-        let allow_anonymous = cfg.allow_anonymous_effective(listeners_all_loopback);
-        if let (Some(p), Some(path)) = (&passwords, &cfg.password_file) {
-            tracing::info!("{}: {} users", path.display(), p.len());
+    /// Says once that nobody can connect, when that is what `cfg` amounts to (dynamic security
+    /// can let clients in, so it never does with it).
+    fn warn_if_closed(&self, cfg: &AuthSection, scope: &str) {
+        if self.checks_passwords() || self.allow_anonymous {
+            return;
         }
-        if passwords.is_none() && cfg.dynamic_security.is_none() && !allow_anonymous {
-            if cfg.allow_anonymous.is_none() {
-                tracing::warn!(
-                    "a listener is not on loopback and auth.password_file is not set, so \
-                     auth.allow_anonymous defaults to false and every client will be refused; \
-                     set a password file, or allow_anonymous = true to accept anyone"
-                );
-            } else {
-                tracing::warn!(
-                    "auth.allow_anonymous is false and auth.password_file is not set: every \
-                     client will be refused"
-                );
-            }
+        if cfg.allow_anonymous.is_none() {
+            tracing::warn!(
+                "{scope}: a listener is not on loopback and no password file is set, so \
+                 allow_anonymous defaults to false and every client will be refused; set a \
+                 password file, or allow_anonymous = true to accept anyone"
+            );
+        } else {
+            tracing::warn!(
+                "{scope}: allow_anonymous is false and no password file is set: every client \
+                 will be refused"
+            );
         }
-        Ok(AuthConfig {
-            passwords,
-            acl,
-            allow_anonymous,
-            dynsec: None,
-        })
     }
 
     /// Whether anything restricts topics (an ACL file or dynamic security): without, every

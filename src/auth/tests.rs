@@ -12,7 +12,7 @@ const ALICE_PW: &[u8] = b"s3cret:with colon";
 
 fn with_file(allow_anonymous: bool) -> AuthConfig {
     AuthConfig {
-        passwords: Some(PasswordFile::parse(ALICE)),
+        passwords: Some(Arc::new(PasswordFile::parse(ALICE))),
         acl: None,
         allow_anonymous,
         dynsec: None,
@@ -95,7 +95,7 @@ fn acl_pass_through_and_dollar_rules() {
         SubscribeVerdict::Granted
     );
     let with_acl = AuthConfig {
-        acl: Some(AclFile::parse("topic read a/#\n").unwrap()),
+        acl: Some(Arc::new(AclFile::parse("topic read a/#\n").unwrap())),
         ..AuthConfig::default()
     };
     assert!(with_acl.check_acl("c", None, "a/b", Access::Read));

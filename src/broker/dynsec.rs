@@ -77,7 +77,7 @@ async fn run(state: Arc<BrokerState>, mut rx: mpsc::Receiver<ControlRequest>, pa
 
 /// Steps 1 to 4 of the module doc for one request.
 async fn handle(state: &BrokerState, req: ControlRequest, path: &std::path::Path) {
-    let Some(current) = state.auth().0.dynsec.clone() else {
+    let Some(current) = state.auth_set().dynsec().cloned() else {
         return;
     };
     let path = path.to_owned();

@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::enhanced::Authenticator;
 use crate::auth::slowdown::{LoginSlowdown, SlowdownPolicy};
-use crate::auth::{AuthConfig, SubscribeVerdict};
+use crate::auth::{AuthConfig, AuthSet, SubscribeVerdict};
 use crate::codec::{QoS, ReasonCode};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -85,8 +85,9 @@ pub struct BrokerState {
     retained: RwLock<retained::Retained>,
     started: Instant,
     authenticators: Vec<Arc<dyn Authenticator>>,
-    /// Password file, ACL and `allow_anonymous`, replaced whole on reload.
-    auth: RwLock<Arc<AuthConfig>>,
+    /// Password file, ACL and `allow_anonymous` of every listener and of `[auth]`, replaced
+    /// whole on reload.
+    auth: RwLock<Arc<AuthSet>>,
     /// Bumped on every auth reload so connections refresh their cached snapshot.
     auth_generation: AtomicU64,
     /// Set once shutdown began (every connection is being closed).
@@ -134,7 +135,7 @@ impl BrokerState {
             retained: RwLock::new(Rank::Retained, retained::Retained::default()),
             started: Instant::now(),
             authenticators: Vec::new(),
-            auth: RwLock::new(Rank::Auth, Arc::new(AuthConfig::default())),
+            auth: RwLock::new(Rank::Auth, Arc::new(AuthSet::default())),
             auth_generation: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             persistence: None,
@@ -192,50 +193,52 @@ impl BrokerState {
         self.persistence.as_ref()
     }
 
-    /// Installs the auth snapshot (at start).
-    pub fn with_auth(self, auth: AuthConfig) -> BrokerState {
+    /// Installs the auth snapshots (at start).
+    pub fn with_auth(self, auth: AuthSet) -> BrokerState {
         *self.auth.write() = Arc::new(auth);
         self
     }
 
-    /// The current auth snapshot and its generation.
-    pub fn auth(&self) -> (Arc<AuthConfig>, u64) {
-        let a = self.auth.read().clone();
+    /// The auth snapshot of listener `index` (`[auth]`'s for `None`) and its generation.
+    pub fn auth(&self, listener: Option<usize>) -> (Arc<AuthConfig>, u64) {
+        let a = self.auth.read().for_listener(listener).clone();
         (a, self.auth_generation.load(Ordering::Acquire))
     }
 
+    /// Every listener's auth snapshot.
+    pub fn auth_set(&self) -> Arc<AuthSet> {
+        self.auth.read().clone()
+    }
+
+    /// Bumped on every reload of the auth snapshots; a connection whose cached snapshot is of
+    /// an older generation fetches its listener's again.
     pub fn auth_generation(&self) -> u64 {
         self.auth_generation.load(Ordering::Acquire)
     }
 
-    /// Replaces the auth snapshot (reload): connected clients the new rules would no longer let
-    /// in are disconnected (see [`BrokerState::revoke_logins`]), and subscriptions the new ACL
-    /// refuses outright are dropped; READ and WRITE are checked per message anyway. Returns how
-    /// many subscriptions were dropped.
+    /// Replaces the auth snapshots (reload): connected clients their listener's new rules would
+    /// no longer let in are disconnected (see [`BrokerState::revoke_logins`]), and
+    /// subscriptions their listener's new ACL refuses outright are dropped; READ and WRITE are
+    /// checked per message anyway. Returns how many subscriptions were dropped.
     ///
-    /// The dynamic-security state is not part of it: the running one is kept whatever `auth`
-    /// holds, since only its control API changes it ([`BrokerState::replace_dynsec`]), so a
-    /// reload can never undo a change made through it.
-    pub fn replace_auth(&self, auth: AuthConfig) -> usize {
-        self.swap_auth(move |before| AuthConfig {
-            dynsec: before.dynsec.clone(),
-            ..auth
-        })
+    /// The dynamic-security state is not part of it: the running one is put into every
+    /// snapshot of `auth` whatever it held, since only its control API changes it
+    /// ([`BrokerState::replace_dynsec`]), so a reload can never undo a change made through it.
+    pub fn replace_auth(&self, auth: AuthSet) -> usize {
+        self.swap_auth(move |before| auth.with_dynsec(before.dynsec()))
     }
 
     /// Installs a new dynamic-security state (after its control API changed it and the file
-    /// was written), with the same consequences as [`BrokerState::replace_auth`]: clients whose
-    /// record, groups or roles changed are disconnected and judged afresh when they reconnect.
+    /// was written) into every listener's snapshot, with the same consequences as
+    /// [`BrokerState::replace_auth`]: clients whose record, groups or roles changed are
+    /// disconnected and judged afresh when they reconnect, on whichever listener they are.
     pub fn replace_dynsec(&self, dynsec: Arc<crate::auth::dynsec::DynSec>) -> usize {
-        self.swap_auth(move |before| AuthConfig {
-            dynsec: Some(dynsec),
-            ..before.clone()
-        })
+        self.swap_auth(move |before| before.with_dynsec(Some(&dynsec)))
     }
 
-    /// Derives the next snapshot from the current one under the auth write lock (`next` only
-    /// builds a value: it calls nothing out), then applies the consequences with no lock held.
-    fn swap_auth(&self, next: impl FnOnce(&AuthConfig) -> AuthConfig) -> usize {
+    /// Derives the next snapshots from the current ones under the auth write lock (`next` only
+    /// builds values: it calls nothing out), then applies the consequences with no lock held.
+    fn swap_auth(&self, next: impl FnOnce(&AuthSet) -> AuthSet) -> usize {
         let (before, auth) = {
             let mut current = self.auth.write();
             let auth = Arc::new(next(&current));
@@ -245,10 +248,17 @@ impl BrokerState {
         self.revoke_logins(&before, &auth);
         let mut dropped = 0;
         for session in self.all_sessions() {
-            let username = session.meta().username;
+            let meta = session.meta();
+            let (now, was) = (
+                auth.for_listener(meta.listener),
+                before.for_listener(meta.listener),
+            );
+            if Arc::ptr_eq(now, was) {
+                continue;
+            }
+            let username = meta.username.as_deref();
             for filter in session.with_state(|s| s.subscription_filters()) {
-                let verdict =
-                    auth.check_subscribe(&session.client_id, username.as_deref(), &filter);
+                let verdict = now.check_subscribe(&session.client_id, username, &filter);
                 if verdict == SubscribeVerdict::Denied && self.unsubscribe(&session, &filter) {
                     tracing::info!(client_id = %session.client_id, %filter,
                         "subscription removed: the reloaded ACL denies it");
@@ -260,27 +270,29 @@ impl BrokerState {
     }
 
     /// The one rule for credentials that change under connected clients: a client whose user
-    /// was removed or whose password changed, or an anonymous one once anonymous access is
-    /// off, is disconnected with 0x98 Administrative action (its will is published, as for any
-    /// disconnect by the server) and must log in again. Clients let in by a certificate or an
-    /// enhanced-authentication method are not affected by the password file.
-    fn revoke_logins(&self, before: &AuthConfig, now: &AuthConfig) {
+    /// was removed from its listener's password file or whose password changed there, or an
+    /// anonymous one once its listener refuses anonymous access, is disconnected with 0x98
+    /// Administrative action (its will is published, as for any disconnect by the server) and
+    /// must log in again. Clients of a listener whose snapshot did not change are not looked
+    /// at, nor are clients let in by a certificate or an enhanced-authentication method.
+    fn revoke_logins(&self, before: &AuthSet, now: &AuthSet) {
         for session in self.all_sessions() {
             if !session.is_connected() {
                 continue;
             }
             let meta = session.meta();
+            let (was, is) = (
+                before.for_listener(meta.listener),
+                now.for_listener(meta.listener),
+            );
             if meta.login == Login::External
-                || now.still_admits(
-                    before,
-                    meta.username.as_deref(),
-                    meta.login == Login::Password,
-                )
+                || is.still_admits(was, meta.username.as_deref(), meta.login == Login::Password)
             {
                 continue;
             }
             tracing::info!(client_id = %session.client_id,
                 username = meta.username.as_deref().unwrap_or(""),
+                listener = ?meta.listener,
                 "disconnecting: its credentials are no longer valid after the reload");
             session.send_control(Control::Disconnect(
                 ReasonCode::ADMINISTRATIVE_ACTION,

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::auth::{Access, AuthConfig};
+use crate::auth::{Access, AuthConfig, AuthSet};
 use crate::codec::{topic, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::SlowConsumerPolicy;
 use crate::message::Message;
@@ -95,10 +95,12 @@ impl BrokerState {
         let targets = self.route(&msg);
         let auth = self.auth.read().clone();
         let acl = auth.restricts();
+        let uniform = auth.uniform();
         let mut blocked = Vec::new();
         for t in targets {
-            // READ is checked per message: a subscription may cover topics the ACL denies.
-            if acl && !self.may_read(&auth, &t.session, &msg.topic) {
+            // READ is checked per message, against the subscriber's listener's ACL: a
+            // subscription may cover topics the ACL denies.
+            if acl && !self.may_read(&auth, uniform, &t.session, &msg.topic) {
                 continue;
             }
             self.deliver_or_block(t, &mut blocked, &mut ops);
@@ -164,9 +166,23 @@ impl BrokerState {
         out
     }
 
-    pub(super) fn may_read(&self, auth: &AuthConfig, session: &Session, topic: &str) -> bool {
-        let username = session.meta().username;
-        auth.check_acl(&session.client_id, username.as_deref(), topic, Access::Read)
+    /// READ for `session` under its listener's snapshot (`uniform` when every listener has
+    /// the same one).
+    pub(super) fn may_read(
+        &self,
+        auth: &AuthSet,
+        uniform: Option<&Arc<AuthConfig>>,
+        session: &Session,
+        topic: &str,
+    ) -> bool {
+        let meta = session.meta();
+        let auth = uniform.unwrap_or_else(|| auth.for_listener(meta.listener));
+        auth.check_acl(
+            &session.client_id,
+            meta.username.as_deref(),
+            topic,
+            Access::Read,
+        )
     }
 
     /// Delivers, except that a QoS 1/2 delivery to a connected subscriber whose queue is full is

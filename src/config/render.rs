@@ -3,7 +3,8 @@
 //! the listener's protocol (`handshake_timeout`, `path`, the TLS switches) or on the embedder
 //! (`persistence.enabled`). Keys that are absent by design (no per-listener limit, no password
 //! file, ...) cannot be written in TOML; they follow as comments saying what their absence
-//! means.
+//! means. Last come the auth settings each listener ends up with, resolved, each marked with
+//! where it comes from (the listener's own key, `[auth]`, or the default).
 
 use toml::Value;
 
@@ -61,6 +62,7 @@ impl Config {
         for (key, meaning) in c.unset_keys() {
             out.push_str(&format!("# {key} is not set: {meaning}\n"));
         }
+        out.push_str(&c.render_listener_auth());
         let dir = &c.persistence.dir;
         if dir.is_relative() {
             let here = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
@@ -68,6 +70,44 @@ impl Config {
                 "# persistence.dir is relative to the broker's working directory (run from \
                  here: {})\n",
                 here.display()
+            ));
+        }
+        out
+    }
+
+    /// One comment line per listener with its effective `allow_anonymous`, `password_file`
+    /// and `acl_file`, each saying whether the listener sets it, inherits it from `[auth]`, or
+    /// has none (Mosquitto's `per_listener_settings`). Called on the effective configuration,
+    /// whose `[auth]` carries the resolved `allow_anonymous`, so printing the output again
+    /// gives the same lines.
+    fn render_listener_auth(&self) -> String {
+        let mut out = String::from("# effective auth per listener:\n");
+        let loopback = self.listeners_all_loopback();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let section = self.listener_auth(i);
+            let from = |own: bool, inherited: bool| match (own, inherited) {
+                (true, _) => "listener",
+                (false, true) => "from [auth]",
+                (false, false) => "default",
+            };
+            let anon = section.allow_anonymous_effective(loopback);
+            let anon_from = from(
+                l.allow_anonymous.is_some(),
+                self.auth.allow_anonymous.is_some(),
+            );
+            let file = |p: &Option<PathBuf>| match p {
+                Some(p) => format!("{:?}", p.display().to_string()),
+                None => "none".to_owned(),
+            };
+            out.push_str(&format!(
+                "#   listeners[{i}] ({} {}): allow_anonymous = {anon} ({anon_from}), \
+                 password_file = {} ({}), acl_file = {} ({})\n",
+                l.protocol,
+                l.bind,
+                file(&section.password_file),
+                from(l.password_file.is_some(), self.auth.password_file.is_some()),
+                file(&section.acl_file),
+                from(l.acl_file.is_some(), self.auth.acl_file.is_some()),
             ));
         }
         out
@@ -97,6 +137,21 @@ impl Config {
                 "max_publish_bandwidth",
                 "no listener publish bandwidth limit",
             );
+            for (set, key, meaning) in [
+                (
+                    l.allow_anonymous.is_some(),
+                    "allow_anonymous",
+                    "auth.allow_anonymous applies",
+                ),
+                (
+                    l.password_file.is_some(),
+                    "password_file",
+                    "auth.password_file applies",
+                ),
+                (l.acl_file.is_some(), "acl_file", "auth.acl_file applies"),
+            ] {
+                note(set, key, meaning);
+            }
             if l.protocol.is_tls() {
                 note(
                     l.ca.is_some(),
@@ -140,7 +195,12 @@ impl Config {
             "metrics.bearer_token_file",
             "/metrics needs no token",
         );
-        note(self.log.file.is_some(), "log.file", "logs go to stderr");
+        note(self.log.file.is_some(), "log.file", "no log file");
+        note(
+            self.log.stderr.is_some(),
+            "log.stderr",
+            "logs go to stderr only when no file, syslog or journald is set",
+        );
         unset
     }
 }

@@ -774,6 +774,7 @@ fn shipped_example_is_the_default() {
         c.auth.acl_file = Some("a".into());
         c.auth.allow_anonymous = Some(true);
         c.log.file = Some("l".into());
+        c.log.stderr = Some(true);
         c.listeners.push(ListenerConfig {
             bind: "127.0.0.1:8883".parse().unwrap(),
             protocol: ListenerProtocol::Wss,
@@ -833,4 +834,21 @@ fn log_file_is_relative_to_the_config_file_and_format_parses() {
     assert!(e.to_string().contains("log.file"), "{e}");
     let e = Config::from_toml_str("[log]\nformat = \"xml\"\n").unwrap_err();
     assert!(e.to_string().contains("xml"), "{e}");
+}
+
+#[test]
+fn syslog_keys_parse_and_the_socket_is_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("starling.toml");
+    let toml = "[log]\nsyslog = true\nsyslog_facility = \"local3\"\nsyslog_socket = \"log.sock\"\n";
+    std::fs::write(&path, toml).unwrap();
+    let c = Config::load(&path).unwrap();
+    let dir = std::path::absolute(dir.path()).unwrap();
+    assert_eq!(c.log.syslog_socket, dir.join("log.sock"));
+    assert_eq!(c.log.syslog_facility, SyslogFacility::Local3);
+    assert!(c.log.syslog && !c.log.journald && !c.log.to_stderr());
+    let e = Config::from_toml_str("[log]\nsyslog_facility = \"locl0\"\n").unwrap_err();
+    assert!(e.to_string().contains("locl0"), "{e}");
+    let empty = "[log]\nsyslog = true\nsyslog_socket = \"\"\n";
+    assert_eq!(invalid_key(empty), "log.syslog_socket");
 }

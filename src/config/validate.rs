@@ -25,6 +25,19 @@ impl Config {
                 ));
             }
         }
+        for (i, l) in self.listeners.iter().enumerate() {
+            for (key, path) in [
+                ("password_file", &l.password_file),
+                ("acl_file", &l.acl_file),
+            ] {
+                if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    return Err(ConfigError::invalid(
+                        format!("listeners[{i}].{key}"),
+                        "must not be empty; leave the key out to use the [auth] one",
+                    ));
+                }
+            }
+        }
         self.validate_login_slowdown()?;
         self.validate_mqtt()?;
         self.validate_limits()?;
@@ -35,6 +48,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "retained.max_bytes",
                 format!("{max_bytes} is too small: 0 (no limit) or at least 1024"),
+            ));
+        }
+        if self.log.syslog && self.log.syslog_socket.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "log.syslog_socket",
+                "must not be empty when log.syslog is true (the default is /dev/log)",
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {

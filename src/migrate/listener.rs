@@ -35,6 +35,9 @@ pub struct Draft {
     pub max_connections: Sourced<i64>,
     /// `tls_version`.
     pub tls_version: Option<Line>,
+    /// `allow_anonymous`, `password_file`, `acl_file` under `per_listener_settings true`: the
+    /// listener's own auth keys, the last of each kept (as Mosquitto does).
+    pub auth: Vec<(&'static str, Value, String)>,
     /// Some option was set on it (for the default listener: whether it exists at all).
     pub used: bool,
 }
@@ -85,7 +88,16 @@ impl Draft {
             self.tls_keys(&mut out, left_out);
         }
         self.limits(&mut out, left_out);
+        for (name, value, at) in &self.auth {
+            out.push(name, value.clone(), at);
+        }
         Some(out)
+    }
+
+    /// Sets one of the listener's own auth keys; a later line replaces an earlier one.
+    pub fn set_auth(&mut self, name: &'static str, value: Value, at: String) {
+        self.auth.retain(|(n, _, _)| *n != name);
+        self.auth.push((name, value, at));
     }
 
     /// The options set on this listener, each with where.
@@ -107,6 +119,9 @@ impl Draft {
         let tls_at = self.tls_version.as_ref().map(Line::at);
         add("tls_version", tls_at.as_ref());
         for (name, _, at) in &self.flags {
+            out.push((name, at.clone()));
+        }
+        for (name, _, at) in &self.auth {
             out.push((name, at.clone()));
         }
         out.sort_by(|a, b| a.1.cmp(&b.1));

@@ -10,7 +10,8 @@ use super::{Entry, Note};
 /// Starling's tables in the order they are written.
 pub const SECTIONS: &[&str] = &["auth", "mqtt", "sys", "persistence", "log"];
 
-/// Options Mosquitto lets each listener set when `per_listener_settings` is true.
+/// Options Mosquitto lets each listener set when `per_listener_settings` is true; they become
+/// the same keys in that listener's `[[listeners]]` table.
 const PER_LISTENER_AUTH: &[&str] = &["allow_anonymous", "password_file", "acl_file"];
 
 /// The result: Starling tables, and what could not be translated.
@@ -96,9 +97,12 @@ impl Translator {
             }
             "per_listener_settings" => match l.rest.as_str() {
                 "false" => self.note(l, "as Starling: one [auth] for all listeners"),
-                _ => {
-                    self.left_out(l, "Starling has no per-listener authentication yet: one [auth] for all listeners");
-                }
+                "true" => self.note(
+                    l,
+                    "allow_anonymous, password_file and acl_file are set per [[listeners]]; \
+                     [auth] holds Mosquitto's defaults for the listeners that set none",
+                ),
+                other => self.left_out(l, &format!("{other:?} is not true or false")),
             },
             "autosave_interval" | "autosave_on_changes" => {
                 self.warn(
@@ -108,6 +112,7 @@ impl Translator {
                 self.comment("persistence", l, "written as it changes");
             }
             "log_dest" => self.log_dest(l),
+            "log_facility" => self.log_facility(l),
             "log_timestamp" => match l.rest.as_str() {
                 "true" => self.note(l, "Starling's log lines always carry a timestamp"),
                 _ => self.left_out(l, "Starling's log lines always carry a timestamp"),
@@ -168,6 +173,17 @@ impl Translator {
                 }
             }
             "tls_version" => draft.tls_version = Some(l.clone()),
+            k if self.per_listener && PER_LISTENER_AUTH.contains(&k) => {
+                let conv = if k == "allow_anonymous" {
+                    Conv::Bool
+                } else {
+                    Conv::Str
+                };
+                match convert(l, conv) {
+                    Ok(value) => draft.set_auth(static_auth_name(k), value, at),
+                    Err(why) => self.out.left_out.push(Note::new(&at, k, why)),
+                }
+            }
             "max_connections" => match l.rest.parse::<i64>() {
                 Ok(n) => draft.max_connections = Some((n, at)),
                 Err(_) => self.out.left_out.push(Note::new(&at, key, "not a number")),
@@ -281,23 +297,40 @@ impl Translator {
         }
     }
 
-    /// `log_dest file PATH` is `[log] file`; stderr is Starling's default; the other
-    /// destinations have no equivalent. Mosquitto can log to several at once, Starling to one.
+    /// `log_dest file PATH` is `[log] file`, `log_dest syslog` is `syslog = true` and
+    /// `log_dest stderr` is `stderr = true`: like Mosquitto's, Starling's destinations add up,
+    /// and any of them replaces the stderr default. The other destinations have no equivalent.
     fn log_dest(&mut self, l: &Line) {
         let mut words = l.rest.splitn(2, char::is_whitespace);
+        let set = |rest: &str| Line {
+            rest: rest.to_string(),
+            ..l.clone()
+        };
         match (words.next(), words.next().map(str::trim)) {
             (Some("file"), Some(path)) if !path.is_empty() => {
-                let file = Line {
-                    rest: path.to_string(),
-                    ..l.clone()
-                };
-                self.simple(&file, "log", "file", Conv::Str);
+                self.simple(&set(path), "log", "file", Conv::Str);
             }
-            (Some("stderr"), _) => self.note(l, "stderr is where Starling logs by default"),
+            (Some("syslog"), None) => self.simple(&set("true"), "log", "syslog", Conv::Bool),
+            (Some("stderr"), None) => self.simple(&set("true"), "log", "stderr", Conv::Bool),
             _ => self.left_out(
                 l,
-                "Starling logs to stderr or one file (log.file); journald reads stderr under systemd",
+                "Starling logs to stderr, a file (log.file), syslog (log.syslog) or journald \
+                 (log.journald)",
             ),
+        }
+    }
+
+    /// `log_facility N` (0 to 7: local0 to local7) is `[log] syslog_facility = "localN"`.
+    fn log_facility(&mut self, l: &Line) {
+        match l.rest.parse::<u8>() {
+            Ok(n) if n <= 7 => {
+                let local = Line {
+                    rest: format!("local{n}"),
+                    ..l.clone()
+                };
+                self.simple(&local, "log", "syslog_facility", Conv::Str);
+            }
+            _ => self.left_out(l, "Mosquitto's log_facility is 0 to 7 (local0 to local7)"),
         }
     }
 
@@ -315,23 +348,8 @@ impl Translator {
                 "Starling keeps its own store there: mosquitto.db is not read",
             );
         }
-        let per_listener = self.per_listener && PER_LISTENER_AUTH.contains(&l.key.as_str());
-        if per_listener && l.key == "allow_anonymous" && value == Value::Boolean(true) {
-            return self.left_out(
-                l,
-                "per_listener_settings: Starling's [auth] is for every listener, so anonymous \
-                 access is not widened to all of them",
-            );
-        }
         let entries = self.section(section);
         if let Some(i) = entries.iter().position(|e| e.key.as_deref() == Some(name)) {
-            if per_listener && entries[i].value != value {
-                let why = format!(
-                    "per_listener_settings: {} sets another value; Starling has one [auth]",
-                    entries[i].from
-                );
-                return self.left_out(l, &why);
-            }
             let old = entries.remove(i);
             let text = format!("{} {} at {} overridden", l.key, old.value, old.from);
             entries.push(Entry::comment(&text, &l.at()));
@@ -370,6 +388,14 @@ fn static_name(key: &str) -> &'static str {
         "require_certificate" => "require_certificate",
         "use_identity_as_username" => "use_identity_as_username",
         _ => "use_subject_as_username",
+    }
+}
+
+fn static_auth_name(key: &str) -> &'static str {
+    match key {
+        "allow_anonymous" => "allow_anonymous",
+        "password_file" => "password_file",
+        _ => "acl_file",
     }
 }
 

@@ -81,8 +81,13 @@ async fn check_login(
     .unwrap_or(AuthDecision::NotAuthorized)
 }
 
-fn rate_bucket(rate: u64) -> Option<crate::ratelimit::TokenBucket> {
-    (rate > 0).then(|| crate::ratelimit::TokenBucket::new(rate, std::time::Instant::now()))
+fn rate_bucket(rate: u64) -> Option<Box<crate::ratelimit::TokenBucket>> {
+    (rate > 0).then(|| {
+        Box::new(crate::ratelimit::TokenBucket::new(
+            rate,
+            std::time::Instant::now(),
+        ))
+    })
 }
 
 /// A client id for a client that sent none: `mqtt.auto_id_prefix` followed by a part unique
@@ -187,7 +192,10 @@ struct Terms {
     /// The Session Expiry Interval as CONNECT gave it (a 3.x persistent session counts as 1).
     expiry_secs: u32,
     username: Option<Arc<str>>,
-    /// The auth snapshot the login is checked against and the connection keeps.
+    /// The listener that accepted the connection, whose auth snapshot applies to it.
+    listener: usize,
+    /// That listener's auth snapshot: the login is checked against it and the connection
+    /// keeps it.
     auth: Arc<AuthConfig>,
     auth_generation: u64,
 }
@@ -371,7 +379,7 @@ fn validate(
             why: "unknown authentication method",
         });
     }
-    let (auth, auth_generation) = broker.auth();
+    let (auth, auth_generation) = broker.auth(Some(info.listener_index));
     if let Err(r) = check_will(broker, c, &client_id, &auth) {
         crate::refusal!(%client_id, %peer, reason = r.why, bridge = c.bridge,
             "refused: will not acceptable");
@@ -387,6 +395,7 @@ fn validate(
         expiry,
         expiry_secs,
         username: c.username.as_deref().map(Arc::from),
+        listener: info.listener_index,
         auth,
         auth_generation,
     })
@@ -467,6 +476,7 @@ async fn claim(
         expiry: terms.expiry,
         username: terms.username.clone(),
         peer: Some(Arc::from(peer.to_string())),
+        listener: Some(terms.listener),
     };
     let client_id = &terms.client_id;
     let claimed = broker
@@ -662,13 +672,15 @@ impl Handler {
             } else {
                 0
             }),
-            aliases_in: vec![None; usize::from(if v5 { cfg.max_topic_alias } else { 0 })],
+            aliases_in: Vec::new(),
+            alias_in_max: if v5 { cfg.max_topic_alias } else { 0 },
             receive_maximum: usize::from(cfg.receive_maximum.max(1)),
             expiry_was_zero: terms.expiry_secs == 0,
             published: false,
             authenticator: auth.map(|a| a.authenticator),
             reauth: None,
             username: terms.username,
+            listener: terms.listener,
             auth: terms.auth,
             auth_generation: terms.auth_generation,
             msg_rate: rate_bucket(broker.config().limits.max_publish_rate),

@@ -73,7 +73,10 @@ pub struct Handler {
     /// [MQTT-3.1.2-29].
     problem_info: bool,
     /// v5 client-to-server topic aliases, indexed by alias - 1.
+    /// Grown as aliases are used, up to `alias_in_max` (most clients never send one).
     aliases_in: Vec<Option<Arc<str>>>,
+    /// The Topic Alias Maximum CONNACK announced (0 for 3.x).
+    alias_in_max: u16,
     /// v5 server-to-client topic aliases, within the client's Topic Alias Maximum.
     aliases_out: outbound::TopicAliases,
     /// Server Receive Maximum (v5): unacknowledged inbound QoS 2 the client may have.
@@ -87,14 +90,17 @@ pub struct Handler {
     /// A re-authentication in progress.
     reauth: Option<Box<dyn AuthExchange>>,
     username: Option<Arc<str>>,
-    /// The auth snapshot this connection checks against, refreshed when the broker's
-    /// generation moves on (reload).
+    /// The listener that accepted this connection (index into `Config::listeners`).
+    listener: usize,
+    /// Its listener's auth snapshot, which this connection checks against, refreshed when the
+    /// broker's generation moves on (reload).
     auth: Arc<AuthConfig>,
     auth_generation: u64,
-    /// `limits.max_publish_rate` for this client.
-    msg_rate: Option<TokenBucket>,
+    /// `limits.max_publish_rate` for this client. Boxed, as `byte_rate`: off by default, and
+    /// every connection holds a Handler.
+    msg_rate: Option<Box<TokenBucket>>,
     /// `limits.max_publish_bandwidth` for this client.
-    byte_rate: Option<TokenBucket>,
+    byte_rate: Option<Box<TokenBucket>>,
     /// The listener's `max_publish_rate` / `max_publish_bandwidth`, shared with every
     /// connection of that listener.
     listener_rates: Option<Arc<ListenerRates>>,
@@ -312,11 +318,11 @@ impl Handler {
         }
     }
 
-    /// The current auth snapshot (refreshed after a reload).
+    /// The current auth snapshot of this connection's listener (refreshed after a reload).
     fn auth(&mut self) -> Arc<AuthConfig> {
         let generation = self.broker.auth_generation();
         if generation != self.auth_generation {
-            let (auth, generation) = self.broker.auth();
+            let (auth, generation) = self.broker.auth(Some(self.listener));
             self.auth = auth;
             self.auth_generation = generation;
         }
@@ -551,23 +557,30 @@ impl Handler {
             }
             return Ok(Arc::from(p.topic.as_str()));
         };
-        let slot = usize::from(alias)
+        let idx = usize::from(alias)
             .checked_sub(1)
-            .and_then(|i| self.aliases_in.get_mut(i));
-        let Some(slot) = slot else {
+            .filter(|i| *i < usize::from(self.alias_in_max));
+        let Some(idx) = idx else {
             return Err(Close::Protocol(
                 ReasonCode::TOPIC_ALIAS_INVALID,
                 "[MQTT-3.3.2-9][MQTT 5.0 §3.3.4] topic alias 0 or above Topic Alias Maximum",
             ));
         };
         if p.topic.is_empty() {
-            slot.clone().ok_or(Close::Protocol(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT 5.0 §3.3.4] unknown topic alias with an empty topic name",
-            ))
+            self.aliases_in
+                .get(idx)
+                .cloned()
+                .flatten()
+                .ok_or(Close::Protocol(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT 5.0 §3.3.4] unknown topic alias with an empty topic name",
+                ))
         } else {
             let topic: Arc<str> = Arc::from(p.topic.as_str());
-            *slot = Some(topic.clone());
+            if self.aliases_in.len() <= idx {
+                self.aliases_in.resize(idx + 1, None);
+            }
+            self.aliases_in[idx] = Some(topic.clone());
             Ok(topic)
         }
     }

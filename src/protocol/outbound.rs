@@ -13,20 +13,27 @@ use crate::storage::{InflightStage, Op};
 
 /// Server-to-client topic aliases (v5): a topic sent once with an alias is sent afterwards with
 /// the alias and an empty topic name. When all aliases are in use they are reassigned in turn.
+/// The tables are allocated at the first alias assigned: most connections never use one, and
+/// every connection holds a `TopicAliases`.
 pub struct TopicAliases {
     max: u16,
+    next: u16,
+    tables: Option<Box<AliasTables>>,
+}
+
+/// Both directions of the alias map of one connection.
+#[derive(Default)]
+struct AliasTables {
     by_topic: HashMap<Arc<str>, u16>,
     by_alias: Vec<Option<Arc<str>>>,
-    next: u16,
 }
 
 impl TopicAliases {
     pub fn new(max: u16) -> TopicAliases {
         TopicAliases {
             max,
-            by_topic: HashMap::new(),
-            by_alias: Vec::new(),
             next: 1,
+            tables: None,
         }
     }
 
@@ -35,7 +42,7 @@ impl TopicAliases {
         if self.max == 0 {
             return None;
         }
-        match self.by_topic.get(topic) {
+        match self.tables.as_ref().and_then(|t| t.by_topic.get(topic)) {
             Some(a) => Some((*a, true)),
             None => Some((self.next, false)),
         }
@@ -43,14 +50,15 @@ impl TopicAliases {
 
     /// Records that `alias` now stands for `topic` on this connection.
     fn assign(&mut self, alias: u16, topic: &Arc<str>) {
+        let t = self.tables.get_or_insert_with(Box::default);
         let idx = usize::from(alias - 1);
-        if self.by_alias.len() <= idx {
-            self.by_alias.resize(idx + 1, None);
+        if t.by_alias.len() <= idx {
+            t.by_alias.resize(idx + 1, None);
         }
-        if let Some(old) = self.by_alias[idx].replace(topic.clone()) {
-            self.by_topic.remove(&old);
+        if let Some(old) = t.by_alias[idx].replace(topic.clone()) {
+            t.by_topic.remove(&old);
         }
-        self.by_topic.insert(topic.clone(), alias);
+        t.by_topic.insert(topic.clone(), alias);
         self.next = if alias >= self.max { 1 } else { alias + 1 };
     }
 }

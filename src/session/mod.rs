@@ -79,7 +79,8 @@ struct Link {
     /// Whether any connection ever owned it: a resumed session is "present" [MQTT-3.2.2-2].
     ever_attached: bool,
     /// The will of the connection that left (generation), waiting out its Will Delay Interval.
-    pending_will: Option<(u64, PendingWill)>,
+    /// Boxed: a will is ~400 bytes and rare, and every session holds a `Link`.
+    pending_will: Option<Box<(u64, PendingWill)>>,
 }
 
 /// A will waiting out its Will Delay Interval after its connection ended [MQTT-3.1.3-9]:
@@ -157,6 +158,10 @@ pub struct SessionMeta {
     /// The address of the connection that last claimed the session (None once restored from
     /// the store), for the session list.
     pub peer: Option<Arc<str>>,
+    /// The listener (index into `Config::listeners`) of the connection that last claimed the
+    /// session, whose auth snapshot checks its deliveries; None once restored from the store
+    /// (`[auth]` then answers until the client reconnects).
+    pub listener: Option<usize>,
 }
 
 /// How a connection was admitted.
@@ -189,6 +194,7 @@ impl Session {
                     expiry: Some(Duration::ZERO),
                     username: None,
                     peer: None,
+                    listener: None,
                 },
             ),
             connect_lock: tokio::sync::Mutex::new(()),
@@ -344,7 +350,7 @@ impl Session {
     pub fn set_pending_will(&self, generation: u64, will: PendingWill) {
         let mut link = self.link.lock();
         if link.generation == generation {
-            link.pending_will = Some((generation, will));
+            link.pending_will = Some(Box::new((generation, will)));
         }
     }
 
@@ -352,9 +358,9 @@ impl Session {
     /// no connection claimed the session since.
     pub fn due_will(&self, generation: u64) -> Option<PendingWill> {
         let mut link = self.link.lock();
-        match &link.pending_will {
+        match link.pending_will.as_deref() {
             Some((g, _)) if *g == generation && link.generation == generation => {
-                link.pending_will.take().map(|(_, w)| w)
+                link.pending_will.take().map(|b| b.1)
             }
             _ => None,
         }
@@ -364,7 +370,7 @@ impl Session {
     /// [`Self::detach_current`], so a timer can no longer find it): the claim publishes it if
     /// the session ends, and drops it if the session continues [MQTT-3.1.3-9].
     pub fn take_pending_will(&self) -> Option<PendingWill> {
-        self.link.lock().pending_will.take().map(|(_, w)| w)
+        self.link.lock().pending_will.take().map(|b| b.1)
     }
 
     /// Whether a connection ever owned this session.

@@ -583,8 +583,12 @@ fn auth_config_consults_dynsec_then_the_files() {
     );
     let bob = crate::auth::password::hash_password(b"bobpw", 10).unwrap();
     let mut auth = AuthConfig {
-        passwords: Some(PasswordFile::parse(&format!("bob:{bob}\n"))),
-        acl: Some(AclFile::parse("user bob\ntopic b/#\n").unwrap()),
+        passwords: Some(std::sync::Arc::new(PasswordFile::parse(&format!(
+            "bob:{bob}\n"
+        )))),
+        acl: Some(std::sync::Arc::new(
+            AclFile::parse("user bob\ntopic b/#\n").unwrap(),
+        )),
         allow_anonymous: false,
         dynsec: Some(std::sync::Arc::new(d)),
     };
