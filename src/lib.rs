@@ -211,6 +211,9 @@ impl BrokerBuilder {
             state = state.with_cluster(cluster);
         }
         let state = Arc::new(state);
+        if let Some(control) = broker::dynsec::start(&state) {
+            tracker.spawn(control);
+        }
         if let Some((p, snapshot)) = store {
             let r = restore::restore(&state, &p, snapshot)?;
             // Absolute: `persistence.dir` is relative to the working directory, which the
@@ -336,6 +339,7 @@ fn log_anonymous(config: &Config, index: Option<usize>, allowed: bool) {
         }
         Some(_) => "set by auth.allow_anonymous",
         None if section.password_file.is_some() => "a password file is configured",
+        None if section.dynamic_security.is_some() => "dynamic security is configured",
         None if config.listeners_all_loopback() => {
             "no password file and every listener is local (loopback or unix socket, no PROXY)"
         }
@@ -500,7 +504,10 @@ impl BrokerHandle {
         reload::take_auth_keys(&mut candidate, new);
         let before = self.state.auth_set();
         let mut load = AuthReload {
-            files: auth::AuthFiles::default(),
+            // Dynamic security is not re-read: the broker owns its file while running. The
+            // running state goes into the new snapshots (so their warnings are right), and
+            // replace_auth puts it in again under its lock, so a concurrent change survives.
+            files: auth::AuthFiles::keeping(before.dynsec().cloned()),
             // Listener addresses need a restart, so the loopback default follows the running
             // ones.
             loopback: running.listeners_all_loopback(),

@@ -26,6 +26,7 @@
 
 #![deny(unsafe_code)]
 
+mod dynsec_cmd;
 mod limits;
 mod log_output;
 mod migrate;
@@ -73,6 +74,11 @@ enum Command {
     /// Add, change or delete users in a Mosquitto-compatible password file (like
     /// mosquitto_passwd).
     Passwd(passwd::PasswdArgs),
+    /// Manage Mosquitto-compatible dynamic security (auth.dynamic_security).
+    Dynsec {
+        #[command(subcommand)]
+        action: dynsec_cmd::DynsecCommand,
+    },
     /// Translate a Mosquitto configuration (mosquitto.conf, with its include_dir) into
     /// Starling TOML. Options with no equivalent are listed on stderr; exit code 3 when any
     /// was left out.
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
         Some(Command::Store { action }) => store_cmd::run(action),
         Some(Command::Run(args)) => run(args),
         Some(Command::Passwd(args)) => passwd::run(args),
+        Some(Command::Dynsec { action }) => dynsec_cmd::run(action),
         Some(Command::Migrate(args)) => match migrate::run(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(migrate::EXIT_LEFT_OUT),

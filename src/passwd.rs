@@ -148,7 +148,7 @@ fn check_username(user: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_password(password: &str) -> anyhow::Result<()> {
+pub(crate) fn check_password(password: &str) -> anyhow::Result<()> {
     if password.is_empty() {
         bail!("the password must not be empty (zero-length passwords are refused at CONNECT)");
     }
@@ -162,7 +162,7 @@ fn check_password(password: &str) -> anyhow::Result<()> {
 }
 
 /// From the terminal, twice and without echo; otherwise the first line of standard input.
-fn read_password() -> anyhow::Result<String> {
+pub(crate) fn read_password() -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ").context("cannot read password")?;
         let again =

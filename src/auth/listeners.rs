@@ -9,11 +9,18 @@
 //! are the same share one `Arc<AuthConfig>`, so a configuration without per-listener keys costs
 //! what the single global snapshot did and routing can tell so at a glance
 //! ([`AuthSet::uniform`]).
+//!
+//! Dynamic security (`[auth] dynamic_security`) is one state for the whole broker: every
+//! snapshot of a set carries the same `Arc<DynSec>`, so every listener consults it first and
+//! then its own password and ACL files (the precedence of [`crate::auth`]). A reload keeps the
+//! running state ([`AuthFiles::keeping`], [`AuthSet::with_dynsec`]); only the control API
+//! replaces it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::dynsec::DynSec;
 use super::{AclFile, AuthConfig, AuthError, PasswordFile};
 use crate::config::{AuthSection, Config};
 
@@ -72,9 +79,29 @@ pub struct AuthFiles {
     passwords: HashMap<PathBuf, Arc<PasswordFile>>,
     acls: HashMap<PathBuf, Arc<AclFile>>,
     snapshots: HashMap<SnapshotKey, Arc<AuthConfig>>,
+    /// The dynamic-security state every snapshot of this pass carries.
+    dynsec: Option<Arc<DynSec>>,
 }
 
 impl AuthFiles {
+    /// A start-up pass: reads `auth.dynamic_security` from `global` (the `[auth]` section, the
+    /// only place it can be set) when it is set.
+    pub fn for_start(global: &AuthSection) -> Result<AuthFiles, AuthError> {
+        let dynsec = match &global.dynamic_security {
+            Some(path) => Some(Arc::new(super::load_dynsec(path)?)),
+            None => None,
+        };
+        Ok(AuthFiles::keeping(dynsec))
+    }
+
+    /// A reload pass: the snapshots carry `dynsec`, the running state, which is never re-read.
+    pub fn keeping(dynsec: Option<Arc<DynSec>>) -> AuthFiles {
+        AuthFiles {
+            dynsec,
+            ..AuthFiles::default()
+        }
+    }
+
     /// The snapshot for `cfg`: the files it names (read now, or earlier in this pass) and its
     /// effective `allow_anonymous`. Errors name the keys as `names` says.
     pub fn load(
@@ -104,6 +131,7 @@ impl AuthFiles {
             passwords,
             acl,
             allow_anonymous,
+            dynsec: self.dynsec.clone(),
         };
         let auth = Arc::new(auth);
         self.snapshots.insert(key, auth.clone());
@@ -157,10 +185,11 @@ pub struct AuthSet {
 }
 
 impl AuthSet {
-    /// Loads `[auth]` and every listener's effective settings, each file once. The first file
-    /// that does not load stops it, named with its key and listener.
+    /// Loads `[auth]` (with its dynamic security) and every listener's effective settings,
+    /// each file once. The first file that does not load stops it, named with its key and
+    /// listener.
     pub fn load(config: &Config) -> Result<AuthSet, AuthError> {
-        let mut files = AuthFiles::default();
+        let mut files = AuthFiles::for_start(&config.auth)?;
         AuthSet::load_with(config, &mut files)
     }
 
@@ -223,9 +252,36 @@ impl AuthSet {
             .then_some(&self.default)
     }
 
-    /// Whether any snapshot has an ACL file (otherwise READ needs no check per message).
-    pub fn any_acl(&self) -> bool {
-        self.default.acl.is_some() || self.listeners.iter().any(|l| l.acl.is_some())
+    /// Whether any snapshot restricts topics, by an ACL file or dynamic security (otherwise
+    /// READ needs no check per message).
+    pub fn restricts(&self) -> bool {
+        self.default.restricts() || self.listeners.iter().any(|l| l.restricts())
+    }
+
+    /// The dynamic-security state (every snapshot carries the same one).
+    pub fn dynsec(&self) -> Option<&Arc<DynSec>> {
+        self.default.dynsec.as_ref()
+    }
+
+    /// This set with `dynsec` in every snapshot, listeners that shared a snapshot still sharing
+    /// one (so [`AuthSet::uniform`] answers as before). Only builds values: safe under the
+    /// broker's auth lock.
+    pub fn with_dynsec(&self, dynsec: Option<&Arc<DynSec>>) -> AuthSet {
+        let mut done: Vec<(Arc<AuthConfig>, Arc<AuthConfig>)> = Vec::new();
+        let mut stamp = |a: &Arc<AuthConfig>| -> Arc<AuthConfig> {
+            if let Some((_, new)) = done.iter().find(|(old, _)| Arc::ptr_eq(old, a)) {
+                return new.clone();
+            }
+            let new = Arc::new(AuthConfig {
+                dynsec: dynsec.cloned(),
+                ..AuthConfig::clone(a)
+            });
+            done.push((a.clone(), new.clone()));
+            new
+        };
+        let default = stamp(&self.default);
+        let listeners = self.listeners.iter().map(&mut stamp).collect();
+        AuthSet { default, listeners }
     }
 }
 
@@ -297,7 +353,7 @@ mod tests {
         let config = Config::default();
         let set = AuthSet::load(&config).unwrap();
         assert!(set.uniform().is_some());
-        assert!(!set.any_acl());
+        assert!(!set.restricts());
     }
 
     #[test]

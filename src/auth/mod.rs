@@ -24,9 +24,17 @@
 //! - **SUBSCRIBE** ([`AuthConfig::check_subscribe`]): Mosquitto accepts any filter; Starling
 //!   also refuses filters under which provably nothing is readable (see [`acl`]).
 //!
+//! With `auth.dynamic_security` ([`dynsec`], Mosquitto's dynamic-security plugin), dynsec
+//! decides first, as the plugin does in Mosquitto: a username that is a dynsec client is judged
+//! by it alone at CONNECT ([`AuthConfig::check_connect`]); others go to the password file and
+//! are refused without one. For topics, where dynsec has no answer (unknown username, or no
+//! match and a denying default) the ACL file decides, or the access is denied. The dynsec state
+//! is changed only by its control API, never by a reload ([`crate::broker::dynsec`]).
+//!
 //! Neither passwords nor hashes are ever logged, and `Debug` output omits them.
 
 pub mod acl;
+pub mod dynsec;
 pub mod enhanced;
 pub mod listeners;
 pub mod password;
@@ -52,6 +60,10 @@ pub struct AuthConfig {
     pub acl: Option<Arc<AclFile>>,
     /// Whether clients without a username may connect (the effective value, defaults applied).
     pub allow_anonymous: bool,
+    /// Mosquitto-compatible dynamic security, when `auth.dynamic_security` is set: consulted
+    /// before the password and ACL files (see [`dynsec`] and the precedence in this module's
+    /// doc). Changed only through its control API, never by a reload.
+    pub dynsec: Option<Arc<dynsec::DynSec>>,
 }
 
 impl Default for AuthConfig {
@@ -62,6 +74,7 @@ impl Default for AuthConfig {
             passwords: None,
             acl: None,
             allow_anonymous: true,
+            dynsec: None,
         }
     }
 }
@@ -131,6 +144,9 @@ pub enum AuthError {
         #[source]
         source: std::io::Error,
     },
+    /// `auth.dynamic_security` could not be read or is not Mosquitto's format.
+    #[error("invalid auth.dynamic_security {0}")]
+    Dynsec(#[source] dynsec::DynsecError),
     /// An ACL file could not be read or does not parse; `key` as for `PasswordFile`.
     #[error("invalid {key} {}: {source}", path.display())]
     AclFile {
@@ -148,14 +164,15 @@ impl AuthConfig {
     /// [`AuthSet::load`] for every listener at once.
     pub fn load(cfg: &AuthSection, listeners_all_loopback: bool) -> Result<AuthConfig, AuthError> {
         let names = listeners::KeyNames::global();
-        let auth = AuthFiles::default().load(cfg, listeners_all_loopback, &names)?;
+        let auth = AuthFiles::for_start(cfg)?.load(cfg, listeners_all_loopback, &names)?;
         auth.warn_if_closed(cfg, &names.scope);
         Ok(AuthConfig::clone(&auth))
     }
 
-    /// Says once that nobody can connect, when that is what `cfg` amounts to.
+    /// Says once that nobody can connect, when that is what `cfg` amounts to (dynamic security
+    /// can let clients in, so it never does with it).
     fn warn_if_closed(&self, cfg: &AuthSection, scope: &str) {
-        if self.passwords.is_some() || self.allow_anonymous {
+        if self.checks_passwords() || self.allow_anonymous {
             return;
         }
         if cfg.allow_anonymous.is_none() {
@@ -169,6 +186,44 @@ impl AuthConfig {
                 "{scope}: allow_anonymous is false and no password file is set: every client \
                  will be refused"
             );
+        }
+    }
+
+    /// Whether anything restricts topics (an ACL file or dynamic security): without, every
+    /// topic is allowed but for the `$SYS`/`$share` rules, and callers skip the checks.
+    pub fn restricts(&self) -> bool {
+        self.acl.is_some() || self.dynsec.is_some()
+    }
+
+    /// Whether usernames are checked against something (a password file or dynamic
+    /// security); a CONNECT with a username then costs a PBKDF2.
+    pub fn checks_passwords(&self) -> bool {
+        self.passwords.is_some() || self.dynsec.is_some()
+    }
+
+    /// The CONNECT check with dynamic security first: a username that is a dynsec client is
+    /// judged by it alone ([`dynsec::DynSec::check_login`]); any other is left to
+    /// [`AuthConfig::check_login`], and refused when there is no password file to vouch for it.
+    /// `client_id` is the effective one (assigned when the client sent none).
+    pub fn check_connect(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> AuthDecision {
+        let (Some(d), Some(user)) = (&self.dynsec, username) else {
+            return self.check_login(username, password);
+        };
+        if password.is_some_and(password::is_empty_password) {
+            return AuthDecision::EmptyPassword;
+        }
+        match d.check_login(client_id, user, password) {
+            dynsec::LoginVerdict::Allowed => AuthDecision::Allow,
+            dynsec::LoginVerdict::Refused => AuthDecision::BadCredentials,
+            dynsec::LoginVerdict::Unknown if self.passwords.is_none() => {
+                AuthDecision::BadCredentials
+            }
+            dynsec::LoginVerdict::Unknown => self.check_login(username, password),
         }
     }
 
@@ -215,6 +270,9 @@ impl AuthConfig {
         username: Option<&str>,
         password_checked: bool,
     ) -> bool {
+        if let Some(verdict) = self.dynsec_still_admits(before, username, password_checked) {
+            return verdict;
+        }
         match (&self.passwords, username) {
             (None, _) | (Some(_), None) => self.allow_anonymous,
             (Some(now), Some(user)) => {
@@ -227,8 +285,30 @@ impl AuthConfig {
         }
     }
 
+    /// [`AuthConfig::still_admits`] for clients dynamic security judges (anonymous ones, and
+    /// usernames it knows now or knew before): admitted again only when dynsec judges them
+    /// exactly as before ([`dynsec::DynSec::same_identity`]). None for the others.
+    fn dynsec_still_admits(
+        &self,
+        before: &AuthConfig,
+        username: Option<&str>,
+        password_checked: bool,
+    ) -> Option<bool> {
+        let now = self.dynsec.as_ref()?;
+        let was = before.dynsec.as_ref();
+        match username {
+            None => {
+                Some(self.allow_anonymous && was.is_some_and(|was| was.same_identity(now, None)))
+            }
+            Some(u) if now.knows(u) || was.is_some_and(|was| was.knows(u)) => {
+                Some(password_checked && was.is_some_and(|was| was.same_identity(now, Some(u))))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// Whether the client may read (receive) or write (publish) `topic`: the `$SYS`/`$share`
-    /// rules, then the ACL file if there is one. Pass the client's effective id (the assigned
+    /// rules, then dynamic security if set, then the ACL file if there is one. Pass the client's effective id (the assigned
     /// one when it sent none).
     pub fn check_acl(
         &self,
@@ -237,6 +317,23 @@ impl AuthConfig {
         topic: &str,
         access: Access,
     ) -> bool {
+        if let Some(d) = &self.dynsec {
+            if !acl::dollar_check(topic, access) {
+                return false;
+            }
+            let action = match access {
+                Access::Read => dynsec::Action::Receive,
+                Access::Write => dynsec::Action::Send,
+            };
+            if let Some(verdict) = d.check(username, topic, action) {
+                return verdict;
+            }
+            // No answer from dynsec: the ACL file decides, or nothing grants it.
+            return self
+                .acl
+                .as_ref()
+                .is_some_and(|acl| acl.check(client_id, username, topic, access));
+        }
         match &self.acl {
             Some(acl) => acl.check(client_id, username, topic, access),
             None => acl::dollar_check(topic, access),
@@ -251,11 +348,45 @@ impl AuthConfig {
         username: Option<&str>,
         filter: &str,
     ) -> SubscribeVerdict {
+        if let Some(d) = &self.dynsec {
+            return match d.check(username, filter, dynsec::Action::Subscribe) {
+                Some(true) => SubscribeVerdict::Granted,
+                Some(false) => SubscribeVerdict::Denied,
+                None => match &self.acl {
+                    Some(acl) => acl.check_subscribe(client_id, username, filter),
+                    None => SubscribeVerdict::Denied,
+                },
+            };
+        }
         match &self.acl {
             Some(acl) => acl.check_subscribe(client_id, username, filter),
             None => SubscribeVerdict::Granted,
         }
     }
+
+    /// Whether the client may remove its subscription `filter`: only dynamic security has a
+    /// say (`unsubscribeLiteral`/`unsubscribePattern`, default `unsubscribe`); with no answer
+    /// from it, allowed when an ACL file is in use (it has no unsubscribe rules) and refused
+    /// otherwise, as in Mosquitto, where nothing granting it means denied.
+    pub fn check_unsubscribe(&self, username: Option<&str>, filter: &str) -> bool {
+        match &self.dynsec {
+            Some(d) => d
+                .check(username, filter, dynsec::Action::Unsubscribe)
+                .unwrap_or(self.acl.is_some()),
+            None => true,
+        }
+    }
+}
+
+/// Loads the dynamic-security file, logging what it holds.
+fn load_dynsec(path: &std::path::Path) -> Result<dynsec::DynSec, AuthError> {
+    let d = dynsec::DynSec::load(path).map_err(AuthError::Dynsec)?;
+    let (clients, groups, roles) = d.counts();
+    tracing::info!(
+        "{}: dynamic security with {clients} clients, {groups} groups, {roles} roles",
+        path.display()
+    );
+    Ok(d)
 }
 
 #[cfg(test)]

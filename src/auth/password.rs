@@ -435,6 +435,19 @@ pub fn hash_password(password: &[u8], iterations: u32) -> Result<String, HashPas
     Ok(hash_with_salt(password, &salt, iterations))
 }
 
+/// PBKDF2-HMAC-SHA512 of `password` up to its first NUL byte (as Mosquitto reads a client's
+/// password), 64 bytes: the digest `$7$` entries and Mosquitto's dynamic-security file store.
+pub fn pbkdf2_sha512(password: &[u8], salt: &[u8], iterations: u32) -> [u8; HASH_LEN] {
+    digest(Kind::Pbkdf2 { iterations }, c_string(password), salt)
+}
+
+/// A fresh random salt of [`SALT_LEN`] bytes from the OS CSPRNG.
+pub fn random_salt() -> Result<[u8; SALT_LEN], HashPasswordError> {
+    let mut salt = [0u8; SALT_LEN];
+    getrandom::fill(&mut salt).map_err(HashPasswordError::Random)?;
+    Ok(salt)
+}
+
 /// [`hash_password`] with a given salt (deterministic; for tests).
 fn hash_with_salt(password: &[u8], salt: &[u8], iterations: u32) -> String {
     let hash = digest(Kind::Pbkdf2 { iterations }, c_string(password), salt);

@@ -15,6 +15,7 @@ fn with_file(allow_anonymous: bool) -> AuthConfig {
         passwords: Some(Arc::new(PasswordFile::parse(ALICE))),
         acl: None,
         allow_anonymous,
+        dynsec: None,
     }
 }
 

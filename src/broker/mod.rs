@@ -40,6 +40,7 @@
 mod admin;
 mod budget;
 pub mod cluster;
+pub mod dynsec;
 mod ingress;
 mod registry;
 mod retained;
@@ -47,7 +48,7 @@ mod routing;
 mod timers;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -97,6 +98,9 @@ pub struct BrokerState {
     cluster: Arc<dyn cluster::Cluster>,
     /// Failed logins per peer address, shared by everything that checks credentials.
     login_slowdown: Arc<LoginSlowdown>,
+    /// The dynamic-security control task's queue, when `auth.dynamic_security` is set (see
+    /// [`dynsec`]).
+    dynsec_control: OnceLock<tokio::sync::mpsc::Sender<dynsec::ControlRequest>>,
 }
 
 impl BrokerState {
@@ -136,6 +140,7 @@ impl BrokerState {
             stopping: AtomicBool::new(false),
             persistence: None,
             cluster: Arc::new(cluster::LocalCluster),
+            dynsec_control: OnceLock::new(),
         }
     }
 
@@ -215,9 +220,30 @@ impl BrokerState {
     /// no longer let in are disconnected (see [`BrokerState::revoke_logins`]), and
     /// subscriptions their listener's new ACL refuses outright are dropped; READ and WRITE are
     /// checked per message anyway. Returns how many subscriptions were dropped.
+    ///
+    /// The dynamic-security state is not part of it: the running one is put into every
+    /// snapshot of `auth` whatever it held, since only its control API changes it
+    /// ([`BrokerState::replace_dynsec`]), so a reload can never undo a change made through it.
     pub fn replace_auth(&self, auth: AuthSet) -> usize {
-        let auth = Arc::new(auth);
-        let before = std::mem::replace(&mut *self.auth.write(), auth.clone());
+        self.swap_auth(move |before| auth.with_dynsec(before.dynsec()))
+    }
+
+    /// Installs a new dynamic-security state (after its control API changed it and the file
+    /// was written) into every listener's snapshot, with the same consequences as
+    /// [`BrokerState::replace_auth`]: clients whose record, groups or roles changed are
+    /// disconnected and judged afresh when they reconnect, on whichever listener they are.
+    pub fn replace_dynsec(&self, dynsec: Arc<crate::auth::dynsec::DynSec>) -> usize {
+        self.swap_auth(move |before| before.with_dynsec(Some(&dynsec)))
+    }
+
+    /// Derives the next snapshots from the current ones under the auth write lock (`next` only
+    /// builds values: it calls nothing out), then applies the consequences with no lock held.
+    fn swap_auth(&self, next: impl FnOnce(&AuthSet) -> AuthSet) -> usize {
+        let (before, auth) = {
+            let mut current = self.auth.write();
+            let auth = Arc::new(next(&current));
+            (std::mem::replace(&mut *current, auth.clone()), auth)
+        };
         self.auth_generation.fetch_add(1, Ordering::AcqRel);
         self.revoke_logins(&before, &auth);
         let mut dropped = 0;

@@ -94,7 +94,7 @@ impl BrokerState {
         }
         let targets = self.route(&msg);
         let auth = self.auth.read().clone();
-        let acl = auth.any_acl();
+        let acl = auth.restricts();
         let uniform = auth.uniform();
         let mut blocked = Vec::new();
         for t in targets {

@@ -201,6 +201,11 @@ impl Config {
             "every topic is allowed (except publishing into $SYS)",
         );
         note(
+            self.auth.dynamic_security.is_some(),
+            "auth.dynamic_security",
+            "no dynamic security ($CONTROL/dynamic-security/v1 is not served)",
+        );
+        note(
             self.mqtt.persistent_client_expiration.is_some(),
             "mqtt.persistent_client_expiration",
             "persistent sessions never expire",

@@ -15,6 +15,7 @@ impl Config {
         for (key, path) in [
             ("auth.password_file", &self.auth.password_file),
             ("auth.acl_file", &self.auth.acl_file),
+            ("auth.dynamic_security", &self.auth.dynamic_security),
             ("log.file", &self.log.file),
         ] {
             if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {

@@ -37,6 +37,9 @@ struct Translator {
     current: Option<Draft>,
     per_listener: bool,
     persistence_set: bool,
+    /// The last `plugin` line loads Mosquitto's dynamic-security plugin, so its
+    /// `plugin_opt_config_file` is `auth.dynamic_security`.
+    dynsec_plugin: bool,
 }
 
 /// Translates `lines`, in the order Mosquitto reads them.
@@ -53,6 +56,7 @@ pub fn translate(lines: &[Line]) -> Migration {
             .iter()
             .any(|l| l.key == "per_listener_settings" && l.rest == "true"),
         persistence_set: false,
+        dynsec_plugin: false,
     };
     for line in lines {
         t.option(line);
@@ -77,6 +81,20 @@ impl Translator {
             return self.simple(l, section, name, *conv);
         }
         match key {
+            "plugin" | "auth_plugin" => {
+                self.dynsec_plugin = l.rest.contains("dynamic_security");
+                if self.dynsec_plugin {
+                    self.note(
+                        l,
+                        "Starling's built-in dynamic security (auth.dynamic_security)",
+                    );
+                } else {
+                    self.left_out(l, options::no_equivalent(key));
+                }
+            }
+            "plugin_opt_config_file" if self.dynsec_plugin => {
+                self.simple(l, "auth", "dynamic_security", Conv::Str);
+            }
             "per_listener_settings" => match l.rest.as_str() {
                 "false" => self.note(l, "as Starling: one [auth] for all listeners"),
                 "true" => self.note(
@@ -268,6 +286,7 @@ impl Translator {
             "password_file",
             "acl_file",
             "persistence_location",
+            "plugin_opt_config_file",
         ];
         if PATHS.contains(&l.key.as_str()) && std::path::Path::new(&l.rest).is_relative() {
             self.warn(
@@ -508,6 +527,40 @@ mod tests {
         assert_eq!(bind.value, Value::String("10.0.0.1:1884".into()));
         assert_eq!(bind.from, "m.conf:2, m.conf:1");
         assert!(m.left_out.is_empty(), "{:?}", m.left_out);
+    }
+
+    #[test]
+    fn the_dynamic_security_plugin_becomes_auth_dynamic_security() {
+        let m = translate(&[
+            line("listener", "1883", 1),
+            line(
+                "plugin",
+                "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+                2,
+            ),
+            line(
+                "plugin_opt_config_file",
+                "/etc/mosquitto/dynamic-security.json",
+                3,
+            ),
+            line("plugin", "/usr/lib/other_auth.so", 4),
+            line("plugin_opt_config_file", "/etc/other.conf", 5),
+        ]);
+        let auth = &m.sections.iter().find(|s| s.0 == "auth").unwrap().1;
+        let e = auth
+            .iter()
+            .find(|e| e.key.as_deref() == Some("dynamic_security"))
+            .expect("auth.dynamic_security");
+        assert_eq!(
+            e.value,
+            Value::String("/etc/mosquitto/dynamic-security.json".into())
+        );
+        let left: Vec<_> = m.left_out.iter().map(|n| n.option.as_str()).collect();
+        assert_eq!(
+            left,
+            ["plugin", "plugin_opt_config_file"],
+            "the other plugin's lines"
+        );
     }
 
     #[test]

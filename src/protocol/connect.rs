@@ -60,21 +60,28 @@ pub(super) fn expiry_from_secs(secs: u32) -> Option<Duration> {
     (secs != u32::MAX).then(|| Duration::from_secs(u64::from(secs)))
 }
 
-/// The password check. PBKDF2 costs milliseconds, so with a password file it runs on a
-/// blocking thread, never on the reactor.
+/// The password check (dynamic security, then the password file). PBKDF2 costs
+/// milliseconds, so when a username is checked it runs on a blocking thread, never on the
+/// reactor.
 async fn check_login(
     auth: &Arc<AuthConfig>,
+    client_id: &str,
     username: Option<&str>,
     password: Option<&bytes::Bytes>,
 ) -> AuthDecision {
-    if auth.passwords.is_none() || username.is_none() {
-        return auth.check_login(username, password.map(|p| &p[..]));
+    if !auth.checks_passwords() || username.is_none() {
+        return auth.check_connect(client_id, username, password.map(|p| &p[..]));
     }
     let auth = auth.clone();
+    let client_id = client_id.to_owned();
     let username = username.map(str::to_owned);
     let password = password.cloned();
     tokio::task::spawn_blocking(move || {
-        auth.check_login(username.as_deref(), password.as_ref().map(|p| &p[..]))
+        auth.check_connect(
+            &client_id,
+            username.as_deref(),
+            password.as_ref().map(|p| &p[..]),
+        )
     })
     .await
     .unwrap_or(AuthDecision::NotAuthorized)
@@ -316,7 +323,7 @@ fn check_will(
     {
         (ReasonCode::TOPIC_NAME_INVALID, "will topic in $SYS")
     } else if !super::is_sys_topic(&will.topic)
-        && auth.acl.is_some()
+        && auth.restricts()
         && !auth.check_acl(client_id, c.username.as_deref(), &will.topic, Access::Write)
     {
         // A will is a PUBLISH made later on the client's behalf: WRITE applies at CONNECT,
@@ -340,7 +347,7 @@ fn check_will(
 fn bridge_state_will(c: &codec::Connect, topic: &str, client_id: &str, auth: &AuthConfig) -> bool {
     c.bridge
         && super::bridge::is_own_state(topic, client_id)
-        && (auth.acl.is_none()
+        && (!auth.restricts()
             || auth.check_acl(client_id, c.username.as_deref(), topic, Access::Write))
 }
 
@@ -407,7 +414,13 @@ async fn login(
     terms: &Terms,
     peer: &PeerAddr,
 ) -> Result<(), Refusal> {
-    let decision = check_login(&terms.auth, c.username.as_deref(), c.password.as_ref()).await;
+    let decision = check_login(
+        &terms.auth,
+        &terms.client_id,
+        c.username.as_deref(),
+        c.password.as_ref(),
+    )
+    .await;
     if decision.is_allowed() {
         return Ok(());
     }
@@ -438,7 +451,7 @@ async fn login(
 fn login_kind(c: &codec::Connect, terms: &Terms, enhanced_auth: bool) -> Login {
     if enhanced_auth || terms.cert_user {
         Login::External
-    } else if terms.auth.passwords.is_some() && c.username.is_some() {
+    } else if terms.auth.checks_passwords() && c.username.is_some() {
         Login::Password
     } else {
         Login::Unchecked

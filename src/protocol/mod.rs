@@ -7,6 +7,7 @@ mod acks;
 mod bridge;
 mod close;
 mod connect;
+mod control;
 mod outbound;
 pub mod outbox;
 pub mod peer;
@@ -330,7 +331,7 @@ impl Handler {
 
     fn may_write(&mut self, topic: &str) -> bool {
         let auth = self.auth();
-        auth.acl.is_none()
+        !auth.restricts()
             || auth.check_acl(
                 &self.client_id,
                 self.username.as_deref(),
@@ -396,7 +397,7 @@ impl Handler {
             QoS::AtLeastOnce => Some(Packet::PubAck(PubResp::new(pid))),
             QoS::ExactlyOnce => Some(Packet::PubRec(PubResp::new(pid))),
         };
-        let ack = if forward && !denied && !too_large {
+        let ack = if forward && !denied && !too_large && !self.consume_control(&topic, &p) {
             self.route(topic, p, ack, out)
         } else {
             ack

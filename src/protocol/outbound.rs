@@ -82,7 +82,7 @@ impl Handler {
         let username = self.username.clone();
         let client_id = self.client_id.clone();
         let may_read = |d: &Delivery| {
-            auth.acl.is_none()
+            !auth.restricts()
                 || auth.check_acl(&client_id, username.as_deref(), &d.msg.topic, Access::Read)
         };
         loop {
@@ -151,7 +151,7 @@ impl Handler {
         let auth = self.auth();
         let keep = |m: &crate::message::Message| {
             !m.is_expired(now)
-                && (auth.acl.is_none()
+                && (!auth.restricts()
                     || auth.check_acl(
                         &self.client_id,
                         self.username.as_deref(),

@@ -161,7 +161,7 @@ impl Handler {
         sub_id: Option<u32>,
     ) -> Option<ReasonCode> {
         let auth = self.auth();
-        let denied = auth.acl.is_some()
+        let denied = auth.restricts()
             && self.version != ProtocolVersion::V31
             && auth.check_subscribe(&self.client_id, self.username.as_deref(), filter)
                 == SubscribeVerdict::Denied;
@@ -236,6 +236,7 @@ impl Handler {
 
     pub(super) fn on_unsubscribe(&mut self, unsub: codec::Unsubscribe, out: &mut Outbox) {
         let mut problems = Vec::new();
+        let auth = self.auth();
         let reasons = unsub
             .filters
             .iter()
@@ -243,6 +244,13 @@ impl Handler {
                 if !topic::valid_topic_filter(f) {
                     problems.push(format!("{f}: Topic Filter invalid"));
                     ReasonCode::TOPIC_FILTER_INVALID
+                } else if !auth.check_unsubscribe(self.username.as_deref(), f) {
+                    // Dynamic security's unsubscribe ACLs: the subscription stays, as in
+                    // Mosquitto (a 3.x UNSUBACK has no way to say so).
+                    crate::refusal!(client_id = %self.client_id, peer = %self.peer, filter = %f,
+                        "unsubscribe denied by dynamic security");
+                    problems.push(format!("{f}: not authorized to unsubscribe"));
+                    ReasonCode::NOT_AUTHORIZED
                 } else if self.broker.unsubscribe(&self.session, f) {
                     if self.session.is_persistent() {
                         self.store_required(vec![Op::DeleteSubscription {

@@ -167,7 +167,7 @@ pub struct SessionMeta {
 /// How a connection was admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Login {
-    /// Its username and password were checked against the password file.
+    /// Its username and password were checked against the password file or dynamic security.
     Password,
     /// Nothing was checked: no username, or no password file (anonymous access).
     Unchecked,
