@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::{Properties, QoS};
+use crate::codec::{BoxedProperties, QoS};
 use crate::storage::{forwarded_properties, unix_ms_now, StoredMessage};
 
 /// Where a message entered this broker, so that it is never sent back where it came from (a
@@ -35,7 +35,7 @@ pub struct Message {
     /// Properties forwarded to subscribers (v5): payload format, content type, response topic,
     /// correlation data, user properties. Message expiry is kept as `expires_at` instead, and
     /// topic alias / subscription identifiers are per connection.
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// From the Message Expiry Interval; the remaining interval is forwarded.
     pub expires_at: Option<Instant>,
     /// Client id of the publisher, for No Local; None for messages the broker itself publishes.
@@ -54,7 +54,7 @@ impl Message {
             payload,
             qos,
             retain,
-            properties: Properties::default(),
+            properties: BoxedProperties::default(),
             expires_at: None,
             publisher: None,
             origin: Origin::Local,
@@ -119,7 +119,7 @@ impl StoredMessage {
             payload: self.payload.clone(),
             qos: self.qos,
             retain: self.retain,
-            properties: self.properties.clone(),
+            properties: self.properties.clone().into(),
             expires_at: self
                 .expires_at_unix_ms
                 .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
@@ -134,6 +134,7 @@ impl StoredMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Properties;
 
     /// Every property a stored message keeps.
     fn full_properties() -> Properties {
@@ -150,7 +151,7 @@ mod tests {
     #[test]
     fn message_conversion_round_trips() {
         let mut m = Message::new("a/b", Bytes::from_static(b"p"), QoS::AtLeastOnce, true);
-        m.properties = full_properties();
+        m.properties = full_properties().into();
         m.properties.topic_alias = Some(1);
         m.publisher = Some(Arc::from("pub"));
         m.set_expiry_interval(Some(100), std::time::Instant::now());

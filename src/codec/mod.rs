@@ -25,7 +25,7 @@ pub use encode::{
     encode, encode_publish, encode_publish_parts, encoded_len, fit_within, PublishHeader,
 };
 pub use error::DecodeError;
-pub use properties::Properties;
+pub use properties::{BoxedProperties, Properties};
 pub use reason::ReasonCode;
 
 use bytes::Bytes;

@@ -420,3 +420,43 @@ pub(crate) fn write_properties<S: Sink>(p: &Properties, len: usize, s: &mut S) {
     s.var_int(len);
     write_body(p, s);
 }
+
+/// Properties kept with a routed or retained message: boxed only when there are any. Most
+/// messages (every 3.x one) carry none, and an inline [`Properties`] is ~340 bytes in every
+/// message record. Reads see an empty `Properties` when absent; the first write allocates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BoxedProperties(Option<Box<Properties>>);
+
+/// What an absent [`BoxedProperties`] reads as.
+static EMPTY: std::sync::LazyLock<Properties> = std::sync::LazyLock::new(Properties::default);
+
+impl BoxedProperties {
+    /// The properties, unboxed (a copy of the empty set when absent).
+    pub fn into_inner(self) -> Properties {
+        self.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
+impl From<Properties> for BoxedProperties {
+    fn from(p: Properties) -> Self {
+        if p == *EMPTY {
+            BoxedProperties(None)
+        } else {
+            BoxedProperties(Some(Box::new(p)))
+        }
+    }
+}
+
+impl std::ops::Deref for BoxedProperties {
+    type Target = Properties;
+
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for BoxedProperties {
+    fn deref_mut(&mut self) -> &mut Properties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}

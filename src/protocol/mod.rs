@@ -596,7 +596,7 @@ impl Handler {
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
-            properties: props,
+            properties: props.into(),
             expires_at: None,
             publisher: Some(self.client_id.clone()),
             origin: crate::message::Origin::Local,

@@ -215,14 +215,15 @@ impl Handler {
         // own copy of the properties; everything else encodes the shared message as is.
         let owned;
         let properties = if per_subscriber {
-            let mut p = msg.properties.clone();
+            // Unboxed: a copy for this one encode, never stored.
+            let mut p = codec::Properties::clone(&msg.properties);
             p.message_expiry_interval = msg.remaining_expiry(now);
             p.subscription_identifiers.clone_from(&d.subscription_ids);
             p.topic_alias = alias.map(|(a, _)| a);
             owned = p;
             &owned
         } else {
-            &msg.properties
+            &*msg.properties
         };
         let topic: &str = match alias {
             Some((_, true)) => "",

@@ -54,7 +54,7 @@ pub fn publish_will(broker: &BrokerState, client_id: &Arc<str>, will: codec::Wil
         payload: will.payload,
         qos: will.qos,
         retain: will.retain,
-        properties: props,
+        properties: props.into(),
         expires_at: None,
         publisher: Some(client_id.clone()),
         origin: crate::message::Origin::Local,
