@@ -555,7 +555,7 @@ fn retained_put_replace_delete(f: Fixture) {
     let mut rich = message("a/b", b"v1");
     rich.retain = true;
     rich.qos = QoS::ExactlyOnce;
-    rich.properties = full_properties().into();
+    rich.properties = full_properties();
     rich.expires_at_unix_ms = Some(123);
     rich.publisher = Some("p".into());
     s.write(
