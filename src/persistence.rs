@@ -70,6 +70,16 @@ impl Persistence {
             .clone()
     }
 
+    /// The stored form of `msg` without caching it in the message: for a retained message, which
+    /// lives on in the retained store, a cached stored form would keep a second copy of its
+    /// topic, publisher and properties in memory for as long as it is retained.
+    pub fn stored_copy(&self, msg: &Message) -> StoredMessage {
+        match msg.stored.get() {
+            Some((_, stored)) => stored.as_ref().clone(),
+            None => StoredMessage::from_message(msg),
+        }
+    }
+
     /// The queue entry for a delivery that got stored position `seq`.
     pub fn enqueue_op(&self, client_id: &str, seq: u64, d: &Delivery) -> Op {
         let (msg_id, msg) = self.stored(&d.msg);

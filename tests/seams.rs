@@ -76,7 +76,7 @@ async fn cluster_hears_local_traffic_but_never_a_peers_own_message() {
         "t/peer",
         b"2",
         QoS::AtLeastOnce,
-        Origin::Peer(Arc::from("n2")),
+        Origin::Peer(Arc::new("n2".to_string())),
     );
     h.state()
         .publish_acknowledged(from_peer)
@@ -132,7 +132,7 @@ async fn fed_in_publish_resolves_once_stored_for_an_offline_persistent_subscribe
         "b/1",
         b"over the bridge",
         QoS::AtLeastOnce,
-        Origin::Bridge(Arc::from("site")),
+        Origin::Bridge(Arc::new("site".to_string())),
     );
     h.state()
         .publish_acknowledged(bridged)

@@ -28,7 +28,7 @@ fn weight(msg: &Message) -> u64 {
 impl Retained {
     fn insert(&mut self, msg: &Arc<Message>) {
         self.bytes += weight(msg);
-        if let Some(old) = self.store.insert(&msg.topic, msg.clone()) {
+        if let Some(old) = self.store.insert(msg.topic.clone(), msg.clone()) {
             self.bytes -= weight(&old);
         }
     }
@@ -117,7 +117,7 @@ impl BrokerState {
                     topic: msg.topic.to_string(),
                 }
             } else {
-                Op::PutRetained(p.stored(msg).1.as_ref().clone())
+                Op::PutRetained(p.stored_copy(msg))
             });
         }
     }
@@ -127,11 +127,14 @@ impl BrokerState {
     /// fixed set) is not bounded.
     fn store_retained(&self, msg: &Arc<Message>) -> bool {
         let cfg = &self.config.retained;
+        // Copied before taking the lock: the routed message's payload may be a slice of the
+        // publisher's read buffer, which a retained message would otherwise keep alive.
+        let kept = (!msg.payload.is_empty()).then(|| Arc::new(msg.detached()));
         let mut retained = self.retained.write();
-        if msg.payload.is_empty() {
+        let Some(kept) = kept else {
             retained.remove(&msg.topic);
             return true;
-        }
+        };
         let new_topic = retained.store.get(&msg.topic).is_none();
         if new_topic
             && !msg.topic.starts_with("$SYS")
@@ -139,7 +142,7 @@ impl BrokerState {
         {
             return false;
         }
-        retained.insert(msg);
+        retained.insert(&kept);
         true
     }
 }

@@ -16,33 +16,125 @@
 //! - Insert, remove, match, iteration and drop are iterative: a topic with 30k levels cannot
 //!   overflow the stack.
 
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// One topic level.
+/// A child's key: one topic level, as a byte range of a topic string that a retained message
+/// brought. Levels share that string, so a level costs no allocation of its own (a retained
+/// message used to pay one boxed string per level besides its topic).
+#[derive(Clone)]
+struct Level {
+    topic: Arc<str>,
+    start: u32,
+    end: u32,
+}
+
+impl Level {
+    fn as_str(&self) -> &str {
+        // The range was cut at `/` boundaries of this very string; `get` only keeps this
+        // panic-free.
+        self.topic
+            .get(self.start as usize..self.end as usize)
+            .unwrap_or("")
+    }
+}
+
+impl Borrow<str> for Level {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Level {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Level {}
+
+impl PartialOrd for Level {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Level {
+    /// The same order as the level strings, as `Borrow<str>` requires.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+/// The levels of `topic` as byte ranges. Topic names are at most 65,535 bytes [MQTT-1.5.4-1],
+/// so the offsets fit in `u32`.
+fn level_ranges(topic: &str) -> impl Iterator<Item = (u32, u32)> + '_ {
+    let mut start = 0usize;
+    topic.split('/').map(move |level| {
+        let range = (start as u32, (start + level.len()) as u32);
+        start += level.len() + 1;
+        range
+    })
+}
+
+type Children<M> = BTreeMap<Level, RNode<M>>;
+
+/// One topic level. Most nodes are leaves, so the child map is boxed only when there is one.
 struct RNode<M> {
-    children: BTreeMap<Box<str>, RNode<M>>,
+    children: Option<Box<Children<M>>>,
     value: Option<(Arc<str>, M)>,
 }
 
 impl<M> RNode<M> {
     fn new() -> Self {
         RNode {
-            children: BTreeMap::new(),
+            children: None,
             value: None,
         }
+    }
+
+    fn child(&self, level: &str) -> Option<&RNode<M>> {
+        self.children.as_ref()?.get(level)
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut RNode<M>> {
+        self.children.as_mut()?.get_mut(level)
+    }
+
+    fn has_children(&self) -> bool {
+        self.children.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
+    fn child_count(&self) -> usize {
+        self.children.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// The children with their keys, in key order.
+    fn entries(&self) -> impl Iterator<Item = (&str, &RNode<M>)> {
+        self.children
+            .iter()
+            .flat_map(|c| c.iter().map(|(k, n)| (k.as_str(), n)))
+    }
+
+    /// The children, in key order.
+    fn nodes(&self) -> impl Iterator<Item = &RNode<M>> {
+        self.children.iter().flat_map(|c| c.values())
     }
 }
 
 impl<M> Drop for RNode<M> {
     /// Iterative, so dropping a very deep chain cannot overflow the stack.
     fn drop(&mut self) {
-        if self.children.is_empty() {
+        let Some(children) = self.children.take() else {
             return;
-        }
-        let mut stack: Vec<RNode<M>> = std::mem::take(&mut self.children).into_values().collect();
-        while let Some(mut n) = stack.pop() {
-            stack.extend(std::mem::take(&mut n.children).into_values());
+        };
+        let mut stack: Vec<Box<Children<M>>> = vec![children];
+        while let Some(map) = stack.pop() {
+            for (_, mut n) in *map {
+                stack.extend(n.children.take());
+            }
         }
     }
 }
@@ -86,20 +178,24 @@ impl<M> RetainedStore<M> {
     }
 
     /// Store or replace the retained message of `topic` [MQTT-3.3.1-5]; returns the previous
-    /// value. Replacing an existing topic allocates nothing.
-    pub fn insert(&mut self, topic: &str, msg: M) -> Option<M> {
+    /// value. Pass the message's own `Arc<str>` topic: the store keeps it (and cuts new levels'
+    /// keys from it) instead of copying it. Replacing an existing topic allocates nothing.
+    pub fn insert(&mut self, topic: impl Into<Arc<str>>, msg: M) -> Option<M> {
+        let topic: Arc<str> = topic.into();
         let mut node = &mut self.root;
-        for level in topic.split('/') {
-            if !node.children.contains_key(level) {
-                node.children.insert(level.into(), RNode::new());
-            }
-            // Present: inserted just above. `?` only keeps this panic-free.
-            node = node.children.get_mut(level)?;
+        for (start, end) in level_ranges(&topic) {
+            let key = Level {
+                topic: topic.clone(),
+                start,
+                end,
+            };
+            let children = node.children.get_or_insert_with(Box::default);
+            node = children.entry(key).or_insert_with(RNode::new);
         }
         match &mut node.value {
             Some((_, old)) => Some(std::mem::replace(old, msg)),
             None => {
-                node.value = Some((topic.into(), msg));
+                node.value = Some((topic, msg));
                 self.len += 1;
                 None
             }
@@ -112,7 +208,7 @@ impl<M> RetainedStore<M> {
     pub fn remove(&mut self, topic: &str) -> Option<M> {
         let mut node = &mut self.root;
         for level in topic.split('/') {
-            node = node.children.get_mut(level)?;
+            node = node.child_mut(level)?;
         }
         let (_, msg) = node.value.take()?;
         self.len -= 1;
@@ -126,30 +222,33 @@ impl<M> RetainedStore<M> {
         let mut node = &self.root;
         let mut cut: Option<usize> = None;
         for (depth, level) in topic.split('/').enumerate() {
-            let Some(child) = node.children.get(level) else {
+            let Some(child) = node.child(level) else {
                 return;
             };
-            if child.value.is_none() && child.children.len() <= 1 {
+            if child.value.is_none() && child.child_count() <= 1 {
                 cut.get_or_insert(depth);
             } else {
                 cut = None;
             }
             node = child;
         }
-        let Some(cut) = cut.filter(|_| node.children.is_empty()) else {
+        let Some(cut) = cut.filter(|_| !node.has_children()) else {
             return;
         };
         let mut parent = &mut self.root;
         let mut levels = topic.split('/');
         for level in levels.by_ref().take(cut) {
-            match parent.children.get_mut(level) {
+            match parent.child_mut(level) {
                 Some(n) => parent = n,
                 None => return,
             }
         }
-        if let Some(level) = levels.next() {
+        if let (Some(level), Some(children)) = (levels.next(), parent.children.as_mut()) {
             // Dropped iteratively by `RNode::drop`.
-            parent.children.remove(level);
+            children.remove(level);
+            if children.is_empty() {
+                parent.children = None;
+            }
         }
     }
 
@@ -157,7 +256,7 @@ impl<M> RetainedStore<M> {
     pub fn get(&self, topic: &str) -> Option<&M> {
         let mut node = &self.root;
         for level in topic.split('/') {
-            node = node.children.get(level)?;
+            node = node.child(level)?;
         }
         node.value.as_ref().map(|(_, m)| m)
     }
@@ -179,7 +278,7 @@ impl<M> RetainedStore<M> {
         let mut current: Option<&RNode<M>> = None;
         std::iter::from_fn(move || loop {
             if let Some(node) = current.take() {
-                stack.extend(node.children.values());
+                stack.extend(node.nodes());
                 if let Some((topic, m)) = &node.value {
                     return Some((&**topic, m));
                 }
@@ -201,21 +300,21 @@ impl<M: Clone> RetainedStore<M> {
         match level {
             "#" => {
                 // The root itself never holds a value: every topic has at least one level.
-                for (k, child) in &self.root.children {
+                for (k, child) in self.root.entries() {
                     if !k.starts_with('$') {
                         work.push(Work::All(child));
                     }
                 }
             }
             "+" => {
-                for (k, child) in &self.root.children {
+                for (k, child) in self.root.entries() {
                     if !(skip_dollar && k.starts_with('$')) {
                         work.push(Work::Filter(child, rest));
                     }
                 }
             }
             _ => {
-                if let Some(child) = self.root.children.get(level) {
+                if let Some(child) = self.root.child(level) {
                     work.push(Work::Filter(child, rest));
                 }
             }
@@ -226,7 +325,7 @@ impl<M: Clone> RetainedStore<M> {
                     if let Some((t, m)) = &node.value {
                         out.push((t.clone(), m.clone()));
                     }
-                    work.extend(node.children.values().map(Work::All));
+                    work.extend(node.nodes().map(Work::All));
                 }
                 Work::Filter(node, None) => {
                     if let Some((t, m)) = &node.value {
@@ -238,9 +337,9 @@ impl<M: Clone> RetainedStore<M> {
                     match level {
                         // `x/#` matches `x` itself and everything below [MQTT-4.7.1-2].
                         "#" => work.push(Work::All(node)),
-                        "+" => work.extend(node.children.values().map(|c| Work::Filter(c, rest))),
+                        "+" => work.extend(node.nodes().map(|c| Work::Filter(c, rest))),
                         _ => {
-                            if let Some(child) = node.children.get(level) {
+                            if let Some(child) = node.child(level) {
                                 work.push(Work::Filter(child, rest));
                             }
                         }

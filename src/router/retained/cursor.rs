@@ -11,7 +11,7 @@ use std::collections::btree_map;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::{split_level, RNode, RetainedStore};
+use super::{split_level, Level, RNode, RetainedStore};
 
 /// How the remaining filter treats a node.
 #[derive(Clone, Copy)]
@@ -35,7 +35,7 @@ fn pattern(rest: Option<&str>) -> Pat<'_> {
 
 /// The children of one node still to be visited.
 struct Frame<'a, 'f, 'c, M> {
-    children: btree_map::Range<'a, Box<str>, RNode<M>>,
+    children: btree_map::Range<'a, Level, RNode<M>>,
     /// How each of these children is matched.
     pat: Pat<'f>,
     /// Depth of these children (the root's children are at 0).
@@ -56,11 +56,9 @@ fn frame<'a, 'f, 'c, M>(
     on_path: Option<&'c str>,
     skip_dollar: bool,
 ) -> Option<Frame<'a, 'f, 'c, M>> {
-    if node.children.is_empty() {
-        return None;
-    }
+    let kids = node.children.as_deref().filter(|c| !c.is_empty())?;
     let from = on_path.map_or(Bound::Unbounded, Bound::Included);
-    let all = || node.children.range::<str, _>((from, Bound::Unbounded));
+    let all = || kids.range::<str, _>((from, Bound::Unbounded));
     let (children, pat) = match pat {
         Pat::Leaf => return None,
         Pat::All => (all(), Pat::All),
@@ -69,8 +67,7 @@ fn frame<'a, 'f, 'c, M>(
             ("#", _) => (all(), Pat::All),
             ("+", rest) => (all(), pattern(rest)),
             (level, rest) => (
-                node.children
-                    .range::<str, _>((Bound::Included(level), Bound::Included(level))),
+                kids.range::<str, _>((Bound::Included(level), Bound::Included(level))),
                 pattern(rest),
             ),
         },
@@ -116,11 +113,12 @@ impl<M: Clone> RetainedStore<M> {
                 stack.pop();
                 continue;
             };
+            let key = key.as_str();
             if top.skip_dollar && key.starts_with('$') {
                 continue;
             }
             // On the path: a prefix of the cursor, or the cursor itself; read already.
-            let on_path = match top.on_path.map(|k| (**key).cmp(k)) {
+            let on_path = match top.on_path.map(|k| key.cmp(k)) {
                 Some(Ordering::Less) => continue,
                 Some(Ordering::Equal) => true,
                 _ => false,

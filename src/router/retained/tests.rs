@@ -20,7 +20,7 @@ fn node_count<M>(s: &RetainedStore<M>) -> usize {
     let mut stack = vec![&s.root];
     let mut n = 0;
     while let Some(node) = stack.pop() {
-        stack.extend(node.children.values());
+        stack.extend(node.nodes());
         n += 1;
     }
     n - 1
@@ -85,7 +85,7 @@ const FILTERS: &[&str] = &[
 fn matches_agree_with_topic_matches_mqtt_4_7() {
     let mut s = RetainedStore::new();
     for (i, t) in TOPICS.iter().enumerate() {
-        assert_eq!(s.insert(t, i as u32), None);
+        assert_eq!(s.insert(*t, i as u32), None);
     }
     assert_eq!(s.len(), TOPICS.len());
     for filter in FILTERS {
@@ -123,8 +123,8 @@ fn dollar_topics_not_matched_by_leading_wildcards_mqtt_4_7_2_1() {
 fn plus_levels_visit_matching_branches_only() {
     let mut s = RetainedStore::new();
     for room in 0..50 {
-        s.insert(&format!("sensors/{room}/temp"), room);
-        s.insert(&format!("sensors/{room}/hum"), 1000 + room);
+        s.insert(format!("sensors/{room}/temp"), room);
+        s.insert(format!("sensors/{room}/hum"), 1000 + room);
     }
     s.insert("sensors//temp", 7777);
     let got = found(&s, "sensors/+/temp");
@@ -185,14 +185,14 @@ fn clear_removes_and_prunes_v311_mqtt_3_3_1_10_and_11() {
 fn remove_everything_leaves_empty_tree() {
     let mut s = RetainedStore::new();
     for (i, t) in TOPICS.iter().enumerate() {
-        s.insert(t, i as u32);
+        s.insert(*t, i as u32);
     }
     for t in TOPICS.iter().rev() {
         assert!(s.remove(t).is_some(), "{t}");
     }
     assert_eq!(s.len(), 0);
     assert_eq!(node_count(&s), 0);
-    assert!(s.root.children.is_empty() && s.root.value.is_none());
+    assert!(!s.root.has_children() && s.root.value.is_none());
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn iter_yields_every_message_once() {
     let mut s = RetainedStore::new();
     assert_eq!(s.iter().count(), 0);
     for (i, t) in TOPICS.iter().enumerate() {
-        s.insert(t, i as u32);
+        s.insert(*t, i as u32);
     }
     let mut got: Vec<(String, u32)> = s.iter().map(|(t, m)| (t.to_string(), *m)).collect();
     got.sort();
@@ -217,7 +217,7 @@ fn iter_yields_every_message_once() {
 fn hundred_thousand_retained_sanity() {
     let mut s: RetainedStore<u32> = RetainedStore::default();
     for i in 0..100_000u32 {
-        s.insert(&format!("site/{}/dev/{}", i % 1000, i), i);
+        s.insert(format!("site/{}/dev/{}", i % 1000, i), i);
     }
     assert_eq!(s.len(), 100_000);
     assert_eq!(found(&s, "site/17/dev/+").len(), 100);
@@ -237,14 +237,14 @@ fn hundred_thousand_retained_sanity() {
 fn deep_topics_do_not_overflow_the_stack() {
     let deep = "x/".repeat(30_000) + "y";
     let mut s = RetainedStore::new();
-    s.insert(&deep, 1);
+    s.insert(deep.as_str(), 1);
     s.insert("x", 2);
     assert_eq!(topics(&s, "#").len(), 2);
     assert_eq!(found(&s, &deep), [(deep.clone(), 1)]);
     assert_eq!(s.iter().count(), 2);
     assert_eq!(s.remove(&deep), Some(1));
     assert_eq!(node_count(&s), 1);
-    s.insert(&deep, 3);
+    s.insert(deep.as_str(), 3);
     drop(s);
 }
 
@@ -271,7 +271,7 @@ fn level_order(a: &str, b: &str) -> std::cmp::Ordering {
 fn matches_after_reads_every_match_once_in_order_in_any_batch_size() {
     let mut s = RetainedStore::new();
     for (i, t) in TOPICS.iter().enumerate() {
-        s.insert(t, i as u32);
+        s.insert(*t, i as u32);
     }
     for filter in FILTERS {
         let mut want: Vec<String> = TOPICS
@@ -294,7 +294,7 @@ fn matches_after_reads_every_match_once_in_order_in_any_batch_size() {
 fn matches_after_sees_changes_ahead_of_the_cursor_and_skips_removed_ones() {
     let mut s = RetainedStore::new();
     for i in 0..10u32 {
-        s.insert(&format!("r/{i}"), i);
+        s.insert(format!("r/{i}"), i);
     }
     let mut out = Vec::new();
     s.matches_after("r/#", None, 3, &mut out);
@@ -315,7 +315,7 @@ fn matches_after_sees_changes_ahead_of_the_cursor_and_skips_removed_ones() {
 fn matches_after_resumes_in_a_large_flat_level() {
     let mut s = RetainedStore::new();
     for i in 0..20_000u32 {
-        s.insert(&format!("ret/{i}"), i);
+        s.insert(format!("ret/{i}"), i);
     }
     let all = in_batches(&s, "ret/#", 64);
     assert_eq!(all.len(), 20_000);
@@ -328,7 +328,7 @@ fn matches_after_resumes_in_a_large_flat_level() {
 fn matches_after_on_deep_topics_does_not_overflow_the_stack() {
     let deep = "x/".repeat(30_000) + "y";
     let mut s = RetainedStore::new();
-    s.insert(&deep, 1);
+    s.insert(deep.as_str(), 1);
     s.insert("x", 2);
     assert_eq!(in_batches(&s, "#", 1), ["x".to_string(), deep]);
 }
