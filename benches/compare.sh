@@ -40,7 +40,7 @@ ROOT=$(pwd)
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
 default_settings 21000 bench-compare
-if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL_SCENARIOS[@]}"); fi
+if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn persist); fi
 check_scenarios "${SCENARIOS[@]}"
 
 need_tools

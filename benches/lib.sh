@@ -27,7 +27,7 @@ default_settings() { # base-port results-subdir
 }
 
 # Known scenario ids (see scenario_args).
-ALL_SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn persist)
+ALL_SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn persist retained_q0 retained_q1)
 
 check_scenarios() { # id...
     local s
@@ -288,6 +288,9 @@ scenario_args() { # id -> bench arguments
         # QoS 1 into persistent sessions: subscribers connect with clean session 0, so Starling
         # stores every message and sends PUBACK after the batch's fdatasync (sync = "batch").
         persist) echo p2p --pairs 100 --qos 1 --persistent-subs "${t[@]}" ;;
+        # 100,000 retained messages of 1 KB: RSS per message, then one subscriber to all of them
+        retained_q0) echo retained --messages 100000 --size 1024 --qos 0 ;;
+        retained_q1) echo retained --messages 100000 --size 1024 --qos 1 ;;
     esac
 }
 
@@ -370,7 +373,8 @@ print_runs() { # results-file
   "  \(.case) r\(.round) \(.broker): " +
   (if .skipped then "n/a (\(.skipped))"
    else
-  (if .case == "conn" then "\(.held | r) held, \(.connect_rate | r) conn/s (\(.connect_s * 10 | round / 10) s), \(.broker_bytes_per_conn | r) B/conn, \(.listen_overflows // "-") SYNs dropped (listen queue full), \(.time_wait_before // "-") TIME_WAIT sockets before"
+  (if .retained_messages then "\(.retained_bytes_per_msg | r) B per retained message, \(.retained_delivered | r) of \(.retained_messages | r) streamed at QoS \(.qos) in \(.retained_delivery_s * 100 | round / 100) s: \(.retained_delivery_rate | r) msg/s"
+   elif .case == "conn" then "\(.held | r) held, \(.connect_rate | r) conn/s (\(.connect_s * 10 | round / 10) s), \(.broker_bytes_per_conn | r) B/conn, \(.listen_overflows // "-") SYNs dropped (listen queue full), \(.time_wait_before // "-") TIME_WAIT sockets before"
    else "\(.delivered_rate | r) msg/s, p99 \(.latency_us_p99 | r) us, lost \(.lost | r), dropped \(.dropped | r), rss peak \((.broker_rss_peak // 0) / 1048576 | r) MiB" end) +
   ", broker cpu \(.broker_cpu_pct | r)%, bench cpu \(.bench_cpu_pct | r)%, others \(.other_cpu_pct | r)% (\(.others_before_pct // "-")% just before), load1 \(.load1)" +
   (if .broker_state != "alive" then "  BROKER \(.broker_state)" else "" end) +

@@ -32,7 +32,8 @@
 #   REPORT_ONLY=FILE  run nothing: print the report of an earlier results file
 #   APPEND_TO=FILE    also append the report to FILE (e.g. BENCHMARKS.md)
 #
-# Scenario ids: p2p fanout fanin_q1 fanin_q0 lat_p2p conn persist (default), lat_fanin
+# Scenario ids: p2p fanout fanin_q1 fanin_q0 lat_p2p conn persist retained_q0 retained_q1
+# (default), lat_fanin
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ default_settings 23000 bench-peers
 if [ $# -gt 0 ]; then
     SCENARIOS=("$@")
 else
-    SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p conn persist)
+    SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p conn persist retained_q0 retained_q1)
 fi
 check_scenarios "${SCENARIOS[@]}"
 
@@ -186,6 +187,10 @@ conn|connect rate CONNACK/s|connect_rate|median|1|m_ge:1.2
 conn|broker RSS bytes/idle connection (worst round)|broker_bytes_per_conn|max|1|abs_le:1500
 persist|delivered msg/s (100 pairs, QoS 1, persistent subscriber sessions, persistence on)|delivered_rate|median|1|m_ge:1
 persist|p99 latency ms (max rate)|latency_us_p99|median|1000|
+retained_q0|broker RSS bytes per retained message (100k x 1 KB)|retained_bytes_per_msg|median|1|abs_le:1300
+retained_q0|wildcard subscriber, 100k retained at QoS 0: msg/s|retained_delivery_rate|median|1|m_ge:1
+retained_q1|wildcard subscriber, 100k retained at QoS 1: msg/s|retained_delivery_rate|median|1|
+retained_q1|of them delivered (worst round)|retained_delivered|min|1|
 EOF
 )
 
@@ -195,7 +200,7 @@ report() {
       elif length % 2 == 1 then .[(length - 1) / 2]
       else (.[length / 2 - 1] + .[length / 2]) / 2 end;
   def agg($how): if length == 0 then null
-      elif $how == "median" then median elif $how == "max" then max else add end;
+      elif $how == "median" then median elif $how == "max" then max elif $how == "min" then min else add end;
   def fmt: if . == null then "-" elif (. | fabs) >= 100 then (. | round | tostring)
       else (. * 100 | round / 100 | tostring) end;
   def ratio($a; $b): if $a != null and $b != null and $b != 0 then $a / $b else null end;

@@ -37,6 +37,7 @@ mod conn;
 mod hist;
 mod os;
 mod report;
+mod retained;
 mod traffic;
 mod wire;
 
@@ -102,6 +103,13 @@ enum Scenario {
     ///
     /// Pair i uses topic bench/<run>/p2p/<i>.
     P2p(P2pArgs),
+    /// A large retained set: broker memory per retained message, then the rate at which one
+    /// wildcard subscriber receives all of it.
+    ///
+    /// Loads --messages retained messages of --size bytes on bench/<run>/ret/<i>, reads broker
+    /// RSS before and after (--broker-pid), then subscribes to bench/<run>/ret/# at --qos and
+    /// counts until every message came or none came for --idle.
+    Retained(RetainedArgs),
 }
 
 /// Options shared by every scenario.
@@ -255,6 +263,24 @@ struct P2pArgs {
     pairs: usize,
 }
 
+#[derive(Args)]
+struct RetainedArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Retained messages to load (one topic each).
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// Payload bytes of each.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    size: u32,
+    /// QoS of the wildcard subscription.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Stop reading when nothing came for this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    idle: Duration,
+}
+
 /// `10s`, `500ms`, `2m`, `1h`, `250us`, or a plain number of seconds (fractions allowed).
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -357,7 +383,7 @@ fn traffic_settings(c: &Common, t: &Traffic, run: &str) -> anyhow::Result<Settin
 fn plan(scenario: &Scenario, run: &str) -> Option<Plan> {
     let topics = |n: usize, f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<Vec<_>>();
     Some(match scenario {
-        Scenario::Conn(_) => return None,
+        Scenario::Conn(_) | Scenario::Retained(_) => return None,
         Scenario::Pub(a) => Plan {
             scenario: "pub",
             pubs: a.pubs,
@@ -426,6 +452,23 @@ async fn run(cli: Cli) -> anyhow::Result<report::Json> {
             )
             .await
         }
+        Scenario::Retained(a) => {
+            let c = &a.common;
+            retained::run(
+                retained::RetainedSettings {
+                    target: resolve(&c.host, c.port)?,
+                    broker_pid: c.broker_pid,
+                    run: c.run.clone().unwrap_or_else(run_id),
+                    keepalive: c.keepalive,
+                    messages: a.messages,
+                    size: a.size as usize,
+                    qos: a.qos,
+                    idle: a.idle,
+                },
+                &c.label,
+            )
+            .await
+        }
         Scenario::Pub(PubArgs {
             common, traffic, ..
         })
@@ -458,6 +501,7 @@ fn main() -> ExitCode {
         Scenario::Fanin(a) => (a.common.threads, a.common.json),
         Scenario::Fanout(a) => (a.common.threads, a.common.json),
         Scenario::P2p(a) => (a.common.threads, a.common.json),
+        Scenario::Retained(a) => (a.common.threads, a.common.json),
     };
     if let Err(e) = os::raise_nofile() {
         eprintln!("warning: cannot raise the open-file limit: {e}");

@@ -119,6 +119,21 @@ impl Json {
                     self.s("broker_bytes_per_conn")
                 ));
             }
+        } else if has("retained_messages") {
+            o.push_str(&format!(
+                "  loaded        {} retained x {} B in {} s; broker memory {} bytes/message\n",
+                self.s("retained_messages"),
+                self.s("size"),
+                self.s("retained_load_s"),
+                self.s("retained_bytes_per_msg")
+            ));
+            o.push_str(&format!(
+                "  streamed      {} to one subscriber at qos {} in {} s: {} msg/s\n",
+                self.s("retained_delivered"),
+                self.s("qos"),
+                self.s("retained_delivery_s"),
+                self.s("retained_delivery_rate")
+            ));
         } else {
             let rate = match self.f("rate_per_pub") {
                 Some(r) if r > 0.0 => format!("{} msg/s per publisher", group(r, 1)),

@@ -337,6 +337,24 @@ pub async fn connect(
 }
 
 impl Conn {
+    /// SUBSCRIBE to one filter without waiting for the SUBACK, for a caller that reads the
+    /// stream itself (retained messages may come right behind it).
+    pub async fn subscribe_no_wait(&mut self, filter: &str, qos: u8) -> anyhow::Result<()> {
+        let qos_v = QoS::from_u8(qos).ok_or_else(|| anyhow!("bad QoS {qos}"))?;
+        let mut out = BytesMut::new();
+        encode(
+            &Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                filters: vec![(filter.to_string(), SubscriptionOptions::new(qos_v))],
+                properties: Properties::default(),
+            }),
+            V,
+            &mut out,
+        );
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
     /// SUBSCRIBE to one filter and wait for its SUBACK; fails if the broker refuses it.
     pub async fn subscribe(&mut self, filter: &str, qos: u8) -> anyhow::Result<()> {
         let qos_v = QoS::from_u8(qos).ok_or_else(|| anyhow!("bad QoS {qos}"))?;
