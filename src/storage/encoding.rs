@@ -534,23 +534,53 @@ pub(crate) fn decode_subscription(
     })
 }
 
-/// A queue entry: the body's id and the per-subscriber parts of the delivery.
+/// A queue entry: the body's id and the per-subscriber parts of the delivery, plus the body
+/// itself when no other entry shares it (`body` inline: one record per queued message).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct QueueEntry {
     pub msg_id: u64,
     pub qos: QoS,
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
+    /// The message, stored in the entry (format 2); `None`: it is in `msgs` under `msg_id`,
+    /// shared by several entries and refcounted (format 1, and messages queued for several
+    /// sessions in one batch).
+    pub body: Option<StoredMessage>,
 }
 
+/// Delivery flag: the message body follows the subscription ids.
+const Q_INLINE: u8 = 8;
+
+#[cfg(test)]
 pub(crate) fn encode_queue_entry(q: &QueueEntry) -> Vec<u8> {
+    encode_queue_entry_with(
+        q.msg_id,
+        q.qos,
+        q.retain,
+        &q.subscription_ids,
+        q.body.as_ref(),
+    )
+}
+
+/// [`encode_queue_entry`] from borrowed parts, so the caller need not clone the body.
+pub(crate) fn encode_queue_entry_with(
+    msg_id: u64,
+    qos: QoS,
+    retain: bool,
+    subscription_ids: &[u32],
+    body: Option<&StoredMessage>,
+) -> Vec<u8> {
     let mut e = Enc::record();
-    e.u64(q.msg_id);
-    e.u8(q.qos as u8 | u8::from(q.retain) << 2);
-    let n = q.subscription_ids.len().min(usize::from(u16::MAX));
+    e.u64(msg_id);
+    let inline = if body.is_some() { Q_INLINE } else { 0 };
+    e.u8(qos as u8 | u8::from(retain) << 2 | inline);
+    let n = subscription_ids.len().min(usize::from(u16::MAX));
     e.u16(u16::try_from(n).unwrap_or(u16::MAX));
-    for id in q.subscription_ids.iter().take(n) {
+    for id in subscription_ids.iter().take(n) {
         e.u32(*id);
+    }
+    if let Some(m) = body {
+        put_message(&mut e, m);
     }
     e.0
 }
@@ -559,7 +589,7 @@ pub(crate) fn decode_queue_entry(buf: &[u8]) -> Result<QueueEntry, DecodeError> 
     let mut d = Dec::record(buf)?;
     let msg_id = d.u64("message id")?;
     let f = d.u8("delivery flags")?;
-    if f & !0b111 != 0 {
+    if f & !(0b111 | Q_INLINE) != 0 {
         return Err(DecodeError(format!("unknown delivery flags {f:#x}")));
     }
     let qos = d.qos(f & 0b11, "delivery")?;
@@ -568,12 +598,18 @@ pub(crate) fn decode_queue_entry(buf: &[u8]) -> Result<QueueEntry, DecodeError> 
     for _ in 0..n {
         subscription_ids.push(d.u32("subscription id")?);
     }
+    let body = if f & Q_INLINE != 0 {
+        Some(get_message(&mut d)?)
+    } else {
+        None
+    };
     d.finish()?;
     Ok(QueueEntry {
         msg_id,
         qos,
         retain: f & 0b100 != 0,
         subscription_ids,
+        body,
     })
 }
 

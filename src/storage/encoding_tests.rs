@@ -133,8 +133,17 @@ fn small_records_round_trip() {
         qos: QoS::ExactlyOnce,
         retain: true,
         subscription_ids: vec![1, 2, 268_435_455],
+        body: None,
     };
     assert_eq!(decode_queue_entry(&encode_queue_entry(&q)).unwrap(), q);
+    let inline = QueueEntry {
+        body: Some(rich_message()),
+        ..q.clone()
+    };
+    assert_eq!(
+        decode_queue_entry(&encode_queue_entry(&inline)).unwrap(),
+        inline
+    );
     assert_eq!(decode_refcount(&encode_refcount(7)).unwrap(), 7);
     for stage in [InflightStage::Publish, InflightStage::Released] {
         assert_eq!(
@@ -193,6 +202,17 @@ fn corrupt_records_are_errors_not_panics() {
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 subscription_ids: vec![4, 5],
+                body: None,
+            }),
+        ),
+        (
+            "queue inline",
+            encode_queue_entry(&QueueEntry {
+                msg_id: 1,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: vec![4, 5],
+                body: Some(rich_message()),
             }),
         ),
         ("refcount", encode_refcount(3)),
@@ -204,7 +224,7 @@ fn corrupt_records_are_errors_not_panics() {
             "message" => decode_message(b).map(drop),
             "session" => decode_session("c".into(), b).map(drop),
             "subscription" => decode_subscription("f".into(), b).map(drop),
-            "queue" => decode_queue_entry(b).map(drop),
+            "queue" | "queue inline" => decode_queue_entry(b).map(drop),
             "refcount" => decode_refcount(b).map(drop),
             "inflight" => decode_inflight(b).map(drop),
             _ => decode_inbound_qos2(b).map(drop),

@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::early::EarlyDequeues;
-use super::encoding::{self as enc, DecodeError, QueueEntry};
+use super::encoding::{self as enc, DecodeError};
+use super::index::{ClientQueue, QueueIndex, Slot};
+use super::prepared::{Item, Prepared, SharedBody};
 use super::{
     InflightStage, LoadedInflight, LoadedSession, Op, Snapshot, StoreError, StoredDelivery,
     StoredMessage, TooLarge, MAX_KEY_LEN,
@@ -86,10 +88,26 @@ pub(crate) trait Kv {
 /// The key writes of one batch: `None` deletes.
 pub(crate) type Writes = BTreeMap<(Ks, Vec<u8>), Option<Vec<u8>>>;
 
+/// What a plan changes besides keys: the queue index entries it staged and a new message-id
+/// high-water mark. Applied with [`QueueIndex::commit`] once the writes are committed.
+pub(crate) struct Staged {
+    pub clients: HashMap<String, ClientQueue>,
+    pub msg_id_hw: Option<u64>,
+}
+
+/// Key of the highest message id written so far in `meta`: message ids stay unique across
+/// restarts also when every body is inline in its queue entry (not in `msgs`).
+pub(crate) const META_MSG_ID_HW: &[u8] = b"msg_id_hw";
+
 struct Planner<'a> {
     kv: &'a dyn Kv,
     writes: Writes,
     early: &'a mut EarlyDequeues,
+    index: &'a QueueIndex,
+    staged: HashMap<String, ClientQueue>,
+    /// The committed high-water mark (read from `meta` at the first enqueue) and this batch's.
+    hw: Option<u64>,
+    new_hw: Option<u64>,
 }
 
 impl Planner<'_> {
@@ -137,14 +155,40 @@ impl Planner<'_> {
         Ok(keys.into_keys().collect())
     }
 
-    fn incref(&mut self, id: u64, msg: &StoredMessage) -> Result<(), StoreError> {
-        let key = enc::msg_key(id);
+    /// The staged index of `client_id`'s queue; on its first touch in this process, its
+    /// floor is read (one `last_key` per client per run).
+    fn client(&mut self, client_id: &str) -> Result<&mut ClientQueue, StoreError> {
+        if !self.staged.contains_key(client_id) {
+            let cq = match self.index.get(client_id) {
+                Some(cq) => cq.clone(),
+                None => {
+                    let prefix = enc::client_prefix(client_id);
+                    let floor = match self.kv.last_key(Ks::Queue, &prefix)? {
+                        Some(k) => enc::decode_u64_suffix(&k[prefix.len()..])
+                            .map_err(corrupt(Ks::Queue, &k))?
+                            .saturating_add(1),
+                        None => 0,
+                    };
+                    ClientQueue {
+                        floor,
+                        ..ClientQueue::default()
+                    }
+                }
+            };
+            self.staged.insert(client_id.to_string(), cq);
+        }
+        // Inserted above when missing.
+        self.staged.get_mut(client_id).ok_or(StoreError::Closed)
+    }
+
+    fn incref(&mut self, body: &SharedBody) -> Result<(), StoreError> {
+        let key = enc::msg_key(body.id);
         let refs = match self.get(Ks::MsgRefs, &key)? {
             Some(v) => enc::decode_refcount(&v).map_err(|e| e.at("msg_refs", &key))?,
             None => 0,
         };
         if refs == 0 {
-            self.put(Ks::Msgs, key.clone(), enc::encode_message(msg))?;
+            self.put(Ks::Msgs, key.clone(), body.record.to_vec())?;
         }
         self.put(
             Ks::MsgRefs,
@@ -170,14 +214,15 @@ impl Planner<'_> {
         }
     }
 
-    /// Deletes a queue entry, releasing its body. A corrupt entry is deleted all the same.
-    /// Returns whether there was one.
+    /// Deletes a queue entry, releasing its body if it names a shared one. A corrupt entry is
+    /// deleted all the same. Returns whether there was one.
     fn remove_queue_entry(&mut self, key: Vec<u8>) -> Result<bool, StoreError> {
         let Some(v) = self.get(Ks::Queue, &key)? else {
             return Ok(false);
         };
         match enc::decode_queue_entry(&v) {
-            Ok(q) => self.decref(q.msg_id)?,
+            Ok(q) if q.body.is_none() => self.decref(q.msg_id)?,
+            Ok(_) => {}
             Err(e) => tracing::warn!(
                 "store: deleting corrupt queue entry {}: {e}",
                 enc::key_display(&key)
@@ -187,99 +232,116 @@ impl Planner<'_> {
         Ok(true)
     }
 
-    fn apply(&mut self, op: &Op) -> Result<(), StoreError> {
-        match op {
-            Op::PutSession(s) => self.put(
-                Ks::Sessions,
-                s.client_id.as_bytes().to_vec(),
-                enc::encode_session(s),
-            ),
-            Op::DeleteSession { client_id } => {
-                self.early.forget_client(client_id);
-                self.del(Ks::Sessions, client_id.as_bytes().to_vec())?;
-                let prefix = enc::client_prefix(client_id);
-                check_key(Ks::Subs, &prefix)?;
-                for key in self.keys_with_prefix(Ks::Queue, &prefix)? {
-                    self.remove_queue_entry(key)?;
-                }
-                for ks in [Ks::Subs, Ks::Inflight, Ks::Qos2In] {
-                    for key in self.keys_with_prefix(ks, &prefix)? {
-                        self.del(ks, key)?;
+    fn raise_hw(&mut self, id: u64) -> Result<(), StoreError> {
+        if self.hw.is_none() {
+            self.hw = Some(match self.index.msg_id_hw {
+                Some(hw) => hw,
+                None => match self.kv.get(Ks::Meta, META_MSG_ID_HW)? {
+                    Some(v) => {
+                        enc::decode_refcount(&v).map_err(|e| e.at("meta", META_MSG_ID_HW))?
                     }
-                }
-                Ok(())
+                    None => 0,
+                },
+            });
+        }
+        if self.hw.is_some_and(|hw| id > hw) && self.new_hw.is_none_or(|n| id > n) {
+            self.new_hw = Some(id);
+        }
+        Ok(())
+    }
+
+    fn enqueue(
+        &mut self,
+        client_id: &str,
+        seq: u64,
+        msg_id: u64,
+        key: &[u8],
+        entry: &[u8],
+        shared: Option<&SharedBody>,
+    ) -> Result<(), StoreError> {
+        check_key(Ks::Queue, key)?;
+        // Delivered and dequeued before this write of it arrived (see `early`).
+        if self.early.take(client_id, seq) {
+            return Ok(());
+        }
+        self.raise_hw(msg_id)?;
+        if self.client(client_id)?.slot(seq) == Slot::Unknown {
+            // Replacing an entry releases the body it named.
+            self.remove_queue_entry(key.to_vec())?;
+        }
+        if let Some(body) = shared {
+            self.incref(body)?;
+        }
+        self.client(client_id)?.stored(seq, shared.is_none());
+        self.put(Ks::Queue, key.to_vec(), entry.to_vec())
+    }
+
+    fn dequeue(&mut self, client_id: &str, seq: u64, key: &[u8]) -> Result<(), StoreError> {
+        check_key(Ks::Queue, key)?;
+        let slot = self.client(client_id)?.slot(seq);
+        self.client(client_id)?.removed(seq);
+        let found = match slot {
+            Slot::Inline => {
+                self.del(Ks::Queue, key.to_vec())?;
+                true
             }
-            Op::PutSubscription { client_id, sub } => self.put(
-                Ks::Subs,
-                enc::sub_key(client_id, &sub.filter),
-                enc::encode_subscription(sub),
-            ),
-            Op::DeleteSubscription { client_id, filter } => {
-                self.del(Ks::Subs, enc::sub_key(client_id, filter))
+            Slot::Unknown => self.remove_queue_entry(key.to_vec())?,
+            Slot::Empty => false,
+        };
+        if !found {
+            self.early.note(client_id, seq);
+        }
+        Ok(())
+    }
+
+    fn delete_session(&mut self, client_id: &str) -> Result<(), StoreError> {
+        self.early.forget_client(client_id);
+        self.del(Ks::Sessions, client_id.as_bytes().to_vec())?;
+        let prefix = enc::client_prefix(client_id);
+        check_key(Ks::Subs, &prefix)?;
+        for key in self.keys_with_prefix(Ks::Queue, &prefix)? {
+            self.remove_queue_entry(key)?;
+        }
+        for ks in [Ks::Subs, Ks::Inflight, Ks::Qos2In] {
+            for key in self.keys_with_prefix(ks, &prefix)? {
+                self.del(ks, key)?;
             }
-            Op::Enqueue {
-                client_id,
-                seq,
-                delivery,
-            } => {
-                let key = enc::seq_key(client_id, *seq);
-                check_key(Ks::Queue, &key)?;
-                // Delivered and dequeued before this write of it arrived (see `early`).
-                if self.early.take(client_id, *seq) {
-                    return Ok(());
-                }
-                // Replacing an entry releases the body it named.
-                self.remove_queue_entry(key.clone())?;
-                self.incref(delivery.msg_id, &delivery.msg)?;
-                let entry = QueueEntry {
-                    msg_id: delivery.msg_id,
-                    qos: delivery.qos,
-                    retain: delivery.retain,
-                    subscription_ids: delivery.subscription_ids.clone(),
-                };
-                self.put(Ks::Queue, key, enc::encode_queue_entry(&entry))
+        }
+        // Nothing of the session is left.
+        self.staged
+            .insert(client_id.to_string(), ClientQueue::default());
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op, item: &Item) -> Result<(), StoreError> {
+        match (op, item) {
+            (_, Item::Key { ks, key, value }) => match value {
+                Some(v) => self.put(*ks, key.clone(), v.clone()),
+                None => self.del(*ks, key.clone()),
+            },
+            (Op::DeleteSession { client_id }, Item::DeleteSession) => {
+                self.delete_session(client_id)
             }
-            Op::Dequeue { client_id, seq } => {
-                let key = enc::seq_key(client_id, *seq);
-                check_key(Ks::Queue, &key)?;
-                if !self.remove_queue_entry(key)? {
-                    self.early.note(client_id, *seq);
-                }
-                Ok(())
+            (
+                Op::Enqueue {
+                    client_id,
+                    seq,
+                    delivery,
+                },
+                Item::Enqueue { key, entry, shared },
+            ) => self.enqueue(
+                client_id,
+                *seq,
+                delivery.msg_id,
+                key,
+                entry,
+                shared.as_ref(),
+            ),
+            (Op::Dequeue { client_id, seq }, Item::Dequeue { key }) => {
+                self.dequeue(client_id, *seq, key)
             }
-            Op::PutInflight {
-                client_id,
-                packet_id,
-                seq,
-                stage,
-            } => self.put(
-                Ks::Inflight,
-                enc::pid_key(client_id, *packet_id),
-                enc::encode_inflight(*stage, *seq),
-            ),
-            Op::DeleteInflight {
-                client_id,
-                packet_id,
-            } => self.del(Ks::Inflight, enc::pid_key(client_id, *packet_id)),
-            Op::PutInboundQos2 {
-                client_id,
-                packet_id,
-                msg,
-            } => self.put(
-                Ks::Qos2In,
-                enc::pid_key(client_id, *packet_id),
-                enc::encode_inbound_qos2(msg.as_ref()),
-            ),
-            Op::DeleteInboundQos2 {
-                client_id,
-                packet_id,
-            } => self.del(Ks::Qos2In, enc::pid_key(client_id, *packet_id)),
-            Op::PutRetained(m) => self.put(
-                Ks::Retained,
-                m.topic.as_bytes().to_vec(),
-                enc::encode_message(m),
-            ),
-            Op::DeleteRetained { topic } => self.del(Ks::Retained, topic.as_bytes().to_vec()),
+            // `Prepared` builds items from their ops.
+            _ => Err(StoreError::Closed),
         }
     }
 }
@@ -294,22 +356,39 @@ fn check_key(ks: Ks, key: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The key writes that apply `batch`, reading current state from `kv`. `early` carries the
-/// dequeues that arrived before their enqueue from one batch to the next.
+/// The key writes that apply `batch`, reading current state from `kv` only where `index`
+/// does not tell (see `index`). `early` carries the dequeues that arrived before their enqueue
+/// from one batch to the next; the returned [`Staged`] changes go into `index` once the writes
+/// are committed.
 pub(crate) fn plan(
     kv: &dyn Kv,
-    batch: &[Op],
+    batch: &Prepared,
     early: &mut EarlyDequeues,
-) -> Result<Writes, StoreError> {
+    index: &QueueIndex,
+) -> Result<(Writes, Staged), StoreError> {
     let mut p = Planner {
         kv,
         writes: BTreeMap::new(),
         early,
+        index,
+        staged: HashMap::new(),
+        hw: None,
+        new_hw: None,
     };
-    for op in batch {
-        p.apply(op)?;
+    for (op, item) in batch.ops.iter().zip(&batch.items) {
+        p.apply(op, item)?;
     }
-    Ok(p.writes)
+    if let Some(hw) = p.new_hw {
+        p.writes.insert(
+            (Ks::Meta, META_MSG_ID_HW.to_vec()),
+            Some(enc::encode_refcount(hw)),
+        );
+    }
+    let staged = Staged {
+        clients: p.staged,
+        msg_id_hw: p.new_hw.or(p.hw),
+    };
+    Ok((p.writes, staged))
 }
 
 /// Looks up message bodies, sharing one `Arc` per id within a call.
@@ -337,13 +416,19 @@ impl Bodies<'_> {
     /// The delivery for a queue entry, or None (with a warning) when its body is missing.
     fn delivery(&mut self, key: &[u8], raw: &[u8]) -> Result<Option<StoredDelivery>, StoreError> {
         let q = enc::decode_queue_entry(raw).map_err(|e| e.at("queue", key))?;
-        let Some(msg) = self.get(q.msg_id)? else {
-            tracing::warn!(
-                "store: queue entry {} names missing message {}; skipped",
-                enc::key_display(key),
-                q.msg_id
-            );
-            return Ok(None);
+        let msg = match q.body {
+            Some(body) => Arc::new(body),
+            None => {
+                let Some(msg) = self.get(q.msg_id)? else {
+                    tracing::warn!(
+                        "store: queue entry {} names missing message {}; skipped",
+                        enc::key_display(key),
+                        q.msg_id
+                    );
+                    return Ok(None);
+                };
+                msg
+            }
         };
         Ok(Some(StoredDelivery {
             msg_id: q.msg_id,
@@ -482,12 +567,15 @@ pub(crate) fn load(kv: &dyn Kv) -> Result<Snapshot, StoreError> {
         Ok(true)
     })?;
 
-    let next_msg_id = match kv.last_key(Ks::Msgs, &[])? {
-        Some(k) => enc::decode_u64_suffix(&k)
-            .map_err(corrupt(Ks::Msgs, &k))?
-            .saturating_add(1),
-        None => 0,
+    let last_shared = match kv.last_key(Ks::Msgs, &[])? {
+        Some(k) => Some(enc::decode_u64_suffix(&k).map_err(corrupt(Ks::Msgs, &k))?),
+        None => None,
     };
+    let hw = match kv.get(Ks::Meta, META_MSG_ID_HW)? {
+        Some(v) => Some(enc::decode_refcount(&v).map_err(|e| e.at("meta", META_MSG_ID_HW))?),
+        None => None,
+    };
+    let next_msg_id = last_shared.max(hw).map_or(0, |x| x.saturating_add(1));
 
     Ok(Snapshot {
         sessions: sessions.into_values().collect(),

@@ -7,8 +7,9 @@
 //! | `meta` | `format_version` | u32 [`FORMAT_VERSION`] |
 //! | `sessions` | client id | session record |
 //! | `subs` | len‖client‖filter | options, subscription id |
-//! | `queue` | len‖client‖seq u64 | message id, QoS, retain, subscription ids |
-//! | `msgs` | message id u64 | message (topic, payload, properties, expiry, publisher) |
+//! | `meta` | `msg_id_hw` | u64 highest message id written |
+//! | `queue` | len‖client‖seq u64 | message id, QoS, retain, subscription ids, inline message |
+//! | `msgs` | message id u64 | shared message (topic, payload, properties, expiry, publisher) |
 //! | `msg_refs` | message id u64 | number of queue entries naming it |
 //! | `inflight` | len‖client‖packet id u16 | stage, seq |
 //! | `qos2_in` | len‖client‖packet id u16 | optional message |
@@ -34,8 +35,10 @@ use parking_lot::Mutex;
 use super::early::EarlyDequeues;
 use super::encoding as enc;
 use super::engine::{self, Ks, Kv, Visit, META_FORMAT_VERSION};
+use super::index::QueueIndex;
 use super::inspect::{self, CheckReport};
 use super::memory::prefix_end;
+use super::prepared::Prepared;
 use super::{
     Damage, Op, OpenError, PoisonCause, Snapshot, Store, StoreError, StoredDelivery, FORMAT_VERSION,
 };
@@ -66,8 +69,9 @@ pub struct FjallStore {
     keyspaces: Vec<Keyspace>,
     dir: PathBuf,
     /// Serialises writes; holds the dequeues that arrived before their enqueue
-    /// ([`EarlyDequeues`]), which only writes use.
-    write_lock: Mutex<EarlyDequeues>,
+    /// ([`EarlyDequeues`]) and what is known of the queues ([`QueueIndex`]), which only
+    /// writes use.
+    write_lock: Mutex<(EarlyDequeues, QueueIndex)>,
     /// The failure that poisoned the store, if any.
     poisoned: Mutex<Option<Arc<StoreError>>>,
 }
@@ -165,7 +169,7 @@ impl FjallStore {
             db,
             keyspaces,
             dir: dir.to_path_buf(),
-            write_lock: Mutex::new(EarlyDequeues::default()),
+            write_lock: Mutex::new((EarlyDequeues::default(), QueueIndex::default())),
             poisoned: Mutex::new(None),
         };
         store.check_format_version(&fail)?;
@@ -187,6 +191,23 @@ impl FjallStore {
                         version: v,
                     }
                     .into());
+                }
+                if v == 1 {
+                    // Version 2 reads every version 1 record; only the marker changes, so an
+                    // older starling refuses the store once it may hold inline entries.
+                    return meta
+                        .insert(
+                            META_FORMAT_VERSION,
+                            enc::encode_format_version(FORMAT_VERSION),
+                        )
+                        .and_then(|()| self.db.persist(PersistMode::SyncAll))
+                        .map(|()| {
+                            tracing::info!(
+                                "store {}: format upgraded from version 1 to {FORMAT_VERSION}",
+                                self.dir.display()
+                            )
+                        })
+                        .map_err(|e| fail(Damage::RecordVersion(Arc::new(e))));
                 }
                 if v != FORMAT_VERSION {
                     return Err(fail(Damage::UnknownVersion(v)));
@@ -337,11 +358,16 @@ impl Kv for FjallStore {
 
 impl Store for FjallStore {
     fn write(&self, batch: &[Op], sync: bool) -> Result<(), StoreError> {
-        let mut early = self.write_lock.lock();
+        self.write_prepared(&Prepared::new(batch.to_vec()), sync)
+    }
+
+    fn write_prepared(&self, batch: &Prepared, sync: bool) -> Result<(), StoreError> {
+        let mut state = self.write_lock.lock();
+        let (early, index) = &mut *state;
         if let Some(cause) = self.poisoned.lock().clone() {
             return Err(StoreError::Poisoned(PoisonCause::Earlier(cause)));
         }
-        let writes = engine::plan(self, batch, &mut early)?;
+        let (writes, staged) = engine::plan(self, batch, early, index)?;
         if !writes.is_empty() {
             let mut b = self.db.batch();
             for ((ks, key), value) in writes {
@@ -352,6 +378,7 @@ impl Store for FjallStore {
             }
             b.commit().map_err(|e| self.poison(e))?;
         }
+        index.commit(staged.clients, staged.msg_id_hw);
         if sync {
             self.db
                 .persist(PersistMode::SyncData)

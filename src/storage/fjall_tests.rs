@@ -56,6 +56,71 @@ fn new_store_records_format_version() {
     assert_eq!(s.dir(), dir.path());
 }
 
+/// A version 1 store (every body in `msgs`, refcounted) opens as version 2: its records read
+/// as they are, its bodies are released by dequeues after the restart, and new messages go
+/// inline. Message ids continue above both kinds.
+#[test]
+fn version_1_store_is_upgraded_and_its_records_still_work() {
+    use crate::storage::encoding::{self as enc, QueueEntry};
+    use crate::storage::engine::Ks;
+    let dir = tempfile::tempdir().unwrap();
+    let old = message("old", b"v1 body");
+    {
+        let s = open(dir.path());
+        s.write(&[Op::PutSession(session("c"))], true).unwrap();
+        // What version 1 wrote for one message queued at seq 3.
+        s.put_raw(Ks::Meta, b"format_version", &enc::encode_format_version(1));
+        s.put_raw(Ks::Msgs, &enc::msg_key(9), &enc::encode_message(&old));
+        s.put_raw(Ks::MsgRefs, &enc::msg_key(9), &enc::encode_refcount(1));
+        let entry = QueueEntry {
+            msg_id: 9,
+            qos: crate::codec::QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: vec![],
+            body: None,
+        };
+        s.put_raw(
+            Ks::Queue,
+            &enc::seq_key("c", 3),
+            &enc::encode_queue_entry(&entry),
+        );
+        assert_eq!(s.check().format_version, Some(1));
+    }
+    let s = open(dir.path());
+    let report = s.check();
+    assert_eq!(report.format_version, Some(FORMAT_VERSION), "{report}");
+    assert!(report.is_ok(), "{report}");
+    let snap = s.load().unwrap();
+    assert_eq!(snap.next_msg_id, 10);
+    assert_eq!(snap.sessions[0].next_seq, 4);
+    assert_eq!(*s.queue_range("c", 0, 10).unwrap()[0].1.msg, old);
+    let new = Arc::new(message("new", b"inline"));
+    s.write(
+        &[
+            enqueue("c", 4, 10, &new),
+            Op::Dequeue {
+                client_id: "c".into(),
+                seq: 3,
+            },
+        ],
+        true,
+    )
+    .unwrap();
+    let report = s.check();
+    assert!(report.is_ok(), "{report}");
+    let counts: std::collections::HashMap<_, _> = report.counts.iter().cloned().collect();
+    assert_eq!(counts["msgs"], 0, "the old body was released");
+    assert_eq!(counts["msg_refs"], 0);
+    assert_eq!(counts["queue"], 1);
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(
+        s.load().unwrap().next_msg_id,
+        11,
+        "ids continue above inline ones"
+    );
+}
+
 #[test]
 fn newer_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::Write;
 
 use super::encoding::{self as enc, DecodeError};
-use super::engine::{scan_all, Ks, Kv, META_FORMAT_VERSION};
+use super::engine::{scan_all, Ks, Kv, META_FORMAT_VERSION, META_MSG_ID_HW};
 use super::{InflightStage, StoreError, StoredMessage};
 
 /// Bytes of a payload shown by `dump`.
@@ -130,7 +130,9 @@ pub(crate) fn check(kv: &dyn Kv) -> CheckReport {
                         let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
                         enc::decode_u64_suffix(rest).map_err(at(ks, k))?;
                         let q = enc::decode_queue_entry(v).map_err(at(ks, k))?;
-                        *refs.entry(q.msg_id).or_default() += 1;
+                        if q.body.is_none() {
+                            *refs.entry(q.msg_id).or_default() += 1;
+                        }
                         per_client.push((ks, c));
                     }
                     Ks::Msgs => {
@@ -266,6 +268,8 @@ fn describe(ks: Ks, k: &[u8], v: &[u8]) -> Result<String, StoreError> {
                 enc::decode_format_version(v)
                     .map_err(at(ks, k))?
                     .to_string()
+            } else if k == META_MSG_ID_HW {
+                enc::decode_refcount(v).map_err(at(ks, k))?.to_string()
             } else {
                 format!("{} bytes", v.len())
             };
@@ -316,10 +320,14 @@ fn describe(ks: Ks, k: &[u8], v: &[u8]) -> Result<String, StoreError> {
             let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
             let seq = enc::decode_u64_suffix(rest).map_err(at(ks, k))?;
             let q = enc::decode_queue_entry(v).map_err(at(ks, k))?;
-            format!(
+            let mut line = format!(
                 "client={c:?} seq={seq} msg={} qos={} retain={} subscription_ids={:?}",
                 q.msg_id, q.qos as u8, q.retain, q.subscription_ids
-            )
+            );
+            if let Some(m) = &q.body {
+                line.push_str(&format!(" inline {}", message(m)));
+            }
+            line
         }
         Ks::Msgs => {
             let id = enc::decode_u64_suffix(k).map_err(at(ks, k))?;

@@ -14,7 +14,9 @@ use parking_lot::Mutex;
 
 use super::early::EarlyDequeues;
 use super::engine::{self, Ks, Kv, Visit, Writes};
+use super::index::QueueIndex;
 use super::inspect::{self, CheckReport};
+use super::prepared::Prepared;
 use super::{Op, Snapshot, Store, StoreError, StoredDelivery};
 
 #[derive(Default)]
@@ -77,8 +79,8 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[derive(Default)]
 pub struct MemoryStore {
     maps: Mutex<Maps>,
-    /// Taken inside `maps`, by writes only (see [`EarlyDequeues`]).
-    early: Mutex<EarlyDequeues>,
+    /// Taken inside `maps`, by writes only (see [`EarlyDequeues`], [`QueueIndex`]).
+    early: Mutex<(EarlyDequeues, QueueIndex)>,
 }
 
 impl MemoryStore {
@@ -98,10 +100,17 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn write(&self, batch: &[Op], _sync: bool) -> Result<(), StoreError> {
+    fn write(&self, batch: &[Op], sync: bool) -> Result<(), StoreError> {
+        self.write_prepared(&Prepared::new(batch.to_vec()), sync)
+    }
+
+    fn write_prepared(&self, batch: &Prepared, _sync: bool) -> Result<(), StoreError> {
         let mut maps = self.maps.lock();
-        let writes = engine::plan(&*maps, batch, &mut self.early.lock())?;
+        let mut state = self.early.lock();
+        let (early, index) = &mut *state;
+        let (writes, staged) = engine::plan(&*maps, batch, early, index)?;
         maps.commit(writes);
+        index.commit(staged.clients, staged.msg_id_hw);
         Ok(())
     }
 

@@ -13,10 +13,15 @@
 //! - A batch is applied entirely or not at all, also across a crash. `write(.., sync = true)`
 //!   returns only after the batch is durable (fdatasync); after a failed write or fsync a
 //!   [`FjallStore`] is poisoned and refuses every later write.
-//! - A message queued for many sessions is stored once: `msgs` holds the body under the
-//!   broker-assigned message id, `msg_refs` counts the queue entries that point at it, and the
-//!   body is deleted in the batch that drops the last reference. Refcounts change only inside
-//!   batches, so they are crash-consistent.
+//! - A message queued for one session in a batch is stored in its queue entry: enqueueing is
+//!   one key write and dequeueing one key delete, with no reads (the writer tracks which
+//!   entries it wrote, see `index`). A message queued for several sessions in one batch (a
+//!   fan-out) is stored once: `msgs` holds the body under the broker-assigned message id,
+//!   `msg_refs` counts the queue entries that point at it, and the body is deleted in the
+//!   batch that drops the last reference. Refcounts change only inside batches, so they are
+//!   crash-consistent.
+//! - Batches are encoded by their submitter ([`Prepared`]), so the writer thread only plans
+//!   and commits.
 //! - Queue keys end with the big-endian sequence number, so a range scan returns queue order.
 //! - Records carry a version byte; a record that does not decode is an error
 //!   ([`StoreError::Corrupt`]), never a panic. References that dangle (an inflight record whose
@@ -32,8 +37,10 @@ mod encoding;
 mod engine;
 mod error;
 mod fjall_store;
+mod index;
 mod inspect;
 mod memory;
+mod prepared;
 mod writer;
 
 #[cfg(test)]
@@ -51,11 +58,15 @@ pub use error::{Damage, OpenError, PoisonCause, StoreError, TooLarge};
 pub use fjall_store::{FjallOptions, FjallStore};
 pub use inspect::CheckReport;
 pub use memory::MemoryStore;
+pub use prepared::Prepared;
 pub use writer::{StoreWriter, SyncMode, Tracked, WriterStats};
 
 /// The on-disk format version this build writes and understands. Stored in the `meta`
-/// keyspace; a store with a newer version is refused at open.
-pub const FORMAT_VERSION: u32 = 1;
+/// keyspace; a store with a newer version is refused at open. Version 2 added queue entries
+/// that hold their message inline (and the `msg_id_hw` meta record); it reads every version 1
+/// record as is, so a version 1 store is upgraded at open by rewriting the version, and a
+/// starling that only knows version 1 refuses the upgraded store as newer.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Longest key a store accepts (fjall's limit). Keys are the client id (plus a two-byte length
 /// and a suffix) or the topic.
@@ -321,6 +332,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `batch` atomically. With `sync`, the batch (and everything written before it)
     /// is durable when this returns; an empty batch with `sync` is a pure fsync.
     fn write(&self, batch: &[Op], sync: bool) -> Result<(), StoreError>;
+    /// [`Store::write`] of a batch its submitter already encoded: what the [`StoreWriter`]
+    /// calls. The default re-plans from the ops (for wrappers in tests).
+    fn write_prepared(&self, batch: &Prepared, sync: bool) -> Result<(), StoreError> {
+        self.write(batch.ops(), sync)
+    }
     /// Sessions (with subscriptions, inflight and inbound QoS 2 state) and retained messages;
     /// queues are not loaded.
     fn load(&self) -> Result<Snapshot, StoreError>;

@@ -51,7 +51,6 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,7 +60,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{oneshot, AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use super::{Op, Store, StoreError};
+use super::{Op, Prepared, Store, StoreError};
 use crate::metrics::StoreMetrics;
 
 /// When the writer fsyncs.
@@ -102,7 +101,8 @@ pub struct WriterStats {
 type Answer = oneshot::Sender<Result<(), StoreError>>;
 
 struct Request {
-    ops: Vec<Op>,
+    /// Encoded by the submitter, so the writer thread only plans and commits.
+    ops: Prepared,
     done: Option<Answer>,
     /// Returned to the queue's budget when the writer takes the request; None for a request
     /// queued over the bound.
@@ -144,6 +144,7 @@ impl Shared {
         done: Option<Answer>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), StoreError> {
+        let ops = Prepared::new(ops);
         {
             let mut st = self.state.lock();
             if let Some(e) = refusal(&st) {
@@ -616,12 +617,12 @@ impl Worker {
         }
     }
 
-    fn group_write(&self, ops: &[Op], sync: bool) -> Result<(), StoreError> {
+    fn group_write(&self, ops: &Prepared, sync: bool) -> Result<(), StoreError> {
         self.shared.groups.fetch_add(1, Ordering::Relaxed);
         if sync {
             self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         }
-        let result = self.store.write(ops, sync);
+        let result = self.store.write_prepared(ops, sync);
         if let Err(e) = &result {
             if e.is_fatal() {
                 self.fail(e);
@@ -633,18 +634,24 @@ impl Worker {
     /// One write for the whole group; on a non-fatal error, one write per request so only the
     /// culprit fails.
     fn write_group(&self, mut reqs: Vec<Request>, sync: bool) {
-        let mut ops = Vec::new();
-        let mut ranges: Vec<Range<usize>> = Vec::with_capacity(reqs.len());
+        let mut ops = Prepared::default();
+        let mut lens = Vec::with_capacity(reqs.len());
         for r in &mut reqs {
-            let start = ops.len();
+            lens.push(r.ops.len());
             ops.append(&mut r.ops);
-            ranges.push(start..ops.len());
         }
         match self.group_write(&ops, sync) {
             Ok(()) => reqs.iter_mut().for_each(|r| r.complete(Ok(()))),
             Err(e) if !e.is_fatal() && reqs.len() > 1 => {
-                for (i, range) in ranges.into_iter().enumerate() {
-                    let result = self.group_write(&ops[range], sync);
+                // Back into one batch per request, in order.
+                let mut parts = Vec::with_capacity(lens.len());
+                for len in lens.iter().rev() {
+                    let at = ops.len() - len;
+                    parts.push(ops.split_off(at));
+                }
+                parts.reverse();
+                for (i, part) in parts.into_iter().enumerate() {
+                    let result = self.group_write(&part, sync);
                     reqs[i].complete(result.clone());
                     if let Err(e) = result.filter_fatal() {
                         for r in &mut reqs[i + 1..] {
