@@ -445,13 +445,18 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         // computed again, so a busy connection does not re-arm a timer on every read.
         let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
+            // Shutdown reaches a running connection as a control request (`disconnect_all`,
+            // after the token is cancelled); this check covers one that attached meanwhile. No
+            // `cancelled()` arm: every connection would register on the token's one waiter list
+            // and leave it again on every turn, a lock shared by all of them.
+            if shutdown.is_cancelled() {
+                return Close::ServerShutdown;
+            }
             self.pump();
             let turn = self.turn(keep_alive_check);
             // Every arm yields Err(close) to end the connection, Ok(()) to go round again.
             let step = tokio::select! {
                 biased;
-                // Cancellation-safe: a token check.
-                _ = shutdown.cancelled() => Err(Close::ServerShutdown),
                 // Cancellation-safe: polling a oneshot by reference consumes nothing. Its one
                 // value ends the loop, so it is never polled after completing.
                 ctl = &mut self.control => Err(control_close(ctl)),
