@@ -440,16 +440,14 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
 
     async fn run(&mut self) -> Close {
         let keep_alive = self.handler.keep_alive_timeout();
-        let shutdown = self.broker.shutdown_token().clone();
         // Checked lazily: reads only move `last_read`; when this passes, the real deadline is
         // computed again, so a busy connection does not re-arm a timer on every read.
         let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
-            // Shutdown reaches a running connection as a control request (`disconnect_all`,
-            // after the token is cancelled); this check covers one that attached meanwhile. No
-            // `cancelled()` arm: every connection would register on the token's one waiter list
-            // and leave it again on every turn, a lock shared by all of them.
-            if shutdown.is_cancelled() {
+            // Shutdown reaches a running connection as a control request (`disconnect_all`);
+            // this check covers one that attached after it passed. No `cancelled()` arm and no
+            // token check: both take the token's one lock, shared by every connection.
+            if self.broker.is_stopping() {
                 return Close::ServerShutdown;
             }
             self.pump();

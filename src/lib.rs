@@ -568,10 +568,8 @@ impl BrokerHandle {
 
     /// Begins graceful shutdown: stop accepting, tell v5 clients (0x8B), close connections.
     pub fn shutdown(&self) {
-        // Cancelled first: a connection that attaches after `disconnect_all` has passed its
-        // session then sees the token when its loop starts (see `connection::Connection::run`).
-        self.shutdown.cancel();
         self.state.disconnect_all(ReasonCode::SERVER_SHUTTING_DOWN);
+        self.shutdown.cancel();
     }
 
     /// Resolves when every task has finished.

@@ -612,7 +612,10 @@ impl Handler {
             origin: crate::message::Origin::Local,
             stored: std::sync::OnceLock::new(),
         };
-        msg.set_expiry_interval(expiry, Instant::now());
+        if expiry.is_some() {
+            // The clock only for messages that expire: most do not.
+            msg.set_expiry_interval(expiry, Instant::now());
+        }
         msg
     }
 
