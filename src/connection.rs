@@ -440,18 +440,21 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
 
     async fn run(&mut self) -> Close {
         let keep_alive = self.handler.keep_alive_timeout();
-        let shutdown = self.broker.shutdown_token().clone();
         // Checked lazily: reads only move `last_read`; when this passes, the real deadline is
         // computed again, so a busy connection does not re-arm a timer on every read.
         let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
+            // Shutdown reaches a running connection as a control request (`disconnect_all`);
+            // this check covers one that attached after it passed. No `cancelled()` arm and no
+            // token check: both take the token's one lock, shared by every connection.
+            if self.broker.is_stopping() {
+                return Close::ServerShutdown;
+            }
             self.pump();
             let turn = self.turn(keep_alive_check);
             // Every arm yields Err(close) to end the connection, Ok(()) to go round again.
             let step = tokio::select! {
                 biased;
-                // Cancellation-safe: a token check.
-                _ = shutdown.cancelled() => Err(Close::ServerShutdown),
                 // Cancellation-safe: polling a oneshot by reference consumes nothing. Its one
                 // value ends the loop, so it is never polled after completing.
                 ctl = &mut self.control => Err(control_close(ctl)),

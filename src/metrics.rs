@@ -1,7 +1,10 @@
 //! Broker-wide counters, shared by `$SYS` and Prometheus. Plain relaxed atomics: they are
-//! statistics, never used for synchronisation.
+//! statistics, never used for synchronisation. The counters every packet moves are
+//! [`ShardedCounter`]s: one plain atomic shared by every worker thread makes each packet pay for
+//! moving its cache line between cores (and the counters next to it, which share the line).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A monotonically increasing or gauge-like counter.
 #[derive(Debug, Default)]
@@ -29,6 +32,60 @@ impl Counter {
     }
 }
 
+/// Slots per [`ShardedCounter`]: threads beyond this many share slots (still correct, only
+/// contended again).
+const SHARDS: usize = 16;
+
+/// One slot on a cache line of its own, so two threads' slots never share a line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Slot(AtomicU64);
+
+/// A counter moved on every packet by every worker thread: each thread adds to a slot of its
+/// own and [`Self::get`] sums them, so the hot path never bounces a cache line between cores.
+/// Wrapping arithmetic keeps the sum right for gauges too.
+#[derive(Debug, Default)]
+pub struct ShardedCounter {
+    slots: [Slot; SHARDS],
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's slot index, given out in turn at its first count (`usize::MAX`: not yet).
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn shard() -> usize {
+    SHARD.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            s.set(i);
+        }
+        i
+    })
+}
+
+impl ShardedCounter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.slots[shard()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The total over every thread's slot.
+    pub fn get(&self) -> u64 {
+        self.slots
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Ordering::Relaxed)))
+    }
+}
+
 /// Every counter the broker keeps.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -37,14 +94,14 @@ pub struct Metrics {
     pub clients_connected: Counter,
     pub clients_maximum: Counter,
     pub clients_expired: Counter,
-    pub packets_received: Counter,
-    pub packets_sent: Counter,
-    pub bytes_received: Counter,
-    pub bytes_sent: Counter,
-    pub publish_received: Counter,
-    pub publish_sent: Counter,
-    pub publish_bytes_received: Counter,
-    pub publish_bytes_sent: Counter,
+    pub packets_received: ShardedCounter,
+    pub packets_sent: ShardedCounter,
+    pub bytes_received: ShardedCounter,
+    pub bytes_sent: ShardedCounter,
+    pub publish_received: ShardedCounter,
+    pub publish_sent: ShardedCounter,
+    pub publish_bytes_received: ShardedCounter,
+    pub publish_bytes_sent: ShardedCounter,
     pub dropped_queue_full: Counter,
     pub dropped_offline_qos0: Counter,
     pub dropped_expired: Counter,
@@ -111,4 +168,30 @@ pub struct StoreMetrics {
     /// offline sessions that nobody acknowledges) queued over the capacity because the queue
     /// was full.
     pub store_writes_over_bound: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sharded_counter_sums_every_threads_counts() {
+        let c = std::sync::Arc::new(ShardedCounter::default());
+        // More threads than slots: some share one, and nothing is lost either way.
+        let threads: Vec<_> = (0..SHARDS + 3)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        c.inc();
+                    }
+                    c.add(5);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(c.get(), (SHARDS as u64 + 3) * 1005);
+    }
 }

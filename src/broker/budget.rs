@@ -10,18 +10,24 @@ use tokio::sync::Notify;
 pub struct Budget {
     /// Signed: a connection on another thread can take a delivery out of its queue (and
     /// subtract its cost) before the router that queued it has added that cost, so the sum
-    /// may dip below zero for a moment.
-    used: AtomicI64,
+    /// may dip below zero for a moment. On a cache line of its own: every delivery moves it,
+    /// and every connection reads `saturated` on every turn of its loop.
+    used: Padded,
     high: u64,
     low: u64,
     saturated: AtomicBool,
     relieved: Notify,
 }
 
+/// An atomic alone on its cache line.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Padded(AtomicI64);
+
 impl Budget {
     pub fn new(high: u64, low: u64) -> Budget {
         Budget {
-            used: AtomicI64::new(0),
+            used: Padded(AtomicI64::new(0)),
             high,
             low,
             saturated: AtomicBool::new(false),
@@ -31,7 +37,11 @@ impl Budget {
 
     pub fn add(&self, n: usize) {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
-        let used = self.used.fetch_add(n, Ordering::Relaxed).saturating_add(n);
+        let used = self
+            .used
+            .0
+            .fetch_add(n, Ordering::Relaxed)
+            .saturating_add(n);
         if used > clamp(self.high) && !self.saturated.load(Ordering::Relaxed) {
             self.saturated.store(true, Ordering::Relaxed);
             tracing::warn!(
@@ -47,7 +57,11 @@ impl Budget {
             return;
         }
         let n = i64::try_from(n).unwrap_or(i64::MAX);
-        let used = self.used.fetch_sub(n, Ordering::Relaxed).saturating_sub(n);
+        let used = self
+            .used
+            .0
+            .fetch_sub(n, Ordering::Relaxed)
+            .saturating_sub(n);
         if used < clamp(self.low) && self.saturated.load(Ordering::Relaxed) {
             self.saturated.store(false, Ordering::Relaxed);
             self.relieved.notify_waiters();
@@ -55,7 +69,7 @@ impl Budget {
     }
 
     pub fn used(&self) -> u64 {
-        u64::try_from(self.used.load(Ordering::Relaxed)).unwrap_or(0)
+        u64::try_from(self.used.0.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     pub fn is_saturated(&self) -> bool {

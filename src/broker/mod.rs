@@ -90,6 +90,9 @@ pub struct BrokerState {
     auth: RwLock<Arc<AuthSet>>,
     /// Bumped on every auth reload so connections refresh their cached snapshot.
     auth_generation: AtomicU64,
+    /// Mirrors `auth.restricts()`, so routing needs neither the lock nor the snapshot (shared
+    /// by every publisher) when no ACL applies.
+    auth_restricts: AtomicBool,
     /// Set once shutdown began (every connection is being closed).
     stopping: AtomicBool,
     /// The store, when persistence is on.
@@ -137,6 +140,7 @@ impl BrokerState {
             authenticators: Vec::new(),
             auth: RwLock::new(Rank::Auth, Arc::new(AuthSet::default())),
             auth_generation: AtomicU64::new(0),
+            auth_restricts: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             persistence: None,
             cluster: Arc::new(cluster::LocalCluster),
@@ -195,8 +199,19 @@ impl BrokerState {
 
     /// Installs the auth snapshots (at start).
     pub fn with_auth(self, auth: AuthSet) -> BrokerState {
-        *self.auth.write() = Arc::new(auth);
+        let mut current = self.auth.write();
+        self.auth_restricts
+            .store(auth.restricts(), Ordering::Release);
+        *current = Arc::new(auth);
+        drop(current);
         self
+    }
+
+    /// The auth snapshots for routing READ checks; None when no snapshot restricts topics.
+    pub(super) fn routing_auth(&self) -> Option<Arc<AuthSet>> {
+        self.auth_restricts
+            .load(Ordering::Acquire)
+            .then(|| self.auth.read().clone())
     }
 
     /// The auth snapshot of listener `index` (`[auth]`'s for `None`) and its generation.
@@ -242,6 +257,8 @@ impl BrokerState {
         let (before, auth) = {
             let mut current = self.auth.write();
             let auth = Arc::new(next(&current));
+            self.auth_restricts
+                .store(auth.restricts(), Ordering::Release);
             (std::mem::replace(&mut *current, auth.clone()), auth)
         };
         self.auth_generation.fetch_add(1, Ordering::AcqRel);

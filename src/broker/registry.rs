@@ -287,6 +287,13 @@ impl BrokerState {
         }
     }
 
+    /// Whether [`Self::disconnect_all`] has begun: set before it asks any connection to
+    /// close, so a connection that attaches later sees it when its loop starts (the session's
+    /// link lock, or the registry's, orders the two).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// Closes every connection for shutdown. From now on departing shared-subscription members
     /// keep their messages (see [`BrokerState::redistribute_shared`]).
     pub fn disconnect_all(&self, reason: ReasonCode) {

@@ -93,18 +93,26 @@ impl BrokerState {
             self.update_retained(&msg, &mut ops);
         }
         let targets = self.route(&msg);
-        let auth = self.auth.read().clone();
-        let acl = auth.restricts();
-        let uniform = auth.uniform();
+        let auth = if targets.is_empty() {
+            None
+        } else {
+            self.routing_auth()
+        };
+        let uniform = auth.as_deref().and_then(AuthSet::uniform);
         let mut blocked = Vec::new();
+        let mut cost = 0;
         for t in targets {
             // READ is checked per message, against the subscriber's listener's ACL: a
             // subscription may cover topics the ACL denies.
-            if acl && !self.may_read(&auth, uniform, &t.session, &msg.topic) {
-                continue;
+            if let Some(auth) = &auth {
+                if !self.may_read(auth, uniform, &t.session, &msg.topic) {
+                    continue;
+                }
             }
-            self.deliver_or_block(t, &mut blocked, &mut ops);
+            cost += self.deliver_or_block(t, &mut blocked, &mut ops);
         }
+        // Once per message: the budget is one counter every connection moves.
+        self.budget.add(cost);
         if cluster::forwards(&msg) {
             self.cluster.routed(&msg);
         }
@@ -189,21 +197,28 @@ impl BrokerState {
     /// handed back: the publisher's acknowledgement then waits for room (overload rule (c)). A
     /// subscriber that made no room in time is "stuck" and gets drops instead, so it cannot hold
     /// publishers back for long.
-    pub(super) fn deliver_or_block(&self, r: Routed, blocked: &mut Vec<Routed>, ops: &mut Vec<Op>) {
+    ///
+    /// Returns the queue bytes it added, for the caller to add to the budget.
+    pub(super) fn deliver_or_block(
+        &self,
+        r: Routed,
+        blocked: &mut Vec<Routed>,
+        ops: &mut Vec<Op>,
+    ) -> usize {
         let session = &r.session;
         if r.delivery.qos != QoS::AtMostOnce && !session.is_stuck() && session.is_connected() {
             let copy = self.capture(session, &r.delivery);
             match session.try_deliver(r.delivery, r.epoch) {
                 Ok(e) => {
-                    self.budget.add(e.cost);
                     self.record(session, e.seq, copy, ops);
+                    return e.cost;
                 }
                 Err((DropReason::QueueFull, delivery)) => blocked.push(Routed { delivery, ..r }),
                 Err((other, _)) => self.count_drop(session, other),
             }
-            return;
+            return 0;
         }
-        self.deliver(r, ops);
+        self.enqueue(r, ops).unwrap_or(0)
     }
 
     /// What a stored queue entry needs from a delivery, taken before it moves into the queue
@@ -247,9 +262,11 @@ impl BrokerState {
     /// Retries blocked deliveries; returns those still blocked.
     pub fn retry_blocked(&self, items: Vec<Routed>, ops: &mut Vec<Op>) -> Vec<Routed> {
         let mut still = Vec::new();
+        let mut cost = 0;
         for r in items {
-            self.deliver_or_block(r, &mut still, ops);
+            cost += self.deliver_or_block(r, &mut still, ops);
         }
+        self.budget.add(cost);
         still
     }
 
@@ -269,17 +286,27 @@ impl BrokerState {
     /// Queues a delivery whatever the queue's state; returns why it was refused, if it was
     /// (and counts that).
     pub(super) fn deliver(&self, r: Routed, ops: &mut Vec<Op>) -> Option<DropReason> {
+        match self.enqueue(r, ops) {
+            Ok(cost) => {
+                self.budget.add(cost);
+                None
+            }
+            Err(reason) => Some(reason),
+        }
+    }
+
+    /// As [`Self::deliver`], leaving the budget to the caller: Ok(the queue bytes added).
+    fn enqueue(&self, r: Routed, ops: &mut Vec<Op>) -> Result<usize, DropReason> {
         let session = &r.session;
         let copy = self.capture(session, &r.delivery);
         match session.deliver(r.delivery, r.epoch) {
             Ok(e) => {
-                self.budget.add(e.cost);
                 self.record(session, e.seq, copy, ops);
-                None
+                Ok(e.cost)
             }
             Err(reason) => {
                 self.count_drop(session, reason);
-                Some(reason)
+                Err(reason)
             }
         }
     }

@@ -66,6 +66,10 @@ impl TopicAliases {
 /// Deliveries moved from the queue per pump, so one busy session cannot hog its task.
 const PUMP_BATCH: usize = 256;
 
+/// A PUBLISH's bytes besides its topic and payload without properties: fixed header (up to 5),
+/// topic length (2), packet id (2), and a v5 property length (1).
+const PUBLISH_OVERHEAD: usize = 10;
+
 impl Handler {
     /// Moves what the window allows from the session queue into `out`, stopping once `out`
     /// reaches `high` bytes. Returns true when more could be sent right away.
@@ -73,40 +77,48 @@ impl Handler {
         let now = Instant::now();
         let window = self.send_window;
         let mut scratch = std::mem::take(&mut self.scratch);
-        let broker = self.broker.clone();
-        let metrics = &broker.metrics();
         let persistent = self.session.is_persistent();
-        // READ is checked again as each message is sent, not only when it was routed: an ACL
-        // reloaded since then applies to what is still queued (and to retained copies).
-        let auth = self.auth();
-        let username = self.username.clone();
-        let client_id = self.client_id.clone();
-        let may_read = |d: &Delivery| {
-            !auth.restricts()
-                || auth.check_acl(&client_id, username.as_deref(), &d.msg.topic, Access::Read)
-        };
+        let mut sent = Sent::default();
         loop {
             self.read_retained(now);
+            // READ is checked again as each message is sent, not only when it was routed: an
+            // ACL reloaded since then applies to what is still queued (and to retained copies).
+            self.refresh_auth();
             let mut expired = Vec::new();
-            let (freed, more) = self.session.with_state(|s| {
-                let mut on_drop = |d: &Delivery, why| {
-                    if why == DropReason::NotAuthorized {
-                        metrics.dropped_not_authorized.inc();
-                    } else {
-                        metrics.dropped_expired.inc();
-                    }
-                    expired.extend(d.seq);
+            let (freed, more) = {
+                // Borrowed, not cloned: these are shared with other connections' tasks, and a
+                // clone per pump moves their reference counts' cache lines between cores.
+                let (auth, client_id, username) = (&self.auth, &self.client_id, &self.username);
+                let metrics = self.broker.metrics();
+                let may_read = |d: &Delivery| {
+                    !auth.restricts()
+                        || auth.check_acl(
+                            client_id,
+                            username.as_deref(),
+                            &d.msg.topic,
+                            Access::Read,
+                        )
                 };
-                let freed = s.take_ready(
-                    window,
-                    PUMP_BATCH,
-                    now,
-                    &mut scratch,
-                    &mut on_drop,
-                    &may_read,
-                );
-                (freed, s.has_ready(window))
-            });
+                self.session.with_state(|s| {
+                    let mut on_drop = |d: &Delivery, why| {
+                        if why == DropReason::NotAuthorized {
+                            metrics.dropped_not_authorized.inc();
+                        } else {
+                            metrics.dropped_expired.inc();
+                        }
+                        expired.extend(d.seq);
+                    };
+                    let freed = s.take_ready(
+                        window,
+                        PUMP_BATCH,
+                        now,
+                        &mut scratch,
+                        &mut on_drop,
+                        &may_read,
+                    );
+                    (freed, s.has_ready(window))
+                })
+            };
             self.broker.budget().sub(freed);
             if !scratch.is_empty() {
                 self.session.made_room();
@@ -129,12 +141,20 @@ impl Handler {
                     .collect();
                 self.store_wait(records, out);
             }
+            // Room for the whole batch at once (v5 properties aside): an emptied write buffer is
+            // released, and growing it again packet by packet copies it many times over.
+            let batch: usize = scratch
+                .iter()
+                .map(|(_, d)| d.msg.topic.len() + d.msg.payload.len() + PUBLISH_OVERHEAD)
+                .sum();
+            out.buf().reserve(batch);
             for (pid, d) in scratch.drain(..) {
-                self.encode_delivery(pid, &d, false, now, out);
+                self.encode_delivery(pid, &d, false, now, out, &mut sent);
             }
             // A receipt waiting for room in the store's queue: the rest waits for it.
             if !more || out.len() >= high || out.parked() {
                 self.scratch = scratch;
+                sent.count(self.broker.metrics());
                 return more;
             }
         }
@@ -189,7 +209,11 @@ impl Handler {
         let now = Instant::now();
         for r in self.session.with_state(|s| s.resume()) {
             match r {
-                Resend::Publish(pid, d) => self.encode_delivery(pid, &d, true, now, out),
+                Resend::Publish(pid, d) => {
+                    let mut sent = Sent::default();
+                    self.encode_delivery(pid, &d, true, now, out, &mut sent);
+                    sent.count(self.broker.metrics());
+                }
                 Resend::PubRel(pid) => self.send(&Packet::PubRel(PubResp::new(pid)), out),
             }
         }
@@ -202,6 +226,7 @@ impl Handler {
         dup: bool,
         now: Instant,
         out: &mut Outbox,
+        sent: &mut Sent,
     ) {
         let msg = &d.msg;
         let alias = if self.version.is_v5() {
@@ -251,9 +276,24 @@ impl Handler {
         if let Some((a, false)) = alias {
             self.aliases_out.assign(a, &msg.topic);
         }
-        let metrics = &self.broker.metrics();
-        metrics.packets_sent.inc();
-        metrics.publish_sent.inc();
-        metrics.publish_bytes_sent.add(msg.payload.len() as u64);
+        sent.packets += 1;
+        sent.payload_bytes += msg.payload.len() as u64;
+    }
+}
+
+/// PUBLISH packets encoded by one pump, counted once at its end rather than per packet.
+#[derive(Default)]
+struct Sent {
+    packets: u64,
+    payload_bytes: u64,
+}
+
+impl Sent {
+    fn count(&self, metrics: &crate::metrics::Metrics) {
+        if self.packets > 0 {
+            metrics.packets_sent.add(self.packets);
+            metrics.publish_sent.add(self.packets);
+            metrics.publish_bytes_sent.add(self.payload_bytes);
+        }
     }
 }
