@@ -37,6 +37,7 @@ mod conn;
 mod hist;
 mod os;
 mod report;
+mod tls;
 mod traffic;
 mod wire;
 
@@ -189,6 +190,17 @@ struct ConnArgs {
     /// Longest wait for the final PINGRESPs.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     ping_timeout: Duration,
+    /// TLS on every connection (the broker's `mqtts` listener at --port); the broker's
+    /// certificate is checked against --cafile and --host.
+    #[arg(long, requires = "cafile")]
+    tls: bool,
+    /// PEM bundle of the CA(s) the broker's certificate is checked against (with --tls).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    cafile: Option<std::path::PathBuf>,
+    /// With --tls: no session resumption (every handshake a full one). By default clients
+    /// share one session cache and resume (TLS 1.3 tickets, TLS 1.2 ids or tickets).
+    #[arg(long, requires = "tls")]
+    no_resume: bool,
 }
 
 #[derive(Args)]
@@ -409,6 +421,10 @@ async fn run(cli: Cli) -> anyhow::Result<report::Json> {
             let target = resolve(&c.host, c.port)?;
             let auto = a.clients.div_ceil(25_000).clamp(1, 254) as u8;
             let run = c.run.clone().unwrap_or_else(run_id);
+            let tls = match (&a.cafile, a.tls) {
+                (Some(ca), true) => Some(tls::TlsClient::new(ca, &c.host, !a.no_resume)?),
+                _ => None,
+            };
             conn::run(
                 conn::ConnSettings {
                     target,
@@ -421,6 +437,7 @@ async fn run(cli: Cli) -> anyhow::Result<report::Json> {
                     hold: a.duration,
                     connect_timeout: a.connect_timeout,
                     ping_timeout: a.ping_timeout,
+                    tls,
                 },
                 &c.label,
             )
