@@ -1,17 +1,20 @@
 //! TLS for `conn --tls`: a rustls client (the *ring* provider, as the broker) that trusts the
-//! `--cafile` bundle and, unless `--no-resume`, resumes sessions the way a fleet of real clients
-//! sharing one TLS library would: TLS 1.3 tickets, TLS 1.2 session ids or tickets, kept in one
-//! in-memory cache shared by every connection of the run. A client takes one ticket from the
-//! cache per handshake and the server hands out new ones after each, so after the first
-//! `--concurrency` handshakes most of them resume; the report counts how many did.
+//! `--cafile` bundle and, unless `--no-resume`, resumes sessions as a fleet of returning
+//! devices would: TLS 1.3 tickets, TLS 1.2 session ids or tickets, kept in one pool shared by
+//! every connection of the run ([`TicketPool`]). A client takes one ticket per handshake and
+//! the server hands out new ones after each, so after the first `--concurrency` handshakes
+//! nearly all resume; the report counts how many did.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use rustls::client::Resumption;
-use rustls::{ClientConfig, HandshakeKind, RootCertStore};
+use rustls::client::{
+    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
+use rustls::{ClientConfig, HandshakeKind, NamedGroup, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
@@ -47,9 +50,8 @@ impl TlsClient {
             .context("TLS protocol versions")?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        // The default: an in-memory cache (256 servers, up to 8 TLS 1.3 tickets each).
         config.resumption = if resume {
-            Resumption::default()
+            Resumption::store(Arc::new(TicketPool::default()))
         } else {
             Resumption::disabled()
         };
@@ -74,5 +76,57 @@ impl TlsClient {
             .context("TLS handshake")?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
         Ok((tls, resumed))
+    }
+}
+
+/// Most TLS 1.3 tickets the pool keeps (the oldest go first).
+const MAX_TICKETS: usize = 16_384;
+
+/// The session store of one run, which talks to one broker (so server names are not kept
+/// apart). rustls' own in-memory cache keeps at most 8 TLS 1.3 tickets per server: with
+/// `--concurrency` handshakes starting in waves, most of a wave would find none and make a full
+/// handshake, which a fleet of devices, each holding its own ticket, would not.
+#[derive(Debug, Default)]
+struct TicketPool(parking_lot::Mutex<Pool>);
+
+#[derive(Debug, Default)]
+struct Pool {
+    kx_hint: Option<NamedGroup>,
+    tls12: Option<Tls12ClientSessionValue>,
+    tls13: VecDeque<Tls13ClientSessionValue>,
+}
+
+impl ClientSessionStore for TicketPool {
+    fn set_kx_hint(&self, _: ServerName<'static>, group: NamedGroup) {
+        self.0.lock().kx_hint = Some(group);
+    }
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<NamedGroup> {
+        self.0.lock().kx_hint
+    }
+
+    fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.0.lock().tls12 = Some(value);
+    }
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.0.lock().tls12.clone()
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {
+        self.0.lock().tls12 = None;
+    }
+
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
+        let mut pool = self.0.lock();
+        if pool.tls13.len() == MAX_TICKETS {
+            pool.tls13.pop_front();
+        }
+        pool.tls13.push_back(value);
+    }
+
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        // The newest: the least likely to have expired. Each ticket is used at most once.
+        self.0.lock().tls13.pop_back()
     }
 }
