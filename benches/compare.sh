@@ -45,14 +45,16 @@ default_settings 21000 bench-compare
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL_SCENARIOS[@]}"); fi
 check_scenarios "${SCENARIOS[@]}"
 
+if [ -n "${REPORT_ONLY:-}" ]; then
+    # Only the table: no tools, no build, no work directory.
+    command -v jq >/dev/null 2>&1 || die "jq is missing (apt-get install jq)"
+    [ -r "$REPORT_ONLY" ] || die "cannot read $REPORT_ONLY"
+    RESULTS=$REPORT_ONLY
+else
 need_tools
 find_release_bins
 limit_open_files
 prepare_workdir starling-compare
-
-if [ -n "${REPORT_ONLY:-}" ]; then
-    RESULTS=$REPORT_ONLY
-else
 log "results: $RESULTS   workdir: $WORKDIR"
 log "machine: $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 log "$($MOSQUITTO -h 2>&1 | head -1 || true); starling $(starling_commit)"

@@ -410,7 +410,7 @@ print_runs() { # results-file
   "  \(.case) r\(.round) \(.broker): " +
   (if .skipped then "n/a (\(.skipped))"
    else
-  (if (.case == "conn" or .case == "conn_tls") then "\(.held | r) held, \(.connect_rate | r) conn/s (\(.connect_s * 10 | round / 10) s)\(if .tls_resumed != null then ", \(.tls_resumed) resumed" else "" end), broker/bench cpu while connecting \(.broker_cpu_pct_connect | r)%/\(.bench_cpu_pct_connect | r)%, \(.broker_bytes_per_conn | r) B/conn, \(.listen_overflows // "-") SYNs dropped (listen queue full), \(.time_wait_before // "-") TIME_WAIT sockets before"
+  (if (.case == "conn" or .case == "conn_tls") then "\(.held | r) held, \(.connect_rate | r) conn/s (\(.connect_s * 10 | round / 10) s)\(if .tls_resumed != null then ", \(.tls_resumed) resumed" else "" end), broker/bench cpu while connecting \(.broker_cpu_pct_connect | r)%/\(.bench_cpu_pct_connect | r)% (\(.broker_cpu_us_per_connect | r)/\(.bench_cpu_us_per_connect | r) us per connect), \(.broker_bytes_per_conn | r) B/conn, \(.listen_overflows // "-") SYNs dropped (listen queue full), \(.time_wait_before // "-") TIME_WAIT sockets before"
    else "\(.delivered_rate | r) msg/s, p99 \(.latency_us_p99 | r) us, lost \(.lost | r), dropped \(.dropped | r), rss peak \((.broker_rss_peak // 0) / 1048576 | r) MiB" end) +
   ", broker cpu \(.broker_cpu_pct | r)%, bench cpu \(.bench_cpu_pct | r)%, others \(.other_cpu_pct | r)% (\(.others_before_pct // "-")% just before), load1 \(.load1)" +
   (if .broker_state != "alive" then "  BROKER \(.broker_state)" else "" end) +

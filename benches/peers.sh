@@ -190,13 +190,13 @@ lat_fanin|broker CPU % of one core|broker_cpu_pct|median|1|
 conn|connections not held at the end (worst round)|not_held|max|1|abs_le:0
 conn|connect rate CONNACK/s|connect_rate|median|1|m_ge:1.2
 conn|broker RSS bytes/idle connection (worst round)|broker_bytes_per_conn|max|1|abs_le:1500
-conn|broker CPU % while connecting|broker_cpu_pct_connect|median|1|
-conn|bench CPU % while connecting|bench_cpu_pct_connect|median|1|
+conn|broker CPU µs per connect|broker_cpu_us_per_connect|median|1|
+conn|bench CPU µs per connect|bench_cpu_us_per_connect|median|1|
 conn_tls|connections not held at the end (worst round)|not_held|max|1|abs_le:0
 conn_tls|TLS connect rate CONNACK/s (session resumption on)|connect_rate|median|1|m_ge:1.2
 conn_tls|handshakes that resumed a session|tls_resumed|median|1|
-conn_tls|broker CPU % while connecting|broker_cpu_pct_connect|median|1|
-conn_tls|bench CPU % while connecting|bench_cpu_pct_connect|median|1|
+conn_tls|broker CPU µs per TLS connect|broker_cpu_us_per_connect|median|1|
+conn_tls|bench CPU µs per TLS connect|bench_cpu_us_per_connect|median|1|
 conn_tls|broker RSS bytes/idle TLS connection (worst round)|broker_bytes_per_conn|max|1|
 persist|delivered msg/s (100 pairs, QoS 1, persistent subscriber sessions, persistence on)|delivered_rate|median|1|m_ge:1
 persist|p99 latency ms (max rate)|latency_us_p99|median|1000|

@@ -271,11 +271,31 @@ pub async fn run(s: ConnSettings, label: &str) -> anyhow::Result<Json> {
         (Some(a), Some(b)) if connect_s > 0.0 => Some((b - a) / connect_s * 100.0),
         _ => None,
     };
-    if let Some(p) = pct(cpu_start.broker, cpu_connected.broker) {
-        j.num("broker_cpu_pct_connect", p);
-    }
-    if let Some(p) = pct(cpu_start.bench, cpu_connected.bench) {
-        j.num("bench_cpu_pct_connect", p);
+    // The same per connection, in µs: steadier than the rate on a busy machine.
+    let per_connect = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if ok > 0 => Some((b - a) / ok as f64 * 1e6),
+        _ => None,
+    };
+    for (pct_key, us_key, a, b) in [
+        (
+            "broker_cpu_pct_connect",
+            "broker_cpu_us_per_connect",
+            cpu_start.broker,
+            cpu_connected.broker,
+        ),
+        (
+            "bench_cpu_pct_connect",
+            "bench_cpu_us_per_connect",
+            cpu_start.bench,
+            cpu_connected.bench,
+        ),
+    ] {
+        if let Some(p) = pct(a, b) {
+            j.num(pct_key, p);
+        }
+        if let Some(us) = per_connect(a, b) {
+            j.num(us_key, us);
+        }
     }
     if let (Some(before), Some((after, _))) = (rss_before, mem_after) {
         if ok > 0 {

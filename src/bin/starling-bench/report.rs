@@ -114,9 +114,11 @@ impl Json {
             }
             if has("bench_cpu_pct_connect") {
                 o.push_str(&format!(
-                    "  cpu connecting broker {} %, bench {} % (of one core)\n",
+                    "  cpu connecting broker {} % ({} µs/connect), bench {} % ({} µs/connect) (% of one core)\n",
                     self.s("broker_cpu_pct_connect"),
-                    self.s("bench_cpu_pct_connect")
+                    self.s("broker_cpu_us_per_connect"),
+                    self.s("bench_cpu_pct_connect"),
+                    self.s("bench_cpu_us_per_connect")
                 ));
             }
             o.push_str(&format!(
