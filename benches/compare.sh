@@ -20,6 +20,7 @@
 #   WARMUP     warm-up before it (default 1s)
 #   RUNS       rounds per scenario (default 3)
 #   CONN_CLIENTS  idle connections of `conn` (default 19500)
+#   CONN_TLS_CLIENTS  connections of `conn_tls` (default CONN_CLIENTS)
 #   BASE_PORT  first port (default 21000; every run gets the next one)
 #   RESULTS    JSON-lines file (default target/bench-compare/results-<time>.jsonl)
 #   WORKDIR    configs, logs, persistence dirs (default: a fresh temp dir, removed unless KEEP=1)
@@ -31,7 +32,8 @@
 #   MAX_OTHERS before each run, wait (up to QUIET_WAIT s, default 60) while other processes use
 #              more than this % of one core (default 30, measured over 2 s); recorded anyway
 #
-# Scenario ids: p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn persist
+# Scenario ids: p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn conn_tls persist (conn_tls:
+# conn over TLS with session resumption, certificates made with openssl in WORKDIR)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,17 +42,19 @@ ROOT=$(pwd)
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
 default_settings 21000 bench-compare
-if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn persist); fi
+if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn conn_tls persist); fi
 check_scenarios "${SCENARIOS[@]}"
 
+if [ -n "${REPORT_ONLY:-}" ]; then
+    # Only the table: no tools, no build, no work directory.
+    command -v jq >/dev/null 2>&1 || die "jq is missing (apt-get install jq)"
+    [ -r "$REPORT_ONLY" ] || die "cannot read $REPORT_ONLY"
+    RESULTS=$REPORT_ONLY
+else
 need_tools
 find_release_bins
 limit_open_files
 prepare_workdir starling-compare
-
-if [ -n "${REPORT_ONLY:-}" ]; then
-    RESULTS=$REPORT_ONLY
-else
 log "results: $RESULTS   workdir: $WORKDIR"
 log "machine: $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 log "$($MOSQUITTO -h 2>&1 | head -1 || true); starling $(starling_commit)"
@@ -80,6 +84,9 @@ lat_fanin|p50 latency us|latency_us_p50|median|1|none|0|-
 conn|connections not held at the end (worst round)|not_held|max|1|abs_le|0|0 (all held)
 conn|connect rate CONNACK/s|connect_rate|median|1|ratio_ge|1|>= 1x
 conn|broker RSS bytes/connection (worst round)|broker_bytes_per_conn|max|1|abs_le|4096|<= 4096 B
+conn_tls|connections not held at the end (worst round)|not_held|max|1|abs_le|0|0 (all held)
+conn_tls|TLS connect rate CONNACK/s (session resumption on)|connect_rate|median|1|ratio_ge|1.2|>= 1.2x
+conn_tls|handshakes that resumed a session|tls_resumed|median|1|none|0|-
 persist|delivered msg/s (100 pairs, QoS 1, persistent subscriber sessions, persistence on)|delivered_rate|median|1|none|0|-
 persist|p99 latency us|latency_us_p99|median|1|none|0|-
 EOF
@@ -94,7 +101,7 @@ jq -rs --arg rows "$ROWS" '
       elif $how == "min" then min else add end;
   def fmt: if . == null then "-" elif (. | fabs) >= 100 then (. | round | tostring)
       else (. * 100 | round / 100 | tostring) end;
-  map(. + {not_held: (if .case == "conn" then (.clients // 0) - (.held // 0) else null end),
+  map(. + {not_held: (if (.case == "conn" or .case == "conn_tls") then (.clients // 0) - (.held // 0) else null end),
            drop_pct: (if (.expected // 0) > 0 then 100 * (.dropped // 0) / .expected else null end)}) as $all
   | "| scenario | metric | starling | mosquitto | ratio | bar | met? |",
     "|---|---|---:|---:|---:|---|---|",

@@ -16,6 +16,7 @@ default_settings() { # base-port results-subdir
     WARMUP=${WARMUP:-1s}
     RUNS=${RUNS:-3}
     CONN_CLIENTS=${CONN_CLIENTS:-19500}
+    CONN_TLS_CLIENTS=${CONN_TLS_CLIENTS:-$CONN_CLIENTS}
     BASE_PORT=${BASE_PORT:-$1}
     MAX_OTHERS=${MAX_OTHERS:-30}
     QUIET_WAIT=${QUIET_WAIT:-60}
@@ -27,7 +28,7 @@ default_settings() { # base-port results-subdir
 }
 
 # Known scenario ids (see scenario_args).
-ALL_SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn persist retained_q0 retained_q1)
+ALL_SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn conn_tls persist retained_q0 retained_q1)
 
 check_scenarios() { # id...
     local s
@@ -108,6 +109,27 @@ prepare_workdir() { # prefix [extra binary...]
     CLK_TCK=$(getconf CLK_TCK)
 }
 
+# A test CA and a server certificate for 127.0.0.1 and localhost (ECDSA P-256, the key type
+# of most new deployments; both brokers sign with the same key) in $WORKDIR/certs, made once
+# per run with openssl; sets CERTS.
+make_certs() {
+    CERTS=$WORKDIR/certs
+    [ -s "$CERTS/server.pem" ] && return 0
+    need_pkg openssl openssl
+    mkdir -p "$CERTS"
+    (
+        cd "$CERTS"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -subj "/CN=starling-bench CA" -keyout ca.key -out ca.pem
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' >ext.cnf
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile ext.cnf -out server.pem
+        chmod 644 server.key
+    ) >/dev/null 2>&1 || die "openssl could not make the test certificates in $CERTS"
+}
+
 # --- machine and noise -------------------------------------------------------------------------
 load1() { cut -d' ' -f1 /proc/loadavg; }
 # busy and steal jiffies of the whole machine
@@ -168,8 +190,12 @@ wait_listening() { # port pid
 # Config writers: the same limits everywhere a broker has the knob (1000 queued messages and
 # 20 in flight per session, anonymous, 127.0.0.1 only); what a broker lacks is said in
 # BENCHMARKS.md ("Peers").
-starling_config() { # dir port persist
-    printf '[[listeners]]\nbind = "127.0.0.1:%s"\n\n[persistence]\n' "$2"
+starling_config() { # dir port persist [tls]
+    printf '[[listeners]]\nbind = "127.0.0.1:%s"\n' "$2"
+    if [ "${4:-0}" = 1 ]; then
+        printf 'protocol = "mqtts"\ncert = "%s/server.pem"\nkey = "%s/server.key"\n' "$CERTS" "$CERTS"
+    fi
+    printf '\n[persistence]\n'
     if [ "$3" = 1 ]; then
         printf 'enabled = true\ndir = "%s/store"\nsync = "batch"\n' "$1"
     else
@@ -177,8 +203,14 @@ starling_config() { # dir port persist
     fi
 }
 
-mosquitto_config() { # dir port persist
+# Mosquitto turns TLS on only when `cafile` (or `capath`) is set too; without
+# `require_certificate` it asks no client for a certificate. Its OpenSSL keeps the defaults:
+# session cache and TLS 1.3 tickets on.
+mosquitto_config() { # dir port persist [tls]
     printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$2"
+    if [ "${4:-0}" = 1 ]; then
+        printf 'cafile %s/ca.pem\ncertfile %s/server.pem\nkeyfile %s/server.key\n' "$CERTS" "$CERTS" "$CERTS"
+    fi
     printf 'max_queued_messages 1000\nmax_inflight_messages 20\n'
     printf 'user %s\n' "$ME"
     if [ "$3" = 1 ]; then
@@ -219,15 +251,15 @@ nats_config() { # dir port
 }
 
 BROKER_PID=
-start_broker() { # broker port persist(0|1) tag
-    local broker=$1 port=$2 persist=$3 tag=$4 dir="$WORKDIR/$4" cmd
+start_broker() { # broker port persist(0|1) tag [tls(0|1)]
+    local broker=$1 port=$2 persist=$3 tag=$4 dir="$WORKDIR/$4" tls=${5:-0} cmd
     mkdir -p "$dir"
     case $broker in
         starling)
-            starling_config "$dir" "$port" "$persist" >"$dir/starling.toml"
+            starling_config "$dir" "$port" "$persist" "$tls" >"$dir/starling.toml"
             cmd=("$STARLING" --config "$dir/starling.toml") ;;
         mosquitto)
-            mosquitto_config "$dir" "$port" "$persist" >"$dir/mosquitto.conf"
+            mosquitto_config "$dir" "$port" "$persist" "$tls" >"$dir/mosquitto.conf"
             cmd=("$MOSQUITTO" -c "$dir/mosquitto.conf") ;;
         rumqttd)
             next_port
@@ -285,6 +317,10 @@ scenario_args() { # id -> bench arguments
         lat_p2p) echo p2p --pairs 100 --qos 1 --rate 100 "${t[@]}" ;;
         lat_fanin) echo fanin --pubs 10 --subs 1 --qos 1 --rate 1000 "${t[@]}" ;;
         conn) echo conn --clients "$CONN_CLIENTS" --source-ips 4 --duration "$DURATION" ;;
+        # TLS handshakes/s: every client shares one session cache, so after the first
+        # handshakes most resume (the JSON line's tls_resumed counts them).
+        conn_tls) echo conn --clients "$CONN_TLS_CLIENTS" --source-ips 4 --duration "$DURATION" \
+            --tls --cafile "$CERTS/ca.pem" ;;
         # QoS 1 into persistent sessions: subscribers connect with clean session 0, so Starling
         # stores every message and sends PUBACK after the batch's fdatasync (sync = "batch").
         persist) echo p2p --pairs 100 --qos 1 --persistent-subs "${t[@]}" ;;
@@ -310,16 +346,20 @@ wait_time_wait() {
 # One measured run: a fresh broker on a new port, starling-bench against it, and one JSON line in
 # $RESULTS: the bench's report plus broker/round/noise fields (and the object in RUN_EXTRA).
 run_one() { # scenario broker round
-    local id=$1 broker=$2 round=$3 persist=0 tag rc state
+    local id=$1 broker=$2 round=$3 persist=0 tls=0 tag rc state
     [ "$id" = persist ] && persist=1
+    if [ "$id" = conn_tls ]; then
+        tls=1
+        make_certs
+    fi
     next_port
     local port=$PORT
     tag="$id-$broker-r$round-p$port"
     TW=0
-    [ "$id" != conn ] || wait_time_wait
+    case $id in conn | conn_tls) wait_time_wait ;; esac
     wait_for_quiet
     local load_before; load_before=$(load1)
-    start_broker "$broker" "$port" "$persist" "$tag"
+    start_broker "$broker" "$port" "$persist" "$tag" "$tls"
     local pid=$BROKER_PID dir="$WORKDIR/$tag"
     local args; args=$(scenario_args "$id")
     log "$tag: starling-bench $args"
@@ -374,7 +414,7 @@ print_runs() { # results-file
   (if .skipped then "n/a (\(.skipped))"
    else
   (if .retained_messages then "\(.retained_bytes_per_msg | r) B per retained message, \(.retained_delivered | r) of \(.retained_messages | r) streamed at QoS \(.qos) in \(.retained_delivery_s * 100 | round / 100) s: \(.retained_delivery_rate | r) msg/s"
-   elif .case == "conn" then "\(.held | r) held, \(.connect_rate | r) conn/s (\(.connect_s * 10 | round / 10) s), \(.broker_bytes_per_conn | r) B/conn, \(.listen_overflows // "-") SYNs dropped (listen queue full), \(.time_wait_before // "-") TIME_WAIT sockets before"
+   elif (.case == "conn" or .case == "conn_tls") then "\(.held | r) held, \(.connect_rate | r) conn/s (\(.connect_s * 10 | round / 10) s)\(if .tls_resumed != null then ", \(.tls_resumed) resumed" else "" end), broker/bench cpu while connecting \(.broker_cpu_pct_connect | r)%/\(.bench_cpu_pct_connect | r)% (\(.broker_cpu_us_per_connect | r)/\(.bench_cpu_us_per_connect | r) us per connect), \(.broker_bytes_per_conn | r) B/conn, \(.listen_overflows // "-") SYNs dropped (listen queue full), \(.time_wait_before // "-") TIME_WAIT sockets before"
    else "\(.delivered_rate | r) msg/s, p99 \(.latency_us_p99 | r) us, lost \(.lost | r), dropped \(.dropped | r), rss peak \((.broker_rss_peak // 0) / 1048576 | r) MiB" end) +
   ", broker cpu \(.broker_cpu_pct | r)%, bench cpu \(.bench_cpu_pct | r)%, others \(.other_cpu_pct | r)% (\(.others_before_pct // "-")% just before), load1 \(.load1)" +
   (if .broker_state != "alive" then "  BROKER \(.broker_state)" else "" end) +

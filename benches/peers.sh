@@ -32,8 +32,11 @@
 #   REPORT_ONLY=FILE  run nothing: print the report of an earlier results file
 #   APPEND_TO=FILE    also append the report to FILE (e.g. BENCHMARKS.md)
 #
-# Scenario ids: p2p fanout fanin_q1 fanin_q0 lat_p2p conn persist retained_q0 retained_q1
-# (default), lat_fanin
+# Scenario ids: p2p fanout fanin_q1 fanin_q0 lat_p2p conn conn_tls persist retained_q0
+# retained_q1 (default), lat_fanin.
+# conn_tls is conn over TLS (a test CA and server certificate made with openssl in WORKDIR;
+# CONN_TLS_CLIENTS clients, default CONN_CLIENTS) for Starling and Mosquitto only: rumqttd and
+# nats-server are recorded as skipped there.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -46,7 +49,7 @@ default_settings 23000 bench-peers
 if [ $# -gt 0 ]; then
     SCENARIOS=("$@")
 else
-    SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p conn persist retained_q0 retained_q1)
+    SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p conn conn_tls persist retained_q0 retained_q1)
 fi
 check_scenarios "${SCENARIOS[@]}"
 
@@ -112,9 +115,12 @@ run_meta() {
           runs: $runs, machine: $machine}'
 }
 
-# rumqttd has no persistence: its `persist` runs are recorded as skipped, not run.
+# rumqttd has no persistence: its `persist` runs are recorded as skipped, not run. TLS is set
+# up for Starling and Mosquitto only (rumqttd and nats-server each want their own certificate
+# configuration, not written here).
 skip_reason() { # scenario broker
     [ "$1" = persist ] && [ "$2" = rumqttd ] && echo "no persistence"
+    [ "$1" = conn_tls ] && { [ "$2" = rumqttd ] || [ "$2" = nats ]; } && echo "TLS not configured by this script"
     return 0
 }
 
@@ -185,6 +191,14 @@ lat_fanin|broker CPU % of one core|broker_cpu_pct|median|1|
 conn|connections not held at the end (worst round)|not_held|max|1|abs_le:0
 conn|connect rate CONNACK/s|connect_rate|median|1|m_ge:1.2
 conn|broker RSS bytes/idle connection (worst round)|broker_bytes_per_conn|max|1|abs_le:1500
+conn|broker CPU µs per connect|broker_cpu_us_per_connect|median|1|
+conn|bench CPU µs per connect|bench_cpu_us_per_connect|median|1|
+conn_tls|connections not held at the end (worst round)|not_held|max|1|abs_le:0
+conn_tls|TLS connect rate CONNACK/s (session resumption on)|connect_rate|median|1|m_ge:1.2
+conn_tls|handshakes that resumed a session|tls_resumed|median|1|
+conn_tls|broker CPU µs per TLS connect|broker_cpu_us_per_connect|median|1|
+conn_tls|bench CPU µs per TLS connect|bench_cpu_us_per_connect|median|1|
+conn_tls|broker RSS bytes/idle TLS connection (worst round)|broker_bytes_per_conn|max|1|
 persist|delivered msg/s (100 pairs, QoS 1, persistent subscriber sessions, persistence on)|delivered_rate|median|1|m_ge:1
 persist|p99 latency ms (max rate)|latency_us_p99|median|1000|
 retained_q0|broker RSS bytes per retained message (100k x 1 KB)|retained_bytes_per_msg|median|1|abs_le:1300
@@ -208,7 +222,7 @@ report() {
   def range_of($k): [.[] | .[$k] | select(. != null)] | if length == 0 then "-"
       else "\(min | round)-\(max | round)" end;
   map(select(.case != null)
-      | . + {not_held: (if .case == "conn" and (.skipped | not) then (.clients // 0) - (.held // 0) else null end),
+      | . + {not_held: (if (.case == "conn" or .case == "conn_tls") and (.skipped | not) then (.clients // 0) - (.held // 0) else null end),
              drop_pct: (if (.expected // 0) > 0 then 100 * (.dropped // 0) / .expected else null end)}) as $all
   | ($all | map(select(.skipped | not))) as $ran
   | (["starling", "mosquitto", "rumqttd", "nats"] | map(. as $b | select($all | any(.broker == $b)))) as $brokers

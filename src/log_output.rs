@@ -121,7 +121,7 @@ pub fn init(config: &LogConfig) -> anyhow::Result<(Vec<WorkerGuard>, Option<LogF
     let mut guards = Vec::new();
     let mut file = None;
     if config.to_stderr() {
-        let (writer, guard) = starling::logging::non_blocking(std::io::stderr());
+        let (writer, guard) = starling::logging::non_blocking(batched(std::io::stderr()));
         layers.push(line_layer(
             config.format,
             writer,
@@ -132,7 +132,8 @@ pub fn init(config: &LogConfig) -> anyhow::Result<(Vec<WorkerGuard>, Option<LogF
     if let Some(path) = config.file.as_deref() {
         let opened = LogFile::open(path)
             .with_context(|| format!("cannot open log.file {}", path.display()))?;
-        let (writer, guard) = starling::logging::non_blocking(FileWriter(Arc::clone(&opened.file)));
+        let (writer, guard) =
+            starling::logging::non_blocking(batched(FileWriter(Arc::clone(&opened.file))));
         layers.push(line_layer(config.format, writer, false));
         guards.push(guard);
         file = Some(opened);
@@ -153,6 +154,16 @@ pub fn init(config: &LogConfig) -> anyhow::Result<(Vec<WorkerGuard>, Option<LogF
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))?;
     Ok((guards, file))
+}
+
+/// A line destination (stderr, the log file) that the writer thread fills with every line
+/// queued at the moment and then flushes (it flushes whenever its queue is empty): one
+/// `write(2)` per batch instead of one per line, so a burst of connects (two lines each) costs
+/// the writer thread a few syscalls, not thousands. Lines are never held back: the flush comes
+/// as soon as the queue is drained. Not for syslog or journald, where each write is one
+/// datagram and so one message.
+fn batched<W: Write>(out: W) -> std::io::BufWriter<W> {
+    std::io::BufWriter::with_capacity(64 * 1024, out)
 }
 
 /// The layer writing `format` lines (text or JSON) to stderr or the log file.
@@ -180,18 +191,55 @@ fn bounded_fields() -> FieldFn<WriteField> {
 }
 
 fn write_bounded(w: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug) -> fmt::Result {
+    use std::fmt::Write as _;
     // Metadata of events bridged from the `log` crate, which the default formatter hides.
     if field.name().starts_with("log.") {
         return Ok(());
     }
-    let text = format!("{value:?}");
-    let text = starling::logging::bounded(&text);
     // The message comes first; every other field is written with its own leading space, so a
     // skipped field leaves no stray delimiter.
-    if field.name() == "message" {
-        write!(w, "{text}")
-    } else {
-        write!(w, " {field}={text}")
+    if field.name() != "message" {
+        write!(w, " {field}=")?;
+    }
+    let mut out = Bounded {
+        out: w,
+        written: 0,
+        total: 0,
+        cut: false,
+    };
+    write!(out, "{value:?}")?;
+    if out.total > starling::logging::MAX_FIELD_BYTES {
+        write!(out.out, "…({} bytes)", out.total)?;
+    }
+    Ok(())
+}
+
+/// Writes what `logging::bounded` would make of the text written through it, straight into the
+/// line: the first [`starling::logging::MAX_FIELD_BYTES`] bytes (cut at a character boundary);
+/// the caller adds `…(N bytes)` when `total` is larger. No String per field: every connect
+/// and disconnect line has eight fields.
+struct Bounded<'a, 'w> {
+    out: &'a mut Writer<'w>,
+    written: usize,
+    total: usize,
+    /// The cut is made: nothing more is written.
+    cut: bool,
+}
+
+impl fmt::Write for Bounded<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.total += s.len();
+        if self.cut {
+            return Ok(());
+        }
+        let room = starling::logging::MAX_FIELD_BYTES - self.written;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.cut = take < s.len();
+        self.written += take;
+        self.out.write_str(&s[..take])
     }
 }
 
@@ -246,5 +294,47 @@ mod tests {
         let old = std::fs::read_to_string(dir.path().join("b.log.1")).unwrap();
         assert_eq!(old, "one\ntwo\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+    }
+
+    /// The streaming cut writes exactly what `logging::bounded` makes of the whole text,
+    /// whatever pieces the text arrives in (a character straddling the cut included).
+    #[test]
+    fn bounded_writer_matches_bounded() {
+        use std::fmt::Write as _;
+        let max = starling::logging::MAX_FIELD_BYTES;
+        let texts = [
+            String::new(),
+            "sensor-1".to_owned(),
+            "x".repeat(max),
+            "x".repeat(max + 1),
+            format!("{}é{}", "x".repeat(max - 1), "y".repeat(50)),
+            "é".repeat(max),
+        ];
+        for text in &texts {
+            for piece in [1, 3, 7, 1000] {
+                let mut line = String::new();
+                let mut w = Writer::new(&mut line);
+                let mut out = Bounded {
+                    out: &mut w,
+                    written: 0,
+                    total: 0,
+                    cut: false,
+                };
+                let mut rest = text.as_str();
+                while !rest.is_empty() {
+                    let mut n = piece.min(rest.len());
+                    while !rest.is_char_boundary(n) {
+                        n += 1;
+                    }
+                    out.write_str(&rest[..n]).unwrap();
+                    rest = &rest[n..];
+                }
+                let total = out.total;
+                if total > max {
+                    write!(w, "…({total} bytes)").unwrap();
+                }
+                assert_eq!(line, starling::logging::bounded(text), "pieces of {piece}");
+            }
+        }
     }
 }

@@ -456,3 +456,64 @@ fn a_complete_chain_is_left_alone() {
         assert!(!logs.contains("chain completed"), "{name}: {logs}");
     }
 }
+
+/// One client handshake with `tls` over an in-memory pipe, returning how it went (full or
+/// resumed). The server writes a byte after the handshake, so reading it also takes in the
+/// TLS 1.3 tickets it sent before, as a real client's first read would.
+async fn handshake_kind(tls: &Tls, client: &Arc<rustls::ClientConfig>) -> rustls::HandshakeKind {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = tokio::io::duplex(16 * 1024);
+    let acceptor = tls.acceptor();
+    let server = tokio::spawn(async move {
+        let mut s = acceptor.accept(a).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        s.flush().await.unwrap();
+        // Keep the stream until the client has read the byte.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+    });
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut c = tokio_rustls::TlsConnector::from(client.clone())
+        .connect(name, b)
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    c.read_exact(&mut byte).await.unwrap();
+    let kind = c.get_ref().1.handshake_kind().unwrap();
+    drop(c);
+    server.await.unwrap();
+    kind
+}
+
+/// Issue 15: a returning client resumes its session (TLS 1.3 ticket; TLS 1.2 ticket), with
+/// tickets from a ticketer, not a per-session cache entry; a reload (new certificate or CA)
+/// makes the old sessions unusable, so the next handshake is a full one, checked against what
+/// is now loaded.
+#[tokio::test]
+async fn sessions_resume_until_a_reload() {
+    let dir = Scratch::new("resume");
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let (c, k, der) = self_signed("localhost");
+    std::fs::write(&cert, c).unwrap();
+    std::fs::write(&key, k).unwrap();
+    let tls = Tls::from_config(&mqtts(cert, key)).unwrap();
+    assert!(tls.inner.current.load().config.ticketer.enabled());
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(der)).unwrap();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let client = Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth(),
+        );
+        use rustls::HandshakeKind::{Full, Resumed};
+        assert_eq!(handshake_kind(&tls, &client).await, Full, "{version:?}");
+        assert_eq!(handshake_kind(&tls, &client).await, Resumed, "{version:?}");
+        assert_eq!(handshake_kind(&tls, &client).await, Resumed, "{version:?}");
+        tls.reload().unwrap();
+        assert_eq!(handshake_kind(&tls, &client).await, Full, "{version:?}");
+        assert_eq!(handshake_kind(&tls, &client).await, Resumed, "{version:?}");
+    }
+}

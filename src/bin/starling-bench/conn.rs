@@ -1,17 +1,18 @@
-//! The `conn` scenario: open many idle connections, hold them, then prove they are all still
-//! alive with one PINGREQ each.
+//! The `conn` scenario: open many idle connections (plain or, with `--tls`, TLS with session
+//! resumption), hold them, then prove they are all still alive with one PINGREQ each.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::os::{self, now_ns, CpuMark, RssSampler};
 use crate::report::Json;
+use crate::tls::TlsClient;
 use crate::wire::{self, In};
 
 pub struct ConnSettings {
@@ -25,6 +26,37 @@ pub struct ConnSettings {
     pub hold: Duration,
     pub connect_timeout: Duration,
     pub ping_timeout: Duration,
+    /// TLS on every connection (`--tls`).
+    pub tls: Option<TlsClient>,
+}
+
+/// A connected client's byte stream, TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A successful connect: when its CONNACK arrived and whether its TLS handshake resumed.
+struct Connected {
+    at_ns: u64,
+    resumed: bool,
+}
+
+/// TCP connect, TLS handshake (with `--tls`), CONNECT and CONNACK.
+async fn open(
+    s: &ConnSettings,
+    source: Option<IpAddr>,
+    id: &str,
+) -> anyhow::Result<(Box<dyn Io>, bool)> {
+    let tcp = wire::tcp(s.target, source).await?;
+    let (mut stream, resumed): (Box<dyn Io>, bool) = match &s.tls {
+        Some(tls) => {
+            let (t, resumed) = tls.handshake(tcp).await?;
+            (Box::new(t), resumed)
+        }
+        None => (Box::new(tcp), false),
+    };
+    // An idle client expects nothing after CONNACK: the leftover bytes are dropped.
+    wire::mqtt_connect(&mut stream, id, s.keepalive, true).await?;
+    Ok((stream, resumed))
 }
 
 enum End {
@@ -43,7 +75,7 @@ async fn client(
     i: usize,
     s: Arc<ConnSettings>,
     sem: Arc<Semaphore>,
-    connected: mpsc::UnboundedSender<Result<u64, String>>,
+    connected: mpsc::UnboundedSender<Result<Connected, String>>,
     check: CancellationToken,
 ) -> End {
     let id = format!("bench-{}-conn-{i}", s.run);
@@ -52,16 +84,15 @@ async fn client(
         let Ok(_permit) = sem.acquire().await else {
             return End::NotConnected;
         };
-        tokio::time::timeout(
-            s.connect_timeout,
-            wire::connect(s.target, source, &id, s.keepalive, true),
-        )
-        .await
+        tokio::time::timeout(s.connect_timeout, open(&s, source, &id)).await
     };
-    let conn = match conn {
-        Ok(Ok(c)) => {
-            let _ = connected.send(Ok(now_ns()));
-            c
+    let mut stream = match conn {
+        Ok(Ok((stream, resumed))) => {
+            let _ = connected.send(Ok(Connected {
+                at_ns: now_ns(),
+                resumed,
+            }));
+            stream
         }
         Ok(Err(e)) => {
             let _ = connected.send(Err(format!("{id}: {e:#}")));
@@ -73,8 +104,6 @@ async fn client(
         }
     };
     drop(connected);
-    let mut stream = conn.stream;
-    drop(conn.leftover);
     let mut buf = [0u8; 64];
     let mut have = 0usize;
     let ping_every = if s.keepalive > 0 {
@@ -91,14 +120,14 @@ async fn client(
                 Ok(n) => have = drop_pingresps(&mut buf, have + n),
             },
             () = tokio::time::sleep(ping_every) => {
-                if stream.write_all(&wire::PINGREQ).await.is_err() {
+                if write(&mut stream, &wire::PINGREQ).await.is_err() {
                     return End::ClosedEarly;
                 }
             }
         }
     }
     // Earlier PINGRESPs were consumed above, so the next one answers this PINGREQ.
-    if stream.write_all(&wire::PINGREQ).await.is_err() {
+    if write(&mut stream, &wire::PINGREQ).await.is_err() {
         return End::ClosedEarly;
     }
     let answered = tokio::time::timeout(s.ping_timeout, async {
@@ -119,12 +148,18 @@ async fn client(
         }
     })
     .await;
-    let _ = stream.write_all(&wire::DISCONNECT).await;
+    let _ = write(&mut stream, &wire::DISCONNECT).await;
     match answered {
         Ok(Ok(())) => End::Held,
         Ok(Err(_)) => End::ClosedEarly,
         Err(_) => End::Silent,
     }
+}
+
+/// Writes and flushes (TLS holds written bytes until flushed).
+async fn write(stream: &mut Box<dyn Io>, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// Consumes whole packets at the front of `buf[..len]`; returns the bytes left.
@@ -154,18 +189,20 @@ pub async fn run(s: ConnSettings, label: &str) -> anyhow::Result<Json> {
     let sem = Arc::new(Semaphore::new(s.concurrency.max(1)));
     let check = CancellationToken::new();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let cpu_start = CpuMark::take(s.broker_pid);
     let t0 = now_ns();
     let tasks: Vec<_> = (0..s.clients)
         .map(|i| tokio::spawn(client(i, s.clone(), sem.clone(), tx.clone(), check.clone())))
         .collect();
     drop(tx);
-    let (mut ok, mut failed, mut last_ok) = (0u64, 0u64, t0);
+    let (mut ok, mut failed, mut last_ok, mut resumed) = (0u64, 0u64, t0, 0u64);
     let mut errors = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
-            Ok(at) => {
+            Ok(c) => {
                 ok += 1;
-                last_ok = last_ok.max(at);
+                resumed += u64::from(c.resumed);
+                last_ok = last_ok.max(c.at_ns);
             }
             Err(e) => {
                 failed += 1;
@@ -176,6 +213,7 @@ pub async fn run(s: ConnSettings, label: &str) -> anyhow::Result<Json> {
         }
     }
     let connect_s = (last_ok - t0) as f64 / 1e9;
+    let cpu_connected = CpuMark::take(s.broker_pid);
     for e in &errors {
         eprintln!("error: {e}");
     }
@@ -209,6 +247,7 @@ pub async fn run(s: ConnSettings, label: &str) -> anyhow::Result<Json> {
         .int("source_ips", s.sources.len().max(1) as u64)
         .int("keepalive_s", u64::from(s.keepalive))
         .int("concurrency", s.concurrency as u64)
+        .str("transport", if s.tls.is_some() { "tls" } else { "tcp" })
         .int("connected", ok)
         .int("failed", failed)
         .num("connect_s", connect_s)
@@ -224,6 +263,40 @@ pub async fn run(s: ConnSettings, label: &str) -> anyhow::Result<Json> {
         .int("held", held)
         .int("closed_early", closed)
         .int("no_pingresp", silent);
+    if s.tls.is_some() {
+        j.int("tls_resumed", resumed);
+    }
+    // CPU while connecting, in % of one core: a bench near 100% per thread is the bottleneck.
+    let pct = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if connect_s > 0.0 => Some((b - a) / connect_s * 100.0),
+        _ => None,
+    };
+    // The same per connection, in µs: steadier than the rate on a busy machine.
+    let per_connect = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if ok > 0 => Some((b - a) / ok as f64 * 1e6),
+        _ => None,
+    };
+    for (pct_key, us_key, a, b) in [
+        (
+            "broker_cpu_pct_connect",
+            "broker_cpu_us_per_connect",
+            cpu_start.broker,
+            cpu_connected.broker,
+        ),
+        (
+            "bench_cpu_pct_connect",
+            "bench_cpu_us_per_connect",
+            cpu_start.bench,
+            cpu_connected.bench,
+        ),
+    ] {
+        if let Some(p) = pct(a, b) {
+            j.num(pct_key, p);
+        }
+        if let Some(us) = per_connect(a, b) {
+            j.num(us_key, us);
+        }
+    }
     if let (Some(before), Some((after, _))) = (rss_before, mem_after) {
         if ok > 0 {
             j.num(

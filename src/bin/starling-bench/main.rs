@@ -38,6 +38,7 @@ mod hist;
 mod os;
 mod report;
 mod retained;
+mod tls;
 mod traffic;
 mod wire;
 
@@ -141,6 +142,11 @@ struct Common {
     /// only). Default: 1, or for `conn` one address per 25,000 clients.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=254))]
     source_ips: Option<u8>,
+    /// First source address: 127.0.0.N (with --source-ips). A run on addresses the previous
+    /// run did not use finds no TIME_WAIT sockets of its own there, so back-to-back `conn` runs
+    /// need not wait a minute for them to expire.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
+    source_from: u8,
     /// At most this many CONNECT handshakes in flight at once.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
@@ -197,6 +203,17 @@ struct ConnArgs {
     /// Longest wait for the final PINGRESPs.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     ping_timeout: Duration,
+    /// TLS on every connection (the broker's `mqtts` listener at --port); the broker's
+    /// certificate is checked against --cafile and --host.
+    #[arg(long, requires = "cafile")]
+    tls: bool,
+    /// PEM bundle of the CA(s) the broker's certificate is checked against (with --tls).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    cafile: Option<std::path::PathBuf>,
+    /// With --tls: no session resumption (every handshake a full one). By default clients
+    /// share one session cache and resume (TLS 1.3 tickets, TLS 1.2 ids or tickets).
+    #[arg(long, requires = "tls")]
+    no_resume: bool,
 }
 
 #[derive(Args)]
@@ -332,12 +349,12 @@ fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn source_ips(target: SocketAddr, n: u8) -> Vec<IpAddr> {
-    if !target.is_ipv4() || n <= 1 {
+fn source_ips(target: SocketAddr, n: u8, from: u8) -> Vec<IpAddr> {
+    if !target.is_ipv4() || (n <= 1 && from == 1) {
         return Vec::new();
     }
-    (1..=n)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+    (0..n.max(1))
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, from.saturating_add(i).min(254))))
         .collect()
 }
 
@@ -364,7 +381,7 @@ fn traffic_settings(c: &Common, t: &Traffic, run: &str) -> anyhow::Result<Settin
     }
     Ok(Settings {
         target,
-        sources: source_ips(target, c.source_ips.unwrap_or(1)),
+        sources: source_ips(target, c.source_ips.unwrap_or(1), c.source_from),
         keepalive: c.keepalive,
         concurrency: c.concurrency,
         broker_pid: c.broker_pid,
@@ -435,10 +452,14 @@ async fn run(cli: Cli) -> anyhow::Result<report::Json> {
             let target = resolve(&c.host, c.port)?;
             let auto = a.clients.div_ceil(25_000).clamp(1, 254) as u8;
             let run = c.run.clone().unwrap_or_else(run_id);
+            let tls = match (&a.cafile, a.tls) {
+                (Some(ca), true) => Some(tls::TlsClient::new(ca, &c.host, !a.no_resume)?),
+                _ => None,
+            };
             conn::run(
                 conn::ConnSettings {
                     target,
-                    sources: source_ips(target, c.source_ips.unwrap_or(auto)),
+                    sources: source_ips(target, c.source_ips.unwrap_or(auto), c.source_from),
                     keepalive: c.keepalive,
                     concurrency: c.concurrency,
                     broker_pid: c.broker_pid,
@@ -447,6 +468,7 @@ async fn run(cli: Cli) -> anyhow::Result<report::Json> {
                     hold: a.duration,
                     connect_timeout: a.connect_timeout,
                     ping_timeout: a.ping_timeout,
+                    tls,
                 },
                 &c.label,
             )
@@ -566,7 +588,16 @@ mod tests {
         assert!(resolve("::1", 1883).is_ok());
         assert!(resolve("10.0.0.1", 1883).is_err());
         assert!(resolve("8.8.8.8", 1883).is_err());
-        assert_eq!(source_ips("127.0.0.1:1".parse().expect("addr"), 3).len(), 3);
-        assert!(source_ips("[::1]:1".parse().expect("addr"), 3).is_empty());
+        let v4 = "127.0.0.1:1".parse().expect("addr");
+        assert_eq!(source_ips(v4, 3, 1).len(), 3);
+        assert_eq!(
+            source_ips(v4, 2, 9),
+            vec![
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)),
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10))
+            ]
+        );
+        assert!(source_ips(v4, 1, 1).is_empty());
+        assert!(source_ips("[::1]:1".parse().expect("addr"), 3, 1).is_empty());
     }
 }

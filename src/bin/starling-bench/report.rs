@@ -106,6 +106,21 @@ impl Json {
                 self.s("connect_rate"),
                 self.s("connect_s")
             ));
+            if has("tls_resumed") {
+                o.push_str(&format!(
+                    "  tls           {} of the handshakes resumed a session\n",
+                    self.s("tls_resumed")
+                ));
+            }
+            if has("bench_cpu_pct_connect") {
+                o.push_str(&format!(
+                    "  cpu connecting broker {} % ({} µs/connect), bench {} % ({} µs/connect) (% of one core)\n",
+                    self.s("broker_cpu_pct_connect"),
+                    self.s("broker_cpu_us_per_connect"),
+                    self.s("bench_cpu_pct_connect"),
+                    self.s("bench_cpu_us_per_connect")
+                ));
+            }
             o.push_str(&format!(
                 "  held          {} answered PINGREQ after {} s idle ({} closed early, {} silent)\n",
                 self.s("held"),

@@ -13,7 +13,7 @@ use starling::codec::{
     decode, encode, Connect, Packet, Properties, ProtocolVersion, QoS, ReasonCode, Subscribe,
     SubscriptionOptions,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 const V: ProtocolVersion = ProtocolVersion::V311;
@@ -296,6 +296,14 @@ pub async fn connect(
     keep_alive: u16,
     clean_session: bool,
 ) -> anyhow::Result<Conn> {
+    let mut stream = tcp(target, source).await?;
+    let leftover = mqtt_connect(&mut stream, client_id, keep_alive, clean_session).await?;
+    Ok(Conn { stream, leftover })
+}
+
+/// A TCP connection to `target` from `source` (if given; port chosen by the kernel), with
+/// `TCP_NODELAY`.
+pub async fn tcp(target: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
     let sock = if target.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -305,11 +313,22 @@ pub async fn connect(
         sock.bind(SocketAddr::new(ip, 0))
             .with_context(|| format!("bind {ip}"))?;
     }
-    let mut stream = sock
+    let stream = sock
         .connect(target)
         .await
         .with_context(|| format!("connect {target}"))?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// CONNECT on an open stream (TCP or TLS) and wait for a successful CONNACK; returns the bytes
+/// read past it.
+pub async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    client_id: &str,
+    keep_alive: u16,
+    clean_session: bool,
+) -> anyhow::Result<BytesMut> {
     let mut out = BytesMut::new();
     encode(
         &Packet::Connect(Box::new(Connect {
@@ -327,13 +346,15 @@ pub async fn connect(
         &mut out,
     );
     stream.write_all(&out).await?;
+    // TLS buffers writes until flushed; on TCP this is a no-op.
+    stream.flush().await?;
     let mut leftover = BytesMut::with_capacity(256);
-    match read_setup_packet(&mut stream, &mut leftover).await? {
+    match read_setup_packet(stream, &mut leftover).await? {
         Packet::ConnAck(c) if c.code == ReasonCode::V3_ACCEPTED => {}
         Packet::ConnAck(c) => bail!("CONNACK refused with return code {}", c.code.0),
         p => bail!("expected CONNACK, got {}", p.name()),
     }
-    Ok(Conn { stream, leftover })
+    Ok(leftover)
 }
 
 impl Conn {
@@ -386,7 +407,10 @@ impl Conn {
     }
 }
 
-async fn read_setup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<Packet> {
+async fn read_setup_packet<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> anyhow::Result<Packet> {
     loop {
         if let Some(p) = decode(buf, V, SETUP_MAX).map_err(|e| anyhow!("from broker: {e}"))? {
             return Ok(p);
