@@ -1,22 +1,24 @@
 //! One task per client connection: reads CONNECT under the connect timeout (on plain listeners,
 //! by the listener's handshake deadline: [`ConnectionInfo::connect_deadline`]), then runs one
-//! `select!` loop over the socket (reads and writes as separate arms), the session's delivery
-//! queue (gated by the inflight window), the keep-alive deadline, control requests (takeover) and
-//! shutdown. Protocol decisions live in [`crate::protocol`]; this file owns I/O and framing.
+//! loop over the socket (reads and writes as separate sources), the session's delivery queue
+//! (gated by the inflight window), the keep-alive deadline, control requests (takeover) and
+//! shutdown, polled by hand so an idle connection's task holds no per-source futures. Protocol decisions live in [`crate::protocol`]; this file owns I/O and framing.
 //!
 //! Backpressure: the write buffer is filled from the session queue only while it is below
 //! `WRITE_HIGH`, so a client that does not read leaves its messages in its own bounded queue;
 //! reads pause while the broker's global queue budget is saturated (for connections that publish).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 // tokio's clock, so keep-alive deadlines and the timers that wait for them agree (also under a
 // paused test clock).
 use tokio::time::Instant;
 
-use bytes::BytesMut;
-use futures_util::future::OptionFuture;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::auth::enhanced::{AuthStep, Authenticator};
@@ -391,6 +393,28 @@ struct Connection<S> {
     more_buffered: bool,
 }
 
+/// The rarely enabled sources one turn of the `run` loop waits on, and whether it yielded.
+struct Waits<'a> {
+    /// The task woke itself to let others run before handling more buffered packets.
+    yielded: bool,
+    relieved: Option<ArmFuture<'a>>,
+    room: Option<ArmFuture<'a>>,
+}
+
+/// The source a turn of the `run` loop found ready, with what it yielded.
+enum Woke {
+    Control(Result<Control, tokio::sync::oneshot::error::RecvError>),
+    Written(std::io::Result<usize>),
+    Settled(Result<BytesMut, StoreError>),
+    Yielded,
+    Read(std::io::Result<(usize, bool)>),
+    Delivery,
+    Relieved,
+    Refill(Result<Vec<Delivery>, StoreError>),
+    Room,
+    Timer,
+}
+
 /// What one turn of the `run` loop waits for: the guards of its `select!` and the deadlines of
 /// its timer, computed once per turn.
 struct Turn {
@@ -440,59 +464,136 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
 
     async fn run(&mut self) -> Close {
         let keep_alive = self.handler.keep_alive_timeout();
-        let shutdown = self.broker.shutdown_token().clone();
+        // Its own handle: the rarely built arm futures borrow it while the turn borrows `self`.
+        let broker = self.broker.clone();
+        // Kept across turns: its registration survives, and it is the only arm future that
+        // lives in the task between turns.
+        let mut shutdown = std::pin::pin!(broker.shutdown_token().cancelled());
         // Checked lazily: reads only move `last_read`; when this passes, the real deadline is
         // computed again, so a busy connection does not re-arm a timer on every read.
         let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
             self.pump();
             let turn = self.turn(keep_alive_check);
-            // Every arm yields Err(close) to end the connection, Ok(()) to go round again.
-            let step = tokio::select! {
-                biased;
-                // Cancellation-safe: a token check.
-                _ = shutdown.cancelled() => Err(Close::ServerShutdown),
-                // Cancellation-safe: polling a oneshot by reference consumes nothing. Its one
-                // value ends the loop, so it is never polled after completing.
-                ctl = &mut self.control => Err(control_close(ctl)),
-                // Cancellation-safe: write_buf advances the buffer only by what was written.
-                r = write_some(&mut self.writer, &mut self.out.ready, &mut self.needs_flush), if turn.writing => {
-                    self.on_written(r)
-                }
-                // Cancellation-safe: a receipt stays queued until it resolves.
-                r = self.out.waiting.settle(), if turn.settling => self.on_settled(r),
-                // The rest of a large read, after letting the other tasks have a turn.
-                // Cancellation-safe: yield_now holds nothing.
-                _ = tokio::task::yield_now(), if self.more_buffered && !turn.paused && !turn.backed_up => {
-                    self.more_buffered = false;
-                    self.decode_all()
-                }
-                // Cancellation-safe: read_buf appends only what it read.
-                r = read_some(&mut self.reader, &mut self.rbuf, self.read_chunk), if !self.more_buffered && turn.may_read() => {
-                    self.on_read(r)
-                }
-                // Cancellation-safe: a dropped Notified passes its permit on.
-                _ = self.handler.session().notified(), if !self.want_pump => {
-                    self.want_pump = true;
-                    Ok(())
-                }
-                _ = built_if(turn.paused, || self.broker.budget().relieved()), if turn.paused => Ok(()),
-                // Cancellation-safe: the refill future is kept until it completes.
-                r = poll_refill(&mut self.refill), if self.refill.is_some() => self.on_refill(r),
-                // A PUBLISH waits for room in a full subscriber queue: retry when that
-                // subscriber drains (the timer polls for the others), then carry on with what
-                // is buffered. Cancellation-safe: a dropped Notified passes its permit on.
-                _ = built_if(turn.blocked_on.is_some(), || room_made(turn.blocked_on.as_deref())), if turn.blocked_on.is_some() => {
-                    self.retry_blocked()
-                }
-                // Cancellation-safe: the timer is a field; polling it by reference keeps it.
-                _ = self.timer.as_mut(), if turn.next.is_some() => {
-                    self.on_timer(&turn, keep_alive, &mut keep_alive_check)
-                }
+            let mut waits = Waits {
+                yielded: false,
+                relieved: built_if(turn.paused, || broker.budget().relieved()),
+                room: built_if(turn.blocked_on.is_some(), || {
+                    room_made(turn.blocked_on.as_deref())
+                }),
             };
+            // Every source yields Err(close) to end the connection, Ok(()) to go round again.
+            let step = std::future::poll_fn(|cx| {
+                // Cancellation-safe: a token check.
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Close::ServerShutdown));
+                }
+                self.poll_turn(cx, &turn, &mut waits)
+                    .map(|woke| self.on_woke(woke, &turn, keep_alive, &mut keep_alive_check))
+            })
+            .await;
             if let Err(close) = step {
                 return close;
             }
+        }
+    }
+
+    /// Polls what `turn` waits for, in priority order, and says which source is ready. The
+    /// loop is written against poll functions rather than `select!`: a `select!` keeps every
+    /// arm's future in the task between turns, several hundred bytes in every idle
+    /// connection; polling the sources directly keeps nothing but the socket's own waker
+    /// registrations. Every source here is cancellation-safe: a `Pending` source loses
+    /// nothing (a write or read advances its buffer only by what it did, a receipt or refill
+    /// stays stored until it resolves, the session's doorbell keeps its wake).
+    fn poll_turn(
+        &mut self,
+        cx: &mut Context<'_>,
+        turn: &Turn,
+        waits: &mut Waits<'_>,
+    ) -> Poll<Woke> {
+        // Its one value ends the loop, so the oneshot is never polled after completing.
+        if let Poll::Ready(ctl) = Pin::new(&mut self.control).poll(cx) {
+            return Poll::Ready(Woke::Control(ctl));
+        }
+        if turn.writing {
+            let r = poll_write_some(
+                cx,
+                &mut self.writer,
+                &mut self.out.ready,
+                &mut self.needs_flush,
+            );
+            if let Poll::Ready(r) = r {
+                return Poll::Ready(Woke::Written(r));
+            }
+        }
+        if turn.settling {
+            if let Poll::Ready(r) = self.out.waiting.poll_settle(cx) {
+                return Poll::Ready(Woke::Settled(r));
+            }
+        }
+        // The rest of a large read, after letting the other tasks have a turn: the first poll
+        // wakes the task again at the back of the run queue, the second goes on.
+        if self.more_buffered && !turn.paused && !turn.backed_up {
+            if waits.yielded {
+                return Poll::Ready(Woke::Yielded);
+            }
+            waits.yielded = true;
+            cx.waker().wake_by_ref();
+        }
+        if !self.more_buffered && turn.may_read() {
+            let r = poll_read_some(cx, &mut self.reader, &mut self.rbuf, self.read_chunk);
+            if let Poll::Ready(r) = r {
+                return Poll::Ready(Woke::Read(r));
+            }
+        }
+        if !self.want_pump && self.handler.session().poll_notified(cx).is_ready() {
+            return Poll::Ready(Woke::Delivery);
+        }
+        if poll_arm(cx, &mut waits.relieved) {
+            return Poll::Ready(Woke::Relieved);
+        }
+        if let Some(refill) = self.refill.as_mut() {
+            if let Poll::Ready(r) = refill.as_mut().poll(cx) {
+                return Poll::Ready(Woke::Refill(r));
+            }
+        }
+        // A PUBLISH waits for room in a full subscriber queue: retry when that subscriber
+        // drains (the timer polls for the others).
+        if poll_arm(cx, &mut waits.room) {
+            return Poll::Ready(Woke::Room);
+        }
+        if turn.next.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Woke::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// Acts on the source `poll_turn` found ready: Err(close) ends the connection.
+    fn on_woke(
+        &mut self,
+        woke: Woke,
+        turn: &Turn,
+        keep_alive: Option<Duration>,
+        keep_alive_check: &mut Option<Instant>,
+    ) -> Result<(), Close> {
+        match woke {
+            Woke::Control(ctl) => Err(control_close(ctl)),
+            Woke::Written(r) => self.on_written(r),
+            Woke::Settled(r) => self.on_settled(r),
+            Woke::Yielded => {
+                self.more_buffered = false;
+                self.decode_all()
+            }
+            Woke::Read(r) => self.on_read(r),
+            Woke::Delivery => {
+                self.want_pump = true;
+                Ok(())
+            }
+            Woke::Relieved => Ok(()),
+            Woke::Refill(r) => self.on_refill(r),
+            // Then carry on with what is buffered.
+            Woke::Room => self.retry_blocked(),
+            Woke::Timer => self.on_timer(turn, keep_alive, keep_alive_check),
         }
     }
 
@@ -723,25 +824,36 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     }
 }
 
-async fn write_some<W: AsyncWrite + Unpin>(
+/// Writes what it can of `wbuf`, then flushes once it is empty. Ready with the bytes written
+/// as soon as something was written (a flush still pending is retried next turn, as
+/// `needs_flush` stays set), or once a flush of earlier writes completed.
+fn poll_write_some<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
     writer: &mut W,
     wbuf: &mut BytesMut,
     needs_flush: &mut bool,
-) -> std::io::Result<usize> {
+) -> Poll<std::io::Result<usize>> {
     let mut n = 0;
     if !wbuf.is_empty() {
-        n = writer.write_buf(wbuf).await?;
+        n = ready!(Pin::new(&mut *writer).poll_write(cx, wbuf))?;
         if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
         }
+        wbuf.advance(n);
         *needs_flush = true;
         if !wbuf.is_empty() {
-            return Ok(n);
+            return Poll::Ready(Ok(n));
         }
     }
-    writer.flush().await?;
-    *needs_flush = false;
-    Ok(n)
+    match Pin::new(writer).poll_flush(cx) {
+        Poll::Ready(Ok(())) => {
+            *needs_flush = false;
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending if n > 0 => Poll::Ready(Ok(n)),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 /// Reads into `rbuf` with room for at least `chunk / 4` bytes (`chunk` when it must grow).
@@ -750,28 +862,28 @@ async fn write_some<W: AsyncWrite + Unpin>(
 /// At the smallest size, with no room in `rbuf`, the read goes through a buffer on the stack
 /// of `poll` and is copied: nothing is allocated while the connection waits, which is where
 /// idle connections spend their life. The copy is at most `READ_MIN` bytes.
-async fn read_some<R: AsyncRead + Unpin>(
+fn poll_read_some<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
     reader: &mut R,
     rbuf: &mut BytesMut,
     chunk: usize,
-) -> std::io::Result<(usize, bool)> {
+) -> Poll<std::io::Result<(usize, bool)>> {
     if chunk <= READ_MIN && rbuf.capacity() - rbuf.len() < READ_MIN / 4 {
-        return std::future::poll_fn(|cx| {
-            let mut stack = [0u8; READ_MIN];
-            let mut buf = tokio::io::ReadBuf::new(&mut stack);
-            std::task::ready!(std::pin::Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
-            let n = buf.filled().len();
-            rbuf.extend_from_slice(buf.filled());
-            std::task::Poll::Ready(Ok((n, n == READ_MIN)))
-        })
-        .await;
+        let mut stack = [0u8; READ_MIN];
+        let mut buf = tokio::io::ReadBuf::new(&mut stack);
+        ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        rbuf.extend_from_slice(buf.filled());
+        return Poll::Ready(Ok((n, n == READ_MIN)));
     }
     if rbuf.capacity() - rbuf.len() < chunk / 4 {
         rbuf.reserve(chunk);
     }
     let room = rbuf.capacity() - rbuf.len();
-    let n = reader.read_buf(rbuf).await?;
-    Ok((n, n == room))
+    // A `read_buf` future holds nothing between polls (the waker is registered with the
+    // socket), so one is built per poll and dropped.
+    let n = ready!(std::pin::pin!(reader.read_buf(rbuf)).poll(cx))?;
+    Poll::Ready(Ok((n, n == room)))
 }
 
 /// The next read size after a read of `n` bytes (see [`READ_MIN`]).
@@ -787,26 +899,22 @@ fn next_read_chunk(chunk: usize, n: usize, filled: bool) -> usize {
     }
 }
 
-async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, StoreError> {
-    match refill.as_mut() {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A `select!` arm's future, built (and boxed) only when the arm is enabled. `select!` builds
-/// every arm's future on every turn, and the loop's state keeps room for all of them: an arm
-/// that waits on a `Notified` costs ~100 bytes in every connection task. The arms that are
-/// rarely enabled (global pause, a blocked PUBLISH) pay an allocation per turn instead, only
-/// while they are enabled.
-fn built_if<'a, F>(enabled: bool, build: impl FnOnce() -> F) -> OptionFuture<ArmFuture<'a>>
+/// A rarely enabled source's future (global pause, a blocked PUBLISH), built and boxed only
+/// for a turn that waits on it: such a future waits on a `Notified` (~100 bytes), which every
+/// idle connection task would otherwise carry.
+fn built_if<'a, F>(enabled: bool, build: impl FnOnce() -> F) -> Option<ArmFuture<'a>>
 where
-    F: std::future::Future<Output = ()> + Send + 'a,
+    F: Future<Output = ()> + Send + 'a,
 {
-    OptionFuture::from(enabled.then(|| Box::pin(build()) as ArmFuture<'a>))
+    enabled.then(|| Box::pin(build()) as ArmFuture<'a>)
 }
 
-type ArmFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+type ArmFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Polls a rarely enabled source, if it is enabled this turn; true once it is ready.
+fn poll_arm(cx: &mut Context<'_>, arm: &mut Option<ArmFuture<'_>>) -> bool {
+    arm.as_mut().is_some_and(|f| f.as_mut().poll(cx).is_ready())
+}
 
 /// Resolves when `session` made room in its queue.
 async fn room_made(session: Option<&crate::session::Session>) {
