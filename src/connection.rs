@@ -448,6 +448,7 @@ fn control_close(ctl: Result<Control, tokio::sync::oneshot::error::RecvError>) -
     match ctl {
         Ok(Control::TakenOver { session_ends }) => Close::TakenOver { session_ends },
         Ok(Control::Disconnect(rc, why)) => Close::Server(rc, why),
+        Ok(Control::Shutdown) => Close::ServerShutdown,
         Err(_) => Close::TakenOver { session_ends: true },
     }
 }
@@ -466,9 +467,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         let keep_alive = self.handler.keep_alive_timeout();
         // Its own handle: the rarely built arm futures borrow it while the turn borrows `self`.
         let broker = self.broker.clone();
-        // Kept across turns: its registration survives, and it is the only arm future that
-        // lives in the task between turns.
-        let mut shutdown = std::pin::pin!(broker.shutdown_token().cancelled());
+        // Shutdown arrives as a control request ([`Control::Shutdown`]); one that began
+        // before this connection claimed its session is seen here.
+        if broker.is_stopping() {
+            return Close::ServerShutdown;
+        }
         // Checked lazily: reads only move `last_read`; when this passes, the real deadline is
         // computed again, so a busy connection does not re-arm a timer on every read.
         let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
@@ -484,10 +487,6 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             };
             // Every source yields Err(close) to end the connection, Ok(()) to go round again.
             let step = std::future::poll_fn(|cx| {
-                // Cancellation-safe: a token check.
-                if shutdown.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(Close::ServerShutdown));
-                }
                 self.poll_turn(cx, &turn, &mut waits)
                     .map(|woke| self.on_woke(woke, &turn, keep_alive, &mut keep_alive_check))
             })

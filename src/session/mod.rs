@@ -43,6 +43,10 @@ pub enum Control {
     },
     /// Close with this reason (v5 DISCONNECT) and this explanation for the log.
     Disconnect(ReasonCode, &'static str),
+    /// The broker is shutting down (v5 DISCONNECT 0x8B). Connections learn of shutdown only
+    /// this way (and by [`crate::broker::BrokerState::is_stopping`] as their loop starts), so
+    /// no connection task keeps a cancellation future.
+    Shutdown,
 }
 
 /// The connection currently attached to a session.
