@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::auth::enhanced::{AuthStep, Authenticator};
 use crate::broker::BrokerState;
@@ -53,17 +53,29 @@ const PACKETS_PER_TURN: usize = 128;
 
 /// Serves one client connection until it ends. Never panics on peer input; every close is
 /// logged with its reason.
-pub async fn serve<S>(stream: S, info: ConnectionInfo, broker: Arc<BrokerState>)
+pub fn serve<S>(
+    stream: S,
+    info: ConnectionInfo,
+    broker: Arc<BrokerState>,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     // The handshake runs in an allocation of its own, freed once it is done: a task keeps its
     // future's largest state for as long as it lives, and only the loop's state should be what
-    // an idle connection costs.
-    let Some(conn) = Box::pin(accept(stream, info, broker)).await else {
-        return;
-    };
-    conn.serve().await;
+    // an idle connection costs. Built here, outside the async block: an async fn keeps its
+    // arguments in its state for its whole life, so the stream and `info` would stay there,
+    // beside the `Connection` that took them over.
+    let accept = Box::pin(accept(stream, info, broker));
+    async move {
+        let Some(mut conn) = accept.await else {
+            return;
+        };
+        // Run by reference: the connection is stored once, in this future.
+        let close = conn.run().await;
+        // Boxed: closing is rare and its timeouts would otherwise enlarge every idle task.
+        Box::pin(conn.finish(close)).await;
+    }
 }
 
 /// Reads CONNECT under the connect timeout, runs enhanced authentication and the session
@@ -76,26 +88,20 @@ async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    // One stream, read and written by the same task: no split halves (an Arc and a lock).
+    let mut io = stream;
     let mut rbuf = BytesMut::new();
-    let connect = first_connect(&mut reader, &mut writer, &mut rbuf, &broker, &info).await?;
+    let connect = first_connect(&mut io, &mut rbuf, &broker, &info).await?;
     broker.metrics().connects.inc();
     let mut out = Outbox::default();
-    let auth = authenticate(
-        &mut reader,
-        &mut writer,
-        &mut rbuf,
-        &broker,
-        &connect,
-        &info.peer,
-    )
-    .await
-    .ok()?;
+    let auth = authenticate(&mut io, &mut rbuf, &broker, &connect, &info.peer)
+        .await
+        .ok()?;
     let outcome = Handler::connect(&broker, connect, auth, &info, &mut out).await;
     let (handler, control) = match outcome {
         ConnectOutcome::Refused => {
-            let _ = writer.write_all(&out.ready).await;
-            let _ = writer.shutdown().await;
+            let _ = io.write_all(&out.ready).await;
+            let _ = io.shutdown().await;
             return None;
         }
         ConnectOutcome::Accepted(h, control) => (h, control),
@@ -108,8 +114,7 @@ where
         broker,
         // Stays boxed: moving it out would keep the emptied box allocated anyway.
         handler,
-        reader,
-        writer,
+        io,
         rbuf,
         read_chunk: READ_MIN,
         out,
@@ -128,16 +133,14 @@ where
 /// [`ConnectionInfo::connect_deadline`]); `None` when the
 /// connection ends before one arrives (logged, and answered when the protocol level is not
 /// one we speak).
-async fn first_connect<R, W>(
-    reader: &mut R,
-    writer: &mut W,
+async fn first_connect<S>(
+    io: &mut S,
     rbuf: &mut BytesMut,
     broker: &BrokerState,
     info: &ConnectionInfo,
 ) -> Option<Box<codec::Connect>>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let peer = &info.peer;
     // A plain listener's `handshake_timeout` counts from accept (it also covers a PROXY
@@ -150,7 +153,7 @@ where
     let connect = tokio::select! {
         // A connection that has not sent CONNECT yet must not hold up shutdown.
         _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout_at(deadline, read_connect(reader, rbuf, max_in)) => r,
+        r = tokio::time::timeout_at(deadline, read_connect(io, rbuf, max_in)) => r,
     };
     match connect {
         Err(_) => {
@@ -167,7 +170,7 @@ where
             None
         }
         Ok(Err(ConnectError::Protocol(e))) => {
-            refuse_first_packet(writer, e, peer).await;
+            refuse_first_packet(io, e, peer).await;
             None
         }
         Ok(Ok(c)) => Some(c),
@@ -206,17 +209,15 @@ struct HandshakeEnded;
 /// Runs the enhanced-authentication exchange CONNECT asks for, if its method is one we know,
 /// under the connect timeout. `Ok(None)`: no exchange ran (an unknown method is refused by
 /// [`Handler::connect`]).
-async fn authenticate<R, W>(
-    reader: &mut R,
-    writer: &mut W,
+async fn authenticate<S>(
+    io: &mut S,
     rbuf: &mut BytesMut,
     broker: &BrokerState,
     connect: &codec::Connect,
     peer: &PeerAddr,
 ) -> Result<Option<AuthOutcome>, HandshakeEnded>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let Some(method) = connect.properties.authentication_method.clone() else {
         return Ok(None);
@@ -226,7 +227,7 @@ where
     };
     let timeout = broker.config().mqtt.connect_timeout;
     let max_in = broker.config().mqtt.max_packet_size;
-    let exchange = enhanced_auth(reader, writer, rbuf, connect, authenticator, max_in);
+    let exchange = enhanced_auth(io, rbuf, connect, authenticator, max_in);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(done)) => Ok(Some(done)),
         Ok(Err(why)) => {
@@ -236,7 +237,7 @@ where
             // Nothing larger than the client's Maximum Packet Size [MQTT-3.1.2-24].
             if connect.properties.maximum_packet_size.unwrap_or(u32::MAX) as usize >= refusal.len()
             {
-                let _ = writer.write_all(&refusal).await;
+                let _ = io.write_all(&refusal).await;
             }
             Err(HandshakeEnded)
         }
@@ -264,17 +265,15 @@ fn connack(code: ReasonCode) -> BytesMut {
 
 /// Runs an enhanced-authentication exchange [MQTT-4.12.0-1]: AUTH 0x18 back and forth until the
 /// authenticator decides. Returns the successful exchange's outcome for CONNACK.
-async fn enhanced_auth<R, W>(
-    reader: &mut R,
-    writer: &mut W,
+async fn enhanced_auth<S>(
+    io: &mut S,
     rbuf: &mut BytesMut,
     connect: &codec::Connect,
     authenticator: Arc<dyn Authenticator>,
     max_in: u32,
 ) -> Result<AuthOutcome, &'static str>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let method = authenticator.method().to_string();
     let mut exchange = authenticator.begin(&connect.client_id, connect.username.as_deref());
@@ -305,8 +304,8 @@ where
                 }
                 let mut out = BytesMut::new();
                 codec::encode(&auth, ProtocolVersion::V5, &mut out);
-                writer.write_all(&out).await.map_err(|_| "write failed")?;
-                let reply = read_packet(reader, rbuf, ProtocolVersion::V5, max_in)
+                io.write_all(&out).await.map_err(|_| "write failed")?;
+                let reply = read_packet(io, rbuf, ProtocolVersion::V5, max_in)
                     .await
                     .map_err(|_| "connection closed during authentication")?;
                 match reply {
@@ -370,8 +369,8 @@ async fn read_packet<R: AsyncRead + Unpin>(
 struct Connection<S> {
     broker: Arc<BrokerState>,
     handler: Box<Handler>,
-    reader: ReadHalf<S>,
-    writer: WriteHalf<S>,
+    /// The client's stream, read and written by this task only.
+    io: S,
     rbuf: BytesMut,
     /// How much the next read asks for; see [`READ_MIN`].
     read_chunk: usize,
@@ -457,12 +456,6 @@ type Refill =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Delivery>, StoreError>> + Send>>;
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
-    async fn serve(mut self) {
-        let close = self.run().await;
-        // Boxed: closing is rare and its timeouts would otherwise enlarge every idle task.
-        Box::pin(self.finish(close)).await;
-    }
-
     async fn run(&mut self) -> Close {
         let keep_alive = self.handler.keep_alive_timeout();
         // Its own handle: the rarely built arm futures borrow it while the turn borrows `self`.
@@ -515,12 +508,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             return Poll::Ready(Woke::Control(ctl));
         }
         if turn.writing {
-            let r = poll_write_some(
-                cx,
-                &mut self.writer,
-                &mut self.out.ready,
-                &mut self.needs_flush,
-            );
+            let r = poll_write_some(cx, &mut self.io, &mut self.out.ready, &mut self.needs_flush);
             if let Poll::Ready(r) = r {
                 return Poll::Ready(Woke::Written(r));
             }
@@ -540,7 +528,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             cx.waker().wake_by_ref();
         }
         if !self.more_buffered && turn.may_read() {
-            let r = poll_read_some(cx, &mut self.reader, &mut self.rbuf, self.read_chunk);
+            let r = poll_read_some(cx, &mut self.io, &mut self.rbuf, self.read_chunk);
             if let Poll::Ready(r) = r {
                 return Poll::Ready(Woke::Read(r));
             }
@@ -813,12 +801,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         self.handler.closing(&close, &mut self.out.ready);
         if !self.out.ready.is_empty() && close.can_write() {
             let flush = async {
-                self.writer.write_all(&self.out.ready).await?;
-                self.writer.flush().await
+                self.io.write_all(&self.out.ready).await?;
+                self.io.flush().await
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
         self.handler.finish(close);
     }
 }

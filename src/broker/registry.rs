@@ -217,12 +217,14 @@ impl BrokerState {
             }
         }
         let limits = self.session_limits();
+        // One copy of the client id, shared by the map key and the session.
+        let id: Arc<str> = Arc::from(client_id);
         let mut entry = self
             .sessions
-            .entry(Arc::from(client_id))
-            .or_insert_with(|| Arc::new(Session::new(Arc::from(client_id), limits)));
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Session::new(id.clone(), limits)));
         if entry.is_gone() {
-            *entry = Arc::new(Session::new(Arc::from(client_id), limits));
+            *entry = Arc::new(Session::new(id, limits));
         }
         entry.clone()
     }

@@ -152,11 +152,14 @@ pub struct Session {
     waits: OnceLock<Box<Waits>>,
 }
 
+/// Woken when any session's discard finishes ([`Session::finish_discard`]). One for the
+/// process rather than one per session: discards that race with a CONNECT are rare, and a
+/// waiter woken by another session's discard only looks its client id up again.
+static DISCARDS: Notify = Notify::const_new();
+
 /// What a session's rare waiters wait on.
 #[derive(Debug, Default)]
 struct Waits {
-    /// Woken when a discard finishes ([`Session::finish_discard`]).
-    discarded: Notify,
     /// Publishers waiting for room in this session's queue.
     room: Notify,
     room_waiters: AtomicUsize,
@@ -351,8 +354,9 @@ impl Session {
 
     /// Resolves once a discard that was under way when `notified` was created has finished.
     /// Create the future before [`Self::detach_current`] so its wake-up cannot be missed.
-    pub fn discarded(&self) -> tokio::sync::futures::Notified<'_> {
-        self.waits().discarded.notified()
+    /// May also resolve when another session's discard finishes: callers look again.
+    pub fn discarded(&self) -> tokio::sync::futures::Notified<'static> {
+        DISCARDS.notified()
     }
 
     fn waits(&self) -> &Waits {
@@ -473,9 +477,7 @@ impl Session {
     pub fn finish_discard(&self) {
         self.link.lock().end = End::Removed;
         self.gone.store(true, Ordering::Release);
-        if let Some(w) = self.waits.get() {
-            w.discarded.notify_waiters();
-        }
+        DISCARDS.notify_waiters();
     }
 
     /// When the connection that owns the session now claimed it; None while offline.
