@@ -1,23 +1,25 @@
 //! One task per client connection: reads CONNECT under the connect timeout (on plain listeners,
 //! by the listener's handshake deadline: [`ConnectionInfo::connect_deadline`]), then runs one
-//! `select!` loop over the socket (reads and writes as separate arms), the session's delivery
-//! queue (gated by the inflight window), the keep-alive deadline, control requests (takeover) and
-//! shutdown. Protocol decisions live in [`crate::protocol`]; this file owns I/O and framing.
+//! loop over the socket (reads and writes as separate sources), the session's delivery queue
+//! (gated by the inflight window), the keep-alive deadline, control requests (takeover) and
+//! shutdown, polled by hand so an idle connection's task holds no per-source futures. Protocol decisions live in [`crate::protocol`]; this file owns I/O and framing.
 //!
 //! Backpressure: the write buffer is filled from the session queue only while it is below
 //! `WRITE_HIGH`, so a client that does not read leaves its messages in its own bounded queue;
 //! reads pause while the broker's global queue budget is saturated (for connections that publish).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 // tokio's clock, so keep-alive deadlines and the timers that wait for them agree (also under a
 // paused test clock).
 use tokio::time::Instant;
 
-use bytes::BytesMut;
-use futures_util::future::OptionFuture;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::auth::enhanced::{AuthStep, Authenticator};
 use crate::broker::BrokerState;
@@ -51,17 +53,29 @@ const PACKETS_PER_TURN: usize = 128;
 
 /// Serves one client connection until it ends. Never panics on peer input; every close is
 /// logged with its reason.
-pub async fn serve<S>(stream: S, info: ConnectionInfo, broker: Arc<BrokerState>)
+pub fn serve<S>(
+    stream: S,
+    info: ConnectionInfo,
+    broker: Arc<BrokerState>,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     // The handshake runs in an allocation of its own, freed once it is done: a task keeps its
     // future's largest state for as long as it lives, and only the loop's state should be what
-    // an idle connection costs.
-    let Some(conn) = Box::pin(accept(stream, info, broker)).await else {
-        return;
-    };
-    conn.serve().await;
+    // an idle connection costs. Built here, outside the async block: an async fn keeps its
+    // arguments in its state for its whole life, so the stream and `info` would stay there,
+    // beside the `Connection` that took them over.
+    let accept = Box::pin(accept(stream, info, broker));
+    async move {
+        let Some(mut conn) = accept.await else {
+            return;
+        };
+        // Run by reference: the connection is stored once, in this future.
+        let close = conn.run().await;
+        // Boxed: closing is rare and its timeouts would otherwise enlarge every idle task.
+        Box::pin(conn.finish(close)).await;
+    }
 }
 
 /// Reads CONNECT under the connect timeout, runs enhanced authentication and the session
@@ -74,26 +88,20 @@ async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    // One stream, read and written by the same task: no split halves (an Arc and a lock).
+    let mut io = stream;
     let mut rbuf = BytesMut::new();
-    let connect = first_connect(&mut reader, &mut writer, &mut rbuf, &broker, &info).await?;
+    let connect = first_connect(&mut io, &mut rbuf, &broker, &info).await?;
     broker.metrics().connects.inc();
     let mut out = Outbox::default();
-    let auth = authenticate(
-        &mut reader,
-        &mut writer,
-        &mut rbuf,
-        &broker,
-        &connect,
-        &info.peer,
-    )
-    .await
-    .ok()?;
+    let auth = authenticate(&mut io, &mut rbuf, &broker, &connect, &info.peer)
+        .await
+        .ok()?;
     let outcome = Handler::connect(&broker, connect, auth, &info, &mut out).await;
     let (handler, control) = match outcome {
         ConnectOutcome::Refused => {
-            let _ = writer.write_all(&out.ready).await;
-            let _ = writer.shutdown().await;
+            let _ = io.write_all(&out.ready).await;
+            let _ = io.shutdown().await;
             return None;
         }
         ConnectOutcome::Accepted(h, control) => (h, control),
@@ -106,8 +114,7 @@ where
         broker,
         // Stays boxed: moving it out would keep the emptied box allocated anyway.
         handler,
-        reader,
-        writer,
+        io,
         rbuf,
         read_chunk: READ_MIN,
         out,
@@ -126,16 +133,14 @@ where
 /// [`ConnectionInfo::connect_deadline`]); `None` when the
 /// connection ends before one arrives (logged, and answered when the protocol level is not
 /// one we speak).
-async fn first_connect<R, W>(
-    reader: &mut R,
-    writer: &mut W,
+async fn first_connect<S>(
+    io: &mut S,
     rbuf: &mut BytesMut,
     broker: &BrokerState,
     info: &ConnectionInfo,
 ) -> Option<Box<codec::Connect>>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let peer = &info.peer;
     // A plain listener's `handshake_timeout` counts from accept (it also covers a PROXY
@@ -148,7 +153,7 @@ where
     let connect = tokio::select! {
         // A connection that has not sent CONNECT yet must not hold up shutdown.
         _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout_at(deadline, read_connect(reader, rbuf, max_in)) => r,
+        r = tokio::time::timeout_at(deadline, read_connect(io, rbuf, max_in)) => r,
     };
     match connect {
         Err(_) => {
@@ -165,7 +170,7 @@ where
             None
         }
         Ok(Err(ConnectError::Protocol(e))) => {
-            refuse_first_packet(writer, e, peer).await;
+            refuse_first_packet(io, e, peer).await;
             None
         }
         Ok(Ok(c)) => Some(c),
@@ -204,17 +209,15 @@ struct HandshakeEnded;
 /// Runs the enhanced-authentication exchange CONNECT asks for, if its method is one we know,
 /// under the connect timeout. `Ok(None)`: no exchange ran (an unknown method is refused by
 /// [`Handler::connect`]).
-async fn authenticate<R, W>(
-    reader: &mut R,
-    writer: &mut W,
+async fn authenticate<S>(
+    io: &mut S,
     rbuf: &mut BytesMut,
     broker: &BrokerState,
     connect: &codec::Connect,
     peer: &PeerAddr,
 ) -> Result<Option<AuthOutcome>, HandshakeEnded>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let Some(method) = connect.properties.authentication_method.clone() else {
         return Ok(None);
@@ -224,7 +227,7 @@ where
     };
     let timeout = broker.config().mqtt.connect_timeout;
     let max_in = broker.config().mqtt.max_packet_size;
-    let exchange = enhanced_auth(reader, writer, rbuf, connect, authenticator, max_in);
+    let exchange = enhanced_auth(io, rbuf, connect, authenticator, max_in);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(done)) => Ok(Some(done)),
         Ok(Err(why)) => {
@@ -234,7 +237,7 @@ where
             // Nothing larger than the client's Maximum Packet Size [MQTT-3.1.2-24].
             if connect.properties.maximum_packet_size.unwrap_or(u32::MAX) as usize >= refusal.len()
             {
-                let _ = writer.write_all(&refusal).await;
+                let _ = io.write_all(&refusal).await;
             }
             Err(HandshakeEnded)
         }
@@ -262,17 +265,15 @@ fn connack(code: ReasonCode) -> BytesMut {
 
 /// Runs an enhanced-authentication exchange [MQTT-4.12.0-1]: AUTH 0x18 back and forth until the
 /// authenticator decides. Returns the successful exchange's outcome for CONNACK.
-async fn enhanced_auth<R, W>(
-    reader: &mut R,
-    writer: &mut W,
+async fn enhanced_auth<S>(
+    io: &mut S,
     rbuf: &mut BytesMut,
     connect: &codec::Connect,
     authenticator: Arc<dyn Authenticator>,
     max_in: u32,
 ) -> Result<AuthOutcome, &'static str>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let method = authenticator.method().to_string();
     let mut exchange = authenticator.begin(&connect.client_id, connect.username.as_deref());
@@ -303,8 +304,8 @@ where
                 }
                 let mut out = BytesMut::new();
                 codec::encode(&auth, ProtocolVersion::V5, &mut out);
-                writer.write_all(&out).await.map_err(|_| "write failed")?;
-                let reply = read_packet(reader, rbuf, ProtocolVersion::V5, max_in)
+                io.write_all(&out).await.map_err(|_| "write failed")?;
+                let reply = read_packet(io, rbuf, ProtocolVersion::V5, max_in)
                     .await
                     .map_err(|_| "connection closed during authentication")?;
                 match reply {
@@ -368,8 +369,8 @@ async fn read_packet<R: AsyncRead + Unpin>(
 struct Connection<S> {
     broker: Arc<BrokerState>,
     handler: Box<Handler>,
-    reader: ReadHalf<S>,
-    writer: WriteHalf<S>,
+    /// The client's stream, read and written by this task only.
+    io: S,
     rbuf: BytesMut,
     /// How much the next read asks for; see [`READ_MIN`].
     read_chunk: usize,
@@ -389,6 +390,28 @@ struct Connection<S> {
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// `decode_all` stopped at `PACKETS_PER_TURN` with whole packets still buffered.
     more_buffered: bool,
+}
+
+/// The rarely enabled sources one turn of the `run` loop waits on, and whether it yielded.
+struct Waits<'a> {
+    /// The task woke itself to let others run before handling more buffered packets.
+    yielded: bool,
+    relieved: Option<ArmFuture<'a>>,
+    room: Option<ArmFuture<'a>>,
+}
+
+/// The source a turn of the `run` loop found ready, with what it yielded.
+enum Woke {
+    Control(Result<Control, tokio::sync::oneshot::error::RecvError>),
+    Written(std::io::Result<usize>),
+    Settled(Result<BytesMut, StoreError>),
+    Yielded,
+    Read(std::io::Result<(usize, bool)>),
+    Delivery,
+    Relieved,
+    Refill(Result<Vec<Delivery>, StoreError>),
+    Room,
+    Timer,
 }
 
 /// What one turn of the `run` loop waits for: the guards of its `select!` and the deadlines of
@@ -424,6 +447,7 @@ fn control_close(ctl: Result<Control, tokio::sync::oneshot::error::RecvError>) -
     match ctl {
         Ok(Control::TakenOver { session_ends }) => Close::TakenOver { session_ends },
         Ok(Control::Disconnect(rc, why)) => Close::Server(rc, why),
+        Ok(Control::Shutdown) => Close::ServerShutdown,
         Err(_) => Close::TakenOver { session_ends: true },
     }
 }
@@ -432,70 +456,131 @@ type Refill =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Delivery>, StoreError>> + Send>>;
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
-    async fn serve(mut self) {
-        let close = self.run().await;
-        // Boxed: closing is rare and its timeouts would otherwise enlarge every idle task.
-        Box::pin(self.finish(close)).await;
-    }
-
     async fn run(&mut self) -> Close {
         let keep_alive = self.handler.keep_alive_timeout();
+        // Its own handle: the rarely built arm futures borrow it while the turn borrows `self`.
+        let broker = self.broker.clone();
+        // Shutdown arrives as a control request ([`Control::Shutdown`]); one that began
+        // before this connection claimed its session is seen here.
+        if broker.is_stopping() {
+            return Close::ServerShutdown;
+        }
         // Checked lazily: reads only move `last_read`; when this passes, the real deadline is
         // computed again, so a busy connection does not re-arm a timer on every read.
         let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
-            // Shutdown reaches a running connection as a control request (`disconnect_all`);
-            // this check covers one that attached after it passed. No `cancelled()` arm and no
-            // token check: both take the token's one lock, shared by every connection.
-            if self.broker.is_stopping() {
-                return Close::ServerShutdown;
-            }
             self.pump();
             let turn = self.turn(keep_alive_check);
-            // Every arm yields Err(close) to end the connection, Ok(()) to go round again.
-            let step = tokio::select! {
-                biased;
-                // Cancellation-safe: polling a oneshot by reference consumes nothing. Its one
-                // value ends the loop, so it is never polled after completing.
-                ctl = &mut self.control => Err(control_close(ctl)),
-                // Cancellation-safe: write_buf advances the buffer only by what was written.
-                r = write_some(&mut self.writer, &mut self.out.ready, &mut self.needs_flush), if turn.writing => {
-                    self.on_written(r)
-                }
-                // Cancellation-safe: a receipt stays queued until it resolves.
-                r = self.out.waiting.settle(), if turn.settling => self.on_settled(r),
-                // The rest of a large read, after letting the other tasks have a turn.
-                // Cancellation-safe: yield_now holds nothing.
-                _ = tokio::task::yield_now(), if self.more_buffered && !turn.paused && !turn.backed_up => {
-                    self.more_buffered = false;
-                    self.decode_all()
-                }
-                // Cancellation-safe: read_buf appends only what it read.
-                r = read_some(&mut self.reader, &mut self.rbuf, self.read_chunk), if !self.more_buffered && turn.may_read() => {
-                    self.on_read(r)
-                }
-                // Cancellation-safe: a dropped Notified passes its permit on.
-                _ = self.handler.session().notified(), if !self.want_pump => {
-                    self.want_pump = true;
-                    Ok(())
-                }
-                _ = built_if(turn.paused, || self.broker.budget().relieved()), if turn.paused => Ok(()),
-                // Cancellation-safe: the refill future is kept until it completes.
-                r = poll_refill(&mut self.refill), if self.refill.is_some() => self.on_refill(r),
-                // A PUBLISH waits for room in a full subscriber queue: retry when that
-                // subscriber drains (the timer polls for the others), then carry on with what
-                // is buffered. Cancellation-safe: a dropped Notified passes its permit on.
-                _ = built_if(turn.blocked_on.is_some(), || room_made(turn.blocked_on.as_deref())), if turn.blocked_on.is_some() => {
-                    self.retry_blocked()
-                }
-                // Cancellation-safe: the timer is a field; polling it by reference keeps it.
-                _ = self.timer.as_mut(), if turn.next.is_some() => {
-                    self.on_timer(&turn, keep_alive, &mut keep_alive_check)
-                }
+            let mut waits = Waits {
+                yielded: false,
+                relieved: built_if(turn.paused, || broker.budget().relieved()),
+                room: built_if(turn.blocked_on.is_some(), || {
+                    room_made(turn.blocked_on.as_deref())
+                }),
             };
+            // Every source yields Err(close) to end the connection, Ok(()) to go round again.
+            let step = std::future::poll_fn(|cx| {
+                self.poll_turn(cx, &turn, &mut waits)
+                    .map(|woke| self.on_woke(woke, &turn, keep_alive, &mut keep_alive_check))
+            })
+            .await;
             if let Err(close) = step {
                 return close;
             }
+        }
+    }
+
+    /// Polls what `turn` waits for, in priority order, and says which source is ready. The
+    /// loop is written against poll functions rather than `select!`: a `select!` keeps every
+    /// arm's future in the task between turns, several hundred bytes in every idle
+    /// connection; polling the sources directly keeps nothing but the socket's own waker
+    /// registrations. Every source here is cancellation-safe: a `Pending` source loses
+    /// nothing (a write or read advances its buffer only by what it did, a receipt or refill
+    /// stays stored until it resolves, the session's doorbell keeps its wake).
+    fn poll_turn(
+        &mut self,
+        cx: &mut Context<'_>,
+        turn: &Turn,
+        waits: &mut Waits<'_>,
+    ) -> Poll<Woke> {
+        // Its one value ends the loop, so the oneshot is never polled after completing.
+        if let Poll::Ready(ctl) = Pin::new(&mut self.control).poll(cx) {
+            return Poll::Ready(Woke::Control(ctl));
+        }
+        if turn.writing {
+            let r = poll_write_some(cx, &mut self.io, &mut self.out.ready, &mut self.needs_flush);
+            if let Poll::Ready(r) = r {
+                return Poll::Ready(Woke::Written(r));
+            }
+        }
+        if turn.settling {
+            if let Poll::Ready(r) = self.out.waiting.poll_settle(cx) {
+                return Poll::Ready(Woke::Settled(r));
+            }
+        }
+        // The rest of a large read, after letting the other tasks have a turn: the first poll
+        // wakes the task again at the back of the run queue, the second goes on.
+        if self.more_buffered && !turn.paused && !turn.backed_up {
+            if waits.yielded {
+                return Poll::Ready(Woke::Yielded);
+            }
+            waits.yielded = true;
+            cx.waker().wake_by_ref();
+        }
+        if !self.more_buffered && turn.may_read() {
+            let r = poll_read_some(cx, &mut self.io, &mut self.rbuf, self.read_chunk);
+            if let Poll::Ready(r) = r {
+                return Poll::Ready(Woke::Read(r));
+            }
+        }
+        if !self.want_pump && self.handler.session().poll_notified(cx).is_ready() {
+            return Poll::Ready(Woke::Delivery);
+        }
+        if poll_arm(cx, &mut waits.relieved) {
+            return Poll::Ready(Woke::Relieved);
+        }
+        if let Some(refill) = self.refill.as_mut() {
+            if let Poll::Ready(r) = refill.as_mut().poll(cx) {
+                return Poll::Ready(Woke::Refill(r));
+            }
+        }
+        // A PUBLISH waits for room in a full subscriber queue: retry when that subscriber
+        // drains (the timer polls for the others).
+        if poll_arm(cx, &mut waits.room) {
+            return Poll::Ready(Woke::Room);
+        }
+        if turn.next.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Woke::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// Acts on the source `poll_turn` found ready: Err(close) ends the connection.
+    fn on_woke(
+        &mut self,
+        woke: Woke,
+        turn: &Turn,
+        keep_alive: Option<Duration>,
+        keep_alive_check: &mut Option<Instant>,
+    ) -> Result<(), Close> {
+        match woke {
+            Woke::Control(ctl) => Err(control_close(ctl)),
+            Woke::Written(r) => self.on_written(r),
+            Woke::Settled(r) => self.on_settled(r),
+            Woke::Yielded => {
+                self.more_buffered = false;
+                self.decode_all()
+            }
+            Woke::Read(r) => self.on_read(r),
+            Woke::Delivery => {
+                self.want_pump = true;
+                Ok(())
+            }
+            Woke::Relieved => Ok(()),
+            Woke::Refill(r) => self.on_refill(r),
+            // Then carry on with what is buffered.
+            Woke::Room => self.retry_blocked(),
+            Woke::Timer => self.on_timer(turn, keep_alive, keep_alive_check),
         }
     }
 
@@ -716,35 +801,46 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         self.handler.closing(&close, &mut self.out.ready);
         if !self.out.ready.is_empty() && close.can_write() {
             let flush = async {
-                self.writer.write_all(&self.out.ready).await?;
-                self.writer.flush().await
+                self.io.write_all(&self.out.ready).await?;
+                self.io.flush().await
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
         self.handler.finish(close);
     }
 }
 
-async fn write_some<W: AsyncWrite + Unpin>(
+/// Writes what it can of `wbuf`, then flushes once it is empty. Ready with the bytes written
+/// as soon as something was written (a flush still pending is retried next turn, as
+/// `needs_flush` stays set), or once a flush of earlier writes completed.
+fn poll_write_some<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
     writer: &mut W,
     wbuf: &mut BytesMut,
     needs_flush: &mut bool,
-) -> std::io::Result<usize> {
+) -> Poll<std::io::Result<usize>> {
     let mut n = 0;
     if !wbuf.is_empty() {
-        n = writer.write_buf(wbuf).await?;
+        n = ready!(Pin::new(&mut *writer).poll_write(cx, wbuf))?;
         if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
         }
+        wbuf.advance(n);
         *needs_flush = true;
         if !wbuf.is_empty() {
-            return Ok(n);
+            return Poll::Ready(Ok(n));
         }
     }
-    writer.flush().await?;
-    *needs_flush = false;
-    Ok(n)
+    match Pin::new(writer).poll_flush(cx) {
+        Poll::Ready(Ok(())) => {
+            *needs_flush = false;
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending if n > 0 => Poll::Ready(Ok(n)),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 /// Reads into `rbuf` with room for at least `chunk / 4` bytes (`chunk` when it must grow).
@@ -753,28 +849,28 @@ async fn write_some<W: AsyncWrite + Unpin>(
 /// At the smallest size, with no room in `rbuf`, the read goes through a buffer on the stack
 /// of `poll` and is copied: nothing is allocated while the connection waits, which is where
 /// idle connections spend their life. The copy is at most `READ_MIN` bytes.
-async fn read_some<R: AsyncRead + Unpin>(
+fn poll_read_some<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
     reader: &mut R,
     rbuf: &mut BytesMut,
     chunk: usize,
-) -> std::io::Result<(usize, bool)> {
+) -> Poll<std::io::Result<(usize, bool)>> {
     if chunk <= READ_MIN && rbuf.capacity() - rbuf.len() < READ_MIN / 4 {
-        return std::future::poll_fn(|cx| {
-            let mut stack = [0u8; READ_MIN];
-            let mut buf = tokio::io::ReadBuf::new(&mut stack);
-            std::task::ready!(std::pin::Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
-            let n = buf.filled().len();
-            rbuf.extend_from_slice(buf.filled());
-            std::task::Poll::Ready(Ok((n, n == READ_MIN)))
-        })
-        .await;
+        let mut stack = [0u8; READ_MIN];
+        let mut buf = tokio::io::ReadBuf::new(&mut stack);
+        ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        rbuf.extend_from_slice(buf.filled());
+        return Poll::Ready(Ok((n, n == READ_MIN)));
     }
     if rbuf.capacity() - rbuf.len() < chunk / 4 {
         rbuf.reserve(chunk);
     }
     let room = rbuf.capacity() - rbuf.len();
-    let n = reader.read_buf(rbuf).await?;
-    Ok((n, n == room))
+    // A `read_buf` future holds nothing between polls (the waker is registered with the
+    // socket), so one is built per poll and dropped.
+    let n = ready!(std::pin::pin!(reader.read_buf(rbuf)).poll(cx))?;
+    Poll::Ready(Ok((n, n == room)))
 }
 
 /// The next read size after a read of `n` bytes (see [`READ_MIN`]).
@@ -790,26 +886,22 @@ fn next_read_chunk(chunk: usize, n: usize, filled: bool) -> usize {
     }
 }
 
-async fn poll_refill(refill: &mut Option<Refill>) -> Result<Vec<Delivery>, StoreError> {
-    match refill.as_mut() {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A `select!` arm's future, built (and boxed) only when the arm is enabled. `select!` builds
-/// every arm's future on every turn, and the loop's state keeps room for all of them: an arm
-/// that waits on a `Notified` costs ~100 bytes in every connection task. The arms that are
-/// rarely enabled (global pause, a blocked PUBLISH) pay an allocation per turn instead, only
-/// while they are enabled.
-fn built_if<'a, F>(enabled: bool, build: impl FnOnce() -> F) -> OptionFuture<ArmFuture<'a>>
+/// A rarely enabled source's future (global pause, a blocked PUBLISH), built and boxed only
+/// for a turn that waits on it: such a future waits on a `Notified` (~100 bytes), which every
+/// idle connection task would otherwise carry.
+fn built_if<'a, F>(enabled: bool, build: impl FnOnce() -> F) -> Option<ArmFuture<'a>>
 where
-    F: std::future::Future<Output = ()> + Send + 'a,
+    F: Future<Output = ()> + Send + 'a,
 {
-    OptionFuture::from(enabled.then(|| Box::pin(build()) as ArmFuture<'a>))
+    enabled.then(|| Box::pin(build()) as ArmFuture<'a>)
 }
 
-type ArmFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+type ArmFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Polls a rarely enabled source, if it is enabled this turn; true once it is ready.
+fn poll_arm(cx: &mut Context<'_>, arm: &mut Option<ArmFuture<'_>>) -> bool {
+    arm.as_mut().is_some_and(|f| f.as_mut().poll(cx).is_ready())
+}
 
 /// Resolves when `session` made room in its queue.
 async fn room_made(session: Option<&crate::session::Session>) {

@@ -38,7 +38,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::BrokerState;
-use crate::codec::ReasonCode;
 use crate::config::Config;
 use crate::reload::ReloadReport;
 
@@ -568,7 +567,7 @@ impl BrokerHandle {
 
     /// Begins graceful shutdown: stop accepting, tell v5 clients (0x8B), close connections.
     pub fn shutdown(&self) {
-        self.state.disconnect_all(ReasonCode::SERVER_SHUTTING_DOWN);
+        self.state.disconnect_all();
         self.shutdown.cancel();
     }
 

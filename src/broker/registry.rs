@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec;
-use crate::codec::ReasonCode;
 use crate::persistence;
 use crate::session::{
     Control, Ownership, Persistence as SessionPersistence, Previous, Session, SessionMeta,
@@ -218,7 +217,7 @@ impl BrokerState {
             }
         }
         let limits = self.session_limits();
-        // One allocation of the id, shared by the map key and the session.
+        // One copy of the client id, shared by the map key and the session.
         let id: Arc<str> = Arc::from(client_id);
         let mut entry = self
             .sessions
@@ -298,10 +297,14 @@ impl BrokerState {
 
     /// Closes every connection for shutdown. From now on departing shared-subscription members
     /// keep their messages (see [`BrokerState::redistribute_shared`]).
-    pub fn disconnect_all(&self, reason: ReasonCode) {
+    ///
+    /// Every connection that owns a session is told here; one that claims a session after
+    /// this looked at it sees [`Self::is_stopping`] as its loop starts (`stopping` is set
+    /// before the sessions are visited, and both sides take the session's link lock).
+    pub fn disconnect_all(&self) {
         self.stopping.store(true, Ordering::Release);
         for session in self.all_sessions() {
-            session.send_control(Control::Disconnect(reason, "server shutting down"));
+            session.send_control(Control::Shutdown);
         }
     }
 }

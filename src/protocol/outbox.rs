@@ -93,7 +93,8 @@ impl Waiting {
         std::future::poll_fn(|cx| self.poll_settle(cx)).await
     }
 
-    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<Result<BytesMut, StoreError>> {
+    /// [`Self::settle`] as a poll function, for the connection loop.
+    pub fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<Result<BytesMut, StoreError>> {
         if self.parked > 0 {
             let next = self.chunks.iter_mut().find(|(r, _)| r.is_waiting());
             if let Some((receipt, _)) = next {

@@ -15,8 +15,11 @@ pub mod stream;
 mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
+
+use futures_util::task::AtomicWaker;
 
 use tokio::sync::{oneshot, Notify};
 
@@ -40,6 +43,10 @@ pub enum Control {
     },
     /// Close with this reason (v5 DISCONNECT) and this explanation for the log.
     Disconnect(ReasonCode, &'static str),
+    /// The broker is shutting down (v5 DISCONNECT 0x8B). Connections learn of shutdown only
+    /// this way (and by [`crate::broker::BrokerState::is_stopping`] as their loop starts), so
+    /// no connection task keeps a cancellation future.
+    Shutdown,
 }
 
 /// The connection currently attached to a session.
@@ -122,7 +129,11 @@ pub struct Session {
     /// A unique id for this session object, for log lines and tie-breaking.
     pub uid: u64,
     state: Mutex<SessionState>,
-    notify: Notify,
+    /// Set when deliveries arrived for the connection; `waker` wakes it. One connection owns
+    /// a session at a time, so a flag and one waker do what a `Notify` (and the `Notified`
+    /// future every connection task would keep) did, in a fraction of the bytes.
+    rung: AtomicBool,
+    waker: AtomicWaker,
     link: Mutex<Link>,
     meta: Mutex<SessionMeta>,
     pub connect_lock: tokio::sync::Mutex<()>,
@@ -137,8 +148,18 @@ pub struct Session {
     /// Mirrors `link.end == End::Removed`; read by the registry under its map guard, where no
     /// session lock may be taken.
     gone: AtomicBool,
-    /// Woken when a discard finishes ([`Session::finish_discard`]).
-    discarded: Notify,
+    /// Allocated by the first wait on it: most sessions are never waited on.
+    waits: OnceLock<Box<Waits>>,
+}
+
+/// Woken when any session's discard finishes ([`Session::finish_discard`]). One for the
+/// process rather than one per session: discards that race with a CONNECT are rare, and a
+/// waiter woken by another session's discard only looks its client id up again.
+static DISCARDS: Notify = Notify::const_new();
+
+/// What a session's rare waiters wait on.
+#[derive(Debug, Default)]
+struct Waits {
     /// Publishers waiting for room in this session's queue.
     room: Notify,
     room_waiters: AtomicUsize,
@@ -184,7 +205,8 @@ impl Session {
             client_id,
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(Rank::SessionState, SessionState::new(limits)),
-            notify: Notify::new(),
+            rung: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             link: Mutex::new(Rank::SessionLink, Link::default()),
             meta: Mutex::new(
                 Rank::SessionMeta,
@@ -203,9 +225,7 @@ impl Session {
             connected: AtomicBool::new(false),
             ending: AtomicBool::new(false),
             gone: AtomicBool::new(false),
-            discarded: Notify::new(),
-            room: Notify::new(),
-            room_waiters: AtomicUsize::new(0),
+            waits: OnceLock::new(),
         }
     }
 
@@ -223,7 +243,7 @@ impl Session {
             .try_enqueue_at(epoch, d)
             .map_err(|(reason, _)| reason)?;
         if e.cost > 0 {
-            self.notify.notify_one();
+            self.wake();
         }
         Ok(e)
     }
@@ -234,7 +254,7 @@ impl Session {
     pub fn try_deliver(&self, d: Delivery, epoch: u64) -> Result<Enqueued, (DropReason, Delivery)> {
         let e = self.state.lock().try_enqueue_at(epoch, d)?;
         if e.cost > 0 {
-            self.notify.notify_one();
+            self.wake();
         }
         Ok(e)
     }
@@ -271,8 +291,10 @@ impl Session {
         if self.is_stuck() {
             self.set_stuck(false);
         }
-        if self.room_waiters.load(Ordering::Relaxed) > 0 {
-            self.room.notify_waiters();
+        if let Some(w) = self.waits.get() {
+            if w.room_waiters.load(Ordering::Relaxed) > 0 {
+                w.room.notify_waiters();
+            }
         }
     }
 
@@ -285,19 +307,31 @@ impl Session {
                 self.0.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        self.room_waiters.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(&self.room_waiters);
-        self.room.notified().await;
+        let w = self.waits();
+        w.room_waiters.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&w.room_waiters);
+        w.room.notified().await;
     }
 
-    /// Wakes the connection task (e.g. after a resume).
+    /// Wakes the connection task (new deliveries). A wake with no connection waiting is kept
+    /// until the next [`Self::poll_notified`], like a `Notify` permit.
     pub fn wake(&self) {
-        self.notify.notify_one();
+        self.rung.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
-    /// The notification a connection task waits on for new deliveries.
-    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
+    /// Ready once [`Self::wake`] was called since the last time this was ready; otherwise the
+    /// task of `cx` is woken by the next one. Only the connection that owns the session polls.
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.rung.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A wake between the check and the registration found no waker: look again.
+        if self.rung.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     pub fn meta(&self) -> SessionMeta {
@@ -320,8 +354,13 @@ impl Session {
 
     /// Resolves once a discard that was under way when `notified` was created has finished.
     /// Create the future before [`Self::detach_current`] so its wake-up cannot be missed.
-    pub fn discarded(&self) -> tokio::sync::futures::Notified<'_> {
-        self.discarded.notified()
+    /// May also resolve when another session's discard finishes: callers look again.
+    pub fn discarded(&self) -> tokio::sync::futures::Notified<'static> {
+        DISCARDS.notified()
+    }
+
+    fn waits(&self) -> &Waits {
+        self.waits.get_or_init(Box::default)
     }
 
     /// Whether the discard of this session has finished (it is gone from the registry).
@@ -438,7 +477,7 @@ impl Session {
     pub fn finish_discard(&self) {
         self.link.lock().end = End::Removed;
         self.gone.store(true, Ordering::Release);
-        self.discarded.notify_waiters();
+        DISCARDS.notify_waiters();
     }
 
     /// When the connection that owns the session now claimed it; None while offline.

@@ -10,7 +10,7 @@
 //! - A packet id is in `inflight` at most once, and never 0 [MQTT-2.3.1-1].
 //! - Nothing is resent except by [`SessionState::resume`] [MQTT-4.4.0-1].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -135,12 +135,15 @@ pub struct SessionState {
     queued_payload: usize,
     inflight: VecDeque<(u16, Inflight)>,
     next_packet_id: u16,
-    inbound_qos2: HashSet<u16>,
-    subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+    /// B-tree collections: empty, they are 24 bytes and allocate nothing, where a hash map
+    /// is 48 (its hasher's keys inline) in every session, most of which hold a few entries.
+    inbound_qos2: BTreeSet<u16>,
+    subscriptions: BTreeMap<String, (SubscriptionOptions, Option<u32>)>,
     /// Since when the queue has been full without the client taking anything (slow consumer).
     full_since: Option<Instant>,
     /// Set for a persistent session when the broker has a store.
-    persistence: Option<Persistence>,
+    /// Boxed: most sessions end with their connection and have none.
+    persistence: Option<Box<Persistence>>,
     backlog: Option<Backlog>,
     /// Retained messages owed to new subscriptions, sent before the queue.
     streams: RetainedStreams,
@@ -157,8 +160,8 @@ impl SessionState {
             queued_payload: 0,
             inflight: VecDeque::new(),
             next_packet_id: 1,
-            inbound_qos2: HashSet::new(),
-            subscriptions: HashMap::new(),
+            inbound_qos2: BTreeSet::new(),
+            subscriptions: BTreeMap::new(),
             full_since: None,
             persistence: None,
             backlog: None,
@@ -173,7 +176,7 @@ impl SessionState {
             .and_then(|p| p.backlog)
             .filter(|(_, count)| *count > 0)
             .map(|(from, count)| Backlog { from, count });
-        self.persistence = p;
+        self.persistence = p.map(Box::new);
     }
 
     pub fn is_persistent(&self) -> bool {
@@ -182,7 +185,7 @@ impl SessionState {
 
     /// The stored queue position the next delivery gets.
     pub fn next_seq(&self) -> Option<u64> {
-        self.persistence.map(|p| p.next_seq)
+        self.persistence.as_ref().map(|p| p.next_seq)
     }
 
     /// Entries waiting on disk only.
@@ -193,7 +196,7 @@ impl SessionState {
     /// When the memory queue runs low and a backlog waits on disk: read up to `max` stored
     /// entries from this position.
     pub fn refill_request(&self) -> Option<(u64, usize)> {
-        let p = self.persistence?;
+        let p = self.persistence.as_deref().copied()?;
         let b = self.backlog?;
         (self.queue.len() < p.memory_cap / 2 + 1).then_some((b.from, p.memory_cap))
     }
@@ -202,7 +205,7 @@ impl SessionState {
     /// `trusted_until` must follow each other without a gap: a gap there is a write still on its
     /// way to the store, and the refill stops before it. Returns the memory cost added.
     pub fn refill(&mut self, entries: Vec<Delivery>) -> usize {
-        let (Some(p), Some(mut b)) = (self.persistence, self.backlog) else {
+        let (Some(p), Some(mut b)) = (self.persistence.as_deref().copied(), self.backlog) else {
             return 0;
         };
         let mut cost = 0;
@@ -619,7 +622,7 @@ impl SessionState {
         self.inflight.clear();
         self.inbound_qos2.clear();
         // A fresh map, not `clear()`: a clean start must not keep a large session's table.
-        self.subscriptions = HashMap::new();
+        self.subscriptions = BTreeMap::new();
         self.next_packet_id = 1;
         freed
     }
@@ -651,11 +654,8 @@ impl SessionState {
     /// Forgets a subscription (and stops reading its retained messages); true if it existed.
     pub fn remove_subscription(&mut self, filter: &str) -> bool {
         self.streams.stop(filter);
-        let existed = self.subscriptions.remove(filter).is_some();
-        if self.subscriptions.len() < self.subscriptions.capacity() / 4 {
-            self.subscriptions.shrink_to(self.subscriptions.len() * 2);
-        }
-        existed
+        // A B-tree frees its nodes as it empties: nothing to shrink.
+        self.subscriptions.remove(filter).is_some()
     }
 
     pub fn subscription_count(&self) -> usize {

@@ -204,8 +204,11 @@ fn clear_forgets_everything() {
     assert_eq!(s.inbound_qos2_len(), 0);
 }
 
+/// The table is a B-tree, which frees its nodes as it empties (a hash map kept its capacity
+/// and needed shrinking); what is checked here is that removals and a clean start leave
+/// exactly what they should.
 #[test]
-fn emptied_subscription_table_is_given_back() {
+fn emptied_subscription_table_keeps_only_what_remains() {
     let mut s = SessionState::new(limits());
     let opts = SubscriptionOptions::new(QoS::AtMostOnce);
     for i in 0..10_000 {
@@ -214,20 +217,10 @@ fn emptied_subscription_table_is_given_back() {
     for i in 1..10_000 {
         assert!(s.remove_subscription(&format!("t/{i}")));
     }
-    assert!(
-        s.subscriptions.capacity() < 16,
-        "{}",
-        s.subscriptions.capacity()
-    );
-    for i in 0..10_000 {
-        s.add_subscription(&format!("t/{i}"), opts, None);
-    }
+    assert_eq!(s.subscription_count(), 1);
+    assert!(s.has_subscription("t/0"));
     s.clear();
-    assert_eq!(
-        s.subscriptions.capacity(),
-        0,
-        "a clean start keeps no table"
-    );
+    assert!(s.subscriptions.is_empty(), "a clean start keeps no table");
 }
 
 #[test]
