@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::message::Message;
+use crate::message::{Message, RetainedMessage};
 use crate::session::StreamRequest;
 use crate::storage::Op;
 
-use crate::router::retained::RetainedStore;
+use crate::router::retained::{RetainedStore, RetainedValue};
 
 use super::{cluster, BrokerState};
 
@@ -16,26 +16,38 @@ use super::{cluster, BrokerState};
 /// against `[retained] max_bytes`. Guarded by the broker's retained lock.
 #[derive(Default)]
 pub(super) struct Retained {
-    store: RetainedStore<Arc<Message>>,
+    store: RetainedStore<Arc<RetainedMessage>>,
     bytes: u64,
 }
 
+impl RetainedValue for Arc<RetainedMessage> {
+    fn topic(&self) -> &Arc<str> {
+        &self.topic
+    }
+}
+
 /// What a retained message counts for `[retained] max_bytes`.
-fn weight(msg: &Message) -> u64 {
-    (msg.payload.len() + msg.topic.len()) as u64
+fn weight(topic: &str, payload: &[u8]) -> u64 {
+    (payload.len() + topic.len()) as u64
 }
 
 impl Retained {
-    fn insert(&mut self, msg: &Arc<Message>) {
-        self.bytes += weight(msg);
-        if let Some(old) = self.store.insert(msg.topic.clone(), msg.clone()) {
-            self.bytes -= weight(&old);
+    /// Stores `kept`, the only reference to a new record.
+    fn insert(&mut self, mut kept: Arc<RetainedMessage>) {
+        // A replacement takes the topic string of the record it replaces, which the trie's keys
+        // usually hold already: one copy of the topic stays in memory, not two.
+        if let (Some(old), Some(new)) = (self.store.get(&kept.topic), Arc::get_mut(&mut kept)) {
+            new.topic = old.topic.clone();
+        }
+        self.bytes += weight(&kept.topic, &kept.payload);
+        if let Some(old) = self.store.insert(kept) {
+            self.bytes -= weight(&old.topic, &old.payload);
         }
     }
 
     fn remove(&mut self, topic: &str) {
         if let Some(old) = self.store.remove(topic) {
-            self.bytes -= weight(&old);
+            self.bytes -= weight(&old.topic, &old.payload);
         }
     }
 
@@ -50,7 +62,8 @@ impl BrokerState {
     /// Adds a retained message restored from the store (at start, before serving). Every one
     /// is kept, even over the `[retained]` bounds: see [`Self::warn_if_retained_over_bounds`].
     pub fn restore_retained(&self, msg: Arc<Message>) {
-        self.retained.write().insert(&msg);
+        let kept = Arc::new(RetainedMessage::new(&msg));
+        self.retained.write().insert(kept);
     }
 
     /// After a restore: says so when the store holds more than `[retained]` allows. Nothing is
@@ -83,16 +96,19 @@ impl BrokerState {
     }
 
     /// Reads the next batch of retained messages a subscription's stream asks for
-    /// [MQTT-3.3.1-6] (see [`crate::session::stream`]). Only the store's read lock is taken.
+    /// [MQTT-3.3.1-6] (see [`crate::session::stream`]). Only the store's read lock is taken,
+    /// to clone the records; the messages delivered are built from them after it is released.
     pub fn retained_batch(&self, req: &StreamRequest) -> Vec<(Arc<str>, Arc<Message>)> {
-        let mut out = Vec::with_capacity(req.max);
+        let mut kept = Vec::with_capacity(req.max);
         self.retained.read().store.matches_after(
             &req.filter,
             req.after.as_deref(),
             req.max,
-            &mut out,
+            &mut kept,
         );
-        out
+        kept.into_iter()
+            .map(|r| (r.topic.clone(), Arc::new(r.to_message())))
+            .collect()
     }
 
     /// Stores or deletes a retained message; the store write is added to `ops`. A new topic
@@ -127,9 +143,8 @@ impl BrokerState {
     /// fixed set) is not bounded.
     fn store_retained(&self, msg: &Arc<Message>) -> bool {
         let cfg = &self.config.retained;
-        // Copied before taking the lock: the routed message's payload may be a slice of the
-        // publisher's read buffer, which a retained message would otherwise keep alive.
-        let kept = (!msg.payload.is_empty()).then(|| Arc::new(msg.detached()));
+        // Built (its payload copied, see `RetainedMessage::new`) before taking the lock.
+        let kept = (!msg.payload.is_empty()).then(|| Arc::new(RetainedMessage::new(msg)));
         let mut retained = self.retained.write();
         let Some(kept) = kept else {
             retained.remove(&msg.topic);
@@ -138,11 +153,15 @@ impl BrokerState {
         let new_topic = retained.store.get(&msg.topic).is_none();
         if new_topic
             && !msg.topic.starts_with("$SYS")
-            && retained.full(cfg.max_messages, cfg.max_bytes, weight(msg))
+            && retained.full(
+                cfg.max_messages,
+                cfg.max_bytes,
+                weight(&msg.topic, &msg.payload),
+            )
         {
             return false;
         }
-        retained.insert(&kept);
+        retained.insert(kept);
         true
     }
 }

@@ -14,5 +14,5 @@
 pub mod retained;
 pub mod trie;
 
-pub use retained::RetainedStore;
+pub use retained::{RetainedStore, RetainedValue};
 pub use trie::{Match, SharedStrategy, Subscription, SubscriptionTrie};

@@ -9,7 +9,8 @@
 //!
 //! Invariants:
 //! - A node holds a value iff a message is retained on exactly the topic spelled by its path; the
-//!   value carries that topic as an `Arc<str>` so matches hand it out without building strings.
+//!   value carries that topic ([`RetainedValue`]), so a node needs no field of its own for it
+//!   and matches hand it out without building strings.
 //! - No node survives that has neither a value nor children (up to, not including, the root).
 //! - `len` is the number of stored values.
 //! - Filters whose first level is `+` or `#` skip root children starting with `$` [MQTT-4.7.2-1].
@@ -79,12 +80,19 @@ fn level_ranges(topic: &str) -> impl Iterator<Item = (u32, u32)> + '_ {
     })
 }
 
+/// A value the store can hold: it carries the topic it is retained on, so the trie's slots do
+/// not pay for a second pointer to it (16 of a slot's 56 bytes, once per retained message).
+pub trait RetainedValue {
+    /// The topic name this value is retained on.
+    fn topic(&self) -> &Arc<str>;
+}
+
 type Children<M> = BTreeMap<Level, RNode<M>>;
 
 /// One topic level. Most nodes are leaves, so the child map is boxed only when there is one.
 struct RNode<M> {
     children: Option<Box<Children<M>>>,
-    value: Option<(Arc<str>, M)>,
+    value: Option<M>,
 }
 
 impl<M> RNode<M> {
@@ -156,19 +164,19 @@ enum Work<'a, 'f, M> {
 }
 
 /// Retained messages by topic name. Generic over the message so the broker chooses its
-/// representation (typically a cheaply clonable `Publish` with `Bytes` payload).
+/// representation (a cheaply clonable record that carries its topic, see [`RetainedValue`]).
 pub struct RetainedStore<M> {
     root: RNode<M>,
     len: usize,
 }
 
-impl<M> Default for RetainedStore<M> {
+impl<M: RetainedValue> Default for RetainedStore<M> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<M> RetainedStore<M> {
+impl<M: RetainedValue> RetainedStore<M> {
     /// An empty store.
     pub fn new() -> Self {
         RetainedStore {
@@ -177,11 +185,11 @@ impl<M> RetainedStore<M> {
         }
     }
 
-    /// Store or replace the retained message of `topic` [MQTT-3.3.1-5]; returns the previous
-    /// value. Pass the message's own `Arc<str>` topic: the store keeps it (and cuts new levels'
-    /// keys from it) instead of copying it. Replacing an existing topic allocates nothing.
-    pub fn insert(&mut self, topic: impl Into<Arc<str>>, msg: M) -> Option<M> {
-        let topic: Arc<str> = topic.into();
+    /// Store or replace the retained message of its topic [MQTT-3.3.1-5]; returns the previous
+    /// value. New levels' keys are cut from the message's own topic, not copied. Replacing an
+    /// existing topic allocates nothing.
+    pub fn insert(&mut self, msg: M) -> Option<M> {
+        let topic = msg.topic().clone();
         let mut node = &mut self.root;
         for (start, end) in level_ranges(&topic) {
             let key = Level {
@@ -192,14 +200,11 @@ impl<M> RetainedStore<M> {
             let children = node.children.get_or_insert_with(Box::default);
             node = children.entry(key).or_insert_with(RNode::new);
         }
-        match &mut node.value {
-            Some((_, old)) => Some(std::mem::replace(old, msg)),
-            None => {
-                node.value = Some((topic, msg));
-                self.len += 1;
-                None
-            }
+        let old = node.value.replace(msg);
+        if old.is_none() {
+            self.len += 1;
         }
+        old
     }
 
     /// Clear the retained message of `topic` (a retained PUBLISH with an empty payload)
@@ -210,7 +215,7 @@ impl<M> RetainedStore<M> {
         for level in topic.split('/') {
             node = node.child_mut(level)?;
         }
-        let (_, msg) = node.value.take()?;
+        let msg = node.value.take()?;
         self.len -= 1;
         self.prune(topic);
         Some(msg)
@@ -258,7 +263,7 @@ impl<M> RetainedStore<M> {
         for level in topic.split('/') {
             node = node.child(level)?;
         }
-        node.value.as_ref().map(|(_, m)| m)
+        node.value.as_ref()
     }
 
     /// Number of retained messages (for `$SYS` and limits).
@@ -279,8 +284,8 @@ impl<M> RetainedStore<M> {
         std::iter::from_fn(move || loop {
             if let Some(node) = current.take() {
                 stack.extend(node.nodes());
-                if let Some((topic, m)) = &node.value {
-                    return Some((&**topic, m));
+                if let Some(m) = &node.value {
+                    return Some((&**m.topic(), m));
                 }
             }
             current = Some(stack.pop()?);
@@ -288,11 +293,11 @@ impl<M> RetainedStore<M> {
     }
 }
 
-impl<M: Clone> RetainedStore<M> {
+impl<M: RetainedValue + Clone> RetainedStore<M> {
     /// Every retained message whose topic matches `filter` (a plain filter; the caller strips
-    /// `$share`), honouring the `$` rule [MQTT-4.7.2-1]. Pushes `(topic, message)` pairs; only
-    /// branches the filter can match are visited.
-    pub fn matches(&self, filter: &str, out: &mut Vec<(Arc<str>, M)>) {
+    /// `$share`), honouring the `$` rule [MQTT-4.7.2-1]. Pushes the messages (each carries its
+    /// topic); only branches the filter can match are visited.
+    pub fn matches(&self, filter: &str, out: &mut Vec<M>) {
         let skip_dollar = filter.starts_with('+') || filter.starts_with('#');
         let mut work: Vec<Work<'_, '_, M>> = Vec::new();
         // The root is handled here so the `$` rule needs no flag on every work item.
@@ -322,15 +327,11 @@ impl<M: Clone> RetainedStore<M> {
         while let Some(item) = work.pop() {
             match item {
                 Work::All(node) => {
-                    if let Some((t, m)) = &node.value {
-                        out.push((t.clone(), m.clone()));
-                    }
+                    out.extend(node.value.clone());
                     work.extend(node.nodes().map(Work::All));
                 }
                 Work::Filter(node, None) => {
-                    if let Some((t, m)) = &node.value {
-                        out.push((t.clone(), m.clone()));
-                    }
+                    out.extend(node.value.clone());
                 }
                 Work::Filter(node, Some(r)) => {
                     let (level, rest) = split_level(r);

@@ -6,12 +6,10 @@
 //! (bytewise within a level), and a topic comes before the topics below it. Resuming costs the
 //! depth of the cursor's path plus the batch, however many topics precede it.
 
+use super::{split_level, Level, RNode, RetainedStore, RetainedValue};
 use std::cmp::Ordering;
 use std::collections::btree_map;
 use std::ops::Bound;
-use std::sync::Arc;
-
-use super::{split_level, Level, RNode, RetainedStore};
 
 /// How the remaining filter treats a node.
 #[derive(Clone, Copy)]
@@ -81,19 +79,13 @@ fn frame<'a, 'f, 'c, M>(
     })
 }
 
-impl<M: Clone> RetainedStore<M> {
+impl<M: RetainedValue + Clone> RetainedStore<M> {
     /// Appends to `out` up to `max` retained messages whose topic matches `filter` (a plain
     /// filter, `$` rule honoured [MQTT-4.7.2-1]) and comes after the topic `after` in the
     /// store's order (from the first when None). Fewer than `max` means no more match now.
     /// Topics added or removed between batches are seen or skipped as the cursor reaches them;
     /// none is read twice, since the cursor only moves forward.
-    pub fn matches_after(
-        &self,
-        filter: &str,
-        after: Option<&str>,
-        max: usize,
-        out: &mut Vec<(Arc<str>, M)>,
-    ) {
+    pub fn matches_after(&self, filter: &str, after: Option<&str>, max: usize, out: &mut Vec<M>) {
         let cursor: Vec<&str> = after.map(|a| a.split('/').collect()).unwrap_or_default();
         let skip_dollar = filter.starts_with('+') || filter.starts_with('#');
         let start = out.len();
@@ -125,9 +117,7 @@ impl<M: Clone> RetainedStore<M> {
             };
             let (pat, depth) = (top.pat, top.depth);
             if !on_path && matches!(pat, Pat::All | Pat::Leaf) {
-                if let Some((t, m)) = &child.value {
-                    out.push((t.clone(), m.clone()));
-                }
+                out.extend(child.value.clone());
             }
             let next = if on_path {
                 cursor.get(depth + 1).copied()
