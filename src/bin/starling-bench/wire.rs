@@ -378,18 +378,7 @@ impl Conn {
 
     /// SUBSCRIBE to one filter and wait for its SUBACK; fails if the broker refuses it.
     pub async fn subscribe(&mut self, filter: &str, qos: u8) -> anyhow::Result<()> {
-        let qos_v = QoS::from_u8(qos).ok_or_else(|| anyhow!("bad QoS {qos}"))?;
-        let mut out = BytesMut::new();
-        encode(
-            &Packet::Subscribe(Subscribe {
-                packet_id: 1,
-                filters: vec![(filter.to_string(), SubscriptionOptions::new(qos_v))],
-                properties: Properties::default(),
-            }),
-            V,
-            &mut out,
-        );
-        self.stream.write_all(&out).await?;
+        self.subscribe_no_wait(filter, qos).await?;
         match read_setup_packet(&mut self.stream, &mut self.leftover).await? {
             Packet::SubAck(s) => match s.reasons.first() {
                 Some(r) if r.is_error() => bail!("SUBSCRIBE {filter} refused (0x{:02x})", r.0),
