@@ -28,7 +28,7 @@ default_settings() { # base-port results-subdir
 }
 
 # Known scenario ids (see scenario_args).
-ALL_SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn conn_tls persist retained_q0 retained_q1)
+ALL_SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn conn_tls persist persist_10k retained_q0 retained_q1)
 
 check_scenarios() { # id...
     local s
@@ -324,6 +324,8 @@ scenario_args() { # id -> bench arguments
         # QoS 1 into persistent sessions: subscribers connect with clean session 0, so Starling
         # stores every message and sends PUBACK after the batch's fdatasync (sync = "batch").
         persist) echo p2p --pairs 100 --qos 1 --persistent-subs "${t[@]}" ;;
+        # the same at 10,000 msg/s in total: latency and CPU at an ordinary load
+        persist_10k) echo p2p --pairs 100 --qos 1 --persistent-subs --rate 100 "${t[@]}" ;;
         # 100,000 retained messages of 1 KB: RSS per message, then one subscriber to all of them
         retained_q0) echo retained --messages 100000 --size 1024 --qos 0 ;;
         retained_q1) echo retained --messages 100000 --size 1024 --qos 1 ;;
@@ -347,7 +349,7 @@ wait_time_wait() {
 # $RESULTS: the bench's report plus broker/round/noise fields (and the object in RUN_EXTRA).
 run_one() { # scenario broker round
     local id=$1 broker=$2 round=$3 persist=0 tls=0 tag rc state
-    [ "$id" = persist ] && persist=1
+    case $id in persist | persist_10k) persist=1 ;; esac
     if [ "$id" = conn_tls ]; then
         tls=1
         make_certs

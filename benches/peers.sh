@@ -32,8 +32,8 @@
 #   REPORT_ONLY=FILE  run nothing: print the report of an earlier results file
 #   APPEND_TO=FILE    also append the report to FILE (e.g. BENCHMARKS.md)
 #
-# Scenario ids: p2p fanout fanin_q1 fanin_q0 lat_p2p conn conn_tls persist retained_q0
-# retained_q1 (default), lat_fanin.
+# Scenario ids: p2p fanout fanin_q1 fanin_q0 lat_p2p conn conn_tls persist persist_10k
+# retained_q0 retained_q1 (default), lat_fanin.
 # conn_tls is conn over TLS (a test CA and server certificate made with openssl in WORKDIR;
 # CONN_TLS_CLIENTS clients, default CONN_CLIENTS) for Starling and Mosquitto only: rumqttd and
 # nats-server are recorded as skipped there.
@@ -49,7 +49,7 @@ default_settings 23000 bench-peers
 if [ $# -gt 0 ]; then
     SCENARIOS=("$@")
 else
-    SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p conn conn_tls persist retained_q0 retained_q1)
+    SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p conn conn_tls persist persist_10k retained_q0 retained_q1)
 fi
 check_scenarios "${SCENARIOS[@]}"
 
@@ -119,7 +119,7 @@ run_meta() {
 # up for Starling and Mosquitto only (rumqttd and nats-server each want their own certificate
 # configuration, not written here).
 skip_reason() { # scenario broker
-    [ "$1" = persist ] && [ "$2" = rumqttd ] && echo "no persistence"
+    case $1 in persist | persist_10k) [ "$2" = rumqttd ] && echo "no persistence" ;; esac
     [ "$1" = conn_tls ] && { [ "$2" = rumqttd ] || [ "$2" = nats ]; } && echo "TLS not configured by this script"
     return 0
 }
@@ -201,6 +201,9 @@ conn_tls|bench CPU µs per TLS connect|bench_cpu_us_per_connect|median|1|
 conn_tls|broker RSS bytes/idle TLS connection (worst round)|broker_bytes_per_conn|max|1|
 persist|delivered msg/s (100 pairs, QoS 1, persistent subscriber sessions, persistence on)|delivered_rate|median|1|m_ge:1
 persist|p99 latency ms (max rate)|latency_us_p99|median|1000|
+persist_10k|delivered msg/s (100 pairs x 100 msg/s, persistent sessions: 10k offered)|delivered_rate|median|1|
+persist_10k|p99 latency ms at 10k msg/s, persistent sessions|latency_us_p99|median|1000|abs_le:50
+persist_10k|broker CPU % of one core|broker_cpu_pct|median|1|
 retained_q0|broker RSS bytes per retained message (100k x 1 KB)|retained_bytes_per_msg|median|1|abs_le:1300
 retained_q0|wildcard subscriber, 100k retained at QoS 0: msg/s|retained_delivery_rate|median|1|m_ge:1
 retained_q1|wildcard subscriber, 100k retained at QoS 1: msg/s|retained_delivery_rate|median|1|
