@@ -41,9 +41,15 @@ impl HoldInflight {
     fn hold(&self) {
         self.state.lock().unwrap().hold = true;
     }
+    /// Ends the hold and waits until every held write went through, so a new hold cannot catch
+    /// a write of the previous step.
     fn release(&self) {
-        self.state.lock().unwrap().hold = false;
+        let mut st = self.state.lock().unwrap();
+        st.hold = false;
         self.changed.notify_all();
+        while st.blocked > 0 {
+            st = self.changed.wait(st).unwrap();
+        }
     }
     fn blocked(&self) -> usize {
         self.state.lock().unwrap().blocked
@@ -68,6 +74,7 @@ impl Store for HoldInflight {
                 st = self.changed.wait(st).unwrap();
             }
             st.blocked -= 1;
+            self.changed.notify_all();
         }
         self.inner.write(batch, sync)
     }
