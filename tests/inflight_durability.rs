@@ -11,91 +11,34 @@
 #[path = "v5_support.rs"]
 mod support;
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use starling::codec::{Packet, QoS};
-use starling::storage::{
-    InflightStage, MemoryStore, Op, Snapshot, Store, StoreError, StoredDelivery,
-};
+use starling::storage::{InflightStage, Op};
 use starling::Broker;
 use support::*;
 
-/// A memory store that, while `hold` is set, blocks every write carrying an in-flight record
-/// of a PUBLISH being sent, until released.
-#[derive(Default)]
-struct HoldInflight {
-    inner: MemoryStore,
-    state: Mutex<HoldState>,
-    changed: Condvar,
-}
+#[path = "support/gated_store.rs"]
+mod gated_store;
+use gated_store::GatedStore;
 
-#[derive(Default)]
-struct HoldState {
-    hold: bool,
-    /// Writes waiting for the hold to end.
-    blocked: usize,
-}
-
-impl HoldInflight {
-    fn hold(&self) {
-        self.state.lock().unwrap().hold = true;
-    }
-    /// Ends the hold and waits until every held write went through, so a new hold cannot catch
-    /// a write of the previous step.
-    fn release(&self) {
-        let mut st = self.state.lock().unwrap();
-        st.hold = false;
-        self.changed.notify_all();
-        while st.blocked > 0 {
-            st = self.changed.wait(st).unwrap();
-        }
-    }
-    fn blocked(&self) -> usize {
-        self.state.lock().unwrap().blocked
-    }
-}
-
-impl Store for HoldInflight {
-    fn write(&self, batch: &[Op], sync: bool) -> Result<(), StoreError> {
-        let inflight = batch.iter().any(|op| {
-            matches!(
-                op,
-                Op::PutInflight {
-                    stage: InflightStage::Publish,
-                    ..
-                }
-            )
-        });
-        if inflight {
-            let mut st = self.state.lock().unwrap();
-            st.blocked += 1;
-            while st.hold {
-                st = self.changed.wait(st).unwrap();
+/// Whether `batch` carries the in-flight record of a PUBLISH being sent: the writes the gate
+/// holds.
+fn sends_inflight(batch: &[Op]) -> bool {
+    batch.iter().any(|op| {
+        matches!(
+            op,
+            Op::PutInflight {
+                stage: InflightStage::Publish,
+                ..
             }
-            st.blocked -= 1;
-            self.changed.notify_all();
-        }
-        self.inner.write(batch, sync)
-    }
-    fn load(&self) -> Result<Snapshot, StoreError> {
-        self.inner.load()
-    }
-    fn queue_range(
-        &self,
-        client_id: &str,
-        from_seq: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, StoredDelivery)>, StoreError> {
-        self.inner.queue_range(client_id, from_seq, max)
-    }
-    fn queue_len(&self, client_id: &str) -> Result<u64, StoreError> {
-        self.inner.queue_len(client_id)
-    }
+        )
+    })
 }
 
 /// Waits (up to 10 s) for the store to block a write of an in-flight record.
-async fn until_blocked(store: &HoldInflight) {
+async fn until_blocked(store: &GatedStore) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while store.blocked() == 0 {
         assert!(
@@ -108,7 +51,7 @@ async fn until_blocked(store: &HoldInflight) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos2_waits_for_its_packet_id_on_disk_and_qos1_does_not() {
-    let store = Arc::new(HoldInflight::default());
+    let store = Arc::new(GatedStore::new(false, sends_inflight));
     let h = Broker::builder(config())
         .store(store.clone())
         .start()
@@ -125,7 +68,7 @@ async fn qos2_waits_for_its_packet_id_on_disk_and_qos1_does_not() {
     let mut publ = Client::connect(addr, "durable-pub").await;
 
     // QoS 1: arrives while its in-flight record is still held.
-    store.hold();
+    store.close();
     publ.send(&Packet::Publish(publish(
         "d/q1",
         b"one",
@@ -141,12 +84,12 @@ async fn qos2_waits_for_its_packet_id_on_disk_and_qos1_does_not() {
         store.blocked() > 0,
         "the in-flight record was still held when the QoS 1 PUBLISH arrived"
     );
-    store.release();
+    store.open();
     sub.send(&puback(p.packet_id, starling::codec::ReasonCode::SUCCESS))
         .await;
 
     // QoS 2: nothing is written to the subscriber until the record is on disk.
-    store.hold();
+    store.close();
     publ.send(&Packet::Publish(publish(
         "d/q2",
         b"two",
@@ -157,7 +100,7 @@ async fn qos2_waits_for_its_packet_id_on_disk_and_qos1_does_not() {
     until_blocked(&store).await;
     sub.expect_nothing("a QoS 2 PUBLISH before its packet id is durable [MQTT-4.4.0-1]")
         .await;
-    store.release();
+    store.open();
     let p = sub.next_publish().await;
     assert_eq!(&p.payload[..], b"two");
     assert_eq!(p.qos, QoS::ExactlyOnce);

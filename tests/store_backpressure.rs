@@ -10,75 +10,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use parking_lot::{Condvar, Mutex};
 use starling::broker::BrokerState;
 use starling::codec::{self, Connect, Packet, Properties, ProtocolVersion, Publish, QoS};
 use starling::config::Config;
 use starling::persistence::Persistence;
 use starling::protocol::ConnectionInfo;
-use starling::storage::{
-    MemoryStore, Op, Snapshot, Store, StoreError, StoreWriter, StoredDelivery, SyncMode,
-};
+use starling::storage::{StoreWriter, SyncMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::sync::CancellationToken;
+
+#[path = "support/gated_store.rs"]
+mod gated_store;
+use gated_store::GatedStore;
 
 /// Requests the writer's queue holds in this test.
 const CAPACITY: usize = 4;
 /// Retained QoS 1 messages published at once: each needs a durable write before its PUBACK.
 const MESSAGES: u16 = 20;
-
-/// A memory store whose writes wait while the gate is closed.
-#[derive(Default)]
-struct Gate {
-    inner: MemoryStore,
-    state: Mutex<GateState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct GateState {
-    open: bool,
-    /// Writes waiting at the closed gate.
-    blocked: usize,
-    /// Ops of each write, in order.
-    groups: Vec<usize>,
-}
-
-impl Gate {
-    fn open(&self) {
-        self.state.lock().open = true;
-        self.changed.notify_all();
-    }
-}
-
-impl Store for Gate {
-    fn write(&self, batch: &[Op], sync: bool) -> Result<(), StoreError> {
-        if !batch.is_empty() {
-            let mut st = self.state.lock();
-            st.blocked += 1;
-            while !st.open {
-                self.changed.wait(&mut st);
-            }
-            st.blocked -= 1;
-            st.groups.push(batch.len());
-        }
-        self.inner.write(batch, sync)
-    }
-    fn load(&self) -> Result<Snapshot, StoreError> {
-        self.inner.load()
-    }
-    fn queue_range(
-        &self,
-        client_id: &str,
-        from_seq: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, StoredDelivery)>, StoreError> {
-        self.inner.queue_range(client_id, from_seq, max)
-    }
-    fn queue_len(&self, client_id: &str) -> Result<u64, StoreError> {
-        self.inner.queue_len(client_id)
-    }
-}
 
 fn encode(packet: &Packet, buf: &mut BytesMut) {
     codec::encode(packet, ProtocolVersion::V311, buf);
@@ -107,7 +55,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 }
 
 /// A broker on the gated store, serving one in-memory connection; returns the client end.
-fn start(gate: &Arc<Gate>) -> (Arc<Persistence>, DuplexStream) {
+fn start(gate: &Arc<GatedStore>) -> (Arc<Persistence>, DuplexStream) {
     let writer = StoreWriter::spawn(gate.clone(), SyncMode::Batch, CAPACITY);
     let p = Arc::new(Persistence::new(gate.clone(), writer, 1, 100));
     let broker = BrokerState::new(Config::default(), CancellationToken::new())
@@ -160,7 +108,8 @@ async fn publish_all(client: &mut DuplexStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_store_paces_a_publisher_without_failing_it() {
-    let gate = Arc::new(Gate::default());
+    // Every write waits until the gate opens.
+    let gate = Arc::new(GatedStore::new(true, |_| true));
     let (p, mut client) = start(&gate);
     let mut inbox = BytesMut::new();
     connect(&mut client, &mut inbox).await;
@@ -168,7 +117,7 @@ async fn a_slow_store_paces_a_publisher_without_failing_it() {
 
     // One write is stalled, the queue is full, and the next acknowledged write waits for room
     // with the connection's reads paused: nothing more is queued however long we wait.
-    until("the writer stalls", || gate.state.lock().blocked == 1).await;
+    until("the writer stalls", || gate.blocked() == 1).await;
     until("the queue fills", || p.writer.stats().waiting == 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stats = p.writer.stats();
@@ -204,7 +153,7 @@ async fn a_slow_store_paces_a_publisher_without_failing_it() {
         (0, 0),
         "{stats:?}"
     );
-    let groups = gate.state.lock().groups.clone();
+    let groups = gate.groups();
     assert!(groups.iter().all(|&n| n <= CAPACITY), "{groups:?}");
     assert_eq!(groups.iter().sum::<usize>(), usize::from(MESSAGES));
     let retained = p.store.load().expect("load").retained.len();
