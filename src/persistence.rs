@@ -110,8 +110,8 @@ impl Persistence {
     }
 
     /// Submits `ops` that nothing waits for and that must not be lost (session records,
-    /// subscription deletes, deliveries nobody acknowledges). Never waits: a full queue takes
-    /// them over its bound. A failure is logged: the writer has failed and every later
+    /// subscription deletes, deliveries nobody acknowledges, QoS 1 in-flight records). Never
+    /// waits: a full queue takes them over its bound (`store_writes_over_bound`; see `storage::writer`). A failure is logged: the writer has failed and every later
     /// acknowledgement that needs the disk will fail too.
     pub fn submit(&self, ops: Vec<Op>) {
         if ops.is_empty() {

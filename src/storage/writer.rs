@@ -28,7 +28,8 @@
 //!   and dropping them would lose state. Decision: they take a permit when one is free and are
 //!   otherwise queued over the bound, counted (`store_writes_over_bound`). Their number is
 //!   bounded by what causes them, each a per-connection or per-session event (connect,
-//!   disconnect, expiry, SUBSCRIBE, UNSUBSCRIBE, a will), and the excess lasts only until the
+//!   disconnect, expiry, SUBSCRIBE, UNSUBSCRIBE, a will) or, for the in-flight records of
+//!   QoS 1 deliveries, by each connection's send window; and the excess lasts only until the
 //!   writer next takes the queue, which it takes whole.
 //!
 //! So the queue holds at most `capacity` requests plus the required writes made while it was
