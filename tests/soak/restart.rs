@@ -299,8 +299,11 @@ async fn pub_run(
             p.queue_next(&mut c);
             next = (next + PUBLISH_EVERY).max(Instant::now() - PUBLISH_EVERY * 4);
         }
+        // A write that fails because the broker died (ECONNRESET/EPIPE: after SIGKILL the kernel
+        // resets a socket with unread data) is this client seeing the connection close, as the
+        // subscribers' flush already says.
         if let Err(e) = c.flush().await {
-            return (p, e);
+            return (p, format!("closed: {e}"));
         }
         if let Some(f) = p.session.overdue(COMPLETE) {
             let why = format!("no acknowledgement within {COMPLETE:?} for {f:?}");
