@@ -74,9 +74,17 @@ fn login(id: &str, user: &str, pw: &str, clean: bool) -> ConnectOpts {
     o
 }
 
+/// The client id of a one-off login probe for `user`. One per user: the broker may still hold
+/// the previous probe's connection when the next one arrives, and a login that would take over
+/// another user's session is refused (`auth.session_owner_check`), which is not what the probe
+/// asks about.
+fn probe_id(user: &str) -> String {
+    format!("probe-{user}")
+}
+
 /// The CONNACK return code a 3.1.1 CONNECT with these credentials gets.
 async fn connack(b: &TestBroker, user: &str, pw: &str) -> u8 {
-    Raw::connect_raw(b.addr, &login("probe", user, pw, true))
+    Raw::connect_raw(b.addr, &login(&probe_id(user), user, pw, true))
         .await
         .1
         .code
@@ -359,7 +367,7 @@ async fn dynsec_applies_on_every_listener() {
     let code = |i: usize, user: &'static str, pw: &'static str| {
         let addr = addrs[i];
         async move {
-            Raw::connect_raw(addr, &login("probe", user, pw, true))
+            Raw::connect_raw(addr, &login(&probe_id(user), user, pw, true))
                 .await
                 .1
                 .code
