@@ -117,6 +117,12 @@ pub struct Metrics {
     pub refused_connections: Counter,
     /// Retained PUBLISH on a new topic not stored because `[retained]` bounds were reached.
     pub retained_refused: Counter,
+    /// Times a publisher was not read until a subscriber's deep queue drained (flow control,
+    /// `broker::PACE_AT`).
+    pub publishers_paced: Counter,
+    /// Paced publishers read again because the subscriber's queue had not drained within
+    /// `broker::STUCK_AFTER` (it then paces nobody until it drains): slow consumers.
+    pub pace_expired: Counter,
     /// Open connections per listener, indexed like `Config::listeners`.
     pub listener_connections: Vec<Counter>,
 }

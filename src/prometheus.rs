@@ -280,6 +280,22 @@ fn write_counters(out: &mut Exposition, b: &BrokerState) {
          max_messages or max_bytes was reached ($SYS retained messages/refused).",
     );
     out.sample(refused, &[], m.retained_refused.get());
+    let paced = "starling_publishers_paced_total";
+    out.family(
+        paced,
+        "counter",
+        "Times a publisher was not read until a subscriber queue its message left 128 deep \
+         had drained to 64 (flow control; at most 500 ms per subscriber until it drains).",
+    );
+    out.sample(paced, &[], m.publishers_paced.get());
+    let expired = "starling_publisher_pace_expired_total";
+    out.family(
+        expired,
+        "counter",
+        "Paced publishers read again because the subscriber queue had not drained within \
+         500 ms: a slow consumer, which paces nobody until it drains.",
+    );
+    out.sample(expired, &[], m.pace_expired.get());
     let dropped = "starling_publish_messages_dropped_total";
     out.family(
         dropped,

@@ -70,7 +70,7 @@ pub use admin::{Kicked, SessionInfo};
 pub use budget::Budget;
 pub use ingress::IngressError;
 pub use registry::{Claimed, NotOwner};
-pub use routing::{Publication, Routed, SubHandle, STUCK_AFTER};
+pub use routing::{Publication, Routed, SubHandle, PACE_AT, PACE_RESUME, PACE_UNTIL, STUCK_AFTER};
 
 /// State shared by every connection.
 pub struct BrokerState {

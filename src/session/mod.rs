@@ -14,7 +14,7 @@ pub mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -137,7 +137,9 @@ pub struct Session {
     link: Mutex<Link>,
     meta: Mutex<SessionMeta>,
     pub connect_lock: tokio::sync::Mutex<()>,
-    stuck: AtomicBool,
+    /// How publishers treat this subscriber while it lags: [`PROMPT`], [`LAGGING`] or
+    /// [`STUCK`]; back to [`PROMPT`] whenever it takes deliveries out of its queue.
+    lag: AtomicU8,
     /// Mirrors whether the state has persistence, so routing can ask without the lock.
     persistent: AtomicBool,
     /// Mirrors `link.attached.is_some()`, so routing (and the trie's shared-group pick) can
@@ -156,6 +158,13 @@ pub struct Session {
 /// process rather than one per session: discards that race with a CONNECT are rare, and a
 /// waiter woken by another session's discard only looks its client id up again.
 static DISCARDS: Notify = Notify::const_new();
+
+/// [`Session::lag`]: the subscriber keeps up (publishers may be paced by its queue depth).
+const PROMPT: u8 = 0;
+/// [`Session::lag`]: a publisher waited for its deep queue in vain; no more pacing on it.
+const LAGGING: u8 = 1;
+/// [`Session::lag`]: its queue stayed full while a publisher waited; deliveries are dropped.
+const STUCK: u8 = 2;
 
 /// What a session's rare waiters wait on.
 #[derive(Debug, Default)]
@@ -220,7 +229,7 @@ impl Session {
                 },
             ),
             connect_lock: tokio::sync::Mutex::new(()),
-            stuck: AtomicBool::new(false),
+            lag: AtomicU8::new(PROMPT),
             persistent: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             ending: AtomicBool::new(false),
@@ -278,18 +287,40 @@ impl Session {
     /// A subscriber whose queue stayed full while a publisher waited: deliveries to it are
     /// dropped at once instead of holding publishers back, until it drains.
     pub fn is_stuck(&self) -> bool {
-        self.stuck.load(Ordering::Relaxed)
+        self.lag.load(Ordering::Relaxed) == STUCK
     }
 
+    /// Marks the subscriber stuck (or, with false, prompt again).
     pub fn set_stuck(&self, stuck: bool) {
-        self.stuck.store(stuck, Ordering::Relaxed);
+        self.lag
+            .store(if stuck { STUCK } else { PROMPT }, Ordering::Relaxed);
+    }
+
+    /// Whether publishers may be paced by this subscriber's queue depth: not when a publisher
+    /// already waited for it in vain ([`Self::set_lagging`]) or it is stuck, until it drains.
+    pub fn is_prompt(&self) -> bool {
+        self.lag.load(Ordering::Relaxed) == PROMPT
+    }
+
+    /// A publisher paced by this subscriber's deep queue waited the whole grace without the
+    /// queue draining: publishers stop pacing on it until it takes deliveries again. Unlike
+    /// [`Self::set_stuck`] nothing is dropped because of it.
+    pub fn set_lagging(&self) {
+        let _ = self
+            .lag
+            .compare_exchange(PROMPT, LAGGING, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Messages waiting in the queue (memory and stored backlog), not counting those in flight.
+    pub fn queue_depth(&self) -> usize {
+        self.with_state(|s| s.queue_depth())
     }
 
     /// Called after the connection took deliveries out of the queue: wakes publishers waiting
-    /// for room and clears the stuck mark.
+    /// for room and clears the lagging and stuck marks.
     pub fn made_room(&self) {
-        if self.is_stuck() {
-            self.set_stuck(false);
+        if !self.is_prompt() {
+            self.lag.store(PROMPT, Ordering::Relaxed);
         }
         if let Some(w) = self.waits.get() {
             if w.room_waiters.load(Ordering::Relaxed) > 0 {

@@ -86,6 +86,9 @@ pub struct Enqueued {
     pub cost: usize,
     /// Its stored queue position, when the session persists it.
     pub seq: Option<u64>,
+    /// Messages waiting in the queue once it is in ([`SessionState::queue_depth`]): what
+    /// paces publishers (see `broker::PACE_AT`).
+    pub depth: usize,
 }
 
 /// QoS 1/2 deliveries that are in the store but not in memory: the stored queue from `from`
@@ -284,7 +287,11 @@ impl SessionState {
         }
         let Some(p) = self.persistence.as_mut().filter(|_| stored) else {
             self.push(d);
-            return Ok(Enqueued { cost, seq: None });
+            return Ok(Enqueued {
+                cost,
+                seq: None,
+                depth: self.queue_depth(),
+            });
         };
         let seq = p.next_seq;
         p.next_seq += 1;
@@ -295,6 +302,7 @@ impl SessionState {
             return Ok(Enqueued {
                 cost,
                 seq: Some(seq),
+                depth: self.queue_depth(),
             });
         }
         let b = self.backlog.get_or_insert(Backlog {
@@ -305,6 +313,7 @@ impl SessionState {
         Ok(Enqueued {
             cost: 0,
             seq: Some(seq),
+            depth: self.queue_depth(),
         })
     }
 
@@ -316,6 +325,14 @@ impl SessionState {
 
     pub fn queued_len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Messages waiting to be sent: the memory queue and the stored backlog, not those in
+    /// flight.
+    pub fn queue_depth(&self) -> usize {
+        self.queue
+            .len()
+            .saturating_add(usize::try_from(self.backlog_len()).unwrap_or(usize::MAX))
     }
 
     pub fn queued_bytes(&self) -> usize {
