@@ -61,6 +61,23 @@ pub fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    serve_holding(stream, info, broker, ())
+}
+
+/// [`serve`], keeping `held` (the accept loop's connection permits) until the connection ends
+/// or its future is dropped. The accept loop spawns this future as the task itself, so `held`
+/// lives here rather than in a wrapper future: wrapping it in another `async` block would store
+/// the connection's future twice (the captured one and the one being awaited).
+pub fn serve_holding<S, H>(
+    stream: S,
+    info: ConnectionInfo,
+    broker: Arc<BrokerState>,
+    held: H,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    H: Send + 'static,
+{
     // The handshake runs in an allocation of its own, freed once it is done: a task keeps its
     // future's largest state for as long as it lives, and only the loop's state should be what
     // an idle connection costs. Built here, outside the async block: an async fn keeps its
@@ -69,12 +86,15 @@ where
     let accept = Box::pin(accept(stream, info, broker));
     async move {
         let Some(mut conn) = accept.await else {
+            drop(held);
             return;
         };
         // Run by reference: the connection is stored once, in this future.
         let close = conn.run().await;
         // Boxed: closing is rare and its timeouts would otherwise enlarge every idle task.
         Box::pin(conn.finish(close)).await;
+        // Used by value only here, so it is captured once (not copied into a local).
+        drop(held);
     }
 }
 

@@ -224,6 +224,11 @@ impl BrokerBuilder {
         }
         let mut addrs = Vec::new();
         let mut tls = Vec::new();
+        // What every idle plain connection's task carries (see `accept::TASK_FUTURE_BUDGET`).
+        tracing::debug!(
+            bytes = transport::accept::plain_task_future_size(),
+            "plain connection task future"
+        );
         for (listener, addr, permits, endpoint) in bound {
             addrs.push(addr);
             if let Some(t) = endpoint.tls() {
