@@ -118,13 +118,13 @@ where
         .await
         .ok()?;
     let outcome = Handler::connect(&broker, connect, auth, &info, &mut out).await;
-    let (handler, control) = match outcome {
+    let handler = match outcome {
         ConnectOutcome::Refused => {
             let _ = io.write_all(&out.ready).await;
             let _ = io.shutdown().await;
             return None;
         }
-        ConnectOutcome::Accepted(h, control) => (h, control),
+        ConnectOutcome::Accepted(h) => h,
     };
     if rbuf.is_empty() {
         // See `decode_all`: an idle connection holds no read buffer.
@@ -140,7 +140,6 @@ where
         out,
         needs_flush: false,
         want_pump: true,
-        control,
         last_read: Instant::now(),
         refill: None,
         refill_after: None,
@@ -400,7 +399,6 @@ struct Connection<S> {
     needs_flush: bool,
     /// The session queue may hold something this connection can send now.
     want_pump: bool,
-    control: tokio::sync::oneshot::Receiver<Control>,
     last_read: Instant,
     /// A read of the session's disk backlog in progress.
     refill: Option<Refill>,
@@ -422,7 +420,7 @@ struct Waits<'a> {
 
 /// The source a turn of the `run` loop found ready, with what it yielded.
 enum Woke {
-    Control(Result<Control, tokio::sync::oneshot::error::RecvError>),
+    Control(Control),
     Written(std::io::Result<usize>),
     Settled(Result<BytesMut, StoreError>),
     Yielded,
@@ -460,15 +458,12 @@ impl Turn {
     }
 }
 
-/// The close a control request asks for; a dropped sender means the session was taken over
-/// (by a path that did not say whether the session continues: the will is published, as for
-/// any abnormal close).
-fn control_close(ctl: Result<Control, tokio::sync::oneshot::error::RecvError>) -> Close {
+/// The close a control request asks for.
+fn control_close(ctl: Control) -> Close {
     match ctl {
-        Ok(Control::TakenOver { session_ends }) => Close::TakenOver { session_ends },
-        Ok(Control::Disconnect(rc, why)) => Close::Server(rc, why),
-        Ok(Control::Shutdown) => Close::ServerShutdown,
-        Err(_) => Close::TakenOver { session_ends: true },
+        Control::TakenOver { session_ends } => Close::TakenOver { session_ends },
+        Control::Disconnect(rc, why) => Close::Server(rc, why),
+        Control::Shutdown => Close::ServerShutdown,
     }
 }
 
@@ -523,8 +518,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         turn: &Turn,
         waits: &mut Waits<'_>,
     ) -> Poll<Woke> {
-        // Its one value ends the loop, so the oneshot is never polled after completing.
-        if let Poll::Ready(ctl) = Pin::new(&mut self.control).poll(cx) {
+        // A request ends the loop: it is taken once.
+        if let Poll::Ready(ctl) = self.handler.poll_control(cx) {
             return Poll::Ready(Woke::Control(ctl));
         }
         if turn.writing {

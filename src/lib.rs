@@ -227,6 +227,7 @@ impl BrokerBuilder {
         // What every idle plain connection's task carries (see `accept::TASK_FUTURE_BUDGET`).
         tracing::debug!(
             bytes = transport::accept::plain_task_future_size(),
+            session_bytes = std::mem::size_of::<session::Session>(),
             "plain connection task future"
         );
         for (listener, addr, permits, endpoint) in bound {

@@ -40,10 +40,8 @@ async fn take_over(session: &Session, previous: Previous, clean_start: bool) {
     let client_id = &*session.client_id;
     tracing::info!(client_id, "session taken over by a new connection");
     let session_ends = clean_start || session.meta().expiry == Some(Duration::ZERO);
-    if let Some(tx) = previous.control {
-        let _ = tx.send(Control::TakenOver { session_ends });
-    }
-    if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
+    session.send_control_to(previous.generation, Control::TakenOver { session_ends });
+    if tokio::time::timeout(TAKEOVER_TIMEOUT, session.closed(previous.generation))
         .await
         .is_err()
     {

@@ -17,8 +17,6 @@ mod will;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 use crate::auth::enhanced::{AuthExchange, AuthStep, Authenticator};
 use crate::auth::{Access, AuthConfig};
 use crate::broker::BrokerState;
@@ -54,8 +52,6 @@ pub struct Handler {
     broker: Arc<BrokerState>,
     session: Arc<Session>,
     generation: u64,
-    /// Dropped after the will and session end, so a takeover waits for both.
-    closed: Option<oneshot::Sender<()>>,
     client_id: Arc<str>,
     peer: peer::PeerAddr,
     version: ProtocolVersion,
@@ -118,6 +114,15 @@ impl Handler {
 
     pub fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// A request from the broker for this connection (takeover, shutdown, an administrator's
+    /// kick); see [`Session::poll_control`].
+    pub fn poll_control(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<crate::session::Control> {
+        self.session.poll_control(self.generation, cx)
     }
 
     /// 1.5 × keep-alive [MQTT-3.1.2-24]; None when keep-alive is 0.
@@ -772,7 +777,15 @@ impl Handler {
                 });
             }
         }
-        drop(self.closed.take());
+        // Dropping `self` now tells a waiting takeover that this connection is done.
+    }
+}
+
+impl Drop for Handler {
+    /// After the will and the session's end (in [`Handler::finish`]), or when the task is
+    /// dropped without finishing (runtime shutdown): a takeover waits for this.
+    fn drop(&mut self) {
+        self.session.connection_finished(self.generation);
     }
 }
 

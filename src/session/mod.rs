@@ -14,14 +14,14 @@ pub mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures_util::task::AtomicWaker;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use crate::codec::{ProtocolVersion, ReasonCode};
 use crate::sync::{Mutex, Rank};
@@ -52,11 +52,6 @@ pub enum Control {
 /// The connection currently attached to a session.
 #[derive(Debug)]
 struct Attached {
-    /// One request ends a connection, so a oneshot is enough (and an mpsc channel's first
-    /// block would cost every connection close to a kilobyte). Taken by the first request.
-    control: Option<oneshot::Sender<Control>>,
-    /// Completes (with an error) when the connection task has finished, will included.
-    closed: oneshot::Receiver<()>,
     /// When the connection claimed the session.
     since: SystemTime,
 }
@@ -88,6 +83,12 @@ struct Link {
     /// The will of the connection that left (generation), waiting out its Will Delay Interval.
     /// Boxed: a will is ~400 bytes and rare, and every session holds a `Link`.
     pending_will: Option<Box<(u64, PendingWill)>>,
+    /// A request for connection `.0` (its generation) until that connection takes it
+    /// ([`Session::poll_control`]). One request ends a connection, so one slot does: the first
+    /// request for a generation wins. It replaced two oneshot channels per connection (an
+    /// allocation each), woken by the waker the connection already registers for deliveries.
+    /// Boxed: requests are rare, and every session holds a `Link`.
+    control: Option<Box<(u64, Control)>>,
 }
 
 /// A will waiting out its Will Delay Interval after its connection ended [MQTT-3.1.3-9]:
@@ -105,35 +106,34 @@ pub struct PendingWill {
 #[derive(Debug)]
 pub struct Removed;
 
-/// The connection a CONNECT takes the session from.
+/// The connection a CONNECT takes the session from: ask it to close with
+/// [`Session::send_control_to`], wait for it with [`Session::closed`].
 #[derive(Debug)]
 pub struct Previous {
-    pub control: Option<oneshot::Sender<Control>>,
-    /// Completes when that connection has finished (will included).
-    pub closed: oneshot::Receiver<()>,
+    pub generation: u64,
 }
 
-/// What the connection task keeps to prove ownership and to report its end.
+/// What the connection task keeps to prove ownership; it reports its end with
+/// [`Session::connection_finished`] and takes requests with [`Session::poll_control`].
 #[derive(Debug)]
 pub struct Ownership {
     pub generation: u64,
-    pub control: oneshot::Receiver<Control>,
-    /// Dropped when the connection task ends; the next CONNECT waits for it.
-    pub closed: oneshot::Sender<()>,
 }
 
 /// Everything the broker knows about one client id, connected or not.
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
-    /// A unique id for this session object, for log lines and tie-breaking.
-    pub uid: u64,
     state: Mutex<SessionState>,
     /// Set when deliveries arrived for the connection; `waker` wakes it. One connection owns
     /// a session at a time, so a flag and one waker do what a `Notify` (and the `Notified`
     /// future every connection task would keep) did, in a fraction of the bytes.
     rung: AtomicBool,
     waker: AtomicWaker,
+    /// Mirrors the generation `link.control` is for (0: none; its low 32 bits: a hint, the
+    /// slot under the lock has the whole generation), so the connection looks for a request
+    /// every turn without a lock.
+    control_for: AtomicU32,
     link: Mutex<Link>,
     meta: Mutex<SessionMeta>,
     pub connect_lock: tokio::sync::Mutex<()>,
@@ -163,6 +163,12 @@ struct Waits {
     /// Publishers waiting for room in this session's queue.
     room: Notify,
     room_waiters: AtomicUsize,
+    /// A takeover waiting for the previous connection to finish ([`Session::closed`]).
+    closed: Notify,
+    /// The newest generation whose connection task finished since a takeover first waited
+    /// here: recorded only once `Waits` exists, which [`Session::detach_current`] ensures
+    /// before the connection it detaches can finish.
+    finished: AtomicU64,
 }
 
 /// Facts about the session set at CONNECT time.
@@ -197,16 +203,20 @@ pub enum Login {
     External,
 }
 
-static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+/// The lock-free mirror of a control request's generation (see `Session::control_for`):
+/// never 0 for a real generation (they start at 1), so 0 means "none".
+fn hint(generation: u64) -> u32 {
+    (generation as u32).max(1)
+}
 
 impl Session {
     pub fn new(client_id: Arc<str>, limits: Limits) -> Session {
         Session {
             client_id,
-            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(Rank::SessionState, SessionState::new(limits)),
             rung: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            control_for: AtomicU32::new(0),
             link: Mutex::new(Rank::SessionLink, Link::default()),
             meta: Mutex::new(
                 Rank::SessionMeta,
@@ -368,19 +378,26 @@ impl Session {
         self.gone.load(Ordering::Acquire)
     }
 
-    /// Takes the session from whichever connection has it; returns that connection's control
-    /// sender and close signal so the caller can kick it and wait. Err when the session was
-    /// discarded meanwhile. Must be called with `connect_lock` held.
+    /// Takes the session from whichever connection has it; returns that connection's
+    /// generation so the caller can kick it and wait. Err when the session was discarded
+    /// meanwhile. Must be called with `connect_lock` held.
     pub fn detach_current(&self) -> Result<Option<Previous>, Removed> {
         let mut link = self.link.lock();
         if link.end != End::Live {
             return Err(Removed);
         }
+        let previous = link.generation;
         link.generation += 1;
         self.connected.store(false, Ordering::Release);
-        Ok(link.attached.take().map(|a| Previous {
-            control: a.control,
-            closed: a.closed,
+        let attached = link.attached.take();
+        if attached.is_some() {
+            // Where that connection reports its end (`connection_finished`, after its
+            // `release`, which takes this lock: so it sees `waits`). Takeovers are rare: most
+            // sessions never allocate it.
+            self.waits();
+        }
+        Ok(attached.map(|_| Previous {
+            generation: previous,
         }))
     }
 
@@ -419,37 +436,110 @@ impl Session {
 
     /// Sends a request to the attached connection, if any; never waits.
     pub fn send_control(&self, c: Control) {
-        if let Some(tx) = self
-            .link
-            .lock()
-            .attached
-            .as_mut()
-            .and_then(|a| a.control.take())
-        {
-            let _ = tx.send(c);
+        let mut link = self.link.lock();
+        let posted = link.attached.is_some() && {
+            let generation = link.generation;
+            self.post_control(&mut link, generation, c)
+        };
+        drop(link);
+        if posted {
+            self.waker.wake();
         }
     }
 
-    /// Makes a new connection the owner. Must be called with `connect_lock` held.
-    pub fn attach(&self) -> Ownership {
-        let (ctl_tx, ctl_rx) = oneshot::channel();
-        let (closed_tx, closed_rx) = oneshot::channel();
+    /// Sends a request to connection `generation` (one a takeover detached); never waits.
+    pub fn send_control_to(&self, generation: u64, c: Control) {
+        let posted = self.post_control(&mut self.link.lock(), generation, c);
+        if posted {
+            self.waker.wake();
+        }
+    }
+
+    /// Puts `c` in the control slot for `generation` unless a request for it is already
+    /// there (the first one wins). True when posted: the caller wakes the connection, once
+    /// the link lock is released.
+    fn post_control(&self, link: &mut Link, generation: u64, c: Control) -> bool {
+        if matches!(link.control.as_deref(), Some((g, _)) if *g == generation) {
+            return false;
+        }
+        link.control = Some(Box::new((generation, c)));
+        self.control_for.store(hint(generation), Ordering::Release);
+        true
+    }
+
+    /// The request for connection `generation`, once there is one; until then the task of
+    /// `cx` is woken by the next request (or delivery: the same waker serves both). Only
+    /// the connection of `generation` polls this.
+    pub fn poll_control(&self, generation: u64, cx: &mut Context<'_>) -> Poll<Control> {
+        if self.control_for.load(Ordering::Acquire) != hint(generation) {
+            self.waker.register(cx.waker());
+            // A request posted between the check and the registration found no waker.
+            if self.control_for.load(Ordering::Acquire) != hint(generation) {
+                return Poll::Pending;
+            }
+        }
         let mut link = self.link.lock();
+        match link.control.take() {
+            Some(b) if b.0 == generation => {
+                self.control_for.store(0, Ordering::Release);
+                Poll::Ready(b.1)
+            }
+            other => {
+                // Only after 2^32 generations can the hint match another's request.
+                link.control = other;
+                self.waker.register(cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Connection `generation`'s task has finished (will and session end included): wakes a
+    /// takeover waiting in [`Self::closed`].
+    pub fn connection_finished(&self, generation: u64) {
+        // Orders this after a `detach_current` of this generation, which made `waits`.
+        drop(self.link.lock());
+        if let Some(w) = self.waits.get() {
+            w.finished.fetch_max(generation, Ordering::AcqRel);
+            w.closed.notify_waiters();
+        }
+    }
+
+    /// Resolves once connection `generation` has finished ([`Self::connection_finished`]).
+    /// Bound it with a timeout: a connection stuck in a write may take a while.
+    pub async fn closed(&self, generation: u64) {
+        let w = self.waits();
+        loop {
+            let notified = w.closed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if w.finished.load(Ordering::Acquire) >= generation {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Makes a new connection the owner. Must be called with `connect_lock` held. A connection
+    /// still attached (no [`Self::detach_current`] before) is told it was taken over.
+    pub fn attach(&self) -> Ownership {
+        let mut link = self.link.lock();
+        let displaced = link.attached.is_some().then_some(link.generation);
         link.generation += 1;
         let generation = link.generation;
         link.ever_attached = true;
         link.attached = Some(Attached {
-            control: Some(ctl_tx),
-            closed: closed_rx,
             since: SystemTime::now(),
+        });
+        let posted = displaced.is_some_and(|g| {
+            self.post_control(&mut link, g, Control::TakenOver { session_ends: true })
         });
         self.connected.store(true, Ordering::Release);
         self.state.lock().set_online(true);
-        Ownership {
-            generation,
-            control: ctl_rx,
-            closed: closed_tx,
+        drop(link);
+        if posted {
+            self.waker.wake();
         }
+        Ownership { generation }
     }
 
     /// Called by a connection as it ends, or by expiry. Returns true when `generation` still
