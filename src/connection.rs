@@ -1,8 +1,10 @@
 //! One task per client connection: reads CONNECT under the connect timeout (on plain listeners,
 //! by the listener's handshake deadline: [`ConnectionInfo::connect_deadline`]), then runs one
 //! loop over the socket (reads and writes as separate sources), the session's delivery queue
-//! (gated by the inflight window), the keep-alive deadline, control requests (takeover) and
-//! shutdown, polled by hand so an idle connection's task holds no per-source futures. Protocol decisions live in [`crate::protocol`]; this file owns I/O and framing.
+//! (gated by the inflight window), control requests (takeover, shutdown, keep-alive expiry
+//! from the broker-wide sweep in [`crate::broker::keepalive`]) and a rarely armed timer,
+//! polled by hand so an idle connection's task holds no per-source futures. Protocol
+//! decisions live in [`crate::protocol`]; this file owns I/O and framing.
 //!
 //! Backpressure: the write buffer is filled from the session queue only while it is below
 //! `WRITE_HIGH`, so a client that does not read leaves its messages in its own bounded queue;
@@ -140,10 +142,9 @@ where
         out,
         needs_flush: false,
         want_pump: true,
-        last_read: Instant::now(),
         refill: None,
         refill_after: None,
-        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        timer: None,
         more_buffered: false,
     })
 }
@@ -399,13 +400,14 @@ struct Connection<S> {
     needs_flush: bool,
     /// The session queue may hold something this connection can send now.
     want_pump: bool,
-    last_read: Instant,
     /// A read of the session's disk backlog in progress.
     refill: Option<Refill>,
     /// After a refill found nothing yet (a write still on its way), try again at this time.
     refill_after: Option<Instant>,
-    /// The one timer of the loop (see `run`); boxed because `Sleep` must stay pinned.
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The loop's one timer (see `turn`), for the rare deadlines: the end of a throttle, the
+    /// retry of an empty refill, the poll of a blocked PUBLISH. Allocated while one is set;
+    /// keep-alive has no timer here (see [`crate::broker::keepalive`]).
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// `decode_all` stopped at `PACKETS_PER_TURN` with whole packets still buffered.
     more_buffered: bool,
 }
@@ -439,22 +441,20 @@ struct Turn {
     backed_up: bool,
     /// The broker's global queue budget is saturated and this connection publishes.
     paused: bool,
-    /// A 3.x client over its publish rate is not read until then.
-    throttled: Option<Instant>,
+    /// A 3.x client over its publish rate is not read until its bucket refills.
+    throttled: bool,
     /// The subscriber a blocked PUBLISH waits for.
     blocked_on: Option<Arc<crate::session::Session>>,
     writing: bool,
     settling: bool,
-    /// When an empty refill is retried.
-    refill_due: Option<Instant>,
-    /// The timer's deadline, if anything is waited for.
-    next: Option<Instant>,
+    /// An empty refill is to be retried (at `refill_after`).
+    refill_due: bool,
 }
 
 impl Turn {
     /// The socket is read only when nothing holds reading back.
     fn may_read(&self) -> bool {
-        !self.paused && !self.backed_up && self.throttled.is_none() && self.blocked_on.is_none()
+        !self.paused && !self.backed_up && !self.throttled && self.blocked_on.is_none()
     }
 }
 
@@ -464,6 +464,7 @@ fn control_close(ctl: Control) -> Close {
         Control::TakenOver { session_ends } => Close::TakenOver { session_ends },
         Control::Disconnect(rc, why) => Close::Server(rc, why),
         Control::Shutdown => Close::ServerShutdown,
+        Control::KeepAliveExpired => Close::KeepAliveTimeout,
     }
 }
 
@@ -472,7 +473,6 @@ type Refill =
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     async fn run(&mut self) -> Close {
-        let keep_alive = self.handler.keep_alive_timeout();
         // Its own handle: the rarely built arm futures borrow it while the turn borrows `self`.
         let broker = self.broker.clone();
         // Shutdown arrives as a control request ([`Control::Shutdown`]); one that began
@@ -480,12 +480,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         if broker.is_stopping() {
             return Close::ServerShutdown;
         }
-        // Checked lazily: reads only move `last_read`; when this passes, the real deadline is
-        // computed again, so a busy connection does not re-arm a timer on every read.
-        let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
             self.pump();
-            let turn = self.turn(keep_alive_check);
+            let turn = self.turn();
             let mut waits = Waits {
                 yielded: false,
                 relieved: built_if(turn.paused, || broker.budget().relieved()),
@@ -496,7 +493,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             // Every source yields Err(close) to end the connection, Ok(()) to go round again.
             let step = std::future::poll_fn(|cx| {
                 self.poll_turn(cx, &turn, &mut waits)
-                    .map(|woke| self.on_woke(woke, &turn, keep_alive, &mut keep_alive_check))
+                    .map(|woke| self.on_woke(woke, &turn))
             })
             .await;
             if let Err(close) = step {
@@ -564,21 +561,24 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         if poll_arm(cx, &mut waits.room) {
             return Poll::Ready(Woke::Room);
         }
-        if turn.next.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+        // `turn` dropped the timer when it has no deadline.
+        if self
+            .timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+        {
             return Poll::Ready(Woke::Timer);
         }
         Poll::Pending
     }
 
     /// Acts on the source `poll_turn` found ready: Err(close) ends the connection.
-    fn on_woke(
-        &mut self,
-        woke: Woke,
-        turn: &Turn,
-        keep_alive: Option<Duration>,
-        keep_alive_check: &mut Option<Instant>,
-    ) -> Result<(), Close> {
+    fn on_woke(&mut self, woke: Woke, turn: &Turn) -> Result<(), Close> {
         match woke {
+            // A packet read since the sweep looked keeps the connection open.
+            Woke::Control(Control::KeepAliveExpired) if !self.handler.keep_alive_expired() => {
+                Ok(())
+            }
             Woke::Control(ctl) => Err(control_close(ctl)),
             Woke::Written(r) => self.on_written(r),
             Woke::Settled(r) => self.on_settled(r),
@@ -595,7 +595,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             Woke::Refill(r) => self.on_refill(r),
             // Then carry on with what is buffered.
             Woke::Room => self.retry_blocked(),
-            Woke::Timer => self.on_timer(turn, keep_alive, keep_alive_check),
+            Woke::Timer => self.on_timer(turn),
         }
     }
 
@@ -611,7 +611,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     }
 
     /// What this turn of the loop waits for, and the timer armed for the earliest deadline.
-    fn turn(&mut self, keep_alive_check: Option<Instant>) -> Turn {
+    fn turn(&mut self) -> Turn {
         // A client that does not read its acks stops being read (TCP backpressure), so its
         // write buffer stays bounded; so does one whose write waits for room in the full
         // store queue (the `settle` branch waits for that room).
@@ -623,28 +623,28 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         let blocked_on = self.handler.blocked_on();
         let writing = !self.out.ready.is_empty() || self.needs_flush;
         let settling = self.out.pending() > 0;
-        // One timer serves every deadline: keep-alive, the end of a throttle, the retry of
-        // an empty refill, and the poll of a blocked PUBLISH.
+        // One timer serves every deadline: the end of a throttle, the retry of an empty
+        // refill, and the poll of a blocked PUBLISH. Idle connections have none, and no timer.
         let refill_due = self.refill_after.filter(|_| self.refill.is_none());
         let blocked_poll = blocked_on.as_ref().map(|_| Instant::now() + BLOCKED_POLL);
-        let next = [keep_alive_check, throttled, refill_due, blocked_poll]
+        let next = [throttled, refill_due, blocked_poll]
             .into_iter()
             .flatten()
             .min();
-        if let Some(at) = next {
-            if self.timer.deadline() != at {
-                self.timer.as_mut().reset(at);
-            }
+        match (next, self.timer.as_mut()) {
+            (None, _) => self.timer = None,
+            (Some(at), Some(t)) if t.deadline() != at => t.as_mut().reset(at),
+            (Some(_), Some(_)) => {}
+            (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
         }
         Turn {
             backed_up,
             paused,
-            throttled,
+            throttled: throttled.is_some(),
             blocked_on,
             writing,
             settling,
-            refill_due,
-            next,
+            refill_due: refill_due.is_some(),
         }
     }
 
@@ -688,7 +688,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             Ok((n, filled)) => {
                 self.read_chunk = next_read_chunk(self.read_chunk, n, filled);
                 self.broker.metrics().bytes_received.add(n as u64);
-                self.last_read = Instant::now();
+                self.handler.touch();
                 self.decode_all()
             }
             Err(e) => Err(Close::Io(e)),
@@ -718,28 +718,16 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     }
 
     /// The loop's timer fired: acts on every deadline of `turn` that has passed.
-    fn on_timer(
-        &mut self,
-        turn: &Turn,
-        keep_alive: Option<Duration>,
-        keep_alive_check: &mut Option<Instant>,
-    ) -> Result<(), Close> {
+    fn on_timer(&mut self, turn: &Turn) -> Result<(), Close> {
         let now = Instant::now();
-        if let (Some(check), Some(k)) = (*keep_alive_check, keep_alive) {
-            if now >= check {
-                if now.saturating_duration_since(self.last_read) >= k {
-                    return Err(Close::KeepAliveTimeout);
-                }
-                *keep_alive_check = Some(self.last_read + k);
-            }
-        }
-        if turn.refill_due.is_some_and(|at| now >= at) {
+        if turn.refill_due && self.refill_after.is_some_and(|at| now >= at) {
             self.refill_after = None;
             self.start_refill();
         }
         // A 3.x client over its publish rate: resume once the bucket has refilled, and handle
         // what is already buffered first.
-        if turn.throttled.is_some_and(|at| now >= at) {
+        let throttled = self.handler.throttled_until().map(Instant::from_std);
+        if turn.throttled && throttled.is_some_and(|at| now >= at) {
             self.handler.clear_throttle();
             self.decode_all()?;
         }

@@ -247,6 +247,7 @@ impl BrokerBuilder {
                 permits,
             ));
         }
+        tracker.spawn(state.keep_alive().clone().run(shutdown.clone()));
         let sys_interval = state.config().sys.interval;
         if !sys_interval.is_zero() {
             tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));

@@ -639,6 +639,12 @@ impl Handler {
             bridge = c.bridge, "client connected");
 
         let mut handler = Handler::new(broker, c, terms, claimed, auth, info);
+        // The keep-alive clock starts at CONNECT; dropping the handler stops it.
+        if let Some(timeout) = handler.keep_alive_timeout() {
+            broker
+                .keep_alive()
+                .add(&handler.session, handler.generation, timeout);
+        }
         if session_present {
             handler.resend(out);
         }

@@ -125,6 +125,25 @@ impl Handler {
         self.session.poll_control(self.generation, cx)
     }
 
+    /// Records a read from the client, for the keep-alive sweep.
+    pub fn touch(&self) {
+        self.session.touch(self.broker.keep_alive().now_ms());
+    }
+
+    /// Whether the client has been silent for 1.5 × keep-alive [MQTT-3.1.2-24]: the check the
+    /// sweep made, made again by the connection before it closes (a packet may have come in).
+    pub fn keep_alive_expired(&self) -> bool {
+        let Some(timeout) = self.keep_alive_timeout() else {
+            return false;
+        };
+        let silent = self
+            .broker
+            .keep_alive()
+            .now_ms()
+            .wrapping_sub(self.session.last_active());
+        u128::from(silent) >= timeout.as_millis()
+    }
+
     /// 1.5 × keep-alive [MQTT-3.1.2-24]; None when keep-alive is 0.
     pub fn keep_alive_timeout(&self) -> Option<Duration> {
         (self.keep_alive > 0).then(|| {
@@ -785,6 +804,11 @@ impl Drop for Handler {
     /// After the will and the session's end (in [`Handler::finish`]), or when the task is
     /// dropped without finishing (runtime shutdown): a takeover waits for this.
     fn drop(&mut self) {
+        if self.keep_alive > 0 {
+            self.broker
+                .keep_alive()
+                .remove(&self.session, self.generation);
+        }
         self.session.connection_finished(self.generation);
     }
 }

@@ -47,6 +47,10 @@ pub enum Control {
     /// this way (and by [`crate::broker::BrokerState::is_stopping`] as their loop starts), so
     /// no connection task keeps a cancellation future.
     Shutdown,
+    /// The keep-alive sweep found no read within 1.5 x keep-alive ([`crate::broker::keepalive`]):
+    /// close, unless a packet arrived since (the connection checks its stamp again). Any other
+    /// request replaces it in the slot.
+    KeepAliveExpired,
 }
 
 /// The connection currently attached to a session.
@@ -134,6 +138,11 @@ pub struct Session {
     /// slot under the lock has the whole generation), so the connection looks for a request
     /// every turn without a lock.
     control_for: AtomicU32,
+    /// When the attached connection last read from its client (see
+    /// [`crate::broker::keepalive::KeepAlive::now_ms`]).
+    last_active: AtomicU32,
+    /// Its place in the keep-alive sweep's list; written only under that list's lock.
+    pub(crate) keep_alive_slot: AtomicU32,
     link: Mutex<Link>,
     meta: Mutex<SessionMeta>,
     pub connect_lock: tokio::sync::Mutex<()>,
@@ -217,6 +226,8 @@ impl Session {
             rung: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             control_for: AtomicU32::new(0),
+            last_active: AtomicU32::new(0),
+            keep_alive_slot: AtomicU32::new(u32::MAX),
             link: Mutex::new(Rank::SessionLink, Link::default()),
             meta: Mutex::new(
                 Rank::SessionMeta,
@@ -429,6 +440,16 @@ impl Session {
         self.link.lock().pending_will.take().map(|b| b.1)
     }
 
+    /// Records a read from the client at `now_ms` (keep-alive clock).
+    pub fn touch(&self, now_ms: u32) {
+        self.last_active.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// When the attached connection last read from its client (keep-alive clock).
+    pub fn last_active(&self) -> u32 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+
     /// Whether a connection ever owned this session.
     pub fn was_attached(&self) -> bool {
         self.link.lock().ever_attached
@@ -459,7 +480,19 @@ impl Session {
     /// there (the first one wins). True when posted: the caller wakes the connection, once
     /// the link lock is released.
     fn post_control(&self, link: &mut Link, generation: u64, c: Control) -> bool {
-        if matches!(link.control.as_deref(), Some((g, _)) if *g == generation) {
+        // A keep-alive request may turn out moot (a packet came in meanwhile): any other
+        // request for the same connection takes its place.
+        let replaceable = |old: &Control| {
+            matches!(old, Control::KeepAliveExpired) && !matches!(c, Control::KeepAliveExpired)
+        };
+        let keep = match link.control.as_deref() {
+            None => false,
+            Some((g, old)) if *g == generation => !replaceable(old),
+            // Another connection's request is kept while that connection owns the session
+            // (a late request for a superseded connection must not hide it).
+            Some((g, _)) => link.attached.is_some() && *g == link.generation,
+        };
+        if keep {
             return false;
         }
         link.control = Some(Box::new((generation, c)));
