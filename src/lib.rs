@@ -228,6 +228,7 @@ impl BrokerBuilder {
         tracing::debug!(
             bytes = transport::accept::plain_task_future_size(),
             session_bytes = std::mem::size_of::<session::Session>(),
+            handler_bytes = std::mem::size_of::<protocol::Handler>(),
             "plain connection task future"
         );
         for (listener, addr, permits, endpoint) in bound {

@@ -688,8 +688,12 @@ impl Handler {
             receive_maximum: usize::from(cfg.receive_maximum.max(1)),
             expiry_was_zero: terms.expiry_secs == 0,
             published: false,
-            authenticator: auth.map(|a| a.authenticator),
-            reauth: None,
+            enhanced: auth.map(|a| {
+                Box::new(super::Enhanced {
+                    authenticator: a.authenticator,
+                    reauth: None,
+                })
+            }),
             username: terms.username,
             listener: terms.listener,
             auth: terms.auth,

@@ -47,6 +47,14 @@ struct Blocked {
     since: Instant,
 }
 
+/// A v5 connection's enhanced authentication [MQTT-4.12.0-1], kept for re-authentication.
+struct Enhanced {
+    /// The authenticator of CONNECT's Authentication Method.
+    authenticator: Arc<dyn Authenticator>,
+    /// A re-authentication in progress.
+    reauth: Option<Box<dyn AuthExchange>>,
+}
+
 /// Per-connection protocol state once CONNECT has been accepted.
 pub struct Handler {
     broker: Arc<BrokerState>,
@@ -81,10 +89,9 @@ pub struct Handler {
     expiry_was_zero: bool,
     /// This connection has published; only publishers are paused by the global budget.
     published: bool,
-    /// The enhanced-authentication method of CONNECT, for re-authentication.
-    authenticator: Option<Arc<dyn Authenticator>>,
-    /// A re-authentication in progress.
-    reauth: Option<Box<dyn AuthExchange>>,
+    /// The enhanced authentication of CONNECT, for re-authentication. Boxed: most
+    /// connections have none, and every connection holds a Handler.
+    enhanced: Option<Box<Enhanced>>,
     username: Option<Arc<str>>,
     /// The listener that accepted this connection (index into `Config::listeners`).
     listener: usize,
@@ -646,13 +653,13 @@ impl Handler {
     /// Re-authentication [MQTT-4.12.1-1]: AUTH 0x19 starts it, AUTH 0x18 continues it, always
     /// with the Authentication Method of CONNECT.
     fn on_auth(&mut self, a: codec::Auth, out: &mut Outbox) -> Result<(), Close> {
-        let Some(authenticator) = self.authenticator.clone() else {
+        let Some(enhanced) = self.enhanced.as_mut() else {
             return Err(Close::Protocol(
                 ReasonCode::PROTOCOL_ERROR,
                 "[MQTT-4.12.0-7] AUTH without an Authentication Method in CONNECT",
             ));
         };
-        let method = authenticator.method().to_string();
+        let method = enhanced.authenticator.method().to_string();
         if a.properties.authentication_method.as_deref() != Some(method.as_str()) {
             return Err(Close::Protocol(
                 ReasonCode::PROTOCOL_ERROR,
@@ -661,20 +668,23 @@ impl Handler {
         }
         if a.reason == ReasonCode::REAUTHENTICATE {
             let username = self.session.meta().username;
-            self.reauth = Some(authenticator.begin(&self.client_id, username.as_deref()));
-        } else if a.reason != ReasonCode::CONTINUE_AUTHENTICATION || self.reauth.is_none() {
+            let exchange = enhanced
+                .authenticator
+                .begin(&self.client_id, username.as_deref());
+            enhanced.reauth = Some(exchange);
+        } else if a.reason != ReasonCode::CONTINUE_AUTHENTICATION || enhanced.reauth.is_none() {
             return Err(Close::Protocol(
                 ReasonCode::PROTOCOL_ERROR,
                 "[MQTT 5.0 §3.15.2.1][MQTT-4.12.1-1] AUTH reason code other than 0x19, or 0x18 with no re-authentication under way",
             ));
         }
-        let Some(exchange) = self.reauth.as_mut() else {
+        let Some(exchange) = enhanced.reauth.as_mut() else {
             return Ok(());
         };
         let (reason, data) = match exchange.step(a.properties.authentication_data.as_deref()) {
             AuthStep::Continue(d) => (ReasonCode::CONTINUE_AUTHENTICATION, d),
             AuthStep::Success(d) => {
-                self.reauth = None;
+                enhanced.reauth = None;
                 (ReasonCode::SUCCESS, d)
             }
             AuthStep::Failure => {
