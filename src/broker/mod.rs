@@ -8,8 +8,8 @@
 //! section, never across `.await` or a socket write. Debug and test builds check the order on
 //! every acquisition ([`crate::sync`]); release builds use plain `parking_lot` locks.
 //!
-//! 1. `Session::connect_lock` (async; serialises CONNECTs for one client id, held across the
-//!    takeover wait only)
+//! 1. the CONNECT claim, `Session::lock_connect` (an async flag; serialises CONNECTs for one
+//!    client id, held across the takeover wait only)
 //! 2. `Session::link` (which connection owns the session)
 //! 3. the subscription trie
 //! 4. the retained store

@@ -63,7 +63,7 @@ impl BrokerState {
 
     /// Claims the session for `client_id` for a new connection, taking it over from a connected
     /// one first [MQTT-3.1.4-2]. CONNECTs for one client id are serialised by the session's
-    /// `connect_lock`, so there are never two live owners.
+    /// CONNECT claim ([`Session::lock_connect`]), so there are never two live owners.
     pub async fn claim_session(
         &self,
         client_id: &str,
@@ -76,7 +76,7 @@ impl BrokerState {
             // Registered before `detach_current`, so the end of a discard it finds under way
             // cannot be missed.
             let discarded = session.discarded();
-            let _serial = session.connect_lock.lock().await;
+            let _serial = session.lock_connect().await;
             // A session is resumed or taken over only by the user who created it.
             if self.config.auth.session_owner_check
                 && session.was_attached()

@@ -6,8 +6,8 @@
 //! synchronous sections (an enqueue, a batch dequeue, an ack); never across `.await` or a
 //! socket write, and no method here calls out of the session while holding one. Whether the
 //! session is connected or removed is mirrored in atomics, so routing asks without a lock.
-//! `connect_lock` (async) serialises CONNECTs for one client id so two connections never own
-//! one session.
+//! [`Session::lock_connect`] (async) serialises CONNECTs for one client id so two connections
+//! never own one session.
 
 pub mod state;
 pub mod stream;
@@ -145,7 +145,9 @@ pub struct Session {
     pub(crate) keep_alive_slot: AtomicU32,
     link: Mutex<Link>,
     meta: Mutex<SessionMeta>,
-    pub connect_lock: tokio::sync::Mutex<()>,
+    /// Held by the CONNECT claiming the session ([`Session::lock_connect`]): a flag rather
+    /// than an async mutex (~40 B in every session, connected or not).
+    connecting: AtomicBool,
     stuck: AtomicBool,
     /// Mirrors whether the state has persistence, so routing can ask without the lock.
     persistent: AtomicBool,
@@ -165,6 +167,29 @@ pub struct Session {
 /// process rather than one per session: discards that race with a CONNECT are rare, and a
 /// waiter woken by another session's discard only looks its client id up again.
 static DISCARDS: Notify = Notify::const_new();
+
+/// Woken when any session's CONNECT serialisation is released ([`ConnectGuard`]). One for the
+/// process, like [`DISCARDS`]: two CONNECTs for one client id at once are rare, and a waiter
+/// woken by another session's release only tries again.
+static CONNECT_RELEASED: Notify = Notify::const_new();
+/// CONNECTs waiting in [`Session::lock_connect`]: a release notifies only when there are any.
+static CONNECT_WAITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Proof that a CONNECT holds its session's claim ([`Session::lock_connect`]); released on
+/// drop, also when the CONNECT is dropped halfway.
+#[derive(Debug)]
+pub struct ConnectGuard<'a>(&'a Session);
+
+impl Drop for ConnectGuard<'_> {
+    fn drop(&mut self) {
+        // SeqCst with the waiter's count and check: either it sees the flag clear, or this
+        // sees it waiting (and it was listening before it checked).
+        self.0.connecting.store(false, Ordering::SeqCst);
+        if CONNECT_WAITERS.load(Ordering::SeqCst) > 0 {
+            CONNECT_RELEASED.notify_waiters();
+        }
+    }
+}
 
 /// What a session's rare waiters wait on.
 #[derive(Debug, Default)]
@@ -240,13 +265,41 @@ impl Session {
                     listener: None,
                 },
             ),
-            connect_lock: tokio::sync::Mutex::new(()),
+            connecting: AtomicBool::new(false),
             stuck: AtomicBool::new(false),
             persistent: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             ending: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             waits: OnceLock::new(),
+        }
+    }
+
+    /// Serialises CONNECTs for this client id (held across a takeover's wait), so two
+    /// connections never own one session. Cancellation-safe. Not first-come-first-served: a
+    /// CONNECT that arrives while another waits may go first, which only matters for clients
+    /// racing each other with one client id.
+    pub async fn lock_connect(&self) -> ConnectGuard<'_> {
+        if !self.connecting.swap(true, Ordering::SeqCst) {
+            return ConnectGuard(self);
+        }
+        struct Waiting;
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                CONNECT_WAITERS.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        CONNECT_WAITERS.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting;
+        loop {
+            let notified = CONNECT_RELEASED.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Listening before looking: a release after the look wakes this.
+            notified.as_mut().enable();
+            if !self.connecting.swap(true, Ordering::SeqCst) {
+                return ConnectGuard(self);
+            }
+            notified.await;
         }
     }
 
@@ -391,7 +444,7 @@ impl Session {
 
     /// Takes the session from whichever connection has it; returns that connection's
     /// generation so the caller can kick it and wait. Err when the session was discarded
-    /// meanwhile. Must be called with `connect_lock` held.
+    /// meanwhile. Must be called with the CONNECT claim held ([`Self::lock_connect`]).
     pub fn detach_current(&self) -> Result<Option<Previous>, Removed> {
         let mut link = self.link.lock();
         if link.end != End::Live {
@@ -552,7 +605,7 @@ impl Session {
         }
     }
 
-    /// Makes a new connection the owner. Must be called with `connect_lock` held. A connection
+    /// Makes a new connection the owner. Must be called with the CONNECT claim held ([`Self::lock_connect`]). A connection
     /// still attached (no [`Self::detach_current`] before) is told it was taken over.
     pub fn attach(&self) -> Ownership {
         let mut link = self.link.lock();
