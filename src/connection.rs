@@ -1,8 +1,10 @@
 //! One task per client connection: reads CONNECT under the connect timeout (on plain listeners,
 //! by the listener's handshake deadline: [`ConnectionInfo::connect_deadline`]), then runs one
 //! loop over the socket (reads and writes as separate sources), the session's delivery queue
-//! (gated by the inflight window), the keep-alive deadline, control requests (takeover) and
-//! shutdown, polled by hand so an idle connection's task holds no per-source futures. Protocol decisions live in [`crate::protocol`]; this file owns I/O and framing.
+//! (gated by the inflight window), control requests (takeover, shutdown, keep-alive expiry
+//! from the broker-wide sweep in [`crate::broker::keepalive`]) and a rarely armed timer,
+//! polled by hand so an idle connection's task holds no per-source futures. Protocol
+//! decisions live in [`crate::protocol`]; this file owns I/O and framing.
 //!
 //! Backpressure: the write buffer is filled from the session queue only while it is below
 //! `WRITE_HIGH`, so a client that does not read leaves its messages in its own bounded queue;
@@ -61,6 +63,23 @@ pub fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    serve_holding(stream, info, broker, ())
+}
+
+/// [`serve`], keeping `held` (the accept loop's connection permits) until the connection ends
+/// or its future is dropped. The accept loop spawns this future as the task itself, so `held`
+/// lives here rather than in a wrapper future: wrapping it in another `async` block would store
+/// the connection's future twice (the captured one and the one being awaited).
+pub fn serve_holding<S, H>(
+    stream: S,
+    info: ConnectionInfo,
+    broker: Arc<BrokerState>,
+    held: H,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    H: Send + 'static,
+{
     // The handshake runs in an allocation of its own, freed once it is done: a task keeps its
     // future's largest state for as long as it lives, and only the loop's state should be what
     // an idle connection costs. Built here, outside the async block: an async fn keeps its
@@ -69,12 +88,15 @@ where
     let accept = Box::pin(accept(stream, info, broker));
     async move {
         let Some(mut conn) = accept.await else {
+            drop(held);
             return;
         };
         // Run by reference: the connection is stored once, in this future.
         let close = conn.run().await;
         // Boxed: closing is rare and its timeouts would otherwise enlarge every idle task.
         Box::pin(conn.finish(close)).await;
+        // Used by value only here, so it is captured once (not copied into a local).
+        drop(held);
     }
 }
 
@@ -98,13 +120,13 @@ where
         .await
         .ok()?;
     let outcome = Handler::connect(&broker, connect, auth, &info, &mut out).await;
-    let (handler, control) = match outcome {
+    let handler = match outcome {
         ConnectOutcome::Refused => {
             let _ = io.write_all(&out.ready).await;
             let _ = io.shutdown().await;
             return None;
         }
-        ConnectOutcome::Accepted(h, control) => (h, control),
+        ConnectOutcome::Accepted(h) => h,
     };
     if rbuf.is_empty() {
         // See `decode_all`: an idle connection holds no read buffer.
@@ -120,11 +142,9 @@ where
         out,
         needs_flush: false,
         want_pump: true,
-        control,
-        last_read: Instant::now(),
         refill: None,
         refill_after: None,
-        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        timer: None,
         more_buffered: false,
     })
 }
@@ -380,14 +400,14 @@ struct Connection<S> {
     needs_flush: bool,
     /// The session queue may hold something this connection can send now.
     want_pump: bool,
-    control: tokio::sync::oneshot::Receiver<Control>,
-    last_read: Instant,
     /// A read of the session's disk backlog in progress.
     refill: Option<Refill>,
     /// After a refill found nothing yet (a write still on its way), try again at this time.
     refill_after: Option<Instant>,
-    /// The one timer of the loop (see `run`); boxed because `Sleep` must stay pinned.
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The loop's one timer (see `turn`), for the rare deadlines: the end of a throttle, the
+    /// retry of an empty refill, the poll of a blocked PUBLISH. Allocated while one is set;
+    /// keep-alive has no timer here (see [`crate::broker::keepalive`]).
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// `decode_all` stopped at `PACKETS_PER_TURN` with whole packets still buffered.
     more_buffered: bool,
 }
@@ -402,7 +422,7 @@ struct Waits<'a> {
 
 /// The source a turn of the `run` loop found ready, with what it yielded.
 enum Woke {
-    Control(Result<Control, tokio::sync::oneshot::error::RecvError>),
+    Control(Control),
     Written(std::io::Result<usize>),
     Settled(Result<BytesMut, StoreError>),
     Yielded,
@@ -421,34 +441,30 @@ struct Turn {
     backed_up: bool,
     /// The broker's global queue budget is saturated and this connection publishes.
     paused: bool,
-    /// A 3.x client over its publish rate is not read until then.
-    throttled: Option<Instant>,
+    /// A 3.x client over its publish rate is not read until its bucket refills.
+    throttled: bool,
     /// The subscriber a blocked PUBLISH waits for.
     blocked_on: Option<Arc<crate::session::Session>>,
     writing: bool,
     settling: bool,
-    /// When an empty refill is retried.
-    refill_due: Option<Instant>,
-    /// The timer's deadline, if anything is waited for.
-    next: Option<Instant>,
+    /// An empty refill is to be retried (at `refill_after`).
+    refill_due: bool,
 }
 
 impl Turn {
     /// The socket is read only when nothing holds reading back.
     fn may_read(&self) -> bool {
-        !self.paused && !self.backed_up && self.throttled.is_none() && self.blocked_on.is_none()
+        !self.paused && !self.backed_up && !self.throttled && self.blocked_on.is_none()
     }
 }
 
-/// The close a control request asks for; a dropped sender means the session was taken over
-/// (by a path that did not say whether the session continues: the will is published, as for
-/// any abnormal close).
-fn control_close(ctl: Result<Control, tokio::sync::oneshot::error::RecvError>) -> Close {
+/// The close a control request asks for.
+fn control_close(ctl: Control) -> Close {
     match ctl {
-        Ok(Control::TakenOver { session_ends }) => Close::TakenOver { session_ends },
-        Ok(Control::Disconnect(rc, why)) => Close::Server(rc, why),
-        Ok(Control::Shutdown) => Close::ServerShutdown,
-        Err(_) => Close::TakenOver { session_ends: true },
+        Control::TakenOver { session_ends } => Close::TakenOver { session_ends },
+        Control::Disconnect(rc, why) => Close::Server(rc, why),
+        Control::Shutdown => Close::ServerShutdown,
+        Control::KeepAliveExpired => Close::KeepAliveTimeout,
     }
 }
 
@@ -457,7 +473,6 @@ type Refill =
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     async fn run(&mut self) -> Close {
-        let keep_alive = self.handler.keep_alive_timeout();
         // Its own handle: the rarely built arm futures borrow it while the turn borrows `self`.
         let broker = self.broker.clone();
         // Shutdown arrives as a control request ([`Control::Shutdown`]); one that began
@@ -465,12 +480,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         if broker.is_stopping() {
             return Close::ServerShutdown;
         }
-        // Checked lazily: reads only move `last_read`; when this passes, the real deadline is
-        // computed again, so a busy connection does not re-arm a timer on every read.
-        let mut keep_alive_check = keep_alive.map(|k| self.last_read + k);
         loop {
             self.pump();
-            let turn = self.turn(keep_alive_check);
+            let turn = self.turn();
             let mut waits = Waits {
                 yielded: false,
                 relieved: built_if(turn.paused, || broker.budget().relieved()),
@@ -481,7 +493,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             // Every source yields Err(close) to end the connection, Ok(()) to go round again.
             let step = std::future::poll_fn(|cx| {
                 self.poll_turn(cx, &turn, &mut waits)
-                    .map(|woke| self.on_woke(woke, &turn, keep_alive, &mut keep_alive_check))
+                    .map(|woke| self.on_woke(woke, &turn))
             })
             .await;
             if let Err(close) = step {
@@ -503,8 +515,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         turn: &Turn,
         waits: &mut Waits<'_>,
     ) -> Poll<Woke> {
-        // Its one value ends the loop, so the oneshot is never polled after completing.
-        if let Poll::Ready(ctl) = Pin::new(&mut self.control).poll(cx) {
+        // A request ends the loop: it is taken once.
+        if let Poll::Ready(ctl) = self.handler.poll_control(cx) {
             return Poll::Ready(Woke::Control(ctl));
         }
         if turn.writing {
@@ -549,21 +561,24 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         if poll_arm(cx, &mut waits.room) {
             return Poll::Ready(Woke::Room);
         }
-        if turn.next.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+        // `turn` dropped the timer when it has no deadline.
+        if self
+            .timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+        {
             return Poll::Ready(Woke::Timer);
         }
         Poll::Pending
     }
 
     /// Acts on the source `poll_turn` found ready: Err(close) ends the connection.
-    fn on_woke(
-        &mut self,
-        woke: Woke,
-        turn: &Turn,
-        keep_alive: Option<Duration>,
-        keep_alive_check: &mut Option<Instant>,
-    ) -> Result<(), Close> {
+    fn on_woke(&mut self, woke: Woke, turn: &Turn) -> Result<(), Close> {
         match woke {
+            // A packet read since the sweep looked keeps the connection open.
+            Woke::Control(Control::KeepAliveExpired) if !self.handler.keep_alive_expired() => {
+                Ok(())
+            }
             Woke::Control(ctl) => Err(control_close(ctl)),
             Woke::Written(r) => self.on_written(r),
             Woke::Settled(r) => self.on_settled(r),
@@ -580,7 +595,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             Woke::Refill(r) => self.on_refill(r),
             // Then carry on with what is buffered.
             Woke::Room => self.retry_blocked(),
-            Woke::Timer => self.on_timer(turn, keep_alive, keep_alive_check),
+            Woke::Timer => self.on_timer(turn),
         }
     }
 
@@ -596,7 +611,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     }
 
     /// What this turn of the loop waits for, and the timer armed for the earliest deadline.
-    fn turn(&mut self, keep_alive_check: Option<Instant>) -> Turn {
+    fn turn(&mut self) -> Turn {
         // A client that does not read its acks stops being read (TCP backpressure), so its
         // write buffer stays bounded; so does one whose write waits for room in the full
         // store queue (the `settle` branch waits for that room).
@@ -608,28 +623,28 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         let blocked_on = self.handler.blocked_on();
         let writing = !self.out.ready.is_empty() || self.needs_flush;
         let settling = self.out.pending() > 0;
-        // One timer serves every deadline: keep-alive, the end of a throttle, the retry of
-        // an empty refill, and the poll of a blocked PUBLISH.
+        // One timer serves every deadline: the end of a throttle, the retry of an empty
+        // refill, and the poll of a blocked PUBLISH. Idle connections have none, and no timer.
         let refill_due = self.refill_after.filter(|_| self.refill.is_none());
         let blocked_poll = blocked_on.as_ref().map(|_| Instant::now() + BLOCKED_POLL);
-        let next = [keep_alive_check, throttled, refill_due, blocked_poll]
+        let next = [throttled, refill_due, blocked_poll]
             .into_iter()
             .flatten()
             .min();
-        if let Some(at) = next {
-            if self.timer.deadline() != at {
-                self.timer.as_mut().reset(at);
-            }
+        match (next, self.timer.as_mut()) {
+            (None, _) => self.timer = None,
+            (Some(at), Some(t)) if t.deadline() != at => t.as_mut().reset(at),
+            (Some(_), Some(_)) => {}
+            (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
         }
         Turn {
             backed_up,
             paused,
-            throttled,
+            throttled: throttled.is_some(),
             blocked_on,
             writing,
             settling,
-            refill_due,
-            next,
+            refill_due: refill_due.is_some(),
         }
     }
 
@@ -673,7 +688,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             Ok((n, filled)) => {
                 self.read_chunk = next_read_chunk(self.read_chunk, n, filled);
                 self.broker.metrics().bytes_received.add(n as u64);
-                self.last_read = Instant::now();
+                self.handler.touch();
                 self.decode_all()
             }
             Err(e) => Err(Close::Io(e)),
@@ -703,28 +718,16 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     }
 
     /// The loop's timer fired: acts on every deadline of `turn` that has passed.
-    fn on_timer(
-        &mut self,
-        turn: &Turn,
-        keep_alive: Option<Duration>,
-        keep_alive_check: &mut Option<Instant>,
-    ) -> Result<(), Close> {
+    fn on_timer(&mut self, turn: &Turn) -> Result<(), Close> {
         let now = Instant::now();
-        if let (Some(check), Some(k)) = (*keep_alive_check, keep_alive) {
-            if now >= check {
-                if now.saturating_duration_since(self.last_read) >= k {
-                    return Err(Close::KeepAliveTimeout);
-                }
-                *keep_alive_check = Some(self.last_read + k);
-            }
-        }
-        if turn.refill_due.is_some_and(|at| now >= at) {
+        if turn.refill_due && self.refill_after.is_some_and(|at| now >= at) {
             self.refill_after = None;
             self.start_refill();
         }
         // A 3.x client over its publish rate: resume once the bucket has refilled, and handle
         // what is already buffered first.
-        if turn.throttled.is_some_and(|at| now >= at) {
+        let throttled = self.handler.throttled_until().map(Instant::from_std);
+        if turn.throttled && throttled.is_some_and(|at| now >= at) {
             self.handler.clear_throttle();
             self.decode_all()?;
         }

@@ -224,6 +224,13 @@ impl BrokerBuilder {
         }
         let mut addrs = Vec::new();
         let mut tls = Vec::new();
+        // What every idle plain connection's task carries (see `accept::TASK_FUTURE_BUDGET`).
+        tracing::debug!(
+            bytes = transport::accept::plain_task_future_size(),
+            session_bytes = std::mem::size_of::<session::Session>(),
+            handler_bytes = std::mem::size_of::<protocol::Handler>(),
+            "plain connection task future"
+        );
         for (listener, addr, permits, endpoint) in bound {
             addrs.push(addr);
             if let Some(t) = endpoint.tls() {
@@ -241,6 +248,7 @@ impl BrokerBuilder {
                 permits,
             ));
         }
+        tracker.spawn(state.keep_alive().clone().run(shutdown.clone()));
         let sys_interval = state.config().sys.interval;
         if !sys_interval.is_zero() {
             tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));

@@ -39,6 +39,9 @@ pub enum Rank {
     /// The metrics endpoint's table of open HTTP connections ([`crate::prometheus`]): a leaf,
     /// taken with no other lock held.
     HttpConnections = 80,
+    /// The live connections the keep-alive sweep watches ([`crate::broker::keepalive`]): a
+    /// leaf, taken with no other lock held.
+    KeepAlive = 90,
     /// Ranks above every broker lock, for the checker's own tests.
     #[cfg(test)]
     TestOuter = 100,

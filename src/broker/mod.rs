@@ -8,8 +8,8 @@
 //! section, never across `.await` or a socket write. Debug and test builds check the order on
 //! every acquisition ([`crate::sync`]); release builds use plain `parking_lot` locks.
 //!
-//! 1. `Session::connect_lock` (async; serialises CONNECTs for one client id, held across the
-//!    takeover wait only)
+//! 1. the CONNECT claim, `Session::lock_connect` (an async flag; serialises CONNECTs for one
+//!    client id, held across the takeover wait only)
 //! 2. `Session::link` (which connection owns the session)
 //! 3. the subscription trie
 //! 4. the retained store
@@ -17,8 +17,8 @@
 //! 6. `Session::meta`
 //! 7. `Session::state`
 //! 8. leaves that are never held together with any lock above nor with each other: the
-//!    failed-login table ([`crate::auth::slowdown`]) and the metrics endpoint's connection
-//!    table
+//!    failed-login table ([`crate::auth::slowdown`]), the metrics endpoint's connection
+//!    table and the keep-alive sweep's live list ([`keepalive`])
 //!
 //! Rules that keep the graph acyclic by construction:
 //! - While holding the trie, retained or auth lock, nothing calls into a session, a callback or
@@ -42,6 +42,7 @@ mod budget;
 pub mod cluster;
 pub mod dynsec;
 mod ingress;
+pub mod keepalive;
 mod registry;
 mod retained;
 mod routing;
@@ -95,6 +96,8 @@ pub struct BrokerState {
     auth_restricts: AtomicBool,
     /// Set once shutdown began (every connection is being closed).
     stopping: AtomicBool,
+    /// The live connections with a keep-alive, for the one sweep that times them out.
+    keep_alive: Arc<keepalive::KeepAlive>,
     /// The store, when persistence is on.
     persistence: Option<Arc<Persistence>>,
     /// The other nodes; [`cluster::LocalCluster`] when there are none.
@@ -142,6 +145,7 @@ impl BrokerState {
             auth_generation: AtomicU64::new(0),
             auth_restricts: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            keep_alive: Arc::default(),
             persistence: None,
             cluster: Arc::new(cluster::LocalCluster),
             dynsec_control: OnceLock::new(),
@@ -169,6 +173,11 @@ impl BrokerState {
     /// [`crate::auth::slowdown`]); shared with any other place that checks credentials.
     pub fn login_slowdown(&self) -> &Arc<LoginSlowdown> {
         &self.login_slowdown
+    }
+
+    /// The keep-alive sweep's registry (the sweep itself runs from the broker's start).
+    pub fn keep_alive(&self) -> &Arc<keepalive::KeepAlive> {
+        &self.keep_alive
     }
 
     /// The global budget of queued bytes.

@@ -40,10 +40,8 @@ async fn take_over(session: &Session, previous: Previous, clean_start: bool) {
     let client_id = &*session.client_id;
     tracing::info!(client_id, "session taken over by a new connection");
     let session_ends = clean_start || session.meta().expiry == Some(Duration::ZERO);
-    if let Some(tx) = previous.control {
-        let _ = tx.send(Control::TakenOver { session_ends });
-    }
-    if tokio::time::timeout(TAKEOVER_TIMEOUT, previous.closed)
+    session.send_control_to(previous.generation, Control::TakenOver { session_ends });
+    if tokio::time::timeout(TAKEOVER_TIMEOUT, session.closed(previous.generation))
         .await
         .is_err()
     {
@@ -65,7 +63,7 @@ impl BrokerState {
 
     /// Claims the session for `client_id` for a new connection, taking it over from a connected
     /// one first [MQTT-3.1.4-2]. CONNECTs for one client id are serialised by the session's
-    /// `connect_lock`, so there are never two live owners.
+    /// CONNECT claim ([`Session::lock_connect`]), so there are never two live owners.
     pub async fn claim_session(
         &self,
         client_id: &str,
@@ -78,7 +76,7 @@ impl BrokerState {
             // Registered before `detach_current`, so the end of a discard it finds under way
             // cannot be missed.
             let discarded = session.discarded();
-            let _serial = session.connect_lock.lock().await;
+            let _serial = session.lock_connect().await;
             // A session is resumed or taken over only by the user who created it.
             if self.config.auth.session_owner_check
                 && session.was_attached()

@@ -8,14 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
-
 use super::Handler;
 use crate::auth::{Access, AuthConfig, AuthDecision};
 use crate::broker::{BrokerState, Claimed};
 use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
 use crate::config::MqttConfig;
-use crate::session::{Control, Login, SessionMeta};
+use crate::session::{Login, SessionMeta};
 
 /// What the transport knows about a connection when MQTT starts on it. The transport fills it
 /// in; it lives here, with its reader (CONNECT checks the listener and the TLS identity), so
@@ -52,7 +50,7 @@ pub enum ConnectOutcome {
     /// CONNACK with a failure code is in the write buffer; close after writing it.
     Refused,
     /// CONNACK (and any resends) are in the write buffer.
-    Accepted(Box<Handler>, oneshot::Receiver<Control>),
+    Accepted(Box<Handler>),
 }
 
 /// Session expiry from a v5 Session Expiry Interval: 0xFFFFFFFF never expires.
@@ -597,7 +595,7 @@ impl Handler {
         let version = c.protocol;
         let client_max = client_max_packet(&c);
         match Self::admit(broker, *c, auth, info, out).await {
-            Ok((handler, control)) => ConnectOutcome::Accepted(handler, control),
+            Ok(handler) => ConnectOutcome::Accepted(handler),
             Err(r) => refuse(out, version, r, client_max, &info.peer),
         }
     }
@@ -610,7 +608,7 @@ impl Handler {
         auth: Option<super::AuthOutcome>,
         info: &ConnectionInfo,
         out: &mut super::Outbox,
-    ) -> Result<(Box<Handler>, oneshot::Receiver<Control>), Option<Refusal>> {
+    ) -> Result<Box<Handler>, Option<Refusal>> {
         let peer = &info.peer;
         let terms = validate(broker, &mut c, auth.is_some(), info)?;
         if auth.is_none() && !terms.cert_user {
@@ -640,15 +638,20 @@ impl Handler {
             clean_start = c.clean_start, keep_alive = terms.keep_alive, session_present,
             bridge = c.bridge, "client connected");
 
-        let (mut handler, control) = Handler::new(broker, c, terms, claimed, auth, info);
+        let mut handler = Handler::new(broker, c, terms, claimed, auth, info);
+        // The keep-alive clock starts at CONNECT; dropping the handler stops it.
+        if let Some(timeout) = handler.keep_alive_timeout() {
+            broker
+                .keep_alive()
+                .add(&handler.session, handler.generation, timeout);
+        }
         if session_present {
             handler.resend(out);
         }
-        Ok((Box::new(handler), control))
+        Ok(Box::new(handler))
     }
 
-    /// The connection's protocol state once CONNECT is accepted, and the session's control
-    /// channel (takeover, server-side disconnect).
+    /// The connection's protocol state once CONNECT is accepted.
     fn new(
         broker: &Arc<BrokerState>,
         c: codec::Connect,
@@ -656,17 +659,16 @@ impl Handler {
         claimed: Claimed,
         auth: Option<super::AuthOutcome>,
         info: &ConnectionInfo,
-    ) -> (Handler, oneshot::Receiver<Control>) {
+    ) -> Handler {
         let cfg = &broker.config().mqtt;
         let v5 = c.protocol.is_v5();
         let ownership = claimed.ownership;
         let send_window = send_window(&c, cfg);
-        let handler = Handler {
+        Handler {
             broker: broker.clone(),
             client_id: claimed.session.client_id.clone(),
             session: claimed.session,
             generation: ownership.generation,
-            closed: Some(ownership.closed),
             peer: info.peer.clone(),
             version: c.protocol,
             bridge: c.bridge,
@@ -686,8 +688,12 @@ impl Handler {
             receive_maximum: usize::from(cfg.receive_maximum.max(1)),
             expiry_was_zero: terms.expiry_secs == 0,
             published: false,
-            authenticator: auth.map(|a| a.authenticator),
-            reauth: None,
+            enhanced: auth.map(|a| {
+                Box::new(super::Enhanced {
+                    authenticator: a.authenticator,
+                    reauth: None,
+                })
+            }),
             username: terms.username,
             listener: terms.listener,
             auth: terms.auth,
@@ -698,7 +704,6 @@ impl Handler {
             throttled_until: None,
             blocked: None,
             scratch: Vec::new(),
-        };
-        (handler, ownership.control)
+        }
     }
 }

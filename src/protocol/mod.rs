@@ -11,15 +11,14 @@ mod control;
 mod outbound;
 pub mod outbox;
 pub mod peer;
+mod reauth;
 mod subscribe;
 mod will;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
-use crate::auth::enhanced::{AuthExchange, AuthStep, Authenticator};
+use crate::auth::enhanced::Authenticator;
 use crate::auth::{Access, AuthConfig};
 use crate::broker::BrokerState;
 use crate::codec::{self, Packet, Properties, ProtocolVersion, PubResp, QoS, ReasonCode};
@@ -31,6 +30,7 @@ use crate::storage::Op;
 pub use close::Close;
 pub use connect::{ConnectOutcome, ConnectionInfo};
 pub use outbox::Outbox;
+use reauth::Enhanced;
 pub use will::{publish_will, schedule_will};
 
 /// A completed enhanced-authentication exchange: the method's authenticator (kept for
@@ -57,8 +57,6 @@ pub struct Handler {
     broker: Arc<BrokerState>,
     session: Arc<Session>,
     generation: u64,
-    /// Dropped after the will and session end, so a takeover waits for both.
-    closed: Option<oneshot::Sender<()>>,
     client_id: Arc<str>,
     peer: peer::PeerAddr,
     version: ProtocolVersion,
@@ -88,10 +86,9 @@ pub struct Handler {
     expiry_was_zero: bool,
     /// This connection has published; only publishers are paused by the global budget.
     published: bool,
-    /// The enhanced-authentication method of CONNECT, for re-authentication.
-    authenticator: Option<Arc<dyn Authenticator>>,
-    /// A re-authentication in progress.
-    reauth: Option<Box<dyn AuthExchange>>,
+    /// The enhanced authentication of CONNECT, for re-authentication. Boxed: most
+    /// connections have none, and every connection holds a Handler.
+    enhanced: Option<Box<Enhanced>>,
     username: Option<Arc<str>>,
     /// The listener that accepted this connection (index into `Config::listeners`).
     listener: usize,
@@ -121,6 +118,34 @@ impl Handler {
 
     pub fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// A request from the broker for this connection (takeover, shutdown, an administrator's
+    /// kick); see [`Session::poll_control`].
+    pub fn poll_control(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<crate::session::Control> {
+        self.session.poll_control(self.generation, cx)
+    }
+
+    /// Records a read from the client, for the keep-alive sweep.
+    pub fn touch(&self) {
+        self.session.touch(self.broker.keep_alive().now_ms());
+    }
+
+    /// Whether the client has been silent for 1.5 × keep-alive [MQTT-3.1.2-24]: the check the
+    /// sweep made, made again by the connection before it closes (a packet may have come in).
+    pub fn keep_alive_expired(&self) -> bool {
+        let Some(timeout) = self.keep_alive_timeout() else {
+            return false;
+        };
+        let silent = self
+            .broker
+            .keep_alive()
+            .now_ms()
+            .wrapping_sub(self.session.last_active());
+        u128::from(silent) >= timeout.as_millis()
     }
 
     /// 1.5 × keep-alive [MQTT-3.1.2-24]; None when keep-alive is 0.
@@ -668,61 +693,6 @@ impl Handler {
         msg
     }
 
-    /// Re-authentication [MQTT-4.12.1-1]: AUTH 0x19 starts it, AUTH 0x18 continues it, always
-    /// with the Authentication Method of CONNECT.
-    fn on_auth(&mut self, a: codec::Auth, out: &mut Outbox) -> Result<(), Close> {
-        let Some(authenticator) = self.authenticator.clone() else {
-            return Err(Close::Protocol(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-7] AUTH without an Authentication Method in CONNECT",
-            ));
-        };
-        let method = authenticator.method().to_string();
-        if a.properties.authentication_method.as_deref() != Some(method.as_str()) {
-            return Err(Close::Protocol(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.1-1] AUTH with a different Authentication Method",
-            ));
-        }
-        if a.reason == ReasonCode::REAUTHENTICATE {
-            let username = self.session.meta().username;
-            self.reauth = Some(authenticator.begin(&self.client_id, username.as_deref()));
-        } else if a.reason != ReasonCode::CONTINUE_AUTHENTICATION || self.reauth.is_none() {
-            return Err(Close::Protocol(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT 5.0 §3.15.2.1][MQTT-4.12.1-1] AUTH reason code other than 0x19, or 0x18 with no re-authentication under way",
-            ));
-        }
-        let Some(exchange) = self.reauth.as_mut() else {
-            return Ok(());
-        };
-        let (reason, data) = match exchange.step(a.properties.authentication_data.as_deref()) {
-            AuthStep::Continue(d) => (ReasonCode::CONTINUE_AUTHENTICATION, d),
-            AuthStep::Success(d) => {
-                self.reauth = None;
-                (ReasonCode::SUCCESS, d)
-            }
-            AuthStep::Failure => {
-                return Err(Close::Server(
-                    ReasonCode::NOT_AUTHORIZED,
-                    "re-authentication failed",
-                ))
-            }
-        };
-        self.send(
-            &Packet::Auth(codec::Auth {
-                reason,
-                properties: Properties {
-                    authentication_method: Some(method),
-                    authentication_data: data,
-                    ..Default::default()
-                },
-            }),
-            out,
-        );
-        Ok(())
-    }
-
     fn on_disconnect(&mut self, d: codec::Disconnect) -> Close {
         if let Some(secs) = d.properties.session_expiry_interval {
             if self.expiry_was_zero && secs != 0 {
@@ -821,7 +791,20 @@ impl Handler {
                 });
             }
         }
-        drop(self.closed.take());
+        // Dropping `self` now tells a waiting takeover that this connection is done.
+    }
+}
+
+impl Drop for Handler {
+    /// After the will and the session's end (in [`Handler::finish`]), or when the task is
+    /// dropped without finishing (runtime shutdown): a takeover waits for this.
+    fn drop(&mut self) {
+        if self.keep_alive > 0 {
+            self.broker
+                .keep_alive()
+                .remove(&self.session, self.generation);
+        }
+        self.session.connection_finished(self.generation);
     }
 }
 

@@ -6,22 +6,22 @@
 //! synchronous sections (an enqueue, a batch dequeue, an ack); never across `.await` or a
 //! socket write, and no method here calls out of the session while holding one. Whether the
 //! session is connected or removed is mirrored in atomics, so routing asks without a lock.
-//! `connect_lock` (async) serialises CONNECTs for one client id so two connections never own
-//! one session.
+//! [`Session::lock_connect`] (async) serialises CONNECTs for one client id so two connections
+//! never own one session.
 
 pub mod state;
 pub mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures_util::task::AtomicWaker;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use crate::codec::{ProtocolVersion, ReasonCode};
 use crate::sync::{Mutex, Rank};
@@ -47,16 +47,15 @@ pub enum Control {
     /// this way (and by [`crate::broker::BrokerState::is_stopping`] as their loop starts), so
     /// no connection task keeps a cancellation future.
     Shutdown,
+    /// The keep-alive sweep found no read within 1.5 x keep-alive ([`crate::broker::keepalive`]):
+    /// close, unless a packet arrived since (the connection checks its stamp again). Any other
+    /// request replaces it in the slot.
+    KeepAliveExpired,
 }
 
 /// The connection currently attached to a session.
 #[derive(Debug)]
 struct Attached {
-    /// One request ends a connection, so a oneshot is enough (and an mpsc channel's first
-    /// block would cost every connection close to a kilobyte). Taken by the first request.
-    control: Option<oneshot::Sender<Control>>,
-    /// Completes (with an error) when the connection task has finished, will included.
-    closed: oneshot::Receiver<()>,
     /// When the connection claimed the session.
     since: SystemTime,
 }
@@ -88,6 +87,12 @@ struct Link {
     /// The will of the connection that left (generation), waiting out its Will Delay Interval.
     /// Boxed: a will is ~400 bytes and rare, and every session holds a `Link`.
     pending_will: Option<Box<(u64, PendingWill)>>,
+    /// A request for connection `.0` (its generation) until that connection takes it
+    /// ([`Session::poll_control`]). One request ends a connection, so one slot does: the first
+    /// request for a generation wins. It replaced two oneshot channels per connection (an
+    /// allocation each), woken by the waker the connection already registers for deliveries.
+    /// Boxed: requests are rare, and every session holds a `Link`.
+    control: Option<Box<(u64, Control)>>,
 }
 
 /// A will waiting out its Will Delay Interval after its connection ended [MQTT-3.1.3-9]:
@@ -105,38 +110,44 @@ pub struct PendingWill {
 #[derive(Debug)]
 pub struct Removed;
 
-/// The connection a CONNECT takes the session from.
+/// The connection a CONNECT takes the session from: ask it to close with
+/// [`Session::send_control_to`], wait for it with [`Session::closed`].
 #[derive(Debug)]
 pub struct Previous {
-    pub control: Option<oneshot::Sender<Control>>,
-    /// Completes when that connection has finished (will included).
-    pub closed: oneshot::Receiver<()>,
+    pub generation: u64,
 }
 
-/// What the connection task keeps to prove ownership and to report its end.
+/// What the connection task keeps to prove ownership; it reports its end with
+/// [`Session::connection_finished`] and takes requests with [`Session::poll_control`].
 #[derive(Debug)]
 pub struct Ownership {
     pub generation: u64,
-    pub control: oneshot::Receiver<Control>,
-    /// Dropped when the connection task ends; the next CONNECT waits for it.
-    pub closed: oneshot::Sender<()>,
 }
 
 /// Everything the broker knows about one client id, connected or not.
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
-    /// A unique id for this session object, for log lines and tie-breaking.
-    pub uid: u64,
     state: Mutex<SessionState>,
     /// Set when deliveries arrived for the connection; `waker` wakes it. One connection owns
     /// a session at a time, so a flag and one waker do what a `Notify` (and the `Notified`
     /// future every connection task would keep) did, in a fraction of the bytes.
     rung: AtomicBool,
     waker: AtomicWaker,
+    /// Mirrors the generation `link.control` is for (0: none; its low 32 bits: a hint, the
+    /// slot under the lock has the whole generation), so the connection looks for a request
+    /// every turn without a lock.
+    control_for: AtomicU32,
+    /// When the attached connection last read from its client (see
+    /// [`crate::broker::keepalive::KeepAlive::now_ms`]).
+    last_active: AtomicU32,
+    /// Its place in the keep-alive sweep's list; written only under that list's lock.
+    pub(crate) keep_alive_slot: AtomicU32,
     link: Mutex<Link>,
     meta: Mutex<SessionMeta>,
-    pub connect_lock: tokio::sync::Mutex<()>,
+    /// Held by the CONNECT claiming the session ([`Session::lock_connect`]): a flag rather
+    /// than an async mutex (~40 B in every session, connected or not).
+    connecting: AtomicBool,
     /// How publishers treat this subscriber while it lags: [`PROMPT`], [`LAGGING`] or
     /// [`STUCK`]; back to [`PROMPT`] whenever it takes deliveries out of its queue.
     lag: AtomicU8,
@@ -166,12 +177,41 @@ const LAGGING: u8 = 1;
 /// [`Session::lag`]: its queue stayed full while a publisher waited; deliveries are dropped.
 const STUCK: u8 = 2;
 
+/// Woken when any session's CONNECT serialisation is released ([`ConnectGuard`]). One for the
+/// process, like [`DISCARDS`]: two CONNECTs for one client id at once are rare, and a waiter
+/// woken by another session's release only tries again.
+static CONNECT_RELEASED: Notify = Notify::const_new();
+/// CONNECTs waiting in [`Session::lock_connect`]: a release notifies only when there are any.
+static CONNECT_WAITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Proof that a CONNECT holds its session's claim ([`Session::lock_connect`]); released on
+/// drop, also when the CONNECT is dropped halfway.
+#[derive(Debug)]
+pub struct ConnectGuard<'a>(&'a Session);
+
+impl Drop for ConnectGuard<'_> {
+    fn drop(&mut self) {
+        // SeqCst with the waiter's count and check: either it sees the flag clear, or this
+        // sees it waiting (and it was listening before it checked).
+        self.0.connecting.store(false, Ordering::SeqCst);
+        if CONNECT_WAITERS.load(Ordering::SeqCst) > 0 {
+            CONNECT_RELEASED.notify_waiters();
+        }
+    }
+}
+
 /// What a session's rare waiters wait on.
 #[derive(Debug, Default)]
 struct Waits {
     /// Publishers waiting for room in this session's queue.
     room: Notify,
     room_waiters: AtomicUsize,
+    /// A takeover waiting for the previous connection to finish ([`Session::closed`]).
+    closed: Notify,
+    /// The newest generation whose connection task finished since a takeover first waited
+    /// here: recorded only once `Waits` exists, which [`Session::detach_current`] ensures
+    /// before the connection it detaches can finish.
+    finished: AtomicU64,
 }
 
 /// Facts about the session set at CONNECT time.
@@ -206,16 +246,22 @@ pub enum Login {
     External,
 }
 
-static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+/// The lock-free mirror of a control request's generation (see `Session::control_for`):
+/// never 0 for a real generation (they start at 1), so 0 means "none".
+fn hint(generation: u64) -> u32 {
+    (generation as u32).max(1)
+}
 
 impl Session {
     pub fn new(client_id: Arc<str>, limits: Limits) -> Session {
         Session {
             client_id,
-            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(Rank::SessionState, SessionState::new(limits)),
             rung: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            control_for: AtomicU32::new(0),
+            last_active: AtomicU32::new(0),
+            keep_alive_slot: AtomicU32::new(u32::MAX),
             link: Mutex::new(Rank::SessionLink, Link::default()),
             meta: Mutex::new(
                 Rank::SessionMeta,
@@ -228,13 +274,41 @@ impl Session {
                     listener: None,
                 },
             ),
-            connect_lock: tokio::sync::Mutex::new(()),
+            connecting: AtomicBool::new(false),
             lag: AtomicU8::new(PROMPT),
             persistent: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             ending: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             waits: OnceLock::new(),
+        }
+    }
+
+    /// Serialises CONNECTs for this client id (held across a takeover's wait), so two
+    /// connections never own one session. Cancellation-safe. Not first-come-first-served: a
+    /// CONNECT that arrives while another waits may go first, which only matters for clients
+    /// racing each other with one client id.
+    pub async fn lock_connect(&self) -> ConnectGuard<'_> {
+        if !self.connecting.swap(true, Ordering::SeqCst) {
+            return ConnectGuard(self);
+        }
+        struct Waiting;
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                CONNECT_WAITERS.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        CONNECT_WAITERS.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting;
+        loop {
+            let notified = CONNECT_RELEASED.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Listening before looking: a release after the look wakes this.
+            notified.as_mut().enable();
+            if !self.connecting.swap(true, Ordering::SeqCst) {
+                return ConnectGuard(self);
+            }
+            notified.await;
         }
     }
 
@@ -399,19 +473,26 @@ impl Session {
         self.gone.load(Ordering::Acquire)
     }
 
-    /// Takes the session from whichever connection has it; returns that connection's control
-    /// sender and close signal so the caller can kick it and wait. Err when the session was
-    /// discarded meanwhile. Must be called with `connect_lock` held.
+    /// Takes the session from whichever connection has it; returns that connection's
+    /// generation so the caller can kick it and wait. Err when the session was discarded
+    /// meanwhile. Must be called with the CONNECT claim held ([`Self::lock_connect`]).
     pub fn detach_current(&self) -> Result<Option<Previous>, Removed> {
         let mut link = self.link.lock();
         if link.end != End::Live {
             return Err(Removed);
         }
+        let previous = link.generation;
         link.generation += 1;
         self.connected.store(false, Ordering::Release);
-        Ok(link.attached.take().map(|a| Previous {
-            control: a.control,
-            closed: a.closed,
+        let attached = link.attached.take();
+        if attached.is_some() {
+            // Where that connection reports its end (`connection_finished`, after its
+            // `release`, which takes this lock: so it sees `waits`). Takeovers are rare: most
+            // sessions never allocate it.
+            self.waits();
+        }
+        Ok(attached.map(|_| Previous {
+            generation: previous,
         }))
     }
 
@@ -443,6 +524,16 @@ impl Session {
         self.link.lock().pending_will.take().map(|b| b.1)
     }
 
+    /// Records a read from the client at `now_ms` (keep-alive clock).
+    pub fn touch(&self, now_ms: u32) {
+        self.last_active.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// When the attached connection last read from its client (keep-alive clock).
+    pub fn last_active(&self) -> u32 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+
     /// Whether a connection ever owned this session.
     pub fn was_attached(&self) -> bool {
         self.link.lock().ever_attached
@@ -450,37 +541,122 @@ impl Session {
 
     /// Sends a request to the attached connection, if any; never waits.
     pub fn send_control(&self, c: Control) {
-        if let Some(tx) = self
-            .link
-            .lock()
-            .attached
-            .as_mut()
-            .and_then(|a| a.control.take())
-        {
-            let _ = tx.send(c);
+        let mut link = self.link.lock();
+        let posted = link.attached.is_some() && {
+            let generation = link.generation;
+            self.post_control(&mut link, generation, c)
+        };
+        drop(link);
+        if posted {
+            self.waker.wake();
         }
     }
 
-    /// Makes a new connection the owner. Must be called with `connect_lock` held.
-    pub fn attach(&self) -> Ownership {
-        let (ctl_tx, ctl_rx) = oneshot::channel();
-        let (closed_tx, closed_rx) = oneshot::channel();
+    /// Sends a request to connection `generation` (one a takeover detached); never waits.
+    pub fn send_control_to(&self, generation: u64, c: Control) {
+        let posted = self.post_control(&mut self.link.lock(), generation, c);
+        if posted {
+            self.waker.wake();
+        }
+    }
+
+    /// Puts `c` in the control slot for `generation` unless a request for it is already
+    /// there (the first one wins). True when posted: the caller wakes the connection, once
+    /// the link lock is released.
+    fn post_control(&self, link: &mut Link, generation: u64, c: Control) -> bool {
+        // A keep-alive request may turn out moot (a packet came in meanwhile): any other
+        // request for the same connection takes its place.
+        let replaceable = |old: &Control| {
+            matches!(old, Control::KeepAliveExpired) && !matches!(c, Control::KeepAliveExpired)
+        };
+        let keep = match link.control.as_deref() {
+            None => false,
+            Some((g, old)) if *g == generation => !replaceable(old),
+            // Another connection's request is kept while that connection owns the session
+            // (a late request for a superseded connection must not hide it).
+            Some((g, _)) => link.attached.is_some() && *g == link.generation,
+        };
+        if keep {
+            return false;
+        }
+        link.control = Some(Box::new((generation, c)));
+        self.control_for.store(hint(generation), Ordering::Release);
+        true
+    }
+
+    /// The request for connection `generation`, once there is one; until then the task of
+    /// `cx` is woken by the next request (or delivery: the same waker serves both). Only
+    /// the connection of `generation` polls this.
+    pub fn poll_control(&self, generation: u64, cx: &mut Context<'_>) -> Poll<Control> {
+        if self.control_for.load(Ordering::Acquire) != hint(generation) {
+            self.waker.register(cx.waker());
+            // A request posted between the check and the registration found no waker.
+            if self.control_for.load(Ordering::Acquire) != hint(generation) {
+                return Poll::Pending;
+            }
+        }
         let mut link = self.link.lock();
+        match link.control.take() {
+            Some(b) if b.0 == generation => {
+                self.control_for.store(0, Ordering::Release);
+                Poll::Ready(b.1)
+            }
+            other => {
+                // Only after 2^32 generations can the hint match another's request.
+                link.control = other;
+                self.waker.register(cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Connection `generation`'s task has finished (will and session end included): wakes a
+    /// takeover waiting in [`Self::closed`].
+    pub fn connection_finished(&self, generation: u64) {
+        // Orders this after a `detach_current` of this generation, which made `waits`.
+        drop(self.link.lock());
+        if let Some(w) = self.waits.get() {
+            w.finished.fetch_max(generation, Ordering::AcqRel);
+            w.closed.notify_waiters();
+        }
+    }
+
+    /// Resolves once connection `generation` has finished ([`Self::connection_finished`]).
+    /// Bound it with a timeout: a connection stuck in a write may take a while.
+    pub async fn closed(&self, generation: u64) {
+        let w = self.waits();
+        loop {
+            let notified = w.closed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if w.finished.load(Ordering::Acquire) >= generation {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Makes a new connection the owner. Must be called with the CONNECT claim held ([`Self::lock_connect`]). A connection
+    /// still attached (no [`Self::detach_current`] before) is told it was taken over.
+    pub fn attach(&self) -> Ownership {
+        let mut link = self.link.lock();
+        let displaced = link.attached.is_some().then_some(link.generation);
         link.generation += 1;
         let generation = link.generation;
         link.ever_attached = true;
         link.attached = Some(Attached {
-            control: Some(ctl_tx),
-            closed: closed_rx,
             since: SystemTime::now(),
+        });
+        let posted = displaced.is_some_and(|g| {
+            self.post_control(&mut link, g, Control::TakenOver { session_ends: true })
         });
         self.connected.store(true, Ordering::Release);
         self.state.lock().set_online(true);
-        Ownership {
-            generation,
-            control: ctl_rx,
-            closed: closed_tx,
+        drop(link);
+        if posted {
+            self.waker.wake();
         }
+        Ownership { generation }
     }
 
     /// Called by a connection as it ends, or by expiry. Returns true when `generation` still

@@ -119,6 +119,37 @@ impl Endpoint {
         }
     }
 
+    /// Whether accepted sockets go straight to MQTT: a plain `mqtt` listener without a PROXY
+    /// header. Such a connection's task is spawned with [`Self::serve_plain`]'s future itself,
+    /// so tokio's task cell holds the connection and nothing around it.
+    pub fn is_plain(&self) -> bool {
+        matches!(self.transport, Transport::Mqtt) && self.proxy_trusted.is_none()
+    }
+
+    /// Serves MQTT on a socket of a plain listener ([`Self::is_plain`]), keeping `held` until
+    /// the end; CONNECT must be complete `handshake_timeout` after now (accept time). Not an
+    /// `async fn`: it builds [`connection::serve_holding`]'s future and returns it, so `self`
+    /// is not kept in the task.
+    pub fn serve_plain<S, H>(
+        &self,
+        stream: S,
+        peer: PeerAddr,
+        broker: Arc<BrokerState>,
+        held: H,
+    ) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        H: Send + 'static,
+    {
+        let info = ConnectionInfo {
+            peer,
+            listener_index: self.index,
+            tls_identity: None,
+            connect_deadline: Some(Instant::now() + self.handshake_timeout),
+        };
+        connection::serve_holding(stream, info, broker, held)
+    }
+
     /// Reads the PROXY header (if the listener wants one) and runs the transport handshake on
     /// an accepted socket, then serves MQTT on the result. All of it shares one deadline,
     /// `handshake_timeout` from now; on plain `mqtt` listeners CONNECT must be complete by it
