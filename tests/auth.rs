@@ -186,7 +186,7 @@ async fn subscribe_v5(raw: &mut Raw, pid: u16, filters: &[&str]) -> Vec<u8> {
             .iter()
             .map(|f| (f.to_string(), SubscriptionOptions::new(QoS::AtLeastOnce)))
             .collect(),
-        properties: Properties::default(),
+        properties: Default::default(),
     };
     raw.send(&v5_bytes(&Packet::Subscribe(s))).await;
     suback_codes(raw, pid).await
@@ -210,7 +210,7 @@ async fn publish_v5(raw: &mut Raw, topic: &str, qos: QoS, pid: u16) -> u8 {
         retain: false,
         topic: topic.to_owned(),
         packet_id: pid,
-        properties: Properties::default(),
+        properties: Default::default(),
         payload: Bytes::from_static(b"v5"),
     };
     raw.send(&v5_bytes(&Packet::Publish(p))).await;

@@ -98,7 +98,7 @@ async fn publish_all(client: &mut DuplexStream) {
             retain: true,
             topic: format!("paced/{pid}"),
             packet_id: pid,
-            properties: Properties::default(),
+            properties: Default::default(),
             payload: Bytes::from_static(b"x"),
         };
         encode(&Packet::Publish(publish), &mut out);

@@ -8,7 +8,7 @@
 
 use bytes::{Buf, BytesMut};
 
-use super::properties::{decode_properties, PropCtx};
+use super::properties::{decode_boxed_properties, decode_properties, PropCtx};
 use super::reader::{decode_var_int, Reader};
 use super::*;
 
@@ -235,9 +235,9 @@ fn decode_connack(r: &mut Reader, version: ProtocolVersion) -> Result<ConnAck, D
         return Err(invalid_reason(r, code));
     }
     let properties = if version.is_v5() {
-        decode_properties(r, PropCtx::ConnAck)?
+        decode_boxed_properties(r, PropCtx::ConnAck)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     Ok(ConnAck {
         session_present,
@@ -256,9 +256,9 @@ fn decode_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, Decode
         r.packet_id()?
     };
     let properties = if v5 {
-        decode_properties(r, PropCtx::Publish)?
+        decode_boxed_properties(r, PropCtx::Publish)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     check_topic_name(&topic, properties.topic_alias.is_some())?;
     Ok(Publish {
@@ -279,7 +279,7 @@ fn decode_pub_resp(r: &mut Reader, ctx: PropCtx, v5: bool) -> Result<PubResp, De
     let (reason, properties) = if v5 {
         decode_reason_and_properties(r, ctx)?
     } else {
-        (ReasonCode::SUCCESS, Properties::default())
+        (ReasonCode::SUCCESS, BoxedProperties::default())
     };
     Ok(PubResp {
         packet_id,
@@ -291,9 +291,9 @@ fn decode_pub_resp(r: &mut Reader, ctx: PropCtx, v5: bool) -> Result<PubResp, De
 fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     let packet_id = r.packet_id()?;
     let properties = if v5 {
-        decode_properties(r, PropCtx::Subscribe)?
+        decode_boxed_properties(r, PropCtx::Subscribe)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
@@ -341,9 +341,9 @@ fn decode_subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions
 fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
     let packet_id = r.packet_id()?;
     let properties = if v5 {
-        decode_properties(r, PropCtx::SubAck)?
+        decode_boxed_properties(r, PropCtx::SubAck)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     let reasons = decode_reason_list(r, PropCtx::SubAck, v5)?;
     Ok(SubAck {
@@ -356,9 +356,9 @@ fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
 fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
     let packet_id = r.packet_id()?;
     let properties = if v5 {
-        decode_properties(r, PropCtx::Unsubscribe)?
+        decode_boxed_properties(r, PropCtx::Unsubscribe)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
@@ -386,10 +386,10 @@ fn decode_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
         return Ok(UnsubAck {
             packet_id,
             reasons: Vec::new(),
-            properties: Properties::default(),
+            properties: BoxedProperties::default(),
         });
     }
-    let properties = decode_properties(r, PropCtx::UnsubAck)?;
+    let properties = decode_boxed_properties(r, PropCtx::UnsubAck)?;
     let reasons = decode_reason_list(r, PropCtx::UnsubAck, true)?;
     Ok(UnsubAck {
         packet_id,
@@ -417,18 +417,18 @@ fn decode_auth(r: &mut Reader) -> Result<Auth, DecodeError> {
 fn decode_reason_and_properties(
     r: &mut Reader,
     ctx: PropCtx,
-) -> Result<(ReasonCode, Properties), DecodeError> {
+) -> Result<(ReasonCode, BoxedProperties), DecodeError> {
     if r.is_empty() {
-        return Ok((ReasonCode::SUCCESS, Properties::default()));
+        return Ok((ReasonCode::SUCCESS, BoxedProperties::default()));
     }
     let code = r.u8("reason code")?;
     if !reason_allowed(ctx, code) {
         return Err(invalid_reason(r, code));
     }
     let properties = if r.is_empty() {
-        Properties::default()
+        BoxedProperties::default()
     } else {
-        decode_properties(r, ctx)?
+        decode_boxed_properties(r, ctx)?
     };
     Ok((ReasonCode(code), properties))
 }

@@ -165,7 +165,7 @@ pub struct Will {
 pub struct ConnAck {
     pub session_present: bool,
     pub code: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// PUBLISH. `packet_id` is 0 for QoS 0 and non-zero otherwise [MQTT-2.3.1-1].
@@ -177,7 +177,7 @@ pub struct Publish {
     /// May be empty in 5.0 when a Topic Alias property stands in for it.
     pub topic: String,
     pub packet_id: u16,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     pub payload: Bytes,
 }
 
@@ -186,7 +186,7 @@ pub struct Publish {
 pub struct PubResp {
     pub packet_id: u16,
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 impl PubResp {
@@ -194,7 +194,7 @@ impl PubResp {
         PubResp {
             packet_id,
             reason: ReasonCode::SUCCESS,
-            properties: Properties::default(),
+            properties: BoxedProperties::default(),
         }
     }
 }
@@ -225,7 +225,7 @@ pub struct Subscribe {
     pub packet_id: u16,
     /// At least one entry [MQTT-3.8.3-3].
     pub filters: Vec<(String, SubscriptionOptions)>,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// SUBACK. For 3.x each code is 0x00..=0x02 or 0x80.
@@ -233,7 +233,7 @@ pub struct Subscribe {
 pub struct SubAck {
     pub packet_id: u16,
     pub reasons: Vec<ReasonCode>,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -241,7 +241,7 @@ pub struct Unsubscribe {
     pub packet_id: u16,
     /// At least one entry [MQTT-3.10.3-2].
     pub filters: Vec<String>,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// UNSUBACK. `reasons` is empty for 3.x (the packet has no payload there).
@@ -249,21 +249,21 @@ pub struct Unsubscribe {
 pub struct UnsubAck {
     pub packet_id: u16,
     pub reasons: Vec<ReasonCode>,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// DISCONNECT. 3.x has neither reason nor properties (always `NORMAL`, empty).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Disconnect {
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 impl Disconnect {
     pub fn new(reason: ReasonCode) -> Disconnect {
         Disconnect {
             reason,
-            properties: Properties::default(),
+            properties: BoxedProperties::default(),
         }
     }
 }
@@ -272,5 +272,5 @@ impl Disconnect {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Auth {
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }

@@ -597,16 +597,21 @@ impl Handler {
 
     fn build_message(&self, topic: Arc<str>, p: codec::Publish) -> Message {
         let mut props = p.properties;
-        let expiry = props.message_expiry_interval.take();
-        // Per-hop properties are not forwarded [MQTT-3.3.2-7].
-        props.topic_alias = None;
-        props.subscription_identifiers.clear();
+        // Edited in place only when there are any: most PUBLISH packets carry none.
+        let mut expiry = None;
+        if let Some(pr) = props.existing_mut() {
+            expiry = pr.message_expiry_interval.take();
+            // Per-hop properties are not forwarded [MQTT-3.3.2-7].
+            pr.topic_alias = None;
+            pr.subscription_identifiers.clear();
+        }
+        props.compact();
         let mut msg = Message {
             topic,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
-            properties: props.into(),
+            properties: props,
             expires_at: None,
             publisher: Some(self.client_id.clone()),
             origin: crate::message::Origin::Local,
@@ -667,7 +672,8 @@ impl Handler {
                     authentication_method: Some(method),
                     authentication_data: data,
                     ..Default::default()
-                },
+                }
+                .into(),
             }),
             out,
         );
