@@ -24,7 +24,7 @@ fn publish(size: usize) -> Publish {
         dup: false,
         qos: QoS::AtLeastOnce,
         retain: false,
-        topic: TOPIC.to_string(),
+        topic: TOPIC.to_string().into(),
         packet_id: 4711,
         properties: Default::default(),
         payload: Bytes::from((0..size).map(|i| i as u8).collect::<Vec<u8>>()),

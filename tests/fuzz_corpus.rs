@@ -218,7 +218,7 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                 dup: false,
                 qos: QoS::AtMostOnce,
                 retain: true,
-                topic: "a/b".to_owned(),
+                topic: "a/b".to_owned().into(),
                 packet_id: 0,
                 properties: Default::default(),
                 payload: Bytes::from_static(b"hello"),
@@ -230,7 +230,7 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                 dup: true,
                 qos: QoS::ExactlyOnce,
                 retain: false,
-                topic: "a/b/c".to_owned(),
+                topic: "a/b/c".to_owned().into(),
                 packet_id: 7,
                 properties: props(|p| {
                     p.payload_format_indicator = Some(1);
@@ -355,7 +355,7 @@ fn client_session(v: ProtocolVersion) -> Vec<u8> {
             dup: false,
             qos,
             retain,
-            topic: topic.to_owned(),
+            topic: topic.to_owned().into(),
             packet_id: id,
             properties: properties.into(),
             payload: Bytes::from_static(b"m"),

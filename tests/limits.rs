@@ -65,7 +65,7 @@ fn v5_publish(topic: &str, payload: &[u8], qos: QoS, pid: u16) -> Vec<u8> {
         dup: false,
         qos,
         retain: false,
-        topic: topic.to_owned(),
+        topic: topic.to_owned().into(),
         packet_id: pid,
         properties: Default::default(),
         payload: Bytes::copy_from_slice(payload),

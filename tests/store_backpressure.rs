@@ -96,7 +96,7 @@ async fn publish_all(client: &mut DuplexStream) {
             dup: false,
             qos: QoS::AtLeastOnce,
             retain: true,
-            topic: format!("paced/{pid}"),
+            topic: format!("paced/{pid}").into(),
             packet_id: pid,
             properties: Default::default(),
             payload: Bytes::from_static(b"x"),

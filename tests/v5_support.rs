@@ -151,7 +151,7 @@ pub fn publish(topic: &str, payload: &[u8], qos: QoS, pid: u16) -> Publish {
         dup: false,
         qos,
         retain: false,
-        topic: topic.to_owned(),
+        topic: topic.to_owned().into(),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { pid },
         properties: Default::default(),
         payload: Bytes::copy_from_slice(payload),

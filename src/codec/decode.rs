@@ -249,7 +249,7 @@ fn decode_connack(r: &mut Reader, version: ProtocolVersion) -> Result<ConnAck, D
 fn decode_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, DecodeError> {
     // check_fixed_header already rejected QoS 3.
     let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::PublishQos3)?;
-    let topic = r.string("topic name")?;
+    let topic = r.shared_string("topic name")?;
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {

@@ -2,6 +2,8 @@
 //! checks the bytes left first, so peer-supplied lengths never size an allocation or index out of
 //! range; binary fields are zero-copy slices of the frame.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 
 use super::DecodeError;
@@ -95,6 +97,12 @@ impl Reader {
     /// and the surrogates cannot occur in well-formed UTF-8.
     pub(crate) fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
         self.string_with(field, str::to_owned)
+    }
+
+    /// As [`Reader::string`], straight into the shared form a PUBLISH topic is routed in: one
+    /// allocation, not a `String` then a copy of it.
+    pub(crate) fn shared_string(&mut self, field: &'static str) -> Result<Arc<str>, DecodeError> {
+        self.string_with(field, |s| Arc::from(s))
     }
 
     /// Checks a UTF-8 Encoded String in place and hands it to `make`: no `Bytes` slice (two

@@ -565,7 +565,7 @@ impl Handler {
                     "[MQTT-4.7.3-1] empty topic name without a topic alias",
                 ));
             }
-            return Ok(Arc::from(p.topic.as_str()));
+            return Ok(p.topic.clone());
         };
         let idx = usize::from(alias)
             .checked_sub(1)
@@ -586,7 +586,7 @@ impl Handler {
                     "[MQTT 5.0 §3.3.4] unknown topic alias with an empty topic name",
                 ))
         } else {
-            let topic: Arc<str> = Arc::from(p.topic.as_str());
+            let topic = p.topic.clone();
             if self.aliases_in.len() <= idx {
                 self.aliases_in.resize(idx + 1, None);
             }

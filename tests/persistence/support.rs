@@ -231,7 +231,7 @@ pub fn publish_packet(topic: &str, payload: Bytes, qos: QoS, pid: u16, retain: b
         dup: false,
         qos,
         retain,
-        topic: topic.to_owned(),
+        topic: topic.to_owned().into(),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { pid },
         properties: Default::default(),
         payload,

@@ -169,7 +169,7 @@ pub fn publish(topic: &str, payload: Bytes, qos: QoS, retain: bool, pid: u16, du
         dup,
         qos,
         retain,
-        topic: topic.to_owned(),
+        topic: topic.to_owned().into(),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { pid },
         properties: Default::default(),
         payload,
