@@ -45,7 +45,19 @@ pub fn decode(
     if buf.len() < size {
         return Ok(None);
     }
-    let mut frame = buf.split_to(size).freeze();
+    if remaining == 2 && (4..=7).contains(&packet_type) {
+        return decode_bare_ack(buf, packet_type, name, 1 + len_bytes).map(Some);
+    }
+    // A small buffer holding exactly this packet (a connection with light traffic reads one
+    // packet at a time) is handed over whole: splitting a frame off a buffer that owns its
+    // memory allocates the shared header every split needs, once per packet when the
+    // connection drops its emptied buffer between reads. Small only, so a slice kept from it
+    // (a PUBLISH payload in a queue) never pins a large read buffer.
+    let mut frame = if buf.len() == size && buf.capacity() <= WHOLE_BUFFER_MAX {
+        std::mem::take(buf).freeze()
+    } else {
+        buf.split_to(size).freeze()
+    };
     frame.advance(1 + len_bytes);
     let mut r = Reader::new(frame, name);
     let v5 = version.is_v5();
@@ -69,6 +81,36 @@ pub fn decode(
     };
     r.finish()?;
     Ok(Some(packet))
+}
+
+/// The largest read buffer [`decode`] hands over whole as a packet's frame.
+const WHOLE_BUFFER_MAX: usize = 1024;
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP that is only a packet id (every 3.x one, and a 5.0
+/// Success without properties, spec 3.4.2.1), read in place: no frame split off the buffer
+/// (a reference count or an allocation) and no `Reader`. Half the packets a QoS 1 load
+/// brings in are such acks. `at` is where the packet id starts; the whole packet is buffered.
+fn decode_bare_ack(
+    buf: &mut BytesMut,
+    packet_type: u8,
+    name: &'static str,
+    at: usize,
+) -> Result<Packet, DecodeError> {
+    let id = buf
+        .get(at..at + 2)
+        .and_then(|b| <[u8; 2]>::try_from(b).ok());
+    let packet_id = id.map_or(0, u16::from_be_bytes);
+    if packet_id == 0 {
+        return Err(DecodeError::ZeroPacketId { packet_type: name });
+    }
+    buf.advance(at + 2);
+    let resp = PubResp::new(packet_id);
+    Ok(match packet_type {
+        4 => Packet::PubAck(resp),
+        5 => Packet::PubRec(resp),
+        6 => Packet::PubRel(resp),
+        _ => Packet::PubComp(resp),
+    })
 }
 
 /// The Remaining Length at the start of `buf`: `Ok(Some((value, bytes_used)))`, `Ok(None)` if

@@ -116,7 +116,8 @@ impl Reader {
         self.need(len, field)?;
         let raw = self.buf.get(..len).unwrap_or_default();
         let s = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8)?;
-        if s.as_bytes().contains(&0) {
+        // A plain scan: strings here are short, below what `memchr` pays off for.
+        if s.bytes().any(|b| b == 0) {
             return Err(DecodeError::NullCharacter);
         }
         let v = make(s);
