@@ -13,8 +13,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use starling::codec::{
-    decode, encode, encode_publish_parts, Packet, Properties, ProtocolVersion, Publish,
-    PublishHeader, QoS,
+    decode, encode, encode_publish_parts, Packet, ProtocolVersion, Publish, PublishHeader, QoS,
 };
 
 const TOPIC: &str = "site/42/dev/17/temp";
@@ -25,9 +24,9 @@ fn publish(size: usize) -> Publish {
         dup: false,
         qos: QoS::AtLeastOnce,
         retain: false,
-        topic: TOPIC.to_string(),
+        topic: TOPIC.to_string().into(),
         packet_id: 4711,
-        properties: Properties::default(),
+        properties: Default::default(),
         payload: Bytes::from((0..size).map(|i| i as u8).collect::<Vec<u8>>()),
     }
 }

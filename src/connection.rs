@@ -314,7 +314,8 @@ where
                         authentication_method: Some(method.clone()),
                         authentication_data: challenge,
                         ..Default::default()
-                    },
+                    }
+                    .into(),
                 });
                 let max = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
                 if !codec::fit_within(&mut auth, ProtocolVersion::V5, max as usize) {
@@ -329,12 +330,12 @@ where
                     .await
                     .map_err(|_| "connection closed during authentication")?;
                 match reply {
-                    Packet::Auth(a)
+                    Packet::Auth(mut a)
                         if a.reason == ReasonCode::CONTINUE_AUTHENTICATION
                             && a.properties.authentication_method.as_deref()
                                 == Some(method.as_str()) =>
                     {
-                        data = a.properties.authentication_data;
+                        data = a.properties.authentication_data.take();
                     }
                     _ => return Err("[MQTT-4.12.0-5] expected AUTH with the same method"),
                 }

@@ -54,10 +54,10 @@ async fn topics_until(raw: &mut Raw, marker: &str) -> Vec<String> {
     let mut seen = Vec::new();
     loop {
         let p = raw.recv_and_ack().await;
-        if p.topic == marker {
+        if &*p.topic == marker {
             return seen;
         }
-        seen.push(p.topic);
+        seen.push(p.topic.to_string());
     }
 }
 
@@ -127,7 +127,7 @@ async fn online_queue(persistence: bool) {
     .await;
     // The first message is in flight (unacknowledged), the rest are queued behind it.
     let first = alice.recv_publish().await;
-    assert_eq!(first.topic, "topic/one");
+    assert_eq!(first.topic, "topic/one".into());
 
     write_file(&tmp.path().join("acl"), READ_ONE);
     let report = b.handle().reload(&cfg);
@@ -216,8 +216,8 @@ async fn a_reload_disconnects_clients_whose_credentials_went_away() {
     b.handle().reload(&cfg);
 
     let mut wills = vec![
-        carol.recv_and_ack().await.topic,
-        carol.recv_and_ack().await.topic,
+        carol.recv_and_ack().await.topic.to_string(),
+        carol.recv_and_ack().await.topic.to_string(),
     ];
     wills.sort();
     assert_eq!(wills, ["wills/alice", "wills/bob"]);
@@ -227,7 +227,7 @@ async fn a_reload_disconnects_clients_whose_credentials_went_away() {
     .await;
     // carol is still served.
     carol.publish("wills/probe", b"x", 1, false, 9).await;
-    assert_eq!(carol.recv_and_ack().await.topic, "wills/probe");
+    assert_eq!(carol.recv_and_ack().await.topic, "wills/probe".into());
     let (_, ack) = Raw::connect_raw(b.addr, &login("alice2", "alice", b"a", true)).await;
     assert_eq!(ack.code.0, 5, "a removed user is refused");
 }

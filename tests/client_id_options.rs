@@ -47,6 +47,7 @@ async fn v5_default_prefix_is_auto() {
     let id = ack
         .properties
         .assigned_client_identifier
+        .clone()
         .unwrap_or_default();
     assert!(id.starts_with("auto-"), "{id}");
 }

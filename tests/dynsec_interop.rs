@@ -182,7 +182,8 @@ async fn mosquitto_ctrl_manages_starling() {
     assert!(missing.contains("Client not found"), "{missing}");
     let seen = spy.recv_publish().await;
     assert_eq!(
-        seen.topic, "$CONTROL/dynamic-security/v1/response",
+        seen.topic,
+        "$CONTROL/dynamic-security/v1/response".into(),
         "{seen:?}"
     );
     assert!(String::from_utf8_lossy(&seen.payload).contains("Client not found"));

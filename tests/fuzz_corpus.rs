@@ -181,7 +181,7 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
     let resp = |id: u16, code: u8| PubResp {
         packet_id: id,
         reason: ReasonCode(if v5 { code } else { 0 }),
-        properties: props(|p| *p = reason_props()),
+        properties: props(|p| *p = reason_props()).into(),
     };
     let mut out = vec![
         ("connect", Packet::Connect(Box::new(connect(v)))),
@@ -208,7 +208,8 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                     p.authentication_method = Some("m".to_owned());
                     p.authentication_data = Some(Bytes::from_static(b"d"));
                     user(p);
-                }),
+                })
+                .into(),
             }),
         ),
         (
@@ -217,9 +218,9 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                 dup: false,
                 qos: QoS::AtMostOnce,
                 retain: true,
-                topic: "a/b".to_owned(),
+                topic: "a/b".to_owned().into(),
                 packet_id: 0,
-                properties: Properties::default(),
+                properties: Default::default(),
                 payload: Bytes::from_static(b"hello"),
             }),
         ),
@@ -229,7 +230,7 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                 dup: true,
                 qos: QoS::ExactlyOnce,
                 retain: false,
-                topic: "a/b/c".to_owned(),
+                topic: "a/b/c".to_owned().into(),
                 packet_id: 7,
                 properties: props(|p| {
                     p.payload_format_indicator = Some(1);
@@ -240,7 +241,8 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                     p.subscription_identifiers = vec![1, 300, 268_435_455];
                     p.topic_alias = Some(3);
                     user(p);
-                }),
+                })
+                .into(),
                 payload: Bytes::from_static(b"\x00\xffpayload"),
             }),
         ),
@@ -272,7 +274,8 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                 properties: props(|p| {
                     p.subscription_identifiers = vec![42];
                     user(p);
-                }),
+                })
+                .into(),
             }),
         ),
         (
@@ -280,7 +283,7 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
             Packet::SubAck(SubAck {
                 packet_id: 5,
                 reasons: vec![ReasonCode(1), ReasonCode(0x80)],
-                properties: props(|p| *p = reason_props()),
+                properties: props(|p| *p = reason_props()).into(),
             }),
         ),
         (
@@ -288,7 +291,7 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
             Packet::Unsubscribe(Unsubscribe {
                 packet_id: 6,
                 filters: vec!["a/+/c".to_owned(), "#".to_owned()],
-                properties: props(user),
+                properties: props(user).into(),
             }),
         ),
         (
@@ -300,7 +303,7 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                 } else {
                     Vec::new()
                 },
-                properties: props(|p| *p = reason_props()),
+                properties: props(|p| *p = reason_props()).into(),
             }),
         ),
         ("pingreq", Packet::PingReq),
@@ -314,7 +317,8 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                     p.server_reference = Some("s".to_owned());
                     p.reason_string = Some("r".to_owned());
                     user(p);
-                }),
+                })
+                .into(),
             }),
         ),
     ];
@@ -327,7 +331,7 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                     let mut p = reason_props();
                     p.authentication_method = Some("SCRAM".to_owned());
                     p.authentication_data = Some(Bytes::from_static(b"data"));
-                    p
+                    p.into()
                 },
             }),
         ));
@@ -351,9 +355,9 @@ fn client_session(v: ProtocolVersion) -> Vec<u8> {
             dup: false,
             qos,
             retain,
-            topic: topic.to_owned(),
+            topic: topic.to_owned().into(),
             packet_id: id,
-            properties,
+            properties: properties.into(),
             payload: Bytes::from_static(b"m"),
         })
     };
@@ -377,7 +381,7 @@ fn client_session(v: ProtocolVersion) -> Vec<u8> {
                 if v5 {
                     p.subscription_identifiers = vec![9];
                 }
-                p
+                p.into()
             },
         }),
         publish(QoS::AtMostOnce, 0, "fuzz/a", Properties::default(), true),
@@ -396,7 +400,7 @@ fn client_session(v: ProtocolVersion) -> Vec<u8> {
     packets.push(Packet::Unsubscribe(Unsubscribe {
         packet_id: 4,
         filters: vec!["+/x".to_owned()],
-        properties: Properties::default(),
+        properties: Default::default(),
     }));
     packets.push(Packet::Disconnect(Disconnect::new(ReasonCode(0))));
     packets.iter().flat_map(|p| encode(p, v)).collect()

@@ -153,7 +153,7 @@ fn slow_consumer_isolation_10_publishers_10_subscribers_one_never_reads() {
                     assert_eq!(p.payload.len(), PAYLOAD);
                     let publisher = usize::from(p.payload[0]);
                     let seq = usize::from(u16::from_be_bytes([p.payload[1], p.payload[2]]));
-                    assert_eq!(p.topic, format!("load/{publisher}"));
+                    assert_eq!(p.topic, format!("load/{publisher}").into());
                     if std::mem::replace(&mut seen[publisher][seq], true) {
                         duplicates += 1;
                     }
@@ -554,7 +554,7 @@ fn reconnect_storm_200_connects_one_client_id_no_leaks() {
         let mut wills = BTreeSet::new();
         while wills.len() < expected_wills.len() {
             let p = watcher.recv_and_ack().await;
-            assert_eq!(p.topic, "storm/will");
+            assert_eq!(p.topic, "storm/will".into());
             let text = String::from_utf8_lossy(&p.payload).into_owned();
             assert!(wills.insert(text.clone()), "will {text} delivered twice");
         }

@@ -65,9 +65,9 @@ fn v5_publish(topic: &str, payload: &[u8], qos: QoS, pid: u16) -> Vec<u8> {
         dup: false,
         qos,
         retain: false,
-        topic: topic.to_owned(),
+        topic: topic.to_owned().into(),
         packet_id: pid,
-        properties: Properties::default(),
+        properties: Default::default(),
         payload: Bytes::copy_from_slice(payload),
     }))
 }
@@ -79,7 +79,7 @@ fn v5_subscribe(pid: u16, filters: &[(&str, QoS)]) -> Vec<u8> {
             .iter()
             .map(|(f, q)| ((*f).to_owned(), SubscriptionOptions::new(*q)))
             .collect(),
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
 }
 

@@ -962,7 +962,7 @@ async fn restart_phase_two(cfg: Config, mut v3: Subscriber, mut v5: Subscriber) 
     }
     let retained = retained.expect("the retained message is delivered after restart");
     assert!(retained.retain, "RETAIN flag on {retained:?}");
-    assert_eq!(retained.topic, "keep/retained");
+    assert_eq!(retained.topic, "keep/retained".into());
     assert_eq!(payload_seq(&retained.payload), 777);
 
     println!(

@@ -69,7 +69,7 @@ async fn cluster_hears_local_traffic_but_never_a_peers_own_message() {
     sub.subscribe("t/#", QoS::AtLeastOnce).await;
     let mut publ = Client::connect(addr, "pub").await;
     publ.publish("t/local", b"1", QoS::AtLeastOnce).await;
-    assert_eq!(sub.next_publish_acked().await.topic, "t/local");
+    assert_eq!(sub.next_publish_acked().await.topic, "t/local".into());
 
     // A message a peer routed here reaches local subscribers, and is not handed back.
     let from_peer = message(
@@ -82,13 +82,13 @@ async fn cluster_hears_local_traffic_but_never_a_peers_own_message() {
         .publish_acknowledged(from_peer)
         .await
         .expect("acknowledged");
-    assert_eq!(sub.next_publish_acked().await.topic, "t/peer");
+    assert_eq!(sub.next_publish_acked().await.topic, "t/peer".into());
 
     let retained = starling::codec::Publish {
         dup: false,
         qos: QoS::AtLeastOnce,
         retain: true,
-        topic: "r/x".to_owned(),
+        topic: "r/x".to_owned().into(),
         packet_id: 0,
         properties: Default::default(),
         payload: Bytes::from_static(b"v"),

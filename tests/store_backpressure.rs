@@ -96,9 +96,9 @@ async fn publish_all(client: &mut DuplexStream) {
             dup: false,
             qos: QoS::AtLeastOnce,
             retain: true,
-            topic: format!("paced/{pid}"),
+            topic: format!("paced/{pid}").into(),
             packet_id: pid,
-            properties: Properties::default(),
+            properties: Default::default(),
             payload: Bytes::from_static(b"x"),
         };
         encode(&Packet::Publish(publish), &mut out);

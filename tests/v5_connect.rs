@@ -353,7 +353,7 @@ async fn mqtt_3_2_2_19_refusing_connack_drops_its_reason_string_to_fit() {
     // 5 bytes: fixed header 2, flags 1, reason code 1, property length 1.
     let (mut c, ack) = Client::connect_raw(b.addr, refused(Some(5))).await;
     assert_eq!(ack.code, ReasonCode::BAD_AUTHENTICATION_METHOD);
-    assert_eq!(ack.properties, Properties::default(), "[MQTT-3.2.2-19]");
+    assert_eq!(ack.properties, Default::default(), "[MQTT-3.2.2-19]");
     c.expect_closed("refused").await;
 
     closed_without_connack(b.addr, refused(Some(4)), "a 5-byte CONNACK > max 4").await;
@@ -404,6 +404,7 @@ async fn mqtt_3_2_2_16_assigned_client_identifier() {
     let id_b = ack_b
         .properties
         .assigned_client_identifier
+        .clone()
         .expect("CONNACK Assigned Client Identifier");
     assert!(!id_a.is_empty());
     assert_ne!(id_a, id_b, "assigned identifiers must be unique");

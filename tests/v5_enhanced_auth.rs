@@ -116,7 +116,8 @@ fn auth(reason: ReasonCode, data: &'static [u8]) -> Packet {
             authentication_method: Some("TOY".into()),
             authentication_data: Some(Bytes::from_static(data)),
             ..Default::default()
-        },
+        }
+        .into(),
     })
 }
 

@@ -8,7 +8,7 @@ mod support;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS as RQoS;
-use starling::codec::{Packet, Properties, PubResp, QoS, ReasonCode};
+use starling::codec::{BoxedProperties, Packet, Properties, PubResp, QoS, ReasonCode};
 use support::*;
 
 fn user_props() -> Vec<(String, String)> {
@@ -170,7 +170,7 @@ async fn message_properties_kept_on_retained_and_absent_when_not_sent() {
     let plain = sub.next_publish_acked().await;
     assert_eq!(
         plain.properties,
-        Properties::default(),
+        Default::default(),
         "a PUBLISH sent without properties must arrive without any"
     );
 }
@@ -178,7 +178,9 @@ async fn message_properties_kept_on_retained_and_absent_when_not_sent() {
 /// Every ack the server sends in one session: SUBACK (success and 0x8F), inbound QoS 1/2
 /// (PUBACK, PUBREC, PUBCOMP), outbound QoS 2 (PUBREL), PUBCOMP 0x92, UNSUBACK (0x00, 0x11,
 /// 0x8F) and a PUBACK 0x97; each named, with whether its reason code is a failure.
-async fn every_ack(request_problem_information: Option<u8>) -> Vec<(String, bool, Properties)> {
+async fn every_ack(
+    request_problem_information: Option<u8>,
+) -> Vec<(String, bool, BoxedProperties)> {
     let mut cfg = config();
     // A quota small enough to get a failing PUBACK (0x97) later.
     cfg.limits.max_publish_bandwidth = 64;
@@ -187,7 +189,7 @@ async fn every_ack(request_problem_information: Option<u8>) -> Vec<(String, bool
     c.properties.request_problem_information = request_problem_information;
     let (mut cl, _ack) = Client::connect_with(b.addr, c).await;
 
-    let mut acks: Vec<(String, bool, Properties)> = Vec::new();
+    let mut acks: Vec<(String, bool, BoxedProperties)> = Vec::new();
 
     let sa = cl
         .subscribe_with(
@@ -321,7 +323,7 @@ async fn every_ack(request_problem_information: Option<u8>) -> Vec<(String, bool
 async fn mqtt_3_1_2_29_request_problem_information_gates_reason_strings_on_acks() {
     for (what, failure, props) in every_ack(None).await {
         if failure {
-            let why = props.reason_string.unwrap_or_default();
+            let why = props.reason_string.clone().unwrap_or_default();
             assert!(!why.is_empty(), "RPI=1: {what} has no Reason String");
         } else {
             assert_eq!(props.reason_string, None, "RPI=1: success {what}");
@@ -354,7 +356,10 @@ async fn mqtt_3_1_2_29_disconnect_reason_string_not_restricted() {
         .expect_disconnect(ReasonCode::PROTOCOL_ERROR, "second CONNECT")
         .await;
     assert!(
-        d.properties.reason_string.is_some_and(|s| !s.is_empty()),
+        d.properties
+            .reason_string
+            .as_ref()
+            .is_some_and(|s| !s.is_empty()),
         "DISCONNECT without a Reason String"
     );
 

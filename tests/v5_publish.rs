@@ -159,7 +159,7 @@ async fn mqtt_3_3_2_12_topic_alias_set_then_used() {
     ];
     for (topic, payload) in expected {
         let p = sub.next_publish_acked().await;
-        assert_eq!((p.topic.as_str(), text(&p).as_str()), (topic, payload));
+        assert_eq!((&*p.topic, text(&p).as_str()), (topic, payload));
         assert_eq!(p.properties.topic_alias, None, "alias leaked to subscriber");
     }
 }
@@ -232,7 +232,7 @@ async fn mqtt_3_3_2_11_server_to_client_topic_alias() {
 
     publ.publish("tas/a", b"1", QoS::AtLeastOnce).await;
     let p1 = sub.next_publish_acked().await;
-    assert_eq!(p1.topic, "tas/a");
+    assert_eq!(p1.topic, "tas/a".into());
     let alias = p1
         .properties
         .topic_alias
@@ -242,11 +242,15 @@ async fn mqtt_3_3_2_11_server_to_client_topic_alias() {
     publ.publish("tas/a", b"2", QoS::AtLeastOnce).await;
     let p2 = sub.next_publish_acked().await;
     assert_eq!(text(&p2), "2");
-    assert_eq!(p2.topic, "", "second PUBLISH should use the alias alone");
+    assert_eq!(
+        p2.topic,
+        "".into(),
+        "second PUBLISH should use the alias alone"
+    );
     assert_eq!(p2.properties.topic_alias, Some(alias));
 
     // Many topics: aliases stay within 1..=5, and whatever is sent can be resolved.
-    let mut map: std::collections::HashMap<u16, String> = Default::default();
+    let mut map: std::collections::HashMap<u16, std::sync::Arc<str>> = Default::default();
     map.insert(alias, "tas/a".into());
     for i in 0..12 {
         let topic = format!("tas/m{}", i % 7);
@@ -265,7 +269,7 @@ async fn mqtt_3_3_2_11_server_to_client_topic_alias() {
             }
             None => p.topic.clone(),
         };
-        assert_eq!(resolved, topic, "message {i}");
+        assert_eq!(&*resolved, topic, "message {i}");
     }
 }
 
@@ -280,7 +284,7 @@ async fn mqtt_3_1_2_27_no_server_aliases_unless_allowed() {
     for i in 0..3 {
         publ.publish("tan/t", &[i], QoS::AtMostOnce).await;
         let p = sub.next_publish().await;
-        assert_eq!(p.topic, "tan/t");
+        assert_eq!(p.topic, "tan/t".into());
         assert_eq!(p.properties.topic_alias, None);
     }
 }
@@ -387,10 +391,10 @@ async fn mqtt_3_3_2_7_resend_after_reconnect_carries_topic() {
     sub.subscribe("tasr/t", QoS::AtLeastOnce).await;
     let mut publ = Client::connect(b.addr, "tasr-pub").await;
     publ.publish("tasr/t", b"1", QoS::AtLeastOnce).await;
-    assert_eq!(sub.next_publish_acked().await.topic, "tasr/t");
+    assert_eq!(sub.next_publish_acked().await.topic, "tasr/t".into());
     publ.publish("tasr/t", b"2", QoS::AtLeastOnce).await;
     let p = sub.next_publish().await; // not acknowledged
-    assert_eq!((p.topic.as_str(), text(&p).as_str()), ("", "2"));
+    assert_eq!((&*p.topic, text(&p).as_str()), ("", "2"));
     drop(sub);
     b.wait_until("the subscriber is offline", |s| {
         s.metrics().clients_connected.get() == 1
@@ -403,5 +407,5 @@ async fn mqtt_3_3_2_7_resend_after_reconnect_carries_topic() {
     let p = sub.next_publish_acked().await;
     assert!(p.dup, "resend must have DUP=1");
     assert_eq!(text(&p), "2");
-    assert_eq!(p.topic, "tasr/t", "resend must carry the topic name");
+    assert_eq!(p.topic, "tasr/t".into(), "resend must carry the topic name");
 }

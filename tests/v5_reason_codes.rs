@@ -10,7 +10,7 @@
 #[path = "v5_support.rs"]
 mod support;
 
-use starling::codec::{Auth, Packet, Properties, QoS, ReasonCode as R};
+use starling::codec::{Auth, Packet, QoS, ReasonCode as R};
 use support::*;
 
 #[derive(Clone)]
@@ -105,7 +105,7 @@ fn protocol_errors() -> Vec<Case> {
     let connect = v5(Packet::Connect(Box::new(connect_packet("again"))));
     let mut expiry = starling::codec::Disconnect::new(R::NORMAL_DISCONNECTION);
     expiry.properties.session_expiry_interval = Some(60);
-    let auth = Packet::Auth(Auth { reason: R::REAUTHENTICATE, properties: Properties::default() });
+    let auth = Packet::Auth(Auth { reason: R::REAUTHENTICATE, properties: Default::default() });
     vec![
         case("SUBSCRIBE without topic filters", raw(0x82, &[0, 1, 0]), p, "[MQTT-3.8.3-2]"),
         case("UNSUBSCRIBE without topic filters", raw(0xA2, &[0, 1, 0]), p, "[MQTT-3.10.3-2]"),

@@ -53,7 +53,7 @@ async fn shared_round_robin_each_message_to_exactly_one_member() {
         for c in [&mut a, &mut bb] {
             for _ in 0..5 {
                 let p = c.next_publish_acked().await;
-                assert_eq!(p.topic, topic);
+                assert_eq!(&*p.topic, topic);
                 seen.push(text(&p));
             }
         }

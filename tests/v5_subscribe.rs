@@ -214,7 +214,7 @@ async fn mqtt_3_9_3_1_suback_reason_codes() {
     // The connection is still usable and the valid filters are active.
     s.publish("ok/1", b"x", QoS::AtLeastOnce).await;
     let p = s.next_publish_acked().await;
-    assert_eq!(p.topic, "ok/1");
+    assert_eq!(p.topic, "ok/1".into());
 }
 
 /// UNSUBACK [MQTT-3.11.3-1]: one reason code per filter, 0x00 when the subscription existed and

@@ -151,9 +151,9 @@ pub fn publish(topic: &str, payload: &[u8], qos: QoS, pid: u16) -> Publish {
         dup: false,
         qos,
         retain: false,
-        topic: topic.to_owned(),
+        topic: topic.to_owned().into(),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { pid },
-        properties: Properties::default(),
+        properties: Default::default(),
         payload: Bytes::copy_from_slice(payload),
     }
 }
@@ -166,7 +166,7 @@ pub fn subscribe(pid: u16, filters: &[(&str, SubscriptionOptions)], props: Prope
     Packet::Subscribe(Subscribe {
         packet_id: pid,
         filters: filters.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
-        properties: props,
+        properties: props.into(),
     })
 }
 
@@ -174,7 +174,7 @@ pub fn unsubscribe(pid: u16, filters: &[&str]) -> Packet {
     Packet::Unsubscribe(Unsubscribe {
         packet_id: pid,
         filters: filters.iter().map(|f| f.to_string()).collect(),
-        properties: Properties::default(),
+        properties: Default::default(),
     })
 }
 

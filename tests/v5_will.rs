@@ -48,7 +48,7 @@ async fn mqtt_3_1_2_8_will_published_after_delay() {
     w.expect_nothing("will before its 1 s delay").await;
     let p = w.next_publish_acked().await;
     let waited = t0.elapsed();
-    assert_eq!((p.topic.as_str(), text(&p).as_str()), ("wd/t", "gone"));
+    assert_eq!((&*p.topic, text(&p).as_str()), ("wd/t", "gone"));
     assert!(
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
         "will published {waited:?} after the connection dropped; delay is 1 s"
@@ -168,7 +168,7 @@ async fn mqtt_3_14_4_3_disconnect_0x00_discards_will_0x04_publishes_it() {
         .await;
     c.expect_closed("after DISCONNECT 0x04").await;
     let p = w.next_publish_acked().await;
-    assert_eq!(p.topic, "wdc/4", "only the 0x04 will is published");
+    assert_eq!(p.topic, "wdc/4".into(), "only the 0x04 will is published");
 }
 
 /// A will is published when the server closes the connection for a protocol error

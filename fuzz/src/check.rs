@@ -119,7 +119,7 @@ fn exercise_topics(packet: &Packet) {
     let filters: Vec<&str> = match packet {
         Packet::Subscribe(s) => s.filters.iter().map(|(f, _)| f.as_str()).collect(),
         Packet::Unsubscribe(u) => u.filters.iter().map(String::as_str).collect(),
-        Packet::Publish(p) => vec![p.topic.as_str()],
+        Packet::Publish(p) => vec![&*p.topic],
         _ => return,
     };
     for f in filters {

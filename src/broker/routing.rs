@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 use crate::auth::{Access, AuthConfig, AuthSet};
 use crate::codec::{topic, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::SlowConsumerPolicy;
@@ -57,6 +59,14 @@ pub struct Routed {
     pub(super) epoch: u64,
     pub(super) delivery: Delivery,
 }
+
+/// Deliveries of one PUBLISH, inline up to [`ROUTE_INLINE`]: most messages reach a few
+/// sessions, and two heap vectors per PUBLISH (the trie's matches, then the deliveries) were a
+/// malloc/free pair each on the hot path.
+pub(super) type RouteList = SmallVec<[Routed; ROUTE_INLINE]>;
+
+/// Matches and deliveries kept on the stack per PUBLISH before spilling to the heap.
+const ROUTE_INLINE: usize = 4;
 
 /// What routing one PUBLISH produced.
 #[derive(Default)]
@@ -144,9 +154,9 @@ impl BrokerState {
 
     /// The deliveries a message makes, collected under the trie read lock, which is released
     /// before anything is queued. Overlapping subscriptions of one session are merged.
-    pub(super) fn route(&self, msg: &Arc<Message>) -> Vec<Routed> {
+    pub(super) fn route(&self, msg: &Arc<Message>) -> RouteList {
         let trie = self.subscriptions.read();
-        let mut matches = Vec::new();
+        let mut matches: SmallVec<[_; ROUTE_INLINE]> = SmallVec::new();
         trie.matches_with(&msg.topic, &mut matches, &|h| h.session.is_connected());
         // Overlapping subscriptions of one session must yield one copy: bring them together.
         if matches.len() > 1 {
@@ -157,7 +167,7 @@ impl BrokerState {
                 )
             });
         }
-        let mut out: Vec<Routed> = Vec::with_capacity(matches.len());
+        let mut out = RouteList::with_capacity(matches.len());
         for m in &matches {
             let sub = m.sub;
             let is_shared = m.shared_group.is_some();

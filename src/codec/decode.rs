@@ -8,7 +8,7 @@
 
 use bytes::{Buf, BytesMut};
 
-use super::properties::{decode_properties, PropCtx};
+use super::properties::{decode_boxed_properties, decode_properties, PropCtx};
 use super::reader::{decode_var_int, Reader};
 use super::*;
 
@@ -45,7 +45,19 @@ pub fn decode(
     if buf.len() < size {
         return Ok(None);
     }
-    let mut frame = buf.split_to(size).freeze();
+    if remaining == 2 && (4..=7).contains(&packet_type) {
+        return decode_bare_ack(buf, packet_type, name, 1 + len_bytes).map(Some);
+    }
+    // A small buffer holding exactly this packet (a connection with light traffic reads one
+    // packet at a time) is handed over whole: splitting a frame off a buffer that owns its
+    // memory allocates the shared header every split needs, once per packet when the
+    // connection drops its emptied buffer between reads. Small only, so a slice kept from it
+    // (a PUBLISH payload in a queue) never pins a large read buffer.
+    let mut frame = if buf.len() == size && buf.capacity() <= WHOLE_BUFFER_MAX {
+        std::mem::take(buf).freeze()
+    } else {
+        buf.split_to(size).freeze()
+    };
     frame.advance(1 + len_bytes);
     let mut r = Reader::new(frame, name);
     let v5 = version.is_v5();
@@ -69,6 +81,36 @@ pub fn decode(
     };
     r.finish()?;
     Ok(Some(packet))
+}
+
+/// The largest read buffer [`decode`] hands over whole as a packet's frame.
+const WHOLE_BUFFER_MAX: usize = 1024;
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP that is only a packet id (every 3.x one, and a 5.0
+/// Success without properties, spec 3.4.2.1), read in place: no frame split off the buffer
+/// (a reference count or an allocation) and no `Reader`. Half the packets a QoS 1 load
+/// brings in are such acks. `at` is where the packet id starts; the whole packet is buffered.
+fn decode_bare_ack(
+    buf: &mut BytesMut,
+    packet_type: u8,
+    name: &'static str,
+    at: usize,
+) -> Result<Packet, DecodeError> {
+    let id = buf
+        .get(at..at + 2)
+        .and_then(|b| <[u8; 2]>::try_from(b).ok());
+    let packet_id = id.map_or(0, u16::from_be_bytes);
+    if packet_id == 0 {
+        return Err(DecodeError::ZeroPacketId { packet_type: name });
+    }
+    buf.advance(at + 2);
+    let resp = PubResp::new(packet_id);
+    Ok(match packet_type {
+        4 => Packet::PubAck(resp),
+        5 => Packet::PubRec(resp),
+        6 => Packet::PubRel(resp),
+        _ => Packet::PubComp(resp),
+    })
 }
 
 /// The Remaining Length at the start of `buf`: `Ok(Some((value, bytes_used)))`, `Ok(None)` if
@@ -235,9 +277,9 @@ fn decode_connack(r: &mut Reader, version: ProtocolVersion) -> Result<ConnAck, D
         return Err(invalid_reason(r, code));
     }
     let properties = if version.is_v5() {
-        decode_properties(r, PropCtx::ConnAck)?
+        decode_boxed_properties(r, PropCtx::ConnAck)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     Ok(ConnAck {
         session_present,
@@ -249,16 +291,16 @@ fn decode_connack(r: &mut Reader, version: ProtocolVersion) -> Result<ConnAck, D
 fn decode_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, DecodeError> {
     // check_fixed_header already rejected QoS 3.
     let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::PublishQos3)?;
-    let topic = r.string("topic name")?;
+    let topic = r.shared_string("topic name")?;
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
         r.packet_id()?
     };
     let properties = if v5 {
-        decode_properties(r, PropCtx::Publish)?
+        decode_boxed_properties(r, PropCtx::Publish)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     check_topic_name(&topic, properties.topic_alias.is_some())?;
     Ok(Publish {
@@ -279,7 +321,7 @@ fn decode_pub_resp(r: &mut Reader, ctx: PropCtx, v5: bool) -> Result<PubResp, De
     let (reason, properties) = if v5 {
         decode_reason_and_properties(r, ctx)?
     } else {
-        (ReasonCode::SUCCESS, Properties::default())
+        (ReasonCode::SUCCESS, BoxedProperties::default())
     };
     Ok(PubResp {
         packet_id,
@@ -291,9 +333,9 @@ fn decode_pub_resp(r: &mut Reader, ctx: PropCtx, v5: bool) -> Result<PubResp, De
 fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     let packet_id = r.packet_id()?;
     let properties = if v5 {
-        decode_properties(r, PropCtx::Subscribe)?
+        decode_boxed_properties(r, PropCtx::Subscribe)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
@@ -341,9 +383,9 @@ fn decode_subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions
 fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
     let packet_id = r.packet_id()?;
     let properties = if v5 {
-        decode_properties(r, PropCtx::SubAck)?
+        decode_boxed_properties(r, PropCtx::SubAck)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     let reasons = decode_reason_list(r, PropCtx::SubAck, v5)?;
     Ok(SubAck {
@@ -356,9 +398,9 @@ fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
 fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
     let packet_id = r.packet_id()?;
     let properties = if v5 {
-        decode_properties(r, PropCtx::Unsubscribe)?
+        decode_boxed_properties(r, PropCtx::Unsubscribe)?
     } else {
-        Properties::default()
+        BoxedProperties::default()
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
@@ -386,10 +428,10 @@ fn decode_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
         return Ok(UnsubAck {
             packet_id,
             reasons: Vec::new(),
-            properties: Properties::default(),
+            properties: BoxedProperties::default(),
         });
     }
-    let properties = decode_properties(r, PropCtx::UnsubAck)?;
+    let properties = decode_boxed_properties(r, PropCtx::UnsubAck)?;
     let reasons = decode_reason_list(r, PropCtx::UnsubAck, true)?;
     Ok(UnsubAck {
         packet_id,
@@ -417,18 +459,18 @@ fn decode_auth(r: &mut Reader) -> Result<Auth, DecodeError> {
 fn decode_reason_and_properties(
     r: &mut Reader,
     ctx: PropCtx,
-) -> Result<(ReasonCode, Properties), DecodeError> {
+) -> Result<(ReasonCode, BoxedProperties), DecodeError> {
     if r.is_empty() {
-        return Ok((ReasonCode::SUCCESS, Properties::default()));
+        return Ok((ReasonCode::SUCCESS, BoxedProperties::default()));
     }
     let code = r.u8("reason code")?;
     if !reason_allowed(ctx, code) {
         return Err(invalid_reason(r, code));
     }
     let properties = if r.is_empty() {
-        Properties::default()
+        BoxedProperties::default()
     } else {
-        decode_properties(r, ctx)?
+        decode_boxed_properties(r, ctx)?
     };
     Ok((ReasonCode(code), properties))
 }

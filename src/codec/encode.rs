@@ -124,7 +124,7 @@ pub fn fit_within(packet: &mut Packet, version: ProtocolVersion, max: usize) -> 
 }
 
 /// The properties of a packet whose Reason String and User Properties a sender may leave out.
-fn droppable_properties(packet: &mut Packet) -> Option<&mut Properties> {
+fn droppable_properties(packet: &mut Packet) -> Option<&mut BoxedProperties> {
     match packet {
         Packet::ConnAck(a) => Some(&mut a.properties),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {

@@ -28,6 +28,8 @@ pub use error::DecodeError;
 pub use properties::{BoxedProperties, Properties};
 pub use reason::ReasonCode;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// Quality of service of a PUBLISH or a subscription.
@@ -106,6 +108,10 @@ pub enum Packet {
     Auth(Auth),
 }
 
+// Every packet is moved through decode and handling by value: keep the enum small (the
+// properties are boxed, the topic shared): 64 bytes, where inline properties made it ~400.
+const _: () = assert!(std::mem::size_of::<Packet>() <= 64);
+
 impl Packet {
     /// The packet type's name, for log lines.
     pub fn name(&self) -> &'static str {
@@ -165,7 +171,7 @@ pub struct Will {
 pub struct ConnAck {
     pub session_present: bool,
     pub code: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// PUBLISH. `packet_id` is 0 for QoS 0 and non-zero otherwise [MQTT-2.3.1-1].
@@ -174,10 +180,11 @@ pub struct Publish {
     pub dup: bool,
     pub qos: QoS,
     pub retain: bool,
-    /// May be empty in 5.0 when a Topic Alias property stands in for it.
-    pub topic: String,
+    /// May be empty in 5.0 when a Topic Alias property stands in for it. Shared: decoded
+    /// straight into the form the broker routes and queues, so no subscriber copies it.
+    pub topic: Arc<str>,
     pub packet_id: u16,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     pub payload: Bytes,
 }
 
@@ -186,7 +193,7 @@ pub struct Publish {
 pub struct PubResp {
     pub packet_id: u16,
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 impl PubResp {
@@ -194,7 +201,7 @@ impl PubResp {
         PubResp {
             packet_id,
             reason: ReasonCode::SUCCESS,
-            properties: Properties::default(),
+            properties: BoxedProperties::default(),
         }
     }
 }
@@ -225,7 +232,7 @@ pub struct Subscribe {
     pub packet_id: u16,
     /// At least one entry [MQTT-3.8.3-3].
     pub filters: Vec<(String, SubscriptionOptions)>,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// SUBACK. For 3.x each code is 0x00..=0x02 or 0x80.
@@ -233,7 +240,7 @@ pub struct Subscribe {
 pub struct SubAck {
     pub packet_id: u16,
     pub reasons: Vec<ReasonCode>,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -241,7 +248,7 @@ pub struct Unsubscribe {
     pub packet_id: u16,
     /// At least one entry [MQTT-3.10.3-2].
     pub filters: Vec<String>,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// UNSUBACK. `reasons` is empty for 3.x (the packet has no payload there).
@@ -249,21 +256,21 @@ pub struct Unsubscribe {
 pub struct UnsubAck {
     pub packet_id: u16,
     pub reasons: Vec<ReasonCode>,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// DISCONNECT. 3.x has neither reason nor properties (always `NORMAL`, empty).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Disconnect {
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 impl Disconnect {
     pub fn new(reason: ReasonCode) -> Disconnect {
         Disconnect {
             reason,
-            properties: Properties::default(),
+            properties: BoxedProperties::default(),
         }
     }
 }
@@ -272,5 +279,5 @@ impl Disconnect {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Auth {
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }

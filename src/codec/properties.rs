@@ -207,6 +207,19 @@ fn flag(v: u8, name: &'static str) -> Result<u8, DecodeError> {
     Ok(v)
 }
 
+/// As [`decode_properties`], boxed; an empty block (Property Length 0, nearly every packet)
+/// allocates and builds nothing.
+pub(crate) fn decode_boxed_properties(
+    r: &mut Reader,
+    ctx: PropCtx,
+) -> Result<BoxedProperties, DecodeError> {
+    if r.peek_u8() == Some(0) {
+        r.u8("property length")?;
+        return Ok(BoxedProperties::default());
+    }
+    Ok(BoxedProperties(Some(Box::new(decode_properties(r, ctx)?))))
+}
+
 /// Reads a Property Length and the properties it covers, checking each against `ctx`.
 pub(crate) fn decode_properties(r: &mut Reader, ctx: PropCtx) -> Result<Properties, DecodeError> {
     let len = r.var_int("property length")? as usize;
@@ -421,11 +434,25 @@ pub(crate) fn write_properties<S: Sink>(p: &Properties, len: usize, s: &mut S) {
     write_body(p, s);
 }
 
-/// Properties kept with a routed or retained message: boxed only when there are any. Most
-/// messages (every 3.x one) carry none, and an inline [`Properties`] is ~340 bytes in every
-/// message record. Reads see an empty `Properties` when absent; the first write allocates.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Properties boxed only when there are any: in every packet but CONNECT (whose Will has its
+/// own) and in a routed or retained message. Most packets (every 3.x one, nearly every ack)
+/// carry none, and an inline [`Properties`] is ~340 bytes that each decoded packet would
+/// otherwise zero, move through decode and handling, and compare. Reads see an empty
+/// `Properties` when absent; the first write allocates.
+#[derive(Clone, Debug, Default)]
 pub struct BoxedProperties(Option<Box<Properties>>);
+
+/// By content: a box emptied by writes equals an absent one.
+impl PartialEq for BoxedProperties {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            _ => **self == **other,
+        }
+    }
+}
+
+impl Eq for BoxedProperties {}
 
 /// What an absent [`BoxedProperties`] reads as.
 static EMPTY: std::sync::LazyLock<Properties> = std::sync::LazyLock::new(Properties::default);
@@ -434,6 +461,24 @@ impl BoxedProperties {
     /// The properties, unboxed (a copy of the empty set when absent).
     pub fn into_inner(self) -> Properties {
         self.0.map(|b| *b).unwrap_or_default()
+    }
+
+    /// The properties for an edit that must not allocate when there are none (unlike
+    /// `DerefMut`, which boxes an empty set first).
+    pub fn existing_mut(&mut self) -> Option<&mut Properties> {
+        self.0.as_deref_mut()
+    }
+
+    /// Frees a box that edits left empty.
+    pub fn compact(&mut self) {
+        if self.0.as_deref().is_some_and(Properties::is_empty) {
+            self.0 = None;
+        }
+    }
+
+    /// True when there are none, without comparing ~340 bytes when nothing was ever written.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(Properties::is_empty)
     }
 }
 

@@ -2,6 +2,8 @@
 //! checks the bytes left first, so peer-supplied lengths never size an allocation or index out of
 //! range; binary fields are zero-copy slices of the frame.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 
 use super::DecodeError;
@@ -37,6 +39,11 @@ impl Reader {
             });
         }
         Ok(())
+    }
+
+    /// The next byte, not consumed.
+    pub(crate) fn peek_u8(&self) -> Option<u8> {
+        self.buf.first().copied()
     }
 
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
@@ -89,12 +96,33 @@ impl Reader {
     /// UTF-8 Encoded String (spec 1.5.4): well-formed UTF-8 without U+0000. U+FEFF is allowed
     /// and the surrogates cannot occur in well-formed UTF-8.
     pub(crate) fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
-        let raw = self.binary(field)?;
-        let s = std::str::from_utf8(&raw).map_err(|_| DecodeError::InvalidUtf8)?;
-        if s.contains('\0') {
+        self.string_with(field, str::to_owned)
+    }
+
+    /// As [`Reader::string`], straight into the shared form a PUBLISH topic is routed in: one
+    /// allocation, not a `String` then a copy of it.
+    pub(crate) fn shared_string(&mut self, field: &'static str) -> Result<Arc<str>, DecodeError> {
+        self.string_with(field, |s| Arc::from(s))
+    }
+
+    /// Checks a UTF-8 Encoded String in place and hands it to `make`: no `Bytes` slice (two
+    /// atomic reference-count updates) for a field that is copied anyway.
+    fn string_with<T>(
+        &mut self,
+        field: &'static str,
+        make: impl FnOnce(&str) -> T,
+    ) -> Result<T, DecodeError> {
+        let len = usize::from(self.u16(field)?);
+        self.need(len, field)?;
+        let raw = self.buf.get(..len).unwrap_or_default();
+        let s = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8)?;
+        // A plain scan: strings here are short, below what `memchr` pays off for.
+        if s.bytes().any(|b| b == 0) {
             return Err(DecodeError::NullCharacter);
         }
-        Ok(s.to_owned())
+        let v = make(s);
+        self.buf.advance(len);
+        Ok(v)
     }
 
     /// Packet Identifier, which must be non-zero wherever it appears [MQTT-2.2.1-3].

@@ -152,7 +152,8 @@ fn refuse(
         properties: Properties {
             reason_string: version.is_v5().then(|| r.why.to_owned()),
             ..Properties::default()
-        },
+        }
+        .into(),
     };
     if !write_connack(out, version, ack, client_max) {
         crate::refusal!(%peer, max = client_max,
@@ -555,7 +556,7 @@ fn success_connack(
     let mut packet = Packet::ConnAck(ConnAck {
         session_present: false,
         code: ReasonCode::SUCCESS,
-        properties,
+        properties: properties.into(),
     });
     let max = client_max_packet(c);
     let fits = codec::fit_within(&mut packet, c.protocol, max as usize);

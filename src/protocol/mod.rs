@@ -279,11 +279,19 @@ impl Handler {
     /// so a client refused by its own limit does not spend the budget it shares with others).
     /// Ok(false): drop this PUBLISH (answered 0x97).
     fn within_rate(&mut self, p: &codec::Publish, out: &mut Outbox) -> Result<bool, Close> {
-        let now = Instant::now();
-        let len = p.payload.len() as u64;
         let listener = self.listener_rates.as_deref();
         let listener_msgs = listener.and_then(|l| l.messages.as_ref());
         let listener_bytes = listener.and_then(|l| l.bytes.as_ref());
+        // No limit configured (the default): no clock read per PUBLISH.
+        if self.msg_rate.is_none()
+            && self.byte_rate.is_none()
+            && listener_msgs.is_none()
+            && listener_bytes.is_none()
+        {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        let len = p.payload.len() as u64;
         if !self.version.is_v5() {
             // 3.x has no way to say "slow down": stop reading until back within the rate.
             let mut wait = Duration::ZERO;
@@ -639,7 +647,7 @@ impl Handler {
                     "[MQTT-4.7.3-1] empty topic name without a topic alias",
                 ));
             }
-            return Ok(Arc::from(p.topic.as_str()));
+            return Ok(p.topic.clone());
         };
         let idx = usize::from(alias)
             .checked_sub(1)
@@ -660,7 +668,7 @@ impl Handler {
                     "[MQTT 5.0 §3.3.4] unknown topic alias with an empty topic name",
                 ))
         } else {
-            let topic: Arc<str> = Arc::from(p.topic.as_str());
+            let topic = p.topic.clone();
             if self.aliases_in.len() <= idx {
                 self.aliases_in.resize(idx + 1, None);
             }
@@ -671,16 +679,21 @@ impl Handler {
 
     fn build_message(&self, topic: Arc<str>, p: codec::Publish) -> Message {
         let mut props = p.properties;
-        let expiry = props.message_expiry_interval.take();
-        // Per-hop properties are not forwarded [MQTT-3.3.2-7].
-        props.topic_alias = None;
-        props.subscription_identifiers.clear();
+        // Edited in place only when there are any: most PUBLISH packets carry none.
+        let mut expiry = None;
+        if let Some(pr) = props.existing_mut() {
+            expiry = pr.message_expiry_interval.take();
+            // Per-hop properties are not forwarded [MQTT-3.3.2-7].
+            pr.topic_alias = None;
+            pr.subscription_identifiers.clear();
+        }
+        props.compact();
         let mut msg = Message {
             topic,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
-            properties: props.into(),
+            properties: props,
             expires_at: None,
             publisher: Some(self.client_id.clone()),
             origin: crate::message::Origin::Local,

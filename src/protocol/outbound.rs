@@ -74,6 +74,15 @@ impl Handler {
     /// Moves what the window allows from the session queue into `out`, stopping once `out`
     /// reaches `high` bytes. Returns true when more could be sent right away.
     pub fn pump(&mut self, out: &mut Outbox, high: usize) -> bool {
+        // Most calls find nothing to send (the turn after a write, an ack that freed the
+        // window of an empty queue, every turn of a connection that only publishes): about
+        // three of every four at a fixed QoS 1 rate. One look under the session lock answers
+        // those, without the clock, the auth refresh and the batch machinery below. With an
+        // unbounded window `has_ready` is false only when nothing at all is queued and no
+        // retained stream waits, so nothing is skipped that a full pump would have done.
+        if !self.session.with_state(|s| s.has_ready(usize::MAX)) {
+            return false;
+        }
         let now = Instant::now();
         let window = self.send_window;
         let mut scratch = std::mem::take(&mut self.scratch);

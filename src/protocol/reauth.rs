@@ -68,7 +68,8 @@ impl Handler {
                     authentication_method: Some(method),
                     authentication_data: data,
                     ..Default::default()
-                },
+                }
+                .into(),
             }),
             out,
         );

@@ -3,9 +3,7 @@
 
 use super::{Close, Handler, Outbox};
 use crate::auth::SubscribeVerdict;
-use crate::codec::{
-    self, topic, Packet, Properties, ProtocolVersion, ReasonCode, SubscriptionOptions,
-};
+use crate::codec::{self, topic, Packet, ProtocolVersion, ReasonCode, SubscriptionOptions};
 use crate::storage::{Op, StoredSubscription};
 
 /// What the filters of one SUBSCRIBE came to.
@@ -53,7 +51,7 @@ impl Handler {
         let ack = Packet::SubAck(codec::SubAck {
             packet_id: sub.packet_id,
             reasons: outcome.codes,
-            properties: Properties::default(),
+            properties: Default::default(),
         });
         if outcome.problems.is_empty() {
             self.send(&ack, out);
@@ -267,7 +265,7 @@ impl Handler {
         let ack = Packet::UnsubAck(codec::UnsubAck {
             packet_id: unsub.packet_id,
             reasons,
-            properties: Properties::default(),
+            properties: Default::default(),
         });
         if problems.is_empty() {
             self.send(&ack, out);

@@ -689,7 +689,7 @@ impl Raw {
 
 /// Asserts that a PUBLISH has this topic and payload.
 pub fn assert_publish(p: &Publish, topic: &str, payload: &[u8]) {
-    assert_eq!(p.topic, topic, "topic of {p:?}");
+    assert_eq!(&*p.topic, topic, "topic of {p:?}");
     assert_eq!(&p.payload[..], payload, "payload of {p:?}");
 }
 

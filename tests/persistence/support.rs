@@ -231,9 +231,9 @@ pub fn publish_packet(topic: &str, payload: Bytes, qos: QoS, pid: u16, retain: b
         dup: false,
         qos,
         retain,
-        topic: topic.to_owned(),
+        topic: topic.to_owned().into(),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { pid },
-        properties: Properties::default(),
+        properties: Default::default(),
         payload,
     })
 }
@@ -329,7 +329,7 @@ impl Client {
         self.send(&Packet::Subscribe(Subscribe {
             packet_id: 1,
             filters: vec![(filter.to_owned(), SubscriptionOptions::new(qos))],
-            properties: Properties::default(),
+            properties: Default::default(),
         }))
         .await
         .expect("send SUBSCRIBE");

@@ -169,9 +169,9 @@ pub fn publish(topic: &str, payload: Bytes, qos: QoS, retain: bool, pid: u16, du
         dup,
         qos,
         retain,
-        topic: topic.to_owned(),
+        topic: topic.to_owned().into(),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { pid },
-        properties: Properties::default(),
+        properties: Default::default(),
         payload,
     })
 }
@@ -180,7 +180,7 @@ pub fn subscribe(pid: u16, filter: &str, qos: QoS) -> Packet {
     Packet::Subscribe(Subscribe {
         packet_id: pid,
         filters: vec![(filter.to_owned(), SubscriptionOptions::new(qos))],
-        properties: Properties::default(),
+        properties: Default::default(),
     })
 }
 
@@ -188,7 +188,7 @@ pub fn unsubscribe(pid: u16, filter: &str) -> Packet {
     Packet::Unsubscribe(Unsubscribe {
         packet_id: pid,
         filters: vec![filter.to_owned()],
-        properties: Properties::default(),
+        properties: Default::default(),
     })
 }
 

@@ -367,7 +367,7 @@ impl Conn {
             &Packet::Subscribe(Subscribe {
                 packet_id: 1,
                 filters: vec![(filter.to_string(), SubscriptionOptions::new(qos_v))],
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
             V,
             &mut out,

@@ -70,7 +70,7 @@ pub(super) fn publish(qos: QoS, topic: &str, payload: &'static [u8]) -> Publish 
         retain: false,
         topic: topic.into(),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { 7 },
-        properties: Properties::default(),
+        properties: Default::default(),
         payload: Bytes::from_static(payload),
     }
 }
@@ -109,7 +109,7 @@ fn sample_packets(v: ProtocolVersion) -> Vec<Packet> {
         Packet::Subscribe(Subscribe {
             packet_id: 3,
             filters: vec![("a/+/c".into(), SubscriptionOptions::new(QoS::AtLeastOnce))],
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
         Packet::PingReq,
         Packet::Disconnect(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION)),
@@ -333,7 +333,8 @@ fn fit_within_drops_only_reason_string_then_user_properties() {
             user_properties: vec![("k".into(), "v".into())],
             topic_alias_maximum: Some(10),
             ..Properties::default()
-        },
+        }
+        .into(),
     });
     let strip = |reason: bool, users: bool| {
         let mut p = full.clone();

@@ -74,35 +74,35 @@ fn wrap(ctx: Ctx, props: Properties) -> Packet {
         Ctx::ConnAck => Packet::ConnAck(ConnAck {
             session_present: false,
             code: ReasonCode::SUCCESS,
-            properties: props,
+            properties: props.into(),
         }),
         Ctx::Publish => {
             let mut p = publish(QoS::AtMostOnce, "t", b"x");
-            p.properties = props;
+            p.properties = props.into();
             Packet::Publish(p)
         }
         Ctx::PubAck => Packet::PubAck(PubResp {
             packet_id: 1,
             reason: ReasonCode::NO_MATCHING_SUBSCRIBERS,
-            properties: props,
+            properties: props.into(),
         }),
         Ctx::Subscribe => Packet::Subscribe(Subscribe {
             packet_id: 1,
             filters: vec![("a".into(), SubscriptionOptions::new(QoS::AtMostOnce))],
-            properties: props,
+            properties: props.into(),
         }),
         Ctx::Unsubscribe => Packet::Unsubscribe(Unsubscribe {
             packet_id: 1,
             filters: vec!["a".into()],
-            properties: props,
+            properties: props.into(),
         }),
         Ctx::Disconnect => Packet::Disconnect(Disconnect {
             reason: ReasonCode::DISCONNECT_WITH_WILL,
-            properties: props,
+            properties: props.into(),
         }),
         Ctx::Auth => Packet::Auth(Auth {
             reason: ReasonCode::CONTINUE_AUTHENTICATION,
-            properties: props,
+            properties: props.into(),
         }),
     }
 }

@@ -130,7 +130,7 @@ pub(super) fn all_packets(v: ProtocolVersion) -> Vec<Packet> {
     c.username = Some("user \u{feff} name".into());
     c.password = Some(Bytes::from_static(b"\x00secret\xff"));
     let mut p = publish(QoS::AtLeastOnce, "a/b/c", b"payload");
-    p.properties = v5_or_empty(v, publish_props());
+    p.properties = v5_or_empty(v, publish_props()).into();
     let resp = |id| PubResp {
         packet_id: id,
         reason: if v5 {
@@ -138,7 +138,7 @@ pub(super) fn all_packets(v: ProtocolVersion) -> Vec<Packet> {
         } else {
             ReasonCode::SUCCESS
         },
-        properties: v5_or_empty(v, reason_props()),
+        properties: v5_or_empty(v, reason_props()).into(),
     };
     let mut opts = SubscriptionOptions::new(QoS::ExactlyOnce);
     if v5 {
@@ -155,7 +155,7 @@ pub(super) fn all_packets(v: ProtocolVersion) -> Vec<Packet> {
             } else {
                 ReasonCode::V3_NOT_AUTHORIZED
             },
-            properties: v5_or_empty(v, connack_props()),
+            properties: v5_or_empty(v, connack_props()).into(),
         }),
         Packet::Publish(p),
         Packet::PubAck(resp(1)),
@@ -196,7 +196,8 @@ pub(super) fn all_packets(v: ProtocolVersion) -> Vec<Packet> {
                     user_properties: users(),
                     ..Properties::default()
                 },
-            ),
+            )
+            .into(),
         }),
         Packet::SubAck(SubAck {
             packet_id: 10,
@@ -209,7 +210,7 @@ pub(super) fn all_packets(v: ProtocolVersion) -> Vec<Packet> {
             } else {
                 vec![ReasonCode(2), ReasonCode(0), ReasonCode::V3_SUBACK_FAILURE]
             },
-            properties: v5_or_empty(v, reason_props()),
+            properties: v5_or_empty(v, reason_props()).into(),
         }),
         Packet::Unsubscribe(Unsubscribe {
             packet_id: 11,
@@ -220,7 +221,8 @@ pub(super) fn all_packets(v: ProtocolVersion) -> Vec<Packet> {
                     user_properties: users(),
                     ..Properties::default()
                 },
-            ),
+            )
+            .into(),
         }),
         Packet::UnsubAck(UnsubAck {
             packet_id: 11,
@@ -229,7 +231,7 @@ pub(super) fn all_packets(v: ProtocolVersion) -> Vec<Packet> {
             } else {
                 Vec::new()
             },
-            properties: v5_or_empty(v, reason_props()),
+            properties: v5_or_empty(v, reason_props()).into(),
         }),
         Packet::PingReq,
         Packet::PingResp,
@@ -239,17 +241,17 @@ pub(super) fn all_packets(v: ProtocolVersion) -> Vec<Packet> {
             } else {
                 ReasonCode::NORMAL_DISCONNECTION
             },
-            properties: v5_or_empty(v, disconnect_props()),
+            properties: v5_or_empty(v, disconnect_props()).into(),
         }),
     ];
     if v5 {
         packets.push(Packet::Auth(Auth {
             reason: ReasonCode::CONTINUE_AUTHENTICATION,
-            properties: auth_props(),
+            properties: auth_props().into(),
         }));
         packets.push(Packet::Auth(Auth {
             reason: ReasonCode::SUCCESS,
-            properties: Properties::default(),
+            properties: Default::default(),
         }));
     }
     packets
@@ -360,7 +362,7 @@ fn v5_short_forms() {
     assert_eq!(&roundtrip(&d, V5)[..], &[0xE0, 0x00]);
     let a = Packet::Auth(Auth {
         reason: ReasonCode::SUCCESS,
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert_eq!(&roundtrip(&a, V5)[..], &[0xF0, 0x00]);
     let d = Packet::Disconnect(Disconnect::new(ReasonCode::SERVER_SHUTTING_DOWN));
@@ -389,7 +391,7 @@ fn v3_drops_v5_only_fields() {
     let u = UnsubAck {
         packet_id: 2,
         reasons: vec![ReasonCode::SUCCESS],
-        properties: Properties::default(),
+        properties: Default::default(),
     };
     encode(&Packet::UnsubAck(u), V31, &mut buf);
     assert_eq!(&buf[..], &[0xB0, 0x02, 0x00, 0x02]);
@@ -397,7 +399,7 @@ fn v3_drops_v5_only_fields() {
     // AUTH does not exist before 5.0: nothing is written.
     let a = Packet::Auth(Auth {
         reason: ReasonCode::SUCCESS,
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     let mut buf = BytesMut::new();
     encode(&a, V311, &mut buf);
@@ -424,21 +426,21 @@ fn known_encodings() {
     let ack = Packet::ConnAck(ConnAck {
         session_present: true,
         code: ReasonCode::V3_ACCEPTED,
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert_eq!(&roundtrip(&ack, V311)[..], &[0x20, 0x02, 0x01, 0x00]);
     // 5.0 CONNACK always carries a property length.
     let ack = Packet::ConnAck(ConnAck {
         session_present: false,
         code: ReasonCode::SUCCESS,
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert_eq!(&roundtrip(&ack, V5)[..], &[0x20, 0x03, 0x00, 0x00, 0x00]);
     // SUBSCRIBE carries flags 0b0010.
     let sub = Packet::Subscribe(Subscribe {
         packet_id: 1,
         filters: vec![("a".into(), SubscriptionOptions::new(QoS::AtLeastOnce))],
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert_eq!(
         &roundtrip(&sub, V311)[..],
