@@ -4,6 +4,7 @@
 //! buffer, so an acknowledgement is just bytes appended after the routing work that earns it.
 
 mod acks;
+mod blocked;
 mod bridge;
 mod close;
 mod connect;
@@ -27,6 +28,7 @@ use crate::ratelimit::{ListenerRates, TokenBucket};
 use crate::session::Session;
 use crate::storage::Op;
 
+use blocked::Blocked;
 pub use close::Close;
 pub use connect::{ConnectOutcome, ConnectionInfo};
 pub use outbox::Outbox;
@@ -41,16 +43,6 @@ pub struct AuthOutcome {
 }
 
 pub use crate::broker::STUCK_AFTER;
-
-/// Why this connection is not read: deliveries of one PUBLISH that found full queues and its
-/// withheld acknowledgement (overload rule (c)), or, with no items, a subscriber queue the last
-/// PUBLISH left [`crate::broker::PACE_AT`] deep (flow control; the PUBLISH was acknowledged).
-struct Blocked {
-    items: Vec<crate::broker::Routed>,
-    ack: Option<Packet>,
-    since: Instant,
-    pace: Option<Arc<Session>>,
-}
 
 /// Per-connection protocol state once CONNECT has been accepted.
 pub struct Handler {
@@ -525,117 +517,6 @@ impl Handler {
             Packet::PubRec(resp)
         };
         self.send_explained(packet, why, out);
-    }
-
-    /// Routes an accepted PUBLISH to its subscribers. Returns the acknowledgement to send now,
-    /// or None when it is withheld until full subscriber queues make room.
-    fn route(
-        &mut self,
-        topic: Arc<str>,
-        p: codec::Publish,
-        ack: Option<Packet>,
-        out: &mut Outbox,
-    ) -> Option<Packet> {
-        let mut ops = Vec::new();
-        if p.qos == QoS::ExactlyOnce && self.session.is_persistent() {
-            // Lets a PUBLISH resent after a restart be recognised [MQTT-4.3.3-9].
-            ops.push(Op::PutInboundQos2 {
-                client_id: self.client_id.to_string(),
-                packet_id: p.packet_id,
-                msg: None,
-            });
-        }
-        let msg = self.build_message(topic, p);
-        let publication = self.broker.publish(Arc::new(msg));
-        ops.extend(publication.ops);
-        // Acknowledged once stored where the store must hold it...
-        self.store_wait(ops, out);
-        if publication.blocked.is_empty() {
-            if let Some(deep) = publication.pace.filter(|s| self.may_pace_on(s)) {
-                self.broker.metrics().publishers_paced.inc();
-                self.blocked = Some(Box::new(Blocked {
-                    items: Vec::new(),
-                    ack: None,
-                    since: Instant::now(),
-                    pace: Some(deep),
-                }));
-            }
-            return ack;
-        }
-        // ...and once it sits in every matching queue (overload rule (c)): the ack and further
-        // reads wait for room.
-        self.blocked = Some(Box::new(Blocked {
-            items: publication.blocked,
-            ack,
-            since: Instant::now(),
-            pace: None,
-        }));
-        None
-    }
-
-    /// Whether this connection's reads may pause for `deep`'s queue to drain: not when it is
-    /// this client's own queue, nor while this client has deliveries in flight, whose acks
-    /// only a read brings in (two clients pacing on each other would otherwise both wait out
-    /// the grace).
-    fn may_pace_on(&self, deep: &Arc<Session>) -> bool {
-        !Arc::ptr_eq(deep, &self.session) && self.session.with_state(|s| s.inflight_len() == 0)
-    }
-
-    /// A subscriber the current PUBLISH waits for, if any: reads pause until it makes room.
-    pub fn blocked_on(&self) -> Option<Arc<Session>> {
-        let b = self.blocked.as_ref()?;
-        b.items
-            .first()
-            .map(|r| r.session.clone())
-            .or_else(|| b.pace.clone())
-    }
-
-    /// Retries the blocked deliveries. Once all are queued, or the subscribers made no room
-    /// within [`STUCK_AFTER`] (they are then marked stuck and the messages dropped for them),
-    /// the acknowledgement goes out and reading resumes.
-    pub fn retry_blocked(&mut self, out: &mut Outbox) {
-        let Some(mut b) = self.blocked.take() else {
-            return;
-        };
-        if let Some(deep) = &b.pace {
-            if self.still_paced(deep, b.since) {
-                self.blocked = Some(b);
-            }
-            return;
-        }
-        let mut ops = Vec::new();
-        b.items = self.broker.retry_blocked(b.items, &mut ops);
-        self.store_wait(ops, out);
-        if !b.items.is_empty() {
-            if b.since.elapsed() < STUCK_AFTER {
-                self.blocked = Some(b);
-                return;
-            }
-            self.broker.abandon_blocked(b.items);
-        }
-        if let Some(ack) = b.ack {
-            self.send(&ack, out);
-        }
-    }
-
-    /// Whether a publisher paced by `deep`'s queue since `since` keeps waiting: until the queue
-    /// is down to [`crate::broker::PACE_RESUME`], the subscriber goes, or the grace runs out
-    /// (the subscriber is then lagging and paces nobody until it drains).
-    fn still_paced(&self, deep: &Session, since: Instant) -> bool {
-        if !deep.is_prompt() || !deep.is_connected() {
-            return false;
-        }
-        if deep.queue_depth() <= crate::broker::PACE_RESUME {
-            return false;
-        }
-        if since.elapsed() >= STUCK_AFTER {
-            tracing::debug!(client_id = %deep.client_id,
-                "slow consumer: queue not draining; publishers no longer wait for it");
-            deep.set_lagging();
-            self.broker.metrics().pace_expired.inc();
-            return false;
-        }
-        true
     }
 
     /// The topic of an inbound PUBLISH, through the v5 topic alias map [MQTT-3.3.2-12].
