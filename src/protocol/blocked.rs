@@ -1,9 +1,10 @@
 //! Why a connection stops reading after a PUBLISH, and when it reads again: overload rule (c)
 //! (a QoS 1/2 PUBLISH that found a subscriber queue full is acknowledged once it is in every
 //! queue, or after [`STUCK_AFTER`] with the stuck subscribers' copies dropped) and flow control
-//! (a PUBLISH that left a subscriber queue [`crate::broker::PACE_AT`] deep is acknowledged, and its publisher is
-//! read again once that queue is down to [`crate::broker::PACE_RESUME`]). The connection waits
-//! on the subscriber's `room_made` and a short poll, then calls [`Handler::retry_blocked`].
+//! (a PUBLISH that left a subscriber queue [`crate::broker::PACE_AT`] deep is acknowledged, and
+//! its publisher is read again once that queue is down to [`crate::broker::PACE_RESUME`]). The
+//! connection waits on the subscriber's `room_made` and a short poll, then calls
+//! [`Handler::retry_blocked`].
 
 use std::sync::Arc;
 use std::time::Instant;
