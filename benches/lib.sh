@@ -75,10 +75,15 @@ find_release_bins() {
     [ -x "$STARLING" ] && [ -x "$BENCH" ] || die "no release binaries in $dir"
 }
 
-# Commit the Starling binaries were built from: BIN_DIR's checkout, else this one.
+# Commit the Starling binaries were built from: BIN_DIR's checkout, else this one. A BIN_DIR
+# outside any checkout (a separate CARGO_TARGET_DIR) says so and names this checkout's commit.
 starling_commit() {
     local dir=${BIN_DIR:-$ROOT}
-    echo "$(git -C "$dir" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$dir" diff --quiet HEAD -- ':/src' 2>/dev/null || echo ' + uncommitted src changes')"
+    if ! git -C "$dir" rev-parse --git-dir >/dev/null 2>&1; then
+        echo "? (BIN_DIR is not in a checkout; this checkout: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+        return
+    fi
+    echo "$(git -C "$dir" rev-parse --short HEAD)$(git -C "$dir" diff --quiet HEAD -- ':/src' 2>/dev/null || echo ' + uncommitted src changes')"
 }
 
 # Brokers get this soft open-file limit (the bench raises its own).
