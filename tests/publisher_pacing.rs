@@ -20,6 +20,14 @@ fn payload(i: usize) -> Vec<u8> {
     format!("m{i}").into_bytes()
 }
 
+/// A subscriber to `topic` at QoS 1 and a publisher, as `<tag>-sub` and `<tag>-pub`.
+async fn subscriber_and_publisher(b: &TestBroker, tag: &str, topic: &str) -> (Raw, Raw) {
+    let mut s = Raw::connect_v311(b.addr, &format!("{tag}-sub")).await;
+    assert_eq!(s.subscribe(1, topic, 1).await, 1);
+    let p = Raw::connect_v311(b.addr, &format!("{tag}-pub")).await;
+    (s, p)
+}
+
 async fn publish_burst(p: &mut Raw, topic: &str, first: usize) {
     for i in first..first + BURST {
         let pid = u16::try_from(i % 60_000 + 1).expect("packet id");
@@ -41,9 +49,7 @@ async fn drain_in_order(s: &mut Raw, topic: &str, first: usize) {
 async fn a_subscriber_that_reads_nothing_holds_its_publisher_back_once() {
     let b = start().await;
     let m = b.state().metrics();
-    let mut s = Raw::connect_v311(b.addr, "pace-sub").await;
-    assert_eq!(s.subscribe(1, "pace/t", 1).await, 1);
-    let mut p = Raw::connect_v311(b.addr, "pace-pub").await;
+    let (mut s, mut p) = subscriber_and_publisher(&b, "pace", "pace/t").await;
 
     let started = Instant::now();
     publish_burst(&mut p, "pace/t", 0).await;
@@ -72,9 +78,7 @@ async fn a_subscriber_that_reads_nothing_holds_its_publisher_back_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_publisher_resumes_when_the_subscriber_drains() {
     let b = start().await;
-    let mut s = Raw::connect_v311(b.addr, "drain-sub").await;
-    assert_eq!(s.subscribe(1, "drain/t", 1).await, 1);
-    let mut p = Raw::connect_v311(b.addr, "drain-pub").await;
+    let (mut s, mut p) = subscriber_and_publisher(&b, "drain", "drain/t").await;
     let publisher = tokio::spawn(async move {
         publish_burst(&mut p, "drain/t", 0).await;
         p
@@ -128,9 +132,7 @@ async fn a_client_is_not_paced_by_its_own_queue() {
 async fn a_queue_deeper_than_the_pacing_band_paces_nobody() {
     let b = start().await;
     let m = b.state().metrics();
-    let mut s = Raw::connect_v311(b.addr, "deep-sub").await;
-    assert_eq!(s.subscribe(1, "deep/t", 1).await, 1);
-    let mut p = Raw::connect_v311(b.addr, "deep-pub").await;
+    let (mut s, mut p) = subscriber_and_publisher(&b, "deep", "deep/t").await;
     let n = starling::broker::PACE_UNTIL + 50;
     for i in 0..n {
         let pid = u16::try_from(i + 1).expect("packet id");
