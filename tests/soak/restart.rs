@@ -174,7 +174,13 @@ impl Sub {
                 Got::Packet(p) => match self.session.handle(p, c) {
                     Event::Delivered(p) => (p, true),
                     Event::Repeated(p) => (p, false),
-                    Event::Nothing => continue,
+                    // A PUBCOMP answering a PUBREL goes out at once, as a real client's
+                    // does: left buffered until the next delivery, it deadlocked against a
+                    // broker window full of PUBRELs (ids awaiting PUBCOMP, no PUBLISH to come).
+                    Event::Nothing => {
+                        c.flush().await.map_err(|e| format!("closed: {e}"))?;
+                        continue;
+                    }
                     Event::Disconnect(r) => return Err(format!("closed: DISCONNECT {r:?}")),
                     other => {
                         self.errors.push(format!("{}: {other:?}", self.id));
