@@ -23,11 +23,16 @@
 //!   anything else is stored without panicking (a `#` that is not last is a literal level).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::codec::topic::parse_shared;
 use crate::codec::SubscriptionOptions;
+
+use level_hash::LevelHash;
+
+mod level_hash;
 
 /// One subscription as stored.
 #[derive(Clone, Debug)]
@@ -163,9 +168,9 @@ impl<S> SubList<S> {
 /// Gives memory back once a map is at most a quarter full, keeping room to double, so a
 /// level that once had 250k children does not keep their table after they are gone;
 /// alternating insert and remove at the boundary costs amortised O(1).
-fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+fn shrink_map<K: Eq + Hash, V, H: BuildHasher + Default>(m: &mut HashMap<K, V, H>) {
     if m.is_empty() {
-        *m = HashMap::new();
+        *m = HashMap::default();
     } else if m.len() < m.capacity() / 4 {
         m.shrink_to(m.len() * 2);
     }
@@ -200,7 +205,8 @@ impl<S> Leaf<S> {
 
 /// One filter level. See the module invariants.
 struct Node<S> {
-    children: HashMap<Box<str>, Node<S>>,
+    /// Keyed by the level; hashed with [`LevelHash`], once per level of every PUBLISH.
+    children: HashMap<Box<str>, Node<S>, LevelHash>,
     plus: Option<Box<Node<S>>>,
     /// Subscriptions on `<this level>/#`.
     hash: Option<Box<Leaf<S>>>,
@@ -211,7 +217,7 @@ struct Node<S> {
 impl<S> Node<S> {
     fn new() -> Self {
         Node {
-            children: HashMap::new(),
+            children: HashMap::default(),
             plus: None,
             hash: None,
             leaf: Leaf::new(),
