@@ -20,7 +20,7 @@ use std::time::Duration;
 // paused test clock).
 use tokio::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::auth::enhanced::{AuthStep, Authenticator};
@@ -30,6 +30,10 @@ use crate::protocol::peer::PeerAddr;
 use crate::protocol::{AuthOutcome, Close, ConnectOutcome, ConnectionInfo, Handler, Outbox};
 use crate::session::{Control, Delivery};
 use crate::storage::StoreError;
+
+use poll_io::{next_read_chunk, poll_read_some, poll_write_some};
+
+mod poll_io;
 
 /// Fill the write buffer from the session queue only below this many bytes.
 const WRITE_HIGH: usize = 64 * 1024;
@@ -493,8 +497,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             };
             // Every source yields Err(close) to end the connection, Ok(()) to go round again.
             let step = std::future::poll_fn(|cx| {
-                self.poll_turn(cx, &turn, &mut waits)
-                    .map(|woke| self.on_woke(woke, &turn))
+                let woke = ready!(self.poll_turn(cx, &turn, &mut waits));
+                let queued = !matches!(woke, Woke::Written(_) | Woke::Control(_));
+                Poll::Ready(
+                    self.on_woke(woke, &turn)
+                        .and_then(|()| self.write_now(cx, queued)),
+                )
             })
             .await;
             if let Err(close) = step {
@@ -600,6 +608,25 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         }
     }
 
+    /// Writes what handling a source just queued (an acknowledgement, deliveries) in the same
+    /// turn, so the task does not go round every source once more only to find the socket
+    /// writable. `queued` is false after a write (a partial one found the socket full) and a
+    /// control request. A `Pending` write keeps the waker registered; the next turn's
+    /// `writing` polls it again.
+    fn write_now(&mut self, cx: &mut Context<'_>, queued: bool) -> Result<(), Close> {
+        if !queued {
+            return Ok(());
+        }
+        self.pump();
+        if self.out.ready.is_empty() {
+            return Ok(());
+        }
+        match poll_write_some(cx, &mut self.io, &mut self.out.ready, &mut self.needs_flush) {
+            Poll::Ready(r) => self.on_written(r),
+            Poll::Pending => Ok(()),
+        }
+    }
+
     /// Fills the write buffer from the session queue while it is below `WRITE_HIGH`; when the
     /// memory queue has run dry, starts reading the disk backlog.
     fn pump(&mut self) {
@@ -658,9 +685,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         if self.out.ready.is_empty() && self.out.ready.capacity() > BUF_KEEP {
             self.out.ready = BytesMut::new();
         }
-        if self.out.len() < WRITE_HIGH / 2 {
-            self.want_pump = true;
-        }
+        // No pump for the write's sake: `want_pump` is still true when the last pump stopped
+        // at `WRITE_HIGH` with more to send, and false only when the queue had nothing the
+        // window allowed; the doorbell or an acknowledgement says when that changes.
         Ok(())
     }
 
@@ -812,81 +839,6 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
         self.handler.finish(close);
-    }
-}
-
-/// Writes what it can of `wbuf`, then flushes once it is empty. Ready with the bytes written
-/// as soon as something was written (a flush still pending is retried next turn, as
-/// `needs_flush` stays set), or once a flush of earlier writes completed.
-fn poll_write_some<W: AsyncWrite + Unpin>(
-    cx: &mut Context<'_>,
-    writer: &mut W,
-    wbuf: &mut BytesMut,
-    needs_flush: &mut bool,
-) -> Poll<std::io::Result<usize>> {
-    let mut n = 0;
-    if !wbuf.is_empty() {
-        n = ready!(Pin::new(&mut *writer).poll_write(cx, wbuf))?;
-        if n == 0 {
-            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-        }
-        wbuf.advance(n);
-        *needs_flush = true;
-        if !wbuf.is_empty() {
-            return Poll::Ready(Ok(n));
-        }
-    }
-    match Pin::new(writer).poll_flush(cx) {
-        Poll::Ready(Ok(())) => {
-            *needs_flush = false;
-            Poll::Ready(Ok(n))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending if n > 0 => Poll::Ready(Ok(n)),
-        Poll::Pending => Poll::Pending,
-    }
-}
-
-/// Reads into `rbuf` with room for at least `chunk / 4` bytes (`chunk` when it must grow).
-/// Returns the byte count and whether the read filled all the room there was.
-///
-/// At the smallest size, with no room in `rbuf`, the read goes through a buffer on the stack
-/// of `poll` and is copied: nothing is allocated while the connection waits, which is where
-/// idle connections spend their life. The copy is at most `READ_MIN` bytes.
-fn poll_read_some<R: AsyncRead + Unpin>(
-    cx: &mut Context<'_>,
-    reader: &mut R,
-    rbuf: &mut BytesMut,
-    chunk: usize,
-) -> Poll<std::io::Result<(usize, bool)>> {
-    if chunk <= READ_MIN && rbuf.capacity() - rbuf.len() < READ_MIN / 4 {
-        let mut stack = [0u8; READ_MIN];
-        let mut buf = tokio::io::ReadBuf::new(&mut stack);
-        ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
-        let n = buf.filled().len();
-        rbuf.extend_from_slice(buf.filled());
-        return Poll::Ready(Ok((n, n == READ_MIN)));
-    }
-    if rbuf.capacity() - rbuf.len() < chunk / 4 {
-        rbuf.reserve(chunk);
-    }
-    let room = rbuf.capacity() - rbuf.len();
-    // A `read_buf` future holds nothing between polls (the waker is registered with the
-    // socket), so one is built per poll and dropped.
-    let n = ready!(std::pin::pin!(reader.read_buf(rbuf)).poll(cx))?;
-    Poll::Ready(Ok((n, n == room)))
-}
-
-/// The next read size after a read of `n` bytes (see [`READ_MIN`]).
-fn next_read_chunk(chunk: usize, n: usize, filled: bool) -> usize {
-    if filled {
-        (chunk * 2).min(READ_MAX)
-    } else if n < READ_MIN {
-        READ_MIN
-    } else if n < chunk / 4 {
-        (chunk / 2).max(READ_MIN)
-    } else {
-        chunk
     }
 }
 

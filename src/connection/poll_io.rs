@@ -1,0 +1,87 @@
+//! Poll-level reads and writes of the connection loop ([`super::Connection`]): one call each,
+//! made from `poll_turn` (and after handling a source), that does what the socket allows now
+//! and says how much, so the loop keeps no read or write future between turns.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use super::{READ_MAX, READ_MIN};
+
+/// Writes what it can of `wbuf`, then flushes once it is empty. Ready with the bytes written
+/// as soon as something was written (a flush still pending is retried next turn, as
+/// `needs_flush` stays set), or once a flush of earlier writes completed.
+pub(super) fn poll_write_some<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    writer: &mut W,
+    wbuf: &mut BytesMut,
+    needs_flush: &mut bool,
+) -> Poll<std::io::Result<usize>> {
+    let mut n = 0;
+    if !wbuf.is_empty() {
+        n = ready!(Pin::new(&mut *writer).poll_write(cx, wbuf))?;
+        if n == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        wbuf.advance(n);
+        *needs_flush = true;
+        if !wbuf.is_empty() {
+            return Poll::Ready(Ok(n));
+        }
+    }
+    match Pin::new(writer).poll_flush(cx) {
+        Poll::Ready(Ok(())) => {
+            *needs_flush = false;
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending if n > 0 => Poll::Ready(Ok(n)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Reads into `rbuf` with room for at least `chunk / 4` bytes (`chunk` when it must grow).
+/// Returns the byte count and whether the read filled all the room there was.
+///
+/// At the smallest size, with no room in `rbuf`, the read goes through a buffer on the stack
+/// of `poll` and is copied: nothing is allocated while the connection waits, which is where
+/// idle connections spend their life. The copy is at most `READ_MIN` bytes.
+pub(super) fn poll_read_some<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+    chunk: usize,
+) -> Poll<std::io::Result<(usize, bool)>> {
+    if chunk <= READ_MIN && rbuf.capacity() - rbuf.len() < READ_MIN / 4 {
+        let mut stack = [0u8; READ_MIN];
+        let mut buf = tokio::io::ReadBuf::new(&mut stack);
+        ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        rbuf.extend_from_slice(buf.filled());
+        return Poll::Ready(Ok((n, n == READ_MIN)));
+    }
+    if rbuf.capacity() - rbuf.len() < chunk / 4 {
+        rbuf.reserve(chunk);
+    }
+    let room = rbuf.capacity() - rbuf.len();
+    // A `read_buf` future holds nothing between polls (the waker is registered with the
+    // socket), so one is built per poll and dropped.
+    let n = ready!(std::pin::pin!(reader.read_buf(rbuf)).poll(cx))?;
+    Poll::Ready(Ok((n, n == room)))
+}
+
+/// The next read size after a read of `n` bytes (see [`READ_MIN`]).
+pub(super) fn next_read_chunk(chunk: usize, n: usize, filled: bool) -> usize {
+    if filled {
+        (chunk * 2).min(READ_MAX)
+    } else if n < READ_MIN {
+        READ_MIN
+    } else if n < chunk / 4 {
+        (chunk / 2).max(READ_MIN)
+    } else {
+        chunk
+    }
+}
