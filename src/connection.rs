@@ -150,6 +150,7 @@ where
         refill_after: None,
         timer: None,
         more_buffered: false,
+        control_seen: false,
     })
 }
 
@@ -415,6 +416,8 @@ struct Connection<S> {
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// `decode_all` stopped at `PACKETS_PER_TURN` with whole packets still buffered.
     more_buffered: bool,
+    /// The control slot was looked at in this poll of the task (see `poll_turn`).
+    control_seen: bool,
 }
 
 /// The rarely enabled sources one turn of the `run` loop waits on, and whether it yielded.
@@ -524,9 +527,14 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         turn: &Turn,
         waits: &mut Waits<'_>,
     ) -> Poll<Woke> {
-        // A request ends the loop: it is taken once.
-        if let Poll::Ready(ctl) = self.handler.poll_control(cx) {
-            return Poll::Ready(Woke::Control(ctl));
+        // A request ends the loop: it is taken once. Looked at once per poll of the task: its
+        // waker stays registered until that poll ends, and a request posted meanwhile wakes
+        // the task again, whose next poll looks first.
+        if !self.control_seen {
+            if let Poll::Ready(ctl) = self.handler.poll_control(cx) {
+                return Poll::Ready(Woke::Control(ctl));
+            }
+            self.control_seen = true;
         }
         if turn.writing {
             let r = poll_write_some(cx, &mut self.io, &mut self.out.ready, &mut self.needs_flush);
@@ -578,6 +586,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         {
             return Poll::Ready(Woke::Timer);
         }
+        self.control_seen = false;
         Poll::Pending
     }
 
