@@ -6,12 +6,20 @@ use crate::codec::{Packet, PubResp, ReasonCode};
 use crate::storage::{InflightStage, Op};
 
 impl Handler {
-    /// PUBACK: the QoS 1 delivery is done and leaves the store.
-    pub(super) fn on_puback(&mut self, r: PubResp) {
-        let done = self.session.with_state(|s| s.on_puback(r.packet_id));
+    /// PUBACK: the QoS 1 delivery is done and leaves the store. Returns whether the window
+    /// room it freed lets something queued go out now: asked under the same lock, so an ack
+    /// on an empty queue (the common case at a steady rate) costs the connection no pump. A
+    /// persistent session always pumps: a pump that finds the memory queue empty is what
+    /// starts reading its disk backlog.
+    pub(super) fn on_puback(&mut self, r: PubResp) -> bool {
+        let window = self.send_window;
+        let (done, ready) = self
+            .session
+            .with_state(|s| (s.on_puback(r.packet_id), s.has_ready(window)));
         if let Some(seq) = done.and_then(|d| d.seq) {
             self.store_nowait(vec![self.delete_inflight(r.packet_id), self.dequeue(seq)]);
         }
+        ready || self.session.is_persistent()
     }
 
     /// PUBREC: answered with PUBREL, or (v5, with a failure reason) the end of the flow.
@@ -69,11 +77,17 @@ impl Handler {
         }
     }
 
-    /// PUBCOMP: the QoS 2 delivery is done and leaves the store.
-    pub(super) fn on_pubcomp(&mut self, r: PubResp) {
-        let done = self.session.with_state(|s| s.on_pubcomp(r.packet_id));
-        if done && self.session.is_persistent() {
+    /// PUBCOMP: the QoS 2 delivery is done and leaves the store. Returns whether something
+    /// queued can go out now (see [`Self::on_puback`]).
+    pub(super) fn on_pubcomp(&mut self, r: PubResp) -> bool {
+        let window = self.send_window;
+        let (done, ready) = self
+            .session
+            .with_state(|s| (s.on_pubcomp(r.packet_id), s.has_ready(window)));
+        let persistent = self.session.is_persistent();
+        if done && persistent {
             self.store_nowait(vec![self.delete_inflight(r.packet_id)]);
         }
+        ready || persistent
     }
 }

@@ -159,19 +159,13 @@ impl Handler {
     pub fn handle(&mut self, packet: Packet, out: &mut Outbox) -> Result<bool, Close> {
         match packet {
             Packet::Publish(p) => self.on_publish(p, out).map(|_| false),
-            Packet::PubAck(r) => {
-                self.on_puback(r);
-                Ok(true)
-            }
+            Packet::PubAck(r) => Ok(self.on_puback(r)),
             Packet::PubRec(r) => Ok(self.on_pubrec(r, out)),
             Packet::PubRel(r) => {
                 self.on_pubrel(r, out);
                 Ok(false)
             }
-            Packet::PubComp(r) => {
-                self.on_pubcomp(r);
-                Ok(true)
-            }
+            Packet::PubComp(r) => Ok(self.on_pubcomp(r)),
             Packet::Subscribe(s) => self.on_subscribe(s, out).map(|_| true),
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u, out);
