@@ -56,8 +56,11 @@ pub(super) fn poll_read_some<R: AsyncRead + Unpin>(
     chunk: usize,
 ) -> Poll<std::io::Result<(usize, bool)>> {
     if chunk <= READ_MIN && rbuf.capacity() - rbuf.len() < READ_MIN / 4 {
-        let mut stack = [0u8; READ_MIN];
-        let mut buf = tokio::io::ReadBuf::new(&mut stack);
+        // Uninitialised: it was zeroed on every poll, most of which read nothing. `ReadBuf`
+        // tracks what the read initialised, and `filled` is only that (a stream that wants
+        // initialised memory, such as TLS, zeroes it itself through `initialize_unfilled`).
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_MIN];
+        let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
         ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
         let n = buf.filled().len();
         rbuf.extend_from_slice(buf.filled());
