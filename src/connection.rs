@@ -530,7 +530,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         // A request ends the loop: it is taken once. Looked at once per poll of the task: its
         // waker stays registered until that poll ends, and a request posted meanwhile wakes
         // the task again, whose next poll looks first.
-        if !self.control_seen {
+        let first = !self.control_seen;
+        if first {
             if let Poll::Ready(ctl) = self.handler.poll_control(cx) {
                 return Poll::Ready(Woke::Control(ctl));
             }
@@ -556,13 +557,19 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             waits.yielded = true;
             cx.waker().wake_by_ref();
         }
+        // The first turn of a poll looks at the doorbell before the socket, whose waker is
+        // still registered when the doorbell woke the task; later turns read first, so a
+        // doorbell rung over and over cannot hold the reads back.
+        if first && self.rung(cx) {
+            return Poll::Ready(Woke::Delivery);
+        }
         if !self.more_buffered && turn.may_read() {
             let r = poll_read_some(cx, &mut self.io, &mut self.rbuf, self.read_chunk);
             if let Poll::Ready(r) = r {
                 return Poll::Ready(Woke::Read(r));
             }
         }
-        if !self.want_pump && self.handler.session().poll_notified(cx).is_ready() {
+        if !first && self.rung(cx) {
             return Poll::Ready(Woke::Delivery);
         }
         if poll_arm(cx, &mut waits.relieved) {
@@ -588,6 +595,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         }
         self.control_seen = false;
         Poll::Pending
+    }
+
+    /// The session's doorbell rang since the last look (only looked at while no pump is due).
+    fn rung(&mut self, cx: &mut Context<'_>) -> bool {
+        !self.want_pump && self.handler.session().poll_notified(cx).is_ready()
     }
 
     /// Acts on the source `poll_turn` found ready: Err(close) ends the connection.
