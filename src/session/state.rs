@@ -10,13 +10,13 @@
 //! - A packet id is in `inflight` at most once, and never 0 [MQTT-2.3.1-1].
 //! - Nothing is resent except by [`SessionState::resume`] [MQTT-4.4.0-1].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::stream::{RetainedStreams, StreamRequest};
+use super::stream::StreamRequest;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Message;
+use body::{Body, TakenShared};
 
 /// One message on its way to this session's client.
 #[derive(Clone, Debug)]
@@ -125,31 +125,17 @@ pub struct Limits {
 }
 
 /// Outbound and inbound protocol state of one session.
+///
+/// Most sessions (idle clean connections) never queue, subscribe or hold a QoS 2 id, so all
+/// of that lives in a body (`body::Body`) allocated by the first change that needs it: reads
+/// see an empty session without allocating, and a clean start frees it.
 #[derive(Debug)]
 pub struct SessionState {
     limits: Limits,
     /// See [`Self::epoch`].
     epoch: u64,
     online: bool,
-    queue: VecDeque<Delivery>,
-    /// Memory the queue holds (payload, topic, records), for the global budget.
-    queued_bytes: usize,
-    /// Payload bytes in the queue, for `max_queued_bytes`.
-    queued_payload: usize,
-    inflight: VecDeque<(u16, Inflight)>,
-    next_packet_id: u16,
-    /// B-tree collections: empty, they are 24 bytes and allocate nothing, where a hash map
-    /// is 48 (its hasher's keys inline) in every session, most of which hold a few entries.
-    inbound_qos2: BTreeSet<u16>,
-    subscriptions: BTreeMap<String, (SubscriptionOptions, Option<u32>)>,
-    /// Since when the queue has been full without the client taking anything (slow consumer).
-    full_since: Option<Instant>,
-    /// Set for a persistent session when the broker has a store.
-    /// Boxed: most sessions end with their connection and have none.
-    persistence: Option<Box<Persistence>>,
-    backlog: Option<Backlog>,
-    /// Retained messages owed to new subscriptions, sent before the queue.
-    streams: RetainedStreams,
+    body: Option<Box<Body>>,
 }
 
 impl SessionState {
@@ -158,57 +144,71 @@ impl SessionState {
             limits,
             epoch: 0,
             online: false,
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            queued_payload: 0,
-            inflight: VecDeque::new(),
-            next_packet_id: 1,
-            inbound_qos2: BTreeSet::new(),
-            subscriptions: BTreeMap::new(),
-            full_since: None,
-            persistence: None,
-            backlog: None,
-            streams: RetainedStreams::default(),
+            body: None,
         }
+    }
+
+    /// The body, if anything ever needed one: reads answer "empty" without it.
+    fn body(&self) -> Option<&Body> {
+        self.body.as_deref()
+    }
+
+    /// The body, allocated now if need be: for changes that add something.
+    fn body_mut(&mut self) -> &mut Body {
+        let epoch = self.epoch;
+        self.body.get_or_insert_with(|| Box::new(Body::new(epoch)))
+    }
+
+    /// The body if there is one: for changes that only take something away.
+    fn body_if(&mut self) -> Option<&mut Body> {
+        self.body.as_deref_mut()
     }
 
     /// Makes QoS 1/2 deliveries stored (with queue positions) and lets the queue spill to disk.
     /// None turns it off (a session that ends with its connection).
     pub fn set_persistence(&mut self, p: Option<Persistence>) {
-        self.backlog = p
+        if p.is_none() && self.body.is_none() {
+            return;
+        }
+        let b = self.body_mut();
+        b.backlog = p
             .and_then(|p| p.backlog)
             .filter(|(_, count)| *count > 0)
             .map(|(from, count)| Backlog { from, count });
-        self.persistence = p.map(Box::new);
+        b.persistence = p.map(Box::new);
     }
 
     pub fn is_persistent(&self) -> bool {
-        self.persistence.is_some()
+        self.body().is_some_and(|b| b.persistence.is_some())
     }
 
     /// The stored queue position the next delivery gets.
     pub fn next_seq(&self) -> Option<u64> {
-        self.persistence.as_ref().map(|p| p.next_seq)
+        self.body()?.persistence.as_ref().map(|p| p.next_seq)
     }
 
     /// Entries waiting on disk only.
     pub fn backlog_len(&self) -> u64 {
-        self.backlog.map_or(0, |b| b.count)
+        self.body().map_or(0, Body::backlog_len)
     }
 
     /// When the memory queue runs low and a backlog waits on disk: read up to `max` stored
     /// entries from this position.
     pub fn refill_request(&self) -> Option<(u64, usize)> {
-        let p = self.persistence.as_deref().copied()?;
-        let b = self.backlog?;
-        (self.queue.len() < p.memory_cap / 2 + 1).then_some((b.from, p.memory_cap))
+        let body = self.body()?;
+        let p = body.persistence.as_deref().copied()?;
+        let b = body.backlog?;
+        (body.queue.len() < p.memory_cap / 2 + 1).then_some((b.from, p.memory_cap))
     }
 
     /// Takes entries read from the store (in position order) into memory. Entries at or past
     /// `trusted_until` must follow each other without a gap: a gap there is a write still on its
     /// way to the store, and the refill stops before it. Returns the memory cost added.
     pub fn refill(&mut self, entries: Vec<Delivery>) -> usize {
-        let (Some(p), Some(mut b)) = (self.persistence.as_deref().copied(), self.backlog) else {
+        let Some(body) = self.body_if() else {
+            return 0;
+        };
+        let (Some(p), Some(mut b)) = (body.persistence.as_deref().copied(), body.backlog) else {
             return 0;
         };
         let mut cost = 0;
@@ -223,15 +223,15 @@ impl SessionState {
             b.from = seq + 1;
             b.count = b.count.saturating_sub(1);
             cost += d.cost();
-            self.push(d);
+            body.push(d);
         }
-        self.backlog = (b.from < p.next_seq).then_some(b);
+        body.backlog = (b.from < p.next_seq).then_some(b);
         cost
     }
 
     /// Records that a delivery found the queue full; returns how long it has been full.
     pub fn note_full(&mut self, now: Instant) -> std::time::Duration {
-        now.saturating_duration_since(*self.full_since.get_or_insert(now))
+        now.saturating_duration_since(*self.body_mut().full_since.get_or_insert(now))
     }
 
     pub fn set_online(&mut self, online: bool) {
@@ -274,38 +274,40 @@ impl SessionState {
         if !self.online && d.qos == QoS::AtMostOnce {
             return Err((DropReason::Offline, d));
         }
+        let (limits, online) = (self.limits, self.online);
+        let body = self.body_mut();
         let cost = d.cost();
-        let backlog = self.backlog_len();
-        let bytes_full = self.limits.max_queued_bytes > 0
-            && self.queued_payload + d.msg.payload.len() > self.limits.max_queued_bytes
-            && !self.queue.is_empty();
-        let count_full = self.limits.max_queued_messages > 0
-            && self.queue.len() as u64 + backlog >= self.limits.max_queued_messages as u64;
-        let stored = d.qos != QoS::AtMostOnce && self.persistence.is_some();
+        let backlog = body.backlog_len();
+        let bytes_full = limits.max_queued_bytes > 0
+            && body.queued_payload + d.msg.payload.len() > limits.max_queued_bytes
+            && !body.queue.is_empty();
+        let count_full = limits.max_queued_messages > 0
+            && body.queue.len() as u64 + backlog >= limits.max_queued_messages as u64;
+        let stored = d.qos != QoS::AtMostOnce && body.persistence.is_some();
         if count_full || (bytes_full && !stored) {
             return Err((DropReason::QueueFull, d));
         }
-        let Some(p) = self.persistence.as_mut().filter(|_| stored) else {
-            self.push(d);
+        let Some(p) = body.persistence.as_mut().filter(|_| stored) else {
+            body.push(d);
             return Ok(Enqueued {
                 cost,
                 seq: None,
-                depth: self.queue_depth(),
+                depth: body.queue_depth(),
             });
         };
         let seq = p.next_seq;
         p.next_seq += 1;
         d.seq = Some(seq);
-        let memory_full = self.queue.len() >= p.memory_cap || bytes_full;
-        if self.online && self.backlog.is_none() && !memory_full {
-            self.push(d);
+        let memory_full = body.queue.len() >= p.memory_cap || bytes_full;
+        if online && body.backlog.is_none() && !memory_full {
+            body.push(d);
             return Ok(Enqueued {
                 cost,
                 seq: Some(seq),
-                depth: self.queue_depth(),
+                depth: body.queue_depth(),
             });
         }
-        let b = self.backlog.get_or_insert(Backlog {
+        let b = body.backlog.get_or_insert(Backlog {
             from: seq,
             count: 0,
         });
@@ -313,34 +315,26 @@ impl SessionState {
         Ok(Enqueued {
             cost: 0,
             seq: Some(seq),
-            depth: self.queue_depth(),
+            depth: body.queue_depth(),
         })
     }
 
-    fn push(&mut self, d: Delivery) {
-        self.queued_bytes += d.cost();
-        self.queued_payload += d.msg.payload.len();
-        self.queue.push_back(d);
-    }
-
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.body().map_or(0, |b| b.queue.len())
     }
 
     /// Messages waiting to be sent: the memory queue and the stored backlog, not those in
     /// flight.
     pub fn queue_depth(&self) -> usize {
-        self.queue
-            .len()
-            .saturating_add(usize::try_from(self.backlog_len()).unwrap_or(usize::MAX))
+        self.body().map_or(0, Body::queue_depth)
     }
 
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        self.body().map_or(0, |b| b.queued_bytes)
     }
 
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.body().map_or(0, |b| b.inflight.len())
     }
 
     /// Moves deliveries from the queue into the inflight window, at most `max` of them, while the
@@ -356,75 +350,16 @@ impl SessionState {
         on_drop: &mut dyn FnMut(&Delivery, DropReason),
         may_read: &dyn Fn(&Delivery) -> bool,
     ) -> usize {
-        let mut freed = 0;
-        let mut taken = 0;
-        while taken < max {
-            // Retained streams go first; the queue waits until they are done (see
-            // [`super::stream`]). A stream whose buffer ran empty waits for its next batch.
-            let streaming = self.streams.is_active();
-            let front = if streaming {
-                self.streams.front()
-            } else {
-                self.queue.front()
-            };
-            let Some(front) = front else {
-                break;
-            };
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
-                break;
-            }
-            let Some(d) = self.pop_next(streaming) else {
-                break;
-            };
-            self.full_since = None;
-            freed += d.cost();
-            if d.msg.is_expired(now) {
-                on_drop(&d, DropReason::Expired);
-                continue;
-            }
-            if !may_read(&d) {
-                on_drop(&d, DropReason::NotAuthorized);
-                continue;
-            }
-            let pid = if d.qos == QoS::AtMostOnce {
-                0
-            } else {
-                let pid = self.allocate_packet_id();
-                self.inflight.push_back((pid, Inflight::Publish(d.clone())));
-                pid
-            };
-            out.push((pid, d));
-            taken += 1;
-        }
-        freed
-    }
-
-    /// Takes the next delivery from the front stream or the queue.
-    fn pop_next(&mut self, streaming: bool) -> Option<Delivery> {
-        if streaming {
-            return self.streams.pop();
-        }
-        let d = self.queue.pop_front()?;
-        self.queued_bytes -= d.cost();
-        self.queued_payload -= d.msg.payload.len();
-        Some(d)
+        self.body_if().map_or(0, |b| {
+            b.take_ready(window, max, now, out, on_drop, may_read)
+        })
     }
 
     /// True when `take_ready` could hand out something with this window, or a retained stream
-    /// needs its next batch read ([`Self::retained_request`]).
+    /// needs its next batch read ([`Self::retained_request`]). Asked every connection turn:
+    /// allocates nothing.
     pub fn has_ready(&self, window: usize) -> bool {
-        if self.streams.request().is_some() {
-            return true;
-        }
-        let front = if self.streams.is_active() {
-            self.streams.front()
-        } else {
-            self.queue.front()
-        };
-        match front {
-            None => false,
-            Some(d) => d.qos == QoS::AtMostOnce || self.inflight.len() < window,
-        }
+        self.body().is_some_and(|b| b.has_ready(window))
     }
 
     /// Starts sending the retained messages matching `filter` to a new subscription.
@@ -434,51 +369,36 @@ impl SessionState {
         options: SubscriptionOptions,
         sub_id: Option<u32>,
     ) {
-        self.streams.start(filter, options, sub_id);
+        self.body_mut().streams.start(filter, options, sub_id);
     }
 
     /// The retained store read the front stream needs, if any.
     pub fn retained_request(&self) -> Option<StreamRequest> {
-        self.streams.request()
+        self.body()?.streams.request()
     }
 
-    /// Takes a batch read for `req` (see [`RetainedStreams::fill`]); returns the memory added.
+    /// Takes a batch read for `req` (see [`super::stream::RetainedStreams::fill`]); returns
+    /// the memory added.
     pub fn fill_retained(
         &mut self,
         req: &StreamRequest,
         batch: Vec<(Arc<str>, Arc<Message>)>,
         keep: &dyn Fn(&Message) -> bool,
     ) -> usize {
-        self.streams.fill(req, batch, keep)
+        self.body_if()
+            .map_or(0, |b| b.streams.fill(req, batch, keep))
     }
 
     /// Retained streams running.
     pub fn retained_streams(&self) -> usize {
-        self.streams.len()
-    }
-
-    fn allocate_packet_id(&mut self) -> u16 {
-        // The window is far below 65535, so a free id is always found within a few steps.
-        loop {
-            let pid = self.next_packet_id;
-            self.next_packet_id = self.next_packet_id.wrapping_add(1);
-            if self.next_packet_id == 0 {
-                self.next_packet_id = 1;
-            }
-            if !self.inflight.iter().any(|(p, _)| *p == pid) {
-                return pid;
-            }
-        }
-    }
-
-    fn inflight_position(&self, pid: u16) -> Option<usize> {
-        self.inflight.iter().position(|(p, _)| *p == pid)
+        self.body().map_or(0, |b| b.streams.len())
     }
 
     /// The stored queue position of the inflight message under `pid`.
     pub fn inflight_seq(&self, pid: u16) -> Option<u64> {
-        let pos = self.inflight_position(pid)?;
-        match &self.inflight[pos].1 {
+        let b = self.body()?;
+        let pos = b.inflight_position(pid)?;
+        match &b.inflight[pos].1 {
             Inflight::Publish(d) => d.seq,
             Inflight::Released { seq } => *seq,
         }
@@ -486,21 +406,26 @@ impl SessionState {
 
     /// Puts back the inflight window and inbound QoS 2 ids of a session loaded from the store.
     pub fn restore(&mut self, inflight: Vec<(u16, Inflight)>, inbound_qos2: Vec<u16>) {
-        if let Some(&(pid, _)) = inflight.last() {
-            self.next_packet_id = pid.wrapping_add(1).max(1);
+        if inflight.is_empty() && inbound_qos2.is_empty() && self.body.is_none() {
+            return;
         }
-        self.inflight = inflight.into();
-        self.inbound_qos2 = inbound_qos2.into_iter().collect();
+        let b = self.body_mut();
+        if let Some(&(pid, _)) = inflight.last() {
+            b.next_packet_id = pid.wrapping_add(1).max(1);
+        }
+        b.inflight = inflight.into();
+        b.inbound_qos2 = inbound_qos2.into_iter().collect();
     }
 
     /// PUBACK: completes a QoS 1 delivery. False if no QoS 1 PUBLISH awaits this id.
     pub fn on_puback(&mut self, pid: u16) -> Option<Delivery> {
-        let pos = self.inflight_position(pid)?;
-        match &self.inflight[pos].1 {
+        let b = self.body_if()?;
+        let pos = b.inflight_position(pid)?;
+        match &b.inflight[pos].1 {
             Inflight::Publish(d) if d.qos == QoS::AtLeastOnce => {}
             _ => return None,
         }
-        match self.inflight.remove(pos) {
+        match b.inflight.remove(pos) {
             Some((_, Inflight::Publish(d))) => Some(d),
             _ => None,
         }
@@ -510,18 +435,21 @@ impl SessionState {
     /// PUBREL (also for a repeated PUBREC of an id already released). A PUBREC with a failure
     /// reason (v5) ends the flow instead: pass `failed = true`.
     pub fn on_pubrec(&mut self, pid: u16, failed: bool) -> bool {
-        let Some(pos) = self.inflight_position(pid) else {
+        let Some(b) = self.body_if() else {
             return false;
         };
-        match &self.inflight[pos].1 {
+        let Some(pos) = b.inflight_position(pid) else {
+            return false;
+        };
+        match &b.inflight[pos].1 {
             Inflight::Publish(d) if d.qos == QoS::ExactlyOnce => {
                 if failed {
-                    self.inflight.remove(pos);
+                    b.inflight.remove(pos);
                     return false;
                 }
                 // Keep the send order: the PUBREL takes the PUBLISH's place in the window.
                 let seq = d.seq;
-                self.inflight[pos].1 = Inflight::Released { seq };
+                b.inflight[pos].1 = Inflight::Released { seq };
                 true
             }
             Inflight::Released { .. } => !failed,
@@ -531,9 +459,12 @@ impl SessionState {
 
     /// PUBCOMP: completes a QoS 2 delivery.
     pub fn on_pubcomp(&mut self, pid: u16) -> bool {
-        match self.inflight_position(pid) {
-            Some(pos) if matches!(self.inflight[pos].1, Inflight::Released { .. }) => {
-                self.inflight.remove(pos);
+        let Some(b) = self.body_if() else {
+            return false;
+        };
+        match b.inflight_position(pid) {
+            Some(pos) if matches!(b.inflight[pos].1, Inflight::Released { .. }) => {
+                b.inflight.remove(pos);
                 true
             }
             _ => false,
@@ -544,21 +475,24 @@ impl SessionState {
     /// it is a resend of one already received and awaiting PUBREL (answer PUBREC again, do not
     /// forward twice [MQTT-4.3.3-9]).
     pub fn inbound_qos2_publish(&mut self, pid: u16) -> bool {
-        self.inbound_qos2.insert(pid)
+        self.body_mut().inbound_qos2.insert(pid)
     }
 
     /// Inbound PUBREL: releases the id. Returns whether it was known (v5 answers 0x92 if not).
     pub fn inbound_pubrel(&mut self, pid: u16) -> bool {
-        self.inbound_qos2.remove(&pid)
+        self.body_if().is_some_and(|b| b.inbound_qos2.remove(&pid))
     }
 
     pub fn inbound_qos2_len(&self) -> usize {
-        self.inbound_qos2.len()
+        self.body().map_or(0, |b| b.inbound_qos2.len())
     }
 
     /// The resends for a resumed session, in the original order [MQTT-4.4.0-1][MQTT-4.6.0-1].
     pub fn resume(&self) -> Vec<Resend> {
-        self.inflight
+        let Some(b) = self.body() else {
+            return Vec::new();
+        };
+        b.inflight
             .iter()
             .map(|(pid, f)| match f {
                 Inflight::Publish(d) => Resend::Publish(*pid, d.clone()),
@@ -570,12 +504,15 @@ impl SessionState {
     /// The shared subscriptions (`$share/g/f`) that deliveries [`Self::take_shared`] could
     /// move came through, each once.
     pub fn shared_groups(&self) -> Vec<Arc<str>> {
-        let inflight = self.inflight.iter().filter_map(|(_, f)| match f {
+        let mut groups: Vec<Arc<str>> = Vec::new();
+        let Some(b) = self.body() else {
+            return groups;
+        };
+        let inflight = b.inflight.iter().filter_map(|(_, f)| match f {
             Inflight::Publish(d) if d.qos == QoS::AtLeastOnce => d.shared.as_ref(),
             _ => None,
         });
-        let queued = self.queue.iter().filter_map(|d| d.shared.as_ref());
-        let mut groups: Vec<Arc<str>> = Vec::new();
+        let queued = b.queue.iter().filter_map(|d| d.shared.as_ref());
         for g in inflight.chain(queued) {
             if !groups.iter().any(|known| known == g) {
                 groups.push(g.clone());
@@ -590,57 +527,28 @@ impl SessionState {
     /// the packet ids the sent ones had, so the caller can delete their stored records (queue
     /// entries by each delivery's `seq`, inflight records by packet id) with the hand-over:
     /// otherwise a restart would deliver them from this member's store too.
-    pub fn take_shared(
-        &mut self,
-        movable: impl Fn(&Delivery) -> bool,
-    ) -> (Vec<Delivery>, usize, Vec<u16>) {
-        let mut out = Vec::new();
-        let mut freed = 0;
-        let mut sent_ids = Vec::new();
-        let mut keep_inflight = VecDeque::with_capacity(self.inflight.len());
-        for (pid, f) in self.inflight.drain(..) {
-            match f {
-                Inflight::Publish(d)
-                    if d.qos == QoS::AtLeastOnce && d.shared.is_some() && movable(&d) =>
-                {
-                    sent_ids.push(pid);
-                    out.push(d)
-                }
-                f => keep_inflight.push_back((pid, f)),
-            }
+    pub fn take_shared(&mut self, movable: impl Fn(&Delivery) -> bool) -> TakenShared {
+        match self.body_if() {
+            Some(b) => b.take_shared(movable),
+            None => (Vec::new(), 0, Vec::new()),
         }
-        self.inflight = keep_inflight;
-        let mut keep_queue = VecDeque::with_capacity(self.queue.len());
-        for d in self.queue.drain(..) {
-            if d.shared.is_some() && movable(&d) {
-                freed += d.cost();
-                self.queued_payload -= d.msg.payload.len();
-                out.push(d);
-            } else {
-                keep_queue.push_back(d);
-            }
-        }
-        self.queue = keep_queue;
-        self.queued_bytes -= freed;
-        (out, freed, sent_ids)
     }
 
-    /// Forgets everything (clean start) and returns the freed queue bytes.
+    /// Forgets everything (clean start) and returns the freed queue bytes. The body goes with
+    /// it (a clean start keeps no large session's tables), unless the session persists: its
+    /// store positions carry on.
     pub fn clear(&mut self) -> usize {
         self.epoch += 1;
-        self.backlog = None;
-        if let Some(p) = self.persistence.as_mut() {
+        let Some(old) = self.body.take() else {
+            return 0;
+        };
+        let freed = old.queued_bytes + old.streams.bytes();
+        if let Some(mut p) = old.persistence {
             p.trusted_until = p.next_seq;
+            let mut body = Body::new(self.epoch);
+            body.persistence = Some(p);
+            self.body = Some(Box::new(body));
         }
-        let freed = self.queued_bytes + self.streams.clear();
-        self.queue.clear();
-        self.queued_bytes = 0;
-        self.queued_payload = 0;
-        self.inflight.clear();
-        self.inbound_qos2.clear();
-        // A fresh map, not `clear()`: a clean start must not keep a large session's table.
-        self.subscriptions = BTreeMap::new();
-        self.next_packet_id = 1;
         freed
     }
 
@@ -651,38 +559,47 @@ impl SessionState {
         opts: SubscriptionOptions,
         id: Option<u32>,
     ) -> bool {
-        self.subscriptions
+        self.body_mut()
+            .subscriptions
             .insert(filter.to_string(), (opts, id))
             .is_some()
     }
 
     pub fn has_subscription(&self, filter: &str) -> bool {
-        self.subscriptions.contains_key(filter)
+        self.body()
+            .is_some_and(|b| b.subscriptions.contains_key(filter))
     }
 
     /// Forgets an inflight entry without completing it: the message could not be sent (e.g. it
     /// exceeds the client's Maximum Packet Size), which counts as sent [MQTT-3.1.2-25].
     pub fn abandon_inflight(&mut self, pid: u16) {
-        if let Some(pos) = self.inflight_position(pid) {
-            self.inflight.remove(pos);
+        if let Some(b) = self.body_if() {
+            if let Some(pos) = b.inflight_position(pid) {
+                b.inflight.remove(pos);
+            }
         }
     }
 
     /// Forgets a subscription (and stops reading its retained messages); true if it existed.
     pub fn remove_subscription(&mut self, filter: &str) -> bool {
-        self.streams.stop(filter);
+        let Some(b) = self.body_if() else {
+            return false;
+        };
+        b.streams.stop(filter);
         // A B-tree frees its nodes as it empties: nothing to shrink.
-        self.subscriptions.remove(filter).is_some()
+        b.subscriptions.remove(filter).is_some()
     }
 
     pub fn subscription_count(&self) -> usize {
-        self.subscriptions.len()
+        self.body().map_or(0, |b| b.subscriptions.len())
     }
 
     pub fn subscription_filters(&self) -> Vec<String> {
-        self.subscriptions.keys().cloned().collect()
+        self.body()
+            .map_or_else(Vec::new, |b| b.subscriptions.keys().cloned().collect())
     }
 }
 
+mod body;
 #[cfg(test)]
 mod tests;

@@ -72,6 +72,16 @@ pub struct RetainedStreams {
 }
 
 impl RetainedStreams {
+    /// No streams; the first one started gets id `first + 1`. A session's state passes a
+    /// value above every id it handed out before a clean start dropped its streams, so a batch
+    /// read for one of those never fills a new stream.
+    pub fn with_ids_after(first: u64) -> RetainedStreams {
+        RetainedStreams {
+            next_id: first,
+            ..RetainedStreams::default()
+        }
+    }
+
     /// Starts sending the retained messages matching `filter`. A stream already running for the
     /// same filter stops reading (a repeated SUBSCRIBE starts over, not twice over).
     pub fn start(&mut self, filter: &str, options: SubscriptionOptions, sub_id: Option<u32>) {
@@ -183,11 +193,5 @@ impl RetainedStreams {
         }
         self.bytes -= d.cost();
         Some(d)
-    }
-
-    /// Forgets every stream (clean start, discard); returns the memory freed.
-    pub fn clear(&mut self) -> usize {
-        self.streams.clear();
-        std::mem::take(&mut self.bytes)
     }
 }

@@ -43,12 +43,14 @@ fn delivery(qos: QoS) -> Delivery {
 
 /// Every client id holds a `Session` (in an `Arc`, 16 bytes more), connected or not: glibc
 /// serves it from 16-byte size classes, so growth past the budget costs every session. Debug
-/// builds' locks carry their rank (lock-order checks), hence two budgets.
+/// builds' locks carry their rank (lock-order checks), hence two budgets. The queues and
+/// tables are allocated only once used (see [`SessionState`]), so an idle session's record is
+/// its links, its metadata and its atomics.
 #[test]
 fn session_record_stays_within_its_budget() {
     let size = std::mem::size_of::<Session>();
     println!("Session: {size} bytes");
-    let budget = if cfg!(debug_assertions) { 504 } else { 488 };
+    let budget = if cfg!(debug_assertions) { 288 } else { 264 };
     assert!(size <= budget, "Session is {size} bytes, over {budget}");
 }
 

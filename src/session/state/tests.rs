@@ -104,13 +104,13 @@ fn packet_ids_are_nonzero_and_not_reused_while_inflight() {
         max_queued_bytes: 0,
     });
     s.set_online(true);
-    s.next_packet_id = u16::MAX;
+    s.body_mut().next_packet_id = u16::MAX;
     s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
     s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
     let out = take(&mut s, 10);
     assert_eq!(out[0].0, u16::MAX);
     assert_eq!(out[1].0, 1, "[MQTT-2.3.1-1] packet id 0 is skipped");
-    s.next_packet_id = 1;
+    s.body_mut().next_packet_id = 1;
     s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
     let out = take(&mut s, 10);
     assert_eq!(out[0].0, 2, "id 1 is still in flight");
@@ -220,7 +220,7 @@ fn emptied_subscription_table_keeps_only_what_remains() {
     assert_eq!(s.subscription_count(), 1);
     assert!(s.has_subscription("t/0"));
     s.clear();
-    assert!(s.subscriptions.is_empty(), "a clean start keeps no table");
+    assert!(s.body.is_none(), "a clean start keeps no table");
 }
 
 #[test]
@@ -362,4 +362,73 @@ fn clear_frees_what_streams_buffered() {
     feed(&mut s, &store);
     assert!(s.clear() > 0);
     assert_eq!(s.retained_streams(), 0);
+}
+
+/// An idle session (the common case) reads as empty, is cleared and restored without ever
+/// allocating its body: reads run every connection turn.
+#[test]
+fn an_idle_session_allocates_no_body() {
+    let mut s = SessionState::new(limits());
+    s.set_online(true);
+    s.set_persistence(None);
+    s.restore(Vec::new(), Vec::new());
+    assert!(!s.has_ready(usize::MAX));
+    assert_eq!(
+        s.queue_depth() + s.inflight_len() + s.subscription_count(),
+        0
+    );
+    assert!(s.retained_request().is_none() && s.refill_request().is_none());
+    assert!(s.resume().is_empty() && s.shared_groups().is_empty());
+    assert!(!s.inbound_pubrel(1) && s.on_puback(1).is_none() && !s.on_pubcomp(1));
+    assert!(!s.remove_subscription("a") && !s.is_persistent());
+    assert_eq!(s.clear(), 0);
+    assert_eq!(s.take_shared(|_| true).1, 0);
+    assert_eq!(take(&mut s, 10).len(), 0);
+    assert!(s.body.is_none());
+    assert!(
+        s.enqueue(delivery(QoS::AtMostOnce)).is_ok(),
+        "the first delivery makes the body"
+    );
+    assert!(s.body.is_some());
+}
+
+/// A clean start drops the body; a retained batch read for a stream of the old body (a
+/// connection still finishing its read) must not fill a stream started since.
+#[test]
+fn a_batch_for_a_stream_dropped_by_a_clean_start_fills_nothing() {
+    let mut s = SessionState::new(limits());
+    s.set_online(true);
+    let opts = SubscriptionOptions::new(QoS::AtMostOnce);
+    s.add_subscription("r/#", opts, None);
+    s.start_retained("r/#", opts, None);
+    let stale = s.retained_request().unwrap();
+    s.clear();
+    s.add_subscription("r/#", opts, None);
+    s.start_retained("r/#", opts, None);
+    let fresh = s.retained_request().unwrap();
+    assert_ne!(stale.id, fresh.id);
+    let batch = vec![retained("r/1", QoS::AtMostOnce)];
+    assert_eq!(s.fill_retained(&stale, batch, &|_| true), 0);
+    assert!(
+        s.retained_request().is_some(),
+        "the new stream still wants its read"
+    );
+}
+
+/// A persistent session's clean start keeps its store positions going (and trusts none of
+/// the entries before them).
+#[test]
+fn a_clean_start_keeps_a_persistent_sessions_store_positions() {
+    let mut s = SessionState::new(limits());
+    s.set_persistence(Some(Persistence {
+        memory_cap: 10,
+        next_seq: 7,
+        trusted_until: 0,
+        backlog: Some((3, 4)),
+    }));
+    assert_eq!(s.backlog_len(), 4);
+    s.clear();
+    assert!(s.is_persistent());
+    assert_eq!(s.next_seq(), Some(7));
+    assert_eq!(s.backlog_len(), 0);
 }

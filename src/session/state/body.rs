@@ -1,0 +1,206 @@
+//! The queues, windows and tables of a [`SessionState`](super::SessionState), in their own
+//! allocation: most sessions (idle clean connections) never need one. The state's methods
+//! say what each does; these are the parts that work on the body alone.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use super::{Backlog, Delivery, DropReason, Inflight, Persistence};
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::session::stream::RetainedStreams;
+
+/// The queues, windows and tables of a [`SessionState`](super::SessionState) once it has any.
+#[derive(Debug)]
+pub(super) struct Body {
+    pub(super) queue: VecDeque<Delivery>,
+    /// Memory the queue holds (payload, topic, records), for the global budget.
+    pub(super) queued_bytes: usize,
+    /// Payload bytes in the queue, for `max_queued_bytes`.
+    pub(super) queued_payload: usize,
+    pub(super) inflight: VecDeque<(u16, Inflight)>,
+    pub(super) next_packet_id: u16,
+    /// B-tree collections: empty, they are 24 bytes and allocate nothing, where a hash map
+    /// is 48 (its hasher's keys inline), and most sessions hold a few entries.
+    pub(super) inbound_qos2: BTreeSet<u16>,
+    pub(super) subscriptions: BTreeMap<String, (SubscriptionOptions, Option<u32>)>,
+    /// Since when the queue has been full without the client taking anything (slow consumer).
+    pub(super) full_since: Option<Instant>,
+    /// Set for a persistent session when the broker has a store.
+    /// Boxed: most sessions end with their connection and have none.
+    pub(super) persistence: Option<Box<Persistence>>,
+    pub(super) backlog: Option<Backlog>,
+    /// Retained messages owed to new subscriptions, sent before the queue.
+    pub(super) streams: RetainedStreams,
+}
+
+impl Body {
+    /// An empty body for a state at `epoch`. Its stream ids start from the epoch, so a batch
+    /// read for a stream of a body a clean start dropped never fills one of this body.
+    pub(super) fn new(epoch: u64) -> Body {
+        Body {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            queued_payload: 0,
+            inflight: VecDeque::new(),
+            next_packet_id: 1,
+            inbound_qos2: BTreeSet::new(),
+            subscriptions: BTreeMap::new(),
+            full_since: None,
+            persistence: None,
+            backlog: None,
+            streams: RetainedStreams::with_ids_after(epoch << 32),
+        }
+    }
+
+    pub(super) fn backlog_len(&self) -> u64 {
+        self.backlog.map_or(0, |b| b.count)
+    }
+
+    pub(super) fn queue_depth(&self) -> usize {
+        self.queue
+            .len()
+            .saturating_add(usize::try_from(self.backlog_len()).unwrap_or(usize::MAX))
+    }
+
+    pub(super) fn push(&mut self, d: Delivery) {
+        self.queued_bytes += d.cost();
+        self.queued_payload += d.msg.payload.len();
+        self.queue.push_back(d);
+    }
+
+    /// Takes the next delivery from the front stream or the queue.
+    pub(super) fn pop_next(&mut self, streaming: bool) -> Option<Delivery> {
+        if streaming {
+            return self.streams.pop();
+        }
+        let d = self.queue.pop_front()?;
+        self.queued_bytes -= d.cost();
+        self.queued_payload -= d.msg.payload.len();
+        Some(d)
+    }
+
+    pub(super) fn allocate_packet_id(&mut self) -> u16 {
+        // The window is far below 65535, so a free id is always found within a few steps.
+        loop {
+            let pid = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if self.next_packet_id == 0 {
+                self.next_packet_id = 1;
+            }
+            if !self.inflight.iter().any(|(p, _)| *p == pid) {
+                return pid;
+            }
+        }
+    }
+
+    pub(super) fn inflight_position(&self, pid: u16) -> Option<usize> {
+        self.inflight.iter().position(|(p, _)| *p == pid)
+    }
+
+    /// See [`super::SessionState::take_ready`].
+    pub(super) fn take_ready(
+        &mut self,
+        window: usize,
+        max: usize,
+        now: Instant,
+        out: &mut Vec<(u16, Delivery)>,
+        on_drop: &mut dyn FnMut(&Delivery, DropReason),
+        may_read: &dyn Fn(&Delivery) -> bool,
+    ) -> usize {
+        let mut freed = 0;
+        let mut taken = 0;
+        while taken < max {
+            // Retained streams go first; the queue waits until they are done (see
+            // `crate::session::stream`). A stream whose buffer ran empty waits for its next
+            // batch.
+            let streaming = self.streams.is_active();
+            let front = if streaming {
+                self.streams.front()
+            } else {
+                self.queue.front()
+            };
+            let Some(front) = front else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+                break;
+            }
+            let Some(d) = self.pop_next(streaming) else {
+                break;
+            };
+            self.full_since = None;
+            freed += d.cost();
+            if d.msg.is_expired(now) {
+                on_drop(&d, DropReason::Expired);
+                continue;
+            }
+            if !may_read(&d) {
+                on_drop(&d, DropReason::NotAuthorized);
+                continue;
+            }
+            let pid = if d.qos == QoS::AtMostOnce {
+                0
+            } else {
+                let pid = self.allocate_packet_id();
+                self.inflight.push_back((pid, Inflight::Publish(d.clone())));
+                pid
+            };
+            out.push((pid, d));
+            taken += 1;
+        }
+        freed
+    }
+
+    /// See [`super::SessionState::has_ready`].
+    pub(super) fn has_ready(&self, window: usize) -> bool {
+        if self.streams.request().is_some() {
+            return true;
+        }
+        let front = if self.streams.is_active() {
+            self.streams.front()
+        } else {
+            self.queue.front()
+        };
+        match front {
+            None => false,
+            Some(d) => d.qos == QoS::AtMostOnce || self.inflight.len() < window,
+        }
+    }
+
+    /// See [`super::SessionState::take_shared`].
+    pub(super) fn take_shared(&mut self, movable: impl Fn(&Delivery) -> bool) -> TakenShared {
+        let mut out = Vec::new();
+        let mut freed = 0;
+        let mut sent_ids = Vec::new();
+        let mut keep_inflight = VecDeque::with_capacity(self.inflight.len());
+        for (pid, f) in self.inflight.drain(..) {
+            match f {
+                Inflight::Publish(d)
+                    if d.qos == QoS::AtLeastOnce && d.shared.is_some() && movable(&d) =>
+                {
+                    sent_ids.push(pid);
+                    out.push(d)
+                }
+                f => keep_inflight.push_back((pid, f)),
+            }
+        }
+        self.inflight = keep_inflight;
+        let mut keep_queue = VecDeque::with_capacity(self.queue.len());
+        for d in self.queue.drain(..) {
+            if d.shared.is_some() && movable(&d) {
+                freed += d.cost();
+                self.queued_payload -= d.msg.payload.len();
+                out.push(d);
+            } else {
+                keep_queue.push_back(d);
+            }
+        }
+        self.queue = keep_queue;
+        self.queued_bytes -= freed;
+        (out, freed, sent_ids)
+    }
+}
+
+/// What [`super::SessionState::take_shared`] took: the deliveries, the freed queue bytes and the
+/// packet ids the sent ones had.
+pub(super) type TakenShared = (Vec<Delivery>, usize, Vec<u16>);
