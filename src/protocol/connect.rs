@@ -494,8 +494,8 @@ async fn claim(
         login,
         expiry: terms.expiry,
         username: terms.username.clone(),
-        peer: Some(Arc::from(peer.to_string())),
-        listener: Some(terms.listener),
+        peer: Some(peer.clone()),
+        listener: u16::try_from(terms.listener).ok(),
     };
     let client_id = &terms.client_id;
     let claimed = broker

@@ -11,7 +11,9 @@ mod connect;
 mod control;
 mod outbound;
 pub mod outbox;
-pub mod peer;
+/// The client's address lives at the top level ([`crate::peer`]) so that sessions, which
+/// keep the last one for the session list, need not depend on the protocol.
+pub use crate::peer;
 mod reauth;
 mod subscribe;
 mod will;
