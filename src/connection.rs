@@ -142,13 +142,11 @@ where
         handler,
         io,
         rbuf,
-        read_chunk: READ_MIN,
+        read_chunk: READ_MIN as u32,
         out,
         needs_flush: false,
         want_pump: true,
-        refill: None,
-        refill_after: None,
-        timer: None,
+        deferred: None,
         more_buffered: false,
         control_seen: false,
     })
@@ -160,14 +158,28 @@ struct Connection<S> {
     /// The client's stream, read and written by this task only.
     io: S,
     rbuf: BytesMut,
-    /// How much the next read asks for; see [`READ_MIN`].
-    read_chunk: usize,
+    /// How much the next read asks for; see [`READ_MIN`]. At most [`READ_MAX`]: a u32 packs
+    /// with the flags below.
+    read_chunk: u32,
     /// Outgoing bytes; some may wait for the store to make something durable.
     out: Outbox,
     /// A write completed since the last flush (TLS and WebSocket buffer inside the stream).
     needs_flush: bool,
     /// The session queue may hold something this connection can send now.
     want_pump: bool,
+    /// The rare sources (a disk backlog read, the loop's timer), allocated while one is in
+    /// use: idle connections have none, and every idle connection's task holds this field.
+    deferred: Option<Box<Deferred>>,
+    /// `decode_all` stopped at `PACKETS_PER_TURN` with whole packets still buffered.
+    more_buffered: bool,
+    /// The control slot was looked at in this poll of the task (see `poll_turn`).
+    control_seen: bool,
+}
+
+/// A connection's rarely used sources (see [`Connection`]'s `deferred`); `turn` frees them
+/// once none is in use.
+#[derive(Default)]
+struct Deferred {
     /// A read of the session's disk backlog in progress.
     refill: Option<Refill>,
     /// After a refill found nothing yet (a write still on its way), try again at this time.
@@ -176,18 +188,21 @@ struct Connection<S> {
     /// retry of an empty refill, the poll of a blocked PUBLISH. Allocated while one is set;
     /// keep-alive has no timer here (see [`crate::broker::keepalive`]).
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    /// `decode_all` stopped at `PACKETS_PER_TURN` with whole packets still buffered.
-    more_buffered: bool,
-    /// The control slot was looked at in this poll of the task (see `poll_turn`).
-    control_seen: bool,
 }
 
-/// The rarely enabled sources one turn of the `run` loop waits on, and whether it yielded.
-struct Waits<'a> {
-    /// The task woke itself to let others run before handling more buffered packets.
-    yielded: bool,
-    relieved: Option<ArmFuture<'a>>,
-    room: Option<ArmFuture<'a>>,
+impl Deferred {
+    fn is_idle(&self) -> bool {
+        self.refill.is_none() && self.refill_after.is_none() && self.timer.is_none()
+    }
+}
+
+/// The rarely enabled sources a turn of the `run` loop waits on (global pause, a blocked
+/// PUBLISH), built and boxed only for a turn that waits on one: such a future waits on a
+/// `Notified` (~100 bytes), which every idle connection task would otherwise carry. They own
+/// what they wait on (an `Arc`), so the turn holds them without borrowing the connection.
+struct Arms {
+    relieved: Option<ArmFuture>,
+    room: Option<ArmFuture>,
 }
 
 /// The source a turn of the `run` loop found ready, with what it yielded.
@@ -219,6 +234,10 @@ struct Turn {
     settling: bool,
     /// An empty refill is to be retried (at `refill_after`).
     refill_due: bool,
+    /// The task woke itself to let others run before handling more buffered packets.
+    yielded: bool,
+    /// What this turn waits on besides the connection's own sources; `None` in most turns.
+    arms: Option<Box<Arms>>,
 }
 
 impl Turn {
@@ -243,26 +262,19 @@ type Refill =
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     async fn run(&mut self) -> Close {
-        // Its own handle: the rarely built arm futures borrow it while the turn borrows `self`.
-        let broker = self.broker.clone();
         // Shutdown arrives as a control request ([`Control::Shutdown`]); one that began
         // before this connection claimed its session is seen here.
-        if broker.is_stopping() {
+        if self.broker.is_stopping() {
             return Close::ServerShutdown;
         }
         loop {
             self.pump();
-            let turn = self.turn();
-            let mut waits = Waits {
-                yielded: false,
-                relieved: built_if(turn.paused, || broker.budget().relieved()),
-                room: built_if(turn.blocked_on.is_some(), || {
-                    room_made(turn.blocked_on.as_deref())
-                }),
-            };
+            // One local for the turn: the poll closure below captures it (and `self`) by one
+            // reference each, and the task keeps the closure between polls.
+            let mut turn = self.turn();
             // Every source yields Err(close) to end the connection, Ok(()) to go round again.
             let step = std::future::poll_fn(|cx| {
-                let woke = ready!(self.poll_turn(cx, &turn, &mut waits));
+                let woke = ready!(self.poll_turn(cx, &mut turn));
                 let queued = !matches!(woke, Woke::Written(_) | Woke::Control(_));
                 Poll::Ready(
                     self.on_woke(woke, &turn)
@@ -283,12 +295,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// registrations. Every source here is cancellation-safe: a `Pending` source loses
     /// nothing (a write or read advances its buffer only by what it did, a receipt or refill
     /// stays stored until it resolves, the session's doorbell keeps its wake).
-    fn poll_turn(
-        &mut self,
-        cx: &mut Context<'_>,
-        turn: &Turn,
-        waits: &mut Waits<'_>,
-    ) -> Poll<Woke> {
+    fn poll_turn(&mut self, cx: &mut Context<'_>, turn: &mut Turn) -> Poll<Woke> {
         // A request ends the loop: it is taken once. Looked at once per poll of the task: its
         // waker stays registered until that poll ends, and a request posted meanwhile wakes
         // the task again, whose next poll looks first.
@@ -306,17 +313,17 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             }
         }
         if turn.settling {
-            if let Poll::Ready(r) = self.out.waiting.poll_settle(cx) {
+            if let Poll::Ready(r) = self.out.poll_settle(cx) {
                 return Poll::Ready(Woke::Settled(r));
             }
         }
         // The rest of a large read, after letting the other tasks have a turn: the first poll
         // wakes the task again at the back of the run queue, the second goes on.
         if self.more_buffered && !turn.paused && !turn.backed_up {
-            if waits.yielded {
+            if turn.yielded {
                 return Poll::Ready(Woke::Yielded);
             }
-            waits.yielded = true;
+            turn.yielded = true;
             cx.waker().wake_by_ref();
         }
         // The first turn of a poll looks at the doorbell before the socket, whose waker is
@@ -326,7 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             return Poll::Ready(Woke::Delivery);
         }
         if !self.more_buffered && turn.may_read() {
-            let r = poll_read_some(cx, &mut self.io, &mut self.rbuf, self.read_chunk);
+            let r = poll_read_some(cx, &mut self.io, &mut self.rbuf, self.read_chunk as usize);
             if let Poll::Ready(r) = r {
                 return Poll::Ready(Woke::Read(r));
             }
@@ -334,23 +341,28 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         if !first && self.rung(cx) {
             return Poll::Ready(Woke::Delivery);
         }
-        if poll_arm(cx, &mut waits.relieved) {
-            return Poll::Ready(Woke::Relieved);
+        if let Some(arms) = turn.arms.as_mut() {
+            if poll_arm(cx, &mut arms.relieved) {
+                return Poll::Ready(Woke::Relieved);
+            }
         }
-        if let Some(refill) = self.refill.as_mut() {
+        if let Some(refill) = self.deferred.as_mut().and_then(|d| d.refill.as_mut()) {
             if let Poll::Ready(r) = refill.as_mut().poll(cx) {
                 return Poll::Ready(Woke::Refill(r));
             }
         }
         // A PUBLISH waits for room in a full subscriber queue: retry when that subscriber
         // drains (the timer polls for the others).
-        if poll_arm(cx, &mut waits.room) {
-            return Poll::Ready(Woke::Room);
+        if let Some(arms) = turn.arms.as_mut() {
+            if poll_arm(cx, &mut arms.room) {
+                return Poll::Ready(Woke::Room);
+            }
         }
         // `turn` dropped the timer when it has no deadline.
         if self
-            .timer
+            .deferred
             .as_mut()
+            .and_then(|d| d.timer.as_mut())
             .is_some_and(|t| t.as_mut().poll(cx).is_ready())
         {
             return Poll::Ready(Woke::Timer);
@@ -436,18 +448,45 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         let settling = self.out.pending() > 0;
         // One timer serves every deadline: the end of a throttle, the retry of an empty
         // refill, and the poll of a blocked PUBLISH. Idle connections have none, and no timer.
-        let refill_due = self.refill_after.filter(|_| self.refill.is_none());
+        let refill_due = self
+            .deferred
+            .as_ref()
+            .and_then(|d| d.refill_after.filter(|_| d.refill.is_none()));
         let blocked_poll = blocked_on.as_ref().map(|_| Instant::now() + BLOCKED_POLL);
         let next = [throttled, refill_due, blocked_poll]
             .into_iter()
             .flatten()
             .min();
-        match (next, self.timer.as_mut()) {
-            (None, _) => self.timer = None,
-            (Some(at), Some(t)) if t.deadline() != at => t.as_mut().reset(at),
-            (Some(_), Some(_)) => {}
-            (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        match next {
+            None => {
+                if let Some(d) = self.deferred.as_mut() {
+                    d.timer = None;
+                    if d.is_idle() {
+                        self.deferred = None;
+                    }
+                }
+            }
+            Some(at) => {
+                let d = self.deferred.get_or_insert_with(Box::default);
+                match d.timer.as_mut() {
+                    Some(t) if t.deadline() != at => t.as_mut().reset(at),
+                    Some(_) => {}
+                    None => d.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+            }
         }
+        let arms = (paused || blocked_on.is_some()).then(|| {
+            // Handles of their own, taken only for such a turn: the arms live while the turn's
+            // poll borrows `self`.
+            let broker = paused.then(|| self.broker.clone());
+            Box::new(Arms {
+                relieved: broker
+                    .map(|b| Box::pin(async move { b.budget().relieved().await }) as ArmFuture),
+                room: blocked_on
+                    .clone()
+                    .map(|s| Box::pin(async move { s.room_made().await }) as ArmFuture),
+            })
+        });
         Turn {
             backed_up,
             paused,
@@ -456,6 +495,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             writing,
             settling,
             refill_due: refill_due.is_some(),
+            yielded: false,
+            arms,
         }
     }
 
@@ -497,7 +538,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         match r {
             Ok((0, _)) => Err(Close::PeerClosed),
             Ok((n, filled)) => {
-                self.read_chunk = next_read_chunk(self.read_chunk, n, filled);
+                self.read_chunk = next_read_chunk(self.read_chunk as usize, n, filled) as u32;
                 self.broker.metrics().bytes_received.add(n as u64);
                 self.handler.touch();
                 self.decode_all()
@@ -508,11 +549,14 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
 
     /// A read of the session's disk backlog finished.
     fn on_refill(&mut self, r: Result<Vec<Delivery>, StoreError>) -> Result<(), Close> {
-        self.refill = None;
+        if let Some(d) = self.deferred.as_mut() {
+            d.refill = None;
+        }
         match r {
             Ok(entries) => {
                 if self.handler.apply_refill(entries) == 0 {
-                    self.refill_after = Some(Instant::now() + REFILL_RETRY);
+                    let d = self.deferred.get_or_insert_with(Box::default);
+                    d.refill_after = Some(Instant::now() + REFILL_RETRY);
                 }
                 self.want_pump = true;
                 Ok(())
@@ -531,8 +575,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// The loop's timer fired: acts on every deadline of `turn` that has passed.
     fn on_timer(&mut self, turn: &Turn) -> Result<(), Close> {
         let now = Instant::now();
-        if turn.refill_due && self.refill_after.is_some_and(|at| now >= at) {
-            self.refill_after = None;
+        let refill_after = self.deferred.as_ref().and_then(|d| d.refill_after);
+        if turn.refill_due && refill_after.is_some_and(|at| now >= at) {
+            if let Some(d) = self.deferred.as_mut() {
+                d.refill_after = None;
+            }
             self.start_refill();
         }
         // A 3.x client over its publish rate: resume once the bucket has refilled, and handle
@@ -560,14 +607,17 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
 
     /// Starts reading the session's disk backlog when its memory queue ran low.
     fn start_refill(&mut self) {
-        if self.refill.is_some() || self.refill_after.is_some() {
-            return;
+        if let Some(d) = &self.deferred {
+            if d.refill.is_some() || d.refill_after.is_some() {
+                return;
+            }
         }
         let Some(p) = self.broker.persistence().cloned() else {
             return;
         };
         if let Some((client_id, from, max)) = self.handler.refill_request() {
-            self.refill = Some(Box::pin(p.read_queue(client_id, from, max)));
+            let refill = Box::pin(p.read_queue(client_id, from, max));
+            self.deferred.get_or_insert_with(Box::default).refill = Some(refill);
         }
     }
 
@@ -598,8 +648,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         // A connection with light traffic (most of them: idle ones send a PINGREQ now and
         // then) holds no read buffer between reads; a busy one keeps a buffer that fits.
         if self.rbuf.is_empty()
-            && (self.read_chunk == READ_MIN
-                || self.rbuf.capacity() > (4 * self.read_chunk).min(BUF_KEEP))
+            && (self.read_chunk as usize == READ_MIN
+                || self.rbuf.capacity() > (4 * self.read_chunk as usize).min(BUF_KEEP))
         {
             self.rbuf = BytesMut::new();
         }
@@ -611,7 +661,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     async fn finish(mut self, close: Close) {
         // Acknowledgements still waiting for the store are not sent: the client resends. Their
         // writes still reach the store, before those the end of the connection causes.
-        self.out.waiting.queue_parked();
+        self.out.queue_parked();
         self.handler.closing(&close, &mut self.out.ready);
         if !self.out.ready.is_empty() && close.can_write() {
             let flush = async {
@@ -625,27 +675,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     }
 }
 
-/// A rarely enabled source's future (global pause, a blocked PUBLISH), built and boxed only
-/// for a turn that waits on it: such a future waits on a `Notified` (~100 bytes), which every
-/// idle connection task would otherwise carry.
-fn built_if<'a, F>(enabled: bool, build: impl FnOnce() -> F) -> Option<ArmFuture<'a>>
-where
-    F: Future<Output = ()> + Send + 'a,
-{
-    enabled.then(|| Box::pin(build()) as ArmFuture<'a>)
-}
-
-type ArmFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// A rarely enabled source's future (see [`Arms`]).
+type ArmFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Polls a rarely enabled source, if it is enabled this turn; true once it is ready.
-fn poll_arm(cx: &mut Context<'_>, arm: &mut Option<ArmFuture<'_>>) -> bool {
+fn poll_arm(cx: &mut Context<'_>, arm: &mut Option<ArmFuture>) -> bool {
     arm.as_mut().is_some_and(|f| f.as_mut().poll(cx).is_ready())
-}
-
-/// Resolves when `session` made room in its queue.
-async fn room_made(session: Option<&crate::session::Session>) {
-    match session {
-        Some(s) => s.room_made().await,
-        None => std::future::pending().await,
-    }
 }

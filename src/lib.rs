@@ -16,6 +16,7 @@ pub mod logging;
 pub mod memory;
 pub mod message;
 pub mod metrics;
+pub mod peer;
 pub mod persistence;
 pub mod prometheus;
 pub mod protocol;

@@ -103,7 +103,7 @@ fn info(s: &Session) -> SessionInfo {
     SessionInfo {
         client_id: s.client_id.clone(),
         username: meta.username,
-        peer: meta.peer,
+        peer: meta.peer.map(|p| Arc::from(p.to_string())),
         protocol: meta.protocol,
         connected: s.is_connected(),
         connected_since: s.connected_since(),

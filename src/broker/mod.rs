@@ -276,8 +276,8 @@ impl BrokerState {
         for session in self.all_sessions() {
             let meta = session.meta();
             let (now, was) = (
-                auth.for_listener(meta.listener),
-                before.for_listener(meta.listener),
+                auth.for_listener(meta.listener_index()),
+                before.for_listener(meta.listener_index()),
             );
             if Arc::ptr_eq(now, was) {
                 continue;
@@ -308,8 +308,8 @@ impl BrokerState {
             }
             let meta = session.meta();
             let (was, is) = (
-                before.for_listener(meta.listener),
-                now.for_listener(meta.listener),
+                before.for_listener(meta.listener_index()),
+                now.for_listener(meta.listener_index()),
             );
             if meta.login == Login::External
                 || is.still_admits(was, meta.username.as_deref(), meta.login == Login::Password)

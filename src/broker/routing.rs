@@ -217,7 +217,7 @@ impl BrokerState {
         topic: &str,
     ) -> bool {
         let meta = session.meta();
-        let auth = uniform.unwrap_or_else(|| auth.for_listener(meta.listener));
+        let auth = uniform.unwrap_or_else(|| auth.for_listener(meta.listener_index()));
         auth.check_acl(
             &session.client_id,
             meta.username.as_deref(),

@@ -12,7 +12,7 @@ impl Handler {
     /// persistent session always pumps: a pump that finds the memory queue empty is what
     /// starts reading its disk backlog.
     pub(super) fn on_puback(&mut self, r: PubResp) -> bool {
-        let window = self.send_window;
+        let window = usize::from(self.send_window);
         let (done, ready) = self
             .session
             .with_state(|s| (s.on_puback(r.packet_id), s.has_ready(window)));
@@ -34,7 +34,7 @@ impl Handler {
             // The PUBREL-sent stage is durable before PUBREL goes out.
             if let Some(seq) = seq {
                 let released = Op::PutInflight {
-                    client_id: self.client_id.to_string(),
+                    client_id: self.session.client_id.to_string(),
                     packet_id: r.packet_id,
                     seq,
                     stage: InflightStage::Released,
@@ -61,7 +61,7 @@ impl Handler {
             // record survived a crash, that message would be dropped as a duplicate.
             self.store_wait(
                 vec![Op::DeleteInboundQos2 {
-                    client_id: self.client_id.to_string(),
+                    client_id: self.session.client_id.to_string(),
                     packet_id: r.packet_id,
                 }],
                 out,
@@ -80,7 +80,7 @@ impl Handler {
     /// PUBCOMP: the QoS 2 delivery is done and leaves the store. Returns whether something
     /// queued can go out now (see [`Self::on_puback`]).
     pub(super) fn on_pubcomp(&mut self, r: PubResp) -> bool {
-        let window = self.send_window;
+        let window = usize::from(self.send_window);
         let (done, ready) = self
             .session
             .with_state(|s| (s.on_pubcomp(r.packet_id), s.has_ready(window)));

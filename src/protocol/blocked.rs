@@ -38,7 +38,7 @@ impl Handler {
         if p.qos == QoS::ExactlyOnce && self.session.is_persistent() {
             // Lets a PUBLISH resent after a restart be recognised [MQTT-4.3.3-9].
             ops.push(Op::PutInboundQos2 {
-                client_id: self.client_id.to_string(),
+                client_id: self.session.client_id.to_string(),
                 packet_id: p.packet_id,
                 msg: None,
             });

@@ -85,12 +85,23 @@ async fn check_login(
     .unwrap_or(AuthDecision::NotAuthorized)
 }
 
-fn rate_bucket(rate: u64) -> Option<Box<crate::ratelimit::TokenBucket>> {
-    (rate > 0).then(|| {
-        Box::new(crate::ratelimit::TokenBucket::new(
-            rate,
-            std::time::Instant::now(),
-        ))
+fn rate_bucket(rate: u64) -> Option<crate::ratelimit::TokenBucket> {
+    (rate > 0).then(|| crate::ratelimit::TokenBucket::new(rate, std::time::Instant::now()))
+}
+
+/// The publish rate limits of a connection on listener `listener`; `None` when none applies.
+fn rates(broker: &BrokerState, listener: usize) -> Option<Box<super::Rates>> {
+    let limits = &broker.config().limits;
+    let msg = rate_bucket(limits.max_publish_rate);
+    let bytes = rate_bucket(limits.max_publish_bandwidth);
+    let listener = broker.listener_rates(listener).cloned();
+    (msg.is_some() || bytes.is_some() || listener.is_some()).then(|| {
+        Box::new(super::Rates {
+            msg,
+            bytes,
+            listener,
+            throttled_until: None,
+        })
     })
 }
 
@@ -483,8 +494,8 @@ async fn claim(
         login,
         expiry: terms.expiry,
         username: terms.username.clone(),
-        peer: Some(Arc::from(peer.to_string())),
-        listener: Some(terms.listener),
+        peer: Some(peer.clone()),
+        listener: u16::try_from(terms.listener).ok(),
     };
     let client_id = &terms.client_id;
     let claimed = broker
@@ -576,10 +587,10 @@ fn success_connack(
 
 /// Never more unacknowledged QoS 1/2 PUBLISH than the client's Receive Maximum
 /// [MQTT-3.3.4-9], nor than our own `max_inflight`.
-fn send_window(c: &codec::Connect, cfg: &MqttConfig) -> usize {
-    let max_inflight = usize::from(cfg.max_inflight.max(1));
+fn send_window(c: &codec::Connect, cfg: &MqttConfig) -> u16 {
+    let max_inflight = cfg.max_inflight.max(1);
     match c.properties.receive_maximum {
-        Some(rm) if c.protocol.is_v5() => usize::from(rm).min(max_inflight),
+        Some(rm) if c.protocol.is_v5() => rm.min(max_inflight),
         _ => max_inflight,
     }
 }
@@ -665,16 +676,24 @@ impl Handler {
         let v5 = c.protocol.is_v5();
         let ownership = claimed.ownership;
         let send_window = send_window(&c, cfg);
+        let rare = (c.will.is_some() || auth.is_some()).then(|| {
+            Box::new(super::Rare {
+                will: c.will,
+                enhanced: auth.map(|a| super::Enhanced {
+                    authenticator: a.authenticator,
+                    reauth: None,
+                }),
+                aliases_in: Vec::new(),
+            })
+        });
         Handler {
             broker: broker.clone(),
-            client_id: claimed.session.client_id.clone(),
             session: claimed.session,
             generation: ownership.generation,
             peer: info.peer.clone(),
             version: c.protocol,
             bridge: c.bridge,
             keep_alive: terms.keep_alive,
-            will: c.will.map(Box::new),
             send_window,
             client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
             // Absent means 1 [MQTT-3.1.2-29].
@@ -684,25 +703,16 @@ impl Handler {
             } else {
                 0
             }),
-            aliases_in: Vec::new(),
             alias_in_max: if v5 { cfg.max_topic_alias } else { 0 },
-            receive_maximum: usize::from(cfg.receive_maximum.max(1)),
+            receive_maximum: cfg.receive_maximum.max(1),
             expiry_was_zero: terms.expiry_secs == 0,
             published: false,
-            enhanced: auth.map(|a| {
-                Box::new(super::Enhanced {
-                    authenticator: a.authenticator,
-                    reauth: None,
-                })
-            }),
+            rare,
             username: terms.username,
             listener: terms.listener,
             auth: terms.auth,
             auth_generation: terms.auth_generation,
-            msg_rate: rate_bucket(broker.config().limits.max_publish_rate),
-            byte_rate: rate_bucket(broker.config().limits.max_publish_bandwidth),
-            listener_rates: broker.listener_rates(info.listener_index).cloned(),
-            throttled_until: None,
+            rates: rates(broker, info.listener_index),
             blocked: None,
             scratch: Vec::new(),
         }

@@ -17,17 +17,17 @@ impl Handler {
             return false;
         }
         if topic != REQUEST_TOPIC {
-            tracing::debug!(client_id = %self.client_id, %topic,
+            tracing::debug!(client_id = %self.session.client_id, %topic,
                 "PUBLISH to a $CONTROL topic nothing serves: dropped");
             return true;
         }
         let req = ControlRequest {
             payload: p.payload.clone(),
-            client_id: self.client_id.to_string(),
+            client_id: self.session.client_id.to_string(),
             username: self.username.as_deref().map(str::to_owned),
         };
         if !self.broker.submit_dynsec(req) {
-            tracing::warn!(client_id = %self.client_id, peer = %self.peer,
+            tracing::warn!(client_id = %self.session.client_id, peer = %self.peer,
                 "dynamic security request dropped: the control queue is full");
         }
         true

@@ -11,7 +11,9 @@ mod connect;
 mod control;
 mod outbound;
 pub mod outbox;
-pub mod peer;
+/// The client's address lives at the top level ([`crate::peer`]) so that sessions, which
+/// keep the last one for the session list, need not depend on the protocol.
+pub use crate::peer;
 mod reauth;
 mod subscribe;
 mod will;
@@ -47,40 +49,35 @@ pub use crate::broker::STUCK_AFTER;
 /// Per-connection protocol state once CONNECT has been accepted.
 pub struct Handler {
     broker: Arc<BrokerState>,
+    /// The client id is the session's (`session.client_id`): not kept twice.
     session: Arc<Session>,
     generation: u64,
-    client_id: Arc<str>,
     peer: peer::PeerAddr,
     version: ProtocolVersion,
     /// A Mosquitto bridge (`try_private`): its subscriptions are No Local and Retain As
     /// Published, and it may write its own connection state in `$SYS` (see [`bridge`]).
     bridge: bool,
     keep_alive: u16,
-    /// Boxed: most connections have no will, and the Handler lives in every connection task.
-    will: Option<Box<codec::Will>>,
-    /// The client's Receive Maximum (v5) or `max_inflight` (3.x).
-    send_window: usize,
+    /// The client's Receive Maximum (v5) or `max_inflight` (3.x): both are u16 quantities.
+    send_window: u16,
     /// The client's Maximum Packet Size (v5); u32::MAX otherwise.
     client_max_packet: u32,
     /// v5 Request Problem Information: Reason Strings on failure acks are allowed
     /// [MQTT-3.1.2-29].
     problem_info: bool,
-    /// v5 client-to-server topic aliases, indexed by alias - 1.
-    /// Grown as aliases are used, up to `alias_in_max` (most clients never send one).
-    aliases_in: Vec<Option<Arc<str>>>,
     /// The Topic Alias Maximum CONNACK announced (0 for 3.x).
     alias_in_max: u16,
     /// v5 server-to-client topic aliases, within the client's Topic Alias Maximum.
     aliases_out: outbound::TopicAliases,
     /// Server Receive Maximum (v5): unacknowledged inbound QoS 2 the client may have.
-    receive_maximum: usize,
+    receive_maximum: u16,
     /// Session Expiry Interval from CONNECT was 0 (changing it on DISCONNECT is an error).
     expiry_was_zero: bool,
     /// This connection has published; only publishers are paused by the global budget.
     published: bool,
-    /// The enhanced authentication of CONNECT, for re-authentication. Boxed: most
-    /// connections have none, and every connection holds a Handler.
-    enhanced: Option<Box<Enhanced>>,
+    /// The will, enhanced authentication and inbound topic aliases, allocated by the first
+    /// that needs one: most connections use none, and every connection holds a Handler.
+    rare: Option<Box<Rare>>,
     username: Option<Arc<str>>,
     /// The listener that accepted this connection (index into `Config::listeners`).
     listener: usize,
@@ -88,19 +85,38 @@ pub struct Handler {
     /// broker's generation moves on (reload).
     auth: Arc<AuthConfig>,
     auth_generation: u64,
-    /// `limits.max_publish_rate` for this client. Boxed, as `byte_rate`: off by default, and
-    /// every connection holds a Handler.
-    msg_rate: Option<Box<TokenBucket>>,
-    /// `limits.max_publish_bandwidth` for this client.
-    byte_rate: Option<Box<TokenBucket>>,
-    /// The listener's `max_publish_rate` / `max_publish_bandwidth`, shared with every
-    /// connection of that listener.
-    listener_rates: Option<Arc<ListenerRates>>,
-    /// A 3.x client over its rate is not read until then (TCP backpressure).
-    throttled_until: Option<Instant>,
+    /// The publish rate limits that apply to this client and the throttle they impose; `None`
+    /// when none is configured (the default), which costs a PUBLISH one test and no pointer
+    /// chase. Boxed: every connection holds a Handler.
+    rates: Option<Box<Rates>>,
     /// A PUBLISH whose deliveries wait for room in full subscriber queues.
     blocked: Option<Box<Blocked>>,
     scratch: Vec<(u16, crate::session::Delivery)>,
+}
+
+/// What few connections use, off the per-message path (see [`Handler`]'s `rare`).
+#[derive(Default)]
+struct Rare {
+    /// Published (or scheduled) when the connection ends without DISCONNECT.
+    will: Option<codec::Will>,
+    /// The enhanced authentication of CONNECT, for re-authentication.
+    enhanced: Option<Enhanced>,
+    /// v5 client-to-server topic aliases, indexed by alias - 1. Grown as aliases are used, up
+    /// to `alias_in_max`.
+    aliases_in: Vec<Option<Arc<str>>>,
+}
+
+/// The publish rate limits of one connection (see [`Handler`]'s `rates`).
+struct Rates {
+    /// `limits.max_publish_rate` for this client.
+    msg: Option<TokenBucket>,
+    /// `limits.max_publish_bandwidth` for this client.
+    bytes: Option<TokenBucket>,
+    /// The listener's `max_publish_rate` / `max_publish_bandwidth`, shared with every
+    /// connection of that listener.
+    listener: Option<Arc<ListenerRates>>,
+    /// A 3.x client over its rate is not read until then (TCP backpressure).
+    throttled_until: Option<Instant>,
 }
 
 impl Handler {
@@ -219,14 +235,14 @@ impl Handler {
 
     fn delete_inflight(&self, packet_id: u16) -> Op {
         Op::DeleteInflight {
-            client_id: self.client_id.to_string(),
+            client_id: self.session.client_id.to_string(),
             packet_id,
         }
     }
 
     fn dequeue(&self, seq: u64) -> Op {
         Op::Dequeue {
-            client_id: self.client_id.to_string(),
+            client_id: self.session.client_id.to_string(),
             seq,
         }
     }
@@ -254,23 +270,33 @@ impl Handler {
 
     /// Until when reading is paused because a 3.x client exceeded its rate.
     pub fn throttled_until(&self) -> Option<Instant> {
-        self.throttled_until
+        self.rates.as_ref().and_then(|r| r.throttled_until)
     }
 
     pub fn clear_throttle(&mut self) {
-        self.throttled_until = None;
+        if let Some(r) = self.rates.as_mut() {
+            r.throttled_until = None;
+        }
+    }
+
+    /// The rare state, allocated on first use.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     /// Applies the client's and then its listener's publish rate limits (the client's first,
     /// so a client refused by its own limit does not spend the budget it shares with others).
     /// Ok(false): drop this PUBLISH (answered 0x97).
     fn within_rate(&mut self, p: &codec::Publish, out: &mut Outbox) -> Result<bool, Close> {
-        let listener = self.listener_rates.as_deref();
+        // No limit configured (the default): no clock read per PUBLISH.
+        let Some(rates) = self.rates.as_deref_mut() else {
+            return Ok(true);
+        };
+        let listener = rates.listener.as_deref();
         let listener_msgs = listener.and_then(|l| l.messages.as_ref());
         let listener_bytes = listener.and_then(|l| l.bytes.as_ref());
-        // No limit configured (the default): no clock read per PUBLISH.
-        if self.msg_rate.is_none()
-            && self.byte_rate.is_none()
+        if rates.msg.is_none()
+            && rates.bytes.is_none()
             && listener_msgs.is_none()
             && listener_bytes.is_none()
         {
@@ -281,10 +307,10 @@ impl Handler {
         if !self.version.is_v5() {
             // 3.x has no way to say "slow down": stop reading until back within the rate.
             let mut wait = Duration::ZERO;
-            if let Some(b) = self.msg_rate.as_mut() {
+            if let Some(b) = rates.msg.as_mut() {
                 wait = wait.max(b.take_debt(1, now));
             }
-            if let Some(b) = self.byte_rate.as_mut() {
+            if let Some(b) = rates.bytes.as_mut() {
                 wait = wait.max(b.take_debt(len, now));
             }
             if let Some(b) = listener_msgs {
@@ -294,11 +320,11 @@ impl Handler {
                 wait = wait.max(b.take_debt(len, now));
             }
             if !wait.is_zero() {
-                self.throttled_until = Some(now + wait);
+                rates.throttled_until = Some(now + wait);
             }
             return Ok(true);
         }
-        if let Some(b) = self.msg_rate.as_mut() {
+        if let Some(b) = rates.msg.as_mut() {
             if b.try_take(1, now).is_err() {
                 return Err(Close::Server(
                     ReasonCode::MESSAGE_RATE_TOO_HIGH,
@@ -306,7 +332,7 @@ impl Handler {
                 ));
             }
         }
-        if let Some(b) = self.byte_rate.as_mut() {
+        if let Some(b) = rates.bytes.as_mut() {
             if b.try_take(len, now).is_err() {
                 self.refuse_over_quota(p, "limits.max_publish_bandwidth", out);
                 return Ok(false);
@@ -327,7 +353,7 @@ impl Handler {
 
     /// Answers a v5 PUBLISH over a bandwidth limit with 0x97 Quota exceeded (QoS 0: dropped).
     fn refuse_over_quota(&self, p: &codec::Publish, limit: &'static str, out: &mut Outbox) {
-        tracing::debug!(client_id = %self.client_id, peer = %self.peer, limit,
+        tracing::debug!(client_id = %self.session.client_id, peer = %self.peer, limit,
             "PUBLISH refused: bandwidth limit exceeded");
         self.broker.metrics().dropped_quota.inc();
         let mut resp = PubResp::new(p.packet_id);
@@ -362,7 +388,7 @@ impl Handler {
         self.refresh_auth();
         !self.auth.restricts()
             || self.auth.check_acl(
-                &self.client_id,
+                &self.session.client_id,
                 self.username.as_deref(),
                 topic,
                 Access::Write,
@@ -406,8 +432,8 @@ impl Handler {
             self.refuse_publish(pid, qos, ReasonCode::QUOTA_EXCEEDED, why, out);
             return Ok(());
         }
-        let sys =
-            is_sys_topic(&topic) && !(self.bridge && bridge::is_own_state(&topic, &self.client_id));
+        let sys = is_sys_topic(&topic)
+            && !(self.bridge && bridge::is_own_state(&topic, &self.session.client_id));
         let denied = sys || !self.may_write(&topic);
         if denied {
             let why = if sys {
@@ -415,7 +441,7 @@ impl Handler {
             } else {
                 "publish denied by the ACL"
             };
-            crate::refusal!(client_id = %self.client_id,
+            crate::refusal!(client_id = %self.session.client_id,
                 username = self.username.as_deref().unwrap_or(""), peer = %self.peer, %topic,
                 "{why}");
             if self.version.is_v5() && qos != QoS::AtMostOnce {
@@ -461,7 +487,7 @@ impl Handler {
     /// Ok(false): a resend of one already received, answered again but not forwarded twice.
     fn inbound_qos2(&self, pid: u16) -> Result<bool, Close> {
         let new = self.session.with_state(|s| {
-            if s.inbound_qos2_len() >= self.receive_maximum {
+            if s.inbound_qos2_len() >= usize::from(self.receive_maximum) {
                 None
             } else {
                 Some(s.inbound_qos2_publish(pid))
@@ -483,7 +509,7 @@ impl Handler {
             return false;
         }
         self.broker.metrics().dropped_payload_too_large.inc();
-        crate::refusal!(client_id = %self.client_id, peer = %self.peer, %topic, len, limit,
+        crate::refusal!(client_id = %self.session.client_id, peer = %self.peer, %topic, len, limit,
             qos = p.qos as u8, "PUBLISH dropped: payload above mqtt.max_payload_size");
         true
     }
@@ -534,20 +560,20 @@ impl Handler {
             ));
         };
         if p.topic.is_empty() {
-            self.aliases_in
-                .get(idx)
-                .cloned()
-                .flatten()
+            self.rare
+                .as_ref()
+                .and_then(|r| r.aliases_in.get(idx).cloned().flatten())
                 .ok_or(Close::Protocol(
                     ReasonCode::PROTOCOL_ERROR,
                     "[MQTT 5.0 §3.3.4] unknown topic alias with an empty topic name",
                 ))
         } else {
             let topic = p.topic.clone();
-            if self.aliases_in.len() <= idx {
-                self.aliases_in.resize(idx + 1, None);
+            let aliases = &mut self.rare_mut().aliases_in;
+            if aliases.len() <= idx {
+                aliases.resize(idx + 1, None);
             }
-            self.aliases_in[idx] = Some(topic.clone());
+            aliases[idx] = Some(topic.clone());
             Ok(topic)
         }
     }
@@ -570,7 +596,7 @@ impl Handler {
             retain: p.retain,
             properties: props,
             expires_at: None,
-            publisher: Some(self.client_id.clone()),
+            publisher: Some(self.session.client_id.clone()),
             origin: crate::message::Origin::Local,
             stored: std::sync::OnceLock::new(),
         };
@@ -619,7 +645,7 @@ impl Handler {
     }
 
     pub fn client_id(&self) -> &str {
-        &self.client_id
+        &self.session.client_id
     }
 
     /// Ends the connection: will, session end, metrics, the log line.
@@ -628,17 +654,17 @@ impl Handler {
         metrics.client_disconnected();
         let quiet = matches!(close, Close::ClientDisconnect { will: false });
         if quiet {
-            tracing::info!(client_id = %self.client_id, peer = %self.peer,
+            tracing::info!(client_id = %self.session.client_id, peer = %self.peer,
                 protocol = %self.version, reason = %close, "client disconnected");
         } else {
-            crate::refusal!(client_id = %self.client_id, peer = %self.peer,
+            crate::refusal!(client_id = %self.session.client_id, peer = %self.peer,
                 protocol = %self.version, reason = %close, "connection closed");
         }
         let will = self
-            .will
-            .take()
-            .filter(|_| close.publishes_will())
-            .map(|w| *w);
+            .rare
+            .as_mut()
+            .and_then(|r| r.will.take())
+            .filter(|_| close.publishes_will());
         self.broker.redistribute_shared(&self.session);
         let still_owner = self.broker.end_connection(&self.session, self.generation);
         let expiry = self.session.meta().expiry;
@@ -654,7 +680,7 @@ impl Handler {
             if delay > 0 && persists {
                 pending_will = Some(will);
             } else {
-                will::publish_will(&self.broker, &self.client_id, will);
+                will::publish_will(&self.broker, &self.session.client_id, will);
             }
         }
         if still_owner {
@@ -712,4 +738,17 @@ fn ack_properties(packet: &mut Packet) -> Option<&mut Properties> {
 /// `$SYS` is the broker's; clients never publish into it.
 fn is_sys_topic(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every connection holds a boxed Handler: glibc serves it from 16-byte size classes (with
+    /// an 8-byte header), so growth past the budget costs every connection 16 bytes or more.
+    /// Rarely used state lives in `Rare` and `Rates`, allocated only when used.
+    #[test]
+    fn handler_stays_within_its_budget() {
+        let size = std::mem::size_of::<super::Handler>();
+        println!("Handler: {size} bytes");
+        assert!(size <= 184, "Handler is {size} bytes, over 184");
+    }
 }

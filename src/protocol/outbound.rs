@@ -84,7 +84,7 @@ impl Handler {
             return false;
         }
         let now = Instant::now();
-        let window = self.send_window;
+        let window = usize::from(self.send_window);
         let mut scratch = std::mem::take(&mut self.scratch);
         let persistent = self.session.is_persistent();
         let mut sent = Sent::default();
@@ -97,7 +97,8 @@ impl Handler {
             let (freed, more) = {
                 // Borrowed, not cloned: these are shared with other connections' tasks, and a
                 // clone per pump moves their reference counts' cache lines between cores.
-                let (auth, client_id, username) = (&self.auth, &self.client_id, &self.username);
+                let (auth, client_id, username) =
+                    (&self.auth, &self.session.client_id, &self.username);
                 let metrics = self.broker.metrics();
                 let may_read = |d: &Delivery| {
                     !auth.restricts()
@@ -170,7 +171,7 @@ impl Handler {
         for (pid, d) in batch.iter().filter(|(pid, _)| *pid != 0) {
             let Some(seq) = d.seq else { continue };
             let op = Op::PutInflight {
-                client_id: self.client_id.to_string(),
+                client_id: self.session.client_id.to_string(),
                 packet_id: *pid,
                 seq,
                 stage: InflightStage::Publish,
@@ -198,7 +199,7 @@ impl Handler {
             !m.is_expired(now)
                 && (!auth.restricts()
                     || auth.check_acl(
-                        &self.client_id,
+                        &self.session.client_id,
                         self.username.as_deref(),
                         &m.topic,
                         Access::Read,
@@ -217,7 +218,7 @@ impl Handler {
         }
         self.session
             .with_state(|s| s.refill_request())
-            .map(|(from, max)| (self.client_id.clone(), from, max))
+            .map(|(from, max)| (self.session.client_id.clone(), from, max))
     }
 
     /// Takes entries read back from the store into the memory queue. Returns how many.

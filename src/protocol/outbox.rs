@@ -6,7 +6,7 @@
 //!
 //! A receipt may still wait for room in the store's queue (the queue is full): the outbox is
 //! then [`Outbox::parked`], and the connection neither reads nor handles packets nor pumps
-//! deliveries until it is queued; [`Waiting::settle`] drives that wait.
+//! deliveries until it is queued; [`Outbox::poll_settle`] drives that wait.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -20,17 +20,19 @@ use crate::storage::StoreError;
 use crate::persistence::Receipt;
 
 /// The connection's outgoing bytes: `ready` to write now, then chunks each waiting for a
-/// receipt. The two halves are separate fields so the connection can write `ready` and await
-/// `waiting` in one `select!`.
+/// receipt. The two halves are separate fields so the connection can write `ready` while a
+/// receipt is awaited.
 #[derive(Default)]
 pub struct Outbox {
     pub ready: BytesMut,
-    pub waiting: Waiting,
+    /// Allocated by the first receipt and kept: most connections (no store, or QoS 0 only)
+    /// never wait for one, and every idle connection task holds an `Outbox`.
+    waiting: Option<Box<Waiting>>,
 }
 
 /// Chunks of bytes, each released when its receipt resolves, oldest first.
 #[derive(Default)]
-pub struct Waiting {
+struct Waiting {
     chunks: VecDeque<(Receipt, BytesMut)>,
     /// Bytes in every chunk but the last (which is still growing).
     sealed_bytes: usize,
@@ -41,7 +43,7 @@ pub struct Waiting {
 impl Outbox {
     /// Where bytes appended now belong: after the last receipt, if any.
     pub fn buf(&mut self) -> &mut BytesMut {
-        match self.waiting.chunks.back_mut() {
+        match self.waiting.as_mut().and_then(|w| w.chunks.back_mut()) {
             Some((_, chunk)) => chunk,
             None => &mut self.ready,
         }
@@ -49,25 +51,26 @@ impl Outbox {
 
     /// Everything appended from now on is sent only after `receipt` resolves.
     pub fn wait_for(&mut self, receipt: Receipt) {
-        if let Some((_, chunk)) = self.waiting.chunks.back() {
-            self.waiting.sealed_bytes += chunk.len();
+        let waiting = self.waiting.get_or_insert_with(Box::default);
+        if let Some((_, chunk)) = waiting.chunks.back() {
+            waiting.sealed_bytes += chunk.len();
         }
         if receipt.is_waiting() {
-            self.waiting.parked += 1;
+            waiting.parked += 1;
         }
-        self.waiting.chunks.push_back((receipt, BytesMut::new()));
+        waiting.chunks.push_back((receipt, BytesMut::new()));
     }
 
     /// True while a receipt waits for room in the store's queue. The connection then stops
     /// reading and handling packets, and a new receipt must wait its turn behind it
     /// (`Persistence::receipt_after`) so that writes reach the store in order.
     pub fn parked(&self) -> bool {
-        self.waiting.parked > 0
+        self.waiting.as_ref().is_some_and(|w| w.parked > 0)
     }
 
     /// Bytes held in total, ready or waiting (for backpressure).
     pub fn len(&self) -> usize {
-        self.ready.len() + self.waiting.len()
+        self.ready.len() + self.waiting.as_ref().map_or(0, |w| w.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,7 +79,33 @@ impl Outbox {
 
     /// Receipts not yet resolved.
     pub fn pending(&self) -> usize {
-        self.waiting.chunks.len()
+        self.waiting.as_ref().map_or(0, |w| w.chunks.len())
+    }
+
+    /// Waits for the oldest receipt and returns the bytes it released; see
+    /// [`Self::poll_settle`]. Pending forever when nothing waits.
+    pub async fn settle(&mut self) -> Result<BytesMut, StoreError> {
+        std::future::poll_fn(|cx| self.poll_settle(cx)).await
+    }
+
+    /// Polls the oldest receipt for the bytes it released; or, first, the wait for room in
+    /// the store's queue of the oldest receipt still waiting for it, ready with nothing once
+    /// that receipt is queued (the connection may read again). Cancellation-safe: receipts
+    /// stay here until they resolve. Pending when nothing waits.
+    pub fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<Result<BytesMut, StoreError>> {
+        match self.waiting.as_mut() {
+            Some(w) => w.poll_settle(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Queues every receipt still waiting for room at once, over the store's bound if need be,
+    /// in order: for a connection that closes, so its writes reach the store before those its
+    /// end causes (the session's disconnect record).
+    pub fn queue_parked(&mut self) {
+        if let Some(w) = self.waiting.as_mut() {
+            w.queue_parked();
+        }
     }
 }
 
@@ -85,16 +114,8 @@ impl Waiting {
         self.sealed_bytes + self.chunks.back().map_or(0, |(_, c)| c.len())
     }
 
-    /// Waits for the oldest receipt and returns the bytes it released; or, first, for room in
-    /// the store's queue for the oldest receipt still waiting for it, and returns nothing once
-    /// that receipt is queued (the connection may read again). Cancellation-safe: receipts
-    /// stay here until they resolve. Pending forever when nothing waits.
-    pub async fn settle(&mut self) -> Result<BytesMut, StoreError> {
-        std::future::poll_fn(|cx| self.poll_settle(cx)).await
-    }
-
-    /// [`Self::settle`] as a poll function, for the connection loop.
-    pub fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<Result<BytesMut, StoreError>> {
+    /// [`Outbox::poll_settle`].
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<Result<BytesMut, StoreError>> {
         if self.parked > 0 {
             let next = self.chunks.iter_mut().find(|(r, _)| r.is_waiting());
             if let Some((receipt, _)) = next {
@@ -121,10 +142,8 @@ impl Waiting {
         Poll::Ready(Ok(chunk))
     }
 
-    /// Queues every receipt still waiting for room at once, over the store's bound if need be,
-    /// in order: for a connection that closes, so its writes reach the store before those its
-    /// end causes (the session's disconnect record).
-    pub fn queue_parked(&mut self) {
+    /// [`Outbox::queue_parked`].
+    fn queue_parked(&mut self) {
         for (receipt, _) in self.chunks.iter_mut() {
             receipt.queue_now();
         }
@@ -157,11 +176,11 @@ mod tests {
         assert_eq!(o.len(), 3);
         assert_eq!(o.pending(), 2);
         tx1.send(Ok(())).unwrap();
-        let released = o.waiting.settle().await.unwrap();
+        let released = o.settle().await.unwrap();
         o.ready.extend_from_slice(&released);
         assert_eq!(&o.ready[..], b"ab");
         tx2.send(Ok(())).unwrap();
-        let released = o.waiting.settle().await.unwrap();
+        let released = o.settle().await.unwrap();
         o.ready.extend_from_slice(&released);
         assert_eq!(&o.ready[..], b"abc");
         assert_eq!(o.pending(), 0);
@@ -174,7 +193,7 @@ mod tests {
         let (tx, r) = receipt();
         o.wait_for(r);
         drop(tx);
-        assert!(o.waiting.settle().await.is_err());
+        assert!(o.settle().await.is_err());
     }
 
     #[tokio::test]
@@ -192,10 +211,10 @@ mod tests {
         assert!(o.parked());
         assert_eq!(o.pending(), 1);
         // The wait for room ends first and releases nothing...
-        assert!(o.waiting.settle().await.unwrap().is_empty());
+        assert!(o.settle().await.unwrap().is_empty());
         assert!(!o.parked());
         // ...then the write does.
-        assert_eq!(&o.waiting.settle().await.unwrap()[..], b"a");
+        assert_eq!(&o.settle().await.unwrap()[..], b"a");
         assert_eq!(o.pending(), 0);
     }
 }

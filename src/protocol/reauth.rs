@@ -20,7 +20,7 @@ impl Handler {
     /// Re-authentication [MQTT-4.12.1-1]: AUTH 0x19 starts it, AUTH 0x18 continues it, always
     /// with the Authentication Method of CONNECT.
     pub(super) fn on_auth(&mut self, a: codec::Auth, out: &mut Outbox) -> Result<(), Close> {
-        let Some(enhanced) = self.enhanced.as_mut() else {
+        let Some(enhanced) = self.rare.as_mut().and_then(|r| r.enhanced.as_mut()) else {
             return Err(Close::Protocol(
                 ReasonCode::PROTOCOL_ERROR,
                 "[MQTT-4.12.0-7] AUTH without an Authentication Method in CONNECT",
@@ -37,7 +37,7 @@ impl Handler {
             let username = self.session.meta().username;
             let exchange = enhanced
                 .authenticator
-                .begin(&self.client_id, username.as_deref());
+                .begin(&self.session.client_id, username.as_deref());
             enhanced.reauth = Some(exchange);
         } else if a.reason != ReasonCode::CONTINUE_AUTHENTICATION || enhanced.reauth.is_none() {
             return Err(Close::Protocol(

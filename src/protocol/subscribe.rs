@@ -123,13 +123,13 @@ impl Handler {
             ));
         }
         if let Some(code) = self.filter_refusal(filter, shared, sub_id) {
-            crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
+            crate::refusal!(client_id = %self.session.client_id, peer = %self.peer, %filter,
                 reason = code.0, "subscription refused");
             outcome.refuse(v5, code, format!("{filter}: {}", code.name()));
             return Ok(());
         }
         if self.over_subscription_limit(filter) {
-            crate::refusal!(client_id = %self.client_id, peer = %self.peer, %filter,
+            crate::refusal!(client_id = %self.session.client_id, peer = %self.peer, %filter,
                 "subscription refused: max_subscriptions_per_client reached");
             if self.version == ProtocolVersion::V31 {
                 // 3.1's SUBACK cannot refuse; granting without subscribing would lie, and
@@ -161,7 +161,7 @@ impl Handler {
         let auth = self.auth();
         let denied = auth.restricts()
             && self.version != ProtocolVersion::V31
-            && auth.check_subscribe(&self.client_id, self.username.as_deref(), filter)
+            && auth.check_subscribe(&self.session.client_id, self.username.as_deref(), filter)
                 == SubscribeVerdict::Denied;
         let cfg = &self.broker.config().mqtt;
         if !topic::valid_topic_filter(filter) || !self.topic_within_limits(filter) {
@@ -212,7 +212,7 @@ impl Handler {
             .subscribe(&self.session, filter, granted, sub_id);
         if self.session.is_persistent() {
             outcome.stored.push(Op::PutSubscription {
-                client_id: self.client_id.to_string(),
+                client_id: self.session.client_id.to_string(),
                 sub: StoredSubscription {
                     filter: filter.to_owned(),
                     options: granted,
@@ -245,14 +245,14 @@ impl Handler {
                 } else if !auth.check_unsubscribe(self.username.as_deref(), f) {
                     // Dynamic security's unsubscribe ACLs: the subscription stays, as in
                     // Mosquitto (a 3.x UNSUBACK has no way to say so).
-                    crate::refusal!(client_id = %self.client_id, peer = %self.peer, filter = %f,
+                    crate::refusal!(client_id = %self.session.client_id, peer = %self.peer, filter = %f,
                         "unsubscribe denied by dynamic security");
                     problems.push(format!("{f}: not authorized to unsubscribe"));
                     ReasonCode::NOT_AUTHORIZED
                 } else if self.broker.unsubscribe(&self.session, f) {
                     if self.session.is_persistent() {
                         self.store_required(vec![Op::DeleteSubscription {
-                            client_id: self.client_id.to_string(),
+                            client_id: self.session.client_id.to_string(),
                             filter: f.clone(),
                         }]);
                     }

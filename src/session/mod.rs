@@ -14,16 +14,19 @@ pub mod stream;
 #[cfg(test)]
 mod tests;
 
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures_util::task::AtomicWaker;
+use once_cell::race::OnceBox;
 
 use tokio::sync::Notify;
 
 use crate::codec::{ProtocolVersion, ReasonCode};
+use crate::peer::PeerAddr;
 use crate::sync::{Mutex, Rank};
 pub use state::{
     Delivery, DropReason, Enqueued, Inflight, Limits, Persistence, Resend, SessionState,
@@ -56,8 +59,10 @@ pub enum Control {
 /// The connection currently attached to a session.
 #[derive(Debug)]
 struct Attached {
-    /// When the connection claimed the session.
-    since: SystemTime,
+    /// When the connection claimed the session, in ms since the Unix epoch (at least 1). Not a
+    /// `SystemTime`: a `NonZeroU64` makes `Option<Attached>` one word, and every session holds
+    /// a `Link`; the session list shows no finer time.
+    since_unix_ms: NonZeroU64,
 }
 
 /// A session's way out of the registry.
@@ -161,8 +166,10 @@ pub struct Session {
     /// Mirrors `link.end == End::Removed`; read by the registry under its map guard, where no
     /// session lock may be taken.
     gone: AtomicBool,
-    /// Allocated by the first wait on it: most sessions are never waited on.
-    waits: OnceLock<Box<Waits>>,
+    /// Allocated by the first wait on it: most sessions are never waited on. A `OnceBox` (one
+    /// pointer; racing first waits may each allocate, one keeps its box) rather than a
+    /// `OnceLock` (two words): every session holds this.
+    waits: OnceBox<Waits>,
 }
 
 /// Woken when any session's discard finishes ([`Session::finish_discard`]). One for the
@@ -226,12 +233,22 @@ pub struct SessionMeta {
     pub expiry: Option<Duration>,
     pub username: Option<Arc<str>>,
     /// The address of the connection that last claimed the session (None once restored from
-    /// the store), for the session list.
-    pub peer: Option<Arc<str>>,
+    /// the store), for the session list. Kept as the address, formatted only when listed: a
+    /// string here cost every connection an allocation.
+    pub peer: Option<PeerAddr>,
     /// The listener (index into `Config::listeners`) of the connection that last claimed the
     /// session, whose auth snapshot checks its deliveries; None once restored from the store
-    /// (`[auth]` then answers until the client reconnects).
-    pub listener: Option<usize>,
+    /// (`[auth]` then answers until the client reconnects). A u16 (see
+    /// [`SessionMeta::listener_index`]): it packs with the small fields, and every session
+    /// holds this.
+    pub listener: Option<u16>,
+}
+
+impl SessionMeta {
+    /// [`Self::listener`] as an index into `Config::listeners`.
+    pub fn listener_index(&self) -> Option<usize> {
+        self.listener.map(usize::from)
+    }
 }
 
 /// How a connection was admitted.
@@ -280,7 +297,7 @@ impl Session {
             connected: AtomicBool::new(false),
             ending: AtomicBool::new(false),
             gone: AtomicBool::new(false),
-            waits: OnceLock::new(),
+            waits: OnceBox::new(),
         }
     }
 
@@ -644,8 +661,11 @@ impl Session {
         link.generation += 1;
         let generation = link.generation;
         link.ever_attached = true;
+        let since = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         link.attached = Some(Attached {
-            since: SystemTime::now(),
+            since_unix_ms: NonZeroU64::new(since).unwrap_or(NonZeroU64::MIN),
         });
         let posted = displaced.is_some_and(|g| {
             self.post_control(&mut link, g, Control::TakenOver { session_ends: true })
@@ -689,7 +709,8 @@ impl Session {
 
     /// When the connection that owns the session now claimed it; None while offline.
     pub fn connected_since(&self) -> Option<SystemTime> {
-        self.link.lock().attached.as_ref().map(|a| a.since)
+        let ms = self.link.lock().attached.as_ref()?.since_unix_ms.get();
+        Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
     }
 
     /// The generation of the connection that owns (or last owned) the session: what

@@ -176,9 +176,9 @@ impl Drop for Held {
 /// [`TASK_CELL_BYTES`]: tokio's cell (aligned to 128 bytes) adds about 110 bytes of header,
 /// trailer and `TaskTracker` token. Every idle connection pays the cell, in 128-byte steps; a
 /// change that crosses a step shows up in [`check_task_size`] (logged) and its test.
-pub const TASK_FUTURE_BUDGET: usize = 400;
+pub const TASK_FUTURE_BUDGET: usize = 272;
 /// The task cell of a plain connection that [`TASK_FUTURE_BUDGET`] aims at.
-pub const TASK_CELL_BYTES: usize = 512;
+pub const TASK_CELL_BYTES: usize = 384;
 
 /// Logs (once) when a plain connection's future outgrew [`TASK_FUTURE_BUDGET`].
 fn check_task_size<F>(serve: &F) {
