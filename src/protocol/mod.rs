@@ -552,7 +552,9 @@ impl Handler {
         }
     }
 
-    fn build_message(&self, topic: Arc<str>, p: codec::Publish) -> Message {
+    /// The message to route, built in its shared allocation: returned by value and then moved
+    /// into an `Arc`, its ~130 bytes were copied three times per PUBLISH.
+    fn build_message(&self, topic: Arc<str>, p: codec::Publish) -> Arc<Message> {
         let mut props = p.properties;
         // Edited in place only when there are any: most PUBLISH packets carry none.
         let mut expiry = None;
@@ -563,7 +565,7 @@ impl Handler {
             pr.subscription_identifiers.clear();
         }
         props.compact();
-        let mut msg = Message {
+        let mut msg = Arc::new(Message {
             topic,
             payload: p.payload,
             qos: p.qos,
@@ -573,10 +575,10 @@ impl Handler {
             publisher: Some(self.client_id.clone()),
             origin: crate::message::Origin::Local,
             stored: std::sync::OnceLock::new(),
-        };
-        if expiry.is_some() {
-            // The clock only for messages that expire: most do not.
-            msg.set_expiry_interval(expiry, Instant::now());
+        });
+        // The clock only for messages that expire: most do not. (A new `Arc` is unshared.)
+        if let (Some(_), Some(m)) = (expiry, Arc::get_mut(&mut msg)) {
+            m.set_expiry_interval(expiry, Instant::now());
         }
         msg
     }
