@@ -123,7 +123,7 @@ impl Handler {
 
     /// Records a read from the client, for the keep-alive sweep.
     pub fn touch(&self) {
-        self.session.touch(self.broker.keep_alive().now_ms());
+        self.session.heard();
     }
 
     /// Whether the client has been silent for 1.5 × keep-alive [MQTT-3.1.2-24]: the check the
@@ -132,12 +132,9 @@ impl Handler {
         let Some(timeout) = self.keep_alive_timeout() else {
             return false;
         };
-        let silent = self
-            .broker
-            .keep_alive()
-            .now_ms()
-            .wrapping_sub(self.session.last_active());
-        u128::from(silent) >= timeout.as_millis()
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let now_ms = self.broker.keep_alive().now_ms();
+        crate::broker::keepalive::KeepAlive::is_silent(&self.session, now_ms, timeout_ms)
     }
 
     /// 1.5 × keep-alive [MQTT-3.1.2-24]; None when keep-alive is 0.
