@@ -44,6 +44,12 @@ const READ_MIN: usize = 256;
 const READ_MAX: usize = 64 * 1024;
 /// An emptied buffer (read or write) larger than this is released when traffic is light.
 const BUF_KEEP: usize = 16 * 1024;
+/// An emptied read buffer this small is kept at the smallest read size. Only acknowledgements
+/// leave one: they are read in place (see `codec::decode`), while any other packet takes the
+/// whole small buffer as its frame. So a subscriber acknowledging QoS 1 deliveries reads each
+/// PUBACK without allocating (it was a malloc/free pair per message), and an idle connection,
+/// whose PINGREQ takes the buffer, still holds none.
+const ACK_BUF_KEEP: usize = 64;
 /// How often a PUBLISH blocked on full queues retries subscribers that did not signal room.
 const BLOCKED_POLL: Duration = Duration::from_millis(20);
 /// When a refill found nothing yet (a write still on its way), try again after this.
@@ -646,11 +652,15 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             }
         }
         // A connection with light traffic (most of them: idle ones send a PINGREQ now and
-        // then) holds no read buffer between reads; a busy one keeps a buffer that fits.
-        if self.rbuf.is_empty()
-            && (self.read_chunk as usize == READ_MIN
-                || self.rbuf.capacity() > (4 * self.read_chunk as usize).min(BUF_KEEP))
-        {
+        // then) holds no read buffer between reads, only a tiny one acknowledgements left; a
+        // busy one keeps a buffer that fits.
+        let chunk = self.read_chunk as usize;
+        let keep = if chunk == READ_MIN {
+            ACK_BUF_KEEP
+        } else {
+            (4 * chunk).min(BUF_KEEP)
+        };
+        if self.rbuf.is_empty() && self.rbuf.capacity() > keep {
             self.rbuf = BytesMut::new();
         }
         Ok(())

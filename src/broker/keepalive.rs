@@ -1,12 +1,15 @@
 //! Keep-alive for every connection at once: one sweep task for the broker, every
 //! [`SWEEP_EVERY`], over the live connections that have a keep-alive, instead of a timer in
 //! each connection task (a boxed tokio `Sleep` and its deadline bookkeeping in every idle
-//! connection). Mosquitto does the same. A connection stamps its session with the time of its
-//! last read ([`KeepAlive::now_ms`]); the sweep asks the connections whose stamp is older than
-//! their 1.5 x keep-alive [MQTT-3.1.2-24] to close, through the session's control slot
-//! ([`crate::session::Control::KeepAliveExpired`]). The connection checks its stamp again
-//! before it closes, so a packet read in the meantime wins. A close comes at most one
-//! `SWEEP_EVERY` after the deadline, never before it.
+//! connection). Mosquitto does the same. A connection marks its session on every read
+//! ([`Session::heard`]: no clock reading on the data path); the sweep turns a mark into its
+//! own time ([`KeepAlive::now_ms`]), so a session's stamp is the first sweep after its last
+//! read, and asks the connections whose stamp is older than their 1.5 x keep-alive
+//! [MQTT-3.1.2-24] to close, through the session's control slot
+//! ([`crate::session::Control::KeepAliveExpired`]). The connection looks at its mark again
+//! before it closes, so a packet read in the meantime wins. A close never comes before the
+//! deadline (the stamp is never earlier than the read), and at most two `SWEEP_EVERY` after
+//! it (one to stamp, one to find the stamp too old).
 //!
 //! Locking: `live` (rank `KeepAlive`) is a leaf, held only to add, remove or collect entries;
 //! the sweep sends its requests after releasing it. Offline sessions are never in it.
@@ -18,10 +21,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::session::{Control, Session};
+use crate::session::{Control, Session, HEARD};
 use crate::sync::{Mutex, Rank};
 
-/// How often the sweep runs: the most a keep-alive close may come late.
+/// How often the sweep runs: a keep-alive close comes at most twice this late.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// A live connection with a keep-alive.
@@ -50,15 +53,22 @@ impl Default for KeepAlive {
 }
 
 impl KeepAlive {
-    /// The clock of the stamps: ms since the broker started, wrapping.
+    /// The clock of the stamps: ms since the broker started, wrapping, never [`HEARD`].
     pub fn now_ms(&self) -> u32 {
-        self.epoch.elapsed().as_millis() as u32
+        (self.epoch.elapsed().as_millis() as u32).min(HEARD - 1)
+    }
+
+    /// Whether `session`, whose connection must hear from its client every `timeout_ms`, has
+    /// been silent that long at `now_ms`: false when it was read from since the last sweep.
+    pub fn is_silent(session: &Session, now_ms: u32, timeout_ms: u32) -> bool {
+        let stamp = session.last_active();
+        stamp != HEARD && now_ms.wrapping_sub(stamp) >= timeout_ms
     }
 
     /// Watches connection `generation` of `session`, which must hear from its client every
     /// `timeout`; its stamp starts now. Undone by [`Self::remove`].
     pub fn add(&self, session: &Arc<Session>, generation: u64, timeout: Duration) {
-        session.touch(self.now_ms());
+        session.stamp(self.now_ms());
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let mut live = self.live.lock();
         session
@@ -105,13 +115,20 @@ impl KeepAlive {
         }
     }
 
-    /// The connections silent past their deadline at `now_ms`, collected under the lock.
+    /// Stamps the sessions read from since the last sweep with `now_ms`, and collects the
+    /// connections silent past their deadline, under the lock (the stamps are atomics).
     fn expired(&self, now_ms: u32) -> Vec<(Arc<Session>, u64)> {
         let live = self.live.lock();
-        live.iter()
-            .filter(|l| now_ms.wrapping_sub(l.session.last_active()) >= l.timeout_ms)
-            .map(|l| (l.session.clone(), l.generation))
-            .collect()
+        let mut late = Vec::new();
+        for l in live.iter() {
+            if l.session.stamp_if_heard(now_ms) {
+                continue;
+            }
+            if Self::is_silent(&l.session, now_ms, l.timeout_ms) {
+                late.push((l.session.clone(), l.generation));
+            }
+        }
+        late
     }
 
     /// How many connections are watched.
@@ -173,10 +190,28 @@ mod tests {
         k.add(&busy, 1, Duration::from_millis(1500));
         let now = k.now_ms();
         assert!(k.expired(now).is_empty(), "nobody is late yet");
-        busy.touch(now + 1000);
+        busy.heard();
         let late = k.expired(now + 2000);
         assert_eq!(late.len(), 1);
         assert!(Arc::ptr_eq(&late[0].0, &quiet));
+        // That sweep stamped busy's read with its own time: silent from then on, it is late
+        // one timeout after that sweep, not before.
+        assert_eq!(k.expired(now + 3499).len(), 1, "only quiet");
+        assert_eq!(k.expired(now + 3500).len(), 2);
+    }
+
+    #[test]
+    fn a_read_since_the_sweep_looked_is_never_silent() {
+        let k = KeepAlive::default();
+        let s = session("s");
+        k.add(&s, 1, Duration::from_millis(1500));
+        let now = k.now_ms();
+        assert!(KeepAlive::is_silent(&s, now + 1500, 1500));
+        s.heard();
+        assert!(!KeepAlive::is_silent(&s, now + 1500, 1500), "a mark wins");
+        assert!(s.stamp_if_heard(now + 10));
+        assert!(!s.stamp_if_heard(now + 20), "one mark, one stamp");
+        assert_eq!(s.last_active(), now + 10);
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Handler {
             });
         }
         let msg = self.build_message(topic, p);
-        let publication = self.broker.publish(Arc::new(msg));
+        let publication = self.broker.publish(msg);
         ops.extend(publication.ops);
         // Acknowledged once stored where the store must hold it...
         self.store_wait(ops, out);

@@ -129,6 +129,10 @@ pub struct Ownership {
     pub generation: u64,
 }
 
+/// [`Session::last_active`] when the client was read from since the keep-alive sweep last
+/// looked (see [`Session::heard`]); the keep-alive clock skips this value.
+pub const HEARD: u32 = u32::MAX;
+
 /// Everything the broker knows about one client id, connected or not.
 #[derive(Debug)]
 pub struct Session {
@@ -144,7 +148,8 @@ pub struct Session {
     /// every turn without a lock.
     control_for: AtomicU32,
     /// When the attached connection last read from its client (see
-    /// [`crate::broker::keepalive::KeepAlive::now_ms`]).
+    /// [`crate::broker::keepalive::KeepAlive::now_ms`]), or [`HEARD`]: read from since the
+    /// keep-alive sweep last looked.
     last_active: AtomicU32,
     /// Its place in the keep-alive sweep's list; written only under that list's lock.
     pub(crate) keep_alive_slot: AtomicU32,
@@ -541,12 +546,30 @@ impl Session {
         self.link.lock().pending_will.take().map(|b| b.1)
     }
 
-    /// Records a read from the client at `now_ms` (keep-alive clock).
-    pub fn touch(&self, now_ms: u32) {
+    /// Records a read from the client: a mark, not a clock reading (there are two reads per
+    /// delivered QoS 1 message), which the keep-alive sweep turns into its own time (see
+    /// [`crate::broker::keepalive`]). Written only when not marked yet.
+    pub fn heard(&self) {
+        if self.last_active.load(Ordering::Relaxed) != HEARD {
+            self.last_active.store(HEARD, Ordering::Relaxed);
+        }
+    }
+
+    /// Stamps the session with `now_ms` (keep-alive clock, never [`HEARD`]).
+    pub fn stamp(&self, now_ms: u32) {
         self.last_active.store(now_ms, Ordering::Relaxed);
     }
 
-    /// When the attached connection last read from its client (keep-alive clock).
+    /// Turns a [`HEARD`] mark into `now_ms`; true when there was one. A mark made meanwhile
+    /// is kept for the next sweep.
+    pub fn stamp_if_heard(&self, now_ms: u32) -> bool {
+        self.last_active
+            .compare_exchange(HEARD, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// When the attached connection last read from its client (keep-alive clock), or
+    /// [`HEARD`] when it has read since the sweep last looked.
     pub fn last_active(&self) -> u32 {
         self.last_active.load(Ordering::Relaxed)
     }
