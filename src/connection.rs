@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::broker::BrokerState;
-use crate::codec::{self, ReasonCode};
+use crate::codec::{self, Packet, ReasonCode};
 use crate::protocol::{Close, ConnectOutcome, ConnectionInfo, Handler, Outbox};
 use crate::session::{Control, Delivery};
 use crate::storage::StoreError;
@@ -155,6 +155,8 @@ where
         deferred: None,
         more_buffered: false,
         control_seen: false,
+        // The CONNACK (and a resumed session's resends) is what is queued.
+        quiet: true,
     })
 }
 
@@ -180,6 +182,11 @@ struct Connection<S> {
     more_buffered: bool,
     /// The control slot was looked at in this poll of the task (see `poll_turn`).
     control_seen: bool,
+    /// What was queued last answers a CONNECT, SUBSCRIBE, UNSUBSCRIBE or PINGREQ, after which
+    /// a connection usually goes quiet, and no delivery since: the write buffer is released
+    /// once it is written, so an idle connection holds none. A connection receiving
+    /// deliveries keeps its buffer (a malloc/free pair per write otherwise).
+    quiet: bool,
 }
 
 /// A connection's rarely used sources (see [`Connection`]'s `deferred`); `turn` frees them
@@ -432,7 +439,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// memory queue has run dry, starts reading the disk backlog.
     fn pump(&mut self) {
         if self.want_pump && self.out.len() < WRITE_HIGH && !self.out.parked() {
+            let before = self.out.len();
             self.want_pump = self.handler.pump(&mut self.out, WRITE_HIGH);
+            if self.out.len() != before {
+                self.quiet = false;
+            }
             if !self.want_pump {
                 self.start_refill();
             }
@@ -512,7 +523,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             Ok(n) => self.broker.metrics().bytes_sent.add(n as u64),
             Err(e) => return Err(Close::Io(e)),
         }
-        if self.out.ready.is_empty() && self.out.ready.capacity() > BUF_KEEP {
+        // (An emptied buffer's `capacity` is only its unused tail: the allocation stays.)
+        if self.out.ready.is_empty() && (self.quiet || self.out.ready.capacity() > BUF_KEEP) {
             self.out.ready = BytesMut::new();
         }
         // No pump for the write's sake: `want_pump` is still true when the last pump stopped
@@ -643,6 +655,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             match codec::decode(&mut self.rbuf, self.handler.version(), max_in) {
                 Ok(Some(packet)) => {
                     self.broker.metrics().packets_received.inc();
+                    self.quiet = matches!(
+                        packet,
+                        Packet::PingReq | Packet::Subscribe(_) | Packet::Unsubscribe(_)
+                    );
                     if self.handler.handle(packet, &mut self.out)? {
                         self.want_pump = true;
                     }
