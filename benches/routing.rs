@@ -43,7 +43,7 @@ fn setup(rt: &tokio::runtime::Runtime, subscribers: usize, qos: QoS) -> Setup {
             let meta = SessionMeta {
                 protocol: ProtocolVersion::V311,
                 login: Login::Unchecked,
-                expiry: Some(Duration::ZERO),
+                expiry_secs: Some(0),
                 username: None,
                 peer: None,
                 listener: Some(0),

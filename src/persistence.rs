@@ -180,9 +180,7 @@ pub fn session_record(
         client_id: client_id.to_string(),
         owner_username: meta.username.as_deref().map(str::to_string),
         protocol_level: meta.protocol.level(),
-        expiry_secs: meta
-            .expiry
-            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
+        expiry_secs: meta.expiry_secs.map(|s| s.min(u32::MAX - 1)),
         disconnected_at_unix_ms,
         will: will.map(StoredWill::from_will),
     }

@@ -124,9 +124,7 @@ fn restore_session(
             5 => ProtocolVersion::V5,
             _ => ProtocolVersion::V311,
         },
-        expiry: record
-            .expiry_secs
-            .map(|s| Duration::from_secs(u64::from(s))),
+        expiry_secs: record.expiry_secs,
         username: record.owner_username.as_deref().map(Arc::from),
         listener: None,
         peer: None,

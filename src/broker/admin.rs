@@ -100,6 +100,7 @@ fn info(s: &Session) -> SessionInfo {
             st.inflight_len(),
         )
     });
+    let expiry = meta.expiry();
     SessionInfo {
         client_id: s.client_id.clone(),
         username: meta.username,
@@ -107,7 +108,7 @@ fn info(s: &Session) -> SessionInfo {
         protocol: meta.protocol,
         connected: s.is_connected(),
         connected_since: s.connected_since(),
-        expiry: meta.expiry,
+        expiry,
         subscriptions,
         queued,
         inflight,

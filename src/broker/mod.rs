@@ -344,9 +344,9 @@ impl BrokerState {
 
     pub fn session_limits(&self) -> Limits {
         Limits {
-            max_queued_messages: self.config.mqtt.max_queued_messages,
-            max_queued_bytes: usize::try_from(self.config.mqtt.max_queued_bytes)
-                .unwrap_or(usize::MAX),
+            max_queued_messages: u32::try_from(self.config.mqtt.max_queued_messages)
+                .unwrap_or(u32::MAX),
+            max_queued_bytes: u32::try_from(self.config.mqtt.max_queued_bytes).unwrap_or(u32::MAX),
         }
     }
 

@@ -39,7 +39,7 @@ pub struct NotOwner;
 async fn take_over(session: &Session, previous: Previous, clean_start: bool) {
     let client_id = &*session.client_id;
     tracing::info!(client_id, "session taken over by a new connection");
-    let session_ends = clean_start || session.meta().expiry == Some(Duration::ZERO);
+    let session_ends = clean_start || session.meta().ends_with_connection();
     session.send_control_to(previous.generation, Control::TakenOver { session_ends });
     if tokio::time::timeout(TAKEOVER_TIMEOUT, session.closed(previous.generation))
         .await
@@ -103,7 +103,7 @@ impl BrokerState {
             }
             // A session that ended with its connection (clean session / expiry 0) is not
             // resumed, even when that connection was only now taken over [MQTT-3.1.2-6].
-            let previous_ended = session.meta().expiry == Some(Duration::ZERO);
+            let previous_ended = session.meta().ends_with_connection();
             let had_session = session.was_attached() && !previous_ended;
             // A will waiting out its delay: this new connection cancels it if it continues
             // the session [MQTT-3.1.3-9]; if it ends the session, the will is due.
@@ -147,7 +147,7 @@ impl BrokerState {
         let Some(p) = &self.persistence else {
             return Vec::new();
         };
-        if meta.expiry == Some(Duration::ZERO) && !(resumed && session.is_persistent()) {
+        if meta.ends_with_connection() && !(resumed && session.is_persistent()) {
             if session.is_persistent() {
                 p.submit(vec![Op::DeleteSession {
                     client_id: session.client_id.to_string(),
@@ -255,7 +255,7 @@ impl BrokerState {
     /// Called when a connection ends. If it still owned the session and the session ends with
     /// the connection, the session is discarded; otherwise it stays for a later resume.
     pub fn end_connection(&self, session: &Arc<Session>, generation: u64) -> bool {
-        let ends = session.meta().expiry == Some(Duration::ZERO);
+        let ends = session.meta().ends_with_connection();
         let still_owner = session.release(generation, ends);
         if still_owner && ends {
             self.remove_session(session);

@@ -492,7 +492,7 @@ async fn claim(
     let meta = SessionMeta {
         protocol: c.protocol,
         login,
-        expiry: terms.expiry,
+        expiry_secs: terms.expiry.map(crate::session::expiry_secs),
         username: terms.username.clone(),
         peer: Some(peer.clone()),
         listener: u16::try_from(terms.listener).ok(),

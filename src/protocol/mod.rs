@@ -615,7 +615,7 @@ impl Handler {
                 );
             }
             let mut meta = self.session.meta();
-            meta.expiry = connect::expiry_from_secs(secs);
+            meta.set_expiry(connect::expiry_from_secs(secs));
             self.session.set_meta(meta);
         }
         Close::ClientDisconnect {
@@ -666,8 +666,9 @@ impl Handler {
             .filter(|_| close.publishes_will());
         self.broker.redistribute_shared(&self.session);
         let still_owner = self.broker.end_connection(&self.session, self.generation);
-        let expiry = self.session.meta().expiry;
-        let persists = still_owner && expiry != Some(Duration::ZERO);
+        let meta = self.session.meta();
+        let expiry = meta.expiry();
+        let persists = still_owner && !meta.ends_with_connection();
         // A will waiting out its delay is kept in the session record, so a restart in the
         // meantime still publishes it.
         let mut pending_will = None;

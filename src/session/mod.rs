@@ -233,9 +233,11 @@ pub struct SessionMeta {
     /// How the connection holding the session was let in, so a change of credentials (a
     /// reload of the password file) can tell whether it would still be.
     pub login: Login,
-    /// None = the session never expires (3.1.1 persistent session without
-    /// `persistent_client_expiration`); Some(0) = ends with the connection.
-    pub expiry: Option<Duration>,
+    /// In seconds (the protocol's unit; see [`SessionMeta::expiry`]): None = the session
+    /// never expires (3.1.1 persistent session without `persistent_client_expiration`);
+    /// Some(0) = ends with the connection. A u32, not a `Duration`: every session holds
+    /// this, and it keeps the record in a smaller malloc class.
+    pub expiry_secs: Option<u32>,
     pub username: Option<Arc<str>>,
     /// The address of the connection that last claimed the session (None once restored from
     /// the store), for the session list. Kept as the address, formatted only when listed: a
@@ -250,10 +252,32 @@ pub struct SessionMeta {
 }
 
 impl SessionMeta {
+    /// How long the session outlives its connection; None = never.
+    pub fn expiry(&self) -> Option<Duration> {
+        self.expiry_secs.map(|s| Duration::from_secs(u64::from(s)))
+    }
+
+    /// Sets [`Self::expiry`], in whole seconds rounded up (a configured 500 ms outlives the
+    /// connection by a second rather than not at all; ~136 years at most).
+    pub fn set_expiry(&mut self, expiry: Option<Duration>) {
+        self.expiry_secs = expiry.map(expiry_secs);
+    }
+
+    /// The session ends with its connection (expiry 0).
+    pub fn ends_with_connection(&self) -> bool {
+        self.expiry_secs == Some(0)
+    }
+
     /// [`Self::listener`] as an index into `Config::listeners`.
     pub fn listener_index(&self) -> Option<usize> {
         self.listener.map(usize::from)
     }
+}
+
+/// `d` in whole seconds, rounded up, saturating (see [`SessionMeta::set_expiry`]).
+pub fn expiry_secs(d: Duration) -> u32 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 /// How a connection was admitted.
@@ -290,7 +314,7 @@ impl Session {
                 SessionMeta {
                     protocol: ProtocolVersion::V311,
                     login: Login::Unchecked,
-                    expiry: Some(Duration::ZERO),
+                    expiry_secs: Some(0),
                     username: None,
                     peer: None,
                     listener: None,
@@ -745,7 +769,7 @@ impl Session {
     /// Changes how long the session outlives its connection (an administrator's "discard
     /// on disconnect" sets zero).
     pub fn set_expiry(&self, expiry: Option<Duration>) {
-        self.meta.lock().expiry = expiry;
+        self.meta.lock().set_expiry(expiry);
     }
 
     /// Whether `generation` still owns the session.

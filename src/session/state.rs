@@ -118,10 +118,10 @@ pub struct Persistence {
 /// Limits a session enforces on itself.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// 0 = no count limit.
-    pub max_queued_messages: usize,
-    /// 0 = no byte limit.
-    pub max_queued_bytes: usize,
+    /// 0 = no count limit. u32s: every session holds a copy, and 4 billion is no limit either.
+    pub max_queued_messages: u32,
+    /// 0 = no byte limit (a configured limit above 4 GiB is taken as 4 GiB).
+    pub max_queued_bytes: u32,
 }
 
 /// Outbound and inbound protocol state of one session.
@@ -279,10 +279,11 @@ impl SessionState {
         let cost = d.cost();
         let backlog = body.backlog_len();
         let bytes_full = limits.max_queued_bytes > 0
-            && body.queued_payload + d.msg.payload.len() > limits.max_queued_bytes
+            && (body.queued_payload + d.msg.payload.len()) as u64
+                > u64::from(limits.max_queued_bytes)
             && !body.queue.is_empty();
         let count_full = limits.max_queued_messages > 0
-            && body.queue.len() as u64 + backlog >= limits.max_queued_messages as u64;
+            && body.queue.len() as u64 + backlog >= u64::from(limits.max_queued_messages);
         let stored = d.qos != QoS::AtMostOnce && body.persistence.is_some();
         if count_full || (bytes_full && !stored) {
             return Err((DropReason::QueueFull, d));
