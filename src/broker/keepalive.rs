@@ -27,6 +27,11 @@ use crate::sync::{Mutex, Rank};
 /// How often the sweep runs: a keep-alive close comes at most twice this late.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
+/// `timeout` in ms, saturating (at most 65,535 s x 1.5: well within a u32).
+fn timeout_ms(timeout: Duration) -> u32 {
+    u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX)
+}
+
 /// A live connection with a keep-alive.
 struct Live {
     session: Arc<Session>,
@@ -58,9 +63,13 @@ impl KeepAlive {
         (self.epoch.elapsed().as_millis() as u32).min(HEARD - 1)
     }
 
-    /// Whether `session`, whose connection must hear from its client every `timeout_ms`, has
+    /// Whether `session`, whose connection must hear from its client every `timeout`, has
     /// been silent that long at `now_ms`: false when it was read from since the last sweep.
-    pub fn is_silent(session: &Session, now_ms: u32, timeout_ms: u32) -> bool {
+    pub fn is_silent(session: &Session, now_ms: u32, timeout: Duration) -> bool {
+        Self::silent_ms(session, now_ms, timeout_ms(timeout))
+    }
+
+    fn silent_ms(session: &Session, now_ms: u32, timeout_ms: u32) -> bool {
         let stamp = session.last_active();
         stamp != HEARD && now_ms.wrapping_sub(stamp) >= timeout_ms
     }
@@ -69,7 +78,7 @@ impl KeepAlive {
     /// `timeout`; its stamp starts now. Undone by [`Self::remove`].
     pub fn add(&self, session: &Arc<Session>, generation: u64, timeout: Duration) {
         session.stamp(self.now_ms());
-        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let timeout_ms = timeout_ms(timeout);
         let mut live = self.live.lock();
         session
             .keep_alive_slot
@@ -124,7 +133,7 @@ impl KeepAlive {
             if l.session.stamp_if_heard(now_ms) {
                 continue;
             }
-            if Self::is_silent(&l.session, now_ms, l.timeout_ms) {
+            if Self::silent_ms(&l.session, now_ms, l.timeout_ms) {
                 late.push((l.session.clone(), l.generation));
             }
         }
@@ -206,9 +215,13 @@ mod tests {
         let s = session("s");
         k.add(&s, 1, Duration::from_millis(1500));
         let now = k.now_ms();
-        assert!(KeepAlive::is_silent(&s, now + 1500, 1500));
+        let timeout = Duration::from_millis(1500);
+        assert!(KeepAlive::is_silent(&s, now + 1500, timeout));
         s.heard();
-        assert!(!KeepAlive::is_silent(&s, now + 1500, 1500), "a mark wins");
+        assert!(
+            !KeepAlive::is_silent(&s, now + 1500, timeout),
+            "a mark wins"
+        );
         assert!(s.stamp_if_heard(now + 10));
         assert!(!s.stamp_if_heard(now + 20), "one mark, one stamp");
         assert_eq!(s.last_active(), now + 10);

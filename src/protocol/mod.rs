@@ -148,9 +148,8 @@ impl Handler {
         let Some(timeout) = self.keep_alive_timeout() else {
             return false;
         };
-        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let now_ms = self.broker.keep_alive().now_ms();
-        crate::broker::keepalive::KeepAlive::is_silent(&self.session, now_ms, timeout_ms)
+        crate::broker::keepalive::KeepAlive::is_silent(&self.session, now_ms, timeout)
     }
 
     /// 1.5 × keep-alive [MQTT-3.1.2-24]; None when keep-alive is 0.

@@ -708,9 +708,7 @@ impl Session {
         link.generation += 1;
         let generation = link.generation;
         link.ever_attached = true;
-        let since = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let since = crate::storage::unix_ms_now();
         link.attached = Some(Attached {
             since_unix_ms: NonZeroU64::new(since).unwrap_or(NonZeroU64::MIN),
         });
