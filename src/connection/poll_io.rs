@@ -48,7 +48,10 @@ pub(super) fn poll_write_some<W: AsyncWrite + Unpin>(
 ///
 /// At the smallest size, with no room in `rbuf`, the read goes through a buffer on the stack
 /// of `poll` and is copied: nothing is allocated while the connection waits, which is where
-/// idle connections spend their life. The copy is at most `READ_MIN` bytes.
+/// idle connections spend their life. That buffer is [`STACK_READ`] bytes, larger than
+/// `READ_MIN` since it costs nothing while idle: a subscriber's batch of acknowledgements (4
+/// bytes each) is read whole, so the window it frees is refilled with one write, not one per
+/// `READ_MIN` bytes of PUBACKs.
 pub(super) fn poll_read_some<R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
     reader: &mut R,
@@ -59,12 +62,12 @@ pub(super) fn poll_read_some<R: AsyncRead + Unpin>(
         // Uninitialised: it was zeroed on every poll, most of which read nothing. `ReadBuf`
         // tracks what the read initialised, and `filled` is only that (a stream that wants
         // initialised memory, such as TLS, zeroes it itself through `initialize_unfilled`).
-        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_MIN];
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); STACK_READ];
         let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
         ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
         let n = buf.filled().len();
         rbuf.extend_from_slice(buf.filled());
-        return Poll::Ready(Ok((n, n == READ_MIN)));
+        return Poll::Ready(Ok((n, n == STACK_READ)));
     }
     if rbuf.capacity() - rbuf.len() < chunk / 4 {
         rbuf.reserve(chunk);
@@ -76,15 +79,59 @@ pub(super) fn poll_read_some<R: AsyncRead + Unpin>(
     Poll::Ready(Ok((n, n == room)))
 }
 
+/// The size of the read buffer on the stack (see [`poll_read_some`]). 512 acknowledgements.
+const STACK_READ: usize = 2048;
+
 /// The next read size after a read of `n` bytes (see [`READ_MIN`]).
 pub(super) fn next_read_chunk(chunk: usize, n: usize, filled: bool) -> usize {
     if filled {
-        (chunk * 2).min(READ_MAX)
+        // A filled stack read (`n` above `chunk`) goes on from its size.
+        (chunk.max(n) * 2).min(READ_MAX)
     } else if n < READ_MIN {
         READ_MIN
     } else if n < chunk / 4 {
         (chunk / 2).max(READ_MIN)
     } else {
         chunk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subscriber's batch of 100 PUBACKs (400 bytes) is read by one call at the smallest read
+    /// size, so the window they free is refilled at once rather than in 256-byte pieces.
+    #[test]
+    fn a_batch_of_acks_is_read_whole_at_the_smallest_size() {
+        let acks: Vec<u8> = (0..100u16)
+            .flat_map(|pid| [0x40, 2, (pid >> 8) as u8, pid as u8])
+            .collect();
+        let mut reader: &[u8] = &acks;
+        let mut rbuf = BytesMut::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let r = poll_read_some(&mut cx, &mut reader, &mut rbuf, READ_MIN);
+        let Poll::Ready(Ok((n, filled))) = r else {
+            panic!("the read did not complete: {r:?}");
+        };
+        assert_eq!((n, filled), (400, false));
+        assert_eq!(&rbuf[..], &acks[..]);
+        // Not filled and above READ_MIN: the next read stays at the smallest size.
+        assert_eq!(next_read_chunk(READ_MIN, n, filled), READ_MIN);
+    }
+
+    #[test]
+    fn a_filled_stack_read_grows_the_next_read_past_it() {
+        let data = vec![7u8; 3 * STACK_READ];
+        let mut reader: &[u8] = &data;
+        let mut rbuf = BytesMut::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let r = poll_read_some(&mut cx, &mut reader, &mut rbuf, READ_MIN);
+        let Poll::Ready(Ok((n, filled))) = r else {
+            panic!("the read did not complete: {r:?}");
+        };
+        assert_eq!((n, filled), (STACK_READ, true));
+        assert_eq!(next_read_chunk(READ_MIN, n, filled), 2 * STACK_READ);
+        assert_eq!(next_read_chunk(READ_MAX, READ_MAX, true), READ_MAX);
     }
 }
