@@ -33,6 +33,33 @@ pub(super) struct Body {
     pub(super) streams: RetainedStreams,
 }
 
+/// Up to this many messages in flight, a new packet id is checked against each of them. Above
+/// it a batch marks the ids in flight once ([`PidsInUse`]): with a window of thousands (a
+/// large `max_inflight` and a slow client) a scan per message made filling the window
+/// quadratic.
+const PID_SCAN_MAX: usize = 64;
+
+/// The packet ids in flight, one bit each (8 KB), for one `take_ready` batch.
+pub(super) struct PidsInUse(Vec<u64>);
+
+impl PidsInUse {
+    fn of(pids: impl Iterator<Item = u16>) -> PidsInUse {
+        let mut set = PidsInUse(vec![0; 1024]);
+        for pid in pids {
+            set.insert(pid);
+        }
+        set
+    }
+
+    fn contains(&self, pid: u16) -> bool {
+        self.0[usize::from(pid >> 6)] & (1 << (pid & 63)) != 0
+    }
+
+    fn insert(&mut self, pid: u16) {
+        self.0[usize::from(pid >> 6)] |= 1 << (pid & 63);
+    }
+}
+
 impl Body {
     /// An empty body for a state at `epoch`. Its stream ids start from the epoch, so a batch
     /// read for a stream of a body a clean start dropped never fills one of this body.
@@ -79,15 +106,30 @@ impl Body {
         Some(d)
     }
 
-    pub(super) fn allocate_packet_id(&mut self) -> u16 {
-        // The window is far below 65535, so a free id is always found within a few steps.
+    /// The next free packet id. `used` is this batch's set of ids in flight, made on first
+    /// need once the window holds more than [`PID_SCAN_MAX`]; below that each id is checked
+    /// against the window itself.
+    pub(super) fn allocate_packet_id(&mut self, used: &mut Option<PidsInUse>) -> u16 {
+        if used.is_none() && self.inflight.len() > PID_SCAN_MAX {
+            *used = Some(PidsInUse::of(self.inflight.iter().map(|(p, _)| *p)));
+        }
+        // `take_ready` allocates only below the window, which is at most 65535 (a u16), so
+        // some id is free and the loop ends; ids are handed out in turn, so it is found
+        // within a few steps unless a few old messages stay in flight for a whole cycle.
         loop {
             let pid = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.wrapping_add(1);
             if self.next_packet_id == 0 {
                 self.next_packet_id = 1;
             }
-            if !self.inflight.iter().any(|(p, _)| *p == pid) {
+            let taken = match used.as_ref() {
+                Some(set) => set.contains(pid),
+                None => self.inflight.iter().any(|(p, _)| *p == pid),
+            };
+            if !taken {
+                if let Some(set) = used.as_mut() {
+                    set.insert(pid);
+                }
                 return pid;
             }
         }
@@ -109,6 +151,7 @@ impl Body {
     ) -> usize {
         let mut freed = 0;
         let mut taken = 0;
+        let mut used = None;
         while taken < max {
             // Retained streams go first; the queue waits until they are done (see
             // `crate::session::stream`). A stream whose buffer ran empty waits for its next
@@ -141,7 +184,7 @@ impl Body {
             let pid = if d.qos == QoS::AtMostOnce {
                 0
             } else {
-                let pid = self.allocate_packet_id();
+                let pid = self.allocate_packet_id(&mut used);
                 self.inflight.push_back((pid, Inflight::Publish(d.clone())));
                 pid
             };

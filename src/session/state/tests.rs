@@ -116,6 +116,48 @@ fn packet_ids_are_nonzero_and_not_reused_while_inflight() {
     assert_eq!(out[0].0, 2, "id 1 is still in flight");
 }
 
+/// Above `PID_SCAN_MAX` in flight the ids in use come from a per-batch bit set: the same
+/// guarantees hold across the wrap, with old messages still holding ids the counter reaches
+/// again [MQTT-2.3.1-2] (an id is not reused while its flow is unfinished).
+#[test]
+fn large_windows_never_hand_out_an_id_in_flight() {
+    let mut s = SessionState::new(Limits {
+        max_queued_messages: 5_000,
+        max_queued_bytes: 0,
+    });
+    s.set_online(true);
+    let window = 3_000;
+    for _ in 0..window {
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    }
+    let first = take(&mut s, window);
+    assert_eq!(first.len(), window);
+    // Acknowledge all but every tenth, so old ids stay in flight, then run the counter up to
+    // just before the oldest ids.
+    for (pid, _) in &first {
+        if pid % 10 != 0 {
+            assert!(s.on_puback(*pid).is_some());
+        }
+    }
+    s.body_mut().next_packet_id = u16::MAX - 5;
+    for _ in 0..window {
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    }
+    let second = take(&mut s, window);
+    assert_eq!(
+        second.len(),
+        window - window / 10,
+        "the window limits the batch"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (pid, _) in first.iter().filter(|(p, _)| p % 10 == 0).chain(&second) {
+        assert_ne!(*pid, 0, "[MQTT-2.3.1-1]");
+        assert!(seen.insert(*pid), "id {pid} handed out while in flight");
+    }
+    assert_eq!(second[6].0, 1, "the counter wraps past 0");
+    assert_eq!(second[15].0, 11, "id 10 is still in flight");
+}
+
 #[test]
 fn qos2_outbound_flow_and_resume_order() {
     let mut s = SessionState::new(Limits {
