@@ -4,11 +4,18 @@
 //!
 //! Synchronisation: mosquitto_sub runs with `-d`, and the test publishes only after its
 //! "received SUBACK" debug line; messages are printed with `-F` as `MSG|qos|retain|topic|payload`.
+//!
+//! `mosquitto_clients_churn_loses_nothing_acknowledged` drives the broker with the same clients
+//! the way a busy site does: subscribers killed and restarted, takeovers, publishers coming and
+//! going. Seeded (`SOAK_SEED`, printed) and `SOAK_SECS` long.
 
 mod common;
+#[path = "soak/rng.rs"]
+mod rng;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -42,11 +49,23 @@ fn parse_msg(line: &str) -> Option<Msg> {
 /// Runs under `stdbuf -oL` (coreutils): mosquitto_sub's debug lines go through stdio, which is
 /// fully buffered on a pipe.
 fn sub_cmd(b: &TestBroker, version: &str, id: &str, qos: u8, filters: &[&str]) -> Command {
+    sub_cmd_for(b, version, id, qos, filters, 10)
+}
+
+/// As [`sub_cmd`], exiting after `secs` (`-W`) however busy.
+fn sub_cmd_for(
+    b: &TestBroker,
+    version: &str,
+    id: &str,
+    qos: u8,
+    filters: &[&str],
+    secs: u64,
+) -> Command {
     let mut cmd = Command::new("stdbuf");
     cmd.args(["-oL", "mosquitto_sub"])
         .args(["-h", "127.0.0.1", "-p", &b.port().to_string()])
         .args(["-V", version, "-i", id, "-q", &qos.to_string(), "-k", "30"])
-        .args(["-d", "-W", "10", "-F", "MSG|%q|%r|%t|%p"]);
+        .args(["-d", "-W", &secs.to_string(), "-F", "MSG|%q|%r|%t|%p"]);
     for f in filters {
         cmd.args(["-t", f]);
     }
@@ -66,7 +85,12 @@ async fn subscriber(
     if let Some(n) = count {
         cmd.args(["-C", &n.to_string()]);
     }
-    let mut p = Proc::spawn(&format!("mosquitto_sub {id}"), &mut cmd);
+    subscribed(id, &mut cmd).await
+}
+
+/// Starts `cmd` (a [`sub_cmd`]) and waits for its SUBACK.
+async fn subscribed(id: &str, cmd: &mut Command) -> Proc {
+    let mut p = Proc::spawn(&format!("mosquitto_sub {id}"), cmd);
     p.wait_line("'received SUBACK'", |l| l.contains("received SUBACK"))
         .await;
     p
@@ -371,5 +395,175 @@ async fn mosquitto_client_publish_to_sys_is_dropped() {
         "$ctl/end",
         "a client's $SYS publish must be dropped\n{}",
         s.transcript()
+    );
+}
+
+/// Churning clients for the churn test: each task starts a mosquitto_sub (random QoS and
+/// filters; a third of them persistent sessions sharing four client ids, so two of them race
+/// for one session) and kills it after a random 50-400 ms, until `end`.
+fn spawn_churners(
+    b: &TestBroker,
+    rng: &mut rng::Rng,
+    end: Instant,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..8)
+        .map(|i| {
+            let mut r = rng.fork();
+            let port = b.port().to_string();
+            tokio::spawn(async move {
+                let mut spawned = 0u64;
+                while Instant::now() < end {
+                    let persistent = r.chance(33);
+                    let id = if persistent {
+                        format!("churn-p{}", r.below(4))
+                    } else {
+                        format!("churn-{i}-{spawned}")
+                    };
+                    let mut cmd = Command::new("mosquitto_sub");
+                    cmd.args(["-h", "127.0.0.1", "-p", &port, "-V", V311, "-i", &id])
+                        .args(["-q", &r.below(3).to_string()])
+                        .args(["-t", *r.pick(&["churn/#", "churn/+/+", "churn/q1/#"])]);
+                    if persistent {
+                        cmd.arg("-c");
+                    }
+                    let p = Proc::spawn(&id, &mut cmd);
+                    spawned += 1;
+                    tokio::time::sleep(Duration::from_millis(r.between(50, 400))).await;
+                    // Dropped: killed with SIGKILL, no DISCONNECT.
+                    drop(p);
+                }
+                spawned
+            })
+        })
+        .collect()
+}
+
+/// One publisher: batches of `mosquitto_pub -l` (a new connection each) to `churn/q{qos}/p{n}`
+/// until `end`. mosquitto_pub exits 0 only once its last message was acknowledged, so the
+/// payloads of successful batches are what the broker acknowledged.
+async fn publish_batches(port: u16, qos: u8, n: usize, end: Instant) -> Vec<String> {
+    let mut acked = Vec::new();
+    let mut batch = 0;
+    while Instant::now() < end {
+        let cmd = format!(
+            "seq -f 'q{qos}-p{n}-b{batch}-%g' 1 200 | mosquitto_pub -h 127.0.0.1 -p {port} \
+             -V {V311} -q {qos} -t churn/q{qos}/p{n} -l"
+        );
+        let name = format!("mosquitto_pub q{qos} p{n} b{batch}");
+        run_ok(&name, Command::new("sh").args(["-c", &cmd])).await;
+        acked.extend((1..=200).map(|i| format!("q{qos}-p{n}-b{batch}-{i}")));
+        batch += 1;
+    }
+    acked
+}
+
+/// Reads `sub` until every payload of `expected` arrived (or nothing new for `WAIT`); returns
+/// how often each payload was received.
+async fn collect(sub: &mut Proc, expected: &BTreeSet<String>) -> BTreeMap<String, u32> {
+    let mut got: BTreeMap<String, u32> = BTreeMap::new();
+    let mut missing = expected.len();
+    while missing > 0 {
+        let Some(line) = sub.line_within(WAIT).await else {
+            break;
+        };
+        if let Some(m) = parse_msg(&line) {
+            let wanted = expected.contains(&m.payload);
+            let n = got.entry(m.payload).or_default();
+            *n += 1;
+            if *n == 1 && wanted {
+                missing -= 1;
+            }
+        }
+    }
+    got
+}
+
+/// Real clients together: two steady subscribers (QoS 1 and QoS 2) while eight tasks start and
+/// kill mosquitto_sub clients (clean and persistent, with takeovers) and four publishers send
+/// QoS 1 and 2 batches; a new client must get its CONNACK within 2 s all along. Invariants:
+/// every acknowledged QoS 1 message reaches the QoS 1 subscriber at least once [MQTT-4.3.2-2]
+/// and every acknowledged QoS 2 message the QoS 2 subscriber exactly once [MQTT-4.3.3-2]; the
+/// broker then stops within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_churn_loses_nothing_acknowledged() {
+    if !have_mosquitto_clients() {
+        return;
+    }
+    let seed = rng::seed_from_env();
+    let secs = rng::secs_from_env(8);
+    eprintln!("[mosquitto churn] SOAK_SEED={seed} SOAK_SECS={secs}");
+    let mut r = rng::Rng::new(seed);
+    let b = start().await;
+    // They outlive the churn, and the collection after it (`-W`).
+    let life = secs + 60;
+    let mut cmd = sub_cmd_for(&b, V311, "steady-q1", 1, &["churn/q1/#"], life);
+    let mut steady1 = subscribed("steady-q1", &mut cmd).await;
+    let mut cmd = sub_cmd_for(&b, V311, "steady-q2", 2, &["churn/q2/#"], life);
+    let mut steady2 = subscribed("steady-q2", &mut cmd).await;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let churners = spawn_churners(&b, &mut r, end);
+    let publishers: Vec<_> = [(1u8, 0usize), (1, 1), (2, 2), (2, 3)]
+        .into_iter()
+        .map(|(qos, n)| (qos, tokio::spawn(publish_batches(b.port(), qos, n, end))))
+        .collect();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], b.port()).into();
+    let mut probes = 0;
+    while Instant::now() < end {
+        let probe_id = format!("probe-{probes}");
+        let probe = Raw::connect_v311(addr, &probe_id);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), probe)
+                .await
+                .is_ok(),
+            "probe {probes}: no CONNACK within 2 s (seed {seed})"
+        );
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut expected: [BTreeSet<String>; 3] = Default::default();
+    for (qos, h) in publishers {
+        expected[usize::from(qos)].extend(h.await.expect("publisher task"));
+    }
+    let mut spawned = 0;
+    for h in churners {
+        spawned += h.await.expect("churner task");
+    }
+    eprintln!(
+        "[mosquitto churn] {probes} probes, {spawned} churning clients, {} QoS 1 and {} QoS 2 acknowledged",
+        expected[1].len(),
+        expected[2].len()
+    );
+    assert!(
+        !expected[1].is_empty() && !expected[2].is_empty(),
+        "nothing was published"
+    );
+    let got1 = collect(&mut steady1, &expected[1]).await;
+    let missing1: Vec<_> = expected[1]
+        .iter()
+        .filter(|p| !got1.contains_key(*p))
+        .collect();
+    assert!(
+        missing1.is_empty(),
+        "{} acknowledged QoS 1 messages lost (seed {seed}), first {:?}",
+        missing1.len(),
+        missing1.first()
+    );
+    let got2 = collect(&mut steady2, &expected[2]).await;
+    let missing2: Vec<_> = expected[2]
+        .iter()
+        .filter(|p| !got2.contains_key(*p))
+        .collect();
+    let dup2: Vec<_> = got2.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        missing2.is_empty() && dup2.is_empty(),
+        "QoS 2 (seed {seed}): {} lost (first {:?}), {} duplicated (first {:?})",
+        missing2.len(),
+        missing2.first(),
+        dup2.len(),
+        dup2.first()
+    );
+    assert!(
+        b.stop_within(Duration::from_secs(5)).await,
+        "the broker did not stop within 5 s after the churn (seed {seed})"
     );
 }
