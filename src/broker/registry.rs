@@ -229,7 +229,11 @@ impl BrokerState {
 
     /// Drops a session's subscriptions and queued state (clean start, or the session ended).
     /// The trie entries go first, so no new routing finds the session; the clear then bumps
-    /// its epoch, so deliveries routed before are refused.
+    /// its epoch, so deliveries routed before are refused (a refused shared delivery goes to
+    /// another member, see `deliver_or_block`). The shared-subscription messages the session
+    /// still holds are taken in the same critical section as the clear and handed to the rest
+    /// of their groups: `redistribute_shared` ran when the connection ended, but routing that
+    /// picked this member before its trie entries went may have queued more since.
     pub(super) fn discard_state(&self, session: &Arc<Session>) {
         let filters = session.with_state(|s| s.subscription_filters());
         if !filters.is_empty() {
@@ -238,17 +242,40 @@ impl BrokerState {
                 trie.unsubscribe(f, &session.client_id);
             }
         }
-        let freed = session.with_state(|s| s.clear());
+        let shared_filters = filters
+            .iter()
+            .filter(|f| codec::topic::parse_shared(f).is_some())
+            .map(|f| Arc::from(f.as_str()))
+            .collect();
+        let movable = self.groups_with_other_members(session, shared_filters);
+        let (moved, freed) = session.with_state(|s| {
+            let (moved, taken, _) = if movable.is_empty() {
+                Default::default()
+            } else {
+                s.take_shared(|d| d.shared.as_ref().is_some_and(|g| movable.contains(g)))
+            };
+            (moved, taken + s.clear())
+        });
         self.budget.sub(freed);
         if filters.len() >= crate::memory::TRIM_AFTER_SUBSCRIPTIONS {
             // No lock is held here; the trim itself runs on a blocking thread.
             drop(filters);
             crate::memory::release_free_memory();
         }
-        if let (Some(p), true) = (&self.persistence, session.is_persistent()) {
-            p.submit(vec![Op::DeleteSession {
+        let mut ops = Vec::new();
+        for d in moved {
+            // Nobody left to take it: the session is gone, and so is the message.
+            let _ = self.hand_over(session, d, &mut ops);
+        }
+        // After the moved messages' new queue entries: a shared body's stored refcount never
+        // drops to zero between.
+        if let (Some(_), true) = (&self.persistence, session.is_persistent()) {
+            ops.push(Op::DeleteSession {
                 client_id: session.client_id.to_string(),
-            }]);
+            });
+        }
+        if !ops.is_empty() {
+            self.submit(ops);
         }
     }
 

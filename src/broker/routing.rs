@@ -258,11 +258,30 @@ impl BrokerState {
                     return e.cost;
                 }
                 Err((DropReason::QueueFull, delivery)) => blocked.push(Routed { delivery, ..r }),
-                Err((other, _)) => self.count_drop(session, other),
+                Err((why, delivery)) => self.refused(session, why, delivery, ops),
             }
             return 0;
         }
-        self.enqueue(r, ops).unwrap_or(0)
+        let session = r.session.clone();
+        match self.enqueue(r, ops) {
+            Ok(cost) => cost,
+            Err((why, delivery)) => {
+                self.refused(&session, why, delivery, ops);
+                0
+            }
+        }
+    }
+
+    /// A routed delivery `session` refused. A shared one refused because the member's session
+    /// was discarded after routing picked it is still owed to the group: another member gets
+    /// it (its budget accounted there). Anything else is counted as dropped.
+    fn refused(&self, session: &Arc<Session>, why: DropReason, d: Delivery, ops: &mut Vec<Op>) {
+        if why == DropReason::Unsubscribed && d.shared.is_some() {
+            // With no member left, nobody is owed it.
+            let _ = self.hand_over(session, d, ops);
+        } else {
+            self.count_drop(session, why);
+        }
     }
 
     /// What a stored queue entry needs from a delivery, taken before it moves into the queue
@@ -333,29 +352,27 @@ impl BrokerState {
     /// Queues a delivery whatever the queue's state; returns why it was refused, if it was
     /// (and counts that).
     pub(super) fn deliver(&self, r: Routed, ops: &mut Vec<Op>) -> Option<DropReason> {
+        let session = r.session.clone();
         match self.enqueue(r, ops) {
             Ok(cost) => {
                 self.budget.add(cost);
                 None
             }
-            Err(reason) => Some(reason),
+            Err((reason, _)) => {
+                self.count_drop(&session, reason);
+                Some(reason)
+            }
         }
     }
 
-    /// As [`Self::deliver`], leaving the budget to the caller: Ok(the queue bytes added).
-    fn enqueue(&self, r: Routed, ops: &mut Vec<Op>) -> Result<usize, DropReason> {
+    /// As [`Self::deliver`], leaving the budget and a refusal to the caller: Ok(the queue
+    /// bytes added), or why it was refused and the delivery.
+    fn enqueue(&self, r: Routed, ops: &mut Vec<Op>) -> Result<usize, (DropReason, Delivery)> {
         let session = &r.session;
         let copy = self.capture(session, &r.delivery);
-        match session.deliver(r.delivery, r.epoch) {
-            Ok(e) => {
-                self.record(session, e.seq, copy, ops);
-                Ok(e.cost)
-            }
-            Err(reason) => {
-                self.count_drop(session, reason);
-                Err(reason)
-            }
-        }
+        let e = session.try_deliver(r.delivery, r.epoch)?;
+        self.record(session, e.seq, copy, ops);
+        Ok(e.cost)
     }
 
     pub(super) fn count_drop(&self, session: &Session, reason: DropReason) {
@@ -391,18 +408,11 @@ impl BrokerState {
         if self.stopping.load(Ordering::Acquire) {
             return;
         }
-        let groups = session.with_state(|s| s.shared_groups());
-        if groups.is_empty() {
+        let movable = self.groups_with_other_members(session, Vec::new());
+        if movable.is_empty() {
             return;
         }
         let me = &session.client_id;
-        let movable: Vec<Arc<str>> = {
-            let trie = self.subscriptions.read();
-            groups
-                .into_iter()
-                .filter(|g| trie.pick_shared(g, |s| s.client_id != *me).is_some())
-                .collect()
-        };
         let (moved, freed, sent_ids) = session.with_state(|s| {
             s.take_shared(|d| d.shared.as_ref().is_some_and(|g| movable.contains(g)))
         });
@@ -433,18 +443,61 @@ impl BrokerState {
         }
         let mut ops = Vec::new();
         for d in moved {
-            self.hand_over(session, d, &mut ops);
+            // With no member left to take it, it stays with this session for its return.
+            if let Some(d) = self.hand_over(session, d, &mut ops) {
+                let epoch = session.with_state(|s| s.epoch());
+                let back = Routed {
+                    session: session.clone(),
+                    epoch,
+                    delivery: d,
+                };
+                self.deliver(back, &mut ops);
+            }
         }
         ops.extend(released);
         self.submit(ops);
     }
 
+    /// The shared groups of which `session` holds messages and which have another member to
+    /// take them; none at shutdown, when every member leaves and each keeps its own (handing
+    /// them around would only race the others doing the same).
+    /// `groups` are more candidates (the shared filters of a session being discarded, whose
+    /// messages may still be on their way to it).
+    pub(super) fn groups_with_other_members(
+        &self,
+        session: &Session,
+        mut groups: Vec<Arc<str>>,
+    ) -> Vec<Arc<str>> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        for g in session.with_state(|s| s.shared_groups()) {
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        if groups.is_empty() {
+            return groups;
+        }
+        let me = &session.client_id;
+        let trie = self.subscriptions.read();
+        groups
+            .into_iter()
+            .filter(|g| trie.pick_shared(g, |s| s.client_id != *me).is_some())
+            .collect()
+    }
+
     /// Queues one message a departing shared member gave up with another member: a connected
     /// one if any, else any other. A member discarded in the meantime refuses it and the next
-    /// is tried; with none left, it goes back to the departing session.
-    pub(super) fn hand_over(&self, from: &Arc<Session>, d: Delivery, ops: &mut Vec<Op>) {
+    /// is tried; with none left, the message is handed back.
+    pub(super) fn hand_over(
+        &self,
+        from: &Arc<Session>,
+        d: Delivery,
+        ops: &mut Vec<Op>,
+    ) -> Option<Delivery> {
         let Some(share) = d.shared.clone() else {
-            return;
+            return Some(d);
         };
         for _ in 0..3 {
             let target = {
@@ -476,15 +529,9 @@ impl BrokerState {
                 delivery: redirected,
             };
             if self.deliver(routed, ops) != Some(DropReason::Unsubscribed) {
-                return;
+                return None;
             }
         }
-        let epoch = from.with_state(|s| s.epoch());
-        let back = Routed {
-            session: from.clone(),
-            epoch,
-            delivery: d,
-        };
-        self.deliver(back, ops);
+        Some(d)
     }
 }

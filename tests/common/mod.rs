@@ -994,6 +994,15 @@ impl Proc {
         }
     }
 
+    /// Kills the process (SIGKILL: no DISCONNECT) and returns every stdout line it printed,
+    /// read to the end of its output.
+    pub async fn kill_and_drain(&mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while self.line_within(WAIT).await.is_some() {}
+        self.seen.clone()
+    }
+
     /// Waits (bounded) for the process to exit.
     pub async fn exit_within(&mut self, d: Duration) -> ExitStatus {
         let deadline = Instant::now() + d;
