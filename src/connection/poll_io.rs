@@ -100,6 +100,17 @@ pub(super) fn next_read_chunk(chunk: usize, n: usize, filled: bool) -> usize {
 mod tests {
     use super::*;
 
+    /// One `poll_read_some` at the smallest read size into an empty buffer: (n, filled, buffer).
+    fn read_once(data: &[u8]) -> (usize, bool, BytesMut) {
+        let mut reader = data;
+        let mut rbuf = BytesMut::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match poll_read_some(&mut cx, &mut reader, &mut rbuf, READ_MIN) {
+            Poll::Ready(Ok((n, filled))) => (n, filled, rbuf),
+            other => panic!("the read did not complete: {other:?}"),
+        }
+    }
+
     /// A subscriber's batch of 100 PUBACKs (400 bytes) is read by one call at the smallest read
     /// size, so the window they free is refilled at once rather than in 256-byte pieces.
     #[test]
@@ -107,13 +118,7 @@ mod tests {
         let acks: Vec<u8> = (0..100u16)
             .flat_map(|pid| [0x40, 2, (pid >> 8) as u8, pid as u8])
             .collect();
-        let mut reader: &[u8] = &acks;
-        let mut rbuf = BytesMut::new();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let r = poll_read_some(&mut cx, &mut reader, &mut rbuf, READ_MIN);
-        let Poll::Ready(Ok((n, filled))) = r else {
-            panic!("the read did not complete: {r:?}");
-        };
+        let (n, filled, rbuf) = read_once(&acks);
         assert_eq!((n, filled), (400, false));
         assert_eq!(&rbuf[..], &acks[..]);
         // Not filled and above READ_MIN: the next read stays at the smallest size.
@@ -122,14 +127,7 @@ mod tests {
 
     #[test]
     fn a_filled_stack_read_grows_the_next_read_past_it() {
-        let data = vec![7u8; 3 * STACK_READ];
-        let mut reader: &[u8] = &data;
-        let mut rbuf = BytesMut::new();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let r = poll_read_some(&mut cx, &mut reader, &mut rbuf, READ_MIN);
-        let Poll::Ready(Ok((n, filled))) = r else {
-            panic!("the read did not complete: {r:?}");
-        };
+        let (n, filled, _) = read_once(&vec![7u8; 3 * STACK_READ]);
         assert_eq!((n, filled), (STACK_READ, true));
         assert_eq!(next_read_chunk(READ_MIN, n, filled), 2 * STACK_READ);
         assert_eq!(next_read_chunk(READ_MAX, READ_MAX, true), READ_MAX);
