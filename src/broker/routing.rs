@@ -402,12 +402,7 @@ impl BrokerState {
     /// members of the same group, connected ones first (MQTT 5.0 4.8.2, non-normative); they are removed from
     /// this session so they are never delivered twice. Messages with no other member stay.
     pub fn redistribute_shared(&self, session: &Arc<Session>) {
-        // At shutdown every member leaves: handing messages around would only move them
-        // between stored queues (and race with the other members doing the same). Each keeps
-        // its own for when it reconnects.
-        if self.stopping.load(Ordering::Acquire) {
-            return;
-        }
+        // None at shutdown: each member keeps its own for when it reconnects.
         let movable = self.groups_with_other_members(session, Vec::new());
         if movable.is_empty() {
             return;

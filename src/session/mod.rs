@@ -363,22 +363,9 @@ impl Session {
         f(&mut self.state.lock())
     }
 
-    /// Queues a delivery for a subscription taken when the state was at `epoch` (see
-    /// [`SessionState::epoch`]) and wakes the connection. The caller accounts the returned cost.
-    pub fn deliver(&self, d: Delivery, epoch: u64) -> Result<Enqueued, DropReason> {
-        let e = self
-            .state
-            .lock()
-            .try_enqueue_at(epoch, d)
-            .map_err(|(reason, _)| reason)?;
-        if e.cost > 0 {
-            self.wake();
-        }
-        Ok(e)
-    }
-
-    /// As [`Self::deliver`], for a subscription taken from the trie when the session's state
-    /// was at `epoch`, and handing a refused delivery back. A session cleared since then (clean
+    /// Queues a delivery for a subscription taken from the trie when the session's state was
+    /// at `epoch` (see [`SessionState::epoch`]) and wakes the connection; a refused delivery is
+    /// handed back. The caller accounts the returned cost. A session cleared since then (clean
     /// start, or discarded) refuses it with [`DropReason::Unsubscribed`].
     pub fn try_deliver(&self, d: Delivery, epoch: u64) -> Result<Enqueued, (DropReason, Delivery)> {
         let e = self.state.lock().try_enqueue_at(epoch, d)?;

@@ -87,7 +87,7 @@ fn a_new_session_is_offline_and_was_never_attached() {
     );
     assert!(!s.is_removed());
     assert_eq!(
-        s.deliver(delivery(QoS::AtMostOnce), 0).unwrap_err(),
+        s.try_deliver(delivery(QoS::AtMostOnce), 0).unwrap_err().0,
         DropReason::Offline,
         "QoS 0 is not queued while nobody is attached"
     );
@@ -101,7 +101,7 @@ fn attach_makes_the_connection_the_owner() {
     assert!(s.was_attached());
     assert!(s.owned_by(own.generation));
     assert!(s.with_state(|st| st.is_online()));
-    assert!(s.deliver(delivery(QoS::AtMostOnce), 0).is_ok());
+    assert!(s.try_deliver(delivery(QoS::AtMostOnce), 0).is_ok());
 }
 
 #[test]
@@ -152,15 +152,17 @@ fn a_delivery_routed_before_a_clear_is_refused() {
     let s = session();
     let _own = s.attach();
     let epoch = s.with_state(|st| st.epoch());
-    assert!(s.deliver(delivery(QoS::AtLeastOnce), epoch).is_ok());
+    assert!(s.try_deliver(delivery(QoS::AtLeastOnce), epoch).is_ok());
     s.with_state(|st| st.clear());
     assert_eq!(
-        s.deliver(delivery(QoS::AtLeastOnce), epoch).unwrap_err(),
+        s.try_deliver(delivery(QoS::AtLeastOnce), epoch)
+            .unwrap_err()
+            .0,
         DropReason::Unsubscribed,
         "a subscription dropped by a clean start must not deliver afterwards"
     );
     let now = s.with_state(|st| st.epoch());
-    assert!(s.deliver(delivery(QoS::AtLeastOnce), now).is_ok());
+    assert!(s.try_deliver(delivery(QoS::AtLeastOnce), now).is_ok());
 }
 
 #[test]
