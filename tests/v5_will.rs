@@ -185,6 +185,32 @@ async fn will_published_on_keep_alive_timeout() {
     assert_eq!(text(&w.next_publish_acked().await), "gone");
 }
 
+/// `$CONTROL/...` is the broker's request space, where a PUBLISH is consumed and never routed;
+/// a will there would be routed when it fires (a dynamic-security command, password included,
+/// reaching `$CONTROL` subscribers), so the CONNECT is refused as not authorized (0x87, 3.1.1
+/// return code 5), as Mosquitto refuses it. The Server MAY refuse a CONNECT [MQTT-3.1.4-2].
+#[tokio::test]
+async fn will_on_control_topic_is_refused() {
+    let b = start().await;
+    let mut w = watcher(&b, "$CONTROL/#").await;
+    for version in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let mut c = with_will("ctl-will", "$CONTROL/dynamic-security/v1", None, 0);
+        c.protocol = version;
+        let (mut cl, ack) = Client::connect_raw(b.addr, c).await;
+        let want = if version == ProtocolVersion::V5 {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode(5)
+        };
+        assert_eq!(ack.code, want, "{version:?}: CONNACK {ack:?}");
+        cl.expect_closed("refused CONNECT").await;
+    }
+    // A will elsewhere is accepted, and the refused ones never fire.
+    let (c, _) = Client::connect_with(b.addr, with_will("ok-will", "ctl/t", None, 0)).await;
+    drop(c);
+    w.expect_nothing("a refused will published").await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // MQTT 3.1.1 persistent sessions
 // ---------------------------------------------------------------------------------------------

@@ -332,6 +332,14 @@ fn check_will(
         && !bridge_state_will(c, &will.topic, client_id, auth)
     {
         (ReasonCode::TOPIC_NAME_INVALID, "will topic in $SYS")
+    } else if will.topic.starts_with("$CONTROL/") {
+        // `$CONTROL` is the broker's request space: a PUBLISH there is consumed, never
+        // routed, but a will is published later, outside that path, and would carry a
+        // command (passwords and all) to `$CONTROL` subscribers. Refused, as in Mosquitto.
+        (
+            ReasonCode::NOT_AUTHORIZED,
+            "will topic in $CONTROL (the broker's request space)",
+        )
     } else if !super::is_sys_topic(&will.topic)
         && auth.restricts()
         && !auth.check_acl(client_id, c.username.as_deref(), &will.topic, Access::Write)
