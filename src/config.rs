@@ -212,7 +212,8 @@ pub struct LimitsConfig {
     /// subscription in the trie and the session, see BENCHMARKS.md).
     pub max_subscriptions_per_client: usize,
     /// Levels (`/`-separated parts) a topic name or filter may have; deeper ones are refused so
-    /// a client cannot make the subscription tree arbitrarily deep. At least 1.
+    /// a client cannot make the subscription tree arbitrarily deep. At least 1. The default,
+    /// 201, is Mosquitto's (at most 200 `/`), so topics that work there work here.
     pub max_topic_levels: usize,
     /// Bytes a topic name or filter may have (MQTT allows 65535). At least 1.
     pub max_topic_length: usize,
@@ -256,7 +257,7 @@ impl Default for LimitsConfig {
             slow_consumer_policy: SlowConsumerPolicy::Drop,
             slow_consumer_grace: Duration::from_secs(30),
             max_subscriptions_per_client: 10_000,
-            max_topic_levels: 128,
+            max_topic_levels: 201,
         }
     }
 }

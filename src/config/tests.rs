@@ -41,7 +41,7 @@ fn defaults() {
     assert_eq!(c.limits.global_queued_bytes_high, 128 << 20);
     assert_eq!(c.limits.global_queued_bytes_low, 96 << 20);
     assert_eq!(c.limits.max_subscriptions_per_client, 10_000);
-    assert_eq!(c.limits.max_topic_levels, 128);
+    assert_eq!(c.limits.max_topic_levels, 201);
     assert_eq!(c.log.level, "info");
     c.validate().unwrap();
 }
