@@ -226,9 +226,9 @@ impl Endpoint {
     }
 
     /// The client behind a PROXY header: checks that `peer` may send one, reads it by
-    /// `deadline` and returns the client it names (the socket's peer for UNKNOWN). `None`: the
-    /// connection is to be closed (an untrusted peer, a missing or malformed header, a timeout:
-    /// logged; a LOCAL health check: quietly).
+    /// `deadline` and returns the client it names (the socket's peer for UNKNOWN and LOCAL).
+    /// `None`: the connection is to be closed (an untrusted peer, a missing or malformed header,
+    /// a timeout: logged).
     async fn proxied_peer<S: AsyncRead + Unpin>(
         &self,
         stream: &mut S,
@@ -248,9 +248,11 @@ impl Endpoint {
         match self.handshake(&peer, deadline, read).await? {
             proxy::ProxyHeader::Proxied { source, .. } => Some(PeerAddr::Tcp(source)),
             proxy::ProxyHeader::Unknown => Some(peer),
+            // The proxy's own connection (a health check, perhaps haproxy's `mqtt-chk` sending
+            // a CONNECT): the PROXY spec says to serve it with the real endpoints.
             proxy::ProxyHeader::Local => {
-                tracing::debug!(%peer, listener = self.index, "PROXY LOCAL (health check)");
-                None
+                tracing::debug!(%peer, listener = self.index, "PROXY LOCAL (proxy's own connection)");
+                Some(peer)
             }
         }
     }

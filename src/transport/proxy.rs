@@ -35,7 +35,8 @@ pub enum ProxyHeader {
     /// v1 `UNKNOWN`, or a v2 PROXY header with an address family we do not map (unix sockets,
     /// unspecified): the proxy relays someone it cannot name. The socket's peer stands in.
     Unknown,
-    /// v2 LOCAL: the proxy's own connection, a health check. Accepted and closed quietly.
+    /// v2 LOCAL: the proxy's own connection (a health check). Served like any other, with the
+    /// socket's peer as the client address, as the PROXY protocol specification requires.
     Local,
 }
 

@@ -3,6 +3,8 @@
 //! (`source`), the only address the listeners trust; the clients connect from 127.0.0.1. So a
 //! session whose peer is 127.0.0.1, and a login failure counted for 127.0.0.1 and not for
 //! 127.0.0.3, show that the broker took the client address from the header.
+//! A second test has haproxy check the broker at the MQTT level (CONNECT, expect CONNACK) over
+//! `send-proxy-v2`, whose checks start with a LOCAL header.
 //!
 //! haproxy's frontends listen on sockets this test binds (port 0) and hands over as inherited
 //! descriptors (`bind fd@N`): no port is picked and released, and clients can connect before
@@ -165,4 +167,51 @@ async fn haproxy_send_proxy_v2_plain_and_tls_passthrough() {
     );
     assert_eq!(slowdown.failures(IpAddr::from([127, 0, 0, 3]), now), 0);
     drop(haproxy);
+}
+
+/// haproxy checks the broker at the MQTT level through a `send-proxy-v2` server line: the
+/// check's connection starts with a v2 LOCAL header (the proxy's own connection), then sends a
+/// CONNECT and expects an accepting CONNACK. PROXY protocol spec 2.2: for LOCAL "the receiver
+/// must accept this connection as valid and must use the real connection endpoints"; a broker
+/// that closed it would be marked DOWN and get no traffic.
+#[tokio::test]
+async fn haproxy_mqtt_health_check_over_send_proxy_v2_passes() {
+    let Some(bin) = haproxy_binary() else {
+        skip("haproxy is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::tls_pki::Pki::new(dir.path());
+    let broker = start_with(broker_config(dir.path(), &pki)).await;
+    let port = broker.handle().local_addrs()[1].port();
+    let connect: String = ConnectOpts::v311("hap-check")
+        .encode()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = format!(
+        "global\n  nbthread 1\n  log stdout format raw local0\ndefaults\n  mode tcp\n  log global\n  \
+         timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+         backend checked\n  option log-health-checks\n  option tcp-check\n  \
+         tcp-check connect default\n  tcp-check send-binary {connect}\n  \
+         tcp-check expect binary 20020000\n  tcp-check send-binary e000\n  \
+         server s 127.0.0.1:{port} send-proxy-v2 source 127.0.0.3 check inter 100ms\n"
+    );
+    // haproxy will not start without a listener: a frontend nobody uses.
+    let front = inheritable_listener();
+    let config = format!(
+        "{config}frontend f\n  bind fd@{}\n  default_backend checked\n",
+        front.as_raw_fd()
+    );
+    let mut haproxy = start_haproxy(&bin, dir.path(), &config);
+    let verdict = haproxy
+        .wait_line("with a health check result", |l| {
+            l.contains("Health check for server checked/s")
+        })
+        .await;
+    assert!(
+        verdict.contains("succeeded"),
+        "{verdict}\n{}",
+        haproxy.transcript()
+    );
 }

@@ -100,14 +100,21 @@ async fn raw_v1_and_v2_headers_set_the_client_address() {
 }
 
 #[tokio::test]
-async fn v2_local_health_check_is_closed_quietly() {
+async fn v2_local_health_check_is_served_with_the_real_endpoints() {
+    // PROXY protocol 2.2: "the receiver must accept this connection as valid and must use the
+    // real connection endpoints". haproxy's `option mqtt-chk` sends a CONNECT after a LOCAL
+    // header and wants a CONNACK; closing would mark the broker down.
     let broker = start_with(proxied(None)).await;
-    // Even a CONNECT after it is not served: a LOCAL connection is the proxy's own.
-    let mut check = Raw::open(broker.addr).await;
-    let connect = ConnectOpts::v311("health").encode();
-    let _ = check.try_send(&[v2(0, 0x00, &[]), connect].concat()).await;
-    closed_after(&mut check, "LOCAL").await;
-    assert!(broker.state().list_sessions().is_empty());
+    let check = connect_behind(broker.addr, &v2(0, 0x00, &[]), "health").await;
+    assert!(peer_of(&broker, "health").starts_with("127.0.0.1:"));
+    // LOCAL with an address block: the addresses are ignored.
+    let src: SocketAddr = "[2001:db8::7]:4000".parse().unwrap();
+    let dst: SocketAddr = "[2001:db8::1]:1883".parse().unwrap();
+    let mut local = v2_tcp6(src, dst);
+    local[12] = 0x20;
+    let _c = connect_behind(broker.addr, &local, "health2").await;
+    assert!(peer_of(&broker, "health2").starts_with("127.0.0.1:"));
+    drop(check);
     // And the listener still serves proxied clients.
     let _c = connect_behind(broker.addr, b"PROXY UNKNOWN\r\n", "after-local").await;
 }
