@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use starling::broker::BrokerState;
-use starling::codec::{ProtocolVersion, Publish, QoS, ReasonCode};
+use starling::codec::{ProtocolVersion, Publish, QoS};
 use starling::config::Config;
 use starling::message::Message;
 use support::*;
@@ -49,11 +49,12 @@ async fn retained_now(addr: std::net::SocketAddr, filter: &str) -> Vec<(String, 
     got
 }
 
-/// Publishes a retained QoS 1 message and asserts PUBACK Success.
+/// Publishes a retained QoS 1 message and asserts it was accepted: PUBACK Success, or 0x10 No
+/// matching subscribers (accepted and retained, nobody subscribed right now; as Mosquitto).
 async fn publish_ok(c: &mut Client, topic: &str, payload: &[u8]) {
     let ack = c.publish_packet(retained(topic, payload)).await;
     let ack = ack.expect("QoS 1 is acknowledged");
-    assert_eq!(ack.reason, ReasonCode::SUCCESS, "{topic}");
+    assert!(!ack.reason.is_error(), "{topic}: {:?}", ack.reason);
 }
 
 fn pairs(items: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {

@@ -409,3 +409,55 @@ async fn mqtt_3_3_2_7_resend_after_reconnect_carries_topic() {
     assert_eq!(text(&p), "2");
     assert_eq!(p.topic, "tasr/t".into(), "resend must carry the topic name");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Acknowledgement codes
+// ---------------------------------------------------------------------------------------------
+
+/// PUBACK and PUBREC say 0x10 No matching subscribers when no subscription matched, which the
+/// Server MAY send instead of 0x00 (3.4.2.1, 3.5.2.1), as Mosquitto does; 0x00 once one does.
+/// 0x10 is below 0x80, so the flow continues: a QoS 2 PUBREC 0x10 is still released and
+/// completed [MQTT-4.3.3-11]. A retained message nobody subscribes to yet is stored all the
+/// same. A 3.1.1 PUBACK has no code.
+#[tokio::test]
+async fn no_matching_subscribers_0x10_then_success() {
+    let b = start().await;
+    let mut publ = Client::connect(b.addr, "nms-pub").await;
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let r = publ.publish_packet(publish("nms/t", b"x", qos, 0)).await;
+        let r = r.expect("an acknowledgement");
+        assert_eq!(r.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS, "{qos:?}");
+    }
+    let mut retained = publish("nms/r", b"kept", QoS::AtLeastOnce, 0);
+    retained.retain = true;
+    let r = publ.publish_packet(retained).await.expect("PUBACK");
+    assert_eq!(r.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+
+    let mut sub = Client::connect(b.addr, "nms-sub").await;
+    sub.subscribe("nms/#", QoS::AtLeastOnce).await;
+    let p = sub.next_publish_acked().await;
+    assert_eq!((&*p.topic, text(&p).as_str()), ("nms/r", "kept"));
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let r = publ.publish_packet(publish("nms/t", b"y", qos, 0)).await;
+        assert_eq!(r.expect("an acknowledgement").reason, ReasonCode::SUCCESS);
+        assert_eq!(text(&sub.next_publish_acked().await), "y");
+    }
+}
+
+/// `$share/` begins a shared subscription's filter, never a topic name a subscription can
+/// match (4.8.2): a PUBLISH there would reach nobody, so it is refused, PUBACK 0x90 Topic Name
+/// invalid ("not malformed, but not accepted"), rather than acknowledged as delivered.
+#[tokio::test]
+async fn publish_to_a_share_topic_name_is_refused_0x90() {
+    let b = start().await;
+    let mut sub = Client::connect(b.addr, "shn-sub").await;
+    sub.subscribe("$share/g/shn/t", QoS::AtLeastOnce).await;
+    let mut publ = Client::connect(b.addr, "shn-pub").await;
+    let r = publ
+        .publish_packet(publish("$share/g/shn/t", b"x", QoS::AtLeastOnce, 0))
+        .await;
+    assert_eq!(r.expect("PUBACK").reason, ReasonCode::TOPIC_NAME_INVALID);
+    publ.publish("shn/t", b"ok", QoS::AtLeastOnce).await;
+    assert_eq!(text(&sub.next_publish_acked().await), "ok");
+    sub.expect_nothing("the $share/ PUBLISH").await;
+}

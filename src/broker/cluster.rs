@@ -23,6 +23,13 @@ pub trait Cluster: Send + Sync + 'static {
     /// The retained message on `msg.topic` was replaced, or deleted (empty payload), by a
     /// message that did not come from a peer.
     fn retained_changed(&self, msg: &Arc<Message>);
+
+    /// Whether other nodes may have subscribers for what this node routes. Without peers, a
+    /// message no local subscription matched reached nobody, which MQTT 5 lets the
+    /// acknowledgement say (0x10 No matching subscribers).
+    fn has_peers(&self) -> bool {
+        true
+    }
 }
 
 /// A broker with no peers.
@@ -33,6 +40,9 @@ impl Cluster for LocalCluster {
     fn routed(&self, _msg: &Arc<Message>) {}
     fn session_claimed(&self, _client_id: &str) {}
     fn retained_changed(&self, _msg: &Arc<Message>) {}
+    fn has_peers(&self) -> bool {
+        false
+    }
 }
 
 /// Whether a message goes out to the cluster: anything that did not come from a peer, except

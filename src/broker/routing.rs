@@ -78,6 +78,10 @@ pub struct Publication {
     /// A connected subscriber whose queue this message took to [`PACE_AT`] or deeper: the
     /// publisher should not be read again until it drains.
     pub pace: Option<Arc<Session>>,
+    /// Whether the message may reach a subscriber: a subscription on this node matched (before
+    /// READ checks), or peers may hold one. False lets an MQTT 5 acknowledgement say 0x10 No
+    /// matching subscribers, as Mosquitto's does.
+    pub matched: bool,
 }
 
 impl BrokerState {
@@ -128,6 +132,7 @@ impl BrokerState {
         // it by value, then moving it into an iterator, copied it twice per PUBLISH.
         let mut targets = RouteList::new();
         self.route(&msg, &mut targets);
+        let matched = !targets.is_empty() || (cluster::forwards(&msg) && self.cluster.has_peers());
         let auth = if targets.is_empty() {
             None
         } else {
@@ -152,7 +157,12 @@ impl BrokerState {
         if cluster::forwards(&msg) {
             self.cluster.routed(&msg);
         }
-        Publication { blocked, ops, pace }
+        Publication {
+            blocked,
+            ops,
+            pace,
+            matched,
+        }
     }
 
     /// The deliveries a message makes, collected under the trie read lock, which is released

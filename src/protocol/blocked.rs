@@ -45,6 +45,11 @@ impl Handler {
         }
         let msg = self.build_message(topic, p);
         let publication = self.broker.publish(msg);
+        let ack = if publication.matched || !self.version.is_v5() {
+            ack
+        } else {
+            ack.map(no_matching_subscribers)
+        };
         ops.extend(publication.ops);
         // Acknowledged once stored where the store must hold it...
         self.store_wait(ops, out);
@@ -134,5 +139,21 @@ impl Handler {
             return false;
         }
         true
+    }
+}
+
+/// `ack` saying 0x10 No matching subscribers, which MQTT 5 allows in PUBACK and PUBREC instead
+/// of 0x00 (information, not failure: below 0x80), as Mosquitto sends it.
+fn no_matching_subscribers(ack: Packet) -> Packet {
+    match ack {
+        Packet::PubAck(mut r) => {
+            r.reason = codec::ReasonCode::NO_MATCHING_SUBSCRIBERS;
+            Packet::PubAck(r)
+        }
+        Packet::PubRec(mut r) => {
+            r.reason = codec::ReasonCode::NO_MATCHING_SUBSCRIBERS;
+            Packet::PubRec(r)
+        }
+        other => other,
     }
 }

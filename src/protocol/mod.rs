@@ -391,6 +391,26 @@ impl Handler {
             )
     }
 
+    /// Why this client may not publish to `topic`, with the MQTT 5 code saying so: `$SYS` (but
+    /// a bridge's own state topic), a `$share/` name (a filter prefix: no subscription can
+    /// match such a topic name, so the message would reach nobody), or the ACL.
+    fn publish_refusal(&mut self, topic: &str) -> Option<(ReasonCode, &'static str)> {
+        if is_sys_topic(topic)
+            && !(self.bridge && bridge::is_own_state(topic, &self.session.client_id))
+        {
+            Some((ReasonCode::NOT_AUTHORIZED, "publish into $SYS refused"))
+        } else if topic.starts_with("$share/") {
+            Some((
+                ReasonCode::TOPIC_NAME_INVALID,
+                "publish to a $share/ topic name refused (no subscription can match it)",
+            ))
+        } else if !self.may_write(topic) {
+            Some((ReasonCode::NOT_AUTHORIZED, "publish denied by the ACL"))
+        } else {
+            None
+        }
+    }
+
     /// `limits.max_topic_length` and `limits.max_topic_levels`.
     fn topic_within_limits(&self, topic: &str) -> bool {
         let l = &self.broker.config().limits;
@@ -428,24 +448,18 @@ impl Handler {
             self.refuse_publish(pid, qos, ReasonCode::QUOTA_EXCEEDED, why, out);
             return Ok(());
         }
-        let sys = is_sys_topic(&topic)
-            && !(self.bridge && bridge::is_own_state(&topic, &self.session.client_id));
-        let denied = sys || !self.may_write(&topic);
-        if denied {
-            let why = if sys {
-                "publish into $SYS refused"
-            } else {
-                "publish denied by the ACL"
-            };
+        let refusal = self.publish_refusal(&topic);
+        if let Some((code, why)) = refusal {
             crate::refusal!(client_id = %self.session.client_id,
                 username = self.username.as_deref().unwrap_or(""), peer = %self.peer, %topic,
                 "{why}");
             if self.version.is_v5() && qos != QoS::AtMostOnce {
-                let why = format!("not authorized to publish to {topic}");
-                self.refuse_publish(pid, qos, ReasonCode::NOT_AUTHORIZED, why, out);
+                let why = format!("{why}: {}", crate::logging::bounded(&topic));
+                self.refuse_publish(pid, qos, code, why, out);
                 return Ok(());
             }
         }
+        let denied = refusal.is_some();
         let ack = match qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(Packet::PubAck(PubResp::new(pid))),

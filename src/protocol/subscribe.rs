@@ -4,6 +4,9 @@
 use super::{Close, Handler, Outbox};
 use crate::auth::SubscribeVerdict;
 use crate::codec::{self, topic, Packet, ProtocolVersion, ReasonCode, SubscriptionOptions};
+// A Reason String names the filter it refuses, cut as log fields are: echoing a 64 KB
+// filter back would cost a 64 KB SUBACK.
+use crate::logging::bounded;
 use crate::storage::{Op, StoredSubscription};
 
 /// What the filters of one SUBSCRIBE came to.
@@ -125,7 +128,7 @@ impl Handler {
         if let Some(code) = self.filter_refusal(filter, shared, sub_id) {
             crate::refusal!(client_id = %self.session.client_id, peer = %self.peer, %filter,
                 reason = code.0, "subscription refused");
-            outcome.refuse(v5, code, format!("{filter}: {}", code.name()));
+            outcome.refuse(v5, code, format!("{}: {}", bounded(filter), code.name()));
             return Ok(());
         }
         if self.over_subscription_limit(filter) {
@@ -142,7 +145,7 @@ impl Handler {
             outcome.refuse(
                 v5,
                 ReasonCode::QUOTA_EXCEEDED,
-                format!("{filter}: max_subscriptions_per_client reached"),
+                format!("{}: max_subscriptions_per_client reached", bounded(filter)),
             );
             return Ok(());
         }
@@ -240,14 +243,14 @@ impl Handler {
             .iter()
             .map(|f| {
                 if !topic::valid_topic_filter(f) {
-                    problems.push(format!("{f}: Topic Filter invalid"));
+                    problems.push(format!("{}: Topic Filter invalid", bounded(f)));
                     ReasonCode::TOPIC_FILTER_INVALID
                 } else if !auth.check_unsubscribe(self.username.as_deref(), f) {
                     // Dynamic security's unsubscribe ACLs: the subscription stays, as in
                     // Mosquitto (a 3.x UNSUBACK has no way to say so).
                     crate::refusal!(client_id = %self.session.client_id, peer = %self.peer, filter = %f,
                         "unsubscribe denied by dynamic security");
-                    problems.push(format!("{f}: not authorized to unsubscribe"));
+                    problems.push(format!("{}: not authorized to unsubscribe", bounded(f)));
                     ReasonCode::NOT_AUTHORIZED
                 } else if self.broker.unsubscribe(&self.session, f) {
                     if self.session.is_persistent() {
