@@ -452,6 +452,49 @@ impl ConfigError {
     }
 }
 
+/// Whether `text` reads as a mosquitto.conf rather than TOML: its first setting is one of
+/// Mosquitto's `key value` lines. Users moving over pass their old file to `-c`; the TOML
+/// parser's "expected `=`" alone would not tell them what to do.
+fn looks_like_mosquitto_conf(text: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "listener",
+        "port",
+        "allow_anonymous",
+        "password_file",
+        "acl_file",
+        "persistence",
+        "persistence_location",
+        "log_dest",
+        "log_type",
+        "include_dir",
+        "per_listener_settings",
+        "max_inflight_messages",
+        "max_queued_messages",
+        "message_size_limit",
+        "connection",
+        "protocol",
+        "cafile",
+        "certfile",
+        "keyfile",
+        "require_certificate",
+        "pid_file",
+        "user",
+        "bind_address",
+        "sys_interval",
+        "autosave_interval",
+        "plugin",
+    ];
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
+    first.is_some_and(|line| {
+        let mut words = line.split_whitespace();
+        let key = words.next().unwrap_or_default();
+        !line.contains('=') && KEYS.contains(&key) && words.next().is_some()
+    })
+}
+
 impl Config {
     /// Parses a TOML document and validates it.
     pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
@@ -468,8 +511,18 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| {
+            let hint = if looks_like_mosquitto_conf(&text) {
+                format!(
+                    "\nthis looks like a Mosquitto configuration file: translate it with \
+                     `starling migrate {} -o starling.toml` (README: Coming from Mosquitto)",
+                    path.display()
+                )
+            } else {
+                String::new()
+            };
+            ConfigError::Parse(format!("{}: {e}{hint}", path.display()))
+        })?;
         let dir = path.parent().unwrap_or(Path::new(""));
         // An empty parent means the working directory.
         let dir = if dir.as_os_str().is_empty() {

@@ -848,3 +848,19 @@ fn syslog_keys_parse_and_the_socket_is_relative_to_the_config_file() {
     let empty = "[log]\nsyslog = true\nsyslog_socket = \"\"\n";
     assert_eq!(invalid_key(empty), "log.syslog_socket");
 }
+
+#[test]
+fn a_mosquitto_conf_given_as_config_points_to_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mosquitto.conf");
+    let conf = "# Place your local configuration in /etc/mosquitto/conf.d/\n\n\
+                pid_file /run/mosquitto/mosquitto.pid\nlistener 1883\nallow_anonymous true\n";
+    std::fs::write(&path, conf).unwrap();
+    let e = Config::load(&path).unwrap_err().to_string();
+    assert!(e.contains("Mosquitto configuration file"), "{e}");
+    assert!(e.contains("starling migrate"), "{e}");
+    // A TOML mistake gets the parser's message alone.
+    std::fs::write(&path, "[mqtt]\nmax_qos 2\n").unwrap();
+    let e = Config::load(&path).unwrap_err().to_string();
+    assert!(!e.contains("Mosquitto"), "{e}");
+}
