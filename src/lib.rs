@@ -171,36 +171,8 @@ impl BrokerBuilder {
         log_auth_mode(&config, &auth);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let global = (config.limits.max_connections > 0)
-            .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
-        let mut bound = Vec::new();
-        for (index, l) in config.listeners.iter().enumerate() {
-            // Certificates first: a listener with a bad certificate must not start at all.
-            let endpoint =
-                transport::Endpoint::from_config(index, l, &config.mqtt).map_err(|source| {
-                    StartError::Tls {
-                        index,
-                        addr: l.bind.clone(),
-                        source: Box::new(source),
-                    }
-                })?;
-            let (listener, addr) = bind_listener(l)?;
-            let mut permits: Vec<Arc<Semaphore>> = global.iter().cloned().collect();
-            if let Some(n) = l.max_connections {
-                permits.push(Arc::new(Semaphore::new(n)));
-            }
-            bound.push((listener, addr, permits, Arc::new(endpoint)));
-        }
-        let metrics_listener = match config.metrics.bind {
-            Some(addr) => {
-                let err = |source| StartError::MetricsBind { addr, source };
-                let listener = TcpListener::bind(addr).await.map_err(err)?;
-                let local = listener.local_addr().map_err(err)?;
-                let token = metrics_token(&config.metrics)?;
-                Some((listener, local, token))
-            }
-            None => None,
-        };
+        let bound = bind_listeners(&config)?;
+        let metrics_listener = bind_metrics(&config.metrics).await?;
         let store = open_store(&config, persistence_default, store)?;
         let persistence = store.as_ref().map(|(p, _)| p.clone());
         let mut state = BrokerState::new(config, shutdown.clone())
@@ -215,53 +187,12 @@ impl BrokerBuilder {
             tracker.spawn(control);
         }
         if let Some((p, snapshot)) = store {
-            let r = restore::restore(&state, &p, snapshot)?;
-            // Absolute: `persistence.dir` is relative to the working directory, which the
-            // log would not otherwise show.
-            let dir = &state.config().persistence.dir;
-            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-            tracing::info!(dir = %dir.display(), sessions = r.sessions,
-                expired = r.expired, retained = r.retained, wills = r.wills, "store opened");
+            restore_store(&state, &p, snapshot)?;
         }
-        let mut addrs = Vec::new();
-        let mut tls = Vec::new();
-        // What every idle plain connection's task carries (see `accept::TASK_FUTURE_BUDGET`).
-        tracing::debug!(
-            bytes = transport::accept::plain_task_future_size(),
-            session_bytes = std::mem::size_of::<session::Session>(),
-            handler_bytes = std::mem::size_of::<protocol::Handler>(),
-            "plain connection task future"
-        );
-        for (listener, addr, permits, endpoint) in bound {
-            addrs.push(addr);
-            if let Some(t) = endpoint.tls() {
-                tls.push((endpoint.index(), t.clone()));
-                tracker.spawn(
-                    t.clone()
-                        .watch(transport::tls::RELOAD_POLL_INTERVAL, shutdown.clone()),
-                );
-            }
-            tracker.spawn(transport::accept::accept_loop(
-                listener,
-                endpoint,
-                state.clone(),
-                tracker.clone(),
-                permits,
-            ));
-        }
-        tracker.spawn(state.keep_alive().clone().run(shutdown.clone()));
-        let sys_interval = state.config().sys.interval;
-        if !sys_interval.is_zero() {
-            tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));
-        }
-        let metrics_addr = metrics_listener.map(|(listener, addr, token)| {
-            let mut exporter = prometheus::Exporter::new(state.clone(), addrs.clone());
-            if let Some(token) = token {
-                exporter = exporter.with_bearer_token(&token);
-            }
-            tracker.spawn(exporter.serve(listener, tracker.clone()));
-            addr
-        });
+        let (addrs, tls) = serve_listeners(bound, &state, &tracker, &shutdown);
+        spawn_timers(&state, &tracker, &shutdown);
+        let metrics_addr =
+            metrics_listener.map(|metrics| serve_metrics(metrics, &state, &addrs, &tracker));
         Ok(BrokerHandle {
             addrs,
             metrics_addr,
@@ -272,6 +203,148 @@ impl BrokerBuilder {
             state,
         })
     }
+}
+
+/// An MQTT listener bound at start, waiting for the broker state before it accepts.
+struct BoundListener {
+    listener: transport::accept::Bound,
+    /// The address it really got (port 0 resolved).
+    addr: config::BindAddr,
+    /// The global connection limit, then the listener's own, when set.
+    permits: Vec<Arc<Semaphore>>,
+    endpoint: Arc<transport::Endpoint>,
+}
+
+/// Binds every configured listener, in order. Nothing is served yet: a later listener or the
+/// store may still fail the start.
+fn bind_listeners(config: &Config) -> Result<Vec<BoundListener>, StartError> {
+    let global = (config.limits.max_connections > 0)
+        .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
+    let mut bound = Vec::new();
+    for (index, l) in config.listeners.iter().enumerate() {
+        // Certificates first: a listener with a bad certificate must not start at all.
+        let endpoint =
+            transport::Endpoint::from_config(index, l, &config.mqtt).map_err(|source| {
+                StartError::Tls {
+                    index,
+                    addr: l.bind.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        let (listener, addr) = bind_listener(l)?;
+        let mut permits: Vec<Arc<Semaphore>> = global.iter().cloned().collect();
+        if let Some(n) = l.max_connections {
+            permits.push(Arc::new(Semaphore::new(n)));
+        }
+        bound.push(BoundListener {
+            listener,
+            addr,
+            permits,
+            endpoint: Arc::new(endpoint),
+        });
+    }
+    Ok(bound)
+}
+
+/// The metrics endpoint bound at start, with the bearer token it will ask for.
+struct MetricsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    token: Option<String>,
+}
+
+/// Binds the metrics endpoint when `[metrics] bind` is set and reads its bearer token.
+async fn bind_metrics(m: &config::MetricsConfig) -> Result<Option<MetricsListener>, StartError> {
+    let Some(addr) = m.bind else {
+        return Ok(None);
+    };
+    let err = |source| StartError::MetricsBind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    let token = metrics_token(m)?;
+    Ok(Some(MetricsListener {
+        listener,
+        addr: local,
+        token,
+    }))
+}
+
+/// Puts what the store holds back into the broker and logs what came back.
+fn restore_store(
+    state: &Arc<BrokerState>,
+    p: &Arc<persistence::Persistence>,
+    snapshot: storage::Snapshot,
+) -> Result<(), StartError> {
+    let r = restore::restore(state, p, snapshot)?;
+    // Absolute: `persistence.dir` is relative to the working directory, which the
+    // log would not otherwise show.
+    let dir = &state.config().persistence.dir;
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+    tracing::info!(dir = %dir.display(), sessions = r.sessions,
+        expired = r.expired, retained = r.retained, wills = r.wills, "store opened");
+    Ok(())
+}
+
+/// Starts accepting on every bound listener (and watching its TLS files); returns the
+/// listeners' addresses and their TLS settings, for the handle.
+fn serve_listeners(
+    bound: Vec<BoundListener>,
+    state: &Arc<BrokerState>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> (Vec<config::BindAddr>, Vec<(usize, transport::tls::Tls)>) {
+    let mut addrs = Vec::new();
+    let mut tls = Vec::new();
+    // What every idle plain connection's task carries (see `accept::TASK_FUTURE_BUDGET`).
+    tracing::debug!(
+        bytes = transport::accept::plain_task_future_size(),
+        session_bytes = std::mem::size_of::<session::Session>(),
+        handler_bytes = std::mem::size_of::<protocol::Handler>(),
+        "plain connection task future"
+    );
+    for b in bound {
+        addrs.push(b.addr);
+        if let Some(t) = b.endpoint.tls() {
+            tls.push((b.endpoint.index(), t.clone()));
+            tracker.spawn(
+                t.clone()
+                    .watch(transport::tls::RELOAD_POLL_INTERVAL, shutdown.clone()),
+            );
+        }
+        tracker.spawn(transport::accept::accept_loop(
+            b.listener,
+            b.endpoint,
+            state.clone(),
+            tracker.clone(),
+            b.permits,
+        ));
+    }
+    (addrs, tls)
+}
+
+/// Starts the broker's periodic tasks: keep-alive expiry and, unless disabled, `$SYS`.
+fn spawn_timers(state: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    tracker.spawn(state.keep_alive().clone().run(shutdown.clone()));
+    let sys_interval = state.config().sys.interval;
+    if !sys_interval.is_zero() {
+        tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));
+    }
+}
+
+/// Starts serving the metrics endpoint; last, so it only answers once every MQTT listener
+/// is bound. Returns the address it serves on.
+fn serve_metrics(
+    m: MetricsListener,
+    state: &Arc<BrokerState>,
+    addrs: &[config::BindAddr],
+    tracker: &TaskTracker,
+) -> SocketAddr {
+    let mut exporter = prometheus::Exporter::new(state.clone(), addrs.to_vec());
+    if let Some(token) = m.token {
+        exporter = exporter.with_bearer_token(&token);
+    }
+    tracker.spawn(exporter.serve(m.listener, tracker.clone()));
+    m.addr
 }
 
 /// Binds listener `l`: its socket and the address it really got (port 0 resolved).
