@@ -96,83 +96,40 @@ fn at(ks: Ks, key: &[u8]) -> impl FnOnce(DecodeError) -> StoreError + '_ {
 /// that cannot be read at all is reported as corrupt.
 pub(crate) fn check(kv: &dyn Kv) -> CheckReport {
     let mut r = CheckReport::default();
-    let mut counts = [0u64; 9];
-    let mut clients = BTreeSet::new();
-    let mut refs: HashMap<u64, u64> = HashMap::new();
-    let mut bodies = BTreeSet::new();
-    let mut stored_refs: HashMap<u64, u64> = HashMap::new();
-    let mut inflight_publish: Vec<(String, u16, u64)> = Vec::new();
-    let mut per_client: Vec<(Ks, String)> = Vec::new();
+    let seen = scan_records(kv, &mut r);
+    check_owners(&mut r, seen.per_client, &seen.clients);
+    check_inflight_targets(kv, &mut r, seen.inflight_publish);
+    check_refcounts(&mut r, &seen.refs, &seen.bodies, &seen.stored_refs);
+    r
+}
 
+/// What the scan gathers for the cross-checks, which need every record first.
+#[derive(Default)]
+struct Seen {
+    /// The `meta` record's format version, when present.
+    format_version: Option<u32>,
+    /// Client ids of the `sessions` records.
+    clients: BTreeSet<String>,
+    /// Queue entries naming each shared message body.
+    refs: HashMap<u64, u64>,
+    /// Ids of the stored message bodies.
+    bodies: BTreeSet<u64>,
+    /// Refcounts as stored in `msg_refs`.
+    stored_refs: HashMap<u64, u64>,
+    /// Inflight publishes: client, packet id, queue seq.
+    inflight_publish: Vec<(String, u16, u64)>,
+    /// The client of every client-keyed record, in scan order.
+    per_client: Vec<(Ks, String)>,
+}
+
+/// Decodes every record, counting them per keyspace and reporting those that do not decode.
+fn scan_records(kv: &dyn Kv, r: &mut CheckReport) -> Seen {
+    let mut counts = [0u64; 9];
+    let mut seen = Seen::default();
     for ks in Ks::ALL {
         let result = scan_all(kv, ks, &mut |k, v| {
             counts[ks.index()] += 1;
-            let outcome: Result<(), StoreError> = (|| {
-                match ks {
-                    Ks::Meta => {
-                        if k == META_FORMAT_VERSION {
-                            r.format_version =
-                                Some(enc::decode_format_version(v).map_err(at(ks, k))?);
-                        }
-                    }
-                    Ks::Sessions => {
-                        let id = enc::decode_str_key(k, "client id").map_err(at(ks, k))?;
-                        enc::decode_session(id.clone(), v).map_err(at(ks, k))?;
-                        clients.insert(id);
-                    }
-                    Ks::Subs => {
-                        let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
-                        let f = enc::decode_str_key(rest, "filter").map_err(at(ks, k))?;
-                        enc::decode_subscription(f, v).map_err(at(ks, k))?;
-                        per_client.push((ks, c));
-                    }
-                    Ks::Queue => {
-                        let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
-                        enc::decode_u64_suffix(rest).map_err(at(ks, k))?;
-                        let q = enc::decode_queue_entry(v).map_err(at(ks, k))?;
-                        if q.body.is_none() {
-                            *refs.entry(q.msg_id).or_default() += 1;
-                        }
-                        per_client.push((ks, c));
-                    }
-                    Ks::Msgs => {
-                        let id = enc::decode_u64_suffix(k).map_err(at(ks, k))?;
-                        enc::decode_message(v).map_err(at(ks, k))?;
-                        bodies.insert(id);
-                    }
-                    Ks::MsgRefs => {
-                        let id = enc::decode_u64_suffix(k).map_err(at(ks, k))?;
-                        stored_refs.insert(id, enc::decode_refcount(v).map_err(at(ks, k))?);
-                    }
-                    Ks::Inflight => {
-                        let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
-                        let pid = enc::decode_u16_suffix(rest).map_err(at(ks, k))?;
-                        let (stage, seq) = enc::decode_inflight(v).map_err(at(ks, k))?;
-                        if stage == InflightStage::Publish {
-                            inflight_publish.push((c.clone(), pid, seq));
-                        }
-                        per_client.push((ks, c));
-                    }
-                    Ks::Qos2In => {
-                        let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
-                        enc::decode_u16_suffix(rest).map_err(at(ks, k))?;
-                        enc::decode_inbound_qos2(v).map_err(at(ks, k))?;
-                        per_client.push((ks, c));
-                    }
-                    Ks::Retained => {
-                        let m = enc::decode_message(v).map_err(at(ks, k))?;
-                        if m.topic.as_bytes() != k {
-                            return Err(DecodeError(format!(
-                                "record topic {:?} differs from its key",
-                                m.topic
-                            ))
-                            .at(ks.name(), k));
-                        }
-                    }
-                }
-                Ok(())
-            })();
-            if let Err(e) = outcome {
+            if let Err(e) = check_record(ks, k, v, &mut seen) {
                 r.corrupt(e);
             }
             Ok(true)
@@ -185,7 +142,87 @@ pub(crate) fn check(kv: &dyn Kv) -> CheckReport {
         .iter()
         .map(|ks| (ks.name(), counts[ks.index()]))
         .collect();
+    r.format_version = seen.format_version;
+    seen
+}
 
+/// Decodes one record and notes in `seen` what the cross-checks need of it.
+fn check_record(ks: Ks, k: &[u8], v: &[u8], seen: &mut Seen) -> Result<(), StoreError> {
+    match ks {
+        Ks::Meta => {
+            if k == META_FORMAT_VERSION {
+                seen.format_version = Some(enc::decode_format_version(v).map_err(at(ks, k))?);
+            }
+        }
+        Ks::Sessions => {
+            let id = enc::decode_str_key(k, "client id").map_err(at(ks, k))?;
+            enc::decode_session(id.clone(), v).map_err(at(ks, k))?;
+            seen.clients.insert(id);
+        }
+        Ks::Subs => {
+            let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
+            let f = enc::decode_str_key(rest, "filter").map_err(at(ks, k))?;
+            enc::decode_subscription(f, v).map_err(at(ks, k))?;
+            seen.per_client.push((ks, c));
+        }
+        Ks::Queue => {
+            let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
+            enc::decode_u64_suffix(rest).map_err(at(ks, k))?;
+            let q = enc::decode_queue_entry(v).map_err(at(ks, k))?;
+            if q.body.is_none() {
+                *seen.refs.entry(q.msg_id).or_default() += 1;
+            }
+            seen.per_client.push((ks, c));
+        }
+        Ks::Msgs => {
+            let id = enc::decode_u64_suffix(k).map_err(at(ks, k))?;
+            enc::decode_message(v).map_err(at(ks, k))?;
+            seen.bodies.insert(id);
+        }
+        Ks::MsgRefs => {
+            let id = enc::decode_u64_suffix(k).map_err(at(ks, k))?;
+            seen.stored_refs
+                .insert(id, enc::decode_refcount(v).map_err(at(ks, k))?);
+        }
+        Ks::Inflight => {
+            let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
+            let pid = enc::decode_u16_suffix(rest).map_err(at(ks, k))?;
+            let (stage, seq) = enc::decode_inflight(v).map_err(at(ks, k))?;
+            if stage == InflightStage::Publish {
+                seen.inflight_publish.push((c.clone(), pid, seq));
+            }
+            seen.per_client.push((ks, c));
+        }
+        Ks::Qos2In => {
+            let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
+            enc::decode_u16_suffix(rest).map_err(at(ks, k))?;
+            enc::decode_inbound_qos2(v).map_err(at(ks, k))?;
+            seen.per_client.push((ks, c));
+        }
+        Ks::Retained => check_retained(k, v)?,
+    }
+    Ok(())
+}
+
+/// A retained record is keyed by its topic: one whose topic differs is corrupt.
+fn check_retained(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
+    let ks = Ks::Retained;
+    let m = enc::decode_message(v).map_err(at(ks, k))?;
+    if m.topic.as_bytes() != k {
+        return Err(
+            DecodeError(format!("record topic {:?} differs from its key", m.topic))
+                .at(ks.name(), k),
+        );
+    }
+    Ok(())
+}
+
+/// Every client-keyed record must belong to a stored session.
+fn check_owners(
+    r: &mut CheckReport,
+    mut per_client: Vec<(Ks, String)>,
+    clients: &BTreeSet<String>,
+) {
     per_client.dedup();
     for (ks, c) in per_client {
         if !clients.contains(&c) {
@@ -195,6 +232,14 @@ pub(crate) fn check(kv: &dyn Kv) -> CheckReport {
             ));
         }
     }
+}
+
+/// Every inflight publish must name a queue entry that exists.
+fn check_inflight_targets(
+    kv: &dyn Kv,
+    r: &mut CheckReport,
+    inflight_publish: Vec<(String, u16, u64)>,
+) {
     for (c, pid, seq) in inflight_publish {
         match kv.get(Ks::Queue, &enc::seq_key(&c, seq)) {
             Ok(Some(_)) => {}
@@ -204,7 +249,17 @@ pub(crate) fn check(kv: &dyn Kv) -> CheckReport {
             Err(e) => r.corrupt(e),
         }
     }
-    for (id, n) in &refs {
+}
+
+/// Shared message bodies, their stored refcounts and the queue entries naming them must
+/// agree.
+fn check_refcounts(
+    r: &mut CheckReport,
+    refs: &HashMap<u64, u64>,
+    bodies: &BTreeSet<u64>,
+    stored_refs: &HashMap<u64, u64>,
+) {
+    for (id, n) in refs {
         if !bodies.contains(id) {
             r.inconsistent(format!(
                 "message {id} is named by {n} queue entries but missing"
@@ -217,7 +272,7 @@ pub(crate) fn check(kv: &dyn Kv) -> CheckReport {
             ));
         }
     }
-    for id in &bodies {
+    for id in bodies {
         if !refs.contains_key(id) {
             r.inconsistent(format!(
                 "message {id} is stored but no queue entry names it"
@@ -229,7 +284,6 @@ pub(crate) fn check(kv: &dyn Kv) -> CheckReport {
             r.inconsistent(format!("refcount of message {id} without a message"));
         }
     }
-    r
 }
 
 fn payload(p: &[u8]) -> String {
@@ -275,60 +329,9 @@ fn describe(ks: Ks, k: &[u8], v: &[u8]) -> Result<String, StoreError> {
             };
             format!("{} = {value}", enc::key_display(k))
         }
-        Ks::Sessions => {
-            let id = enc::decode_str_key(k, "client id").map_err(at(ks, k))?;
-            let s = enc::decode_session(id, v).map_err(at(ks, k))?;
-            let mut line = format!(
-                "client={:?} protocol={} expiry_secs={} disconnected_at_unix_ms={}",
-                s.client_id,
-                s.protocol_level,
-                s.expiry_secs.map_or("never".to_string(), |x| x.to_string()),
-                s.disconnected_at_unix_ms
-                    .map_or("-".to_string(), |x| x.to_string()),
-            );
-            if let Some(o) = &s.owner_username {
-                line.push_str(&format!(" owner={o:?}"));
-            }
-            if let Some(w) = &s.will {
-                line.push_str(&format!(
-                    " will: topic={:?} qos={} retain={} delay_secs={} payload={}",
-                    w.topic,
-                    w.qos as u8,
-                    w.retain,
-                    w.delay_secs,
-                    payload(&w.payload)
-                ));
-            }
-            line
-        }
-        Ks::Subs => {
-            let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
-            let f = enc::decode_str_key(rest, "filter").map_err(at(ks, k))?;
-            let s = enc::decode_subscription(f, v).map_err(at(ks, k))?;
-            format!(
-                "client={c:?} filter={:?} qos={} no_local={} retain_as_published={} \
-                 retain_handling={} id={:?}",
-                s.filter,
-                s.options.qos as u8,
-                s.options.no_local,
-                s.options.retain_as_published,
-                s.options.retain_handling,
-                s.id
-            )
-        }
-        Ks::Queue => {
-            let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
-            let seq = enc::decode_u64_suffix(rest).map_err(at(ks, k))?;
-            let q = enc::decode_queue_entry(v).map_err(at(ks, k))?;
-            let mut line = format!(
-                "client={c:?} seq={seq} msg={} qos={} retain={} subscription_ids={:?}",
-                q.msg_id, q.qos as u8, q.retain, q.subscription_ids
-            );
-            if let Some(m) = &q.body {
-                line.push_str(&format!(" inline {}", message(m)));
-            }
-            line
-        }
+        Ks::Sessions => describe_session(k, v)?,
+        Ks::Subs => describe_subscription(k, v)?,
+        Ks::Queue => describe_queue_entry(k, v)?,
         Ks::Msgs => {
             let id = enc::decode_u64_suffix(k).map_err(at(ks, k))?;
             let m = enc::decode_message(v).map_err(at(ks, k))?;
@@ -356,6 +359,69 @@ fn describe(ks: Ks, k: &[u8], v: &[u8]) -> Result<String, StoreError> {
         }
         Ks::Retained => message(&enc::decode_message(v).map_err(at(ks, k))?),
     })
+}
+
+/// The line of a `sessions` record, with its will when it has one.
+fn describe_session(k: &[u8], v: &[u8]) -> Result<String, StoreError> {
+    let ks = Ks::Sessions;
+    let id = enc::decode_str_key(k, "client id").map_err(at(ks, k))?;
+    let s = enc::decode_session(id, v).map_err(at(ks, k))?;
+    let mut line = format!(
+        "client={:?} protocol={} expiry_secs={} disconnected_at_unix_ms={}",
+        s.client_id,
+        s.protocol_level,
+        s.expiry_secs.map_or("never".to_string(), |x| x.to_string()),
+        s.disconnected_at_unix_ms
+            .map_or("-".to_string(), |x| x.to_string()),
+    );
+    if let Some(o) = &s.owner_username {
+        line.push_str(&format!(" owner={o:?}"));
+    }
+    if let Some(w) = &s.will {
+        line.push_str(&format!(
+            " will: topic={:?} qos={} retain={} delay_secs={} payload={}",
+            w.topic,
+            w.qos as u8,
+            w.retain,
+            w.delay_secs,
+            payload(&w.payload)
+        ));
+    }
+    Ok(line)
+}
+
+/// The line of a `subs` record.
+fn describe_subscription(k: &[u8], v: &[u8]) -> Result<String, StoreError> {
+    let ks = Ks::Subs;
+    let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
+    let f = enc::decode_str_key(rest, "filter").map_err(at(ks, k))?;
+    let s = enc::decode_subscription(f, v).map_err(at(ks, k))?;
+    Ok(format!(
+        "client={c:?} filter={:?} qos={} no_local={} retain_as_published={} \
+         retain_handling={} id={:?}",
+        s.filter,
+        s.options.qos as u8,
+        s.options.no_local,
+        s.options.retain_as_published,
+        s.options.retain_handling,
+        s.id
+    ))
+}
+
+/// The line of a `queue` record, with its message when it is stored inline.
+fn describe_queue_entry(k: &[u8], v: &[u8]) -> Result<String, StoreError> {
+    let ks = Ks::Queue;
+    let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
+    let seq = enc::decode_u64_suffix(rest).map_err(at(ks, k))?;
+    let q = enc::decode_queue_entry(v).map_err(at(ks, k))?;
+    let mut line = format!(
+        "client={c:?} seq={seq} msg={} qos={} retain={} subscription_ids={:?}",
+        q.msg_id, q.qos as u8, q.retain, q.subscription_ids
+    );
+    if let Some(m) = &q.body {
+        line.push_str(&format!(" inline {}", message(m)));
+    }
+    Ok(line)
 }
 
 /// Prints every record, one per line, grouped by keyspace. Corrupt records are printed as
