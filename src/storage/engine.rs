@@ -456,7 +456,33 @@ fn corrupt(ks: Ks, key: &[u8]) -> impl FnOnce(DecodeError) -> StoreError + '_ {
     move |e| e.at(ks.name(), key)
 }
 
+/// Reads everything a broker restores at start: the sessions with their subscriptions,
+/// inflight windows and inbound QoS 2 ids, the retained messages and the next message id.
+/// Records of unknown sessions and inflight packets naming a missing queue entry are skipped
+/// with a warning and counted in [`Snapshot::skipped`].
 pub(crate) fn load(kv: &dyn Kv) -> Result<Snapshot, StoreError> {
+    let mut sessions = load_sessions(kv)?;
+    let mut skipped = load_subscriptions(kv, &mut sessions)?;
+    skipped += load_inflight(kv, &mut sessions)?;
+    skipped += load_inbound_qos2(kv, &mut sessions)?;
+    set_sequences(kv, &mut sessions)?;
+
+    let mut retained = Vec::new();
+    scan_all(kv, Ks::Retained, &mut |k, v| {
+        retained.push(enc::decode_message(v).map_err(corrupt(Ks::Retained, k))?);
+        Ok(true)
+    })?;
+
+    Ok(Snapshot {
+        sessions: sessions.into_values().collect(),
+        retained,
+        next_msg_id: next_msg_id(kv)?,
+        skipped,
+    })
+}
+
+/// Every stored session, with nothing attached yet.
+fn load_sessions(kv: &dyn Kv) -> Result<BTreeMap<String, LoadedSession>, StoreError> {
     let mut sessions: BTreeMap<String, LoadedSession> = BTreeMap::new();
     scan_all(kv, Ks::Sessions, &mut |k, v| {
         let id = enc::decode_str_key(k, "client id").map_err(corrupt(Ks::Sessions, k))?;
@@ -474,37 +500,57 @@ pub(crate) fn load(kv: &dyn Kv) -> Result<Snapshot, StoreError> {
         );
         Ok(true)
     })?;
-    let mut skipped = 0u64;
-    let mut orphan = |ks: Ks, client: &str| {
-        tracing::warn!(
-            "store: `{}` record of unknown session {client:?} skipped",
-            ks.name()
-        );
-        skipped += 1;
-    };
+    Ok(sessions)
+}
 
+/// Warns about a record whose session is not stored; the caller counts it as skipped.
+fn warn_orphan(ks: Ks, client: &str) {
+    tracing::warn!(
+        "store: `{}` record of unknown session {client:?} skipped",
+        ks.name()
+    );
+}
+
+/// Attaches the subscriptions to their sessions; returns how many were skipped.
+fn load_subscriptions(
+    kv: &dyn Kv,
+    sessions: &mut BTreeMap<String, LoadedSession>,
+) -> Result<u64, StoreError> {
+    let mut skipped = 0u64;
     scan_all(kv, Ks::Subs, &mut |k, v| {
         let (client, rest) = client_key(Ks::Subs, k)?;
         let filter = enc::decode_str_key(&rest, "filter").map_err(corrupt(Ks::Subs, k))?;
         let sub = enc::decode_subscription(filter, v).map_err(corrupt(Ks::Subs, k))?;
         match sessions.get_mut(&client) {
             Some(s) => s.subscriptions.push(sub),
-            None => orphan(Ks::Subs, &client),
+            None => {
+                warn_orphan(Ks::Subs, &client);
+                skipped += 1;
+            }
         }
         Ok(true)
     })?;
+    Ok(skipped)
+}
 
+/// Attaches the inflight windows to their sessions, with the delivery of every unacknowledged
+/// publish; returns how many records were skipped (unknown session, missing queue entry).
+fn load_inflight(
+    kv: &dyn Kv,
+    sessions: &mut BTreeMap<String, LoadedSession>,
+) -> Result<u64, StoreError> {
     let mut bodies = Bodies {
         kv,
         cache: HashMap::new(),
     };
-    let mut dangling = 0u64;
+    let mut skipped = 0u64;
     scan_all(kv, Ks::Inflight, &mut |k, v| {
         let (client, rest) = client_key(Ks::Inflight, k)?;
         let packet_id = enc::decode_u16_suffix(&rest).map_err(corrupt(Ks::Inflight, k))?;
         let (stage, seq) = enc::decode_inflight(v).map_err(corrupt(Ks::Inflight, k))?;
         let Some(s) = sessions.get_mut(&client) else {
-            orphan(Ks::Inflight, &client);
+            warn_orphan(Ks::Inflight, &client);
+            skipped += 1;
             return Ok(true);
         };
         let loaded = match stage {
@@ -520,7 +566,7 @@ pub(crate) fn load(kv: &dyn Kv) -> Result<Snapshot, StoreError> {
                         "store: inflight packet {packet_id} of {client:?} names missing queue \
                          entry {seq}; skipped"
                     );
-                    dangling += 1;
+                    skipped += 1;
                     return Ok(true);
                 };
                 LoadedInflight::Publish {
@@ -533,18 +579,37 @@ pub(crate) fn load(kv: &dyn Kv) -> Result<Snapshot, StoreError> {
         s.inflight.push(loaded);
         Ok(true)
     })?;
+    Ok(skipped)
+}
 
+/// Attaches the inbound QoS 2 packet ids to their sessions; returns how many were skipped.
+fn load_inbound_qos2(
+    kv: &dyn Kv,
+    sessions: &mut BTreeMap<String, LoadedSession>,
+) -> Result<u64, StoreError> {
+    let mut skipped = 0u64;
     scan_all(kv, Ks::Qos2In, &mut |k, v| {
         let (client, rest) = client_key(Ks::Qos2In, k)?;
         let packet_id = enc::decode_u16_suffix(&rest).map_err(corrupt(Ks::Qos2In, k))?;
         let msg = enc::decode_inbound_qos2(v).map_err(corrupt(Ks::Qos2In, k))?;
         match sessions.get_mut(&client) {
             Some(s) => s.inbound_qos2.push((packet_id, msg)),
-            None => orphan(Ks::Qos2In, &client),
+            None => {
+                warn_orphan(Ks::Qos2In, &client);
+                skipped += 1;
+            }
         }
         Ok(true)
     })?;
+    Ok(skipped)
+}
 
+/// Orders each session's inflight window and sets where its replay starts and which queue
+/// seq it uses next.
+fn set_sequences(
+    kv: &dyn Kv,
+    sessions: &mut BTreeMap<String, LoadedSession>,
+) -> Result<(), StoreError> {
     for (client, s) in sessions.iter_mut() {
         s.inflight.sort_by_key(LoadedInflight::seq);
         let prefix = enc::client_prefix(client);
@@ -560,13 +625,12 @@ pub(crate) fn load(kv: &dyn Kv) -> Result<Snapshot, StoreError> {
             .max(last_inflight)
             .map_or(0, |x| x.saturating_add(1));
     }
+    Ok(())
+}
 
-    let mut retained = Vec::new();
-    scan_all(kv, Ks::Retained, &mut |k, v| {
-        retained.push(enc::decode_message(v).map_err(corrupt(Ks::Retained, k))?);
-        Ok(true)
-    })?;
-
+/// The next shared message id: past both the last stored body and the recorded high-water
+/// mark.
+fn next_msg_id(kv: &dyn Kv) -> Result<u64, StoreError> {
     let last_shared = match kv.last_key(Ks::Msgs, &[])? {
         Some(k) => Some(enc::decode_u64_suffix(&k).map_err(corrupt(Ks::Msgs, &k))?),
         None => None,
@@ -575,14 +639,7 @@ pub(crate) fn load(kv: &dyn Kv) -> Result<Snapshot, StoreError> {
         Some(v) => Some(enc::decode_refcount(&v).map_err(|e| e.at("meta", META_MSG_ID_HW))?),
         None => None,
     };
-    let next_msg_id = last_shared.max(hw).map_or(0, |x| x.saturating_add(1));
-
-    Ok(Snapshot {
-        sessions: sessions.into_values().collect(),
-        retained,
-        next_msg_id,
-        skipped: skipped + dangling,
-    })
+    Ok(last_shared.max(hw).map_or(0, |x| x.saturating_add(1)))
 }
 
 pub(crate) fn queue_range(
