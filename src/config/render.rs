@@ -125,71 +125,25 @@ impl Config {
     fn unset_keys(&self) -> Vec<(String, &'static str)> {
         let mut unset = Vec::new();
         for (i, l) in self.listeners.iter().enumerate() {
-            let mut note = |set: bool, key: &str, meaning| {
+            let mut note = |set: bool, key: &str, meaning: &'static str| {
                 if !set {
                     unset.push((format!("listeners[{i}].{key}"), meaning));
                 }
             };
-            note(
-                l.max_connections.is_some(),
-                "max_connections",
-                "only limits.max_connections applies",
-            );
-            note(
-                l.max_publish_rate.is_some(),
-                "max_publish_rate",
-                "no listener publish rate limit",
-            );
-            note(
-                l.max_publish_bandwidth.is_some(),
-                "max_publish_bandwidth",
-                "no listener publish bandwidth limit",
-            );
-            if matches!(l.bind, BindAddr::Unix(_)) {
-                note(
-                    l.mode.is_some(),
-                    "mode",
-                    "the socket file's permissions are what the umask leaves",
-                );
-                note(
-                    l.owner.is_some(),
-                    "owner",
-                    "the socket file is owned by the broker's user",
-                );
-                note(
-                    l.group.is_some(),
-                    "group",
-                    "the socket file has the broker's group",
-                );
-            }
-            for (set, key, meaning) in [
-                (
-                    l.allow_anonymous.is_some(),
-                    "allow_anonymous",
-                    "auth.allow_anonymous applies",
-                ),
-                (
-                    l.password_file.is_some(),
-                    "password_file",
-                    "auth.password_file applies",
-                ),
-                (l.acl_file.is_some(), "acl_file", "auth.acl_file applies"),
-            ] {
-                note(set, key, meaning);
-            }
-            if l.protocol.is_tls() {
-                note(
-                    l.ca.is_some(),
-                    "ca",
-                    "client certificates are not asked for",
-                );
-            }
+            note_unset_listener_keys(l, &mut note);
         }
-        let mut note = |set: bool, key: &str, meaning| {
+        let mut note = |set: bool, key: &str, meaning: &'static str| {
             if !set {
                 unset.push((key.to_owned(), meaning));
             }
         };
+        self.note_unset_global_keys(&mut note);
+        unset
+    }
+
+    /// Passes `note` every optional key outside `listeners` (set or not) with what its
+    /// absence means.
+    fn note_unset_global_keys(&self, note: &mut impl FnMut(bool, &str, &'static str)) {
         note(
             self.auth.password_file.is_some(),
             "auth.password_file",
@@ -226,6 +180,69 @@ impl Config {
             "log.stderr",
             "logs go to stderr only when no file, syslog or journald is set",
         );
-        unset
     }
+}
+
+/// Passes `note` every optional key of listener `l` that applies to its kind (set or not),
+/// relative to the listener, with what its absence means.
+fn note_unset_listener_keys(l: &ListenerConfig, note: &mut impl FnMut(bool, &str, &'static str)) {
+    note(
+        l.max_connections.is_some(),
+        "max_connections",
+        "only limits.max_connections applies",
+    );
+    note(
+        l.max_publish_rate.is_some(),
+        "max_publish_rate",
+        "no listener publish rate limit",
+    );
+    note(
+        l.max_publish_bandwidth.is_some(),
+        "max_publish_bandwidth",
+        "no listener publish bandwidth limit",
+    );
+    if matches!(l.bind, BindAddr::Unix(_)) {
+        note_unset_socket_keys(l, note);
+    }
+    for (set, key, meaning) in [
+        (
+            l.allow_anonymous.is_some(),
+            "allow_anonymous",
+            "auth.allow_anonymous applies",
+        ),
+        (
+            l.password_file.is_some(),
+            "password_file",
+            "auth.password_file applies",
+        ),
+        (l.acl_file.is_some(), "acl_file", "auth.acl_file applies"),
+    ] {
+        note(set, key, meaning);
+    }
+    if l.protocol.is_tls() {
+        note(
+            l.ca.is_some(),
+            "ca",
+            "client certificates are not asked for",
+        );
+    }
+}
+
+/// The keys of a unix-socket listener's socket file, for [`note_unset_listener_keys`].
+fn note_unset_socket_keys(l: &ListenerConfig, note: &mut impl FnMut(bool, &str, &'static str)) {
+    note(
+        l.mode.is_some(),
+        "mode",
+        "the socket file's permissions are what the umask leaves",
+    );
+    note(
+        l.owner.is_some(),
+        "owner",
+        "the socket file is owned by the broker's user",
+    );
+    note(
+        l.group.is_some(),
+        "group",
+        "the socket file has the broker's group",
+    );
 }
