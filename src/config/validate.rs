@@ -115,6 +115,26 @@ impl Config {
     /// The TLS and WebSocket keys of listener `i`: present only where they apply, complete
     /// where they are needed.
     fn validate_transport(i: usize, l: &ListenerConfig) -> Result<(), ConfigError> {
+        Self::validate_transport_keys_apply(i, l)?;
+        if l.handshake_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::invalid(
+                format!("listeners[{i}].handshake_timeout"),
+                "must be greater than 0",
+            ));
+        }
+        if let Some(path) = &l.path {
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c == '?') {
+                return Err(ConfigError::invalid(
+                    format!("listeners[{i}].path"),
+                    format!("{path:?} must start with \"/\" and hold no blanks or query"),
+                ));
+            }
+        }
+        Self::validate_tls(i, l)
+    }
+
+    /// Listener `i` sets TLS keys only on a TLS protocol and `path` only on a WebSocket one.
+    fn validate_transport_keys_apply(i: usize, l: &ListenerConfig) -> Result<(), ConfigError> {
         let key = |name: &str| format!("listeners[{i}].{name}");
         let proto = l.protocol;
         let tls_keys = [
@@ -139,20 +159,14 @@ impl Config {
                 format!("only valid on \"ws\" and \"wss\" listeners, not \"{proto}\""),
             ));
         }
-        if l.handshake_timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::invalid(
-                key("handshake_timeout"),
-                "must be greater than 0",
-            ));
-        }
-        if let Some(path) = &l.path {
-            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c == '?') {
-                return Err(ConfigError::invalid(
-                    key("path"),
-                    format!("{path:?} must start with \"/\" and hold no blanks or query"),
-                ));
-            }
-        }
+        Ok(())
+    }
+
+    /// Listener `i`'s TLS keys are complete: a certificate and key on a TLS listener, `ca` for
+    /// any client-certificate setting, and at most one way to take the username from it.
+    fn validate_tls(i: usize, l: &ListenerConfig) -> Result<(), ConfigError> {
+        let key = |name: &str| format!("listeners[{i}].{name}");
+        let proto = l.protocol;
         if proto.is_tls() {
             for (name, missing) in [("cert", l.cert.is_none()), ("key", l.key.is_none())] {
                 if missing {
