@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::BrokerState;
-use crate::codec::ProtocolVersion;
+use crate::codec::{self, ProtocolVersion};
 use crate::persistence::{remaining_expiry, to_delivery, Persistence};
 use crate::protocol;
 use crate::session::{
@@ -46,8 +46,33 @@ pub fn restore(
     }
     broker.warn_if_retained_over_bounds();
     // Wills go out once every session is back, so their subscribers receive them.
+    let wills = restore_sessions(broker, p, snapshot.sessions, &mut report)?;
+    for will in wills {
+        report.wills += 1;
+        release_will(broker, will);
+    }
+    Ok(report)
+}
+
+/// A stored will to publish or schedule once every session is back: the client id, the will,
+/// and for a session still alive the session, when the client went away (unix ms) and the
+/// session's remaining expiry.
+type RestoredWill = (
+    Arc<str>,
+    codec::Will,
+    Option<(Arc<Session>, u64, Option<Duration>)>,
+);
+
+/// Puts back the sessions that have not expired, deletes those that have, and returns their
+/// wills.
+fn restore_sessions(
+    broker: &Arc<BrokerState>,
+    p: &Persistence,
+    sessions: Vec<LoadedSession>,
+    report: &mut Restored,
+) -> Result<Vec<RestoredWill>, StoreError> {
     let mut wills = Vec::new();
-    for loaded in snapshot.sessions {
+    for loaded in sessions {
         let record = &loaded.session;
         let remaining = remaining_expiry(record);
         let will = record.will.as_ref().map(|w| {
@@ -80,29 +105,30 @@ pub fn restore(
         }
         report.sessions += 1;
     }
-    for (client_id, will, live) in wills {
-        report.wills += 1;
-        let Some((session, since, remaining)) = live else {
-            protocol::publish_will(broker, &client_id, will);
-            continue;
-        };
-        // A broker that stopped while the client was connected counts from its own start.
-        let gone = Duration::from_millis(unix_ms_now().saturating_sub(since));
-        let delay =
-            Duration::from_secs(u64::from(will.properties.will_delay_interval.unwrap_or(0)));
-        let mut wait = delay.saturating_sub(gone);
-        if let Some(r) = remaining {
-            wait = wait.min(r);
-        }
-        // Generation 0 is the restored session's; a reconnect claims a newer one and takes
-        // the will (cancelled [MQTT-3.1.3-9], or published if Clean Start 1 ends the session).
-        let pending = PendingWill {
-            will,
-            since_unix_ms: since,
-        };
-        protocol::schedule_will(broker, &session, 0, pending, wait);
+    Ok(wills)
+}
+
+/// Publishes the will of a session that expired while the broker was down; schedules the will
+/// of a restored session for what is left of its delay.
+fn release_will(broker: &Arc<BrokerState>, (client_id, will, live): RestoredWill) {
+    let Some((session, since, remaining)) = live else {
+        protocol::publish_will(broker, &client_id, will);
+        return;
+    };
+    // A broker that stopped while the client was connected counts from its own start.
+    let gone = Duration::from_millis(unix_ms_now().saturating_sub(since));
+    let delay = Duration::from_secs(u64::from(will.properties.will_delay_interval.unwrap_or(0)));
+    let mut wait = delay.saturating_sub(gone);
+    if let Some(r) = remaining {
+        wait = wait.min(r);
     }
-    Ok(report)
+    // Generation 0 is the restored session's; a reconnect claims a newer one and takes
+    // the will (cancelled [MQTT-3.1.3-9], or published if Clean Start 1 ends the session).
+    let pending = PendingWill {
+        will,
+        since_unix_ms: since,
+    };
+    protocol::schedule_will(broker, &session, 0, pending, wait);
 }
 
 fn restore_session(
