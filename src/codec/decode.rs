@@ -179,18 +179,7 @@ fn check_topic_name(topic: &str, alias: bool) -> Result<(), DecodeError> {
 }
 
 fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
-    // Read as bytes: a name that is not UTF-8 is still just a wrong protocol name.
-    let name = r.binary("protocol name")?;
-    let level = r.u8("protocol level")?;
-    // A Mosquitto bridge with `try_private` sets the level's top bit, for 3.1 and 3.1.1 only.
-    let bridge = level & 0x80 != 0;
-    let protocol = match (name.as_ref(), level & 0x7F) {
-        (b"MQIsdp", 3) => ProtocolVersion::V31,
-        (b"MQTT", 4) => ProtocolVersion::V311,
-        (b"MQTT", 5) if !bridge => ProtocolVersion::V5,
-        (b"MQIsdp", _) | (b"MQTT", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
-        _ => return Err(DecodeError::InvalidProtocolName),
-    };
+    let (protocol, bridge) = decode_protocol(r)?;
     let v5 = protocol.is_v5();
     let flags = r.u8("connect flags")?;
     if flags & 0b0000_0001 != 0 {
@@ -218,21 +207,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     };
     let client_id = r.string("client identifier")?;
     let will = if will_flag {
-        let properties = if v5 {
-            decode_properties(r, PropCtx::Will)?
-        } else {
-            Properties::default()
-        };
-        let topic = r.string("will topic")?;
-        check_topic_name(&topic, false)?;
-        let payload = r.binary("will payload")?;
-        Some(Will {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: will_retain,
-            properties,
-        })
+        Some(decode_will(r, v5, will_qos, will_retain)?)
     } else {
         None
     };
@@ -256,6 +231,43 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         password,
         properties,
         bridge,
+    })
+}
+
+/// CONNECT's protocol name and level: the version, and whether a Mosquitto bridge set the
+/// level's top bit.
+fn decode_protocol(r: &mut Reader) -> Result<(ProtocolVersion, bool), DecodeError> {
+    // Read as bytes: a name that is not UTF-8 is still just a wrong protocol name.
+    let name = r.binary("protocol name")?;
+    let level = r.u8("protocol level")?;
+    // A Mosquitto bridge with `try_private` sets the level's top bit, for 3.1 and 3.1.1 only.
+    let bridge = level & 0x80 != 0;
+    let protocol = match (name.as_ref(), level & 0x7F) {
+        (b"MQIsdp", 3) => ProtocolVersion::V31,
+        (b"MQTT", 4) => ProtocolVersion::V311,
+        (b"MQTT", 5) if !bridge => ProtocolVersion::V5,
+        (b"MQIsdp", _) | (b"MQTT", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
+        _ => return Err(DecodeError::InvalidProtocolName),
+    };
+    Ok((protocol, bridge))
+}
+
+/// CONNECT's will part (properties on 5.0, topic, payload), present when the Will Flag is set.
+fn decode_will(r: &mut Reader, v5: bool, qos: QoS, retain: bool) -> Result<Will, DecodeError> {
+    let properties = if v5 {
+        decode_properties(r, PropCtx::Will)?
+    } else {
+        Properties::default()
+    };
+    let topic = r.string("will topic")?;
+    check_topic_name(&topic, false)?;
+    let payload = r.binary("will payload")?;
+    Ok(Will {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
     })
 }
 
