@@ -138,7 +138,8 @@ where
         }
         ConnectOutcome::Accepted(h) => h,
     };
-    if rbuf.is_empty() {
+    let pipelined = !rbuf.is_empty();
+    if !pipelined {
         // See `decode_all`: an idle connection holds no read buffer.
         rbuf = BytesMut::new();
     }
@@ -153,7 +154,9 @@ where
         needs_flush: false,
         want_pump: true,
         deferred: None,
-        more_buffered: false,
+        // Packets a client sent right behind its CONNECT, without waiting for CONNACK (spec
+        // 3.1.4 allows it), may already be in the buffer: no read would come for them.
+        more_buffered: pipelined,
         control_seen: false,
         // The CONNACK (and a resumed session's resends) is what is queued.
         quiet: true,

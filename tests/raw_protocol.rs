@@ -800,3 +800,46 @@ async fn offline_queue_bounded_by_max_queued_messages() {
     p.publish("mql/t", b"live", 1, false, 99).await;
     assert_publish(&s.recv_and_ack().await, "mql/t", b"live");
 }
+
+/// "Clients are allowed to send further Control Packets immediately after sending a CONNECT
+/// Packet; Clients need not wait for a CONNACK" (3.1.1 and 5.0, section 3.1.4). Sent in
+/// the same write, they arrive in the same read as the CONNECT: they must be handled then, not
+/// when the client next sends something (which a subscriber may never do). Found by a chaos
+/// run: paho's connect() then subscribe() lost one subscription in five.
+#[tokio::test]
+async fn packets_pipelined_behind_connect_are_handled_spec_3_1_4() {
+    let b = start().await;
+    for (i, opts) in [
+        ConnectOpts::v311("pipelined"),
+        ConnectOpts::v31("pipelined31"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = Raw::open(b.addr).await;
+        let topic = format!("pipe/{i}");
+        let bytes = [
+            opts.encode(),
+            subscribe_packet(1, &[(&topic, 1)]),
+            publish_packet(&topic, b"behind-connect", 1, false, false, 2),
+        ]
+        .concat();
+        c.send(&bytes).await;
+        assert!(
+            matches!(c.recv().await, Packet::ConnAck(_)),
+            "CONNACK first"
+        );
+        assert!(matches!(c.recv().await, Packet::SubAck(_)), "then SUBACK");
+        let (mut acked, mut delivered) = (false, false);
+        while !(acked && delivered) {
+            match c.recv().await {
+                Packet::PubAck(a) if a.packet_id == 2 => acked = true,
+                Packet::Publish(p) => {
+                    assert_eq!(&p.payload[..], b"behind-connect");
+                    delivered = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
