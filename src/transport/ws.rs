@@ -11,8 +11,9 @@
 //! binary messages carry a byte stream, so a packet may span messages and a message may carry
 //! several packets. A text message is a protocol error [MQTT-6.0.0-1]: the read fails and the
 //! close frame sent at shutdown carries code 1003. Pings are answered by tungstenite while
-//! reading or writing. Each `poll_write` becomes one binary message; the connection already
-//! batches its writes, so messages are not needlessly small. Shutdown sends a close frame and
+//! reading or writing, with the outgoing buffer capped. Each `poll_write` becomes one binary
+//! message of at most 64 KiB; the connection already batches its writes, so messages are not
+//! needlessly small. Shutdown sends a close frame and
 //! waits up to [`CLOSE_LINGER`] for the peer's, so clients see a clean closing handshake.
 
 use std::future::Future;
@@ -37,6 +38,16 @@ pub const MESSAGE_SLACK: usize = 64 * 1024;
 /// Initial read buffer per connection; tungstenite's default (128 KiB) is too much for many
 /// idle clients.
 const READ_BUFFER: usize = 8 * 1024;
+/// Largest binary message one `poll_write` makes; a larger write is taken in parts, so
+/// tungstenite's outgoing buffer can be capped ([`MAX_WRITE_BUFFER`]).
+const WRITE_CHUNK: usize = 64 * 1024;
+/// tungstenite buffers outgoing frames up to this before writing them (its default).
+const WRITE_BUFFER: usize = 128 * 1024;
+/// Cap on tungstenite's outgoing buffer: the write buffer, one chunk and room for control
+/// frames. Without a cap, the pongs answering a flood of pings from a client that does not
+/// read piled up without bound (gigabytes in seconds); above it the next pong replaces the one
+/// waiting (RFC 6455 5.5.3 allows answering only the most recent ping).
+const MAX_WRITE_BUFFER: usize = WRITE_BUFFER + WRITE_CHUNK + 16 * 1024;
 /// How long shutdown waits for the peer to answer our close frame.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// The subprotocols answered, in MQTT 3.1.1/5.0 and MQTT 3.1 spelling.
@@ -55,6 +66,8 @@ impl WsSettings {
         let limit = (max_packet_size as usize).saturating_add(MESSAGE_SLACK);
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            .max_write_buffer_size(MAX_WRITE_BUFFER)
             .max_message_size(Some(limit))
             .max_frame_size(Some(limit));
         WsSettings {
@@ -276,10 +289,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         }
         let this = self.get_mut();
         ready!(Pin::new(&mut this.inner).poll_ready(cx)).map_err(to_io)?;
+        let n = buf.len().min(WRITE_CHUNK);
         Pin::new(&mut this.inner)
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .start_send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
             .map_err(to_io)?;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
