@@ -464,7 +464,7 @@ impl BrokerState {
     }
 
     /// The shared groups of which `session` holds messages and which have another member to
-    /// take them; none at shutdown, when every member leaves and each keeps its own (handing
+    /// take them (connected, or subscribed at QoS 1/2); none at shutdown, when every member leaves and each keeps its own (handing
     /// them around would only race the others doing the same).
     /// `groups` are more candidates (the shared filters of a session being discarded, whose
     /// messages may still be on their way to it).
@@ -488,13 +488,23 @@ impl BrokerState {
         let trie = self.subscriptions.read();
         groups
             .into_iter()
-            .filter(|g| trie.pick_shared(g, |s| s.client_id != *me).is_some())
+            // A member that could not keep a QoS 1/2 message does not count: offline and
+            // subscribed at QoS 0, it would drop it (see `hand_over`).
+            .filter(|g| {
+                trie.pick_shared(g, |s| {
+                    s.client_id != *me
+                        && (s.handle.session.is_connected() || s.options.qos != QoS::AtMostOnce)
+                })
+                .is_some()
+            })
             .collect()
     }
 
     /// Queues one message a departing shared member gave up with another member: a connected
-    /// one if any, else any other. A member discarded in the meantime refuses it and the next
-    /// is tried; with none left, the message is handed back.
+    /// one if any, else an offline one that would keep it (an offline member subscribed at
+    /// QoS 0 would drop a QoS 1 message handed down to QoS 0: an acknowledged message lost). A
+    /// member discarded or gone offline meanwhile is passed over and the next is tried; with
+    /// none left, the message is handed back.
     pub(super) fn hand_over(
         &self,
         from: &Arc<Session>,
@@ -510,7 +520,11 @@ impl BrokerState {
                 let other = |online: bool| {
                     trie.pick_shared(&share, |s| {
                         s.client_id != from.client_id
-                            && (!online || s.handle.session.is_connected())
+                            && if online {
+                                s.handle.session.is_connected()
+                            } else {
+                                s.options.qos != QoS::AtMostOnce || d.msg.qos == QoS::AtMostOnce
+                            }
                     })
                 };
                 other(true)
@@ -533,8 +547,21 @@ impl BrokerState {
                 epoch: handle.epoch,
                 delivery: redirected,
             };
-            if self.deliver(routed, ops) != Some(DropReason::Unsubscribed) {
-                return None;
+            let target = routed.session.clone();
+            match self.enqueue(routed, ops) {
+                Ok(cost) => {
+                    self.budget.add(cost);
+                    return None;
+                }
+                // Discarded meanwhile, or gone offline with a QoS 0 subscription: not a loss
+                // yet, the next member is tried (or the message goes back to its sender).
+                Err((DropReason::Unsubscribed | DropReason::Offline, _)) => {}
+                // Refused by the member's own limits (queue full, expired, not authorized):
+                // dropped and counted, as it would have been had it gone there first.
+                Err((reason, _)) => {
+                    self.count_drop(&target, reason);
+                    return None;
+                }
             }
         }
         Some(d)
