@@ -93,7 +93,10 @@ async fn websocket_answers_mqtt_subprotocol_and_carries_mqtt() {
         // A packet larger than one outgoing WebSocket message (64 KiB): it spans several.
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         m.publish("ws/rt", &big).await.unwrap();
-        assert!(m.recv_publish().await.unwrap().1 == big, "300 KB over WS intact");
+        assert!(
+            m.recv_publish().await.unwrap().1 == big,
+            "300 KB over WS intact"
+        );
     }
     // Wrong path: 404, and the listener keeps working.
     let tcp = TcpStream::connect(addrs.ws).await.unwrap();

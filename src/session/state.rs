@@ -99,7 +99,16 @@ struct Backlog {
     from: u64,
     /// Entries in it, for the queue limit (exact for live spills, counted at load otherwise).
     count: u64,
+    /// The largest payload spilled into it since it started (0 when loaded at start): sizes
+    /// refills so that one does not read far more than [`MEMORY_BYTES`] from disk.
+    max_payload: u32,
 }
+
+/// Payload bytes a persistent session's memory queue holds before further stored deliveries
+/// wait on disk (besides the `memory_cap` count). A stuck or departed subscriber of large
+/// messages would otherwise keep up to `memory_cap` of them in memory, where they count
+/// against the global budget and pause every publisher; on disk they cost no memory.
+pub const MEMORY_BYTES: usize = 256 * 1024;
 
 /// How a persistent session keeps its QoS 1/2 queue with a store.
 #[derive(Clone, Copy, Debug)]
@@ -174,7 +183,11 @@ impl SessionState {
         b.backlog = p
             .and_then(|p| p.backlog)
             .filter(|(_, count)| *count > 0)
-            .map(|(from, count)| Backlog { from, count });
+            .map(|(from, count)| Backlog {
+                from,
+                count,
+                max_payload: 0,
+            });
         b.persistence = p.map(Box::new);
     }
 
@@ -198,7 +211,12 @@ impl SessionState {
         let body = self.body()?;
         let p = body.persistence.as_deref().copied()?;
         let b = body.backlog?;
-        (body.queue.len() < p.memory_cap / 2 + 1).then_some((b.from, p.memory_cap))
+        let low = body.queue.len() < p.memory_cap / 2 + 1 && body.queued_payload < MEMORY_BYTES / 2;
+        let max = match b.max_payload as usize {
+            0 => p.memory_cap,
+            largest => (MEMORY_BYTES / largest).clamp(1, p.memory_cap),
+        };
+        low.then_some((b.from, max))
     }
 
     /// Takes entries read from the store (in position order) into memory. Entries at or past
@@ -218,6 +236,10 @@ impl SessionState {
                 continue;
             }
             if seq != b.from && seq >= p.trusted_until {
+                break;
+            }
+            // The rest stays on disk for the next refill.
+            if !body.queue.is_empty() && body.queued_payload + d.msg.payload.len() > MEMORY_BYTES {
                 break;
             }
             b.from = seq + 1;
@@ -299,7 +321,9 @@ impl SessionState {
         let seq = p.next_seq;
         p.next_seq += 1;
         d.seq = Some(seq);
-        let memory_full = body.queue.len() >= p.memory_cap || bytes_full;
+        let memory_full = body.queue.len() >= p.memory_cap
+            || bytes_full
+            || (!body.queue.is_empty() && body.queued_payload + d.msg.payload.len() > MEMORY_BYTES);
         if online && body.backlog.is_none() && !memory_full {
             body.push(d);
             return Ok(Enqueued {
@@ -311,8 +335,11 @@ impl SessionState {
         let b = body.backlog.get_or_insert(Backlog {
             from: seq,
             count: 0,
+            max_payload: 0,
         });
         b.count += 1;
+        let payload = u32::try_from(d.msg.payload.len()).unwrap_or(u32::MAX);
+        b.max_payload = b.max_payload.max(payload);
         Ok(Enqueued {
             cost: 0,
             seq: Some(seq),
