@@ -260,7 +260,6 @@ fn check_config_prints_every_key() {
         "require_certificate = false",
         "use_identity_as_username = false",
         "handshake_timeout = \"10s\"",
-        "path = \"/mqtt\"",
         "enabled = true",
         "allow_anonymous = true",
     ] {

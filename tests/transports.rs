@@ -98,7 +98,19 @@ async fn websocket_answers_mqtt_subprotocol_and_carries_mqtt() {
             "300 KB over WS intact"
         );
     }
-    // Wrong path: 404, and the listener keeps working.
+    // Without a `path`, any path is served, as Mosquitto does: MQTT.js and Mosquitto users'
+    // `ws://host:port` URLs upgrade on `/`.
+    for path in ["/", "/nope"] {
+        let tcp = TcpStream::connect(addrs.ws).await.unwrap();
+        let url = format!("ws://{}{path}", addrs.ws);
+        let (ws, _) = ws_client(tcp, &url, Some("mqtt")).await.unwrap();
+        assert_eq!(Mqtt::connect(ws, "ws-any-path").await.unwrap().1, 0);
+    }
+    stop(broker).await;
+    // With a `path`, another path gets 404, and the listener keeps working.
+    let mut cfg = config(&pki);
+    cfg.listeners[3].path = Some("/mqtt".into());
+    let (broker, addrs) = start(cfg).await;
     let tcp = TcpStream::connect(addrs.ws).await.unwrap();
     let bad = format!("ws://{}/nope", addrs.ws);
     match ws_client(tcp, &bad, Some("mqtt")).await {
@@ -108,6 +120,10 @@ async fn websocket_answers_mqtt_subprotocol_and_carries_mqtt() {
         Err(e) => panic!("expected 404, got {e}"),
         Ok(_) => panic!("expected 404, got an upgrade"),
     }
+    let tcp = TcpStream::connect(addrs.ws).await.unwrap();
+    let url = format!("ws://{}/mqtt", addrs.ws);
+    let (ws, _) = ws_client(tcp, &url, Some("mqtt")).await.unwrap();
+    assert_eq!(Mqtt::connect(ws, "ws-right-path").await.unwrap().1, 0);
     stop(broker).await;
 }
 

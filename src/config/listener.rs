@@ -79,8 +79,8 @@ pub struct ListenerConfig {
     /// This listener's own ACL file. Absent means `auth.acl_file` applies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acl_file: Option<PathBuf>,
-    /// HTTP path WebSocket clients must upgrade on (`ws`, `wss`). Absent means
-    /// [`DEFAULT_WS_PATH`]; see [`ListenerConfig::ws_path`].
+    /// HTTP path WebSocket clients must upgrade on (`ws`, `wss`). Absent means any path, as
+    /// Mosquitto serves WebSocket clients (`ws://host:9001` and `ws://host:9001/mqtt` alike).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Time a new connection has for its transport handshake: the PROXY header, the TLS
@@ -124,8 +124,6 @@ pub const DEFAULT_PROXY_TRUSTED: [&str; 2] = ["127.0.0.1/32", "::1/128"];
 /// The listen queue length used when a listener has no `backlog`: a burst of a thousand
 /// connects is queued rather than left to SYN retries.
 pub const DEFAULT_BACKLOG: u32 = 1024;
-/// The WebSocket path used when a `ws`/`wss` listener has no `path`.
-pub const DEFAULT_WS_PATH: &str = "/mqtt";
 /// The transport handshake time used when a listener has no `handshake_timeout`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -134,9 +132,9 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl ListenerConfig {
-    /// The WebSocket upgrade path: `path`, or [`DEFAULT_WS_PATH`].
-    pub fn ws_path(&self) -> &str {
-        self.path.as_deref().unwrap_or(DEFAULT_WS_PATH)
+    /// The WebSocket upgrade path the listener insists on; None: any path.
+    pub fn ws_path(&self) -> Option<&str> {
+        self.path.as_deref()
     }
 
     /// The transport handshake time limit: `handshake_timeout`, or else `connect_timeout`

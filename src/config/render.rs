@@ -1,6 +1,6 @@
 //! The effective configuration, as `starling check-config` prints it: every key with the value
 //! the broker uses, including defaults that depend on other keys (`auth.allow_anonymous`), on
-//! the listener's protocol (`handshake_timeout`, `path`, the TLS switches) or on the embedder
+//! the listener's protocol (`handshake_timeout`, the TLS switches) or on the embedder
 //! (`persistence.enabled`). Keys that are absent by design (no per-listener limit, no password
 //! file, ...) cannot be written in TOML; they follow as comments saying what their absence
 //! means. Last come the auth settings each listener ends up with, resolved, each marked with
@@ -14,8 +14,7 @@ impl Config {
     /// This configuration with every default that depends on context written out:
     /// `auth.allow_anonymous`, `persistence.enabled` (absent means `persistence_default`), and
     /// per listener `handshake_timeout` (on `mqtt` listeners it defaults to
-    /// `mqtt.connect_timeout`), `path` (`ws`, `wss`) and `proxy_protocol_trusted` (with
-    /// `proxy_protocol`).
+    /// `mqtt.connect_timeout`) and `proxy_protocol_trusted` (with `proxy_protocol`).
     pub fn effective(&self, persistence_default: bool) -> Config {
         let mut c = self.clone();
         let loopback = c.listeners_all_loopback();
@@ -25,9 +24,6 @@ impl Config {
             l.handshake_timeout = Some(l.handshake_timeout(c.mqtt.connect_timeout));
             if l.proxy_protocol {
                 l.proxy_protocol_trusted = Some(l.proxy_trusted());
-            }
-            if l.protocol.is_websocket() {
-                l.path = Some(l.ws_path().to_owned());
             }
         }
         c
@@ -218,6 +214,13 @@ fn note_unset_listener_keys(l: &ListenerConfig, note: &mut impl FnMut(bool, &str
         (l.acl_file.is_some(), "acl_file", "auth.acl_file applies"),
     ] {
         note(set, key, meaning);
+    }
+    if l.protocol.is_websocket() {
+        note(
+            l.path.is_some(),
+            "path",
+            "WebSocket clients may upgrade on any path, as with Mosquitto",
+        );
     }
     if l.protocol.is_tls() {
         note(

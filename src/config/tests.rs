@@ -277,8 +277,8 @@ path = "/ws"
     assert!(!l.use_subject_as_username);
     let hs = |i: usize| c.listeners[i].handshake_timeout(Duration::ZERO).as_secs();
     assert_eq!((hs(0), hs(1)), (3, 10));
-    assert_eq!(c.listeners[1].ws_path(), "/mqtt");
-    assert_eq!(c.listeners[2].ws_path(), "/ws");
+    assert_eq!(c.listeners[1].ws_path(), None, "any path, as Mosquitto");
+    assert_eq!(c.listeners[2].ws_path(), Some("/ws"));
     // Absent optional keys are not rendered, so a plain listener stays short.
     let text = Config::default().to_toml_string();
     for k in ["cert", "path", "handshake_timeout", "require_certificate"] {

@@ -1,8 +1,9 @@
 //! MQTT over WebSocket (`ws`, `wss` listeners), on `tokio-tungstenite`.
 //!
-//! [`accept`] runs the HTTP upgrade: the request path must be the listener's `path` (else
-//! `404`), a request that is not a valid WebSocket upgrade gets `400`, and when the client
-//! offers the `mqtt` (or legacy `mqttv3.1`) subprotocol it is answered, as browsers drop a
+//! [`accept`] runs the HTTP upgrade: the request path must be the listener's `path` when it
+//! has one (else `404`; without one any path is served, as by Mosquitto), a request that is
+//! not a valid WebSocket upgrade gets `400`, and when the client offers the `mqtt` (or legacy
+//! `mqttv3.1`) subprotocol it is answered, as browsers drop a
 //! connection whose offered subprotocol is ignored. Incoming frames and messages are limited to
 //! `mqtt.max_packet_size` plus [`MESSAGE_SLACK`].
 //!
@@ -56,13 +57,15 @@ const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 /// The WebSocket settings of one listener.
 #[derive(Debug, Clone)]
 pub struct WsSettings {
-    path: String,
+    /// None: any path (Mosquitto's behaviour).
+    path: Option<String>,
     config: WebSocketConfig,
 }
 
 impl WsSettings {
-    /// Upgrades on `path`; messages and frames up to `max_packet_size` + [`MESSAGE_SLACK`].
-    pub fn new(path: &str, max_packet_size: u32) -> WsSettings {
+    /// Upgrades on `path` (any path when None); messages and frames up to `max_packet_size` +
+    /// [`MESSAGE_SLACK`].
+    pub fn new(path: Option<&str>, max_packet_size: u32) -> WsSettings {
         let limit = (max_packet_size as usize).saturating_add(MESSAGE_SLACK);
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
@@ -71,14 +74,14 @@ impl WsSettings {
             .max_message_size(Some(limit))
             .max_frame_size(Some(limit));
         WsSettings {
-            path: path.to_owned(),
+            path: path.map(str::to_owned),
             config,
         }
     }
 
-    /// The upgrade path.
-    pub fn path(&self) -> &str {
-        &self.path
+    /// The upgrade path; None: any.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
     }
 }
 
@@ -100,9 +103,9 @@ pub async fn accept<S>(mut stream: S, settings: &WsSettings) -> Result<WsStream<
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let path = settings.path.as_str();
+    let path = settings.path.as_deref();
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() != path {
+        if path.is_some_and(|p| req.uri().path() != p) {
             return Err(http_error(StatusCode::NOT_FOUND, "no MQTT endpoint here"));
         }
         if let Some(proto) = pick_subprotocol(req) {

@@ -27,7 +27,7 @@ async fn pair_with(
     protocols: Option<&str>,
 ) -> (WsStream<DuplexStream>, Client, Option<String>) {
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-    let settings = WsSettings::new("/mqtt", 1024);
+    let settings = WsSettings::new(Some("/mqtt"), 1024);
     let server = tokio::spawn(async move { accept(server_io, &settings).await });
     let mut req = format!("ws://localhost{path}")
         .into_client_request()
@@ -199,7 +199,7 @@ async fn subprotocol_mqtt_is_answered() {
 #[tokio::test]
 async fn wrong_path_gets_404() {
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-    let settings = WsSettings::new("/mqtt", 1024);
+    let settings = WsSettings::new(Some("/mqtt"), 1024);
     let server = tokio::spawn(async move { accept(server_io, &settings).await });
     let err = tokio_tungstenite::client_async("ws://localhost/other", client_io)
         .await
@@ -225,7 +225,7 @@ async fn wrong_path_gets_404() {
 #[tokio::test]
 async fn plain_http_request_gets_400() {
     let (server_io, mut client_io) = tokio::io::duplex(64 * 1024);
-    let settings = WsSettings::new("/mqtt", 1024);
+    let settings = WsSettings::new(Some("/mqtt"), 1024);
     let server = tokio::spawn(async move { accept(server_io, &settings).await });
     client_io
         .write_all(b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\n\r\n")
