@@ -157,7 +157,8 @@ impl BrokerBuilder {
         self
     }
 
-    /// Validates the configuration, binds every listener and starts serving.
+    /// Validates the configuration, opens and restores the store, then binds every listener
+    /// and starts serving.
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
         let BrokerBuilder {
             config,
@@ -171,8 +172,6 @@ impl BrokerBuilder {
         log_auth_mode(&config, &auth);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let bound = bind_listeners(&config)?;
-        let metrics_listener = bind_metrics(&config.metrics).await?;
         let store = open_store(&config, persistence_default, store)?;
         let persistence = store.as_ref().map(|(p, _)| p.clone());
         let mut state = BrokerState::new(config, shutdown.clone())
@@ -189,6 +188,12 @@ impl BrokerBuilder {
         if let Some((p, snapshot)) = store {
             restore_store(&state, &p, snapshot)?;
         }
+        // Bound only now: opening and restoring a large store can take seconds, and a port
+        // that accepts connections nobody answers makes every client wait out its connect
+        // timeout (closed, clients retry at once and health checks say so; Mosquitto, too,
+        // loads its database before it listens).
+        let bound = bind_listeners(state.config())?;
+        let metrics_listener = bind_metrics(&state.config().metrics).await?;
         let (addrs, tls) = serve_listeners(bound, &state, &tracker, &shutdown);
         spawn_timers(&state, &tracker, &shutdown);
         let metrics_addr =
