@@ -464,8 +464,9 @@ impl BrokerState {
     }
 
     /// The shared groups of which `session` holds messages and which have another member to
-    /// take them (connected, or subscribed at QoS 1/2); none at shutdown, when every member leaves and each keeps its own (handing
-    /// them around would only race the others doing the same).
+    /// take them (connected, or subscribed at QoS 1/2); none at shutdown, when every member
+    /// leaves and each keeps its own (handing them around would only race the others doing the
+    /// same).
     /// `groups` are more candidates (the shared filters of a session being discarded, whose
     /// messages may still be on their way to it).
     pub(super) fn groups_with_other_members(

@@ -3,9 +3,9 @@
 //! [`accept`] runs the HTTP upgrade: the request path must be the listener's `path` when it
 //! has one (else `404`; without one any path is served, as by Mosquitto), a request that is
 //! not a valid WebSocket upgrade gets `400`, and when the client offers the `mqtt` (or legacy
-//! `mqttv3.1`) subprotocol it is answered, as browsers drop a
-//! connection whose offered subprotocol is ignored. Incoming frames and messages are limited to
-//! `mqtt.max_packet_size` plus [`MESSAGE_SLACK`].
+//! `mqttv3.1`) subprotocol it is answered, as browsers drop a connection whose offered
+//! subprotocol is ignored. Incoming frames and messages are limited to `mqtt.max_packet_size`
+//! plus [`MESSAGE_SLACK`].
 //!
 //! [`WsStream`] turns the message stream back into the byte stream MQTT expects
 //! ([`AsyncRead`] + [`AsyncWrite`]), as MQTT over WebSocket defines it (MQTT 3.1.1 §6, 5.0 §6):
@@ -14,8 +14,8 @@
 //! close frame sent at shutdown carries code 1003. Pings are answered by tungstenite while
 //! reading or writing, with the outgoing buffer capped. Each `poll_write` becomes one binary
 //! message of at most 64 KiB; the connection already batches its writes, so messages are not
-//! needlessly small. Shutdown sends a close frame and
-//! waits up to [`CLOSE_LINGER`] for the peer's, so clients see a clean closing handshake.
+//! needlessly small. Shutdown sends a close frame and waits up to [`CLOSE_LINGER`] for the
+//! peer's, so clients see a clean closing handshake.
 
 use std::future::Future;
 use std::io;
