@@ -327,9 +327,11 @@ fn serve_listeners(
     (addrs, tls)
 }
 
-/// Starts the broker's periodic tasks: keep-alive expiry and, unless disabled, `$SYS`.
+/// Starts the broker's periodic tasks: keep-alive expiry, the global budget's relief and,
+/// unless disabled, `$SYS`.
 fn spawn_timers(state: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &CancellationToken) {
     tracker.spawn(state.keep_alive().clone().run(shutdown.clone()));
+    tracker.spawn(state.clone().relieve_budget(shutdown.clone()));
     let sys_interval = state.config().sys.interval;
     if !sys_interval.is_zero() {
         tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));

@@ -111,6 +111,11 @@ pub struct Metrics {
     /// Queued deliveries dropped when they were due to be sent because the ACL no longer lets
     /// the subscriber read the topic (changed by a reload since they were queued).
     pub dropped_not_authorized: Counter,
+    /// Queued messages dropped from subscribers that held the saturated global budget without
+    /// taking anything (`broker::relief`).
+    pub dropped_shed: Counter,
+    /// Times a subscriber's queue was shed that way.
+    pub queues_shed: Counter,
     /// Inbound PUBLISH whose payload exceeds `mqtt.max_payload_size` (v5 QoS 1/2: 0x97; QoS 0
     /// and 3.x: acknowledged and dropped).
     pub dropped_payload_too_large: Counter,
@@ -143,6 +148,7 @@ impl Metrics {
             + self.dropped_too_large.get()
             + self.dropped_quota.get()
             + self.dropped_not_authorized.get()
+            + self.dropped_shed.get()
             + self.dropped_payload_too_large.get()
     }
 

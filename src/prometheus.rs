@@ -296,6 +296,15 @@ fn write_counters(out: &mut Exposition, b: &BrokerState) {
          500 ms: a slow consumer, which paces nobody until it drains.",
     );
     out.sample(expired, &[], m.pace_expired.get());
+    let shed = "starling_queues_shed_total";
+    out.family(
+        shed,
+        "counter",
+        "Times a subscriber's queue was shed because it held the saturated global budget \
+         (limits.global_queued_bytes_high) without taking anything (reason=\"shed\" below \
+         counts the messages).",
+    );
+    out.sample(shed, &[], m.queues_shed.get());
     let dropped = "starling_publish_messages_dropped_total";
     out.family(
         dropped,
@@ -309,6 +318,7 @@ fn write_counters(out: &mut Exposition, b: &BrokerState) {
         ("expired", m.dropped_expired.get()),
         ("too_large", m.dropped_too_large.get()),
         ("not_authorized", m.dropped_not_authorized.get()),
+        ("shed", m.dropped_shed.get()),
         ("payload_too_large", m.dropped_payload_too_large.get()),
         ("quota", m.dropped_quota.get()),
     ] {

@@ -17,6 +17,8 @@ pub struct Budget {
     low: u64,
     saturated: AtomicBool,
     relieved: Notify,
+    /// Wakes the relief task ([`super::relief`]) when the budget becomes saturated.
+    exceeded: Notify,
 }
 
 /// An atomic alone on its cache line.
@@ -32,6 +34,7 @@ impl Budget {
             low,
             saturated: AtomicBool::new(false),
             relieved: Notify::new(),
+            exceeded: Notify::new(),
         }
     }
 
@@ -49,6 +52,8 @@ impl Budget {
                 high = self.high,
                 "global queue budget exceeded: pausing reads from publishers"
             );
+            // A permit when nobody waits yet: the relief task never misses a saturation.
+            self.exceeded.notify_one();
         }
     }
 
@@ -74,6 +79,17 @@ impl Budget {
 
     pub fn is_saturated(&self) -> bool {
         self.saturated.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the budget is above its high mark.
+    pub async fn exceeded(&self) {
+        loop {
+            let notified = self.exceeded.notified();
+            if self.is_saturated() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Resolves once the budget is below its low mark.

@@ -44,6 +44,7 @@ pub mod dynsec;
 mod ingress;
 pub mod keepalive;
 mod registry;
+mod relief;
 mod retained;
 mod routing;
 mod timers;

@@ -368,7 +368,8 @@ impl Session {
     /// handed back. The caller accounts the returned cost. A session cleared since then (clean
     /// start, or discarded) refuses it with [`DropReason::Unsubscribed`].
     pub fn try_deliver(&self, d: Delivery, epoch: u64) -> Result<Enqueued, (DropReason, Delivery)> {
-        let e = self.state.lock().try_enqueue_at(epoch, d)?;
+        let stuck = self.is_stuck();
+        let e = self.state.lock().try_enqueue_at(epoch, d, stuck)?;
         if e.cost > 0 {
             self.wake();
         }
@@ -401,6 +402,16 @@ impl Session {
     pub fn set_stuck(&self, stuck: bool) {
         self.lag
             .store(if stuck { STUCK } else { PROMPT }, Ordering::Relaxed);
+    }
+
+    /// Takes out what the queue holds that is not stored (see [`SessionState::shed`]) and
+    /// marks the subscriber stuck, so it holds at most [`state::STUCK_QUEUE_BYTES`] until it
+    /// takes messages again. For a subscriber that holds the saturated global budget and took
+    /// nothing while publishers waited.
+    pub fn shed(&self) -> (Vec<Delivery>, usize) {
+        let shed = self.state.lock().shed();
+        self.set_stuck(true);
+        shed
     }
 
     /// Whether publishers may be paced by this subscriber's queue depth: not when a publisher

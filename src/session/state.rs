@@ -110,6 +110,11 @@ struct Backlog {
 /// against the global budget and pause every publisher; on disk they cost no memory.
 pub const MEMORY_BYTES: usize = 256 * 1024;
 
+/// Payload bytes a stuck subscriber's memory queue holds (see `Session::is_stuck`), whatever
+/// `max_queued_bytes` allows: it takes nothing, so more would only hold the global budget
+/// until it drains or leaves. Enough for any number of small messages up to the count limit.
+pub const STUCK_QUEUE_BYTES: u32 = 64 * 1024;
+
 /// How a persistent session keeps its QoS 1/2 queue with a store.
 #[derive(Clone, Copy, Debug)]
 pub struct Persistence {
@@ -279,20 +284,38 @@ impl SessionState {
         self.epoch
     }
 
-    /// As [`Self::try_enqueue`], for a delivery routed when the state was at `epoch`.
+    /// As [`Self::try_enqueue`], for a delivery routed when the state was at `epoch`. A
+    /// `stuck` subscriber (see `Session::is_stuck`) holds at most [`STUCK_QUEUE_BYTES`] of
+    /// payload in memory: more is dropped, or for a stored delivery kept on disk only.
     pub fn try_enqueue_at(
         &mut self,
         epoch: u64,
         d: Delivery,
+        stuck: bool,
     ) -> Result<Enqueued, (DropReason, Delivery)> {
         if epoch != self.epoch {
             return Err((DropReason::Unsubscribed, d));
         }
-        self.try_enqueue(d)
+        let cap = match self.limits.max_queued_bytes {
+            _ if !stuck => self.limits.max_queued_bytes,
+            0 => STUCK_QUEUE_BYTES,
+            n => n.min(STUCK_QUEUE_BYTES),
+        };
+        self.enqueue_capped(d, cap)
     }
 
     /// As [`Self::enqueue`], but a refused delivery is handed back (to wait for room).
-    pub fn try_enqueue(&mut self, mut d: Delivery) -> Result<Enqueued, (DropReason, Delivery)> {
+    pub fn try_enqueue(&mut self, d: Delivery) -> Result<Enqueued, (DropReason, Delivery)> {
+        self.enqueue_capped(d, self.limits.max_queued_bytes)
+    }
+
+    /// As [`Self::try_enqueue`], with `max_bytes` of payload (0: no bound) in place of
+    /// `max_queued_bytes`.
+    fn enqueue_capped(
+        &mut self,
+        mut d: Delivery,
+        max_bytes: u32,
+    ) -> Result<Enqueued, (DropReason, Delivery)> {
         if !self.online && d.qos == QoS::AtMostOnce {
             return Err((DropReason::Offline, d));
         }
@@ -300,9 +323,8 @@ impl SessionState {
         let body = self.body_mut();
         let cost = d.cost();
         let backlog = body.backlog_len();
-        let bytes_full = limits.max_queued_bytes > 0
-            && (body.queued_payload + d.msg.payload.len()) as u64
-                > u64::from(limits.max_queued_bytes)
+        let bytes_full = max_bytes > 0
+            && (body.queued_payload + d.msg.payload.len()) as u64 > u64::from(max_bytes)
             && !body.queue.is_empty();
         let count_full = limits.max_queued_messages > 0
             && body.queue.len() as u64 + backlog >= u64::from(limits.max_queued_messages);
@@ -355,6 +377,14 @@ impl SessionState {
     /// flight.
     pub fn queue_depth(&self) -> usize {
         self.body().map_or(0, Body::queue_depth)
+    }
+
+    /// Takes out the queued deliveries that are not stored (all of a session without a store
+    /// entry: QoS 0, and QoS 1/2 of a session that is not persistent), for a subscriber that
+    /// holds the global budget without taking anything. Stored ones stay: they are bounded in
+    /// memory ([`MEMORY_BYTES`]) and kept on disk. Returns them and the freed queue bytes.
+    pub fn shed(&mut self) -> (Vec<Delivery>, usize) {
+        self.body_if().map_or((Vec::new(), 0), Body::shed)
     }
 
     pub fn queued_bytes(&self) -> usize {

@@ -95,6 +95,24 @@ impl Body {
         self.queue.push_back(d);
     }
 
+    /// See [`super::SessionState::shed`].
+    pub(super) fn shed(&mut self) -> (Vec<Delivery>, usize) {
+        let mut shed = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for d in self.queue.drain(..) {
+            if d.seq.is_some() {
+                kept.push_back(d);
+            } else {
+                shed.push(d);
+            }
+        }
+        self.queue = kept;
+        let freed: usize = shed.iter().map(Delivery::cost).sum();
+        self.queued_bytes -= freed;
+        self.queued_payload -= shed.iter().map(|d| d.msg.payload.len()).sum::<usize>();
+        (shed, freed)
+    }
+
     /// Takes the next delivery from the front stream or the queue.
     pub(super) fn pop_next(&mut self, streaming: bool) -> Option<Delivery> {
         if streaming {

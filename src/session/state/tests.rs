@@ -474,3 +474,86 @@ fn a_clean_start_keeps_a_persistent_sessions_store_positions() {
     assert_eq!(s.next_seq(), Some(7));
     assert_eq!(s.backlog_len(), 0);
 }
+
+fn big(qos: QoS, len: usize) -> Delivery {
+    Delivery {
+        msg: Arc::new(Message::new("t", Bytes::from(vec![b'x'; len]), qos, false)),
+        ..delivery(qos)
+    }
+}
+
+/// Shedding (a subscriber holding the saturated global budget) takes out what is only in
+/// memory and keeps what is stored: that is on disk, and bounded in memory anyway.
+#[test]
+fn shedding_keeps_only_stored_deliveries() {
+    let mut s = SessionState::new(Limits {
+        max_queued_messages: 100,
+        max_queued_bytes: 0,
+    });
+    s.set_online(true);
+    s.set_persistence(Some(Persistence {
+        memory_cap: 10,
+        next_seq: 0,
+        trusted_until: 0,
+        backlog: None,
+    }));
+    for qos in [
+        QoS::AtMostOnce,
+        QoS::AtLeastOnce,
+        QoS::AtMostOnce,
+        QoS::ExactlyOnce,
+    ] {
+        s.enqueue(delivery(qos)).unwrap();
+    }
+    let before = s.queued_bytes();
+    let (shed, freed) = s.shed();
+    assert_eq!(shed.len(), 2);
+    assert!(shed
+        .iter()
+        .all(|d| d.qos == QoS::AtMostOnce && d.seq.is_none()));
+    assert_eq!(s.queued_len(), 2);
+    assert_eq!(s.queued_bytes(), before - freed);
+    let kept: Vec<_> = take(&mut s, 10).into_iter().map(|(_, d)| d.seq).collect();
+    assert_eq!(kept, vec![Some(0), Some(1)], "stored ones stay, in order");
+}
+
+/// A stuck subscriber's memory queue holds at most `STUCK_QUEUE_BYTES` of payload: a clean
+/// session drops the rest, a persistent one keeps it on disk only.
+#[test]
+fn a_stuck_subscriber_holds_little_in_memory() {
+    let big_limits = Limits {
+        max_queued_messages: 100,
+        max_queued_bytes: 0,
+    };
+    let half = STUCK_QUEUE_BYTES as usize / 2 + 1;
+    let mut clean = SessionState::new(big_limits);
+    clean.set_online(true);
+    let epoch = clean.epoch();
+    assert!(clean
+        .try_enqueue_at(epoch, big(QoS::AtLeastOnce, half), true)
+        .is_ok());
+    let (why, _) = clean
+        .try_enqueue_at(epoch, big(QoS::AtLeastOnce, half), true)
+        .unwrap_err();
+    assert_eq!(why, DropReason::QueueFull);
+    assert!(clean
+        .try_enqueue_at(epoch, big(QoS::AtLeastOnce, half), false)
+        .is_ok());
+
+    let mut stored = SessionState::new(big_limits);
+    stored.set_online(true);
+    stored.set_persistence(Some(Persistence {
+        memory_cap: 10,
+        next_seq: 0,
+        trusted_until: 0,
+        backlog: None,
+    }));
+    let epoch = stored.epoch();
+    for _ in 0..3 {
+        assert!(stored
+            .try_enqueue_at(epoch, big(QoS::AtLeastOnce, half), true)
+            .is_ok());
+    }
+    assert_eq!(stored.queued_len(), 1, "the rest waits on disk");
+    assert_eq!(stored.backlog_len(), 2);
+}

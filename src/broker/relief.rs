@@ -1,0 +1,118 @@
+//! Relief for a saturated global budget (overload rule (b)) that waiting alone cannot bring.
+//!
+//! Above `limits.global_queued_bytes_high` the broker stops reading publishers until the
+//! queues drain. That only helps when the queues do drain: one connected subscriber that stops
+//! reading large messages (its queue is below `max_queued_messages`, so rule (c) never calls
+//! it stuck), or an offline session kept in memory, can hold the whole budget, and every
+//! publisher on the broker would then wait until that client leaves, which with keep-alive off
+//! is never. So while the budget stays saturated, this task marks every subscriber holding
+//! queued bytes, waits [`SHED_AFTER`], and sheds the queues of those that took nothing in that
+//! time (what is not stored: a persistent session's stored messages stay on disk). A shed
+//! subscriber is marked stuck: it holds at most `STUCK_QUEUE_BYTES` until it takes messages
+//! again. The drops are counted and logged; the budget falls and publishers are read again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{BrokerState, STUCK_AFTER};
+use crate::session::Session;
+
+/// How long a subscriber marked while the budget is saturated has to take a message before its
+/// queue is shed. Longer than [`STUCK_AFTER`]: shedding drops messages, where rule (c) only
+/// stops waiting.
+pub const SHED_AFTER: Duration = Duration::from_secs(1);
+
+/// Shed queues named one by one in the log per round; the rest are only counted.
+const LOGGED_PER_ROUND: usize = 10;
+
+impl BrokerState {
+    /// Runs until `shutdown`: each time the budget stays saturated for [`STUCK_AFTER`], marks
+    /// the subscribers holding queued bytes and, if it is still saturated [`SHED_AFTER`]
+    /// later, sheds the queues of those that took nothing meanwhile.
+    pub async fn relieve_budget(self: Arc<Self>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.budget.exceeded() => {}
+            }
+            if !self.saturated_after(STUCK_AFTER, &shutdown).await {
+                continue;
+            }
+            let marked = self.mark_holders();
+            if self.saturated_after(SHED_AFTER, &shutdown).await {
+                self.shed_idle(marked);
+            }
+        }
+    }
+
+    /// Waits `d`; true when the budget is still saturated then (false once relieved earlier
+    /// or at shutdown).
+    async fn saturated_after(&self, d: Duration, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = self.budget.relieved() => false,
+            _ = tokio::time::sleep(d) => self.budget.is_saturated(),
+        }
+    }
+
+    /// The sessions holding queued bytes, each marked lagging: a connection that takes a
+    /// delivery clears the mark (`Session::made_room`), so a mark still there later means
+    /// the subscriber took nothing since.
+    fn mark_holders(&self) -> Vec<Arc<Session>> {
+        let mut marked = self.all_sessions();
+        marked.retain(|s| s.with_state(|st| st.queued_bytes()) > 0);
+        for s in &marked {
+            s.set_lagging();
+        }
+        marked
+    }
+
+    /// Sheds the queues of the `marked` sessions whose mark is still there.
+    fn shed_idle(&self, marked: Vec<Arc<Session>>) {
+        let (mut queues, mut messages, mut bytes) = (0usize, 0usize, 0usize);
+        for session in marked.iter().filter(|s| !s.is_prompt()) {
+            let (shed, freed) = session.shed();
+            self.budget.sub(freed);
+            if shed.is_empty() {
+                continue;
+            }
+            if queues < LOGGED_PER_ROUND {
+                let peer = session.meta().peer.map(|p| p.to_string());
+                tracing::warn!(client_id = %session.client_id, peer = peer.as_deref().unwrap_or("-"),
+                    messages = shed.len(),
+                    queued_bytes = freed, online = session.is_connected(),
+                    "slow consumer: took nothing while its queue held the saturated global \
+                     budget; dropping its queued messages");
+            }
+            queues += 1;
+            messages += shed.len();
+            bytes += freed;
+            self.metrics.queues_shed.inc();
+            self.hand_over_or_drop(session, shed);
+        }
+        if queues > 0 {
+            tracing::warn!(
+                queues,
+                messages,
+                bytes,
+                queued_bytes = self.budget.used(),
+                "global queue budget: shed the queues of subscribers that took nothing"
+            );
+        }
+    }
+
+    /// Shared-subscription messages among `shed` go to another member of their group when
+    /// one can take them (they are owed to the group, not to this member); the rest are
+    /// dropped and counted.
+    fn hand_over_or_drop(&self, session: &Arc<Session>, shed: Vec<crate::session::Delivery>) {
+        let mut ops = Vec::new();
+        for d in shed {
+            if d.shared.is_none() || self.hand_over(session, d, &mut ops).is_some() {
+                self.metrics.dropped_shed.inc();
+            }
+        }
+        self.submit(ops);
+    }
+}

@@ -1,0 +1,162 @@
+//! Overload rule (b) with a subscriber that takes nothing. Above
+//! `limits.global_queued_bytes_high` the broker stops reading publishers until the queues
+//! drain; a connected clean-session subscriber of large messages that stops reading (its queue
+//! below `max_queued_messages`, so never called stuck by rule (c)) used to hold the budget, and
+//! with it every publisher on the broker, until it left: a chaos run got 1 of 10 round trips
+//! through an unrelated client. Now the queues of subscribers that take nothing while the
+//! budget stays saturated are shed (counted), and publishers are read again.
+
+mod common;
+
+use common::*;
+use starling::codec::Packet;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpSocket;
+
+/// Messages of 256 KB, 64 of them (16 MB) against a budget of 8 MiB: far more than the stuck
+/// subscriber's socket takes with its 4 KB receive buffer.
+const SIZE: usize = 256 * 1024;
+const COUNT: u16 = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_takes_nothing_does_not_pause_every_publisher() {
+    let mut cfg = test_config();
+    cfg.limits.global_queued_bytes_high = 8 << 20;
+    cfg.limits.global_queued_bytes_low = 4 << 20;
+    let b = start_with(cfg).await;
+
+    // A clean-session subscriber to everything with a tiny receive buffer, which then reads
+    // nothing.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = Raw::from_stream(socket.connect(b.addr).await.unwrap());
+    stuck.send(&ConnectOpts::v311("stuck").encode()).await;
+    assert!(matches!(stuck.recv().await, Packet::ConnAck(_)));
+    assert_eq!(stuck.subscribe(1, "#", 1).await, 1);
+
+    // A publisher of large QoS 1 messages that nobody else takes; it writes them all without
+    // waiting for acknowledgements (its writes block while the broker does not read it).
+    let mut publisher = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    publisher
+        .write_all(&ConnectOpts::v311("bulk").encode())
+        .await
+        .unwrap();
+    let bulk = tokio::spawn(async move {
+        for i in 1..=COUNT {
+            let p = publish_packet("bulk/t", &vec![b'x'; SIZE], 1, false, false, i);
+            publisher.write_all(&p).await.unwrap();
+        }
+        publisher
+    });
+    b.wait_until("the global budget is saturated", |s| {
+        s.budget().is_saturated()
+    })
+    .await;
+
+    // An unrelated client keeps its round trips: each PUBLISH after the first is read again
+    // once the stuck subscriber's queue is shed.
+    // An unrelated publisher keeps its round trips (to a subscriber of its own): each PUBLISH
+    // after its first is read again once the stuck subscriber's queue is shed.
+    let mut app_sub = Raw::connect_v311(b.addr, "app-sub").await;
+    assert_eq!(app_sub.subscribe(1, "app/t", 1).await, 1);
+    let mut app = Raw::connect_v311(b.addr, "app").await;
+    for i in 1..=3u16 {
+        let payload = format!("ping {i}");
+        app.publish("app/t", payload.as_bytes(), 1, false, i).await;
+        let p = app_sub.recv_and_ack().await;
+        assert_publish(&p, "app/t", payload.as_bytes());
+    }
+    let publisher = tokio::time::timeout(WAIT, bulk)
+        .await
+        .expect("the publisher is read again")
+        .unwrap();
+    // Every bulk message has been routed once its PUBACK came.
+    let mut publisher = Raw::from_stream(publisher);
+    assert!(matches!(publisher.recv().await, Packet::ConnAck(_)));
+    for i in 1..=COUNT {
+        publisher
+            .recv_ack(
+                "PUBACK",
+                |p| matches!(p, Packet::PubAck(a) if a.packet_id == i),
+            )
+            .await;
+    }
+    let m = b.state().metrics();
+    assert!(m.queues_shed.get() >= 1, "the stuck queue was shed");
+    assert!(
+        m.dropped_shed.get() >= 1,
+        "its messages were counted as dropped"
+    );
+    b.wait_until("the budget is relieved", |s| !s.budget().is_saturated())
+        .await;
+
+    // The shed subscriber is still connected and, once it takes messages again, gets new
+    // ones (until then it got drops beyond its small bound).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let p = stuck.recv_and_ack().await;
+            let _ = tx.send((p.topic.to_string(), p.payload));
+        }
+    });
+    b.wait_until("the shed subscriber has taken everything", |s| {
+        s.session_info("stuck")
+            .is_some_and(|i| i.connected && i.queued == 0 && i.inflight == 0)
+    })
+    .await;
+    app.publish("app/t", b"after", 1, false, 10).await;
+    assert_publish(&app_sub.recv_and_ack().await, "app/t", b"after");
+    loop {
+        let (topic, payload) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("the shed subscriber gets new messages")
+            .expect("the shed subscriber stays connected");
+        if topic == "app/t" && payload.as_ref() == b"after" {
+            break;
+        }
+        assert!(
+            topic == "bulk/t" || payload.starts_with(b"ping"),
+            "{topic}: only what was published"
+        );
+    }
+}
+
+/// A subscriber that keeps taking messages, however slowly, is never shed: publishers wait for
+/// it (rule (b)), and it gets everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_that_keeps_taking_is_not_shed() {
+    let mut cfg = test_config();
+    cfg.limits.global_queued_bytes_high = 8 << 20;
+    cfg.limits.global_queued_bytes_low = 4 << 20;
+    let b = start_with(cfg).await;
+    let (mut slow, _) = Raw::connect(b.addr, &ConnectOpts::v311("slow")).await;
+    assert_eq!(slow.subscribe(1, "bulk/#", 1).await, 1);
+    let mut publisher = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    publisher
+        .write_all(&ConnectOpts::v311("bulk").encode())
+        .await
+        .unwrap();
+    let bulk = tokio::spawn(async move {
+        for i in 1..=COUNT {
+            let mut payload = vec![b'x'; SIZE];
+            payload[..2].copy_from_slice(&i.to_be_bytes());
+            let p = publish_packet("bulk/t", &payload, 1, false, false, i);
+            publisher.write_all(&p).await.unwrap();
+        }
+        // Kept open: closing it with acknowledgements unread would reset it.
+        publisher
+    });
+    b.wait_until("the global budget is saturated", |s| {
+        s.budget().is_saturated()
+    })
+    .await;
+    // One message every 40 ms: 25 in each second the relief task watches.
+    for i in 1..=COUNT {
+        let p = slow.recv_and_ack().await;
+        assert_eq!(p.payload[..2], i.to_be_bytes(), "all of them, in order");
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    let _publisher = bulk.await.unwrap();
+    assert_eq!(b.state().metrics().queues_shed.get(), 0);
+    assert_eq!(b.state().metrics().dropped_shed.get(), 0);
+}
