@@ -227,6 +227,64 @@ fn move_aside_renames_and_refuses_a_store_in_use() {
     );
 }
 
+/// A persistent session deleted (clean start, expiry, discard) while its acknowledgements were
+/// still on their way: the old session's `Dequeue`s reach the store after the `DeleteSession`,
+/// find no entry and are remembered as early. The store matches them to enqueues by client id
+/// and seq only, so the next session under the same client id numbers its queue past the old
+/// one's (`Persistence::first_seq`; an `Enqueue` of seq 0 here would be taken for the old
+/// session's and skipped); then its entries are all written, and survive a reopen.
+#[test]
+fn a_late_dequeue_of_a_deleted_session_spares_the_next_sessions_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Arc::new(message("t", b"old"));
+    let new = Arc::new(message("t", b"new"));
+    let dequeue = |seq| Op::Dequeue {
+        client_id: "c".into(),
+        seq,
+    };
+    {
+        let s = open(dir.path());
+        s.write(
+            &[
+                Op::PutSession(session("c")),
+                enqueue("c", 0, 1, &old),
+                enqueue("c", 1, 1, &old),
+            ],
+            true,
+        )
+        .unwrap();
+        s.write(
+            &[Op::DeleteSession {
+                client_id: "c".into(),
+            }],
+            true,
+        )
+        .unwrap();
+        // One was written before the delete, one never was (its Enqueue is late as well).
+        s.write(&[dequeue(1), dequeue(2)], true).unwrap();
+        s.write(
+            &[
+                Op::PutSession(session("c")),
+                enqueue("c", 3, 2, &new),
+                enqueue("c", 4, 2, &new),
+            ],
+            true,
+        )
+        .unwrap();
+        s.write(&[enqueue("c", 2, 1, &old)], true).unwrap();
+    }
+    let s = open(dir.path());
+    let queued: Vec<_> = s
+        .queue_range("c", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, d)| (seq, d.msg.payload.clone()))
+        .collect();
+    let new = bytes::Bytes::from_static(b"new");
+    assert_eq!(queued, [(3, new.clone()), (4, new)]);
+    assert!(s.check().is_ok());
+}
+
 /// Writes/s of group commit against fsync per request, on this machine's disk. Not a timed
 /// assertion: run with `cargo test --release -- --ignored --nocapture store_throughput`.
 #[test]
