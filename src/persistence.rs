@@ -40,6 +40,9 @@ pub struct Persistence {
     /// The group-commit writer, with its bounded queue.
     pub writer: StoreWriter,
     next_msg_id: AtomicU64,
+    /// One more than the highest queue position of any session deleted in this run (see
+    /// [`Persistence::first_seq`]).
+    retired_seqs: AtomicU64,
     /// QoS 1/2 deliveries a persistent session keeps in memory; the rest wait on disk.
     pub memory_cap: usize,
 }
@@ -56,8 +59,30 @@ impl Persistence {
             store,
             writer,
             next_msg_id: AtomicU64::new(next_msg_id.max(1)),
+            retired_seqs: AtomicU64::new(0),
             memory_cap: memory_cap.max(1),
         }
+    }
+
+    /// Where a new persistent session numbers its stored queue from: past every position a
+    /// session deleted in this run used, under any client id.
+    ///
+    /// The store matches a `Dequeue` that arrives before its `Enqueue` by (client id, seq)
+    /// (`storage::early`), and a deleted session's `Dequeue` can reach it after the
+    /// `DeleteSession` (an ack, an expiry's hand-over racing a reconnect): had the next
+    /// session under that client id started at 0 again, the late `Dequeue` would cancel that
+    /// session's `Enqueue` of the same seq, and an acknowledged message would never be written.
+    /// Nothing needs to survive a restart: the writes of one run are all applied before the
+    /// next run starts, and a restored session continues from its stored positions.
+    pub fn first_seq(&self) -> u64 {
+        self.retired_seqs.load(Ordering::Acquire)
+    }
+
+    /// Records that a session whose next queue position is `next_seq` is being deleted: no
+    /// later session starts below it ([`Persistence::first_seq`]). Called before its
+    /// `DeleteSession` is submitted.
+    pub fn retire_seqs(&self, next_seq: u64) {
+        self.retired_seqs.fetch_max(next_seq, Ordering::AcqRel);
     }
 
     /// The stored form of `msg` and its id, made once per message.

@@ -49,6 +49,19 @@ async fn take_over(session: &Session, previous: Previous, clean_start: bool) {
     }
 }
 
+/// The `DeleteSession` of a persistent session, its queue positions retired first so that no
+/// later session under the same client id reuses one (see [`persistence::Persistence::first_seq`]).
+/// The positions are read after the session stopped taking deliveries (cleared or made
+/// non-persistent), or from the counter a cleared session keeps using.
+fn delete_session(p: &persistence::Persistence, session: &Session) -> Op {
+    if let Some(next) = session.with_state(|s| s.next_seq()) {
+        p.retire_seqs(next);
+    }
+    Op::DeleteSession {
+        client_id: session.client_id.to_string(),
+    }
+}
+
 impl BrokerState {
     /// Adds a session restored from the store (at start, before serving).
     pub fn restore_session(&self, session: Arc<Session>) {
@@ -149,18 +162,19 @@ impl BrokerState {
         };
         if meta.ends_with_connection() && !(resumed && session.is_persistent()) {
             if session.is_persistent() {
-                p.submit(vec![Op::DeleteSession {
-                    client_id: session.client_id.to_string(),
-                }]);
+                p.submit(vec![delete_session(p, session)]);
                 session.set_persistence(None);
             }
             return Vec::new();
         }
         if !session.is_persistent() {
+            // Never a position an earlier session under this client id used: its late
+            // acknowledgements must not match this session's entries.
+            let first = p.first_seq();
             session.set_persistence(Some(SessionPersistence {
                 memory_cap: p.memory_cap,
-                next_seq: 0,
-                trusted_until: 0,
+                next_seq: first,
+                trusted_until: first,
                 backlog: None,
             }));
         }
@@ -269,10 +283,8 @@ impl BrokerState {
         }
         // After the moved messages' new queue entries: a shared body's stored refcount never
         // drops to zero between.
-        if let (Some(_), true) = (&self.persistence, session.is_persistent()) {
-            ops.push(Op::DeleteSession {
-                client_id: session.client_id.to_string(),
-            });
+        if let (Some(p), true) = (&self.persistence, session.is_persistent()) {
+            ops.push(delete_session(p, session));
         }
         if !ops.is_empty() {
             self.submit(ops);

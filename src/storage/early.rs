@@ -13,6 +13,13 @@
 //! `Enqueue` of that entry, when it comes, is skipped. Remembered entries are few and short
 //! lived; they are bounded by [`MAX_EARLY`] (the oldest is forgotten first) and dropped with
 //! their session.
+//!
+//! Entries are matched by client id and seq only. A session's `Dequeue` can also arrive after
+//! its `DeleteSession` (an ack or an expiry's hand-over still on its way when the client came
+//! back with a clean session); it is then remembered for a session that is gone. That is
+//! harmless because the broker never gives a seq of a deleted session to a later session
+//! under the same client id (`Persistence::first_seq`): the remembered entry can only cancel
+//! the deleted session's own late `Enqueue`, or is forgotten.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

@@ -18,6 +18,8 @@
 //! Invariants:
 //! - Writes are serialised by `write_lock`; a batch is planned (reads) and committed as one
 //!   fjall `OwnedWriteBatch` under it, so it is atomic across keyspaces and across a crash.
+//! - `queue_range` and `queue_len`, which run while the writer commits, read through one fjall
+//!   snapshot (`SnapshotKv`): they see each batch whole or not at all.
 //! - Every commit is flushed to the OS (fjall's default), so a process crash loses nothing that
 //!   `write` returned for; `sync` adds an fdatasync of the journal (`PersistMode::SyncData`).
 //! - After a failed commit or fsync the store is poisoned: every later `write` fails with
@@ -26,10 +28,11 @@
 //!   cached table files, 8 MiB of memtable per keyspace, 128 MiB of journal.
 
 use std::io::Write;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Iter, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use parking_lot::Mutex;
 
 use super::early::EarlyDequeues;
@@ -288,6 +291,14 @@ impl FjallStore {
         Ok(target)
     }
 
+    /// A consistent view for reads outside the writer (see [`SnapshotKv`]).
+    fn snapshot(&self) -> SnapshotKv<'_> {
+        SnapshotKv {
+            store: self,
+            snapshot: self.db.snapshot(),
+        }
+    }
+
     fn ks(&self, ks: Ks) -> &Keyspace {
         &self.keyspaces[ks.index()]
     }
@@ -324,6 +335,33 @@ impl FjallStore {
     }
 }
 
+/// The keys from `from` on that may start with `prefix`.
+fn scan_range(prefix: &[u8], from: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let end = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    (Bound::Included(from.to_vec()), end)
+}
+
+/// Visits the entries of `iter` while they start with `prefix` and `f` asks for more.
+fn visit(iter: Iter, prefix: &[u8], f: &mut Visit) -> Result<(), StoreError> {
+    for guard in iter {
+        let (k, v) = guard.into_inner().map_err(StoreError::from)?;
+        if !k.starts_with(prefix) || !f(&k, &v)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The key of the last entry of `iter`.
+fn last(mut iter: Iter) -> Result<Option<Vec<u8>>, StoreError> {
+    match iter.next_back() {
+        Some(guard) => Ok(Some(guard.key().map_err(StoreError::from)?.to_vec())),
+        None => Ok(None),
+    }
+}
+
+/// Reads of the latest data, batches still being applied included: for the writer, which
+/// applies them itself (under `write_lock`), and for `check` and `dump`.
 impl Kv for FjallStore {
     fn get(&self, ks: Ks, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
@@ -334,25 +372,42 @@ impl Kv for FjallStore {
     }
 
     fn scan(&self, ks: Ks, prefix: &[u8], from: &[u8], f: &mut Visit) -> Result<(), StoreError> {
-        let from = from.to_vec();
-        let iter = match prefix_end(prefix) {
-            Some(end) => self.ks(ks).range(from..end),
-            None => self.ks(ks).range(from..),
-        };
-        for guard in iter {
-            let (k, v) = guard.into_inner().map_err(StoreError::from)?;
-            if !k.starts_with(prefix) || !f(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
+        visit(self.ks(ks).range(scan_range(prefix, from)), prefix, f)
     }
 
     fn last_key(&self, ks: Ks, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.ks(ks).prefix(prefix).next_back() {
-            Some(guard) => Ok(Some(guard.key().map_err(StoreError::from)?.to_vec())),
-            None => Ok(None),
-        }
+        last(self.ks(ks).prefix(prefix))
+    }
+}
+
+/// Reads through one fjall snapshot, for readers that run while the writer commits. fjall
+/// applies a committed batch to its keyspaces key by key, and a plain read sees every key
+/// applied so far: a queue entry could be read before the body it names (the batch writes
+/// `queue` before `msgs`), and was then skipped as naming a missing message. A snapshot sees
+/// only batches that were applied whole.
+struct SnapshotKv<'a> {
+    store: &'a FjallStore,
+    snapshot: fjall::Snapshot,
+}
+
+impl Kv for SnapshotKv<'_> {
+    fn get(&self, ks: Ks, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .snapshot
+            .get(self.store.ks(ks), key)
+            .map_err(StoreError::from)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, ks: Ks, prefix: &[u8], from: &[u8], f: &mut Visit) -> Result<(), StoreError> {
+        let iter = self
+            .snapshot
+            .range(self.store.ks(ks), scan_range(prefix, from));
+        visit(iter, prefix, f)
+    }
+
+    fn last_key(&self, ks: Ks, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        last(self.snapshot.prefix(self.store.ks(ks), prefix))
     }
 }
 
@@ -404,10 +459,10 @@ impl Store for FjallStore {
         from_seq: u64,
         max: usize,
     ) -> Result<Vec<(u64, StoredDelivery)>, StoreError> {
-        engine::queue_range(self, client_id, from_seq, max)
+        engine::queue_range(&self.snapshot(), client_id, from_seq, max)
     }
 
     fn queue_len(&self, client_id: &str) -> Result<u64, StoreError> {
-        engine::queue_len(self, client_id)
+        engine::queue_len(&self.snapshot(), client_id)
     }
 }
