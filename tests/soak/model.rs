@@ -47,6 +47,7 @@ struct Figures {
     dropped_too_large: u64,
     dropped_quota: u64,
     dropped_offline_qos0: u64,
+    dropped_shed: u64,
     publish_received: u64,
     publish_sent: u64,
 }
@@ -60,6 +61,7 @@ impl Figures {
             dropped_too_large: m.dropped_too_large.get(),
             dropped_quota: m.dropped_quota.get(),
             dropped_offline_qos0: m.dropped_offline_qos0.get(),
+            dropped_shed: m.dropped_shed.get(),
             publish_received: m.publish_received.get(),
             publish_sent: m.publish_sent.get(),
         }
@@ -67,7 +69,11 @@ impl Figures {
 
     /// Drops that can hit a QoS 1/2 message (an upper bound: queue-full counts QoS 0 too).
     fn qos12_drops(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_expired + self.dropped_too_large + self.dropped_quota
+        self.dropped_queue_full
+            + self.dropped_expired
+            + self.dropped_too_large
+            + self.dropped_quota
+            + self.dropped_shed
     }
 }
 
