@@ -1,6 +1,7 @@
 //! The application message as the broker routes it: decoded once from a PUBLISH (or a will),
 //! shared by every subscriber through an `Arc`, never copied per subscriber.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,14 @@ pub struct Message {
     /// The stored form and its store id, made once when the message is first written to the
     /// store, so every queue it joins shares one stored body.
     pub stored: OnceLock<(u64, Arc<StoredMessage>)>,
+    /// Queue entries holding it across all sessions: the global budget counts the message
+    /// itself once, while any queue holds it ([`Message::charge`]).
+    pub queued: AtomicU32,
 }
+
+/// What one queue entry costs besides the message it shares: the delivery record and its share
+/// of the queue's buffer.
+const ENTRY_COST: usize = 96;
 
 impl Message {
     pub fn new(topic: &str, payload: Bytes, qos: QoS, retain: bool) -> Message {
@@ -60,15 +68,38 @@ impl Message {
             publisher: None,
             origin: Origin::Local,
             stored: OnceLock::new(),
+            queued: AtomicU32::new(0),
         }
     }
 
-    /// Memory a queued delivery of this message holds, for queue budgets: payload, topic and
-    /// the message record itself (counted per delivery, which overstates fan-out of a shared
-    /// payload: the budget errs on the safe side).
+    /// Memory a queued delivery of this message holds as one queue sees it: payload, topic,
+    /// the message record and the entry (for a session's own queue accounting and
+    /// `max_queued_bytes`; the global budget counts a shared message once, see
+    /// [`Message::charge`]).
     pub fn cost(&self) -> usize {
-        const RECORD: usize = std::mem::size_of::<Message>() + 96;
-        self.payload.len() + self.topic.len() + RECORD
+        self.shared_cost() + ENTRY_COST
+    }
+
+    /// The part of [`Message::cost`] every queue holding this message shares.
+    fn shared_cost(&self) -> usize {
+        self.payload.len() + self.topic.len() + std::mem::size_of::<Message>()
+    }
+
+    /// What one more queue entry holding this message adds to the global budget: the entry,
+    /// and for the first entry the message itself. A message fanned out to 10,000 subscribers
+    /// holds its payload once, and counting it per queue made a burst of large fan-out
+    /// messages saturate the budget at a small fraction of the memory it bounds. Undone by
+    /// [`Message::release`], once per charge.
+    pub fn charge(&self) -> usize {
+        let first = self.queued.fetch_add(1, Ordering::Relaxed) == 0;
+        ENTRY_COST + if first { self.shared_cost() } else { 0 }
+    }
+
+    /// What a queue entry holding this message gives back to the global budget when it
+    /// leaves its queue: the entry, and for the last one the message itself.
+    pub fn release(&self) -> usize {
+        let last = self.queued.fetch_sub(1, Ordering::Relaxed) == 1;
+        ENTRY_COST + if last { self.shared_cost() } else { 0 }
     }
 
     pub fn is_expired(&self, now: Instant) -> bool {
@@ -142,6 +173,7 @@ impl RetainedMessage {
             publisher: self.publisher.clone(),
             origin: Origin::Local,
             stored: OnceLock::new(),
+            queued: AtomicU32::new(0),
         }
     }
 }
@@ -183,6 +215,7 @@ impl StoredMessage {
             // Where it came from is not stored: after a restart it counts as local.
             origin: Origin::Local,
             stored: std::sync::OnceLock::new(),
+            queued: AtomicU32::new(0),
         }
     }
 }

@@ -160,3 +160,52 @@ async fn a_slow_subscriber_that_keeps_taking_is_not_shed() {
     assert_eq!(b.state().metrics().queues_shed.get(), 0);
     assert_eq!(b.state().metrics().dropped_shed.get(), 0);
 }
+
+/// The global budget counts a message that many queues hold once, plus a small record per
+/// queue: a fan-out of large messages used to count the payload once per subscriber and
+/// saturate the budget (pausing every publisher, and now shedding) at a small fraction of the
+/// memory it bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanned_out_message_counts_its_payload_once() {
+    const SUBSCRIBERS: usize = 20;
+    const MESSAGES: u16 = 10;
+    const PAYLOAD: usize = 100_000;
+    let b = start().await;
+    for i in 0..SUBSCRIBERS {
+        let id = format!("fan-{i}");
+        let (mut s, _) = Raw::connect(b.addr, &ConnectOpts::v311(&id).clean(false)).await;
+        assert_eq!(s.subscribe(1, "fan/#", 1).await, 1);
+        s.send(&[0xE0, 0]).await;
+        s.expect_closed("DISCONNECT").await;
+    }
+    b.wait_until("every subscriber is offline", |s| {
+        (0..SUBSCRIBERS).all(|i| {
+            s.session_info(&format!("fan-{i}"))
+                .is_some_and(|info| !info.connected)
+        })
+    })
+    .await;
+    let mut publisher = Raw::connect_v311(b.addr, "fan-pub").await;
+    for i in 1..=MESSAGES {
+        publisher
+            .publish("fan/t", &vec![b'f'; PAYLOAD], 1, false, i)
+            .await;
+    }
+    // Each offline session holds all ten.
+    let used = b.state().budget().used();
+    let once = u64::from(MESSAGES) * PAYLOAD as u64;
+    assert!(
+        (once..2 * once).contains(&used),
+        "{used} bytes counted for {once} bytes of payload held by {SUBSCRIBERS} queues"
+    );
+    for i in 0..SUBSCRIBERS {
+        let id = format!("fan-{i}");
+        let (mut s, _) = Raw::connect(b.addr, &ConnectOpts::v311(&id).clean(false)).await;
+        for _ in 0..MESSAGES {
+            let p = s.recv_and_ack().await;
+            assert_eq!(p.payload.len(), PAYLOAD);
+        }
+    }
+    b.wait_until("the budget is back to zero", |s| s.budget().used() == 0)
+        .await;
+}

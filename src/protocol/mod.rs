@@ -611,6 +611,7 @@ impl Handler {
             publisher: Some(self.session.client_id.clone()),
             origin: crate::message::Origin::Local,
             stored: std::sync::OnceLock::new(),
+            queued: std::sync::atomic::AtomicU32::new(0),
         });
         // The clock only for messages that expire: most do not. (A new `Arc` is unshared.)
         if let (Some(_), Some(m)) = (expiry, Arc::get_mut(&mut msg)) {

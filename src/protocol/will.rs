@@ -59,6 +59,7 @@ pub fn publish_will(broker: &BrokerState, client_id: &Arc<str>, will: codec::Wil
         publisher: Some(client_id.clone()),
         origin: crate::message::Origin::Local,
         stored: std::sync::OnceLock::new(),
+        queued: std::sync::atomic::AtomicU32::new(0),
     };
     msg.set_expiry_interval(expiry, Instant::now());
     tracing::debug!(%client_id, topic = %msg.topic, "publishing will");

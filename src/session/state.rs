@@ -249,8 +249,7 @@ impl SessionState {
             }
             b.from = seq + 1;
             b.count = b.count.saturating_sub(1);
-            cost += d.cost();
-            body.push(d);
+            cost += body.push(d);
         }
         body.backlog = (b.from < p.next_seq).then_some(b);
         cost
@@ -321,7 +320,6 @@ impl SessionState {
         }
         let (limits, online) = (self.limits, self.online);
         let body = self.body_mut();
-        let cost = d.cost();
         let backlog = body.backlog_len();
         let bytes_full = max_bytes > 0
             && (body.queued_payload + d.msg.payload.len()) as u64 > u64::from(max_bytes)
@@ -333,7 +331,7 @@ impl SessionState {
             return Err((DropReason::QueueFull, d));
         }
         let Some(p) = body.persistence.as_mut().filter(|_| stored) else {
-            body.push(d);
+            let cost = body.push(d);
             return Ok(Enqueued {
                 cost,
                 seq: None,
@@ -347,7 +345,7 @@ impl SessionState {
             || bytes_full
             || (!body.queue.is_empty() && body.queued_payload + d.msg.payload.len() > MEMORY_BYTES);
         if online && body.backlog.is_none() && !memory_full {
-            body.push(d);
+            let cost = body.push(d);
             return Ok(Enqueued {
                 cost,
                 seq: Some(seq),
@@ -600,7 +598,7 @@ impl SessionState {
         let Some(old) = self.body.take() else {
             return 0;
         };
-        let freed = old.queued_bytes + old.streams.bytes();
+        let freed = old.queue.iter().map(|d| d.msg.release()).sum::<usize>() + old.streams.bytes();
         if let Some(mut p) = old.persistence {
             p.trusted_until = p.next_seq;
             let mut body = Body::new(self.epoch);

@@ -89,10 +89,20 @@ impl Body {
             .saturating_add(usize::try_from(self.backlog_len()).unwrap_or(usize::MAX))
     }
 
-    pub(super) fn push(&mut self, d: Delivery) {
+    /// Queues `d`; returns what it adds to the global budget (`Message::charge`).
+    pub(super) fn push(&mut self, d: Delivery) -> usize {
         self.queued_bytes += d.cost();
         self.queued_payload += d.msg.payload.len();
+        let charge = d.msg.charge();
         self.queue.push_back(d);
+        charge
+    }
+
+    /// Accounts for `d` leaving the queue; returns what it gives back to the global budget.
+    fn unqueued(&mut self, d: &Delivery) -> usize {
+        self.queued_bytes -= d.cost();
+        self.queued_payload -= d.msg.payload.len();
+        d.msg.release()
     }
 
     /// See [`super::SessionState::shed`].
@@ -107,21 +117,22 @@ impl Body {
             }
         }
         self.queue = kept;
-        let freed: usize = shed.iter().map(Delivery::cost).sum();
-        self.queued_bytes -= freed;
-        self.queued_payload -= shed.iter().map(|d| d.msg.payload.len()).sum::<usize>();
+        let freed = shed.iter().map(|d| self.unqueued(d)).sum();
         (shed, freed)
     }
 
-    /// Takes the next delivery from the front stream or the queue.
-    pub(super) fn pop_next(&mut self, streaming: bool) -> Option<Delivery> {
+    /// Takes the next delivery from the front stream or the queue, with what it gives back to
+    /// the global budget.
+    pub(super) fn pop_next(&mut self, streaming: bool) -> Option<(Delivery, usize)> {
         if streaming {
-            return self.streams.pop();
+            return self.streams.pop().map(|d| {
+                let cost = d.cost();
+                (d, cost)
+            });
         }
         let d = self.queue.pop_front()?;
-        self.queued_bytes -= d.cost();
-        self.queued_payload -= d.msg.payload.len();
-        Some(d)
+        let freed = self.unqueued(&d);
+        Some((d, freed))
     }
 
     /// The next free packet id. `used` is this batch's set of ids in flight, made on first
@@ -186,11 +197,11 @@ impl Body {
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
                 break;
             }
-            let Some(d) = self.pop_next(streaming) else {
+            let Some((d, released)) = self.pop_next(streaming) else {
                 break;
             };
             self.full_since = None;
-            freed += d.cost();
+            freed += released;
             if d.msg.is_expired(now) {
                 on_drop(&d, DropReason::Expired);
                 continue;
@@ -231,7 +242,6 @@ impl Body {
     /// See [`super::SessionState::take_shared`].
     pub(super) fn take_shared(&mut self, movable: impl Fn(&Delivery) -> bool) -> TakenShared {
         let mut out = Vec::new();
-        let mut freed = 0;
         let mut sent_ids = Vec::new();
         let mut keep_inflight = VecDeque::with_capacity(self.inflight.len());
         for (pid, f) in self.inflight.drain(..) {
@@ -247,17 +257,17 @@ impl Body {
         }
         self.inflight = keep_inflight;
         let mut keep_queue = VecDeque::with_capacity(self.queue.len());
+        let mut taken = Vec::new();
         for d in self.queue.drain(..) {
             if d.shared.is_some() && movable(&d) {
-                freed += d.cost();
-                self.queued_payload -= d.msg.payload.len();
-                out.push(d);
+                taken.push(d);
             } else {
                 keep_queue.push_back(d);
             }
         }
         self.queue = keep_queue;
-        self.queued_bytes -= freed;
+        let freed = taken.iter().map(|d| self.unqueued(d)).sum();
+        out.extend(taken);
         (out, freed, sent_ids)
     }
 }
