@@ -88,10 +88,11 @@ async fn bridge_gets_no_local_and_retain_as_published() {
     );
 }
 
-/// A bridge may set its will on, and publish to, `$SYS/broker/connection/<its id>/state`
-/// (Mosquitto's bridge notifications); everything else in `$SYS` stays refused: a plain client
-/// with that will is refused (3.1.1 return code 5), and so is a bridge whose will names another
-/// connection's state. The state is retained; the will ("0") goes when the bridge drops.
+/// A client may set its will on, and publish to, `$SYS/broker/connection/<its id>/state`
+/// (Mosquitto's bridge notifications, which Mosquitto accepts from any client: its MQTT 5
+/// bridges carry no bridge bit); everything else in `$SYS` stays refused: a bridge whose will
+/// names another connection's state is refused (3.1.1 return code 5). The state is retained;
+/// the will ("0") goes when the bridge drops.
 #[tokio::test]
 async fn bridge_state_will_and_notification_in_sys() {
     let b = start().await;
@@ -101,8 +102,16 @@ async fn bridge_state_will_and_notification_in_sys() {
     assert_eq!(watch.subscribe(1, "$SYS/broker/connection/#", 1).await, 1);
 
     let plain = ConnectOpts::v311(id).will(&topic, b"0", 1, true);
+    let (c, ack) = Raw::connect_raw(b.addr, &plain).await;
+    assert_eq!(ack.code.0, 0, "a plain client's will on its own state");
+    drop(c);
+    assert_publish(&watch.recv_and_ack().await, &topic, b"0");
+    let plain = ConnectOpts::v311("plain").will(&topic, b"0", 1, true);
     let (_c, ack) = Raw::connect_raw(b.addr, &plain).await;
-    assert_eq!(ack.code.0, 5, "a plain client's will into $SYS");
+    assert_eq!(
+        ack.code.0, 5,
+        "a client's will on another connection's state"
+    );
     let other = bridge(id).will(&state_topic("someone-else"), b"0", 1, true);
     let (_c, ack) = Raw::connect_raw(b.addr, &other).await;
     assert_eq!(
@@ -208,13 +217,16 @@ fn spawn_bridge(
     dir: &std::path::Path,
     (port, starling_port): (u16, u16),
     bridge_id: &str,
+    protocol: &str,
 ) -> Proc {
     let conf = dir.join("mosquitto.conf");
+    // With MQTT 5 Mosquitto never sets the try_private bit: its subscription options do that
+    // job (No Local, Retain As Published).
     let text = format!(
         "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
          log_dest stdout\nlog_type all\n\n\
          connection starling\naddress 127.0.0.1:{starling_port}\ntopic # both 0\n\
-         try_private true\nbridge_protocol_version mqttv311\n\
+         try_private true\nbridge_protocol_version {protocol}\n\
          remote_clientid {bridge_id}\nrestart_timeout 1\n"
     );
     std::fs::write(&conf, text).expect("write mosquitto.conf");
@@ -281,18 +293,31 @@ async fn bridge_up(b: &TestBroker, state: &mut Raw, id: &str) {
 /// sets the state to `0`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_bridge_to_starling_both_ways_without_loops() {
+    bridge_both_ways("mqttv311").await;
+}
+
+/// The same with `bridge_protocol_version mqttv50`, where Mosquitto sets no try_private bit: its
+/// default notifications still put its will on `$SYS/broker/connection/<id>/state`, which
+/// Starling once refused from a client without the bit, so such a bridge never connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_v5_bridge_to_starling_both_ways_without_loops() {
+    bridge_both_ways("mqttv50").await;
+}
+
+async fn bridge_both_ways(protocol: &str) {
     let Some(mosquitto) = mosquitto_binary() else {
         return;
     };
     let b = start().await;
-    let dir = std::env::temp_dir().join(format!("starling-bridge-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("starling-bridge-{protocol}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let id = format!("mosq-bridge-{}", std::process::id());
+    let id = format!("mosq-bridge-{protocol}-{}", std::process::id());
     let topic = state_topic(&id);
     let mut state = Raw::connect_v311(b.addr, "bridge-state-watch").await;
     assert_eq!(state.subscribe(1, &topic, 1).await, 1);
     let port = free_port();
-    let mosq = spawn_bridge(&mosquitto, &dir, (port, b.port()), &id);
+    let mosq = spawn_bridge(&mosquitto, &dir, (port, b.port()), &id, protocol);
     bridge_up(&b, &mut state, &id).await;
 
     // Starling → Mosquitto, exactly once.

@@ -6,16 +6,16 @@
 //! - its subscriptions get No Local and Retain As Published: a message the bridge published is
 //!   not sent back to it (the loop prevention the bit exists for), and a message forwarded to
 //!   it keeps the RETAIN flag it was published with, so retained messages propagate;
-//! - it may set its will on, and publish to, `$SYS/broker/connection/<its client id>/state`,
-//!   where Mosquitto's bridge notifications go (`1` when up, its will `0` when down). The rest
-//!   of `$SYS` stays refused.
 //!
-//! The bit grants nothing else: the ACL applies to a bridge as to any client.
+//! The bit grants nothing else: the ACL applies to a bridge as to any client. Any client (bridge
+//! bit or not: Mosquitto's MQTT 5 bridges never set it) may set its will on, and publish to,
+//! `$SYS/broker/connection/<its client id>/state`, where Mosquitto's bridge notifications go
+//! (`1` when up, its will `0` when down), as Mosquitto allows; the rest of `$SYS` stays refused.
 
 use crate::codec::SubscriptionOptions;
 
 /// Whether `topic` is `$SYS/broker/connection/<client_id>/state`, the one place in `$SYS` a
-/// bridge writes to.
+/// client (a bridge's notifications) may write to.
 pub(super) fn is_own_state(topic: &str, client_id: &str) -> bool {
     topic
         .strip_prefix("$SYS/broker/connection/")

@@ -328,9 +328,7 @@ fn check_will(
             ReasonCode::RETAIN_NOT_SUPPORTED,
             "retained will while retain is not available",
         )
-    } else if super::is_sys_topic(&will.topic)
-        && !bridge_state_will(c, &will.topic, client_id, auth)
-    {
+    } else if super::is_sys_topic(&will.topic) && !state_will(c, &will.topic, client_id, auth) {
         (ReasonCode::TOPIC_NAME_INVALID, "will topic in $SYS")
     } else if will.topic.starts_with("$CONTROL/") {
         // `$CONTROL` is the broker's request space: a PUBLISH there is consumed, never
@@ -360,11 +358,12 @@ fn check_will(
     })
 }
 
-/// The one `$SYS` will accepted: a Mosquitto bridge's on its own connection state, when the ACL
-/// (if there is one) lets it write there. The bridge bit bypasses no ACL.
-fn bridge_state_will(c: &codec::Connect, topic: &str, client_id: &str, auth: &AuthConfig) -> bool {
-    c.bridge
-        && super::bridge::is_own_state(topic, client_id)
+/// The one `$SYS` will accepted: on the client's own connection state, where a Mosquitto
+/// bridge's notifications go, when the ACL (if there is one) lets it write there. Mosquitto
+/// accepts it from any client: its MQTT 5 bridges, and 3.1.1 ones with `try_private false`,
+/// carry no bridge bit and would otherwise never connect.
+fn state_will(c: &codec::Connect, topic: &str, client_id: &str, auth: &AuthConfig) -> bool {
+    super::bridge::is_own_state(topic, client_id)
         && (!auth.restricts()
             || auth.check_acl(client_id, c.username.as_deref(), topic, Access::Write))
 }

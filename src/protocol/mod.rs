@@ -55,7 +55,7 @@ pub struct Handler {
     peer: peer::PeerAddr,
     version: ProtocolVersion,
     /// A Mosquitto bridge (`try_private`): its subscriptions are No Local and Retain As
-    /// Published, and it may write its own connection state in `$SYS` (see [`bridge`]).
+    /// Published (see [`bridge`]).
     bridge: bool,
     keep_alive: u16,
     /// The client's Receive Maximum (v5) or `max_inflight` (3.x): both are u16 quantities.
@@ -392,12 +392,10 @@ impl Handler {
     }
 
     /// Why this client may not publish to `topic`, with the MQTT 5 code saying so: `$SYS` (but
-    /// a bridge's own state topic), a `$share/` name (a filter prefix: no subscription can
+    /// its own connection state topic, see [`bridge::is_own_state`]), a `$share/` name (a filter prefix: no subscription can
     /// match such a topic name, so the message would reach nobody), or the ACL.
     fn publish_refusal(&mut self, topic: &str) -> Option<(ReasonCode, &'static str)> {
-        if is_sys_topic(topic)
-            && !(self.bridge && bridge::is_own_state(topic, &self.session.client_id))
-        {
+        if is_sys_topic(topic) && !bridge::is_own_state(topic, &self.session.client_id) {
             Some((ReasonCode::NOT_AUTHORIZED, "publish into $SYS refused"))
         } else if topic.starts_with("$share/") {
             Some((
