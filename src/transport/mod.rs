@@ -77,6 +77,22 @@ impl HandshakeError {
             HandshakeError::Proxy(_) => true,
         }
     }
+
+    /// What an operator can do about a failure whose cause is not obvious from the TLS
+    /// library's words.
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            // webpki accepts X.509 version 3 only; OpenSSL's `x509 -req` without an extension
+            // file (the recipe in Mosquitto's TLS man page) makes version 1 certificates, which
+            // Mosquitto accepts.
+            HandshakeError::Tls(e) if e.to_string().contains("UnsupportedCertVersion") => Some(
+                "the client certificate is X.509 version 1; only version 3 is accepted: \
+                 re-sign it with extensions (e.g. openssl x509 -req ... -extfile with \
+                 basicConstraints=CA:FALSE)",
+            ),
+            _ => None,
+        }
+    }
 }
 
 impl Endpoint {
@@ -266,7 +282,8 @@ impl Endpoint {
         match tokio::time::timeout_at(deadline, accept).await {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(e)) if e.is_notable() => {
-                crate::refusal!(%peer, listener = self.index, error = %e, "handshake failed");
+                let hint = e.hint();
+                crate::refusal!(%peer, listener = self.index, error = %e, hint, "handshake failed");
                 None
             }
             Ok(Err(e)) => {
@@ -283,5 +300,24 @@ impl Endpoint {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::HandshakeError;
+
+    /// rustls's words for an X.509 v1 client certificate get a hint an operator can act on
+    /// (Mosquitto accepts v1, so a migrated mutual-TLS setup may have them).
+    #[test]
+    fn a_version_1_client_certificate_gets_a_hint() {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: Other(OtherError(UnsupportedCertVersion))",
+        );
+        let hint = HandshakeError::Tls(e).hint().unwrap_or_default();
+        assert!(hint.contains("version 3"), "{hint}");
+        let other = std::io::Error::new(std::io::ErrorKind::InvalidData, "UnknownIssuer");
+        assert_eq!(HandshakeError::Tls(other).hint(), None);
     }
 }
