@@ -32,17 +32,28 @@ impl BrokerState {
     /// the subscribers holding queued bytes and, if it is still saturated [`SHED_AFTER`]
     /// later, sheds the queues of those that took nothing meanwhile.
     pub async fn relieve_budget(self: Arc<Self>, shutdown: CancellationToken) {
+        // Whether this saturation already said that nothing could be shed (said once).
+        let mut said = false;
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.budget.exceeded() => {}
             }
             if !self.saturated_after(STUCK_AFTER, &shutdown).await {
+                said = false;
                 continue;
             }
             let marked = self.mark_holders();
-            if self.saturated_after(SHED_AFTER, &shutdown).await {
-                self.shed_idle(marked);
+            if !self.saturated_after(SHED_AFTER, &shutdown).await {
+                said = false;
+            } else if self.shed_idle(marked) == 0 && !said {
+                said = true;
+                tracing::warn!(
+                    queued_bytes = self.budget.used(),
+                    "global queue budget still exceeded with nothing to shed: the queued \
+                     messages belong to subscribers that are taking them, or are stored \
+                     (persistent sessions keep up to 256 KiB each in memory); publishers wait"
+                );
             }
         }
     }
@@ -69,8 +80,9 @@ impl BrokerState {
         marked
     }
 
-    /// Sheds the queues of the `marked` sessions whose mark is still there.
-    fn shed_idle(&self, marked: Vec<Arc<Session>>) {
+    /// Sheds the queues of the `marked` sessions whose mark is still there; returns how many
+    /// queues it shed.
+    fn shed_idle(&self, marked: Vec<Arc<Session>>) -> usize {
         let (mut queues, mut messages, mut bytes) = (0usize, 0usize, 0usize);
         for session in marked.iter().filter(|s| !s.is_prompt()) {
             let (shed, freed) = session.shed();
@@ -101,6 +113,7 @@ impl BrokerState {
                 "global queue budget: shed the queues of subscribers that took nothing"
             );
         }
+        queues
     }
 
     /// Shared-subscription messages among `shed` go to another member of their group when
