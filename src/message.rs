@@ -80,6 +80,15 @@ impl Message {
         self.shared_cost() + ENTRY_COST
     }
 
+    /// What a delivery of this message costs when its payload is held elsewhere anyway: a
+    /// retained message streamed to a new subscriber shares the retained store's payload
+    /// (`Bytes`), so its stream buffer adds only the record and the entry. Counting the payload
+    /// per subscriber let a few stuck new subscribers of large retained messages hold the
+    /// global budget, where the relief cannot shed them.
+    pub fn record_cost(&self) -> usize {
+        self.topic.len() + std::mem::size_of::<Message>() + ENTRY_COST
+    }
+
     /// The part of [`Message::cost`] every queue holding this message shares.
     fn shared_cost(&self) -> usize {
         self.payload.len() + self.topic.len() + std::mem::size_of::<Message>()

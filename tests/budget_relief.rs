@@ -209,3 +209,89 @@ async fn a_fanned_out_message_counts_its_payload_once() {
     b.wait_until("the budget is back to zero", |s| s.budget().used() == 0)
         .await;
 }
+
+/// A client that reads nothing, on a socket with a 4 KB receive buffer.
+async fn stuck_client(b: &TestBroker, id: &str, filter: &str) -> Raw {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut c = Raw::from_stream(socket.connect(b.addr).await.unwrap());
+    c.send(&ConnectOpts::v311(id).encode()).await;
+    assert!(matches!(c.recv().await, Packet::ConnAck(_)));
+    assert_eq!(c.subscribe(1, filter, 1).await, 1);
+    c
+}
+
+/// A shed member of a `$share` group is passed over while another member takes messages: a
+/// stuck member holds at most 64 KiB, and picking it in turn dropped every other message the
+/// group's live member would have taken (acknowledged QoS 1 messages lost; chaos round h5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_shared_member_is_passed_over() {
+    let mut cfg = test_config();
+    cfg.limits.global_queued_bytes_high = 8 << 20;
+    cfg.limits.global_queued_bytes_low = 4 << 20;
+    let b = start_with(cfg).await;
+    let _stuck_member = stuck_client(&b, "member-stuck", "$share/g/s/#").await;
+    let _stuck_plain = stuck_client(&b, "plain-stuck", "s/#").await;
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-live")).await;
+    assert_eq!(live.subscribe(1, "$share/g/s/#", 1).await, 1);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let p = live.recv_and_ack().await;
+            let _ = tx.send((p.topic.to_string(), p.payload));
+        }
+    });
+
+    // Large messages until the stuck subscribers are shed.
+    let mut publisher = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    publisher
+        .write_all(&ConnectOpts::v311("bulk").encode())
+        .await
+        .unwrap();
+    let bulk = tokio::spawn(async move {
+        for i in 1..=COUNT {
+            let p = publish_packet("s/big", &vec![b'x'; SIZE], 1, false, false, i);
+            publisher.write_all(&p).await.unwrap();
+        }
+        publisher
+    });
+    // Bounded generously: 16 MB to move and the relief's 1.5 s, on a loaded 2-core machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while b.state().metrics().queues_shed.get() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck subscribers were not shed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let publisher = tokio::time::timeout(WAIT, bulk).await.unwrap().unwrap();
+    let mut publisher = Raw::from_stream(publisher);
+    assert!(matches!(publisher.recv().await, Packet::ConnAck(_)));
+    for i in 1..=COUNT {
+        publisher
+            .recv_ack(
+                "PUBACK",
+                |p| matches!(p, Packet::PubAck(a) if a.packet_id == i),
+            )
+            .await;
+    }
+
+    // Every message after that reaches the live member, none is dropped at the stuck one.
+    let mut app = Raw::connect_v311(b.addr, "app").await;
+    for i in 1..=20u16 {
+        let mut payload = vec![b'n'; 70_000];
+        payload[..2].copy_from_slice(&i.to_be_bytes());
+        app.publish("s/n", &payload, 1, false, i).await;
+    }
+    let mut next = 1u16;
+    while next <= 20 {
+        let (topic, payload) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("the live member gets every message")
+            .unwrap();
+        if topic == "s/n" {
+            assert_eq!(payload[..2], next.to_be_bytes(), "in order, none missing");
+            next += 1;
+        }
+    }
+}

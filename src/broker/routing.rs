@@ -171,7 +171,12 @@ impl BrokerState {
     pub(super) fn route(&self, msg: &Arc<Message>, out: &mut RouteList) {
         let trie = self.subscriptions.read();
         let mut matches: SmallVec<[_; ROUTE_INLINE]> = SmallVec::new();
-        trie.matches_with(&msg.topic, &mut matches, &|h| h.session.is_connected());
+        // A shared group prefers members that can take a message now: connected, and not
+        // stuck (a stuck member holds little and would refuse it, a drop another member
+        // could have avoided).
+        trie.matches_with(&msg.topic, &mut matches, &|h| {
+            h.session.is_connected() && !h.session.is_stuck()
+        });
         // Overlapping subscriptions of one session must yield one copy: bring them together.
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|m| {
@@ -284,11 +289,16 @@ impl BrokerState {
 
     /// A routed delivery `session` refused. A shared one refused because the member's session
     /// was discarded after routing picked it is still owed to the group: another member gets
-    /// it (its budget accounted there). Anything else is counted as dropped.
+    /// it (its budget accounted there); so does one a stuck member had no room for. Anything
+    /// else is counted as dropped.
     fn refused(&self, session: &Arc<Session>, why: DropReason, d: Delivery, ops: &mut Vec<Op>) {
         if why == DropReason::Unsubscribed && d.shared.is_some() {
             // With no member left, nobody is owed it.
             let _ = self.hand_over(session, d, ops);
+        } else if why == DropReason::QueueFull && d.shared.is_some() && session.is_stuck() {
+            if self.hand_over(session, d, ops).is_some() {
+                self.count_drop(session, why);
+            }
         } else {
             self.count_drop(session, why);
         }
@@ -522,7 +532,7 @@ impl BrokerState {
                     trie.pick_shared(&share, |s| {
                         s.client_id != from.client_id
                             && if online {
-                                s.handle.session.is_connected()
+                                s.handle.session.is_connected() && !s.handle.session.is_stuck()
                             } else {
                                 s.options.qos != QoS::AtMostOnce || d.msg.qos == QoS::AtMostOnce
                             }

@@ -169,7 +169,7 @@ impl RetainedStreams {
                 seq: None,
                 msg,
             };
-            added += d.cost();
+            added += d.msg.record_cost();
             s.buffer.push_back(d);
         }
         self.bytes += added;
@@ -191,7 +191,7 @@ impl RetainedStreams {
         if s.finished() {
             self.streams.pop_front();
         }
-        self.bytes -= d.cost();
+        self.bytes -= d.msg.record_cost();
         Some(d)
     }
 }

@@ -126,7 +126,7 @@ impl Body {
     pub(super) fn pop_next(&mut self, streaming: bool) -> Option<(Delivery, usize)> {
         if streaming {
             return self.streams.pop().map(|d| {
-                let cost = d.cost();
+                let cost = d.msg.record_cost();
                 (d, cost)
             });
         }
