@@ -11,43 +11,50 @@ mod common;
 use common::*;
 use starling::codec::Packet;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Messages of 256 KB, 64 of them (16 MB) against a budget of 8 MiB: far more than the stuck
 /// subscriber's socket takes with its 4 KB receive buffer.
 const SIZE: usize = 256 * 1024;
 const COUNT: u16 = 64;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_that_takes_nothing_does_not_pause_every_publisher() {
+/// A broker with an 8 MiB global budget (low mark 4 MiB).
+async fn small_budget() -> TestBroker {
     let mut cfg = test_config();
     cfg.limits.global_queued_bytes_high = 8 << 20;
     cfg.limits.global_queued_bytes_low = 4 << 20;
-    let b = start_with(cfg).await;
+    start_with(cfg).await
+}
 
-    // A clean-session subscriber to everything with a tiny receive buffer, which then reads
-    // nothing.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stuck = Raw::from_stream(socket.connect(b.addr).await.unwrap());
-    stuck.send(&ConnectOpts::v311("stuck").encode()).await;
-    assert!(matches!(stuck.recv().await, Packet::ConnAck(_)));
-    assert_eq!(stuck.subscribe(1, "#", 1).await, 1);
-
-    // A publisher of large QoS 1 messages that nobody else takes; it writes them all without
-    // waiting for acknowledgements (its writes block while the broker does not read it).
-    let mut publisher = tokio::net::TcpStream::connect(b.addr).await.unwrap();
-    publisher
-        .write_all(&ConnectOpts::v311("bulk").encode())
-        .await
-        .unwrap();
-    let bulk = tokio::spawn(async move {
+/// A publisher of [`COUNT`] QoS 1 messages of [`SIZE`] bytes to `topic` (packet id and
+/// sequence number in the first two payload bytes) that writes them all without waiting for
+/// acknowledgements: its writes block while the broker does not read it. Returns its socket,
+/// kept open (closing it with acknowledgements unread would reset it).
+fn bulk_publisher(b: &TestBroker, topic: &'static str) -> tokio::task::JoinHandle<TcpStream> {
+    let addr = b.addr;
+    tokio::spawn(async move {
+        let mut publisher = TcpStream::connect(addr).await.unwrap();
+        publisher
+            .write_all(&ConnectOpts::v311("bulk").encode())
+            .await
+            .unwrap();
         for i in 1..=COUNT {
-            let p = publish_packet("bulk/t", &vec![b'x'; SIZE], 1, false, false, i);
+            let mut payload = vec![b'x'; SIZE];
+            payload[..2].copy_from_slice(&i.to_be_bytes());
+            let p = publish_packet(topic, &payload, 1, false, false, i);
             publisher.write_all(&p).await.unwrap();
         }
         publisher
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_takes_nothing_does_not_pause_every_publisher() {
+    let b = small_budget().await;
+    // A clean-session subscriber to everything that reads nothing, and a publisher of large
+    // QoS 1 messages that nobody else takes.
+    let mut stuck = stuck_client(&b, "stuck", "#").await;
+    let bulk = bulk_publisher(&b, "bulk/t");
     b.wait_until("the global budget is saturated", |s| {
         s.budget().is_saturated()
     })
@@ -125,27 +132,10 @@ async fn a_subscriber_that_takes_nothing_does_not_pause_every_publisher() {
 /// it (rule (b)), and it gets everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_that_keeps_taking_is_not_shed() {
-    let mut cfg = test_config();
-    cfg.limits.global_queued_bytes_high = 8 << 20;
-    cfg.limits.global_queued_bytes_low = 4 << 20;
-    let b = start_with(cfg).await;
+    let b = small_budget().await;
     let (mut slow, _) = Raw::connect(b.addr, &ConnectOpts::v311("slow")).await;
     assert_eq!(slow.subscribe(1, "bulk/#", 1).await, 1);
-    let mut publisher = tokio::net::TcpStream::connect(b.addr).await.unwrap();
-    publisher
-        .write_all(&ConnectOpts::v311("bulk").encode())
-        .await
-        .unwrap();
-    let bulk = tokio::spawn(async move {
-        for i in 1..=COUNT {
-            let mut payload = vec![b'x'; SIZE];
-            payload[..2].copy_from_slice(&i.to_be_bytes());
-            let p = publish_packet("bulk/t", &payload, 1, false, false, i);
-            publisher.write_all(&p).await.unwrap();
-        }
-        // Kept open: closing it with acknowledgements unread would reset it.
-        publisher
-    });
+    let bulk = bulk_publisher(&b, "bulk/t");
     b.wait_until("the global budget is saturated", |s| {
         s.budget().is_saturated()
     })
@@ -226,10 +216,7 @@ async fn stuck_client(b: &TestBroker, id: &str, filter: &str) -> Raw {
 /// group's live member would have taken (acknowledged QoS 1 messages lost; chaos round h5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shed_shared_member_is_passed_over() {
-    let mut cfg = test_config();
-    cfg.limits.global_queued_bytes_high = 8 << 20;
-    cfg.limits.global_queued_bytes_low = 4 << 20;
-    let b = start_with(cfg).await;
+    let b = small_budget().await;
     let _stuck_member = stuck_client(&b, "member-stuck", "$share/g/s/#").await;
     let _stuck_plain = stuck_client(&b, "plain-stuck", "s/#").await;
     let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-live")).await;
@@ -243,18 +230,7 @@ async fn a_shed_shared_member_is_passed_over() {
     });
 
     // Large messages until the stuck subscribers are shed.
-    let mut publisher = tokio::net::TcpStream::connect(b.addr).await.unwrap();
-    publisher
-        .write_all(&ConnectOpts::v311("bulk").encode())
-        .await
-        .unwrap();
-    let bulk = tokio::spawn(async move {
-        for i in 1..=COUNT {
-            let p = publish_packet("s/big", &vec![b'x'; SIZE], 1, false, false, i);
-            publisher.write_all(&p).await.unwrap();
-        }
-        publisher
-    });
+    let bulk = bulk_publisher(&b, "s/big");
     // Bounded generously: 16 MB to move and the relief's 1.5 s, on a loaded 2-core machine.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while b.state().metrics().queues_shed.get() < 2 {
