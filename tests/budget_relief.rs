@@ -48,6 +48,26 @@ fn bulk_publisher(b: &TestBroker, topic: &'static str) -> tokio::task::JoinHandl
     })
 }
 
+/// Waits until the [`bulk_publisher`] has written everything (the broker reads it again) and
+/// got every PUBACK: every message has been routed. Returns it, still open.
+async fn all_routed(bulk: tokio::task::JoinHandle<TcpStream>) -> Raw {
+    let publisher = tokio::time::timeout(WAIT, bulk)
+        .await
+        .expect("the publisher is read again")
+        .unwrap();
+    let mut publisher = Raw::from_stream(publisher);
+    assert!(matches!(publisher.recv().await, Packet::ConnAck(_)));
+    for i in 1..=COUNT {
+        publisher
+            .recv_ack(
+                "PUBACK",
+                |p| matches!(p, Packet::PubAck(a) if a.packet_id == i),
+            )
+            .await;
+    }
+    publisher
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_takes_nothing_does_not_pause_every_publisher() {
     let b = small_budget().await;
@@ -73,21 +93,8 @@ async fn a_subscriber_that_takes_nothing_does_not_pause_every_publisher() {
         let p = app_sub.recv_and_ack().await;
         assert_publish(&p, "app/t", payload.as_bytes());
     }
-    let publisher = tokio::time::timeout(WAIT, bulk)
-        .await
-        .expect("the publisher is read again")
-        .unwrap();
     // Every bulk message has been routed once its PUBACK came.
-    let mut publisher = Raw::from_stream(publisher);
-    assert!(matches!(publisher.recv().await, Packet::ConnAck(_)));
-    for i in 1..=COUNT {
-        publisher
-            .recv_ack(
-                "PUBACK",
-                |p| matches!(p, Packet::PubAck(a) if a.packet_id == i),
-            )
-            .await;
-    }
+    let _publisher = all_routed(bulk).await;
     let m = b.state().metrics();
     assert!(m.queues_shed.get() >= 1, "the stuck queue was shed");
     assert!(
@@ -240,17 +247,7 @@ async fn a_shed_shared_member_is_passed_over() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let publisher = tokio::time::timeout(WAIT, bulk).await.unwrap().unwrap();
-    let mut publisher = Raw::from_stream(publisher);
-    assert!(matches!(publisher.recv().await, Packet::ConnAck(_)));
-    for i in 1..=COUNT {
-        publisher
-            .recv_ack(
-                "PUBACK",
-                |p| matches!(p, Packet::PubAck(a) if a.packet_id == i),
-            )
-            .await;
-    }
+    let _publisher = all_routed(bulk).await;
 
     // Every message after that reaches the live member, none is dropped at the stuck one.
     let mut app = Raw::connect_v311(b.addr, "app").await;
