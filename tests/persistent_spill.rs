@@ -48,3 +48,127 @@ async fn a_stuck_persistent_subscriber_holds_its_backlog_on_disk_not_in_memory()
         }
     }
 }
+
+/// Device sessions, each holding one large stored message in memory.
+const DEVICES: u16 = 16;
+/// 16 x 200 KB: 3.2 MB, more than the 2 MiB budget of [`stored_broker`].
+const BIG: usize = 200_000;
+
+/// A broker with a store, a 2 MiB global budget (low mark 1 MiB) and one message in flight
+/// per client, so that each device's second message waits in its session's memory queue.
+async fn stored_broker(dir: &std::path::Path) -> TestBroker {
+    let mut cfg = test_config();
+    cfg.persistence.enabled = Some(true);
+    cfg.persistence.dir = dir.to_path_buf();
+    cfg.limits.global_queued_bytes_high = 2 << 20;
+    cfg.limits.global_queued_bytes_low = 1 << 20;
+    cfg.mqtt.max_inflight = 1;
+    start_with(cfg).await
+}
+
+/// Persistent sessions `dev-<i>` on `dev/<i>`, each with a small message in flight that it
+/// never acknowledges: its window is full, so what comes next waits in memory.
+async fn devices_with_full_windows(b: &TestBroker, publ: &mut Raw) -> Vec<Raw> {
+    let mut devices = Vec::new();
+    for i in 0..DEVICES {
+        let id = format!("dev-{i}");
+        let (mut d, _) = Raw::connect(b.addr, &ConnectOpts::v311(&id).clean(false)).await;
+        assert_eq!(d.subscribe(1, &format!("dev/{i}"), 1).await, 1);
+        publ.publish(&format!("dev/{i}"), b"small", 1, false, 1)
+            .await;
+        assert_publish(&d.recv_publish().await, &format!("dev/{i}"), b"small");
+        devices.push(d);
+    }
+    devices
+}
+
+/// One [`BIG`] message to each device, written without waiting for acknowledgements (the
+/// broker stops reading the publisher while the budget is saturated); returns once every
+/// PUBACK came, or panics after `within`.
+async fn publish_big_to_each(publ: &mut Raw, within: std::time::Duration) {
+    for i in 0..DEVICES {
+        let mut payload = vec![b'b'; BIG];
+        payload[..2].copy_from_slice(&i.to_be_bytes());
+        let p = publish_packet(&format!("dev/{i}"), &payload, 1, false, false, 100 + i);
+        publ.send(&p).await;
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    let mut acked = 0;
+    while acked < DEVICES {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match publ.recv_timeout(left).await {
+            Recv::Packet(Packet::PubAck(_)) => acked += 1,
+            other => panic!("{acked} of {DEVICES} large messages acknowledged, then {other:?}"),
+        }
+    }
+}
+
+/// Device `i` comes back (same client id, no clean start) and gets its small message again,
+/// then the large one, from disk.
+async fn device_returns(b: &TestBroker, i: u16) {
+    let (mut d, ack) =
+        Raw::connect(b.addr, &ConnectOpts::v311(&format!("dev-{i}")).clean(false)).await;
+    assert!(ack.session_present);
+    let again = d.recv_and_ack().await;
+    assert!(again.dup, "resent [MQTT-4.4.0-1]");
+    assert_eq!(again.payload.as_ref(), b"small");
+    let big = d.recv_and_ack().await;
+    assert_eq!(big.payload.len(), BIG);
+    assert_eq!(big.payload[..2], i.to_be_bytes());
+}
+
+/// Persistent sessions that stop reading hold at most 256 KiB each in memory, but enough of
+/// them held the whole global budget, which relief could not shed (their messages are
+/// stored), and every publisher waited for good (chaos round h5, H2). Shedding now moves
+/// their stored messages back to disk: the publisher goes on, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_persistent_sessions_do_not_hold_the_global_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = stored_broker(dir.path()).await;
+    let mut publ = Raw::connect_v311(b.addr, "dev-pub").await;
+    let devices = devices_with_full_windows(&b, &mut publ).await;
+    // Saturated at about 10 devices; relief needs 1.5 s, the rest is margin for a loaded
+    // machine.
+    publish_big_to_each(&mut publ, std::time::Duration::from_secs(20)).await;
+    let m = b.state().metrics();
+    assert!(
+        m.queues_shed.get() >= 1,
+        "the stuck sessions' queues moved to disk"
+    );
+    assert_eq!(m.dropped_shed.get(), 0, "stored messages are never dropped");
+    b.wait_until("the budget is relieved", |s| !s.budget().is_saturated())
+        .await;
+    drop(devices);
+    for i in [0, DEVICES - 1] {
+        device_returns(&b, i).await;
+    }
+}
+
+/// A persistent session that goes offline keeps what it stored on disk only: its memory copies
+/// used to stay, counted against the global budget, for as long as the client stayed away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_persistent_session_holds_nothing_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config();
+    cfg.persistence.enabled = Some(true);
+    cfg.persistence.dir = dir.path().to_path_buf();
+    cfg.mqtt.max_inflight = 1;
+    let b = start_with(cfg).await;
+    let mut publ = Raw::connect_v311(b.addr, "dev-pub").await;
+    let devices = devices_with_full_windows(&b, &mut publ).await;
+    publish_big_to_each(&mut publ, WAIT).await;
+    let used = b.state().budget().used();
+    assert!(
+        used >= u64::from(DEVICES) * BIG as u64,
+        "{used}: held in memory while online"
+    );
+    for mut d in devices {
+        d.send(&[0xE0, 0]).await;
+        d.expect_closed("DISCONNECT").await;
+    }
+    b.wait_until("nothing is held in memory", |s| s.budget().used() == 0)
+        .await;
+    for i in 0..DEVICES {
+        device_returns(&b, i).await;
+    }
+}

@@ -298,6 +298,12 @@ impl BrokerState {
         let still_owner = session.release(generation, ends);
         if still_owner && ends {
             self.remove_session(session);
+        } else if still_owner {
+            // What the session stored waits on disk until the client is back, not in memory,
+            // where it would count against the global budget (and pause every publisher) for
+            // as long as the client stays away. Unless a new connection claimed it already.
+            let (_, freed) = session.with_state(|s| if s.is_online() { (0, 0) } else { s.spill() });
+            self.budget.sub(freed);
         }
         still_owner
     }

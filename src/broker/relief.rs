@@ -7,9 +7,9 @@
 //! publisher on the broker would then wait until that client leaves, which with keep-alive off
 //! is never. So while the budget stays saturated, this task marks every subscriber holding
 //! queued bytes, waits [`SHED_AFTER`], and sheds the queues of those that took nothing in that
-//! time (what is not stored: a persistent session's stored messages stay on disk). A shed
-//! subscriber is marked stuck: it holds at most `STUCK_QUEUE_BYTES` until it takes messages
-//! again. The drops are counted and logged; the budget falls and publishers are read again.
+//! time (what is not stored is dropped; a persistent session's stored messages move back to
+//! its disk backlog). A shed subscriber is marked stuck: it holds at most `STUCK_QUEUE_BYTES`
+//! until it takes messages again. The drops are counted and logged; the budget falls and publishers are read again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,8 +51,7 @@ impl BrokerState {
                 tracing::warn!(
                     queued_bytes = self.budget.used(),
                     "global queue budget still exceeded with nothing to shed: the queued \
-                     messages belong to subscribers that are taking them, or are stored \
-                     (persistent sessions keep up to 256 KiB each in memory); publishers wait"
+                     messages belong to subscribers that are taking them; publishers wait"
                 );
             }
         }
@@ -83,31 +82,34 @@ impl BrokerState {
     /// Sheds the queues of the `marked` sessions whose mark is still there; returns how many
     /// queues it shed.
     fn shed_idle(&self, marked: Vec<Arc<Session>>) -> usize {
-        let (mut queues, mut messages, mut bytes) = (0usize, 0usize, 0usize);
+        let (mut queues, mut messages, mut spilled, mut bytes) = (0usize, 0usize, 0usize, 0usize);
         for session in marked.iter().filter(|s| !s.is_prompt()) {
-            let (shed, freed) = session.shed();
-            self.budget.sub(freed);
-            if shed.is_empty() {
+            let shed = session.shed();
+            self.budget.sub(shed.freed);
+            if shed.dropped.is_empty() && shed.spilled == 0 {
                 continue;
             }
             if queues < LOGGED_PER_ROUND {
                 let peer = session.meta().peer.map(|p| p.to_string());
                 tracing::warn!(client_id = %session.client_id, peer = peer.as_deref().unwrap_or("-"),
-                    messages = shed.len(),
-                    queued_bytes = freed, online = session.is_connected(),
+                    dropped = shed.dropped.len(), moved_to_disk = shed.spilled,
+                    queued_bytes = shed.freed, online = session.is_connected(),
                     "slow consumer: took nothing while its queue held the saturated global \
-                     budget; dropping its queued messages");
+                     budget; shedding its queue (messages only in memory are dropped, stored \
+                     ones wait on disk)");
             }
             queues += 1;
-            messages += shed.len();
-            bytes += freed;
+            messages += shed.dropped.len();
+            spilled += shed.spilled;
+            bytes += shed.freed;
             self.metrics.queues_shed.inc();
-            self.hand_over_or_drop(session, shed);
+            self.hand_over_or_drop(session, shed.dropped);
         }
         if queues > 0 {
             tracing::warn!(
                 queues,
-                messages,
+                dropped = messages,
+                moved_to_disk = spilled,
                 bytes,
                 queued_bytes = self.budget.used(),
                 "global queue budget: shed the queues of subscribers that took nothing"

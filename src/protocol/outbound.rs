@@ -216,8 +216,9 @@ impl Handler {
         if !self.session.is_persistent() {
             return None;
         }
+        let (window, stuck) = (usize::from(self.send_window), self.session.is_stuck());
         self.session
-            .with_state(|s| s.refill_request())
+            .with_state(|s| s.refill_request(window, stuck))
             .map(|(from, max)| (self.session.client_id.clone(), from, max))
     }
 

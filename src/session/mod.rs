@@ -29,7 +29,7 @@ use crate::codec::{ProtocolVersion, ReasonCode};
 use crate::peer::PeerAddr;
 use crate::sync::{Mutex, Rank};
 pub use state::{
-    Delivery, DropReason, Enqueued, Inflight, Limits, Persistence, Resend, SessionState,
+    Delivery, DropReason, Enqueued, Inflight, Limits, Persistence, Resend, SessionState, Shed,
 };
 pub use stream::StreamRequest;
 
@@ -404,11 +404,11 @@ impl Session {
             .store(if stuck { STUCK } else { PROMPT }, Ordering::Relaxed);
     }
 
-    /// Takes out what the queue holds that is not stored (see [`SessionState::shed`]) and
-    /// marks the subscriber stuck, so it holds at most [`state::STUCK_QUEUE_BYTES`] until it
-    /// takes messages again. For a subscriber that holds the saturated global budget and took
-    /// nothing while publishers waited.
-    pub fn shed(&self) -> (Vec<Delivery>, usize) {
+    /// Empties the memory queue (see [`SessionState::shed`]) and marks the subscriber stuck,
+    /// so it holds at most [`state::STUCK_QUEUE_BYTES`] until it takes messages again. For a
+    /// subscriber that holds the saturated global budget and took nothing while publishers
+    /// waited.
+    pub fn shed(&self) -> Shed {
         let shed = self.state.lock().shed();
         self.set_stuck(true);
         shed

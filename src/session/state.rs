@@ -16,6 +16,7 @@ use std::time::Instant;
 use super::stream::StreamRequest;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Message;
+use backlog::{Backlog, Next};
 use body::{Body, TakenShared};
 
 /// One message on its way to this session's client.
@@ -79,6 +80,17 @@ pub enum DropReason {
     NotAuthorized,
 }
 
+/// What [`SessionState::shed`] took out of memory.
+#[derive(Debug, Default)]
+pub struct Shed {
+    /// The deliveries that were only in memory, in order: to hand over or drop.
+    pub dropped: Vec<Delivery>,
+    /// Stored deliveries moved back to the disk backlog.
+    pub spilled: usize,
+    /// What both give back to the global budget.
+    pub freed: usize,
+}
+
 /// Where a queued delivery went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Enqueued {
@@ -89,19 +101,6 @@ pub struct Enqueued {
     /// Messages waiting in the queue once it is in ([`SessionState::queue_depth`]): what
     /// paces publishers (see `broker::PACE_AT`).
     pub depth: usize,
-}
-
-/// QoS 1/2 deliveries that are in the store but not in memory: the stored queue from `from`
-/// (inclusive) up to `next_seq` (exclusive). Everything that arrives while a backlog exists
-/// joins it, so order is kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Backlog {
-    from: u64,
-    /// Entries in it, for the queue limit (exact for live spills, counted at load otherwise).
-    count: u64,
-    /// The largest payload spilled into it since it started (0 when loaded at start): sizes
-    /// refills so that one does not read far more than [`MEMORY_BYTES`] from disk.
-    max_payload: u32,
 }
 
 /// Payload bytes a persistent session's memory queue holds before further stored deliveries
@@ -188,11 +187,7 @@ impl SessionState {
         b.backlog = p
             .and_then(|p| p.backlog)
             .filter(|(_, count)| *count > 0)
-            .map(|(from, count)| Backlog {
-                from,
-                count,
-                max_payload: 0,
-            });
+            .map(|(from, count)| Backlog::new(from, count));
         b.persistence = p.map(Box::new);
     }
 
@@ -211,48 +206,63 @@ impl SessionState {
     }
 
     /// When the memory queue runs low and a backlog waits on disk: read up to `max` stored
-    /// entries from this position.
-    pub fn refill_request(&self) -> Option<(u64, usize)> {
+    /// entries from this position. A `stuck` subscriber (see `Session::is_stuck`) reads
+    /// nothing until its inflight window below `window` has room: what it read would only
+    /// sit in memory, holding the global budget its queue was moved to disk to free.
+    pub fn refill_request(&self, window: usize, stuck: bool) -> Option<(u64, usize)> {
         let body = self.body()?;
         let p = body.persistence.as_deref().copied()?;
-        let b = body.backlog?;
+        let b = body.backlog.as_ref()?;
         let low = body.queue.len() < p.memory_cap / 2 + 1 && body.queued_payload < MEMORY_BYTES / 2;
+        if !low || (stuck && body.inflight.len() >= window) {
+            return None;
+        }
         let max = match b.max_payload as usize {
             0 => p.memory_cap,
             largest => (MEMORY_BYTES / largest).clamp(1, p.memory_cap),
         };
-        low.then_some((b.from, max))
+        Some((b.from, max))
     }
 
-    /// Takes entries read from the store (in position order) into memory. Entries at or past
-    /// `trusted_until` must follow each other without a gap: a gap there is a write still on its
-    /// way to the store, and the refill stops before it. Returns the memory cost added.
+    /// Takes entries read from the store (in position order) into memory, as far as they
+    /// follow each other (see [`backlog::Next`]): a gap is a write still on its way to the
+    /// store, and the refill stops before it. Returns the memory cost added.
     pub fn refill(&mut self, entries: Vec<Delivery>) -> usize {
         let Some(body) = self.body_if() else {
             return 0;
         };
-        let (Some(p), Some(mut b)) = (body.persistence.as_deref().copied(), body.backlog) else {
+        let Some(p) = body.persistence.as_deref().copied() else {
+            return 0;
+        };
+        let Some(mut b) = body.backlog.take() else {
             return 0;
         };
         let mut cost = 0;
         for d in entries {
             let Some(seq) = d.seq else { continue };
-            if seq < b.from {
-                continue;
-            }
-            if seq != b.from && seq >= p.trusted_until {
-                break;
+            match b.next(seq, p.trusted_until) {
+                Next::Skip => continue,
+                Next::Stop => break,
+                Next::Take => {}
             }
             // The rest stays on disk for the next refill.
             if !body.queue.is_empty() && body.queued_payload + d.msg.payload.len() > MEMORY_BYTES {
                 break;
             }
-            b.from = seq + 1;
-            b.count = b.count.saturating_sub(1);
+            b.took(seq);
             cost += body.push(d);
         }
         body.backlog = (b.from < p.next_seq).then_some(b);
         cost
+    }
+
+    /// Moves the stored deliveries at the end of the memory queue back to the disk backlog
+    /// (they are in the store already): for a persistent session that went offline, or that
+    /// holds the saturated global budget without taking anything. Returns how many moved and
+    /// what they give back to the global budget; they are read back as the client takes
+    /// messages again.
+    pub fn spill(&mut self) -> (usize, usize) {
+        self.body_if().map_or((0, 0), Body::spill)
     }
 
     /// Records that a delivery found the queue full; returns how long it has been full.
@@ -352,11 +362,7 @@ impl SessionState {
                 depth: body.queue_depth(),
             });
         }
-        let b = body.backlog.get_or_insert(Backlog {
-            from: seq,
-            count: 0,
-            max_payload: 0,
-        });
+        let b = body.backlog.get_or_insert(Backlog::new(seq, 0));
         b.count += 1;
         let payload = u32::try_from(d.msg.payload.len()).unwrap_or(u32::MAX);
         b.max_payload = b.max_payload.max(payload);
@@ -377,12 +383,12 @@ impl SessionState {
         self.body().map_or(0, Body::queue_depth)
     }
 
-    /// Takes out the queued deliveries that are not stored (all of a session without a store
-    /// entry: QoS 0, and QoS 1/2 of a session that is not persistent), for a subscriber that
-    /// holds the global budget without taking anything. Stored ones stay: they are bounded in
-    /// memory ([`MEMORY_BYTES`]) and kept on disk. Returns them and the freed queue bytes.
-    pub fn shed(&mut self) -> (Vec<Delivery>, usize) {
-        self.body_if().map_or((Vec::new(), 0), Body::shed)
+    /// Empties the memory queue of a subscriber that holds the global budget without taking
+    /// anything: the deliveries that are not stored (all of a session without a store entry:
+    /// QoS 0, and QoS 1/2 of a session that is not persistent) are taken out, for the caller
+    /// to hand over or drop; the stored ones move back to the disk backlog ([`Self::spill`]).
+    pub fn shed(&mut self) -> Shed {
+        self.body_if().map_or_else(Shed::default, Body::shed)
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -656,6 +662,7 @@ impl SessionState {
     }
 }
 
+mod backlog;
 mod body;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-use super::{Backlog, Delivery, DropReason, Inflight, Persistence};
+use super::{Backlog, Delivery, DropReason, Inflight, Persistence, Shed};
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::session::stream::RetainedStreams;
 
@@ -80,7 +80,7 @@ impl Body {
     }
 
     pub(super) fn backlog_len(&self) -> u64 {
-        self.backlog.map_or(0, |b| b.count)
+        self.backlog.as_ref().map_or(0, |b| b.count)
     }
 
     pub(super) fn queue_depth(&self) -> usize {
@@ -99,26 +99,31 @@ impl Body {
     }
 
     /// Accounts for `d` leaving the queue; returns what it gives back to the global budget.
-    fn unqueued(&mut self, d: &Delivery) -> usize {
+    pub(super) fn unqueued(&mut self, d: &Delivery) -> usize {
         self.queued_bytes -= d.cost();
         self.queued_payload -= d.msg.payload.len();
         d.msg.release()
     }
 
     /// See [`super::SessionState::shed`].
-    pub(super) fn shed(&mut self) -> (Vec<Delivery>, usize) {
-        let mut shed = Vec::new();
+    pub(super) fn shed(&mut self) -> Shed {
+        let mut dropped = Vec::new();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for d in self.queue.drain(..) {
             if d.seq.is_some() {
                 kept.push_back(d);
             } else {
-                shed.push(d);
+                dropped.push(d);
             }
         }
         self.queue = kept;
-        let freed = shed.iter().map(|d| self.unqueued(d)).sum();
-        (shed, freed)
+        let freed: usize = dropped.iter().map(|d| self.unqueued(d)).sum();
+        let (spilled, spill_freed) = self.spill();
+        Shed {
+            dropped,
+            spilled,
+            freed: freed + spill_freed,
+        }
     }
 
     /// Takes the next delivery from the front stream or the queue, with what it gives back to

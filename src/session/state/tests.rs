@@ -419,7 +419,7 @@ fn an_idle_session_allocates_no_body() {
         s.queue_depth() + s.inflight_len() + s.subscription_count(),
         0
     );
-    assert!(s.retained_request().is_none() && s.refill_request().is_none());
+    assert!(s.retained_request().is_none() && s.refill_request(10, false).is_none());
     assert!(s.resume().is_empty() && s.shared_groups().is_empty());
     assert!(!s.inbound_pubrel(1) && s.on_puback(1).is_none() && !s.on_pubcomp(1));
     assert!(!s.remove_subscription("a") && !s.is_persistent());
@@ -482,10 +482,8 @@ fn big(qos: QoS, len: usize) -> Delivery {
     }
 }
 
-/// Shedding (a subscriber holding the saturated global budget) takes out what is only in
-/// memory and keeps what is stored: that is on disk, and bounded in memory anyway.
-#[test]
-fn shedding_keeps_only_stored_deliveries() {
+/// A persistent session with a store, online, with room for 10 deliveries in memory.
+fn stored_session() -> SessionState {
     let mut s = SessionState::new(Limits {
         max_queued_messages: 100,
         max_queued_bytes: 0,
@@ -497,6 +495,26 @@ fn shedding_keeps_only_stored_deliveries() {
         trusted_until: 0,
         backlog: None,
     }));
+    s
+}
+
+/// A stored entry read back from disk.
+fn stored(seq: u64) -> Delivery {
+    Delivery {
+        seq: Some(seq),
+        ..delivery(QoS::AtLeastOnce)
+    }
+}
+
+fn queued_seqs(s: &mut SessionState) -> Vec<Option<u64>> {
+    take(s, 100).into_iter().map(|(_, d)| d.seq).collect()
+}
+
+/// Shedding (a subscriber holding the saturated global budget) takes out what is only in
+/// memory, to drop, and moves what is stored back to the disk backlog: nothing stays in memory.
+#[test]
+fn shedding_drops_what_is_in_memory_only_and_moves_the_rest_to_disk() {
+    let mut s = stored_session();
     for qos in [
         QoS::AtMostOnce,
         QoS::AtLeastOnce,
@@ -506,15 +524,105 @@ fn shedding_keeps_only_stored_deliveries() {
         s.enqueue(delivery(qos)).unwrap();
     }
     let before = s.queued_bytes();
-    let (shed, freed) = s.shed();
-    assert_eq!(shed.len(), 2);
+    let shed = s.shed();
+    assert_eq!(shed.dropped.len(), 2);
     assert!(shed
+        .dropped
         .iter()
         .all(|d| d.qos == QoS::AtMostOnce && d.seq.is_none()));
+    assert_eq!(shed.spilled, 2);
+    assert_eq!((s.queued_len(), s.queued_bytes()), (0, 0));
+    assert!(shed.freed >= before, "everything counted went back");
+    assert_eq!(s.backlog_len(), 2);
+    assert_eq!(s.queue_depth(), 2, "still owed, for the queue limit");
+    let (from, _) = s.refill_request(10, false).unwrap();
+    assert_eq!(from, 0);
+    assert!(s.refill(vec![stored(0), stored(1)]) > 0);
+    assert_eq!(s.backlog_len(), 0);
+    assert_eq!(queued_seqs(&mut s), vec![Some(0), Some(1)], "in order");
+}
+
+/// Only the stored end of the memory queue moves to disk: what stays in memory goes out first,
+/// so a QoS 0 message queued after a stored one must keep the stored one in memory too.
+#[test]
+fn a_spill_keeps_the_queue_order() {
+    let mut s = stored_session();
+    for qos in [QoS::AtLeastOnce, QoS::AtMostOnce, QoS::AtLeastOnce] {
+        s.enqueue(delivery(qos)).unwrap();
+    }
+    assert_eq!(s.spill().0, 1);
     assert_eq!(s.queued_len(), 2);
-    assert_eq!(s.queued_bytes(), before - freed);
-    let kept: Vec<_> = take(&mut s, 10).into_iter().map(|(_, d)| d.seq).collect();
-    assert_eq!(kept, vec![Some(0), Some(1)], "stored ones stay, in order");
+    s.refill(vec![stored(0), stored(1)]);
+    assert_eq!(
+        queued_seqs(&mut s),
+        vec![Some(0), None, Some(1)],
+        "the entry in memory is not read again from disk"
+    );
+    assert_eq!(s.spill(), (0, 0), "nothing left to move");
+}
+
+/// Positions moved to disk can have gaps (a shared-subscription hand-over took the deliveries
+/// between them). A refill steps over a gap, even when the store still has the entry (its
+/// removal on its way), and stops at a moved position the store does not have yet (its write
+/// on its way), to read it at the next refill.
+#[test]
+fn a_refill_of_moved_positions_steps_over_gaps_and_waits_for_writes() {
+    let mut s = stored_session();
+    for i in 0..5 {
+        let mut d = delivery(QoS::AtLeastOnce);
+        if i % 2 == 1 {
+            d.shared = Some(Arc::from("g"));
+        }
+        s.enqueue(d).unwrap();
+    }
+    let (moved, _, _) = s.take_shared(|_| true);
+    assert_eq!(moved.len(), 2);
+    assert_eq!(s.spill().0, 3);
+    // Arriving while a backlog waits, it joins it.
+    assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)).unwrap().seq, Some(5));
+    assert_eq!(s.backlog_len(), 4);
+    // Position 2 is not in the store yet; 1 was handed over.
+    s.refill(vec![stored(0), stored(1), stored(4), stored(5)]);
+    assert_eq!(s.backlog_len(), 3);
+    assert_eq!(s.refill_request(10, false).map(|r| r.0), Some(2));
+    s.refill(vec![stored(2), stored(3), stored(4), stored(5)]);
+    assert_eq!(s.backlog_len(), 0);
+    assert_eq!(
+        queued_seqs(&mut s),
+        vec![Some(0), Some(2), Some(4), Some(5)]
+    );
+}
+
+/// Moved to disk twice before the first ones were all read back: the newer move goes first,
+/// as it was ahead of them in memory.
+#[test]
+fn a_second_spill_goes_before_the_first() {
+    let mut s = stored_session();
+    for _ in 0..3 {
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    }
+    s.spill();
+    s.refill(vec![stored(0)]);
+    assert_eq!(s.backlog_len(), 2);
+    assert_eq!(s.spill().0, 1);
+    assert_eq!(s.backlog_len(), 3);
+    s.refill(vec![stored(0), stored(1), stored(2)]);
+    assert_eq!(queued_seqs(&mut s), vec![Some(0), Some(1), Some(2)]);
+}
+
+/// A stuck subscriber reads its backlog back only when its window has room: what it read would
+/// sit in memory and hold the global budget again.
+#[test]
+fn a_stuck_subscriber_with_a_full_window_reads_nothing_back() {
+    let mut s = stored_session();
+    for _ in 0..2 {
+        s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    }
+    assert_eq!(take(&mut s, 1).len(), 1);
+    s.spill();
+    assert!(s.refill_request(1, true).is_none());
+    assert!(s.refill_request(1, false).is_some());
+    assert!(s.refill_request(2, true).is_some());
 }
 
 /// A stuck subscriber's memory queue holds at most `STUCK_QUEUE_BYTES` of payload: a clean

@@ -1,0 +1,159 @@
+//! A persistent session's disk backlog: the stored QoS 1/2 deliveries that are not in memory,
+//! and how a refill reads them back in order.
+//!
+//! The backlog is a range of stored queue positions, read back from its first one (`from`).
+//! Positions missing from the store in that range are either acknowledged already (below the
+//! `trusted_until` of what was loaded at start) or writes still on their way, which a refill
+//! must wait for. Deliveries moved back to disk from the memory queue ([`Body::spill`]) come
+//! with the exact positions they had, since a shared-subscription hand-over may have left gaps
+//! between them that are neither: the refill takes those positions, steps over the gaps, and
+//! waits for any of them not in the store yet.
+
+use std::collections::VecDeque;
+
+use super::body::Body;
+use super::Delivery;
+
+/// QoS 1/2 deliveries that are in the store but not in memory: the stored queue from `from`
+/// (inclusive) up to the session's next position (exclusive). Everything that arrives while a
+/// backlog exists joins it, so order is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Backlog {
+    /// The next position a refill expects.
+    pub(super) from: u64,
+    /// Entries in it, for the queue limit (exact for live spills, counted at load otherwise).
+    pub(super) count: u64,
+    /// The largest payload spilled into it since it started (0 when loaded at start): sizes
+    /// refills so that one does not read far more than [`super::MEMORY_BYTES`] from disk.
+    pub(super) max_payload: u32,
+    /// Positions moved back from memory, ahead of the rest; None once all are read back.
+    /// Boxed: most backlogs never have any.
+    spilled: Option<Box<Spilled>>,
+}
+
+/// The positions of deliveries moved back to disk from memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Spilled {
+    /// Runs of consecutive positions `[start, end)`, in order; `Backlog::from` is the first
+    /// one's start.
+    runs: VecDeque<(u64, u64)>,
+    /// Where the backlog goes on after them, as an ordinary range.
+    tail: u64,
+}
+
+/// What a refill does with an entry read from the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    /// It is the next one owed: take it into memory.
+    Take,
+    /// Not owed (before `from`, or in a gap between spilled positions): step over it.
+    Skip,
+    /// An owed position before it is not in the store yet: stop, and read again later.
+    Stop,
+}
+
+impl Backlog {
+    /// A backlog starting at `from` with `count` entries.
+    pub(super) fn new(from: u64, count: u64) -> Backlog {
+        Backlog {
+            from,
+            count,
+            max_payload: 0,
+            spilled: None,
+        }
+    }
+
+    /// What a refill does with the stored entry at `seq` (entries come in position order).
+    pub(super) fn next(&self, seq: u64, trusted_until: u64) -> Next {
+        if seq < self.from {
+            return Next::Skip;
+        }
+        if seq == self.from {
+            return Next::Take;
+        }
+        match &self.spilled {
+            Some(s) if seq < s.tail => {
+                if s.runs.iter().any(|&(a, b)| (a..b).contains(&seq)) {
+                    Next::Stop
+                } else {
+                    Next::Skip
+                }
+            }
+            // Spilled positions before it are missing.
+            Some(_) => Next::Stop,
+            None if seq < trusted_until => Next::Take,
+            None => Next::Stop,
+        }
+    }
+
+    /// Records that the entry at `seq` (judged [`Next::Take`]) left for memory.
+    pub(super) fn took(&mut self, seq: u64) {
+        self.count = self.count.saturating_sub(1);
+        let Some(s) = self.spilled.as_mut() else {
+            self.from = seq + 1;
+            return;
+        };
+        if let Some(run) = s.runs.front_mut() {
+            run.0 += 1;
+            if run.0 >= run.1 {
+                s.runs.pop_front();
+            }
+        }
+        match s.runs.front() {
+            Some(&(start, _)) => self.from = start,
+            None => {
+                self.from = s.tail;
+                self.spilled = None;
+            }
+        }
+    }
+}
+
+impl Body {
+    /// Moves the stored deliveries at the end of the memory queue back to the disk backlog,
+    /// where they already are, and returns how many moved and what they give back to the
+    /// global budget. Only the queue's stored end moves, so everything left in memory is
+    /// still sent before them (order is kept). Nothing moves without a store, or when the
+    /// positions are not in order below the backlog (which routing never produces).
+    pub(super) fn spill(&mut self) -> (usize, usize) {
+        let Some(next_seq) = self.persistence.as_deref().map(|p| p.next_seq) else {
+            return (0, 0);
+        };
+        let keep = self
+            .queue
+            .iter()
+            .rposition(|d| d.seq.is_none())
+            .map_or(0, |i| i + 1);
+        // The moved positions go before the backlog's.
+        let tail = self.backlog.as_ref().map_or(next_seq, |b| b.from);
+        let mut runs: VecDeque<(u64, u64)> = VecDeque::new();
+        for seq in self.queue.range(keep..).filter_map(|d| d.seq) {
+            match runs.back_mut() {
+                Some(run) if run.1 == seq => run.1 += 1,
+                Some(run) if run.1 > seq => return (0, 0),
+                _ => runs.push_back((seq, seq + 1)),
+            }
+        }
+        if runs.back().is_none_or(|run| run.1 > tail) {
+            return (0, 0);
+        }
+        let moved: Vec<Delivery> = self.queue.drain(keep..).collect();
+        let freed = moved.iter().map(|d| self.unqueued(d)).sum();
+        let largest = moved.iter().map(|d| d.msg.payload.len()).max().unwrap_or(0);
+        let mut b = self.backlog.take().unwrap_or_else(|| Backlog::new(tail, 0));
+        b.count += moved.len() as u64;
+        b.max_payload = b
+            .max_payload
+            .max(u32::try_from(largest).unwrap_or(u32::MAX));
+        // Spilled twice before a refill read the first ones back: the new runs go first.
+        let (mut older, tail) = match b.spilled.take() {
+            Some(s) => (s.runs, s.tail),
+            None => (VecDeque::new(), b.from),
+        };
+        runs.append(&mut older);
+        b.from = runs.front().map_or(tail, |run| run.0);
+        b.spilled = Some(Box::new(Spilled { runs, tail }));
+        self.backlog = Some(b);
+        (moved.len(), freed)
+    }
+}
