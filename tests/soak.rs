@@ -69,6 +69,7 @@ async fn model_soak_no_drops() {
         clients: 24,
         default_secs: 50,
         max_queued: 0,
+        store: false,
     })
     .await;
 }
@@ -81,6 +82,7 @@ async fn model_soak_small_queues() {
         clients: 24,
         default_secs: 20,
         max_queued: 20,
+        store: false,
     })
     .await;
 }
@@ -94,6 +96,37 @@ async fn model_soak_ten_minutes() {
         clients: 24,
         default_secs: 600,
         max_queued: 0,
+        store: false,
+    })
+    .await;
+}
+
+/// The model soak with persistence on: persistent sessions' queues go to disk when their
+/// client leaves and are read back when it returns, through takeovers, `$share` hand-overs and
+/// dropped sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_soak_with_a_store() {
+    let _serial = SERIAL.lock().await;
+    model::run(Soak {
+        label: "model, store, no queue limit",
+        clients: 24,
+        default_secs: 30,
+        max_queued: 0,
+        store: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ten minutes; run with --ignored"]
+async fn model_soak_ten_minutes_with_a_store() {
+    let _serial = SERIAL.lock().await;
+    model::run(Soak {
+        label: "model, ten minutes, store, no queue limit",
+        clients: 24,
+        default_secs: 600,
+        max_queued: 0,
+        store: true,
     })
     .await;
 }

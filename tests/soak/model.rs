@@ -37,6 +37,9 @@ pub struct Soak {
     pub default_secs: u64,
     /// `mqtt.max_queued_messages`; 0 = no limit, and then no message may be lost at all.
     pub max_queued: usize,
+    /// Persistence on, with a store in a temporary directory: persistent sessions' queues then
+    /// go to disk and back (spilled when their client leaves, read back when it returns).
+    pub store: bool,
 }
 
 /// The broker's drop counters for QoS 1/2 messages, and its traffic.
@@ -95,8 +98,12 @@ fn specs(n: usize) -> Vec<Spec> {
         .collect()
 }
 
-fn broker_config(soak: &Soak) -> starling::config::Config {
+fn broker_config(soak: &Soak, store: Option<&std::path::Path>) -> starling::config::Config {
     let mut cfg = crate::common::test_config();
+    if let Some(dir) = store {
+        cfg.persistence.enabled = Some(true);
+        cfg.persistence.dir = dir.to_path_buf();
+    }
     cfg.mqtt.max_queued_messages = soak.max_queued;
     if soak.max_queued == 0 {
         // No per-session limit and a global budget nothing here comes near: nothing may drop.
@@ -112,10 +119,15 @@ pub async fn run(soak: Soak) {
     let secs = rng::secs_from_env(soak.default_secs);
     let tag = format!("[{}] SOAK_SEED={seed} SOAK_SECS={secs}", soak.label);
     eprintln!(
-        "{tag}: {} clients, max_queued_messages = {}",
-        soak.clients, soak.max_queued
+        "{tag}: {} clients, max_queued_messages = {}, store {}",
+        soak.clients, soak.max_queued, soak.store
     );
-    let broker = IsolatedBroker::start(broker_config(&soak)).await;
+    // Outlives the broker (dropped at the end of the run).
+    let dir = soak
+        .store
+        .then(|| tempfile::tempdir().expect("a temporary directory"));
+    let cfg = broker_config(&soak, dir.as_ref().map(|d| d.path()));
+    let broker = IsolatedBroker::start(cfg).await;
     let mut probe = Probe::start(broker.addr, 0)
         .await
         .unwrap_or_else(|e| panic!("{tag}: {e}"));
