@@ -172,3 +172,87 @@ async fn an_offline_persistent_session_holds_nothing_in_memory() {
         device_returns(&b, i).await;
     }
 }
+
+/// A device whose memory queue ends with a QoS 0 message when it leaves: the stored messages
+/// before it still go to disk (the QoS 0 one stays in memory, and goes out first when the
+/// client returns: order is kept per topic and QoS [MQTT-4.6.0-6]). Only the stored end of the
+/// queue used to move, so this session kept everything in memory (chaos round h6, F2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos0_message_does_not_keep_stored_ones_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = stored_broker(dir.path()).await;
+    let mut publ = Raw::connect_v311(b.addr, "dev-pub").await;
+    let mut devices = devices_with_full_windows(&b, &mut publ).await;
+    let mut d = devices.swap_remove(0);
+    drop(devices);
+    assert_eq!(d.subscribe(2, "q0/dev-0", 0).await, 0);
+    publ.publish("dev/0", &vec![b'b'; BIG], 1, false, 2).await;
+    publ.publish("q0/dev-0", b"q0", 0, false, 0).await;
+    // A round trip through the publisher: the QoS 0 message has been routed.
+    publ.ping().await;
+    d.send(&[0xE0, 0]).await;
+    d.expect_closed("DISCONNECT").await;
+    b.wait_until("the stored message left memory", |s| {
+        s.budget().used() < BIG as u64 / 10
+    })
+    .await;
+    let (mut d, ack) = Raw::connect(b.addr, &ConnectOpts::v311("dev-0").clean(false)).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let p = d.recv_and_ack().await;
+        got.push((p.topic.to_string(), p.payload.len()));
+    }
+    assert_eq!(
+        got,
+        [
+            ("dev/0".to_string(), 5),
+            ("q0/dev-0".to_string(), 2),
+            ("dev/0".to_string(), BIG)
+        ]
+    );
+}
+
+/// A stuck member of a `$share` group whose queue relief sheds: its stored shared messages go
+/// to the group's live member, not to its own disk backlog, where only it would ever get them
+/// (and lose them with its session if it expired): chaos round h6, F1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_persistent_share_member_hands_its_messages_over() {
+    const SHARED: u16 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let b = stored_broker(dir.path()).await;
+    let (mut stuck, _) =
+        Raw::connect(b.addr, &ConnectOpts::v311("member-stuck").clean(false)).await;
+    assert_eq!(stuck.subscribe(1, "$share/g/s/#", 1).await, 1);
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-live")).await;
+    assert_eq!(live.subscribe(1, "$share/g/s/#", 1).await, 1);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // Bounded by the test's own wait, not by `WAIT`: the hand-over comes after relief.
+        while let Recv::Packet(p) = live.recv_timeout(std::time::Duration::from_secs(60)).await {
+            if let Packet::Publish(p) = p {
+                live.send(&puback(p.packet_id)).await;
+                let _ = tx.send(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+            }
+        }
+    });
+    let mut publ = Raw::connect_v311(b.addr, "dev-pub").await;
+    for i in 0..SHARED {
+        let mut payload = vec![b's'; 10_000];
+        payload[..2].copy_from_slice(&i.to_be_bytes());
+        publ.publish("s/x", &payload, 1, false, 1000 + i).await;
+    }
+    // Stuck devices saturate the budget; relief sheds them and the stuck member.
+    let _devices = devices_with_full_windows(&b, &mut publ).await;
+    publish_big_to_each(&mut publ, std::time::Duration::from_secs(20)).await;
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < usize::from(SHARED) {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the live member got only {got:?}"))
+            .unwrap();
+        got.insert(n);
+    }
+    // Connected (and stuck) to the end.
+    drop(stuck);
+}

@@ -84,19 +84,23 @@ impl BrokerState {
     fn shed_idle(&self, marked: Vec<Arc<Session>>) -> usize {
         let (mut queues, mut messages, mut spilled, mut bytes) = (0usize, 0usize, 0usize, 0usize);
         for session in marked.iter().filter(|s| !s.is_prompt()) {
+            // Its shared-subscription messages are owed to the group, not to this member: they
+            // go to another member now, stored ones included (on disk they would wait for
+            // this member alone, and go with its session if it expires).
+            let handed_over = self.redistribute_shared(session);
             let shed = session.shed();
             self.budget.sub(shed.freed);
-            if shed.dropped.is_empty() && shed.spilled == 0 {
+            if shed.dropped.is_empty() && shed.spilled == 0 && handed_over == 0 {
                 continue;
             }
             if queues < LOGGED_PER_ROUND {
                 let peer = session.meta().peer.map(|p| p.to_string());
                 tracing::warn!(client_id = %session.client_id, peer = peer.as_deref().unwrap_or("-"),
-                    dropped = shed.dropped.len(), moved_to_disk = shed.spilled,
+                    handed_over, dropped = shed.dropped.len(), moved_to_disk = shed.spilled,
                     queued_bytes = shed.freed, online = session.is_connected(),
                     "slow consumer: took nothing while its queue held the saturated global \
-                     budget; shedding its queue (messages only in memory are dropped, stored \
-                     ones wait on disk)");
+                     budget; shedding its queue (shared-subscription messages go to other \
+                     members, others only in memory are dropped, stored ones wait on disk)");
             }
             queues += 1;
             messages += shed.dropped.len();

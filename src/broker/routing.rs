@@ -421,11 +421,12 @@ impl BrokerState {
     /// Hands the messages a departing shared-subscription member had not completed to other
     /// members of the same group, connected ones first (MQTT 5.0 4.8.2, non-normative); they are removed from
     /// this session so they are never delivered twice. Messages with no other member stay.
-    pub fn redistribute_shared(&self, session: &Arc<Session>) {
+    /// Returns how many it took from this session.
+    pub fn redistribute_shared(&self, session: &Arc<Session>) -> usize {
         // None at shutdown: each member keeps its own for when it reconnects.
         let movable = self.groups_with_other_members(session, Vec::new());
         if movable.is_empty() {
-            return;
+            return 0;
         }
         let me = &session.client_id;
         let (moved, freed, sent_ids) = session.with_state(|s| {
@@ -433,9 +434,10 @@ impl BrokerState {
         });
         self.budget.sub(freed);
         if moved.is_empty() {
-            return;
+            return 0;
         }
-        tracing::info!(client_id = %me, count = moved.len(),
+        let count = moved.len();
+        tracing::info!(client_id = %me, count,
             "handing unacknowledged shared-subscription messages to other members");
         // This member's stored records of the moved messages go in the same batch as their new
         // queue entries, after them (so a shared body's refcount never drops to zero between):
@@ -471,6 +473,7 @@ impl BrokerState {
         }
         ops.extend(released);
         self.submit(ops);
+        count
     }
 
     /// The shared groups of which `session` holds messages and which have another member to

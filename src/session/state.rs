@@ -256,7 +256,7 @@ impl SessionState {
         cost
     }
 
-    /// Moves the stored deliveries at the end of the memory queue back to the disk backlog
+    /// Moves the stored deliveries of the memory queue back to the disk backlog
     /// (they are in the store already): for a persistent session that went offline, or that
     /// holds the saturated global budget without taking anything. Returns how many moved and
     /// what they give back to the global budget; they are read back as the client takes

@@ -110,24 +110,20 @@ impl Backlog {
 }
 
 impl Body {
-    /// Moves the stored deliveries at the end of the memory queue back to the disk backlog,
-    /// where they already are, and returns how many moved and what they give back to the
-    /// global budget. Only the queue's stored end moves, so everything left in memory is
-    /// still sent before them (order is kept). Nothing moves without a store, or when the
-    /// positions are not in order below the backlog (which routing never produces).
+    /// Moves the stored deliveries of the memory queue back to the disk backlog, where they
+    /// already are, and returns how many moved and what they give back to the global budget.
+    /// What is not stored (QoS 0) stays in memory and so goes out before them: order is kept
+    /// per topic and QoS, as the specification asks [MQTT-4.6.0-6]. Nothing moves without a
+    /// store, or when the positions are not in order below the backlog (which routing never
+    /// produces).
     pub(super) fn spill(&mut self) -> (usize, usize) {
         let Some(next_seq) = self.persistence.as_deref().map(|p| p.next_seq) else {
             return (0, 0);
         };
-        let keep = self
-            .queue
-            .iter()
-            .rposition(|d| d.seq.is_none())
-            .map_or(0, |i| i + 1);
         // The moved positions go before the backlog's.
         let tail = self.backlog.as_ref().map_or(next_seq, |b| b.from);
         let mut runs: VecDeque<(u64, u64)> = VecDeque::new();
-        for seq in self.queue.range(keep..).filter_map(|d| d.seq) {
+        for seq in self.queue.iter().filter_map(|d| d.seq) {
             match runs.back_mut() {
                 Some(run) if run.1 == seq => run.1 += 1,
                 Some(run) if run.1 > seq => return (0, 0),
@@ -137,7 +133,16 @@ impl Body {
         if runs.back().is_none_or(|run| run.1 > tail) {
             return (0, 0);
         }
-        let moved: Vec<Delivery> = self.queue.drain(keep..).collect();
+        let mut moved: Vec<Delivery> = Vec::with_capacity(self.queue.len());
+        let mut kept = VecDeque::new();
+        for d in self.queue.drain(..) {
+            if d.seq.is_some() {
+                moved.push(d);
+            } else {
+                kept.push_back(d);
+            }
+        }
+        self.queue = kept;
         let freed = moved.iter().map(|d| self.unqueued(d)).sum();
         let largest = moved.iter().map(|d| d.msg.payload.len()).max().unwrap_or(0);
         let mut b = self.backlog.take().unwrap_or_else(|| Backlog::new(tail, 0));
