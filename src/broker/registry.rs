@@ -266,7 +266,9 @@ impl BrokerState {
             let (moved, taken, _) = if movable.is_empty() {
                 Default::default()
             } else {
-                s.take_shared(|d| d.shared.as_ref().is_some_and(|g| movable.contains(g)))
+                s.take_shared(true, |d| {
+                    d.shared.as_ref().is_some_and(|g| movable.contains(g))
+                })
             };
             (moved, taken + s.clear())
         });

@@ -84,10 +84,10 @@ impl BrokerState {
     fn shed_idle(&self, marked: Vec<Arc<Session>>) -> usize {
         let (mut queues, mut messages, mut spilled, mut bytes) = (0usize, 0usize, 0usize, 0usize);
         for session in marked.iter().filter(|s| !s.is_prompt()) {
-            // Its shared-subscription messages are owed to the group, not to this member: they
-            // go to another member now, stored ones included (on disk they would wait for
-            // this member alone, and go with its session if it expires).
-            let handed_over = self.redistribute_shared(session);
+            // Its unsent shared-subscription messages are owed to the group, not to this
+            // member: they go to another member now, stored ones included (on disk they would
+            // wait for this member alone, and go with its session if it expires).
+            let handed_over = self.redistribute_unsent(session);
             let shed = session.shed();
             self.budget.sub(shed.freed);
             if shed.dropped.is_empty() && shed.spilled == 0 && handed_over == 0 {

@@ -423,6 +423,16 @@ impl BrokerState {
     /// this session so they are never delivered twice. Messages with no other member stay.
     /// Returns how many it took from this session.
     pub fn redistribute_shared(&self, session: &Arc<Session>) -> usize {
+        self.redistribute(session, true)
+    }
+
+    /// As [`Self::redistribute_shared`], for a member that may still be connected: only its
+    /// unsent messages move (see `SessionState::take_shared`).
+    pub(super) fn redistribute_unsent(&self, session: &Arc<Session>) -> usize {
+        self.redistribute(session, false)
+    }
+
+    fn redistribute(&self, session: &Arc<Session>, sent_too: bool) -> usize {
         // None at shutdown: each member keeps its own for when it reconnects.
         let movable = self.groups_with_other_members(session, Vec::new());
         if movable.is_empty() {
@@ -430,7 +440,9 @@ impl BrokerState {
         }
         let me = &session.client_id;
         let (moved, freed, sent_ids) = session.with_state(|s| {
-            s.take_shared(|d| d.shared.as_ref().is_some_and(|g| movable.contains(g)))
+            s.take_shared(sent_too, |d| {
+                d.shared.as_ref().is_some_and(|g| movable.contains(g))
+            })
         });
         self.budget.sub(freed);
         if moved.is_empty() {

@@ -588,10 +588,16 @@ impl SessionState {
     /// this member [MQTT-4.8.2-4][MQTT-4.8.2-5]. Returns them in order, the freed queue bytes and
     /// the packet ids the sent ones had, so the caller can delete their stored records (queue
     /// entries by each delivery's `seq`, inflight records by packet id) with the hand-over:
-    /// otherwise a restart would deliver them from this member's store too.
-    pub fn take_shared(&mut self, movable: impl Fn(&Delivery) -> bool) -> TakenShared {
+    /// otherwise a restart would deliver them from this member's store too. Without
+    /// `sent_too` only the unsent ones: a member still connected may yet acknowledge the sent
+    /// ones, and their packet ids must stay taken until it does.
+    pub fn take_shared(
+        &mut self,
+        sent_too: bool,
+        movable: impl Fn(&Delivery) -> bool,
+    ) -> TakenShared {
         match self.body_if() {
-            Some(b) => b.take_shared(movable),
+            Some(b) => b.take_shared(sent_too, movable),
             None => (Vec::new(), 0, Vec::new()),
         }
     }

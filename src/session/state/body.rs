@@ -245,22 +245,28 @@ impl Body {
     }
 
     /// See [`super::SessionState::take_shared`].
-    pub(super) fn take_shared(&mut self, movable: impl Fn(&Delivery) -> bool) -> TakenShared {
+    pub(super) fn take_shared(
+        &mut self,
+        sent_too: bool,
+        movable: impl Fn(&Delivery) -> bool,
+    ) -> TakenShared {
         let mut out = Vec::new();
         let mut sent_ids = Vec::new();
-        let mut keep_inflight = VecDeque::with_capacity(self.inflight.len());
-        for (pid, f) in self.inflight.drain(..) {
-            match f {
-                Inflight::Publish(d)
-                    if d.qos == QoS::AtLeastOnce && d.shared.is_some() && movable(&d) =>
-                {
-                    sent_ids.push(pid);
-                    out.push(d)
+        if sent_too {
+            let mut keep_inflight = VecDeque::with_capacity(self.inflight.len());
+            for (pid, f) in self.inflight.drain(..) {
+                match f {
+                    Inflight::Publish(d)
+                        if d.qos == QoS::AtLeastOnce && d.shared.is_some() && movable(&d) =>
+                    {
+                        sent_ids.push(pid);
+                        out.push(d)
+                    }
+                    f => keep_inflight.push_back((pid, f)),
                 }
-                f => keep_inflight.push_back((pid, f)),
             }
+            self.inflight = keep_inflight;
         }
-        self.inflight = keep_inflight;
         let mut keep_queue = VecDeque::with_capacity(self.queue.len());
         let mut taken = Vec::new();
         for d in self.queue.drain(..) {

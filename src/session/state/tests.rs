@@ -221,7 +221,7 @@ fn shared_qos1_inflight_and_unsent_move_but_sent_qos2_stays() {
     }
     s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
     take(&mut s, 2); // the first QoS 1 and the QoS 2 are now in flight
-    let (moved, _, sent_ids) = s.take_shared(|_| true);
+    let (moved, _, sent_ids) = s.take_shared(true, |_| true);
     assert_eq!(sent_ids.len(), 1, "the sent QoS 1 had a packet id");
     let qos: Vec<QoS> = moved.iter().map(|d| d.qos).collect();
     assert_eq!(
@@ -231,6 +231,26 @@ fn shared_qos1_inflight_and_unsent_move_but_sent_qos2_stays() {
     );
     assert_eq!(s.inflight_len(), 1, "the sent QoS 2 stays");
     assert_eq!(s.queued_len(), 1, "the non-shared message stays");
+}
+
+/// A member still connected keeps what it was sent (it may yet acknowledge it, under a packet
+/// id that must stay taken until then); only its unsent shared messages move.
+#[test]
+fn only_unsent_shared_messages_move_from_a_connected_member() {
+    let mut s = SessionState::new(Limits {
+        max_queued_messages: 10,
+        max_queued_bytes: 0,
+    });
+    s.set_online(true);
+    for _ in 0..3 {
+        let mut d = delivery(QoS::AtLeastOnce);
+        d.shared = Some("$share/g/t".into());
+        s.enqueue(d).unwrap();
+    }
+    take(&mut s, 1);
+    let (moved, _, sent_ids) = s.take_shared(false, |_| true);
+    assert_eq!((moved.len(), sent_ids.len()), (2, 0));
+    assert_eq!((s.inflight_len(), s.queued_len()), (1, 0));
 }
 
 #[test]
@@ -424,7 +444,7 @@ fn an_idle_session_allocates_no_body() {
     assert!(!s.inbound_pubrel(1) && s.on_puback(1).is_none() && !s.on_pubcomp(1));
     assert!(!s.remove_subscription("a") && !s.is_persistent());
     assert_eq!(s.clear(), 0);
-    assert_eq!(s.take_shared(|_| true).1, 0);
+    assert_eq!(s.take_shared(true, |_| true).1, 0);
     assert_eq!(take(&mut s, 10).len(), 0);
     assert!(s.body.is_none());
     assert!(
@@ -575,7 +595,7 @@ fn a_refill_of_moved_positions_steps_over_gaps_and_waits_for_writes() {
         }
         s.enqueue(d).unwrap();
     }
-    let (moved, _, _) = s.take_shared(|_| true);
+    let (moved, _, _) = s.take_shared(true, |_| true);
     assert_eq!(moved.len(), 2);
     assert_eq!(s.spill().0, 3);
     // Arriving while a backlog waits, it joins it.
