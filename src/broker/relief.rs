@@ -7,9 +7,11 @@
 //! publisher on the broker would then wait until that client leaves, which with keep-alive off
 //! is never. So while the budget stays saturated, this task marks every subscriber holding
 //! queued bytes, waits [`SHED_AFTER`], and sheds the queues of those that took nothing in that
-//! time (what is not stored is dropped; a persistent session's stored messages move back to
-//! its disk backlog). A shed subscriber is marked stuck: it holds at most `STUCK_QUEUE_BYTES`
-//! until it takes messages again. The drops are counted and logged; the budget falls and publishers are read again.
+//! time: unsent shared-subscription messages go to another member of their group, what else is
+//! only in memory is dropped, and a persistent session's stored messages move back to its disk
+//! backlog. A shed subscriber is marked stuck: it holds at most `STUCK_QUEUE_BYTES` until it
+//! takes messages again. The drops are counted and logged; the budget falls and publishers are
+//! read again.
 
 use std::sync::Arc;
 use std::time::Duration;
