@@ -261,6 +261,12 @@ impl Turn {
     fn may_read(&self) -> bool {
         !self.paused && !self.backed_up && !self.throttled && self.blocked_on.is_none()
     }
+
+    /// Reading is held back by the broker's choice, not because the client does not read
+    /// what it is sent (`backed_up`).
+    fn holds_reading(&self) -> bool {
+        self.paused || self.throttled || self.blocked_on.is_some()
+    }
 }
 
 /// The close a control request asks for.
@@ -397,6 +403,14 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         match woke {
             // A packet read since the sweep looked keeps the connection open.
             Woke::Control(Control::KeepAliveExpired) if !self.handler.keep_alive_expired() => {
+                Ok(())
+            }
+            // So does silence of the broker's own making: while it holds reading back (the
+            // global budget's pause, a publish-rate throttle, a PUBLISH waiting for room) the
+            // client's packets, PINGREQ included, wait unread in the socket. The clock starts
+            // again; a client that is really gone is found once reading resumes.
+            Woke::Control(Control::KeepAliveExpired) if turn.holds_reading() => {
+                self.handler.session().heard();
                 Ok(())
             }
             Woke::Control(ctl) => Err(control_close(ctl)),

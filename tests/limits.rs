@@ -1350,3 +1350,28 @@ async fn limits_slow_consumer_policy_drop_default_keeps_connection_and_counts_dr
     assert_nothing_more(&mut slow, "dropped messages are gone").await;
     p.ping().await;
 }
+
+/// A 3.x publisher over its bandwidth is slowed by not reading its socket; its keep-alive must
+/// not run out meanwhile: its PINGREQ waits unread in the socket because of the broker, not
+/// the client [MQTT-3.1.2-24]. The broker used to close it as silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_publisher_is_not_closed_for_keep_alive() {
+    let mut cfg = test_config();
+    cfg.limits.max_publish_bandwidth = 200;
+    let b = start_with(cfg).await;
+    // Keep-alive 1 s: closed 1.5 to 2.5 s after its last read if silent.
+    let (mut p, _) = Raw::connect(b.addr, &ConnectOpts::v311("ka-pub").keep_alive(1)).await;
+    let mut bytes = publish_packet("ka/t", &[b'k'; 1000], 1, false, false, 1);
+    bytes.extend_from_slice(&[0xC0, 0]);
+    // 1,000 bytes at 200 B/s with a 200-byte burst: nothing more is read for about 4 s.
+    p.send(&bytes).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match p.recv_timeout(Duration::from_secs(15)).await {
+            Recv::Packet(Packet::PubAck(a)) => got.push(format!("PUBACK {}", a.packet_id)),
+            Recv::Packet(Packet::PingResp) => got.push("PINGRESP".to_string()),
+            other => panic!("after {got:?}: {other:?}"),
+        }
+    }
+    assert_eq!(got, ["PUBACK 1", "PINGRESP"]);
+}
