@@ -238,7 +238,7 @@ impl SessionState {
             return 0;
         };
         let mut cost = 0;
-        for d in entries {
+        for mut d in entries {
             let Some(seq) = d.seq else { continue };
             match b.next(seq, p.trusted_until) {
                 Next::Skip => continue,
@@ -249,7 +249,10 @@ impl SessionState {
             if !body.queue.is_empty() && body.queued_payload + d.msg.payload.len() > MEMORY_BYTES {
                 break;
             }
-            b.took(seq);
+            // The store does not keep the share group; the spill remembered it.
+            if let Some(group) = b.took(seq) {
+                d.shared = Some(group);
+            }
             cost += body.push(d);
         }
         body.backlog = (b.from < p.next_seq).then_some(b);

@@ -10,6 +10,7 @@
 //! waits for any of them not in the store yet.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::body::Body;
 use super::Delivery;
@@ -39,6 +40,10 @@ struct Spilled {
     runs: VecDeque<(u64, u64)>,
     /// Where the backlog goes on after them, as an ordinary range.
     tail: u64,
+    /// The shared subscription each spilled shared-subscription delivery came through, by
+    /// position, in order: the store does not keep it, and a delivery read back without it
+    /// would no longer go to another member when this one leaves.
+    groups: VecDeque<(u64, Arc<str>)>,
 }
 
 /// What a refill does with an entry read from the store.
@@ -86,12 +91,20 @@ impl Backlog {
         }
     }
 
-    /// Records that the entry at `seq` (judged [`Next::Take`]) left for memory.
-    pub(super) fn took(&mut self, seq: u64) {
+    /// Records that the entry at `seq` (judged [`Next::Take`]) left for memory; returns the
+    /// shared subscription it came through, if it was spilled with one.
+    pub(super) fn took(&mut self, seq: u64) -> Option<Arc<str>> {
         self.count = self.count.saturating_sub(1);
         let Some(s) = self.spilled.as_mut() else {
             self.from = seq + 1;
-            return;
+            return None;
+        };
+        while s.groups.front().is_some_and(|(at, _)| *at < seq) {
+            s.groups.pop_front();
+        }
+        let group = match s.groups.front() {
+            Some((at, _)) if *at == seq => s.groups.pop_front().map(|(_, g)| g),
+            _ => None,
         };
         if let Some(run) = s.runs.front_mut() {
             run.0 += 1;
@@ -106,6 +119,7 @@ impl Backlog {
                 self.spilled = None;
             }
         }
+        group
     }
 }
 
@@ -150,14 +164,19 @@ impl Body {
         b.max_payload = b
             .max_payload
             .max(u32::try_from(largest).unwrap_or(u32::MAX));
-        // Spilled twice before a refill read the first ones back: the new runs go first.
-        let (mut older, tail) = match b.spilled.take() {
-            Some(s) => (s.runs, s.tail),
-            None => (VecDeque::new(), b.from),
+        let mut groups: VecDeque<(u64, Arc<str>)> = moved
+            .iter()
+            .filter_map(|d| Some((d.seq?, d.shared.clone()?)))
+            .collect();
+        // Spilled twice before a refill read the first ones back: the new ones go first.
+        let (mut older, mut older_groups, tail) = match b.spilled.take() {
+            Some(s) => (s.runs, s.groups, s.tail),
+            None => (VecDeque::new(), VecDeque::new(), b.from),
         };
         runs.append(&mut older);
+        groups.append(&mut older_groups);
         b.from = runs.front().map_or(tail, |run| run.0);
-        b.spilled = Some(Box::new(Spilled { runs, tail }));
+        b.spilled = Some(Box::new(Spilled { runs, tail, groups }));
         self.backlog = Some(b);
         (moved.len(), freed)
     }

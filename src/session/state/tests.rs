@@ -613,6 +613,27 @@ fn a_refill_of_moved_positions_steps_over_gaps_and_waits_for_writes() {
     );
 }
 
+/// A shared-subscription delivery moved to disk comes back with its share group (the store
+/// does not keep it), so it still goes to another member if this one leaves later.
+#[test]
+fn a_spilled_shared_delivery_comes_back_shared() {
+    let mut s = stored_session();
+    for i in 0..3 {
+        let mut d = delivery(QoS::AtLeastOnce);
+        if i == 1 {
+            d.shared = Some(Arc::from("$share/g/t"));
+        }
+        s.enqueue(d).unwrap();
+    }
+    assert_eq!(s.spill().0, 3);
+    s.refill(vec![stored(0), stored(1), stored(2)]);
+    let shared: Vec<bool> = take(&mut s, 10)
+        .into_iter()
+        .map(|(_, d)| d.shared.is_some())
+        .collect();
+    assert_eq!(shared, [false, true, false]);
+}
+
 /// Moved to disk twice before the first ones were all read back: the newer move goes first,
 /// as it was ahead of them in memory.
 #[test]
