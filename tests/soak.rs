@@ -11,7 +11,9 @@
 //!   at QoS 0/1/2 with and without RETAIN, drop the socket, DISCONNECT, take the session over.
 //!   Every delivery is recorded and checked against a model of the sessions (see
 //!   `soak/ledger.rs`). `model_soak_no_drops` has no queue limit and allows no loss at all;
-//!   `model_soak_small_queues` has small queues and allows only losses the broker counted.
+//!   `model_soak_small_queues` has small queues and allows only losses the broker counted;
+//!   `model_soak_with_a_store` runs with persistence on, so persistent sessions' queues go to
+//!   disk when their client leaves and are read back when it returns.
 //! - `restart_*`: the `starling` binary with persistence, stopped with SIGTERM or SIGKILL
 //!   mid-run and restarted on the same store; acknowledged messages survive, QoS 2 stays
 //!   exactly once, for plain and `$share` subscribers.
@@ -22,8 +24,8 @@
 //!
 //! Replay: every run prints its seed; `SOAK_SEED=<seed> cargo test --test soak <name>` repeats
 //! the same workload (not the same thread schedule). `SOAK_SECS` sets the random phase (and the
-//! churn) duration. The ten-minute soak: `cargo test --test soak -- --ignored --nocapture
-//! model_soak_ten_minutes`.
+//! churn) duration. The ten-minute soaks: `cargo test --test soak -- --ignored --nocapture
+//! --exact model_soak_ten_minutes`, and `... model_soak_ten_minutes_with_a_store` with a store.
 
 #[path = "soak/churn.rs"]
 mod churn;
