@@ -12,10 +12,7 @@ use starling::codec::Packet;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_persistent_subscriber_holds_its_backlog_on_disk_not_in_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config();
-    cfg.persistence.enabled = Some(true);
-    cfg.persistence.dir = dir.path().to_path_buf();
-    let b = start_with(cfg).await;
+    let b = start_with(stored_config(dir.path())).await;
     let (mut sub, _) = Raw::connect(b.addr, &ConnectOpts::v311("spill-sub").clean(false)).await;
     assert_eq!(sub.subscribe(1, "spill/#", 1).await, 1);
     // 200 messages of 100 KB: 20 MB, far more than the socket and the in-flight window take.
@@ -49,6 +46,14 @@ async fn a_stuck_persistent_subscriber_holds_its_backlog_on_disk_not_in_memory()
     }
 }
 
+/// The test configuration with a store in `dir`.
+fn stored_config(dir: &std::path::Path) -> starling::config::Config {
+    let mut cfg = test_config();
+    cfg.persistence.enabled = Some(true);
+    cfg.persistence.dir = dir.to_path_buf();
+    cfg
+}
+
 /// Device sessions, each holding one large stored message in memory.
 const DEVICES: u16 = 16;
 /// 16 x 200 KB: 3.2 MB, more than the 2 MiB budget of [`stored_broker`].
@@ -57,9 +62,7 @@ const BIG: usize = 200_000;
 /// A broker with a store, a 2 MiB global budget (low mark 1 MiB) and one message in flight
 /// per client, so that each device's second message waits in its session's memory queue.
 async fn stored_broker(dir: &std::path::Path) -> TestBroker {
-    let mut cfg = test_config();
-    cfg.persistence.enabled = Some(true);
-    cfg.persistence.dir = dir.to_path_buf();
+    let mut cfg = stored_config(dir);
     cfg.limits.global_queued_bytes_high = 2 << 20;
     cfg.limits.global_queued_bytes_low = 1 << 20;
     cfg.mqtt.max_inflight = 1;
@@ -149,9 +152,7 @@ async fn stuck_persistent_sessions_do_not_hold_the_global_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_persistent_session_holds_nothing_in_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config();
-    cfg.persistence.enabled = Some(true);
-    cfg.persistence.dir = dir.path().to_path_buf();
+    let mut cfg = stored_config(dir.path());
     cfg.mqtt.max_inflight = 1;
     let b = start_with(cfg).await;
     let mut publ = Raw::connect_v311(b.addr, "dev-pub").await;

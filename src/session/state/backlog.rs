@@ -13,7 +13,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::body::Body;
-use super::Delivery;
 
 /// QoS 1/2 deliveries that are in the store but not in memory: the stored queue from `from`
 /// (inclusive) up to the session's next position (exclusive). Everything that arrives while a
@@ -147,17 +146,7 @@ impl Body {
         if runs.back().is_none_or(|run| run.1 > tail) {
             return (0, 0);
         }
-        let mut moved: Vec<Delivery> = Vec::with_capacity(self.queue.len());
-        let mut kept = VecDeque::new();
-        for d in self.queue.drain(..) {
-            if d.seq.is_some() {
-                moved.push(d);
-            } else {
-                kept.push_back(d);
-            }
-        }
-        self.queue = kept;
-        let freed = moved.iter().map(|d| self.unqueued(d)).sum();
+        let (moved, freed) = self.take_queued(|d| d.seq.is_some());
         let largest = moved.iter().map(|d| d.msg.payload.len()).max().unwrap_or(0);
         let mut b = self.backlog.take().unwrap_or_else(|| Backlog::new(tail, 0));
         b.count += moved.len() as u64;

@@ -99,25 +99,35 @@ impl Body {
     }
 
     /// Accounts for `d` leaving the queue; returns what it gives back to the global budget.
-    pub(super) fn unqueued(&mut self, d: &Delivery) -> usize {
+    fn unqueued(&mut self, d: &Delivery) -> usize {
         self.queued_bytes -= d.cost();
         self.queued_payload -= d.msg.payload.len();
         d.msg.release()
     }
 
-    /// See [`super::SessionState::shed`].
-    pub(super) fn shed(&mut self) -> Shed {
-        let mut dropped = Vec::new();
+    /// Takes the queued deliveries `which` picks out of the queue, in order (the rest keep
+    /// theirs), and returns them with what they give back to the global budget.
+    pub(super) fn take_queued(
+        &mut self,
+        which: impl Fn(&Delivery) -> bool,
+    ) -> (Vec<Delivery>, usize) {
+        let mut taken = Vec::new();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for d in self.queue.drain(..) {
-            if d.seq.is_some() {
-                kept.push_back(d);
+            if which(&d) {
+                taken.push(d);
             } else {
-                dropped.push(d);
+                kept.push_back(d);
             }
         }
         self.queue = kept;
-        let freed: usize = dropped.iter().map(|d| self.unqueued(d)).sum();
+        let freed = taken.iter().map(|d| self.unqueued(d)).sum();
+        (taken, freed)
+    }
+
+    /// See [`super::SessionState::shed`].
+    pub(super) fn shed(&mut self) -> Shed {
+        let (dropped, freed) = self.take_queued(|d| d.seq.is_none());
         let (spilled, spill_freed) = self.spill();
         Shed {
             dropped,
@@ -267,17 +277,7 @@ impl Body {
             }
             self.inflight = keep_inflight;
         }
-        let mut keep_queue = VecDeque::with_capacity(self.queue.len());
-        let mut taken = Vec::new();
-        for d in self.queue.drain(..) {
-            if d.shared.is_some() && movable(&d) {
-                taken.push(d);
-            } else {
-                keep_queue.push_back(d);
-            }
-        }
-        self.queue = keep_queue;
-        let freed = taken.iter().map(|d| self.unqueued(d)).sum();
+        let (taken, freed) = self.take_queued(|d| d.shared.is_some() && movable(d));
         out.extend(taken);
         (out, freed, sent_ids)
     }
