@@ -80,8 +80,10 @@ fn restore_sessions(
             (w.to_will(), since)
         });
         if remaining == Some(Duration::ZERO) {
+            // Nothing of an earlier run is still on its way to the store: no position to retire.
             p.submit(vec![Op::DeleteSession {
                 client_id: record.client_id.clone(),
+                retire_below: 0,
             }]);
             report.expired += 1;
             if let Some((will, _)) = will {

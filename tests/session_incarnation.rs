@@ -27,10 +27,12 @@ use tokio::sync::watch;
 
 const CLIENT: &str = "incarnation-sub";
 
-/// A disk store that, while armed, holds back the `Dequeue`s of [`CLIENT`] and writes them
-/// just after the next `DeleteSession` of [`CLIENT`] (then disarms).
-struct LateDequeues {
+/// A disk store that, while armed, holds back the ops of [`CLIENT`] that `late` picks (its
+/// `Dequeue`s or its `Enqueue`s) and writes them just after the next `DeleteSession` of
+/// [`CLIENT`] (then disarms).
+struct LateOps {
     inner: FjallStore,
+    late: fn(&Op) -> bool,
     state: Mutex<Late>,
     /// How many `Dequeue`s are held; `usize::MAX` once they were written after the delete.
     held: watch::Sender<usize>,
@@ -45,10 +47,11 @@ struct Late {
 /// Writes after the `DeleteSession` happened.
 const RELEASED: usize = usize::MAX;
 
-impl LateDequeues {
-    fn open(dir: &Path) -> LateDequeues {
-        LateDequeues {
+impl LateOps {
+    fn open(dir: &Path, late: fn(&Op) -> bool) -> LateOps {
+        LateOps {
             inner: FjallStore::open(dir, &FjallOptions::default()).expect("store opens"),
+            late,
             state: Mutex::new(Late {
                 armed: true,
                 held: Vec::new(),
@@ -58,21 +61,25 @@ impl LateDequeues {
     }
 }
 
-fn of_client(op: &Op) -> bool {
+fn dequeue_of_client(op: &Op) -> bool {
     matches!(op, Op::Dequeue { client_id, .. } if client_id == CLIENT)
 }
 
-fn deletes_client(op: &Op) -> bool {
-    matches!(op, Op::DeleteSession { client_id } if client_id == CLIENT)
+fn enqueue_of_client(op: &Op) -> bool {
+    matches!(op, Op::Enqueue { client_id, .. } if client_id == CLIENT)
 }
 
-impl Store for LateDequeues {
+fn deletes_client(op: &Op) -> bool {
+    matches!(op, Op::DeleteSession { client_id, .. } if client_id == CLIENT)
+}
+
+impl Store for LateOps {
     fn write(&self, batch: &[Op], sync: bool) -> Result<(), StoreError> {
         let mut st = self.state.lock();
         if !st.armed {
             return self.inner.write(batch, sync);
         }
-        let (late, rest): (Vec<Op>, Vec<Op>) = batch.iter().cloned().partition(of_client);
+        let (late, rest): (Vec<Op>, Vec<Op>) = batch.iter().cloned().partition(self.late);
         st.held.extend(late);
         self.inner.write(&rest, sync)?;
         if rest.iter().any(deletes_client) {
@@ -123,7 +130,7 @@ async fn disconnect(mut c: Raw) {
 async fn a_late_ack_of_a_deleted_session_does_not_lose_the_next_sessions_message() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LateDequeues::open(dir.path()));
+    let store = Arc::new(LateOps::open(dir.path(), dequeue_of_client));
     let mut held = store.held.subscribe();
     let h = Broker::builder(test_config())
         .store(store.clone())
@@ -191,4 +198,68 @@ async fn a_late_ack_of_a_deleted_session_does_not_lose_the_next_sessions_message
     let p = sub.recv_publish().await;
     assert_publish(&p, "inc/t", b"second");
     h.shutdown();
+}
+
+/// Reads the stored queue of [`CLIENT`] after a clean shutdown: the payloads, in order.
+fn stored_queue(dir: &Path) -> Vec<bytes::Bytes> {
+    let store = FjallStore::open(dir, &FjallOptions::default()).unwrap();
+    store
+        .queue_range(CLIENT, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d.msg.payload.clone())
+        .collect()
+}
+
+/// A message queued for a persistent session whose `Enqueue` reaches the store only after the
+/// session was deleted (a publisher's batch that waited for room in the writer's queue while
+/// the client came back with a clean session) must not turn up in the next session under the
+/// same client id after a restart: that session never subscribed while it was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_enqueue_of_a_deleted_session_does_not_reach_the_next_session() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LateOps::open(dir.path(), enqueue_of_client));
+    let mut held = store.held.subscribe();
+    let h = Broker::builder(test_config())
+        .store(store.clone())
+        .start()
+        .await
+        .expect("broker starts");
+    let addr = h.local_addrs()[0];
+
+    // The first session is sent one message (left unacknowledged); its Enqueue is late.
+    let (mut sub, _) = Raw::connect(addr, &ConnectOpts::v311(CLIENT).clean(false)).await;
+    assert_eq!(sub.subscribe(1, "inc/t", 1).await, 1);
+    let mut publ = Raw::connect_v311(addr, "incarnation-pub").await;
+    publ.publish("inc/t", b"stale", 1, false, 1).await;
+    assert_publish(&sub.recv_publish().await, "inc/t", b"stale");
+    until_held(&mut held, "the first session's Enqueue is held", |n| n >= 1).await;
+
+    // A clean session deletes the first one; the late Enqueue is written after the delete.
+    let (clean, _) = Raw::connect(addr, &ConnectOpts::v311(CLIENT).clean(true)).await;
+    until_held(
+        &mut held,
+        "the late Enqueue was written after the delete",
+        |n| n == RELEASED,
+    )
+    .await;
+    disconnect(clean).await;
+    drop(sub);
+
+    // The next persistent session subscribes and is sent one message while offline.
+    let (mut sub, ack) = Raw::connect(addr, &ConnectOpts::v311(CLIENT).clean(false)).await;
+    assert!(!ack.session_present);
+    assert_eq!(sub.subscribe(2, "inc/t", 1).await, 1);
+    disconnect(sub).await;
+    publ.publish("inc/t", b"second", 1, false, 2).await;
+    h.shutdown();
+    h.wait().await;
+    drop(store);
+
+    assert_eq!(
+        stored_queue(dir.path()),
+        [&b"second"[..]],
+        "the next session's stored queue holds no orphan of the deleted one"
+    );
 }

@@ -54,11 +54,13 @@ async fn take_over(session: &Session, previous: Previous, clean_start: bool) {
 /// The positions are read after the session stopped taking deliveries (cleared or made
 /// non-persistent), or from the counter a cleared session keeps using.
 fn delete_session(p: &persistence::Persistence, session: &Session) -> Op {
-    if let Some(next) = session.with_state(|s| s.next_seq()) {
+    let next = session.with_state(|s| s.next_seq());
+    if let Some(next) = next {
         p.retire_seqs(next);
     }
     Op::DeleteSession {
         client_id: session.client_id.to_string(),
+        retire_below: next.unwrap_or(0),
     }
 }
 

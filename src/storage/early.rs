@@ -20,6 +20,14 @@
 //! harmless because the broker never gives a seq of a deleted session to a later session
 //! under the same client id (`Persistence::first_seq`): the remembered entry can only cancel
 //! the deleted session's own late `Enqueue`, or is forgotten.
+//!
+//! A deleted session's late `Enqueue` with no `Dequeue` before it (its message was never
+//! acknowledged, or the session ended first) is skipped too: a `DeleteSession` says below
+//! which position the queue was that session's ([`EarlyDequeues::retire`]), and the next
+//! session under the client id numbers its queue from there on. Written, such an entry would
+//! be an orphan in the next session's queue, delivered to it after a restart. Retired bounds
+//! are bounded the same way, by [`MAX_EARLY`] client ids; one forgotten can only let an
+//! orphan through again (a spurious delivery after a restart, never a loss).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -27,11 +35,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 /// unmatched this long was for an entry that never existed (nothing is lost by forgetting it).
 pub(crate) const MAX_EARLY: usize = 65_536;
 
-/// Early dequeues by client id.
+/// Early dequeues by client id, and the queue positions of deleted sessions.
 #[derive(Default)]
 pub(crate) struct EarlyDequeues {
     by_client: HashMap<String, HashSet<u64>>,
     order: VecDeque<(String, u64)>,
+    /// Per client id: positions below this were a deleted session's.
+    retired: HashMap<String, u64>,
+    /// Client ids in `retired`, in the order they were first retired.
+    retired_order: VecDeque<String>,
 }
 
 impl EarlyDequeues {
@@ -76,6 +88,33 @@ impl EarlyDequeues {
         found
     }
 
+    /// A session of `client_id` was deleted; it had used the queue positions below `below`.
+    pub(crate) fn retire(&mut self, client_id: &str, below: u64) {
+        if below == 0 {
+            return;
+        }
+        let bound = self.retired.entry(client_id.to_string()).or_insert(0);
+        if below <= *bound {
+            return;
+        }
+        let fresh = *bound == 0;
+        *bound = below;
+        if fresh {
+            self.retired_order.push_back(client_id.to_string());
+        }
+        while self.retired.len() > MAX_EARLY {
+            let Some(oldest) = self.retired_order.pop_front() else {
+                break;
+            };
+            self.retired.remove(&oldest);
+        }
+    }
+
+    /// True if position `seq` of `client_id` belonged to a session deleted since.
+    pub(crate) fn is_retired(&self, client_id: &str, seq: u64) -> bool {
+        !self.retired.is_empty() && self.retired.get(client_id).is_some_and(|&b| seq < b)
+    }
+
     /// How many are remembered.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -110,5 +149,30 @@ mod tests {
         e.note("b", 1);
         e.forget_client("b");
         assert!(!e.take("b", 1));
+    }
+
+    #[test]
+    fn a_retired_position_is_below_the_deleted_sessions_bound_only() {
+        let mut e = EarlyDequeues::default();
+        assert!(!e.is_retired("a", 0));
+        e.retire("a", 5);
+        assert!(e.is_retired("a", 0) && e.is_retired("a", 4));
+        assert!(!e.is_retired("a", 5), "the next session's first position");
+        assert!(!e.is_retired("b", 0), "per client id");
+        e.retire("a", 3);
+        assert!(e.is_retired("a", 4), "a bound never goes down");
+        e.retire("b", 0);
+        assert!(!e.is_retired("b", 0), "nothing to guard");
+    }
+
+    #[test]
+    fn retired_bounds_are_bounded() {
+        let mut e = EarlyDequeues::default();
+        for i in 0..MAX_EARLY + 10 {
+            e.retire(&format!("c{i}"), 1);
+        }
+        assert_eq!(e.retired.len(), MAX_EARLY);
+        assert!(!e.is_retired("c0", 0), "the oldest was forgotten");
+        assert!(e.is_retired(&format!("c{}", MAX_EARLY + 9), 0));
     }
 }

@@ -260,8 +260,9 @@ impl Planner<'_> {
         shared: Option<&SharedBody>,
     ) -> Result<(), StoreError> {
         check_key(Ks::Queue, key)?;
-        // Delivered and dequeued before this write of it arrived (see `early`).
-        if self.early.take(client_id, seq) {
+        // Delivered and dequeued before this write of it arrived, or of a session deleted
+        // before it arrived (see `early`).
+        if self.early.take(client_id, seq) || self.early.is_retired(client_id, seq) {
             return Ok(());
         }
         self.raise_hw(msg_id)?;
@@ -294,8 +295,9 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn delete_session(&mut self, client_id: &str) -> Result<(), StoreError> {
+    fn delete_session(&mut self, client_id: &str, retire_below: u64) -> Result<(), StoreError> {
         self.early.forget_client(client_id);
+        self.early.retire(client_id, retire_below);
         self.del(Ks::Sessions, client_id.as_bytes().to_vec())?;
         let prefix = enc::client_prefix(client_id);
         check_key(Ks::Subs, &prefix)?;
@@ -319,9 +321,13 @@ impl Planner<'_> {
                 Some(v) => self.put(*ks, key.clone(), v.clone()),
                 None => self.del(*ks, key.clone()),
             },
-            (Op::DeleteSession { client_id }, Item::DeleteSession) => {
-                self.delete_session(client_id)
-            }
+            (
+                Op::DeleteSession {
+                    client_id,
+                    retire_below,
+                },
+                Item::DeleteSession,
+            ) => self.delete_session(client_id, *retire_below),
             (
                 Op::Enqueue {
                     client_id,

@@ -256,6 +256,7 @@ fn a_late_dequeue_of_a_deleted_session_spares_the_next_sessions_entries() {
         s.write(
             &[Op::DeleteSession {
                 client_id: "c".into(),
+                retire_below: 3,
             }],
             true,
         )

@@ -214,6 +214,13 @@ pub enum Op {
     /// bodies), inflight and inbound QoS 2 records.
     DeleteSession {
         client_id: String,
+        /// One past the highest queue position the deleted session used (0: none to guard).
+        /// An `Enqueue` of a lower position that reaches the store after this delete is that
+        /// session's, late (a publisher's batch that waited for room in the writer's queue),
+        /// and is skipped: written, it would be an orphan that a restart hands to the next
+        /// session under the client id, which numbers its queue from here on
+        /// (`Persistence::first_seq`).
+        retire_below: u64,
     },
     PutSubscription {
         client_id: String,

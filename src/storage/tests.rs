@@ -354,6 +354,7 @@ fn early_dequeue_cancels_its_late_enqueue(f: Fixture) {
             dequeue(9),
             Op::DeleteSession {
                 client_id: "b".into(),
+                retire_below: 0,
             },
         ],
         false,
@@ -365,6 +366,46 @@ fn early_dequeue_cancels_its_late_enqueue(f: Fixture) {
     )
     .unwrap();
     assert_eq!(seqs(&*s, "b"), [9]);
+    f.assert_consistent();
+}
+
+/// A deleted session's `Enqueue` that reaches the store after its `DeleteSession` (a
+/// publisher's batch that waited for room in the writer's queue) is skipped, shared body
+/// included; the next session under the client id numbers from `retire_below` on and keeps
+/// every entry.
+fn late_enqueue_of_a_deleted_session_is_skipped(f: Fixture) {
+    let s = f.store();
+    let old = Arc::new(message("t", b"old"));
+    let new = Arc::new(message("t", b"new"));
+    s.write(
+        &[Op::PutSession(session("c")), enqueue("c", 0, 1, &old)],
+        false,
+    )
+    .unwrap();
+    s.write(
+        &[
+            Op::DeleteSession {
+                client_id: "c".into(),
+                retire_below: 2,
+            },
+            Op::PutSession(session("c")),
+            enqueue("c", 2, 2, &new),
+        ],
+        false,
+    )
+    .unwrap();
+    // Seq 1 was the old session's, its message fanned out to "d" as well.
+    s.write(&[Op::PutSession(session("d"))], false).unwrap();
+    s.write(&[enqueue("c", 1, 1, &old), enqueue("d", 0, 1, &old)], false)
+        .unwrap();
+    assert_eq!(
+        seqs(&*s, "c"),
+        [2],
+        "no orphan below the new session's queue"
+    );
+    assert_eq!(seqs(&*s, "d"), [0]);
+    s.write(&[enqueue("c", 3, 3, &new)], false).unwrap();
+    assert_eq!(seqs(&*s, "c"), [2, 3]);
     f.assert_consistent();
 }
 
@@ -396,6 +437,7 @@ fn ops_see_earlier_ops_of_their_batch(f: Fixture) {
             enqueue("c", 3, 3, &m),
             Op::DeleteSession {
                 client_id: "c".into(),
+                retire_below: 0,
             },
             Op::PutSession(session("c")),
             enqueue("c", 0, 4, &m),
@@ -442,9 +484,11 @@ fn delete_session_removes_everything(f: Fixture) {
         &[
             Op::DeleteSession {
                 client_id: "gone".into(),
+                retire_below: 0,
             },
             Op::DeleteSession {
                 client_id: "gone2".into(),
+                retire_below: 0,
             },
         ],
         true,
@@ -468,6 +512,7 @@ fn delete_session_removes_everything(f: Fixture) {
     s.write(
         &[Op::DeleteSession {
             client_id: "never".into(),
+            retire_below: 0,
         }],
         false,
     )
@@ -708,7 +753,10 @@ fn random_ops_stay_consistent(f: Fixture) {
             let c = format!("c{}", next(4));
             let op = match next(8) {
                 0 => Op::PutSession(session(&c)),
-                1 => Op::DeleteSession { client_id: c },
+                1 => Op::DeleteSession {
+                    client_id: c,
+                    retire_below: 0,
+                },
                 2..=4 => {
                     let id = next(8);
                     enqueue(&c, next(20), id, &bodies[id as usize])
@@ -764,6 +812,7 @@ suite!(
     range_scans_page_and_isolate_clients,
     shared_bodies_are_refcounted,
     early_dequeue_cancels_its_late_enqueue,
+    late_enqueue_of_a_deleted_session_is_skipped,
     ops_see_earlier_ops_of_their_batch,
     delete_session_removes_everything,
     inflight_loads_in_send_order,
