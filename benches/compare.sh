@@ -26,6 +26,8 @@
 #   WORKDIR    configs, logs, persistence dirs (default: a fresh temp dir, removed unless KEEP=1)
 #   NOBUILD=1  skip `cargo build --release --bins`
 #   BIN_DIR    take starling and starling-bench from this directory instead (no build)
+#   STARLING_EXTRA  TOML appended to Starling's config (`\n` for newlines), e.g. a window
+#              equal to a peer's: '[mqtt]\nmax_inflight = 100'; peers.sh records it beside Starling's version
 #   REPORT_ONLY=FILE  run nothing: print the table of an earlier results file
 #   TW_MAX     before a conn run, wait (up to 75 s) until at most this many sockets are in
 #              TIME_WAIT (default 1000)

@@ -206,6 +206,10 @@ starling_config() { # dir port persist [tls]
     else
         printf 'enabled = false\n'
     fi
+    # STARLING_EXTRA: more TOML, e.g. '[mqtt]\nmax_inflight = 100' (printf %b expands \n).
+    if [ -n "${STARLING_EXTRA:-}" ]; then
+        printf '%b\n' "$STARLING_EXTRA"
+    fi
 }
 
 # Mosquitto turns TLS on only when `cafile` (or `capath`) is set too; without

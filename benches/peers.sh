@@ -101,7 +101,7 @@ run_meta() {
     commit=$(starling_commit)
     for b in "${BROKER_LIST[@]}"; do
         case $b in
-            starling) v="starling $commit" ;;
+            starling) v="starling $commit${STARLING_EXTRA:+ with config '$STARLING_EXTRA'}" ;;
             mosquitto) v=$("$MOSQUITTO" -h 2>&1 | head -1 || true) ;;
             rumqttd) v=$("$RUMQTTD" --version 2>&1 | head -1 || true) ;;
             nats) v=$("$NATS" --version 2>&1 | head -1 || true) ;;
