@@ -268,3 +268,95 @@ async fn until_got(
         got.insert(n);
     }
 }
+
+/// A `$share` member whose session expires while messages for its group wait in its disk
+/// backlog (every member was away when they were published) hands them to a member that has
+/// subscribed since, instead of losing them with its session. MQTT 5.0 4.8.2: "If the
+/// Client's Session terminates before the Client reconnects, the Server SHOULD send the
+/// Application Message to another Client that is subscribed to the same Shared Subscription."
+/// The member's own (non-shared) subscription keeps its copies: they end with its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_share_members_disk_backlog_goes_to_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start_with(expiring_config(dir.path())).await;
+    depart(&b, "member-gone").await;
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    publish_jobs(&mut publ, 300).await;
+    publ.publish("own/x", b"mine", 1, false, 1).await;
+    assert_eq!(
+        b.state().budget().used(),
+        0,
+        "an offline persistent session keeps its stored messages on disk"
+    );
+    // A new worker joins the group (under a new client id); the old session expires 1 s after
+    // its client left, and every message reaches the new worker.
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-new")).await;
+    assert_eq!(live.subscribe(1, "$share/g/w/#", 1).await, 1);
+    take_jobs(&mut live, 300).await;
+}
+
+/// Two expiring members hand over more than the new member's queue holds
+/// (`max_queued_messages`): the hand-over waits for it to make room instead of overflowing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_backlog_waits_for_room_in_the_members_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = expiring_config(dir.path());
+    cfg.mqtt.max_queued_messages = 100;
+    let b = start_with(cfg).await;
+    depart(&b, "member-a").await;
+    depart(&b, "member-b").await;
+    // Round robin over two offline members: 80 each, within their limit.
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    publish_jobs(&mut publ, 160).await;
+    // The new member reads nothing until its queue is full (its 20 in flight and 100 queued),
+    // then takes everything.
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-new")).await;
+    assert_eq!(live.subscribe(1, "$share/g/w/#", 1).await, 1);
+    b.wait_until("the new member's queue is full", |s| {
+        s.session_info("member-new")
+            .is_some_and(|i| i.queued >= 100)
+    })
+    .await;
+    take_jobs(&mut live, 160).await;
+    assert_eq!(b.state().metrics().dropped_queue_full.get(), 0);
+}
+
+/// A stored configuration whose MQTT 3.1.1 persistent sessions expire 1 s after their client
+/// left (`persistent_client_expiration`).
+fn expiring_config(dir: &std::path::Path) -> starling::config::Config {
+    let mut cfg = stored_config(dir);
+    cfg.mqtt.persistent_client_expiration = Some(std::time::Duration::from_secs(1));
+    cfg
+}
+
+/// A persistent member of `$share/g/w/#` (with its own subscription to `own/#`) that leaves.
+async fn depart(b: &TestBroker, id: &str) {
+    let (mut c, _) = Raw::connect(b.addr, &ConnectOpts::v311(id).clean(false)).await;
+    assert_eq!(c.subscribe(1, "$share/g/w/#", 1).await, 1);
+    assert_eq!(c.subscribe(2, "own/#", 1).await, 1);
+    c.send(&DISCONNECT).await;
+    assert!(c.closed_within(WAIT).await.is_ok());
+}
+
+/// Publishes jobs 0..n on `w/job` at QoS 1.
+async fn publish_jobs(publ: &mut Raw, n: u16) {
+    for i in 0..n {
+        publ.publish("w/job", &i.to_be_bytes(), 1, false, i + 1)
+            .await;
+    }
+}
+
+/// Receives and acknowledges until every job 0..n arrived (each within 20 s).
+async fn take_jobs(c: &mut Raw, n: u16) {
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < usize::from(n) {
+        match c.recv_timeout(std::time::Duration::from_secs(20)).await {
+            Recv::Packet(Packet::Publish(p)) => {
+                assert_eq!(&*p.topic, "w/job");
+                c.send(&puback(p.packet_id)).await;
+                got.insert(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+            }
+            other => panic!("after {} of {n} jobs: {other:?}", got.len()),
+        }
+    }
+}

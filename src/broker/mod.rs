@@ -41,6 +41,7 @@ mod admin;
 mod budget;
 pub mod cluster;
 pub mod dynsec;
+mod handover;
 mod ingress;
 pub mod keepalive;
 mod registry;

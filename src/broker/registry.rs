@@ -323,11 +323,33 @@ impl BrokerState {
 
     /// Discards a session whose expiry interval passed while no connection claimed it
     /// [MQTT-3.1.2-23]. `generation` is the owner that left; a reconnect since then wins.
-    pub fn expire_session(&self, session: &Arc<Session>, generation: u64) {
+    ///
+    /// A shared-subscription member's messages go to the other members of its groups first:
+    /// those in memory here, those in its disk backlog from a task that reads them
+    /// ([`BrokerState::hand_over_backlog`]), which then completes the expiry unless the client
+    /// came back meanwhile.
+    pub fn expire_session(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
         if session.is_connected() || !session.owned_by(generation) {
             return;
         }
         self.redistribute_shared(session);
+        if self.backlog_to_hand_over(session) {
+            let (state, session) = (self.clone(), session.clone());
+            tokio::spawn(async move {
+                state.hand_over_backlog(&session, generation).await;
+                if !state.is_stopping() {
+                    state.finish_expiry(&session, generation);
+                }
+            });
+            return;
+        }
+        self.finish_expiry(session, generation);
+    }
+
+    fn finish_expiry(&self, session: &Arc<Session>, generation: u64) {
+        if session.is_connected() || !session.owned_by(generation) {
+            return;
+        }
         if session.release(generation, true) {
             self.remove_session(session);
             self.metrics.clients_expired.inc();

@@ -537,6 +537,18 @@ impl BrokerState {
         d: Delivery,
         ops: &mut Vec<Op>,
     ) -> Option<Delivery> {
+        self.hand_over_unless_full(from, d, ops, false)
+    }
+
+    /// As [`Self::hand_over`]; with `give_back_when_full`, a member whose queue is full does
+    /// not drop the message but hands it back, for a caller that can wait for room.
+    pub(super) fn hand_over_unless_full(
+        &self,
+        from: &Arc<Session>,
+        d: Delivery,
+        ops: &mut Vec<Op>,
+        give_back_when_full: bool,
+    ) -> Option<Delivery> {
         let Some(share) = d.shared.clone() else {
             return Some(d);
         };
@@ -582,6 +594,7 @@ impl BrokerState {
                 // Discarded meanwhile, or gone offline with a QoS 0 subscription: not a loss
                 // yet, the next member is tried (or the message goes back to its sender).
                 Err((DropReason::Unsubscribed | DropReason::Offline, _)) => {}
+                Err((DropReason::QueueFull, _)) if give_back_when_full => return Some(d),
                 // Refused by the member's own limits (queue full, expired, not authorized):
                 // dropped and counted, as it would have been had it gone there first.
                 Err((reason, _)) => {

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::body::Body;
+use super::{Delivery, SessionState};
 
 /// QoS 1/2 deliveries that are in the store but not in memory: the stored queue from `from`
 /// (inclusive) up to the session's next position (exclusive). Everything that arrives while a
@@ -168,5 +169,45 @@ impl Body {
         b.spilled = Some(Box::new(Spilled { runs, tail, groups }));
         self.backlog = Some(b);
         (moved.len(), freed)
+    }
+}
+
+impl SessionState {
+    /// Where the next read of a backlog being handed over starts ([`Self::drain_backlog`]);
+    /// None when there is no backlog.
+    pub fn drain_from(&self) -> Option<u64> {
+        self.body()?.backlog.as_ref().map(|b| b.from)
+    }
+
+    /// Takes stored entries read from [`Self::drain_from`] (in position order) out of the
+    /// backlog, without bringing them into memory: for a session that ends and hands its
+    /// shared-subscription messages to the other members of their groups. Takes as far as the
+    /// entries follow each other, as a refill does ([`Next`]); a spilled entry gets back the
+    /// share group the spill remembered.
+    pub fn drain_backlog(&mut self, entries: Vec<Delivery>) -> Vec<Delivery> {
+        let Some(body) = self.body_if() else {
+            return Vec::new();
+        };
+        let Some(p) = body.persistence.as_deref().copied() else {
+            return Vec::new();
+        };
+        let Some(mut b) = body.backlog.take() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for mut d in entries {
+            let Some(seq) = d.seq else { continue };
+            match b.next(seq, p.trusted_until) {
+                Next::Skip => continue,
+                Next::Stop => break,
+                Next::Take => {}
+            }
+            if let Some(group) = b.took(seq) {
+                d.shared = Some(group);
+            }
+            out.push(d);
+        }
+        body.backlog = (b.from < p.next_seq).then_some(b);
+        out
     }
 }

@@ -706,3 +706,38 @@ fn a_stuck_subscriber_holds_little_in_memory() {
     assert_eq!(stored.queued_len(), 1, "the rest waits on disk");
     assert_eq!(stored.backlog_len(), 2);
 }
+
+/// An ending session's backlog is taken out in order without coming into memory, spilled
+/// entries with the share group they had, and stops at a position not in the store yet.
+#[test]
+fn a_drained_backlog_gives_its_entries_out_in_order_with_their_groups() {
+    let mut s = stored_session();
+    for i in 0..3 {
+        let mut d = delivery(QoS::AtLeastOnce);
+        if i == 1 {
+            d.shared = Some(Arc::from("$share/g/t"));
+        }
+        s.enqueue(d).unwrap();
+    }
+    assert_eq!(s.spill().0, 3);
+    s.set_online(false);
+    // Offline: later deliveries join the backlog directly, after the spilled ones.
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    assert_eq!(s.drain_from(), Some(0));
+    // Position 2 has not reached the store yet: the drain stops before it.
+    let first = s.drain_backlog(vec![stored(0), stored(1), stored(3)]);
+    let got: Vec<_> = first.iter().map(|d| (d.seq, d.shared.is_some())).collect();
+    assert_eq!(got, [(Some(0), false), (Some(1), true)]);
+    assert_eq!(s.drain_from(), Some(2));
+    let rest = s.drain_backlog(vec![stored(2), stored(3)]);
+    assert_eq!(
+        rest.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        [Some(2), Some(3)]
+    );
+    assert_eq!(s.drain_from(), None, "nothing left on disk");
+    assert_eq!(
+        (s.queued_len(), s.queued_bytes()),
+        (0, 0),
+        "nothing came into memory"
+    );
+}

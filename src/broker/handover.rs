@@ -1,0 +1,269 @@
+//! A shared-subscription member's disk backlog handed to the rest of its groups when its
+//! session expires.
+//!
+//! A message routed to a `$share` group goes to a connected member when there is one; with
+//! every member offline it waits in one member's session, on disk (a persistent session's
+//! offline queue). If that member never comes back (a worker replaced under a new client id is
+//! the usual case), its session expires, and the specification asks that the message then go
+//! to another member of the group (MQTT 5.0 4.8.2: "If the Client's Session terminates before
+//! the Client reconnects, the Server SHOULD send the Application Message to another Client
+//! that is subscribed to the same Shared Subscription"). What the session holds in memory is
+//! handed over by `redistribute_shared`; this reads the disk backlog a page at a time and does
+//! the same with it, before the session is deleted.
+//!
+//! The store does not keep the group a delivery came through. A spill remembered it
+//! (`SessionState::drain_backlog` gives it back); otherwise it is the session's shared
+//! subscription that matches the topic, and a delivery whose topic one of the session's own
+//! (non-shared) subscriptions also matches stays and ends with the session, since it may be
+//! that subscription's copy. With two shared subscriptions of the session matching, the first
+//! takes it.
+//!
+//! Pacing: a page is handed over once the connected members of the groups (up to
+//! [`MEMBERS_LOOKED_AT`]) have room for it in their queues (`max_queued_messages`), waiting for
+//! a full one to take messages for at most [`ROOM_WAIT`] at a time; otherwise a large backlog
+//! would overflow the members' queues and be dropped there. With no member connected, the
+//! pages go to offline members' queues, up to their limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec::topic::{self, parse_shared};
+use crate::session::{Delivery, Session};
+use crate::storage::Op;
+
+use super::BrokerState;
+
+/// Stored entries read per page, at most; a quarter of `max_queued_messages` when that is
+/// less, so that a page fits in a member's queue.
+const PAGE: usize = 256;
+/// The longest wait for a member to make room before the next page is handed over anyway.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
+/// The most members looked at for room.
+const MEMBERS_LOOKED_AT: usize = 16;
+/// How many times a hand-over waits (up to [`ROOM_WAIT`] each) for a full member.
+const MAX_WAITS: u32 = 30;
+
+/// The session's subscription filters, split for [`group_of`].
+struct Filters {
+    /// Its shared subscriptions that have another member to take a message: (full
+    /// `$share/g/f` filter, the topic filter `f`).
+    movable: Vec<(Arc<str>, String)>,
+    /// Its own topic filters.
+    own: Vec<String>,
+}
+
+/// The shared subscription a stored delivery came through, when the session's filters tell.
+fn group_of(d: &Delivery, f: &Filters) -> Option<Arc<str>> {
+    if let Some(g) = &d.shared {
+        return f.movable.iter().any(|(m, _)| m == g).then(|| g.clone());
+    }
+    let topic = &*d.msg.topic;
+    if f.own.iter().any(|own| topic::matches(own, topic)) {
+        return None;
+    }
+    f.movable
+        .iter()
+        .find(|(_, filter)| topic::matches(filter, topic))
+        .map(|(g, _)| g.clone())
+}
+
+impl BrokerState {
+    /// Whether `session` has a disk backlog and shared subscriptions with other members: what
+    /// [`Self::hand_over_backlog`] would move.
+    pub(super) fn backlog_to_hand_over(&self, session: &Session) -> bool {
+        self.persistence.is_some()
+            && session.is_persistent()
+            && session.with_state(|s| s.drain_from().is_some())
+            && !self.movable_filters(session).movable.is_empty()
+    }
+
+    fn movable_filters(&self, session: &Session) -> Filters {
+        let filters = session.with_state(|s| s.subscription_filters());
+        let (shared, own): (Vec<String>, Vec<String>) =
+            filters.into_iter().partition(|f| parse_shared(f).is_some());
+        let shared: Vec<Arc<str>> = shared.iter().map(|f| Arc::from(f.as_str())).collect();
+        let movable = self
+            .groups_with_other_members(session, shared)
+            .into_iter()
+            .filter_map(|g| {
+                let filter = parse_shared(&g)?.1.to_string();
+                Some((g, filter))
+            })
+            .collect();
+        Filters { movable, own }
+    }
+
+    /// Hands the shared-subscription deliveries of `session`'s disk backlog to other members
+    /// of their groups, a page at a time, for as long as connection `generation` is the last
+    /// to have owned it and nobody reconnected. Returns how many moved.
+    pub(super) async fn hand_over_backlog(&self, session: &Arc<Session>, generation: u64) -> usize {
+        let Some(p) = self.persistence.clone() else {
+            return 0;
+        };
+        let filters = self.movable_filters(session);
+        let limit = self.session_limits().max_queued_messages as usize;
+        let page = match limit {
+            0 => PAGE,
+            limit => (limit / 4).clamp(1, PAGE),
+        };
+        let mut moved = 0;
+        let mut waits = 0;
+        loop {
+            if self.is_stopping() || session.is_connected() || !session.owned_by(generation) {
+                break;
+            }
+            let Some(from) = session.with_state(|s| s.drain_from()) else {
+                break;
+            };
+            self.room_for(page, limit, session, &filters).await;
+            let read = p
+                .clone()
+                .read_queue(session.client_id.clone(), from, page)
+                .await;
+            let entries = match read {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::warn!(client_id = %session.client_id, error = %e,
+                        "cannot read an expiring session's backlog to hand it over");
+                    break;
+                }
+            };
+            let taken = session.with_state(|s| s.drain_backlog(entries));
+            if taken.is_empty() {
+                break;
+            }
+            let page = Page {
+                limit,
+                filters: &filters,
+                waits: &mut waits,
+            };
+            let (n, complete) = self.hand_over_page(session, taken, page).await;
+            moved += n;
+            if !complete {
+                break;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(client_id = %session.client_id, count = moved,
+                "handed an expiring session's stored shared-subscription messages to other members");
+        }
+        moved
+    }
+
+    /// Returns once the connected members of the groups in `f` have room for `page` more in
+    /// their queues (of `limit`, 0 = unlimited), or after waiting [`ROOM_WAIT`] for a full one
+    /// to make room.
+    async fn room_for(&self, page: usize, limit: usize, session: &Session, f: &Filters) {
+        if limit == 0 {
+            return;
+        }
+        let members = self.connected_members(session, f);
+        if let Some(full) = members.iter().find(|m| m.queue_depth() + page > limit) {
+            let _ = tokio::time::timeout(ROOM_WAIT, full.room_made()).await;
+        }
+    }
+
+    /// Up to [`MEMBERS_LOOKED_AT`] connected members of the groups in `f` other than
+    /// `session`. Collected under the trie's read lock, which only reads their atomics; their
+    /// queues are looked at after it is released.
+    fn connected_members(&self, session: &Session, f: &Filters) -> Vec<Arc<Session>> {
+        let mut members: Vec<Arc<Session>> = Vec::new();
+        for (group, _) in &f.movable {
+            while members.len() < MEMBERS_LOOKED_AT {
+                let next = {
+                    let trie = self.subscriptions.read();
+                    trie.pick_shared(group, |s| {
+                        s.client_id != session.client_id
+                            && s.handle.session.is_connected()
+                            && !members.iter().any(|m| Arc::ptr_eq(m, &s.handle.session))
+                    })
+                    .map(|s| s.handle.session.clone())
+                };
+                match next {
+                    Some(m) => members.push(m),
+                    None => break,
+                }
+            }
+        }
+        members
+    }
+
+    /// Queues each delivery of `taken` that came through a movable group with another member,
+    /// and removes the moved ones from this session's store in the same batch, after their
+    /// new entries (a shared body's refcount never drops to zero between). A full member (or
+    /// none left) is waited for, at most [`MAX_WAITS`] times over the whole hand-over; past
+    /// that, what remains goes back to this session, which ends with it (or keeps it, if its
+    /// client came back), and the hand-over stops: returns (moved, false). The rest ends with
+    /// the session.
+    async fn hand_over_page(
+        &self,
+        session: &Arc<Session>,
+        taken: Vec<Delivery>,
+        page: Page<'_>,
+    ) -> (usize, bool) {
+        let mut ops = Vec::new();
+        let mut released = Vec::new();
+        let mut complete = true;
+        let mut moved = 0;
+        for mut d in taken {
+            let Some(group) = group_of(&d, page.filters) else {
+                continue;
+            };
+            d.shared = Some(group);
+            let seq = d.seq;
+            let mut item = Some(d);
+            while let Some(d) = item.take() {
+                let back = if complete {
+                    self.hand_over_unless_full(session, d, &mut ops, true)
+                } else {
+                    Some(d)
+                };
+                let Some(d) = back else {
+                    moved += 1;
+                    released.extend(seq.map(|seq| dequeue(session, seq)));
+                    continue;
+                };
+                if complete && *page.waits < MAX_WAITS && !self.is_stopping() {
+                    // Let what was handed over so far go out, and wait for room.
+                    self.submit(std::mem::take(&mut ops));
+                    *page.waits += 1;
+                    self.room_for(1, page.limit, session, page.filters).await;
+                    item = Some(d);
+                    continue;
+                }
+                complete = false;
+                // Back to the end of this session's queue, under a new position.
+                released.extend(seq.map(|seq| dequeue(session, seq)));
+                let epoch = session.with_state(|s| s.epoch());
+                let back = super::Routed {
+                    session: session.clone(),
+                    epoch,
+                    delivery: Delivery { seq: None, ..d },
+                };
+                self.deliver(back, &mut ops);
+            }
+        }
+        ops.extend(released);
+        if !ops.is_empty() {
+            self.submit(ops);
+        }
+        (moved, complete)
+    }
+}
+
+/// What one page of a hand-over works with.
+struct Page<'a> {
+    /// `max_queued_messages` (0 = unlimited).
+    limit: usize,
+    filters: &'a Filters,
+    /// Waits for room so far, over the whole hand-over.
+    waits: &'a mut u32,
+}
+
+/// The store op that removes `session`'s queue entry `seq`.
+fn dequeue(session: &Session, seq: u64) -> Op {
+    Op::Dequeue {
+        client_id: session.client_id.to_string(),
+        seq,
+    }
+}
