@@ -186,7 +186,11 @@ impl BrokerBuilder {
             tracker.spawn(control);
         }
         if let Some((p, snapshot)) = store {
-            restore_store(&state, &p, snapshot)?;
+            let to_hand_over = restore_store(&state, &p, snapshot)?;
+            // Before any client can claim one of them: they expired while the broker was down.
+            for session in to_hand_over {
+                state.expire_restored(&session).await;
+            }
         }
         // Bound only now: opening and restoring a large store can take seconds, and a port
         // that accepts connections nobody answers makes every client wait out its connect
@@ -279,7 +283,7 @@ fn restore_store(
     state: &Arc<BrokerState>,
     p: &Arc<persistence::Persistence>,
     snapshot: storage::Snapshot,
-) -> Result<(), StartError> {
+) -> Result<Vec<Arc<session::Session>>, StartError> {
     let r = restore::restore(state, p, snapshot)?;
     // Absolute: `persistence.dir` is relative to the working directory, which the
     // log would not otherwise show.
@@ -287,7 +291,7 @@ fn restore_store(
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
     tracing::info!(dir = %dir.display(), sessions = r.sessions,
         expired = r.expired, retained = r.retained, wills = r.wills, "store opened");
-    Ok(())
+    Ok(r.to_hand_over)
 }
 
 /// Starts accepting on every bound listener (and watching its TLS files); returns the

@@ -18,7 +18,7 @@ use crate::session::{
 use crate::storage::{unix_ms_now, LoadedInflight, LoadedSession, Op, Snapshot, StoreError};
 
 /// What start-up found in the store.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Restored {
     /// Sessions put back, offline.
     pub sessions: usize,
@@ -28,12 +28,17 @@ pub struct Restored {
     pub retained: usize,
     /// Wills of sessions whose client had not come back, published or scheduled.
     pub wills: usize,
+    /// Expired sessions put back only to hand their stored shared-subscription messages to
+    /// the other members of their groups ([`BrokerState::expire_restored`]) before serving.
+    pub to_hand_over: Vec<Arc<Session>>,
 }
 
 /// Puts the stored sessions and retained messages back into a broker that is not serving yet:
 /// sessions come back offline with their subscriptions, inflight window and inbound QoS 2 ids;
 /// their queues stay on disk and stream back when the client reconnects. Sessions whose expiry
-/// passed while the broker was down are deleted.
+/// passed while the broker was down are deleted, except `$share` members with stored messages:
+/// those come back in [`Restored::to_hand_over`], for the caller to expire once their
+/// messages went to the other members of their groups.
 pub fn restore(
     broker: &Arc<BrokerState>,
     p: &Persistence,
@@ -79,6 +84,18 @@ fn restore_sessions(
             let since = record.disconnected_at_unix_ms.unwrap_or_else(unix_ms_now);
             (w.to_will(), since)
         });
+        if remaining == Some(Duration::ZERO) && is_share_member(&loaded) {
+            let queued = p.store.queue_len(&record.client_id)?;
+            if queued > 0 {
+                report.expired += 1;
+                if let Some((will, _)) = will {
+                    wills.push((Arc::from(record.client_id.as_str()), will, None));
+                }
+                let session = restore_session(broker, p, loaded, queued);
+                report.to_hand_over.push(session);
+                continue;
+            }
+        }
         if remaining == Some(Duration::ZERO) {
             // Nothing of an earlier run is still on its way to the store: no position to retire.
             p.submit(vec![Op::DeleteSession {
@@ -108,6 +125,14 @@ fn restore_sessions(
         report.sessions += 1;
     }
     Ok(wills)
+}
+
+/// Whether the session holds a shared subscription (whose messages another member may take).
+fn is_share_member(loaded: &LoadedSession) -> bool {
+    loaded
+        .subscriptions
+        .iter()
+        .any(|s| codec::topic::parse_shared(&s.filter).is_some())
 }
 
 /// Publishes the will of a session that expired while the broker was down; schedules the will

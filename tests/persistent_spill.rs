@@ -321,6 +321,45 @@ async fn a_handed_over_backlog_waits_for_room_in_the_members_queue() {
     assert_eq!(b.state().metrics().dropped_queue_full.get(), 0);
 }
 
+/// A member whose session expired while the broker was down hands its stored messages over
+/// at start, before clients are served, instead of being deleted with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_member_expired_while_the_broker_was_down_hands_over_at_start() {
+    use starling::storage::{unix_ms_now, FjallOptions, FjallStore, Op, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = stored_config(dir.path());
+    cfg.mqtt.persistent_client_expiration = Some(std::time::Duration::from_secs(3600));
+    let b = start_with(cfg.clone()).await;
+    depart(&b, "member-gone").await;
+    depart(&b, "member-back").await;
+    // Round robin over the two offline members: half each.
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    publish_jobs(&mut publ, 100).await;
+    assert!(b.stop_within(WAIT).await, "clean shutdown");
+
+    // As if member-gone had left with a 1 s expiry 10 s ago, and the broker was down since.
+    {
+        let store = FjallStore::open(dir.path(), &FjallOptions::default()).unwrap();
+        let mut gone = store
+            .load()
+            .unwrap()
+            .sessions
+            .into_iter()
+            .find(|s| s.session.client_id == "member-gone")
+            .expect("member-gone's session is stored")
+            .session;
+        gone.expiry_secs = Some(1);
+        gone.disconnected_at_unix_ms = Some(unix_ms_now() - 10_000);
+        store.write(&[Op::PutSession(gone)], true).unwrap();
+    }
+    let b = start_with(cfg).await;
+    let (mut back, ack) =
+        Raw::connect(b.addr, &ConnectOpts::v311("member-back").clean(false)).await;
+    assert!(ack.session_present);
+    take_jobs(&mut back, 100).await;
+    assert!(b.state().session_info("member-gone").is_none(), "expired");
+}
+
 /// A stored configuration whose MQTT 3.1.1 persistent sessions expire 1 s after their client
 /// left (`persistent_client_expiration`).
 fn expiring_config(dir: &std::path::Path) -> starling::config::Config {

@@ -9,7 +9,9 @@
 //! the Client reconnects, the Server SHOULD send the Application Message to another Client
 //! that is subscribed to the same Shared Subscription"). What the session holds in memory is
 //! handed over by `redistribute_shared`; this reads the disk backlog a page at a time and does
-//! the same with it, before the session is deleted.
+//! the same with it, before the session is deleted. A member whose session expired while the
+//! broker was down does it at start, before clients are served
+//! ([`BrokerState::expire_restored`]).
 //!
 //! The store does not keep the group a delivery came through. A spill remembered it
 //! (`SessionState::drain_backlog` gives it back); otherwise it is the session's shared

@@ -326,7 +326,7 @@ impl BrokerState {
     ///
     /// A shared-subscription member's messages go to the other members of its groups first:
     /// those in memory here, those in its disk backlog from a task that reads them
-    /// ([`BrokerState::hand_over_backlog`]), which then completes the expiry unless the client
+    /// (`BrokerState::hand_over_backlog`), which then completes the expiry unless the client
     /// came back meanwhile.
     pub fn expire_session(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
         if session.is_connected() || !session.owned_by(generation) {
@@ -344,6 +344,13 @@ impl BrokerState {
             return;
         }
         self.finish_expiry(session, generation);
+    }
+
+    /// Expires a session restored only for it (it expired while the broker was down), its
+    /// stored shared-subscription messages handed over first: at start, before serving.
+    pub async fn expire_restored(self: &Arc<Self>, session: &Arc<Session>) {
+        self.hand_over_backlog(session, 0).await;
+        self.finish_expiry(session, 0);
     }
 
     fn finish_expiry(&self, session: &Arc<Session>, generation: u64) {
