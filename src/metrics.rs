@@ -125,6 +125,9 @@ pub struct Metrics {
     /// Times a publisher was not read until a subscriber's deep queue drained (flow control,
     /// `broker::PACE_AT`).
     pub publishers_paced: Counter,
+    /// Times a QoS 1/2 PUBLISH found a subscriber queue full and its publisher waited for room
+    /// (overload rule (c), at most `broker::STUCK_AFTER`).
+    pub publishers_blocked: Counter,
     /// Paced publishers read again because the subscriber's queue had not drained within
     /// `broker::STUCK_AFTER` (it then paces nobody until it drains): slow consumers.
     pub pace_expired: Counter,

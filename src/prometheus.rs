@@ -288,6 +288,15 @@ fn write_counters(out: &mut Exposition, b: &BrokerState) {
          had drained to 64 (flow control; at most 500 ms per subscriber until it drains).",
     );
     out.sample(paced, &[], m.publishers_paced.get());
+    let blocked = "starling_publishers_blocked_total";
+    out.family(
+        blocked,
+        "counter",
+        "Times a QoS 1/2 PUBLISH found a subscriber queue full (max_queued_messages) and its \
+         publisher was not read until the queue made room (at most 500 ms; the subscriber is \
+         then stuck and what does not fit is dropped).",
+    );
+    out.sample(blocked, &[], m.publishers_blocked.get());
     let expired = "starling_publisher_pace_expired_total";
     out.family(
         expired,

@@ -44,7 +44,8 @@ impl Handler {
             });
         }
         let msg = self.build_message(topic, p);
-        let publication = self.broker.publish(msg);
+        let mut publication = self.broker.publish(msg);
+        self.drop_own_blocked(&mut publication.blocked);
         let ack = if publication.matched || !self.version.is_v5() {
             ack
         } else {
@@ -67,6 +68,7 @@ impl Handler {
         }
         // ...and once it sits in every matching queue (overload rule (c)): the ack and further
         // reads wait for room.
+        self.broker.metrics().publishers_blocked.inc();
         self.blocked = Some(Box::new(Blocked {
             items: publication.blocked,
             ack,
@@ -74,6 +76,23 @@ impl Handler {
             pace: None,
         }));
         None
+    }
+
+    /// Overload rule (c) for a client's own full queue: while messages to it are in flight,
+    /// that queue drains only as its acknowledgements are read, which waiting for room would
+    /// stop. So its own copies are dropped at once, as for a stuck subscriber (Mosquitto drops
+    /// at a full queue too), instead of after holding the client for `STUCK_AFTER`.
+    fn drop_own_blocked(&self, blocked: &mut Vec<crate::broker::Routed>) {
+        if blocked.is_empty() || self.session.with_state(|s| s.inflight_len() == 0) {
+            return;
+        }
+        let (own, others) = std::mem::take(blocked)
+            .into_iter()
+            .partition(|r| Arc::ptr_eq(&r.session, &self.session));
+        *blocked = others;
+        if !own.is_empty() {
+            self.broker.abandon_blocked(own);
+        }
     }
 
     /// Whether this connection's reads may pause for `deep`'s queue to drain: not when it is
