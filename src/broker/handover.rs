@@ -226,7 +226,9 @@ impl BrokerState {
                     continue;
                 };
                 if complete && *page.waits < MAX_WAITS && !self.is_stopping() {
-                    // Let what was handed over so far go out, and wait for room.
+                    // Let what was handed over so far go out (with this session's records of
+                    // it, after its new entries), and wait for room.
+                    ops.append(&mut released);
                     self.submit(std::mem::take(&mut ops));
                     *page.waits += 1;
                     self.room_for(1, page.limit, session, page.filters).await;

@@ -541,7 +541,8 @@ impl BrokerState {
     }
 
     /// As [`Self::hand_over`]; with `give_back_when_full`, a member whose queue is full does
-    /// not drop the message but hands it back, for a caller that can wait for room.
+    /// not drop the message: the next member is tried, and with none taking it the message is
+    /// handed back, for a caller that can wait for room.
     pub(super) fn hand_over_unless_full(
         &self,
         from: &Arc<Session>,
@@ -594,7 +595,8 @@ impl BrokerState {
                 // Discarded meanwhile, or gone offline with a QoS 0 subscription: not a loss
                 // yet, the next member is tried (or the message goes back to its sender).
                 Err((DropReason::Unsubscribed | DropReason::Offline, _)) => {}
-                Err((DropReason::QueueFull, _)) if give_back_when_full => return Some(d),
+                // Another member may have room; with none, the message is handed back.
+                Err((DropReason::QueueFull, _)) if give_back_when_full => {}
                 // Refused by the member's own limits (queue full, expired, not authorized):
                 // dropped and counted, as it would have been had it gone there first.
                 Err((reason, _)) => {
