@@ -125,6 +125,11 @@ pub struct Metrics {
     /// Times a publisher was not read until a subscriber's deep queue drained (flow control,
     /// `broker::PACE_AT`).
     pub publishers_paced: Counter,
+    /// Stored messages of expiring `$share` members handed to another member of their group
+    /// (`broker::handover`).
+    pub shared_handed_over: Counter,
+    /// Times such a hand-over waited for room in the members' queues.
+    pub shared_handover_waits: Counter,
     /// Times a QoS 1/2 PUBLISH found a subscriber queue full and its publisher waited for room
     /// (overload rule (c), at most `broker::STUCK_AFTER`).
     pub publishers_blocked: Counter,

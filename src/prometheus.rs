@@ -305,6 +305,20 @@ fn write_counters(out: &mut Exposition, b: &BrokerState) {
          500 ms: a slow consumer, which paces nobody until it drains.",
     );
     out.sample(expired, &[], m.pace_expired.get());
+    let handed = "starling_shared_handed_over_total";
+    out.family(
+        handed,
+        "counter",
+        "Stored messages of an expiring $share member handed to another member of its group.",
+    );
+    out.sample(handed, &[], m.shared_handed_over.get());
+    let handover_waits = "starling_shared_handover_waits_total";
+    out.family(
+        handover_waits,
+        "counter",
+        "Times such a hand-over waited for room in the other members' queues.",
+    );
+    out.sample(handover_waits, &[], m.shared_handover_waits.get());
     let shed = "starling_queues_shed_total";
     out.family(
         shed,

@@ -360,6 +360,71 @@ async fn a_share_member_expired_while_the_broker_was_down_hands_over_at_start() 
     assert!(b.state().session_info("member-gone").is_none(), "expired");
 }
 
+/// The client of an expiring member comes back while the hand-over waits for room in the
+/// other member's queue: it gets its own subscription's messages (which the hand-over read and
+/// left with it), first and in order, and every job reaches one of the two (chaos round h8, F1:
+/// they were taken off the backlog and never delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_back_during_its_hand_over_keeps_its_own_messages() {
+    const JOBS: u16 = 35;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = expiring_config(dir.path());
+    cfg.mqtt.max_queued_messages = 40;
+    let b = start_with(cfg).await;
+    depart(&b, "member-back").await;
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    for i in 0..5u16 {
+        publ.publish("own/x", &i.to_be_bytes(), 1, false, 500 + i)
+            .await;
+    }
+    publish_jobs(&mut publ, JOBS).await;
+    // The new member reads nothing and its queue is full (20 in flight, 40 queued): the
+    // hand-over waits for room.
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-new")).await;
+    assert_eq!(live.subscribe(1, "fill/#", 1).await, 1);
+    assert_eq!(live.subscribe(2, "$share/g/w/#", 1).await, 1);
+    for i in 0..60u16 {
+        publ.publish("fill/x", &i.to_be_bytes(), 1, false, 600 + i)
+            .await;
+    }
+    // The first wait is before the first page is read, the second for its first job.
+    b.wait_until("the hand-over waits for room with a page taken", |s| {
+        s.metrics().shared_handover_waits.get() >= 2
+    })
+    .await;
+    let (back, ack) = Raw::connect(b.addr, &ConnectOpts::v311("member-back").clean(false)).await;
+    assert!(ack.session_present, "came back before its session ended");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (who, mut c) in [("back", back), ("live", live)] {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Recv::Packet(p) = c.recv_timeout(std::time::Duration::from_secs(20)).await {
+                if let Packet::Publish(p) = p {
+                    c.send(&puback(p.packet_id)).await;
+                    let n = u16::from_be_bytes([p.payload[0], p.payload[1]]);
+                    let _ = tx.send((who, p.topic.to_string(), n));
+                }
+            }
+        });
+    }
+    let (mut own, mut jobs) = (Vec::new(), std::collections::BTreeSet::new());
+    while own.len() < 5 || jobs.len() < usize::from(JOBS) {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv()).await;
+        match got {
+            Ok(Some((who, topic, n))) if topic == "own/x" => {
+                assert_eq!(who, "back");
+                own.push(n);
+            }
+            Ok(Some((_, topic, n))) if topic == "w/job" => {
+                jobs.insert(n);
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("own {own:?}, {} of {JOBS} jobs", jobs.len()),
+        }
+    }
+    assert_eq!(own, [0, 1, 2, 3, 4], "in order [MQTT-4.6.0-6]");
+}
+
 /// A stored configuration whose MQTT 3.1.1 persistent sessions expire 1 s after their client
 /// left (`persistent_client_expiration`).
 fn expiring_config(dir: &std::path::Path) -> starling::config::Config {

@@ -22,12 +22,19 @@
 //!
 //! Pacing: a page is handed over once the connected members of the groups (up to
 //! [`MEMBERS_LOOKED_AT`]) have room for it in their queues (`max_queued_messages`), waiting for
-//! a full one to take messages for at most [`ROOM_WAIT`] at a time; otherwise a large backlog
-//! would overflow the members' queues and be dropped there. With no member connected, the
-//! pages go to offline members' queues, up to their limits.
+//! a full one to take messages for at most [`ROOM_WAIT`] at a time; a message no member has
+//! room for waits the same way, for as long as the members keep taking messages (up to
+//! [`MAX_STALL`] without progress; with no connected member full, nobody will make room, and
+//! the rest stays with the session). Otherwise a large backlog would overflow the members'
+//! queues and be dropped there. With no member connected, the pages go to offline members'
+//! queues, up to their limits.
+//!
+//! What a page took from the backlog and did not hand over (its own subscription's messages,
+//! or the rest after a stall) goes back in front of the session's memory queue at its stored
+//! positions, so a client that comes back during the hand-over still gets it, in order.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::codec::topic::{self, parse_shared};
 use crate::session::{Delivery, Session};
@@ -42,8 +49,9 @@ const PAGE: usize = 256;
 const ROOM_WAIT: Duration = Duration::from_secs(1);
 /// The most members looked at for room.
 const MEMBERS_LOOKED_AT: usize = 16;
-/// How many times a hand-over waits (up to [`ROOM_WAIT`] each) for a full member.
-const MAX_WAITS: u32 = 30;
+/// How long a hand-over waits for full members (up to [`ROOM_WAIT`] at a time) while none of
+/// them takes a message, before it leaves the rest with the session.
+const MAX_STALL: Duration = Duration::from_secs(10);
 
 /// The session's subscription filters, split for [`group_of`].
 struct Filters {
@@ -102,6 +110,21 @@ impl BrokerState {
         let Some(p) = self.persistence.clone() else {
             return 0;
         };
+        let moved = self.hand_over_pages(&p, session, generation).await;
+        if moved > 0 {
+            self.metrics.shared_handed_over.add(moved as u64);
+            tracing::info!(client_id = %session.client_id, count = moved,
+                "handed an expiring session's stored shared-subscription messages to other members");
+        }
+        moved
+    }
+
+    async fn hand_over_pages(
+        &self,
+        p: &Arc<crate::persistence::Persistence>,
+        session: &Arc<Session>,
+        generation: u64,
+    ) -> usize {
         let filters = self.movable_filters(session);
         let limit = self.session_limits().max_queued_messages as usize;
         let page = match limit {
@@ -109,15 +132,15 @@ impl BrokerState {
             limit => (limit / 4).clamp(1, PAGE),
         };
         let mut moved = 0;
-        let mut waits = 0;
+        let mut stalled_since = None;
         loop {
-            if self.is_stopping() || session.is_connected() || !session.owned_by(generation) {
+            if !self.still_expiring(session, generation) {
                 break;
             }
             let Some(from) = session.with_state(|s| s.drain_from()) else {
                 break;
             };
-            self.room_for(page, limit, session, &filters).await;
+            let _ = self.room_for(page, limit, session, &filters).await;
             let read = p
                 .clone()
                 .read_queue(session.client_id.clone(), from, page)
@@ -135,9 +158,10 @@ impl BrokerState {
                 break;
             }
             let page = Page {
+                generation,
                 limit,
                 filters: &filters,
-                waits: &mut waits,
+                stalled_since: &mut stalled_since,
             };
             let (n, complete) = self.hand_over_page(session, taken, page).await;
             moved += n;
@@ -145,24 +169,28 @@ impl BrokerState {
                 break;
             }
         }
-        if moved > 0 {
-            tracing::info!(client_id = %session.client_id, count = moved,
-                "handed an expiring session's stored shared-subscription messages to other members");
-        }
         moved
+    }
+
+    /// Whether the hand-over goes on: no shutdown, and the client has not come back.
+    fn still_expiring(&self, session: &Session, generation: u64) -> bool {
+        !self.is_stopping() && !session.is_connected() && session.owned_by(generation)
     }
 
     /// Returns once the connected members of the groups in `f` have room for `page` more in
     /// their queues (of `limit`, 0 = unlimited), or after waiting [`ROOM_WAIT`] for a full one
-    /// to make room.
-    async fn room_for(&self, page: usize, limit: usize, session: &Session, f: &Filters) {
+    /// to make room. False when there was none to wait for.
+    async fn room_for(&self, page: usize, limit: usize, session: &Session, f: &Filters) -> bool {
         if limit == 0 {
-            return;
+            return false;
         }
         let members = self.connected_members(session, f);
-        if let Some(full) = members.iter().find(|m| m.queue_depth() + page > limit) {
-            let _ = tokio::time::timeout(ROOM_WAIT, full.room_made()).await;
-        }
+        let Some(full) = members.iter().find(|m| m.queue_depth() + page > limit) else {
+            return false;
+        };
+        self.metrics.shared_handover_waits.inc();
+        let _ = tokio::time::timeout(ROOM_WAIT, full.room_made()).await;
+        true
     }
 
     /// Up to [`MEMBERS_LOOKED_AT`] connected members of the groups in `f` other than
@@ -193,10 +221,10 @@ impl BrokerState {
     /// Queues each delivery of `taken` that came through a movable group with another member,
     /// and removes the moved ones from this session's store in the same batch, after their
     /// new entries (a shared body's refcount never drops to zero between). A full member (or
-    /// none left) is waited for, at most [`MAX_WAITS`] times over the whole hand-over; past
-    /// that, what remains goes back to this session, which ends with it (or keeps it, if its
-    /// client came back), and the hand-over stops: returns (moved, false). The rest ends with
-    /// the session.
+    /// none left) is waited for while the members make progress; after [`MAX_STALL`] without
+    /// any, the hand-over stops: returns (moved, false). What is not moved goes back in front
+    /// of this session's memory queue, at its stored positions: it ends with the session, or
+    /// goes to its client if that came back.
     async fn hand_over_page(
         &self,
         session: &Arc<Session>,
@@ -205,13 +233,15 @@ impl BrokerState {
     ) -> (usize, bool) {
         let mut ops = Vec::new();
         let mut released = Vec::new();
+        let mut stay = Vec::new();
         let mut complete = true;
         let mut moved = 0;
         for mut d in taken {
             let Some(group) = group_of(&d, page.filters) else {
+                stay.push(d);
                 continue;
             };
-            d.shared = Some(group);
+            let own_group = d.shared.replace(group);
             let seq = d.seq;
             let mut item = Some(d);
             while let Some(d) = item.take() {
@@ -220,36 +250,39 @@ impl BrokerState {
                 } else {
                     Some(d)
                 };
-                let Some(d) = back else {
+                let Some(mut d) = back else {
                     moved += 1;
+                    *page.stalled_since = None;
                     released.extend(seq.map(|seq| dequeue(session, seq)));
                     continue;
                 };
-                if complete && *page.waits < MAX_WAITS && !self.is_stopping() {
+                let stalled = *page.stalled_since.get_or_insert_with(Instant::now);
+                if complete
+                    && stalled.elapsed() < MAX_STALL
+                    && self.still_expiring(session, page.generation)
+                {
                     // Let what was handed over so far go out (with this session's records of
-                    // it, after its new entries), and wait for room.
+                    // it, after its new entries), and wait for a full member to make room.
                     ops.append(&mut released);
                     self.submit(std::mem::take(&mut ops));
-                    *page.waits += 1;
-                    self.room_for(1, page.limit, session, page.filters).await;
-                    item = Some(d);
-                    continue;
+                    if self.room_for(1, page.limit, session, page.filters).await {
+                        item = Some(d);
+                        continue;
+                    }
                 }
                 complete = false;
-                // Back to the end of this session's queue, under a new position.
-                released.extend(seq.map(|seq| dequeue(session, seq)));
-                let epoch = session.with_state(|s| s.epoch());
-                let back = super::Routed {
-                    session: session.clone(),
-                    epoch,
-                    delivery: Delivery { seq: None, ..d },
-                };
-                self.deliver(back, &mut ops);
+                d.shared = own_group.clone();
+                stay.push(d);
             }
         }
         ops.extend(released);
         if !ops.is_empty() {
             self.submit(ops);
+        }
+        let cost = session.with_state(|s| s.return_drained(stay));
+        if cost > 0 {
+            self.budget.add(cost);
+            session.wake();
         }
         (moved, complete)
     }
@@ -257,11 +290,13 @@ impl BrokerState {
 
 /// What one page of a hand-over works with.
 struct Page<'a> {
+    /// The connection that last owned the expiring session.
+    generation: u64,
     /// `max_queued_messages` (0 = unlimited).
     limit: usize,
     filters: &'a Filters,
-    /// Waits for room so far, over the whole hand-over.
-    waits: &'a mut u32,
+    /// Since when no delivery could be handed over (None while the members take them).
+    stalled_since: &'a mut Option<Instant>,
 }
 
 /// The store op that removes `session`'s queue entry `seq`.

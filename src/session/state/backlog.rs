@@ -210,4 +210,24 @@ impl SessionState {
         body.backlog = (b.from < p.next_seq).then_some(b);
         out
     }
+
+    /// Puts deliveries a drain took ([`Self::drain_backlog`]) and did not hand over back in
+    /// front of the memory queue, in their order. They are still stored at their positions,
+    /// below anything queued or read back since, so they go first; a client that came back
+    /// meanwhile gets them, and an ending session drops them with the rest. Returns the
+    /// memory they add.
+    pub fn return_drained(&mut self, entries: Vec<Delivery>) -> usize {
+        if entries.is_empty() {
+            return 0;
+        }
+        let body = self.body_mut();
+        let mut cost = 0;
+        for d in entries.into_iter().rev() {
+            body.queued_bytes += d.cost();
+            body.queued_payload += d.msg.payload.len();
+            cost += d.msg.charge();
+            body.queue.push_front(d);
+        }
+        cost
+    }
 }
