@@ -425,6 +425,45 @@ async fn a_member_back_during_its_hand_over_keeps_its_own_messages() {
     assert_eq!(own, [0, 1, 2, 3, 4], "in order [MQTT-4.6.0-6]");
 }
 
+/// A message in flight to a member when the broker stopped comes back from the store without
+/// its share group (the store does not keep it); the session's subscriptions give it back, so
+/// when that member's session ends the message goes to another member instead of with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_in_flight_share_message_goes_to_the_group_when_its_member_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = stored_config(dir.path());
+    cfg.mqtt.persistent_client_expiration = Some(std::time::Duration::from_secs(3600));
+    let b = start_with(cfg.clone()).await;
+    depart(&b, "member-back").await;
+    let (mut gone, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-gone").clean(false)).await;
+    assert_eq!(gone.subscribe(1, "$share/g/w/#", 1).await, 1);
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    publish_jobs(&mut publ, 1).await;
+    // Sent to the connected member, which never acknowledges it.
+    assert_publish(&gone.recv_publish().await, "w/job", &0u16.to_be_bytes());
+    assert!(b.stop_within(WAIT).await, "clean shutdown");
+    {
+        use starling::storage::{unix_ms_now, FjallOptions, FjallStore, Op, Store};
+        let store = FjallStore::open(dir.path(), &FjallOptions::default()).unwrap();
+        let mut rec = store
+            .load()
+            .unwrap()
+            .sessions
+            .into_iter()
+            .find(|s| s.session.client_id == "member-gone")
+            .expect("member-gone's session is stored")
+            .session;
+        rec.expiry_secs = Some(1);
+        rec.disconnected_at_unix_ms = Some(unix_ms_now() - 10_000);
+        store.write(&[Op::PutSession(rec)], true).unwrap();
+    }
+    let b = start_with(cfg).await;
+    let (mut back, ack) =
+        Raw::connect(b.addr, &ConnectOpts::v311("member-back").clean(false)).await;
+    assert!(ack.session_present);
+    take_jobs(&mut back, 1).await;
+}
+
 /// A stored configuration whose MQTT 3.1.1 persistent sessions expire 1 s after their client
 /// left (`persistent_client_expiration`).
 fn expiring_config(dir: &std::path::Path) -> starling::config::Config {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::stream::StreamRequest;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Message;
-use backlog::{Backlog, Next};
+use backlog::{Backlog, Next, ShareGuess};
 use body::{Body, TakenShared};
 
 /// One message on its way to this session's client.
@@ -237,6 +237,7 @@ impl SessionState {
         let Some(mut b) = body.backlog.take() else {
             return 0;
         };
+        let guess = ShareGuess::of(body);
         let mut cost = 0;
         for mut d in entries {
             let Some(seq) = d.seq else { continue };
@@ -249,10 +250,12 @@ impl SessionState {
             if !body.queue.is_empty() && body.queued_payload + d.msg.payload.len() > MEMORY_BYTES {
                 break;
             }
-            // The store does not keep the share group; the spill remembered it.
+            // The store does not keep the share group; the spill remembered it, or the
+            // session's subscriptions tell.
             if let Some(group) = b.took(seq) {
                 d.shared = Some(group);
             }
+            ShareGuess::fill(guess.as_ref(), &mut d);
             cost += body.push(d);
         }
         body.backlog = (b.from < p.next_seq).then_some(b);
@@ -477,6 +480,14 @@ impl SessionState {
         let b = self.body_mut();
         if let Some(&(pid, _)) = inflight.last() {
             b.next_packet_id = pid.wrapping_add(1).max(1);
+        }
+        // Restored after its subscriptions: in-flight deliveries get back their share group.
+        let guess = ShareGuess::of(b);
+        let mut inflight = inflight;
+        for (_, f) in &mut inflight {
+            if let Inflight::Publish(d) = f {
+                ShareGuess::fill(guess.as_ref(), d);
+            }
         }
         b.inflight = inflight.into();
         b.inbound_qos2 = inbound_qos2.into_iter().collect();

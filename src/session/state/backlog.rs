@@ -194,6 +194,7 @@ impl SessionState {
         let Some(mut b) = body.backlog.take() else {
             return Vec::new();
         };
+        let guess = ShareGuess::of(body);
         let mut out = Vec::new();
         for mut d in entries {
             let Some(seq) = d.seq else { continue };
@@ -205,6 +206,7 @@ impl SessionState {
             if let Some(group) = b.took(seq) {
                 d.shared = Some(group);
             }
+            ShareGuess::fill(guess.as_ref(), &mut d);
             out.push(d);
         }
         body.backlog = (b.from < p.next_seq).then_some(b);
@@ -229,5 +231,56 @@ impl SessionState {
             body.queue.push_front(d);
         }
         cost
+    }
+}
+
+/// The share group of a delivery read back from the store, which does not keep it (in flight
+/// at a restart, or queued on disk without a spill that remembered it): the session's shared
+/// subscription whose filter matches the topic, unless one of its own (non-shared)
+/// subscriptions matches too, since it may be that one's copy. With two shared filters
+/// matching, the first (in filter order). Without it, a delivery of a member that leaves or
+/// expires would not go to another member of the group.
+pub(super) struct ShareGuess {
+    shared: Vec<(Arc<str>, String)>,
+    own: Vec<String>,
+}
+
+impl ShareGuess {
+    /// None when the session has no shared subscription (nothing to guess).
+    pub(super) fn of(body: &Body) -> Option<ShareGuess> {
+        let is_shared = |f: &str| crate::codec::topic::parse_shared(f).is_some();
+        if !body.subscriptions.keys().any(|f| is_shared(f)) {
+            return None;
+        }
+        let mut guess = ShareGuess {
+            shared: Vec::new(),
+            own: Vec::new(),
+        };
+        for f in body.subscriptions.keys() {
+            match crate::codec::topic::parse_shared(f) {
+                Some((_, filter)) => guess.shared.push((Arc::from(f.as_str()), filter.into())),
+                None => guess.own.push(f.clone()),
+            }
+        }
+        Some(guess)
+    }
+
+    /// Sets `d`'s group when it has none and one is guessed.
+    pub(super) fn fill(guess: Option<&ShareGuess>, d: &mut Delivery) {
+        if d.shared.is_some() {
+            return;
+        }
+        let Some(g) = guess else {
+            return;
+        };
+        let topic = &*d.msg.topic;
+        if g.own.iter().any(|f| crate::codec::topic::matches(f, topic)) {
+            return;
+        }
+        d.shared = g
+            .shared
+            .iter()
+            .find(|(_, f)| crate::codec::topic::matches(f, topic))
+            .map(|(group, _)| group.clone());
     }
 }

@@ -741,3 +741,27 @@ fn a_drained_backlog_gives_its_entries_out_in_order_with_their_groups() {
         "nothing came into memory"
     );
 }
+
+/// A delivery read back from the store (which does not keep its share group) gets it from the
+/// session's shared subscription matching its topic, unless an own subscription matches too.
+#[test]
+fn a_refilled_delivery_gets_its_share_group_from_the_subscriptions() {
+    let mut s = stored_session();
+    let qos1 = SubscriptionOptions::new(QoS::AtLeastOnce);
+    s.add_subscription("$share/g/t", qos1, None);
+    s.add_subscription("own/#", qos1, None);
+    s.set_online(false);
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    let mut mine = delivery(QoS::AtLeastOnce);
+    mine.msg = Arc::new(Message::new("own/x", Bytes::new(), QoS::AtLeastOnce, false));
+    s.enqueue(mine.clone()).unwrap();
+    s.set_online(true);
+    let mut own_entry = stored(1);
+    own_entry.msg = mine.msg;
+    s.refill(vec![stored(0), own_entry]);
+    let groups: Vec<Option<String>> = take(&mut s, 10)
+        .into_iter()
+        .map(|(_, d)| d.shared.map(|g| g.to_string()))
+        .collect();
+    assert_eq!(groups, [Some("$share/g/t".to_string()), None]);
+}
