@@ -153,8 +153,8 @@ async fn a_queue_deeper_than_the_pacing_band_paces_nobody() {
     assert_eq!(m.dropped_queue_full.get(), 0);
 }
 
-/// Overload rule (c) does not hold a client on its own full queue while messages to it are in
-/// flight: only its reads bring in the acknowledgements that drain that queue, so it used to
+/// Overload rule (c) does not hold a client on its own full queue while its in-flight window is
+/// full: only its reads bring in the acknowledgements that drain that queue, so it used to
 /// wait out `STUCK_AFTER` (500 ms) with its reads paused. Its own copies that do not fit are
 /// dropped at once, as for a stuck subscriber, and every PUBLISH is acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,8 +164,8 @@ async fn a_client_is_not_held_by_its_own_full_queue() {
     let b = start_with(cfg).await;
     let mut c = Raw::connect_v311(b.addr, "self-full").await;
     assert_eq!(c.subscribe(1, "self/full", 1).await, 1);
-    // One at a time: its window of 20 fills with deliveries it never acknowledges.
-    let mut delivered = 0;
+    // One at a time, each acknowledged and delivered before the next: its window of 20 fills
+    // with deliveries it never acknowledges, and its queue stays empty.
     for i in 0..20 {
         let pid = u16::try_from(i + 1).expect("packet id");
         c.send(&publish_packet(
@@ -177,18 +177,17 @@ async fn a_client_is_not_held_by_its_own_full_queue() {
             pid,
         ))
         .await;
-        let mut acked = false;
-        while !acked {
+        let (mut acked, mut delivered) = (false, false);
+        while !(acked && delivered) {
             match c.recv().await {
                 starling::codec::Packet::PubAck(_) => acked = true,
-                starling::codec::Packet::Publish(_) => delivered += 1,
+                starling::codec::Packet::Publish(p) => {
+                    assert_publish(&p, "self/full", &payload(i));
+                    delivered = true;
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
-    }
-    while delivered < 20 {
-        assert_publish(&c.recv_publish().await, "self/full", &payload(delivered));
-        delivered += 1;
     }
     // Then a burst: 10 fit in its queue, the other 30 copies do not.
     const BURST_AFTER: usize = 40;

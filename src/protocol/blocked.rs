@@ -78,12 +78,14 @@ impl Handler {
         None
     }
 
-    /// Overload rule (c) for a client's own full queue: while messages to it are in flight,
+    /// Overload rule (c) for a client's own full queue: while its in-flight window is full,
     /// that queue drains only as its acknowledgements are read, which waiting for room would
     /// stop. So its own copies are dropped at once, as for a stuck subscriber (Mosquitto drops
-    /// at a full queue too), instead of after holding the client for `STUCK_AFTER`.
+    /// at a full queue too), instead of after holding the client for `STUCK_AFTER`. With room
+    /// in the window, sending drains the queue without reads, and the PUBLISH waits as usual.
     fn drop_own_blocked(&self, blocked: &mut Vec<crate::broker::Routed>) {
-        if blocked.is_empty() || self.session.with_state(|s| s.inflight_len() == 0) {
+        let window = usize::from(self.send_window);
+        if blocked.is_empty() || self.session.with_state(|s| s.inflight_len() < window) {
             return;
         }
         let (own, others) = std::mem::take(blocked)
