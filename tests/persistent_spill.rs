@@ -325,7 +325,6 @@ async fn a_handed_over_backlog_waits_for_room_in_the_members_queue() {
 /// at start, before clients are served, instead of being deleted with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_member_expired_while_the_broker_was_down_hands_over_at_start() {
-    use starling::storage::{unix_ms_now, FjallOptions, FjallStore, Op, Store};
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = stored_config(dir.path());
     cfg.mqtt.persistent_client_expiration = Some(std::time::Duration::from_secs(3600));
@@ -337,21 +336,7 @@ async fn a_share_member_expired_while_the_broker_was_down_hands_over_at_start() 
     publish_jobs(&mut publ, 100).await;
     assert!(b.stop_within(WAIT).await, "clean shutdown");
 
-    // As if member-gone had left with a 1 s expiry 10 s ago, and the broker was down since.
-    {
-        let store = FjallStore::open(dir.path(), &FjallOptions::default()).unwrap();
-        let mut gone = store
-            .load()
-            .unwrap()
-            .sessions
-            .into_iter()
-            .find(|s| s.session.client_id == "member-gone")
-            .expect("member-gone's session is stored")
-            .session;
-        gone.expiry_secs = Some(1);
-        gone.disconnected_at_unix_ms = Some(unix_ms_now() - 10_000);
-        store.write(&[Op::PutSession(gone)], true).unwrap();
-    }
+    expired_while_down(dir.path(), "member-gone");
     let b = start_with(cfg).await;
     let (mut back, ack) =
         Raw::connect(b.addr, &ConnectOpts::v311("member-back").clean(false)).await;
@@ -442,26 +427,30 @@ async fn a_restored_in_flight_share_message_goes_to_the_group_when_its_member_ex
     // Sent to the connected member, which never acknowledges it.
     assert_publish(&gone.recv_publish().await, "w/job", &0u16.to_be_bytes());
     assert!(b.stop_within(WAIT).await, "clean shutdown");
-    {
-        use starling::storage::{unix_ms_now, FjallOptions, FjallStore, Op, Store};
-        let store = FjallStore::open(dir.path(), &FjallOptions::default()).unwrap();
-        let mut rec = store
-            .load()
-            .unwrap()
-            .sessions
-            .into_iter()
-            .find(|s| s.session.client_id == "member-gone")
-            .expect("member-gone's session is stored")
-            .session;
-        rec.expiry_secs = Some(1);
-        rec.disconnected_at_unix_ms = Some(unix_ms_now() - 10_000);
-        store.write(&[Op::PutSession(rec)], true).unwrap();
-    }
+    expired_while_down(dir.path(), "member-gone");
     let b = start_with(cfg).await;
     let (mut back, ack) =
         Raw::connect(b.addr, &ConnectOpts::v311("member-back").clean(false)).await;
     assert!(ack.session_present);
     take_jobs(&mut back, 1).await;
+}
+
+/// Edits the stopped broker's store in `dir` as if `client_id` had left with a 1 s expiry
+/// 10 s ago and the broker had been down since.
+fn expired_while_down(dir: &std::path::Path, client_id: &str) {
+    use starling::storage::{unix_ms_now, FjallOptions, FjallStore, Op, Store};
+    let store = FjallStore::open(dir, &FjallOptions::default()).unwrap();
+    let mut rec = store
+        .load()
+        .unwrap()
+        .sessions
+        .into_iter()
+        .find(|s| s.session.client_id == client_id)
+        .expect("the session is stored")
+        .session;
+    rec.expiry_secs = Some(1);
+    rec.disconnected_at_unix_ms = Some(unix_ms_now() - 10_000);
+    store.write(&[Op::PutSession(rec)], true).unwrap();
 }
 
 /// A stored configuration whose MQTT 3.1.1 persistent sessions expire 1 s after their client
