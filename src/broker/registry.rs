@@ -251,13 +251,7 @@ impl BrokerState {
     /// of their groups: `redistribute_shared` ran when the connection ended, but routing that
     /// picked this member before its trie entries went may have queued more since.
     pub(super) fn discard_state(&self, session: &Arc<Session>) {
-        let filters = session.with_state(|s| s.subscription_filters());
-        if !filters.is_empty() {
-            let mut trie = self.subscriptions.write();
-            for f in &filters {
-                trie.unsubscribe(f, &session.client_id);
-            }
-        }
+        let filters = self.unsubscribe_all(session);
         let shared_filters = filters
             .iter()
             .filter(|f| codec::topic::parse_shared(f).is_some())
@@ -295,6 +289,19 @@ impl BrokerState {
         }
     }
 
+    /// Takes `session`'s subscriptions out of the trie, so no routing finds it any more (its
+    /// state keeps them); returns their filters.
+    fn unsubscribe_all(&self, session: &Session) -> Vec<String> {
+        let filters = session.with_state(|s| s.subscription_filters());
+        if !filters.is_empty() {
+            let mut trie = self.subscriptions.write();
+            for f in &filters {
+                trie.unsubscribe(f, &session.client_id);
+            }
+        }
+        filters
+    }
+
     /// Called when a connection ends. If it still owned the session and the session ends with
     /// the connection, the session is discarded; otherwise it stays for a later resume.
     pub fn end_connection(&self, session: &Arc<Session>, generation: u64) -> bool {
@@ -325,9 +332,9 @@ impl BrokerState {
     /// [MQTT-3.1.2-23]. `generation` is the owner that left; a reconnect since then wins.
     ///
     /// A shared-subscription member's messages go to the other members of its groups first:
-    /// those in memory here, those in its disk backlog from a task that reads them
-    /// (`BrokerState::hand_over_backlog`), which then completes the expiry unless the client
-    /// came back meanwhile.
+    /// those in memory here, those in its disk backlog from a task that reads them and then
+    /// completes the expiry, unless the client came back meanwhile (see
+    /// `Self::expire_handing_over`).
     pub fn expire_session(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
         if session.is_connected() || !session.owned_by(generation) {
             return;
@@ -335,12 +342,7 @@ impl BrokerState {
         self.redistribute_shared(session);
         if self.backlog_to_hand_over(session) {
             let (state, session) = (self.clone(), session.clone());
-            tokio::spawn(async move {
-                state.hand_over_backlog(&session, generation).await;
-                if !state.is_stopping() {
-                    state.finish_expiry(&session, generation);
-                }
-            });
+            tokio::spawn(async move { state.expire_handing_over(&session, generation).await });
             return;
         }
         self.finish_expiry(session, generation);
@@ -349,8 +351,31 @@ impl BrokerState {
     /// Expires a session restored only for it (it expired while the broker was down), its
     /// stored shared-subscription messages handed over first: at start, before serving.
     pub async fn expire_restored(self: &Arc<Self>, session: &Arc<Session>) {
-        self.hand_over_backlog(session, 0).await;
-        self.finish_expiry(session, 0);
+        self.expire_handing_over(session, 0).await;
+    }
+
+    /// The expiry of a shared member with a disk backlog. The backlog is handed over while the
+    /// client may still come back (which stops it); then the session is marked as ending (a
+    /// CONNECT now waits) and taken out of the trie, so that nothing more is routed to it, and
+    /// what reached its backlog meanwhile (from routing, or from another member's hand-over)
+    /// is handed over too before it is removed. At shutdown it is left as it is: the store
+    /// keeps it, and the next start hands it over.
+    async fn expire_handing_over(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
+        self.hand_over_backlog(session, generation).await;
+        if self.is_stopping() || session.is_connected() || !session.owned_by(generation) {
+            return;
+        }
+        if !session.release(generation, true) {
+            return;
+        }
+        self.unsubscribe_all(session);
+        self.hand_over_backlog(session, generation).await;
+        if self.is_stopping() {
+            return;
+        }
+        self.remove_session(session);
+        self.metrics.clients_expired.inc();
+        tracing::info!(client_id = %session.client_id, "session expired");
     }
 
     fn finish_expiry(&self, session: &Arc<Session>, generation: u64) {
