@@ -36,7 +36,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::topic::{self, parse_shared};
+use crate::codec::topic::parse_shared;
 use crate::session::{Delivery, Session};
 use crate::storage::Op;
 
@@ -53,28 +53,19 @@ const MEMBERS_LOOKED_AT: usize = 16;
 /// them takes a message, before it leaves the rest with the session.
 const MAX_STALL: Duration = Duration::from_secs(10);
 
-/// The session's subscription filters, split for [`group_of`].
+/// The session's shared subscriptions that have another member to take a message (full
+/// `$share/g/f` filters).
 struct Filters {
-    /// Its shared subscriptions that have another member to take a message: (full
-    /// `$share/g/f` filter, the topic filter `f`).
-    movable: Vec<(Arc<str>, String)>,
-    /// Its own topic filters.
-    own: Vec<String>,
+    movable: Vec<Arc<str>>,
 }
 
-/// The shared subscription a stored delivery came through, when the session's filters tell.
+/// The movable shared subscription a drained delivery came through. A drain gives each
+/// delivery its group back ([`crate::session::SessionState::drain_backlog`]: the one a spill
+/// remembered, or else the session's shared filter that matches its topic, none when one of
+/// its own filters matches too).
 fn group_of(d: &Delivery, f: &Filters) -> Option<Arc<str>> {
-    if let Some(g) = &d.shared {
-        return f.movable.iter().any(|(m, _)| m == g).then(|| g.clone());
-    }
-    let topic = &*d.msg.topic;
-    if f.own.iter().any(|own| topic::matches(own, topic)) {
-        return None;
-    }
-    f.movable
-        .iter()
-        .find(|(_, filter)| topic::matches(filter, topic))
-        .map(|(g, _)| g.clone())
+    let g = d.shared.as_ref()?;
+    f.movable.iter().any(|m| m == g).then(|| g.clone())
 }
 
 impl BrokerState {
@@ -88,19 +79,15 @@ impl BrokerState {
     }
 
     fn movable_filters(&self, session: &Session) -> Filters {
-        let filters = session.with_state(|s| s.subscription_filters());
-        let (shared, own): (Vec<String>, Vec<String>) =
-            filters.into_iter().partition(|f| parse_shared(f).is_some());
-        let shared: Vec<Arc<str>> = shared.iter().map(|f| Arc::from(f.as_str())).collect();
-        let movable = self
-            .groups_with_other_members(session, shared)
+        let shared: Vec<Arc<str>> = session
+            .with_state(|s| s.subscription_filters())
             .into_iter()
-            .filter_map(|g| {
-                let filter = parse_shared(&g)?.1.to_string();
-                Some((g, filter))
-            })
+            .filter(|f| parse_shared(f).is_some())
+            .map(|f| Arc::from(f.as_str()))
             .collect();
-        Filters { movable, own }
+        Filters {
+            movable: self.groups_with_other_members(session, shared),
+        }
     }
 
     /// Hands the shared-subscription deliveries of `session`'s disk backlog to other members
@@ -198,7 +185,7 @@ impl BrokerState {
     /// queues are looked at after it is released.
     fn connected_members(&self, session: &Session, f: &Filters) -> Vec<Arc<Session>> {
         let mut members: Vec<Arc<Session>> = Vec::new();
-        for (group, _) in &f.movable {
+        for group in &f.movable {
             while members.len() < MEMBERS_LOOKED_AT {
                 let next = {
                     let trie = self.subscriptions.read();

@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::stream::StreamRequest;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Message;
-use backlog::{Backlog, Next, ShareGuess};
+use backlog::{Backlog, ShareGuess};
 use body::{Body, TakenShared};
 
 /// One message on its way to this session's client.
@@ -231,34 +231,15 @@ impl SessionState {
         let Some(body) = self.body_if() else {
             return 0;
         };
-        let Some(p) = body.persistence.as_deref().copied() else {
-            return 0;
-        };
-        let Some(mut b) = body.backlog.take() else {
-            return 0;
-        };
-        let guess = ShareGuess::of(body);
         let mut cost = 0;
-        for mut d in entries {
-            let Some(seq) = d.seq else { continue };
-            match b.next(seq, p.trusted_until) {
-                Next::Skip => continue,
-                Next::Stop => break,
-                Next::Take => {}
-            }
+        body.take_backlog(
+            entries,
             // The rest stays on disk for the next refill.
-            if !body.queue.is_empty() && body.queued_payload + d.msg.payload.len() > MEMORY_BYTES {
-                break;
-            }
-            // The store does not keep the share group; the spill remembered it, or the
-            // session's subscriptions tell.
-            if let Some(group) = b.took(seq) {
-                d.shared = Some(group);
-            }
-            ShareGuess::fill(guess.as_ref(), &mut d);
-            cost += body.push(d);
-        }
-        body.backlog = (b.from < p.next_seq).then_some(b);
+            |body, d| {
+                body.queue.is_empty() || body.queued_payload + d.msg.payload.len() <= MEMORY_BYTES
+            },
+            |body, d| cost += body.push(d),
+        );
         cost
     }
 

@@ -172,6 +172,45 @@ impl Body {
     }
 }
 
+impl Body {
+    /// Takes entries read from the store (in position order) out of the backlog, as far as
+    /// they follow each other ([`Next`]) and `fits` accepts them, and hands each to `sink`
+    /// with its share group: the one a spill remembered, or else the guess from the session's
+    /// subscriptions ([`ShareGuess`]). What is not taken stays in the backlog. Shared by the
+    /// refill (into memory) and the drain (out to a shared group's other members).
+    pub(super) fn take_backlog(
+        &mut self,
+        entries: Vec<Delivery>,
+        mut fits: impl FnMut(&Body, &Delivery) -> bool,
+        mut sink: impl FnMut(&mut Body, Delivery),
+    ) {
+        let Some(p) = self.persistence.as_deref().copied() else {
+            return;
+        };
+        let Some(mut b) = self.backlog.take() else {
+            return;
+        };
+        let guess = ShareGuess::of(self);
+        for mut d in entries {
+            let Some(seq) = d.seq else { continue };
+            match b.next(seq, p.trusted_until) {
+                Next::Skip => continue,
+                Next::Stop => break,
+                Next::Take => {}
+            }
+            if !fits(self, &d) {
+                break;
+            }
+            if let Some(group) = b.took(seq) {
+                d.shared = Some(group);
+            }
+            ShareGuess::fill(guess.as_ref(), &mut d);
+            sink(self, d);
+        }
+        self.backlog = (b.from < p.next_seq).then_some(b);
+    }
+}
+
 impl SessionState {
     /// Where the next read of a backlog being handed over starts ([`Self::drain_backlog`]);
     /// None when there is no backlog.
@@ -185,31 +224,10 @@ impl SessionState {
     /// entries follow each other, as a refill does ([`Next`]); a spilled entry gets back the
     /// share group the spill remembered.
     pub fn drain_backlog(&mut self, entries: Vec<Delivery>) -> Vec<Delivery> {
-        let Some(body) = self.body_if() else {
-            return Vec::new();
-        };
-        let Some(p) = body.persistence.as_deref().copied() else {
-            return Vec::new();
-        };
-        let Some(mut b) = body.backlog.take() else {
-            return Vec::new();
-        };
-        let guess = ShareGuess::of(body);
         let mut out = Vec::new();
-        for mut d in entries {
-            let Some(seq) = d.seq else { continue };
-            match b.next(seq, p.trusted_until) {
-                Next::Skip => continue,
-                Next::Stop => break,
-                Next::Take => {}
-            }
-            if let Some(group) = b.took(seq) {
-                d.shared = Some(group);
-            }
-            ShareGuess::fill(guess.as_ref(), &mut d);
-            out.push(d);
+        if let Some(body) = self.body_if() {
+            body.take_backlog(entries, |_, _| true, |_, d| out.push(d));
         }
-        body.backlog = (b.from < p.next_seq).then_some(b);
         out
     }
 
