@@ -492,3 +492,49 @@ async fn take_jobs(c: &mut Raw, n: u16) {
         }
     }
 }
+
+/// A persistent member comes back with a clean session: the old session ends
+/// [MQTT-3.1.2-6], and the messages it stored for the group go to the group's other member
+/// instead of ending with it (MQTT 5.0 4.8.2; chaos round h8, F3: all 20 were lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_member_back_with_a_clean_session_hands_its_stored_messages_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start_with(stored_config(dir.path())).await;
+    depart(&b, "member-old").await;
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    publish_jobs(&mut publ, 100).await;
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-new")).await;
+    assert_eq!(live.subscribe(1, "$share/g/w/#", 1).await, 1);
+    let (mut back, ack) = Raw::connect(b.addr, &ConnectOpts::v311("member-old")).await;
+    assert!(!ack.session_present);
+    take_jobs(&mut live, 100).await;
+    assert!(matches!(
+        back.recv_timeout(std::time::Duration::ZERO).await,
+        Recv::Timeout
+    ));
+    assert_eq!(b.state().metrics().shared_handed_over.get(), 100);
+}
+
+/// An operator discards an offline member's session: its stored messages for the group go
+/// to the group's other member first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_member_discarded_by_an_operator_hands_its_stored_messages_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start_with(stored_config(dir.path())).await;
+    depart(&b, "member-old").await;
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    publish_jobs(&mut publ, 100).await;
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-new")).await;
+    assert_eq!(live.subscribe(1, "$share/g/w/#", 1).await, 1);
+    let kicked = b.state().disconnect_client(
+        "member-old",
+        starling::codec::ReasonCode::ADMINISTRATIVE_ACTION,
+        true,
+    );
+    assert_eq!(kicked, starling::broker::Kicked::Discarded);
+    take_jobs(&mut live, 100).await;
+    b.wait_until("the session is gone", |s| {
+        s.session_info("member-old").is_none()
+    })
+    .await;
+}

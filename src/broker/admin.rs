@@ -62,7 +62,12 @@ impl BrokerState {
     /// Closes the client's connection with `reason` (MQTT 5 DISCONNECT; 3.x just closes).
     /// With `discard`, its session (subscriptions, queued messages, stored state) ends too,
     /// whether or not it is connected.
-    pub fn disconnect_client(&self, client_id: &str, reason: ReasonCode, discard: bool) -> Kicked {
+    pub fn disconnect_client(
+        self: &Arc<Self>,
+        client_id: &str,
+        reason: ReasonCode,
+        discard: bool,
+    ) -> Kicked {
         let Some(session) = self.sessions.get(client_id).map(|e| e.value().clone()) else {
             return Kicked::NotFound;
         };
@@ -85,7 +90,7 @@ impl BrokerState {
         if session.is_connected() || !session.release(generation, true) {
             return Kicked::Disconnected;
         }
-        self.remove_session(&session);
+        self.end_session(&session, generation);
         tracing::info!(client_id, "session discarded by an administrator");
         Kicked::Discarded
     }

@@ -1,5 +1,6 @@
 //! A shared-subscription member's disk backlog handed to the rest of its groups when its
-//! session expires.
+//! session ends: it expires, or ends for good (its client comes back with a clean session or
+//! leaves with expiry 0, or an operator discards it; then for a bounded time).
 //!
 //! A message routed to a `$share` group goes to a connected member when there is one; with
 //! every member offline it waits in one member's session, on disk (a persistent session's
@@ -92,16 +93,24 @@ impl BrokerState {
 
     /// Hands the shared-subscription deliveries of `session`'s disk backlog to other members
     /// of their groups, a page at a time, for as long as connection `generation` is the last
-    /// to have owned it and nobody reconnected. Returns how many moved.
-    pub(super) async fn hand_over_backlog(&self, session: &Arc<Session>, generation: u64) -> usize {
+    /// to have owned it and nobody reconnected, and until `deadline` if one is given (a
+    /// session that ends for good: what is left then ends with it). Returns how many moved.
+    pub(super) async fn hand_over_backlog(
+        &self,
+        session: &Arc<Session>,
+        generation: u64,
+        deadline: Option<Instant>,
+    ) -> usize {
         let Some(p) = self.persistence.clone() else {
             return 0;
         };
-        let moved = self.hand_over_pages(&p, session, generation).await;
+        let moved = self
+            .hand_over_pages(&p, session, generation, deadline)
+            .await;
         if moved > 0 {
             self.metrics.shared_handed_over.add(moved as u64);
             tracing::info!(client_id = %session.client_id, count = moved,
-                "handed an expiring session's stored shared-subscription messages to other members");
+                "handed an ending session's stored shared-subscription messages to other members");
         }
         moved
     }
@@ -111,6 +120,7 @@ impl BrokerState {
         p: &Arc<crate::persistence::Persistence>,
         session: &Arc<Session>,
         generation: u64,
+        deadline: Option<Instant>,
     ) -> usize {
         let filters = self.movable_filters(session);
         let limit = self.session_limits().max_queued_messages as usize;
@@ -121,7 +131,7 @@ impl BrokerState {
         let mut moved = 0;
         let mut stalled_since = None;
         loop {
-            if !self.still_expiring(session, generation) {
+            if !self.still_expiring(session, generation) || past(deadline) {
                 break;
             }
             let Some(from) = session.with_state(|s| s.drain_from()) else {
@@ -146,6 +156,7 @@ impl BrokerState {
             }
             let page = Page {
                 generation,
+                deadline,
                 limit,
                 filters: &filters,
                 stalled_since: &mut stalled_since,
@@ -246,6 +257,7 @@ impl BrokerState {
                 let stalled = *page.stalled_since.get_or_insert_with(Instant::now);
                 if complete
                     && stalled.elapsed() < MAX_STALL
+                    && !past(page.deadline)
                     && self.still_expiring(session, page.generation)
                 {
                     // Let what was handed over so far go out (with this session's records of
@@ -279,11 +291,18 @@ impl BrokerState {
 struct Page<'a> {
     /// The connection that last owned the expiring session.
     generation: u64,
+    /// When the hand-over stops waiting for room, if ever.
+    deadline: Option<Instant>,
     /// `max_queued_messages` (0 = unlimited).
     limit: usize,
     filters: &'a Filters,
     /// Since when no delivery could be handed over (None while the members take them).
     stalled_since: &'a mut Option<Instant>,
+}
+
+/// Whether `deadline` has passed.
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 /// The store op that removes `session`'s queue entry `seq`.

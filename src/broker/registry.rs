@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::codec;
 use crate::persistence;
@@ -16,6 +16,10 @@ use super::BrokerState;
 
 /// How long a CONNECT waits for the connection it takes over to finish closing.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a session that ends for good (clean start, expiry 0, discarded by an operator)
+/// spends handing its stored shared-subscription messages to other members while they make
+/// room; what is left then ends with it.
+const END_HANDOVER: Duration = Duration::from_secs(4);
 
 /// A session as claimed by a CONNECT.
 pub struct Claimed {
@@ -124,6 +128,14 @@ impl BrokerState {
             // the session [MQTT-3.1.3-9]; if it ends the session, the will is due.
             let mut ended_will = session.take_pending_will().map(|p| p.will);
             if clean_start || previous_ended {
+                // The old session ends [MQTT-3.1.2-4]: its stored shared-subscription
+                // messages go to the other members of their groups first (MQTT 5.0 4.8.2).
+                if self.backlog_to_hand_over(&session) {
+                    self.unsubscribe_all(&session);
+                    let deadline = Some(Instant::now() + END_HANDOVER);
+                    self.hand_over_backlog(&session, session.generation(), deadline)
+                        .await;
+                }
                 self.discard_state(&session);
             } else {
                 ended_will = None;
@@ -304,11 +316,11 @@ impl BrokerState {
 
     /// Called when a connection ends. If it still owned the session and the session ends with
     /// the connection, the session is discarded; otherwise it stays for a later resume.
-    pub fn end_connection(&self, session: &Arc<Session>, generation: u64) -> bool {
+    pub fn end_connection(self: &Arc<Self>, session: &Arc<Session>, generation: u64) -> bool {
         let ends = session.meta().ends_with_connection();
         let still_owner = session.release(generation, ends);
         if still_owner && ends {
-            self.remove_session(session);
+            self.end_session(session, generation);
         } else if still_owner {
             // What the session stored waits on disk until the client is back, not in memory,
             // where it would count against the global budget (and pause every publisher) for
@@ -317,6 +329,26 @@ impl BrokerState {
             self.budget.sub(freed);
         }
         still_owner
+    }
+
+    /// Completes a discard begun by `Session::release(generation, true)` as
+    /// [`Self::remove_session`] does, after handing the stored shared-subscription messages
+    /// to the other members of their groups (MQTT 5.0 4.8.2), from a task and for at most
+    /// [`END_HANDOVER`]: a CONNECT for the client id waits for it.
+    pub(super) fn end_session(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
+        if !self.backlog_to_hand_over(session) {
+            self.remove_session(session);
+            return;
+        }
+        let (state, session) = (self.clone(), session.clone());
+        tokio::spawn(async move {
+            state.unsubscribe_all(&session);
+            let deadline = Some(Instant::now() + END_HANDOVER);
+            state
+                .hand_over_backlog(&session, generation, deadline)
+                .await;
+            state.remove_session(&session);
+        });
     }
 
     /// Completes a discard begun by `Session::release`: subscriptions and queue dropped, the
@@ -361,7 +393,7 @@ impl BrokerState {
     /// is handed over too before it is removed. At shutdown it is left as it is: the store
     /// keeps it, and the next start hands it over.
     async fn expire_handing_over(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
-        self.hand_over_backlog(session, generation).await;
+        self.hand_over_backlog(session, generation, None).await;
         if self.is_stopping() || session.is_connected() || !session.owned_by(generation) {
             return;
         }
@@ -369,7 +401,7 @@ impl BrokerState {
             return;
         }
         self.unsubscribe_all(session);
-        self.hand_over_backlog(session, generation).await;
+        self.hand_over_backlog(session, generation, None).await;
         if self.is_stopping() {
             return;
         }
