@@ -390,8 +390,8 @@ impl BrokerState {
     /// client may still come back (which stops it); then the session is marked as ending (a
     /// CONNECT now waits) and taken out of the trie, so that nothing more is routed to it, and
     /// what reached its backlog meanwhile (from routing, or from another member's hand-over)
-    /// is handed over too before it is removed. At shutdown it is left as it is: the store
-    /// keeps it, and the next start hands it over.
+    /// is handed over too (for at most [`END_HANDOVER`]) before it is removed. At shutdown it
+    /// is left as it is: the store keeps it, and the next start hands it over.
     async fn expire_handing_over(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
         self.hand_over_backlog(session, generation, None).await;
         if self.is_stopping() || session.is_connected() || !session.owned_by(generation) {
@@ -401,7 +401,9 @@ impl BrokerState {
             return;
         }
         self.unsubscribe_all(session);
-        self.hand_over_backlog(session, generation, None).await;
+        // A CONNECT for the client id waits from here.
+        let deadline = Some(Instant::now() + END_HANDOVER);
+        self.hand_over_backlog(session, generation, deadline).await;
         if self.is_stopping() {
             return;
         }
