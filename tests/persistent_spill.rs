@@ -538,3 +538,50 @@ async fn a_share_member_discarded_by_an_operator_hands_its_stored_messages_over(
     })
     .await;
 }
+
+/// An operator discards a session while a clean-start CONNECT for it hands its stored
+/// messages over (waiting for room in the other member's queue): the CONNECT wins, and the
+/// new session is not removed from under its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_discard_does_not_end_a_session_being_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = stored_config(dir.path());
+    cfg.mqtt.max_queued_messages = 40;
+    let b = start_with(cfg).await;
+    depart(&b, "member-old").await;
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    publish_jobs(&mut publ, 36).await;
+    // The other member reads nothing yet, and its queue fills: the hand-over waits for room.
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-new")).await;
+    assert_eq!(live.subscribe(1, "$share/g/w/#", 1).await, 1);
+    for i in 36..76u16 {
+        publ.publish("w/job", &i.to_be_bytes(), 1, false, i + 1)
+            .await;
+    }
+    let addr = b.addr;
+    let back = tokio::spawn(async move {
+        let (back, ack) = Raw::connect(addr, &ConnectOpts::v311("member-old")).await;
+        assert!(!ack.session_present);
+        back
+    });
+    b.wait_until("the hand-over waits for room", |s| {
+        s.metrics().shared_handover_waits.get() > 0
+    })
+    .await;
+    let kicked = b.state().disconnect_client(
+        "member-old",
+        starling::codec::ReasonCode::ADMINISTRATIVE_ACTION,
+        true,
+    );
+    assert_eq!(kicked, starling::broker::Kicked::Disconnected);
+    take_jobs(&mut live, 76).await;
+    let mut back = back.await.unwrap();
+    // The new session is registered and routed to.
+    assert_eq!(back.subscribe(1, "w/own", 1).await, 1);
+    publ.publish("w/own", b"x", 1, false, 1000).await;
+    match back.recv_timeout(WAIT).await {
+        Recv::Packet(Packet::Publish(p)) => assert_eq!(&*p.topic, "w/own"),
+        other => panic!("the claimed session gets nothing: {other:?}"),
+    }
+    assert!(b.state().session_info("member-old").is_some());
+}

@@ -85,7 +85,12 @@ impl BrokerState {
         if !discard {
             return Kicked::Offline;
         }
-        // Offline: end it as an expiry would. A CONNECT that claimed it meanwhile wins.
+        // Offline: end it as an expiry would. A CONNECT that claims it wins: while it holds
+        // the claim, the session has no owner but must not be ended under it (a clean start
+        // may be handing its stored messages over).
+        let Some(_claim) = session.try_lock_connect() else {
+            return Kicked::Disconnected;
+        };
         let generation = session.generation();
         if session.is_connected() || !session.release(generation, true) {
             return Kicked::Disconnected;

@@ -358,6 +358,12 @@ impl Session {
         }
     }
 
+    /// The CONNECT claim of [`Self::lock_connect`] if nobody holds it now: for an operator's
+    /// discard, which must not end a session that a CONNECT is claiming.
+    pub fn try_lock_connect(&self) -> Option<ConnectGuard<'_>> {
+        (!self.connecting.swap(true, Ordering::SeqCst)).then_some(ConnectGuard(self))
+    }
+
     /// Runs `f` with the state locked. Keep `f` short and synchronous.
     pub fn with_state<R>(&self, f: impl FnOnce(&mut SessionState) -> R) -> R {
         f(&mut self.state.lock())
