@@ -158,7 +158,9 @@ impl BrokerState {
     }
 
     /// A persistent session (expiry not 0) is stored and spills its queue to disk; a new
-    /// session that is not persistent is deleted from the store.
+    /// session that is not persistent is deleted from the store. Returns the ops the CONNACK
+    /// waits for: the new session's record, or the old one's delete (an earlier delete of a
+    /// clean start goes before the new record, in the writer's order).
     ///
     /// A stored session `resumed` with expiry 0 stays stored while this connection lasts: its
     /// queue (on disk, or partly) is still delivered [MQTT-3.1.2-4]/[MQTT-3.1.2-5], and the
@@ -175,11 +177,14 @@ impl BrokerState {
             return Vec::new();
         };
         if meta.ends_with_connection() && !(resumed && session.is_persistent()) {
-            if session.is_persistent() {
-                p.submit(vec![delete_session(p, session)]);
-                session.set_persistence(None);
+            if !session.is_persistent() {
+                return Vec::new();
             }
-            return Vec::new();
+            // The CONNACK waits for it: a crash after it must not bring back the session it
+            // said was discarded [MQTT-3.1.2-6].
+            let delete = delete_session(p, session);
+            session.set_persistence(None);
+            return vec![delete];
         }
         if !session.is_persistent() {
             // Never a position an earlier session under this client id used: its late
