@@ -237,6 +237,7 @@ impl Handler {
 
     pub(super) fn on_unsubscribe(&mut self, unsub: codec::Unsubscribe, out: &mut Outbox) {
         let mut problems = Vec::new();
+        let mut deletes = Vec::new();
         let auth = self.auth();
         let reasons = unsub
             .filters
@@ -254,10 +255,10 @@ impl Handler {
                     ReasonCode::NOT_AUTHORIZED
                 } else if self.broker.unsubscribe(&self.session, f) {
                     if self.session.is_persistent() {
-                        self.store_required(vec![Op::DeleteSubscription {
+                        deletes.push(Op::DeleteSubscription {
                             client_id: self.session.client_id.to_string(),
                             filter: f.clone(),
-                        }]);
+                        });
                     }
                     ReasonCode::SUCCESS
                 } else {
@@ -265,6 +266,9 @@ impl Handler {
                 }
             })
             .collect();
+        // The UNSUBACK waits for the stored subscriptions' deletes, as the SUBACK waits for
+        // their records: a crash after it must not bring an unsubscribed filter back.
+        self.store_wait(deletes, out);
         let ack = Packet::UnsubAck(codec::UnsubAck {
             packet_id: unsub.packet_id,
             reasons,

@@ -1,10 +1,13 @@
-//! A clean start that discards a stored session is durable before its CONNACK: the client is
-//! told its old session is gone (Session Present 0), so a crash right after must not bring it
-//! back [MQTT-3.1.2-6] (3.1.1) / [MQTT-3.1.2-4] (5.0). The delete used to be submitted without
-//! waiting, so a SIGKILL within a few milliseconds of the CONNACK could restore the old
-//! session with its subscriptions and queue (chaos round h8's lead).
+//! Acknowledgements that tell a client its stored session changed wait until the change is
+//! durable, so a crash right after cannot undo what the client was told:
+//! - a clean start that discards a stored session: the CONNACK says Session Present 0
+//!   [MQTT-3.1.2-6] (3.1.1) / [MQTT-3.1.2-4] (5.0). The delete used to be submitted without
+//!   waiting, so a SIGKILL within a few milliseconds of the CONNACK could restore the old
+//!   session with its subscriptions and queue (chaos round h8's lead);
+//! - an UNSUBSCRIBE of a persistent session's subscription: after the UNSUBACK the server
+//!   stops adding messages for it [MQTT-3.10.4-2], also after a restart.
 //!
-//! The broker runs in process on a gated in-memory store whose session deletes wait until the
+//! The broker runs in process on a gated in-memory store whose chosen writes wait until the
 //! test opens the gate; clients speak raw MQTT over in-memory duplex streams.
 
 use std::sync::Arc;
@@ -92,22 +95,31 @@ impl Client {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_start_is_durable_before_its_connack() {
-    let gate = Arc::new(GatedStore::new(false, |batch| {
-        batch
-            .iter()
-            .any(|op| matches!(op, Op::DeleteSession { .. }))
-    }));
+/// A broker on a store that holds the writes `holds` picks while its gate is closed.
+fn broker(holds: fn(&[Op]) -> bool) -> (Arc<BrokerState>, Arc<GatedStore>) {
+    let gate = Arc::new(GatedStore::new(false, holds));
     let writer = StoreWriter::spawn(gate.clone(), SyncMode::Batch, 64);
     let p = Arc::new(Persistence::new(gate.clone(), writer, 1, 100));
-    let broker = Arc::new(
-        BrokerState::new(Config::default(), CancellationToken::new())
-            .with_persistence(Some(p.clone())),
-    );
+    let broker =
+        BrokerState::new(Config::default(), CancellationToken::new()).with_persistence(Some(p));
+    (Arc::new(broker), gate)
+}
 
-    // A persistent session with a subscription, stored.
-    let mut c = Client::open(&broker);
+/// Waits (up to 10 s) until a write is held at the gate.
+async fn held(gate: &GatedStore) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gate.blocked() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write reaches the store"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A persistent session subscribed to `t/#`, stored; its client still connected.
+async fn subscribed(broker: &Arc<BrokerState>) -> Client {
+    let mut c = Client::open(broker);
     c.connect(false).await;
     assert!(matches!(c.next().await, Packet::ConnAck(_)));
     let sub = codec::Subscribe {
@@ -120,6 +132,17 @@ async fn a_clean_start_is_durable_before_its_connack() {
     };
     c.send(&Packet::Subscribe(sub)).await;
     assert!(matches!(c.next().await, Packet::SubAck(_)));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_start_is_durable_before_its_connack() {
+    let (broker, gate) = broker(|batch| {
+        batch
+            .iter()
+            .any(|op| matches!(op, Op::DeleteSession { .. }))
+    });
+    let mut c = subscribed(&broker).await;
     c.send(&Packet::Disconnect(codec::Disconnect::new(
         codec::ReasonCode::NORMAL_DISCONNECTION,
     )))
@@ -130,14 +153,7 @@ async fn a_clean_start_is_durable_before_its_connack() {
     gate.close();
     let mut back = Client::open(&broker);
     back.connect(true).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gate.blocked() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the delete reaches the store"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    held(&gate).await;
     assert!(
         back.next_within(Duration::from_millis(300)).await.is_none(),
         "no CONNACK before the old session's delete is durable"
@@ -146,5 +162,32 @@ async fn a_clean_start_is_durable_before_its_connack() {
     match back.next().await {
         Packet::ConnAck(ack) => assert!(!ack.session_present),
         other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_is_durable_before_its_unsuback() {
+    let (broker, gate) = broker(|batch| {
+        batch
+            .iter()
+            .any(|op| matches!(op, Op::DeleteSubscription { .. }))
+    });
+    let mut c = subscribed(&broker).await;
+    gate.close();
+    let unsub = codec::Unsubscribe {
+        packet_id: 2,
+        filters: vec!["t/#".into()],
+        properties: Default::default(),
+    };
+    c.send(&Packet::Unsubscribe(unsub)).await;
+    held(&gate).await;
+    assert!(
+        c.next_within(Duration::from_millis(300)).await.is_none(),
+        "no UNSUBACK before the subscription's delete is durable"
+    );
+    gate.open();
+    match c.next().await {
+        Packet::UnsubAck(ack) => assert_eq!(ack.packet_id, 2),
+        other => panic!("expected UNSUBACK, got {other:?}"),
     }
 }
