@@ -255,9 +255,9 @@ impl SessionState {
 /// The share group of a delivery read back from the store, which does not keep it (in flight
 /// at a restart, or queued on disk without a spill that remembered it): the session's shared
 /// subscription whose filter matches the topic, unless one of its own (non-shared)
-/// subscriptions matches too, since it may be that one's copy. With two shared filters
-/// matching, the first (in filter order). Without it, a delivery of a member that leaves or
-/// expires would not go to another member of the group.
+/// subscriptions matches too, since it may be that one's copy, and none when two of its
+/// shared subscriptions match (either's copy). Without it, a delivery of a member that leaves
+/// or expires would not go to another member of the group.
 pub(super) struct ShareGuess {
     shared: Vec<(Arc<str>, String)>,
     own: Vec<String>,
@@ -295,10 +295,15 @@ impl ShareGuess {
         if g.own.iter().any(|f| crate::codec::topic::matches(f, topic)) {
             return;
         }
-        d.shared = g
+        // With two of its shared subscriptions matching, the delivery may be either's copy:
+        // handed to the wrong one's group, a member of that group would get the message
+        // twice. It stays with the session instead.
+        let mut matching = g
             .shared
             .iter()
-            .find(|(_, f)| crate::codec::topic::matches(f, topic))
-            .map(|(group, _)| group.clone());
+            .filter(|(_, f)| crate::codec::topic::matches(f, topic));
+        if let (Some((group, _)), None) = (matching.next(), matching.next()) {
+            d.shared = Some(group.clone());
+        }
     }
 }

@@ -765,3 +765,23 @@ fn a_refilled_delivery_gets_its_share_group_from_the_subscriptions() {
         .collect();
     assert_eq!(groups, [Some("$share/g/t".to_string()), None]);
 }
+
+/// Two shared subscriptions of the session match the topic: the refilled delivery may be
+/// either's copy, so it gets no group (handed to the wrong group, one of its members would
+/// get the message twice; the model soak's QoS 2 check found it).
+#[test]
+fn a_refilled_delivery_matched_by_two_shared_subscriptions_gets_no_group() {
+    let mut s = stored_session();
+    let qos1 = SubscriptionOptions::new(QoS::AtLeastOnce);
+    s.add_subscription("$share/g/t", qos1, None);
+    s.add_subscription("$share/g/+", qos1, None);
+    s.set_online(false);
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    s.set_online(true);
+    s.refill(vec![stored(0)]);
+    let groups: Vec<Option<String>> = take(&mut s, 10)
+        .into_iter()
+        .map(|(_, d)| d.shared.map(|g| g.to_string()))
+        .collect();
+    assert_eq!(groups, [None]);
+}
