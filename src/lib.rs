@@ -668,6 +668,9 @@ impl BrokerHandle {
     pub async fn wait(self) {
         self.tracker.close();
         self.tracker.wait().await;
+        // A hand-over under way stops at shutdown; it still uses the store until then.
+        self.state.tasks().close();
+        self.state.tasks().wait().await;
         // Graceful shutdown drains the writer and syncs.
         if let Some(p) = self.state.persistence() {
             if let Err(e) = p.writer.shutdown().await {

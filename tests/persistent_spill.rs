@@ -585,3 +585,110 @@ async fn an_operators_discard_does_not_end_a_session_being_claimed() {
     }
     assert!(b.state().session_info("member-old").is_some());
 }
+
+/// Publishes jobs `from..from + n` on `w/job` at QoS 1.
+async fn publish_jobs_from(publ: &mut Raw, from: u16, n: u16) {
+    for i in from..from + n {
+        publ.publish("w/job", &i.to_be_bytes(), 1, false, i + 1)
+            .await;
+    }
+}
+
+/// An offline member with 8 jobs on disk, and a connected member (`member-new`, not reading)
+/// whose queue and window are full with 60 more: a hand-over of the 8 must wait for room.
+async fn backlog_behind_a_full_member(b: &TestBroker) -> (Raw, Raw) {
+    depart(b, "member-old").await;
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    publish_jobs(&mut publ, 8).await;
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-new")).await;
+    assert_eq!(live.subscribe(1, "$share/g/w/#", 1).await, 1);
+    publish_jobs_from(&mut publ, 8, 60).await;
+    (publ, live)
+}
+
+/// The client of an expiring member comes back with a clean session while the expiry's
+/// hand-over waits for room: the new session gets nothing of the old one [MQTT-3.1.2-6], and
+/// the jobs the hand-over held go to the other member as it makes room (chaos round h9, H1:
+/// they were put in front of the new session's queue and delivered to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_start_during_an_expiry_hand_over_gets_nothing_of_the_old_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = expiring_config(dir.path());
+    cfg.mqtt.max_queued_messages = 40;
+    let b = start_with(cfg).await;
+    let (_publ, mut live) = backlog_behind_a_full_member(&b).await;
+    // The first wait is for room for the page (1 s, in vain); then the page is read and
+    // waits again with the jobs in hand.
+    b.wait_until("the expiry's hand-over holds the jobs", |s| {
+        s.metrics().shared_handover_waits.get() >= 2
+    })
+    .await;
+    let (mut back, ack) = Raw::connect(b.addr, &ConnectOpts::v311("member-old")).await;
+    assert!(!ack.session_present);
+    take_jobs(&mut live, 68).await;
+    assert!(matches!(
+        back.recv_timeout(std::time::Duration::from_millis(100))
+            .await,
+        Recv::Timeout
+    ));
+    assert_eq!(b.state().metrics().dropped_queue_full.get(), 0);
+}
+
+/// A member comes back with a clean session while the other member's queue stays full for
+/// longer than the hand-over waits: the jobs it cannot take are dropped there and counted,
+/// not deleted with the old session unseen (chaos round h9, M1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_that_cannot_wait_longer_counts_what_it_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = stored_config(dir.path());
+    cfg.mqtt.max_queued_messages = 40;
+    let b = start_with(cfg).await;
+    let (_publ, mut live) = backlog_behind_a_full_member(&b).await;
+    let (_back, ack) = Raw::connect(b.addr, &ConnectOpts::v311("member-old")).await;
+    assert!(!ack.session_present);
+    assert_eq!(b.state().metrics().dropped_queue_full.get(), 8);
+    assert_eq!(b.state().metrics().shared_handed_over.get(), 0);
+    take_jobs_from(&mut live, 8..68).await;
+}
+
+/// An operator discards a member whose hand-over then waits for room, and the broker stops
+/// meanwhile: the session does not come back at the next start (chaos round h9, M2: its
+/// record still had its old expiry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_during_its_hand_over_stays_ended_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = stored_config(dir.path());
+    cfg.mqtt.max_queued_messages = 40;
+    let b = start_with(cfg.clone()).await;
+    let (_publ, _live) = backlog_behind_a_full_member(&b).await;
+    let kicked = b.state().disconnect_client(
+        "member-old",
+        starling::codec::ReasonCode::ADMINISTRATIVE_ACTION,
+        true,
+    );
+    assert_eq!(kicked, starling::broker::Kicked::Discarded);
+    b.wait_until("the hand-over waits for room", |s| {
+        s.metrics().shared_handover_waits.get() > 0
+    })
+    .await;
+    assert!(b.stop_within(WAIT).await, "clean shutdown");
+
+    let b = start_with(cfg).await;
+    let (_c, ack) = Raw::connect(b.addr, &ConnectOpts::v311("member-old").clean(false)).await;
+    assert!(!ack.session_present, "the ended session is not restored");
+}
+
+/// Receives and acknowledges until every job of `ids` arrived (each within 20 s).
+async fn take_jobs_from(c: &mut Raw, ids: std::ops::Range<u16>) {
+    let want: std::collections::BTreeSet<u16> = ids.collect();
+    let mut got = std::collections::BTreeSet::new();
+    while got != want {
+        match c.recv_timeout(std::time::Duration::from_secs(20)).await {
+            Recv::Packet(Packet::Publish(p)) => {
+                c.send(&puback(p.packet_id)).await;
+                got.insert(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+            }
+            other => panic!("after {} of {} jobs: {other:?}", got.len(), want.len()),
+        }
+    }
+}

@@ -48,6 +48,10 @@ use super::BrokerState;
 const PAGE: usize = 256;
 /// The longest wait for a member to make room before the next page is handed over anyway.
 const ROOM_WAIT: Duration = Duration::from_secs(1);
+/// How long a session that ends for good (clean start, expiry 0, discarded by an operator)
+/// spends handing its stored shared-subscription messages to other members while they make
+/// room; then the rest goes to members with room, or is dropped where they are full.
+pub(super) const END_HANDOVER: Duration = Duration::from_secs(4);
 /// The most members looked at for room.
 const MEMBERS_LOOKED_AT: usize = 16;
 /// How long a hand-over waits for full members (up to [`ROOM_WAIT`] at a time) while none of
@@ -93,8 +97,10 @@ impl BrokerState {
 
     /// Hands the shared-subscription deliveries of `session`'s disk backlog to other members
     /// of their groups, a page at a time, for as long as connection `generation` is the last
-    /// to have owned it and nobody reconnected, and until `deadline` if one is given (a
-    /// session that ends for good: what is left then ends with it). Returns how many moved.
+    /// to have owned it and nobody reconnected. With a `deadline` the session ends for good:
+    /// once it passes (or the members stop making room), the rest is handed over without
+    /// waiting, to members with room, and dropped (counted as `queue_full`) where they are
+    /// full. Returns how many moved.
     pub(super) async fn hand_over_backlog(
         &self,
         session: &Arc<Session>,
@@ -130,14 +136,18 @@ impl BrokerState {
         };
         let mut moved = 0;
         let mut stalled_since = None;
+        let mut unpaced = false;
         loop {
-            if !self.still_expiring(session, generation) || past(deadline) {
+            if !self.still_expiring(session, generation) {
                 break;
             }
             let Some(from) = session.with_state(|s| s.drain_from()) else {
                 break;
             };
-            let _ = self.room_for(page, limit, session, &filters).await;
+            unpaced |= past(deadline);
+            if !unpaced {
+                let _ = self.room_for(page, limit, session, &filters).await;
+            }
             let read = p
                 .clone()
                 .read_queue(session.client_id.clone(), from, page)
@@ -150,13 +160,16 @@ impl BrokerState {
                     break;
                 }
             };
-            let taken = session.with_state(|s| s.drain_backlog(entries));
+            let (epoch, taken) = session.with_state(|s| (s.epoch(), s.drain_backlog(entries)));
             if taken.is_empty() {
                 break;
             }
             let page = Page {
                 generation,
+                epoch,
+                orphaned: false,
                 deadline,
+                unpaced: &mut unpaced,
                 limit,
                 filters: &filters,
                 stalled_since: &mut stalled_since,
@@ -187,7 +200,10 @@ impl BrokerState {
             return false;
         };
         self.metrics.shared_handover_waits.inc();
-        let _ = tokio::time::timeout(ROOM_WAIT, full.room_made()).await;
+        tokio::select! {
+            _ = tokio::time::timeout(ROOM_WAIT, full.room_made()) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
         true
     }
 
@@ -219,78 +235,189 @@ impl BrokerState {
     /// Queues each delivery of `taken` that came through a movable group with another member,
     /// and removes the moved ones from this session's store in the same batch, after their
     /// new entries (a shared body's refcount never drops to zero between). A full member (or
-    /// none left) is waited for while the members make progress; after [`MAX_STALL`] without
-    /// any, the hand-over stops: returns (moved, false). What is not moved goes back in front
-    /// of this session's memory queue, at its stored positions: it ends with the session, or
-    /// goes to its client if that came back.
+    /// none left) is waited for while the members make progress (see [`Self::place`]); after
+    /// a give-up, the hand-over stops: returns (moved, false). What is not moved goes back in
+    /// front of this session's memory queue, at its stored positions: it ends with the
+    /// session, or goes to its client if that came back.
     async fn hand_over_page(
         &self,
         session: &Arc<Session>,
         taken: Vec<Delivery>,
-        page: Page<'_>,
+        mut page: Page<'_>,
     ) -> (usize, bool) {
-        let mut ops = Vec::new();
-        let mut released = Vec::new();
-        let mut stay = Vec::new();
+        let (mut ops, mut released, mut stay) = (Vec::new(), Vec::new(), Vec::new());
         let mut complete = true;
         let mut moved = 0;
         for mut d in taken {
-            let Some(group) = group_of(&d, page.filters) else {
+            let group = if complete {
+                group_of(&d, page.filters)
+            } else {
+                None
+            };
+            let Some(group) = group else {
                 stay.push(d);
                 continue;
             };
             let own_group = d.shared.replace(group);
             let seq = d.seq;
-            let mut item = Some(d);
-            while let Some(d) = item.take() {
-                let back = if complete {
-                    self.hand_over_unless_full(session, d, &mut ops, true)
-                } else {
-                    Some(d)
-                };
-                let Some(mut d) = back else {
+            let back = match self
+                .place(session, d, &mut page, &mut ops, &mut released)
+                .await
+            {
+                Placed::Moved => {
                     moved += 1;
-                    *page.stalled_since = None;
-                    released.extend(seq.map(|seq| dequeue(session, seq)));
-                    continue;
-                };
-                let stalled = *page.stalled_since.get_or_insert_with(Instant::now);
-                if complete
-                    && stalled.elapsed() < MAX_STALL
-                    && !past(page.deadline)
-                    && self.still_expiring(session, page.generation)
-                {
-                    // Let what was handed over so far go out (with this session's records of
-                    // it, after its new entries), and wait for a full member to make room.
-                    ops.append(&mut released);
-                    self.submit(std::mem::take(&mut ops));
-                    if self.room_for(1, page.limit, session, page.filters).await {
-                        item = Some(d);
-                        continue;
-                    }
+                    None
                 }
-                complete = false;
-                d.shared = own_group.clone();
-                stay.push(d);
+                Placed::Dropped => None,
+                Placed::Stays(d) => Some(d),
+                Placed::GaveUp(d) => {
+                    complete = false;
+                    Some(d)
+                }
+            };
+            match back {
+                None => released.extend(seq.map(|seq| dequeue(session, seq))),
+                Some(mut d) => {
+                    d.shared = own_group;
+                    stay.push(d);
+                }
             }
+        }
+        let orphans = self.return_stays(session, page.epoch, stay);
+        if !orphans.is_empty() {
+            moved += self
+                .place_orphans(session, orphans, &page, &mut ops, &mut released)
+                .await;
         }
         ops.extend(released);
         if !ops.is_empty() {
             self.submit(ops);
         }
-        let cost = session.with_state(|s| s.return_drained(stay));
+        (moved, complete)
+    }
+
+    /// Hands one delivery to another member of its group. Paced: a member whose queue is full
+    /// passes it on, and with none taking it the hand-over waits for a full member to make
+    /// room while the members make progress (up to [`MAX_STALL`] without any, and until the
+    /// deadline). Then a session that ends for good stops waiting (`unpaced`): a member with
+    /// room takes it, or a full one drops it (counted as `queue_full`); any other gives up.
+    async fn place(
+        &self,
+        session: &Arc<Session>,
+        mut d: Delivery,
+        page: &mut Page<'_>,
+        ops: &mut Vec<Op>,
+        released: &mut Vec<Op>,
+    ) -> Placed {
+        loop {
+            let Some(back) = self.hand_over_unless_full(session, d, ops, true) else {
+                *page.stalled_since = None;
+                return Placed::Moved;
+            };
+            if *page.unpaced {
+                return match self.hand_over(session, back, ops) {
+                    None => Placed::Dropped,
+                    Some(d) => Placed::Stays(d),
+                };
+            }
+            d = back;
+            let stalled = *page.stalled_since.get_or_insert_with(Instant::now);
+            let expiring = if page.orphaned {
+                !self.is_stopping()
+            } else {
+                self.still_expiring(session, page.generation)
+            };
+            if stalled.elapsed() < MAX_STALL && !past(page.deadline) && expiring {
+                // Let what was handed over so far go out (with this session's records of it,
+                // after its new entries), and wait for a full member to make room.
+                ops.append(released);
+                self.submit(std::mem::take(ops));
+                if self.room_for(1, page.limit, session, page.filters).await {
+                    continue;
+                }
+            }
+            if page.deadline.is_none() || !expiring {
+                return Placed::GaveUp(d);
+            }
+            *page.unpaced = true;
+        }
+    }
+
+    /// Puts what a page does not hand over back in front of the session's memory queue,
+    /// unless the session was cleared since the drain (a clean start claimed it while the page
+    /// waited for room): then it is no longer this session's, and is returned, for the group.
+    fn return_stays(&self, session: &Session, epoch: u64, stay: Vec<Delivery>) -> Vec<Delivery> {
+        let (cost, orphans) = session.with_state(|s| {
+            if s.epoch() == epoch {
+                (s.return_drained(stay), Vec::new())
+            } else {
+                (0, stay)
+            }
+        });
         if cost > 0 {
             self.budget.add(cost);
             session.wake();
         }
-        (moved, complete)
+        orphans
     }
+
+    /// Hands over what a page drained from a session that a clean start has claimed since,
+    /// paced as for a session that ends for good ([`END_HANDOVER`]); what no member takes
+    /// ends here. Returns how many moved.
+    async fn place_orphans(
+        &self,
+        session: &Arc<Session>,
+        orphans: Vec<Delivery>,
+        page: &Page<'_>,
+        ops: &mut Vec<Op>,
+        released: &mut Vec<Op>,
+    ) -> usize {
+        let (mut unpaced, mut stalled_since) = (false, None);
+        let mut page = Page {
+            generation: page.generation,
+            epoch: page.epoch,
+            deadline: Some(Instant::now() + END_HANDOVER),
+            orphaned: true,
+            unpaced: &mut unpaced,
+            limit: page.limit,
+            filters: page.filters,
+            stalled_since: &mut stalled_since,
+        };
+        let mut moved = 0;
+        for d in orphans {
+            if d.shared.is_some() {
+                if let Placed::Moved = self.place(session, d, &mut page, ops, released).await {
+                    moved += 1;
+                }
+            }
+        }
+        moved
+    }
+}
+
+/// What became of one delivery a hand-over tried to place ([`BrokerState::place`]).
+enum Placed {
+    /// Queued with another member.
+    Moved,
+    /// Dropped at a full member (counted there); gone from this session all the same.
+    Dropped,
+    /// Stays with the session: no member of its group is left.
+    Stays(Delivery),
+    /// Stays with the session, and so does the rest: the hand-over gave up.
+    GaveUp(Delivery),
 }
 
 /// What one page of a hand-over works with.
 struct Page<'a> {
     /// The connection that last owned the expiring session.
     generation: u64,
+    /// The session's epoch when the page was drained: a clear since means a new session.
+    epoch: u64,
+    /// The page's deliveries belong to no session any more (see `place_orphans`): the
+    /// hand-over goes on whoever owns the session now.
+    orphaned: bool,
+    /// Set once a session that ends for good stops waiting for room (see `hand_over_backlog`).
+    unpaced: &'a mut bool,
     /// When the hand-over stops waiting for room, if ever.
     deadline: Option<Instant>,
     /// `max_queued_messages` (0 = unlimited).

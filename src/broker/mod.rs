@@ -98,6 +98,10 @@ pub struct BrokerState {
     auth_restricts: AtomicBool,
     /// Set once shutdown began (every connection is being closed).
     stopping: AtomicBool,
+    /// Tasks that need the broker for a while after their cause (a shared member's
+    /// hand-over): the broker's `wait` lets them finish (they stop early at shutdown) before
+    /// the store is released.
+    tasks: tokio_util::task::TaskTracker,
     /// The live connections with a keep-alive, for the one sweep that times them out.
     keep_alive: Arc<keepalive::KeepAlive>,
     /// The store, when persistence is on.
@@ -147,6 +151,7 @@ impl BrokerState {
             auth_generation: AtomicU64::new(0),
             auth_restricts: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            tasks: tokio_util::task::TaskTracker::new(),
             keep_alive: Arc::default(),
             persistence: None,
             cluster: Arc::new(cluster::LocalCluster),

@@ -12,14 +12,11 @@ use crate::session::{
 };
 use crate::storage::{unix_ms_now, Op};
 
+use super::handover::END_HANDOVER;
 use super::BrokerState;
 
 /// How long a CONNECT waits for the connection it takes over to finish closing.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a session that ends for good (clean start, expiry 0, discarded by an operator)
-/// spends handing its stored shared-subscription messages to other members while they make
-/// room; what is left then ends with it.
-const END_HANDOVER: Duration = Duration::from_secs(4);
 
 /// A session as claimed by a CONNECT.
 pub struct Claimed {
@@ -130,6 +127,7 @@ impl BrokerState {
             if clean_start || previous_ended {
                 // The old session ends [MQTT-3.1.2-4]: its stored shared-subscription
                 // messages go to the other members of their groups first (MQTT 5.0 4.8.2).
+                self.spill_for_hand_over(&session);
                 if self.backlog_to_hand_over(&session) {
                     self.unsubscribe_all(&session);
                     let deadline = Some(Instant::now() + END_HANDOVER);
@@ -338,22 +336,45 @@ impl BrokerState {
 
     /// Completes a discard begun by `Session::release(generation, true)` as
     /// [`Self::remove_session`] does, after handing the stored shared-subscription messages
-    /// to the other members of their groups (MQTT 5.0 4.8.2), from a task and for at most
-    /// [`END_HANDOVER`]: a CONNECT for the client id waits for it.
+    /// to the other members of their groups (MQTT 5.0 4.8.2), from a task, paced for at most
+    /// [`END_HANDOVER`]: a CONNECT for the client id waits for it. The stored record says
+    /// first that the session ended (expiry 0, disconnected now), so that a restart before
+    /// the delete does not bring it back: it hands the rest over at start instead.
     pub(super) fn end_session(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
+        self.spill_for_hand_over(session);
         if !self.backlog_to_hand_over(session) {
             self.remove_session(session);
             return;
         }
+        if let Some(p) = &self.persistence {
+            let mut meta = session.meta();
+            meta.set_expiry(Some(Duration::ZERO));
+            let record =
+                persistence::session_record(&session.client_id, &meta, Some(unix_ms_now()), None);
+            p.submit(vec![Op::PutSession(record)]);
+        }
         let (state, session) = (self.clone(), session.clone());
-        tokio::spawn(async move {
+        self.spawn_tracked(async move {
             state.unsubscribe_all(&session);
             let deadline = Some(Instant::now() + END_HANDOVER);
             state
                 .hand_over_backlog(&session, generation, deadline)
                 .await;
-            state.remove_session(&session);
+            // At shutdown the store keeps the rest, for the next start to hand over.
+            if !state.is_stopping() {
+                state.remove_session(&session);
+            }
         });
+    }
+
+    /// Moves an ending session's stored deliveries from memory back to its disk backlog
+    /// (where they are already), so that the hand-over paces them with the rest, oldest first,
+    /// instead of the discard handing them to full members that drop them.
+    fn spill_for_hand_over(&self, session: &Session) {
+        if self.persistence.is_some() && session.is_persistent() {
+            let (_, freed) = session.with_state(|s| s.spill());
+            self.budget.sub(freed);
+        }
     }
 
     /// Completes a discard begun by `Session::release`: subscriptions and queue dropped, the
@@ -379,7 +400,9 @@ impl BrokerState {
         self.redistribute_shared(session);
         if self.backlog_to_hand_over(session) {
             let (state, session) = (self.clone(), session.clone());
-            tokio::spawn(async move { state.expire_handing_over(&session, generation).await });
+            self.spawn_tracked(
+                async move { state.expire_handing_over(&session, generation).await },
+            );
             return;
         }
         self.finish_expiry(session, generation);
