@@ -182,6 +182,19 @@ async fn mqtt_3_3_2_8_9_invalid_topic_alias_0x94() {
     }
 }
 
+/// [MQTT-3.3.4-6]: a PUBLISH from a client must not carry a Subscription Identifier; one that
+/// does is a Protocol Error (0x82). (Mosquitto 2.0 accepts it; chaos round h10.)
+#[tokio::test]
+async fn mqtt_3_3_4_6_subscription_identifier_from_the_client_protocol_error() {
+    let b = start().await;
+    let mut c = Client::connect(b.addr, "subid-pub").await;
+    let mut p = publish("sid/t", b"x", QoS::AtLeastOnce, 1);
+    p.properties.subscription_identifiers = vec![7];
+    c.send(&Packet::Publish(p)).await;
+    c.expect_disconnect(ReasonCode::PROTOCOL_ERROR, "subscription identifier")
+        .await;
+}
+
 /// An empty topic with an alias the client never set is a Protocol Error (0x82)
 /// (§3.3.2.3.4; the statement has no normative number).
 #[tokio::test]

@@ -488,6 +488,12 @@ impl Handler {
                 "[MQTT-3.2.2-14] RETAIN while Retain Available is 0",
             ));
         }
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(Close::Protocol(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.3.4-6] a Subscription Identifier in a PUBLISH from the client",
+            ));
+        }
         Ok(())
     }
 
