@@ -138,6 +138,8 @@ where
         }
         ConnectOutcome::Accepted(h) => h,
     };
+    // The CONNACK waits for the session's record (or the old one's delete) to be durable.
+    let connack_held = out.ready.is_empty() && !out.is_empty();
     let pipelined = !rbuf.is_empty();
     if !pipelined {
         // See `decode_all`: an idle connection holds no read buffer.
@@ -160,6 +162,7 @@ where
         control_seen: false,
         // The CONNACK (and a resumed session's resends) is what is queued.
         quiet: true,
+        connack_held,
     })
 }
 
@@ -190,6 +193,9 @@ struct Connection<S> {
     /// once it is written, so an idle connection holds none. A connection receiving
     /// deliveries keeps its buffer (a malloc/free pair per write otherwise).
     quiet: bool,
+    /// The CONNACK is still held behind a store receipt: nothing may be written before it
+    /// [MQTT-3.2.0-1], not even the DISCONNECT of a takeover that came first.
+    connack_held: bool,
 }
 
 /// A connection's rarely used sources (see [`Connection`]'s `deferred`); `turn` frees them
@@ -554,6 +560,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     fn on_settled(&mut self, r: Result<BytesMut, StoreError>) -> Result<(), Close> {
         match r {
             Ok(released) => {
+                self.connack_held &= released.is_empty();
                 self.out.ready.extend_from_slice(&released);
                 Ok(())
             }
@@ -705,6 +712,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         // Acknowledgements still waiting for the store are not sent: the client resends. Their
         // writes still reach the store, before those the end of the connection causes.
         self.out.queue_parked();
+        if self.connack_held && !self.release_connack().await {
+            // No CONNACK: nothing else either [MQTT-3.2.0-1].
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+            self.handler.finish(close);
+            return;
+        }
         self.handler.closing(&close, &mut self.out.ready);
         if !self.out.ready.is_empty() && close.can_write() {
             let flush = async {
@@ -715,6 +728,22 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
         self.handler.finish(close);
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
+    /// Waits (bounded) for the receipt the CONNACK is held behind, for a connection that
+    /// closes before it was sent (taken over at once): the CONNACK then goes before the
+    /// DISCONNECT. False when the store did not answer in time or failed.
+    async fn release_connack(&mut self) -> bool {
+        let settle = std::future::poll_fn(|cx| self.out.poll_settle(cx));
+        match tokio::time::timeout(Duration::from_secs(1), settle).await {
+            Ok(Ok(released)) if !released.is_empty() => {
+                self.out.ready.extend_from_slice(&released);
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -27,28 +27,32 @@ use tokio_util::sync::CancellationToken;
 mod gated_store;
 use gated_store::GatedStore;
 
-const V: ProtocolVersion = ProtocolVersion::V311;
-
 /// A client over an in-memory stream to `broker`.
 struct Client {
     io: DuplexStream,
     inbox: BytesMut,
+    version: ProtocolVersion,
 }
 
 impl Client {
     fn open(broker: &Arc<BrokerState>) -> Client {
+        Client::open_as(broker, ProtocolVersion::V311)
+    }
+
+    fn open_as(broker: &Arc<BrokerState>, version: ProtocolVersion) -> Client {
         let (server, io) = tokio::io::duplex(1 << 16);
         let info = ConnectionInfo::plain("127.0.0.1:40000".parse().expect("address"), 0);
         tokio::spawn(starling::connection::serve(server, info, broker.clone()));
         Client {
             io,
             inbox: BytesMut::new(),
+            version,
         }
     }
 
     async fn send(&mut self, p: &Packet) {
         let mut out = BytesMut::new();
-        codec::encode(p, V, &mut out);
+        codec::encode(p, self.version, &mut out);
         self.io.write_all(&out).await.expect("write");
     }
 
@@ -56,7 +60,8 @@ impl Client {
     async fn next_within(&mut self, limit: Duration) -> Option<Packet> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if let Some(p) = codec::decode(&mut self.inbox, V, 1 << 20).expect("decodes") {
+            let decoded = codec::decode(&mut self.inbox, self.version, 1 << 20);
+            if let Some(p) = decoded.expect("decodes") {
                 return Some(p);
             }
             match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.inbox)).await {
@@ -80,15 +85,19 @@ impl Client {
     }
 
     async fn connect(&mut self, clean: bool) {
+        let mut properties = Properties::default();
+        if self.version == ProtocolVersion::V5 && !clean {
+            properties.session_expiry_interval = Some(600);
+        }
         let connect = Connect {
-            protocol: V,
+            protocol: self.version,
             clean_start: clean,
             keep_alive: 0,
             client_id: "device".into(),
             will: None,
             username: None,
             password: None,
-            properties: Properties::default(),
+            properties,
             bridge: false,
         };
         self.send(&Packet::Connect(Box::new(connect))).await;
@@ -189,5 +198,43 @@ async fn an_unsubscribe_is_durable_before_its_unsuback() {
     match c.next().await {
         Packet::UnsubAck(ack) => assert_eq!(ack.packet_id, 2),
         other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+}
+
+/// A CONNECT that resumes a stored session waits for its record before CONNACK; a second
+/// CONNECT for the client id takes the session over meanwhile. The first connection is closed
+/// without a DISCONNECT 0x8E written ahead of its CONNACK: the first packet the server sends
+/// is a CONNACK [MQTT-3.2.0-1] (chaos round h9, L1). Here the store holds the record past the
+/// connection's bounded wait for it, so nothing at all is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_taken_over_before_its_connack_sends_nothing_else_first() {
+    let (broker, gate) = broker(|batch| batch.iter().any(|op| matches!(op, Op::PutSession(_))));
+    let mut c = Client::open_as(&broker, ProtocolVersion::V5);
+    c.connect(false).await;
+    assert!(matches!(c.next().await, Packet::ConnAck(_)));
+    c.send(&Packet::Disconnect(codec::Disconnect::new(
+        codec::ReasonCode::NORMAL_DISCONNECTION,
+    )))
+    .await;
+    c.closed().await;
+
+    gate.close();
+    let mut first = Client::open_as(&broker, ProtocolVersion::V5);
+    first.connect(false).await;
+    held(&gate).await;
+    let mut second = Client::open_as(&broker, ProtocolVersion::V5);
+    second.connect(false).await;
+    let mut sent = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), first.io.read_to_end(&mut sent));
+    assert!(read.await.is_ok(), "the first connection is closed");
+    assert!(
+        sent.is_empty(),
+        "nothing may come before a CONNACK: {:?}",
+        codec::decode(&mut BytesMut::from(&sent[..]), ProtocolVersion::V5, 1 << 20)
+    );
+    gate.open();
+    match second.next().await {
+        Packet::ConnAck(ack) => assert!(ack.session_present),
+        other => panic!("expected CONNACK, got {other:?}"),
     }
 }
