@@ -220,6 +220,53 @@ async fn mqtt_3_3_4_9_client_receive_maximum_honoured() {
     assert_eq!(text(&fifth), "m4");
 }
 
+/// [MQTT-4.9.0-2] on a resume: six QoS 1 messages are in flight when the client goes, and it
+/// comes back with Receive Maximum 2. Two are sent again (DUP, with their packet ids
+/// [MQTT-4.4.0-1]); each acknowledgement lets one more through, in order (chaos round h10:
+/// all six were sent at once).
+#[tokio::test]
+async fn mqtt_4_9_0_2_receive_maximum_honoured_when_resending() {
+    let b = start().await;
+    let mut c = connect_packet("rr-sub");
+    c.properties.session_expiry_interval = Some(60);
+    let (mut sub, _) = Client::connect_with(b.addr, c).await;
+    sub.subscribe("rr/t", QoS::AtLeastOnce).await;
+    let mut publ = Client::connect(b.addr, "rr-pub").await;
+    for i in 0..6 {
+        publ.publish("rr/t", format!("m{i}").as_bytes(), QoS::AtLeastOnce)
+            .await;
+    }
+    let mut pids = Vec::new();
+    for _ in 0..6 {
+        pids.push(sub.next_publish().await.packet_id);
+    }
+    drop(sub);
+
+    let mut c = connect_packet("rr-sub");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(60);
+    c.properties.receive_maximum = Some(2);
+    let (mut sub, ack) = Client::connect_with(b.addr, c).await;
+    assert!(ack.session_present);
+    let mut outstanding = std::collections::VecDeque::new();
+    for _ in 0..2 {
+        outstanding.push_back(sub.next_publish().await);
+    }
+    for (i, pid) in pids.iter().enumerate() {
+        let p = outstanding.pop_front().expect("one in flight");
+        assert_eq!(text(&p), format!("m{i}"));
+        assert!(p.dup, "a resend has DUP set [MQTT-3.3.1-1]");
+        assert_eq!(p.packet_id, *pid, "a resend keeps its packet id");
+        sub.expect_nothing("a resend beyond Receive Maximum 2")
+            .await;
+        sub.send(&puback(p.packet_id, ReasonCode::SUCCESS)).await;
+        if i + 2 < 6 {
+            outstanding.push_back(sub.next_publish().await);
+        }
+    }
+    sub.expect_nothing("no seventh message").await;
+}
+
 /// Server Receive Maximum: `mqtt.receive_maximum` is announced in CONNACK (§3.2.2.3.3) and a
 /// client that ignores it, sending more unacknowledged QoS 2 PUBLISH than that, breaks
 /// [MQTT-3.3.4-7] and is disconnected with 0x93 Receive Maximum exceeded (§3.3.4).

@@ -80,11 +80,19 @@ impl Handler {
         // those, without the clock, the auth refresh and the batch machinery below. With an
         // unbounded window `has_ready` is false only when nothing at all is queued and no
         // retained stream waits, so nothing is skipped that a full pump would have done.
-        if !self.session.with_state(|s| s.has_ready(usize::MAX)) {
+        let (ready, unsent) = self
+            .session
+            .with_state(|s| (s.has_ready(usize::MAX), s.unsent()));
+        if !ready {
             return false;
         }
-        let now = Instant::now();
         let window = usize::from(self.send_window);
+        if unsent > 0 {
+            // Resends a resume held back go before anything new (see `SessionState::resume`).
+            let resends = self.session.with_state(|s| s.take_unsent(window));
+            self.send_again(resends, out);
+        }
+        let now = Instant::now();
         let mut scratch = std::mem::take(&mut self.scratch);
         let persistent = self.session.is_persistent();
         let mut sent = Sent::default();
@@ -233,8 +241,15 @@ impl Handler {
     /// Resends every unacknowledged PUBLISH (DUP=1) and PUBREL of a resumed session, in order
     /// [MQTT-4.4.0-1].
     pub(super) fn resend(&mut self, out: &mut Outbox) {
+        let window = usize::from(self.send_window);
+        let resends = self.session.with_state(|s| s.resume(window));
+        self.send_again(resends, out);
+    }
+
+    /// Sends inflight entries again: PUBLISH with DUP and their packet ids, or PUBREL.
+    fn send_again(&mut self, resends: Vec<Resend>, out: &mut Outbox) {
         let now = Instant::now();
-        for r in self.session.with_state(|s| s.resume()) {
+        for r in resends {
             match r {
                 Resend::Publish(pid, d) => {
                     let mut sent = Sent::default();

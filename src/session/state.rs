@@ -482,7 +482,7 @@ impl SessionState {
             Inflight::Publish(d) if d.qos == QoS::AtLeastOnce => {}
             _ => return None,
         }
-        match b.inflight.remove(pos) {
+        match b.remove_inflight(pos) {
             Some((_, Inflight::Publish(d))) => Some(d),
             _ => None,
         }
@@ -501,7 +501,7 @@ impl SessionState {
         match &b.inflight[pos].1 {
             Inflight::Publish(d) if d.qos == QoS::ExactlyOnce => {
                 if failed {
-                    b.inflight.remove(pos);
+                    b.remove_inflight(pos);
                     return false;
                 }
                 // Keep the send order: the PUBREL takes the PUBLISH's place in the window.
@@ -521,7 +521,7 @@ impl SessionState {
         };
         match b.inflight_position(pid) {
             Some(pos) if matches!(b.inflight[pos].1, Inflight::Released { .. }) => {
-                b.inflight.remove(pos);
+                b.remove_inflight(pos);
                 true
             }
             _ => false,
@@ -544,18 +544,38 @@ impl SessionState {
         self.body().map_or(0, |b| b.inbound_qos2.len())
     }
 
-    /// The resends for a resumed session, in the original order [MQTT-4.4.0-1][MQTT-4.6.0-1].
-    pub fn resume(&self) -> Vec<Resend> {
-        let Some(b) = self.body() else {
+    /// The resends for a resumed session, in the original order [MQTT-4.4.0-1][MQTT-4.6.0-1]:
+    /// as many as the client's Receive Maximum (`window`) allows [MQTT-4.9.0-2]; the rest
+    /// follow as acknowledgements make room ([`Self::take_unsent`]).
+    pub fn resume(&mut self, window: usize) -> Vec<Resend> {
+        let Some(b) = self.body_if() else {
             return Vec::new();
         };
+        let now = b.inflight.len().min(window);
+        b.unsent = u16::try_from(b.inflight.len() - now).unwrap_or(u16::MAX);
+        b.inflight.iter().take(now).map(resend_of).collect()
+    }
+
+    /// The resends [`Self::resume`] held back that the window has room for now, in order.
+    pub fn take_unsent(&mut self, window: usize) -> Vec<Resend> {
+        let Some(b) = self.body_if() else {
+            return Vec::new();
+        };
+        let unsent = usize::from(b.unsent);
+        let from = b.inflight.len().saturating_sub(unsent);
+        let n = window.saturating_sub(from).min(unsent);
+        b.unsent -= u16::try_from(n).unwrap_or(b.unsent);
         b.inflight
             .iter()
-            .map(|(pid, f)| match f {
-                Inflight::Publish(d) => Resend::Publish(*pid, d.clone()),
-                Inflight::Released { .. } => Resend::PubRel(*pid),
-            })
+            .skip(from)
+            .take(n)
+            .map(resend_of)
             .collect()
+    }
+
+    /// Resends held back by the Receive Maximum still owed ([`Self::take_unsent`]).
+    pub fn unsent(&self) -> u16 {
+        self.body().map_or(0, |b| b.unsent)
     }
 
     /// The shared subscriptions (`$share/g/f`) that deliveries [`Self::take_shared`] could
@@ -638,7 +658,7 @@ impl SessionState {
     pub fn abandon_inflight(&mut self, pid: u16) {
         if let Some(b) = self.body_if() {
             if let Some(pos) = b.inflight_position(pid) {
-                b.inflight.remove(pos);
+                b.remove_inflight(pos);
             }
         }
     }
@@ -667,3 +687,11 @@ mod backlog;
 mod body;
 #[cfg(test)]
 mod tests;
+
+/// How an inflight entry is sent again: its PUBLISH (DUP), or its PUBREL.
+fn resend_of((pid, f): &(u16, Inflight)) -> Resend {
+    match f {
+        Inflight::Publish(d) => Resend::Publish(*pid, d.clone()),
+        Inflight::Released { .. } => Resend::PubRel(*pid),
+    }
+}

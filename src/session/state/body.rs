@@ -19,6 +19,10 @@ pub(super) struct Body {
     pub(super) queued_payload: usize,
     pub(super) inflight: VecDeque<(u16, Inflight)>,
     pub(super) next_packet_id: u16,
+    /// The last this many inflight entries were not sent again since the client resumed the
+    /// session: its Receive Maximum was smaller than what was in flight [MQTT-4.9.0-2]. They
+    /// go out, in order, as acknowledgements make room (see `SessionState::take_unsent`).
+    pub(super) unsent: u16,
     /// B-tree collections: empty, they are 24 bytes and allocate nothing, where a hash map
     /// is 48 (its hasher's keys inline), and most sessions hold a few entries.
     pub(super) inbound_qos2: BTreeSet<u16>,
@@ -70,6 +74,7 @@ impl Body {
             queued_payload: 0,
             inflight: VecDeque::new(),
             next_packet_id: 1,
+            unsent: 0,
             inbound_qos2: BTreeSet::new(),
             subscriptions: BTreeMap::new(),
             full_since: None,
@@ -183,6 +188,17 @@ impl Body {
         self.inflight.iter().position(|(p, _)| *p == pid)
     }
 
+    /// Removes the inflight entry at `pos`, keeping `unsent` (the tail not sent again since a
+    /// resume) right: an entry of that tail can be acknowledged from the client's earlier
+    /// connection.
+    pub(super) fn remove_inflight(&mut self, pos: usize) -> Option<(u16, Inflight)> {
+        let unsent_from = self.inflight.len().saturating_sub(usize::from(self.unsent));
+        if pos >= unsent_from && self.unsent > 0 {
+            self.unsent -= 1;
+        }
+        self.inflight.remove(pos)
+    }
+
     /// See [`super::SessionState::take_ready`].
     pub(super) fn take_ready(
         &mut self,
@@ -248,6 +264,10 @@ impl Body {
         } else {
             self.queue.front()
         };
+        let unsent = usize::from(self.unsent);
+        if unsent > 0 && self.inflight.len() - unsent < window {
+            return true;
+        }
         match front {
             None => false,
             Some(d) => d.qos == QoS::AtMostOnce || self.inflight.len() < window,
@@ -276,6 +296,8 @@ impl Body {
                 }
             }
             self.inflight = keep_inflight;
+            // The connection is over: a resume counts again.
+            self.unsent = 0;
         }
         let (taken, freed) = self.take_queued(|d| d.shared.is_some() && movable(d));
         out.extend(taken);

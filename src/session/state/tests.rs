@@ -172,7 +172,7 @@ fn qos2_outbound_flow_and_resume_order() {
     assert!(s.on_puback(1).is_none(), "PUBACK does not complete QoS 2");
     assert!(s.on_pubrec(1, false));
     assert!(s.on_pubrec(1, false), "a repeated PUBREC is answered again");
-    let resend = s.resume();
+    let resend = s.resume(usize::MAX);
     assert!(matches!(resend[0], Resend::PubRel(1)));
     assert!(matches!(resend[1], Resend::Publish(2, _)));
     assert!(s.on_pubcomp(1));
@@ -440,7 +440,7 @@ fn an_idle_session_allocates_no_body() {
         0
     );
     assert!(s.retained_request().is_none() && s.refill_request(10, false).is_none());
-    assert!(s.resume().is_empty() && s.shared_groups().is_empty());
+    assert!(s.resume(usize::MAX).is_empty() && s.shared_groups().is_empty());
     assert!(!s.inbound_pubrel(1) && s.on_puback(1).is_none() && !s.on_pubcomp(1));
     assert!(!s.remove_subscription("a") && !s.is_persistent());
     assert_eq!(s.clear(), 0);
