@@ -693,3 +693,61 @@ async fn take_jobs_from(c: &mut Raw, ids: std::ops::Range<u16>) {
         }
     }
 }
+
+/// An operator discards a connected member that reads nothing, while the other member's queue
+/// is nearly full: the messages queued for the discarded member are paced to the other member
+/// as it makes room, with the rest of its stored backlog, instead of being dropped against its
+/// full queue at once (chaos round h9, L2; only what was sent and not acknowledged, at most a
+/// window, is handed over without waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discarded_members_queued_messages_are_paced_to_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = stored_config(dir.path());
+    cfg.mqtt.max_queued_messages = 40;
+    let b = start_with(cfg).await;
+    let (mut gone, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-a").clean(false)).await;
+    assert_eq!(gone.subscribe(1, "$share/g/w/#", 1).await, 1);
+    let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-b")).await;
+    assert_eq!(live.subscribe(1, "$share/g/w/#", 1).await, 1);
+    // Round robin: 50 each, 20 in flight and 30 queued; neither reads.
+    let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
+    publish_jobs(&mut publ, 100).await;
+    let kicked = b.state().disconnect_client(
+        "member-a",
+        starling::codec::ReasonCode::ADMINISTRATIVE_ACTION,
+        true,
+    );
+    assert_eq!(kicked, starling::broker::Kicked::Disconnected);
+    assert!(gone.closed_within(WAIT).await.is_ok());
+    b.wait_until("the hand-over waits for room", |s| {
+        s.metrics().shared_handover_waits.get() > 0
+    })
+    .await;
+    let deadline = std::time::Instant::now() + 4 * WAIT;
+    let dropped = || b.state().metrics().dropped_queue_full.get() as usize;
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() + dropped() < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} jobs, {} dropped",
+            got.len(),
+            dropped()
+        );
+        match live
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .await
+        {
+            Recv::Packet(Packet::Publish(p)) => {
+                live.send(&puback(p.packet_id)).await;
+                got.insert(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+            }
+            Recv::Timeout => {}
+            other => panic!("after {} jobs: {other:?}", got.len()),
+        }
+    }
+    assert!(
+        dropped() <= 20,
+        "only the 20 in flight may be dropped: {}",
+        dropped()
+    );
+}

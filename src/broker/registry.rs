@@ -317,10 +317,17 @@ impl BrokerState {
         filters
     }
 
-    /// Called when a connection ends. If it still owned the session and the session ends with
-    /// the connection, the session is discarded; otherwise it stays for a later resume.
+    /// Called when a connection ends. Its unacknowledged shared-subscription messages go to
+    /// other members of their groups now (`redistribute_shared`), unless a persistent session
+    /// ends here: then its stored ones are paced with its disk backlog (see
+    /// [`Self::end_session`]). If it still owned the session and the session ends with the
+    /// connection, the session is discarded; otherwise it stays for a later resume.
     pub fn end_connection(self: &Arc<Self>, session: &Arc<Session>, generation: u64) -> bool {
         let ends = session.meta().ends_with_connection();
+        let paced = ends && self.persistence.is_some() && session.is_persistent();
+        if !paced {
+            self.redistribute_shared(session);
+        }
         let still_owner = session.release(generation, ends);
         if still_owner && ends {
             self.end_session(session, generation);

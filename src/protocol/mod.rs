@@ -682,7 +682,6 @@ impl Handler {
             .as_mut()
             .and_then(|r| r.will.take())
             .filter(|_| close.publishes_will());
-        self.broker.redistribute_shared(&self.session);
         let still_owner = self.broker.end_connection(&self.session, self.generation);
         let meta = self.session.meta();
         let expiry = meta.expiry();
