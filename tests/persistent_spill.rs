@@ -480,17 +480,7 @@ async fn publish_jobs(publ: &mut Raw, n: u16) {
 
 /// Receives and acknowledges until every job 0..n arrived (each within 20 s).
 async fn take_jobs(c: &mut Raw, n: u16) {
-    let mut got = std::collections::BTreeSet::new();
-    while got.len() < usize::from(n) {
-        match c.recv_timeout(std::time::Duration::from_secs(20)).await {
-            Recv::Packet(Packet::Publish(p)) => {
-                assert_eq!(&*p.topic, "w/job");
-                c.send(&puback(p.packet_id)).await;
-                got.insert(u16::from_be_bytes([p.payload[0], p.payload[1]]));
-            }
-            other => panic!("after {} of {n} jobs: {other:?}", got.len()),
-        }
-    }
+    take_jobs_from(c, 0..n).await;
 }
 
 /// A persistent member comes back with a clean session: the old session ends
@@ -526,11 +516,7 @@ async fn a_share_member_discarded_by_an_operator_hands_its_stored_messages_over(
     publish_jobs(&mut publ, 100).await;
     let (mut live, _) = Raw::connect(b.addr, &ConnectOpts::v311("member-new")).await;
     assert_eq!(live.subscribe(1, "$share/g/w/#", 1).await, 1);
-    let kicked = b.state().disconnect_client(
-        "member-old",
-        starling::codec::ReasonCode::ADMINISTRATIVE_ACTION,
-        true,
-    );
+    let kicked = discard(&b, "member-old");
     assert_eq!(kicked, starling::broker::Kicked::Discarded);
     take_jobs(&mut live, 100).await;
     b.wait_until("the session is gone", |s| {
@@ -568,11 +554,7 @@ async fn an_operators_discard_does_not_end_a_session_being_claimed() {
         s.metrics().shared_handover_waits.get() > 0
     })
     .await;
-    let kicked = b.state().disconnect_client(
-        "member-old",
-        starling::codec::ReasonCode::ADMINISTRATIVE_ACTION,
-        true,
-    );
+    let kicked = discard(&b, "member-old");
     assert_eq!(kicked, starling::broker::Kicked::Disconnected);
     take_jobs(&mut live, 76).await;
     let mut back = back.await.unwrap();
@@ -662,11 +644,7 @@ async fn a_session_ended_during_its_hand_over_stays_ended_after_a_restart() {
     cfg.mqtt.max_queued_messages = 40;
     let b = start_with(cfg.clone()).await;
     let (_publ, _live) = backlog_behind_a_full_member(&b, 8).await;
-    let kicked = b.state().disconnect_client(
-        "member-old",
-        starling::codec::ReasonCode::ADMINISTRATIVE_ACTION,
-        true,
-    );
+    let kicked = discard(&b, "member-old");
     assert_eq!(kicked, starling::broker::Kicked::Discarded);
     b.wait_until("the hand-over waits for room", |s| {
         s.metrics().shared_handover_waits.get() > 0
@@ -686,6 +664,7 @@ async fn take_jobs_from(c: &mut Raw, ids: std::ops::Range<u16>) {
     while got != want {
         match c.recv_timeout(std::time::Duration::from_secs(20)).await {
             Recv::Packet(Packet::Publish(p)) => {
+                assert_eq!(&*p.topic, "w/job");
                 c.send(&puback(p.packet_id)).await;
                 got.insert(u16::from_be_bytes([p.payload[0], p.payload[1]]));
             }
@@ -712,11 +691,7 @@ async fn a_discarded_members_queued_messages_are_paced_to_the_group() {
     // Round robin: 50 each, 20 in flight and 30 queued; neither reads.
     let mut publ = Raw::connect_v311(b.addr, "work-pub").await;
     publish_jobs(&mut publ, 100).await;
-    let kicked = b.state().disconnect_client(
-        "member-a",
-        starling::codec::ReasonCode::ADMINISTRATIVE_ACTION,
-        true,
-    );
+    let kicked = discard(&b, "member-a");
     assert_eq!(kicked, starling::broker::Kicked::Disconnected);
     assert!(gone.closed_within(WAIT).await.is_ok());
     b.wait_until("the hand-over waits for room", |s| {
@@ -750,4 +725,13 @@ async fn a_discarded_members_queued_messages_are_paced_to_the_group() {
         "only the 20 in flight may be dropped: {}",
         dropped()
     );
+}
+
+/// An operator's discard of `client_id`'s session (`disconnect_client` with discard).
+fn discard(b: &TestBroker, client_id: &str) -> starling::broker::Kicked {
+    b.state().disconnect_client(
+        client_id,
+        starling::codec::ReasonCode::ADMINISTRATIVE_ACTION,
+        true,
+    )
 }
