@@ -238,8 +238,9 @@ impl Handler {
         n
     }
 
-    /// Resends every unacknowledged PUBLISH (DUP=1) and PUBREL of a resumed session, in order
-    /// [MQTT-4.4.0-1].
+    /// Resends the unacknowledged PUBLISH (DUP=1) and PUBREL of a resumed session, in order
+    /// [MQTT-4.4.0-1], as many as the client's Receive Maximum allows; the pump sends the rest
+    /// as acknowledgements make room.
     pub(super) fn resend(&mut self, out: &mut Outbox) {
         let window = usize::from(self.send_window);
         let resends = self.session.with_state(|s| s.resume(window));
