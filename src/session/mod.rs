@@ -335,8 +335,8 @@ impl Session {
     /// CONNECT that arrives while another waits may go first, which only matters for clients
     /// racing each other with one client id.
     pub async fn lock_connect(&self) -> ConnectGuard<'_> {
-        if !self.connecting.swap(true, Ordering::SeqCst) {
-            return ConnectGuard(self);
+        if let Some(guard) = self.try_lock_connect() {
+            return guard;
         }
         struct Waiting;
         impl Drop for Waiting {
@@ -351,8 +351,8 @@ impl Session {
             let mut notified = std::pin::pin!(notified);
             // Listening before looking: a release after the look wakes this.
             notified.as_mut().enable();
-            if !self.connecting.swap(true, Ordering::SeqCst) {
-                return ConnectGuard(self);
+            if let Some(guard) = self.try_lock_connect() {
+                return guard;
             }
             notified.await;
         }
@@ -361,7 +361,8 @@ impl Session {
     /// The CONNECT claim of [`Self::lock_connect`] if nobody holds it now: for an operator's
     /// discard, which must not end a session that a CONNECT is claiming.
     pub fn try_lock_connect(&self) -> Option<ConnectGuard<'_>> {
-        (!self.connecting.swap(true, Ordering::SeqCst)).then_some(ConnectGuard(self))
+        // Built only when taken: a guard dropped unused would release a claim held elsewhere.
+        (!self.connecting.swap(true, Ordering::SeqCst)).then(|| ConnectGuard(self))
     }
 
     /// Runs `f` with the state locked. Keep `f` short and synchronous.

@@ -54,6 +54,21 @@ fn session_record_stays_within_its_budget() {
     assert!(size <= budget, "Session is {size} bytes, over {budget}");
 }
 
+/// A failed `try_lock_connect` leaves the holder's claim alone (an operator's discard racing a
+/// CONNECT; its first version dropped an unused guard, which released the CONNECT's claim).
+#[tokio::test]
+async fn a_failed_try_lock_keeps_the_holders_claim() {
+    let s = Arc::new(session());
+    let held = s.lock_connect().await;
+    assert!(s.try_lock_connect().is_none());
+    assert!(s.try_lock_connect().is_none(), "still held");
+    drop(held);
+    assert!(
+        s.try_lock_connect().is_some(),
+        "free once the holder lets go"
+    );
+}
+
 /// A second CONNECT for the session waits until the first lets go, also when the first is
 /// dropped halfway; the wait does not miss a release.
 #[tokio::test]
