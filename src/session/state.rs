@@ -470,6 +470,7 @@ impl SessionState {
                 ShareGuess::fill(guess.as_ref(), d);
             }
         }
+        b.pids_in_order = inflight.is_empty();
         b.inflight = inflight.into();
         b.inbound_qos2 = inbound_qos2.into_iter().collect();
     }

@@ -19,6 +19,11 @@ pub(super) struct Body {
     pub(super) queued_payload: usize,
     pub(super) inflight: VecDeque<(u16, Inflight)>,
     pub(super) next_packet_id: u16,
+    /// Every inflight packet id lies in the cyclic range from the front entry's id up to
+    /// `next_packet_id`: true of ids handed out in turn, from an empty window, until the
+    /// counter comes round to the front entry's id. Then a new id is free unless it is the
+    /// front's, with no scan of the window. A restored window may be in any order.
+    pub(super) pids_in_order: bool,
     /// The last this many inflight entries were not sent again since the client resumed the
     /// session: its Receive Maximum was smaller than what was in flight [MQTT-4.9.0-2]. They
     /// go out, in order, as acknowledgements make room (see `SessionState::take_unsent`).
@@ -74,6 +79,7 @@ impl Body {
             queued_payload: 0,
             inflight: VecDeque::new(),
             next_packet_id: 1,
+            pids_in_order: true,
             unsent: 0,
             inbound_qos2: BTreeSet::new(),
             subscriptions: BTreeMap::new(),
@@ -159,6 +165,23 @@ impl Body {
     /// need once the window holds more than [`PID_SCAN_MAX`]; below that each id is checked
     /// against the window itself.
     pub(super) fn allocate_packet_id(&mut self, used: &mut Option<PidsInUse>) -> u16 {
+        if self.inflight.is_empty() {
+            self.pids_in_order = true;
+        }
+        if self.pids_in_order {
+            let pid = self.next_packet_id;
+            match self.inflight.front() {
+                Some((front, _)) if *front == pid => {
+                    // Come round to the oldest id still in flight: the ids after it are no
+                    // longer all ahead of the counter.
+                    self.pids_in_order = false;
+                }
+                _ => {
+                    self.advance_packet_id();
+                    return pid;
+                }
+            }
+        }
         if used.is_none() && self.inflight.len() > PID_SCAN_MAX {
             *used = Some(PidsInUse::of(self.inflight.iter().map(|(p, _)| *p)));
         }
@@ -167,10 +190,7 @@ impl Body {
         // within a few steps unless a few old messages stay in flight for a whole cycle.
         loop {
             let pid = self.next_packet_id;
-            self.next_packet_id = self.next_packet_id.wrapping_add(1);
-            if self.next_packet_id == 0 {
-                self.next_packet_id = 1;
-            }
+            self.advance_packet_id();
             let taken = match used.as_ref() {
                 Some(set) => set.contains(pid),
                 None => self.inflight.iter().any(|(p, _)| *p == pid),
@@ -182,6 +202,11 @@ impl Body {
                 return pid;
             }
         }
+    }
+
+    /// Moves the id counter on, past 0 [MQTT-2.3.1-1].
+    fn advance_packet_id(&mut self) {
+        self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
     }
 
     pub(super) fn inflight_position(&self, pid: u16) -> Option<usize> {
