@@ -174,11 +174,12 @@ impl BrokerState {
         // A shared group prefers members that can take a message now: connected, and not
         // stuck (a stuck member holds little and would refuse it, a drop another member
         // could have avoided).
-        trie.matches_with(&msg.topic, &mut matches, &|h| {
+        let filters = trie.matches_with(&msg.topic, &mut matches, &|h| {
             h.session.is_connected() && !h.session.is_stuck()
         });
         // Overlapping subscriptions of one session must yield one copy: bring them together.
-        if matches.len() > 1 {
+        // They come from different filters; a fan-out on one filter has none to merge.
+        if filters > 1 {
             matches.sort_unstable_by_key(|m| {
                 (
                     m.shared_group.is_some(),

@@ -553,19 +553,24 @@ impl<S> SubscriptionTrie<S> {
     /// matching shared group exactly one member chosen by the [`SharedStrategy`]. Pushes into
     /// `out`, which the caller reuses; nothing else is allocated.
     pub fn matches<'a>(&'a self, topic: &str, out: &mut Vec<Match<'a, S>>) {
-        self.matches_with(topic, out, &|_| true);
+        let _ = self.matches_with(topic, out, &|_| true);
     }
 
     /// As [`Self::matches`], but a shared group skips members for which `available` is false
     /// (e.g. disconnected clients) when any member is available, so messages go to members that
     /// can take them now rather than piling up in an offline member's queue.
     /// `out` is any collection: the broker's routing collects into a small vector on the stack.
+    ///
+    /// Returns how many filters contributed non-shared subscriptions. A client has at most one
+    /// subscription per filter, so with one (or none) no client appears twice among them and
+    /// the caller has nothing to merge.
     pub fn matches_with<'a>(
         &'a self,
         topic: &str,
         out: &mut impl Extend<Match<'a, S>>,
         available: &dyn Fn(&S) -> bool,
-    ) {
+    ) -> usize {
+        let mut filters = 0;
         let root = &self.root;
         let dollar = topic.starts_with('$');
         let (level, rest) = split_level(topic);
@@ -573,7 +578,7 @@ impl<S> SubscriptionTrie<S> {
         if !dollar {
             // [MQTT-4.7.2-1]: wildcards in the first level do not match `$` topics.
             if let Some(h) = root.hash.as_deref() {
-                self.emit(h, out, available);
+                filters += self.emit(h, out, available);
             }
             if let Some(p) = root.plus.as_deref() {
                 pending.push((p, rest));
@@ -586,10 +591,10 @@ impl<S> SubscriptionTrie<S> {
             loop {
                 // `x/#` matches `x` itself and everything below [MQTT-4.7.1-2].
                 if let Some(h) = node.hash.as_deref() {
-                    self.emit(h, out, available);
+                    filters += self.emit(h, out, available);
                 }
                 let Some(r) = rest else {
-                    self.emit(&node.leaf, out, available);
+                    filters += self.emit(&node.leaf, out, available);
                     break;
                 };
                 let (level, next) = split_level(r);
@@ -604,14 +609,16 @@ impl<S> SubscriptionTrie<S> {
                 rest = next;
             }
         }
+        filters
     }
 
+    /// Emits `leaf`'s matches; 1 when it has non-shared subscriptions, else 0.
     fn emit<'a>(
         &'a self,
         leaf: &'a Leaf<S>,
         out: &mut impl Extend<Match<'a, S>>,
         available: &dyn Fn(&S) -> bool,
-    ) {
+    ) -> usize {
         out.extend(leaf.subs.items.iter().map(|sub| Match {
             sub,
             shared_group: None,
@@ -624,6 +631,7 @@ impl<S> SubscriptionTrie<S> {
                 }));
             }
         }
+        usize::from(!leaf.subs.items.is_empty())
     }
 
     /// The member of `g` that gets this message: the strategy's choice, or the next member

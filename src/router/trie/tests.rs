@@ -534,3 +534,28 @@ fn a_shrinking_subscriber_list_gives_its_index_back() {
     assert!(ix < 16, "index keeps capacity {ix}");
     assert_eq!(clients(&t, "news/x"), ["c0"]);
 }
+
+/// Routing merges one client's overlapping subscriptions [MQTT-3.3.4-2]; it needs to look only
+/// when more than one filter contributed non-shared matches, which `matches_with` counts.
+#[test]
+fn matches_with_counts_the_filters_that_gave_plain_matches() {
+    let mut t = SubscriptionTrie::new();
+    let count = |t: &SubscriptionTrie<u32>, topic: &str| {
+        let mut out = Vec::new();
+        t.matches_with(topic, &mut out, &|_| true)
+    };
+    t.subscribe("a/b", sub("c1", 1));
+    t.subscribe("a/b", sub("c2", 2));
+    assert_eq!(count(&t, "a/b"), 1, "two clients, one filter");
+    t.subscribe("$share/g/a/b", sub("c3", 3));
+    assert_eq!(count(&t, "a/b"), 1, "a shared group is never merged");
+    t.subscribe("a/+", sub("c1", 1));
+    assert_eq!(count(&t, "a/b"), 2);
+    t.subscribe("#", sub("c4", 4));
+    t.subscribe("a/#", sub("c5", 5));
+    assert_eq!(count(&t, "a/b"), 4);
+    assert_eq!(count(&t, "x"), 1);
+    let mut s = SubscriptionTrie::new();
+    s.subscribe("$share/g/q", sub("c1", 1));
+    assert_eq!(count(&s, "q"), 0);
+}
