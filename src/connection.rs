@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::broker::BrokerState;
 use crate::codec::{self, Packet, ReasonCode};
 use crate::protocol::{Close, ConnectOutcome, ConnectionInfo, Handler, Outbox};
+use crate::session::wake_batch::WakeBatch;
 use crate::session::{Control, Delivery};
 use crate::storage::StoreError;
 
@@ -666,6 +667,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
     /// Handles every whole packet in the read buffer.
     fn decode_all(&mut self) -> Result<(), Close> {
         let max_in = self.broker.config().mqtt.max_packet_size;
+        // Subscribers' connections are woken once, when the pass ends (see `wake_batch`).
+        let _wakes = WakeBatch::open();
         // Stop at a throttle or a blocked PUBLISH: the rest stays buffered until then.
         let mut handled = 0;
         while self.handler.throttled_until().is_none() && self.handler.blocked_on().is_none() {

@@ -13,6 +13,7 @@ pub mod state;
 pub mod stream;
 #[cfg(test)]
 mod tests;
+pub mod wake_batch;
 
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -472,8 +473,16 @@ impl Session {
     /// Wakes the connection task (new deliveries). A wake with no connection waiting is kept
     /// until the next [`Self::poll_notified`], like a `Notify` permit.
     pub fn wake(&self) {
+        // Rung and not yet looked at: the wake that rang it reaches the connection (or found
+        // it polling, and it looks again after registering). A fan-out rings each subscriber
+        // once per message; only the first of a run costs more than this load.
+        if self.rung.load(Ordering::Acquire) {
+            return;
+        }
         self.rung.store(true, Ordering::Release);
-        self.waker.wake();
+        if !wake_batch::defer(&self.waker) {
+            self.waker.wake();
+        }
     }
 
     /// Ready once [`Self::wake`] was called since the last time this was ready; otherwise the
