@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::BytesMut;
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::broker::BrokerState;
@@ -669,18 +670,28 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
         let max_in = self.broker.config().mqtt.max_packet_size;
         // Subscribers' connections are woken once, when the pass ends (see `wake_batch`).
         let _wakes = WakeBatch::open();
+        // Packet ids of PUBACKs read back to back, completed together.
+        let mut acks: SmallVec<[u16; PACKETS_PER_TURN]> = SmallVec::new();
         // Stop at a throttle or a blocked PUBLISH: the rest stays buffered until then.
         let mut handled = 0;
         while self.handler.throttled_until().is_none() && self.handler.blocked_on().is_none() {
             // A write waiting for room in the store's queue stops handling too; the rest is
             // handled once it is queued.
             if handled == PACKETS_PER_TURN || self.out.parked() {
+                self.take_acks(&mut acks);
                 self.more_buffered = true;
                 return Ok(());
             }
             handled += 1;
             match codec::decode(&mut self.rbuf, self.handler.version(), max_in) {
+                Ok(Some(Packet::PubAck(r))) => {
+                    self.broker.metrics().packets_received.inc();
+                    self.quiet = false;
+                    acks.push(r.packet_id);
+                }
                 Ok(Some(packet)) => {
+                    // Acknowledgements read before this packet are handled before it.
+                    self.take_acks(&mut acks);
                     self.broker.metrics().packets_received.inc();
                     self.quiet = matches!(
                         packet,
@@ -691,9 +702,13 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Err(Close::Decode(e)),
+                Err(e) => {
+                    self.take_acks(&mut acks);
+                    return Err(Close::Decode(e));
+                }
             }
         }
+        self.take_acks(&mut acks);
         // A connection with light traffic (most of them: idle ones send a PINGREQ now and
         // then) holds no read buffer between reads, only a tiny one acknowledgements left; a
         // busy one keeps a buffer that fits.
@@ -707,6 +722,16 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             self.rbuf = BytesMut::new();
         }
         Ok(())
+    }
+
+    /// Completes the PUBACKs `decode_all` collected.
+    fn take_acks(&mut self, acks: &mut SmallVec<[u16; PACKETS_PER_TURN]>) {
+        if !acks.is_empty() {
+            if self.handler.on_pubacks(acks) {
+                self.want_pump = true;
+            }
+            acks.clear();
+        }
     }
 
     /// Sends what the close requires (v5 DISCONNECT), flushes, and ends the session's

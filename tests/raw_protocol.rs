@@ -148,6 +148,60 @@ async fn qos1_publish_resent_with_dup_after_cut_mqtt_4_4_0_1() {
     );
 }
 
+/// A client acknowledges a whole batch in one write, as most do: every PUBACK in the read
+/// completes its delivery [MQTT-4.3.2-2] and frees window room, also when other packets
+/// follow in the same read. With a window of 2, the next messages come only if both PUBACKs
+/// of a write were taken; a resumed session then has nothing to resend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubacks_written_together_each_complete_their_delivery_mqtt_4_3_2_2() {
+    let mut cfg = test_config();
+    cfg.mqtt.max_inflight = 2;
+    let b = start_with(cfg).await;
+    let opts = ConnectOpts::v311("batched-acks").clean(false);
+    let (mut s, _) = Raw::connect(b.addr, &opts).await;
+    assert_eq!(s.subscribe(1, "acks/t", 1).await, 1);
+    let mut p = Raw::connect_v311(b.addr, "batched-acks-pub").await;
+    for (i, payload) in [b"1", b"2", b"3", b"4", b"5", b"6"].iter().enumerate() {
+        p.publish("acks/t", *payload, 1, false, i as u16 + 1).await;
+    }
+    let mut got = Vec::new();
+    let mut pongs = 0;
+    for round in 0..3 {
+        let mut batch = Vec::new();
+        while batch.len() < 2 {
+            match s.recv().await {
+                Packet::Publish(p) => batch.push(p),
+                Packet::PingResp => pongs += 1,
+                other => panic!("expected PUBLISH, got {other:?}"),
+            }
+        }
+        let (a, c) = (&batch[0], &batch[1]);
+        got.push(a.payload.clone());
+        got.push(c.payload.clone());
+        let mut write = puback(a.packet_id);
+        write.extend(puback(c.packet_id));
+        if round == 1 {
+            // Another packet behind the acknowledgements in the same read.
+            write.extend_from_slice(&PINGREQ);
+        }
+        s.send(&write).await;
+    }
+    let rest = s.ping().await;
+    let payloads: Vec<&[u8]> = got.iter().map(|p| &p[..]).collect();
+    assert_eq!(payloads, [b"1", b"2", b"3", b"4", b"5", b"6"].map(|p| &p[..]));
+    let pongs = pongs + rest.iter().filter(|p| matches!(p, Packet::PingResp)).count();
+    assert_eq!(pongs, 1, "the PINGREQ behind the PUBACKs is answered");
+    assert!(
+        rest.iter().all(|p| matches!(p, Packet::PingResp)),
+        "nothing more after the six: {rest:?}"
+    );
+    drop(s);
+    let (mut s, ack) = Raw::connect(b.addr, &opts).await;
+    assert!(ack.session_present);
+    let resent = s.ping().await;
+    assert!(resent.is_empty(), "every acknowledged message stays acknowledged: {resent:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Inbound QoS 2 [MQTT-4.3.3-2]
 // ---------------------------------------------------------------------------------------------

@@ -12,12 +12,29 @@ impl Handler {
     /// persistent session always pumps: a pump that finds the memory queue empty is what
     /// starts reading its disk backlog.
     pub(super) fn on_puback(&mut self, r: PubResp) -> bool {
+        self.on_pubacks(&[r.packet_id])
+    }
+
+    /// PUBACKs read back to back, completed under one look at the session state: a reader
+    /// acknowledges a whole write at once, and the publishers' routing takes the same lock.
+    /// Returns as [`Self::on_puback`].
+    pub fn on_pubacks(&mut self, packet_ids: &[u16]) -> bool {
         let window = usize::from(self.send_window);
-        let (done, ready) = self
-            .session
-            .with_state(|s| (s.on_puback(r.packet_id), s.has_ready(window)));
-        if let Some(seq) = done.and_then(|d| d.seq) {
-            self.store_nowait(vec![self.delete_inflight(r.packet_id), self.dequeue(seq)]);
+        let mut stored = Vec::new();
+        let ready = self.session.with_state(|s| {
+            for &pid in packet_ids {
+                if let Some(seq) = s.on_puback(pid).and_then(|d| d.seq) {
+                    stored.push((pid, seq));
+                }
+            }
+            s.has_ready(window)
+        });
+        if !stored.is_empty() {
+            let ops = stored
+                .into_iter()
+                .flat_map(|(pid, seq)| [self.delete_inflight(pid), self.dequeue(seq)])
+                .collect();
+            self.store_nowait(ops);
         }
         ready || self.session.is_persistent()
     }
