@@ -134,7 +134,9 @@ where
     let outcome = Handler::connect(&broker, connect, auth, &info, &mut out).await;
     let handler = match outcome {
         ConnectOutcome::Refused => {
-            let _ = io.write_all(&out.ready).await;
+            if io.write_all(&out.ready).await.is_ok() {
+                broker.metrics().bytes_sent.add(out.ready.len() as u64);
+            }
             let _ = io.shutdown().await;
             return None;
         }

@@ -166,6 +166,14 @@ impl Metrics {
         self.clients_maximum.0.fetch_max(now, Ordering::Relaxed);
     }
 
+    /// `$SYS/broker/clients/maximum` as Mosquitto counts it: the most clients (sessions,
+    /// connected or not) at once, `total` being the count now. The connected count's peaks
+    /// between two looks are kept by [`Self::client_connected`].
+    pub fn clients_maximum(&self, total: u64) -> u64 {
+        let before = self.clients_maximum.0.fetch_max(total, Ordering::Relaxed);
+        before.max(total)
+    }
+
     pub fn client_disconnected(&self) {
         self.clients_connected.sub(1);
     }

@@ -463,8 +463,8 @@ fn client_gauges(b: &BrokerState) -> [(&'static str, &'static str, u64); 4] {
         ),
         (
             "starling_clients_maximum",
-            "Most clients connected at once since start ($SYS clients/maximum).",
-            m.clients_maximum.get(),
+            "Most clients (sessions, connected or not) at once since start ($SYS clients/maximum).",
+            m.clients_maximum(sessions),
         ),
         (
             "starling_sessions",

@@ -123,7 +123,7 @@ impl SysTree {
         let stored = b.retained_count() as u64 + b.queued_messages();
         let values: [(&str, u64); 26] = [
             ("clients/total", total),
-            ("clients/maximum", m.clients_maximum.get()),
+            ("clients/maximum", m.clients_maximum(total)),
             ("clients/connected", connected),
             ("clients/active", connected),
             ("clients/disconnected", disconnected),

@@ -254,6 +254,45 @@ fn parser_is_strict() {
 // (a) Prometheus endpoint
 // ---------------------------------------------------------------------------------------------
 
+/// `$SYS/broker/clients/maximum` (and its gauge) counts sessions, connected or not, as
+/// Mosquitto's does: two persistent clients that left and one connected make three, though
+/// never more than two were connected at once (h11 M3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_maximum_counts_sessions_as_mosquitto_does() {
+    let handle = start(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n\
+         [sys]\ninterval = \"0s\"\n",
+    )
+    .await;
+    let mqtt = handle.local_addrs()[0];
+    let http = handle.metrics_addr().expect("metrics endpoint configured");
+    let scrape = |name: &'static str| async move {
+        let (_, _, body) = http_get(http, "/metrics").await.unwrap();
+        let f = parse_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        value(&f, name, &[])
+    };
+    for id in ["ops-max-a", "ops-max-b"] {
+        let mut opts = MqttOptions::new(id, mqtt.ip().to_string(), mqtt.port());
+        opts.set_clean_session(false);
+        let (c, mut eventloop) = AsyncClient::new(opts, 10);
+        loop {
+            if let Event::Incoming(Packet::ConnAck(_)) = eventloop.poll().await.unwrap() {
+                break;
+            }
+        }
+        c.disconnect().await.unwrap();
+        while eventloop.poll().await.is_ok() {}
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while scrape("starling_clients_connected").await != 0.0 {
+        assert!(Instant::now() < deadline, "the two clients never left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_c, _) = client(mqtt, "ops-max-c").await;
+    assert_eq!(scrape("starling_sessions").await, 3.0);
+    assert_eq!(scrape("starling_clients_maximum").await, 3.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_endpoint_reflects_traffic() {
     let handle = start(
@@ -320,12 +359,11 @@ async fn prometheus_endpoint_reflects_traffic() {
     assert_eq!(v("starling_messages_inflight"), 0.0);
     assert_eq!(v("starling_messages_stored"), 1.0);
     assert_eq!(v("starling_queued_bytes"), 0.0);
-    // In: 1 SUBSCRIBE + 6 PUBLISH + 6 PUBACK from the subscriber. Out: 1 SUBACK + 6 PUBACK
-    // to the publisher + 6 PUBLISH to the subscriber. (CONNECT and CONNACK are handled before
-    // the packet loop and are not counted in $SYS messages/received|sent today; Mosquitto
-    // counts them, hence "at least".)
-    assert!(v("starling_messages_received_total") >= 13.0);
-    assert!(v("starling_messages_sent_total") >= 13.0);
+    // In: 2 CONNECT + 1 SUBSCRIBE + 6 PUBLISH + 6 PUBACK from the subscriber. Out: 2 CONNACK
+    // + 1 SUBACK + 6 PUBACK to the publisher + 6 PUBLISH to the subscriber. CONNECT and
+    // CONNACK count, as in Mosquitto's $SYS messages/received|sent.
+    assert_eq!(v("starling_messages_received_total"), 15.0);
+    assert_eq!(v("starling_messages_sent_total"), 15.0);
     assert!(v("starling_bytes_received_total") > 60.0);
     assert!(v("starling_bytes_sent_total") > 60.0);
     assert!(v("starling_uptime_seconds") > 0.0);

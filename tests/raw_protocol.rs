@@ -188,8 +188,15 @@ async fn pubacks_written_together_each_complete_their_delivery_mqtt_4_3_2_2() {
     }
     let rest = s.ping().await;
     let payloads: Vec<&[u8]> = got.iter().map(|p| &p[..]).collect();
-    assert_eq!(payloads, [b"1", b"2", b"3", b"4", b"5", b"6"].map(|p| &p[..]));
-    let pongs = pongs + rest.iter().filter(|p| matches!(p, Packet::PingResp)).count();
+    assert_eq!(
+        payloads,
+        [b"1", b"2", b"3", b"4", b"5", b"6"].map(|p| &p[..])
+    );
+    let pongs = pongs
+        + rest
+            .iter()
+            .filter(|p| matches!(p, Packet::PingResp))
+            .count();
     assert_eq!(pongs, 1, "the PINGREQ behind the PUBACKs is answered");
     assert!(
         rest.iter().all(|p| matches!(p, Packet::PingResp)),
@@ -199,7 +206,10 @@ async fn pubacks_written_together_each_complete_their_delivery_mqtt_4_3_2_2() {
     let (mut s, ack) = Raw::connect(b.addr, &opts).await;
     assert!(ack.session_present);
     let resent = s.ping().await;
-    assert!(resent.is_empty(), "every acknowledged message stays acknowledged: {resent:?}");
+    assert!(
+        resent.is_empty(),
+        "every acknowledged message stays acknowledged: {resent:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

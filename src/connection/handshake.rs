@@ -13,6 +13,7 @@ use super::READ_MIN;
 use crate::auth::enhanced::{AuthStep, Authenticator};
 use crate::broker::BrokerState;
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use crate::metrics::Metrics;
 use crate::protocol::peer::PeerAddr;
 use crate::protocol::{AuthOutcome, ConnectionInfo};
 
@@ -40,7 +41,7 @@ where
     let connect = tokio::select! {
         // A connection that has not sent CONNECT yet must not hold up shutdown.
         _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout_at(deadline, read_connect(io, rbuf, max_in)) => r,
+        r = tokio::time::timeout_at(deadline, read_connect(io, rbuf, max_in, broker.metrics())) => r,
     };
     match connect {
         Err(_) => {
@@ -57,7 +58,7 @@ where
             None
         }
         Ok(Err(ConnectError::Protocol(e))) => {
-            refuse_first_packet(io, e, peer).await;
+            refuse_first_packet(io, e, peer, broker.metrics()).await;
             None
         }
         Ok(Ok(c)) => Some(c),
@@ -70,6 +71,7 @@ pub(super) async fn refuse_first_packet<W: AsyncWrite + Unpin>(
     writer: &mut W,
     e: DecodeError,
     peer: &PeerAddr,
+    metrics: &Metrics,
 ) {
     if let DecodeError::UnsupportedProtocolLevel(level) = e {
         // [MQTT-3.1.2-2] answer with return code 0x01 in the 3.1.1 form, then close.
@@ -83,7 +85,10 @@ pub(super) async fn refuse_first_packet<W: AsyncWrite + Unpin>(
             ProtocolVersion::V311,
             &mut out,
         );
-        let _ = writer.write_all(&out).await;
+        if writer.write_all(&out).await.is_ok() {
+            metrics.packets_sent.inc();
+            metrics.bytes_sent.add(out.len() as u64);
+        }
         crate::refusal!(%peer, level, "refused: unsupported protocol level");
     } else {
         crate::refusal!(%peer, reason = %e, "closing: bad first packet");
@@ -114,7 +119,7 @@ where
     };
     let timeout = broker.config().mqtt.connect_timeout;
     let max_in = broker.config().mqtt.max_packet_size;
-    let exchange = enhanced_auth(io, rbuf, connect, authenticator, max_in);
+    let exchange = enhanced_auth(io, rbuf, connect, authenticator, max_in, broker.metrics());
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(done)) => Ok(Some(done)),
         Ok(Err(why)) => {
@@ -123,8 +128,10 @@ where
             let refusal = connack(ReasonCode::NOT_AUTHORIZED);
             // Nothing larger than the client's Maximum Packet Size [MQTT-3.1.2-24].
             if connect.properties.maximum_packet_size.unwrap_or(u32::MAX) as usize >= refusal.len()
+                && io.write_all(&refusal).await.is_ok()
             {
-                let _ = io.write_all(&refusal).await;
+                broker.metrics().packets_sent.inc();
+                broker.metrics().bytes_sent.add(refusal.len() as u64);
             }
             Err(HandshakeEnded)
         }
@@ -158,6 +165,7 @@ pub(super) async fn enhanced_auth<S>(
     connect: &codec::Connect,
     authenticator: Arc<dyn Authenticator>,
     max_in: u32,
+    metrics: &Metrics,
 ) -> Result<AuthOutcome, &'static str>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -193,7 +201,9 @@ where
                 let mut out = BytesMut::new();
                 codec::encode(&auth, ProtocolVersion::V5, &mut out);
                 io.write_all(&out).await.map_err(|_| "write failed")?;
-                let reply = read_packet(io, rbuf, ProtocolVersion::V5, max_in)
+                metrics.packets_sent.inc();
+                metrics.bytes_sent.add(out.len() as u64);
+                let reply = read_packet(io, rbuf, ProtocolVersion::V5, max_in, metrics)
                     .await
                     .map_err(|_| "connection closed during authentication")?;
                 match reply {
@@ -223,23 +233,30 @@ pub(super) async fn read_connect<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
     max: u32,
+    metrics: &Metrics,
 ) -> Result<Box<codec::Connect>, ConnectError> {
-    match read_packet(reader, rbuf, ProtocolVersion::V311, max).await? {
+    match read_packet(reader, rbuf, ProtocolVersion::V311, max, metrics).await? {
         Packet::Connect(c) => Ok(c),
         other => Err(ConnectError::NotConnect(other.name())),
     }
 }
 
-/// Reads one whole packet before the connection loop runs (CONNECT and the AUTH exchange).
+/// Reads one whole packet before the connection loop runs (CONNECT and the AUTH exchange),
+/// counted in the received packets and bytes like the loop's (`$SYS/broker/messages/received`,
+/// `$SYS/broker/bytes/received`).
 pub(super) async fn read_packet<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
     version: ProtocolVersion,
     max: u32,
+    metrics: &Metrics,
 ) -> Result<Packet, ConnectError> {
     loop {
         match codec::decode(rbuf, version, max) {
-            Ok(Some(p)) => return Ok(p),
+            Ok(Some(p)) => {
+                metrics.packets_received.inc();
+                return Ok(p);
+            }
             Ok(None) => {}
             Err(e) => return Err(ConnectError::Protocol(e)),
         }
@@ -248,7 +265,7 @@ pub(super) async fn read_packet<R: AsyncRead + Unpin>(
             Ok(0) => {
                 return Err(ConnectError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
-            Ok(_) => {}
+            Ok(n) => metrics.bytes_received.add(n as u64),
             Err(e) => return Err(ConnectError::Io(e)),
         }
     }

@@ -615,7 +615,13 @@ impl Handler {
         let client_max = client_max_packet(&c);
         match Self::admit(broker, *c, auth, info, out).await {
             Ok(handler) => ConnectOutcome::Accepted(handler),
-            Err(r) => refuse(out, version, r, client_max, &info.peer),
+            Err(r) => {
+                let outcome = refuse(out, version, r, client_max, &info.peer);
+                if !out.is_empty() {
+                    broker.metrics().packets_sent.inc();
+                }
+                outcome
+            }
         }
     }
 
@@ -653,6 +659,7 @@ impl Handler {
         connack.session_present = session_present;
         // Fitted already; the flag does not change the size.
         codec::encode(&Packet::ConnAck(connack), version, out.buf());
+        broker.metrics().packets_sent.inc();
         tracing::info!(client_id = %terms.client_id, %peer, protocol = %version,
             clean_start = c.clean_start, keep_alive = terms.keep_alive, session_present,
             bridge = c.bridge, "client connected");
