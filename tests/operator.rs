@@ -91,6 +91,58 @@ fn a_bind_error_says_its_cause_once() {
     );
 }
 
+/// h11 M4: a store directory that does not exist, under a parent the broker may not write (a
+/// unit without `WorkingDirectory=` starts it in `/` with a relative `persistence.dir`), got
+/// the advice `chown -R <user> <parent>`. The advice now only creates the store directory.
+#[test]
+fn a_missing_store_under_an_unwritable_parent_is_not_advised_a_recursive_chown() {
+    let dir = scratch("eacces-parent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("data");
+    let config = dir.join("starling.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listeners]]\nbind = \"127.0.0.1:0\"\n[persistence]\ndir = {:?}\n",
+            store.display().to_string()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let mut cmd = if root {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_starling"));
+        c
+    } else {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_starling"))
+    };
+    let o = cmd
+        .env_remove("RUST_LOG")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run starling (as root this needs setpriv, from util-linux)");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("chown -R"), "{err}");
+    assert!(
+        err.contains(&format!("mkdir -p {}", store.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{} is owned by", dir.display())),
+        "{err}"
+    );
+}
+
 /// Item 6: a store directory the broker may not write named the "store reset" remedy, which
 /// moves a healthy store aside. Now the error names the directory, its owner and the user the
 /// broker runs as. As root (which may write anywhere) the broker runs as `nobody` through

@@ -36,6 +36,7 @@ pub(crate) fn not_writable(dir: &Path, cause: String) -> OpenError {
     let meta = std::fs::metadata(&path).ok();
     OpenError::NotWritable {
         dir: path,
+        store: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
         cause: Arc::from(cause),
         owner: meta.as_ref().map(|m| Account::of(m.uid())),
         mode: meta.as_ref().map(|m| m.mode() & 0o7777),
@@ -90,17 +91,29 @@ fn user_name(uid: u32) -> Option<String> {
     })
 }
 
-/// The advice that ends a [`OpenError::NotWritable`] message.
-pub(crate) fn advice(dir: &Path, user: Option<&Account>) -> String {
+/// The advice that ends a [`OpenError::NotWritable`] message. A command it suggests only
+/// ever changes the store directory: when that is missing and its parent (`existing`) is
+/// not writable, the parent is likely a system directory (`/` when a unit without
+/// `WorkingDirectory=` starts the broker with a relative `persistence.dir`), whose owner must
+/// not change.
+pub(crate) fn advice(store: &Path, existing: &Path, user: Option<&Account>) -> String {
     let who = match user.and_then(|u| u.name.clone()) {
         Some(name) => name,
         None => user.map_or("<broker user>".to_owned(), |u| u.uid.to_string()),
     };
+    let store = store.display();
+    let fix = if store.to_string() == existing.display().to_string() {
+        format!("give that user write access (e.g. `chown -R {who} {store}`)")
+    } else {
+        format!(
+            "create the store directory for that user (e.g. as root: `mkdir -p {store} && \
+             chown {who} {store}`)"
+        )
+    };
     format!(
-        "give that user write access (e.g. `chown -R {who} {}`), run the broker as the \
-         directory's owner, or set persistence.dir to a directory it may write. The store \
-         itself is not damaged: do not reset it",
-        dir.display()
+        "{fix}, run the broker as the directory's owner, or set persistence.dir to a \
+         directory it may write (a relative one is resolved against the working directory). \
+         The store itself is not damaged: do not reset it"
     )
 }
 
@@ -128,8 +141,8 @@ mod tests {
         let me = effective_uid().unwrap();
         assert!(text.contains(&tmp.path().display().to_string()), "{text}");
         assert!(
-            !text.contains("missing"),
-            "names the existing parent: {text}"
+            text.contains(&format!("{} is owned by", tmp.path().display())),
+            "names the existing parent's owner: {text}"
         );
         assert!(text.contains(&format!("uid {me})")), "{text}");
         assert!(
@@ -138,6 +151,12 @@ mod tests {
         );
         assert!(text.contains("Permission denied"), "{text}");
         assert!(!text.contains("store reset"), "{text}");
+        // h11 M4: the advice changes only the store directory, never its parent.
+        assert!(!text.contains("chown -R"), "{text}");
+        assert!(
+            text.contains(&format!("mkdir -p {}", dir.display())),
+            "{text}"
+        );
         assert_eq!(user_name(0).as_deref(), Some("root"));
     }
 }

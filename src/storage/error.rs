@@ -123,16 +123,21 @@ pub enum OpenError {
     /// a damaged store, so the message names the owner and the broker's user instead of
     /// advising `store reset`.
     #[error(
-        "the broker may not write its message store in {} ({cause}): the directory is owned \
-         by {}{}, and the broker runs as {}; {}",
+        "the broker may not write its message store {} ({cause}): {} is owned by {}{}, and \
+         the broker runs as {}; {}",
+        .store.display(),
         .dir.display(),
         .owner.as_ref().map_or("an unknown user".to_owned(), ToString::to_string),
         .mode.map_or(String::new(), |m| format!(" with mode {m:04o}")),
         .user.as_ref().map_or("an unknown user".to_owned(), ToString::to_string),
-        super::access::advice(.dir, .user.as_ref())
+        super::access::advice(.store, .dir, .user.as_ref())
     )]
     NotWritable {
+        /// The nearest existing directory: the store directory, or the parent it could not be
+        /// created in.
         dir: PathBuf,
+        /// The store directory itself (absolute).
+        store: PathBuf,
         /// The OS error, as text.
         cause: Arc<str>,
         /// The directory's owner, when its metadata can be read.
