@@ -35,8 +35,8 @@ pub(crate) fn not_writable(dir: &Path, cause: String) -> OpenError {
     let path = std::path::absolute(existing).unwrap_or_else(|_| existing.to_path_buf());
     let meta = std::fs::metadata(&path).ok();
     OpenError::NotWritable {
-        dir: path,
-        store: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        dir: Arc::from(path),
+        store: Arc::from(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())),
         cause: Arc::from(cause),
         owner: meta.as_ref().map(|m| Account::of(m.uid())),
         mode: meta.as_ref().map(|m| m.mode() & 0o7777),

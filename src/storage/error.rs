@@ -134,10 +134,11 @@ pub enum OpenError {
     )]
     NotWritable {
         /// The nearest existing directory: the store directory, or the parent it could not be
-        /// created in.
-        dir: PathBuf,
+        /// created in. This and `store` are shared, like `cause`: the error stays small
+        /// enough to return by value.
+        dir: Arc<Path>,
         /// The store directory itself (absolute).
-        store: PathBuf,
+        store: Arc<Path>,
         /// The OS error, as text.
         cause: Arc<str>,
         /// The directory's owner, when its metadata can be read.
