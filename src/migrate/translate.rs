@@ -249,6 +249,7 @@ impl Translator {
         self.close_listener();
         self.close_default();
         self.anonymous_default();
+        self.size_defaults();
         if !self.persistence_set {
             let entry = Entry::new(
                 "enabled",
@@ -274,6 +275,36 @@ impl Translator {
             "(allow_anonymous not set: Mosquitto 2's default once a listener is configured)",
         );
         self.section("auth").push(entry);
+    }
+
+    /// Mosquitto takes packets up to the protocol's limit and client ids of any length unless
+    /// told otherwise; Starling's own defaults (1 MiB, 256 bytes) would refuse what the
+    /// migrated clients sent before (an MQTT 5 publisher that reads Maximum Packet Size in
+    /// CONNACK drops a larger message without an error). So Mosquitto's are written out.
+    fn size_defaults(&mut self) {
+        const KEEP: [(&str, i64, &str); 2] = [
+            (
+                "max_packet_size",
+                268_435_455,
+                "(max_packet_size not set: Mosquitto takes packets up to the protocol's \
+                 256 MB; Starling's own default is 1 MiB, lower this if no client sends \
+                 large messages)",
+            ),
+            (
+                "max_client_id_length",
+                65_535,
+                "(max_client_id_length not set: Mosquitto has no limit but the protocol's \
+                 65535 bytes; Starling's own default is 256)",
+            ),
+        ];
+        for (key, value, why) in KEEP {
+            let set = |e: &Entry| e.key.as_deref() == Some(key);
+            if self.section("mqtt").iter().any(set) {
+                continue;
+            }
+            self.section("mqtt")
+                .push(Entry::new(key, Value::Integer(value), why));
+        }
     }
 
     /// Mosquitto reads a relative path from its working directory, Starling from the
@@ -496,10 +527,41 @@ mod tests {
         );
     }
 
+    /// The `[mqtt]` entries, without the size limits every migration writes.
+    fn mqtt_entries(m: &Migration) -> Vec<&Entry> {
+        let sizes = [Some("max_packet_size"), Some("max_client_id_length")];
+        let mqtt = &m.sections.iter().find(|s| s.0 == "mqtt").unwrap().1;
+        mqtt.iter()
+            .filter(|e| !sizes.contains(&e.key.as_deref()) || !e.from.starts_with('('))
+            .collect()
+    }
+
+    /// h11 M1: Mosquitto takes 256 MB packets and any client id unless told otherwise; the
+    /// migrated configuration says so instead of Starling's smaller defaults, and keeps a
+    /// limit the file set.
+    #[test]
+    fn mosquittos_size_limits_are_kept() {
+        let value = |m: &Migration, key: &str| {
+            let mqtt = &m.sections.iter().find(|s| s.0 == "mqtt").unwrap().1;
+            let found: Vec<_> = mqtt
+                .iter()
+                .filter(|e| e.key.as_deref() == Some(key))
+                .collect();
+            assert_eq!(found.len(), 1, "{key}: {mqtt:?}");
+            found[0].value.clone()
+        };
+        let m = translate(&[line("message_size_limit", "0", 1)]);
+        assert_eq!(value(&m, "max_packet_size"), Value::Integer(268_435_455));
+        assert_eq!(value(&m, "max_client_id_length"), Value::Integer(65_535));
+        let m = translate(&[line("max_packet_size", "5000", 1)]);
+        assert_eq!(value(&m, "max_packet_size"), Value::Integer(5000));
+        assert_eq!(value(&m, "max_client_id_length"), Value::Integer(65_535));
+    }
+
     #[test]
     fn a_later_value_overrides_and_says_so() {
         let m = translate(&[line("max_qos", "1", 1), line("max_qos", "2", 7)]);
-        let mqtt = &m.sections.iter().find(|s| s.0 == "mqtt").unwrap().1;
+        let mqtt = mqtt_entries(&m);
         assert_eq!(mqtt.len(), 2, "{mqtt:?}");
         assert_eq!(mqtt[0].key, None);
         assert_eq!(mqtt[1].key.as_deref(), Some("max_qos"));
