@@ -195,13 +195,17 @@ impl Exporter {
     }
 
     /// Whether a `/metrics` request with this `Authorization` header may be answered: always
-    /// without a token; with one, only `Bearer <token>` (compared in constant time).
+    /// without a token; with one, only `Bearer <token>` (compared in constant time). The
+    /// scheme's name is case-insensitive (RFC 9110 11.1): `bearer` and `BEARER` too.
     fn authorized(&self, authorization: Option<&[u8]>) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
         let presented = authorization
-            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .and_then(|h| {
+                let (scheme, rest) = h.split_at_checked(7)?;
+                scheme.eq_ignore_ascii_case(b"Bearer ").then_some(rest)
+            })
             .map(<[u8]>::trim_ascii);
         presented.is_some_and(|p| bool::from(p.ct_eq(token)))
     }
@@ -705,6 +709,9 @@ mod tests {
         assert_eq!(get(Some(b"Bearer s3cre")), 401);
         assert_eq!(get(Some(b"Basic s3cret")), 401);
         assert_eq!(get(Some(b"Bearer s3cret")), 200);
+        assert_eq!(get(Some(b"bearer s3cret")), 200, "RFC 9110 11.1");
+        assert_eq!(get(Some(b"BEARER s3cret")), 200);
+        assert_eq!(get(Some(b"Bearers3cret")), 401);
         let refused = e.respond(&Method::GET, "/metrics", None);
         assert_eq!(refused.headers()[WWW_AUTHENTICATE], "Bearer");
         assert_eq!(e.respond(&Method::GET, "/healthz", None).status(), 200);
