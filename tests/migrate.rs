@@ -205,7 +205,7 @@ fn bridges_are_left_out_line_by_line() {
 fn log_destinations_translate_one_by_one() {
     let (toml, effective) = case(
         "logging",
-        &["@DIR@/logging.conf:7: log_dest"],
+        &["@DIR@/logging.conf:8: log_dest"],
         &[
             "stderr = true",
             "syslog = true",

@@ -142,7 +142,14 @@ pub fn is_bridge(key: &str) -> bool {
 /// Why a known option has no equivalent.
 pub fn no_equivalent(key: &str) -> &'static str {
     match key {
-        k if k.starts_with("log_") || k == "connection_messages" => {
+        "log_timestamp" | "log_timestamp_format" => {
+            "Starling stamps every log line with an RFC 3339 time; the format is not configurable"
+        }
+        "connection_messages" => {
+            "Starling always logs connects and disconnects at info (log.level = \"warn\" hides \
+             them)"
+        }
+        k if k.starts_with("log_") => {
             "Starling's log.level is a tracing filter (error, warn, info, debug), not a set of \
              message types"
         }

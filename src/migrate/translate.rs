@@ -330,7 +330,9 @@ impl Translator {
 
     /// `log_dest file PATH` is `[log] file`, `log_dest syslog` is `syslog = true` and
     /// `log_dest stderr` is `stderr = true`: like Mosquitto's, Starling's destinations add up,
-    /// and any of them replaces the stderr default. The other destinations have no equivalent.
+    /// and any of them replaces the stderr default. `log_dest stdout` is the console too:
+    /// Starling writes it to stderr (`stderr = true`), so a file beside it does not silence
+    /// the console. The other destinations have no equivalent.
     fn log_dest(&mut self, l: &Line) {
         let mut words = l.rest.splitn(2, char::is_whitespace);
         let set = |rest: &str| Line {
@@ -342,7 +344,9 @@ impl Translator {
                 self.simple(&set(path), "log", "file", Conv::Str);
             }
             (Some("syslog"), None) => self.simple(&set("true"), "log", "syslog", Conv::Bool),
-            (Some("stderr"), None) => self.simple(&set("true"), "log", "stderr", Conv::Bool),
+            (Some("stderr" | "stdout"), None) => {
+                self.simple(&set("true"), "log", "stderr", Conv::Bool);
+            }
             _ => self.left_out(
                 l,
                 "Starling logs to stderr, a file (log.file), syslog (log.syslog) or journald \
