@@ -479,7 +479,7 @@ fn client_gauges(b: &BrokerState) -> [(&'static str, &'static str, u64); 4] {
 }
 
 /// Gauges of subscriptions, stored messages and the queue budget: name, help and value.
-fn store_gauges(b: &BrokerState) -> [(&'static str, &'static str, u64); 7] {
+fn store_gauges(b: &BrokerState) -> [(&'static str, &'static str, u64); 8] {
     let retained = b.retained_count() as u64;
     [
         (
@@ -509,8 +509,14 @@ fn store_gauges(b: &BrokerState) -> [(&'static str, &'static str, u64); 7] {
         ),
         (
             "starling_queued_bytes",
-            "Bytes queued for delivery over all sessions ($SYS store/messages/bytes).",
+            "Bytes queued for delivery over all sessions ($SYS store/messages/bytes, with \
+             starling_retained_bytes).",
             b.budget().used(),
+        ),
+        (
+            "starling_retained_bytes",
+            "Bytes the retained messages hold, as [retained] max_bytes counts them.",
+            b.retained_bytes(),
         ),
         (
             "starling_queue_budget_saturated",

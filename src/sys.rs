@@ -133,7 +133,11 @@ impl SysTree {
             ("messages/sent", m.packets_sent.get()),
             ("messages/stored", stored),
             ("store/messages/count", stored),
-            ("store/messages/bytes", b.budget().used()),
+            // What store/messages/count counts: queued and retained messages.
+            (
+                "store/messages/bytes",
+                b.budget().used() + b.retained_bytes(),
+            ),
             ("publish/messages/received", m.publish_received.get()),
             ("publish/messages/sent", m.publish_sent.get()),
             ("publish/messages/dropped", m.publish_dropped()),

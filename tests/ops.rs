@@ -359,6 +359,7 @@ async fn prometheus_endpoint_reflects_traffic() {
     assert_eq!(v("starling_messages_inflight"), 0.0);
     assert_eq!(v("starling_messages_stored"), 1.0);
     assert_eq!(v("starling_queued_bytes"), 0.0);
+    assert!(v("starling_retained_bytes") >= 10.0, "t/r holds a 10-byte payload");
     // In: 2 CONNECT + 1 SUBSCRIBE + 6 PUBLISH + 6 PUBACK from the subscriber. Out: 2 CONNACK
     // + 1 SUBACK + 6 PUBACK to the publisher + 6 PUBLISH to the subscriber. CONNECT and
     // CONNACK count, as in Mosquitto's $SYS messages/received|sent.
@@ -779,6 +780,10 @@ async fn sys_tree_has_mosquitto_names() {
     assert!(num("$SYS/broker/bytes/received") > 0.0);
     // x/kept plus the retained $SYS topics themselves, as in Mosquitto.
     assert!(num("$SYS/broker/retained messages/count") >= 2.0);
+    // The bytes of what store/messages/count counts, retained messages included (h11 L1:
+    // it said 0 for 54 messages).
+    assert!(num("$SYS/broker/store/messages/count") >= 2.0);
+    assert!(num("$SYS/broker/store/messages/bytes") > 0.0);
     assert_eq!(num("$SYS/broker/subscriptions/count"), 1.0);
     assert_eq!(num("$SYS/broker/publish/messages/dropped"), 0.0);
     for load in [
