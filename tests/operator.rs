@@ -91,14 +91,8 @@ fn a_bind_error_says_its_cause_once() {
     );
 }
 
-/// h11 M4: a store directory that does not exist, under a parent the broker may not write (a
-/// unit without `WorkingDirectory=` starts it in `/` with a relative `persistence.dir`), got
-/// the advice `chown -R <user> <parent>`. The advice now only creates the store directory.
-#[test]
-fn a_missing_store_under_an_unwritable_parent_is_not_advised_a_recursive_chown() {
-    let dir = scratch("eacces-parent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = dir.join("data");
+/// `dir/starling.toml`: one ephemeral listener and the store in `store`.
+fn store_config(dir: &Path, store: &Path) -> PathBuf {
     let config = dir.join("starling.toml");
     std::fs::write(
         &config,
@@ -108,28 +102,52 @@ fn a_missing_store_under_an_unwritable_parent_is_not_advised_a_recursive_chown()
         ),
     )
     .unwrap();
+    config
+}
+
+/// Runs the broker on `config` as a user who may not write the last of `dirs`: as root (who
+/// may write anywhere) as `nobody` through `setpriv`, every one of `dirs` readable by everyone
+/// and writable by root only; otherwise as this user, the last of `dirs` read-only. Returns
+/// the output and whether it ran as `nobody`.
+fn run_unable_to_write(config: &Path, dirs: &[&Path]) -> (Output, bool) {
     use std::os::unix::fs::PermissionsExt;
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
     let mut cmd = if root {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for d in dirs {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(env!("CARGO_BIN_EXE_starling"));
         c
     } else {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let last = dirs.last().expect("a directory");
+        std::fs::set_permissions(last, std::fs::Permissions::from_mode(0o555)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_starling"))
     };
     let o = cmd
         .env_remove("RUST_LOG")
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .stdin(Stdio::null())
         .output()
         .expect("run starling (as root this needs setpriv, from util-linux)");
+    (o, root)
+}
+
+/// h11 M4: a store directory that does not exist, under a parent the broker may not write (a
+/// unit without `WorkingDirectory=` starts it in `/` with a relative `persistence.dir`), got
+/// the advice `chown -R <user> <parent>`. The advice now only creates the store directory.
+#[test]
+fn a_missing_store_under_an_unwritable_parent_is_not_advised_a_recursive_chown() {
+    let dir = scratch("eacces-parent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("data");
+    let config = store_config(&dir, &store);
+    let (o, _) = run_unable_to_write(&config, &[&dir]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(!err.contains("chown -R"), "{err}");
@@ -152,40 +170,8 @@ fn an_unwritable_store_names_owner_and_user_not_store_reset() {
     let dir = scratch("eacces");
     let store = dir.join("store");
     std::fs::create_dir_all(&store).unwrap();
-    let config = dir.join("starling.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listeners]]\nbind = \"127.0.0.1:0\"\n[persistence]\ndir = {:?}\n",
-            store.display().to_string()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    let mut cmd = if root {
-        // Readable by everyone, writable by root only.
-        for d in [&dir, &store] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_starling"));
-        c
-    } else {
-        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o555)).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_starling"))
-    };
-    let o = cmd
-        .env_remove("RUST_LOG")
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run starling (as root this needs setpriv, from util-linux)");
+    let config = store_config(&dir, &store);
+    let (o, root) = run_unable_to_write(&config, &[&dir, &store]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(&store.display().to_string()), "{err}");

@@ -30,6 +30,19 @@ async fn start(toml: &str) -> BrokerHandle {
     Broker::start(config).await.expect("broker starts")
 }
 
+/// A broker with one MQTT listener and the metrics endpoint, no `$SYS` rounds: the handle,
+/// the MQTT address and the HTTP one.
+async fn start_with_metrics() -> (BrokerHandle, SocketAddr, SocketAddr) {
+    let handle = start(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n\
+         [sys]\ninterval = \"0s\"\n",
+    )
+    .await;
+    let mqtt = handle.local_addrs()[0];
+    let http = handle.metrics_addr().expect("metrics endpoint configured");
+    (handle, mqtt, http)
+}
+
 /// A connected rumqttc client whose event loop runs in a task; received PUBLISH packets come
 /// out of the returned channel as (topic, payload).
 async fn client(
@@ -259,13 +272,7 @@ fn parser_is_strict() {
 /// never more than two were connected at once (h11 M3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_maximum_counts_sessions_as_mosquitto_does() {
-    let handle = start(
-        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n\
-         [sys]\ninterval = \"0s\"\n",
-    )
-    .await;
-    let mqtt = handle.local_addrs()[0];
-    let http = handle.metrics_addr().expect("metrics endpoint configured");
+    let (_handle, mqtt, http) = start_with_metrics().await;
     let scrape = |name: &'static str| async move {
         let (_, _, body) = http_get(http, "/metrics").await.unwrap();
         let f = parse_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
@@ -295,13 +302,7 @@ async fn clients_maximum_counts_sessions_as_mosquitto_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_endpoint_reflects_traffic() {
-    let handle = start(
-        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n\
-         [sys]\ninterval = \"0s\"\n",
-    )
-    .await;
-    let mqtt = handle.local_addrs()[0];
-    let http = handle.metrics_addr().expect("metrics endpoint configured");
+    let (handle, mqtt, http) = start_with_metrics().await;
 
     let (sub, mut inbox) = client(mqtt, "ops-sub").await;
     sub.subscribe("t/#", QoS::AtLeastOnce).await.unwrap();
@@ -359,7 +360,10 @@ async fn prometheus_endpoint_reflects_traffic() {
     assert_eq!(v("starling_messages_inflight"), 0.0);
     assert_eq!(v("starling_messages_stored"), 1.0);
     assert_eq!(v("starling_queued_bytes"), 0.0);
-    assert!(v("starling_retained_bytes") >= 10.0, "t/r holds a 10-byte payload");
+    assert!(
+        v("starling_retained_bytes") >= 10.0,
+        "t/r holds a 10-byte payload"
+    );
     // In: 2 CONNECT + 1 SUBSCRIBE + 6 PUBLISH + 6 PUBACK from the subscriber. Out: 2 CONNACK
     // + 1 SUBACK + 6 PUBACK to the publisher + 6 PUBLISH to the subscriber. CONNECT and
     // CONNACK count, as in Mosquitto's $SYS messages/received|sent.
@@ -520,13 +524,7 @@ fn python_parse(text: &str) -> Option<PyParsed> {
 /// `_total` families as counters, and the counters reflect the traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_client_parses_the_scrape() {
-    let handle = start(
-        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n\
-         [sys]\ninterval = \"0s\"\n",
-    )
-    .await;
-    let mqtt = handle.local_addrs()[0];
-    let http = handle.metrics_addr().expect("metrics endpoint configured");
+    let (handle, mqtt, http) = start_with_metrics().await;
     let (sub, mut inbox) = client(mqtt, "py-sub").await;
     sub.subscribe("py/#", QoS::AtLeastOnce).await.unwrap();
     let (publ, _) = client(mqtt, "py-pub").await;
