@@ -28,6 +28,14 @@ use starling::auth::password::{
     hash_password, is_valid_hash, split_line, Line, DEFAULT_ITERATIONS,
 };
 
+/// The hash types `-H` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HashType {
+    /// PBKDF2-HMAC-SHA512 (`$7$`), Mosquitto 2.0's default.
+    #[value(name = "sha512-pbkdf2")]
+    Sha512Pbkdf2,
+}
+
 /// Arguments of `starling passwd`.
 #[derive(Debug, Args)]
 pub struct PasswdArgs {
@@ -53,6 +61,10 @@ pub struct PasswdArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     iterations: u32,
+    /// Hash type, as mosquitto_passwd's -H. Only `sha512-pbkdf2`, Mosquitto 2.0's default, is
+    /// written; files holding older `sha512` hashes still verify.
+    #[arg(short = 'H', value_name = "HASH", value_enum, default_value_t = HashType::Sha512Pbkdf2)]
+    hash: HashType,
     /// The password file.
     file: PathBuf,
     /// The user to add, change or delete.
@@ -93,7 +105,9 @@ pub fn run(args: PasswdArgs) -> anyhow::Result<()> {
         None => read_password()?,
     };
     check_password(&password)?;
-    let hash = hash_password(password.as_bytes(), args.iterations)?;
+    let hash = match args.hash {
+        HashType::Sha512Pbkdf2 => hash_password(password.as_bytes(), args.iterations)?,
+    };
     let entry = format!("{user}:{hash}");
     let out = if args.create {
         format!("{entry}\n")

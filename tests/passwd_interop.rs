@@ -250,6 +250,22 @@ fn starling_passwd_command_line() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
+    // mosquitto_passwd's -H: scripts that name the default hash keep working (h11 L6); a
+    // hash type Starling does not write is refused by name.
+    assert_ok(
+        &run(starling()
+            .args(["passwd", "-H", "sha512-pbkdf2", "-b"])
+            .arg(&file)
+            .args(["alice", "pw-a"])),
+        "-H sha512-pbkdf2",
+    );
+    let o = run(starling()
+        .args(["passwd", "-H", "sha512", "-b"])
+        .arg(&file)
+        .args(["alice", "pw-a"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sha512-pbkdf2"));
+
     // Without -b and without a terminal the password is the first line of standard input.
     let mut child = starling()
         .arg("passwd")
