@@ -199,7 +199,7 @@ impl BrokerBuilder {
         let bound = bind_listeners(state.config())?;
         let metrics_listener = bind_metrics(&state.config().metrics).await?;
         let (addrs, tls) = serve_listeners(bound, &state, &tracker, &shutdown);
-        spawn_timers(&state, &tracker, &shutdown);
+        let sys_interval = spawn_timers(&state, &tracker, &shutdown);
         let metrics_addr =
             metrics_listener.map(|metrics| serve_metrics(metrics, &state, &addrs, &tracker));
         Ok(BrokerHandle {
@@ -209,6 +209,7 @@ impl BrokerBuilder {
             tracker,
             running: parking_lot::Mutex::new(state.config().clone()),
             tls,
+            sys_interval,
             state,
         })
     }
@@ -331,15 +332,18 @@ fn serve_listeners(
     (addrs, tls)
 }
 
-/// Starts the broker's periodic tasks: keep-alive expiry, the global budget's relief and,
-/// unless disabled, `$SYS`.
-fn spawn_timers(state: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+/// Starts the broker's periodic tasks: keep-alive expiry, the global budget's relief and
+/// `$SYS` (idle while its interval is 0). Returns what sets `$SYS`'s interval on a reload.
+fn spawn_timers(
+    state: &Arc<BrokerState>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> tokio::sync::watch::Sender<std::time::Duration> {
     tracker.spawn(state.keep_alive().clone().run(shutdown.clone()));
     tracker.spawn(state.clone().relieve_budget(shutdown.clone()));
-    let sys_interval = state.config().sys.interval;
-    if !sys_interval.is_zero() {
-        tracker.spawn(sys::SysTree::new(state.clone()).run(sys_interval));
-    }
+    let (sys_interval, interval) = tokio::sync::watch::channel(state.config().sys.interval);
+    tracker.spawn(sys::SysTree::new(state.clone()).run(interval));
+    sys_interval
 }
 
 /// Starts serving the metrics endpoint; last, so it only answers once every MQTT listener
@@ -550,6 +554,9 @@ pub struct BrokerHandle {
     running: parking_lot::Mutex<Config>,
     /// The TLS side of each `mqtts`/`wss` listener, by listener index.
     tls: Vec<(usize, transport::tls::Tls)>,
+    /// `sys.interval` for the `$SYS` task, which a reload may change (as Mosquitto's
+    /// `sys_interval` on SIGHUP).
+    sys_interval: tokio::sync::watch::Sender<std::time::Duration>,
     state: Arc<BrokerState>,
 }
 
@@ -582,6 +589,11 @@ impl BrokerHandle {
         let mut running = self.running.lock();
         let mut report = ReloadReport::compare(&running, new);
         self.reload_auth(&mut running, new, &mut report);
+        if new.sys.interval != running.sys.interval {
+            running.sys.interval = new.sys.interval;
+            self.sys_interval.send_replace(new.sys.interval);
+            report.set_status(&["sys.interval"], &reload::ChangeStatus::Applied);
+        }
         for (index, tls) in &self.tls {
             reload_tls(*index, tls, &mut running, new, &mut report);
         }

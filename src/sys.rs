@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use crate::broker::BrokerState;
 use crate::codec::QoS;
@@ -69,18 +70,48 @@ impl SysTree {
         }
     }
 
-    /// Publishes the static topics, then updates every `interval` until shutdown.
-    pub async fn run(mut self, interval: Duration) {
-        self.publish(
-            "$SYS/broker/version",
-            format!("starling version {}", env!("CARGO_PKG_VERSION")),
-        );
+    /// Publishes the static topics, then updates every `interval` until shutdown. A reload may
+    /// change the interval; 0 pauses the tree (nothing is published until it is set).
+    pub async fn run(mut self, mut interval: watch::Receiver<Duration>) {
         let shutdown = self.broker.shutdown_token().clone();
-        let mut ticker = tokio::time::interval(interval);
+        let mut started = false;
+        // False once the broker's handle (the sender) is gone: the interval stays as it is.
+        let mut watching = true;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => self.update(),
+            let every = *interval.borrow_and_update();
+            // A ticker only while the tree is on; a changed interval (a reload) starts again.
+            let mut ticker = (!every.is_zero()).then(|| tokio::time::interval(every));
+            if ticker.is_some() && !started {
+                started = true;
+                self.publish(
+                    "$SYS/broker/version",
+                    format!("starling version {}", env!("CARGO_PKG_VERSION")),
+                );
+            }
+            loop {
+                let tick = async {
+                    match ticker.as_mut() {
+                        Some(t) => t.tick().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let changed = async {
+                    if watching {
+                        interval.changed().await.is_ok()
+                    } else {
+                        std::future::pending().await
+                    }
+                };
+                let step = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick => None,
+                    alive = changed => Some(alive),
+                };
+                match step {
+                    None => self.update(),
+                    Some(true) => break,
+                    Some(false) => watching = false,
+                }
             }
         }
     }

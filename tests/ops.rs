@@ -637,6 +637,37 @@ fn have(cmd: &str) -> bool {
         .is_ok()
 }
 
+/// `sys.interval` applies on reload, as Mosquitto's `sys_interval` does on SIGHUP (h11 L3): a
+/// broker started with `$SYS` off publishes the tree once a reload turns it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_sets_the_sys_interval() {
+    let toml = "[[listeners]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval = \"0s\"\n";
+    let handle = start(toml).await;
+    let addr = handle.local_addrs()[0];
+    let (c, mut inbox) = client(addr, "ops-sys-reload").await;
+    c.subscribe("$SYS/broker/uptime", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    // The SUBACK is in once a message on an ordinary topic comes back.
+    c.subscribe("probe", QoS::AtMostOnce).await.unwrap();
+    c.publish("probe", QoS::AtMostOnce, false, "x")
+        .await
+        .unwrap();
+    assert_eq!(
+        recv_n(&mut inbox, 1).await[0].0,
+        "probe",
+        "no $SYS while it is off"
+    );
+
+    let mut on = Config::from_toml_str(toml).unwrap();
+    on.sys.interval = Duration::from_millis(100);
+    let report = handle.reload(&on);
+    let applied: Vec<&str> = report.applied().map(|c| c.key.as_str()).collect();
+    assert!(applied.contains(&"sys.interval"), "{report:?}");
+    let (topic, _) = recv_n(&mut inbox, 1).await.remove(0);
+    assert_eq!(topic, "$SYS/broker/uptime");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sys_tree_has_mosquitto_names() {
     if !have("mosquitto_sub") {
