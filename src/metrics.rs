@@ -149,9 +149,11 @@ impl Metrics {
         }
     }
 
+    /// `$SYS/broker/publish/messages/dropped`: messages a limit or a check dropped. A QoS 0
+    /// message for an offline session is not among them, as in Mosquitto (which never queues
+    /// those unless `queue_qos0_messages`); Prometheus counts it under `offline_qos0`.
     pub fn publish_dropped(&self) -> u64 {
         self.dropped_queue_full.get()
-            + self.dropped_offline_qos0.get()
             + self.dropped_expired.get()
             + self.dropped_too_large.get()
             + self.dropped_quota.get()
@@ -221,5 +223,27 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(c.get(), (SHARDS as u64 + 3) * 1005);
+    }
+
+    /// h11 L2: `$SYS` drops leave out QoS 0 messages for offline sessions, as Mosquitto's do.
+    #[test]
+    fn sys_drops_leave_out_qos0_for_offline_sessions() {
+        let m = Metrics::default();
+        m.dropped_offline_qos0.inc();
+        assert_eq!(m.publish_dropped(), 0);
+        m.dropped_queue_full.inc();
+        m.dropped_expired.inc();
+        assert_eq!(m.publish_dropped(), 2);
+    }
+
+    /// `clients/maximum` is the most sessions seen at once, or the connected peak if higher.
+    #[test]
+    fn clients_maximum_keeps_the_larger_peak() {
+        let m = Metrics::default();
+        m.client_connected();
+        m.client_connected();
+        assert_eq!(m.clients_maximum(1), 2, "two connected at once");
+        assert_eq!(m.clients_maximum(5), 5);
+        assert_eq!(m.clients_maximum(3), 5, "a peak stays");
     }
 }
