@@ -687,6 +687,8 @@ impl SessionState {
 mod backlog;
 mod body;
 #[cfg(test)]
+mod pid_tests;
+#[cfg(test)]
 mod tests;
 
 /// How an inflight entry is sent again: its PUBLISH (DUP), or its PUBREL.
