@@ -721,6 +721,7 @@ impl Handler {
             receive_maximum: cfg.receive_maximum.max(1),
             expiry_was_zero: terms.expiry_secs == 0,
             published: false,
+            pace_burst: 0,
             rare,
             username: terms.username,
             listener: terms.listener,
