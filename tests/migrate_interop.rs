@@ -48,8 +48,17 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    let [port] = free_ports();
+    port
+}
+
+/// `N` distinct free ports: every listener is held until all are picked, or the kernel may
+/// hand the same port out twice.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// A broker process, killed and reaped when dropped.
@@ -274,7 +283,7 @@ fn listeners_and_default_anonymous_behave_the_same() {
     }
     let dir = scratch("listeners");
     write_auth_files(&dir);
-    let (p1, p2, closed) = (free_port(), free_port(), free_port());
+    let [p1, p2, closed] = free_ports();
     let d = dir.display();
     let conf = format!(
         "listener {p1} 127.0.0.1\nlistener {p2} 127.0.0.1\npassword_file {d}/passwd\n\
@@ -307,7 +316,7 @@ fn per_listener_settings_behave_the_same() {
     }
     let dir = scratch("per-listener");
     write_auth_files(&dir);
-    let (open, closed) = (free_port(), free_port());
+    let [open, closed] = free_ports();
     let d = dir.display();
     let conf = format!(
         "per_listener_settings true\nlistener {open} 127.0.0.1\nallow_anonymous true\n\
