@@ -140,11 +140,13 @@ async fn a_queue_deeper_than_the_pacing_band_paces_nobody() {
     }
     assert_eq!(m.publishers_paced.get(), 1);
     assert_eq!(m.pace_expired.get(), 1);
-    // It acknowledges one message: the broker takes the next one out of its queue (it is
-    // prompt again) and sends it, behind the first window of 20. The queue is still past the
-    // band, so a second publisher is not paced by it.
-    assert_publish(&s.recv_and_ack().await, "deep/t", &payload(0));
-    for i in 1..=20 {
+    // It acknowledges a quarter of its window of 20 (the refill step): the broker takes the
+    // next five out of its queue (it is prompt again) and sends them behind the first window.
+    // The queue is still past the band, so a second publisher is not paced by it.
+    for i in 0..5 {
+        assert_publish(&s.recv_and_ack().await, "deep/t", &payload(i));
+    }
+    for i in 5..25 {
         assert_publish(&s.recv_publish().await, "deep/t", &payload(i));
     }
     let mut q = Raw::connect_v311(b.addr, "deep-pub2").await;
@@ -262,11 +264,13 @@ async fn a_resumed_publisher_routes_a_burst_before_it_is_paced_again() {
         1,
         "wide-a's queue paced the publisher"
     );
-    // wide-a drains its queue to PACE_RESUME: each acknowledgement sends one more from it.
+    // wide-a drains its queue to PACE_RESUME: acknowledgements send more from it, a quarter
+    // window at a time, so up to WINDOW / 4 - 1 of them are not refilled yet; a quarter more
+    // makes sure.
     for pid in first_a {
         sa.send(&puback(pid)).await;
     }
-    for _ in WINDOW..PACE_AT - PACE_RESUME {
+    for _ in WINDOW..PACE_AT - PACE_RESUME + WINDOW / 4 {
         sa.recv_and_ack().await;
     }
     // The publisher is read again; its first message to wide-b takes that queue to PACE_AT.

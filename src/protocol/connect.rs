@@ -722,6 +722,7 @@ impl Handler {
             expiry_was_zero: terms.expiry_secs == 0,
             published: false,
             pace_burst: 0,
+            refill_wait: false,
             rare,
             username: terms.username,
             listener: terms.listener,

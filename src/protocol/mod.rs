@@ -75,6 +75,9 @@ pub struct Handler {
     expiry_was_zero: bool,
     /// This connection has published; only publishers are paused by the global budget.
     published: bool,
+    /// The last pump filled the send window: the next waits until a quarter of it is free
+    /// (see `outbound::refill_at`).
+    refill_wait: bool,
     /// Messages this publisher may still route without being paced, since pacing last let it
     /// go ([`crate::broker::PACE_BURST`]).
     pace_burst: u8,
