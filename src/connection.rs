@@ -32,7 +32,7 @@ use crate::session::{Control, Delivery};
 use crate::storage::StoreError;
 
 use handshake::{authenticate, first_connect};
-use poll_io::{next_read_chunk, poll_read_some, poll_write_some};
+use poll_io::{next_read_chunk, poll_read_some, poll_write_some, release_written};
 
 mod handshake;
 mod poll_io;
@@ -550,10 +550,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             Ok(n) => self.broker.metrics().bytes_sent.add(n as u64),
             Err(e) => return Err(Close::Io(e)),
         }
-        // (An emptied buffer's `capacity` is only its unused tail: the allocation stays.)
-        if self.out.ready.is_empty() && (self.quiet || self.out.ready.capacity() > BUF_KEEP) {
-            self.out.ready = BytesMut::new();
-        }
+        release_written(&mut self.out.ready, self.quiet);
         // No pump for the write's sake: `want_pump` is still true when the last pump stopped
         // at `WRITE_HIGH` with more to send, and false only when the queue had nothing the
         // window allowed; the doorbell or an acknowledgement says when that changes.

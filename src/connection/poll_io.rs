@@ -9,7 +9,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use super::{READ_MAX, READ_MIN};
+use super::{BUF_KEEP, READ_MAX, READ_MIN};
 
 /// Writes what it can of `wbuf`, then flushes once it is empty. Ready with the bytes written
 /// as soon as something was written (a flush still pending is retried next turn, as
@@ -40,6 +40,18 @@ pub(super) fn poll_write_some<W: AsyncWrite + Unpin>(
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         Poll::Pending if n > 0 => Poll::Ready(Ok(n)),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Releases an emptied write buffer when the connection has gone quiet, or when it grew past
+/// [`BUF_KEEP`] (a large message, a long batch): a connection that was once sent a 1 MB message
+/// would otherwise hold 1 MB for as long as it lives. A written buffer has been advanced to its
+/// end, so its `capacity()` is only the unused tail; `try_reclaim` asks the allocation itself
+/// (and, for a buffer that is kept, moves its start back to the front, which costs nothing when
+/// it is empty).
+pub(super) fn release_written(wbuf: &mut BytesMut, quiet: bool) {
+    if wbuf.is_empty() && (quiet || wbuf.try_reclaim(BUF_KEEP + 1)) {
+        *wbuf = BytesMut::new();
     }
 }
 
@@ -123,6 +135,35 @@ mod tests {
         assert_eq!(&rbuf[..], &acks[..]);
         // Not filled and above READ_MIN: the next read stays at the smallest size.
         assert_eq!(next_read_chunk(READ_MIN, n, filled), READ_MIN);
+    }
+
+    /// A buffer that carried a 1 MB message is released once written (h12 MEDIUM-1: it was
+    /// kept, its `capacity()` after the write being only the unused tail); an ordinary batch's
+    /// buffer is kept for the next one unless the connection went quiet.
+    #[test]
+    fn a_written_buffer_is_released_when_large_or_quiet() {
+        let written = |size: usize| {
+            let mut b = BytesMut::with_capacity(size);
+            b.extend_from_slice(&vec![1u8; size]);
+            b.advance(size);
+            b
+        };
+        let mut big = written(1 << 20);
+        assert!(big.capacity() < BUF_KEEP, "only the unused tail shows");
+        release_written(&mut big, false);
+        assert!(!big.try_reclaim(1), "the 1 MB allocation is gone");
+
+        let mut batch = written(4096);
+        release_written(&mut batch, false);
+        assert!(
+            batch.try_reclaim(4096),
+            "a batch's buffer is kept while traffic flows"
+        );
+        release_written(&mut batch, true);
+        assert!(
+            !batch.try_reclaim(1),
+            "and released when the connection goes quiet"
+        );
     }
 
     #[test]
