@@ -380,3 +380,42 @@ async fn acl_denied_publish_logged_with_client_user_peer_and_topic() {
     // The connection stays up (3.1.1 has no way to refuse a QoS 0 PUBLISH).
     assert!(c.ping().await.is_empty());
 }
+
+/// h12 LOW-1: a WebSocket client whose first frame breaks the protocol (a TEXT frame, which
+/// MQTT over WebSocket does not allow [MQTT-6.0.0-1]) was closed with no log line at all. It
+/// is logged through the limiter with the peer and the stream's error; a peer that simply goes
+/// away before CONNECT is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_stream_error_before_connect_is_logged_with_the_peer() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+    let dir = scratch("ws-first-frame");
+    let mut broker = Starling::start(
+        &dir,
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\n\
+         [persistence]\nenabled = false\n\
+         [sys]\ninterval = \"0s\"\n\
+         [log]\nlevel = \"info\"\n",
+    )
+    .await;
+    let addr = broker.addr;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let peer = stream.local_addr().unwrap();
+    let mut req = format!("ws://{addr}/mqtt").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    let line = broker
+        .wait_line("for the stream error", |l| {
+            l.contains("stream error before CONNECT")
+        })
+        .await;
+    assert!(
+        line.contains(&format!("peer={peer}")),
+        "peer {peer}: {line}"
+    );
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

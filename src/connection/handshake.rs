@@ -49,8 +49,15 @@ where
                 "closing: no complete CONNECT within the handshake/connect timeout");
             None
         }
-        Ok(Err(ConnectError::Io(e))) => {
+        // A peer that just went away (a health check, a port scan) is not worth a line; a
+        // stream that broke (a WebSocket protocol violation, a corrupt TLS record) is.
+        Ok(Err(ConnectError::Io(e))) if gone_away(&e) => {
             tracing::debug!(%peer, error = %e, "closed before CONNECT");
+            None
+        }
+        Ok(Err(ConnectError::Io(e))) => {
+            crate::refusal!(%peer, listener = info.listener_index, error = %e,
+                "closing: stream error before CONNECT");
             None
         }
         Ok(Err(ConnectError::NotConnect(first))) => {
@@ -63,6 +70,15 @@ where
         }
         Ok(Ok(c)) => Some(c),
     }
+}
+
+/// The peer closed or reset the connection (as opposed to sending something broken).
+fn gone_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// Logs why a first packet that did not decode is refused, answering an unsupported protocol
