@@ -383,11 +383,12 @@ async fn acl_denied_publish_logged_with_client_user_peer_and_topic() {
 
 /// h12 LOW-1: a WebSocket client whose first frame breaks the protocol (a TEXT frame, which
 /// MQTT over WebSocket does not allow [MQTT-6.0.0-1]) was closed with no log line at all. It
-/// is logged through the limiter with the peer and the stream's error; a peer that simply goes
-/// away before CONNECT is not.
+/// is logged through the limiter with the peer and the stream's error, and the client gets its
+/// close frame; a peer that simply goes away before CONNECT is not logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_stream_error_before_connect_is_logged_with_the_peer() {
-    use futures_util::SinkExt;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
     let dir = scratch("ws-first-frame");
@@ -416,6 +417,13 @@ async fn a_websocket_stream_error_before_connect_is_logged_with_the_peer() {
         line.contains(&format!("peer={peer}")),
         "peer {peer}: {line}"
     );
+    // And the close frame RFC 6455 7.1.7 asks for: 1003, as after CONNECT.
+    match tokio::time::timeout(WAIT, ws.next()).await {
+        Ok(Some(Ok(Message::Close(Some(frame))))) => {
+            assert_eq!(frame.code, CloseCode::Unsupported)
+        }
+        other => panic!("expected a close frame with 1003, got {other:?}"),
+    }
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }

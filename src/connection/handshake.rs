@@ -58,6 +58,9 @@ where
         Ok(Err(ConnectError::Io(e))) => {
             crate::refusal!(%peer, listener = info.listener_index, error = %e,
                 "closing: stream error before CONNECT");
+            // A WebSocket gets its close frame (1002, 1003 or 1009: RFC 6455 7.1.7), as after
+            // CONNECT; bounded, as the peer may not answer it.
+            let _ = tokio::time::timeout(CLOSE_WAIT, io.shutdown()).await;
             None
         }
         Ok(Err(ConnectError::NotConnect(first))) => {
@@ -71,6 +74,9 @@ where
         Ok(Ok(c)) => Some(c),
     }
 }
+
+/// How long closing a stream that broke before CONNECT may take.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The peer closed or reset the connection (as opposed to sending something broken).
 fn gone_away(e: &std::io::Error) -> bool {

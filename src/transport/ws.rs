@@ -268,12 +268,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 }
                 Some(Err(e)) => {
                     this.read_closed = true;
-                    if matches!(e, WsProtoError::Capacity(_)) {
-                        this.close_frame = Some(CloseFrame {
+                    this.close_frame = match e {
+                        WsProtoError::Capacity(_) => Some(CloseFrame {
                             code: CloseCode::Size,
                             reason: "message too large".into(),
-                        });
-                    }
+                        }),
+                        WsProtoError::Protocol(_) => Some(CloseFrame {
+                            code: CloseCode::Protocol,
+                            reason: "WebSocket protocol error".into(),
+                        }),
+                        _ => None,
+                    };
                     return Poll::Ready(Err(to_io(e)));
                 }
             }

@@ -151,6 +151,27 @@ async fn text_message_is_an_error_and_closes_with_1003() {
     }
 }
 
+/// A frame that breaks the WebSocket protocol (RSV1 set, no extension negotiated) is a read
+/// error, and shutdown answers it with close code 1002 (RFC 6455 7.1.7, 7.4.1).
+#[tokio::test]
+async fn protocol_error_is_an_error_and_closes_with_1002() {
+    let (mut server, mut client) = pair().await;
+    // FIN + RSV1 + binary, masked, 2 bytes (a PINGREQ) under the all-zero mask.
+    client
+        .get_mut()
+        .write_all(&[0xc2, 0x82, 0, 0, 0, 0, 0xc0, 0x00])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let err = server.read(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    let _ = tokio::time::timeout(Duration::from_secs(1), server.shutdown()).await;
+    match client.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Protocol),
+        other => panic!("expected a close frame with 1002, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn client_close_is_end_of_stream() {
     let (mut server, mut client) = pair().await;
