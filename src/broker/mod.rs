@@ -73,9 +73,7 @@ pub use admin::{Kicked, SessionInfo};
 pub use budget::Budget;
 pub use ingress::IngressError;
 pub use registry::{Claimed, NotOwner};
-pub use routing::{
-    Publication, Routed, SubHandle, PACE_AT, PACE_BURST, PACE_RESUME, PACE_UNTIL, STUCK_AFTER,
-};
+pub use routing::{Publication, Routed, SubHandle, PACE_AT, PACE_RESUME, PACE_UNTIL, STUCK_AFTER};
 
 /// State shared by every connection.
 pub struct BrokerState {

@@ -42,14 +42,6 @@ pub const PACE_UNTIL: usize = 2 * PACE_AT;
 /// See [`PACE_AT`]: the depth at which a paced publisher is read again.
 pub const PACE_RESUME: usize = 64;
 
-/// See [`PACE_AT`]: once read again, a publisher is not paced for this many messages. A
-/// fan-out keeps many subscriber queues near `PACE_AT` at once, and the one that paced it is
-/// rarely the only one: without a burst each resume let one message through before the next
-/// subscriber paced it again, and every such message woke every subscriber for a write of one
-/// message (a third of a 1 -> 100 fan-out's routing passes carried one PUBLISH). The burst is
-/// the band the resume just drained, so a queue still gets no deeper than `PACE_AT` plus it.
-pub const PACE_BURST: u8 = (PACE_AT - PACE_RESUME) as u8;
-
 /// What the subscription trie holds per subscription: the session to deliver to, the session
 /// state's epoch when it subscribed, and for a shared subscription its `$share/g/f` filter.
 #[derive(Clone, Debug)]

@@ -2,8 +2,7 @@
 //! (a QoS 1/2 PUBLISH that found a subscriber queue full is acknowledged once it is in every
 //! queue, or after [`STUCK_AFTER`] with the stuck subscribers' copies dropped) and flow control
 //! (a PUBLISH that left a subscriber queue [`crate::broker::PACE_AT`] deep is acknowledged, and
-//! its publisher is read again once that queue is down to [`crate::broker::PACE_RESUME`], then
-//! routes [`crate::broker::PACE_BURST`] messages before it can be paced again). The
+//! its publisher is read again once that queue is down to [`crate::broker::PACE_RESUME`]). The
 //! connection waits on the subscriber's `room_made` and a short poll, then calls
 //! [`Handler::retry_blocked`].
 
@@ -55,13 +54,8 @@ impl Handler {
         ops.extend(publication.ops);
         // Acknowledged once stored where the store must hold it...
         self.store_wait(ops, out);
-        let in_burst = self.pace_burst > 0;
-        self.pace_burst = self.pace_burst.saturating_sub(1);
         if publication.blocked.is_empty() {
-            if let Some(deep) = publication
-                .pace
-                .filter(|s| !in_burst && self.may_pace_on(s))
-            {
+            if let Some(deep) = publication.pace.filter(|s| self.may_pace_on(s)) {
                 self.broker.metrics().publishers_paced.inc();
                 self.blocked = Some(Box::new(Blocked {
                     items: Vec::new(),
@@ -130,8 +124,6 @@ impl Handler {
         if let Some(deep) = &b.pace {
             if self.still_paced(deep, b.since) {
                 self.blocked = Some(b);
-            } else {
-                self.pace_burst = crate::broker::PACE_BURST;
             }
             return;
         }

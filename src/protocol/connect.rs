@@ -721,8 +721,6 @@ impl Handler {
             receive_maximum: cfg.receive_maximum.max(1),
             expiry_was_zero: terms.expiry_secs == 0,
             published: false,
-            pace_burst: 0,
-            refill_wait: false,
             rare,
             username: terms.username,
             listener: terms.listener,

@@ -75,12 +75,6 @@ pub struct Handler {
     expiry_was_zero: bool,
     /// This connection has published; only publishers are paused by the global budget.
     published: bool,
-    /// The last pump filled the send window: the next waits until a quarter of it is free
-    /// (see `outbound::refill_at`).
-    refill_wait: bool,
-    /// Messages this publisher may still route without being paced, since pacing last let it
-    /// go ([`crate::broker::PACE_BURST`]).
-    pace_burst: u8,
     /// The will, enhanced authentication and inbound topic aliases, allocated by the first
     /// that needs one: most connections use none, and every connection holds a Handler.
     rare: Option<Box<Rare>>,

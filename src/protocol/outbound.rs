@@ -66,27 +66,6 @@ impl TopicAliases {
 /// Deliveries moved from the queue per pump, so one busy session cannot hog its task.
 const PUMP_BATCH: usize = 256;
 
-/// Windows at least this large are refilled in steps (see [`refill_at`]).
-const REFILL_STEP_MIN: usize = 16;
-
-/// The in-flight count below which a pump starts sending QoS 1/2 deliveries again once the
-/// last one filled the window: a quarter of it must be free (windows of [`REFILL_STEP_MIN`]
-/// or more). Once started, a pump fills the whole window again. A window that never filled
-/// (messages trickling in) is topped up at once. A subscriber kept busy acknowledges in small reads, and refilling
-/// at each one sent it a message or two per write, each of which costs the client a read and
-/// a write of its acks (the broker's writes to a 1 -> 100 fan-out at a window of 100 averaged
-/// 40 messages, rumqttd's 100). A quiet subscriber has next to nothing in flight, so nothing
-/// waits; a busy one waits for a quarter window of acks it is about to send.
-///
-/// Returned as the window to test `has_ready` against (sending starts below it).
-fn refill_at(window: usize) -> usize {
-    if window >= REFILL_STEP_MIN {
-        window - window / 4 + 1
-    } else {
-        window
-    }
-}
-
 /// A PUBLISH's bytes besides its topic and payload without properties: fixed header (up to 5),
 /// topic length (2), packet id (2), and a v5 property length (1).
 const PUBLISH_OVERHEAD: usize = 10;
@@ -98,21 +77,16 @@ impl Handler {
         // Most calls find nothing to send (the turn after a write, an ack that freed the
         // window of an empty queue, every turn of a connection that only publishes): about
         // three of every four at a fixed QoS 1 rate. One look under the session lock answers
-        // those, without the clock, the auth refresh and the batch machinery below.
-        // `has_ready` is false when nothing at all is queued and no retained stream waits, or,
-        // after a pump filled the window, while the front is a QoS 1/2 message and too little
-        // of the window is free to refill (see `refill_at`); resends a resume held back go
-        // out regardless.
-        let window = usize::from(self.send_window);
-        let at = if self.refill_wait {
-            refill_at(window)
-        } else {
-            usize::MAX
-        };
-        let (ready, unsent) = self.session.with_state(|s| (s.has_ready(at), s.unsent()));
-        if !ready && unsent == 0 {
+        // those, without the clock, the auth refresh and the batch machinery below. With an
+        // unbounded window `has_ready` is false only when nothing at all is queued and no
+        // retained stream waits, so nothing is skipped that a full pump would have done.
+        let (ready, unsent) = self
+            .session
+            .with_state(|s| (s.has_ready(usize::MAX), s.unsent()));
+        if !ready {
             return false;
         }
+        let window = usize::from(self.send_window);
         if unsent > 0 {
             // Resends a resume held back go before anything new (see `SessionState::resume`).
             let resends = self.session.with_state(|s| s.take_unsent(window));
@@ -128,7 +102,7 @@ impl Handler {
             // ACL reloaded since then applies to what is still queued (and to retained copies).
             self.refresh_auth();
             let mut expired = Vec::new();
-            let (freed, more, full) = {
+            let (freed, more) = {
                 // Borrowed, not cloned: these are shared with other connections' tasks, and a
                 // clone per pump moves their reference counts' cache lines between cores.
                 let (auth, client_id, username) =
@@ -160,7 +134,7 @@ impl Handler {
                         &mut on_drop,
                         &may_read,
                     );
-                    (freed, s.has_ready(window), s.inflight_len() >= window)
+                    (freed, s.has_ready(window))
                 })
             };
             self.broker.budget().sub(freed);
@@ -183,7 +157,6 @@ impl Handler {
             }
             // A receipt waiting for room in the store's queue: the rest waits for it.
             if !more || out.len() >= high || out.parked() {
-                self.refill_wait = full;
                 self.scratch = scratch;
                 sent.count(self.broker.metrics());
                 return more;
