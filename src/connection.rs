@@ -550,7 +550,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Connection<S> {
             Ok(n) => self.broker.metrics().bytes_sent.add(n as u64),
             Err(e) => return Err(Close::Io(e)),
         }
-        release_written(&mut self.out.ready, self.quiet);
+        release_written(&mut self.out.ready, self.quiet, self.want_pump);
         // No pump for the write's sake: `want_pump` is still true when the last pump stopped
         // at `WRITE_HIGH` with more to send, and false only when the queue had nothing the
         // window allowed; the doorbell or an acknowledgement says when that changes.
