@@ -11,7 +11,8 @@
 //! ([`AsyncRead`] + [`AsyncWrite`]), as MQTT over WebSocket defines it (MQTT 3.1.1 §6, 5.0 §6):
 //! binary messages carry a byte stream, so a packet may span messages and a message may carry
 //! several packets. A text message is a protocol error [MQTT-6.0.0-1]: the read fails and the
-//! close frame sent at shutdown carries code 1003. Pings are answered by tungstenite while
+//! close frame sent at shutdown carries code 1003 (1009 for an oversized message, 1002 for a
+//! WebSocket protocol error, RFC 6455 7.4.1). Pings are answered by tungstenite while
 //! reading or writing, with the outgoing buffer capped. Each `poll_write` becomes one binary
 //! message of at most 64 KiB; the connection already batches its writes, so messages are not
 //! needlessly small. Shutdown sends a close frame and waits up to [`CLOSE_LINGER`] for the
