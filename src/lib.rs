@@ -341,6 +341,10 @@ fn spawn_timers(
 ) -> tokio::sync::watch::Sender<std::time::Duration> {
     tracker.spawn(state.keep_alive().clone().run(shutdown.clone()));
     tracker.spawn(state.clone().relieve_budget(shutdown.clone()));
+    let metrics = state.clone();
+    let traffic =
+        move || metrics.metrics().bytes_received.get() + metrics.metrics().bytes_sent.get();
+    tracker.spawn(memory::watch(traffic, shutdown.clone()));
     let (sys_interval, interval) = tokio::sync::watch::channel(state.config().sys.interval);
     tracker.spawn(sys::SysTree::new(state.clone()).run(interval));
     sys_interval
