@@ -172,6 +172,7 @@ impl BrokerBuilder {
         log_auth_mode(&config, &auth);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let started = std::time::Instant::now();
         let store = open_store(&config, persistence_default, store)?;
         let persistence = store.as_ref().map(|(p, _)| p.clone());
         let mut state = BrokerState::new(config, shutdown.clone())
@@ -186,7 +187,7 @@ impl BrokerBuilder {
             tracker.spawn(control);
         }
         if let Some((p, snapshot)) = store {
-            let to_hand_over = restore_store(&state, &p, snapshot)?;
+            let to_hand_over = restore_store(&state, &p, snapshot, started)?;
             // Before any client can claim one of them: they expired while the broker was down.
             for session in to_hand_over {
                 state.expire_restored(&session).await;
@@ -279,19 +280,22 @@ async fn bind_metrics(m: &config::MetricsConfig) -> Result<Option<MetricsListene
     }))
 }
 
-/// Puts what the store holds back into the broker and logs what came back.
+/// Puts what the store holds back into the broker and logs what came back, with the time
+/// since `started` (before the store was opened): clients wait that long after a restart.
 fn restore_store(
     state: &Arc<BrokerState>,
     p: &Arc<persistence::Persistence>,
     snapshot: storage::Snapshot,
+    started: std::time::Instant,
 ) -> Result<Vec<Arc<session::Session>>, StartError> {
     let r = restore::restore(state, p, snapshot)?;
+    let ms = started.elapsed().as_millis();
     // Absolute: `persistence.dir` is relative to the working directory, which the
     // log would not otherwise show.
     let dir = &state.config().persistence.dir;
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
     tracing::info!(dir = %dir.display(), sessions = r.sessions,
-        expired = r.expired, retained = r.retained, wills = r.wills, "store opened");
+        expired = r.expired, retained = r.retained, wills = r.wills, ms, "store opened");
     Ok(r.to_hand_over)
 }
 
@@ -402,7 +406,9 @@ fn open_store(
         }
         None => return Ok(None),
     };
+    let opened = std::time::Instant::now();
     let snapshot = store.load()?;
+    tracing::debug!(ms = opened.elapsed().as_millis(), "store loaded");
     let writer = storage::StoreWriter::spawn(store.clone(), cfg.sync_mode(), STORE_QUEUE);
     let memory_cap = match config.mqtt.max_queued_messages {
         0 => SESSION_MEMORY_CAP,
