@@ -107,18 +107,23 @@ struct Watch {
     /// Traffic of the last [`RECENT`] intervals, oldest overwritten first.
     recent: [u64; RECENT],
     next: usize,
+    /// The previous interval was quiet too.
+    was_quiet: bool,
 }
 
 impl Watch {
-    /// Records one interval's traffic; whether the broker is quiet now. A trim under load
-    /// stalls every thread allocating from the arena it walks (15-30 ms with ~100 MB free),
-    /// and the load takes the pages back at once: wait until the traffic has fallen to a
-    /// quarter of the last minute's busiest interval, or to [`QUIET_BYTES`].
+    /// Records one interval's traffic; whether the broker has been quiet for two intervals.
+    /// A trim under load stalls every thread allocating from the arena it walks (15-30 ms
+    /// with ~100 MB free), and the load takes the pages back at once: wait until the traffic
+    /// has fallen to a quarter of the last minute's busiest interval, or to [`QUIET_BYTES`].
+    /// Twice: what the load leaves is freed in the seconds after it (the store's last flushes
+    /// and compactions), and a trim before that gives back little.
     fn interval_ended(&mut self, bytes: u64) -> bool {
         let busiest = self.recent.iter().copied().max().unwrap_or(0);
         self.recent[self.next] = bytes;
         self.next = (self.next + 1) % RECENT;
-        bytes <= QUIET_BYTES || bytes <= busiest / 4
+        let quiet = bytes <= QUIET_BYTES || bytes <= busiest / 4;
+        std::mem::replace(&mut self.was_quiet, quiet) && quiet
     }
 }
 
@@ -222,15 +227,16 @@ mod tests {
     }
 
     #[test]
-    fn quiet_means_little_traffic_or_a_quarter_of_the_last_minutes_busiest() {
+    fn quiet_means_two_intervals_of_little_traffic_or_a_quarter_of_the_busiest() {
         let mut w = Watch::default();
-        assert!(w.interval_ended(0), "idle from the start");
-        assert!(w.interval_ended(QUIET_BYTES), "keep-alives only");
+        assert!(!w.interval_ended(0), "one quiet interval is not enough");
+        assert!(w.interval_ended(QUIET_BYTES), "keep-alives only, twice");
         assert!(!w.interval_ended(100 << 20), "a load starts");
         assert!(!w.interval_ended(90 << 20), "steady load");
         assert!(!w.interval_ended(30 << 20), "still above a quarter");
-        assert!(w.interval_ended(20 << 20), "the load has fallen off");
-        for _ in 0..RECENT - 1 {
+        assert!(!w.interval_ended(20 << 20), "the load has just fallen off");
+        assert!(w.interval_ended(20 << 20), "and stayed low");
+        for _ in 0..RECENT - 2 {
             w.interval_ended(20 << 20);
         }
         assert!(
