@@ -126,6 +126,18 @@ async fn held(gate: &GatedStore) {
     }
 }
 
+/// Waits (up to 10 s) until `n` writes of the kind the gate holds went through it.
+async fn went_through(gate: &GatedStore, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gate.groups().len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} writes reach the store"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// A persistent session subscribed to `t/#`, stored; its client still connected.
 async fn subscribed(broker: &Arc<BrokerState>) -> Client {
     let mut c = Client::open(broker);
@@ -217,6 +229,11 @@ async fn a_connection_taken_over_before_its_connack_sends_nothing_else_first() {
     )))
     .await;
     c.closed().await;
+    // The session's record is written again as the connection ends, after the socket closed:
+    // let it through before closing the gate, so the write held next is `first`'s (with it
+    // held instead, `second` could claim the session before `first`, and `first` would be
+    // the one left waiting for its CONNACK).
+    went_through(&gate, 2).await;
 
     gate.close();
     let mut first = Client::open_as(&broker, ProtocolVersion::V5);
