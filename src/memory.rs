@@ -172,14 +172,7 @@ fn free_resident() -> Option<u64> {
 /// The process's resident set in bytes, from `/proc/self/statm` (pages).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn resident_bytes() -> Option<u64> {
-    use std::io::Read;
-    // Read into the stack: an allocation here would give this blocking thread an arena of
-    // its own (about a megabyte of RSS) for one short string.
-    let mut buf = [0u8; 128];
-    let n = std::fs::File::open("/proc/self/statm")
-        .and_then(|mut f| f.read(&mut buf))
-        .ok()?;
-    let statm = std::str::from_utf8(buf.get(..n)?).ok()?;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages.saturating_mul(page_size()))
 }

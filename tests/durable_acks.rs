@@ -114,28 +114,26 @@ fn broker(holds: fn(&[Op]) -> bool) -> (Arc<BrokerState>, Arc<GatedStore>) {
     (Arc::new(broker), gate)
 }
 
-/// Waits (up to 10 s) until a write is held at the gate.
-async fn held(gate: &GatedStore) {
+/// Waits (up to 10 s, polling: the gate has no event for it) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gate.blocked() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the write reaches the store"
-        );
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
-/// Waits (up to 10 s) until `n` writes of the kind the gate holds went through it.
+/// Waits until a write is held at the gate.
+async fn held(gate: &GatedStore) {
+    until("the write reaches the store", || gate.blocked() > 0).await;
+}
+
+/// Waits until `n` writes of the kind the gate holds went through it.
 async fn went_through(gate: &GatedStore, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gate.groups().len() < n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} writes reach the store"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    until(&format!("{n} writes reach the store"), || {
+        gate.groups().len() >= n
+    })
+    .await;
 }
 
 /// A persistent session subscribed to `t/#`, stored; its client still connected.
