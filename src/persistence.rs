@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use crate::codec;
 use crate::message::Message;
-use crate::session::{Delivery, SessionMeta};
+use crate::session::{Delivery, SessionMeta, Stored};
 use crate::storage::{
-    unix_ms_now, Op, Store, StoreError, StoreWriter, StoredDelivery, StoredMessage, StoredSession,
-    StoredWill,
+    unix_ms_now, Op, OwnedOrder, Store, StoreError, StoreWriter, StoredDelivery, StoredMessage,
+    StoredSession, StoredWill,
 };
 
 /// Resolves once the store has made a batch durable, or with the reason it could not.
@@ -121,6 +121,30 @@ impl Persistence {
         }
     }
 
+    /// The inflight record of a delivery stored in it alone ([`Stored::Inflight`]): `d` is
+    /// the PUBLISH sent, None once PUBREL was sent in its place.
+    pub fn owned_inflight_op(
+        &self,
+        client_id: &str,
+        packet_id: u16,
+        order: OwnedOrder,
+        d: Option<&Delivery>,
+    ) -> Op {
+        Op::PutOwnedInflight {
+            client_id: client_id.to_string(),
+            packet_id,
+            order,
+            delivery: d.map(|d| StoredDelivery {
+                msg_id: 0,
+                // A retained message: its stored form is not cached in it (see `stored_copy`).
+                msg: Arc::new(self.stored_copy(&d.msg)),
+                qos: d.qos,
+                retain: d.retain,
+                subscription_ids: d.subscription_ids.clone(),
+            }),
+        }
+    }
+
     /// Submits `ops`; the receipt resolves once they are durable. When the store's queue is
     /// full, the receipt first waits for room ([`Receipt::is_waiting`]); the connection holding
     /// it stops reading until then.
@@ -189,7 +213,7 @@ pub fn to_delivery(seq: u64, d: StoredDelivery) -> Delivery {
         retain: d.retain,
         subscription_ids: d.subscription_ids,
         shared: None,
-        seq: Some(seq),
+        stored: Some(Stored::Queue(seq)),
     }
 }
 

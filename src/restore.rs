@@ -13,7 +13,8 @@ use crate::codec::{self, ProtocolVersion};
 use crate::persistence::{remaining_expiry, to_delivery, Persistence};
 use crate::protocol;
 use crate::session::{
-    Inflight, Login, PendingWill, Persistence as SessionPersistence, Session, SessionMeta,
+    Delivery, Inflight, Login, PendingWill, Persistence as SessionPersistence, Session,
+    SessionMeta, Stored,
 };
 use crate::storage::{unix_ms_now, LoadedInflight, LoadedSession, Op, Snapshot, StoreError};
 
@@ -199,8 +200,26 @@ fn restore_session(
                 unsent = unsent.saturating_sub(1);
                 (packet_id, Inflight::Publish(to_delivery(seq, delivery)))
             }
-            LoadedInflight::Released { packet_id, seq } => {
-                (packet_id, Inflight::Released { seq: Some(seq) })
+            LoadedInflight::Released { packet_id, seq } => (
+                packet_id,
+                Inflight::Released {
+                    stored: Some(Stored::Queue(seq)),
+                },
+            ),
+            LoadedInflight::Owned {
+                packet_id,
+                order,
+                delivery,
+            } => {
+                let stored = Some(Stored::owned(order));
+                let f = match delivery {
+                    Some(d) => Inflight::Publish(Delivery {
+                        stored,
+                        ..to_delivery(0, d)
+                    }),
+                    None => Inflight::Released { stored },
+                };
+                (packet_id, f)
             }
         })
         .collect();
@@ -214,6 +233,7 @@ fn restore_session(
         next_seq: loaded.next_seq,
         trusted_until: loaded.next_seq,
         backlog: Some((loaded.replay_from_seq, unsent)),
+        next_nth: 0,
     }));
     session.with_state(|s| s.restore(inflight, inbound));
     broker.restore_session(session.clone());

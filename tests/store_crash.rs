@@ -179,8 +179,11 @@ fn acknowledged_writes_survive_sigkill() {
             .iter()
             .map(|m| m.topic["crash/".len()..].parse::<u64>().expect("topic"))
             .collect();
-        let inflight: std::collections::HashSet<u64> =
-            snap.sessions[0].inflight.iter().map(|i| i.seq()).collect();
+        let inflight: std::collections::HashSet<u64> = snap.sessions[0]
+            .inflight
+            .iter()
+            .filter_map(|i| i.seq())
+            .collect();
         for seq in &acked {
             assert!(queued.contains(seq), "acknowledged seq {seq} lost");
         }

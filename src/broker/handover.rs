@@ -259,7 +259,7 @@ impl BrokerState {
                 continue;
             };
             let own_group = d.shared.replace(group);
-            let seq = d.seq;
+            let seq = d.seq();
             let back = match self
                 .place(session, d, &mut page, &mut ops, &mut released)
                 .await

@@ -193,6 +193,7 @@ impl BrokerState {
                 next_seq: first,
                 trusted_until: first,
                 backlog: None,
+                next_nth: 0,
             }));
         }
         vec![Op::PutSession(persistence::session_record(

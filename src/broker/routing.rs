@@ -220,7 +220,7 @@ impl BrokerState {
                     retain,
                     subscription_ids: sub.id.into_iter().collect(),
                     shared: sub.handle.share.clone(),
-                    seq: None,
+                    stored: None,
                 },
             });
         }
@@ -315,7 +315,7 @@ impl BrokerState {
                 retain: d.retain,
                 subscription_ids: d.subscription_ids.clone(),
                 shared: None,
-                seq: None,
+                stored: None,
             },
         )
     }
@@ -464,7 +464,7 @@ impl BrokerState {
                     packet_id: pid,
                 });
             }
-            for seq in moved.iter().filter_map(|d| d.seq) {
+            for seq in moved.iter().filter_map(Delivery::seq) {
                 released.push(Op::Dequeue {
                     client_id: client_id.clone(),
                     seq,
@@ -579,7 +579,7 @@ impl BrokerState {
                 retain: false,
                 subscription_ids: id.into_iter().collect(),
                 shared: d.shared.clone(),
-                seq: None,
+                stored: None,
                 msg: d.msg.clone(),
             };
             let routed = Routed {

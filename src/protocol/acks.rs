@@ -3,7 +3,8 @@
 
 use super::{Handler, Outbox};
 use crate::codec::{Packet, PubResp, ReasonCode};
-use crate::storage::{InflightStage, Op};
+use crate::session::Stored;
+use crate::storage::{InflightStage, Op, OwnedOrder};
 
 impl Handler {
     /// PUBACK: the QoS 1 delivery is done and leaves the store. Returns whether the window
@@ -23,17 +24,20 @@ impl Handler {
         let mut stored = Vec::new();
         let ready = self.session.with_state(|s| {
             for &pid in packet_ids {
-                if let Some(seq) = s.on_puback(pid).and_then(|d| d.seq) {
-                    stored.push((pid, seq));
+                if let Some(how) = s.on_puback(pid).and_then(|d| d.stored) {
+                    stored.push((pid, how));
                 }
             }
             s.has_ready(window)
         });
         if !stored.is_empty() {
-            let ops = stored
-                .into_iter()
-                .flat_map(|(pid, seq)| [self.delete_inflight(pid), self.dequeue(seq)])
-                .collect();
+            let mut ops = Vec::with_capacity(stored.len() * 2);
+            for (pid, how) in stored {
+                ops.push(self.delete_inflight(pid));
+                if let Stored::Queue(seq) = how {
+                    ops.push(self.dequeue(seq));
+                }
+            }
             self.store_nowait(ops);
         }
         ready || self.session.is_persistent()
@@ -43,24 +47,37 @@ impl Handler {
     /// Returns whether it carried a failure, which frees room in the inflight window.
     pub(super) fn on_pubrec(&mut self, r: PubResp, out: &mut Outbox) -> bool {
         let failed = r.reason.is_error();
-        let seq = self.session.with_state(|s| s.inflight_seq(r.packet_id));
+        let stored = self.session.with_state(|s| s.inflight_stored(r.packet_id));
         if self
             .session
             .with_state(|s| s.on_pubrec(r.packet_id, failed))
         {
             // The PUBREL-sent stage is durable before PUBREL goes out.
-            if let Some(seq) = seq {
-                let released = Op::PutInflight {
-                    client_id: self.session.client_id.to_string(),
-                    packet_id: r.packet_id,
-                    seq,
-                    stage: InflightStage::Released,
-                };
-                self.store_wait(vec![released, self.dequeue(seq)], out);
+            let client_id = self.session.client_id.to_string();
+            match (stored, self.broker.persistence()) {
+                (Some(Stored::Queue(seq)), _) => {
+                    let released = Op::PutInflight {
+                        client_id,
+                        packet_id: r.packet_id,
+                        seq,
+                        stage: InflightStage::Released,
+                    };
+                    self.store_wait(vec![released, self.dequeue(seq)], out);
+                }
+                (Some(Stored::Inflight { before, nth }), Some(p)) => {
+                    let order = OwnedOrder { before, nth };
+                    let released = p.owned_inflight_op(&client_id, r.packet_id, order, None);
+                    self.store_wait(vec![released], out);
+                }
+                _ => {}
             }
             self.send(&Packet::PubRel(PubResp::new(r.packet_id)), out);
-        } else if let (true, Some(seq)) = (failed, seq) {
-            self.store_nowait(vec![self.delete_inflight(r.packet_id), self.dequeue(seq)]);
+        } else if let (true, Some(how)) = (failed, stored) {
+            let mut ops = vec![self.delete_inflight(r.packet_id)];
+            if let Stored::Queue(seq) = how {
+                ops.push(self.dequeue(seq));
+            }
+            self.store_nowait(ops);
         } else if !failed && self.version.is_v5() {
             let mut rel = PubResp::new(r.packet_id);
             rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;

@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::{Handler, Outbox};
 use crate::auth::Access;
 use crate::codec::{self, Packet, PubResp, QoS};
-use crate::session::{Delivery, DropReason, Resend};
-use crate::storage::{InflightStage, Op};
+use crate::session::{Delivery, DropReason, Resend, Stored};
+use crate::storage::{InflightStage, Op, OwnedOrder};
 
 /// Server-to-client topic aliases (v5): a topic sent once with an alias is sent afterwards with
 /// the alias and an empty topic name. When all aliases are in use they are reassigned in turn.
@@ -124,7 +124,7 @@ impl Handler {
                         } else {
                             metrics.dropped_expired.inc();
                         }
-                        expired.extend(d.seq);
+                        expired.extend(d.seq());
                     };
                     let freed = s.take_ready(
                         window,
@@ -172,17 +172,29 @@ impl Handler {
     /// disk costs one redelivery under a new id, which at-least-once allows, and deliveries no
     /// longer queue behind the fsync of the publishers' batches.
     fn record_inflight(&self, batch: &[(u16, Delivery)], out: &mut Outbox) {
+        let Some(p) = self.broker.persistence() else {
+            return;
+        };
         // Behind a receipt still waiting for room in the store's queue everything waits, so this
         // connection's writes reach the store in the order they were made.
         let parked = out.parked();
         let (mut free, mut waited) = (Vec::new(), Vec::new());
         for (pid, d) in batch.iter().filter(|(pid, _)| *pid != 0) {
-            let Some(seq) = d.seq else { continue };
-            let op = Op::PutInflight {
-                client_id: self.session.client_id.to_string(),
-                packet_id: *pid,
-                seq,
-                stage: InflightStage::Publish,
+            let client_id = &self.session.client_id;
+            let op = match d.stored {
+                Some(Stored::Queue(seq)) => Op::PutInflight {
+                    client_id: client_id.to_string(),
+                    packet_id: *pid,
+                    seq,
+                    stage: InflightStage::Publish,
+                },
+                // A retained message for a new subscription: the record holds it, so it is
+                // sent again after a restart and its packet id is not reused meanwhile.
+                Some(Stored::Inflight { before, nth }) => {
+                    let order = OwnedOrder { before, nth };
+                    p.owned_inflight_op(client_id, *pid, order, Some(d))
+                }
+                None => continue,
             };
             if parked || d.qos == QoS::ExactlyOnce {
                 waited.push(op);

@@ -31,6 +31,7 @@ use crate::peer::PeerAddr;
 use crate::sync::{Mutex, Rank};
 pub use state::{
     Delivery, DropReason, Enqueued, Inflight, Limits, Persistence, Resend, SessionState, Shed,
+    Stored,
 };
 pub use stream::StreamRequest;
 

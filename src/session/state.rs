@@ -16,6 +16,7 @@ use std::time::Instant;
 use super::stream::StreamRequest;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Message;
+use crate::storage::OwnedOrder;
 use backlog::{Backlog, ShareGuess};
 use body::{Body, TakenShared};
 
@@ -33,12 +34,50 @@ pub struct Delivery {
     /// The shared subscription (`$share/g/f`) this came through, so it can be handed to another
     /// member if this one leaves (MQTT 5.0 4.8.2, non-normative).
     pub shared: Option<std::sync::Arc<str>>,
-    /// Position in the session's stored queue, for QoS 1/2 deliveries of a persistent session
-    /// when a store is configured; None otherwise.
-    pub seq: Option<u64>,
+    /// How the store keeps it: QoS 1/2 deliveries of a persistent session when a store is
+    /// configured; None otherwise.
+    pub stored: Option<Stored>,
+}
+
+/// Where the store keeps a QoS 1/2 delivery of a persistent session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Its position in the session's stored queue; once sent, its inflight record names it.
+    Queue(u64),
+    /// Only in its inflight record, which holds the message: a retained message sent to a new
+    /// subscription, which has no queue position (see `crate::session::stream`). Set as it
+    /// enters the inflight window. The [`OwnedOrder`] fields inline: 16 bytes with the tag,
+    /// where the struct's padding would make every `Delivery` 8 bytes larger.
+    Inflight { before: u64, nth: u32 },
+}
+
+impl Stored {
+    /// A delivery kept in its inflight record, at `order`.
+    pub fn owned(order: OwnedOrder) -> Stored {
+        Stored::Inflight {
+            before: order.before,
+            nth: order.nth,
+        }
+    }
+
+    /// Where a delivery kept in its inflight record stands in the send order.
+    pub fn order(&self) -> Option<OwnedOrder> {
+        match *self {
+            Stored::Inflight { before, nth } => Some(OwnedOrder { before, nth }),
+            Stored::Queue(_) => None,
+        }
+    }
 }
 
 impl Delivery {
+    /// Its position in the stored queue, if it has one: what a `Dequeue` removes.
+    pub fn seq(&self) -> Option<u64> {
+        match self.stored {
+            Some(Stored::Queue(seq)) => Some(seq),
+            _ => None,
+        }
+    }
+
     /// Bytes this delivery holds in memory, for queue budgets.
     pub fn cost(&self) -> usize {
         self.msg.cost()
@@ -50,8 +89,9 @@ impl Delivery {
 pub enum Inflight {
     /// PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
     Publish(Delivery),
-    /// PUBREL sent, awaiting PUBCOMP. Keeps the stored queue position for the store's records.
-    Released { seq: Option<u64> },
+    /// PUBREL sent, awaiting PUBCOMP. Keeps how the delivery was stored, for the store's
+    /// records.
+    Released { stored: Option<Stored> },
 }
 
 /// What to send when a session resumes.
@@ -126,6 +166,9 @@ pub struct Persistence {
     pub trusted_until: u64,
     /// A loaded backlog: (first unsent position, entries).
     pub backlog: Option<(u64, u64)>,
+    /// The next [`OwnedOrder::nth`]: past those of the restored inflight window
+    /// ([`SessionState::restore`] sets it).
+    pub next_nth: u32,
 }
 
 /// Limits a session enforces on itself.
@@ -337,7 +380,7 @@ impl SessionState {
         };
         let seq = p.next_seq;
         p.next_seq += 1;
-        d.seq = Some(seq);
+        d.stored = Some(Stored::Queue(seq));
         let memory_full = body.queue.len() >= p.memory_cap
             || bytes_full
             || (!body.queue.is_empty() && body.queued_payload + d.msg.payload.len() > MEMORY_BYTES);
@@ -443,13 +486,13 @@ impl SessionState {
         self.body().map_or(0, |b| b.streams.len())
     }
 
-    /// The stored queue position of the inflight message under `pid`.
-    pub fn inflight_seq(&self, pid: u16) -> Option<u64> {
+    /// How the inflight message under `pid` is stored.
+    pub fn inflight_stored(&self, pid: u16) -> Option<Stored> {
         let b = self.body()?;
         let pos = b.inflight_position(pid)?;
         match &b.inflight[pos].1 {
-            Inflight::Publish(d) => d.seq,
-            Inflight::Released { seq } => *seq,
+            Inflight::Publish(d) => d.stored,
+            Inflight::Released { stored } => *stored,
         }
     }
 
@@ -463,12 +506,26 @@ impl SessionState {
             b.next_packet_id = pid.wrapping_add(1).max(1);
         }
         // Restored after its subscriptions: in-flight deliveries get back their share group.
+        // Retained messages sent to a new subscription (stored in their inflight records) came
+        // through no shared subscription: those get no retained messages (MQTT 5.0 4.8.2).
         let guess = ShareGuess::of(b);
         let mut inflight = inflight;
+        let mut next_nth = None;
         for (_, f) in &mut inflight {
-            if let Inflight::Publish(d) = f {
-                ShareGuess::fill(guess.as_ref(), d);
+            match f {
+                Inflight::Publish(d) if d.seq().is_some() => ShareGuess::fill(guess.as_ref(), d),
+                _ => {}
             }
+            let stored = match f {
+                Inflight::Publish(d) => d.stored,
+                Inflight::Released { stored } => *stored,
+            };
+            if let Some(o) = stored.and_then(|s| s.order()) {
+                next_nth = next_nth.max(Some(o.nth.wrapping_add(1)));
+            }
+        }
+        if let (Some(p), Some(n)) = (b.persistence.as_mut(), next_nth) {
+            p.next_nth = p.next_nth.max(n);
         }
         b.pids_in_order = inflight.is_empty();
         b.inflight = inflight.into();
@@ -506,8 +563,8 @@ impl SessionState {
                     return false;
                 }
                 // Keep the send order: the PUBREL takes the PUBLISH's place in the window.
-                let seq = d.seq;
-                b.inflight[pos].1 = Inflight::Released { seq };
+                let stored = d.stored;
+                b.inflight[pos].1 = Inflight::Released { stored };
                 true
             }
             Inflight::Released { .. } => !failed,

@@ -15,8 +15,9 @@
 //!
 //! Streams live in memory only. A session resumed by a reconnect carries on where its stream
 //! was; after a broker restart the rest is not sent (a client gets its retained messages again
-//! by subscribing again). Streamed QoS 1/2 copies get no stored queue position, so a persistent
-//! session's store holds none of them either.
+//! by subscribing again). Streamed QoS 1/2 copies get no stored queue position: once sent, a
+//! persistent session's inflight record holds the message itself (`Stored::Inflight`), so one
+//! in flight at a restart is sent again under its packet id like any other [MQTT-4.4.0-1].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -166,7 +167,7 @@ impl RetainedStreams {
                 retain: true,
                 subscription_ids: s.sub_id.into_iter().collect(),
                 shared: None,
-                seq: None,
+                stored: None,
                 msg,
             };
             added += d.msg.record_cost();

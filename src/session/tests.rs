@@ -37,7 +37,7 @@ fn delivery(qos: QoS) -> Delivery {
         retain: false,
         subscription_ids: Vec::new(),
         shared: None,
-        seq: None,
+        stored: None,
     }
 }
 

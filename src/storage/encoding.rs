@@ -19,7 +19,8 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::{
-    InflightStage, StoreError, StoredMessage, StoredSession, StoredSubscription, StoredWill,
+    InflightStage, OwnedOrder, StoreError, StoredDelivery, StoredMessage, StoredSession,
+    StoredSubscription, StoredWill,
 };
 use crate::codec::{Properties, QoS, SubscriptionOptions};
 
@@ -571,6 +572,18 @@ pub(crate) fn encode_queue_entry_with(
     body: Option<&StoredMessage>,
 ) -> Vec<u8> {
     let mut e = Enc::record();
+    put_queue_entry(&mut e, msg_id, qos, retain, subscription_ids, body);
+    e.0
+}
+
+fn put_queue_entry(
+    e: &mut Enc,
+    msg_id: u64,
+    qos: QoS,
+    retain: bool,
+    subscription_ids: &[u32],
+    body: Option<&StoredMessage>,
+) {
     e.u64(msg_id);
     let inline = if body.is_some() { Q_INLINE } else { 0 };
     e.u8(qos as u8 | u8::from(retain) << 2 | inline);
@@ -580,13 +593,18 @@ pub(crate) fn encode_queue_entry_with(
         e.u32(*id);
     }
     if let Some(m) = body {
-        put_message(&mut e, m);
+        put_message(e, m);
     }
-    e.0
 }
 
 pub(crate) fn decode_queue_entry(buf: &[u8]) -> Result<QueueEntry, DecodeError> {
     let mut d = Dec::record(buf)?;
+    let q = get_queue_entry(&mut d)?;
+    d.finish()?;
+    Ok(q)
+}
+
+fn get_queue_entry(d: &mut Dec) -> Result<QueueEntry, DecodeError> {
     let msg_id = d.u64("message id")?;
     let f = d.u8("delivery flags")?;
     if f & !(0b111 | Q_INLINE) != 0 {
@@ -599,11 +617,10 @@ pub(crate) fn decode_queue_entry(buf: &[u8]) -> Result<QueueEntry, DecodeError> 
         subscription_ids.push(d.u32("subscription id")?);
     }
     let body = if f & Q_INLINE != 0 {
-        Some(get_message(&mut d)?)
+        Some(get_message(d)?)
     } else {
         None
     };
-    d.finish()?;
     Ok(QueueEntry {
         msg_id,
         qos,
@@ -629,23 +646,76 @@ pub(crate) fn decode_refcount(buf: &[u8]) -> Result<u64, DecodeError> {
 pub(crate) fn encode_inflight(stage: InflightStage, seq: u64) -> Vec<u8> {
     let mut e = Enc::record();
     e.u8(match stage {
-        InflightStage::Publish => 0,
-        InflightStage::Released => 1,
+        InflightStage::Publish => INFLIGHT_PUBLISH,
+        InflightStage::Released => INFLIGHT_RELEASED,
     });
     e.u64(seq);
     e.0
 }
 
-pub(crate) fn decode_inflight(buf: &[u8]) -> Result<(InflightStage, u64), DecodeError> {
+/// Inflight record stages: naming a queue entry, or holding the message itself.
+const INFLIGHT_PUBLISH: u8 = 0;
+const INFLIGHT_RELEASED: u8 = 1;
+const INFLIGHT_OWNED_PUBLISH: u8 = 2;
+const INFLIGHT_OWNED_RELEASED: u8 = 3;
+
+/// A decoded inflight record.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum InflightRecord {
+    /// Names the queue entry `seq`.
+    Queue(InflightStage, u64),
+    /// Holds the message awaiting PUBACK / PUBREC (its body always inline), or None once
+    /// PUBREL was sent.
+    Owned(OwnedOrder, Option<Box<QueueEntry>>),
+}
+
+/// An inflight record holding its message (see `Op::PutOwnedInflight`); `d` None: PUBREL sent.
+pub(crate) fn encode_owned_inflight(order: OwnedOrder, d: Option<&StoredDelivery>) -> Vec<u8> {
+    let mut e = Enc::record();
+    e.u8(match d {
+        Some(_) => INFLIGHT_OWNED_PUBLISH,
+        None => INFLIGHT_OWNED_RELEASED,
+    });
+    e.u64(order.before);
+    e.u32(order.nth);
+    if let Some(d) = d {
+        put_queue_entry(
+            &mut e,
+            0,
+            d.qos,
+            d.retain,
+            &d.subscription_ids,
+            Some(&d.msg),
+        );
+    }
+    e.0
+}
+
+pub(crate) fn decode_inflight(buf: &[u8]) -> Result<InflightRecord, DecodeError> {
     let mut d = Dec::record(buf)?;
-    let stage = match d.u8("inflight stage")? {
-        0 => InflightStage::Publish,
-        1 => InflightStage::Released,
+    let record = match d.u8("inflight stage")? {
+        INFLIGHT_PUBLISH => InflightRecord::Queue(InflightStage::Publish, d.u64("inflight seq")?),
+        INFLIGHT_RELEASED => InflightRecord::Queue(InflightStage::Released, d.u64("inflight seq")?),
+        s @ (INFLIGHT_OWNED_PUBLISH | INFLIGHT_OWNED_RELEASED) => {
+            let order = OwnedOrder {
+                before: d.u64("inflight order")?,
+                nth: d.u32("inflight order")?,
+            };
+            let entry = if s == INFLIGHT_OWNED_PUBLISH {
+                let q = get_queue_entry(&mut d)?;
+                if q.body.is_none() {
+                    return Err(DecodeError("inflight record without its message".into()));
+                }
+                Some(Box::new(q))
+            } else {
+                None
+            };
+            InflightRecord::Owned(order, entry)
+        }
         s => return Err(DecodeError(format!("invalid inflight stage {s}"))),
     };
-    let seq = d.u64("inflight seq")?;
     d.finish()?;
-    Ok((stage, seq))
+    Ok(record)
 }
 
 pub(crate) fn encode_inbound_qos2(msg: Option<&StoredMessage>) -> Vec<u8> {

@@ -3,7 +3,10 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::storage::{InflightStage, StoredMessage, StoredSession, StoredSubscription, StoredWill};
+use crate::storage::{
+    InflightStage, OwnedOrder, StoredDelivery, StoredMessage, StoredSession, StoredSubscription,
+    StoredWill,
+};
 
 pub(crate) fn full_properties() -> Properties {
     Properties {
@@ -148,9 +151,35 @@ fn small_records_round_trip() {
     for stage in [InflightStage::Publish, InflightStage::Released] {
         assert_eq!(
             decode_inflight(&encode_inflight(stage, 99)).unwrap(),
-            (stage, 99)
+            InflightRecord::Queue(stage, 99)
         );
     }
+    let owned = StoredDelivery {
+        msg_id: 0,
+        msg: std::sync::Arc::new(rich_message()),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        subscription_ids: vec![3],
+    };
+    let order = OwnedOrder {
+        before: 1 << 40,
+        nth: u32::MAX,
+    };
+    let entry = QueueEntry {
+        msg_id: 0,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        subscription_ids: vec![3],
+        body: Some(rich_message()),
+    };
+    assert_eq!(
+        decode_inflight(&encode_owned_inflight(order, Some(&owned))).unwrap(),
+        InflightRecord::Owned(order, Some(Box::new(entry)))
+    );
+    assert_eq!(
+        decode_inflight(&encode_owned_inflight(order, None)).unwrap(),
+        InflightRecord::Owned(order, None)
+    );
     assert_eq!(
         decode_inbound_qos2(&encode_inbound_qos2(None)).unwrap(),
         None
@@ -217,6 +246,23 @@ fn corrupt_records_are_errors_not_panics() {
         ),
         ("refcount", encode_refcount(3)),
         ("inflight", encode_inflight(InflightStage::Released, 4)),
+        (
+            "inflight",
+            encode_owned_inflight(
+                OwnedOrder { before: 4, nth: 1 },
+                Some(&StoredDelivery {
+                    msg_id: 0,
+                    msg: std::sync::Arc::new(rich_message()),
+                    qos: QoS::ExactlyOnce,
+                    retain: true,
+                    subscription_ids: vec![],
+                }),
+            ),
+        ),
+        (
+            "inflight",
+            encode_owned_inflight(OwnedOrder { before: 4, nth: 1 }, None),
+        ),
         ("qos2", encode_inbound_qos2(Some(&rich_message()))),
     ];
     let decode = |kind: &str, b: &[u8]| -> Result<(), DecodeError> {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::early::EarlyDequeues;
-use super::encoding::{self as enc, DecodeError};
+use super::encoding::{self as enc, DecodeError, InflightRecord};
 use super::index::{ClientQueue, QueueIndex, Slot};
 use super::prepared::{Item, Prepared, SharedBody};
 use super::{
@@ -553,15 +553,22 @@ fn load_inflight(
     scan_all(kv, Ks::Inflight, &mut |k, v| {
         let (client, rest) = client_key(Ks::Inflight, k)?;
         let packet_id = enc::decode_u16_suffix(&rest).map_err(corrupt(Ks::Inflight, k))?;
-        let (stage, seq) = enc::decode_inflight(v).map_err(corrupt(Ks::Inflight, k))?;
+        let record = enc::decode_inflight(v).map_err(corrupt(Ks::Inflight, k))?;
         let Some(s) = sessions.get_mut(&client) else {
             warn_orphan(Ks::Inflight, &client);
             skipped += 1;
             return Ok(true);
         };
-        let loaded = match stage {
-            InflightStage::Released => LoadedInflight::Released { packet_id, seq },
-            InflightStage::Publish => {
+        let loaded = match record {
+            InflightRecord::Queue(InflightStage::Released, seq) => {
+                LoadedInflight::Released { packet_id, seq }
+            }
+            InflightRecord::Owned(order, entry) => LoadedInflight::Owned {
+                packet_id,
+                order,
+                delivery: entry.and_then(|q| owned_delivery(*q)),
+            },
+            InflightRecord::Queue(InflightStage::Publish, seq) => {
                 let qkey = enc::seq_key(&client, seq);
                 let delivery = match kv.get(Ks::Queue, &qkey)? {
                     Some(raw) => bodies.delivery(&qkey, &raw)?,
@@ -586,6 +593,17 @@ fn load_inflight(
         Ok(true)
     })?;
     Ok(skipped)
+}
+
+/// The delivery an owned inflight record holds (its body is always inline: checked on decode).
+fn owned_delivery(q: enc::QueueEntry) -> Option<StoredDelivery> {
+    Some(StoredDelivery {
+        msg_id: q.msg_id,
+        msg: Arc::new(q.body?),
+        qos: q.qos,
+        retain: q.retain,
+        subscription_ids: q.subscription_ids,
+    })
 }
 
 /// Attaches the inbound QoS 2 packet ids to their sessions; returns how many were skipped.
@@ -617,7 +635,7 @@ fn set_sequences(
     sessions: &mut BTreeMap<String, LoadedSession>,
 ) -> Result<(), StoreError> {
     for (client, s) in sessions.iter_mut() {
-        s.inflight.sort_by_key(LoadedInflight::seq);
+        s.inflight.sort_by_key(LoadedInflight::send_order);
         let prefix = enc::client_prefix(client);
         let last_queued = match kv.last_key(Ks::Queue, &prefix)? {
             Some(k) => {
@@ -625,11 +643,22 @@ fn set_sequences(
             }
             None => None,
         };
-        let last_inflight = s.inflight.last().map(LoadedInflight::seq);
+        let last_inflight = s.inflight.iter().filter_map(LoadedInflight::seq).max();
+        // A record holding its message was sent before queue entry `before`: new entries are
+        // numbered from there at least, so they sort after it.
+        let owned_before = s
+            .inflight
+            .iter()
+            .filter_map(|f| match f {
+                LoadedInflight::Owned { order, .. } => Some(order.before),
+                _ => None,
+            })
+            .max();
         s.replay_from_seq = last_inflight.map_or(0, |x| x.saturating_add(1));
         s.next_seq = last_queued
             .max(last_inflight)
-            .map_or(0, |x| x.saturating_add(1));
+            .map_or(0, |x| x.saturating_add(1))
+            .max(owned_before.unwrap_or(0));
     }
     Ok(())
 }

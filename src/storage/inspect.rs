@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io::Write;
 
-use super::encoding::{self as enc, DecodeError};
+use super::encoding::{self as enc, DecodeError, InflightRecord};
 use super::engine::{scan_all, Ks, Kv, META_FORMAT_VERSION, META_MSG_ID_HW};
 use super::{InflightStage, StoreError, StoredMessage};
 
@@ -187,8 +187,10 @@ fn check_record(ks: Ks, k: &[u8], v: &[u8], seen: &mut Seen) -> Result<(), Store
         Ks::Inflight => {
             let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
             let pid = enc::decode_u16_suffix(rest).map_err(at(ks, k))?;
-            let (stage, seq) = enc::decode_inflight(v).map_err(at(ks, k))?;
-            if stage == InflightStage::Publish {
+            // A record holding its own message names no queue entry.
+            if let InflightRecord::Queue(InflightStage::Publish, seq) =
+                enc::decode_inflight(v).map_err(at(ks, k))?
+            {
                 seen.inflight_publish.push((c.clone(), pid, seq));
             }
             seen.per_client.push((ks, c));
@@ -345,8 +347,26 @@ fn describe(ks: Ks, k: &[u8], v: &[u8]) -> Result<String, StoreError> {
         Ks::Inflight => {
             let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;
             let pid = enc::decode_u16_suffix(rest).map_err(at(ks, k))?;
-            let (stage, seq) = enc::decode_inflight(v).map_err(at(ks, k))?;
-            format!("client={c:?} packet_id={pid} stage={stage:?} seq={seq}")
+            match enc::decode_inflight(v).map_err(at(ks, k))? {
+                InflightRecord::Queue(stage, seq) => {
+                    format!("client={c:?} packet_id={pid} stage={stage:?} seq={seq}")
+                }
+                InflightRecord::Owned(order, entry) => {
+                    let stage = match entry.as_ref().and_then(|q| Some((q, q.body.as_ref()?))) {
+                        Some((q, m)) => format!(
+                            "Publish qos={} subscription_ids={:?} {}",
+                            q.qos as u8,
+                            q.subscription_ids,
+                            message(m)
+                        ),
+                        None => "Released".into(),
+                    };
+                    format!(
+                        "client={c:?} packet_id={pid} sent_before_seq={} nth={} stage={stage}",
+                        order.before, order.nth
+                    )
+                }
+            }
         }
         Ks::Qos2In => {
             let (c, rest) = enc::split_client_key(k).map_err(at(ks, k))?;

@@ -200,12 +200,24 @@ pub enum InflightStage {
     Released,
 }
 
+/// Where an inflight record that holds its own message ([`Op::PutOwnedInflight`]) stands in
+/// the session's send order, which queue positions alone cannot say: it was sent before the
+/// queue entry `before` (the first one unsent at the time) and after every entry below it, and
+/// it is the `nth` such record of its session, so records sent before the same entry keep
+/// their order too. Resends after a restart follow this order [MQTT-4.6.0-1].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OwnedOrder {
+    pub before: u64,
+    pub nth: u32,
+}
+
 /// One change. A `Vec<Op>` is applied atomically by [`Store::write`].
 ///
 /// Typical batches: QoS 1 publish to an offline session = `[Enqueue]`; sending it =
 /// `[PutInflight{Publish}]`; PUBACK = `[DeleteInflight, Dequeue]`; PUBREC =
 /// `[PutInflight{Released}, Dequeue]`; PUBCOMP = `[DeleteInflight]`; clean start =
-/// `[DeleteSession, PutSession]`.
+/// `[DeleteSession, PutSession]`; sending a retained message to a new subscription =
+/// `[PutOwnedInflight{Some}]`, its PUBREC `[PutOwnedInflight{None}]`.
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Creates or replaces the session record (not its subscriptions or queue).
@@ -249,6 +261,16 @@ pub enum Op {
         seq: u64,
         stage: InflightStage,
     },
+    /// An inflight record holding its message instead of naming a queue entry: a retained
+    /// message sent to a new subscription, which never had a queue position (it is read from
+    /// the retained store as the client takes it). `delivery` is the PUBLISH awaiting PUBACK /
+    /// PUBREC; None once PUBREL was sent. Removed by `DeleteInflight`.
+    PutOwnedInflight {
+        client_id: String,
+        packet_id: u16,
+        order: OwnedOrder,
+        delivery: Option<StoredDelivery>,
+    },
     DeleteInflight {
         client_id: String,
         packet_id: u16,
@@ -281,19 +303,42 @@ pub enum LoadedInflight {
     },
     /// Resend PUBREL.
     Released { packet_id: u16, seq: u64 },
+    /// A record holding its own message ([`Op::PutOwnedInflight`]): resend `delivery` as
+    /// PUBLISH with DUP=1, or PUBREL when it is None.
+    Owned {
+        packet_id: u16,
+        order: OwnedOrder,
+        delivery: Option<StoredDelivery>,
+    },
 }
 
 impl LoadedInflight {
     pub fn packet_id(&self) -> u16 {
         match self {
             LoadedInflight::Publish { packet_id, .. }
-            | LoadedInflight::Released { packet_id, .. } => *packet_id,
+            | LoadedInflight::Released { packet_id, .. }
+            | LoadedInflight::Owned { packet_id, .. } => *packet_id,
         }
     }
 
-    pub fn seq(&self) -> u64 {
+    /// The queue entry the record names; None for one holding its own message.
+    pub fn seq(&self) -> Option<u64> {
         match self {
-            LoadedInflight::Publish { seq, .. } | LoadedInflight::Released { seq, .. } => *seq,
+            LoadedInflight::Publish { seq, .. } | LoadedInflight::Released { seq, .. } => {
+                Some(*seq)
+            }
+            LoadedInflight::Owned { .. } => None,
+        }
+    }
+
+    /// Send order: a record naming queue entry `s` after every record sent before `s`
+    /// ([`OwnedOrder`]).
+    pub fn send_order(&self) -> (u64, bool, u32) {
+        match self {
+            LoadedInflight::Owned { order, .. } => (order.before, false, order.nth),
+            LoadedInflight::Publish { seq, .. } | LoadedInflight::Released { seq, .. } => {
+                (*seq, true, 0)
+            }
         }
     }
 }
@@ -309,8 +354,8 @@ pub struct LoadedSession {
     pub inflight: Vec<LoadedInflight>,
     /// Inbound QoS 2 packet ids awaiting PUBREL, ascending.
     pub inbound_qos2: Vec<(u16, Option<StoredMessage>)>,
-    /// One more than the highest seq in the queue or in inflight records: where new entries
-    /// continue. Queue entries referenced by inflight `Publish` records are still in the queue,
+    /// One more than the highest seq in the queue or in inflight records (and no less than any
+    /// [`OwnedOrder::before`]): where new entries continue. Queue entries referenced by inflight `Publish` records are still in the queue,
     /// so replay with `queue_range(client, replay_from_seq, ..)`.
     pub next_seq: u64,
     /// First seq not referenced by an inflight record: one more than the highest inflight seq

@@ -165,6 +165,16 @@ fn item(op: &Op, counts: &HashMap<u64, u32>, bodies: &mut HashMap<u64, Arc<Vec<u
             enc::pid_key(client_id, *packet_id),
             enc::encode_inflight(*stage, *seq),
         ),
+        Op::PutOwnedInflight {
+            client_id,
+            packet_id,
+            order,
+            delivery,
+        } => put(
+            Ks::Inflight,
+            enc::pid_key(client_id, *packet_id),
+            enc::encode_owned_inflight(*order, delivery.as_ref()),
+        ),
         Op::DeleteInflight {
             client_id,
             packet_id,

@@ -576,7 +576,7 @@ fn inflight_loads_in_send_order(f: Fixture) {
             .iter()
             .map(|i| (i.packet_id(), i.seq()))
             .collect::<Vec<_>>(),
-        [(65535, 10), (2, 12)]
+        [(65535, Some(10)), (2, Some(12))]
     );
     assert!(matches!(l.inflight[0], LoadedInflight::Released { .. }));
     match &l.inflight[1] {
@@ -816,6 +816,7 @@ suite!(
     ops_see_earlier_ops_of_their_batch,
     delete_session_removes_everything,
     inflight_loads_in_send_order,
+    owned_inflight_records_load_in_send_order,
     retained_put_replace_delete,
     corrupt_records_are_errors,
     dangling_references_are_skipped_and_reported,
@@ -825,3 +826,7 @@ suite!(
 
 #[path = "fjall_tests.rs"]
 mod fjall_only;
+
+#[path = "owned_tests.rs"]
+mod owned;
+use owned::owned_inflight_records_load_in_send_order;

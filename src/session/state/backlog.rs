@@ -137,7 +137,7 @@ impl Body {
         // The moved positions go before the backlog's.
         let tail = self.backlog.as_ref().map_or(next_seq, |b| b.from);
         let mut runs: VecDeque<(u64, u64)> = VecDeque::new();
-        for seq in self.queue.iter().filter_map(|d| d.seq) {
+        for seq in self.queue.iter().filter_map(Delivery::seq) {
             match runs.back_mut() {
                 Some(run) if run.1 == seq => run.1 += 1,
                 Some(run) if run.1 > seq => return (0, 0),
@@ -147,7 +147,7 @@ impl Body {
         if runs.back().is_none_or(|run| run.1 > tail) {
             return (0, 0);
         }
-        let (moved, freed) = self.take_queued(|d| d.seq.is_some());
+        let (moved, freed) = self.take_queued(|d| d.seq().is_some());
         let largest = moved.iter().map(|d| d.msg.payload.len()).max().unwrap_or(0);
         let mut b = self.backlog.take().unwrap_or_else(|| Backlog::new(tail, 0));
         b.count += moved.len() as u64;
@@ -156,7 +156,7 @@ impl Body {
             .max(u32::try_from(largest).unwrap_or(u32::MAX));
         let mut groups: VecDeque<(u64, Arc<str>)> = moved
             .iter()
-            .filter_map(|d| Some((d.seq?, d.shared.clone()?)))
+            .filter_map(|d| Some((d.seq()?, d.shared.clone()?)))
             .collect();
         // Spilled twice before a refill read the first ones back: the new ones go first.
         let (mut older, mut older_groups, tail) = match b.spilled.take() {
@@ -192,7 +192,7 @@ impl Body {
         };
         let guess = ShareGuess::of(self);
         for mut d in entries {
-            let Some(seq) = d.seq else { continue };
+            let Some(seq) = d.seq() else { continue };
             match b.next(seq, p.trusted_until) {
                 Next::Skip => continue,
                 Next::Stop => break,

@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-use super::{Backlog, Delivery, DropReason, Inflight, Persistence, Shed};
+use super::{Backlog, Delivery, DropReason, Inflight, Persistence, Shed, Stored};
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::session::stream::RetainedStreams;
+use crate::storage::OwnedOrder;
 
 /// The queues, windows and tables of a [`SessionState`](super::SessionState) once it has any.
 #[derive(Debug)]
@@ -138,7 +139,7 @@ impl Body {
 
     /// See [`super::SessionState::shed`].
     pub(super) fn shed(&mut self) -> Shed {
-        let (dropped, freed) = self.take_queued(|d| d.seq.is_none());
+        let (dropped, freed) = self.take_queued(|d| d.seq().is_none());
         let (spilled, spill_freed) = self.spill();
         Shed {
             dropped,
@@ -237,6 +238,7 @@ impl Body {
         let mut freed = 0;
         let mut taken = 0;
         let mut used = None;
+        let mut before = None;
         while taken < max {
             // Retained streams go first; the queue waits until they are done (see
             // `crate::session::stream`). A stream whose buffer ran empty waits for its next
@@ -266,9 +268,13 @@ impl Body {
                 on_drop(&d, DropReason::NotAuthorized);
                 continue;
             }
+            let mut d = d;
             let pid = if d.qos == QoS::AtMostOnce {
                 0
             } else {
+                if streaming {
+                    d.stored = self.owned_order(&mut before).map(Stored::owned);
+                }
                 let pid = self.allocate_packet_id(&mut used);
                 self.inflight.push_back((pid, Inflight::Publish(d.clone())));
                 pid
@@ -277,6 +283,34 @@ impl Body {
             taken += 1;
         }
         freed
+    }
+
+    /// Where a retained message sent now stands in a persistent session's send order (None
+    /// without a store): before the first stored queue entry not sent yet, after the last
+    /// one sent. `before` caches that entry's position for one `take_ready` batch, in which
+    /// the queue waits for the streams.
+    fn owned_order(&mut self, before: &mut Option<u64>) -> Option<OwnedOrder> {
+        let p = self.persistence.as_deref()?;
+        let first_unsent = match *before {
+            Some(b) => b,
+            None => {
+                let b = self
+                    .queue
+                    .iter()
+                    .find_map(Delivery::seq)
+                    .or(self.backlog.as_ref().map(|b| b.from))
+                    .unwrap_or(p.next_seq);
+                *before = Some(b);
+                b
+            }
+        };
+        let p = self.persistence.as_deref_mut()?;
+        let nth = p.next_nth;
+        p.next_nth = nth.wrapping_add(1);
+        Some(OwnedOrder {
+            before: first_unsent,
+            nth,
+        })
     }
 
     /// See [`super::SessionState::has_ready`].

@@ -16,7 +16,7 @@ pub(super) fn delivery(qos: QoS) -> Delivery {
         retain: false,
         subscription_ids: Vec::new(),
         shared: None,
-        seq: None,
+        stored: None,
     }
 }
 
@@ -247,7 +247,7 @@ fn expired_messages_are_dropped_not_sent() {
         retain: false,
         subscription_ids: vec![],
         shared: None,
-        seq: None,
+        stored: None,
     })
     .unwrap();
     let mut out = Vec::new();
@@ -426,6 +426,7 @@ fn a_clean_start_keeps_a_persistent_sessions_store_positions() {
         next_seq: 7,
         trusted_until: 0,
         backlog: Some((3, 4)),
+        next_nth: 0,
     }));
     assert_eq!(s.backlog_len(), 4);
     s.clear();
@@ -453,6 +454,7 @@ fn stored_session() -> SessionState {
         next_seq: 0,
         trusted_until: 0,
         backlog: None,
+        next_nth: 0,
     }));
     s
 }
@@ -460,13 +462,13 @@ fn stored_session() -> SessionState {
 /// A stored entry read back from disk.
 fn stored(seq: u64) -> Delivery {
     Delivery {
-        seq: Some(seq),
+        stored: Some(Stored::Queue(seq)),
         ..delivery(QoS::AtLeastOnce)
     }
 }
 
 fn queued_seqs(s: &mut SessionState) -> Vec<Option<u64>> {
-    take(s, 100).into_iter().map(|(_, d)| d.seq).collect()
+    take(s, 100).into_iter().map(|(_, d)| d.seq()).collect()
 }
 
 /// Shedding (a subscriber holding the saturated global budget) takes out what is only in
@@ -488,7 +490,7 @@ fn shedding_drops_what_is_in_memory_only_and_moves_the_rest_to_disk() {
     assert!(shed
         .dropped
         .iter()
-        .all(|d| d.qos == QoS::AtMostOnce && d.seq.is_none()));
+        .all(|d| d.qos == QoS::AtMostOnce && d.seq().is_none()));
     assert_eq!(shed.spilled, 2);
     assert_eq!((s.queued_len(), s.queued_bytes()), (0, 0));
     assert!(shed.freed >= before, "everything counted went back");
@@ -635,6 +637,7 @@ fn a_stuck_subscriber_holds_little_in_memory() {
         next_seq: 0,
         trusted_until: 0,
         backlog: None,
+        next_nth: 0,
     }));
     let epoch = stored.epoch();
     for _ in 0..3 {
@@ -665,12 +668,15 @@ fn a_drained_backlog_gives_its_entries_out_in_order_with_their_groups() {
     assert_eq!(s.drain_from(), Some(0));
     // Position 2 has not reached the store yet: the drain stops before it.
     let first = s.drain_backlog(vec![stored(0), stored(1), stored(3)]);
-    let got: Vec<_> = first.iter().map(|d| (d.seq, d.shared.is_some())).collect();
+    let got: Vec<_> = first
+        .iter()
+        .map(|d| (d.seq(), d.shared.is_some()))
+        .collect();
     assert_eq!(got, [(Some(0), false), (Some(1), true)]);
     assert_eq!(s.drain_from(), Some(2));
     let rest = s.drain_backlog(vec![stored(2), stored(3)]);
     assert_eq!(
-        rest.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        rest.iter().map(|d| d.seq()).collect::<Vec<_>>(),
         [Some(2), Some(3)]
     );
     assert_eq!(s.drain_from(), None, "nothing left on disk");
@@ -723,4 +729,67 @@ fn a_refilled_delivery_matched_by_two_shared_subscriptions_gets_no_group() {
         .map(|(_, d)| d.shared.map(|g| g.to_string()))
         .collect();
     assert_eq!(groups, [None]);
+}
+
+/// A retained message sent to a new subscription of a persistent session is stored in its
+/// inflight record (it has no queue position), ordered before the first queue entry not yet
+/// sent, so a restart resends it in its place [MQTT-4.4.0-1] [MQTT-4.6.0-1].
+#[test]
+fn retained_sent_to_a_persistent_session_is_stored_in_its_inflight_record() {
+    let mut s = stored_session();
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap();
+    assert_eq!(queued_seqs(&mut s), [Some(0)]);
+    let store: Vec<_> = (0..3)
+        .map(|i| retained(&format!("r/{i}"), QoS::ExactlyOnce))
+        .chain([retained("r/q0", QoS::AtMostOnce)])
+        .collect();
+    s.start_retained("r/#", SubscriptionOptions::new(QoS::ExactlyOnce), None);
+    s.enqueue(delivery(QoS::AtLeastOnce)).unwrap(); // live, waits behind the stream: seq 1
+    assert!(feed(&mut s, &store));
+    let sent: Vec<_> = take(&mut s, 100)
+        .into_iter()
+        .map(|(pid, d)| (pid, d.stored))
+        .collect();
+    let owned = |nth| Some(Stored::Inflight { before: 1, nth });
+    assert_eq!(
+        sent,
+        [
+            (2, owned(0)),
+            (3, owned(1)),
+            (4, owned(2)),
+            (0, None),
+            (5, Some(Stored::Queue(1)))
+        ]
+    );
+    assert!(s.on_pubrec(3, false));
+    assert_eq!(s.inflight_stored(3), owned(1));
+
+    // Restored, the counter goes on past the window's records.
+    let mut back = stored_session();
+    let restored = |nth| Inflight::Released {
+        stored: Some(Stored::Inflight { before: 0, nth }),
+    };
+    back.restore(vec![(8, restored(6)), (9, restored(2))], Vec::new());
+    back.start_retained("r/#", SubscriptionOptions::new(QoS::AtLeastOnce), None);
+    assert!(feed(&mut back, &store[..1]));
+    let sent = take(&mut back, 100);
+    assert_eq!(
+        sent[0].1.stored,
+        Some(Stored::Inflight { before: 0, nth: 7 })
+    );
+
+    // Without a store nothing is recorded.
+    let mut plain = SessionState::new(limits());
+    plain.set_online(true);
+    plain.start_retained("r/#", SubscriptionOptions::new(QoS::AtLeastOnce), None);
+    assert!(feed(&mut plain, &store[..1]));
+    assert_eq!(take(&mut plain, 100)[0].1.stored, None);
+}
+
+/// Every queued message holds a `Delivery`: how it is stored costs it no more than the
+/// queue position it replaced did.
+#[test]
+fn a_delivery_stays_72_bytes() {
+    assert_eq!(std::mem::size_of::<Option<Stored>>(), 16);
+    assert!(std::mem::size_of::<Delivery>() <= 72);
 }
