@@ -11,7 +11,7 @@
 //! | `queue` | len‖client‖seq u64 | message id, QoS, retain, subscription ids, inline message |
 //! | `msgs` | message id u64 | shared message (topic, payload, properties, expiry, publisher) |
 //! | `msg_refs` | message id u64 | number of queue entries naming it |
-//! | `inflight` | len‖client‖packet id u16 | stage, seq |
+//! | `inflight` | len‖client‖packet id u16 | stage, seq; or (format 3) stage, send order, the message |
 //! | `qos2_in` | len‖client‖packet id u16 | optional message |
 //! | `retained` | topic | message |
 //!
@@ -218,9 +218,10 @@ impl FjallStore {
                     }
                     .into());
                 }
-                if v == 1 {
-                    // Version 2 reads every version 1 record; only the marker changes, so an
-                    // older starling refuses the store once it may hold inline entries.
+                if (1..FORMAT_VERSION).contains(&v) {
+                    // This version reads every record of the older ones; only the marker
+                    // changes, so an older starling refuses the store once it may hold
+                    // records that starling cannot read.
                     return meta
                         .insert(
                             META_FORMAT_VERSION,
@@ -229,7 +230,7 @@ impl FjallStore {
                         .and_then(|()| self.db.persist(PersistMode::SyncAll))
                         .map(|()| {
                             tracing::info!(
-                                "store {}: format upgraded from version 1 to {FORMAT_VERSION}",
+                                "store {}: format upgraded from version {v} to {FORMAT_VERSION}",
                                 self.dir.display()
                             )
                         })

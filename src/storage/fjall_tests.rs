@@ -56,7 +56,7 @@ fn new_store_records_format_version() {
     assert_eq!(s.dir(), dir.path());
 }
 
-/// A version 1 store (every body in `msgs`, refcounted) opens as version 2: its records read
+/// A version 1 store (every body in `msgs`, refcounted) opens as the current version: its records read
 /// as they are, its bodies are released by dequeues after the restart, and new messages go
 /// inline. Message ids continue above both kinds.
 #[test]
@@ -119,6 +119,26 @@ fn version_1_store_is_upgraded_and_its_records_still_work() {
         11,
         "ids continue above inline ones"
     );
+}
+
+/// A version 2 store opens as version 3 (in-flight records may then hold their message, which
+/// a starling knowing only version 2 could not read: it refuses the store as newer).
+#[test]
+fn version_2_store_is_upgraded() {
+    use crate::storage::encoding as enc;
+    use crate::storage::engine::Ks;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.write(&[Op::PutSession(session("c"))], true).unwrap();
+        s.put_raw(Ks::Meta, b"format_version", &enc::encode_format_version(2));
+        assert_eq!(s.check().format_version, Some(2));
+    }
+    let s = open(dir.path());
+    let report = s.check();
+    assert_eq!(report.format_version, Some(3), "{report}");
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(s.load().unwrap().sessions.len(), 1);
 }
 
 #[test]

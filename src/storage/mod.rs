@@ -63,10 +63,12 @@ pub use writer::{StoreWriter, SyncMode, Tracked, WriterStats};
 
 /// The on-disk format version this build writes and understands. Stored in the `meta`
 /// keyspace; a store with a newer version is refused at open. Version 2 added queue entries
-/// that hold their message inline (and the `msg_id_hw` meta record); it reads every version 1
-/// record as is, so a version 1 store is upgraded at open by rewriting the version, and a
-/// starling that only knows version 1 refuses the upgraded store as newer.
-pub const FORMAT_VERSION: u32 = 2;
+/// that hold their message inline (and the `msg_id_hw` meta record); version 3 in-flight
+/// records that hold their message ([`Op::PutOwnedInflight`]). Each reads every record of the
+/// versions before it as is, so an older store is upgraded at open by rewriting the version,
+/// and a starling that only knows an older version refuses the upgraded store as newer
+/// (rather than failing on a record it cannot read).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Longest key a store accepts (fjall's limit). Keys are the client id (plus a two-byte length
 /// and a suffix) or the topic.
