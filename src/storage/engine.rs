@@ -566,7 +566,10 @@ fn load_inflight(
             InflightRecord::Owned(order, entry) => LoadedInflight::Owned {
                 packet_id,
                 order,
-                delivery: entry.and_then(|q| owned_delivery(*q)),
+                delivery: match entry {
+                    Some(q) => Some(owned_delivery(*q).map_err(corrupt(Ks::Inflight, k))?),
+                    None => None,
+                },
             },
             InflightRecord::Queue(InflightStage::Publish, seq) => {
                 let qkey = enc::seq_key(&client, seq);
@@ -595,11 +598,15 @@ fn load_inflight(
     Ok(skipped)
 }
 
-/// The delivery an owned inflight record holds (its body is always inline: checked on decode).
-fn owned_delivery(q: enc::QueueEntry) -> Option<StoredDelivery> {
-    Some(StoredDelivery {
+/// The delivery an owned inflight record holds. Its body is always inline (decoding checks
+/// it); one without would be a corrupt record, never a PUBREL-sent one.
+fn owned_delivery(q: enc::QueueEntry) -> Result<StoredDelivery, DecodeError> {
+    let Some(body) = q.body else {
+        return Err(DecodeError("inflight record without its message".into()));
+    };
+    Ok(StoredDelivery {
         msg_id: q.msg_id,
-        msg: Arc::new(q.body?),
+        msg: Arc::new(body),
         qos: q.qos,
         retain: q.retain,
         subscription_ids: q.subscription_ids,
