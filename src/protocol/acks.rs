@@ -53,11 +53,11 @@ impl Handler {
             .with_state(|s| s.on_pubrec(r.packet_id, failed))
         {
             // The PUBREL-sent stage is durable before PUBREL goes out.
-            let client_id = self.session.client_id.to_string();
+            let client_id = &self.session.client_id;
             match (stored, self.broker.persistence()) {
                 (Some(Stored::Queue(seq)), _) => {
                     let released = Op::PutInflight {
-                        client_id,
+                        client_id: client_id.to_string(),
                         packet_id: r.packet_id,
                         seq,
                         stage: InflightStage::Released,
@@ -66,7 +66,7 @@ impl Handler {
                 }
                 (Some(Stored::Inflight { before, nth }), Some(p)) => {
                     let order = OwnedOrder { before, nth };
-                    let released = p.owned_inflight_op(&client_id, r.packet_id, order, None);
+                    let released = p.owned_inflight_op(client_id, r.packet_id, order, None);
                     self.store_wait(vec![released], out);
                 }
                 _ => {}
