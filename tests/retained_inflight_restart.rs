@@ -33,6 +33,13 @@ fn publish(p: Packet, what: &str) -> Publish {
     }
 }
 
+fn expect_pubrel(p: Packet, pid: u16, what: &str) {
+    match p {
+        Packet::PubRel(r) if r.packet_id == pid => {}
+        other => panic!("{what}: expected PUBREL {pid}, got {other:?}"),
+    }
+}
+
 async fn crash_with_retained_in_flight(version: ProtocolVersion) {
     let label = format!("{version:?}");
     let tmp = temp_dir("retained-inflight");
@@ -84,10 +91,7 @@ async fn crash_with_retained_in_flight(version: ProtocolVersion) {
     c.send(&Packet::PubRec(PubResp::new(pids[1])))
         .await
         .unwrap();
-    match c.next().await {
-        Packet::PubRel(r) if r.packet_id == pids[1] => {}
-        other => panic!("{label}: expected PUBREL {}, got {other:?}", pids[1]),
-    }
+    expect_pubrel(c.next().await, pids[1], &label);
     broker.kill();
 
     let (cfg, port) = config(1);
@@ -98,10 +102,7 @@ async fn crash_with_retained_in_flight(version: ProtocolVersion) {
     assert!(again.dup, "{label}: resent with DUP=1: {again:?}");
     assert_eq!(again.packet_id, pids[0], "{label}: same packet id");
     assert_eq!(shape(&again), shape(&first[0]), "{label}");
-    match c.next().await {
-        Packet::PubRel(r) if r.packet_id == pids[1] => {}
-        other => panic!("{label}: expected PUBREL {} again, got {other:?}", pids[1]),
-    }
+    expect_pubrel(c.next().await, pids[1], &label);
     let again3 = publish(c.next().await, &label);
     assert!(again3.dup, "{label}");
     assert_eq!(again3.packet_id, pids[2], "{label}: same packet id");
@@ -122,10 +123,7 @@ async fn crash_with_retained_in_flight(version: ProtocolVersion) {
     c.send(&Packet::PubRec(PubResp::new(pids[0])))
         .await
         .unwrap();
-    match c.next().await {
-        Packet::PubRel(r) if r.packet_id == pids[0] => {}
-        other => panic!("{label}: expected PUBREL {}, got {other:?}", pids[0]),
-    }
+    expect_pubrel(c.next().await, pids[0], &label);
     for done in [
         Packet::PubComp(PubResp::new(pids[0])),
         Packet::PubComp(PubResp::new(pids[1])),
@@ -134,10 +132,7 @@ async fn crash_with_retained_in_flight(version: ProtocolVersion) {
     ] {
         c.send(&done).await.unwrap();
     }
-    match c.next().await {
-        Packet::PubRel(r) if r.packet_id == live.packet_id => {}
-        other => panic!("{label}: expected PUBREL {}, got {other:?}", live.packet_id),
-    }
+    expect_pubrel(c.next().await, live.packet_id, &label);
     c.send(&Packet::PubComp(PubResp::new(live.packet_id)))
         .await
         .unwrap();

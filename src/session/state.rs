@@ -94,6 +94,16 @@ pub enum Inflight {
     Released { stored: Option<Stored> },
 }
 
+impl Inflight {
+    /// How the delivery is stored, in either stage.
+    pub fn stored(&self) -> Option<Stored> {
+        match self {
+            Inflight::Publish(d) => d.stored,
+            Inflight::Released { stored } => *stored,
+        }
+    }
+}
+
 /// What to send when a session resumes.
 #[derive(Clone, Debug)]
 pub enum Resend {
@@ -490,10 +500,7 @@ impl SessionState {
     pub fn inflight_stored(&self, pid: u16) -> Option<Stored> {
         let b = self.body()?;
         let pos = b.inflight_position(pid)?;
-        match &b.inflight[pos].1 {
-            Inflight::Publish(d) => d.stored,
-            Inflight::Released { stored } => *stored,
-        }
+        b.inflight[pos].1.stored()
     }
 
     /// Puts back the inflight window and inbound QoS 2 ids of a session loaded from the store.
@@ -516,11 +523,7 @@ impl SessionState {
                 Inflight::Publish(d) if d.seq().is_some() => ShareGuess::fill(guess.as_ref(), d),
                 _ => {}
             }
-            let stored = match f {
-                Inflight::Publish(d) => d.stored,
-                Inflight::Released { stored } => *stored,
-            };
-            if let Some(o) = stored.and_then(|s| s.order()) {
+            if let Some(o) = f.stored().and_then(|s| s.order()) {
                 next_nth = next_nth.max(Some(o.nth.wrapping_add(1)));
             }
         }

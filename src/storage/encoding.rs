@@ -664,9 +664,8 @@ const INFLIGHT_OWNED_RELEASED: u8 = 3;
 pub(crate) enum InflightRecord {
     /// Names the queue entry `seq`.
     Queue(InflightStage, u64),
-    /// Holds the message awaiting PUBACK / PUBREC (its body always inline), or None once
-    /// PUBREL was sent.
-    Owned(OwnedOrder, Option<Box<QueueEntry>>),
+    /// Holds the delivery awaiting PUBACK / PUBREC, or None once PUBREL was sent.
+    Owned(OwnedOrder, Option<Box<StoredDelivery>>),
 }
 
 /// An inflight record holding its message (see `Op::PutOwnedInflight`); `d` None: PUBREL sent.
@@ -703,10 +702,16 @@ pub(crate) fn decode_inflight(buf: &[u8]) -> Result<InflightRecord, DecodeError>
             };
             let entry = if s == INFLIGHT_OWNED_PUBLISH {
                 let q = get_queue_entry(&mut d)?;
-                if q.body.is_none() {
+                let Some(body) = q.body else {
                     return Err(DecodeError("inflight record without its message".into()));
-                }
-                Some(Box::new(q))
+                };
+                Some(Box::new(StoredDelivery {
+                    msg_id: q.msg_id,
+                    msg: std::sync::Arc::new(body),
+                    qos: q.qos,
+                    retain: q.retain,
+                    subscription_ids: q.subscription_ids,
+                }))
             } else {
                 None
             };

@@ -165,16 +165,9 @@ fn small_records_round_trip() {
         before: 1 << 40,
         nth: u32::MAX,
     };
-    let entry = QueueEntry {
-        msg_id: 0,
-        qos: QoS::AtLeastOnce,
-        retain: true,
-        subscription_ids: vec![3],
-        body: Some(rich_message()),
-    };
     assert_eq!(
         decode_inflight(&encode_owned_inflight(order, Some(&owned))).unwrap(),
-        InflightRecord::Owned(order, Some(Box::new(entry)))
+        InflightRecord::Owned(order, Some(Box::new(owned.clone())))
     );
     assert_eq!(
         decode_inflight(&encode_owned_inflight(order, None)).unwrap(),

@@ -566,10 +566,7 @@ fn load_inflight(
             InflightRecord::Owned(order, entry) => LoadedInflight::Owned {
                 packet_id,
                 order,
-                delivery: match entry {
-                    Some(q) => Some(owned_delivery(*q).map_err(corrupt(Ks::Inflight, k))?),
-                    None => None,
-                },
+                delivery: entry.map(|d| *d),
             },
             InflightRecord::Queue(InflightStage::Publish, seq) => {
                 let qkey = enc::seq_key(&client, seq);
@@ -596,21 +593,6 @@ fn load_inflight(
         Ok(true)
     })?;
     Ok(skipped)
-}
-
-/// The delivery an owned inflight record holds. Its body is always inline (decoding checks
-/// it); one without would be a corrupt record, never a PUBREL-sent one.
-fn owned_delivery(q: enc::QueueEntry) -> Result<StoredDelivery, DecodeError> {
-    let Some(body) = q.body else {
-        return Err(DecodeError("inflight record without its message".into()));
-    };
-    Ok(StoredDelivery {
-        msg_id: q.msg_id,
-        msg: Arc::new(body),
-        qos: q.qos,
-        retain: q.retain,
-        subscription_ids: q.subscription_ids,
-    })
 }
 
 /// Attaches the inbound QoS 2 packet ids to their sessions; returns how many were skipped.

@@ -352,12 +352,12 @@ fn describe(ks: Ks, k: &[u8], v: &[u8]) -> Result<String, StoreError> {
                     format!("client={c:?} packet_id={pid} stage={stage:?} seq={seq}")
                 }
                 InflightRecord::Owned(order, entry) => {
-                    let stage = match entry.as_ref().and_then(|q| Some((q, q.body.as_ref()?))) {
-                        Some((q, m)) => format!(
+                    let stage = match &entry {
+                        Some(d) => format!(
                             "Publish qos={} subscription_ids={:?} {}",
-                            q.qos as u8,
-                            q.subscription_ids,
-                            message(m)
+                            d.qos as u8,
+                            d.subscription_ids,
+                            message(&d.msg)
                         ),
                         None => "Released".into(),
                     };

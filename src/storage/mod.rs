@@ -357,7 +357,8 @@ pub struct LoadedSession {
     /// Inbound QoS 2 packet ids awaiting PUBREL, ascending.
     pub inbound_qos2: Vec<(u16, Option<StoredMessage>)>,
     /// One more than the highest seq in the queue or in inflight records (and no less than any
-    /// [`OwnedOrder::before`]): where new entries continue. Queue entries referenced by inflight `Publish` records are still in the queue,
+    /// [`OwnedOrder::before`]): where new entries continue. Queue entries referenced by
+    /// inflight `Publish` records are still in the queue,
     /// so replay with `queue_range(client, replay_from_seq, ..)`.
     pub next_seq: u64,
     /// First seq not referenced by an inflight record: one more than the highest inflight seq

@@ -290,20 +290,14 @@ impl Body {
     /// one sent. `before` caches that entry's position for one `take_ready` batch, in which
     /// the queue waits for the streams.
     fn owned_order(&mut self, before: &mut Option<u64>) -> Option<OwnedOrder> {
-        let p = self.persistence.as_deref()?;
-        let first_unsent = match *before {
-            Some(b) => b,
-            None => {
-                let b = self
-                    .queue
-                    .iter()
-                    .find_map(Delivery::seq)
-                    .or(self.backlog.as_ref().map(|b| b.from))
-                    .unwrap_or(p.next_seq);
-                *before = Some(b);
-                b
-            }
-        };
+        let next_seq = self.persistence.as_deref()?.next_seq;
+        let first_unsent = *before.get_or_insert_with(|| {
+            self.queue
+                .iter()
+                .find_map(Delivery::seq)
+                .or(self.backlog.as_ref().map(|b| b.from))
+                .unwrap_or(next_seq)
+        });
         let p = self.persistence.as_deref_mut()?;
         let nth = p.next_nth;
         p.next_nth = nth.wrapping_add(1);
