@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use self::auth::AuthSection;
+pub use self::bridge::{BridgeConfig, BridgeProtocol, BridgeTopic, Direction};
 pub use self::log::{LogConfig, LogFormat, SyslogFacility};
 pub use listener::*;
 
@@ -52,6 +53,10 @@ pub struct Config {
     pub persistence: PersistenceConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[[bridges]]`: connections to other brokers and the topics they exchange (none by
+    /// default).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bridges: Vec<BridgeConfig>,
 }
 
 impl Default for Config {
@@ -66,6 +71,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             persistence: PersistenceConfig::default(),
             log: LogConfig::default(),
+            bridges: Vec::new(),
         }
     }
 }
@@ -632,6 +638,7 @@ impl Config {
 }
 
 mod auth;
+mod bridge;
 pub mod duration;
 mod listener;
 mod log;

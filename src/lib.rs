@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod codec;
 pub mod config;
@@ -70,6 +71,9 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// A bridge's TLS files do not load.
+    #[error("{0}")]
+    Bridge(String),
     /// `metrics.bearer_token_file` could not be read or holds no token.
     #[error("cannot read metrics.bearer_token_file {}: {reason}", path.display())]
     MetricsToken {
@@ -168,6 +172,7 @@ impl BrokerBuilder {
             cluster,
         } = self;
         config.validate()?;
+        bridge::check_tls(&config.bridges).map_err(StartError::Bridge)?;
         let auth = auth::AuthSet::load(&config)?;
         log_auth_mode(&config, &auth);
         let shutdown = CancellationToken::new();
@@ -201,6 +206,7 @@ impl BrokerBuilder {
         let metrics_listener = bind_metrics(&state.config().metrics).await?;
         let (addrs, tls) = serve_listeners(bound, &state, &tracker, &shutdown);
         let sys_interval = spawn_timers(&state, &tracker, &shutdown);
+        bridge::spawn_all(&state, &tracker, &shutdown);
         let metrics_addr =
             metrics_listener.map(|metrics| serve_metrics(metrics, &state, &addrs, &tracker));
         Ok(BrokerHandle {

@@ -1,6 +1,6 @@
 //! Who is on the other end of a connection: a TCP address (the socket's peer, or the client
 //! address a trusted proxy reported in a PROXY header) or a unix-socket peer (the listener's path
-//! and the peer process's user id). Logs, `$SYS`, the login slowdown and the admin listing all
+//! and the peer process's user id), or a bridge's in-process local end. Logs, `$SYS`, the login slowdown and the admin listing all
 //! take the client's identity from here.
 
 use std::fmt;
@@ -19,6 +19,8 @@ pub enum PeerAddr {
     /// A client of a unix-socket listener. Boxed behind an `Arc` so a connection's copy is one
     /// pointer and cloning it allocates nothing.
     Unix(Arc<UnixPeer>),
+    /// The local end of a bridge (`[[bridges]]`), served in-process: its name.
+    Bridge(Arc<str>),
 }
 
 /// A unix-socket client: which socket, and as which user.
@@ -43,7 +45,7 @@ impl PeerAddr {
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
             PeerAddr::Tcp(a) => Some(a.ip()),
-            PeerAddr::Unix(_) => None,
+            PeerAddr::Unix(_) | PeerAddr::Bridge(_) => None,
         }
     }
 
@@ -53,6 +55,7 @@ impl PeerAddr {
         match self {
             PeerAddr::Tcp(a) => Some(SlowdownKey::Ip(a.ip())),
             PeerAddr::Unix(u) => u.uid.map(SlowdownKey::Uid),
+            PeerAddr::Bridge(_) => None,
         }
     }
 }
@@ -68,6 +71,7 @@ impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerAddr::Tcp(a) => a.fmt(f),
+            PeerAddr::Bridge(name) => write!(f, "bridge:{name}"),
             PeerAddr::Unix(u) => {
                 write!(f, "unix:{}", u.path.display())?;
                 match u.uid {

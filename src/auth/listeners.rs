@@ -174,6 +174,20 @@ impl AuthFiles {
     }
 }
 
+/// The listener index of a bridge's in-process local end (`[[bridges]]`), which no
+/// configured listener has (a session keeps its listener as a `u16`). Its snapshot is
+/// [`bridge_auth`].
+pub const BRIDGE_LISTENER: usize = u16::MAX as usize;
+
+/// What a bridge's local end is checked against: nothing but the `$SYS`/`$share` rules. A
+/// bridge is the operator's own configuration and, as in Mosquitto, bypasses the password
+/// file, the ACL and dynamic security (its topics are what it may carry).
+pub fn bridge_auth() -> &'static Arc<AuthConfig> {
+    static OPEN: std::sync::LazyLock<Arc<AuthConfig>> =
+        std::sync::LazyLock::new(|| Arc::new(AuthConfig::default()));
+    &OPEN
+}
+
 /// The auth snapshot of every listener and of `[auth]`, replaced whole on reload.
 #[derive(Debug, Clone, Default)]
 pub struct AuthSet {
@@ -238,9 +252,11 @@ impl AuthSet {
     /// The snapshot for a connection of listener `index`; `[auth]`'s for `None` (a session
     /// that no connection holds) or an index past the listeners.
     pub fn for_listener(&self, index: Option<usize>) -> &Arc<AuthConfig> {
-        index
-            .and_then(|i| self.listeners.get(i))
-            .unwrap_or(&self.default)
+        match index {
+            Some(BRIDGE_LISTENER) => bridge_auth(),
+            Some(i) => self.listeners.get(i).unwrap_or(&self.default),
+            None => &self.default,
+        }
     }
 
     /// The one snapshot every listener uses, when they all use the same (no per-listener

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 
+use crate::auth::listeners::BRIDGE_LISTENER;
 use crate::auth::{Access, AuthConfig, AuthSet};
 use crate::codec::{topic, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::SlowConsumerPolicy;
@@ -236,7 +237,12 @@ impl BrokerState {
         topic: &str,
     ) -> bool {
         let meta = session.meta();
-        let auth = uniform.unwrap_or_else(|| auth.for_listener(meta.listener_index()));
+        // A bridge's session has a snapshot of its own, whatever the listeners share.
+        let listener = meta.listener_index();
+        let auth = match uniform {
+            Some(u) if listener != Some(BRIDGE_LISTENER) => u,
+            _ => auth.for_listener(listener),
+        };
         auth.check_acl(
             &session.client_id,
             meta.username.as_deref(),

@@ -12,6 +12,7 @@ impl Config {
     /// Returns the first problem found, naming its key (e.g. `mqtt.max_packet_size`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_listeners()?;
+        super::bridge::validate(&self.bridges)?;
         for (key, path) in [
             ("auth.password_file", &self.auth.password_file),
             ("auth.acl_file", &self.auth.acl_file),

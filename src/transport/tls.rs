@@ -307,6 +307,12 @@ fn enable_resumption(config: &mut ServerConfig) -> Result<(), TlsError> {
     Ok(())
 }
 
+/// The trust anchors in the PEM file at `path` (a bridge's `cafile`): every certificate,
+/// at least one.
+pub fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    roots(path, read_ca(path)?)
+}
+
 /// Every certificate of the `ca` file.
 fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |source| TlsError::Ca {

@@ -1,0 +1,192 @@
+//! Bridges (`[[bridges]]`): this broker as a client of another, carrying the configured topics
+//! each way, as Mosquitto's `connection` blocks do.
+//!
+//! A bridge is two MQTT connections joined by one task: one to the remote broker, and one to
+//! this broker over an in-process pipe, served by [`crate::connection`] like any client (peer
+//! `bridge:<name>`, listener [`BRIDGE_LISTENER`](crate::auth::listeners::BRIDGE_LISTENER),
+//! outside the password file and ACL). Nothing in the broker knows it is a bridge beyond that:
+//! the local end is an MQTT 5 session subscribed to the `out` topics with No Local (what the
+//! bridge brings in is not sent back) and Retain As Published.
+//!
+//! The local end is connected only while the remote one is. With `cleansession = false` (the
+//! default) both sessions outlive their connections: while the link is down messages for the
+//! remote broker wait in the local session's queue, on disk with a store, within the usual
+//! queue limits, and QoS 1/2 messages resume under the ids both sides know (see
+//! [`pump`]). A failed link is retried after `restart_timeout`, doubled after each failure up
+//! to `restart_timeout_max`.
+//!
+//! Lock use: none. The task holds only its own state; the local end goes through the
+//! connection code and takes the broker's locks there, in their documented order.
+
+mod link;
+mod pump;
+mod topics;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::BrokerState;
+use crate::codec::{Publish, QoS};
+use crate::config::{BridgeConfig, MQTT_MAX_PACKET_SIZE};
+use crate::message::Message;
+
+pub use topics::TopicMap;
+
+/// Why a bridge's link failed (logged; the link is then made again).
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("connection refused, CONNACK code {0:#04x}")]
+    Refused(u8),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("malformed packet: {0}")]
+    Decode(#[from] crate::codec::DecodeError),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("connection closed {0}")]
+    Closed(&'static str),
+    #[error("remote broker sent DISCONNECT {0:#04x}")]
+    Disconnected(u8),
+    #[error("this broker ended the bridge's session (DISCONNECT {0:#04x})")]
+    LocalDisconnected(u8),
+}
+
+/// Starts every configured bridge on `tracker`; each runs until `shutdown`.
+pub fn spawn_all(broker: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    for cfg in &broker.config().bridges {
+        let tls = match link::tls_connector(cfg) {
+            Ok(tls) => tls,
+            Err(e) => {
+                // Checked at start by `check_tls`; a file that changed since is reported.
+                tracing::error!(bridge = %cfg.name, error = %e, "bridge: TLS files do not load; bridge not started");
+                continue;
+            }
+        };
+        let bridge = Bridge {
+            cfg: cfg.clone(),
+            names: link::Names::of(cfg),
+            map: TopicMap::new(&cfg.topics),
+            tls,
+            broker: broker.clone(),
+        };
+        tracker.spawn(bridge.run(shutdown.clone()));
+    }
+}
+
+/// Loads the TLS files of every bridge, so that a start with files that do not load fails
+/// and says why.
+pub fn check_tls(bridges: &[BridgeConfig]) -> Result<(), String> {
+    for b in bridges {
+        link::tls_connector(b).map_err(|e| format!("bridges `{}`: {e}", b.name))?;
+    }
+    Ok(())
+}
+
+/// One bridge's settings and the broker it belongs to.
+struct Bridge {
+    cfg: BridgeConfig,
+    names: link::Names,
+    map: TopicMap,
+    tls: Option<tokio_rustls::TlsConnector>,
+    broker: Arc<BrokerState>,
+}
+
+impl Bridge {
+    /// Connects, forwards, and after a failure waits and connects again, until `shutdown`.
+    async fn run(self, shutdown: CancellationToken) {
+        let mut wait = self.cfg.restart_timeout;
+        while !shutdown.is_cancelled() {
+            let result = tokio::select! {
+                r = self.once(&shutdown) => r,
+                () = shutdown.cancelled() => return,
+            };
+            match result {
+                Ok(pump::End::Shutdown) => return,
+                Err((e, connected)) => {
+                    if connected {
+                        self.notify_local(b"0");
+                        wait = self.cfg.restart_timeout;
+                    }
+                    tracing::warn!(bridge = %self.cfg.name, address = %self.cfg.address,
+                        error = %e, retry_in = ?wait, "bridge: link down");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return,
+            }
+            wait = (wait * 2).min(self.cfg.restart_timeout_max);
+        }
+    }
+
+    /// One connection of both links and its life. The error says whether the links had
+    /// come up (the notification then says they are down).
+    async fn once(&self, shutdown: &CancellationToken) -> Result<pump::End, (BridgeError, bool)> {
+        let (cfg, names) = (&self.cfg, &self.names);
+        let own_max = self.broker.config().mqtt.max_packet_size;
+        let remote = link::connect_remote(cfg, names, self.tls.as_ref(), own_max)
+            .await
+            .map_err(|e| (e, false))?;
+        let receive_max = cfg.max_inflight.min(remote.receive_max);
+        let local = link::connect_local(&self.broker, cfg, names, receive_max, remote.max_packet)
+            .await
+            .map_err(|e| (e, false))?;
+        tracing::info!(bridge = %cfg.name, address = %cfg.address, remote_client_id = %names.remote_id,
+            remote_session = remote.session_present, local_session = local.session_present,
+            "bridge: connected");
+        let remote_notes = cfg.notifications && !cfg.notifications_local_only;
+        let setup = pump::Setup {
+            bridge: &cfg.name,
+            map: &self.map,
+            remote_max_in: if remote.version.is_v5() {
+                own_max
+            } else {
+                MQTT_MAX_PACKET_SIZE
+            },
+            local_max_in: remote.max_packet,
+            hello: remote_notes.then(|| self.notification(b"1", remote.retain_available)),
+            farewell: remote_notes.then(|| self.notification(b"0", remote.retain_available)),
+            local_hello: cfg
+                .notifications
+                .then(|| (self.broker.clone(), self.local_state(b"1"))),
+        };
+        pump::run(setup, remote, local, shutdown)
+            .await
+            .map_err(|e| (e, true))
+    }
+
+    /// The notification PUBLISH for the remote broker (QoS 0: no packet id of its own, which
+    /// could clash with the ids the bridge carries; the will says `0` if the link breaks).
+    fn notification(&self, state: &'static [u8], retain: bool) -> Publish {
+        Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain,
+            topic: Arc::from(self.names.notification_topic.as_str()),
+            packet_id: 0,
+            properties: Default::default(),
+            payload: Bytes::from_static(state),
+        }
+    }
+
+    /// Publishes the link state here (retained), when notifications are on.
+    fn notify_local(&self, state: &'static [u8]) {
+        if self.cfg.notifications {
+            self.broker.publish_unacknowledged(self.local_state(state));
+        }
+    }
+
+    /// The local notification message.
+    fn local_state(&self, state: &'static [u8]) -> Arc<Message> {
+        let topic = &self.names.notification_topic;
+        let payload = Bytes::from_static(state);
+        Arc::new(Message::new(topic, payload, QoS::AtLeastOnce, true))
+    }
+}

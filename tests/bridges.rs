@@ -1,0 +1,271 @@
+//! Starling bridging to another broker (`[[bridges]]`): a "site" broker carries topics to and
+//! from a "central" one, as Mosquitto's `connection` blocks do. Both brokers run in this
+//! process; the clients are raw MQTT connections. Every wait is for an event (a message, the
+//! bridge's `$SYS/broker/connection/<id>/state` notification), never a sleep.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use starling::codec::{Packet, ReasonCode};
+use starling::config::Config;
+
+const STATE: &str = "$SYS/broker/connection/site1/state";
+
+/// Out: `sensors/#` here goes to `site1/sensors/#` there. In: `site1/cmd/#` there comes in
+/// as `cmd/#`. Both: `both/#` unchanged.
+const TOPICS: &str = r#"
+[[bridges.topics]]
+pattern = "sensors/#"
+direction = "out"
+qos = 2
+remote_prefix = "site1/"
+[[bridges.topics]]
+pattern = "cmd/#"
+direction = "in"
+qos = 2
+remote_prefix = "site1/"
+[[bridges.topics]]
+pattern = "both/#"
+direction = "both"
+qos = 2
+"#;
+
+/// A site broker whose bridge `up` connects to `remote` as `site1`, retrying fast.
+fn site_config(remote: SocketAddr, extra: &str, topics: &str) -> Config {
+    let toml = format!(
+        "[[bridges]]\nname = \"up\"\naddress = \"{remote}\"\nremote_clientid = \"site1\"\n\
+         restart_timeout = \"20ms\"\nrestart_timeout_max = \"100ms\"\n{extra}\n{topics}"
+    );
+    let mut cfg = test_config();
+    cfg.bridges = Config::from_toml_str(&toml).expect("bridge config").bridges;
+    cfg
+}
+
+/// A client subscribed to the bridge's state topic.
+async fn watch_state(addr: SocketAddr, id: &str) -> Raw {
+    let mut w = Raw::connect_v311(addr, id).await;
+    w.subscribe(1, STATE, 0).await;
+    w
+}
+
+/// Waits for the state topic to say `want` (retained copies first, then live ones).
+async fn expect_state(w: &mut Raw, want: &[u8]) {
+    loop {
+        let p = w.recv_publish().await;
+        assert_eq!(&*p.topic, STATE);
+        if &p.payload[..] == want {
+            return;
+        }
+    }
+}
+
+async fn client(addr: SocketAddr, id: &str, filters: &[&str]) -> Raw {
+    let mut c = Raw::connect_v311(addr, id).await;
+    for (i, f) in filters.iter().enumerate() {
+        c.subscribe(i as u16 + 1, f, 2).await;
+    }
+    c
+}
+
+/// Receives (and acknowledges) the next PUBLISH: its topic, payload and QoS.
+async fn next(c: &mut Raw) -> (String, String, u8) {
+    let p = c.recv_and_ack().await;
+    let payload = String::from_utf8_lossy(&p.payload).into_owned();
+    (p.topic.to_string(), payload, p.qos as u8)
+}
+
+fn msg(topic: &str, payload: &str, qos: u8) -> (String, String, u8) {
+    (topic.to_string(), payload.to_string(), qos)
+}
+
+/// Each direction renames by its prefixes and keeps the QoS; a `both` message reaches each
+/// side once: the bridge's subscriptions are No Local here and, at the remote, the 3.1.1
+/// bridge bit (or No Local under MQTT 5) keeps it from coming back [MQTT-3.8.3-3].
+async fn cross_each_way(protocol: &str) {
+    let central = start().await;
+    let mut state = watch_state(central.addr, "watch").await;
+    let extra = format!("protocol_version = \"{protocol}\"");
+    let site = start_with(site_config(central.addr, &extra, TOPICS)).await;
+    expect_state(&mut state, b"1").await;
+    let mut at_c = client(central.addr, "c-sub", &["site1/sensors/#", "both/#"]).await;
+    let mut at_s = client(site.addr, "s-sub", &["cmd/#", "both/#"]).await;
+    let mut pub_s = Raw::connect_v311(site.addr, "s-pub").await;
+    let mut pub_c = Raw::connect_v311(central.addr, "c-pub").await;
+
+    pub_s.publish("sensors/t", b"s1", 1, false, 1).await;
+    assert_eq!(next(&mut at_c).await, msg("site1/sensors/t", "s1", 1));
+    pub_c.publish("site1/cmd/go", b"c1", 2, false, 1).await;
+    assert_eq!(next(&mut at_s).await, msg("cmd/go", "c1", 2));
+    pub_s.publish("both/x", b"s2", 1, false, 2).await;
+    assert_eq!(next(&mut at_s).await, msg("both/x", "s2", 1));
+    assert_eq!(next(&mut at_c).await, msg("both/x", "s2", 1));
+    pub_c.publish("both/y", b"c2", 2, false, 2).await;
+    assert_eq!(next(&mut at_c).await, msg("both/y", "c2", 2));
+    assert_eq!(next(&mut at_s).await, msg("both/y", "c2", 2));
+    // An echo would be queued before these markers on the same links, so it would arrive first.
+    pub_s.publish("both/end", b"s", 0, false, 0).await;
+    pub_c.publish("both/end", b"c", 0, false, 0).await;
+    let (mut seen_c, mut seen_s) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        seen_c.push(next(&mut at_c).await);
+        seen_s.push(next(&mut at_s).await);
+    }
+    seen_c.sort();
+    seen_s.sort();
+    let markers = vec![msg("both/end", "c", 0), msg("both/end", "s", 0)];
+    assert_eq!(seen_c, markers, "central saw an echo");
+    assert_eq!(seen_s, markers, "site saw an echo");
+    // The site published nothing on `site1/cmd` and the central nothing on `sensors`.
+    drop(site);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_bridge_carries_each_way_without_loops() {
+    cross_each_way("mqttv311").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_bridge_carries_each_way_without_loops() {
+    cross_each_way("mqttv50").await;
+}
+
+/// The state topic: `1` once the bridge is up (here and at the remote); the remote publishes
+/// the bridge's will `0` when the link breaks; the bridge comes back by itself and says `1`;
+/// a clean stop says `0` at the remote before it disconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_notifications_and_reconnection() {
+    let central = start().await;
+    let mut at_c = watch_state(central.addr, "watch-c").await;
+    let site = start_with(site_config(central.addr, "", TOPICS)).await;
+    expect_state(&mut at_c, b"1").await;
+    let mut at_s = watch_state(site.addr, "watch-s").await;
+    expect_state(&mut at_s, b"1").await;
+
+    let kicked =
+        central
+            .state()
+            .disconnect_client("site1", ReasonCode::ADMINISTRATIVE_ACTION, false);
+    assert!(
+        matches!(kicked, starling::broker::Kicked::Disconnected),
+        "{kicked:?}"
+    );
+    expect_state(&mut at_c, b"0").await;
+    expect_state(&mut at_s, b"0").await;
+    expect_state(&mut at_c, b"1").await;
+    expect_state(&mut at_s, b"1").await;
+
+    assert!(site.stop_within(Duration::from_secs(5)).await);
+    expect_state(&mut at_c, b"0").await;
+}
+
+/// Store and forward: QoS 1 and 2 messages published here while the remote broker is down are
+/// acknowledged, wait in the bridge's session and arrive once it is back, in order, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_while_the_remote_is_down_arrive_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let central_cfg = || {
+        let mut cfg = test_config();
+        cfg.persistence.enabled = Some(true);
+        cfg.persistence.dir = dir.path().join("central");
+        cfg
+    };
+    let central = start_with(central_cfg()).await;
+    let addr = central.addr;
+    // A persistent subscriber at the central broker, there again after its restart.
+    let mut sub = Raw::connect(addr, &ConnectOpts::v311("c-sub").clean(false))
+        .await
+        .0;
+    sub.subscribe(1, "site1/#", 2).await;
+    drop(sub);
+    let site = start_with(site_config(addr, "", TOPICS)).await;
+    let mut at_s = watch_state(site.addr, "watch-s").await;
+    expect_state(&mut at_s, b"1").await;
+
+    assert!(central.stop_within(Duration::from_secs(5)).await);
+    expect_state(&mut at_s, b"0").await;
+    let mut pub_s = Raw::connect_v311(site.addr, "s-pub").await;
+    for i in 0..20u16 {
+        let qos = 1 + (i % 2) as u8;
+        pub_s
+            .publish("sensors/t", format!("m{i}").as_bytes(), qos, false, i + 1)
+            .await;
+    }
+    let mut cfg = central_cfg();
+    cfg.listeners[0].bind = addr.to_string().parse().unwrap();
+    let central = start_with(cfg).await;
+    expect_state(&mut at_s, b"1").await;
+    let mut sub = Raw::connect(addr, &ConnectOpts::v311("c-sub").clean(false))
+        .await
+        .0;
+    for i in 0..20u16 {
+        let want = msg("site1/sensors/t", &format!("m{i}"), 1 + (i % 2) as u8);
+        assert_eq!(next(&mut sub).await, want);
+    }
+    // Nothing more: a PINGRESP comes back with no PUBLISH before it.
+    let before = sub.ping().await;
+    assert!(before.is_empty(), "duplicates: {before:?}");
+    drop(central);
+}
+
+/// A remote session can hold a subscription no topic line maps any more (the configuration
+/// changed): what it brings is acknowledged and dropped by the bridge, so it never fills the
+/// window and what the lines do map still comes in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_no_line_maps_are_acknowledged_and_dropped() {
+    let central = start().await;
+    let mut at_c = watch_state(central.addr, "watch-c").await;
+    let old = "[[bridges.topics]]\npattern = \"x/#\"\ndirection = \"in\"\nqos = 2\n";
+    let site = start_with(site_config(central.addr, "", old)).await;
+    expect_state(&mut at_c, b"1").await;
+    assert!(site.stop_within(Duration::from_secs(5)).await);
+    expect_state(&mut at_c, b"0").await;
+
+    let new = "[[bridges.topics]]\npattern = \"y/#\"\ndirection = \"in\"\nqos = 2\n";
+    let site = start_with(site_config(central.addr, "", new)).await;
+    expect_state(&mut at_c, b"1").await;
+    let mut at_s = client(site.addr, "s-sub", &["#"]).await;
+    let mut pub_c = Raw::connect_v311(central.addr, "c-pub").await;
+    // More than the bridge's window (max_inflight 20), at both QoS.
+    for i in 0..30u16 {
+        let qos = 1 + (i % 2) as u8;
+        pub_c.publish("x/old", b"dropped", qos, false, i + 1).await;
+    }
+    pub_c.publish("y/new", b"kept", 1, false, 100).await;
+    assert_eq!(next(&mut at_s).await, msg("y/new", "kept", 1));
+    central
+        .wait_until(
+            "the bridge's session at the central broker is drained",
+            |s| {
+                s.session_info("site1")
+                    .is_some_and(|i| i.inflight == 0 && i.queued == 0)
+            },
+        )
+        .await;
+    drop(site);
+}
+
+/// The local end is checked against no ACL (as in Mosquitto): the site's ACL file allows
+/// clients nothing on `sensors/#`, yet the bridge carries it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_is_outside_the_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite other/#\npattern write sensors/%c\n").unwrap();
+    let central = start().await;
+    let mut at_c = watch_state(central.addr, "watch-c").await;
+    let mut cfg = site_config(central.addr, "", TOPICS);
+    cfg.auth.acl_file = Some(acl);
+    let site = start_with(cfg).await;
+    expect_state(&mut at_c, b"1").await;
+    let mut sub = client(central.addr, "c-sub", &["site1/#"]).await;
+    // Allowed to write its own `sensors/<client id>` only: the bridge still reads it.
+    let mut p = Raw::connect_v311(site.addr, "dev1").await;
+    p.publish("sensors/dev1", b"v", 1, false, 1).await;
+    assert_eq!(next(&mut sub).await, msg("site1/sensors/dev1", "v", 1));
+    let ping = sub.ping().await;
+    assert!(ping.iter().all(|p| !matches!(p, Packet::Publish(_))));
+    drop(site);
+}
