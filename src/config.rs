@@ -548,7 +548,7 @@ impl Config {
     /// Makes the relative file paths of the configuration (`auth.password_file`,
     /// `auth.acl_file`, `auth.dynamic_security`, `metrics.bearer_token_file`, `log.file`,
     /// `log.syslog_socket`, the listeners' `cert`, `key`, `ca`, `password_file` and `acl_file`,
-    /// and unix socket `bind` paths)
+    /// unix socket `bind` paths, and the bridges' `cafile`, `certfile` and `keyfile`)
     /// relative to `dir`, the configuration file's directory, so the file means the same from
     /// any working directory.
     /// `persistence.dir` is left alone: it stays relative to the working directory (the systemd
@@ -579,6 +579,11 @@ impl Config {
             ]
             .into_iter()
             .flatten()
+        }))
+        .chain(self.bridges.iter_mut().flat_map(|b| {
+            [b.cafile.as_mut(), b.certfile.as_mut(), b.keyfile.as_mut()]
+                .into_iter()
+                .flatten()
         }));
         for file in files {
             // An empty path stays empty, for validation to name it.

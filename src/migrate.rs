@@ -7,6 +7,7 @@
 //! stderr too. The exit code is 0 when everything was translated and [`EXIT_LEFT_OUT`] when
 //! something was left out.
 
+mod bridge;
 mod emit;
 mod listener;
 mod options;

@@ -181,22 +181,137 @@ fn persistence_options() {
     );
 }
 
+/// A `connection` block is a `[[bridges]]` table, its `topic` line a `[[bridges.topics]]`:
+/// the fixture's bridge translates completely.
 #[test]
-fn bridges_are_left_out_line_by_line() {
-    let left: Vec<String> = [
-        (5, "connection"),
-        (6, "address"),
-        (7, "topic"),
-        (8, "bridge_cafile"),
-        (9, "remote_username"),
-        (10, "remote_password"),
-        (11, "cleansession"),
-    ]
-    .iter()
-    .map(|(n, o)| format!("@DIR@/bridge.conf:{n}: {o}"))
-    .collect();
-    let left: Vec<&str> = left.iter().map(String::as_str).collect();
-    case("bridge", &left, &["allow_anonymous = true"]);
+fn a_bridge_block_translates_completely() {
+    let (toml, _) = case(
+        "bridge",
+        &[],
+        &[
+            "allow_anonymous = true",
+            "[[bridges]]",
+            "name = \"cloud\"",
+            // Mosquitto's port, written out: Starling's default with TLS would be 8883.
+            "address = \"broker.example.com:8883\"",
+            "cafile = \"/etc/mosquitto/ca_certificates/cloud.crt\"",
+            "remote_username = \"site1\"",
+            "remote_password = \"secret\"",
+            "cleansession = false",
+            "[[bridges.topics]]",
+            "pattern = \"sensors/#\"",
+            "direction = \"out\"",
+            "qos = 1",
+            "remote_prefix = \"site1/\"",
+        ],
+    );
+    assert!(!toml.contains("local_prefix"), "{toml}");
+}
+
+/// A mosquitto.conf bridging to a cloud broker over TLS and to a peer, with options Starling's
+/// bridges do not have.
+const TWO_BRIDGES: &str = "\
+listener 1883
+allow_anonymous true
+
+connection cloud
+address broker.example.com:8883 backup.example.com:8883
+bridge_protocol_version mqttv311
+remote_clientid site1-cloud
+remote_username site1
+remote_password s3cret
+bridge_cafile /etc/mosquitto/ca_certificates/cloud.crt
+bridge_insecure false
+bridge_tls_version tlsv1.2
+keepalive_interval 30
+restart_timeout 10 120
+notification_topic site1/bridge/cloud
+topic sensors/# out 1 \"\" site1/
+topic commands/# in 2 site1/ cloud/site1/
+round_robin true
+
+connection peer
+address 10.0.0.2
+local_clientid local.peer
+cleansession true
+notifications false
+restart_timeout 20
+start_type lazy
+threshold 50
+local_username bridge
+local_password bridgepw
+topic # both 0 peer/ peer/
+";
+
+/// Two bridge blocks become two `[[bridges]]` that Starling loads with the Mosquitto values;
+/// each option with no equivalent is reported on its line (exit code 3).
+#[test]
+fn two_bridges_translate_and_unsupported_options_are_reported() {
+    let dir = scratch("two-bridges");
+    std::fs::write(dir.join("two-bridges.conf"), TWO_BRIDGES).unwrap();
+    let (o, toml, left) = migrate(&dir, "two-bridges");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let options: Vec<String> = left
+        .iter()
+        .map(|l| l.splitn(3, ": ").take(2).collect::<Vec<_>>().join(": "))
+        .collect();
+    let at = |n: usize, o: &str| format!("@DIR@/two-bridges.conf:{n}: {o}");
+    assert_eq!(
+        options,
+        [
+            at(5, "address"),
+            at(12, "bridge_tls_version"),
+            at(18, "round_robin"),
+            at(26, "start_type"),
+            at(27, "threshold"),
+            at(28, "local_username"),
+            at(29, "local_password"),
+        ]
+    );
+    assert!(left[0].contains("backup.example.com:8883"), "{left:?}");
+    let config =
+        starling::config::Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    check_two_bridges(&config.bridges);
+    check(&dir, "two-bridges");
+}
+
+fn check_two_bridges(bridges: &[starling::config::BridgeConfig]) {
+    use starling::config::{BridgeProtocol, Direction};
+    use std::time::Duration;
+    let [cloud, peer] = bridges else {
+        panic!("{bridges:#?}")
+    };
+    assert_eq!((cloud.name.as_str(), peer.name.as_str()), ("cloud", "peer"));
+    assert_eq!(cloud.address, "broker.example.com:8883");
+    assert_eq!(cloud.protocol_version, BridgeProtocol::Mqttv311);
+    assert_eq!(cloud.remote_clientid.as_deref(), Some("site1-cloud"));
+    assert_eq!(cloud.remote_username.as_deref(), Some("site1"));
+    assert!(cloud.tls() && !cloud.cleansession && cloud.notifications);
+    assert_eq!(cloud.keepalive_interval, Duration::from_secs(30));
+    assert_eq!(
+        (cloud.restart_timeout, cloud.restart_timeout_max),
+        (Duration::from_secs(10), Duration::from_secs(120))
+    );
+    assert_eq!(
+        cloud.notification_topic.as_deref(),
+        Some("site1/bridge/cloud")
+    );
+    let t = &cloud.topics;
+    assert_eq!((t[0].direction, t[0].qos), (Direction::Out, 1));
+    assert_eq!(t[0].remote_filter(), "site1/sensors/#");
+    assert_eq!((t[1].direction, t[1].qos), (Direction::In, 2));
+    assert_eq!(t[1].local_filter(), "site1/commands/#");
+    assert_eq!(t[1].remote_filter(), "cloud/site1/commands/#");
+    assert_eq!(peer.address, "10.0.0.2:1883");
+    assert_eq!(peer.local_clientid.as_deref(), Some("local.peer"));
+    assert!(peer.cleansession && !peer.notifications && !peer.tls());
+    assert_eq!(
+        (peer.restart_timeout, peer.restart_timeout_max),
+        (Duration::from_secs(20), Duration::from_secs(20))
+    );
+    assert_eq!(peer.topics.len(), 1);
+    assert_eq!(peer.topics[0].direction, Direction::Both);
+    assert_eq!(peer.topics[0].local_filter(), "peer/#");
 }
 
 /// Mosquitto's `log_dest` lines add up, and so do Starling's destinations: stderr, syslog (with

@@ -31,6 +31,18 @@ pub fn render(m: &Migration, files: &[PathBuf]) -> String {
             line(&mut out, e);
         }
     }
+    for b in &m.bridges {
+        out.push_str("\n[[bridges]]\n");
+        for e in &b.entries {
+            line(&mut out, e);
+        }
+        for t in &b.topics {
+            out.push_str("\n[[bridges.topics]]\n");
+            for e in t {
+                line(&mut out, e);
+            }
+        }
+    }
     if !m.left_out.is_empty() {
         out.push_str("\n# Left out (no Starling equivalent):\n");
         for n in &m.left_out {

@@ -115,7 +115,8 @@ pub const SIMPLE: &[(&str, &str, &str, Conv)] = &[
 ];
 
 /// Options of a bridge (`connection` block), besides those starting with `bridge_`,
-/// `remote_`, `local_` or `notification`.
+/// `remote_`, `local_` or `notification`. `clientid`, `username` and `password` are the
+/// deprecated names of `remote_clientid`, `remote_username` and `remote_password`.
 pub const BRIDGE: &[&str] = &[
     "connection",
     "address",
@@ -129,6 +130,29 @@ pub const BRIDGE: &[&str] = &[
     "start_type",
     "threshold",
     "try_private",
+    "clientid",
+    "username",
+    "password",
+];
+
+/// Bridge options whose value is what Starling's bridges always do: `(option, value, why)`,
+/// written as a comment in the `[[bridges]]` table rather than left out.
+pub const BRIDGE_AS_STARLING: &[(&str, &str, &str)] = &[
+    (
+        "start_type",
+        "automatic",
+        "Starling's bridges start with the broker and reconnect when the link drops",
+    ),
+    (
+        "bridge_insecure",
+        "false",
+        "Starling always checks the remote certificate and its host name",
+    ),
+    (
+        "bridge_outgoing_retain",
+        "true",
+        "RETAIN crosses as published",
+    ),
 ];
 
 /// Whether `key` belongs to a bridge block.
@@ -137,6 +161,49 @@ pub fn is_bridge(key: &str) -> bool {
         || ["bridge_", "remote_", "local_", "notification"]
             .iter()
             .any(|p| key.starts_with(p))
+}
+
+/// Why an option of a bridge block has no equivalent in `[[bridges]]`.
+pub fn bridge_no_equivalent(key: &str) -> &'static str {
+    match key {
+        "bridge_capath" => {
+            "Starling takes one PEM bundle: concatenate the certificates into bridge_cafile"
+        }
+        "bridge_insecure" => "Starling always checks the remote certificate and its host name",
+        "bridge_identity" | "bridge_psk" => "TLS-PSK is not supported",
+        "bridge_tls_version" => "Starling's bridges speak TLS 1.2 or 1.3 (rustls)",
+        "bridge_ciphers" | "bridge_ciphers_tls1.3" => "Starling uses rustls's cipher suites",
+        "bridge_alpn" => "Starling's bridges send no ALPN protocol",
+        "bridge_require_ocsp" => "OCSP is not supported",
+        "bridge_bind_address" => "Starling's bridges do not choose their source address",
+        "bridge_outgoing_retain" => "RETAIN always crosses as published",
+        "bridge_receive_maximum" => {
+            "Starling's max_inflight (default 20) sets the Receive Maximum, and the messages \
+             in flight to the remote broker"
+        }
+        "bridge_session_expiry_interval" => {
+            "Starling asks the remote broker to keep the session for ever (cleansession false) \
+             or not at all (true)"
+        }
+        "bridge_max_packet_size" | "bridge_max_topic_alias" | "bridge_attempt_unsubscribe" => {
+            "no per-bridge Starling equivalent"
+        }
+        "bridge_tcp_keepalive" | "bridge_tcp_user_timeout" => {
+            "no TCP timer settings: keepalive_interval detects a dead link"
+        }
+        "bridge_reload_type" => "no Starling equivalent",
+        "round_robin" => "a Starling bridge has one address",
+        "start_type" => {
+            "Starling's bridges start with the broker and reconnect (start_type automatic)"
+        }
+        "idle_timeout" | "threshold" => "only for start_type lazy, which Starling does not have",
+        "local_username" | "local_password" => {
+            "a bridge's local end logs in to nothing: it bypasses the password file, the ACL \
+             and dynamic security"
+        }
+        "local_cleansession" => "the bridge's local session follows cleansession",
+        _ => "not an option of Starling's bridges",
+    }
 }
 
 /// Why a known option has no equivalent.

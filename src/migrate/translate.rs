@@ -2,6 +2,7 @@
 
 use toml::Value;
 
+use super::bridge::{self, Bridge};
 use super::listener::{Draft, Listener};
 use super::options::{self, Conv};
 use super::parse::Line;
@@ -19,6 +20,8 @@ const PER_LISTENER_AUTH: &[&str] = &["allow_anonymous", "password_file", "acl_fi
 pub struct Migration {
     /// `[[listeners]]`, in Mosquitto's order.
     pub listeners: Vec<Listener>,
+    /// `[[bridges]]`, one per `connection` block, in Mosquitto's order.
+    pub bridges: Vec<Bridge>,
     /// The keys of each table of [`SECTIONS`], by table name.
     pub sections: Vec<(&'static str, Vec<Entry>)>,
     /// Translated options that need no key, written as comments at the top.
@@ -40,6 +43,11 @@ struct Translator {
     /// The last `plugin` line loads Mosquitto's dynamic-security plugin, so its
     /// `plugin_opt_config_file` is `auth.dynamic_security`.
     dynsec_plugin: bool,
+    /// The bridge being read, once a `connection` line was seen; `Err` with the reason its
+    /// options are left out when that line could not be translated.
+    bridge: Option<Result<bridge::Draft, String>>,
+    /// The names of the bridges read so far (Mosquitto refuses a second one).
+    bridge_names: Vec<String>,
 }
 
 /// Translates `lines`, in the order Mosquitto reads them.
@@ -57,6 +65,8 @@ pub fn translate(lines: &[Line]) -> Migration {
             .any(|l| l.key == "per_listener_settings" && l.rest == "true"),
         persistence_set: false,
         dynsec_plugin: false,
+        bridge: None,
+        bridge_names: Vec::new(),
     };
     for line in lines {
         t.option(line);
@@ -74,7 +84,7 @@ impl Translator {
     fn option(&mut self, l: &Line) {
         let key = l.key.as_str();
         self.relative_path(l);
-        if self.listener_option(l) {
+        if self.bridge_option(l) || self.listener_option(l) {
             return;
         }
         if let Some((_, section, name, conv)) = options::SIMPLE.iter().find(|o| o.0 == key) {
@@ -124,10 +134,53 @@ impl Translator {
                 );
                 self.note(l, "no pid file");
             }
-            k if options::is_bridge(k) => {
-                self.left_out(l, "Starling has no bridges yet");
-            }
             k => self.left_out(l, options::no_equivalent(k)),
+        }
+    }
+
+    /// The options of bridges: `connection` starts one, the others belong to the bridge being
+    /// read (Mosquitto refuses them before any `connection` line). True when `l` was one.
+    fn bridge_option(&mut self, l: &Line) -> bool {
+        if l.key == "connection" {
+            self.new_bridge(l);
+            return true;
+        }
+        if !options::is_bridge(&l.key) {
+            return false;
+        }
+        let out = &mut self.out;
+        match &mut self.bridge {
+            Some(Ok(draft)) => draft.option(l, &mut out.left_out, &mut out.warnings),
+            Some(Err(why)) => out.left_out.push(Note::new(&l.at(), &l.key, why.clone())),
+            None => {
+                let why = "outside a connection block: Mosquitto refuses it";
+                out.left_out.push(Note::new(&l.at(), &l.key, why));
+            }
+        }
+        true
+    }
+
+    fn new_bridge(&mut self, l: &Line) {
+        self.close_bridge();
+        let draft = match bridge::Draft::new(l) {
+            Ok(d) if self.bridge_names.iter().any(|n| n == d.name()) => {
+                Err("another connection block has this name: Mosquitto refuses it".to_string())
+            }
+            other => other,
+        };
+        match &draft {
+            Ok(d) => self.bridge_names.push(d.name().to_string()),
+            Err(why) => self.left_out(l, why),
+        }
+        self.bridge =
+            Some(draft.map_err(|_| format!("its connection block ({}) is left out", l.at())));
+    }
+
+    fn close_bridge(&mut self) {
+        if let Some(Ok(draft)) = self.bridge.take() {
+            if let Some(out) = draft.finish(&mut self.out.left_out) {
+                self.out.bridges.push(out);
+            }
         }
     }
 
@@ -246,6 +299,7 @@ impl Translator {
     }
 
     fn finish(mut self) -> Migration {
+        self.close_bridge();
         self.close_listener();
         self.close_default();
         self.anonymous_default();
@@ -638,5 +692,194 @@ mod tests {
         assert_eq!(m.listeners.len(), 1);
         assert_eq!(m.left_out.len(), 1, "{:?}", m.left_out);
         assert_eq!(m.left_out[0].option, "max_connections");
+    }
+
+    /// The option lines of a mosquitto.conf text, numbered from 1 (as `parse` reads them).
+    fn conf(text: &str) -> Vec<Line> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))
+            .map(|(i, l)| {
+                let (key, rest) = l.trim().split_once(' ').unwrap_or((l.trim(), ""));
+                line(key, rest.trim(), i + 1)
+            })
+            .collect()
+    }
+
+    /// The migration of `text` written out and loaded back as Starling loads it.
+    fn migrate(text: &str) -> (Migration, starling::config::Config) {
+        let m = translate(&conf(text));
+        let toml = super::super::emit::render(&m, &[]);
+        let config = starling::config::Config::from_toml_str(&toml)
+            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        (m, config)
+    }
+
+    /// `file:line: option` of each option left out.
+    fn left(m: &Migration) -> Vec<String> {
+        let at = |n: &Note| format!("{}: {}", n.at, n.option);
+        m.left_out.iter().map(at).collect()
+    }
+
+    const TWO_BRIDGES: &str = "\
+listener 1883
+allow_anonymous true
+connection cloud
+address broker.example.com:8883 backup.example.com
+bridge_protocol_version mqttv50
+remote_clientid site1-cloud
+remote_username site1
+remote_password s3cret
+bridge_cafile /etc/mosquitto/ca.crt
+cleansession true
+keepalive_interval 30
+restart_timeout 10 120
+notification_topic site1/bridge/state
+topic sensors/# out 1 \"\" site1/
+topic commands/# in 2 site1/ cloud/site1/
+topic \"\" out 0 status/now cloud/status
+bridge_capath /etc/ssl/certs
+connection peer
+addresses 2001:db8::2:1884
+clientid peer-bridge
+username peer
+try_private false
+notifications_local_only true
+restart_timeout 15
+start_type automatic
+idle_timeout 60
+topic shared/# BOTH
+";
+
+    /// Two `connection` blocks become two `[[bridges]]` that Starling loads with Mosquitto's
+    /// meaning; what has no equivalent is left out, each line with its reason.
+    #[test]
+    fn bridge_blocks_become_bridges_tables() {
+        use starling::config::{BridgeProtocol, Direction};
+        use std::time::Duration;
+        let (m, c) = migrate(TWO_BRIDGES);
+        let (cloud, peer) = (&c.bridges[0], &c.bridges[1]);
+        assert_eq!(c.bridges.len(), 2);
+        assert_eq!(cloud.name, "cloud");
+        assert_eq!(cloud.address, "broker.example.com:8883");
+        assert_eq!(cloud.protocol_version, BridgeProtocol::Mqttv50);
+        assert_eq!(cloud.remote_clientid.as_deref(), Some("site1-cloud"));
+        assert_eq!(cloud.remote_password.as_deref(), Some("s3cret"));
+        assert!(cloud.cleansession && cloud.try_private && cloud.tls());
+        assert_eq!(cloud.keepalive_interval, Duration::from_secs(30));
+        assert_eq!(cloud.restart_timeout, Duration::from_secs(10));
+        assert_eq!(cloud.restart_timeout_max, Duration::from_secs(120));
+        assert_eq!(cloud.topics.len(), 3);
+        let t = &cloud.topics;
+        assert_eq!((t[0].direction, t[0].qos), (Direction::Out, 1));
+        assert_eq!(
+            (t[0].local_filter(), t[0].remote_filter()),
+            ("sensors/#".into(), "site1/sensors/#".into())
+        );
+        assert_eq!((t[1].direction, t[1].qos), (Direction::In, 2));
+        assert_eq!(t[1].remote_filter(), "cloud/site1/commands/#");
+        assert_eq!(
+            (t[2].local_filter(), t[2].remote_filter()),
+            ("status/now".into(), "cloud/status".into())
+        );
+        assert_eq!(peer.address, "[2001:db8::2]:1884");
+        assert_eq!(peer.remote_clientid.as_deref(), Some("peer-bridge"));
+        assert_eq!(peer.remote_username.as_deref(), Some("peer"));
+        assert!(!peer.try_private && peer.notifications_local_only);
+        assert_eq!(peer.restart_timeout, Duration::from_secs(15));
+        assert_eq!(peer.restart_timeout_max, Duration::from_secs(15));
+        assert_eq!(
+            (peer.topics[0].direction, peer.topics[0].qos),
+            (Direction::Both, 0)
+        );
+        assert_eq!(
+            left(&m),
+            [
+                "m.conf:4: address",
+                "m.conf:17: bridge_capath",
+                "m.conf:26: idle_timeout"
+            ]
+        );
+        assert!(m.left_out[0]
+            .why
+            .contains("no fallback to backup.example.com"));
+    }
+
+    /// Mosquitto refuses a bridge without a topic line, a bridge option outside a
+    /// `connection` block and a second bridge of the same name: each is left out, the bridge
+    /// with its whole block.
+    #[test]
+    fn bridges_mosquitto_refuses_are_left_out() {
+        let (m, c) = migrate(
+            "try_private false\n\
+             connection a\naddress h\n\
+             connection b\naddress h\ntopic x out 0\n\
+             connection b\naddress h\ntopic y\n",
+        );
+        assert_eq!(c.bridges.len(), 1);
+        assert_eq!(c.bridges[0].name, "b");
+        assert_eq!(c.bridges[0].address, "h:1883");
+        assert_eq!(
+            left(&m),
+            [
+                "m.conf:1: try_private",
+                "m.conf:2: connection",
+                "m.conf:7: connection",
+                "m.conf:8: address",
+                "m.conf:9: topic",
+            ]
+        );
+        assert!(
+            m.left_out[1].why.contains("no topic line"),
+            "{:?}",
+            m.left_out
+        );
+        assert!(m.left_out[2].why.contains("another connection block"));
+    }
+
+    /// Lines whose values Mosquitto or Starling refuse are left out one by one and the
+    /// bridge keeps the rest.
+    #[test]
+    fn bridge_lines_with_bad_values_are_left_out() {
+        let (m, c) = migrate(
+            "connection b\naddress h:99\n\
+             topic a/# sideways\ntopic a/# out 3\ntopic \"\" out 0 only/local\n\
+             topic a/# out 0 x/+/ y/\ntopic ok/# in\n\
+             remote_password p\nbridge_certfile /c.pem\nbridge_keyfile /k.pem\n\
+             bridge_protocol_version mqttv4\nrestart_timeout 9 3\nkeepalive_interval 2\n",
+        );
+        let b = &c.bridges[0];
+        assert_eq!(b.address, "h:99");
+        assert_eq!(b.topics.len(), 1);
+        assert_eq!(b.topics[0].pattern, "ok/#");
+        assert_eq!(b.keepalive_interval, std::time::Duration::from_secs(5));
+        assert!(b.remote_password.is_none() && b.certfile.is_none());
+        let why: Vec<String> = m
+            .left_out
+            .iter()
+            .map(|n| format!("{}: {}", n.at, n.why))
+            .collect();
+        assert_eq!(why.len(), 9, "{why:#?}");
+        assert!(
+            why[0].starts_with("m.conf:3: direction \"sideways\""),
+            "{why:#?}"
+        );
+        assert!(why[1].starts_with("m.conf:4: QoS \"3\""), "{why:#?}");
+        assert!(why[2].contains("needs both prefixes"), "{why:#?}");
+        assert!(
+            why[3].contains("Starling refuses its local_prefix: must not hold wildcards"),
+            "{why:#?}"
+        );
+        assert!(
+            why[4].starts_with("m.conf:8: Starling refuses it"),
+            "{why:#?}"
+        );
+        assert!(why[5].contains("bridge_cafile") && why[6].contains("bridge_cafile"));
+        assert!(why[7].starts_with("m.conf:11: \"mqttv4\""), "{why:#?}");
+        assert!(
+            why[8].starts_with("m.conf:12: cap 3 below base 9"),
+            "{why:#?}"
+        );
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
     }
 }
