@@ -198,6 +198,7 @@ impl BrokerBuilder {
                 state.expire_restored(&session).await;
             }
         }
+        bridge::adopt_sessions(&state);
         // Bound only now: opening and restoring a large store can take seconds, and a port
         // that accepts connections nobody answers makes every client wait out its connect
         // timeout (closed, clients retry at once and health checks say so; Mosquitto, too,

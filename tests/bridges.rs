@@ -269,3 +269,46 @@ async fn the_bridge_is_outside_the_acl() {
     assert!(ping.iter().all(|p| !matches!(p, Packet::Publish(_))));
     drop(site);
 }
+
+/// A bridge's session restored from the store is the bridge's before the bridge connects:
+/// after a restart with the remote broker down, what it carries is queued for it although the
+/// ACL lets no client read it (a restored session has no listener until its client is back,
+/// and `[auth]`'s rules would have dropped it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_bridge_session_queues_outside_the_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "pattern write sensors/%c\n").unwrap();
+    let stored = |cfg: &mut Config, name: &str| {
+        cfg.persistence.enabled = Some(true);
+        cfg.persistence.dir = dir.path().join(name);
+    };
+    let mut central_cfg = test_config();
+    stored(&mut central_cfg, "central");
+    let central = start_with(central_cfg.clone()).await;
+    let addr = central.addr;
+    central_cfg.listeners[0].bind = addr.to_string().parse().unwrap();
+    let mut sub = Raw::connect(addr, &ConnectOpts::v311("c-sub").clean(false))
+        .await
+        .0;
+    sub.subscribe(1, "site1/#", 2).await;
+    drop(sub);
+    let mut site_cfg = site_config(addr, "", TOPICS);
+    site_cfg.auth.acl_file = Some(acl);
+    stored(&mut site_cfg, "site");
+    let mut at_c = watch_state(addr, "watch-c").await;
+    let site = start_with(site_cfg.clone()).await;
+    expect_state(&mut at_c, b"1").await;
+    assert!(central.stop_within(Duration::from_secs(5)).await);
+    assert!(site.stop_within(Duration::from_secs(5)).await);
+
+    let site = start_with(site_cfg).await;
+    let mut p = Raw::connect_v311(site.addr, "dev1").await;
+    p.publish("sensors/dev1", b"queued", 1, false, 1).await;
+    let central = start_with(central_cfg).await;
+    let mut sub = Raw::connect(addr, &ConnectOpts::v311("c-sub").clean(false))
+        .await
+        .0;
+    assert_eq!(next(&mut sub).await, msg("site1/sensors/dev1", "queued", 1));
+    drop((site, central));
+}

@@ -80,6 +80,14 @@ pub fn spawn_all(broker: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &Ca
     }
 }
 
+/// Marks the bridges' sessions restored from the store as theirs (see
+/// [`BrokerState::adopt_bridge_session`]); before any client is served.
+pub fn adopt_sessions(broker: &BrokerState) {
+    for cfg in &broker.config().bridges {
+        broker.adopt_bridge_session(&link::Names::of(cfg).local_id);
+    }
+}
+
 /// Loads the TLS files of every bridge, so that a start with files that do not load fails
 /// and says why.
 pub fn check_tls(bridges: &[BridgeConfig]) -> Result<(), String> {
