@@ -26,6 +26,12 @@ impl Counter {
         self.0.fetch_sub(n, Ordering::Relaxed);
     }
 
+    /// For a gauge that is a state rather than a count.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
     #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -138,6 +144,24 @@ pub struct Metrics {
     pub pace_expired: Counter,
     /// Open connections per listener, indexed like `Config::listeners`.
     pub listener_connections: Vec<Counter>,
+    /// Per bridge, indexed like `Config::bridges`.
+    pub bridges: Vec<BridgeMetrics>,
+}
+
+/// What one bridge (`[[bridges]]`) reports.
+#[derive(Debug, Default)]
+pub struct BridgeMetrics {
+    /// 1 while both links are up and subscribed, else 0.
+    pub up: Counter,
+    /// Times both links came up.
+    pub connects: Counter,
+    /// Messages sent to the remote broker.
+    pub sent: Counter,
+    /// Messages brought in from the remote broker.
+    pub received: Counter,
+    /// Messages acknowledged and dropped: no topic line maps them, or the other side does
+    /// not take their size.
+    pub dropped: Counter,
 }
 
 impl Metrics {
@@ -146,6 +170,14 @@ impl Metrics {
         Metrics {
             listener_connections: (0..listeners).map(|_| Counter::default()).collect(),
             ..Metrics::default()
+        }
+    }
+
+    /// These counters, with one [`BridgeMetrics`] for each of `bridges`.
+    pub fn with_bridges(self, bridges: usize) -> Metrics {
+        Metrics {
+            bridges: (0..bridges).map(|_| BridgeMetrics::default()).collect(),
+            ..self
         }
     }
 

@@ -22,6 +22,7 @@
 //!
 //! [`Metrics`]: crate::metrics::Metrics
 
+mod bridges;
 mod conns;
 
 use std::convert::Infallible;
@@ -246,6 +247,7 @@ pub fn render(b: &BrokerState, listeners: &[BindAddr]) -> String {
     let mut out = Exposition::default();
     write_counters(&mut out, b);
     write_gauges(&mut out, b, listeners);
+    bridges::write(&mut out, b);
     write_info(&mut out, b);
     out.text
 }

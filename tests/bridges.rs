@@ -118,7 +118,17 @@ async fn cross_each_way(protocol: &str) {
     let markers = vec![msg("both/end", "c", 0), msg("both/end", "s", 0)];
     assert_eq!(seen_c, markers, "central saw an echo");
     assert_eq!(seen_s, markers, "site saw an echo");
-    // The site published nothing on `site1/cmd` and the central nothing on `sensors`.
+    // sensors/t, both/x, both/end out; cmd/go, both/y, both/end in.
+    let text = starling::prometheus::render(site.state(), &[]);
+    for line in [
+        "starling_bridge_up{bridge=\"up\"} 1\n",
+        "starling_bridge_connects_total{bridge=\"up\"} 1\n",
+        "starling_bridge_messages_sent_total{bridge=\"up\"} 3\n",
+        "starling_bridge_messages_received_total{bridge=\"up\"} 3\n",
+        "starling_bridge_messages_dropped_total{bridge=\"up\"} 0\n",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
     drop(site);
 }
 
@@ -235,6 +245,8 @@ async fn messages_no_line_maps_are_acknowledged_and_dropped() {
     }
     pub_c.publish("y/new", b"kept", 1, false, 100).await;
     assert_eq!(next(&mut at_s).await, msg("y/new", "kept", 1));
+    let m = &site.state().metrics().bridges[0];
+    assert_eq!((m.dropped.get(), m.received.get()), (30, 1));
     central
         .wait_until(
             "the bridge's session at the central broker is drained",

@@ -32,6 +32,7 @@ use crate::broker::BrokerState;
 use crate::codec::{Publish, QoS};
 use crate::config::{BridgeConfig, MQTT_MAX_PACKET_SIZE};
 use crate::message::Message;
+use crate::metrics::BridgeMetrics;
 
 pub use topics::TopicMap;
 
@@ -60,7 +61,7 @@ pub enum BridgeError {
 
 /// Starts every configured bridge on `tracker`; each runs until `shutdown`.
 pub fn spawn_all(broker: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &CancellationToken) {
-    for cfg in &broker.config().bridges {
+    for (index, cfg) in broker.config().bridges.iter().enumerate() {
         let tls = match link::tls_connector(cfg) {
             Ok(tls) => tls,
             Err(e) => {
@@ -75,6 +76,7 @@ pub fn spawn_all(broker: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &Ca
             map: TopicMap::new(&cfg.topics),
             tls,
             broker: broker.clone(),
+            index,
         };
         tracker.spawn(bridge.run(shutdown.clone()));
     }
@@ -104,6 +106,8 @@ struct Bridge {
     map: TopicMap,
     tls: Option<tokio_rustls::TlsConnector>,
     broker: Arc<BrokerState>,
+    /// Its place in `Config::bridges` (and in the metrics).
+    index: usize,
 }
 
 impl Bridge {
@@ -150,7 +154,10 @@ impl Bridge {
             remote_session = remote.session_present, local_session = local.session_present,
             "bridge: connected");
         let remote_notes = cfg.notifications && !cfg.notifications_local_only;
+        let fallback = BridgeMetrics::default();
+        let metrics = self.broker.metrics().bridges.get(self.index);
         let setup = pump::Setup {
+            metrics: metrics.unwrap_or(&fallback),
             bridge: &cfg.name,
             map: &self.map,
             remote_max_in: if remote.version.is_v5() {

@@ -32,6 +32,7 @@ use crate::codec::{
     SubscriptionOptions,
 };
 use crate::message::Message;
+use crate::metrics::BridgeMetrics;
 
 /// Stop reading a side while this much waits to be written to the other.
 const OUT_HIGH: usize = 256 * 1024;
@@ -140,6 +141,7 @@ impl Side {
 struct State<'a> {
     map: &'a TopicMap,
     bridge: &'a str,
+    metrics: &'a BridgeMetrics,
     /// The remote SUBSCRIBE awaiting its SUBACK: a local message with its id waits for it.
     remote_sub_pending: bool,
     /// The local SUBSCRIBE awaiting its SUBACK.
@@ -180,6 +182,8 @@ pub struct Setup<'a> {
     pub hello: Option<Publish>,
     /// Published here at the same moment.
     pub local_hello: Option<(Arc<BrokerState>, Arc<Message>)>,
+    /// The bridge's counters.
+    pub metrics: &'a BridgeMetrics,
 }
 
 /// Runs a bridge whose two links are up until one fails or the broker shuts down; at
@@ -193,6 +197,7 @@ pub async fn run(
     let mut r = Side::new(remote, setup.remote_max_in, "remote");
     let mut l = Side::new(local, setup.local_max_in, "local");
     let result = forward(&setup, &mut r, &mut l, shutdown).await;
+    setup.metrics.up.set(0);
     if !shutdown.is_cancelled() {
         return result;
     }
@@ -221,6 +226,7 @@ async fn forward(
     let mut st = State {
         map: setup.map,
         bridge: setup.bridge,
+        metrics: setup.metrics,
         remote_sub_pending: false,
         local_sub_pending: false,
         hello: Some(setup),
@@ -330,6 +336,8 @@ fn announce(st: &mut State<'_>, r: &mut Side) {
     if let Some((broker, msg)) = &setup.local_hello {
         broker.publish_unacknowledged(msg.clone());
     }
+    st.metrics.up.set(1);
+    st.metrics.connects.inc();
     tracing::info!(
         bridge = st.bridge,
         "bridge: subscriptions acknowledged on both sides"
@@ -393,14 +401,17 @@ fn remote_publish(st: &mut State<'_>, r: &mut Side, l: &mut Side, mut p: Publish
     let Some(topic) = st.map.to_local(&p.topic) else {
         tracing::debug!(bridge = st.bridge, topic = %p.topic,
             "bridge: no topic line brings this in; acknowledged and dropped");
+        st.metrics.dropped.inc();
         ack_dropped(&mut st.own_in, r, &p);
         return true;
     };
     p.topic = topic;
     prepare(&mut p, l);
     if !l.send_publish(p, &mut st.own_in, r, st.bridge) {
+        st.metrics.dropped.inc();
         return true;
     }
+    st.metrics.received.inc();
     if tracked {
         st.local_inflight.insert(id);
     }
@@ -484,12 +495,17 @@ fn local_publish(st: &mut State<'_>, r: &mut Side, l: &mut Side, mut p: Publish)
     let Some(topic) = st.map.to_remote(&p.topic) else {
         tracing::debug!(bridge = st.bridge, topic = %p.topic,
             "bridge: no topic line sends this out; acknowledged and dropped");
+        st.metrics.dropped.inc();
         ack_dropped(&mut st.own_out, l, &p);
         return;
     };
     p.topic = topic;
     prepare(&mut p, r);
-    r.send_publish(p, &mut st.own_out, l, st.bridge);
+    if r.send_publish(p, &mut st.own_out, l, st.bridge) {
+        st.metrics.sent.inc();
+    } else {
+        st.metrics.dropped.inc();
+    }
 }
 
 /// Makes a PUBLISH fit to send to `to`: no subscription identifiers or topic alias (a

@@ -137,7 +137,8 @@ impl BrokerState {
         )));
         BrokerState {
             login_slowdown,
-            metrics: Metrics::with_listeners(config.listeners.len()),
+            metrics: Metrics::with_listeners(config.listeners.len())
+                .with_bridges(config.bridges.len()),
             config,
             budget,
             listener_rates,
