@@ -198,7 +198,10 @@ impl BrokerBuilder {
                 state.expire_restored(&session).await;
             }
         }
-        bridge::adopt_sessions(&state);
+        // Before clients are served: what they publish from the first moment finds the
+        // bridges' subscriptions (and a restored bridge session is the bridge's, outside the
+        // ACL, before the remote broker is reached).
+        bridge::prepare_sessions(&state).await;
         // Bound only now: opening and restoring a large store can take seconds, and a port
         // that accepts connections nobody answers makes every client wait out its connect
         // timeout (closed, clients retry at once and health checks say so; Mosquitto, too,

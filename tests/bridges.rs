@@ -324,3 +324,65 @@ async fn a_restored_bridge_session_queues_outside_the_acl() {
     assert_eq!(next(&mut sub).await, msg("site1/sensors/dev1", "queued", 1));
     drop((site, central));
 }
+
+/// The bridge's session is readied at start, before clients are served and although the
+/// remote broker has never been reached: what is published from the first moment waits for
+/// the bridge. A restart with other `out` lines leaves the session subscribed to those only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_is_ready_before_the_remote_is_ever_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut central_cfg = test_config();
+    central_cfg.persistence.enabled = Some(true);
+    central_cfg.persistence.dir = dir.path().join("central");
+    let central = start_with(central_cfg.clone()).await;
+    let addr = central.addr;
+    central_cfg.listeners[0].bind = addr.to_string().parse().unwrap();
+    let mut sub = Raw::connect(addr, &ConnectOpts::v311("c-sub").clean(false))
+        .await
+        .0;
+    sub.subscribe(1, "#", 2).await;
+    drop(sub);
+    assert!(central.stop_within(Duration::from_secs(5)).await);
+
+    let old = "[[bridges.topics]]\npattern = \"old/#\"\n";
+    let mut site_cfg = site_config(addr, "", old);
+    site_cfg.persistence.enabled = Some(true);
+    site_cfg.persistence.dir = dir.path().join("site");
+    let site = start_with(site_cfg.clone()).await;
+    let info = site
+        .state()
+        .session_info("local.site1")
+        .expect("the bridge's session");
+    assert_eq!(info.subscriptions, ["old/#"]);
+    assert!(site.stop_within(Duration::from_secs(5)).await);
+
+    site_cfg.bridges = site_config(addr, "", TOPICS).bridges;
+    let site = start_with(site_cfg).await;
+    let info = site
+        .state()
+        .session_info("local.site1")
+        .expect("the bridge's session");
+    let mut subs = info.subscriptions;
+    subs.sort();
+    assert_eq!(
+        subs,
+        ["both/#", "sensors/#"],
+        "old/# is gone, the out lines are there"
+    );
+    let mut p = Raw::connect_v311(site.addr, "s-pub").await;
+    p.publish("sensors/first", b"early", 2, false, 1).await;
+    p.publish("old/x", b"not carried", 1, false, 2).await;
+    let central = start_with(central_cfg).await;
+    let mut sub = Raw::connect(addr, &ConnectOpts::v311("c-sub").clean(false))
+        .await
+        .0;
+    assert_eq!(next(&mut sub).await, msg("site1/sensors/first", "early", 2));
+    // Nothing else came: old/x was not carried (and `#` does not match the `$SYS` state
+    // topic [MQTT-4.7.2-1]).
+    let ping = sub.ping().await;
+    assert!(
+        ping.iter().all(|p| !matches!(p, Packet::Publish(_))),
+        "{ping:?}"
+    );
+    drop((site, central));
+}

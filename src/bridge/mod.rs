@@ -19,6 +19,7 @@
 //! connection code and takes the broker's locks there, in their documented order.
 
 mod link;
+mod prepare;
 mod pump;
 mod topics;
 
@@ -34,6 +35,7 @@ use crate::config::{BridgeConfig, MQTT_MAX_PACKET_SIZE};
 use crate::message::Message;
 use crate::metrics::BridgeMetrics;
 
+pub use prepare::prepare_sessions;
 pub use topics::TopicMap;
 
 /// Why a bridge's link failed (logged; the link is then made again).
@@ -79,14 +81,6 @@ pub fn spawn_all(broker: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &Ca
             index,
         };
         tracker.spawn(bridge.run(shutdown.clone()));
-    }
-}
-
-/// Marks the bridges' sessions restored from the store as theirs (see
-/// [`BrokerState::adopt_bridge_session`]); before any client is served.
-pub fn adopt_sessions(broker: &BrokerState) {
-    for cfg in &broker.config().bridges {
-        broker.adopt_bridge_session(&link::Names::of(cfg).local_id);
     }
 }
 

@@ -93,12 +93,15 @@ fn swap(topic: &str, from: &str, to: &str) -> Arc<str> {
     Arc::from(format!("{to}{rest}"))
 }
 
+/// No Local, Retain As Published, and retained messages only when the subscription is new
+/// (Retain Handling 1): a session resumed after a reconnection already had them, and what was
+/// retained meanwhile reached it as a message.
 fn bridge_options(qos: QoS) -> SubscriptionOptions {
     SubscriptionOptions {
         qos,
         no_local: true,
         retain_as_published: true,
-        retain_handling: 0,
+        retain_handling: 1,
     }
 }
 

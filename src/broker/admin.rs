@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::auth::listeners::BRIDGE_LISTENER;
 use crate::codec::{ProtocolVersion, ReasonCode};
 use crate::session::{Control, Session};
 
@@ -58,22 +57,6 @@ impl BrokerState {
     pub fn session_info(&self, client_id: &str) -> Option<SessionInfo> {
         let session = self.sessions.get(client_id).map(|e| e.value().clone())?;
         Some(info(&session))
-    }
-
-    /// Marks the session `client_id`, restored from the store, as a bridge's local end
-    /// (listener [`BRIDGE_LISTENER`]): a restored session has no listener until its client
-    /// connects, and what is routed to it before the bridge does is checked as the bridge
-    /// will be (outside the ACL), not dropped by `[auth]`'s rules. No-op for an unknown id or
-    /// a session a client holds.
-    pub fn adopt_bridge_session(&self, client_id: &str) {
-        let Some(session) = self.sessions.get(client_id).map(|e| e.value().clone()) else {
-            return;
-        };
-        let mut meta = session.meta();
-        if meta.listener.is_none() && !session.is_connected() {
-            meta.listener = u16::try_from(BRIDGE_LISTENER).ok();
-            session.set_meta(meta);
-        }
     }
 
     /// Closes the client's connection with `reason` (MQTT 5 DISCONNECT; 3.x just closes).
