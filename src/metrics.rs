@@ -155,6 +155,9 @@ pub struct BridgeMetrics {
     pub up: Counter,
     /// Times both links came up.
     pub connects: Counter,
+    /// Connection attempts that failed before both links were up (refused, unreachable,
+    /// TLS, login).
+    pub failures: Counter,
     /// Messages sent to the remote broker.
     pub sent: Counter,
     /// Messages brought in from the remote broker.

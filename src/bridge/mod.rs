@@ -109,13 +109,19 @@ impl Bridge {
     async fn run(self, shutdown: CancellationToken) {
         let mut wait = self.cfg.restart_timeout;
         while !shutdown.is_cancelled() {
-            let result = tokio::select! {
-                r = self.once(&shutdown) => r,
-                () = shutdown.cancelled() => return,
-            };
-            match result {
-                Ok(pump::End::Shutdown) => return,
+            // Not raced against `shutdown`: `once` watches it itself, and once the links are
+            // up the pump answers it with the `0` notification and DISCONNECT, which dropping
+            // `once` here would lose (the remote broker would then publish the will).
+            match self.once(&shutdown).await {
+                Ok(pump::End::Shutdown) => {
+                    // Retained, and kept by a store: after a restart it must not say `1`.
+                    self.notify_local(b"0");
+                    return;
+                }
                 Err((e, connected)) => {
+                    if let (false, Some(m)) = (connected, self.metrics()) {
+                        m.failures.inc();
+                    }
                     if connected {
                         self.notify_local(b"0");
                         wait = self.cfg.restart_timeout;
@@ -137,21 +143,27 @@ impl Bridge {
     async fn once(&self, shutdown: &CancellationToken) -> Result<pump::End, (BridgeError, bool)> {
         let (cfg, names) = (&self.cfg, &self.names);
         let own_max = self.broker.config().mqtt.max_packet_size;
-        let remote = link::connect_remote(cfg, names, self.tls.as_ref(), own_max)
-            .await
-            .map_err(|e| (e, false))?;
-        let receive_max = cfg.max_inflight.min(remote.receive_max);
-        let local = link::connect_local(&self.broker, cfg, names, receive_max, remote.max_packet)
-            .await
-            .map_err(|e| (e, false))?;
+        let connect = async {
+            let remote = link::connect_remote(cfg, names, self.tls.as_ref(), own_max).await?;
+            let receive_max = cfg.max_inflight.min(remote.receive_max);
+            let local =
+                link::connect_local(&self.broker, cfg, names, receive_max, remote.max_packet)
+                    .await?;
+            Ok::<_, BridgeError>((remote, local))
+        };
+        // Connecting may take up to its timeout: shutdown does not wait for it.
+        let (remote, local) = tokio::select! {
+            r = connect => r.map_err(|e| (e, false))?,
+            () = shutdown.cancelled() => return Ok(pump::End::Shutdown),
+        };
         tracing::info!(bridge = %cfg.name, address = %cfg.address, remote_client_id = %names.remote_id,
             remote_session = remote.session_present, local_session = local.session_present,
             "bridge: connected");
         let remote_notes = cfg.notifications && !cfg.notifications_local_only;
         let fallback = BridgeMetrics::default();
-        let metrics = self.broker.metrics().bridges.get(self.index);
         let setup = pump::Setup {
-            metrics: metrics.unwrap_or(&fallback),
+            broker: &self.broker,
+            metrics: self.metrics().unwrap_or(&fallback),
             bridge: &cfg.name,
             map: &self.map,
             remote_max_in: if remote.version.is_v5() {
@@ -162,13 +174,16 @@ impl Bridge {
             local_max_in: remote.max_packet,
             hello: remote_notes.then(|| self.notification(b"1", remote.retain_available)),
             farewell: remote_notes.then(|| self.notification(b"0", remote.retain_available)),
-            local_hello: cfg
-                .notifications
-                .then(|| (self.broker.clone(), self.local_state(b"1"))),
+            local_hello: cfg.notifications.then(|| self.local_state(b"1")),
         };
         pump::run(setup, remote, local, shutdown)
             .await
             .map_err(|e| (e, true))
+    }
+
+    /// This bridge's counters (always there: one per configured bridge).
+    fn metrics(&self) -> Option<&BridgeMetrics> {
+        self.broker.metrics().bridges.get(self.index)
     }
 
     /// The notification PUBLISH for the remote broker (QoS 0: no packet id of its own, which

@@ -168,6 +168,8 @@ pub enum End {
 
 /// What [`run`] needs besides the two links.
 pub struct Setup<'a> {
+    /// The broker the bridge belongs to.
+    pub broker: &'a BrokerState,
     /// The bridge's name, for logs.
     pub bridge: &'a str,
     pub map: &'a TopicMap,
@@ -181,7 +183,7 @@ pub struct Setup<'a> {
     /// (the `1` notification).
     pub hello: Option<Publish>,
     /// Published here at the same moment.
-    pub local_hello: Option<(Arc<BrokerState>, Arc<Message>)>,
+    pub local_hello: Option<Arc<Message>>,
     /// The bridge's counters.
     pub metrics: &'a BridgeMetrics,
 }
@@ -198,7 +200,10 @@ pub async fn run(
     let mut l = Side::new(local, setup.local_max_in, "local");
     let result = forward(&setup, &mut r, &mut l, shutdown).await;
     setup.metrics.up.set(0);
-    if !shutdown.is_cancelled() {
+    // The broker's shutdown closes every session, the bridge's local one too, before it
+    // cancels `shutdown` (`BrokerHandle::shutdown`): the local end may so end first. Either
+    // way the remote link ends cleanly, or the remote broker would publish the will.
+    if !shutdown.is_cancelled() && !setup.broker.is_stopping() {
         return result;
     }
     if let Some(p) = setup.farewell {
@@ -333,8 +338,8 @@ fn announce(st: &mut State<'_>, r: &mut Side) {
     if let Some(p) = &setup.hello {
         r.send(&Packet::Publish(p.clone()));
     }
-    if let Some((broker, msg)) = &setup.local_hello {
-        broker.publish_unacknowledged(msg.clone());
+    if let Some(msg) = &setup.local_hello {
+        setup.broker.publish_unacknowledged(msg.clone());
     }
     st.metrics.up.set(1);
     st.metrics.connects.inc();

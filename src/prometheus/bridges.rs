@@ -12,7 +12,7 @@ type Family = (
     fn(&BridgeMetrics) -> u64,
 );
 
-const FAMILIES: [Family; 5] = [
+const FAMILIES: [Family; 6] = [
     (
         "starling_bridge_up",
         "gauge",
@@ -25,6 +25,13 @@ const FAMILIES: [Family; 5] = [
         "counter",
         "Times the bridge came up.",
         |m| m.connects.get(),
+    ),
+    (
+        "starling_bridge_connect_failures_total",
+        "counter",
+        "Connection attempts of the bridge that failed before it was up (remote broker \
+         unreachable or refusing, TLS, login).",
+        |m| m.failures.get(),
     ),
     (
         "starling_bridge_messages_sent_total",
