@@ -93,30 +93,30 @@ impl Side {
 
     /// When the keep-alive needs attention next: a PINGREQ due, or an unanswered one late.
     fn deadline(&self) -> Instant {
-        let ping = self.last_write + self.keep_alive;
         match self.ping_sent {
-            Some(at) => ping.min(at + self.keep_alive),
-            None => ping,
+            Some(at) => at + self.keep_alive,
+            None => self.last_write.min(self.last_read) + self.keep_alive,
         }
     }
 
-    /// Sends PINGREQ when nothing was written for a keep-alive; an error when one went
-    /// unanswered (nothing read) for a keep-alive.
+    /// Sends PINGREQ when nothing was written for a keep-alive (the other end would take the
+    /// link for dead [MQTT-3.1.2-24]) or nothing read for one (a link that only writes, QoS 0
+    /// going out, would not otherwise notice a dead peer); an error when one went unanswered,
+    /// nothing read, for a keep-alive.
     fn keep_alive(&mut self, now: Instant) -> Result<(), BridgeError> {
         if let Some(at) = self.ping_sent {
-            if self.last_read < at && now >= at + self.keep_alive {
+            if now >= at + self.keep_alive {
                 return Err(BridgeError::Timeout(if self.name == "remote" {
                     "remote broker did not answer PINGREQ"
                 } else {
                     "local session did not answer PINGREQ"
                 }));
             }
+            return Ok(());
         }
-        if now >= self.last_write + self.keep_alive && self.out.is_empty() {
+        if now >= self.last_write.min(self.last_read) + self.keep_alive {
             self.send(&Packet::PingReq);
-            if self.ping_sent.is_none() {
-                self.ping_sent = Some(now);
-            }
+            self.ping_sent = Some(now);
         }
         Ok(())
     }
@@ -292,7 +292,9 @@ async fn write_some(
         wr.flush().await?;
         return Ok(true);
     }
-    wr.write_buf(out).await?;
+    if wr.write_buf(out).await? == 0 {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
     Ok(false)
 }
 
@@ -578,5 +580,83 @@ fn refused_filters(
             tracing::warn!(bridge = st.bridge, side, filter = %filter, code = code.0,
                 "bridge: subscription refused");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BridgeTopic;
+    use crate::config::Direction;
+    use std::time::Duration;
+    use tokio::io::DuplexStream;
+
+    /// A link over one end of a pipe; the other end plays the broker.
+    fn link(keep_alive: Duration) -> (Link, DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let link = Link {
+            io: Box::new(ours),
+            version: ProtocolVersion::V311,
+            rbuf: BytesMut::new(),
+            max_packet: 1 << 20,
+            receive_max: 10,
+            max_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            keep_alive,
+            session_present: false,
+        };
+        (link, theirs)
+    }
+
+    /// Reads packets from `peer` until one matches `pick`.
+    async fn read_until(peer: &mut DuplexStream, pick: impl Fn(&Packet) -> bool) -> Packet {
+        let mut buf = BytesMut::new();
+        loop {
+            while let Some(p) = codec::decode(&mut buf, ProtocolVersion::V311, 1 << 20).unwrap() {
+                if pick(&p) {
+                    return p;
+                }
+            }
+            assert_ne!(peer.read_buf(&mut buf).await.unwrap(), 0, "closed");
+        }
+    }
+
+    /// A remote broker that stops answering is noticed within two keep-alives: a PINGREQ
+    /// goes out after one quiet keep-alive, and the link fails one later [MQTT-3.1.2-24].
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_remote_fails_the_link_after_an_unanswered_ping() {
+        let ka = Duration::from_secs(10);
+        let (remote, mut remote_peer) = link(ka);
+        let (local, _local_peer) = link(Duration::from_secs(3600));
+        let map = TopicMap::new(&[BridgeTopic {
+            pattern: "a/#".into(),
+            direction: Direction::Out,
+            qos: 1,
+            local_prefix: String::new(),
+            remote_prefix: String::new(),
+        }]);
+        let broker = BrokerState::new(crate::config::Config::default(), CancellationToken::new());
+        let metrics = BridgeMetrics::default();
+        let setup = Setup {
+            broker: &broker,
+            bridge: "t",
+            map: &map,
+            remote_max_in: 1 << 20,
+            local_max_in: 1 << 20,
+            farewell: None,
+            hello: None,
+            local_hello: None,
+            metrics: &metrics,
+        };
+        let shutdown = CancellationToken::new();
+        let started = Instant::now();
+        let pinged = read_until(&mut remote_peer, |p| matches!(p, Packet::PingReq));
+        let (result, _) = tokio::join!(run(setup, remote, local, &shutdown), pinged);
+        let (err, took) = (result.err().map(|e| e.to_string()), started.elapsed());
+        assert_eq!(
+            err.as_deref(),
+            Some("timed out remote broker did not answer PINGREQ")
+        );
+        assert!(took >= 2 * ka && took < 3 * ka, "{took:?}");
     }
 }
