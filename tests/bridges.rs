@@ -386,3 +386,28 @@ async fn the_session_is_ready_before_the_remote_is_ever_reached() {
     );
     drop((site, central));
 }
+
+/// A bridge carries what many clients published at the other broker: the per-client publish
+/// rate limit does not apply to it (an MQTT 5 client above it is disconnected, 0x96, and the
+/// bridge would only come back and resend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_client_rate_limit_does_not_hold_back_a_bridge() {
+    let central = start().await;
+    let mut at_c = watch_state(central.addr, "watch-c").await;
+    let mut cfg = site_config(central.addr, "", TOPICS);
+    cfg.limits.max_publish_rate = 5;
+    let site = start_with(cfg).await;
+    expect_state(&mut at_c, b"1").await;
+    let mut at_s = client(site.addr, "s-sub", &["cmd/#"]).await;
+    let mut pub_c = Raw::connect_v311(central.addr, "c-pub").await;
+    for i in 0..50u16 {
+        pub_c
+            .publish("site1/cmd/x", format!("{i}").as_bytes(), 1, false, i + 1)
+            .await;
+    }
+    for i in 0..50 {
+        assert_eq!(next(&mut at_s).await, msg("cmd/x", &format!("{i}"), 1));
+    }
+    assert_eq!(site.state().metrics().bridges[0].connects.get(), 1);
+    drop(site);
+}

@@ -90,7 +90,13 @@ fn rate_bucket(rate: u64) -> Option<crate::ratelimit::TokenBucket> {
 }
 
 /// The publish rate limits of a connection on listener `listener`; `None` when none applies.
+/// A bridge's local end has none: it carries what many clients published at the remote broker
+/// (each held to its own limits there), and a bridge disconnected for its rate would only
+/// come back and resend.
 fn rates(broker: &BrokerState, listener: usize) -> Option<Box<super::Rates>> {
+    if listener == crate::auth::listeners::BRIDGE_LISTENER {
+        return None;
+    }
     let limits = &broker.config().limits;
     let msg = rate_bucket(limits.max_publish_rate);
     let bytes = rate_bucket(limits.max_publish_bandwidth);
