@@ -1,5 +1,6 @@
 //! A bridge across crashes: a site broker (the `starling` binary, with a store) bridges to a
-//! central one and is SIGKILLed again and again while QoS 1 and 2 messages cross both ways.
+//! central one (the same, with a store too); one of them, or both, is SIGKILLed again and
+//! again while QoS 1 and 2 messages cross both ways.
 //! Every message a broker acknowledged to its publisher must reach the subscriber on the other
 //! side, and every QoS 2 one exactly once [MQTT-4.3.3-2] [MQTT-4.4.0-1]: the bridge keeps no
 //! state of its own, both sessions do, and the ids they share make the resends after each
@@ -192,52 +193,64 @@ async fn qos_1_and_2_cross_a_bridge_whose_broker_is_killed_again_and_again() {
     while !matches!(w.next().await, Packet::Publish(p) if &p.payload[..] == b"1") {}
     drop(w);
 
-    // Central: one publisher all along (its broker never goes down).
+    // Each round both sides publish until one of the brokers, or both, is killed.
     let (out_acked, in_acked): (Acked, Acked) = Default::default();
-    let stop_in = Arc::new(AtomicBool::new(false));
-    let inbound = tokio::spawn(publish_until(
-        central.addr,
-        "c-pub",
-        "site1/cmd/x",
-        1_000_000,
-        400 * (rounds + 1),
-        in_acked.clone(),
-        stop_in.clone(),
-    ));
-    let mut seq = 1;
-    for round in 0..rounds {
+    let mut central = central;
+    let (mut out_seq, mut in_seq) = (1, 1_000_000);
+    for round in 0..=rounds {
         let stop = Arc::new(AtomicBool::new(false));
+        let last = round == rounds;
+        let max = if last { 50 } else { 400 };
         let out = tokio::spawn(publish_until(
             site.addr,
             "s-pub",
             "sensors/t",
-            seq,
-            400,
+            out_seq,
+            max,
             out_acked.clone(),
             stop.clone(),
         ));
+        let inbound = tokio::spawn(publish_until(
+            central.addr,
+            "c-pub",
+            "site1/cmd/x",
+            in_seq,
+            max,
+            in_acked.clone(),
+            stop.clone(),
+        ));
+        if last {
+            // A last round without a kill: everything must arrive.
+            out_seq = out.await.unwrap();
+            in_seq = inbound.await.unwrap();
+            break;
+        }
         let life = 50 + rng.below(400);
         tokio::time::sleep(Duration::from_millis(life)).await;
-        site.kill();
+        // The site most often, the central broker (the bridge's remote) or both at times.
+        let victim = match rng.below(10) {
+            0..=5 => "site",
+            6..=8 => "central",
+            _ => "both",
+        };
+        if victim != "central" {
+            site.kill();
+        }
+        if victim != "site" {
+            central.kill();
+        }
         stop.store(true, Ordering::Relaxed);
-        seq = out.await.unwrap();
-        println!("round {round}: killed after {life} ms, out seq {seq}");
-        site = BrokerProc::start(&site_cfg, site_port).await;
+        out_seq = out.await.unwrap();
+        in_seq = inbound.await.unwrap();
+        println!("round {round}: killed {victim} after {life} ms, seqs {out_seq} / {in_seq}");
+        if victim != "site" {
+            central = BrokerProc::start(&central_cfg, central_port).await;
+        }
+        if victim != "central" {
+            site = BrokerProc::start(&site_cfg, site_port).await;
+        }
     }
-    // A last round without a kill, then everything must arrive.
-    let stop = Arc::new(AtomicBool::new(false));
-    publish_until(
-        site.addr,
-        "s-pub",
-        "sensors/t",
-        seq,
-        50,
-        out_acked.clone(),
-        stop,
-    )
-    .await;
-    stop_in.store(true, Ordering::Relaxed);
-    inbound.await.unwrap();
+    println!("published up to {out_seq} out and {in_seq} in");
 
     drain_all(&mut at_central, central.addr, &out_acked, None).await;
     drain_all(&mut at_site, site.addr, &in_acked, None).await;
