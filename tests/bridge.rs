@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
@@ -184,31 +183,6 @@ async fn bridge_gets_no_acl_bypass() {
 // Debian's mosquitto as a bridge to Starling
 // ---------------------------------------------------------------------------------------------
 
-/// Debian's broker binary, if installed (a failure with STARLING_INTEROP=1 when not).
-fn mosquitto_binary() -> Option<PathBuf> {
-    let found = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-    if require(
-        "mosquitto (the broker, Debian package mosquitto)",
-        found.is_some(),
-    ) && have_mosquitto_clients()
-    {
-        found
-    } else {
-        None
-    }
-}
-
-/// A port nobody listens on right now, for Mosquitto's listener.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
-
 /// Mosquitto with a listener on `port` and a `try_private` 3.1.1 bridge to Starling at
 /// `starling_port` that carries every topic both ways, connecting as `bridge_id`. It logs to
 /// stdout, so its lines can be waited for.
@@ -305,7 +279,7 @@ async fn mosquitto_v5_bridge_to_starling_both_ways_without_loops() {
 }
 
 async fn bridge_both_ways(protocol: &str) {
-    let Some(mosquitto) = mosquitto_binary() else {
+    let Some(mosquitto) = mosquitto_binary().filter(|_| have_mosquitto_clients()) else {
         return;
     };
     let b = start().await;

@@ -4,82 +4,15 @@
 //! bridge's `$SYS/broker/connection/<id>/state` notification), never a sleep.
 
 mod common;
+#[path = "bridges/support.rs"]
+mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use starling::codec::{Packet, ReasonCode};
 use starling::config::Config;
-
-const STATE: &str = "$SYS/broker/connection/site1/state";
-
-/// Out: `sensors/#` here goes to `site1/sensors/#` there. In: `site1/cmd/#` there comes in
-/// as `cmd/#`. Both: `both/#` unchanged.
-const TOPICS: &str = r#"
-[[bridges.topics]]
-pattern = "sensors/#"
-direction = "out"
-qos = 2
-remote_prefix = "site1/"
-[[bridges.topics]]
-pattern = "cmd/#"
-direction = "in"
-qos = 2
-remote_prefix = "site1/"
-[[bridges.topics]]
-pattern = "both/#"
-direction = "both"
-qos = 2
-"#;
-
-/// A site broker whose bridge `up` connects to `remote` as `site1`, retrying fast.
-fn site_config(remote: SocketAddr, extra: &str, topics: &str) -> Config {
-    let toml = format!(
-        "[[bridges]]\nname = \"up\"\naddress = \"{remote}\"\nremote_clientid = \"site1\"\n\
-         restart_timeout = \"20ms\"\nrestart_timeout_max = \"100ms\"\n{extra}\n{topics}"
-    );
-    let mut cfg = test_config();
-    cfg.bridges = Config::from_toml_str(&toml).expect("bridge config").bridges;
-    cfg
-}
-
-/// A client subscribed to the bridge's state topic.
-async fn watch_state(addr: SocketAddr, id: &str) -> Raw {
-    let mut w = Raw::connect_v311(addr, id).await;
-    w.subscribe(1, STATE, 0).await;
-    w
-}
-
-/// Waits for the state topic to say `want` (retained copies first, then live ones).
-async fn expect_state(w: &mut Raw, want: &[u8]) {
-    loop {
-        let p = w.recv_publish().await;
-        assert_eq!(&*p.topic, STATE);
-        if &p.payload[..] == want {
-            return;
-        }
-    }
-}
-
-async fn client(addr: SocketAddr, id: &str, filters: &[&str]) -> Raw {
-    let mut c = Raw::connect_v311(addr, id).await;
-    for (i, f) in filters.iter().enumerate() {
-        c.subscribe(i as u16 + 1, f, 2).await;
-    }
-    c
-}
-
-/// Receives (and acknowledges) the next PUBLISH: its topic, payload and QoS.
-async fn next(c: &mut Raw) -> (String, String, u8) {
-    let p = c.recv_and_ack().await;
-    let payload = String::from_utf8_lossy(&p.payload).into_owned();
-    (p.topic.to_string(), payload, p.qos as u8)
-}
-
-fn msg(topic: &str, payload: &str, qos: u8) -> (String, String, u8) {
-    (topic.to_string(), payload.to_string(), qos)
-}
+use support::*;
 
 /// Each direction renames by its prefixes and keeps the QoS; a `both` message reaches each
 /// side once: the bridge's subscriptions are No Local here and, at the remote, the 3.1.1

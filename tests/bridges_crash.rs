@@ -9,6 +9,9 @@
 //! Seeded: `SOAK_SEED` replays a run (the seed is printed); `BRIDGE_CRASH_ROUNDS` sets how many
 //! kills (default 5).
 
+#[path = "soak/rng.rs"]
+#[allow(dead_code)]
+mod rng;
 #[path = "persistence/support.rs"]
 mod support;
 
@@ -18,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rng::{seed_from_env, Rng};
 use starling::codec::{Packet, ProtocolVersion, PubResp, QoS};
 use support::*;
 
@@ -31,22 +35,6 @@ fn bridge_toml(central: u16) -> String {
          [[bridges.topics]]\npattern = \"cmd/#\"\ndirection = \"in\"\nqos = 2\n\
          remote_prefix = \"site1/\"\n"
     )
-}
-
-/// xorshift64*: small, seeded, replayable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// What publishers had acknowledged: seq → QoS.
@@ -144,16 +132,13 @@ async fn drain_all(sub: &mut Subscriber, addr: SocketAddr, acked: &Acked, expiry
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos_1_and_2_cross_a_bridge_whose_broker_is_killed_again_and_again() {
-    let seed = std::env::var("SOAK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::process::id() as u64 * 0x9E37_79B9 + 1);
+    let seed = seed_from_env();
     let rounds: u64 = std::env::var("BRIDGE_CRASH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     println!("bridge crash test: SOAK_SEED={seed} BRIDGE_CRASH_ROUNDS={rounds}");
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let tmp = temp_dir("bridge-crash");
     let central_port = free_port();
     let central_cfg = write_config(

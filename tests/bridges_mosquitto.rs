@@ -13,73 +13,25 @@
 //! when `mosquitto` is not installed, a failure with STARLING_INTEROP=1.
 
 mod common;
+#[path = "bridges/support.rs"]
+mod support;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use starling::codec::Publish;
 use starling::config::Config;
+use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-
-/// The bridge's client id at Mosquitto, and its state topic there (and here).
-const REMOTE_ID: &str = "site1";
-const STATE: &str = "$SYS/broker/connection/site1/state";
-/// The bridge's session in Starling (`local.<remote client id>`, the default).
-const LOCAL_ID: &str = "local.site1";
-
-/// Out: `sensors/#` here goes to `site1/sensors/#` at Mosquitto. In: `site1/cmd/#` there
-/// comes in as `cmd/#`. Both: `both/#` unchanged.
-const TOPICS: &str = r#"
-[[bridges.topics]]
-pattern = "sensors/#"
-direction = "out"
-qos = 2
-remote_prefix = "site1/"
-[[bridges.topics]]
-pattern = "cmd/#"
-direction = "in"
-qos = 2
-remote_prefix = "site1/"
-[[bridges.topics]]
-pattern = "both/#"
-direction = "both"
-qos = 2
-"#;
 
 // ---------------------------------------------------------------------------------------------
 // Mosquitto, a relay the test can cut, and the two brokers' clients
 // ---------------------------------------------------------------------------------------------
-
-/// Debian's broker binary, if installed (a failure with STARLING_INTEROP=1 when not). The
-/// clients here are raw connections, so mosquitto-clients is not needed.
-fn mosquitto_binary() -> Option<PathBuf> {
-    let found = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-    if require(
-        "mosquitto (the broker, Debian package mosquitto)",
-        found.is_some(),
-    ) {
-        found
-    } else {
-        None
-    }
-}
-
-/// A port nobody listens on right now, for Mosquitto's listener.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
 
 /// A running Mosquitto, logging everything to stdout (read through [`Proc`]).
 struct Mosquitto {
@@ -200,53 +152,9 @@ impl Drop for Relay {
 
 /// A Starling whose bridge `up` connects to `remote` as `site1`, speaking `protocol`
 /// (try_private on: Mosquitto's bridge bit under 3.1.1), retrying fast.
-fn site_config(remote: SocketAddr, protocol: &str) -> Config {
-    let toml = format!(
-        "[[bridges]]\nname = \"up\"\naddress = \"{remote}\"\nremote_clientid = \"{REMOTE_ID}\"\n\
-         protocol_version = \"{protocol}\"\ntry_private = true\n\
-         restart_timeout = \"20ms\"\nrestart_timeout_max = \"100ms\"\n{TOPICS}"
-    );
-    let mut cfg = test_config();
-    cfg.bridges = Config::from_toml_str(&toml).expect("bridge config").bridges;
-    cfg
-}
-
-/// A client (at either broker) subscribed to the bridge's state topic at QoS 1, so that a
-/// message's QoS tells the will (QoS 1) from the bridge's own notification (QoS 0).
-async fn watch_state(addr: SocketAddr, id: &str) -> Raw {
-    let mut w = Raw::connect_v311(addr, id).await;
-    assert_eq!(w.subscribe(1, STATE, 1).await, 1);
-    w
-}
-
-/// Reads the state topic until it says `want` (retained copies first, then live ones).
-async fn expect_state(w: &mut Raw, want: &[u8]) -> Publish {
-    loop {
-        let p = w.recv_and_ack().await;
-        assert_eq!(&*p.topic, STATE);
-        if &p.payload[..] == want {
-            return p;
-        }
-    }
-}
-
-async fn client(addr: SocketAddr, id: &str, filters: &[&str]) -> Raw {
-    let mut c = Raw::connect_v311(addr, id).await;
-    for (i, f) in filters.iter().enumerate() {
-        assert_eq!(c.subscribe(i as u16 + 1, f, 2).await, 2, "{f}");
-    }
-    c
-}
-
-/// Receives (and acknowledges) the next PUBLISH: its topic, payload and QoS.
-async fn next(c: &mut Raw) -> (String, String, u8) {
-    let p = c.recv_and_ack().await;
-    let payload = String::from_utf8_lossy(&p.payload).into_owned();
-    (p.topic.to_string(), payload, p.qos as u8)
-}
-
-fn msg(topic: &str, payload: &str, qos: u8) -> (String, String, u8) {
-    (topic.to_string(), payload.to_string(), qos)
+fn mosquitto_site(remote: SocketAddr, protocol: &str) -> Config {
+    let extra = format!("protocol_version = \"{protocol}\"\ntry_private = true");
+    site_config(remote, &extra, TOPICS)
 }
 
 /// Mosquitto's log line for the bridge's CONNECT: `New bridge connected ... as site1 (p2, ...`
@@ -282,7 +190,7 @@ async fn cross_each_way(protocol: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut central = Mosquitto::start(&bin, dir.path(), free_port(), "persistence false\n").await;
     let mut state = watch_state(central.addr, "watch").await;
-    let site = start_with(site_config(central.addr, protocol)).await;
+    let site = start_with(mosquitto_site(central.addr, protocol)).await;
     // Sent once both brokers acknowledged the bridge's subscriptions: nothing below is lost.
     let up = expect_state(&mut state, b"1").await;
     assert_eq!(up.qos as u8, 0, "the bridge's own notification is QoS 0");
@@ -392,7 +300,7 @@ async fn store_and_forward(protocol: &str) {
     sub.send(&DISCONNECT).await;
     drop(sub);
 
-    let site = start_with(site_config(central.addr, protocol)).await;
+    let site = start_with(mosquitto_site(central.addr, protocol)).await;
     let mut at_s = watch_state(site.addr, "watch-s").await;
     expect_state(&mut at_s, b"1").await;
 
@@ -489,7 +397,7 @@ async fn will_and_farewell(protocol: &str) {
     let mut central = Mosquitto::start(&bin, dir.path(), free_port(), "persistence false\n").await;
     let relay = Relay::start(central.addr).await;
     let mut state = watch_state(central.addr, "watch").await;
-    let site = start_with(site_config(relay.addr, protocol)).await;
+    let site = start_with(mosquitto_site(relay.addr, protocol)).await;
     expect_state(&mut state, b"1").await;
     expect_bridge_login(&mut central, protocol).await;
 

@@ -905,6 +905,30 @@ pub fn have_paho() -> bool {
     require("python3 with paho-mqtt 2.x", ok)
 }
 
+/// Debian's broker binary, if installed (a failure with STARLING_INTEROP=1 when not).
+pub fn mosquitto_binary() -> Option<std::path::PathBuf> {
+    let found = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file());
+    if require(
+        "mosquitto (the broker, Debian package mosquitto)",
+        found.is_some(),
+    ) {
+        found
+    } else {
+        None
+    }
+}
+
+/// A port nobody listens on right now (for a broker started as another process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
 /// A child process whose stdout is read line by line; killed on drop.
 pub struct Proc {
     pub name: String,
