@@ -24,6 +24,7 @@ mod pump;
 mod topics;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +94,15 @@ pub fn check_tls(bridges: &[BridgeConfig]) -> Result<(), String> {
     Ok(())
 }
 
+/// `wait` less up to half of it at random: the sites of a central broker that restarts do
+/// not all come back in the same instant.
+fn jittered(wait: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
+    wait.mul_f64(1.0 - fraction / 2.0)
+}
+
 /// One bridge's settings and the broker it belongs to.
 struct Bridge {
     cfg: BridgeConfig,
@@ -131,7 +141,7 @@ impl Bridge {
                 }
             }
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(jittered(wait)) => {}
                 () = shutdown.cancelled() => return,
             }
             wait = (wait * 2).min(self.cfg.restart_timeout_max);
