@@ -38,6 +38,10 @@ use crate::metrics::BridgeMetrics;
 const OUT_HIGH: usize = 256 * 1024;
 /// Stop reading a side whose packets are held back once this much of it is buffered.
 const READ_HIGH: usize = 64 * 1024;
+/// Room made in a side's read buffer before each read. A read fills what room there is, and
+/// a buffer that decoding emptied has almost none (an empty `BytesMut` grows by 64 bytes):
+/// without this a flow of small messages costs a read per message.
+const READ_CHUNK: usize = 16 * 1024;
 /// Packet id of the bridge's SUBSCRIBE on each side.
 const SUBSCRIBE_ID: u16 = 1;
 
@@ -253,6 +257,12 @@ async fn forward(
             l.out.len() < OUT_HIGH && (st.held_remote.is_none() || r.rbuf.len() < READ_HIGH);
         let read_l =
             r.out.len() < OUT_HIGH && (st.held_local.is_none() || l.rbuf.len() < READ_HIGH);
+        if read_r {
+            r.rbuf.reserve(READ_CHUNK);
+        }
+        if read_l {
+            l.rbuf.reserve(READ_CHUNK);
+        }
         tokio::select! {
             n = r.rd.read_buf(&mut r.rbuf), if read_r => {
                 if n? == 0 {

@@ -66,7 +66,7 @@ impl TopicMap {
     /// The remote name of `topic`, published here: the first `out` line whose local filter
     /// matches it swaps its prefix. `None` when no line matches (the local broker sent what
     /// the bridge did not subscribe to: not forwarded).
-    pub fn to_remote(&self, topic: &str) -> Option<Arc<str>> {
+    pub fn to_remote(&self, topic: &Arc<str>) -> Option<Arc<str>> {
         let l = self
             .lines
             .iter()
@@ -75,7 +75,7 @@ impl TopicMap {
     }
 
     /// The local name of `topic`, published at the remote broker (see [`Self::to_remote`]).
-    pub fn to_local(&self, topic: &str) -> Option<Arc<str>> {
+    pub fn to_local(&self, topic: &Arc<str>) -> Option<Arc<str>> {
         let l = self
             .lines
             .iter()
@@ -84,12 +84,13 @@ impl TopicMap {
     }
 }
 
-/// `topic` with `from` (which it starts with, since the filter holds it) replaced by `to`.
-fn swap(topic: &str, from: &str, to: &str) -> Arc<str> {
-    let rest = topic.strip_prefix(from).unwrap_or(topic);
-    if to.is_empty() && rest.len() == topic.len() {
-        return Arc::from(topic);
+/// `topic` with `from` (which it starts with, since the filter holds it) replaced by `to`;
+/// the same topic, not a copy, when the prefixes are the same (most lines have none).
+fn swap(topic: &Arc<str>, from: &str, to: &str) -> Arc<str> {
+    if from == to {
+        return topic.clone();
     }
+    let rest = topic.strip_prefix(from).unwrap_or(topic);
     Arc::from(format!("{to}{rest}"))
 }
 
@@ -110,6 +111,10 @@ mod tests {
     use super::*;
     use crate::config::Direction;
 
+    fn t(topic: &str) -> Arc<str> {
+        Arc::from(topic)
+    }
+
     fn line(pattern: &str, direction: Direction, local: &str, remote: &str) -> BridgeTopic {
         BridgeTopic {
             pattern: pattern.into(),
@@ -128,13 +133,13 @@ mod tests {
             line("#", Direction::Both, "", ""),
         ]);
         assert_eq!(
-            map.to_remote("site/sensors/t").as_deref(),
+            map.to_remote(&t("site/sensors/t")).as_deref(),
             Some("plant1/sensors/t")
         );
-        assert_eq!(map.to_local("plant1/cmd/x").as_deref(), Some("cmd/x"));
+        assert_eq!(map.to_local(&t("plant1/cmd/x")).as_deref(), Some("cmd/x"));
         // Only the catch-all `both` line matches these.
-        assert_eq!(map.to_remote("other").as_deref(), Some("other"));
-        assert_eq!(map.to_local("a/b").as_deref(), Some("a/b"));
+        assert_eq!(map.to_remote(&t("other")).as_deref(), Some("other"));
+        assert_eq!(map.to_local(&t("a/b")).as_deref(), Some("a/b"));
         let local: Vec<_> = map.local_subscriptions().into_iter().map(|s| s.0).collect();
         assert_eq!(local, ["site/sensors/#", "#"]);
         let remote: Vec<_> = map
@@ -152,15 +157,19 @@ mod tests {
     #[test]
     fn an_empty_pattern_maps_one_topic_to_another() {
         let map = TopicMap::new(&[line("", Direction::Both, "a/b", "c/d/e")]);
-        assert_eq!(map.to_remote("a/b").as_deref(), Some("c/d/e"));
-        assert_eq!(map.to_local("c/d/e").as_deref(), Some("a/b"));
-        assert_eq!(map.to_remote("a/b/c"), None);
+        assert_eq!(map.to_remote(&t("a/b")).as_deref(), Some("c/d/e"));
+        assert_eq!(map.to_local(&t("c/d/e")).as_deref(), Some("a/b"));
+        assert_eq!(map.to_remote(&t("a/b/c")), None);
     }
 
     #[test]
     fn a_topic_no_line_carries_is_not_mapped() {
         let map = TopicMap::new(&[line("x/#", Direction::Out, "", "")]);
-        assert_eq!(map.to_local("x/1"), None, "an out line brings nothing in");
-        assert_eq!(map.to_remote("y"), None);
+        assert_eq!(
+            map.to_local(&t("x/1")),
+            None,
+            "an out line brings nothing in"
+        );
+        assert_eq!(map.to_remote(&t("y")), None);
     }
 }
