@@ -344,3 +344,51 @@ async fn the_per_client_rate_limit_does_not_hold_back_a_bridge() {
     assert_eq!(site.state().metrics().bridges[0].connects.get(), 1);
     drop(site);
 }
+
+/// What the remote broker says it takes, under MQTT 5, shapes what the bridge sends it: a
+/// Maximum QoS of 1 caps the bridge's subscriptions here, so a QoS 2 message goes out at QoS 1
+/// (a QoS 2 PUBLISH would be a protocol error there [MQTT-3.2.2-11]); Retain Available 0
+/// clears RETAIN [MQTT-3.2.2-14] and, after the one CONNACK 0x9A its retained will gets
+/// [MQTT-3.2.2-13], the will goes without it; a Maximum Packet Size keeps larger messages
+/// here (dropped as too large for the bridge's session) while the others cross. The link
+/// stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v5_remotes_limits_shape_what_is_sent() {
+    let mut central_cfg = test_config();
+    central_cfg.mqtt.max_qos = 1;
+    central_cfg.mqtt.retain_available = false;
+    central_cfg.mqtt.max_packet_size = 512;
+    let central = start_with(central_cfg).await;
+    let mut at_c = watch_state(central.addr, "watch-c").await;
+    let site = start_with(site_config(
+        central.addr,
+        "protocol_version = \"mqttv50\"",
+        TOPICS,
+    ))
+    .await;
+    expect_state(&mut at_c, b"1").await;
+    let mut sub = client_up_to(central.addr, "c-sub", "site1/#", 1).await;
+    let mut p = Raw::connect_v311(site.addr, "s-pub").await;
+    p.publish("sensors/big", &[b'x'; 1024], 2, false, 1).await;
+    p.publish("sensors/t", b"kept", 2, true, 2).await;
+    let got = sub.recv_and_ack().await;
+    assert_eq!(
+        (&*got.topic, &got.payload[..]),
+        ("site1/sensors/t", &b"kept"[..])
+    );
+    assert_eq!(got.qos as u8, 1, "QoS 2 went out at the remote's maximum");
+    assert!(
+        !got.retain,
+        "RETAIN cleared where retained messages are not available"
+    );
+    let m = &site.state().metrics().bridges[0];
+    assert_eq!((m.connects.get(), m.failures.get()), (1, 1));
+    drop(site);
+}
+
+/// A 3.1.1 client subscribed to `filter` at `qos`, the QoS the broker grants checked.
+async fn client_up_to(addr: std::net::SocketAddr, id: &str, filter: &str, qos: u8) -> Raw {
+    let mut c = Raw::connect_v311(addr, id).await;
+    assert_eq!(c.subscribe(1, filter, qos).await, qos, "{filter}");
+    c
+}

@@ -67,6 +67,42 @@ impl Names {
     }
 }
 
+/// How the bridge's will (its `0` notification at the remote broker) is sent: QoS 1 and
+/// retained, unless the remote broker refused that. An MQTT 5 server without retained
+/// messages refuses a retained will with CONNACK 0x9A [MQTT-3.2.2-13], one whose Maximum QoS
+/// is 0 a QoS 1 will with 0x9B [MQTT-3.2.2-12]; the next attempt then sends it as taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WillShape {
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+impl Default for WillShape {
+    fn default() -> WillShape {
+        WillShape {
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        }
+    }
+}
+
+impl WillShape {
+    /// The shape to try after CONNACK refused with `code`, if the will was the reason.
+    pub fn after_refusal(self, code: u8) -> Option<WillShape> {
+        match code {
+            0x9A if self.retain => Some(WillShape {
+                retain: false,
+                ..self
+            }),
+            0x9B if self.qos != QoS::AtMostOnce => Some(WillShape {
+                qos: QoS::AtMostOnce,
+                ..self
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The Session Expiry Interval the bridge asks for: none with `cleansession`, else never.
 fn session_expiry(cfg: &BridgeConfig) -> u32 {
     if cfg.cleansession {
@@ -82,7 +118,7 @@ pub async fn connect_remote(
     cfg: &BridgeConfig,
     names: &Names,
     tls: Option<&tokio_rustls::TlsConnector>,
-    max_packet: u32,
+    (max_packet, will): (u32, WillShape),
 ) -> Result<Link, BridgeError> {
     let (host, port) = cfg
         .host_port()
@@ -102,14 +138,14 @@ pub async fn connect_remote(
     })
     .await
     .map_err(|_| BridgeError::Timeout("connecting"))??;
-    let connect = remote_connect(cfg, names, max_packet);
+    let connect = remote_connect(cfg, names, max_packet, will);
     let version = connect.protocol;
     let (io, ack, rbuf) = handshake(io, connect, max_packet).await?;
     Ok(link(io, version, ack, rbuf, cfg.keepalive_interval))
 }
 
 /// The CONNECT for the remote broker.
-fn remote_connect(cfg: &BridgeConfig, names: &Names, max_packet: u32) -> Connect {
+fn remote_connect(cfg: &BridgeConfig, names: &Names, max_packet: u32, shape: WillShape) -> Connect {
     let protocol = match cfg.protocol_version {
         BridgeProtocol::Mqttv31 => ProtocolVersion::V31,
         BridgeProtocol::Mqttv311 => ProtocolVersion::V311,
@@ -126,8 +162,8 @@ fn remote_connect(cfg: &BridgeConfig, names: &Names, max_packet: u32) -> Connect
     let will = (cfg.notifications && !cfg.notifications_local_only).then(|| Will {
         topic: names.notification_topic.clone(),
         payload: Bytes::from_static(b"0"),
-        qos: QoS::AtLeastOnce,
-        retain: true,
+        qos: shape.qos,
+        retain: shape.retain,
         properties: Properties::default(),
     });
     Connect {

@@ -80,6 +80,7 @@ pub fn spawn_all(broker: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &Ca
             tls,
             broker: broker.clone(),
             index,
+            will: link::WillShape::default(),
         };
         tracker.spawn(bridge.run(shutdown.clone()));
     }
@@ -112,11 +113,13 @@ struct Bridge {
     broker: Arc<BrokerState>,
     /// Its place in `Config::bridges` (and in the metrics).
     index: usize,
+    /// How its will is sent (changed once the remote broker refuses it).
+    will: link::WillShape,
 }
 
 impl Bridge {
     /// Connects, forwards, and after a failure waits and connects again, until `shutdown`.
-    async fn run(self, shutdown: CancellationToken) {
+    async fn run(mut self, shutdown: CancellationToken) {
         let mut wait = self.cfg.restart_timeout;
         while !shutdown.is_cancelled() {
             // Not raced against `shutdown`: `once` watches it itself, and once the links are
@@ -131,6 +134,11 @@ impl Bridge {
                 Err((e, connected)) => {
                     if let (false, Some(m)) = (connected, self.metrics()) {
                         m.failures.inc();
+                    }
+                    // Tried again at once with the will as the remote takes it (at most twice:
+                    // each step only lowers it).
+                    if matches!(e, BridgeError::Refused(code) if self.accept_will_refusal(code)) {
+                        continue;
                     }
                     if connected {
                         self.notify_local(b"0");
@@ -154,7 +162,8 @@ impl Bridge {
         let (cfg, names) = (&self.cfg, &self.names);
         let own_max = self.broker.config().mqtt.max_packet_size;
         let connect = async {
-            let remote = link::connect_remote(cfg, names, self.tls.as_ref(), own_max).await?;
+            let limits = (own_max, self.will);
+            let remote = link::connect_remote(cfg, names, self.tls.as_ref(), limits).await?;
             let receive_max = cfg.max_inflight.min(remote.receive_max);
             let local =
                 link::connect_local(&self.broker, cfg, names, receive_max, remote.max_packet)
@@ -189,6 +198,19 @@ impl Bridge {
         pump::run(setup, remote, local, shutdown)
             .await
             .map_err(|e| (e, true))
+    }
+
+    /// After a CONNACK refusal: when the will was its reason, the next attempt sends it as
+    /// the remote broker takes it (see [`link::WillShape`]).
+    fn accept_will_refusal(&mut self, code: u8) -> bool {
+        let Some(shape) = self.will.after_refusal(code) else {
+            return false;
+        };
+        tracing::info!(bridge = %self.cfg.name, code, retain = shape.retain,
+            qos = shape.qos as u8, "bridge: the remote broker refused the will as it was; \
+            sending it as it takes it");
+        self.will = shape;
+        true
     }
 
     /// This bridge's counters (always there: one per configured bridge).
