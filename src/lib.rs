@@ -180,7 +180,9 @@ impl BrokerBuilder {
         let started = std::time::Instant::now();
         let store = open_store(&config, persistence_default, store)?;
         let persistence = store.as_ref().map(|(p, _)| p.clone());
+        let bridge_ids = bridge::local_ids(&config);
         let mut state = BrokerState::new(config, shutdown.clone())
+            .with_bridge_ids(bridge_ids)
             .with_authenticators(authenticators)
             .with_auth(auth)
             .with_persistence(persistence);

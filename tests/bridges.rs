@@ -392,3 +392,63 @@ async fn client_up_to(addr: std::net::SocketAddr, id: &str, filter: &str, qos: u
     assert_eq!(c.subscribe(1, filter, qos).await, qos, "{filter}");
     c
 }
+
+/// A bridge's local client id is the bridge's alone: a client connecting with it is refused
+/// (3.1.1 return code 2, identifier rejected) instead of taking the bridge's session over, and
+/// the bridge stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_take_the_bridges_session_over() {
+    let central = start().await;
+    let mut at_c = watch_state(central.addr, "watch-c").await;
+    let site = start_with(site_config(central.addr, "", TOPICS)).await;
+    expect_state(&mut at_c, b"1").await;
+    let (_c, ack) = Raw::connect_raw(site.addr, &ConnectOpts::v311(LOCAL_ID)).await;
+    assert_eq!(ack.code.0, 2, "{ack:?}");
+    let mut sub = client(central.addr, "c-sub", &["site1/#"]).await;
+    let mut p = Raw::connect_v311(site.addr, "s-pub").await;
+    p.publish("sensors/t", b"still up", 1, false, 1).await;
+    assert_eq!(next(&mut sub).await, msg("site1/sensors/t", "still up", 1));
+    assert_eq!(site.state().metrics().bridges[0].connects.get(), 1);
+    drop(site);
+}
+
+/// `fallback_addresses`: while the main broker is down the bridge connects to the fallback;
+/// once the main broker accepts connections again (checked every `keepalive_interval`) the
+/// bridge leaves the fallback cleanly (its own `0` there at QoS 0, not the QoS 1 will) and
+/// goes back to the main one, as Mosquitto's bridges do with `round_robin false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_serves_while_the_main_broker_is_down() {
+    let main_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let fallback = start().await;
+    let mut at_f = watch_state(fallback.addr, "watch-f").await;
+    let extra = format!(
+        "fallback_addresses = [\"{}\"]\nkeepalive_interval = \"1s\"",
+        fallback.addr
+    );
+    let site = start_with(site_config(main_addr, &extra, TOPICS)).await;
+    expect_state(&mut at_f, b"1").await;
+    let mut sub_f = client(fallback.addr, "f-sub", &["site1/#"]).await;
+    let mut p = Raw::connect_v311(site.addr, "s-pub").await;
+    p.publish("sensors/t", b"via the fallback", 1, false, 1)
+        .await;
+    assert_eq!(
+        next(&mut sub_f).await,
+        msg("site1/sensors/t", "via the fallback", 1)
+    );
+
+    let mut cfg = test_config();
+    cfg.listeners[0].bind = main_addr.to_string().parse().unwrap();
+    let main = start_with(cfg).await;
+    let mut at_m = watch_state(main.addr, "watch-m").await;
+    expect_state(&mut at_m, b"1").await;
+    let bye = expect_state(&mut at_f, b"0").await;
+    assert_eq!(bye.qos as u8, 0, "the bridge's own 0, not its will");
+    let mut sub_m = client(main.addr, "m-sub", &["site1/#"]).await;
+    p.publish("sensors/t", b"via the main broker", 1, false, 2)
+        .await;
+    assert_eq!(
+        next(&mut sub_m).await,
+        msg("site1/sensors/t", "via the main broker", 1)
+    );
+    drop(site);
+}

@@ -116,12 +116,12 @@ fn session_expiry(cfg: &BridgeConfig) -> u32 {
 /// takes from it (told to a v5 server).
 pub async fn connect_remote(
     cfg: &BridgeConfig,
-    names: &Names,
+    (names, address): (&Names, &str),
     tls: Option<&tokio_rustls::TlsConnector>,
     (max_packet, will): (u32, WillShape),
 ) -> Result<Link, BridgeError> {
     let (host, port) = cfg
-        .host_port()
+        .host_port_of(address)
         .ok_or_else(|| BridgeError::Protocol("address does not parse".into()))?;
     let io: Box<dyn Stream> = tokio::time::timeout(CONNECT_TIMEOUT, async {
         let tcp = TcpStream::connect((host.as_str(), port)).await?;
@@ -142,6 +142,21 @@ pub async fn connect_remote(
     let version = connect.protocol;
     let (io, ack, rbuf) = handshake(io, connect, max_packet).await?;
     Ok(link(io, version, ack, rbuf, cfg.keepalive_interval))
+}
+
+/// Resolves once `address` accepts a TCP connection, trying every `every` (the main broker,
+/// while the bridge is on a fallback).
+pub async fn accepting(cfg: &BridgeConfig, address: &str, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some((host, port)) = cfg.host_port_of(address) else {
+            continue;
+        };
+        let connect = TcpStream::connect((host.as_str(), port));
+        if let Ok(Ok(_)) = tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            return;
+        }
+    }
 }
 
 /// The CONNECT for the remote broker.

@@ -81,9 +81,19 @@ pub fn spawn_all(broker: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &Ca
             broker: broker.clone(),
             index,
             will: link::WillShape::default(),
+            current: 0,
         };
         tracker.spawn(bridge.run(shutdown.clone()));
     }
+}
+
+/// The bridges' local client ids, which only they may use.
+pub fn local_ids(config: &crate::config::Config) -> Vec<String> {
+    config
+        .bridges
+        .iter()
+        .map(|b| link::Names::of(b).local_id)
+        .collect()
 }
 
 /// Loads the TLS files of every bridge, so that a start with files that do not load fails
@@ -115,12 +125,18 @@ struct Bridge {
     index: usize,
     /// How its will is sent (changed once the remote broker refuses it).
     will: link::WillShape,
+    /// The address in use or to try next: 0 is `address`, then the fallbacks.
+    current: usize,
 }
 
 impl Bridge {
-    /// Connects, forwards, and after a failure waits and connects again, until `shutdown`.
+    /// Connects, forwards, and after a failure connects again, until `shutdown`: to the next
+    /// address at once while some of them have not been tried since the last wait, else after
+    /// the backoff wait.
     async fn run(mut self, shutdown: CancellationToken) {
         let mut wait = self.cfg.restart_timeout;
+        let count = self.cfg.addresses().count();
+        let mut tried = 0;
         while !shutdown.is_cancelled() {
             // Not raced against `shutdown`: `once` watches it itself, and once the links are
             // up the pump answers it with the `0` notification and DISCONNECT, which dropping
@@ -130,6 +146,13 @@ impl Bridge {
                     // Retained, and kept by a store: after a restart it must not say `1`.
                     self.notify_local(b"0");
                     return;
+                }
+                Ok(pump::End::MainBack) => {
+                    tracing::info!(bridge = %self.cfg.name, address = %self.cfg.address,
+                        "bridge: the main broker accepts connections again; leaving the fallback");
+                    self.notify_local(b"0");
+                    (self.current, tried, wait) = (0, 0, self.cfg.restart_timeout);
+                    continue;
                 }
                 Err((e, connected)) => {
                     if let (false, Some(m)) = (connected, self.metrics()) {
@@ -142,18 +165,34 @@ impl Bridge {
                     }
                     if connected {
                         self.notify_local(b"0");
-                        wait = self.cfg.restart_timeout;
+                        (tried, wait) = (0, self.cfg.restart_timeout);
                     }
-                    tracing::warn!(bridge = %self.cfg.name, address = %self.cfg.address,
-                        error = %e, retry_in = ?wait, "bridge: link down");
+                    tracing::warn!(bridge = %self.cfg.name, address = %self.address(),
+                        error = %e, "bridge: link down");
+                    self.current = (self.current + 1) % count;
+                    tried += 1;
+                    if tried < count {
+                        continue;
+                    }
+                    tried = 0;
                 }
             }
+            tracing::info!(bridge = %self.cfg.name, retry_in = ?wait,
+                "bridge: no address could be reached; waiting");
             tokio::select! {
                 () = tokio::time::sleep(jittered(wait)) => {}
                 () = shutdown.cancelled() => return,
             }
             wait = (wait * 2).min(self.cfg.restart_timeout_max);
         }
+    }
+
+    /// The address this attempt goes to.
+    fn address(&self) -> &str {
+        self.cfg
+            .addresses()
+            .nth(self.current)
+            .unwrap_or(&self.cfg.address)
     }
 
     /// One connection of both links and its life. The error says whether the links had
@@ -163,7 +202,8 @@ impl Bridge {
         let own_max = self.broker.config().mqtt.max_packet_size;
         let connect = async {
             let limits = (own_max, self.will);
-            let remote = link::connect_remote(cfg, names, self.tls.as_ref(), limits).await?;
+            let to = (names, self.address());
+            let remote = link::connect_remote(cfg, to, self.tls.as_ref(), limits).await?;
             let receive_max = cfg.max_inflight.min(remote.receive_max);
             let local =
                 link::connect_local(&self.broker, cfg, names, receive_max, remote.max_packet)
@@ -175,7 +215,7 @@ impl Bridge {
             r = connect => r.map_err(|e| (e, false))?,
             () = shutdown.cancelled() => return Ok(pump::End::Shutdown),
         };
-        tracing::info!(bridge = %cfg.name, address = %cfg.address, remote_client_id = %names.remote_id,
+        tracing::info!(bridge = %cfg.name, address = %self.address(), remote_client_id = %names.remote_id,
             remote_session = remote.session_present, local_session = local.session_present,
             "bridge: connected");
         let remote_notes = cfg.notifications && !cfg.notifications_local_only;
@@ -195,7 +235,11 @@ impl Bridge {
             farewell: remote_notes.then(|| self.notification(b"0", remote.retain_available)),
             local_hello: cfg.notifications.then(|| self.local_state(b"1")),
         };
-        pump::run(setup, remote, local, shutdown)
+        // On a fallback, unless all addresses are equals: back to the main broker once it
+        // accepts connections.
+        let main_back: Option<pump::MainBack<'_>> = (!cfg.round_robin && self.current != 0)
+            .then(|| Box::pin(link::accepting(cfg, &cfg.address, cfg.keepalive_interval)) as _);
+        pump::run(setup, (remote, local), main_back, shutdown)
             .await
             .map_err(|e| (e, true))
     }

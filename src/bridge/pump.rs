@@ -16,6 +16,8 @@
 //! bridge itself and dropped (logged), so neither session's window fills with it.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -168,7 +170,12 @@ struct State<'a> {
 pub enum End {
     /// The broker is shutting down.
     Shutdown,
+    /// The main broker accepts connections again: the bridge leaves its fallback for it.
+    MainBack,
 }
+
+/// What resolves when the bridge should go back to its main broker (see [`End::MainBack`]).
+pub type MainBack<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// What [`run`] needs besides the two links.
 pub struct Setup<'a> {
@@ -196,18 +203,20 @@ pub struct Setup<'a> {
 /// shutdown the remote link is closed with DISCONNECT (after `farewell`).
 pub async fn run(
     setup: Setup<'_>,
-    remote: Link,
-    local: Link,
+    (remote, local): (Link, Link),
+    mut main_back: Option<MainBack<'_>>,
     shutdown: &CancellationToken,
 ) -> Result<End, BridgeError> {
     let mut r = Side::new(remote, setup.remote_max_in, "remote");
     let mut l = Side::new(local, setup.local_max_in, "local");
-    let result = forward(&setup, &mut r, &mut l, shutdown).await;
+    let result = forward(&setup, (&mut r, &mut l), &mut main_back, shutdown).await;
     setup.metrics.up.set(0);
     // The broker's shutdown closes every session, the bridge's local one too, before it
     // cancels `shutdown` (`BrokerHandle::shutdown`): the local end may so end first. Either
-    // way the remote link ends cleanly, or the remote broker would publish the will.
-    if !shutdown.is_cancelled() && !setup.broker.is_stopping() {
+    // way, and when leaving a fallback, the remote link ends cleanly, or the remote broker
+    // would publish the will.
+    let main = matches!(result, Ok(End::MainBack));
+    if !main && !shutdown.is_cancelled() && !setup.broker.is_stopping() {
         return result;
     }
     if let Some(p) = setup.farewell {
@@ -222,16 +231,15 @@ pub async fn run(
     };
     // A remote broker that does not take it in a second is not waited for.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), bye).await;
-    Ok(End::Shutdown)
+    Ok(if main { End::MainBack } else { End::Shutdown })
 }
 
 async fn forward(
     setup: &Setup<'_>,
-    r: &mut Side,
-    l: &mut Side,
+    (r, l): (&mut Side, &mut Side),
+    main_back: &mut Option<MainBack<'_>>,
     shutdown: &CancellationToken,
 ) -> Result<End, BridgeError> {
-    let (r, l) = (&mut *r, &mut *l);
     let mut st = State {
         map: setup.map,
         bridge: setup.bridge,
@@ -288,7 +296,16 @@ async fn forward(
                 l.keep_alive(now)?;
             }
             () = shutdown.cancelled() => return Ok(End::Shutdown),
+            () = main_up(main_back) => return Ok(End::MainBack),
         }
+    }
+}
+
+/// Resolves with `main_back`; never when there is none.
+async fn main_up(main_back: &mut Option<MainBack<'_>>) {
+    match main_back {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -661,7 +678,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let started = Instant::now();
         let pinged = read_until(&mut remote_peer, |p| matches!(p, Packet::PingReq));
-        let (result, _) = tokio::join!(run(setup, remote, local, &shutdown), pinged);
+        let (result, _) = tokio::join!(run(setup, (remote, local), None, &shutdown), pinged);
         let (err, took) = (result.err().map(|e| e.to_string()), started.elapsed());
         assert_eq!(
             err.as_deref(),

@@ -88,6 +88,8 @@ pub struct BrokerState {
     retained: RwLock<retained::Retained>,
     started: Instant,
     authenticators: Vec<Arc<dyn Authenticator>>,
+    /// Client ids only a bridge's local end may use (`[[bridges]]`' local client ids).
+    bridge_ids: Vec<String>,
     /// Password file, ACL and `allow_anonymous` of every listener and of `[auth]`, replaced
     /// whole on reload.
     auth: RwLock<Arc<AuthSet>>,
@@ -148,6 +150,7 @@ impl BrokerState {
             retained: RwLock::new(Rank::Retained, retained::Retained::default()),
             started: Instant::now(),
             authenticators: Vec::new(),
+            bridge_ids: Vec::new(),
             auth: RwLock::new(Rank::Auth, Arc::new(AuthSet::default())),
             auth_generation: AtomicU64::new(0),
             auth_restricts: AtomicBool::new(false),
@@ -336,6 +339,18 @@ impl BrokerState {
     }
 
     /// Registers enhanced-authentication methods (before the broker starts serving).
+    /// Reserves `ids` for the bridges' local ends: a client connecting with one of them is
+    /// refused, so it cannot take a bridge's session over.
+    pub fn with_bridge_ids(mut self, ids: Vec<String>) -> BrokerState {
+        self.bridge_ids = ids;
+        self
+    }
+
+    /// Whether `client_id` is a bridge's local client id (see [`Self::with_bridge_ids`]).
+    pub fn is_bridge_id(&self, client_id: &str) -> bool {
+        self.bridge_ids.iter().any(|id| id == client_id)
+    }
+
     pub fn with_authenticators(mut self, a: Vec<Arc<dyn Authenticator>>) -> BrokerState {
         self.authenticators = a;
         self

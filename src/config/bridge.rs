@@ -20,6 +20,16 @@ pub struct BridgeConfig {
     /// The remote broker, `host:port` or `host` (port 1883, or 8883 with TLS). A host name is
     /// resolved at every connection attempt.
     pub address: String,
+    /// Brokers to try when `address` cannot be reached, in turn (Mosquitto's further
+    /// `address` entries), each written as `address` is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_addresses: Vec<String>,
+    /// `false` (default): `address` is the main broker; while connected to a fallback the
+    /// bridge checks every `keepalive_interval` whether the main one accepts connections and
+    /// goes back to it when it does. `true`: all addresses are equals, and a connection stays
+    /// where it is until it fails.
+    #[serde(default)]
+    pub round_robin: bool,
     /// `"mqttv311"` (default), `"mqttv31"` or `"mqttv50"` (Mosquitto's
     /// `bridge_protocol_version`).
     #[serde(default)]
@@ -215,10 +225,21 @@ impl BridgeConfig {
         self.cafile.is_some()
     }
 
+    /// Every address, the main one first.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.address.as_str())
+            .chain(self.fallback_addresses.iter().map(String::as_str))
+    }
+
     /// The host and port of [`Self::address`] (port defaulted).
     pub fn host_port(&self) -> Option<(String, u16)> {
+        self.host_port_of(&self.address)
+    }
+
+    /// The host and port of `address` (port defaulted: 1883, or 8883 with TLS).
+    pub fn host_port_of(&self, address: &str) -> Option<(String, u16)> {
         let default = if self.tls() { 8883 } else { 1883 };
-        let a = self.address.trim();
+        let a = address.trim();
         // `[v6]:port` or `[v6]`.
         if let Some(rest) = a.strip_prefix('[') {
             let (host, after) = rest.split_once(']')?;
@@ -256,6 +277,15 @@ pub fn validate(bridges: &[BridgeConfig]) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 key("address"),
                 "must be host, host:port or [ipv6]:port",
+            ));
+        }
+        if b.fallback_addresses
+            .iter()
+            .any(|a| b.host_port_of(a).is_none())
+        {
+            return Err(ConfigError::invalid(
+                key("fallback_addresses"),
+                "each must be host, host:port or [ipv6]:port",
             ));
         }
         check_ids(b, &key)?;

@@ -65,7 +65,7 @@ impl Draft {
     /// way worth knowing one in `warnings`.
     pub fn option(&mut self, l: &Line, left_out: &mut Vec<Note>, warnings: &mut Vec<Note>) {
         let result = match l.key.as_str() {
-            "address" | "addresses" => self.address(l, left_out),
+            "address" | "addresses" => self.address(l),
             "topic" => topic(l).map(|t| self.topics.push((l.at(), t))),
             "bridge_protocol_version" => protocol(l).map(|v| self.set(l, "protocol_version", v)),
             "remote_clientid" | "clientid" => self.string(l, "remote_clientid"),
@@ -74,9 +74,11 @@ impl Draft {
             "remote_password" | "password" => self.string(l, "remote_password"),
             "notification_topic" => self.string(l, "notification_topic"),
             "bridge_cafile" | "bridge_certfile" | "bridge_keyfile" => self.file(l, warnings),
-            "cleansession" | "try_private" | "notifications" | "notifications_local_only" => {
-                boolean(l).map(|on| self.set(l, &l.key, Value::Boolean(on)))
-            }
+            "cleansession"
+            | "try_private"
+            | "notifications"
+            | "notifications_local_only"
+            | "round_robin" => boolean(l).map(|on| self.set(l, &l.key, Value::Boolean(on))),
             "keepalive_interval" => self.keepalive(l, warnings),
             "restart_timeout" => self.restart_timeout(l, warnings),
             key => self.as_starling(l, key),
@@ -171,22 +173,21 @@ impl Draft {
         Ok(())
     }
 
-    /// `address host[:port] [host[:port] ...]`: the first address; the others (Mosquitto's
-    /// fallbacks) are reported, a Starling bridge having one address.
-    fn address(&mut self, l: &Line, left_out: &mut Vec<Note>) -> Result<(), String> {
+    /// `address host[:port] [host[:port] ...]`: the first address is `address`, the others
+    /// (Mosquitto's fallbacks, tried in turn) `fallback_addresses`.
+    fn address(&mut self, l: &Line) -> Result<(), String> {
         if self.has("address") {
             return Err("a second address line: Mosquitto refuses it".into());
         }
         let words = words(l);
         let (first, others) = words.split_first().ok_or("no address")?;
+        let others = others
+            .iter()
+            .map(|w| address(w).map(Value::String))
+            .collect::<Result<Vec<_>, _>>()?;
         self.set(l, "address", Value::String(address(first)?));
         if !others.is_empty() {
-            let why = format!(
-                "only the first address, {first}, is translated: a Starling bridge has one \
-                 address (no fallback to {})",
-                others.join(", ")
-            );
-            left_out.push(Note::new(&l.at(), &l.key, why));
+            self.set(l, "fallback_addresses", Value::Array(others));
         }
         Ok(())
     }

@@ -192,7 +192,6 @@ pub fn bridge_no_equivalent(key: &str) -> &'static str {
             "no TCP timer settings: keepalive_interval detects a dead link"
         }
         "bridge_reload_type" => "no Starling equivalent",
-        "round_robin" => "a Starling bridge has one address",
         "start_type" => {
             "Starling's bridges start with the broker and reconnect (start_type automatic)"
         }

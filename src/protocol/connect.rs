@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Handler;
+use crate::auth::listeners::BRIDGE_LISTENER;
 use crate::auth::{Access, AuthConfig, AuthDecision};
 use crate::broker::{BrokerState, Claimed};
 use crate::codec::{self, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
@@ -94,7 +95,7 @@ fn rate_bucket(rate: u64) -> Option<crate::ratelimit::TokenBucket> {
 /// (each held to its own limits there), and a bridge disconnected for its rate would only
 /// come back and resend.
 fn rates(broker: &BrokerState, listener: usize) -> Option<Box<super::Rates>> {
-    if listener == crate::auth::listeners::BRIDGE_LISTENER {
+    if listener == BRIDGE_LISTENER {
         return None;
     }
     let limits = &broker.config().limits;
@@ -398,6 +399,11 @@ fn validate(
     let cert_user = cert_username(broker, info, c)?;
     let cfg = &broker.config().mqtt;
     let (client_id, assigned) = client_id(c, cfg, peer)?;
+    if info.listener_index != BRIDGE_LISTENER && broker.is_bridge_id(&client_id) {
+        crate::refusal!(%client_id, %peer,
+            "refused: the client id is a bridge's (bridges.local_clientid)");
+        return Err(IDENTIFIER_REJECTED);
+    }
     let (keep_alive, server_keep_alive) = keep_alive(c, cfg, &client_id, peer)?;
     // An Authentication Method no authenticator answers to (an exchange would have run).
     if let (Some(method), false) = (&c.properties.authentication_method, enhanced_auth) {
