@@ -452,3 +452,44 @@ async fn a_fallback_serves_while_the_main_broker_is_down() {
     );
     drop(site);
 }
+
+/// A remote broker that breaks the protocol after CONNACK gets its link dropped, with the
+/// reason logged, and the bridge connects again: a packet type 3.1.1 does not have, a PUBLISH
+/// at QoS 3 [MQTT-3.3.1-4], a Remaining Length of five bytes (spec 1.5.5). The broker itself
+/// serves on throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_breaks_the_protocol_is_dropped_and_tried_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site = start_with(site_config(fake.local_addr().unwrap(), "", TOPICS)).await;
+    let garbage: [&[u8]; 3] = [
+        &[0xF0, 0x00],
+        &[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01],
+        &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F],
+    ];
+    for bad in garbage {
+        let (mut s, _) = tokio::time::timeout(WAIT, fake.accept())
+            .await
+            .expect("the bridge connects (again)")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        // CONNECT (a 3.1.1 bridge: level 0x84), then a CONNACK accepting it.
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0 && buf[0] == 0x10, "CONNECT: {:02x?}", &buf[..n]);
+        s.write_all(&[0x20, 0x02, 0x00, 0x00]).await.unwrap();
+        s.write_all(bad).await.unwrap();
+        // The bridge closes the link: reads reach EOF (after its SUBSCRIBE).
+        let closed = tokio::time::timeout(WAIT, async {
+            while s.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+        });
+        closed
+            .await
+            .expect("the bridge drops a link that breaks the protocol");
+    }
+    let mut p = Raw::connect_v311(site.addr, "still-serving").await;
+    p.publish("sensors/t", b"x", 1, false, 1).await;
+    drop(site);
+}

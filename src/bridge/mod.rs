@@ -178,7 +178,7 @@ impl Bridge {
                 }
             }
             tracing::info!(bridge = %self.cfg.name, retry_in = ?wait,
-                "bridge: no address could be reached; waiting");
+                "bridge: waiting before connecting again");
             tokio::select! {
                 () = tokio::time::sleep(jittered(wait)) => {}
                 () = shutdown.cancelled() => return,
