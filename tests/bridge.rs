@@ -209,39 +209,6 @@ fn spawn_bridge(
     Proc::spawn("mosquitto (bridge)", &mut cmd)
 }
 
-/// mosquitto_sub on Mosquitto's listener, waited for until its subscription is acknowledged.
-async fn mosquitto_sub(port: u16, filter: &str) -> Proc {
-    let mut cmd = Command::new("stdbuf");
-    cmd.args(["-oL", "mosquitto_sub", "-h", "127.0.0.1"])
-        .args([
-            "-p",
-            &port.to_string(),
-            "-V",
-            "mqttv311",
-            "-q",
-            "1",
-            "-t",
-            filter,
-        ])
-        .args(["-d", "-F", "MSG|%t|%p"]);
-    let mut p = Proc::spawn("mosquitto_sub", &mut cmd);
-    p.wait_line("'received SUBACK'", |l| l.contains("received SUBACK"))
-        .await;
-    p
-}
-
-async fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
-        .args(["-q", "1", "-t", topic, "-m", payload]);
-    run_ok(&format!("mosquitto_pub {topic}"), &mut cmd).await;
-}
-
-/// The next `MSG|topic|payload` line of mosquitto_sub.
-async fn next_msg(p: &mut Proc) -> String {
-    p.wait_line("MSG|...", |l| l.starts_with("MSG|")).await
-}
-
 /// Waits until the bridge `id` is up on Starling: its state `1` published (and retained, as a
 /// late subscriber sees) and its `#` subscription in place.
 async fn bridge_up(b: &TestBroker, state: &mut Raw, id: &str) {

@@ -493,3 +493,24 @@ async fn a_remote_that_breaks_the_protocol_is_dropped_and_tried_again() {
     p.publish("sensors/t", b"x", 1, false, 1).await;
     drop(site);
 }
+
+/// Real clients each side of a Starling bridge: Debian's mosquitto_pub at the site and
+/// mosquitto_sub at the central broker, and the other way round (skipped without
+/// mosquitto-clients, a failure with STARLING_INTEROP=1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_talk_across_a_starling_bridge() {
+    if !have_mosquitto_clients() {
+        return;
+    }
+    let central = start().await;
+    let mut at_c = watch_state(central.addr, "watch-c").await;
+    let site = start_with(site_config(central.addr, "", TOPICS)).await;
+    expect_state(&mut at_c, b"1").await;
+    let mut sub_c = mosquitto_sub(central.port(), "site1/sensors/#").await;
+    let mut sub_s = mosquitto_sub(site.port(), "cmd/#").await;
+    mosquitto_pub(site.port(), "sensors/temp", "21.5").await;
+    assert_eq!(next_msg(&mut sub_c).await, "MSG|site1/sensors/temp|21.5");
+    mosquitto_pub(central.port(), "site1/cmd/fan", "on").await;
+    assert_eq!(next_msg(&mut sub_s).await, "MSG|cmd/fan|on");
+    drop(site);
+}

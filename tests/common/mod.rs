@@ -929,6 +929,40 @@ pub fn free_port() -> u16 {
         .expect("an ephemeral port")
 }
 
+/// mosquitto_sub (3.1.1, QoS 1) on the broker at `port`, waited for until its subscription is
+/// acknowledged; its lines are `MSG|topic|payload`.
+pub async fn mosquitto_sub(port: u16, filter: &str) -> Proc {
+    let mut cmd = Command::new("stdbuf");
+    cmd.args(["-oL", "mosquitto_sub", "-h", "127.0.0.1"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-V",
+            "mqttv311",
+            "-q",
+            "1",
+            "-t",
+            filter,
+        ])
+        .args(["-d", "-F", "MSG|%t|%p"]);
+    let mut p = Proc::spawn("mosquitto_sub", &mut cmd);
+    p.wait_line("'received SUBACK'", |l| l.contains("received SUBACK"))
+        .await;
+    p
+}
+
+pub async fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .args(["-q", "1", "-t", topic, "-m", payload]);
+    run_ok(&format!("mosquitto_pub {topic}"), &mut cmd).await;
+}
+
+/// The next `MSG|topic|payload` line of mosquitto_sub.
+pub async fn next_msg(p: &mut Proc) -> String {
+    p.wait_line("MSG|...", |l| l.starts_with("MSG|")).await
+}
+
 /// A child process whose stdout is read line by line; killed on drop.
 pub struct Proc {
     pub name: String,
