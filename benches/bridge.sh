@@ -499,18 +499,7 @@ EOF
 )
 
 report() {
-    jq -rs --arg rows "$ROWS" '
-  def median: sort | if length == 0 then null
-      elif length % 2 == 1 then .[(length - 1) / 2]
-      else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-  def agg($how): if length == 0 then null
-      elif $how == "median" then median elif $how == "max" then max elif $how == "min" then min else add end;
-  def fmt: if . == null then "-" elif (. | fabs) >= 100 then (. | round | tostring)
-      else (. * 100 | round / 100 | tostring) end;
-  def ratio($a; $b): if $a != null and $b != null and $b != 0 then $a / $b else null end;
-  def rfmt: if . == null then "-" else (. * 100 | round / 100 | tostring) + "x" end;
-  def range_of($k): [.[] | .[$k] | select(. != null)] | if length == 0 then "-"
-      else "\(min | round)-\(max | round)" end;
+    jq -rs --arg rows "$ROWS" "$JQ_REPORT_DEFS"'
   def failed: .error != null or .broker_state != "alive" or .bench_rc != 0 or .bridge_state_end != "1";
   map(select(.case != null)) as $all
   | ($all | map(select(.error == null))) as $ran

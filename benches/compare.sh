@@ -94,15 +94,7 @@ persist|p99 latency us|latency_us_p99|median|1|none|0|-
 EOF
 )
 
-jq -rs --arg rows "$ROWS" '
-  def median: sort | if length == 0 then null
-      elif length % 2 == 1 then .[(length - 1) / 2]
-      else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-  def agg($how): if length == 0 then null
-      elif $how == "median" then median elif $how == "max" then max
-      elif $how == "min" then min else add end;
-  def fmt: if . == null then "-" elif (. | fabs) >= 100 then (. | round | tostring)
-      else (. * 100 | round / 100 | tostring) end;
+jq -rs --arg rows "$ROWS" "$JQ_REPORT_DEFS"'
   map(. + {not_held: (if (.case == "conn" or .case == "conn_tls") then (.clients // 0) - (.held // 0) else null end),
            drop_pct: (if (.expected // 0) > 0 then 100 * (.dropped // 0) / .expected else null end)}) as $all
   | "| scenario | metric | starling | mosquitto | ratio | bar | met? |",

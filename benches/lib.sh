@@ -27,6 +27,24 @@ default_settings() { # base-port results-subdir
     PORT=$BASE_PORT
 }
 
+# jq functions the reports share: the median, an aggregate by name, a number as the tables show
+# it (whole from 100 up, two decimals below), a ratio and its cell, and a field's min-max range.
+# Prepended to each report's program: jq -rs ... "$JQ_REPORT_DEFS"'<program>'.
+# shellcheck disable=SC2016,SC2034 # jq's $variables, not the shell's; used by the scripts that source this
+JQ_REPORT_DEFS='
+  def median: sort | if length == 0 then null
+      elif length % 2 == 1 then .[(length - 1) / 2]
+      else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  def agg($how): if length == 0 then null
+      elif $how == "median" then median elif $how == "max" then max elif $how == "min" then min else add end;
+  def fmt: if . == null then "-" elif (. | fabs) >= 100 then (. | round | tostring)
+      else (. * 100 | round / 100 | tostring) end;
+  def ratio($a; $b): if $a != null and $b != null and $b != 0 then $a / $b else null end;
+  def rfmt: if . == null then "-" else (. * 100 | round / 100 | tostring) + "x" end;
+  def range_of($k): [.[] | .[$k] | select(. != null)] | if length == 0 then "-"
+      else "\(min | round)-\(max | round)" end;
+'
+
 # Known scenario ids (see scenario_args).
 ALL_SCENARIOS=(p2p fanout fanin_q1 fanin_q0 lat_p2p lat_fanin conn conn_tls persist persist_10k retained_q0 retained_q1)
 
