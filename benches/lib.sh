@@ -201,8 +201,7 @@ next_port() {
 }
 
 wait_listening() { # port pid
-    local i
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         kill -0 "$2" 2>/dev/null || return 1
         ss -Hltn "sport = :$1" | grep -q . && return 0
         sleep 0.1
@@ -309,7 +308,7 @@ start_broker() { # broker port persist(0|1) tag [tls(0|1)]
 # otherwise (+"-killed" if it ignored SIGTERM for 15 s). Not in a subshell: `wait` must reap it.
 STATE=
 stop_broker() { # pid
-    local pid=$1 state=alive i
+    local pid=$1 state=alive
     # a broker that exited is a zombie until reaped, and kill -0 still finds a zombie
     if ! kill -0 "$pid" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
         state=died
@@ -317,7 +316,7 @@ stop_broker() { # pid
     kill -TERM "$pid" 2>/dev/null || true
     # gone = exited (a zombie until bash reaps it, which can happen between any two checks)
     local gone=0
-    for i in $(seq 1 150); do
+    for _ in $(seq 1 150); do
         if [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo X)" = Z ] || ! kill -0 "$pid" 2>/dev/null; then
             gone=1
             break
