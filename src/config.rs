@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::auth::AuthSection;
 pub use self::bridge::{BridgeConfig, BridgeProtocol, BridgeTopic, Direction};
+pub use self::cluster::ClusterConfig;
 pub use self::log::{LogConfig, LogFormat, SyslogFacility};
 pub use listener::*;
 
@@ -57,6 +58,9 @@ pub struct Config {
     /// default).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bridges: Vec<BridgeConfig>,
+    /// `[cluster]`: the other nodes, through NATS (absent: this node runs alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             persistence: PersistenceConfig::default(),
             log: LogConfig::default(),
             bridges: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -548,7 +553,8 @@ impl Config {
     /// Makes the relative file paths of the configuration (`auth.password_file`,
     /// `auth.acl_file`, `auth.dynamic_security`, `metrics.bearer_token_file`, `log.file`,
     /// `log.syslog_socket`, the listeners' `cert`, `key`, `ca`, `password_file` and `acl_file`,
-    /// unix socket `bind` paths, and the bridges' `cafile`, `certfile` and `keyfile`)
+    /// unix socket `bind` paths, the bridges' `cafile`, `certfile` and `keyfile`, and
+    /// `cluster.cafile`)
     /// relative to `dir`, the configuration file's directory, so the file means the same from
     /// any working directory.
     /// `persistence.dir` is left alone: it stays relative to the working directory (the systemd
@@ -584,7 +590,8 @@ impl Config {
             [b.cafile.as_mut(), b.certfile.as_mut(), b.keyfile.as_mut()]
                 .into_iter()
                 .flatten()
-        }));
+        }))
+        .chain(self.cluster.iter_mut().filter_map(|c| c.cafile.as_mut()));
         for file in files {
             // An empty path stays empty, for validation to name it.
             if file.is_relative() && !file.as_os_str().is_empty() {
@@ -644,6 +651,7 @@ impl Config {
 
 mod auth;
 mod bridge;
+mod cluster;
 pub mod duration;
 mod listener;
 mod log;

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod bridge;
 pub mod broker;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -74,6 +75,10 @@ pub enum StartError {
     /// A bridge's TLS files do not load.
     #[error("{0}")]
     Bridge(String),
+    /// `[cluster]` could not be set up (the NATS options, not NATS being down: a node whose
+    /// NATS is unreachable starts and serves alone).
+    #[error(transparent)]
+    Cluster(cluster::ClusterError),
     /// `metrics.bearer_token_file` could not be read or holds no token.
     #[error("cannot read metrics.bearer_token_file {}: {reason}", path.display())]
     MetricsToken {
@@ -186,8 +191,14 @@ impl BrokerBuilder {
             .with_authenticators(authenticators)
             .with_auth(auth)
             .with_persistence(persistence);
+        // An embedder's own cluster wins over `[cluster]`.
+        let mut nats = None;
         if let Some(cluster) = cluster {
             state = state.with_cluster(cluster);
+        } else if let Some(cfg) = state.config().cluster.clone() {
+            let (hooks, pending) = cluster::prepare(&cfg, state.metrics().cluster.clone());
+            state = state.with_cluster(hooks);
+            nats = Some(pending);
         }
         let state = Arc::new(state);
         if let Some(control) = broker::dynsec::start(&state) {
@@ -204,6 +215,14 @@ impl BrokerBuilder {
         // bridges' subscriptions (and a restored bridge session is the bridge's, outside the
         // ACL, before the remote broker is reached).
         bridge::prepare_sessions(&state).await;
+        // Before clients are served, too: the retained messages the cluster holds (after the
+        // store's, which they replace where the cluster has a newer one).
+        if let Some(pending) = nats {
+            pending
+                .start(&state, &tracker, &shutdown)
+                .await
+                .map_err(StartError::Cluster)?;
+        }
         // Bound only now: opening and restoring a large store can take seconds, and a port
         // that accepts connections nobody answers makes every client wait out its connect
         // timeout (closed, clients retry at once and health checks say so; Mosquitto, too,

@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// A monotonically increasing or gauge-like counter.
 #[derive(Debug, Default)]
@@ -146,6 +147,29 @@ pub struct Metrics {
     pub listener_connections: Vec<Counter>,
     /// Per bridge, indexed like `Config::bridges`.
     pub bridges: Vec<BridgeMetrics>,
+    /// The cluster link (`[cluster]`), shared with the task that runs it.
+    pub cluster: Arc<ClusterMetrics>,
+}
+
+/// What the cluster link (`[cluster]`) reports.
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    /// 1 while connected to NATS, else 0.
+    pub up: Counter,
+    /// Times the NATS connection was made (the first time and after each loss).
+    pub connects: Counter,
+    /// Messages sent to the other nodes.
+    pub sent: Counter,
+    /// Messages received from the other nodes.
+    pub received: Counter,
+    /// Messages (and takeover notices, retained updates) for the other nodes that were not
+    /// sent: the queue to NATS was full, or NATS refused them; or received ones that did not
+    /// decode.
+    pub dropped: Counter,
+    /// Sessions of this node closed because their client connected to another node.
+    pub takeovers: Counter,
+    /// Retained messages read from the cluster's stream (at start and after a reconnection).
+    pub retained_loaded: Counter,
 }
 
 /// What one bridge (`[[bridges]]`) reports.

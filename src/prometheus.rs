@@ -23,6 +23,7 @@
 //! [`Metrics`]: crate::metrics::Metrics
 
 mod bridges;
+mod cluster;
 mod conns;
 
 use std::convert::Infallible;
@@ -248,6 +249,7 @@ pub fn render(b: &BrokerState, listeners: &[BindAddr]) -> String {
     write_counters(&mut out, b);
     write_gauges(&mut out, b, listeners);
     bridges::write(&mut out, b);
+    cluster::write(&mut out, b);
     write_info(&mut out, b);
     out.text
 }

@@ -220,7 +220,7 @@ fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
                 walk(&format!("{prefix}[{i}]"), v, out);
             }
         }
-        leaf if prefix.ends_with("password") => {
+        leaf if prefix.ends_with("password") || prefix == "cluster.token" => {
             out.insert(prefix.to_owned(), hidden(&leaf.to_string()));
         }
         leaf => {
@@ -229,7 +229,8 @@ fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
     }
 }
 
-/// A secret as the report shows it (a bridge's `remote_password`): never the value, but a
+/// A secret as the report shows it (a bridge's `remote_password`, the cluster's NATS password
+/// or token): never the value, but a
 /// hash keyed at random for this process, so a change still shows and the log line gives
 /// nothing to guess against.
 fn hidden(secret: &str) -> String {

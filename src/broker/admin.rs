@@ -68,6 +68,22 @@ impl BrokerState {
         reason: ReasonCode,
         discard: bool,
     ) -> Kicked {
+        self.disconnect_client_because(
+            client_id,
+            reason,
+            discard,
+            "disconnected by an administrator",
+        )
+    }
+
+    /// [`Self::disconnect_client`], with `why` in the log line the connection writes.
+    pub fn disconnect_client_because(
+        self: &Arc<Self>,
+        client_id: &str,
+        reason: ReasonCode,
+        discard: bool,
+        why: &'static str,
+    ) -> Kicked {
         let Some(session) = self.sessions.get(client_id).map(|e| e.value().clone()) else {
             return Kicked::NotFound;
         };
@@ -76,10 +92,7 @@ impl BrokerState {
             session.set_expiry(Some(Duration::ZERO));
         }
         if session.is_connected() {
-            session.send_control(Control::Disconnect(
-                reason,
-                "disconnected by an administrator",
-            ));
+            session.send_control(Control::Disconnect(reason, why));
             return Kicked::Disconnected;
         }
         if !discard {
@@ -96,7 +109,7 @@ impl BrokerState {
             return Kicked::Disconnected;
         }
         self.end_session(&session, generation);
-        tracing::info!(client_id, "session discarded by an administrator");
+        tracing::info!(client_id, why, "session discarded");
         Kicked::Discarded
     }
 }

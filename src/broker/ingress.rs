@@ -30,6 +30,36 @@ impl BrokerState {
     /// message is not sent back where it came from. (For messages nobody acknowledges, see
     /// [`BrokerState::publish_unacknowledged`].)
     pub async fn publish_acknowledged(&self, msg: Arc<Message>) -> Result<(), IngressError> {
+        let ops = self.publish_waiting(msg).await;
+        match (&self.persistence, ops.is_empty()) {
+            (Some(p), false) => p
+                .receipt(ops)
+                .await
+                .map_err(|e| IngressError::Store(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Routes a message from a cluster peer: like [`Self::publish_acknowledged`], it waits
+    /// (at most [`STUCK_AFTER`]) for full queues, so the peer's messages keep their order and
+    /// a slow subscriber here slows the link as it would slow a local publisher; but nobody
+    /// waits for the store, so the writes are submitted and not waited for.
+    pub async fn publish_from_peer(&self, msg: Arc<Message>) {
+        let ops = self.publish_waiting(msg).await;
+        self.submit(ops);
+    }
+
+    /// Stores or deletes (empty payload) a retained message read from the cluster's retained
+    /// stream, without routing it: its subscribers had it when it was published.
+    pub fn apply_peer_retained(&self, msg: Arc<Message>) {
+        let mut ops = Vec::new();
+        self.update_retained(&msg, &mut ops);
+        self.submit(ops);
+    }
+
+    /// Routes `msg` and waits until its deliveries are queued (or their subscribers marked
+    /// stuck); returns the store writes.
+    async fn publish_waiting(&self, msg: Arc<Message>) -> Vec<crate::storage::Op> {
         let publication = self.publish(msg);
         let mut ops = publication.ops;
         let mut blocked = publication.blocked;
@@ -41,12 +71,6 @@ impl BrokerState {
                 self.abandon_blocked(std::mem::take(&mut blocked));
             }
         }
-        match (&self.persistence, ops.is_empty()) {
-            (Some(p), false) => p
-                .receipt(ops)
-                .await
-                .map_err(|e| IngressError::Store(e.to_string())),
-            _ => Ok(()),
-        }
+        ops
     }
 }

@@ -13,6 +13,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_listeners()?;
         super::bridge::validate(&self.bridges)?;
+        if let Some(c) = &self.cluster {
+            super::cluster::validate(c)?;
+        }
         for (key, path) in [
             ("auth.password_file", &self.auth.password_file),
             ("auth.acl_file", &self.auth.acl_file),

