@@ -9,7 +9,7 @@
 //!   connection is made with no-echo, so a node never hears itself. Core NATS carries these:
 //!   between nodes a message goes at most once, and while NATS is unreachable up to
 //!   `[cluster] queue` of them wait.
-//! - `<p>.claim.<node>`: a CONNECT on `<node>` claimed a client id (wall-clock milliseconds,
+//! - `<p>.claim.<node>`: a CONNECT on `<node>` claimed a client id (wall-clock microseconds,
 //!   then the id). Any other node holding a session for that id closes its connection (MQTT 5
 //!   DISCONNECT 0x8E Session taken over [MQTT-3.1.4-2]) and ends the session there: the client
 //!   was told of the session it has where it connected. A connection made after the claim
@@ -28,7 +28,7 @@ mod retained;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -55,7 +55,7 @@ pub enum ClusterError {
 /// What the hooks queue for the publishing task.
 enum Outbound {
     Message(Arc<Message>),
-    /// A client id claimed here, and when (Unix ms).
+    /// A client id claimed here, and when (Unix microseconds).
     Claim(String, u64),
     Retained(Arc<Message>),
 }
@@ -86,7 +86,10 @@ impl Cluster for NatsCluster {
     }
 
     fn session_claimed(&self, client_id: &str) {
-        self.queue(Outbound::Claim(client_id.to_owned(), unix_ms_now()));
+        self.queue(Outbound::Claim(
+            client_id.to_owned(),
+            unix_us(SystemTime::now()),
+        ));
     }
 
     fn retained_changed(&self, msg: &Arc<Message>) {
@@ -306,8 +309,8 @@ async fn publish_task(
                 }
                 sent.map_err(|e| e.to_string())
             }
-            Outbound::Claim(client_id, at_ms) => {
-                let mut body = at_ms.to_be_bytes().to_vec();
+            Outbound::Claim(client_id, at_us) => {
+                let mut body = at_us.to_be_bytes().to_vec();
                 body.extend_from_slice(client_id.as_bytes());
                 client
                     .publish(claim_subject.clone(), Bytes::from(body))
@@ -380,35 +383,35 @@ async fn inbound_claims(
         };
         let Some(m) = m else { return };
         let node = m.subject.rsplit('.').next().unwrap_or_default();
-        let Some((at_ms, client_id)) = parse_claim(&m.payload) else {
+        let Some((at_us, client_id)) = parse_claim(&m.payload) else {
             tracing::warn!(node, "cluster: a takeover notice did not decode; ignored");
             continue;
         };
-        claimed_elsewhere(&state, node, client_id, at_ms);
+        claimed_elsewhere(&state, node, client_id, at_us);
     }
 }
 
-/// A claim's body: Unix ms (8 bytes, big-endian), then the client id.
+/// A claim's body: Unix microseconds (8 bytes, big-endian), then the client id.
 fn parse_claim(body: &[u8]) -> Option<(u64, &str)> {
     let (at, id) = body.split_at_checked(8)?;
     let at = u64::from_be_bytes(at.try_into().ok()?);
     Some((at, std::str::from_utf8(id).ok()?))
 }
 
-/// `client_id` connected on `node` at `at_ms`: its session here ends, unless its connection
-/// here is newer (the client came back before the notice arrived).
-fn claimed_elsewhere(state: &Arc<BrokerState>, node: &str, client_id: &str, at_ms: u64) {
+/// `client_id` connected on `node` at `at_us`: its session here ends, unless its connection
+/// here is newer (the client came back before the notice arrived). Microseconds, so a client
+/// that moves back within the same millisecond is not closed by the notice of its move away;
+/// between machines this needs clocks kept in step (NTP): a client that moves back faster than
+/// their skew may be disconnected once, and reconnects.
+fn claimed_elsewhere(state: &Arc<BrokerState>, node: &str, client_id: &str, at_us: u64) {
     if state.is_bridge_id(client_id) {
         return;
     }
     let Some(info) = state.session_info(client_id) else {
         return;
     };
-    let since_ms = info
-        .connected_since
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    if info.connected && since_ms.is_some_and(|since| since > at_ms) {
+    let since_us = info.connected_since.map(unix_us);
+    if info.connected && since_us.is_some_and(|since| since > at_us) {
         tracing::info!(client_id = %crate::logging::bounded(client_id), node,
             "cluster: client connected here after it connected on another node; kept");
         return;
@@ -422,6 +425,13 @@ fn claimed_elsewhere(state: &Arc<BrokerState>, node: &str, client_id: &str, at_m
         true,
         "session taken over on another node",
     );
+}
+
+/// Microseconds since the Unix epoch.
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// After each reconnection to NATS: reads the retained messages that changed meanwhile.

