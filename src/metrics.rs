@@ -170,6 +170,8 @@ pub struct ClusterMetrics {
     pub takeovers: Counter,
     /// Retained messages read from the cluster's stream (at start and after a reconnection).
     pub retained_loaded: Counter,
+    /// Shared groups of this node served through NATS (their queue subscriptions made).
+    pub shared_groups: Counter,
 }
 
 /// What one bridge (`[[bridges]]`) reports.

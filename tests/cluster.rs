@@ -213,3 +213,100 @@ async fn a_node_without_nats_serves_alone() {
     assert_eq!(text(&c.next_publish_acked().await), "here");
     assert_eq!(a.state().metrics().cluster.up.get(), 0);
 }
+
+/// MQTT 5.0 4.8.2: a shared group with members on two nodes gets each message once, whichever
+/// node it is published on (one with members, one without), and both nodes' members take a
+/// share. When the members on one node leave, the others get everything.
+#[tokio::test]
+async fn a_shared_group_across_nodes_gets_each_message_once() {
+    let Some(nats) = nats() else { return };
+    let (a, b, c) = (
+        node(&nats, "a").await,
+        node(&nats, "b").await,
+        node(&nats, "c").await,
+    );
+    linked(&a, &b).await;
+    linked(&c, &b).await;
+    let mut members = vec![
+        Client::connect(a.addr, "m-a").await,
+        Client::connect(b.addr, "m-b1").await,
+        Client::connect(b.addr, "m-b2").await,
+    ];
+    for m in &mut members {
+        m.subscribe("$share/g/job/+", QoS::AtLeastOnce).await;
+    }
+    for n in [&a, &b] {
+        n.wait_until("group served through NATS", |s| {
+            s.metrics().cluster.shared_groups.get() == 1
+        })
+        .await;
+    }
+    let mut on_a = Client::connect(a.addr, "pub-a").await;
+    let mut on_c = Client::connect(c.addr, "pub-c").await;
+    const N: usize = 60;
+    for i in 0..N {
+        let p = if i % 2 == 0 { &mut on_a } else { &mut on_c };
+        p.publish("job/x", format!("{i}").as_bytes(), QoS::AtLeastOnce)
+            .await;
+    }
+    let mut seen = vec![0usize; N];
+    let mut per_member = [0usize; 3];
+    for _ in 0..N {
+        let (k, p) = next_of_any(&mut members).await;
+        per_member[k] += 1;
+        seen[text(&p).parse::<usize>().unwrap()] += 1;
+    }
+    for m in &mut members {
+        m.expect_nothing("a second copy").await;
+    }
+    assert!(seen.iter().all(|&n| n == 1), "copies per message: {seen:?}");
+    assert!(
+        per_member[0] > 0 && per_member[1] + per_member[2] > 0,
+        "both nodes take a share: {per_member:?}"
+    );
+
+    // The members on B leave: A's member gets everything, also what NATS had sent to B before
+    // B's unsubscription took effect (passed on), though not necessarily in order.
+    for m in &mut members[1..] {
+        m.unsubscribe(&["$share/g/job/+"]).await;
+    }
+    b.wait_until("group on b gone", |s| {
+        s.metrics().cluster.shared_groups.get() == 0
+    })
+    .await;
+    for i in 0..20 {
+        on_c.publish("job/y", format!("{i}").as_bytes(), QoS::AtLeastOnce)
+            .await;
+    }
+    let mut got: Vec<usize> = Vec::new();
+    for _ in 0..20 {
+        got.push(
+            text(&members[0].next_publish_acked().await)
+                .parse()
+                .unwrap(),
+        );
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+    members[0].expect_nothing("a second copy").await;
+}
+
+/// The next PUBLISH any of `clients` receives (acknowledged), and whose it was.
+async fn next_of_any(clients: &mut [Client]) -> (usize, Publish) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for (k, c) in clients.iter_mut().enumerate() {
+            match c.recv(Duration::from_millis(10)).await {
+                Recv::Packet(Packet::Publish(p)) => {
+                    if p.qos == QoS::AtLeastOnce {
+                        c.send(&puback(p.packet_id, ReasonCode::SUCCESS)).await;
+                    }
+                    return (k, p);
+                }
+                Recv::Timeout => {}
+                other => panic!("{}: expected PUBLISH, got {other:?}", c.name),
+            }
+        }
+        assert!(Instant::now() < deadline, "no member got a message");
+    }
+}

@@ -33,7 +33,7 @@ impl Recorder {
 }
 
 impl Cluster for Recorder {
-    fn routed(&self, msg: &Arc<Message>) {
+    fn routed(&self, msg: &Arc<Message>, _shares: bool) {
         self.0.lock().unwrap().push(format!("routed {}", msg.topic));
     }
     fn session_claimed(&self, client_id: &str) {

@@ -13,8 +13,9 @@ use crate::message::{Message, Origin};
 pub trait Cluster: Send + Sync + 'static {
     /// A message was routed on this node. Called only for messages whose
     /// [`Origin`] is not a cluster peer, so a message never travels back to the node it came
-    /// from.
-    fn routed(&self, msg: &Arc<Message>);
+    /// from. `shares`: routing left the shared groups to the cluster (it asked
+    /// [`Cluster::shares_via_cluster`] and got true), which must hand the message to them.
+    fn routed(&self, msg: &Arc<Message>, shares: bool);
 
     /// A CONNECT claimed `client_id` on this node: a peer holding a session for that client id
     /// must close its connection (takeover across nodes) [MQTT-3.1.4-2].
@@ -30,6 +31,27 @@ pub trait Cluster: Send + Sync + 'static {
     fn has_peers(&self) -> bool {
         true
     }
+
+    /// Whether shared subscriptions are served through the cluster right now: the cluster
+    /// hands each message to one member node of each group (this one included), which calls
+    /// [`BrokerState::publish_to_shared`](super::BrokerState::publish_to_shared). Asked with no
+    /// lock held, once for every message [`forwards`] lets out; the answer goes to
+    /// [`Cluster::routed`].
+    fn shares_via_cluster(&self) -> bool {
+        false
+    }
+
+    /// Whether the cluster serves this node's shared group `share_filter`
+    /// (`$share/<group>/<filter>`) while [`Cluster::shares_via_cluster`]: then routing leaves
+    /// it out. A group the cluster does not serve yet (its first member here just subscribed)
+    /// is served by routing, as on a single node.
+    fn serves_share(&self, _share_filter: &str) -> bool {
+        false
+    }
+
+    /// A `$share/...` subscription was added or removed here: the set of shared groups with
+    /// members here may have changed (see `SubscriptionTrie::shared_groups`).
+    fn shares_changed(&self) {}
 }
 
 /// A broker with no peers.
@@ -37,7 +59,7 @@ pub trait Cluster: Send + Sync + 'static {
 pub struct LocalCluster;
 
 impl Cluster for LocalCluster {
-    fn routed(&self, _msg: &Arc<Message>) {}
+    fn routed(&self, _msg: &Arc<Message>, _shares: bool) {}
     fn session_claimed(&self, _client_id: &str) {}
     fn retained_changed(&self, _msg: &Arc<Message>) {}
     fn has_peers(&self) -> bool {

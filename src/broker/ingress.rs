@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::message::Message;
+use crate::router::trie::Subscription;
+use crate::session::Delivery;
 
-use super::{BrokerState, STUCK_AFTER};
+use super::{BrokerState, Routed, SubHandle, STUCK_AFTER};
 
 /// How often deliveries blocked on a full queue are retried when the subscriber does not
 /// signal room (it may have gone away).
@@ -57,20 +59,70 @@ impl BrokerState {
         self.submit(ops);
     }
 
+    /// Delivers a message the cluster handed to this node's shared group `share_filter`
+    /// (`$share/<group>/<filter>`): to one member, chosen as routing chooses (a connected one
+    /// first), checked against the ACL, waiting on a full queue as
+    /// [`Self::publish_from_peer`] does. The retained store is not touched: the message's
+    /// ordinary copy did that. False when the group has no member here any more.
+    pub async fn publish_to_shared(&self, msg: Arc<Message>, share_filter: &str) -> bool {
+        let Some(routed) = self.pick_shared_member(&msg, share_filter) else {
+            return false;
+        };
+        if let Some(auth) = self.routing_auth() {
+            if !self.may_read(&auth, auth.uniform(), &routed.session, &msg.topic) {
+                return true;
+            }
+        }
+        let (mut ops, mut blocked, mut pace) = (Vec::new(), Vec::new(), None);
+        let cost = self.deliver_or_block(routed, &mut blocked, &mut ops, &mut pace);
+        self.budget.add(cost);
+        self.wait_blocked(blocked, &mut ops).await;
+        self.submit(ops);
+        true
+    }
+
+    /// The delivery of `msg` to the member of `share_filter`'s group that routing would pick.
+    fn pick_shared_member(&self, msg: &Arc<Message>, share_filter: &str) -> Option<Routed> {
+        let trie = self.subscriptions.read();
+        let ready = |s: &Subscription<SubHandle>| {
+            s.handle.session.is_connected() && !s.handle.session.is_stuck()
+        };
+        let sub = trie
+            .pick_shared(share_filter, ready)
+            .or_else(|| trie.pick_shared(share_filter, |_| true))?;
+        Some(Routed {
+            session: sub.handle.session.clone(),
+            epoch: sub.handle.epoch,
+            delivery: Delivery {
+                msg: msg.clone(),
+                qos: msg.qos.min(sub.options.qos),
+                retain: sub.options.retain_as_published && msg.retain,
+                subscription_ids: sub.id.into_iter().collect(),
+                shared: sub.handle.share.clone(),
+                stored: None,
+            },
+        })
+    }
+
     /// Routes `msg` and waits until its deliveries are queued (or their subscribers marked
     /// stuck); returns the store writes.
     async fn publish_waiting(&self, msg: Arc<Message>) -> Vec<crate::storage::Op> {
         let publication = self.publish(msg);
         let mut ops = publication.ops;
-        let mut blocked = publication.blocked;
+        self.wait_blocked(publication.blocked, &mut ops).await;
+        ops
+    }
+
+    /// Retries blocked deliveries until they are queued or, after [`STUCK_AFTER`], their
+    /// subscribers are marked stuck and the copies dropped.
+    async fn wait_blocked(&self, mut blocked: Vec<Routed>, ops: &mut Vec<crate::storage::Op>) {
         let since = Instant::now();
         while let Some(first) = blocked.first().map(|r| r.session.clone()) {
             let _ = tokio::time::timeout(BLOCKED_POLL, first.room_made()).await;
-            blocked = self.retry_blocked(blocked, &mut ops);
+            blocked = self.retry_blocked(blocked, ops);
             if !blocked.is_empty() && since.elapsed() >= STUCK_AFTER {
                 self.abandon_blocked(std::mem::take(&mut blocked));
             }
         }
-        ops
     }
 }

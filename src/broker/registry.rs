@@ -315,6 +315,12 @@ impl BrokerState {
                 trie.unsubscribe(f, &session.client_id);
             }
         }
+        if filters
+            .iter()
+            .any(|f| crate::codec::topic::parse_shared(f).is_some())
+        {
+            self.cluster.shares_changed();
+        }
         filters
     }
 

@@ -98,27 +98,43 @@ impl BrokerState {
             s.add_subscription(filter, options, id);
             s.epoch()
         });
-        self.subscriptions.write().subscribe(
+        let shared = topic::parse_shared(filter).is_some();
+        let replaced = self.subscriptions.write().subscribe(
             filter,
             Subscription {
                 client_id: session.client_id.clone(),
                 handle: SubHandle {
                     session: session.clone(),
                     epoch,
-                    share: topic::parse_shared(filter).map(|_| Arc::from(filter)),
+                    share: shared.then(|| Arc::from(filter)),
                 },
                 options,
                 id,
             },
-        )
+        );
+        if shared {
+            self.cluster.shares_changed();
+        }
+        replaced
     }
 
     /// Removes a subscription; true if it existed.
     pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
         session.with_state(|s| s.remove_subscription(filter));
-        self.subscriptions
+        let removed = self
+            .subscriptions
             .write()
-            .unsubscribe(filter, &session.client_id)
+            .unsubscribe(filter, &session.client_id);
+        if removed && topic::parse_shared(filter).is_some() {
+            self.cluster.shares_changed();
+        }
+        removed
+    }
+
+    /// The shared groups with members on this node, and a version that changes with the list
+    /// (see `SubscriptionTrie::shared_groups`).
+    pub fn shared_groups(&self) -> (u64, Vec<String>) {
+        self.subscriptions.read().shared_groups()
     }
 
     /// Routes a message to every matching subscription and updates the retained store. One copy
@@ -134,6 +150,20 @@ impl BrokerState {
         let mut targets = RouteList::new();
         self.route(&msg, &mut targets);
         let matched = !targets.is_empty() || (cluster::forwards(&msg) && self.cluster.has_peers());
+        // With the trie lock released: the cluster's shared groups (see
+        // `Cluster::shares_via_cluster`). Groups it serves from this node get the message
+        // through it, whichever node it was published on (a peer's message arrives twice: its
+        // ordinary copy, routed here, and its shared copy); one it does not serve yet is served
+        // here. `$SYS` stays on its node.
+        let shares = !msg.topic.starts_with("$SYS") && self.cluster.shares_via_cluster();
+        if shares {
+            targets.retain(|t| {
+                !t.delivery
+                    .shared
+                    .as_deref()
+                    .is_some_and(|f| self.cluster.serves_share(f))
+            });
+        }
         let auth = if targets.is_empty() {
             None
         } else {
@@ -156,7 +186,7 @@ impl BrokerState {
         // Once per message: the budget is one counter every connection moves.
         self.budget.add(cost);
         if cluster::forwards(&msg) {
-            self.cluster.routed(&msg);
+            self.cluster.routed(&msg, shares);
         }
         Publication {
             blocked,

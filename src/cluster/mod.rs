@@ -25,6 +25,7 @@
 //! [`BrokerState::publish_from_peer`].
 
 mod retained;
+mod shares;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,7 +55,8 @@ pub enum ClusterError {
 
 /// What the hooks queue for the publishing task.
 enum Outbound {
-    Message(Arc<Message>),
+    /// A routed message; true: its shared copy goes out too (see [`shares`]).
+    Message(Arc<Message>, bool),
     /// A client id claimed here, and when (Unix microseconds).
     Claim(String, u64),
     Retained(Arc<Message>),
@@ -64,6 +66,7 @@ enum Outbound {
 pub struct NatsCluster {
     tx: mpsc::Sender<Outbound>,
     metrics: Arc<ClusterMetrics>,
+    shares: Arc<shares::SharesState>,
 }
 
 impl NatsCluster {
@@ -81,8 +84,8 @@ impl NatsCluster {
 }
 
 impl Cluster for NatsCluster {
-    fn routed(&self, msg: &Arc<Message>) {
-        self.queue(Outbound::Message(msg.clone()));
+    fn routed(&self, msg: &Arc<Message>, shares: bool) {
+        self.queue(Outbound::Message(msg.clone(), shares));
     }
 
     fn session_claimed(&self, client_id: &str) {
@@ -95,6 +98,18 @@ impl Cluster for NatsCluster {
     fn retained_changed(&self, msg: &Arc<Message>) {
         self.queue(Outbound::Retained(msg.clone()));
     }
+
+    fn shares_via_cluster(&self) -> bool {
+        self.shares.up.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn serves_share(&self, share_filter: &str) -> bool {
+        self.shares.served.contains(share_filter)
+    }
+
+    fn shares_changed(&self) {
+        self.shares.changed.notify_one();
+    }
 }
 
 /// The cluster between its installation in the broker and its start, once the broker is
@@ -103,6 +118,7 @@ pub struct Pending {
     config: ClusterConfig,
     node: String,
     rx: mpsc::Receiver<Outbound>,
+    shares: Arc<shares::SharesState>,
 }
 
 /// Sets up the cluster `[cluster]` describes: the hooks to install in the broker, and what
@@ -117,11 +133,17 @@ pub fn prepare(
     } else {
         config.node.clone()
     };
-    let cluster = Arc::new(NatsCluster { tx, metrics });
+    let shares = Arc::new(shares::SharesState::default());
+    let cluster = Arc::new(NatsCluster {
+        tx,
+        metrics,
+        shares: shares.clone(),
+    });
     let pending = Pending {
         config: config.clone(),
         node,
         rx,
+        shares,
     };
     (cluster, pending)
 }
@@ -168,10 +190,24 @@ impl Pending {
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Result<(), ClusterError> {
-        let Pending { config, node, rx } = self;
+        let Pending {
+            config,
+            node,
+            rx,
+            shares,
+        } = self;
         let metrics = state.metrics().cluster.clone();
         let (up_tx, mut up_rx) = watch::channel(false);
-        let client = connect(&config, &node, up_tx, metrics.clone()).await?;
+        let main_events = {
+            let (up, metrics) = (Arc::new(up_tx), metrics.clone());
+            move |event: async_nats::Event| on_event(&event, &up, &metrics)
+        };
+        let client = connect(&config, &node, false, main_events).await?;
+        let share_events = {
+            let shares = shares.clone();
+            move |event: async_nats::Event| shares::on_event(&event, &shares)
+        };
+        let share_client = connect(&config, &node, true, share_events).await?;
         let subjects = Subjects {
             prefix: config.prefix.clone(),
             node: node.clone(),
@@ -197,33 +233,43 @@ impl Pending {
                 "cluster: NATS not reachable; serving alone until it is");
         }
         let origin = Arc::new(node.clone());
-        tracker.spawn(publish_task(
-            client.clone(),
+        let out = Publisher {
+            client: client.clone(),
+            share_client: share_client.clone(),
             subjects,
-            rx,
-            sync.clone(),
-            metrics.clone(),
-        ));
+            sync: sync.clone(),
+            metrics: metrics.clone(),
+        };
+        tracker.spawn(out.run(rx));
         tracker.spawn(inbound_messages(state.clone(), messages, shutdown.clone()));
         tracker.spawn(inbound_claims(state.clone(), claims, shutdown.clone()));
         tracker.spawn(resync_task(state.clone(), sync, up_rx, shutdown.clone()));
-        tracker.spawn(close_on_shutdown(client, shutdown.clone(), origin));
+        tracker.spawn(shares::follow_groups(
+            state.clone(),
+            share_client.clone(),
+            config.prefix.clone(),
+            shares,
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+        tracker.spawn(close_on_shutdown(client, shutdown.clone(), origin.clone()));
+        tracker.spawn(close_on_shutdown(share_client, shutdown.clone(), origin));
         Ok(())
     }
 }
 
-/// Makes the NATS client: no-echo (a node never hears what it publishes), reconnecting for
-/// ever; `up` follows the connection.
+/// Makes a NATS client, reconnecting for ever; `events` sees its connection come and go.
+/// `echo`: whether it hears what it publishes (the shares connection does, the main one does
+/// not, so a node never routes its own messages twice).
 async fn connect(
     config: &ClusterConfig,
     node: &str,
-    up: watch::Sender<bool>,
-    metrics: Arc<ClusterMetrics>,
+    echo: bool,
+    events: impl Fn(async_nats::Event) + Send + Sync + 'static,
 ) -> Result<async_nats::Client, ClusterError> {
-    let up = Arc::new(up);
+    let events = Arc::new(events);
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("starling {node}"))
-        .no_echo()
         .retry_on_initial_connect()
         .max_reconnects(None)
         .subscription_capacity(config.queue)
@@ -232,9 +278,12 @@ async fn connect(
             Duration::from_millis((attempts as u64).saturating_mul(100).min(2_000))
         })
         .event_callback(move |event| {
-            let (up, metrics) = (up.clone(), metrics.clone());
-            async move { on_event(&event, &up, &metrics) }
+            let events = events.clone();
+            async move { events(event) }
         });
+    if !echo {
+        options = options.no_echo();
+    }
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         options = options.user_and_password(user.clone(), password.clone());
     }
@@ -290,39 +339,52 @@ fn on_event(event: &async_nats::Event, up: &watch::Sender<bool>, metrics: &Clust
     }
 }
 
-/// Publishes what the hooks queue, in order.
-async fn publish_task(
+/// The task that publishes what the hooks queue, in order.
+struct Publisher {
     client: async_nats::Client,
+    share_client: async_nats::Client,
     subjects: Subjects,
-    mut rx: mpsc::Receiver<Outbound>,
     sync: retained::Sync,
     metrics: Arc<ClusterMetrics>,
-) {
-    let (msg_subject, claim_subject) = (subjects.messages(), subjects.claims());
-    while let Some(item) = rx.recv().await {
-        let sent = match item {
-            Outbound::Message(msg) => {
-                let body = encode_message_record(&StoredMessage::from_message(&msg));
-                let sent = client.publish(msg_subject.clone(), Bytes::from(body)).await;
-                if sent.is_ok() {
-                    metrics.sent.inc();
+}
+
+impl Publisher {
+    async fn run(self, mut rx: mpsc::Receiver<Outbound>) {
+        let (msg_subject, claim_subject) = (self.subjects.messages(), self.subjects.claims());
+        while let Some(item) = rx.recv().await {
+            let sent = match item {
+                Outbound::Message(msg, shares) => {
+                    let body = encode_message_record(&StoredMessage::from_message(&msg));
+                    let sent = self
+                        .client
+                        .publish(msg_subject.clone(), Bytes::from(body))
+                        .await
+                        .map_err(|e| e.to_string());
+                    if sent.is_ok() {
+                        self.metrics.sent.inc();
+                    }
+                    match shares {
+                        true => sent.and(
+                            shares::publish(&self.share_client, &self.subjects.prefix, &msg).await,
+                        ),
+                        false => sent,
+                    }
                 }
-                sent.map_err(|e| e.to_string())
-            }
-            Outbound::Claim(client_id, at_us) => {
-                let mut body = at_us.to_be_bytes().to_vec();
-                body.extend_from_slice(client_id.as_bytes());
-                client
-                    .publish(claim_subject.clone(), Bytes::from(body))
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Outbound::Retained(msg) => sync.store(&msg).await,
-        };
-        if let Err(e) = sent {
-            metrics.dropped.inc();
-            if crate::logging::refusal_allowed() {
-                tracing::warn!(error = %e, "cluster: NATS refused a publish; dropped");
+                Outbound::Claim(client_id, at_us) => {
+                    let mut body = at_us.to_be_bytes().to_vec();
+                    body.extend_from_slice(client_id.as_bytes());
+                    self.client
+                        .publish(claim_subject.clone(), Bytes::from(body))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Outbound::Retained(msg) => self.sync.store(&msg).await,
+            };
+            if let Err(e) = sent {
+                self.metrics.dropped.inc();
+                if crate::logging::refusal_allowed() {
+                    tracing::warn!(error = %e, "cluster: NATS refused a publish; dropped");
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ type Family = (
     fn(&ClusterMetrics) -> u64,
 );
 
-const FAMILIES: [Family; 7] = [
+const FAMILIES: [Family; 8] = [
     (
         "starling_cluster_up",
         "gauge",
@@ -56,6 +56,13 @@ const FAMILIES: [Family; 7] = [
         "counter",
         "Retained messages read from the cluster's stream (at start, after reconnections).",
         |m| m.retained_loaded.get(),
+    ),
+    (
+        "starling_cluster_shared_groups",
+        "gauge",
+        "Shared subscription groups with members on this node that the cluster serves (their \
+         NATS queue subscriptions made).",
+        |m| m.shared_groups.get(),
     ),
 ];
 

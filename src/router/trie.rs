@@ -363,6 +363,11 @@ pub struct SubscriptionTrie<S> {
     /// SplitMix64 state for [`SharedStrategy::Random`]; advanced with `fetch_add`, so concurrent
     /// matchers never see the same number.
     rng: AtomicU64,
+    /// The shared groups that have members, as `$share/<group>/<filter>`: a cluster node tells
+    /// the others which groups it serves. Only groups are listed, not members.
+    groups: std::collections::BTreeSet<Box<str>>,
+    /// Moves on each change of `groups`.
+    groups_version: u64,
 }
 
 impl<S> Default for SubscriptionTrie<S> {
@@ -391,7 +396,18 @@ impl<S> SubscriptionTrie<S> {
             shared_len: 0,
             strategy,
             rng: AtomicU64::new(seed),
+            groups: std::collections::BTreeSet::new(),
+            groups_version: 0,
         }
+    }
+
+    /// The shared groups with at least one member (`$share/<group>/<filter>`), and a version
+    /// that changes whenever that list does.
+    pub fn shared_groups(&self) -> (u64, Vec<String>) {
+        (
+            self.groups_version,
+            self.groups.iter().map(|g| g.to_string()).collect(),
+        )
     }
 
     /// The shared-group member selection in force.
@@ -430,6 +446,8 @@ impl<S> SubscriptionTrie<S> {
                             members: SubList::new(),
                             next: AtomicUsize::new(0),
                         });
+                        self.groups.insert(filter.into());
+                        self.groups_version += 1;
                         let last = leaf.shared.len() - 1;
                         &mut leaf.shared[last]
                     }
@@ -471,6 +489,8 @@ impl<S> SubscriptionTrie<S> {
                         let removed = leaf.shared[i].members.remove(client_id);
                         if leaf.shared[i].members.is_empty() {
                             leaf.shared.swap_remove(i);
+                            self.groups.remove(filter);
+                            self.groups_version += 1;
                             if leaf.shared.len() < leaf.shared.capacity() / 4 {
                                 leaf.shared.shrink_to(leaf.shared.len() * 2);
                             }

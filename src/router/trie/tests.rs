@@ -559,3 +559,24 @@ fn matches_with_counts_the_filters_that_gave_plain_matches() {
     s.subscribe("$share/g/q", sub("c1", 1));
     assert_eq!(count(&s, "q"), 0);
 }
+
+#[test]
+fn shared_groups_are_listed_while_they_have_members() {
+    let mut t = SubscriptionTrie::new();
+    let (v0, none) = t.shared_groups();
+    assert!(none.is_empty());
+    t.subscribe("$share/g/a/#", sub("m1", 1));
+    t.subscribe("$share/g/a/#", sub("m2", 2));
+    t.subscribe("$share/h/a/#", sub("m1", 3));
+    t.subscribe("a/#", sub("plain", 4));
+    let (v1, groups) = t.shared_groups();
+    assert_eq!(groups, ["$share/g/a/#", "$share/h/a/#"]);
+    assert_ne!(v0, v1);
+    // A second member changes nothing; the last one leaving removes the group.
+    t.unsubscribe("$share/g/a/#", "m1");
+    assert_eq!(t.shared_groups(), (v1, groups.clone()));
+    t.unsubscribe("$share/g/a/#", "m2");
+    let (v2, groups) = t.shared_groups();
+    assert_eq!(groups, ["$share/h/a/#"]);
+    assert_ne!(v1, v2);
+}
