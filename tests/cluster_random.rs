@@ -3,8 +3,9 @@
 //! moving between nodes (each move takes the session over from the node it left). Checked:
 //! every message reaches every subscriber whose filters match it, once, at the QoS the spec
 //! gives it (the lower of the publish QoS and the granted QoS [MQTT-3.8.4-8]), in each
-//! publisher's order per topic [MQTT-4.6.0-5]; nothing that does not match arrives; every move
-//! closes the connection left behind [MQTT-3.1.4-2]; every node still answers afterwards.
+//! publisher's order per topic [MQTT-4.6.0-5]; nothing that does not match arrives; a shared
+//! group with members on random nodes gets every message once in all (MQTT 5.0 4.8.2); every
+//! move closes the connection left behind [MQTT-3.1.4-2]; every node still answers afterwards.
 //!
 //! `SOAK_SEED` replays a workload (the seed is printed); `CLUSTER_MESSAGES` sets how many
 //! messages each publisher sends (default 150).
@@ -32,6 +33,8 @@ const FILTERS: [&str; 5] = ["s/a", "s/+", "s/#", "s/c/+", "s/c/d"];
 const PUBLISHERS: usize = 4;
 const SUBSCRIBERS: usize = 6;
 const MOVERS: usize = 2;
+const SHARE_MEMBERS: usize = 3;
+const SHARE: &str = "$share/w/s/#";
 
 fn matches(filter: &str, topic: &str) -> bool {
     let (mut f, mut t) = (filter.split('/'), topic.split('/'));
@@ -140,6 +143,29 @@ async fn next_message(c: &mut Client) -> starling::codec::Publish {
             }
             Packet::PubRel(r) => c.send(&Packet::PubComp(PubResp::new(r.packet_id))).await,
             other => panic!("{}: unexpected {other:?}", c.name),
+        }
+    }
+}
+
+/// A member of the shared group: reports what the group hands it, until aborted. (Its
+/// messages come over another path than the end markers, so markers cannot say when the group
+/// has had everything; the test counts instead.)
+async fn share_member(
+    k: usize,
+    addr: SocketAddr,
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, u64)>,
+) {
+    let mut c = Client::connect(addr, &format!("member-{k}")).await;
+    c.subscribe(SHARE, QoS::ExactlyOnce).await;
+    loop {
+        let p = next_message(&mut c).await;
+        let body = text(&p);
+        let (publisher, seq) = body
+            .split_once(':')
+            .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap()))
+            .unwrap_or_else(|| panic!("member-{k}: unexpected payload {body:?}"));
+        if tx.send((publisher, seq)).is_err() {
+            return;
         }
     }
 }
@@ -256,6 +282,25 @@ async fn random_clients_across_three_nodes() {
             })
             .await;
     }
+    let member_nodes: Vec<usize> = (0..SHARE_MEMBERS).map(|_| r.below(3) as usize).collect();
+    let (share_tx, mut share_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut member_tasks = Vec::new();
+    for (k, &n) in member_nodes.iter().enumerate() {
+        member_tasks.push(tokio::spawn(share_member(k, addrs[n], share_tx.clone())));
+    }
+    for (k, &n) in member_nodes.iter().enumerate() {
+        nodes[n]
+            .wait_until("member subscribed", |s| {
+                s.session_info(&format!("member-{k}"))
+                    .is_some_and(|info| info.subscriptions.len() == 1)
+            })
+            .await;
+        nodes[n]
+            .wait_until("group served through NATS", |s| {
+                s.metrics().cluster.shared_groups.get() == 1
+            })
+            .await;
+    }
     let mut others = Vec::new();
     for m in 0..MOVERS {
         others.push(tokio::spawn(mover(m, addrs.clone(), r.fork(), 12)));
@@ -280,6 +325,34 @@ async fn random_clients_across_three_nodes() {
     }
 
     let all: Vec<&Sent> = pubs.iter().flat_map(|(_, plan)| plan).collect();
+    // Every message once to the group: count until each has come, then a quiet spell for
+    // second copies.
+    let mut shared: HashMap<(usize, u64), usize> = HashMap::new();
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut complete = false;
+    loop {
+        match tokio::time::timeout_at(deadline, share_rx.recv()).await {
+            Ok(Some(key)) => *shared.entry(key).or_default() += 1,
+            Ok(None) => panic!("every member ended"),
+            Err(_) => break,
+        }
+        if !complete && shared.len() == all.len() {
+            complete = true;
+            deadline = tokio::time::Instant::now() + QUIET;
+        }
+    }
+    for t in &member_tasks {
+        t.abort();
+    }
+    for s in &all {
+        let n = shared.get(&(s.publisher, s.seq)).copied().unwrap_or(0);
+        assert_eq!(
+            n, 1,
+            "{}:{} ({} QoS {:?}) reached the shared group {n} times, SOAK_SEED={seed} \
+             members on nodes {member_nodes:?}",
+            s.publisher, s.seq, s.topic, s.qos
+        );
+    }
     for (i, (plan, got)) in subs.iter().zip(&got).enumerate() {
         check_subscriber(i, plan, &all, got, seed);
     }
