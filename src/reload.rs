@@ -265,6 +265,19 @@ mod tests {
     }
 
     #[test]
+    fn cluster_changes_need_a_restart_and_hide_the_token() {
+        let running = Config::from_toml_str("[cluster]\ntoken = \"old-secret\"\n").unwrap();
+        let new =
+            Config::from_toml_str("[cluster]\ntoken = \"new-secret\"\nnode = \"n\"\n").unwrap();
+        let report = ReloadReport::compare(&running, &new);
+        let text: Vec<String> = report.changes.iter().map(|c| c.to_string()).collect();
+        let text = text.join("\n");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("cluster.token: (hidden "), "{text}");
+        assert_eq!(report.restart_required().count(), 2, "{text}");
+    }
+
+    #[test]
     fn same_config_has_no_changes() {
         let c = Config::default();
         assert!(ReloadReport::compare(&c, &c.clone()).is_empty());

@@ -310,3 +310,106 @@ async fn next_of_any(clients: &mut [Client]) -> (usize, Publish) {
         assert!(Instant::now() < deadline, "no member got a message");
     }
 }
+
+/// Mosquitto's own clients across two nodes: `mosquitto_pub` on A, `mosquitto_sub` on B, at
+/// QoS 2, under MQTT 3.1.1 and 5.0.
+#[tokio::test]
+async fn mosquitto_clients_across_nodes() {
+    if !have_mosquitto_clients() {
+        return;
+    }
+    let Some(nats) = nats() else { return };
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    linked(&a, &b).await;
+    for version in ["mqttv311", "mqttv5"] {
+        let mut sub = Proc::spawn(
+            "mosquitto_sub",
+            std::process::Command::new("stdbuf").args([
+                "-oL",
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &b.addr.port().to_string(),
+                "-V",
+                version,
+                "-q",
+                "2",
+                "-t",
+                "m/#",
+                "-d",
+                "-F",
+                "MSG|%t|%p",
+            ]),
+            None,
+        );
+        line_where(&mut sub, |l| l.contains("SUBACK")).await;
+        let payload = format!("hello-{version}");
+        // Not std::process: the brokers run on this test's thread.
+        let status = tokio::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &a.addr.port().to_string()])
+            .args(["-V", version, "-q", "2", "-t", "m/x", "-m", &payload])
+            .status()
+            .await
+            .expect("mosquitto_pub runs");
+        assert!(status.success(), "mosquitto_pub {version}: {status}");
+        let got = line_where(&mut sub, |l| l.starts_with("MSG|")).await;
+        assert_eq!(got, format!("MSG|m/x|{payload}"), "{}", sub.transcript());
+    }
+}
+
+/// The first line of `p` that `pick` accepts (bounded).
+async fn line_where(p: &mut Proc, pick: impl Fn(&str) -> bool) -> String {
+    loop {
+        match p.line_within(WAIT).await {
+            Some(l) if pick(&l) => return l,
+            Some(_) => {}
+            None => panic!("{}: no such line\n{}", p.name, p.transcript()),
+        }
+    }
+}
+
+/// A node restarted with its store learns what changed in the cluster's retained messages
+/// while it was down: a deletion removes the copy its store kept, and a new one is there
+/// [MQTT-3.3.1-10] [MQTT-3.3.1-6].
+#[tokio::test]
+async fn a_restarted_node_with_a_store_catches_up_on_retained_changes() {
+    let Some(nats) = nats() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let stored_node = || {
+        let mut cfg = config();
+        cfg.persistence.enabled = Some(true);
+        cfg.persistence.dir = dir.path().join("b");
+        cfg.cluster = Some(starling::config::ClusterConfig {
+            servers: vec![nats.url()],
+            node: "b".into(),
+            ..Default::default()
+        });
+        start_with(cfg)
+    };
+    let a = node(&nats, "a").await;
+    let b = stored_node().await;
+    linked(&a, &b).await;
+    let mut publ = Client::connect(a.addr, "pub").await;
+    let retained = |topic: &str, payload: &[u8]| {
+        let mut p = publish(topic, payload, QoS::AtLeastOnce, 1);
+        p.retain = true;
+        p
+    };
+    publ.publish_packet(retained("r/old", b"old")).await;
+    b.wait_until("b has it", |s| s.retained_count() == 1).await;
+    assert!(b.stop_within(Duration::from_secs(5)).await, "b stops");
+
+    publ.publish_packet(retained("r/old", b"")).await;
+    publ.publish_packet(retained("r/new", b"new")).await;
+    // Both changes in the stream (the first one's entry replaced by the deletion).
+    nats.wait_for_stream_messages("starling_retained", 2).await;
+    let b = stored_node().await;
+    assert_eq!(b.state().retained_count(), 1);
+    let mut sub = Client::connect(b.addr, "late").await;
+    sub.subscribe("r/#", QoS::AtLeastOnce).await;
+    let got = sub.next_publish_acked().await;
+    assert_eq!((&*got.topic, text(&got).as_str()), ("r/new", "new"));
+    sub.expect_nothing("the retained message deleted while b was down")
+        .await;
+}

@@ -87,6 +87,13 @@ impl TestBroker {
         self.handle.as_ref().unwrap()
     }
 
+    /// Graceful shutdown; true when it finished within `limit`.
+    pub async fn stop_within(mut self, limit: Duration) -> bool {
+        let h = self.handle.take().unwrap();
+        h.shutdown();
+        tokio::time::timeout(limit, h.wait()).await.is_ok()
+    }
+
     /// Waits (bounded) until `cond` holds on the broker state: for events only the broker sees
     /// (a session expired, a subscription registered by an external client).
     pub async fn wait_until(&self, what: &str, cond: impl Fn(&BrokerState) -> bool) {

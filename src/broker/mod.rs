@@ -36,6 +36,11 @@
 //! - A delivery routed by a subscription carries the session state's epoch from when the
 //!   subscription was made; a session cleared since (clean start, discard) refuses it, so
 //!   routing outside the trie lock never revives a dropped subscription.
+//! - The [`cluster::Cluster`] hooks are called with no lock held, and only queue or read the
+//!   cluster's own state (atomics, and the set of shared groups NATS serves, a `DashSet`
+//!   whose guards are never held across a call); the cluster calls back into the broker
+//!   (routing, disconnecting a session taken over on another node) from its own tasks, with
+//!   none of its guards held.
 
 mod admin;
 mod budget;

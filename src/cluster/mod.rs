@@ -45,6 +45,9 @@ use crate::message::{Message, Origin};
 use crate::metrics::ClusterMetrics;
 use crate::storage::{decode_message_record, encode_message_record, unix_ms_now, StoredMessage};
 
+/// How long a stopping node spends sending what is still queued for the other nodes.
+const SHUTDOWN_SEND: Duration = Duration::from_secs(2);
+
 /// Why the cluster could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -232,7 +235,6 @@ impl Pending {
             tracing::warn!(node, timeout = ?config.connect_timeout,
                 "cluster: NATS not reachable; serving alone until it is");
         }
-        let origin = Arc::new(node.clone());
         let out = Publisher {
             client: client.clone(),
             share_client: share_client.clone(),
@@ -240,7 +242,7 @@ impl Pending {
             sync: sync.clone(),
             metrics: metrics.clone(),
         };
-        tracker.spawn(out.run(rx));
+        tracker.spawn(out.run(rx, shutdown.clone()));
         tracker.spawn(inbound_messages(state.clone(), messages, shutdown.clone()));
         tracker.spawn(inbound_claims(state.clone(), claims, shutdown.clone()));
         tracker.spawn(resync_task(state.clone(), sync, up_rx, shutdown.clone()));
@@ -252,8 +254,6 @@ impl Pending {
             tracker.clone(),
             shutdown.clone(),
         ));
-        tracker.spawn(close_on_shutdown(client, shutdown.clone(), origin.clone()));
-        tracker.spawn(close_on_shutdown(share_client, shutdown.clone(), origin));
         Ok(())
     }
 }
@@ -349,42 +349,64 @@ struct Publisher {
 }
 
 impl Publisher {
-    async fn run(self, mut rx: mpsc::Receiver<Outbound>) {
-        let (msg_subject, claim_subject) = (self.subjects.messages(), self.subjects.claims());
-        while let Some(item) = rx.recv().await {
-            let sent = match item {
-                Outbound::Message(msg, shares) => {
-                    let body = encode_message_record(&StoredMessage::from_message(&msg));
-                    let sent = self
-                        .client
-                        .publish(msg_subject.clone(), Bytes::from(body))
-                        .await
-                        .map_err(|e| e.to_string());
-                    if sent.is_ok() {
-                        self.metrics.sent.inc();
-                    }
-                    match shares {
-                        true => sent.and(
-                            shares::publish(&self.share_client, &self.subjects.prefix, &msg).await,
-                        ),
-                        false => sent,
-                    }
-                }
-                Outbound::Claim(client_id, at_us) => {
-                    let mut body = at_us.to_be_bytes().to_vec();
-                    body.extend_from_slice(client_id.as_bytes());
-                    self.client
-                        .publish(claim_subject.clone(), Bytes::from(body))
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                Outbound::Retained(msg) => self.sync.store(&msg).await,
+    async fn run(self, mut rx: mpsc::Receiver<Outbound>, shutdown: CancellationToken) {
+        loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = shutdown.cancelled() => break,
             };
-            if let Err(e) = sent {
-                self.metrics.dropped.inc();
-                if crate::logging::refusal_allowed() {
-                    tracing::warn!(error = %e, "cluster: NATS refused a publish; dropped");
+            let Some(item) = item else { return };
+            self.send(item).await;
+        }
+        // At shutdown: what is queued still goes (the last wills, retained updates), within
+        // a bound, then the connections are flushed.
+        let rest = async {
+            while let Ok(item) = rx.try_recv() {
+                self.send(item).await;
+            }
+            let _ = self.client.flush().await;
+            let _ = self.share_client.flush().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_SEND, rest).await.is_err() {
+            tracing::warn!(node = %self.subjects.node,
+                "cluster: could not send everything queued for the other nodes at shutdown");
+        }
+    }
+
+    async fn send(&self, item: Outbound) {
+        let (msg_subject, claim_subject) = (self.subjects.messages(), self.subjects.claims());
+        let sent = match item {
+            Outbound::Message(msg, shares) => {
+                let body = encode_message_record(&StoredMessage::from_message(&msg));
+                let sent = self
+                    .client
+                    .publish(msg_subject, Bytes::from(body))
+                    .await
+                    .map_err(|e| e.to_string());
+                if sent.is_ok() {
+                    self.metrics.sent.inc();
                 }
+                match shares {
+                    true => sent.and(
+                        shares::publish(&self.share_client, &self.subjects.prefix, &msg).await,
+                    ),
+                    false => sent,
+                }
+            }
+            Outbound::Claim(client_id, at_us) => {
+                let mut body = at_us.to_be_bytes().to_vec();
+                body.extend_from_slice(client_id.as_bytes());
+                self.client
+                    .publish(claim_subject, Bytes::from(body))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Outbound::Retained(msg) => self.sync.store(&msg).await,
+        };
+        if let Err(e) = sent {
+            self.metrics.dropped.inc();
+            if crate::logging::refusal_allowed() {
+                tracing::warn!(error = %e, "cluster: NATS refused a publish; dropped");
             }
         }
     }
@@ -514,21 +536,6 @@ async fn resync_task(
             _ = shutdown.cancelled() => return,
         }
         sync.catch_up(&state).await;
-    }
-}
-
-/// At shutdown: sends what is queued and closes the NATS connection.
-async fn close_on_shutdown(
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-    node: Arc<String>,
-) {
-    shutdown.cancelled().await;
-    if tokio::time::timeout(Duration::from_secs(2), client.flush())
-        .await
-        .is_err()
-    {
-        tracing::warn!(node = %node, "cluster: NATS flush at shutdown timed out");
     }
 }
 

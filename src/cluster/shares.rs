@@ -171,7 +171,7 @@ pub(super) async fn follow_groups(
                             client.clone(),
                             g.clone(),
                             subs,
-                            stop.clone(),
+                            (stop.clone(), shutdown.clone()),
                         ));
                         shares.served.insert(g.clone());
                         serving.insert(g, stop);
@@ -241,7 +241,7 @@ async fn serve_group(
     client: async_nats::Client,
     share_filter: String,
     subs: Vec<async_nats::Subscriber>,
-    stop: CancellationToken,
+    (stop, shutdown): (CancellationToken, CancellationToken),
 ) {
     let metrics = state.metrics().cluster.clone();
     let origin = Arc::new("cluster".to_owned());
@@ -269,6 +269,9 @@ async fn serve_group(
         if !state.publish_to_shared(msg, &share_filter).await {
             pass_on(&client, &m, &metrics).await;
         }
+    }
+    if shutdown.is_cancelled() {
+        return;
     }
     // The group has no member here any more. Drained: NATS stops sending, and the streams
     // end after what it had already sent, which goes to the members elsewhere. Bounded, for a
