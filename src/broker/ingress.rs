@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::message::Message;
+use crate::persistence::Receipt;
 use crate::router::trie::Subscription;
 use crate::session::Delivery;
 
@@ -44,11 +45,15 @@ impl BrokerState {
 
     /// Routes a message from a cluster peer: like [`Self::publish_acknowledged`], it waits
     /// (at most [`STUCK_AFTER`]) for full queues, so the peer's messages keep their order and
-    /// a slow subscriber here slows the link as it would slow a local publisher; but nobody
-    /// waits for the store, so the writes are submitted and not waited for.
-    pub async fn publish_from_peer(&self, msg: Arc<Message>) {
+    /// a slow subscriber here slows the link as it would slow a local publisher. Returns the
+    /// receipt of its store writes, if it made any, for the caller to acknowledge the message
+    /// to the cluster once it is done; the caller goes on routing meanwhile.
+    pub async fn publish_from_peer(&self, msg: Arc<Message>) -> Option<Receipt> {
         let ops = self.publish_waiting(msg).await;
-        self.submit(ops);
+        match (&self.persistence, ops.is_empty()) {
+            (Some(p), false) => Some(p.receipt(ops)),
+            _ => None,
+        }
     }
 
     /// Stores or deletes (empty payload) a retained message read from the cluster's retained

@@ -3,12 +3,12 @@
 //!
 //! What crosses, on subjects under `[cluster] prefix` (`<p>` below):
 //! - `<p>.msg.<node>`: every message a node routes (not `$SYS`, not one that came from a peer),
-//!   in the store's message record format ([`crate::storage::encode_message_record`]). Each
-//!   node subscribes to `<p>.msg.*` and routes what the others send as it routes a local
-//!   publisher's messages, in order, waiting on full queues as a publisher would. The NATS
-//!   connection is made with no-echo, so a node never hears itself. Core NATS carries these:
-//!   between nodes a message goes at most once, and while NATS is unreachable up to
-//!   `[cluster] queue` of them wait.
+//!   in the store's message record format ([`crate::storage::encode_message_record`]), into
+//!   the JetStream stream `<p>_messages`. Each node reads it through a durable consumer named
+//!   after it, routes the others' messages as it routes a local publisher's, in order, waiting
+//!   on full queues as a publisher would, and acknowledges each once stored where a persistent
+//!   session holds it; so a node that was away gets what it missed (see [`messages`]). While
+//!   NATS is unreachable up to `[cluster] queue` messages wait in this node.
 //! - `<p>.claim.<node>`: a CONNECT on `<node>` claimed a client id (wall-clock microseconds,
 //!   then the id). Any other node holding a session for that id closes its connection (MQTT 5
 //!   DISCONNECT 0x8E Session taken over [MQTT-3.1.4-2]) and ends the session there: the client
@@ -18,22 +18,24 @@
 //!   subject: the retained messages. A node reads them at start, before it serves clients, and
 //!   after each reconnection reads what changed while it was away (see [`retained`]).
 //!
+//! - Shared subscriptions go through NATS queue groups on a second connection (see [`shares`]).
+//!
 //! The broker calls the hooks with no lock held; they only queue, on one bounded queue
 //! (`[cluster] queue`; when full, the item is dropped and counted in
 //! `starling_cluster_messages_dropped_total`), for the one task that publishes to NATS.
-//! Inbound messages are read by one task per subject and routed through
+//! Inbound messages are read by one task and routed through
 //! [`BrokerState::publish_from_peer`].
 
+mod messages;
 mod retained;
 mod shares;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,9 +43,12 @@ use crate::broker::cluster::Cluster;
 use crate::broker::BrokerState;
 use crate::codec::ReasonCode;
 use crate::config::ClusterConfig;
-use crate::message::{Message, Origin};
+use crate::message::Message;
 use crate::metrics::ClusterMetrics;
-use crate::storage::{decode_message_record, encode_message_record, unix_ms_now, StoredMessage};
+use crate::storage::unix_ms_now;
+
+/// Stream acknowledgements awaited at once before the publishing task waits for them.
+const ACKS_IN_FLIGHT: usize = 4096;
 
 /// How long a stopping node spends sending what is still queued for the other nodes.
 const SHUTDOWN_SEND: Duration = Duration::from_secs(2);
@@ -169,14 +174,8 @@ struct Subjects {
 }
 
 impl Subjects {
-    fn messages(&self) -> String {
-        format!("{}.msg.{}", self.prefix, self.node)
-    }
     fn claims(&self) -> String {
         format!("{}.claim.{}", self.prefix, self.node)
-    }
-    fn all_messages(&self) -> String {
-        format!("{}.msg.*", self.prefix)
     }
     fn all_claims(&self) -> String {
         format!("{}.claim.*", self.prefix)
@@ -201,36 +200,43 @@ impl Pending {
         } = self;
         let metrics = state.metrics().cluster.clone();
         let (up_tx, mut up_rx) = watch::channel(false);
-        let main_events = {
-            let (up, metrics) = (Arc::new(up_tx), metrics.clone());
-            move |event: async_nats::Event| on_event(&event, &up, &metrics)
-        };
-        let client = connect(&config, &node, false, main_events).await?;
-        let share_events = {
-            let shares = shares.clone();
-            move |event: async_nats::Event| shares::on_event(&event, &shares)
-        };
-        let share_client = connect(&config, &node, true, share_events).await?;
+        let (client, share_client) = connect_both(&config, &node, up_tx, &shares, &metrics).await?;
         let subjects = Subjects {
             prefix: config.prefix.clone(),
             node: node.clone(),
         };
         tracing::info!(node, servers = ?config.servers, "cluster: joining through NATS");
-        let messages = client
-            .subscribe(subjects.all_messages())
-            .await
-            .map_err(|e| ClusterError::Connect(e.to_string()))?;
         let claims = client
             .subscribe(subjects.all_claims())
             .await
             .map_err(|e| ClusterError::Connect(e.to_string()))?;
-        let (sync, acks) = retained::Sync::new(&client, &config, &node);
-        tracker.spawn(retained::ack_task(acks, metrics.clone()));
-        let connected = tokio::time::timeout(config.connect_timeout, up_rx.wait_for(|up| *up))
+        let (acks, acks_rx) = mpsc::channel(ACKS_IN_FLIGHT);
+        tracker.spawn(ack_task(acks_rx, metrics.clone()));
+        let sync = retained::Sync::new(&client, &config, &node, acks.clone());
+        let messages = messages::Messages::new(&client, &config, &node);
+        let (caught_up_tx, caught_up) = oneshot::channel();
+        tracker.spawn(messages::consume(
+            state.clone(),
+            messages.clone(),
+            up_rx.clone(),
+            shutdown.clone(),
+            caught_up_tx,
+        ));
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let connected = tokio::time::timeout_at(deadline, up_rx.wait_for(|up| *up))
             .await
             .is_ok();
         if connected {
             sync.catch_up(state).await;
+            // What the other nodes published while this node was away, for the sessions it
+            // restored, before clients can subscribe afresh.
+            if tokio::time::timeout_at(deadline, caught_up).await.is_err() {
+                tracing::warn!(
+                    node,
+                    "cluster: still routing what the other nodes published \
+                    while this node was away; serving meanwhile"
+                );
+            }
         } else {
             tracing::warn!(node, timeout = ?config.connect_timeout,
                 "cluster: NATS not reachable; serving alone until it is");
@@ -240,10 +246,11 @@ impl Pending {
             share_client: share_client.clone(),
             subjects,
             sync: sync.clone(),
+            messages: messages.clone(),
+            acks,
             metrics: metrics.clone(),
         };
         tracker.spawn(out.run(rx, shutdown.clone()));
-        tracker.spawn(inbound_messages(state.clone(), messages, shutdown.clone()));
         tracker.spawn(inbound_claims(state.clone(), claims, shutdown.clone()));
         tracker.spawn(resync_task(state.clone(), sync, up_rx, shutdown.clone()));
         tracker.spawn(shares::follow_groups(
@@ -256,6 +263,27 @@ impl Pending {
         ));
         Ok(())
     }
+}
+
+/// The main connection (no echo; `up` follows it) and the shares connection.
+async fn connect_both(
+    config: &ClusterConfig,
+    node: &str,
+    up: watch::Sender<bool>,
+    shares: &Arc<shares::SharesState>,
+    metrics: &Arc<ClusterMetrics>,
+) -> Result<(async_nats::Client, async_nats::Client), ClusterError> {
+    let main_events = {
+        let (up, metrics) = (Arc::new(up), metrics.clone());
+        move |event: async_nats::Event| on_event(&event, &up, &metrics)
+    };
+    let client = connect(config, node, false, main_events).await?;
+    let share_events = {
+        let shares = shares.clone();
+        move |event: async_nats::Event| shares::on_event(&event, &shares)
+    };
+    let share_client = connect(config, node, true, share_events).await?;
+    Ok((client, share_client))
 }
 
 /// Makes a NATS client, reconnecting for ever; `events` sees its connection come and go.
@@ -345,6 +373,9 @@ struct Publisher {
     share_client: async_nats::Client,
     subjects: Subjects,
     sync: retained::Sync,
+    messages: messages::Messages,
+    /// The stream's acknowledgements of what this task publishes, for [`ack_task`].
+    acks: mpsc::Sender<async_nats::jetstream::context::PublishAckFuture>,
     metrics: Arc<ClusterMetrics>,
 }
 
@@ -374,15 +405,12 @@ impl Publisher {
     }
 
     async fn send(&self, item: Outbound) {
-        let (msg_subject, claim_subject) = (self.subjects.messages(), self.subjects.claims());
         let sent = match item {
             Outbound::Message(msg, shares) => {
-                let body = encode_message_record(&StoredMessage::from_message(&msg));
-                let sent = self
-                    .client
-                    .publish(msg_subject, Bytes::from(body))
-                    .await
-                    .map_err(|e| e.to_string());
+                let sent = match self.messages.publish(&msg).await {
+                    Ok(ack) => self.acks.send(ack).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
                 if sent.is_ok() {
                     self.metrics.sent.inc();
                 }
@@ -397,7 +425,7 @@ impl Publisher {
                 let mut body = at_us.to_be_bytes().to_vec();
                 body.extend_from_slice(client_id.as_bytes());
                 self.client
-                    .publish(claim_subject, Bytes::from(body))
+                    .publish(self.subjects.claims(), Bytes::from(body))
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -412,45 +440,14 @@ impl Publisher {
     }
 }
 
-/// Routes the other nodes' messages, in order.
-async fn inbound_messages(
-    state: Arc<BrokerState>,
-    mut sub: async_nats::Subscriber,
-    shutdown: CancellationToken,
-) {
-    let metrics = state.metrics().cluster.clone();
-    // One `Arc` per node name, shared by all of its messages.
-    let mut origins: HashMap<String, Arc<String>> = HashMap::new();
-    loop {
-        let m = tokio::select! {
-            m = sub.next() => m,
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(m) = m else { return };
-        let node = m.subject.rsplit('.').next().unwrap_or_default();
-        let origin = match origins.get(node) {
-            Some(o) => o.clone(),
-            None => {
-                let o = Arc::new(node.to_owned());
-                origins.insert(node.to_owned(), o.clone());
-                o
-            }
-        };
-        match decode_message_record(&m.payload) {
-            Ok(stored) => {
-                metrics.received.inc();
-                let mut msg = stored.to_message();
-                msg.origin = Origin::Peer(origin);
-                state.publish_from_peer(Arc::new(msg)).await;
-            }
-            Err(e) => {
-                metrics.dropped.inc();
-                if crate::logging::refusal_allowed() {
-                    tracing::warn!(node, error = %crate::logging::bounded(&e),
-                        "cluster: a message from another node did not decode; dropped");
-                }
-            }
-        }
+/// The subscription's next message; None once it ends or the broker shuts down.
+async fn next_or_shutdown(
+    sub: &mut async_nats::Subscriber,
+    shutdown: &CancellationToken,
+) -> Option<async_nats::Message> {
+    tokio::select! {
+        m = sub.next() => m,
+        _ = shutdown.cancelled() => None,
     }
 }
 
@@ -460,12 +457,7 @@ async fn inbound_claims(
     mut sub: async_nats::Subscriber,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let m = tokio::select! {
-            m = sub.next() => m,
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(m) = m else { return };
+    while let Some(m) = next_or_shutdown(&mut sub, &shutdown).await {
         let node = m.subject.rsplit('.').next().unwrap_or_default();
         let Some((at_us, client_id)) = parse_claim(&m.payload) else {
             tracing::warn!(node, "cluster: a takeover notice did not decode; ignored");
@@ -516,6 +508,24 @@ fn unix_us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Awaits the streams' acknowledgements of what the publishing task wrote, in order; what a
+/// stream did not take is counted as dropped.
+async fn ack_task(
+    mut rx: mpsc::Receiver<async_nats::jetstream::context::PublishAckFuture>,
+    metrics: Arc<ClusterMetrics>,
+) {
+    while let Some(ack) = rx.recv().await {
+        if let Err(e) = ack.await {
+            metrics.dropped.inc();
+            if crate::logging::refusal_allowed() {
+                tracing::warn!(error = %e,
+                    "cluster: a stream did not take a message or retained update for the \
+                     other nodes");
+            }
+        }
+    }
 }
 
 /// After each reconnection to NATS: reads the retained messages that changed meanwhile.

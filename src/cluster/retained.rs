@@ -22,7 +22,6 @@ use tokio::sync::mpsc;
 use crate::broker::BrokerState;
 use crate::config::ClusterConfig;
 use crate::message::{Message, Origin};
-use crate::metrics::ClusterMetrics;
 use crate::storage::{decode_message_record, encode_message_record, StoredMessage};
 
 /// The header naming the node that wrote a stream entry.
@@ -31,9 +30,6 @@ const NODE_HEADER: &str = "Starling-Node";
 /// How long one read from the stream may take before the catch-up gives up (and tries again
 /// at the next reconnection).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Stream acknowledgements awaited at once before the publishing task waits for them.
-const ACKS_IN_FLIGHT: usize = 1024;
 
 /// Reads and writes the retained stream; cheap to clone.
 #[derive(Clone)]
@@ -49,33 +45,16 @@ pub(super) struct Sync {
     acks: mpsc::Sender<PublishAckFuture>,
 }
 
-/// The task awaiting the stream's acknowledgements of retained updates, in order.
-pub(super) async fn ack_task(
-    mut rx: mpsc::Receiver<PublishAckFuture>,
-    metrics: Arc<ClusterMetrics>,
-) {
-    while let Some(ack) = rx.recv().await {
-        if let Err(e) = ack.await {
-            metrics.dropped.inc();
-            if crate::logging::refusal_allowed() {
-                tracing::warn!(error = %e,
-                    "cluster: the retained stream did not take an update (nodes that start \
-                     later will not see it)");
-            }
-        }
-    }
-}
-
 impl Sync {
-    /// The stream of the cluster `config` describes, for `node`; and the receiving end of its
-    /// acknowledgements, for [`ack_task`].
+    /// The stream of the cluster `config` describes, for `node`; the stream's acknowledgements
+    /// of its writes go to `acks`.
     pub(super) fn new(
         client: &async_nats::Client,
         config: &ClusterConfig,
         node: &str,
-    ) -> (Sync, mpsc::Receiver<PublishAckFuture>) {
-        let (acks, rx) = mpsc::channel(ACKS_IN_FLIGHT);
-        let sync = Sync {
+        acks: mpsc::Sender<PublishAckFuture>,
+    ) -> Sync {
+        Sync {
             js: jetstream::new(client.clone()),
             stream: format!("{}_retained", config.prefix),
             subjects: format!("{}.ret", config.prefix),
@@ -83,8 +62,7 @@ impl Sync {
             replicas: config.replicas,
             applied: Arc::new(AtomicU64::new(0)),
             acks,
-        };
-        (sync, rx)
+        }
     }
 
     async fn ensure(&self) -> Result<stream::Stream, String> {
@@ -102,7 +80,7 @@ impl Sync {
     }
 
     /// Writes a retained update (a deletion: empty payload) to the stream; the acknowledgement
-    /// is awaited by [`ack_task`].
+    /// is awaited by the cluster's acknowledgement task.
     pub(super) async fn store(&self, msg: &Message) -> Result<(), String> {
         let subject = format!("{}.{}", self.subjects, topic_key(&msg.topic));
         let mut headers = async_nats::HeaderMap::new();
@@ -161,31 +139,7 @@ impl Sync {
             })
             .await
             .map_err(|e| e.to_string())?;
-        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-        let mut latest: HashMap<String, (Arc<String>, Bytes)> = HashMap::new();
-        let mut reached = from;
-        loop {
-            let next = tokio::time::timeout(READ_TIMEOUT, messages.next())
-                .await
-                .map_err(|_| "the stream stopped sending".to_string())?;
-            let Some(m) = next else { break };
-            let m = m.map_err(|e| e.to_string())?;
-            let (seq, pending) = {
-                let info = m.info().map_err(|e| e.to_string())?;
-                (info.stream_sequence, info.pending)
-            };
-            let node = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(NODE_HEADER))
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
-            latest.insert(m.subject.to_string(), (Arc::new(node), m.payload.clone()));
-            reached = reached.max(seq);
-            if pending == 0 || seq >= last {
-                break;
-            }
-        }
+        let (latest, reached) = read_changes(consumer, from, last).await?;
         let mut applied = 0;
         for (node, body) in latest.into_values() {
             // After a reconnection, this node's own last change is what it holds already.
@@ -220,6 +174,41 @@ impl Sync {
             }
         }
     }
+}
+
+/// Reads a consumer until the stream's sequence `last`: for each subject, its last entry's
+/// node and body; and the highest sequence read (`from` if none).
+async fn read_changes(
+    consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
+    from: u64,
+    last: u64,
+) -> Result<(HashMap<String, (Arc<String>, Bytes)>, u64), String> {
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut latest: HashMap<String, (Arc<String>, Bytes)> = HashMap::new();
+    let mut reached = from;
+    loop {
+        let next = tokio::time::timeout(READ_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| "the stream stopped sending".to_string())?;
+        let Some(m) = next else { break };
+        let m = m.map_err(|e| e.to_string())?;
+        let (seq, pending) = {
+            let info = m.info().map_err(|e| e.to_string())?;
+            (info.stream_sequence, info.pending)
+        };
+        let node = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(NODE_HEADER))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        latest.insert(m.subject.to_string(), (Arc::new(node), m.payload.clone()));
+        reached = reached.max(seq);
+        if pending == 0 || seq >= last {
+            break;
+        }
+    }
+    Ok((latest, reached))
 }
 
 /// The subject token of a topic: the hex SHA-256 of it, since a topic may hold characters a

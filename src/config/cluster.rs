@@ -42,6 +42,13 @@ pub struct ClusterConfig {
     /// or unreachable, further messages for the other nodes are dropped (counted in
     /// `starling_cluster_messages_dropped_total`); local subscribers still get them.
     pub queue: usize,
+    /// How long messages for a node that is away (stopped, crashed, cut off from NATS) wait
+    /// in NATS for it, so that its persistent sessions get them when it is back. Only a node
+    /// with a `node` name has them: a random name is new at each start.
+    #[serde(with = "duration")]
+    pub history: Duration,
+    /// The most those messages may take in NATS, in bytes; beyond it the oldest go.
+    pub history_max_bytes: u64,
     /// How long the start waits for NATS (and the retained messages it holds) before the node
     /// serves alone and joins the cluster when NATS comes.
     #[serde(with = "duration")]
@@ -60,6 +67,8 @@ impl Default for ClusterConfig {
             cafile: None,
             replicas: 1,
             queue: 65_536,
+            history: Duration::from_secs(3600),
+            history_max_bytes: 1 << 30,
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -105,6 +114,18 @@ pub fn validate(c: &ClusterConfig) -> Result<(), ConfigError> {
     }
     if !(1..=5).contains(&c.replicas) {
         return Err(ConfigError::invalid("cluster.replicas", "must be 1..=5"));
+    }
+    if c.history < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "cluster.history",
+            "must be at least 1s",
+        ));
+    }
+    if c.history_max_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "cluster.history_max_bytes",
+            "must be more than 0",
+        ));
     }
     if c.queue == 0 {
         return Err(ConfigError::invalid("cluster.queue", "must be at least 1"));
