@@ -49,7 +49,14 @@ pub(super) struct Messages {
     replicas: usize,
     history: Duration,
     history_bytes: i64,
+    /// How long NATS keeps this node's consumer while the node is away: `history` for a named
+    /// node, which resumes; [`UNNAMED_KEPT`] for a random name, which nobody resumes.
+    kept: Duration,
 }
+
+/// How long NATS keeps the consumer of a node with a random name while it is away: long enough
+/// for a reconnection, short enough that what waits for it does not pile up after it stopped.
+const UNNAMED_KEPT: Duration = Duration::from_secs(60);
 
 impl Messages {
     pub(super) fn new(client: &async_nats::Client, config: &ClusterConfig, node: &str) -> Messages {
@@ -61,6 +68,11 @@ impl Messages {
             replicas: config.replicas,
             history: config.history,
             history_bytes: i64::try_from(config.history_max_bytes).unwrap_or(i64::MAX),
+            kept: if config.node.is_empty() {
+                UNNAMED_KEPT.min(config.history)
+            } else {
+                config.history
+            },
         }
     }
 
@@ -108,7 +120,7 @@ impl Messages {
                     deliver_policy: consumer::DeliverPolicy::New,
                     // The consumer of a node that is gone for good goes, and so do the
                     // messages that waited for it.
-                    inactive_threshold: self.history,
+                    inactive_threshold: self.kept,
                     ..Default::default()
                 },
             )
@@ -213,11 +225,15 @@ async fn read(
             let _ = tx.send((None, m)).await;
             continue;
         }
-        let node = m.subject.rsplit('.').next().unwrap_or_default().to_owned();
-        let origin = origins
-            .entry(node.clone())
-            .or_insert_with(|| Arc::new(node.clone()))
-            .clone();
+        let node = m.subject.rsplit('.').next().unwrap_or_default();
+        let origin = match origins.get(node) {
+            Some(o) => o.clone(),
+            None => {
+                let o = Arc::new(node.to_owned());
+                origins.insert(node.to_owned(), o.clone());
+                o
+            }
+        };
         let receipt = match decode_message_record(&m.payload) {
             Ok(stored) => {
                 metrics.received.inc();
