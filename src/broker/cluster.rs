@@ -49,6 +49,13 @@ pub trait Cluster: Send + Sync + 'static {
         false
     }
 
+    /// Whether what [`Cluster::routed`] queues for the other nodes piles up (NATS slower than
+    /// the publishers here): the publisher of the message just routed is then paced, so that
+    /// the queue need not drop what was acknowledged. Asked after `routed`, no lock held.
+    fn congested(&self) -> bool {
+        false
+    }
+
     /// A `$share/...` subscription was added or removed here: the set of shared groups with
     /// members here may have changed (see `SubscriptionTrie::shared_groups`).
     fn shares_changed(&self) {}

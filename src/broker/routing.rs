@@ -83,6 +83,8 @@ pub struct Publication {
     /// READ checks), or peers may hold one. False lets an MQTT 5 acknowledgement say 0x10 No
     /// matching subscribers, as Mosquitto's does.
     pub matched: bool,
+    /// The queue to the other cluster nodes is congested: the publisher should slow down.
+    pub cluster_congested: bool,
 }
 
 impl BrokerState {
@@ -185,14 +187,17 @@ impl BrokerState {
         }
         // Once per message: the budget is one counter every connection moves.
         self.budget.add(cost);
+        let mut cluster_congested = false;
         if cluster::forwards(&msg) {
             self.cluster.routed(&msg, shares);
+            cluster_congested = self.cluster.congested();
         }
         Publication {
             blocked,
             ops,
             pace,
             matched,
+            cluster_congested,
         }
     }
 

@@ -94,10 +94,9 @@ impl Messages {
             .map_err(|e| format!("stream {}: {e}", self.stream))
     }
 
-    /// Publishes a routed message for the other nodes; the stream's acknowledgement is
-    /// awaited by the caller's acknowledgement task.
-    pub(super) async fn publish(&self, msg: &Message) -> Result<PublishAckFuture, String> {
-        let body = Bytes::from(encode_message_record(&StoredMessage::from_message(msg)));
+    /// Publishes a batch of routed messages ([`Batch::finish`]) for the other nodes; the
+    /// stream's acknowledgement is awaited by the caller's acknowledgement task.
+    pub(super) async fn publish(&self, body: Bytes) -> Result<PublishAckFuture, String> {
         self.js
             .publish(format!("{}.{}", self.subjects, self.node), body)
             .await
@@ -176,8 +175,92 @@ pub(super) async fn consume(
     }
 }
 
-/// One message routed here and waiting for its store writes before it is acknowledged.
-type Routed = (Option<Receipt>, jetstream::Message);
+/// The first byte of a batch.
+const BATCH_V1: u8 = 0xB1;
+
+/// Messages in one stream message, at most; a batch forms only from what is already queued,
+/// so a message is never held back for one.
+const BATCH_MESSAGES: usize = 512;
+
+/// Bytes of one batch, about at most (NATS's `max_payload` is 1 MB by default).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Routed messages for one stream message: `0xB1`, then each message's record (the store's
+/// format) with its length (u32, big-endian) in front. Batching what is queued together costs
+/// the stream one write and one acknowledgement per batch instead of per message.
+pub(super) struct Batch {
+    body: Vec<u8>,
+    count: u64,
+    /// Messages whose shared copies go out too.
+    shared: Vec<Arc<Message>>,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            body: vec![BATCH_V1],
+            count: 0,
+            shared: Vec::new(),
+        }
+    }
+}
+
+impl Batch {
+    pub(super) fn push(&mut self, msg: Arc<Message>, shares: bool) {
+        let record = encode_message_record(&StoredMessage::from_message(&msg));
+        let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
+        self.body.extend_from_slice(&len.to_be_bytes());
+        self.body.extend_from_slice(&record);
+        self.count += 1;
+        if shares {
+            self.shared.push(msg);
+        }
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.count as usize >= BATCH_MESSAGES || self.body.len() >= BATCH_BYTES
+    }
+
+    /// How many messages, the body, and the messages whose shared copies go out.
+    pub(super) fn finish(self) -> (u64, Bytes, Vec<Arc<Message>>) {
+        (self.count, Bytes::from(self.body), self.shared)
+    }
+}
+
+/// The records of a batch; an error for the first one that does not decode (the rest of the
+/// batch cannot be framed after it).
+fn records(body: &[u8]) -> impl Iterator<Item = Result<StoredMessage, String>> + '_ {
+    let mut rest = match body.split_first() {
+        Some((&BATCH_V1, rest)) => Ok(rest),
+        Some((b, _)) => Err(format!("unknown batch version {b:#x}")),
+        None => Err("empty batch".to_string()),
+    };
+    std::iter::from_fn(move || {
+        let body = match &mut rest {
+            Ok(body) if body.is_empty() => return None,
+            Ok(body) => body,
+            Err(e) => {
+                let e = std::mem::take(e);
+                rest = Ok(&[]);
+                return Some(Err(e));
+            }
+        };
+        let Some((len, tail)) = body.split_first_chunk::<4>() else {
+            rest = Ok(&[]);
+            return Some(Err("truncated batch".into()));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some((record, tail)) = tail.split_at_checked(len) else {
+            rest = Ok(&[]);
+            return Some(Err("truncated batch".into()));
+        };
+        *body = tail;
+        Some(decode_message_record(record))
+    })
+}
+
+/// One stream message routed here and waiting for its store writes before it is acknowledged.
+type Routed = (Vec<Receipt>, jetstream::Message);
 
 async fn read(
     state: &Arc<BrokerState>,
@@ -222,7 +305,7 @@ async fn read(
             if last {
                 tell(caught_up);
             }
-            let _ = tx.send((None, m)).await;
+            let _ = tx.send((Vec::new(), m)).await;
             continue;
         }
         let node = m.subject.rsplit('.').next().unwrap_or_default();
@@ -234,26 +317,28 @@ async fn read(
                 o
             }
         };
-        let receipt = match decode_message_record(&m.payload) {
-            Ok(stored) => {
-                metrics.received.inc();
-                let mut msg = stored.to_message();
-                msg.origin = Origin::Peer(origin);
-                state.publish_from_peer(Arc::new(msg)).await
-            }
-            Err(e) => {
-                metrics.dropped.inc();
-                if crate::logging::refusal_allowed() {
-                    tracing::warn!(node, error = %crate::logging::bounded(&e),
-                        "cluster: a message from another node did not decode; dropped");
+        let mut receipts = Vec::new();
+        for record in records(&m.payload) {
+            match record {
+                Ok(stored) => {
+                    metrics.received.inc();
+                    let mut msg = stored.to_message();
+                    msg.origin = Origin::Peer(origin.clone());
+                    receipts.extend(state.publish_from_peer(Arc::new(msg)).await);
                 }
-                None
+                Err(e) => {
+                    metrics.dropped.inc();
+                    if crate::logging::refusal_allowed() {
+                        tracing::warn!(node, error = %crate::logging::bounded(&e),
+                            "cluster: a message from another node did not decode; dropped");
+                    }
+                }
             }
-        };
+        }
         if last {
             tell(caught_up);
         }
-        if tx.send((receipt, m)).await.is_err() {
+        if tx.send((receipts, m)).await.is_err() {
             break Err("the acknowledgement task ended".into());
         }
     };
@@ -271,16 +356,48 @@ fn tell(caught_up: &mut Option<oneshot::Sender<()>>) {
 /// Acknowledges routed messages to the stream, in order, once their store writes are done. A
 /// write that failed is not acknowledged: the stream sends the message again.
 async fn acknowledge(mut rx: mpsc::Receiver<Routed>) {
-    while let Some((receipt, m)) = rx.recv().await {
-        if let Some(r) = receipt {
+    'next: while let Some((receipts, m)) = rx.recv().await {
+        for r in receipts {
             if let Err(e) = r.await {
                 tracing::warn!(error = %e,
                     "cluster: a message from another node was not stored; NATS sends it again");
-                continue;
+                continue 'next;
             }
         }
         if let Err(e) = m.ack().await {
             tracing::debug!(error = %e, "cluster: acknowledgement to the stream failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::QoS;
+
+    #[test]
+    fn batches_round_trip_and_garbage_is_an_error() {
+        let mut batch = Batch::default();
+        for i in 0..3u8 {
+            let m = Message::new(
+                &format!("t/{i}"),
+                Bytes::from(vec![i; 3]),
+                QoS::AtLeastOnce,
+                i == 1,
+            );
+            batch.push(Arc::new(m), i == 2);
+        }
+        let (count, body, shared) = batch.finish();
+        assert_eq!((count, shared.len()), (3, 1));
+        let got: Vec<StoredMessage> = records(&body).map(|r| r.expect("decodes")).collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[1].topic.as_str(), got[1].retain), ("t/1", true));
+        assert_eq!(&got[2].payload[..], &[2, 2, 2]);
+        // Truncated, unknown version, empty: an error, once, and no panic.
+        for bad in [&body[..body.len() - 2], &[0x01, 0, 0][..], &[][..]] {
+            let results: Vec<_> = records(bad).collect();
+            assert!(results.last().is_some_and(|r| r.is_err()), "{bad:?}");
+        }
+        assert!(records(&[BATCH_V1]).next().is_none());
     }
 }

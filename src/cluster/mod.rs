@@ -118,6 +118,11 @@ impl Cluster for NatsCluster {
     fn shares_changed(&self) {
         self.shares.changed.notify_one();
     }
+
+    fn congested(&self) -> bool {
+        // More than half full.
+        self.tx.capacity() * 2 < self.tx.max_capacity()
+    }
 }
 
 /// The cluster between its installation in the broker and its start, once the broker is
@@ -381,19 +386,27 @@ struct Publisher {
 
 impl Publisher {
     async fn run(self, mut rx: mpsc::Receiver<Outbound>, shutdown: CancellationToken) {
+        // An item taken from the queue that ended a batch: it goes next.
+        let mut next: Option<Outbound> = None;
         loop {
-            let item = tokio::select! {
-                item = rx.recv() => item,
-                _ = shutdown.cancelled() => break,
+            let item = match next.take() {
+                Some(item) => item,
+                None => {
+                    let item = tokio::select! {
+                        item = rx.recv() => item,
+                        _ = shutdown.cancelled() => break,
+                    };
+                    let Some(item) = item else { return };
+                    item
+                }
             };
-            let Some(item) = item else { return };
-            self.send(item).await;
+            next = self.send(item, &mut rx).await;
         }
         // At shutdown: what is queued still goes (the last wills, retained updates), within
         // a bound, then the connections are flushed.
         let rest = async {
-            while let Ok(item) = rx.try_recv() {
-                self.send(item).await;
+            while let Some(item) = next.take().or_else(|| rx.try_recv().ok()) {
+                next = self.send(item, &mut rx).await;
             }
             let _ = self.client.flush().await;
             let _ = self.share_client.flush().await;
@@ -404,32 +417,37 @@ impl Publisher {
         }
     }
 
-    async fn send(&self, item: Outbound) {
-        let sent = match item {
+    /// Sends `item`; a message takes the messages queued right behind it into its batch.
+    /// Returns the item that ended the batch, if one did.
+    async fn send(&self, item: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Option<Outbound> {
+        let (sent, next) = match item {
             Outbound::Message(msg, shares) => {
-                let sent = match self.messages.publish(&msg).await {
-                    Ok(ack) => self.acks.send(ack).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                if sent.is_ok() {
-                    self.metrics.sent.inc();
+                let mut batch = messages::Batch::default();
+                batch.push(msg, shares);
+                let mut next = None;
+                while !batch.is_full() {
+                    match rx.try_recv() {
+                        Ok(Outbound::Message(msg, shares)) => batch.push(msg, shares),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                match shares {
-                    true => sent.and(
-                        shares::publish(&self.share_client, &self.subjects.prefix, &msg).await,
-                    ),
-                    false => sent,
-                }
+                (self.send_batch(batch).await, next)
             }
             Outbound::Claim(client_id, at_us) => {
                 let mut body = at_us.to_be_bytes().to_vec();
                 body.extend_from_slice(client_id.as_bytes());
-                self.client
+                let sent = self
+                    .client
                     .publish(self.subjects.claims(), Bytes::from(body))
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string());
+                (sent, None)
             }
-            Outbound::Retained(msg) => self.sync.store(&msg).await,
+            Outbound::Retained(msg) => (self.sync.store(&msg).await, None),
         };
         if let Err(e) = sent {
             self.metrics.dropped.inc();
@@ -437,6 +455,27 @@ impl Publisher {
                 tracing::warn!(error = %e, "cluster: NATS refused a publish; dropped");
             }
         }
+        next
+    }
+
+    /// One stream message for the batch, then the shared copies (one per message: they go by
+    /// topic).
+    async fn send_batch(&self, batch: messages::Batch) -> Result<(), String> {
+        let (count, body, shared) = batch.finish();
+        let sent = match self.messages.publish(body).await {
+            Ok(ack) => self.acks.send(ack).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match &sent {
+            Ok(()) => self.metrics.sent.add(count),
+            Err(_) => self.metrics.dropped.add(count.saturating_sub(1)),
+        }
+        let mut result = sent;
+        for msg in shared {
+            let r = shares::publish(&self.share_client, &self.subjects.prefix, &msg).await;
+            result = result.and(r);
+        }
+        result
     }
 }
 

@@ -45,6 +45,9 @@ impl Handler {
         }
         let msg = self.build_message(topic, p);
         let mut publication = self.broker.publish(msg);
+        if publication.cluster_congested {
+            self.pace_for_cluster();
+        }
         self.drop_own_blocked(&mut publication.blocked);
         let ack = if publication.matched || !self.version.is_v5() {
             ack

@@ -46,6 +46,11 @@ pub struct AuthOutcome {
 
 pub use crate::broker::STUCK_AFTER;
 
+/// How long a publisher is not read after a PUBLISH that found the queue to the other cluster
+/// nodes congested: one such pause per PUBLISH holds a publisher to about a thousand a second
+/// until the queue drains.
+const CLUSTER_PACE: Duration = Duration::from_millis(1);
+
 /// Per-connection protocol state once CONNECT has been accepted.
 pub struct Handler {
     broker: Arc<BrokerState>,
@@ -106,7 +111,9 @@ struct Rare {
     aliases_in: Vec<Option<Arc<str>>>,
 }
 
-/// The publish rate limits of one connection (see [`Handler`]'s `rates`).
+/// The publish rate limits of one connection (see [`Handler`]'s `rates`), and the pause that
+/// paces it while the cluster's queue is congested.
+#[derive(Default)]
 struct Rates {
     /// `limits.max_publish_rate` for this client.
     msg: Option<TokenBucket>,
@@ -115,7 +122,8 @@ struct Rates {
     /// The listener's `max_publish_rate` / `max_publish_bandwidth`, shared with every
     /// connection of that listener.
     listener: Option<Arc<ListenerRates>>,
-    /// A 3.x client over its rate is not read until then (TCP backpressure).
+    /// A 3.x client over its rate, or any client publishing while the cluster's queue is
+    /// congested, is not read until then (TCP backpressure).
     throttled_until: Option<Instant>,
 }
 
@@ -264,7 +272,8 @@ impl Handler {
         self.send(&packet, out);
     }
 
-    /// Until when reading is paused because a 3.x client exceeded its rate.
+    /// Until when reading is paused because a 3.x client exceeded its rate, or the cluster's
+    /// queue is congested.
     pub fn throttled_until(&self) -> Option<Instant> {
         self.rates.as_ref().and_then(|r| r.throttled_until)
     }
@@ -273,6 +282,15 @@ impl Handler {
         if let Some(r) = self.rates.as_mut() {
             r.throttled_until = None;
         }
+    }
+
+    /// Pauses reading for [`CLUSTER_PACE`]: the last PUBLISH found the queue to the other
+    /// cluster nodes congested (see `Cluster::congested`), so publishers here slow down
+    /// before that queue has to drop what they published.
+    fn pace_for_cluster(&mut self) {
+        self.broker.metrics().publishers_paced.inc();
+        let rates = self.rates.get_or_insert_with(Box::default);
+        rates.throttled_until = Some(Instant::now() + CLUSTER_PACE);
     }
 
     /// The rare state, allocated on first use.
