@@ -237,7 +237,7 @@ fn records(body: &[u8]) -> impl Iterator<Item = Result<StoredMessage, String>> +
     };
     std::iter::from_fn(move || {
         let body = match &mut rest {
-            Ok(body) if body.is_empty() => return None,
+            Ok([]) => return None,
             Ok(body) => body,
             Err(e) => {
                 let e = std::mem::take(e);
