@@ -103,20 +103,94 @@ impl Messages {
             .map_err(|e| e.to_string())
     }
 
+    /// This node's consumer. One left by a previous life of this node with messages it had
+    /// taken and not acknowledged (it crashed, or lost NATS with acknowledgements in flight)
+    /// is replaced by a new one starting after the last acknowledged message: NATS would
+    /// otherwise send those again only when their `ACK_WAIT` ran out, minutes later and out of
+    /// order. The new one is made before the old one goes, so that interest retention keeps
+    /// every message in between.
     async fn consumer(&self) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
         let stream = self.ensure().await?;
-        let name = format!("{}_node_{}", self.stream, self.node);
+        let base = format!("{}_node_{}", self.stream, self.node);
+        let mine = self.own_consumers(&stream, &base).await?;
+        let mut start = None;
+        let mut next_generation = 0;
+        if let Some((generation, name)) = mine.last() {
+            next_generation = generation + 1;
+            let info = stream
+                .consumer_info(name)
+                .await
+                .map_err(|e| format!("consumer {name}: {e}"))?;
+            if info.num_ack_pending == 0 || info.ack_floor.stream_sequence == 0 {
+                // Nothing taken and left, or nothing acknowledged to start after (then NATS
+                // sends the rest again after ACK_WAIT).
+                return self.open(&stream, name, None).await;
+            }
+            tracing::info!(
+                unacknowledged = info.num_ack_pending,
+                "cluster: resuming after the last message this node acknowledged"
+            );
+            start = Some(info.ack_floor.stream_sequence + 1);
+        }
+        let name = match next_generation {
+            0 => base,
+            g => format!("{base}_g{g}"),
+        };
+        let consumer = self.open(&stream, &name, start).await?;
+        for (_, old) in mine {
+            if let Err(e) = stream.delete_consumer(&old).await {
+                tracing::warn!(consumer = old, error = %e, "cluster: old consumer not deleted");
+            }
+        }
+        Ok(consumer)
+    }
+
+    /// This node's consumers (`<base>` is generation 0, `<base>_g<n>` generation n), oldest
+    /// first.
+    async fn own_consumers(
+        &self,
+        stream: &stream::Stream,
+        base: &str,
+    ) -> Result<Vec<(u64, String)>, String> {
+        let mut names = stream.consumer_names();
+        let mut mine = Vec::new();
+        while let Some(name) = names.next().await {
+            let name = name.map_err(|e| e.to_string())?;
+            let generation = match name.strip_prefix(base) {
+                Some("") => Some(0),
+                Some(rest) => rest.strip_prefix("_g").and_then(|g| g.parse().ok()),
+                None => None,
+            };
+            if let Some(g) = generation {
+                mine.push((g, name));
+            }
+        }
+        mine.sort();
+        Ok(mine)
+    }
+
+    /// Gets or makes the consumer `name`; a new one starts at stream sequence `start`, or with
+    /// what is published from now on.
+    async fn open(
+        &self,
+        stream: &stream::Stream,
+        name: &str,
+        start: Option<u64>,
+    ) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
+        let deliver_policy = match start {
+            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+            None => consumer::DeliverPolicy::New,
+        };
         stream
             .get_or_create_consumer(
-                &name,
+                name,
                 consumer::pull::Config {
-                    durable_name: Some(name.clone()),
+                    durable_name: Some(name.to_owned()),
                     filter_subject: format!("{}.*", self.subjects),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: ACK_WAIT,
                     max_ack_pending: i64::try_from(ACK_WINDOW * 4).unwrap_or(i64::MAX),
-                    // A new node starts from now; a known one resumes where it was.
-                    deliver_policy: consumer::DeliverPolicy::New,
+                    deliver_policy,
                     // The consumer of a node that is gone for good goes, and so do the
                     // messages that waited for it.
                     inactive_threshold: self.kept,
