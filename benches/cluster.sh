@@ -19,14 +19,17 @@
 # has the knob: 1000 queued messages and 20 in flight per session, anonymous, 127.0.0.1 only, the
 # same open-file limit; no MQTT persistence):
 #   starling   nats-server (`nats-server -a 127.0.0.1 -p <port> -js -sd <dir>`: one server,
-#     JetStream on, which Starling uses for retained messages only) and two release `starling`
-#     nodes with `[cluster] servers = ["nats://127.0.0.1:<port>"]`, node = "a" / "b" (the other
-#     [cluster] keys at their defaults: queue 65536, prefix "starling"). Node A sends every
-#     message it routes to NATS (core NATS, at most once), node B routes what it receives to
-#     its subscribers. Node A acknowledges a QoS 1 PUBLISH once its own subscribers (none here)
-#     have it: what NATS or node B then loses after the PUBACK is what tput_q1 counts as lost.
-#     Each node also has a `[metrics]` endpoint on loopback, read once after the run for the
-#     cluster's counters (starling_cluster_messages_{sent,received,dropped}_total). The
+#     JetStream on, its store in the run's directory) and two release `starling` nodes with
+#     `[cluster] servers = ["nats://127.0.0.1:<port>"]`, node = "a" / "b" (the other [cluster]
+#     keys at their defaults: queue 65536, prefix "starling", history 1h). Node A sends every
+#     message it routes to NATS, into the JetStream stream starling_messages (file storage,
+#     interest retention); node B reads it through its durable consumer and routes it to its
+#     subscribers. Node A acknowledges a QoS 1 PUBLISH once its own subscribers (none here) have
+#     it; the copy for B then waits in A's queue to NATS ([cluster] queue: A slows its
+#     publishers down while it is congested, and drops (counted) what does not fit): what is
+#     dropped there or at B's session queues after the PUBACK is what tput_q1 counts as lost.
+#     Each node also has a `[metrics]` endpoint on loopback, read once after the run
+#     for the cluster's counters (starling_cluster_messages_{sent,received,dropped}_total). The
 #     nats-server is part of the setup's cost: its CPU is reported on its own row and in the
 #     total.
 #   mosquitto  Mosquitto site -> Mosquitto central exactly as benches/bridge.sh's Mosquitto pair:
@@ -71,7 +74,9 @@
 #   published msg/s: the publishers' measured rate (acknowledged by A at QoS 1)
 #   lost (QoS 1) / dropped (QoS 0): every message A acknowledged (QoS 1) or the publishers
 #     wrote (QoS 0), warm-up included, times SUBS, minus the distinct messages the subscribers
-#     got; duplicates and gaps as the subscribers report them
+#     got; duplicates and gaps as the subscribers report them. A message still on its way DRAIN
+#     after the last publish counts too: lost with no gaps is a backlog cut off at the end
+#     (nats-server's JetStream at saturation), gaps are messages dropped on the way
 #   latency p50/p99: publisher (at A) to subscriber (at B), of the messages sent in that interval
 #   CPU (% of one core) of A, of B, of the Starling setup's nats-server, and their total, while
 #     the publisher process ran, warm-up included (from /proc); A's over the publishers'
@@ -91,7 +96,10 @@
 # Environment:
 #   DURATION   the publishers' measured interval (default 10s)
 #   WARMUP     the publishers' warm-up before it (default 1s; must exceed LAG)
-#   DRAIN      how long the subscribers keep listening after the last publish (default 3s)
+#   DRAIN      how long the subscribers keep listening after the last publish (default 3s, as in
+#              bridge.sh). nats-server at saturation delivers seconds late (QoS 1 backlog in
+#              JetStream: p50 ~8 s at DURATION=10s here): with 3s its late tail counts as lost
+#              and its delivered rate reads low; DRAIN=15s lets it arrive
 #   RUNS       rounds per scenario (default 3)
 #   PUBS       publishers (default 10)
 #   SUBS       subscribers at B, each receiving everything (default 1)
@@ -325,12 +333,13 @@ wait_subscribed() { # port pid count
 log_lines() { wc -l <"$1" 2>/dev/null || echo 0; }
 
 # Lines of a broker log after its first SKIP lines that deserve a look (errors, warnings,
-# drops, slow consumers, link trouble), but Mosquitto's warning that it runs as root.
+# drops, slow consumers, stalled producers, link trouble), but Mosquitto's warning that it runs
+# as root and nats-server's routine warnings as it stops ("Metalayer blocking snapshot").
 log_alerts() { # log skip
     local n
     n=$(tail -n +$(($2 + 1)) "$1" 2>/dev/null |
-        grep -iE 'error|warn|\[wrn\]|\[err\]|drop|refused|timed out|timeout|lost|reconnect|slow consumer' |
-        grep -vc 'should not be run as root') || true
+        grep -iE 'error|warn|\[wrn\]|\[err\]|drop|refused|timed out|timeout|lost|reconnect|slow consumer|stalled' |
+        grep -vcE 'should not be run as root|Metalayer blocking snapshot') || true
     echo "${n:-0}"
 }
 
@@ -690,7 +699,8 @@ report() {
        "Starling `\($m.commit // "?")`; \($versions.mosquitto // "mosquitto ?"); \($versions.nats // "nats-server ?"). " +
        "`DURATION=\($m.duration // "?")` of publishing measured (after \($m.warmup // "?") of warm-up; subscribers listen " +
        "\($m.drain // "?") longer), \($m.size // "?")-byte payloads, 20 in flight and 1000 queued per session " +
-       "(Mosquitto bridge window \($m.bridge_inflight // "?")), MQTT persistence off (nats-server keeps QoS 1 in JetStream on disk), " +
+       "(Mosquitto bridge window \($m.bridge_inflight // "?"); nats-server: max_ack_pending 20, no queue limit), " +
+       "MQTT persistence off (nats-server keeps QoS 1 in JetStream, on disk), " +
        "\($m.runs // "?") round\(if $m.runs == 1 then "" else "s" end) per scenario, pair order rotating every round, " +
        "\($m.machine // "?"). A: the node the publishers use (Starling node a, Mosquitto site, NATS server 1); " +
        "B: the subscribers'\'' (node b, central, server 2). Cells: median over the rounds (\"worst round\": the worst; " +
@@ -708,9 +718,10 @@ report() {
       | cell($cs; $key; $how; $sc; "mosquitto") as $mo
       | cell($cs; $key; $how; $sc; "nats") as $n
       | "| \($cs) | \($mlabel) | \($s | fmt) | \($mo | fmt) | \($n | fmt) | \(ratio($s; $mo) | rfmt) | \(ratio($s; $n) | rfmt) | \($better) |"),
-     ( $pairs | map(. as $b | [$all[] | select(.broker == $b and failed)] | length) as $f
+     # "-" for a pair that did not run
+     ( $pairs | map(. as $b | [$all[] | select(.broker == $b)] | if length == 0 then "-" else map(select(failed)) | length end) as $f
        | "| all runs | runs with an error, a dead process, a bench error or no crossing after the run | \($f[0]) | \($f[1]) | \($f[2]) | - | - | lower |"),
-     ( $pairs | map(. as $b | [$all[] | select(.broker == $b) | alerts] | add // 0) as $a
+     ( $pairs | map(. as $b | [$all[] | select(.broker == $b) | alerts] | add // "-") as $a
        | "| all runs | log lines with error/warn/drop/timeout/slow consumer/... after start-up (sum, every process) | \($a[0]) | \($a[1]) | \($a[2]) | - | - | - |"),
      ( [$all[] | select(.broker == "starling") | (.cluster_dropped_a // 0) + (.cluster_dropped_b // 0)] | add
        | if . == null then empty else "| all runs | Starling: starling_cluster_messages_dropped_total (sum, both nodes) | \(.) | - | - | - | - | lower |" end),
