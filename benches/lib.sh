@@ -450,3 +450,90 @@ print_runs() { # results-file
    end)
 ' "$1"
 }
+
+# --- shared by bridge.sh and cluster.sh: processes, settings, rounds ------------------------------
+# Brokers this script started and has not stopped yet, stopped on exit whatever happens.
+LIVE=()
+cleanup() {
+    local p
+    for p in "${LIVE[@]}"; do
+        if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null || true; fi
+    done
+    if [ -n "${RM_WORKDIR:-}" ]; then rm -rf "$WORKDIR"; fi
+}
+
+PROC_PID=
+
+is_gone() { # pid: exited (a zombie until reaped) or not there
+    ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || echo X)" = Z ]
+}
+
+mosquitto_bridge() { # central-port qos
+    printf '\nconnection central\naddress 127.0.0.1:%s\nremote_clientid %s\n' "$1" "$BRIDGE_ID"
+    printf 'topic bench/# out %s\ncleansession false\ntry_private true\n' "$2"
+}
+
+run_all() {
+    local meta id round pair n=${#PAIRS[@]} i order
+    meta=$(run_meta)
+    log "results: $RESULTS   workdir: $WORKDIR"
+    log "machine: $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    log "brokers: $(jq -r '.versions | [.[]] | join("; ")' <<<"$meta")"
+    for id in "${SCENARIOS[@]}"; do
+        for round in $(seq 1 "$RUNS"); do
+            order=()
+            for i in $(seq 0 $((n - 1))); do order+=("${PAIRS[$(((i + round - 1) % n))]}"); done
+            for pair in "${order[@]}"; do
+                RUN_EXTRA=$(jq -c --arg t "$(date -u +%FT%TZ)" --arg o "${order[*]}" \
+                    '. + {started: $t, order: $o}' <<<"$meta")
+                run_pair "$id" "$pair" "$round"
+            done
+        done
+    done
+}
+
+# A duration as the bench takes it (10s, 500ms, 2m, 1.5) in seconds, 3 decimals.
+secs() {
+    awk -v d="$1" 'BEGIN {
+        u = d; sub(/^[0-9]+(\.[0-9]*)?/, "", u)
+        if (u == d) exit 1
+        if (u == "" || u == "s") f = 1; else if (u == "ms") f = 0.001
+        else if (u == "m" || u == "min") f = 60; else if (u == "h") f = 3600; else exit 1
+        printf "%.3f", (d + 0) * f }' || die "bad duration '$1' (e.g. 10s, 500ms, 2m)"
+}
+
+start_proc() { # port log cmd...
+    local port=$1 logf=$2
+    shift 2
+    (ulimit -n "$NOFILE"; exec "$@") >"$logf" 2>&1 &
+    PROC_PID=$!
+    LIVE+=("$PROC_PID")
+    if ! wait_listening "$port" "$PROC_PID"; then
+        tail -20 "$logf" >&2
+        die "${1##*/} did not start listening on 127.0.0.1:$port (log: $logf)"
+    fi
+}
+
+stop_proc() { # pid (sets STATE as lib.sh's stop_broker)
+    stop_broker "$1"
+    local i
+    for i in "${!LIVE[@]}"; do [ "${LIVE[$i]}" = "$1" ] && LIVE[i]=; done
+    return 0
+}
+
+# Waits until the COUNT subscribers of bench process PID each have their CONNACK and SUBACK:
+# 4 + 5 bytes received on each of its sockets to PORT (nothing else is sent to a subscriber of
+# bench/<run>/in/+ before the first publish). The bench's own limit is 15 s.
+wait_subscribed() { # port pid count
+    local i n
+    for i in $(seq 1 750); do
+        is_gone "$2" && return 1
+        n=$(ss -HtinpO state established "( dport = :$1 )" | awk -v p="pid=$2," '
+            index($0, p) && match($0, /bytes_received:[0-9]+/) {
+                if (substr($0, RSTART + 15, RLENGTH - 15) + 0 >= 9) n++ }
+            END { print n + 0 }')
+        [ "$n" -ge "$3" ] && return 0
+        [ "$i" -lt 750 ] && sleep 0.02
+    done
+    return 1
+}
