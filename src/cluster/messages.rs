@@ -391,24 +391,7 @@ async fn read(
                 o
             }
         };
-        let mut receipts = Vec::new();
-        for record in records(&m.payload) {
-            match record {
-                Ok(stored) => {
-                    metrics.received.inc();
-                    let mut msg = stored.to_message();
-                    msg.origin = Origin::Peer(origin.clone());
-                    receipts.extend(state.publish_from_peer(Arc::new(msg)).await);
-                }
-                Err(e) => {
-                    metrics.dropped.inc();
-                    if crate::logging::refusal_allowed() {
-                        tracing::warn!(node, error = %crate::logging::bounded(&e),
-                            "cluster: a message from another node did not decode; dropped");
-                    }
-                }
-            }
-        }
+        let receipts = route_batch(state, &m.payload, &origin, metrics).await;
         if last {
             tell(caught_up);
         }
@@ -419,6 +402,35 @@ async fn read(
     drop(tx);
     let _ = acks.await;
     result
+}
+
+/// Routes the messages of one batch from the node `origin`; returns the receipts of their store
+/// writes.
+async fn route_batch(
+    state: &BrokerState,
+    body: &[u8],
+    origin: &Arc<String>,
+    metrics: &ClusterMetrics,
+) -> Vec<Receipt> {
+    let mut receipts = Vec::new();
+    for record in records(body) {
+        match record {
+            Ok(stored) => {
+                metrics.received.inc();
+                let mut msg = stored.to_message();
+                msg.origin = Origin::Peer(origin.clone());
+                receipts.extend(state.publish_from_peer(Arc::new(msg)).await);
+            }
+            Err(e) => {
+                metrics.dropped.inc();
+                if crate::logging::refusal_allowed() {
+                    tracing::warn!(node = %origin, error = %crate::logging::bounded(&e),
+                        "cluster: a message from another node did not decode; dropped");
+                }
+            }
+        }
+    }
+    receipts
 }
 
 fn tell(caught_up: &mut Option<oneshot::Sender<()>>) {
