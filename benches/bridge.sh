@@ -120,26 +120,7 @@ for s in "${SCENARIOS[@]}"; do
     case " ${BRIDGE_SCENARIOS[*]} " in *" $s "*) ;; *) die "unknown scenario '$s' (known: ${BRIDGE_SCENARIOS[*]})" ;; esac
 done
 
-add_secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
 
-check_settings() {
-    local v
-    for v in PUBS SUBS SIZE BRIDGE_INFLIGHT BRIDGE_WAIT; do
-        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (is '${!v}')"
-    done
-    if ! [[ $LAT_RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || [ "$(awk -v r="$LAT_RATE" 'BEGIN { print (r > 0) }')" != 1 ]; then
-        die "LAT_RATE must be a positive number (is '$LAT_RATE')"
-    fi
-    DURATION_S=$(secs "$DURATION")
-    WARMUP_S=$(secs "$WARMUP")
-    DRAIN_S=$(secs "$DRAIN")
-    [ "$(awk -v d="$DURATION_S" -v w="$WARMUP_S" 'BEGIN { print (d > 0 && w > 0) }')" = 1 ] ||
-        die "DURATION and WARMUP must be more than 0"
-}
-
-scenario_qos() { case $1 in tput_q0) echo 0 ;; *) echo 1 ;; esac; }
-# messages/s per publisher, 0 = unthrottled
-scenario_rate() { case $1 in lat_q1) awk -v r="$LAT_RATE" -v n="$PUBS" 'BEGIN { printf "%g", r / n }' ;; *) echo 0 ;; esac; }
 
 # --- configurations ------------------------------------------------------------------------------
 starling_bridge() { # central-port qos
@@ -383,7 +364,7 @@ if [ -n "${REPORT_ONLY:-}" ]; then
     command -v jq >/dev/null 2>&1 || die "jq is missing (apt-get install jq)"
     [ -r "$RESULTS" ] || die "cannot read $RESULTS"
 else
-    check_settings
+    check_settings PUBS SUBS SIZE BRIDGE_INFLIGHT BRIDGE_WAIT
     need_tools
     need_pkg mosquitto_sub mosquitto-clients
     find_release_bins

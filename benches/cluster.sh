@@ -157,28 +157,8 @@ for s in "${PAIRS[@]}"; do
     case " ${KNOWN_PAIRS[*]} " in *" $s "*) ;; *) die "unknown pair '$s' in PAIRS (known: ${KNOWN_PAIRS[*]})" ;; esac
 done
 
-add_secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 
-# shellcheck disable=SC2153 # DURATION and WARMUP come from lib.sh's default_settings
-check_settings() {
-    local v
-    for v in PUBS SUBS SIZE BRIDGE_INFLIGHT READY_WAIT; do
-        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (is '${!v}')"
-    done
-    if ! [[ $LAT_RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || [ "$(awk -v r="$LAT_RATE" 'BEGIN { print (r > 0) }')" != 1 ]; then
-        die "LAT_RATE must be a positive number (is '$LAT_RATE')"
-    fi
-    DURATION_S=$(secs "$DURATION")
-    WARMUP_S=$(secs "$WARMUP")
-    DRAIN_S=$(secs "$DRAIN")
-    [ "$(awk -v d="$DURATION_S" -v w="$WARMUP_S" 'BEGIN { print (d > 0 && w > 0) }')" = 1 ] ||
-        die "DURATION and WARMUP must be more than 0"
-}
-
-scenario_qos() { case $1 in tput_q0) echo 0 ;; *) echo 1 ;; esac; }
-# messages/s per publisher, 0 = unthrottled
-scenario_rate() { case $1 in lat_q1) awk -v r="$LAT_RATE" -v n="$PUBS" 'BEGIN { printf "%g", r / n }' ;; *) echo 0 ;; esac; }
 
 # --- configurations ------------------------------------------------------------------------------
 starling_cluster() { # nats-port node metrics-port
@@ -545,7 +525,7 @@ if [ -n "${REPORT_ONLY:-}" ]; then
     command -v jq >/dev/null 2>&1 || die "jq is missing (apt-get install jq)"
     [ -r "$RESULTS" ] || die "cannot read $RESULTS"
 else
-    check_settings
+    check_settings PUBS SUBS SIZE BRIDGE_INFLIGHT READY_WAIT
     need_tools
     need_pkg mosquitto_sub mosquitto-clients
     need_pkg curl curl

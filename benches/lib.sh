@@ -537,3 +537,27 @@ wait_subscribed() { # port pid count
     done
     return 1
 }
+
+add_secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
+
+# Checks the settings: the variables named (positive integers), LAT_RATE, and DURATION, WARMUP
+# and DRAIN (sets DURATION_S, WARMUP_S, DRAIN_S in seconds).
+# shellcheck disable=SC2153 # DURATION and WARMUP come from default_settings
+check_settings() { # integer-variable...
+    local v
+    for v in "$@"; do
+        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (is '${!v}')"
+    done
+    if ! [[ $LAT_RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || [ "$(awk -v r="$LAT_RATE" 'BEGIN { print (r > 0) }')" != 1 ]; then
+        die "LAT_RATE must be a positive number (is '$LAT_RATE')"
+    fi
+    DURATION_S=$(secs "$DURATION")
+    WARMUP_S=$(secs "$WARMUP")
+    DRAIN_S=$(secs "$DRAIN")
+    [ "$(awk -v d="$DURATION_S" -v w="$WARMUP_S" 'BEGIN { print (d > 0 && w > 0) }')" = 1 ] ||
+        die "DURATION and WARMUP must be more than 0"
+}
+
+scenario_qos() { case $1 in tput_q0) echo 0 ;; *) echo 1 ;; esac; }
+# messages/s per publisher, 0 = unthrottled
+scenario_rate() { case $1 in lat_q1) awk -v r="$LAT_RATE" -v n="$PUBS" 'BEGIN { printf "%g", r / n }' ;; *) echo 0 ;; esac; }
