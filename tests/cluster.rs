@@ -24,15 +24,20 @@ fn nats() -> Option<nats::Nats> {
     n
 }
 
-/// A node of the cluster on `nats`.
-async fn node(nats: &nats::Nats, name: &str) -> TestBroker {
+/// The configuration of node `name` of the cluster on `nats`.
+fn node_config(nats: &nats::Nats, name: &str) -> starling::config::Config {
     let mut cfg = config();
     cfg.cluster = Some(starling::config::ClusterConfig {
         servers: vec![nats.url()],
         node: name.to_owned(),
         ..Default::default()
     });
-    start_with(cfg).await
+    cfg
+}
+
+/// A node of the cluster on `nats`.
+async fn node(nats: &nats::Nats, name: &str) -> TestBroker {
+    start_with(node_config(nats, name)).await
 }
 
 /// Waits until messages published on `from` reach subscribers on `to`: interest between the
@@ -405,14 +410,9 @@ async fn a_restarted_node_with_a_store_catches_up_on_retained_changes() {
     let Some(nats) = nats() else { return };
     let dir = tempfile::tempdir().unwrap();
     let stored_node = || {
-        let mut cfg = config();
+        let mut cfg = node_config(&nats, "b");
         cfg.persistence.enabled = Some(true);
         cfg.persistence.dir = dir.path().join("b");
-        cfg.cluster = Some(starling::config::ClusterConfig {
-            servers: vec![nats.url()],
-            node: "b".into(),
-            ..Default::default()
-        });
         start_with(cfg)
     };
     let a = node(&nats, "a").await;
@@ -451,14 +451,9 @@ async fn a_node_back_from_a_restart_gets_what_its_sessions_missed() {
     let Some(nats) = nats() else { return };
     let dir = tempfile::tempdir().unwrap();
     let stored_node = || {
-        let mut cfg = config();
+        let mut cfg = node_config(&nats, "b");
         cfg.persistence.enabled = Some(true);
         cfg.persistence.dir = dir.path().join("b");
-        cfg.cluster = Some(starling::config::ClusterConfig {
-            servers: vec![nats.url()],
-            node: "b".into(),
-            ..Default::default()
-        });
         start_with(cfg)
     };
     let persistent = || {
