@@ -197,6 +197,42 @@ async fn nodes_live_through_a_nats_restart() {
     linked(&b, &a).await;
 }
 
+/// A QoS 1/2 PUBLISH is acknowledged only once the other nodes are sure to get it (it is in
+/// the stream), so losing the node right after its PUBACK/PUBREC loses nothing acknowledged
+/// [MQTT-4.3.2-2] [MQTT-4.3.3-2]. With NATS frozen, A still routes the message to its own
+/// subscriber at once, but holds the acknowledgement until NATS answers again.
+#[tokio::test]
+async fn acknowledgements_wait_until_the_other_nodes_have_the_message() {
+    let Some(nats) = nats() else { return };
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    linked(&a, &b).await;
+    let mut on_b = Client::connect(b.addr, "sub-b").await;
+    on_b.subscribe("w/#", QoS::AtLeastOnce).await;
+    let mut on_a = Client::connect(a.addr, "sub-a").await;
+    on_a.subscribe("w/#", QoS::AtLeastOnce).await;
+    let mut publ = Client::connect(a.addr, "pub").await;
+    for (qos, pid) in [(QoS::AtLeastOnce, 7), (QoS::ExactlyOnce, 8)] {
+        nats.pause();
+        publ.send(&Packet::Publish(publish("w/held", b"held", qos, pid)))
+            .await;
+        assert_eq!(text(&on_a.next_publish_acked().await), "held");
+        publ.expect_nothing("an acknowledgement while NATS is frozen")
+            .await;
+        nats.resume();
+        match publ.next().await {
+            Packet::PubAck(ack) if qos == QoS::AtLeastOnce => assert_eq!(ack.packet_id, pid),
+            Packet::PubRec(rec) if qos == QoS::ExactlyOnce => {
+                assert_eq!(rec.packet_id, pid);
+                publ.send(&Packet::PubRel(rec)).await;
+                assert!(matches!(publ.next().await, Packet::PubComp(_)));
+            }
+            other => panic!("expected the acknowledgement, got {other:?}"),
+        }
+        let got = on_b.next_publish_acked().await;
+        assert_eq!(text(&got), "held");
+    }
+}
+
 /// A node whose NATS cannot be reached starts after `connect_timeout` and serves alone;
 /// /metrics-side, the link is down.
 #[tokio::test]

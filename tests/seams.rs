@@ -4,6 +4,7 @@
 //!   never of a message that came from a peer (so nothing travels back where it came from);
 //! - a PUBLISH fed into routing from outside a connection, resolving once it is stored and
 //!   queued everywhere, as a client's PUBACK would;
+//! - acknowledgements held until the cluster's receipt for the message resolves;
 //! - the registry's session list and an administrator's disconnect (with or without discarding
 //!   the session).
 
@@ -16,9 +17,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use starling::broker::cluster::Cluster;
 use starling::broker::Kicked;
-use starling::codec::{ProtocolVersion, QoS, ReasonCode};
+use starling::codec::{Packet, ProtocolVersion, QoS, ReasonCode};
 use starling::message::{Message, Origin};
-use starling::storage::MemoryStore;
+use starling::persistence::Receipt;
+use starling::storage::{MemoryStore, StoreError};
 use starling::Broker;
 use support::*;
 
@@ -33,8 +35,9 @@ impl Recorder {
 }
 
 impl Cluster for Recorder {
-    fn routed(&self, msg: &Arc<Message>, _shares: bool) {
+    fn routed(&self, msg: &Arc<Message>, _shares: bool) -> Option<Receipt> {
         self.0.lock().unwrap().push(format!("routed {}", msg.topic));
+        None
     }
     fn session_claimed(&self, client_id: &str) {
         self.0.lock().unwrap().push(format!("claimed {client_id}"));
@@ -220,4 +223,80 @@ async fn session_list_shows_who_is_there_and_an_administrator_can_disconnect() {
             .disconnect_client("nobody", ReasonCode::ADMINISTRATIVE_ACTION, true),
         Kicked::NotFound
     );
+}
+
+/// A cluster that holds the acknowledgement of every QoS 1/2 message it is told of until the
+/// test lets it go, as the NATS cluster does until the stream has the message.
+#[derive(Default)]
+struct Holding(Mutex<Vec<tokio::sync::oneshot::Sender<Result<(), StoreError>>>>);
+
+impl Holding {
+    /// Answers every receipt handed out so far; how many there were.
+    fn release(&self) -> usize {
+        let held = std::mem::take(&mut *self.0.lock().unwrap());
+        let n = held.len();
+        for tx in held {
+            let _ = tx.send(Ok(()));
+        }
+        n
+    }
+}
+
+impl Cluster for Holding {
+    fn routed(&self, msg: &Arc<Message>, _shares: bool) -> Option<Receipt> {
+        if msg.qos == QoS::AtMostOnce {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0.lock().unwrap().push(tx);
+        Some(Receipt::answered_by(rx))
+    }
+    fn session_claimed(&self, _client_id: &str) {}
+    fn retained_changed(&self, _msg: &Arc<Message>) {}
+}
+
+/// The cluster's receipt holds a client's PUBACK and PUBREC [MQTT-4.3.2-2] [MQTT-4.3.3-2] and
+/// a fed-in message's acknowledgement: the broker takes responsibility for a message only once
+/// the other nodes are sure to get it. A subscriber on this node gets it meanwhile.
+#[tokio::test]
+async fn acknowledgements_wait_for_the_clusters_receipt() {
+    let cluster = Arc::new(Holding::default());
+    let (h, addr) = start_with_builder(Broker::builder(config()).cluster(cluster.clone())).await;
+    let mut sub = Client::connect(addr, "sub").await;
+    sub.subscribe("h/#", QoS::AtLeastOnce).await;
+    let mut publ = Client::connect(addr, "pub").await;
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        publ.send(&Packet::Publish(publish("h/1", b"x", qos, 3)))
+            .await;
+        assert_eq!(text(&sub.next_publish_acked().await), "x");
+        publ.expect_nothing("an acknowledgement the cluster holds")
+            .await;
+        assert_eq!(cluster.release(), 1);
+        match (qos, publ.next().await) {
+            (QoS::AtLeastOnce, Packet::PubAck(a)) => assert_eq!(a.packet_id, 3),
+            (QoS::ExactlyOnce, Packet::PubRec(r)) => {
+                publ.send(&Packet::PubRel(r)).await;
+                assert!(matches!(publ.next().await, Packet::PubComp(_)));
+            }
+            (_, other) => panic!("expected the acknowledgement, got {other:?}"),
+        }
+    }
+    let bridged = message(
+        "h/2",
+        b"y",
+        QoS::AtLeastOnce,
+        Origin::Bridge(Arc::new("site".to_string())),
+    );
+    let state = h.state().clone();
+    let mut fed = tokio::spawn(async move { state.publish_acknowledged(bridged).await });
+    assert_eq!(text(&sub.next_publish_acked().await), "y");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut fed)
+            .await
+            .is_err(),
+        "acknowledged before the cluster's receipt"
+    );
+    assert_eq!(cluster.release(), 1);
+    fed.await.expect("task").expect("acknowledged");
+    h.shutdown();
 }

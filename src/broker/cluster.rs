@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::message::{Message, Origin};
+use crate::persistence::Receipt;
 
 /// What the broker tells the other nodes of a cluster.
 pub trait Cluster: Send + Sync + 'static {
@@ -15,7 +16,11 @@ pub trait Cluster: Send + Sync + 'static {
     /// [`Origin`] is not a cluster peer, so a message never travels back to the node it came
     /// from. `shares`: routing left the shared groups to the cluster (it asked
     /// [`Cluster::shares_via_cluster`] and got true), which must hand the message to them.
-    fn routed(&self, msg: &Arc<Message>, shares: bool);
+    ///
+    /// Returns, for a QoS 1 or 2 message while the other nodes can be reached, a receipt that
+    /// resolves once they are sure to get it: its publisher's acknowledgement waits for it, so
+    /// that losing this node right after the PUBACK loses nothing for the others.
+    fn routed(&self, msg: &Arc<Message>, shares: bool) -> Option<Receipt>;
 
     /// A CONNECT claimed `client_id` on this node: a peer holding a session for that client id
     /// must close its connection (takeover across nodes) [MQTT-3.1.4-2].
@@ -66,7 +71,9 @@ pub trait Cluster: Send + Sync + 'static {
 pub struct LocalCluster;
 
 impl Cluster for LocalCluster {
-    fn routed(&self, _msg: &Arc<Message>, _shares: bool) {}
+    fn routed(&self, _msg: &Arc<Message>, _shares: bool) -> Option<Receipt> {
+        None
+    }
     fn session_claimed(&self, _client_id: &str) {}
     fn retained_changed(&self, _msg: &Arc<Message>) {}
     fn has_peers(&self) -> bool {

@@ -33,14 +33,19 @@ impl BrokerState {
     /// message is not sent back where it came from. (For messages nobody acknowledges, see
     /// [`BrokerState::publish_unacknowledged`].)
     pub async fn publish_acknowledged(&self, msg: Arc<Message>) -> Result<(), IngressError> {
-        let ops = self.publish_waiting(msg).await;
-        match (&self.persistence, ops.is_empty()) {
-            (Some(p), false) => p
-                .receipt(ops)
+        let (ops, cluster) = self.publish_waiting(msg).await;
+        if let (Some(p), false) = (&self.persistence, ops.is_empty()) {
+            p.receipt(ops)
                 .await
-                .map_err(|e| IngressError::Store(e.to_string())),
-            _ => Ok(()),
+                .map_err(|e| IngressError::Store(e.to_string()))?;
         }
+        // The other nodes of a cluster have it too.
+        if let Some(cluster) = cluster {
+            cluster
+                .await
+                .map_err(|e| IngressError::Store(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Routes a message from a cluster peer: like [`Self::publish_acknowledged`], it waits
@@ -49,7 +54,8 @@ impl BrokerState {
     /// receipt of its store writes, if it made any, for the caller to acknowledge the message
     /// to the cluster once it is done; the caller goes on routing meanwhile.
     pub async fn publish_from_peer(&self, msg: Arc<Message>) -> Option<Receipt> {
-        let ops = self.publish_waiting(msg).await;
+        // A peer's message is not forwarded again, so there is no cluster receipt.
+        let (ops, _) = self.publish_waiting(msg).await;
         match (&self.persistence, ops.is_empty()) {
             (Some(p), false) => Some(p.receipt(ops)),
             _ => None,
@@ -110,12 +116,15 @@ impl BrokerState {
     }
 
     /// Routes `msg` and waits until its deliveries are queued (or their subscribers marked
-    /// stuck); returns the store writes.
-    async fn publish_waiting(&self, msg: Arc<Message>) -> Vec<crate::storage::Op> {
+    /// stuck); returns the store writes and the cluster's receipt.
+    async fn publish_waiting(
+        &self,
+        msg: Arc<Message>,
+    ) -> (Vec<crate::storage::Op>, Option<Receipt>) {
         let publication = self.publish(msg);
         let mut ops = publication.ops;
         self.wait_blocked(publication.blocked, &mut ops).await;
-        ops
+        (ops, publication.cluster_receipt)
     }
 
     /// Retries blocked deliveries until they are queued or, after [`STUCK_AFTER`], their

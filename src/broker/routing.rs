@@ -13,6 +13,7 @@ use crate::auth::{Access, AuthConfig, AuthSet};
 use crate::codec::{topic, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::SlowConsumerPolicy;
 use crate::message::Message;
+use crate::persistence::Receipt;
 use crate::router::trie::Subscription;
 use crate::session::{Control, Delivery, DropReason, Session};
 use crate::storage::Op;
@@ -85,6 +86,10 @@ pub struct Publication {
     pub matched: bool,
     /// The queue to the other cluster nodes is congested: the publisher should slow down.
     pub cluster_congested: bool,
+    /// Resolves once the other cluster nodes are sure to get the message (see
+    /// [`Cluster::routed`](super::cluster::Cluster::routed)): the acknowledgement waits for it
+    /// too.
+    pub cluster_receipt: Option<Receipt>,
 }
 
 impl BrokerState {
@@ -188,8 +193,9 @@ impl BrokerState {
         // Once per message: the budget is one counter every connection moves.
         self.budget.add(cost);
         let mut cluster_congested = false;
+        let mut cluster_receipt = None;
         if cluster::forwards(&msg) {
-            self.cluster.routed(&msg, shares);
+            cluster_receipt = self.cluster.routed(&msg, shares);
             cluster_congested = self.cluster.congested();
         }
         Publication {
@@ -198,6 +204,7 @@ impl BrokerState {
             pace,
             matched,
             cluster_congested,
+            cluster_receipt,
         }
     }
 

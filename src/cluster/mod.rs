@@ -7,8 +7,11 @@
 //!   the JetStream stream `<p>_messages`. Each node reads it through a durable consumer named
 //!   after it, routes the others' messages as it routes a local publisher's, in order, waiting
 //!   on full queues as a publisher would, and acknowledges each once stored where a persistent
-//!   session holds it; so a node that was away gets what it missed (see [`messages`]). While
-//!   NATS is unreachable up to `[cluster] queue` messages wait in this node.
+//!   session holds it; so a node that was away gets what it missed (see [`messages`]). The
+//!   publisher of a QoS 1/2 message is acknowledged only once the stream has it (a receipt
+//!   from [`Cluster::routed`], answered by a [`StreamAck`]), so losing the node then loses
+//!   nothing acknowledged. While NATS is unreachable up to `[cluster] queue` messages wait in
+//!   this node, and publishers are acknowledged without waiting for the stream.
 //! - `<p>.claim.<node>`: a CONNECT on `<node>` claimed a client id (wall-clock microseconds,
 //!   then the id). Any other node holding a session for that id closes its connection (MQTT 5
 //!   DISCONNECT 0x8E Session taken over [MQTT-3.1.4-2]) and ends the session there: the client
@@ -30,6 +33,7 @@ mod messages;
 mod retained;
 mod shares;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,11 +45,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::cluster::Cluster;
 use crate::broker::BrokerState;
-use crate::codec::ReasonCode;
+use crate::codec::{QoS, ReasonCode};
 use crate::config::ClusterConfig;
 use crate::message::Message;
 use crate::metrics::ClusterMetrics;
-use crate::storage::unix_ms_now;
+use crate::persistence::Receipt;
+use crate::storage::{unix_ms_now, StoreError};
+use async_nats::jetstream::context::PublishAckFuture;
 
 /// Stream acknowledgements awaited at once before the publishing task waits for them.
 const ACKS_IN_FLIGHT: usize = 4096;
@@ -63,18 +69,39 @@ pub enum ClusterError {
 
 /// What the hooks queue for the publishing task.
 enum Outbound {
-    /// A routed message; true: its shared copy goes out too (see [`shares`]).
-    Message(Arc<Message>, bool),
+    /// A routed message; true: its shared copy goes out too (see [`shares`]). With the answer
+    /// its publisher's acknowledgement waits for, if it waits.
+    Message(Arc<Message>, bool, Option<StreamAck>),
     /// A client id claimed here, and when (Unix microseconds).
     Claim(String, u64),
     Retained(Arc<Message>),
 }
+
+/// Answers a receipt from [`Cluster::routed`] when dropped: after the stream took the
+/// message's batch (the acknowledgement task drops it then), or once that cannot happen (the
+/// queue to NATS was full, NATS refused the batch, the node stops). In those cases the message
+/// reaches only this node, counted in `starling_cluster_messages_dropped_total`, as when NATS
+/// is unreachable, and its publisher is not held back for it.
+struct StreamAck(Option<oneshot::Sender<Result<(), StoreError>>>);
+
+impl Drop for StreamAck {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Ok(()));
+        }
+    }
+}
+
+/// A stream's acknowledgement of one publish, and the receipts waiting for it.
+type PendingAck = (PublishAckFuture, Vec<StreamAck>);
 
 /// The broker's view of the cluster: queues what the other nodes must hear.
 pub struct NatsCluster {
     tx: mpsc::Sender<Outbound>,
     metrics: Arc<ClusterMetrics>,
     shares: Arc<shares::SharesState>,
+    /// Connected to NATS: acknowledgements then wait for the stream (see [`StreamAck`]).
+    linked: Arc<AtomicBool>,
 }
 
 impl NatsCluster {
@@ -92,8 +119,17 @@ impl NatsCluster {
 }
 
 impl Cluster for NatsCluster {
-    fn routed(&self, msg: &Arc<Message>, shares: bool) {
-        self.queue(Outbound::Message(msg.clone(), shares));
+    fn routed(&self, msg: &Arc<Message>, shares: bool) -> Option<Receipt> {
+        // Only a QoS 1/2 PUBLISH is acknowledged; while NATS is unreachable the node serves
+        // alone and does not hold its publishers (what they send waits in the queue).
+        if msg.qos == QoS::AtMostOnce || !self.linked.load(Ordering::Acquire) {
+            self.queue(Outbound::Message(msg.clone(), shares, None));
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let ack = StreamAck(Some(tx));
+        self.queue(Outbound::Message(msg.clone(), shares, Some(ack)));
+        Some(Receipt::answered_by(rx))
     }
 
     fn session_claimed(&self, client_id: &str) {
@@ -108,7 +144,7 @@ impl Cluster for NatsCluster {
     }
 
     fn shares_via_cluster(&self) -> bool {
-        self.shares.up.load(std::sync::atomic::Ordering::Acquire)
+        self.shares.up.load(Ordering::Acquire)
     }
 
     fn serves_share(&self, share_filter: &str) -> bool {
@@ -132,6 +168,7 @@ pub struct Pending {
     node: String,
     rx: mpsc::Receiver<Outbound>,
     shares: Arc<shares::SharesState>,
+    linked: Arc<AtomicBool>,
 }
 
 /// Sets up the cluster `[cluster]` describes: the hooks to install in the broker, and what
@@ -147,16 +184,19 @@ pub fn prepare(
         config.node.clone()
     };
     let shares = Arc::new(shares::SharesState::default());
+    let linked = Arc::new(AtomicBool::new(false));
     let cluster = Arc::new(NatsCluster {
         tx,
         metrics,
         shares: shares.clone(),
+        linked: linked.clone(),
     });
     let pending = Pending {
         config: config.clone(),
         node,
         rx,
         shares,
+        linked,
     };
     (cluster, pending)
 }
@@ -202,10 +242,16 @@ impl Pending {
             node,
             rx,
             shares,
+            linked,
         } = self;
         let metrics = state.metrics().cluster.clone();
         let (up_tx, mut up_rx) = watch::channel(false);
-        let (client, share_client) = connect_both(&config, &node, up_tx, &shares, &metrics).await?;
+        let link = Link {
+            up: up_tx,
+            linked,
+            metrics: metrics.clone(),
+        };
+        let (client, share_client) = connect_both(&config, &node, link, &shares).await?;
         let subjects = Subjects {
             prefix: config.prefix.clone(),
             node: node.clone(),
@@ -270,17 +316,23 @@ impl Pending {
     }
 }
 
-/// The main connection (no echo; `up` follows it) and the shares connection.
+/// What follows the main connection to NATS.
+struct Link {
+    up: watch::Sender<bool>,
+    linked: Arc<AtomicBool>,
+    metrics: Arc<ClusterMetrics>,
+}
+
+/// The main connection (no echo; `link` follows it) and the shares connection.
 async fn connect_both(
     config: &ClusterConfig,
     node: &str,
-    up: watch::Sender<bool>,
+    link: Link,
     shares: &Arc<shares::SharesState>,
-    metrics: &Arc<ClusterMetrics>,
 ) -> Result<(async_nats::Client, async_nats::Client), ClusterError> {
     let main_events = {
-        let (up, metrics) = (Arc::new(up), metrics.clone());
-        move |event: async_nats::Event| on_event(&event, &up, &metrics)
+        let link = Arc::new(link);
+        move |event: async_nats::Event| on_event(&event, &link)
     };
     let client = connect(config, node, false, main_events).await?;
     let share_events = {
@@ -346,21 +398,23 @@ async fn connect(
         .map_err(|e| ClusterError::Connect(e.to_string()))
 }
 
-fn on_event(event: &async_nats::Event, up: &watch::Sender<bool>, metrics: &ClusterMetrics) {
+fn on_event(event: &async_nats::Event, link: &Link) {
     match event {
         async_nats::Event::Connected => {
-            metrics.up.set(1);
-            metrics.connects.inc();
+            link.metrics.up.set(1);
+            link.metrics.connects.inc();
             tracing::info!("cluster: connected to NATS");
-            up.send_replace(true);
+            link.linked.store(true, Ordering::Release);
+            link.up.send_replace(true);
         }
         async_nats::Event::Disconnected => {
-            metrics.up.set(0);
+            link.metrics.up.set(0);
             tracing::warn!("cluster: lost NATS; messages for the other nodes wait in the queue");
-            up.send_replace(false);
+            link.linked.store(false, Ordering::Release);
+            link.up.send_replace(false);
         }
         async_nats::Event::SlowConsumer(_) => {
-            metrics.dropped.inc();
+            link.metrics.dropped.inc();
             if crate::logging::refusal_allowed() {
                 tracing::warn!(
                     "cluster: messages from the other nodes arrive faster than \
@@ -380,7 +434,7 @@ struct Publisher {
     sync: retained::Sync,
     messages: messages::Messages,
     /// The stream's acknowledgements of what this task publishes, for [`ack_task`].
-    acks: mpsc::Sender<async_nats::jetstream::context::PublishAckFuture>,
+    acks: mpsc::Sender<PendingAck>,
     metrics: Arc<ClusterMetrics>,
 }
 
@@ -421,13 +475,17 @@ impl Publisher {
     /// Returns the item that ended the batch, if one did.
     async fn send(&self, item: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Option<Outbound> {
         let (sent, next) = match item {
-            Outbound::Message(msg, shares) => {
+            Outbound::Message(msg, shares, ack) => {
                 let mut batch = messages::Batch::default();
+                let mut acks: Vec<StreamAck> = ack.into_iter().collect();
                 batch.push(msg, shares);
                 let mut next = None;
                 while !batch.is_full() {
                     match rx.try_recv() {
-                        Ok(Outbound::Message(msg, shares)) => batch.push(msg, shares),
+                        Ok(Outbound::Message(msg, shares, ack)) => {
+                            batch.push(msg, shares);
+                            acks.extend(ack);
+                        }
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -435,7 +493,7 @@ impl Publisher {
                         Err(_) => break,
                     }
                 }
-                (self.send_batch(batch).await, next)
+                (self.send_batch(batch, acks).await, next)
             }
             Outbound::Claim(client_id, at_us) => {
                 let mut body = at_us.to_be_bytes().to_vec();
@@ -459,11 +517,11 @@ impl Publisher {
     }
 
     /// One stream message for the batch, then the shared copies (one per message: they go by
-    /// topic).
-    async fn send_batch(&self, batch: messages::Batch) -> Result<(), String> {
+    /// topic). `acks` are answered once the stream has the batch.
+    async fn send_batch(&self, batch: messages::Batch, acks: Vec<StreamAck>) -> Result<(), String> {
         let (count, body, shared) = batch.finish();
         let sent = match self.messages.publish(body).await {
-            Ok(ack) => self.acks.send(ack).await.map_err(|e| e.to_string()),
+            Ok(ack) => self.acks.send((ack, acks)).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         match &sent {
@@ -549,14 +607,14 @@ fn unix_us(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Awaits the streams' acknowledgements of what the publishing task wrote, in order; what a
-/// stream did not take is counted as dropped.
-async fn ack_task(
-    mut rx: mpsc::Receiver<async_nats::jetstream::context::PublishAckFuture>,
-    metrics: Arc<ClusterMetrics>,
-) {
-    while let Some(ack) = rx.recv().await {
-        if let Err(e) = ack.await {
+/// Awaits the streams' acknowledgements of what the publishing task wrote, in order, and
+/// answers the receipts waiting for them (by dropping them); what a stream did not take is
+/// counted as dropped.
+async fn ack_task(mut rx: mpsc::Receiver<PendingAck>, metrics: Arc<ClusterMetrics>) {
+    while let Some((ack, receipts)) = rx.recv().await {
+        let taken = ack.await;
+        drop(receipts);
+        if let Err(e) = taken {
             metrics.dropped.inc();
             if crate::logging::refusal_allowed() {
                 tracing::warn!(error = %e,

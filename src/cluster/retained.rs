@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
+use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -42,7 +42,7 @@ pub(super) struct Sync {
     replicas: usize,
     /// The last stream sequence this node has read (0: none yet).
     applied: Arc<AtomicU64>,
-    acks: mpsc::Sender<PublishAckFuture>,
+    acks: mpsc::Sender<super::PendingAck>,
 }
 
 impl Sync {
@@ -52,7 +52,7 @@ impl Sync {
         client: &async_nats::Client,
         config: &ClusterConfig,
         node: &str,
-        acks: mpsc::Sender<PublishAckFuture>,
+        acks: mpsc::Sender<super::PendingAck>,
     ) -> Sync {
         Sync {
             js: jetstream::new(client.clone()),
@@ -91,7 +91,10 @@ impl Sync {
             .publish_with_headers(subject, headers, body)
             .await
             .map_err(|e| e.to_string())?;
-        self.acks.send(ack).await.map_err(|e| e.to_string())
+        self.acks
+            .send((ack, Vec::new()))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Reads what the stream holds that this node has not read, and applies it. Logs, and

@@ -55,8 +55,12 @@ impl Handler {
             ack.map(no_matching_subscribers)
         };
         ops.extend(publication.ops);
-        // Acknowledged once stored where the store must hold it...
+        // Acknowledged once stored where the store must hold it, and once the other nodes of
+        // a cluster are sure to get it...
         self.store_wait(ops, out);
+        if let Some(receipt) = publication.cluster_receipt.take() {
+            out.wait_for(receipt);
+        }
         if publication.blocked.is_empty() {
             if let Some(deep) = publication.pace.filter(|s| self.may_pace_on(s)) {
                 self.broker.metrics().publishers_paced.inc();

@@ -419,9 +419,10 @@ impl Tracked {
         }
     }
 
-    /// A batch the writer answers on `rx` (for tests of what waits on receipts).
-    #[cfg(test)]
-    pub(crate) fn answered_by(rx: oneshot::Receiver<Result<(), StoreError>>) -> Tracked {
+    /// A receipt answered on `rx` by something other than the writer: the cluster answers
+    /// once another node is sure to get a message (and tests of what waits on receipts). A
+    /// sender dropped unanswered reads as [`StoreError::Closed`].
+    pub fn answered_by(rx: oneshot::Receiver<Result<(), StoreError>>) -> Tracked {
         Tracked {
             stage: Stage::Queued(rx),
         }

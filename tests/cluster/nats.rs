@@ -92,6 +92,27 @@ impl Nats {
         self.spawn(Some(self.port));
     }
 
+    /// Freezes the server (SIGSTOP): its clients stay connected, and nothing they send is
+    /// answered until [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Unfreezes the server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("nats-server running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill(1)")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Stops the server (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
