@@ -38,6 +38,8 @@ struct Waiting {
     sealed_bytes: usize,
     /// Receipts still waiting for room in the store's queue.
     parked: usize,
+    /// A receipt that failed while bytes released before it were returned: reported next.
+    failed: Option<StoreError>,
 }
 
 impl Outbox {
@@ -116,6 +118,9 @@ impl Waiting {
 
     /// [`Outbox::poll_settle`].
     fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<Result<BytesMut, StoreError>> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Err(e));
+        }
         if self.parked > 0 {
             let next = self.chunks.iter_mut().find(|(r, _)| r.is_waiting());
             if let Some((receipt, _)) = next {
@@ -133,13 +138,36 @@ impl Waiting {
             return Poll::Pending;
         }
         ready!(Pin::new(receipt).poll(cx))?;
+        let mut released = self.pop_front();
+        // Receipts answered together (one group commit of the store, one acknowledgement of
+        // the cluster's stream) release their bytes together: one socket write for all their
+        // acknowledgements rather than one each.
+        while let Some((receipt, _)) = self.chunks.front_mut() {
+            if receipt.is_waiting() {
+                break;
+            }
+            match Pin::new(receipt).poll(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(())) => released.extend_from_slice(&self.pop_front()),
+                Poll::Ready(Err(e)) => {
+                    // Nothing after it goes out; the connection closes on the error.
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Ok(released))
+    }
+
+    /// Removes the oldest chunk (its receipt resolved) and returns its bytes.
+    fn pop_front(&mut self) -> BytesMut {
         let Some((_, chunk)) = self.chunks.pop_front() else {
-            return Poll::Ready(Ok(BytesMut::new()));
+            return BytesMut::new();
         };
         if !self.chunks.is_empty() {
             self.sealed_bytes -= chunk.len();
         }
-        Poll::Ready(Ok(chunk))
+        chunk
     }
 
     /// [`Outbox::queue_parked`].
@@ -185,6 +213,43 @@ mod tests {
         assert_eq!(&o.ready[..], b"abc");
         assert_eq!(o.pending(), 0);
         assert_eq!(o.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn receipts_answered_together_release_their_bytes_together() {
+        let mut o = Outbox::default();
+        let mut answers = Vec::new();
+        for b in [b"a", b"b", b"c"] {
+            let (tx, r) = receipt();
+            o.wait_for(r);
+            o.buf().extend_from_slice(b);
+            answers.push(tx);
+        }
+        let last = answers.pop().unwrap();
+        for tx in answers {
+            tx.send(Ok(())).unwrap();
+        }
+        assert_eq!(&o.settle().await.unwrap()[..], b"ab");
+        assert_eq!(o.pending(), 1);
+        assert_eq!(o.len(), 1);
+        last.send(Ok(())).unwrap();
+        assert_eq!(&o.settle().await.unwrap()[..], b"c");
+        assert_eq!(o.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_behind_released_bytes_is_reported_next() {
+        let mut o = Outbox::default();
+        let (tx1, r1) = receipt();
+        o.wait_for(r1);
+        o.buf().extend_from_slice(b"a");
+        let (tx2, r2) = receipt();
+        o.wait_for(r2);
+        o.buf().extend_from_slice(b"b");
+        tx1.send(Ok(())).unwrap();
+        drop(tx2);
+        assert_eq!(&o.settle().await.unwrap()[..], b"a");
+        assert!(o.settle().await.is_err());
     }
 
     #[tokio::test]
