@@ -445,7 +445,8 @@ fn open_store(
         0 => SESSION_MEMORY_CAP,
         n => n.min(SESSION_MEMORY_CAP),
     };
-    let p = persistence::Persistence::new(store, writer, snapshot.next_msg_id, memory_cap);
+    let p = persistence::Persistence::new(store, writer, snapshot.next_msg_id, memory_cap)
+        .with_marks(snapshot.marks.clone());
     Ok(Some((Arc::new(p), snapshot)))
 }
 

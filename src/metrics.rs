@@ -162,6 +162,9 @@ pub struct ClusterMetrics {
     pub sent: Counter,
     /// Messages received from the other nodes.
     pub received: Counter,
+    /// Messages the stream sent again that this node had already applied (after a crash or a
+    /// lost NATS connection), skipped rather than delivered twice.
+    pub redelivered_skipped: Counter,
     /// Messages (and takeover notices, retained updates) for the other nodes that were not
     /// sent: the queue to NATS was full, or NATS refused them; or received ones that did not
     /// decode.

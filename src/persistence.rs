@@ -16,6 +16,7 @@
 //! is dropped and counted when the queue is full ([`Persistence::submit_delete`]); what must
 //! not be lost and cannot wait is queued over the bound, counted ([`Persistence::submit`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct Persistence {
     retired_seqs: AtomicU64,
     /// QoS 1/2 deliveries a persistent session keeps in memory; the rest wait on disk.
     pub memory_cap: usize,
+    /// The store's marks as loaded at start ([`crate::storage::Op::PutMark`]).
+    marks: BTreeMap<String, Vec<u8>>,
 }
 
 impl Persistence {
@@ -61,7 +64,20 @@ impl Persistence {
             next_msg_id: AtomicU64::new(next_msg_id.max(1)),
             retired_seqs: AtomicU64::new(0),
             memory_cap: memory_cap.max(1),
+            marks: BTreeMap::new(),
         }
+    }
+
+    /// The marks the store held at start ([`crate::storage::Snapshot::marks`]).
+    pub fn with_marks(mut self, marks: BTreeMap<String, Vec<u8>>) -> Persistence {
+        self.marks = marks;
+        self
+    }
+
+    /// The mark `name` as it was when the store was loaded: what a component wrote beside its
+    /// records in the previous run.
+    pub fn mark_at_start(&self, name: &str) -> Option<&[u8]> {
+        self.marks.get(name).map(Vec::as_slice)
     }
 
     /// Where a new persistent session numbers its stored queue from: past every position a

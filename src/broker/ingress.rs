@@ -9,6 +9,7 @@ use crate::message::Message;
 use crate::persistence::Receipt;
 use crate::router::trie::Subscription;
 use crate::session::Delivery;
+use crate::storage::Op;
 
 use super::{BrokerState, Routed, SubHandle, STUCK_AFTER};
 
@@ -52,12 +53,21 @@ impl BrokerState {
     /// (at most [`STUCK_AFTER`]) for full queues, so the peer's messages keep their order and
     /// a slow subscriber here slows the link as it would slow a local publisher. Returns the
     /// receipt of its store writes, if it made any, for the caller to acknowledge the message
-    /// to the cluster once it is done; the caller goes on routing meanwhile.
-    pub async fn publish_from_peer(&self, msg: Arc<Message>) -> Option<Receipt> {
+    /// to the cluster once it is done; the caller goes on routing meanwhile. `mark`, asked
+    /// only when there are writes, is written with them, atomically: the caller's record that
+    /// this message was applied, so that a restart after a crash does not apply it twice.
+    pub async fn publish_from_peer(
+        &self,
+        msg: Arc<Message>,
+        mark: impl FnOnce() -> Op,
+    ) -> Option<Receipt> {
         // A peer's message is not forwarded again, so there is no cluster receipt.
-        let (ops, _) = self.publish_waiting(msg).await;
+        let (mut ops, _) = self.publish_waiting(msg).await;
         match (&self.persistence, ops.is_empty()) {
-            (Some(p), false) => Some(p.receipt(ops)),
+            (Some(p), false) => {
+                ops.push(mark());
+                Some(p.receipt(ops))
+            }
             _ => None,
         }
     }
@@ -117,10 +127,7 @@ impl BrokerState {
 
     /// Routes `msg` and waits until its deliveries are queued (or their subscribers marked
     /// stuck); returns the store writes and the cluster's receipt.
-    async fn publish_waiting(
-        &self,
-        msg: Arc<Message>,
-    ) -> (Vec<crate::storage::Op>, Option<Receipt>) {
+    async fn publish_waiting(&self, msg: Arc<Message>) -> (Vec<Op>, Option<Receipt>) {
         let publication = self.publish(msg);
         let mut ops = publication.ops;
         self.wait_blocked(publication.blocked, &mut ops).await;
@@ -129,7 +136,7 @@ impl BrokerState {
 
     /// Retries blocked deliveries until they are queued or, after [`STUCK_AFTER`], their
     /// subscribers are marked stuck and the copies dropped.
-    async fn wait_blocked(&self, mut blocked: Vec<Routed>, ops: &mut Vec<crate::storage::Op>) {
+    async fn wait_blocked(&self, mut blocked: Vec<Routed>, ops: &mut Vec<Op>) {
         let since = Instant::now();
         while let Some(first) = blocked.first().map(|r| r.session.clone()) {
             let _ = tokio::time::timeout(BLOCKED_POLL, first.room_made()).await;

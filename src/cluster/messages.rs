@@ -11,8 +11,11 @@
 //! stream) and are acknowledged unread.
 //!
 //! A node that crashes after routing a message and before acknowledging it gets the message
-//! again: its subscribers may then see it twice (as QoS 1 allows; at QoS 2, a duplicate after a
-//! crash of their node).
+//! again. It applies it only once: the store writes a message makes for persistent sessions
+//! carry a mark ([`Applied`], `storage::Op::PutMark`) naming the message, in the same atomic
+//! batch, and what the stream sends again at or before the mark is acknowledged unread
+//! (`starling_cluster_messages_redelivered_skipped_total`). Within one run, what was routed is
+//! remembered the same way (a lost NATS connection also makes the stream send messages again).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +31,7 @@ use crate::config::ClusterConfig;
 use crate::message::{Message, Origin};
 use crate::metrics::ClusterMetrics;
 use crate::persistence::Receipt;
-use crate::storage::{decode_message_record, encode_message_record, StoredMessage};
+use crate::storage::{decode_message_record, encode_message_record, Op, StoredMessage};
 
 /// Messages routed here and not yet acknowledged to the stream (their store writes pending).
 const ACK_WINDOW: usize = 4096;
@@ -103,14 +106,22 @@ impl Messages {
             .map_err(|e| e.to_string())
     }
 
-    /// This node's consumer. One left by a previous life of this node with messages it had
+    /// This node's consumer, and the creation time of the stream (which tells a stream made
+    /// again, whose sequence numbers start over, from the one a mark names). One left by a
+    /// previous life of this node with messages it had
     /// taken and not acknowledged (it crashed, or lost NATS with acknowledgements in flight)
     /// is replaced by a new one starting after the last acknowledged message: NATS would
     /// otherwise send those again only when their `ACK_WAIT` ran out, minutes later and out of
     /// order. The new one is made before the old one goes, so that interest retention keeps
     /// every message in between.
-    async fn consumer(&self) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
-        let stream = self.ensure().await?;
+    async fn consumer(&self) -> Result<(consumer::Consumer<consumer::pull::Config>, i128), String> {
+        let mut stream = self.ensure().await?;
+        let created = stream
+            .info()
+            .await
+            .map_err(|e| format!("stream {}: {e}", self.stream))?
+            .created
+            .unix_timestamp_nanos();
         let base = format!("{}_node_{}", self.stream, self.node);
         let mine = self.own_consumers(&stream, &base).await?;
         let mut start = None;
@@ -124,7 +135,7 @@ impl Messages {
             if info.num_ack_pending == 0 || info.ack_floor.stream_sequence == 0 {
                 // Nothing taken and left, or nothing acknowledged to start after (then NATS
                 // sends the rest again after ACK_WAIT).
-                return self.open(&stream, name, None).await;
+                return Ok((self.open(&stream, name, None).await?, created));
             }
             tracing::info!(
                 unacknowledged = info.num_ack_pending,
@@ -142,7 +153,7 @@ impl Messages {
                 tracing::warn!(consumer = old, error = %e, "cluster: old consumer not deleted");
             }
         }
-        Ok(consumer)
+        Ok((consumer, created))
     }
 
     /// This node's consumers (`<base>` is generation 0, `<base>_g<n>` generation n), oldest
@@ -215,21 +226,32 @@ pub(super) async fn consume(
 ) {
     let metrics = state.metrics().cluster.clone();
     let mut caught_up = Some(caught_up);
+    let mark = mark_name(&messages.stream);
+    let mut applied = state
+        .persistence()
+        .and_then(|p| p.mark_at_start(&mark))
+        .and_then(Applied::decode)
+        .unwrap_or_default();
     loop {
         tokio::select! {
             r = up.wait_for(|up| *up) => if r.is_err() { return },
             _ = shutdown.cancelled() => return,
         }
         match messages.consumer().await {
-            Ok(consumer) => {
-                let r = read(
-                    &state,
-                    &messages,
-                    consumer,
-                    &metrics,
-                    &shutdown,
-                    &mut caught_up,
-                );
+            Ok((consumer, created)) => {
+                if applied.created != created {
+                    // A stream this node has not read from: nothing of it applied yet.
+                    applied = Applied {
+                        created,
+                        ..Applied::default()
+                    };
+                }
+                let reader = Reader {
+                    state: &state,
+                    metrics: &metrics,
+                    mark: &mark,
+                };
+                let r = reader.read(&messages, consumer, &shutdown, &mut caught_up, &mut applied);
                 if let Err(e) = r.await {
                     tracing::warn!(error = %e, "cluster: reading the messages stream stopped");
                 }
@@ -336,101 +358,178 @@ fn records(body: &[u8]) -> impl Iterator<Item = Result<StoredMessage, String>> +
 /// One stream message routed here and waiting for its store writes before it is acknowledged.
 type Routed = (Vec<Receipt>, jetstream::Message);
 
-async fn read(
-    state: &Arc<BrokerState>,
-    messages: &Messages,
-    mut consumer: consumer::Consumer<consumer::pull::Config>,
-    metrics: &Arc<ClusterMetrics>,
-    shutdown: &CancellationToken,
-    caught_up: &mut Option<oneshot::Sender<()>>,
-) -> Result<(), String> {
-    let waiting = consumer
-        .info()
-        .await
-        .map_err(|e| e.to_string())?
-        .num_pending;
-    if waiting == 0 {
-        tell(caught_up);
-    } else {
-        tracing::info!(
-            waiting,
-            "cluster: routing what the other nodes published meanwhile"
-        );
-    }
-    let mut stream = consumer.messages().await.map_err(|e| e.to_string())?;
-    let (tx, rx) = mpsc::channel::<Routed>(ACK_WINDOW);
-    let acks = tokio::spawn(acknowledge(rx));
-    let own = format!("{}.{}", messages.subjects, messages.node);
-    // One `Arc` per node name, shared by all of its messages.
-    let mut origins: std::collections::HashMap<String, Arc<String>> = Default::default();
-    let result = loop {
-        let next = tokio::select! {
-            m = stream.next() => m,
-            _ = shutdown.cancelled() => break Ok(()),
-        };
-        let m = match next {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => break Err(e.to_string()),
-            None => break Ok(()),
-        };
-        // The last one waiting: caught up once it is routed.
-        let last = m.info().is_ok_and(|i| i.pending == 0);
-        if m.subject.as_str() == own {
+/// What reading the stream needs besides the stream: the broker, the counters, and the name
+/// of the store mark it keeps.
+struct Reader<'a> {
+    state: &'a Arc<BrokerState>,
+    metrics: &'a Arc<ClusterMetrics>,
+    mark: &'a str,
+}
+
+impl Reader<'_> {
+    /// Routes what the consumer brings until it ends, NATS goes or the broker stops; `applied`
+    /// follows what has been routed.
+    async fn read(
+        &self,
+        messages: &Messages,
+        mut consumer: consumer::Consumer<consumer::pull::Config>,
+        shutdown: &CancellationToken,
+        caught_up: &mut Option<oneshot::Sender<()>>,
+        applied: &mut Applied,
+    ) -> Result<(), String> {
+        let waiting = consumer
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .num_pending;
+        if waiting == 0 {
+            tell(caught_up);
+        } else {
+            tracing::info!(
+                waiting,
+                "cluster: routing what the other nodes published meanwhile"
+            );
+        }
+        let mut stream = consumer.messages().await.map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::channel::<Routed>(ACK_WINDOW);
+        let acks = tokio::spawn(acknowledge(rx));
+        let own = format!("{}.{}", messages.subjects, messages.node);
+        // One `Arc` per node name, shared by all of its messages.
+        let mut origins: std::collections::HashMap<String, Arc<String>> = Default::default();
+        let result = loop {
+            let next = tokio::select! {
+                m = stream.next() => m,
+                _ = shutdown.cancelled() => break Ok(()),
+            };
+            let m = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => break Err(e.to_string()),
+                None => break Ok(()),
+            };
+            let info = m.info().ok().map(|i| (i.pending, i.stream_sequence));
+            // The last one waiting: caught up once it is routed.
+            let last = info.is_some_and(|(pending, _)| pending == 0);
+            let receipts = if m.subject.as_str() == own {
+                Vec::new()
+            } else {
+                let node = m.subject.rsplit('.').next().unwrap_or_default();
+                let origin = match origins.get(node) {
+                    Some(o) => o.clone(),
+                    None => {
+                        let o = Arc::new(node.to_owned());
+                        origins.insert(node.to_owned(), o.clone());
+                        o
+                    }
+                };
+                let seq = info.map_or(0, |(_, seq)| seq);
+                self.route_batch(&m.payload, &origin, seq, applied).await
+            };
             if last {
                 tell(caught_up);
             }
-            let _ = tx.send((Vec::new(), m)).await;
-            continue;
-        }
-        let node = m.subject.rsplit('.').next().unwrap_or_default();
-        let origin = match origins.get(node) {
-            Some(o) => o.clone(),
-            None => {
-                let o = Arc::new(node.to_owned());
-                origins.insert(node.to_owned(), o.clone());
-                o
+            if tx.send((receipts, m)).await.is_err() {
+                break Err("the acknowledgement task ended".into());
             }
         };
-        let receipts = route_batch(state, &m.payload, &origin, metrics).await;
-        if last {
-            tell(caught_up);
-        }
-        if tx.send((receipts, m)).await.is_err() {
-            break Err("the acknowledgement task ended".into());
-        }
-    };
-    drop(tx);
-    let _ = acks.await;
-    result
-}
+        drop(tx);
+        let _ = acks.await;
+        result
+    }
 
-/// Routes the messages of one batch from the node `origin`; returns the receipts of their store
-/// writes.
-async fn route_batch(
-    state: &BrokerState,
-    body: &[u8],
-    origin: &Arc<String>,
-    metrics: &ClusterMetrics,
-) -> Vec<Receipt> {
-    let mut receipts = Vec::new();
-    for record in records(body) {
-        match record {
-            Ok(stored) => {
-                metrics.received.inc();
-                let mut msg = stored.to_message();
-                msg.origin = Origin::Peer(origin.clone());
-                receipts.extend(state.publish_from_peer(Arc::new(msg)).await);
+    /// Routes the messages of one batch (stream sequence `seq`, 0 if unknown) from the node
+    /// `origin`, but those `applied` covers; returns the receipts of their store writes, which
+    /// carry the mark.
+    async fn route_batch(
+        &self,
+        body: &[u8],
+        origin: &Arc<String>,
+        seq: u64,
+        applied: &mut Applied,
+    ) -> Vec<Receipt> {
+        let mut receipts = Vec::new();
+        for (index, record) in records(body).enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            if seq != 0 {
+                if applied.covers(seq, index) {
+                    self.metrics.redelivered_skipped.inc();
+                    continue;
+                }
+                (applied.seq, applied.index) = (seq, index);
             }
-            Err(e) => {
-                metrics.dropped.inc();
-                if crate::logging::refusal_allowed() {
-                    tracing::warn!(node = %origin, error = %crate::logging::bounded(&e),
-                        "cluster: a message from another node did not decode; dropped");
+            match record {
+                Ok(stored) => {
+                    self.metrics.received.inc();
+                    let mut msg = stored.to_message();
+                    msg.origin = Origin::Peer(origin.clone());
+                    let at = *applied;
+                    let mark = || Op::PutMark {
+                        name: self.mark.to_owned(),
+                        value: at.encode(),
+                    };
+                    let receipt = self.state.publish_from_peer(Arc::new(msg), mark).await;
+                    receipts.extend(receipt);
+                }
+                Err(e) => {
+                    self.metrics.dropped.inc();
+                    if crate::logging::refusal_allowed() {
+                        tracing::warn!(node = %origin, error = %crate::logging::bounded(&e),
+                            "cluster: a message from another node did not decode; dropped");
+                    }
                 }
             }
         }
+        receipts
     }
-    receipts
+}
+
+/// The store mark that records where this node is in the messages stream `stream`.
+fn mark_name(stream: &str) -> String {
+    format!("cluster/{stream}")
+}
+
+/// The last record of the messages stream applied here: record `index` of the batch at stream
+/// sequence `seq`, in the stream created at `created` (Unix nanoseconds; a stream made again
+/// numbers from 1 again). Kept in memory as records are routed, and in the store beside the
+/// queue entries they made.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Applied {
+    created: i128,
+    seq: u64,
+    index: u32,
+}
+
+impl Applied {
+    /// The first byte of an encoded mark.
+    const V1: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(29);
+        out.push(Self::V1);
+        out.extend_from_slice(&self.created.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.index.to_be_bytes());
+        out
+    }
+
+    /// None for anything but a mark [`Self::encode`] wrote.
+    fn decode(bytes: &[u8]) -> Option<Applied> {
+        let (&version, rest) = bytes.split_first()?;
+        if version != Self::V1 || rest.len() != 28 {
+            return None;
+        }
+        let (created, rest) = rest.split_at(16);
+        let (seq, index) = rest.split_at(8);
+        Some(Applied {
+            created: i128::from_be_bytes(created.try_into().ok()?),
+            seq: u64::from_be_bytes(seq.try_into().ok()?),
+            index: u32::from_be_bytes(index.try_into().ok()?),
+        })
+    }
+
+    /// Whether record `index` of the batch at `seq` was applied already.
+    fn covers(&self, seq: u64, index: u32) -> bool {
+        (seq, index) <= (self.seq, self.index) && self.seq != 0
+    }
 }
 
 fn tell(caught_up: &mut Option<oneshot::Sender<()>>) {
@@ -440,13 +539,15 @@ fn tell(caught_up: &mut Option<oneshot::Sender<()>>) {
 }
 
 /// Acknowledges routed messages to the stream, in order, once their store writes are done. A
-/// write that failed is not acknowledged: the stream sends the message again.
+/// write that failed is not acknowledged (the store fails every later write too, so the node
+/// is not in a state to take them).
 async fn acknowledge(mut rx: mpsc::Receiver<Routed>) {
     'next: while let Some((receipts, m)) = rx.recv().await {
         for r in receipts {
             if let Err(e) = r.await {
                 tracing::warn!(error = %e,
-                    "cluster: a message from another node was not stored; NATS sends it again");
+                    "cluster: a message from another node was not stored for the persistent \
+                     sessions here (they hold it in memory only); not acknowledged to the stream");
                 continue 'next;
             }
         }
@@ -460,6 +561,28 @@ async fn acknowledge(mut rx: mpsc::Receiver<Routed>) {
 mod tests {
     use super::*;
     use crate::codec::QoS;
+
+    #[test]
+    fn marks_round_trip_and_cover_what_was_applied() {
+        let at = Applied {
+            created: -5,
+            seq: 7,
+            index: 3,
+        };
+        let bytes = at.encode();
+        assert_eq!(Applied::decode(&bytes), Some(at));
+        assert_eq!(Applied::decode(&bytes[..28]), None);
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert_eq!(Applied::decode(&other), None);
+        assert!(at.covers(6, 400));
+        assert!(at.covers(7, 3));
+        assert!(!at.covers(7, 4));
+        assert!(!at.covers(8, 0));
+        // Nothing applied covers nothing.
+        assert!(!Applied::default().covers(1, 0));
+        assert_eq!(mark_name("p_messages"), "cluster/p_messages");
+    }
 
     #[test]
     fn batches_round_trip_and_garbage_is_an_error() {

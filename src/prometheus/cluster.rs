@@ -12,7 +12,7 @@ type Family = (
     fn(&ClusterMetrics) -> u64,
 );
 
-const FAMILIES: [Family; 8] = [
+const FAMILIES: [Family; 9] = [
     (
         "starling_cluster_up",
         "gauge",
@@ -36,6 +36,13 @@ const FAMILIES: [Family; 8] = [
         "counter",
         "Messages received from the other nodes.",
         |m| m.received.get(),
+    ),
+    (
+        "starling_cluster_messages_redelivered_skipped_total",
+        "counter",
+        "Messages the stream sent again that this node had already applied (after a crash or \
+         a lost NATS connection), skipped rather than delivered twice.",
+        |m| m.redelivered_skipped.get(),
     ),
     (
         "starling_cluster_messages_dropped_total",

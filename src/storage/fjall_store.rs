@@ -8,6 +8,7 @@
 //! | `sessions` | client id | session record |
 //! | `subs` | len‖client‖filter | options, subscription id |
 //! | `meta` | `msg_id_hw` | u64 highest message id written |
+//! | `meta` | `mark/<name>` | a component's mark, opaque here ([`Op::PutMark`](super::Op::PutMark)) |
 //! | `queue` | len‖client‖seq u64 | message id, QoS, retain, subscription ids, inline message |
 //! | `msgs` | message id u64 | shared message (topic, payload, properties, expiry, publisher) |
 //! | `msg_refs` | message id u64 | number of queue entries naming it |

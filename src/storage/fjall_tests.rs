@@ -30,6 +30,10 @@ fn reopen_after_drop_keeps_data() {
                     stage: InflightStage::Publish,
                 },
                 Op::PutRetained(message("r", b"kept")),
+                Op::PutMark {
+                    name: "m".into(),
+                    value: b"v".to_vec(),
+                },
             ],
             true,
         )
@@ -43,6 +47,7 @@ fn reopen_after_drop_keeps_data() {
     let again = s.load().unwrap();
     assert_eq!(again, snapshot);
     assert_eq!(again.retained.len(), 2);
+    assert_eq!(again.marks.get("m").map(Vec::as_slice), Some(&b"v"[..]));
     assert_eq!(again.next_msg_id, 6);
     assert_eq!(s.queue_len("c").unwrap(), 2);
     assert!(s.check().is_ok());

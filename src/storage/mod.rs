@@ -46,6 +46,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -304,6 +305,14 @@ pub enum Op {
     DeleteRetained {
         topic: String,
     },
+    /// Sets the mark `name`: a small value a component keeps beside the records it describes,
+    /// in the same batch, so that both or neither survive a crash (the cluster's last applied
+    /// stream sequence, written with the queue entries of that stream message). Read back in
+    /// [`Snapshot::marks`].
+    PutMark {
+        name: String,
+        value: Vec<u8>,
+    },
 }
 
 /// An inflight record as loaded, in the original send order.
@@ -388,6 +397,8 @@ pub struct Snapshot {
     pub retained: Vec<StoredMessage>,
     /// One more than the highest stored message id: the broker continues numbering here.
     pub next_msg_id: u64,
+    /// Every mark ([`Op::PutMark`]) by name.
+    pub marks: BTreeMap<String, Vec<u8>>,
     /// Records skipped because they belong to no session or point at a missing record (see
     /// `check` for details). Zero unless something went wrong before.
     pub skipped: u64,

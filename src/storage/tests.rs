@@ -645,6 +645,38 @@ fn retained_put_replace_delete(f: Fixture) {
     f.assert_consistent();
 }
 
+/// A mark is written with the batch it comes in, replaced by the next one of its name, and
+/// does not disturb the records the broker restores.
+fn marks_are_kept_and_replaced(f: Fixture) {
+    let s = f.store();
+    let m = Arc::new(message("t", b"x"));
+    let mark = |name: &str, value: &[u8]| Op::PutMark {
+        name: name.into(),
+        value: value.to_vec(),
+    };
+    s.write(
+        &[
+            Op::PutSession(session("c")),
+            enqueue("c", 0, 1, &m),
+            mark("cluster/s", b"one"),
+        ],
+        true,
+    )
+    .unwrap();
+    s.write(&[mark("cluster/s", b"two"), mark("other", b"")], true)
+        .unwrap();
+    let loaded = s.load().unwrap();
+    let marks: Vec<(&str, &[u8])> = loaded
+        .marks
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    assert_eq!(marks, [("cluster/s", &b"two"[..]), ("other", &b""[..])]);
+    assert_eq!(loaded.sessions.len(), 1);
+    assert_eq!(loaded.next_msg_id, 2);
+    f.assert_consistent();
+}
+
 fn corrupt_records_are_errors(f: Fixture) {
     let s = f.store();
     let m = Arc::new(message("t", b"x"));
@@ -758,6 +790,7 @@ suite!(
     inflight_loads_in_send_order,
     owned_inflight_records_load_in_send_order,
     retained_put_replace_delete,
+    marks_are_kept_and_replaced,
     corrupt_records_are_errors,
     dangling_references_are_skipped_and_reported,
     dump_is_readable,
