@@ -25,9 +25,9 @@
 #     message it routes to NATS, into the JetStream stream starling_messages (file storage,
 #     interest retention); node B reads it through its durable consumer and routes it to its
 #     subscribers. Node A acknowledges a QoS 1 PUBLISH once its own subscribers (none here) have
-#     it; the copy for B then waits in A's queue to NATS ([cluster] queue: A slows its
-#     publishers down while it is congested, and drops (counted) what does not fit): what is
-#     dropped there or at B's session queues after the PUBACK is what tput_q1 counts as lost.
+#     it and the stream holds the copy for B (A slows its publishers down while its queue to
+#     NATS, [cluster] queue, is more than half full, and drops (counted) what does not fit):
+#     what is dropped at B's session queues after the PUBACK is what tput_q1 counts as lost.
 #     Each node also has a `[metrics]` endpoint on loopback, read once after the run
 #     for the cluster's counters (starling_cluster_messages_{sent,received,dropped}_total). The
 #     nats-server is part of the setup's cost: its CPU is reported on its own row and in the

@@ -33,6 +33,8 @@ mod messages;
 mod retained;
 mod shares;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -78,7 +80,8 @@ enum Outbound {
 }
 
 /// Answers a receipt from [`Cluster::routed`] when dropped: after the stream took the
-/// message's batch (the acknowledgement task drops it then), or once that cannot happen (the
+/// message's batch and its shared copies reached NATS (the acknowledgement task drops it then),
+/// or once that cannot happen (the
 /// queue to NATS was full, NATS refused the batch, the node stops). In those cases the message
 /// reaches only this node, counted in `starling_cluster_messages_dropped_total`, as when NATS
 /// is unreachable, and its publisher is not held back for it.
@@ -92,8 +95,25 @@ impl Drop for StreamAck {
     }
 }
 
-/// A stream's acknowledgement of one publish, and the receipts waiting for it.
-type PendingAck = (PublishAckFuture, Vec<StreamAck>);
+/// A stream's acknowledgement of one publish, and what else waits for it.
+struct PendingAck {
+    ack: PublishAckFuture,
+    /// Flushes the shares connection, when shared copies went out with the batch: they go over
+    /// core NATS, so its acknowledgement does not cover them.
+    flush: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Answered once the stream took the batch and the shared copies reached NATS.
+    receipts: Vec<StreamAck>,
+}
+
+impl PendingAck {
+    fn new(ack: PublishAckFuture) -> PendingAck {
+        PendingAck {
+            ack,
+            flush: None,
+            receipts: Vec::new(),
+        }
+    }
+}
 
 /// The broker's view of the cluster: queues what the other nodes must hear.
 pub struct NatsCluster {
@@ -517,23 +537,38 @@ impl Publisher {
     }
 
     /// One stream message for the batch, then the shared copies (one per message: they go by
-    /// topic). `acks` are answered once the stream has the batch.
+    /// topic). `acks` are answered once the stream has the batch and the shared copies are
+    /// with the NATS server.
     async fn send_batch(&self, batch: messages::Batch, acks: Vec<StreamAck>) -> Result<(), String> {
         let (count, body, shared) = batch.finish();
-        let sent = match self.messages.publish(body).await {
-            Ok(ack) => self.acks.send((ack, acks)).await.map_err(|e| e.to_string()),
+        let published = self.messages.publish(body).await;
+        let mut shares_sent = Ok(());
+        for msg in &shared {
+            let r = shares::publish(&self.share_client, &self.subjects.prefix, msg).await;
+            shares_sent = shares_sent.and(r);
+        }
+        let sent = match published {
+            Ok(ack) => {
+                let flush = (!shared.is_empty()).then(|| {
+                    let client = self.share_client.clone();
+                    Box::pin(async move {
+                        let _ = client.flush().await;
+                    }) as Pin<Box<dyn Future<Output = ()> + Send>>
+                });
+                let pending = PendingAck {
+                    ack,
+                    flush,
+                    receipts: acks,
+                };
+                self.acks.send(pending).await.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e),
         };
         match &sent {
             Ok(()) => self.metrics.sent.add(count),
             Err(_) => self.metrics.dropped.add(count.saturating_sub(1)),
         }
-        let mut result = sent;
-        for msg in shared {
-            let r = shares::publish(&self.share_client, &self.subjects.prefix, &msg).await;
-            result = result.and(r);
-        }
-        result
+        sent.and(shares_sent)
     }
 }
 
@@ -611,9 +646,12 @@ fn unix_us(t: SystemTime) -> u64 {
 /// answers the receipts waiting for them (by dropping them); what a stream did not take is
 /// counted as dropped.
 async fn ack_task(mut rx: mpsc::Receiver<PendingAck>, metrics: Arc<ClusterMetrics>) {
-    while let Some((ack, receipts)) = rx.recv().await {
-        let taken = ack.await;
-        drop(receipts);
+    while let Some(pending) = rx.recv().await {
+        let taken = pending.ack.await;
+        if let Some(flush) = pending.flush {
+            flush.await;
+        }
+        drop(pending.receipts);
         if let Err(e) = taken {
             metrics.dropped.inc();
             if crate::logging::refusal_allowed() {

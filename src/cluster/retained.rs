@@ -92,7 +92,7 @@ impl Sync {
             .await
             .map_err(|e| e.to_string())?;
         self.acks
-            .send((ack, Vec::new()))
+            .send(super::PendingAck::new(ack))
             .await
             .map_err(|e| e.to_string())
     }

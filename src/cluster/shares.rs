@@ -10,6 +10,11 @@
 //! routing leaves out this node's own groups that NATS serves, since they get it the same way,
 //! through a second NATS connection that, unlike the first, hears its own messages.
 //!
+//! Shared copies go over core NATS, not the stream: a publisher's acknowledgement waits until
+//! they reach the NATS server (a flush of this connection), but a copy NATS hands to a node
+//! that dies before routing it is lost for the group (a node that is away is not in the queue
+//! group, so NATS picks another).
+//!
 //! While this connection is down, routing serves the node's own groups directly, as a single
 //! node would; so it does for a group whose queue subscription is still being made (its first
 //! member here just subscribed), at the price of a possible second copy for the group if
