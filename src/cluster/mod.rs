@@ -58,6 +58,10 @@ use async_nats::jetstream::context::PublishAckFuture;
 /// Stream acknowledgements awaited at once before the publishing task waits for them.
 const ACKS_IN_FLIGHT: usize = 4096;
 
+/// How long the acknowledgement task waits for the shares connection to flush (async-nats
+/// waits as long for a stream's acknowledgement).
+const SHARES_FLUSH: Duration = Duration::from_secs(5);
+
 /// How long a stopping node spends sending what is still queued for the other nodes.
 const SHUTDOWN_SEND: Duration = Duration::from_secs(2);
 
@@ -552,7 +556,9 @@ impl Publisher {
                 let flush = (!shared.is_empty()).then(|| {
                     let client = self.share_client.clone();
                     Box::pin(async move {
-                        let _ = client.flush().await;
+                        // Bounded like the stream's acknowledgement: while NATS is away the
+                        // publishers are not held longer than that.
+                        let _ = tokio::time::timeout(SHARES_FLUSH, client.flush()).await;
                     }) as Pin<Box<dyn Future<Output = ()> + Send>>
                 });
                 let pending = PendingAck {
