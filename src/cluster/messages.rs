@@ -17,6 +17,7 @@
 //! (`starling_cluster_messages_redelivered_skipped_total`). Within one run, what was routed is
 //! remembered the same way (a lost NATS connection also makes the stream send messages again).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -394,8 +395,7 @@ impl Reader<'_> {
         let (tx, rx) = mpsc::channel::<Routed>(ACK_WINDOW);
         let acks = tokio::spawn(acknowledge(rx));
         let own = format!("{}.{}", messages.subjects, messages.node);
-        // One `Arc` per node name, shared by all of its messages.
-        let mut origins: std::collections::HashMap<String, Arc<String>> = Default::default();
+        let mut origins = HashMap::new();
         let result = loop {
             let next = tokio::select! {
                 m = stream.next() => m,
@@ -412,15 +412,7 @@ impl Reader<'_> {
             let receipts = if m.subject.as_str() == own {
                 Vec::new()
             } else {
-                let node = m.subject.rsplit('.').next().unwrap_or_default();
-                let origin = match origins.get(node) {
-                    Some(o) => o.clone(),
-                    None => {
-                        let o = Arc::new(node.to_owned());
-                        origins.insert(node.to_owned(), o.clone());
-                        o
-                    }
-                };
+                let origin = origin_of(&mut origins, &m.subject);
                 let seq = info.map_or(0, |(_, seq)| seq);
                 self.route_batch(&m.payload, &origin, seq, applied).await
             };
@@ -480,6 +472,18 @@ impl Reader<'_> {
         }
         receipts
     }
+}
+
+/// The node a stream message came from (the last token of its subject), one `Arc` per node
+/// name, shared by all of its messages.
+fn origin_of(origins: &mut HashMap<String, Arc<String>>, subject: &str) -> Arc<String> {
+    let node = subject.rsplit('.').next().unwrap_or_default();
+    if let Some(o) = origins.get(node) {
+        return o.clone();
+    }
+    let o = Arc::new(node.to_owned());
+    origins.insert(node.to_owned(), o.clone());
+    o
 }
 
 /// The store mark that records where this node is in the messages stream `stream`.

@@ -84,11 +84,11 @@ enum Outbound {
 }
 
 /// Answers a receipt from [`Cluster::routed`] when dropped: after the stream took the
-/// message's batch and its shared copies reached NATS (the acknowledgement task drops it then),
-/// or once that cannot happen (the
-/// queue to NATS was full, NATS refused the batch, the node stops). In those cases the message
-/// reaches only this node, counted in `starling_cluster_messages_dropped_total`, as when NATS
-/// is unreachable, and its publisher is not held back for it.
+/// message's batch and its shared copies reached NATS (the acknowledgement task drops it
+/// then), or once that cannot happen (the queue to NATS was full, NATS refused the batch, the
+/// node stops). In those cases the message reaches only this node, counted in
+/// `starling_cluster_messages_dropped_total`, as when NATS is unreachable, and its publisher
+/// is not held back for it.
 struct StreamAck(Option<oneshot::Sender<Result<(), StoreError>>>);
 
 impl Drop for StreamAck {
