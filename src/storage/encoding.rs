@@ -191,6 +191,14 @@ pub(crate) fn seq_key(client_id: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Prefix in `meta` of the marks ([`Op::PutMark`](super::Op::PutMark)): `mark/<name>`.
+pub(crate) const META_MARK_PREFIX: &[u8] = b"mark/";
+
+/// The `meta` key of the mark `name`.
+pub(crate) fn mark_key(name: &str) -> Vec<u8> {
+    [META_MARK_PREFIX, name.as_bytes()].concat()
+}
+
 pub(crate) fn pid_key(client_id: &str, packet_id: u16) -> Vec<u8> {
     let mut k = client_prefix(client_id);
     k.extend_from_slice(&packet_id.to_be_bytes());

@@ -99,14 +99,6 @@ pub(crate) struct Staged {
 /// restarts also when every body is inline in its queue entry (not in `msgs`).
 pub(crate) const META_MSG_ID_HW: &[u8] = b"msg_id_hw";
 
-/// Prefix in `meta` of the marks ([`Op::PutMark`]): `mark/<name>`.
-pub(crate) const META_MARK_PREFIX: &[u8] = b"mark/";
-
-/// The `meta` key of the mark `name`.
-pub(crate) fn mark_key(name: &str) -> Vec<u8> {
-    [META_MARK_PREFIX, name.as_bytes()].concat()
-}
-
 struct Planner<'a> {
     kv: &'a dyn Kv,
     writes: Writes,
@@ -499,12 +491,17 @@ pub(crate) fn load(kv: &dyn Kv) -> Result<Snapshot, StoreError> {
 /// Every mark, by name.
 fn load_marks(kv: &dyn Kv) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
     let mut marks = BTreeMap::new();
-    kv.scan(Ks::Meta, META_MARK_PREFIX, META_MARK_PREFIX, &mut |k, v| {
-        let name = std::str::from_utf8(&k[META_MARK_PREFIX.len()..])
-            .map_err(|_| corrupt(Ks::Meta, k)(DecodeError("mark name is not UTF-8".into())))?;
-        marks.insert(name.to_owned(), v.to_vec());
-        Ok(true)
-    })?;
+    kv.scan(
+        Ks::Meta,
+        enc::META_MARK_PREFIX,
+        enc::META_MARK_PREFIX,
+        &mut |k, v| {
+            let name = std::str::from_utf8(&k[enc::META_MARK_PREFIX.len()..])
+                .map_err(|_| corrupt(Ks::Meta, k)(DecodeError("mark name is not UTF-8".into())))?;
+            marks.insert(name.to_owned(), v.to_vec());
+            Ok(true)
+        },
+    )?;
     Ok(marks)
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::encoding as enc;
-use super::engine::{mark_key, Ks};
+use super::engine::Ks;
 use super::Op;
 
 /// A message body shared by several queue entries of one batch, encoded once.
@@ -198,6 +198,6 @@ fn item(op: &Op, counts: &HashMap<u64, u32>, bodies: &mut HashMap<u64, Arc<Vec<u
             enc::encode_message(m),
         ),
         Op::DeleteRetained { topic } => key(Ks::Retained, topic.as_bytes().to_vec()),
-        Op::PutMark { name, value } => put(Ks::Meta, mark_key(name), value.clone()),
+        Op::PutMark { name, value } => put(Ks::Meta, enc::mark_key(name), value.clone()),
     }
 }
