@@ -25,6 +25,8 @@
 //! Seeded: `SOAK_SEED` replays a run (the seed is printed); `CLUSTER_CRASH_ROUNDS` sets how
 //! many kills (default 5).
 
+#[path = "cluster/crash.rs"]
+mod crash;
 #[path = "cluster/nats.rs"]
 mod nats;
 #[path = "soak/rng.rs"]
@@ -154,13 +156,6 @@ async fn held_for_b(nats: &nats::Nats) -> (HashSet<u64>, String) {
         held.len()
     );
     (held, consumer)
-}
-
-fn node_toml(nats: &str, name: &str) -> String {
-    format!(
-        "[mqtt]\nmax_queued_messages = 0\n\n\
-         [cluster]\nservers = [\"{nats}\"]\nnode = \"{name}\"\nconnect_timeout = \"5s\"\n"
-    )
 }
 
 /// What a publisher had acknowledged (seqs).
@@ -308,28 +303,6 @@ async fn subscriber(
     }
 }
 
-/// Waits (bounded by `limit`) until `done` holds of the subscriber's log; false on timeout.
-async fn wait_log(
-    log: &Mutex<Log>,
-    seen: &mut watch::Receiver<u64>,
-    limit: Duration,
-    done: impl Fn(&Log) -> bool,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        seen.borrow_and_update();
-        if done(&log.lock().unwrap()) {
-            return true;
-        }
-        if tokio::time::timeout_at(deadline, seen.changed())
-            .await
-            .is_err()
-        {
-            return false;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_again_and_again_gets_everything_the_other_acknowledged() {
     let Some(nats) = nats::Nats::start() else {
@@ -337,30 +310,14 @@ async fn a_node_killed_again_and_again_gets_everything_the_other_acknowledged() 
         return;
     };
     let seed = seed_from_env();
-    let rounds: u64 = std::env::var("CLUSTER_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let rounds = crash::rounds(5);
     println!("cluster crash test: SOAK_SEED={seed} CLUSTER_CRASH_ROUNDS={rounds}");
     let mut rng = Rng::new(seed);
-    let tmp = temp_dir("cluster-crash");
-    let (a_port, b_port) = (free_port(), free_port());
-    let a_cfg = write_config(
-        tmp.path(),
-        "a.toml",
-        a_port,
-        &tmp.path().join("a"),
-        &node_toml(&nats.url(), "a"),
-    );
-    let b_cfg = write_config(
-        tmp.path(),
-        "b.toml",
-        b_port,
-        &tmp.path().join("b"),
-        &node_toml(&nats.url(), "b"),
-    );
-    let a = BrokerProc::start(&a_cfg, a_port).await;
-    let mut b = BrokerProc::start(&b_cfg, b_port).await;
+    let nodes = crash::TwoNodes::new(&nats, "cluster-crash");
+    let ((a_cfg, a_port), (b_cfg, b_port)) = (&nodes.a, &nodes.b);
+    let (a_cfg, a_port, b_cfg, b_port) = (a_cfg.as_path(), *a_port, b_cfg.as_path(), *b_port);
+    let a = BrokerProc::start(a_cfg, a_port).await;
+    let mut b = BrokerProc::start(b_cfg, b_port).await;
 
     // The persistent session on B, then its client for the whole test.
     let (mut c, _) = Client::connect_ok(
@@ -384,7 +341,7 @@ async fn a_node_killed_again_and_again_gets_everything_the_other_acknowledged() 
     loop {
         p.publish("d/probe", &seq_payload(PROBE, 32), QoS::AtMostOnce, false)
             .await;
-        if wait_log(&log, &mut seen, Duration::from_millis(100), |l| {
+        if crash::wait_for(&log, &mut seen, Duration::from_millis(100), |l| {
             l.probes > 0
         })
         .await
@@ -428,7 +385,7 @@ async fn a_node_killed_again_and_again_gets_everything_the_other_acknowledged() 
         let away = rng.below(300);
         tokio::time::sleep(Duration::from_millis(away)).await;
         let restart = std::time::Instant::now();
-        b = BrokerProc::start(&b_cfg, b_port).await;
+        b = BrokerProc::start(b_cfg, b_port).await;
         let restart = restart.elapsed();
         generation += 1;
         at_tx.send_replace(Some((generation, b.addr)));
@@ -449,7 +406,7 @@ async fn a_node_killed_again_and_again_gets_everything_the_other_acknowledged() 
         v.extend(acked2.lock().unwrap().iter());
         v
     };
-    let ended = wait_log(&log, &mut seen, DRAIN, |l| {
+    let ended = crash::wait_for(&log, &mut seen, DRAIN, |l| {
         l.delivered.iter().any(|(_, s)| *s == END)
     })
     .await;
@@ -458,7 +415,7 @@ async fn a_node_killed_again_and_again_gets_everything_the_other_acknowledged() 
     // stream and not yet acknowledged when it was killed: the stream sends that again only
     // after the consumer's ack wait. `CLUSTER_CRASH_PATIENCE` waits for it; by default the
     // test checks that NATS still holds it for B.
-    let all = wait_log(&log, &mut seen, patience(), |l| {
+    let all = crash::wait_for(&log, &mut seen, patience(), |l| {
         let got: HashSet<u64> = l.delivered.iter().map(|(_, s)| *s).collect();
         acked.iter().all(|s| got.contains(s))
     })

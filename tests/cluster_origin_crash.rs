@@ -12,6 +12,8 @@
 //! Seeded: `SOAK_SEED` replays a run (the seed is printed); `CLUSTER_CRASH_ROUNDS` sets how
 //! many kills (default 8).
 
+#[path = "cluster/crash.rs"]
+mod crash;
 #[path = "cluster/nats.rs"]
 mod nats;
 #[path = "soak/rng.rs"]
@@ -38,13 +40,6 @@ const PROBE: u64 = 0;
 
 /// How long what A acknowledged may take to reach B after the last kill.
 const DRAIN: Duration = Duration::from_secs(30);
-
-fn node_toml(nats: &str, name: &str) -> String {
-    format!(
-        "[mqtt]\nmax_queued_messages = 0\n\n\
-         [cluster]\nservers = [\"{nats}\"]\nnode = \"{name}\"\nconnect_timeout = \"5s\"\n"
-    )
-}
 
 /// Where A is now: a generation bumped at each restart, and its address.
 type Where = (u64, SocketAddr);
@@ -101,28 +96,6 @@ async fn subscribe_on_b(mut c: Client, got: Arc<Mutex<HashSet<u64>>>, seen: watc
     }
 }
 
-/// Waits (bounded by `limit`) until `done` holds of what B's subscriber got.
-async fn wait_got(
-    got: &Mutex<HashSet<u64>>,
-    seen: &mut watch::Receiver<u64>,
-    limit: Duration,
-    done: impl Fn(&HashSet<u64>) -> bool,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        seen.borrow_and_update();
-        if done(&got.lock().unwrap()) {
-            return true;
-        }
-        if tokio::time::timeout_at(deadline, seen.changed())
-            .await
-            .is_err()
-        {
-            return false;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publishing_node_killed_again_and_again_loses_nothing_it_acknowledged() {
     let Some(nats) = nats::Nats::start() else {
@@ -130,30 +103,14 @@ async fn a_publishing_node_killed_again_and_again_loses_nothing_it_acknowledged(
         return;
     };
     let seed = seed_from_env();
-    let rounds: u64 = std::env::var("CLUSTER_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+    let rounds = crash::rounds(8);
     println!("cluster origin crash test: SOAK_SEED={seed} CLUSTER_CRASH_ROUNDS={rounds}");
     let mut rng = Rng::new(seed);
-    let tmp = temp_dir("cluster-origin-crash");
-    let (a_port, b_port) = (free_port(), free_port());
-    let a_cfg = write_config(
-        tmp.path(),
-        "a.toml",
-        a_port,
-        &tmp.path().join("a"),
-        &node_toml(&nats.url(), "a"),
-    );
-    let b_cfg = write_config(
-        tmp.path(),
-        "b.toml",
-        b_port,
-        &tmp.path().join("b"),
-        &node_toml(&nats.url(), "b"),
-    );
-    let mut a = BrokerProc::start(&a_cfg, a_port).await;
-    let b = BrokerProc::start(&b_cfg, b_port).await;
+    let nodes = crash::TwoNodes::new(&nats, "cluster-origin-crash");
+    let ((a_cfg, a_port), (b_cfg, b_port)) = (&nodes.a, &nodes.b);
+    let (a_cfg, a_port, b_cfg, b_port) = (a_cfg.as_path(), *a_port, b_cfg.as_path(), *b_port);
+    let mut a = BrokerProc::start(a_cfg, a_port).await;
+    let b = BrokerProc::start(b_cfg, b_port).await;
 
     let (mut c, _) = Client::connect_ok(
         b.addr,
@@ -172,7 +129,7 @@ async fn a_publishing_node_killed_again_and_again_loses_nothing_it_acknowledged(
     loop {
         p.publish("o/probe", &seq_payload(PROBE, 32), QoS::AtMostOnce, false)
             .await;
-        if wait_got(&got, &mut seen, Duration::from_millis(100), |g| {
+        if crash::wait_for(&got, &mut seen, Duration::from_millis(100), |g| {
             g.contains(&PROBE)
         })
         .await
@@ -196,7 +153,7 @@ async fn a_publishing_node_killed_again_and_again_loses_nothing_it_acknowledged(
         a.kill();
         let away = rng.below(200);
         tokio::time::sleep(Duration::from_millis(away)).await;
-        a = BrokerProc::start(&a_cfg, a_port).await;
+        a = BrokerProc::start(a_cfg, a_port).await;
         generation += 1;
         at_tx.send_replace((generation, a.addr));
         println!("round {round}: A killed after a life of {life} ms, away {away} ms");
@@ -204,7 +161,7 @@ async fn a_publishing_node_killed_again_and_again_loses_nothing_it_acknowledged(
     tokio::time::sleep(Duration::from_millis(rng.between(100, 600))).await;
     stop.store(true, Ordering::Relaxed);
     let acked = publisher.await.unwrap();
-    let all = wait_got(&got, &mut seen, DRAIN, |g| {
+    let all = crash::wait_for(&got, &mut seen, DRAIN, |g| {
         acked.iter().all(|s| g.contains(s))
     })
     .await;
