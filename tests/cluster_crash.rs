@@ -314,10 +314,8 @@ async fn a_node_killed_again_and_again_gets_everything_the_other_acknowledged() 
     println!("cluster crash test: SOAK_SEED={seed} CLUSTER_CRASH_ROUNDS={rounds}");
     let mut rng = Rng::new(seed);
     let nodes = crash::TwoNodes::new(&nats, "cluster-crash");
-    let ((a_cfg, a_port), (b_cfg, b_port)) = (&nodes.a, &nodes.b);
-    let (a_cfg, a_port, b_cfg, b_port) = (a_cfg.as_path(), *a_port, b_cfg.as_path(), *b_port);
-    let a = BrokerProc::start(a_cfg, a_port).await;
-    let mut b = BrokerProc::start(b_cfg, b_port).await;
+    let a = nodes.start_a().await;
+    let mut b = nodes.start_b().await;
 
     // The persistent session on B, then its client for the whole test.
     let (mut c, _) = Client::connect_ok(
@@ -385,7 +383,7 @@ async fn a_node_killed_again_and_again_gets_everything_the_other_acknowledged() 
         let away = rng.below(300);
         tokio::time::sleep(Duration::from_millis(away)).await;
         let restart = std::time::Instant::now();
-        b = BrokerProc::start(b_cfg, b_port).await;
+        b = nodes.start_b().await;
         let restart = restart.elapsed();
         generation += 1;
         at_tx.send_replace(Some((generation, b.addr)));

@@ -107,10 +107,8 @@ async fn a_publishing_node_killed_again_and_again_loses_nothing_it_acknowledged(
     println!("cluster origin crash test: SOAK_SEED={seed} CLUSTER_CRASH_ROUNDS={rounds}");
     let mut rng = Rng::new(seed);
     let nodes = crash::TwoNodes::new(&nats, "cluster-origin-crash");
-    let ((a_cfg, a_port), (b_cfg, b_port)) = (&nodes.a, &nodes.b);
-    let (a_cfg, a_port, b_cfg, b_port) = (a_cfg.as_path(), *a_port, b_cfg.as_path(), *b_port);
-    let mut a = BrokerProc::start(a_cfg, a_port).await;
-    let b = BrokerProc::start(b_cfg, b_port).await;
+    let mut a = nodes.start_a().await;
+    let b = nodes.start_b().await;
 
     let (mut c, _) = Client::connect_ok(
         b.addr,
@@ -153,7 +151,7 @@ async fn a_publishing_node_killed_again_and_again_loses_nothing_it_acknowledged(
         a.kill();
         let away = rng.below(200);
         tokio::time::sleep(Duration::from_millis(away)).await;
-        a = BrokerProc::start(a_cfg, a_port).await;
+        a = nodes.start_a().await;
         generation += 1;
         at_tx.send_replace((generation, a.addr));
         println!("round {round}: A killed after a life of {life} ms, away {away} ms");

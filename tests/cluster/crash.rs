@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::nats::Nats;
-use crate::support::{free_port, temp_dir, write_config};
+use crate::support::{free_port, temp_dir, write_config, BrokerProc};
 
 /// The configuration of node `name` on the NATS server at `nats`: no queue limit (so what the
 /// tests count is never dropped), a named node (so its consumer resumes after a restart).
@@ -25,8 +25,8 @@ fn node_toml(nats: &str, name: &str) -> String {
 /// this does.
 pub struct TwoNodes {
     _dir: tempfile::TempDir,
-    pub a: (PathBuf, u16),
-    pub b: (PathBuf, u16),
+    a: (PathBuf, u16),
+    b: (PathBuf, u16),
 }
 
 impl TwoNodes {
@@ -45,6 +45,16 @@ impl TwoNodes {
         };
         let (a, b) = (node("a"), node("b"));
         TwoNodes { _dir: dir, a, b }
+    }
+
+    /// Starts node `a` (again, after a kill: same port, same store).
+    pub async fn start_a(&self) -> BrokerProc {
+        BrokerProc::start(&self.a.0, self.a.1).await
+    }
+
+    /// Starts node `b` (again, after a kill: same port, same store).
+    pub async fn start_b(&self) -> BrokerProc {
+        BrokerProc::start(&self.b.0, self.b.1).await
     }
 }
 
