@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use self::auth::AuthSection;
-pub use self::bridge::{BridgeConfig, BridgeProtocol, BridgeTopic, Direction};
+pub use self::bridge::{BridgeCluster, BridgeConfig, BridgeProtocol, BridgeTopic, Direction};
 pub use self::cluster::ClusterConfig;
 pub use self::log::{LogConfig, LogFormat, SyslogFacility};
 pub use listener::*;
@@ -507,6 +507,14 @@ fn looks_like_mosquitto_conf(text: &str) -> bool {
 }
 
 impl Config {
+    /// This node's configured name in a cluster (`[cluster] node`), if it has one.
+    pub fn cluster_node(&self) -> Option<&str> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.node.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
     /// Parses a TOML document and validates it.
     pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(s).map_err(|e| ConfigError::Parse(e.to_string()))?;

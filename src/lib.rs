@@ -196,7 +196,9 @@ impl BrokerBuilder {
         if let Some(cluster) = cluster {
             state = state.with_cluster(cluster);
         } else if let Some(cfg) = state.config().cluster.clone() {
-            let (hooks, pending) = cluster::prepare(&cfg, state.metrics().cluster.clone());
+            let each_node = bridge::each_node(state.config());
+            let (hooks, pending) =
+                cluster::prepare(&cfg, &each_node, state.metrics().cluster.clone());
             state = state.with_cluster(hooks);
             nats = Some(pending);
         }

@@ -194,6 +194,11 @@ pub struct BridgeMetrics {
     /// Messages acknowledged and dropped: no topic line maps them, or the other side does
     /// not take their size.
     pub dropped: Counter,
+    /// 1 while this node brings the remote broker's messages in (see
+    /// `BridgeConfig::cluster`).
+    pub inbound: Counter,
+    /// Messages from the remote broker dropped because another node brings them in.
+    pub standby: Counter,
 }
 
 impl Metrics {

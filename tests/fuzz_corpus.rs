@@ -268,6 +268,7 @@ fn seed_packets(v: ProtocolVersion) -> Vec<(&'static str, Packet)> {
                             no_local: false,
                             retain_as_published: v5,
                             retain_handling: if v5 { 2 } else { 0 },
+                            local_origin: false,
                         },
                     ),
                 ],

@@ -56,11 +56,11 @@ pub struct Names {
 }
 
 impl Names {
-    /// The names `cfg` asks for, defaults filled in.
-    pub fn of(cfg: &BridgeConfig) -> Names {
-        let remote_id = cfg.remote_client_id();
+    /// The names `cfg` asks for on cluster node `node` (if any), defaults filled in.
+    pub fn of(cfg: &BridgeConfig, node: Option<&str>) -> Names {
+        let remote_id = cfg.remote_client_id(node);
         Names {
-            local_id: cfg.local_client_id(&remote_id),
+            local_id: cfg.local_client_id(&remote_id, node),
             notification_topic: cfg.notification_topic(&remote_id),
             remote_id,
         }

@@ -15,6 +15,12 @@
 //! [`pump`]). A failed link is retried after `restart_timeout`, doubled after each failure up
 //! to `restart_timeout_max`.
 //!
+//! In a cluster, a bridge with `cluster = "each_node"` runs on every node: its local session's
+//! subscriptions match only messages published on this node (the broker sets
+//! [`local_origin`](crate::codec::SubscriptionOptions::local_origin) on them), and what the
+//! remote broker sends comes in only while this node holds the bridge's lease
+//! ([`BrokerState::bridge_inbound`]); the rest is acknowledged and dropped.
+//!
 //! Lock use: none. The task holds only its own state; the local end goes through the
 //! connection code and takes the broker's locks there, in their documented order.
 
@@ -75,13 +81,14 @@ pub fn spawn_all(broker: &Arc<BrokerState>, tracker: &TaskTracker, shutdown: &Ca
         };
         let bridge = Bridge {
             cfg: cfg.clone(),
-            names: link::Names::of(cfg),
+            names: link::Names::of(cfg, broker.config().cluster_node()),
             map: TopicMap::new(&cfg.topics),
             tls,
             broker: broker.clone(),
             index,
             will: link::WillShape::default(),
             current: 0,
+            inbound: broker.bridge_inbound(&cfg.name),
         };
         tracker.spawn(bridge.run(shutdown.clone()));
     }
@@ -92,7 +99,17 @@ pub fn local_ids(config: &crate::config::Config) -> Vec<String> {
     config
         .bridges
         .iter()
-        .map(|b| link::Names::of(b).local_id)
+        .map(|b| link::Names::of(b, config.cluster_node()).local_id)
+        .collect()
+}
+
+/// The names of the bridges run on every node of a cluster (`cluster = "each_node"`).
+pub fn each_node(config: &crate::config::Config) -> Vec<String> {
+    config
+        .bridges
+        .iter()
+        .filter(|b| b.cluster == crate::config::BridgeCluster::EachNode)
+        .map(|b| b.name.clone())
         .collect()
 }
 
@@ -127,6 +144,9 @@ struct Bridge {
     will: link::WillShape,
     /// The address in use or to try next: 0 is `address`, then the fallbacks.
     current: usize,
+    /// For a bridge run on every node: whether this node brings the remote broker's messages
+    /// in (see [`crate::config::BridgeCluster`]). None: always.
+    inbound: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Bridge {
@@ -234,6 +254,7 @@ impl Bridge {
             hello: remote_notes.then(|| self.notification(b"1", remote.retain_available)),
             farewell: remote_notes.then(|| self.notification(b"0", remote.retain_available)),
             local_hello: cfg.notifications.then(|| self.local_state(b"1")),
+            inbound: self.inbound.as_ref(),
         };
         // On a fallback, unless all addresses are equals: back to the main broker once it
         // accepts connections.

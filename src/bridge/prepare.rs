@@ -25,7 +25,7 @@ pub async fn prepare_sessions(broker: &Arc<BrokerState>) {
         if cfg.cleansession {
             continue;
         }
-        let names = Names::of(cfg);
+        let names = Names::of(cfg, broker.config().cluster_node());
         let map = TopicMap::new(&cfg.topics);
         let done = tokio::time::timeout(PREPARE_TIMEOUT, prepare(broker, cfg, &names, &map));
         let result = done

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -164,6 +165,8 @@ struct State<'a> {
     held_remote: Option<Publish>,
     /// A local packet waiting for the remote SUBACK (same id).
     held_local: Option<Packet>,
+    /// See [`Setup::inbound`].
+    inbound: Option<watch::Receiver<bool>>,
 }
 
 /// How a running bridge ended without an error.
@@ -197,6 +200,9 @@ pub struct Setup<'a> {
     pub local_hello: Option<Arc<Message>>,
     /// The bridge's counters.
     pub metrics: &'a BridgeMetrics,
+    /// For a bridge run on every node: whether this node brings the remote broker's messages
+    /// in; the others acknowledge and drop them. None: always.
+    pub inbound: Option<&'a watch::Receiver<bool>>,
 }
 
 /// Runs a bridge whose two links are up until one fails or the broker shuts down; at
@@ -211,6 +217,7 @@ pub async fn run(
     let mut l = Side::new(local, setup.local_max_in, "local");
     let result = forward(&setup, (&mut r, &mut l), &mut main_back, shutdown).await;
     setup.metrics.up.set(0);
+    setup.metrics.inbound.set(0);
     // The broker's shutdown closes every session, the bridge's local one too, before it
     // cancels `shutdown` (`BrokerHandle::shutdown`): the local end may so end first. Either
     // way, and when leaving a fallback, the remote link ends cleanly, or the remote broker
@@ -252,7 +259,9 @@ async fn forward(
         own_out: HashSet::new(),
         held_remote: None,
         held_local: None,
+        inbound: setup.inbound.cloned(),
     };
+    st.metrics.inbound.set(st.brings_in().into());
     subscribe(&mut st, r, l);
     let sleep = tokio::time::sleep_until(Instant::now());
     tokio::pin!(sleep);
@@ -297,7 +306,28 @@ async fn forward(
             }
             () = shutdown.cancelled() => return Ok(End::Shutdown),
             () = main_up(main_back) => return Ok(End::MainBack),
+            () = lease_changed(&mut st.inbound) => {
+                st.metrics.inbound.set(st.brings_in().into());
+            }
         }
+    }
+}
+
+impl State<'_> {
+    /// Whether this node brings the remote broker's messages in (see [`Setup::inbound`]).
+    fn brings_in(&self) -> bool {
+        self.inbound.as_ref().is_none_or(|rx| *rx.borrow())
+    }
+}
+
+/// Resolves when the lease `inbound` follows changes hands; never without one.
+async fn lease_changed(inbound: &mut Option<watch::Receiver<bool>>) {
+    let changed = match inbound {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -431,6 +461,11 @@ fn remote_publish(st: &mut State<'_>, r: &mut Side, l: &mut Side, mut p: Publish
     {
         st.held_remote = Some(p);
         return false;
+    }
+    if !st.brings_in() {
+        st.metrics.standby.inc();
+        ack_dropped(&mut st.own_in, r, &p);
+        return true;
     }
     let Some(topic) = st.map.to_local(&p.topic) else {
         tracing::debug!(bridge = st.bridge, topic = %p.topic,
@@ -674,6 +709,7 @@ mod tests {
             hello: None,
             local_hello: None,
             metrics: &metrics,
+            inbound: None,
         };
         let shutdown = CancellationToken::new();
         let started = Instant::now();

@@ -103,6 +103,7 @@ fn bridge_options(qos: QoS) -> SubscriptionOptions {
         no_local: true,
         retain_as_published: true,
         retain_handling: 1,
+        local_origin: false,
     }
 }
 

@@ -64,6 +64,13 @@ pub trait Cluster: Send + Sync + 'static {
     /// A `$share/...` subscription was added or removed here: the set of shared groups with
     /// members here may have changed (see `SubscriptionTrie::shared_groups`).
     fn shares_changed(&self) {}
+
+    /// For a bridge run on every node (`cluster = "each_node"`): follows whether this node
+    /// brings the remote broker's messages in (holds the bridge's lease). None: it always
+    /// does (a bridge run on one node, or no cluster).
+    fn bridge_inbound(&self, _bridge: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
 }
 
 /// A broker with no peers.

@@ -351,6 +351,12 @@ impl BrokerState {
         self
     }
 
+    /// For bridge `bridge`: follows whether this node brings the remote broker's messages in
+    /// (see [`cluster::Cluster::bridge_inbound`]); None: always.
+    pub fn bridge_inbound(&self, bridge: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.cluster.bridge_inbound(bridge)
+    }
+
     /// Whether `client_id` is a bridge's local client id (see [`Self::with_bridge_ids`]).
     pub fn is_bridge_id(&self, client_id: &str) -> bool {
         self.bridge_ids.iter().any(|id| id == client_id)

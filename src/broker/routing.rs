@@ -12,7 +12,7 @@ use crate::auth::listeners::BRIDGE_LISTENER;
 use crate::auth::{Access, AuthConfig, AuthSet};
 use crate::codec::{topic, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::SlowConsumerPolicy;
-use crate::message::Message;
+use crate::message::{Message, Origin};
 use crate::persistence::Receipt;
 use crate::router::trie::Subscription;
 use crate::session::{Control, Delivery, DropReason, Session};
@@ -238,6 +238,9 @@ impl BrokerState {
                 && sub.options.no_local
                 && msg.publisher.as_deref() == Some(&*sub.client_id)
             {
+                continue;
+            }
+            if sub.options.local_origin && matches!(msg.origin, Origin::Peer(_)) {
                 continue;
             }
             let qos = msg.qos.min(sub.options.qos);

@@ -22,6 +22,8 @@
 //!   after each reconnection reads what changed while it was away (see [`retained`]).
 //!
 //! - Shared subscriptions go through NATS queue groups on a second connection (see [`shares`]).
+//! - The key-value bucket `<p>_bridges` holds which node brings each bridge run on every node
+//!   in (see [`leases`]).
 //!
 //! The broker calls the hooks with no lock held; they only queue, on one bounded queue
 //! (`[cluster] queue`; when full, the item is dropped and counted in
@@ -29,6 +31,7 @@
 //! Inbound messages are read by one task and routed through
 //! [`BrokerState::publish_from_peer`].
 
+mod leases;
 mod messages;
 mod retained;
 mod shares;
@@ -126,6 +129,8 @@ pub struct NatsCluster {
     shares: Arc<shares::SharesState>,
     /// Connected to NATS: acknowledgements then wait for the stream (see [`StreamAck`]).
     linked: Arc<AtomicBool>,
+    /// Which of the bridges run on every node this node brings in.
+    leases: Arc<leases::Leases>,
 }
 
 impl NatsCluster {
@@ -183,6 +188,10 @@ impl Cluster for NatsCluster {
         // More than half full.
         self.tx.capacity() * 2 < self.tx.max_capacity()
     }
+
+    fn bridge_inbound(&self, bridge: &str) -> Option<watch::Receiver<bool>> {
+        self.leases.follow(bridge)
+    }
 }
 
 /// The cluster between its installation in the broker and its start, once the broker is
@@ -193,12 +202,15 @@ pub struct Pending {
     rx: mpsc::Receiver<Outbound>,
     shares: Arc<shares::SharesState>,
     linked: Arc<AtomicBool>,
+    leases: Arc<leases::Leases>,
 }
 
 /// Sets up the cluster `[cluster]` describes: the hooks to install in the broker, and what
-/// [`Pending::start`] runs.
+/// [`Pending::start`] runs. `bridges`: the names of the bridges run on every node, whose
+/// leases the node keeps.
 pub fn prepare(
     config: &ClusterConfig,
+    bridges: &[String],
     metrics: Arc<ClusterMetrics>,
 ) -> (Arc<NatsCluster>, Pending) {
     let (tx, rx) = mpsc::channel(config.queue);
@@ -209,11 +221,13 @@ pub fn prepare(
     };
     let shares = Arc::new(shares::SharesState::default());
     let linked = Arc::new(AtomicBool::new(false));
+    let leases = Arc::new(leases::Leases::new(bridges));
     let cluster = Arc::new(NatsCluster {
         tx,
         metrics,
         shares: shares.clone(),
         linked: linked.clone(),
+        leases: leases.clone(),
     });
     let pending = Pending {
         config: config.clone(),
@@ -221,6 +235,7 @@ pub fn prepare(
         rx,
         shares,
         linked,
+        leases,
     };
     (cluster, pending)
 }
@@ -267,6 +282,7 @@ impl Pending {
             rx,
             shares,
             linked,
+            leases,
         } = self;
         let metrics = state.metrics().cluster.clone();
         let (up_tx, mut up_rx) = watch::channel(false);
@@ -327,6 +343,13 @@ impl Pending {
         };
         tracker.spawn(out.run(rx, shutdown.clone()));
         tracker.spawn(inbound_claims(state.clone(), claims, shutdown.clone()));
+        tracker.spawn(leases::run(
+            client.clone(),
+            (config.prefix.clone(), node.clone()),
+            leases,
+            up_rx.clone(),
+            shutdown.clone(),
+        ));
         tracker.spawn(resync_task(state.clone(), sync, up_rx, shutdown.clone()));
         tracker.spawn(shares::follow_groups(
             state.clone(),

@@ -389,6 +389,7 @@ fn decode_subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions
         no_local: byte & 0b0100 != 0,
         retain_as_published: byte & 0b1000 != 0,
         retain_handling,
+        local_origin: false,
     })
 }
 

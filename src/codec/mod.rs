@@ -214,6 +214,10 @@ pub struct SubscriptionOptions {
     pub retain_as_published: bool,
     /// 0 send retained on subscribe, 1 only if the subscription is new, 2 never.
     pub retain_handling: u8,
+    /// Not on the wire: only messages that entered the broker on this node match, not those
+    /// a cluster peer routed here. Set by the broker for the local end of a bridge that runs
+    /// on every node (each forwards what was published on it).
+    pub local_origin: bool,
 }
 
 impl SubscriptionOptions {
@@ -223,6 +227,7 @@ impl SubscriptionOptions {
             no_local: false,
             retain_as_published: false,
             retain_handling: 0,
+            local_origin: false,
         }
     }
 }

@@ -96,8 +96,27 @@ pub struct BridgeConfig {
     /// The name the remote certificate must carry; default the host of `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    /// In a cluster: `"one_node"` (default): this node runs the bridge for the whole
+    /// cluster; it forwards every message the cluster routes, so configure it on one node
+    /// only. `"each_node"`: the same bridge is configured on every node (one configuration
+    /// for all); each node forwards only what was published on it, and one node at a time,
+    /// holding a lease in NATS, brings the remote broker's messages in. The client ids get
+    /// `.<node>` appended. Needs `[cluster]` with a `node` name.
+    #[serde(default)]
+    pub cluster: BridgeCluster,
     /// `[[bridges.topics]]`: what crosses, at least one.
     pub topics: Vec<BridgeTopic>,
+}
+
+/// Which nodes of a cluster run a bridge (see [`BridgeConfig::cluster`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BridgeCluster {
+    /// Only the node it is configured on, for the whole cluster.
+    #[default]
+    OneNode,
+    /// Every node, each for what was published on it; inbound on the lease holder.
+    EachNode,
 }
 
 /// The MQTT version a bridge speaks to the remote broker.
@@ -194,23 +213,32 @@ fn yes() -> bool {
 }
 
 impl BridgeConfig {
-    /// The remote client id (see [`Self::remote_clientid`]).
-    pub fn remote_client_id(&self) -> String {
-        self.remote_clientid.clone().unwrap_or_else(|| {
+    /// The remote client id (see [`Self::remote_clientid`]); with `cluster = "each_node"`,
+    /// `.<node>` appended, so that the nodes' links do not take each other over.
+    pub fn remote_client_id(&self, node: Option<&str>) -> String {
+        let id = self.remote_clientid.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .ok()
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "starling".to_string());
             format!("{host}.{}", self.name)
-        })
+        });
+        match (self.cluster, node) {
+            (BridgeCluster::EachNode, Some(node)) => format!("{id}.{node}"),
+            _ => id,
+        }
     }
 
-    /// The local client id (see [`Self::local_clientid`]).
-    pub fn local_client_id(&self, remote: &str) -> String {
-        self.local_clientid
-            .clone()
-            .unwrap_or_else(|| format!("local.{remote}"))
+    /// The local client id (see [`Self::local_clientid`]); with `cluster = "each_node"`,
+    /// `.<node>` appended to a configured one: a client id is claimed cluster-wide, so the
+    /// nodes' bridges need one each.
+    pub fn local_client_id(&self, remote: &str, node: Option<&str>) -> String {
+        match (&self.local_clientid, self.cluster, node) {
+            (Some(id), BridgeCluster::EachNode, Some(node)) => format!("{id}.{node}"),
+            (Some(id), _, _) => id.clone(),
+            (None, _, _) => format!("local.{remote}"),
+        }
     }
 
     /// The notification topic (see [`Self::notification_topic`]).
@@ -302,6 +330,25 @@ pub fn validate(bridges: &[BridgeConfig]) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Checks that a bridge run on every node (`cluster = "each_node"`) has a cluster with a
+/// `node` name: its client ids are made from it, and must stay the same across restarts for
+/// the sessions kept under them.
+pub fn validate_cluster_mode(
+    bridges: &[BridgeConfig],
+    node: Option<&str>,
+) -> Result<(), ConfigError> {
+    let each = bridges
+        .iter()
+        .position(|b| b.cluster == BridgeCluster::EachNode);
+    match (each, node) {
+        (Some(i), None) => Err(ConfigError::invalid(
+            format!("bridges[{i}].cluster"),
+            "\"each_node\" needs [cluster] with a `node` name",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_ids(b: &BridgeConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
@@ -428,11 +475,40 @@ mod tests {
         assert_eq!(b.topics[0].direction, Direction::Out);
         assert_eq!(b.topics[0].qos, 0);
         assert_eq!(b.host_port(), Some(("central".into(), 1884)));
-        assert_eq!(b.local_client_id("x.b"), "local.x.b");
+        assert_eq!(b.local_client_id("x.b", None), "local.x.b");
         assert_eq!(
             b.notification_topic("x.b"),
             "$SYS/broker/connection/x.b/state"
         );
+    }
+
+    #[test]
+    fn a_bridge_on_every_node_needs_a_named_node_and_gets_its_ids_from_it() {
+        let err = parse("cluster = \"each_node\"").unwrap_err().to_string();
+        assert!(err.contains("bridges[0].cluster"), "{err}");
+        let both = |extra: &str| {
+            crate::config::Config::from_toml_str(&format!(
+                "[cluster]\nnode = \"n1\"\n[[bridges]]\nname = \"b\"\naddress = \"c\"\n\
+                 remote_clientid = \"site\"\n{extra}\n[[bridges.topics]]\npattern = \"s/#\"\n"
+            ))
+        };
+        let err = crate::config::Config::from_toml_str(
+            "[cluster]\n[[bridges]]\nname = \"b\"\naddress = \"c\"\ncluster = \"each_node\"\n\
+             [[bridges.topics]]\npattern = \"s/#\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("node"), "{err}");
+        let c = both("cluster = \"each_node\"\nlocal_clientid = \"here\"").unwrap();
+        let (b, node) = (&c.bridges[0], c.cluster_node());
+        assert_eq!(b.cluster, BridgeCluster::EachNode);
+        assert_eq!(b.remote_client_id(node), "site.n1");
+        assert_eq!(b.local_client_id("site.n1", node), "here.n1");
+        // One node (the default): the names as configured.
+        let c = both("local_clientid = \"here\"").unwrap();
+        let (b, node) = (&c.bridges[0], c.cluster_node());
+        assert_eq!(b.cluster, BridgeCluster::OneNode);
+        assert_eq!(b.remote_client_id(node), "site");
+        assert_eq!(b.local_client_id("site", node), "here");
     }
 
     #[test]

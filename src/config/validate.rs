@@ -13,6 +13,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_listeners()?;
         super::bridge::validate(&self.bridges)?;
+        super::bridge::validate_cluster_mode(&self.bridges, self.cluster_node())?;
         if let Some(c) = &self.cluster {
             super::cluster::validate(c)?;
         }

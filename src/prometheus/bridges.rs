@@ -12,7 +12,7 @@ type Family = (
     fn(&BridgeMetrics) -> u64,
 );
 
-const FAMILIES: [Family; 6] = [
+const FAMILIES: [Family; 8] = [
     (
         "starling_bridge_up",
         "gauge",
@@ -52,6 +52,21 @@ const FAMILIES: [Family; 6] = [
          left in a persistent session by an earlier configuration), or the receiving broker \
          does not take their size.",
         |m| m.dropped.get(),
+    ),
+    (
+        "starling_bridge_inbound",
+        "gauge",
+        "1 while this node brings the remote broker's messages in: always for a bridge run on \
+         one node; for one run on every node (cluster = \"each_node\"), while this node holds \
+         its lease.",
+        |m| m.inbound.get(),
+    ),
+    (
+        "starling_bridge_messages_standby_total",
+        "counter",
+        "Messages of a bridge run on every node that this node's link received and dropped \
+         while another node held the bridge's lease (that node brought them in).",
+        |m| m.standby.get(),
     ),
 ];
 

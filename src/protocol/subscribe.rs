@@ -210,6 +210,12 @@ impl Handler {
         if self.bridge {
             super::bridge::bridge_options(&mut granted, shared);
         }
+        if let crate::peer::PeerAddr::Bridge(name) = &self.peer {
+            granted.local_origin =
+                self.broker.config().bridges.iter().any(|b| {
+                    b.name == **name && b.cluster == crate::config::BridgeCluster::EachNode
+                });
+        }
         let replaced = self
             .broker
             .subscribe(&self.session, filter, granted, sub_id);

@@ -499,6 +499,7 @@ fn options_byte(o: &SubscriptionOptions) -> u8 {
         | u8::from(o.no_local) << 2
         | u8::from(o.retain_as_published) << 3
         | (o.retain_handling & 0b11) << 4
+        | u8::from(o.local_origin) << 6
 }
 
 /// The filter is the key suffix, so it is not repeated in the value.
@@ -521,7 +522,7 @@ pub(crate) fn decode_subscription(
 ) -> Result<StoredSubscription, DecodeError> {
     let mut d = Dec::record(buf)?;
     let o = d.u8("subscription options")?;
-    if o & 0b1100_0000 != 0 || (o >> 4) & 0b11 == 3 {
+    if o & 0b1000_0000 != 0 || (o >> 4) & 0b11 == 3 {
         return Err(DecodeError(format!("invalid subscription options {o:#x}")));
     }
     let options = SubscriptionOptions {
@@ -529,6 +530,7 @@ pub(crate) fn decode_subscription(
         no_local: o & 0x04 != 0,
         retain_as_published: o & 0x08 != 0,
         retain_handling: (o >> 4) & 0b11,
+        local_origin: o & 0x40 != 0,
     };
     let id = match d.u8("subscription id flag")? {
         0 => None,

@@ -115,8 +115,16 @@ fn subscription_round_trips() {
                 no_local: true,
                 retain_as_published: true,
                 retain_handling: 2,
+                local_origin: false,
             },
             Some(268_435_455),
+        ),
+        (
+            SubscriptionOptions {
+                local_origin: true,
+                ..SubscriptionOptions::new(QoS::AtLeastOnce)
+            },
+            None,
         ),
     ] {
         let s = StoredSubscription {
