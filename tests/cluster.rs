@@ -528,3 +528,84 @@ async fn a_node_back_from_a_restart_gets_what_its_sessions_missed() {
     assert_eq!(text(&keeper.next_publish_acked().await), "after");
     assert_eq!(text(&fresh.next_publish_acked().await), "after");
 }
+
+/// A persistent session's CONNECT: clean start 0, expiry one hour.
+fn persistent(client_id: &str) -> starling::codec::Connect {
+    let mut c = connect_packet(client_id);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    c
+}
+
+/// A node back from a stop ends the sessions whose clients connected on another node while it
+/// was away, and keeps the others [MQTT-3.1.4-2]: the claims wait for it in the messages
+/// stream, so its restored sessions do not queue, beside the client's new session, what the
+/// client already gets there.
+#[tokio::test]
+async fn a_node_back_from_a_stop_ends_the_sessions_that_moved_meanwhile() {
+    let Some(nats) = nats() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let stored_node = || {
+        let mut cfg = node_config(&nats, "b");
+        cfg.persistence.enabled = Some(true);
+        cfg.persistence.dir = dir.path().join("b");
+        start_with(cfg)
+    };
+    let a = node(&nats, "a").await;
+    let b = stored_node().await;
+    linked(&a, &b).await;
+    for id in ["moved", "stayed"] {
+        let (c, _) = Client::connect_with(b.addr, persistent(id)).await;
+        c.disconnect().await;
+    }
+    assert!(b.stop_within(Duration::from_secs(5)).await, "b stops");
+    let (_moved, ack) = Client::connect_with(a.addr, persistent("moved")).await;
+    assert!(!ack.session_present);
+
+    let b = stored_node().await;
+    b.wait_until("the moved client's session ended", |s| {
+        s.session_info("moved").is_none()
+    })
+    .await;
+    assert!(b.state().session_info("stayed").is_some(), "kept");
+    assert_eq!(b.state().metrics().cluster.takeovers.get(), 1);
+    assert!(a.state().session_info("moved").is_some_and(|i| i.connected));
+}
+
+/// One client id connecting on two nodes at the same moment: the nodes agree on which CONNECT
+/// came last (the order of their claims in the stream, not their clocks), so exactly one
+/// connection keeps the session and the other gets DISCONNECT 0x8E Session taken over.
+#[tokio::test]
+async fn one_client_id_connecting_on_two_nodes_at_once_keeps_one_connection() {
+    let Some(nats) = nats() else { return };
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    linked(&a, &b).await;
+    linked(&b, &a).await;
+    for round in 0..5 {
+        let id = format!("twin-{round}");
+        let (mut on_a, mut on_b) =
+            tokio::join!(Client::connect(a.addr, &id), Client::connect(b.addr, &id));
+        let holds = |n: &TestBroker| n.state().session_info(&id).is_some_and(|i| i.connected);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holds(&a) == holds(&b) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: both nodes or neither hold {id}: {}",
+                counters(&[&a, &b])
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (loser, winner) = if holds(&a) {
+            (&mut on_b, &mut on_a)
+        } else {
+            (&mut on_a, &mut on_b)
+        };
+        loser
+            .expect_disconnect(ReasonCode::SESSION_TAKEN_OVER, "the earlier claim")
+            .await;
+        winner
+            .expect_nothing("the later claim keeps its connection")
+            .await;
+        assert!(holds(&a) != holds(&b), "round {round}: one holder");
+    }
+}

@@ -39,8 +39,9 @@ impl Cluster for Recorder {
         self.0.lock().unwrap().push(format!("routed {}", msg.topic));
         None
     }
-    fn session_claimed(&self, client_id: &str) {
+    fn session_claimed(&self, client_id: &str) -> Option<Receipt> {
         self.0.lock().unwrap().push(format!("claimed {client_id}"));
+        None
     }
     fn retained_changed(&self, msg: &Arc<Message>) {
         self.0
@@ -251,7 +252,9 @@ impl Cluster for Holding {
         self.0.lock().unwrap().push(tx);
         Some(Receipt::answered_by(rx))
     }
-    fn session_claimed(&self, _client_id: &str) {}
+    fn session_claimed(&self, _client_id: &str) -> Option<Receipt> {
+        None
+    }
     fn retained_changed(&self, _msg: &Arc<Message>) {}
 }
 

@@ -24,7 +24,11 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// A CONNECT claimed `client_id` on this node: a peer holding a session for that client id
     /// must close its connection (takeover across nodes) [MQTT-3.1.4-2].
-    fn session_claimed(&self, client_id: &str);
+    ///
+    /// Returns, while the other nodes can be reached, a receipt that resolves once they are
+    /// sure to see the claim in its place: CONNACK waits for it, so that a client that
+    /// connects elsewhere after its CONNACK here is ordered after this claim.
+    fn session_claimed(&self, client_id: &str) -> Option<Receipt>;
 
     /// The retained message on `msg.topic` was replaced, or deleted (empty payload), by a
     /// message that did not come from a peer.
@@ -81,7 +85,9 @@ impl Cluster for LocalCluster {
     fn routed(&self, _msg: &Arc<Message>, _shares: bool) -> Option<Receipt> {
         None
     }
-    fn session_claimed(&self, _client_id: &str) {}
+    fn session_claimed(&self, _client_id: &str) -> Option<Receipt> {
+        None
+    }
     fn retained_changed(&self, _msg: &Arc<Message>) {}
     fn has_peers(&self) -> bool {
         false

@@ -28,6 +28,9 @@ pub struct Claimed {
     /// The will a previous connection left waiting out its delay, when this claim ended its
     /// session (Clean Start 1): due now [MQTT-3.1.2-8]. The caller publishes it.
     pub ended_will: Option<codec::Will>,
+    /// The cluster's receipt for the claim (see `Cluster::session_claimed`): CONNACK waits
+    /// for it too.
+    pub cluster_receipt: Option<crate::persistence::Receipt>,
 }
 
 /// Another user's CONNECT for a session that belongs to someone else
@@ -138,7 +141,7 @@ impl BrokerState {
             } else {
                 ended_will = None;
             }
-            self.cluster.session_claimed(client_id);
+            let cluster_receipt = self.cluster.session_claimed(client_id);
             let resumed = had_session && !clean_start;
             let store_ops = self.persist_claim(&session, &meta, will, resumed);
             session.set_meta(meta);
@@ -151,6 +154,7 @@ impl BrokerState {
                 ownership,
                 store_ops,
                 ended_will,
+                cluster_receipt,
             });
         }
     }

@@ -27,6 +27,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::claims::{ClaimReader, Claims, CLAIMS_V1};
 use crate::broker::BrokerState;
 use crate::config::ClusterConfig;
 use crate::message::{Message, Origin};
@@ -220,7 +221,7 @@ impl Messages {
 /// this node was away goes to the sessions it had, not to clients that subscribe later).
 pub(super) async fn consume(
     state: Arc<BrokerState>,
-    messages: Messages,
+    (messages, claims): (Messages, Arc<Claims>),
     mut up: watch::Receiver<bool>,
     shutdown: CancellationToken,
     caught_up: oneshot::Sender<()>,
@@ -251,6 +252,7 @@ pub(super) async fn consume(
                     state: &state,
                     metrics: &metrics,
                     mark: &mark,
+                    claims: &claims,
                 };
                 let r = reader.read(&messages, consumer, &shutdown, &mut caught_up, &mut applied);
                 if let Err(e) = r.await {
@@ -365,6 +367,7 @@ struct Reader<'a> {
     state: &'a Arc<BrokerState>,
     metrics: &'a Arc<ClusterMetrics>,
     mark: &'a str,
+    claims: &'a Claims,
 }
 
 impl Reader<'_> {
@@ -396,6 +399,13 @@ impl Reader<'_> {
         let acks = tokio::spawn(acknowledge(rx));
         let own = format!("{}.{}", messages.subjects, messages.node);
         let mut origins = HashMap::new();
+        let mut claims = ClaimReader {
+            state: self.state,
+            claims: self.claims,
+            // Claims read before catching up after a start are weighed together at the end.
+            deferred: caught_up.is_some().then(HashMap::new),
+        };
+        let mut backlog = waiting;
         let result = loop {
             let next = tokio::select! {
                 m = stream.next() => m,
@@ -409,7 +419,11 @@ impl Reader<'_> {
             let info = m.info().ok().map(|i| (i.pending, i.stream_sequence));
             // The last one waiting: caught up once it is routed.
             let last = info.is_some_and(|(pending, _)| pending == 0);
-            let receipts = if m.subject.as_str() == own {
+            let is_own = m.subject.as_str() == own;
+            let receipts = if m.payload.first() == Some(&CLAIMS_V1) {
+                claims.read(&m.payload, &origin_of(&mut origins, &m.subject), is_own);
+                Vec::new()
+            } else if is_own {
                 Vec::new()
             } else {
                 let origin = origin_of(&mut origins, &m.subject);
@@ -418,6 +432,12 @@ impl Reader<'_> {
             };
             if last {
                 tell(caught_up);
+            }
+            // The claims made while this node was away are weighed once it has read what
+            // waited for it at the start (not "caught up": under load that may never come).
+            backlog = backlog.saturating_sub(1);
+            if last || backlog == 0 {
+                claims.caught_up();
             }
             if tx.send((receipts, m)).await.is_err() {
                 break Err("the acknowledgement task ended".into());

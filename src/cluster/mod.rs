@@ -12,11 +12,11 @@
 //!   from [`Cluster::routed`], answered by a [`StreamAck`]), so losing the node then loses
 //!   nothing acknowledged. While NATS is unreachable up to `[cluster] queue` messages wait in
 //!   this node, and publishers are acknowledged without waiting for the stream.
-//! - `<p>.claim.<node>`: a CONNECT on `<node>` claimed a client id (wall-clock microseconds,
-//!   then the id). Any other node holding a session for that id closes its connection (MQTT 5
-//!   DISCONNECT 0x8E Session taken over [MQTT-3.1.4-2]) and ends the session there: the client
-//!   was told of the session it has where it connected. A connection made after the claim
-//!   (the client came back) is left alone.
+//! - Claims: a CONNECT on a node claims its client id in the same stream, on the same
+//!   subject; any other node holding a session for that id closes its connection (MQTT 5
+//!   DISCONNECT 0x8E Session taken over [MQTT-3.1.4-2]) and ends the session there. The
+//!   stream orders claims for one client id: the later one wins on every node, whatever the
+//!   nodes' clocks say (see [`claims`]).
 //! - `<p>.ret.<sha256 of topic>` in the JetStream stream `<p>_retained`, one message per
 //!   subject: the retained messages. A node reads them at start, before it serves clients, and
 //!   after each reconnection reads what changed while it was away (see [`retained`]).
@@ -31,6 +31,7 @@
 //! Inbound messages are read by one task and routed through
 //! [`BrokerState::publish_from_peer`].
 
+mod claims;
 mod leases;
 mod messages;
 mod retained;
@@ -40,17 +41,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::cluster::Cluster;
 use crate::broker::BrokerState;
-use crate::codec::{QoS, ReasonCode};
+use crate::codec::QoS;
 use crate::config::ClusterConfig;
 use crate::message::Message;
 use crate::metrics::ClusterMetrics;
@@ -81,8 +80,9 @@ enum Outbound {
     /// A routed message; true: its shared copy goes out too (see [`shares`]). With the answer
     /// its publisher's acknowledgement waits for, if it waits.
     Message(Arc<Message>, bool, Option<StreamAck>),
-    /// A client id claimed here, and when (Unix microseconds).
-    Claim(String, u64),
+    /// A client id claimed here, and the claim's number (see [`claims::Claims`]); with the
+    /// answer its CONNACK waits for, if it waits.
+    Claim(String, u64, Option<StreamAck>),
     Retained(Arc<Message>),
 }
 
@@ -131,11 +131,15 @@ pub struct NatsCluster {
     linked: Arc<AtomicBool>,
     /// Which of the bridges run on every node this node brings in.
     leases: Arc<leases::Leases>,
+    /// This node's claims not yet read back from the stream.
+    claims: Arc<claims::Claims>,
 }
 
 impl NatsCluster {
-    fn queue(&self, item: Outbound) {
-        if self.tx.try_send(item).is_err() {
+    /// Queues `item` for the publishing task; false when the queue was full (then dropped).
+    fn queue(&self, item: Outbound) -> bool {
+        let queued = self.tx.try_send(item).is_ok();
+        if !queued {
             self.metrics.dropped.inc();
             if crate::logging::refusal_allowed() {
                 tracing::warn!(
@@ -144,6 +148,7 @@ impl NatsCluster {
                 );
             }
         }
+        queued
     }
 }
 
@@ -152,24 +157,32 @@ impl Cluster for NatsCluster {
         // Only a QoS 1/2 PUBLISH is acknowledged; while NATS is unreachable the node serves
         // alone and does not hold its publishers (what they send waits in the queue).
         if msg.qos == QoS::AtMostOnce || !self.linked.load(Ordering::Acquire) {
-            self.queue(Outbound::Message(msg.clone(), shares, None));
+            let _ = self.queue(Outbound::Message(msg.clone(), shares, None));
             return None;
         }
         let (tx, rx) = oneshot::channel();
         let ack = StreamAck(Some(tx));
-        self.queue(Outbound::Message(msg.clone(), shares, Some(ack)));
+        let _ = self.queue(Outbound::Message(msg.clone(), shares, Some(ack)));
         Some(Receipt::answered_by(rx))
     }
 
-    fn session_claimed(&self, client_id: &str) {
-        self.queue(Outbound::Claim(
-            client_id.to_owned(),
-            unix_us(SystemTime::now()),
-        ));
+    fn session_claimed(&self, client_id: &str) -> Option<Receipt> {
+        let number = self.claims.issue(client_id);
+        // As for a PUBACK: while NATS is unreachable the node does not hold its clients.
+        let (ack, receipt) = if self.linked.load(Ordering::Acquire) {
+            let (tx, rx) = oneshot::channel();
+            (Some(StreamAck(Some(tx))), Some(Receipt::answered_by(rx)))
+        } else {
+            (None, None)
+        };
+        if !self.queue(Outbound::Claim(client_id.to_owned(), number, ack)) {
+            self.claims.settled(client_id, number);
+        }
+        receipt
     }
 
     fn retained_changed(&self, msg: &Arc<Message>) {
-        self.queue(Outbound::Retained(msg.clone()));
+        let _ = self.queue(Outbound::Retained(msg.clone()));
     }
 
     fn shares_via_cluster(&self) -> bool {
@@ -203,6 +216,7 @@ pub struct Pending {
     shares: Arc<shares::SharesState>,
     linked: Arc<AtomicBool>,
     leases: Arc<leases::Leases>,
+    claims: Arc<claims::Claims>,
 }
 
 /// Sets up the cluster `[cluster]` describes: the hooks to install in the broker, and what
@@ -222,12 +236,14 @@ pub fn prepare(
     let shares = Arc::new(shares::SharesState::default());
     let linked = Arc::new(AtomicBool::new(false));
     let leases = Arc::new(leases::Leases::new(bridges));
+    let claims = Arc::new(claims::Claims::default());
     let cluster = Arc::new(NatsCluster {
         tx,
         metrics,
         shares: shares.clone(),
         linked: linked.clone(),
         leases: leases.clone(),
+        claims: claims.clone(),
     });
     let pending = Pending {
         config: config.clone(),
@@ -236,6 +252,7 @@ pub fn prepare(
         shares,
         linked,
         leases,
+        claims,
     };
     (cluster, pending)
 }
@@ -257,15 +274,6 @@ struct Subjects {
     node: String,
 }
 
-impl Subjects {
-    fn claims(&self) -> String {
-        format!("{}.claim.{}", self.prefix, self.node)
-    }
-    fn all_claims(&self) -> String {
-        format!("{}.claim.*", self.prefix)
-    }
-}
-
 impl Pending {
     /// Connects to NATS and starts the cluster's tasks. Waits up to `connect_timeout` for NATS
     /// and, if it comes, reads the retained messages before returning (so the broker serves
@@ -283,6 +291,7 @@ impl Pending {
             shares,
             linked,
             leases,
+            claims,
         } = self;
         let metrics = state.metrics().cluster.clone();
         let (up_tx, mut up_rx) = watch::channel(false);
@@ -297,10 +306,6 @@ impl Pending {
             node: node.clone(),
         };
         tracing::info!(node, servers = ?config.servers, "cluster: joining through NATS");
-        let claims = client
-            .subscribe(subjects.all_claims())
-            .await
-            .map_err(|e| ClusterError::Connect(e.to_string()))?;
         let (acks, acks_rx) = mpsc::channel(ACKS_IN_FLIGHT);
         tracker.spawn(ack_task(acks_rx, metrics.clone()));
         let sync = retained::Sync::new(&client, &config, &node, acks.clone());
@@ -308,7 +313,7 @@ impl Pending {
         let (caught_up_tx, caught_up) = oneshot::channel();
         tracker.spawn(messages::consume(
             state.clone(),
-            messages.clone(),
+            (messages.clone(), claims.clone()),
             up_rx.clone(),
             shutdown.clone(),
             caught_up_tx,
@@ -340,9 +345,9 @@ impl Pending {
             messages: messages.clone(),
             acks,
             metrics: metrics.clone(),
+            claims,
         };
         tracker.spawn(out.run(rx, shutdown.clone()));
-        tracker.spawn(inbound_claims(state.clone(), claims, shutdown.clone()));
         tracker.spawn(leases::run(
             client.clone(),
             (config.prefix.clone(), node.clone()),
@@ -483,6 +488,7 @@ struct Publisher {
     /// The stream's acknowledgements of what this task publishes, for [`ack_task`].
     acks: mpsc::Sender<PendingAck>,
     metrics: Arc<ClusterMetrics>,
+    claims: Arc<claims::Claims>,
 }
 
 impl Publisher {
@@ -542,15 +548,25 @@ impl Publisher {
                 }
                 (self.send_batch(batch, acks).await, next)
             }
-            Outbound::Claim(client_id, at_us) => {
-                let mut body = at_us.to_be_bytes().to_vec();
-                body.extend_from_slice(client_id.as_bytes());
-                let sent = self
-                    .client
-                    .publish(self.subjects.claims(), Bytes::from(body))
-                    .await
-                    .map_err(|e| e.to_string());
-                (sent, None)
+            Outbound::Claim(client_id, number, ack) => {
+                let mut batch = claims::ClaimBatch::default();
+                let mut acks: Vec<StreamAck> = ack.into_iter().collect();
+                batch.push(client_id, number);
+                let mut next = None;
+                while !batch.is_full() {
+                    match rx.try_recv() {
+                        Ok(Outbound::Claim(client_id, number, ack)) => {
+                            batch.push(client_id, number);
+                            acks.extend(ack);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                (self.send_claims(batch, acks).await, next)
             }
             Outbound::Retained(msg) => (self.sync.store(&msg).await, None),
         };
@@ -561,6 +577,35 @@ impl Publisher {
             }
         }
         next
+    }
+
+    /// One stream message for the claims, in the messages stream so that they take their
+    /// place in its order (see [`claims`]).
+    /// `acks` are answered once the stream has them.
+    async fn send_claims(
+        &self,
+        batch: claims::ClaimBatch,
+        acks: Vec<StreamAck>,
+    ) -> Result<(), String> {
+        let (body, claimed) = batch.finish();
+        match self.messages.publish(body).await {
+            Ok(ack) => {
+                for (client_id, number) in &claimed {
+                    self.claims.sent(client_id, *number);
+                }
+                let pending = PendingAck {
+                    receipts: acks,
+                    ..PendingAck::new(ack)
+                };
+                self.acks.send(pending).await.map_err(|e| e.to_string())
+            }
+            Err(e) => {
+                for (client_id, number) in &claimed {
+                    self.claims.settled(client_id, *number);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// One stream message for the batch, then the shared copies (one per message: they go by
@@ -599,76 +644,6 @@ impl Publisher {
         }
         sent.and(shares_sent)
     }
-}
-
-/// The subscription's next message; None once it ends or the broker shuts down.
-async fn next_or_shutdown(
-    sub: &mut async_nats::Subscriber,
-    shutdown: &CancellationToken,
-) -> Option<async_nats::Message> {
-    tokio::select! {
-        m = sub.next() => m,
-        _ = shutdown.cancelled() => None,
-    }
-}
-
-/// Closes local sessions that a CONNECT on another node claimed.
-async fn inbound_claims(
-    state: Arc<BrokerState>,
-    mut sub: async_nats::Subscriber,
-    shutdown: CancellationToken,
-) {
-    while let Some(m) = next_or_shutdown(&mut sub, &shutdown).await {
-        let node = m.subject.rsplit('.').next().unwrap_or_default();
-        let Some((at_us, client_id)) = parse_claim(&m.payload) else {
-            tracing::warn!(node, "cluster: a takeover notice did not decode; ignored");
-            continue;
-        };
-        claimed_elsewhere(&state, node, client_id, at_us);
-    }
-}
-
-/// A claim's body: Unix microseconds (8 bytes, big-endian), then the client id.
-fn parse_claim(body: &[u8]) -> Option<(u64, &str)> {
-    let (at, id) = body.split_at_checked(8)?;
-    let at = u64::from_be_bytes(at.try_into().ok()?);
-    Some((at, std::str::from_utf8(id).ok()?))
-}
-
-/// `client_id` connected on `node` at `at_us`: its session here ends, unless its connection
-/// here is newer (the client came back before the notice arrived). Microseconds, so a client
-/// that moves back within the same millisecond is not closed by the notice of its move away;
-/// between machines this needs clocks kept in step (NTP): a client that moves back faster than
-/// their skew may be disconnected once, and reconnects.
-fn claimed_elsewhere(state: &Arc<BrokerState>, node: &str, client_id: &str, at_us: u64) {
-    if state.is_bridge_id(client_id) {
-        return;
-    }
-    let Some(info) = state.session_info(client_id) else {
-        return;
-    };
-    let since_us = info.connected_since.map(unix_us);
-    if info.connected && since_us.is_some_and(|since| since > at_us) {
-        tracing::info!(client_id = %crate::logging::bounded(client_id), node,
-            "cluster: client connected here after it connected on another node; kept");
-        return;
-    }
-    state.metrics().cluster.takeovers.inc();
-    tracing::info!(client_id = %crate::logging::bounded(client_id), node,
-        "cluster: client connected on another node; its session here ends");
-    state.disconnect_client_because(
-        client_id,
-        ReasonCode::SESSION_TAKEN_OVER,
-        true,
-        "session taken over on another node",
-    );
-}
-
-/// Microseconds since the Unix epoch.
-fn unix_us(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Awaits the streams' acknowledgements of what the publishing task wrote, in order, and
@@ -716,17 +691,6 @@ async fn resync_task(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn claims_round_trip_and_garbage_is_refused() {
-        let mut body = 1234u64.to_be_bytes().to_vec();
-        body.extend_from_slice("client-é".as_bytes());
-        assert_eq!(parse_claim(&body), Some((1234, "client-é")));
-        assert_eq!(parse_claim(&body[..7]), None);
-        let mut bad = 1u64.to_be_bytes().to_vec();
-        bad.push(0xff);
-        assert_eq!(parse_claim(&bad), None);
-    }
 
     #[test]
     fn random_nodes_are_plain_names() {

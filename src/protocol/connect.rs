@@ -666,6 +666,10 @@ impl Handler {
         if let (Some(p), false) = (broker.persistence(), store_ops.is_empty()) {
             out.wait_for(p.receipt(store_ops));
         }
+        // And in a cluster, once the other nodes will see the claim in its place.
+        if let Some(receipt) = claimed.cluster_receipt.take() {
+            out.wait_for(receipt);
+        }
         let version = c.protocol;
         let session_present = claimed.session_present;
         connack.session_present = session_present;
