@@ -40,10 +40,28 @@ const BATCH_CLAIMS: usize = 512;
 const LOST_AFTER: Duration = Duration::from_secs(120);
 
 /// This node's claims not yet read back from the stream, by client id.
-#[derive(Default)]
 pub(super) struct Claims {
     pending: DashMap<String, Pending>,
+    /// The last claim number given. It starts at random, so that the claims of this node's
+    /// earlier lives (read back after a restart) never carry a number it gives now.
     numbers: AtomicU64,
+}
+
+impl Default for Claims {
+    fn default() -> Claims {
+        let mut bytes = [0u8; 8];
+        // Without randomness, the time still tells this life from the earlier ones.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes = crate::storage::unix_ms_now()
+                .wrapping_mul(1 << 20)
+                .to_be_bytes();
+        }
+        Claims {
+            pending: DashMap::new(),
+            // Half the range: the counter never wraps around to an earlier life's numbers.
+            numbers: AtomicU64::new(u64::from_be_bytes(bytes) >> 1),
+        }
+    }
 }
 
 /// This node's latest claim for one client id.
@@ -58,7 +76,7 @@ struct Pending {
 impl Claims {
     /// A CONNECT here claimed `client_id`: the number its claim carries.
     pub(super) fn issue(&self, client_id: &str) -> u64 {
-        let number = self.numbers.fetch_add(1, Ordering::Relaxed) + 1;
+        let number = self.numbers.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let pending = Pending { number, sent: None };
         self.pending.insert(client_id.to_owned(), pending);
         number

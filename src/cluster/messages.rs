@@ -421,7 +421,16 @@ impl Reader<'_> {
             let last = info.is_some_and(|(pending, _)| pending == 0);
             let is_own = m.subject.as_str() == own;
             let receipts = if m.payload.first() == Some(&CLAIMS_V1) {
-                claims.read(&m.payload, &origin_of(&mut origins, &m.subject), is_own);
+                let seq = info.map_or(0, |(_, seq)| seq);
+                // Read again (after a lost NATS connection): applied already, and a claim
+                // taken again after a later one of ours would end a session it must not.
+                if seq == 0 || !applied.covers(seq, 0) {
+                    let origin = origin_of(&mut origins, &m.subject);
+                    claims.read(&m.payload, &origin, is_own);
+                    if seq != 0 {
+                        (applied.seq, applied.index) = (seq, 0);
+                    }
+                }
                 Vec::new()
             } else if is_own {
                 Vec::new()
