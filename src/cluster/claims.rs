@@ -33,6 +33,10 @@ pub(super) const CLAIMS_V1: u8 = 0xC1;
 /// Claims in one stream message, at most.
 const BATCH_CLAIMS: usize = 512;
 
+/// Bytes of one claim batch, about at most (client ids may be long; NATS's `max_payload` is
+/// 1 MB by default).
+const BATCH_BYTES: usize = 256 * 1024;
+
 /// How long a claim this node published may take to come back through the stream before it
 /// counts as lost (NATS took it, the stream did not keep it). Until then a claim from another
 /// node for the same client id counts as the earlier one. As long as the stream waits for an
@@ -140,7 +144,7 @@ impl ClaimBatch {
     }
 
     pub(super) fn is_full(&self) -> bool {
-        self.claims.len() >= BATCH_CLAIMS
+        self.claims.len() >= BATCH_CLAIMS || self.body.len() >= BATCH_BYTES
     }
 
     /// The body, and the claims it holds.
@@ -257,6 +261,17 @@ mod tests {
         bad.extend_from_slice(&1u64.to_be_bytes());
         bad.extend_from_slice(&[0, 1, 0xff]);
         assert!(parse(&bad).is_err());
+        // Long client ids end a batch by its size.
+        let mut batch = ClaimBatch::default();
+        while !batch.is_full() {
+            batch.push("x".repeat(60_000), 1);
+        }
+        let (body, claims) = batch.finish();
+        assert!(
+            claims.len() < 10 && body.len() < 320 * 1024,
+            "{}",
+            claims.len()
+        );
     }
 
     #[test]
