@@ -8,7 +8,8 @@
 //! loses NATS for a while resumes where it was: messages published on the other nodes while it
 //! was away reach its persistent sessions when it is back (within `[cluster] history` and
 //! `history_max_bytes`). Its own messages come back to it too (the consumer takes the whole
-//! stream) and are acknowledged unread.
+//! stream) and are acknowledged unread. The stream carries the nodes' session claims too,
+//! in batches of their own, which every node reads, its own included (see [`super::claims`]).
 //!
 //! A node that crashes after routing a message and before acknowledging it gets the message
 //! again. It applies it only once: the store writes a message makes for persistent sessions
