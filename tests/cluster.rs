@@ -35,6 +35,14 @@ fn node_config(nats: &nats::Nats, name: &str) -> starling::config::Config {
     cfg
 }
 
+/// The configuration of node `name` with a store under `dir`.
+fn stored_config(nats: &nats::Nats, name: &str, dir: &std::path::Path) -> starling::config::Config {
+    let mut cfg = node_config(nats, name);
+    cfg.persistence.enabled = Some(true);
+    cfg.persistence.dir = dir.join(name);
+    cfg
+}
+
 /// A node of the cluster on `nats`.
 async fn node(nats: &nats::Nats, name: &str) -> TestBroker {
     start_with(node_config(nats, name)).await
@@ -445,12 +453,7 @@ async fn line_where(p: &mut Proc, pick: impl Fn(&str) -> bool) -> String {
 async fn a_restarted_node_with_a_store_catches_up_on_retained_changes() {
     let Some(nats) = nats() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let stored_node = || {
-        let mut cfg = node_config(&nats, "b");
-        cfg.persistence.enabled = Some(true);
-        cfg.persistence.dir = dir.path().join("b");
-        start_with(cfg)
-    };
+    let stored_node = || start_with(stored_config(&nats, "b", dir.path()));
     let a = node(&nats, "a").await;
     let b = stored_node().await;
     linked(&a, &b).await;
@@ -486,22 +489,11 @@ async fn a_restarted_node_with_a_store_catches_up_on_retained_changes() {
 async fn a_node_back_from_a_restart_gets_what_its_sessions_missed() {
     let Some(nats) = nats() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let stored_node = || {
-        let mut cfg = node_config(&nats, "b");
-        cfg.persistence.enabled = Some(true);
-        cfg.persistence.dir = dir.path().join("b");
-        start_with(cfg)
-    };
-    let persistent = || {
-        let mut c = connect_packet("keeper");
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(3600);
-        c
-    };
+    let stored_node = || start_with(stored_config(&nats, "b", dir.path()));
     let a = node(&nats, "a").await;
     let b = stored_node().await;
     linked(&a, &b).await;
-    let (mut keeper, _) = Client::connect_with(b.addr, persistent()).await;
+    let (mut keeper, _) = Client::connect_with(b.addr, persistent("keeper")).await;
     keeper.subscribe("d/#", QoS::AtLeastOnce).await;
     keeper.disconnect().await;
     assert!(b.stop_within(Duration::from_secs(5)).await, "b stops");
@@ -514,7 +506,7 @@ async fn a_node_back_from_a_restart_gets_what_its_sessions_missed() {
     let b = stored_node().await;
     let mut fresh = Client::connect(b.addr, "fresh").await;
     fresh.subscribe("d/#", QoS::AtLeastOnce).await;
-    let (mut keeper, ack) = Client::connect_with(b.addr, persistent()).await;
+    let (mut keeper, ack) = Client::connect_with(b.addr, persistent("keeper")).await;
     assert!(ack.session_present, "the session was kept");
     for i in 0..50 {
         let got = keeper.next_publish_acked().await;
@@ -545,12 +537,7 @@ fn persistent(client_id: &str) -> starling::codec::Connect {
 async fn a_node_back_from_a_stop_ends_the_sessions_that_moved_meanwhile() {
     let Some(nats) = nats() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let stored_node = || {
-        let mut cfg = node_config(&nats, "b");
-        cfg.persistence.enabled = Some(true);
-        cfg.persistence.dir = dir.path().join("b");
-        start_with(cfg)
-    };
+    let stored_node = || start_with(stored_config(&nats, "b", dir.path()));
     let a = node(&nats, "a").await;
     let b = stored_node().await;
     linked(&a, &b).await;

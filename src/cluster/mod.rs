@@ -532,40 +532,28 @@ impl Publisher {
                 let mut batch = messages::Batch::default();
                 let mut acks: Vec<StreamAck> = ack.into_iter().collect();
                 batch.push(msg, shares);
-                let mut next = None;
-                while !batch.is_full() {
-                    match rx.try_recv() {
-                        Ok(Outbound::Message(msg, shares, ack)) => {
-                            batch.push(msg, shares);
-                            acks.extend(ack);
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
+                let next = gather(rx, |item| match item {
+                    Outbound::Message(msg, shares, ack) => {
+                        batch.push(msg, shares);
+                        acks.extend(ack);
+                        Ok(batch.is_full())
                     }
-                }
+                    other => Err(other),
+                });
                 (self.send_batch(batch, acks).await, next)
             }
             Outbound::Claim(client_id, number, ack) => {
                 let mut batch = claims::ClaimBatch::default();
                 let mut acks: Vec<StreamAck> = ack.into_iter().collect();
                 batch.push(client_id, number);
-                let mut next = None;
-                while !batch.is_full() {
-                    match rx.try_recv() {
-                        Ok(Outbound::Claim(client_id, number, ack)) => {
-                            batch.push(client_id, number);
-                            acks.extend(ack);
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
+                let next = gather(rx, |item| match item {
+                    Outbound::Claim(client_id, number, ack) => {
+                        batch.push(client_id, number);
+                        acks.extend(ack);
+                        Ok(batch.is_full())
                     }
-                }
+                    other => Err(other),
+                });
                 (self.send_claims(batch, acks).await, next)
             }
             Outbound::Retained(msg) => (self.sync.store(&msg).await, None),
@@ -644,6 +632,23 @@ impl Publisher {
         }
         sent.and(shares_sent)
     }
+}
+
+/// Hands `take` the items queued right behind a batch's first, while it takes them (`Ok`,
+/// true once the batch is full) and they are already there: a batch never waits for more.
+/// Returns the item `take` gave back, which ended the batch, if one did.
+fn gather(
+    rx: &mut mpsc::Receiver<Outbound>,
+    mut take: impl FnMut(Outbound) -> Result<bool, Outbound>,
+) -> Option<Outbound> {
+    while let Ok(item) = rx.try_recv() {
+        match take(item) {
+            Ok(false) => {}
+            Ok(true) => return None,
+            Err(other) => return Some(other),
+        }
+    }
+    None
 }
 
 /// Awaits the streams' acknowledgements of what the publishing task wrote, in order, and
