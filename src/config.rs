@@ -345,6 +345,12 @@ pub struct MetricsConfig {
     /// means `/metrics` is open. `/healthz` and `/readyz` never need it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<PathBuf>,
+    /// File holding the token of the admin API (`/api/v1/...`: the broker, its sessions,
+    /// disconnecting a client) and its dashboard (`/dashboard`), presented as
+    /// `Authorization: Bearer <token>`; read at start. Absent (the default) means no admin
+    /// API: it can end sessions, so it is never open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for MetricsConfig {
@@ -355,6 +361,7 @@ impl Default for MetricsConfig {
             max_connections_per_peer: 8,
             header_timeout: Duration::from_secs(3),
             bearer_token_file: None,
+            admin_token_file: None,
         }
     }
 }
@@ -573,6 +580,7 @@ impl Config {
             &mut self.auth.acl_file,
             &mut self.auth.dynamic_security,
             &mut self.metrics.bearer_token_file,
+            &mut self.metrics.admin_token_file,
             &mut self.log.file,
         ]
         .into_iter()

@@ -79,21 +79,27 @@ pub enum StartError {
     /// NATS is unreachable starts and serves alone).
     #[error(transparent)]
     Cluster(cluster::ClusterError),
-    /// `metrics.bearer_token_file` could not be read or holds no token.
-    #[error("cannot read metrics.bearer_token_file {}: {reason}", path.display())]
+    /// `metrics.bearer_token_file` or `metrics.admin_token_file` could not be read or holds
+    /// no token.
+    #[error("cannot read metrics.{key} {}: {reason}", path.display())]
     MetricsToken {
+        key: &'static str,
         path: std::path::PathBuf,
         reason: String,
     },
 }
 
-/// The token of `metrics.bearer_token_file`, if set: the file's text without surrounding
+/// The token in the file `path` (`metrics.<key>`), if set: the file's text without surrounding
 /// blanks, which must not be empty.
-fn metrics_token(m: &config::MetricsConfig) -> Result<Option<String>, StartError> {
-    let Some(path) = &m.bearer_token_file else {
+fn read_token(
+    key: &'static str,
+    path: Option<&std::path::PathBuf>,
+) -> Result<Option<String>, StartError> {
+    let Some(path) = path else {
         return Ok(None);
     };
     let err = |reason: String| StartError::MetricsToken {
+        key,
         path: path.clone(),
         reason,
     };
@@ -295,6 +301,7 @@ struct MetricsListener {
     listener: TcpListener,
     addr: SocketAddr,
     token: Option<String>,
+    admin_token: Option<String>,
 }
 
 /// Binds the metrics endpoint when `[metrics] bind` is set and reads its bearer token.
@@ -305,11 +312,13 @@ async fn bind_metrics(m: &config::MetricsConfig) -> Result<Option<MetricsListene
     let err = |source| StartError::MetricsBind { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(err)?;
     let local = listener.local_addr().map_err(err)?;
-    let token = metrics_token(m)?;
+    let token = read_token("bearer_token_file", m.bearer_token_file.as_ref())?;
+    let admin_token = read_token("admin_token_file", m.admin_token_file.as_ref())?;
     Ok(Some(MetricsListener {
         listener,
         addr: local,
         token,
+        admin_token,
     }))
 }
 
@@ -398,6 +407,9 @@ fn serve_metrics(
     let mut exporter = prometheus::Exporter::new(state.clone(), addrs.to_vec());
     if let Some(token) = m.token {
         exporter = exporter.with_bearer_token(&token);
+    }
+    if let Some(token) = m.admin_token {
+        exporter = exporter.with_admin_token(&token);
     }
     tracker.spawn(exporter.serve(m.listener, tracker.clone()));
     m.addr

@@ -11,6 +11,9 @@
 //!   endpoint is started by [`crate::Broker::start`] only after every MQTT listener is bound, so
 //!   any answer at all means the listeners were ready.
 //!
+//! With `[metrics] admin_token_file`, the admin API (`/api/v1/...`) and its dashboard
+//! (`/dashboard`) are served here too (see [`api`]).
+//!
 //! `HEAD` is answered like `GET`; other methods get 405, other paths 404. With `[metrics]
 //! bearer_token_file`, `/metrics` wants `Authorization: Bearer <token>` (401 otherwise); health
 //! checks never need it, so they work for an orchestrator that knows no secret.
@@ -22,6 +25,7 @@
 //!
 //! [`Metrics`]: crate::metrics::Metrics
 
+mod api;
 mod bridges;
 mod cluster;
 mod conns;
@@ -43,7 +47,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -69,6 +72,8 @@ pub struct Exporter {
     header_timeout: Duration,
     /// The token `/metrics` wants, when `bearer_token_file` is set.
     token: Option<Arc<[u8]>>,
+    /// The admin API's token, when `admin_token_file` is set (no admin API without).
+    admin_token: Option<Arc<[u8]>>,
 }
 
 impl Exporter {
@@ -84,7 +89,14 @@ impl Exporter {
             conns,
             header_timeout,
             token: None,
+            admin_token: None,
         }
+    }
+
+    /// Serves the admin API and dashboard, for requests with `Authorization: Bearer <token>`.
+    pub fn with_admin_token(mut self, token: &str) -> Exporter {
+        self.admin_token = Some(Arc::from(token.as_bytes()));
+        self
     }
 
     /// Requires `Authorization: Bearer <token>` on `/metrics`.
@@ -131,7 +143,9 @@ impl Exporter {
         let header_timeout = self.header_timeout;
         let service = service_fn(move |req: Request<Incoming>| {
             let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-            let response = self.respond(req.method(), req.uri().path(), auth);
+            let (method, uri) = (req.method(), req.uri());
+            let response = api::route(&self, method, uri.path(), uri.query(), auth)
+                .unwrap_or_else(|| self.respond(method, uri.path(), auth));
             answered.store(true, Ordering::Relaxed);
             async move { Ok::<_, Infallible>(response) }
         });
@@ -200,16 +214,9 @@ impl Exporter {
     /// without a token; with one, only `Bearer <token>` (compared in constant time). The
     /// scheme's name is case-insensitive (RFC 9110 11.1): `bearer` and `BEARER` too.
     fn authorized(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let presented = authorization
-            .and_then(|h| {
-                let (scheme, rest) = h.split_at_checked(7)?;
-                scheme.eq_ignore_ascii_case(b"Bearer ").then_some(rest)
-            })
-            .map(<[u8]>::trim_ascii);
-        presented.is_some_and(|p| bool::from(p.ct_eq(token)))
+        self.token
+            .as_ref()
+            .is_none_or(|token| api::bearer_is(authorization, token))
     }
 }
 

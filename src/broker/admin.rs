@@ -53,6 +53,23 @@ impl BrokerState {
         out
     }
 
+    /// A page of the session list: the number of sessions, up to `limit` of them (sorted by
+    /// client id) after client id `after`, and whether more follow. Only the page's sessions
+    /// are described (their subscriptions listed), so a dashboard that polls costs little
+    /// with many sessions.
+    pub fn list_sessions_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (usize, Vec<SessionInfo>, bool) {
+        let mut all = self.all_sessions();
+        all.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
+        let start = after.map_or(0, |a| all.partition_point(|s| &*s.client_id <= a));
+        let page: Vec<SessionInfo> = all[start..].iter().take(limit).map(|s| info(s)).collect();
+        let more = start + page.len() < all.len();
+        (all.len(), page, more)
+    }
+
     /// One session, if the registry holds it.
     pub fn session_info(&self, client_id: &str) -> Option<SessionInfo> {
         let session = self.sessions.get(client_id).map(|e| e.value().clone())?;

@@ -170,6 +170,11 @@ impl Config {
             "metrics.bearer_token_file",
             "/metrics needs no token",
         );
+        note(
+            self.metrics.admin_token_file.is_some(),
+            "metrics.admin_token_file",
+            "no admin API or dashboard",
+        );
         note(self.log.file.is_some(), "log.file", "no log file");
         note(
             self.log.stderr.is_some(),

@@ -375,14 +375,16 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        if m.bearer_token_file
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            return Err(ConfigError::invalid(
-                "metrics.bearer_token_file",
-                "must not be empty; leave the key out instead",
-            ));
+        for (key, file) in [
+            ("metrics.bearer_token_file", &m.bearer_token_file),
+            ("metrics.admin_token_file", &m.admin_token_file),
+        ] {
+            if file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must not be empty; leave the key out instead",
+                ));
+            }
         }
         let Some(bind) = self.metrics.bind else {
             return Ok(());

@@ -1,0 +1,145 @@
+//! The admin API and dashboard on the operations endpoint (`[metrics] admin_token_file`): off
+//! without a token file, 401 without the token, the broker summary and session list as JSON,
+//! one session with its subscriptions, and a disconnect that the client sees as MQTT 5
+//! DISCONNECT 0x98 Administrative action [MQTT-3.14.2-1] (its persistent session kept unless
+//! `discard`). Requests are plain HTTP/1.0 over a socket, as curl would send them.
+
+#[path = "v5_support.rs"]
+mod support;
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use starling::codec::{QoS, ReasonCode};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "s3cret-admin";
+
+/// A broker with the operations endpoint, and the admin token file when `admin` is set.
+async fn broker(admin: bool, dir: &std::path::Path) -> (TestBroker, SocketAddr) {
+    let mut cfg = config();
+    cfg.metrics.bind = Some("127.0.0.1:0".parse().unwrap());
+    if admin {
+        let file = dir.join("admin.token");
+        std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+        cfg.metrics.admin_token_file = Some(file);
+    }
+    let b = start_with(cfg).await;
+    let addr = b.handle().metrics_addr().expect("metrics endpoint");
+    (b, addr)
+}
+
+/// `method target` with the admin token (when `auth`): the status and the body.
+async fn call(addr: SocketAddr, method: &str, target: &str, auth: bool) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let header = if auth {
+        format!("Authorization: Bearer {TOKEN}\r\n")
+    } else {
+        String::new()
+    };
+    let req = format!("{method} {target} HTTP/1.0\r\nHost: {addr}\r\n{header}\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok());
+    (status.unwrap_or(0), body.to_owned())
+}
+
+async fn json(addr: SocketAddr, method: &str, target: &str) -> Value {
+    let (status, body) = call(addr, method, target, true).await;
+    assert_eq!(status, 200, "{method} {target}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{target}: {e}: {body}"))
+}
+
+#[tokio::test]
+async fn the_admin_api_is_off_without_its_token_file_and_closed_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_off, addr) = broker(false, dir.path()).await;
+    for path in ["/api/v1/broker", "/dashboard"] {
+        let (status, body) = call(addr, "GET", path, true).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("admin_token_file"), "{body}");
+    }
+    let (_on, addr) = broker(true, dir.path()).await;
+    let (status, _) = call(addr, "GET", "/api/v1/broker", false).await;
+    assert_eq!(status, 401);
+    let (status, _) = call(addr, "DELETE", "/api/v1/clients/x", false).await;
+    assert_eq!(status, 401);
+    // The page is static (it asks for the token); the metrics stay as they were.
+    let (status, page) = call(addr, "GET", "/dashboard", false).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("/api/v1/clients"), "{page}");
+    assert_eq!(call(addr, "GET", "/metrics", false).await.0, 200);
+    let (status, _) = call(addr, "POST", "/api/v1/broker", true).await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn sessions_are_listed_shown_and_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, addr) = broker(true, dir.path()).await;
+    let mut c = connect_packet("dev/1 é");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(600);
+    let (mut dev, _) = Client::connect_with(b.addr, c).await;
+    dev.subscribe("cmd/#", QoS::AtLeastOnce).await;
+    let _other = Client::connect(b.addr, "other").await;
+
+    let summary = json(addr, "GET", "/api/v1/broker").await;
+    assert_eq!(summary["clients_connected"], 2, "{summary}");
+    assert_eq!(summary["sessions"], 2);
+    assert_eq!(summary["subscriptions"], 1);
+
+    let page = json(addr, "GET", "/api/v1/clients?limit=1").await;
+    assert_eq!(page["total"], 2, "{page}");
+    assert_eq!(page["clients"][0]["client_id"], "dev/1 é");
+    assert_eq!(page["next"], "dev/1 é");
+    let rest = json(
+        addr,
+        "GET",
+        "/api/v1/clients?limit=1&after=dev%2F1%20%C3%A9",
+    )
+    .await;
+    assert_eq!(rest["clients"][0]["client_id"], "other", "{rest}");
+    assert_eq!(rest["next"], Value::Null);
+
+    let one = json(addr, "GET", "/api/v1/clients/dev%2F1%20%C3%A9").await;
+    assert_eq!(one["subscriptions"], serde_json::json!(["cmd/#"]), "{one}");
+    assert_eq!(one["connected"], true);
+    assert_eq!(one["expiry_seconds"], 600);
+    assert_eq!(
+        call(addr, "GET", "/api/v1/clients/nobody", true).await.0,
+        404
+    );
+    // Decoded once: `%25` is a `%` of the id, not the start of another escape.
+    let _pct = Client::connect(b.addr, "100%41").await;
+    let pct = json(addr, "GET", "/api/v1/clients/100%2541").await;
+    assert_eq!(pct["client_id"], "100%41", "{pct}");
+    let after = json(addr, "GET", "/api/v1/clients?after=100%2541").await;
+    assert_eq!(after["clients"][0]["client_id"], "dev/1 é", "{after}");
+
+    let kicked = json(addr, "DELETE", "/api/v1/clients/dev%2F1%20%C3%A9").await;
+    assert_eq!(kicked["result"], "disconnected", "{kicked}");
+    dev.expect_disconnect(ReasonCode::ADMINISTRATIVE_ACTION, "the admin API")
+        .await;
+    b.wait_until("the session is offline", |s| {
+        s.session_info("dev/1 é").is_some_and(|i| !i.connected)
+    })
+    .await;
+    // Offline, kept (persistent); discard ends it.
+    let again = json(
+        addr,
+        "DELETE",
+        "/api/v1/clients/dev%2F1%20%C3%A9?discard=true",
+    )
+    .await;
+    assert_eq!(again["result"], "discarded", "{again}");
+    assert!(b.state().session_info("dev/1 é").is_none());
+}
