@@ -143,3 +143,47 @@ async fn sessions_are_listed_shown_and_disconnected() {
     assert_eq!(again["result"], "discarded", "{again}");
     assert!(b.state().session_info("dev/1 é").is_none());
 }
+
+/// The dashboard in a real browser (headless Chromium, skipped without it; a failure under
+/// STARLING_INTEROP=1): given the token in the address's fragment, its script fills the
+/// session table, and a client id that looks like markup is shown as text.
+#[tokio::test]
+async fn the_dashboard_shows_the_sessions_in_a_browser() {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| on_path(b));
+    if !require("chromium", browser.is_some()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (b, addr) = broker(true, dir.path()).await;
+    let _c = Client::connect(b.addr, "<b>bold</b>").await;
+    let profile = dir.path().join("profile");
+    let out = tokio::process::Command::new(browser.unwrap_or("chromium"))
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            // Lets the page's fetches and first refresh run before the DOM is printed.
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("http://{addr}/dashboard#token={TOKEN}"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), out)
+        .await
+        .expect("chromium printed the page within 60 s")
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<td>&lt;b&gt;bold&lt;/b&gt;</td>"),
+        "the session is not in the table, as text: {dom}"
+    );
+    assert!(!dom.contains("<b>bold</b>"), "a client id became markup");
+}
