@@ -141,13 +141,14 @@ impl Exporter {
     ) {
         let answered = admission.answered.clone();
         let header_timeout = self.header_timeout;
+        let this = self.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-            let (method, uri) = (req.method(), req.uri());
-            let response = api::route(&self, method, uri.path(), uri.query(), auth)
-                .unwrap_or_else(|| self.respond(method, uri.path(), auth));
-            answered.store(true, Ordering::Relaxed);
-            async move { Ok::<_, Infallible>(response) }
+            let (this, answered) = (this.clone(), answered.clone());
+            async move {
+                let response = this.handle(req).await;
+                answered.store(true, Ordering::Relaxed);
+                Ok::<_, Infallible>(response)
+            }
         });
         let mut builder = http1::Builder::new();
         builder
@@ -171,6 +172,21 @@ impl Exporter {
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "metrics endpoint: connection error");
         }
+    }
+
+    /// The response to one request: the admin API's (a publish reads the body), else
+    /// [`Self::respond`]'s.
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        let (method, uri) = (req.method(), req.uri());
+        if method == Method::POST && uri.path() == api::PUBLISH {
+            if let Some(denied) = api::gate(self, auth) {
+                return denied;
+            }
+            return api::publish(&self.broker, req.into_body()).await;
+        }
+        api::route(self, method, uri.path(), uri.query(), auth)
+            .unwrap_or_else(|| self.respond(method, uri.path(), auth))
     }
 
     /// The response to `method path`, with the request's `Authorization` header if any.

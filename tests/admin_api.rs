@@ -33,13 +33,27 @@ async fn broker(admin: bool, dir: &std::path::Path) -> (TestBroker, SocketAddr) 
 
 /// `method target` with the admin token (when `auth`): the status and the body.
 async fn call(addr: SocketAddr, method: &str, target: &str, auth: bool) -> (u16, String) {
+    send(addr, method, target, auth, "").await
+}
+
+/// [`call`] with a request body.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    auth: bool,
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let header = if auth {
         format!("Authorization: Bearer {TOKEN}\r\n")
     } else {
         String::new()
     };
-    let req = format!("{method} {target} HTTP/1.0\r\nHost: {addr}\r\n{header}\r\n");
+    let len = body.len();
+    let req = format!(
+        "{method} {target} HTTP/1.0\r\nHost: {addr}\r\n{header}Content-Length: {len}\r\n\r\n{body}"
+    );
     s.write_all(req.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
@@ -142,6 +156,50 @@ async fn sessions_are_listed_shown_and_disconnected() {
     .await;
     assert_eq!(again["result"], "discarded", "{again}");
     assert!(b.state().session_info("dev/1 é").is_none());
+}
+
+/// `POST /api/v1/publish` publishes as the broker: a subscriber gets the message (text or
+/// base64 payload), a retained one is kept [MQTT-3.3.1-5], and what a client could not
+/// publish is refused with 400 (a wildcard topic [MQTT-3.3.2-2], a `$` topic).
+#[tokio::test]
+async fn messages_are_published_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, addr) = broker(true, dir.path()).await;
+    let mut sub = Client::connect(b.addr, "sub").await;
+    sub.subscribe("api/#", QoS::AtLeastOnce).await;
+    let body = r#"{"topic": "api/t", "payload": "hello", "qos": 1}"#;
+    let (status, answer) = send(addr, "POST", "/api/v1/publish", true, body).await;
+    assert_eq!(status, 200, "{answer}");
+    let got = sub.next_publish_acked().await;
+    assert_eq!(
+        (&*got.topic, &got.payload[..], got.qos),
+        ("api/t", &b"hello"[..], QoS::AtLeastOnce)
+    );
+    let body = r#"{"topic": "api/r", "payload_base64": "AAH/", "retain": true}"#;
+    assert_eq!(
+        send(addr, "POST", "/api/v1/publish", true, body).await.0,
+        200
+    );
+    assert_eq!(&sub.next_publish_acked().await.payload[..], &[0, 1, 255]);
+    assert_eq!(b.state().retained_count(), 1);
+    for bad in [
+        r#"{"topic": "api/#", "payload": "x"}"#,
+        r#"{"topic": "$SYS/x", "payload": "x"}"#,
+        r#"{"topic": "api/t", "payload": "x", "qos": 3}"#,
+        r#"{"topic": "api/t", "payload": "x", "payload_base64": "eA=="}"#,
+        r#"{"topic": "api/t", "nope": 1}"#,
+        "not json",
+    ] {
+        let (status, answer) = send(addr, "POST", "/api/v1/publish", true, bad).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    let body = r#"{"topic": "api/t", "payload": "x"}"#;
+    assert_eq!(
+        send(addr, "POST", "/api/v1/publish", false, body).await.0,
+        401
+    );
+    assert_eq!(call(addr, "GET", "/api/v1/publish", true).await.0, 405);
+    sub.expect_nothing("refused messages").await;
 }
 
 /// The dashboard in a real browser (headless Chromium, skipped without it; a failure under

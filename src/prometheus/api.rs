@@ -10,22 +10,36 @@
 //! - `GET /api/v1/clients/<id>`: one session, with its subscriptions (the id percent-encoded).
 //! - `DELETE /api/v1/clients/<id>[?discard=true]`: closes its connection (MQTT 5 DISCONNECT
 //!   0x98 Administrative action); with `discard`, its session ends too.
+//! - `POST /api/v1/publish` with `{"topic", "payload" (text) or "payload_base64", "qos",
+//!   "retain"}`: publishes as the broker (outside the ACL; not to `$` topics), answered once
+//!   the message is acknowledged everywhere (queued, stored, with the cluster).
 //! - `GET /dashboard`: an HTML page that shows the above and refreshes every 2 s.
 //!
 //! Answers are JSON (`application/json`), errors `{"error": "..."}`.
 
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Response, StatusCode};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::Exporter;
 use crate::broker::{BrokerState, Kicked, SessionInfo};
-use crate::codec::ReasonCode;
+use crate::codec::topic::valid_topic_name;
+use crate::codec::{QoS, ReasonCode};
+use crate::message::Message;
+
+/// The publish path, the one that takes a body.
+pub(super) const PUBLISH: &str = "/api/v1/publish";
+
+/// The largest request body taken (a publish).
+const BODY_MAX: usize = 2 << 20;
 
 /// Sessions per page, by default and at most.
 const PAGE: usize = 100;
@@ -45,23 +59,14 @@ pub(super) fn route(
     if path != "/dashboard" && !path.starts_with("/api/") {
         return None;
     }
-    let Some(token) = &exporter.admin_token else {
-        return Some(error(
-            StatusCode::NOT_FOUND,
-            "the admin API is off: set [metrics] admin_token_file",
-        ));
-    };
-    if path == "/dashboard" {
+    if path == "/dashboard" && exporter.admin_token.is_some() {
         return Some(match *method {
             Method::GET | Method::HEAD => page(),
             _ => not_allowed("GET, HEAD"),
         });
     }
-    if !bearer_is(authorization, token) {
-        let mut r = error(StatusCode::UNAUTHORIZED, "bearer token required");
-        r.headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Some(r);
+    if let Some(denied) = gate(exporter, authorization) {
+        return Some(denied);
     }
     let broker = &exporter.broker;
     Some(match (path, path.strip_prefix("/api/v1/clients/")) {
@@ -69,6 +74,7 @@ pub(super) fn route(
         ("/api/v1/broker", _) => not_allowed("GET, HEAD"),
         ("/api/v1/clients", _) if is_get(method) => ok(clients(broker, query)),
         ("/api/v1/clients", _) => not_allowed("GET, HEAD"),
+        (PUBLISH, _) => not_allowed("POST"),
         (_, Some(id)) => match percent_decode(id) {
             None => error(StatusCode::BAD_REQUEST, "the client id is not valid UTF-8"),
             Some(id) if is_get(method) => match broker.session_info(&id) {
@@ -80,6 +86,103 @@ pub(super) fn route(
         },
         _ => error(StatusCode::NOT_FOUND, "not found"),
     })
+}
+
+/// The refusal of an admin API request: 404 without `admin_token_file` (no admin API), 401
+/// without its token; None when it may be answered.
+pub(super) fn gate(
+    exporter: &Exporter,
+    authorization: Option<&[u8]>,
+) -> Option<Response<Full<Bytes>>> {
+    let Some(token) = &exporter.admin_token else {
+        return Some(error(
+            StatusCode::NOT_FOUND,
+            "the admin API is off: set [metrics] admin_token_file",
+        ));
+    };
+    if bearer_is(authorization, token) {
+        return None;
+    }
+    let mut r = error(StatusCode::UNAUTHORIZED, "bearer token required");
+    r.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(r)
+}
+
+/// What `POST /api/v1/publish` takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    topic: String,
+    /// The payload as text (UTF-8)...
+    #[serde(default)]
+    payload: Option<String>,
+    /// ... or in base64, for bytes that are not text.
+    #[serde(default)]
+    payload_base64: Option<String>,
+    #[serde(default)]
+    qos: u8,
+    #[serde(default)]
+    retain: bool,
+}
+
+/// `POST /api/v1/publish`: routes the message as the broker's own (no client id, outside the
+/// ACL) and answers once it is acknowledged everywhere: queued for every subscriber, on disk
+/// where the store must hold it, and with the other nodes of a cluster.
+pub(super) async fn publish(broker: &Arc<BrokerState>, body: Incoming) -> Response<Full<Bytes>> {
+    let body = match Limited::new(body, BODY_MAX).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is over 2 MiB or broken",
+            )
+        }
+    };
+    let req: PublishRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body: {e}")),
+    };
+    let msg = match message(broker, req) {
+        Ok(m) => m,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let (topic, qos, retain) = (msg.topic.clone(), msg.qos as u8, msg.retain);
+    match broker.publish_acknowledged(Arc::new(msg)).await {
+        Ok(()) => {
+            tracing::info!(topic = %crate::logging::bounded(&topic), qos, retain,
+                "admin API: published");
+            ok(json!({ "topic": &*topic, "result": "published" }))
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// The message a publish request asks for, checked as a client's PUBLISH would be.
+fn message(broker: &BrokerState, req: PublishRequest) -> Result<Message, &'static str> {
+    if !valid_topic_name(&req.topic) || req.topic.starts_with('$') {
+        return Err("`topic` must be a topic name: not empty, no wildcards, not starting with $");
+    }
+    let payload = match (req.payload, req.payload_base64) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| "`payload_base64` is not base64")?;
+            Bytes::from(bytes)
+        }
+        (None, None) => Bytes::new(),
+        (Some(_), Some(_)) => return Err("give `payload` or `payload_base64`, not both"),
+    };
+    let max = broker.config().mqtt.max_payload_size;
+    if max != 0 && payload.len() > max as usize {
+        return Err("the payload is larger than mqtt.max_payload_size");
+    }
+    let qos = QoS::from_u8(req.qos)
+        .filter(|q| *q <= broker.max_qos())
+        .ok_or("`qos` must be 0, 1 or 2, at most mqtt.max_qos")?;
+    Ok(Message::new(&req.topic, payload, qos, req.retain))
 }
 
 fn is_get(method: &Method) -> bool {
