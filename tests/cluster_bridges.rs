@@ -105,6 +105,16 @@ async fn holder(nodes: &[&TestBroker]) -> usize {
         .unwrap_or_default()
 }
 
+/// A remote broker, nodes a and b with the bridge to it, and which of them holds the lease
+/// (0: a), once every bridge is up.
+async fn bridged_nodes(nats: &nats::Nats) -> (TestBroker, TestBroker, TestBroker, usize) {
+    let remote = start().await;
+    let a = start_with(node_config(nats, "a", remote.addr)).await;
+    let b = start_with(node_config(nats, "b", remote.addr)).await;
+    let held = holder(&[&a, &b]).await;
+    (remote, a, b, held)
+}
+
 /// Publishes `count` QoS 1 messages `<topic>/<i>` through `addr`.
 async fn publish_numbered(addr: SocketAddr, id: &str, topic: &str, count: usize) {
     let mut p = Client::connect(addr, id).await;
@@ -132,10 +142,7 @@ async fn receive_once(c: &mut Client, count: usize, who: &str) -> HashSet<String
 #[tokio::test]
 async fn a_bridge_on_every_node_carries_each_message_once_each_way() {
     let Some(nats) = nats() else { return };
-    let remote = start().await;
-    let a = start_with(node_config(&nats, "a", remote.addr)).await;
-    let b = start_with(node_config(&nats, "b", remote.addr)).await;
-    let held = holder(&[&a, &b]).await;
+    let (remote, a, b, held) = bridged_nodes(&nats).await;
     // Each node's link is a session of its own at the remote broker.
     for id in ["site.a", "site.b"] {
         assert!(
@@ -181,10 +188,7 @@ async fn a_bridge_on_every_node_carries_each_message_once_each_way() {
 #[tokio::test]
 async fn the_other_node_brings_messages_in_once_the_lease_holder_stops() {
     let Some(nats) = nats() else { return };
-    let remote = start().await;
-    let a = start_with(node_config(&nats, "a", remote.addr)).await;
-    let b = start_with(node_config(&nats, "b", remote.addr)).await;
-    let held = holder(&[&a, &b]).await;
+    let (remote, a, b, held) = bridged_nodes(&nats).await;
     let (stopping, staying) = if held == 0 { (a, b) } else { (b, a) };
     let mut sub = Client::connect(staying.addr, "sub").await;
     sub.subscribe("in/#", QoS::AtLeastOnce).await;
