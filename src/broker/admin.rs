@@ -70,6 +70,11 @@ impl BrokerState {
         (all.len(), page, more)
     }
 
+    /// Whether the registry holds a session for `client_id` (without describing it).
+    pub fn has_session(&self, client_id: &str) -> bool {
+        self.sessions.contains_key(client_id)
+    }
+
     /// One session, if the registry holds it.
     pub fn session_info(&self, client_id: &str) -> Option<SessionInfo> {
         let session = self.sessions.get(client_id).map(|e| e.value().clone())?;

@@ -223,7 +223,7 @@ impl ClaimReader<'_> {
 /// `client_id` connected on `node`, later than it last connected here unless a claim of ours
 /// is still to come back: its session here ends.
 fn claimed_elsewhere(state: &Arc<BrokerState>, claims: &Claims, node: &str, client_id: &str) {
-    if state.is_bridge_id(client_id) || state.session_info(client_id).is_none() {
+    if state.is_bridge_id(client_id) || !state.has_session(client_id) {
         return;
     }
     if claims.ours_is_later(client_id) {
