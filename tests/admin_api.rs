@@ -7,6 +7,10 @@
 #[path = "v5_support.rs"]
 mod support;
 
+#[path = "soak/rng.rs"]
+#[allow(dead_code)]
+mod rng;
+
 use std::net::SocketAddr;
 
 use serde_json::Value;
@@ -244,4 +248,100 @@ async fn the_dashboard_shows_the_sessions_in_a_browser() {
         "the session is not in the table, as text: {dom}"
     );
     assert!(!dom.contains("<b>bold</b>"), "a client id became markup");
+}
+
+/// The admin API while clients come and go (seeded, `SOAK_SEED` replays it): twelve clients
+/// connect (clean or persistent), subscribe, publish and leave at random, while the API lists,
+/// shows, disconnects (some with `discard`) and publishes at random. Checked: every API
+/// answer is one it may give, the broker answers a probe afterwards, and no lock-order
+/// inversion was reported (debug builds check the hierarchy; see `TestBroker`'s drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_under_client_churn() {
+    let seed = rng::seed_from_env();
+    println!("admin API churn: SOAK_SEED={seed}");
+    let mut r = rng::Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let (b, addr) = broker(true, dir.path()).await;
+    let ids: Vec<String> = (0..12).map(|i| format!("churn-{i}")).collect();
+    let mut clients = Vec::new();
+    for id in ids.clone() {
+        let mut cr = r.fork();
+        let mqtt = b.addr;
+        clients.push(tokio::spawn(async move {
+            for round in 0..40 {
+                let mut c = connect_packet(&id);
+                c.clean_start = cr.chance(50);
+                c.properties.session_expiry_interval = cr.chance(50).then_some(60);
+                let (mut client, ack) = Client::connect_with(mqtt, c).await;
+                if ack.code != ReasonCode::SUCCESS {
+                    continue;
+                }
+                let filter = format!("churn/{}/#", cr.below(3));
+                let _ = client
+                    .try_send(&subscribe(
+                        1,
+                        &[(filter.as_str(), opts(QoS::AtLeastOnce))],
+                        Default::default(),
+                    ))
+                    .await;
+                let topic = format!("churn/{}/{id}/{round}", cr.below(3));
+                let _ = client
+                    .try_send(&starling::codec::Packet::Publish(publish(
+                        &topic,
+                        b"m",
+                        QoS::AtMostOnce,
+                        0,
+                    )))
+                    .await;
+                // Leave cleanly or drop the socket; the API may have closed it already.
+                if cr.chance(50) {
+                    let bye = starling::codec::Disconnect::new(ReasonCode::SUCCESS);
+                    client
+                        .try_send(&starling::codec::Packet::Disconnect(bye))
+                        .await;
+                }
+            }
+        }));
+    }
+    let mut api_r = r.fork();
+    let admin = tokio::spawn(async move {
+        for _ in 0..400 {
+            let id = api_r.pick(&ids).clone();
+            let (status, body) = match api_r.below(4) {
+                0 => call(addr, "GET", "/api/v1/clients?limit=5", true).await,
+                1 => call(addr, "GET", &format!("/api/v1/clients/{id}"), true).await,
+                2 => {
+                    let discard = if api_r.chance(50) {
+                        "?discard=true"
+                    } else {
+                        ""
+                    };
+                    call(
+                        addr,
+                        "DELETE",
+                        &format!("/api/v1/clients/{id}{discard}"),
+                        true,
+                    )
+                    .await
+                }
+                _ => {
+                    let body =
+                        format!(r#"{{"topic": "churn/0/api", "payload": "{id}", "qos": 1}}"#);
+                    send(addr, "POST", "/api/v1/publish", true, &body).await
+                }
+            };
+            assert!(status == 200 || status == 404, "{status}: {body}");
+        }
+    });
+    admin.await.expect("the admin task");
+    for c in clients {
+        c.await.expect("a client task");
+    }
+    // The broker still answers.
+    let mut probe = Client::connect(b.addr, "probe").await;
+    probe.subscribe("probe/t", QoS::AtLeastOnce).await;
+    probe.publish("probe/t", b"p", QoS::AtLeastOnce).await;
+    assert_eq!(&probe.next_publish_acked().await.payload[..], b"p");
+    let summary = json(addr, "GET", "/api/v1/broker").await;
+    assert!(summary["sessions"].as_u64().is_some(), "{summary}");
 }
