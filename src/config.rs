@@ -320,7 +320,7 @@ impl Default for SysConfig {
 }
 
 /// `[metrics]`: an HTTP endpoint serving `GET /metrics` (Prometheus text format), `GET /healthz`
-/// and `GET /readyz`. Off by default.
+/// and `GET /readyz`, and with `admin_token_file` the admin API and dashboard. Off by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {

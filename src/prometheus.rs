@@ -1,4 +1,5 @@
-//! The operations HTTP endpoint (`[metrics] bind`): Prometheus metrics and health checks.
+//! The operations HTTP endpoint (`[metrics] bind`): Prometheus metrics, health checks, and the
+//! admin API with its dashboard.
 //!
 //! - `GET /metrics`: every counter and gauge behind `$SYS` (the same [`Metrics`] counters and
 //!   [`BrokerState`] figures, read at scrape time) in the Prometheus text exposition format
