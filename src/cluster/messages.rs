@@ -60,6 +60,11 @@ pub(super) struct Messages {
     kept: Duration,
 }
 
+/// How long the stream remembers a batch's message id, to store a batch published again once
+/// (NATS's default is 2 minutes; each id costs the NATS server memory for that long). Longer
+/// than [`super::again::GIVE_UP`]. A stream made by an earlier build keeps its window.
+pub(super) const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+
 /// How long NATS keeps the consumer of a node with a random name while it is away: long enough
 /// for a reconnection, short enough that what waits for it does not pile up after it stopped.
 const UNNAMED_KEPT: Duration = Duration::from_secs(60);
@@ -94,17 +99,23 @@ impl Messages {
                 discard: stream::DiscardPolicy::Old,
                 num_replicas: self.replicas,
                 storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
             })
             .await
             .map_err(|e| format!("stream {}: {e}", self.stream))
     }
 
-    /// Publishes a batch of routed messages ([`Batch::finish`]) for the other nodes; the
-    /// stream's acknowledgement is awaited by the caller's acknowledgement task.
-    pub(super) async fn publish(&self, body: Bytes) -> Result<PublishAckFuture, String> {
+    /// Publishes a batch of routed messages ([`Batch::finish`]) or claims for the other nodes,
+    /// under the message id `id`: the stream stores a batch published again under the same id
+    /// (within [`DUPLICATE_WINDOW`]) only once (see [`super::again`]). The stream's
+    /// acknowledgement is awaited by the caller.
+    pub(super) async fn publish(&self, body: Bytes, id: &str) -> Result<PublishAckFuture, String> {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(body)
+            .message_id(id);
         self.js
-            .publish(format!("{}.{}", self.subjects, self.node), body)
+            .send_publish(format!("{}.{}", self.subjects, self.node), message)
             .await
             .map_err(|e| e.to_string())
     }

@@ -11,7 +11,8 @@
 //!   publisher of a QoS 1/2 message is acknowledged only once the stream has it (a receipt
 //!   from [`Cluster::routed`], answered by a [`StreamAck`]), so losing the node then loses
 //!   nothing acknowledged. While NATS is unreachable up to `[cluster] queue` messages wait in
-//!   this node, and publishers are acknowledged without waiting for the stream.
+//!   this node, and publishers are acknowledged without waiting for the stream. A batch the
+//!   stream did not acknowledge is published again, under the same message id (see [`again`]).
 //! - Claims: a CONNECT on a node claims its client id in the same stream, on the same
 //!   subject; any other node holding a session for that id closes its connection (MQTT 5
 //!   DISCONNECT 0x8E Session taken over [MQTT-3.1.4-2]) and ends the session there. The
@@ -31,13 +32,14 @@
 //! Inbound messages are read by one task and routed through
 //! [`BrokerState::publish_from_peer`].
 
+mod again;
 mod claims;
 mod leases;
 mod messages;
 mod retained;
 mod shares;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -105,6 +107,13 @@ impl Drop for StreamAck {
 /// A stream's acknowledgement of one publish, and what else waits for it.
 struct PendingAck {
     ack: PublishAckFuture,
+    /// When it was published: the answer is awaited until [`again::HOLD`] after that.
+    /// (async-nats counts its own wait from when the answer is awaited, and this task awaits
+    /// the answers one after the other.)
+    sent: std::time::Instant,
+    /// For a batch of the messages stream: what it takes to publish it again if the stream
+    /// does not acknowledge it (see [`again`]).
+    again: Option<again::Again>,
     /// Flushes the shares connection, when shared copies went out with the batch: they go over
     /// core NATS, so its acknowledgement does not cover them.
     flush: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -116,6 +125,8 @@ impl PendingAck {
     fn new(ack: PublishAckFuture) -> PendingAck {
         PendingAck {
             ack,
+            sent: std::time::Instant::now(),
+            again: None,
             flush: None,
             receipts: Vec::new(),
         }
@@ -306,10 +317,20 @@ impl Pending {
             node: node.clone(),
         };
         tracing::info!(node, servers = ?config.servers, "cluster: joining through NATS");
-        let (acks, acks_rx) = mpsc::channel(ACKS_IN_FLIGHT);
-        tracker.spawn(ack_task(acks_rx, metrics.clone()));
-        let sync = retained::Sync::new(&client, &config, &node, acks.clone());
         let messages = messages::Messages::new(&client, &config, &node);
+        let backlog = Arc::new(again::Backlog::default());
+        let (failed, failed_rx) = mpsc::channel(again::BATCHES);
+        let retry = (failed, backlog.clone());
+        tracker.spawn(again::run(
+            failed_rx,
+            messages.clone(),
+            backlog.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let (acks, acks_rx) = mpsc::channel(ACKS_IN_FLIGHT);
+        tracker.spawn(ack_task(acks_rx, retry, metrics.clone()));
+        let sync = retained::Sync::new(&client, &config, &node, acks.clone());
         let (caught_up_tx, caught_up) = oneshot::channel();
         tracker.spawn(messages::consume(
             state.clone(),
@@ -346,11 +367,13 @@ impl Pending {
             acks,
             metrics: metrics.clone(),
             claims,
+            ids: again::Ids::new(),
+            backlog,
         };
         tracker.spawn(out.run(rx, shutdown.clone()));
         tracker.spawn(leases::run(
             client.clone(),
-            (config.prefix.clone(), node.clone()),
+            (config.prefix.clone(), node.clone(), config.replicas),
             leases,
             up_rx.clone(),
             shutdown.clone(),
@@ -489,6 +512,11 @@ struct Publisher {
     acks: mpsc::Sender<PendingAck>,
     metrics: Arc<ClusterMetrics>,
     claims: Arc<claims::Claims>,
+    /// Message ids of the batches it publishes into the messages stream.
+    ids: again::Ids,
+    /// Batches the stream did not acknowledge, waiting to be published again: nothing new
+    /// goes before them.
+    backlog: Arc<again::Backlog>,
 }
 
 impl Publisher {
@@ -507,6 +535,16 @@ impl Publisher {
                     item
                 }
             };
+            // Behind what waits to be published again, for a while: so that a NATS failover
+            // does not reorder, and a stream that keeps refusing does not hold publishers for
+            // long.
+            tokio::select! {
+                _ = tokio::time::timeout(again::HOLD, self.backlog.until_empty()) => {}
+                _ = shutdown.cancelled() => {
+                    next = Some(item);
+                    break;
+                }
+            }
             next = self.send(item, &mut rx).await;
         }
         // At shutdown: what is queued still goes (the last wills, retained updates), within
@@ -576,13 +614,15 @@ impl Publisher {
         acks: Vec<StreamAck>,
     ) -> Result<(), String> {
         let (body, claimed) = batch.finish();
-        match self.messages.publish(body).await {
+        let again = self.again(body.clone(), claimed.len());
+        match self.messages.publish(body, &again.id).await {
             Ok(ack) => {
                 for (client_id, number) in &claimed {
                     self.claims.sent(client_id, *number);
                 }
                 let pending = PendingAck {
                     receipts: acks,
+                    again: Some(again),
                     ..PendingAck::new(ack)
                 };
                 self.acks.send(pending).await.map_err(|e| e.to_string())
@@ -601,7 +641,8 @@ impl Publisher {
     /// with the NATS server.
     async fn send_batch(&self, batch: messages::Batch, acks: Vec<StreamAck>) -> Result<(), String> {
         let (count, body, shared) = batch.finish();
-        let published = self.messages.publish(body).await;
+        let again = self.again(body.clone(), count as usize);
+        let published = self.messages.publish(body, &again.id).await;
         let mut shares_sent = Ok(());
         for msg in &shared {
             let r = shares::publish(&self.share_client, &self.subjects.prefix, msg).await;
@@ -619,6 +660,8 @@ impl Publisher {
                 });
                 let pending = PendingAck {
                     ack,
+                    sent: again.since,
+                    again: Some(again),
                     flush,
                     receipts: acks,
                 };
@@ -631,6 +674,18 @@ impl Publisher {
             Err(_) => self.metrics.dropped.add(count.saturating_sub(1)),
         }
         sent.and(shares_sent)
+    }
+}
+
+impl Publisher {
+    /// What it takes to publish `body` (of `count` messages or claims) again.
+    fn again(&self, body: bytes::Bytes, count: usize) -> again::Again {
+        again::Again {
+            id: self.ids.next(),
+            body,
+            count: count as u64,
+            since: std::time::Instant::now(),
+        }
     }
 }
 
@@ -652,23 +707,55 @@ fn gather(
 }
 
 /// Awaits the streams' acknowledgements of what the publishing task wrote, in order, and
-/// answers the receipts waiting for them (by dropping them); what a stream did not take is
-/// counted as dropped.
-async fn ack_task(mut rx: mpsc::Receiver<PendingAck>, metrics: Arc<ClusterMetrics>) {
+/// answers the receipts waiting for them (by dropping them). A batch of the messages stream
+/// that was not taken goes, with its receipts, to be published again (see [`again`]); what
+/// else a stream did not take is counted as dropped.
+async fn ack_task(
+    mut rx: mpsc::Receiver<PendingAck>,
+    (retry, backlog): (mpsc::Sender<again::Failed>, Arc<again::Backlog>),
+    metrics: Arc<ClusterMetrics>,
+) {
     while let Some(pending) = rx.recv().await {
-        let taken = pending.ack.await;
+        let deadline = tokio::time::Instant::from_std(pending.sent + again::HOLD);
+        let taken = match tokio::time::timeout_at(deadline, pending.ack.into_future()).await {
+            Ok(taken) => taken.map(|_| ()).map_err(|e| e.to_string()),
+            Err(_) => Err("no answer in time".to_owned()),
+        };
         if let Some(flush) = pending.flush {
             flush.await;
         }
-        drop(pending.receipts);
-        if let Err(e) = taken {
-            metrics.dropped.inc();
-            if crate::logging::refusal_allowed() {
-                tracing::warn!(error = %e,
-                    "cluster: a stream did not take a message or retained update for the \
-                     other nodes");
-            }
+        let Err(e) = taken else { continue };
+        let Some(again) = pending.again else {
+            not_taken(&metrics, 1, &e);
+            continue;
+        };
+        let (count, len) = (again.count, again.body.len());
+        if !backlog.admit(len) {
+            not_taken(&metrics, count, "too much waits to be published again");
+            continue;
         }
+        let failed = again::Failed {
+            again,
+            receipts: pending.receipts,
+        };
+        // Full only if the backlog's bound were larger than the channel; closed when stopping.
+        if retry.try_send(failed).is_err() {
+            backlog.done(len);
+            not_taken(&metrics, count, "stopping");
+        }
+    }
+}
+
+/// Counts `count` messages (or claims, or a retained update) a stream did not take, and says
+/// why (rate-limited).
+fn not_taken(metrics: &ClusterMetrics, count: u64, why: &str) {
+    metrics.dropped.add(count);
+    if crate::logging::refusal_allowed() {
+        tracing::warn!(
+            error = why,
+            count,
+            "cluster: a stream did not take messages or a retained update for the other nodes"
+        );
     }
 }
 

@@ -12,7 +12,7 @@ type Family = (
     fn(&ClusterMetrics) -> u64,
 );
 
-const FAMILIES: [Family; 9] = [
+const FAMILIES: [Family; 10] = [
     (
         "starling_cluster_up",
         "gauge",
@@ -43,6 +43,13 @@ const FAMILIES: [Family; 9] = [
         "Messages the stream sent again that this node had already applied (after a crash or \
          a lost NATS connection), skipped rather than delivered twice.",
         |m| m.redelivered_skipped.get(),
+    ),
+    (
+        "starling_cluster_messages_republished_total",
+        "counter",
+        "Messages published to the other nodes again because NATS did not acknowledge them \
+         the first time (a NATS server lost or restarted, a stream leader being elected).",
+        |m| m.republished.get(),
     ),
     (
         "starling_cluster_messages_dropped_total",

@@ -13,6 +13,8 @@ pub struct Nats {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// More arguments (a clustered server's name and routes).
+    extra: Vec<String>,
 }
 
 /// Where `nats-server` is, if installed.
@@ -33,6 +35,7 @@ impl Nats {
             port: 0,
             dir,
             bin,
+            extra: Vec::new(),
         };
         n.spawn(None);
         Some(n)
@@ -52,6 +55,7 @@ impl Nats {
             .arg(self.dir.path().join("js"))
             .arg("--ports_file_dir")
             .arg(&ports)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -113,6 +117,26 @@ impl Nats {
         assert!(ok, "kill {sig} {pid}");
     }
 
+    /// Bytes the server's sockets hold unread (the kernel's receive queues of its established
+    /// client connections, from `/proc/net/tcp`): while it is frozen, what its clients send
+    /// piles up there.
+    pub fn unread_bytes(&self) -> u64 {
+        let text = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let port = format!(":{:04X}", self.port);
+        text.lines()
+            .skip(1)
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local address, state 01 (established), "tx_queue:rx_queue"
+                let (local, state, queues) = (f.get(1)?, f.get(3)?, f.get(4)?);
+                if !local.ends_with(&port) || *state != "01" {
+                    return None;
+                }
+                u64::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+            })
+            .sum()
+    }
+
     /// Stops the server (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -153,4 +177,110 @@ fn port_of(text: &str) -> Option<u16> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     let url = v.get("nats")?.get(0)?.as_str()?;
     url.rsplit(':').next()?.parse().ok()
+}
+
+/// Three NATS servers in one NATS cluster with JetStream, so that streams with 3 replicas
+/// live through the loss of any one server. Killed on drop.
+pub struct NatsCluster {
+    pub servers: Vec<Nats>,
+}
+
+impl NatsCluster {
+    /// Starts the three servers (named `n1`..`n3`) and waits until JetStream takes a stream
+    /// with 3 replicas; None when `nats-server` is not installed.
+    pub async fn start() -> Option<NatsCluster> {
+        let bin = binary()?;
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let servers = (0..3)
+            .map(|i| {
+                let others: Vec<String> = (0..3)
+                    .filter(|j| *j != i)
+                    .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
+                    .collect();
+                let mut n = Nats {
+                    child: None,
+                    port: 0,
+                    dir: tempfile::tempdir().expect("temp dir"),
+                    bin: bin.clone(),
+                    extra: vec![
+                        "--server_name".into(),
+                        format!("n{}", i + 1),
+                        "--cluster_name".into(),
+                        "starling-test".into(),
+                        "--cluster".into(),
+                        format!("nats://127.0.0.1:{}", routes[i]),
+                        "--routes".into(),
+                        others.join(","),
+                    ],
+                };
+                n.spawn(None);
+                n
+            })
+            .collect();
+        let cluster = NatsCluster { servers };
+        cluster.wait_for_jetstream().await;
+        Some(cluster)
+    }
+
+    /// Every server's URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(Nats::url).collect()
+    }
+
+    /// A JetStream context through the servers that are up.
+    async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let urls: Vec<async_nats::ServerAddr> = self
+            .servers
+            .iter()
+            .filter(|s| s.child.is_some())
+            .map(|s| s.url().parse().expect("server address"))
+            .collect();
+        let client = async_nats::connect(urls).await.expect("NATS client");
+        async_nats::jetstream::new(client)
+    }
+
+    /// Waits until the servers have elected JetStream's leader and take a replicated stream.
+    async fn wait_for_jetstream(&self) {
+        let js = self.jetstream().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let made = js
+                .get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: "probe".into(),
+                    subjects: vec!["probe.ready".into()],
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await;
+            if made.is_ok() {
+                let _ = js.delete_stream("probe").await;
+                return;
+            }
+            assert!(Instant::now() < deadline, "no JetStream cluster: {made:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The index of the server leading stream `name`.
+    pub async fn leader_of(&self, name: &str) -> usize {
+        let js = self.jetstream().await;
+        let mut stream = js.get_stream(name).await.expect("the stream");
+        let info = stream.info().await.expect("stream info");
+        let leader = info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .expect("the stream has a leader");
+        let n: usize = leader
+            .trim_start_matches('n')
+            .parse()
+            .expect("server name n<i>");
+        n - 1
+    }
+}
+
+/// A free port on 127.0.0.1 (the kernel's pick, released at once for a server to take).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local addr").port()
 }

@@ -1,0 +1,280 @@
+//! Publishing again what the messages stream did not acknowledge.
+//!
+//! A batch of messages (or claims) that went to NATS may never reach the stream: the NATS
+//! server dies with it unread, a server of a NATS cluster is lost, the stream has no leader
+//! for the seconds an election takes. The stream's acknowledgement then fails or times out.
+//! Dropping the batch would lose, for the other nodes, messages whose publishers were
+//! acknowledged. Instead the batch is published again, in order, under the same message id
+//! (`Nats-Msg-Id`): a copy the stream did take, only its acknowledgement lost, is stored once
+//! ([`super::messages::DUPLICATE_WINDOW`]).
+//!
+//! - The receipts of the batch's publishers are answered once the stream has it, or after
+//!   [`HOLD`] from its first publish, whichever comes first: as while NATS is away, a
+//!   publisher is not held longer than a stream's answer may take.
+//! - Until everything waiting here is in the stream, the publishing task sends nothing new
+//!   (for up to [`HOLD`] per batch it sends), so what it sends next stays behind. A batch that
+//!   had already gone after the failed one may still land before it.
+//! - A batch is given up after [`GIVE_UP`] (counted in
+//!   `starling_cluster_messages_dropped_total`), and so is one that finds the bound
+//!   ([`BATCHES`], [`BYTES`]) reached. Batches published again are counted in
+//!   `starling_cluster_messages_republished_total`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::messages::Messages;
+use super::StreamAck;
+use crate::metrics::ClusterMetrics;
+
+/// How long a batch's publishers wait for the stream at most (async-nats waits as long for a
+/// stream's acknowledgement).
+pub(super) const HOLD: Duration = Duration::from_secs(5);
+
+/// How long a batch is published again before it is given up: less than the stream's
+/// duplicate window, so that a copy the stream took meanwhile is still recognised.
+pub(super) const GIVE_UP: Duration = Duration::from_secs(20);
+
+/// Batches waiting to be published again, at most.
+pub(super) const BATCHES: usize = 4096;
+
+/// Their bytes, at most.
+const BYTES: usize = 64 * 1024 * 1024;
+
+/// The first pause between two attempts; it doubles up to [`LONGEST_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+/// One attempt's bound: the publish and the stream's answer.
+const ATTEMPT: Duration = Duration::from_secs(6);
+
+/// What is needed to publish a batch again.
+pub(super) struct Again {
+    /// Its message id.
+    pub(super) id: String,
+    pub(super) body: Bytes,
+    /// Messages (or claims) in it, for the counters.
+    pub(super) count: u64,
+    /// Its first publish.
+    pub(super) since: Instant,
+}
+
+/// Message ids for this node's batches: unique to this life of the node (a random start),
+/// then counted.
+pub(super) struct Ids {
+    life: u64,
+    next: AtomicU64,
+}
+
+impl Ids {
+    pub(super) fn new() -> Ids {
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            // Without randomness, the time still tells this life from the earlier ones.
+            bytes = crate::storage::unix_ms_now().to_be_bytes();
+        }
+        Ids {
+            life: u64::from_be_bytes(bytes),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The next batch's id.
+    pub(super) fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{:016x}-{n:x}", self.life)
+    }
+}
+
+/// A batch the stream did not acknowledge, and the receipts waiting for it.
+pub(super) struct Failed {
+    pub(super) again: Again,
+    pub(super) receipts: Vec<StreamAck>,
+}
+
+/// What waits to be published again: shared by the acknowledgement task (which hands batches
+/// over), the republishing task and the publishing task (which waits until it is empty).
+#[derive(Default)]
+pub(super) struct Backlog {
+    batches: AtomicUsize,
+    bytes: AtomicUsize,
+    empty: Notify,
+}
+
+impl Backlog {
+    /// Counts a batch of `len` bytes in; false (nothing counted) when the bound is reached.
+    pub(super) fn admit(&self, len: usize) -> bool {
+        let bytes = self.bytes.fetch_add(len, Ordering::AcqRel);
+        if bytes + len > BYTES || self.batches.load(Ordering::Acquire) >= BATCHES {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        self.batches.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// A batch of `len` bytes is done with (in the stream, or given up).
+    pub(super) fn done(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+        if self.batches.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.empty.notify_waiters();
+        }
+    }
+
+    /// Returns once nothing waits to be published again.
+    pub(super) async fn until_empty(&self) {
+        if self.batches.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        loop {
+            let empty = self.empty.notified();
+            tokio::pin!(empty);
+            // Registered before the check, so a notification in between is not missed.
+            empty.as_mut().enable();
+            if self.batches.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            empty.await;
+        }
+    }
+}
+
+/// The republishing task: takes failed batches in order and publishes each until the stream
+/// has it or [`GIVE_UP`] passes.
+pub(super) async fn run(
+    mut rx: mpsc::Receiver<Failed>,
+    messages: Messages,
+    backlog: Arc<Backlog>,
+    metrics: Arc<ClusterMetrics>,
+    shutdown: CancellationToken,
+) {
+    let mut queue: VecDeque<Failed> = VecDeque::new();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if queue.is_empty() {
+            let failed = tokio::select! {
+                f = rx.recv() => f,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(failed) = failed else { break };
+            queue.push_back(failed);
+        }
+        while let Ok(failed) = rx.try_recv() {
+            queue.push_back(failed);
+        }
+        release_held(&mut queue);
+        let Some(head) = queue.front() else { continue };
+        if head.again.since.elapsed() > GIVE_UP {
+            // Old already (NATS away for long): given up without another wait.
+            give_up(&mut queue, &backlog, &metrics, "too long without NATS");
+            continue;
+        }
+        let attempt = tokio::select! {
+            r = attempt(&messages, &head.again) => r,
+            _ = shutdown.cancelled() => break,
+        };
+        match attempt {
+            Ok(()) => {
+                pause = FIRST_PAUSE;
+                if let Some(done) = queue.pop_front() {
+                    metrics.republished.add(done.again.count);
+                    backlog.done(done.again.body.len());
+                }
+            }
+            Err(e) if head.again.since.elapsed() > GIVE_UP => {
+                give_up(&mut queue, &backlog, &metrics, &e);
+            }
+            Err(_) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                pause = (pause * 2).min(LONGEST_PAUSE);
+            }
+        }
+    }
+    // Stopping: what still waits is not sent.
+    while let Ok(failed) = rx.try_recv() {
+        queue.push_back(failed);
+    }
+    for failed in queue {
+        metrics.dropped.add(failed.again.count);
+        backlog.done(failed.again.body.len());
+    }
+}
+
+/// Gives the first batch of `queue` up, counted as dropped.
+fn give_up(queue: &mut VecDeque<Failed>, backlog: &Backlog, metrics: &ClusterMetrics, why: &str) {
+    if let Some(done) = queue.pop_front() {
+        metrics.dropped.add(done.again.count);
+        backlog.done(done.again.body.len());
+        if crate::logging::refusal_allowed() {
+            tracing::warn!(
+                error = why,
+                messages = done.again.count,
+                "cluster: NATS did not take a batch for the other nodes within {GIVE_UP:?}; \
+                 given up"
+            );
+        }
+    }
+}
+
+/// Answers the receipts of batches first published more than [`HOLD`] ago.
+fn release_held(queue: &mut VecDeque<Failed>) {
+    for failed in queue.iter_mut() {
+        if failed.again.since.elapsed() >= HOLD {
+            failed.receipts.clear();
+        }
+    }
+}
+
+/// Publishes `again` once more and waits for the stream's answer.
+async fn attempt(messages: &Messages, again: &Again) -> Result<(), String> {
+    let publish = async {
+        let ack = messages.publish(again.body.clone(), &again.id).await?;
+        ack.await.map(|_| ()).map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(ATTEMPT, publish).await {
+        Ok(r) => r,
+        Err(_) => Err("no answer".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_within_a_life_and_across_lives() {
+        let (a, b) = (Ids::new(), Ids::new());
+        let (a1, a2, b1) = (a.next(), a.next(), b.next());
+        assert_ne!(a1, a2);
+        assert_ne!(a1, b1);
+        assert!(a1.len() <= 40, "{a1}");
+    }
+
+    #[tokio::test]
+    async fn the_backlog_is_bounded_and_says_when_it_is_empty() {
+        let backlog = Arc::new(Backlog::default());
+        assert!(backlog.admit(10));
+        assert!(!backlog.admit(BYTES), "past the byte bound");
+        let waiter = tokio::spawn({
+            let backlog = backlog.clone();
+            async move { backlog.until_empty().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        backlog.done(10);
+        waiter.await.unwrap();
+        backlog.until_empty().await;
+        for _ in 0..BATCHES {
+            assert!(backlog.admit(1));
+        }
+        assert!(!backlog.admit(1), "past the batch bound");
+    }
+}
