@@ -293,6 +293,42 @@ async fn a_message_nats_died_with_is_published_again_when_nats_is_back() {
     on_b.expect_nothing("a second copy").await;
 }
 
+/// A retained update NATS died with (frozen, then killed, with it unread) is written to the
+/// retained stream again once NATS is back: a node that starts afterwards serves it
+/// [MQTT-3.3.1-5].
+#[tokio::test]
+async fn a_retained_update_nats_died_with_reaches_nodes_that_start_later() {
+    let Some(mut nats) = nats() else { return };
+    let a = node(&nats, "a").await;
+    let mut publ = Client::connect(a.addr, "pub").await;
+    nats.pause();
+    let unread = nats.unread_bytes();
+    let mut kept = publish("r/kept", b"state", QoS::AtLeastOnce, 3);
+    kept.retain = true;
+    publ.send(&Packet::Publish(kept)).await;
+    // The message for the other nodes and the retained update, both in the frozen server's
+    // socket (about 270 bytes each).
+    let deadline = Instant::now() + WAIT;
+    while nats.unread_bytes() < unread + 450 {
+        assert!(
+            Instant::now() < deadline,
+            "the update never reached NATS's socket"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    nats.restart();
+    match publ.recv(Duration::from_secs(20)).await {
+        Recv::Packet(Packet::PubAck(ack)) => assert_eq!(ack.packet_id, 3),
+        other => panic!("expected the PUBACK, got {other:?}"),
+    }
+    nats.wait_for_stream_messages("starling_retained", 1).await;
+    let b = node(&nats, "b").await;
+    let mut sub = Client::connect(b.addr, "late").await;
+    sub.subscribe("r/#", QoS::AtLeastOnce).await;
+    let got = sub.next_publish_acked().await;
+    assert_eq!((&*got.topic, text(&got).as_str()), ("r/kept", "state"));
+}
+
 /// Publishes `<i>-<n>` on `ha/<i>` at QoS 1 on `addr` until `stop`, each after the previous
 /// one's PUBACK (which may wait out a NATS failover), and records what was acknowledged.
 async fn publish_acked(

@@ -1,12 +1,13 @@
-//! Publishing again what the messages stream did not acknowledge.
+//! Publishing again what a stream did not acknowledge.
 //!
-//! A batch of messages (or claims) that went to NATS may never reach the stream: the NATS
-//! server dies with it unread, a server of a NATS cluster is lost, the stream has no leader
-//! for the seconds an election takes. The stream's acknowledgement then fails or times out.
-//! Dropping the batch would lose, for the other nodes, messages whose publishers were
-//! acknowledged. Instead the batch is published again, in order, under the same message id
-//! (`Nats-Msg-Id`): a copy the stream did take, only its acknowledgement lost, is stored once
-//! ([`super::messages::DUPLICATE_WINDOW`]).
+//! A batch of messages (or claims), or a retained update, that went to NATS may never reach
+//! its stream: the NATS server dies with it unread, a server of a NATS cluster is lost, the
+//! stream has no leader for the seconds an election takes. The stream's acknowledgement then
+//! fails or times out. Dropping the batch would lose, for the other nodes, messages whose
+//! publishers were acknowledged. Instead the batch is published again, in order, under the
+//! same message id (`Nats-Msg-Id`): a copy the stream did take, only its acknowledgement lost,
+//! is stored once ([`super::messages::DUPLICATE_WINDOW`]; the retained stream keeps NATS's
+//! default window).
 //!
 //! - The receipts of the batch's publishers are answered once the stream has it, or after
 //!   [`HOLD`] from its first publish, whichever comes first: as while NATS is away, a
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::messages::Messages;
+use super::retained;
 use super::StreamAck;
 use crate::metrics::ClusterMetrics;
 
@@ -53,8 +55,18 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 /// One attempt's bound: the publish and the stream's answer.
 const ATTEMPT: Duration = Duration::from_secs(6);
 
+/// Where a batch goes.
+pub(super) enum Target {
+    /// The messages stream.
+    Messages,
+    /// The retained stream, on this subject. Published again only while the stream holds no
+    /// later update of this node's for the topic: an earlier one landing last would undo it.
+    Retained(String),
+}
+
 /// What is needed to publish a batch again.
 pub(super) struct Again {
+    pub(super) target: Target,
     /// Its message id.
     pub(super) id: String,
     pub(super) body: Bytes,
@@ -88,6 +100,19 @@ impl Ids {
     pub(super) fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         format!("{:016x}-{n:x}", self.life)
+    }
+}
+
+/// Whether message id `other` was given after `mine` by the same life of a node (ids of
+/// another node or life are not ordered with it).
+fn later(other: &str, mine: &str) -> bool {
+    let split = |id: &str| {
+        let (life, n) = id.split_once('-')?;
+        Some((life.to_owned(), u64::from_str_radix(n, 16).ok()?))
+    };
+    match (split(other), split(mine)) {
+        (Some((life_o, o)), Some((life_m, m))) => life_o == life_m && o > m,
+        _ => false,
     }
 }
 
@@ -148,7 +173,7 @@ impl Backlog {
 /// has it or [`GIVE_UP`] passes.
 pub(super) async fn run(
     mut rx: mpsc::Receiver<Failed>,
-    messages: Messages,
+    streams: (Messages, retained::Sync),
     backlog: Arc<Backlog>,
     metrics: Arc<ClusterMetrics>,
     shutdown: CancellationToken,
@@ -175,7 +200,7 @@ pub(super) async fn run(
             continue;
         }
         let attempt = tokio::select! {
-            r = attempt(&messages, &head.again) => r,
+            r = attempt(&streams, &head.again) => r,
             _ = shutdown.cancelled() => break,
         };
         match attempt {
@@ -234,9 +259,27 @@ fn release_held(queue: &mut VecDeque<Failed>) {
 }
 
 /// Publishes `again` once more and waits for the stream's answer.
-async fn attempt(messages: &Messages, again: &Again) -> Result<(), String> {
+async fn attempt(
+    (messages, retained): &(Messages, retained::Sync),
+    again: &Again,
+) -> Result<(), String> {
     let publish = async {
-        let ack = messages.publish(again.body.clone(), &again.id).await?;
+        let ack = match &again.target {
+            Target::Messages => messages.publish(again.body.clone(), &again.id).await?,
+            Target::Retained(subject) => {
+                if retained
+                    .last_id(subject)
+                    .await
+                    .is_some_and(|last| last == again.id || later(&last, &again.id))
+                {
+                    // The stream has it, or a later update of the topic from here.
+                    return Ok(());
+                }
+                retained
+                    .publish(subject, again.body.clone(), &again.id)
+                    .await?
+            }
+        };
         ack.await.map(|_| ()).map_err(|e| e.to_string())
     };
     match tokio::time::timeout(ATTEMPT, publish).await {
@@ -256,6 +299,24 @@ mod tests {
         assert_ne!(a1, a2);
         assert_ne!(a1, b1);
         assert!(a1.len() <= 40, "{a1}");
+    }
+
+    #[test]
+    fn only_a_later_id_of_the_same_life_is_later() {
+        let ids = Ids::new();
+        let (first, second) = (ids.next(), ids.next());
+        assert!(later(&second, &first));
+        assert!(!later(&first, &second));
+        assert!(!later(&first, &first));
+        let other = Ids::new();
+        let (o1, o2) = (other.next(), other.next());
+        assert!(
+            !later(&o2, &first),
+            "another life's ids are not ordered with ours"
+        );
+        assert!(!later(&o1, &second));
+        assert!(!later("garbage", &first));
+        assert!(!later(&second, "garbage"));
     }
 
     #[tokio::test]

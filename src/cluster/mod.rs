@@ -318,19 +318,19 @@ impl Pending {
         };
         tracing::info!(node, servers = ?config.servers, "cluster: joining through NATS");
         let messages = messages::Messages::new(&client, &config, &node);
+        let sync = retained::Sync::new(&client, &config, &node);
         let backlog = Arc::new(again::Backlog::default());
         let (failed, failed_rx) = mpsc::channel(again::BATCHES);
         let retry = (failed, backlog.clone());
         tracker.spawn(again::run(
             failed_rx,
-            messages.clone(),
+            (messages.clone(), sync.clone()),
             backlog.clone(),
             metrics.clone(),
             shutdown.clone(),
         ));
         let (acks, acks_rx) = mpsc::channel(ACKS_IN_FLIGHT);
         tracker.spawn(ack_task(acks_rx, retry, metrics.clone()));
-        let sync = retained::Sync::new(&client, &config, &node, acks.clone());
         let (caught_up_tx, caught_up) = oneshot::channel();
         tracker.spawn(messages::consume(
             state.clone(),
@@ -594,7 +594,7 @@ impl Publisher {
                 });
                 (self.send_claims(batch, acks).await, next)
             }
-            Outbound::Retained(msg) => (self.sync.store(&msg).await, None),
+            Outbound::Retained(msg) => (self.store_retained(&msg).await, None),
         };
         if let Err(e) = sent {
             self.metrics.dropped.inc();
@@ -678,9 +678,27 @@ impl Publisher {
 }
 
 impl Publisher {
+    /// Writes a retained update to the retained stream; the acknowledgement task awaits the
+    /// stream's answer.
+    async fn store_retained(&self, msg: &Message) -> Result<(), String> {
+        let (subject, body) = self.sync.update(msg);
+        let again = again::Again {
+            target: again::Target::Retained(subject.clone()),
+            ..self.again(body.clone(), 1)
+        };
+        let ack = self.sync.publish(&subject, body, &again.id).await?;
+        let pending = PendingAck {
+            sent: again.since,
+            again: Some(again),
+            ..PendingAck::new(ack)
+        };
+        self.acks.send(pending).await.map_err(|e| e.to_string())
+    }
+
     /// What it takes to publish `body` (of `count` messages or claims) again.
     fn again(&self, body: bytes::Bytes, count: usize) -> again::Again {
         again::Again {
+            target: again::Target::Messages,
             id: self.ids.next(),
             body,
             count: count as u64,

@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use crate::broker::BrokerState;
 use crate::config::ClusterConfig;
@@ -42,18 +41,11 @@ pub(super) struct Sync {
     replicas: usize,
     /// The last stream sequence this node has read (0: none yet).
     applied: Arc<AtomicU64>,
-    acks: mpsc::Sender<super::PendingAck>,
 }
 
 impl Sync {
-    /// The stream of the cluster `config` describes, for `node`; the stream's acknowledgements
-    /// of its writes go to `acks`.
-    pub(super) fn new(
-        client: &async_nats::Client,
-        config: &ClusterConfig,
-        node: &str,
-        acks: mpsc::Sender<super::PendingAck>,
-    ) -> Sync {
+    /// The stream of the cluster `config` describes, for `node`.
+    pub(super) fn new(client: &async_nats::Client, config: &ClusterConfig, node: &str) -> Sync {
         Sync {
             js: jetstream::new(client.clone()),
             stream: format!("{}_retained", config.prefix),
@@ -61,7 +53,6 @@ impl Sync {
             node: Arc::new(node.to_owned()),
             replicas: config.replicas,
             applied: Arc::new(AtomicU64::new(0)),
-            acks,
         }
     }
 
@@ -79,22 +70,37 @@ impl Sync {
             .map_err(|e| format!("stream {}: {e}", self.stream))
     }
 
-    /// Writes a retained update (a deletion: empty payload) to the stream; the acknowledgement
-    /// is awaited by the cluster's acknowledgement task.
-    pub(super) async fn store(&self, msg: &Message) -> Result<(), String> {
+    /// The subject and the body of a retained update (a deletion: empty payload) in the stream.
+    pub(super) fn update(&self, msg: &Message) -> (String, Bytes) {
         let subject = format!("{}.{}", self.subjects, topic_key(&msg.topic));
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(NODE_HEADER, self.node.as_str());
         let body = Bytes::from(encode_message_record(&StoredMessage::from_message(msg)));
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, body)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.acks
-            .send(super::PendingAck::new(ack))
+        (subject, body)
+    }
+
+    /// Writes a retained update to the stream under the message id `id`; the acknowledgement
+    /// is awaited by the caller.
+    pub(super) async fn publish(
+        &self,
+        subject: &str,
+        body: Bytes,
+        id: &str,
+    ) -> Result<PublishAckFuture, String> {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(body)
+            .message_id(id)
+            .header(NODE_HEADER, self.node.as_str());
+        self.js
+            .send_publish(subject.to_owned(), message)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// The message id of the update the stream holds last for `subject`, if it can tell.
+    pub(super) async fn last_id(&self, subject: &str) -> Option<String> {
+        let stream = self.js.get_stream(&self.stream).await.ok()?;
+        let last = stream.get_last_raw_message_by_subject(subject).await.ok()?;
+        let id = last.headers.get(async_nats::header::NATS_MESSAGE_ID)?;
+        Some(id.as_str().to_owned())
     }
 
     /// Reads what the stream holds that this node has not read, and applies it. Logs, and
