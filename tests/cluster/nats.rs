@@ -261,6 +261,32 @@ impl NatsCluster {
         }
     }
 
+    /// Waits until every replica of stream `name` is up to date with its leader (after a
+    /// server came back), so that losing another server keeps a quorum that has everything.
+    pub async fn wait_until_current(&self, name: &str) {
+        let js = self.jetstream().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let cluster = match js.get_stream(name).await {
+                Ok(mut stream) => stream.info().await.ok().and_then(|i| i.cluster.clone()),
+                Err(_) => None,
+            };
+            let current = cluster.as_ref().is_some_and(|c| {
+                c.leader.is_some()
+                    && c.replicas.len() == self.servers.len() - 1
+                    && c.replicas.iter().all(|r| r.current && !r.offline)
+            });
+            if current {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stream {name} never caught up: {cluster:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The index of the server leading stream `name`.
     pub async fn leader_of(&self, name: &str) -> usize {
         let js = self.jetstream().await;
