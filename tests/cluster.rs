@@ -12,12 +12,14 @@ mod support;
 mod nats;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use starling::codec::{Packet, Properties, PubResp, Publish, QoS, ReasonCode};
 use support::*;
+use tokio::sync::watch;
 
 /// A NATS server, or None (and the test skipped; a failure under STARLING_INTEROP=1).
 fn nats() -> Option<nats::Nats> {
@@ -382,23 +384,55 @@ struct HaLog {
     qos2_twice: Vec<String>,
 }
 
-/// Receives on `sub` and acknowledges (completing QoS 2 flows) until nothing comes for 60 s.
-async fn ha_subscriber(mut sub: Client, log: Arc<Mutex<HaLog>>) {
-    while let Recv::Packet(p) = sub.recv(Duration::from_secs(60)).await {
-        match p {
-            Packet::Publish(p) => {
-                let fresh = log.lock().unwrap().received.insert(text(&p));
-                if p.qos == QoS::ExactlyOnce {
-                    if !fresh {
-                        log.lock().unwrap().qos2_twice.push(text(&p));
+/// The subscriber on B, with a persistent session: connects to each life of B (`at`),
+/// receives and acknowledges (completing QoS 2 flows) until that life ends, keeping the QoS 2
+/// packet ids it holds across connections as a real client does.
+async fn ha_subscriber(mut at: watch::Receiver<Option<SocketAddr>>, log: Arc<Mutex<HaLog>>) {
+    let mut pending: HashSet<u16> = HashSet::new();
+    let mut first = true;
+    loop {
+        let Some(addr) = *at.borrow_and_update() else {
+            return;
+        };
+        let (mut sub, ack) = Client::connect_with(addr, persistent("ha-sub")).await;
+        if first {
+            sub.subscribe("ha/#", QoS::ExactlyOnce).await;
+            first = false;
+        } else {
+            assert!(ack.session_present, "B kept the session across its restart");
+        }
+        loop {
+            let p = tokio::select! {
+                r = sub.recv(Duration::from_secs(60)) => r,
+                _ = at.changed() => break,
+            };
+            let Recv::Packet(p) = p else { break };
+            let reply = match p {
+                Packet::Publish(p) => {
+                    // A QoS 2 PUBLISH under a packet id still awaiting PUBREL is the same
+                    // delivery resent [MQTT-4.3.3].
+                    let fresh = p.qos != QoS::ExactlyOnce || pending.insert(p.packet_id);
+                    let mut log = log.lock().unwrap();
+                    let new = log.received.insert(text(&p));
+                    if fresh && !new && p.qos == QoS::ExactlyOnce {
+                        log.qos2_twice.push(text(&p));
                     }
-                    sub.send(&Packet::PubRec(PubResp::new(p.packet_id))).await;
-                } else {
-                    sub.send(&puback(p.packet_id, ReasonCode::SUCCESS)).await;
+                    match p.qos {
+                        QoS::ExactlyOnce => Packet::PubRec(PubResp::new(p.packet_id)),
+                        _ => puback(p.packet_id, ReasonCode::SUCCESS),
+                    }
                 }
-            }
-            Packet::PubRel(r) => sub.send(&Packet::PubComp(PubResp::new(r.packet_id))).await,
-            _ => {}
+                Packet::PubRel(r) => {
+                    pending.remove(&r.packet_id);
+                    Packet::PubComp(PubResp::new(r.packet_id))
+                }
+                _ => continue,
+            };
+            sub.try_send(&reply).await;
+        }
+        // This life of B ended: wait for the next one.
+        if at.borrow().is_some_and(|a| a == addr) && at.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -406,9 +440,10 @@ async fn ha_subscriber(mut sub: Client, log: Arc<Mutex<HaLog>>) {
 /// On a NATS cluster of three servers (`replicas = 3`), losing the server that leads the
 /// messages stream loses nothing a node acknowledged: while the other two elect a new leader,
 /// what the stream did not acknowledge is published again, and every message A's publishers
-/// got an acknowledgement for reaches the subscriber on B [MQTT-4.3.2-2], the QoS 2 ones once
-/// [MQTT-4.3.3-1]. Each round kills the current leader under load and starts it again;
-/// `CLUSTER_NATS_ROUNDS` sets how many (default 2).
+/// got an acknowledgement for reaches the persistent session on B [MQTT-4.3.2-2], the QoS 2
+/// ones once [MQTT-4.3.3-1]. Each round kills the current leader under load, restarts B (with
+/// its store) during the failover, and starts the lost server again; `CLUSTER_NATS_ROUNDS`
+/// sets how many (default 2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_nats_server_that_leads_the_stream_loses_nothing_acknowledged() {
     let Some(mut nats) = nats::NatsCluster::start().await else {
@@ -419,25 +454,28 @@ async fn losing_the_nats_server_that_leads_the_stream_loses_nothing_acknowledged
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(2);
+    let dir = tempfile::tempdir().unwrap();
+    let servers = nats.urls();
     let ha_config = |name: &str| {
         let mut cfg = config();
         cfg.cluster = Some(starling::config::ClusterConfig {
-            servers: nats.urls(),
+            servers: servers.clone(),
             node: name.to_owned(),
             replicas: 3,
             ..Default::default()
         });
+        cfg.persistence.enabled = Some(true);
+        cfg.persistence.dir = dir.path().join(name);
         cfg
     };
-    let (a, b) = (
-        start_with(ha_config("a")).await,
-        start_with(ha_config("b")).await,
-    );
+    let a = start_with(ha_config("a")).await;
+    let mut b = start_with(ha_config("b")).await;
     linked(&a, &b).await;
     let log: Arc<Mutex<HaLog>> = Arc::default();
-    let mut sub = Client::connect(b.addr, "ha-sub").await;
-    sub.subscribe("ha/#", QoS::ExactlyOnce).await;
-    let receiver = tokio::spawn(ha_subscriber(sub, log.clone()));
+    let (at, at_rx) = watch::channel(Some(b.addr));
+    let receiver = tokio::spawn(ha_subscriber(at_rx, log.clone()));
+    b.wait_until("the subscription", |s| s.subscription_count() > 0)
+        .await;
     let (acked, stop): (Acked, Arc<AtomicBool>) = Default::default();
     let publishers: Vec<_> = [QoS::AtLeastOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
@@ -455,6 +493,9 @@ async fn losing_the_nats_server_that_leads_the_stream_loses_nothing_acknowledged
         let leader = nats.leader_of("starling_messages").await;
         nats.servers[leader].kill();
         killed.push(leader + 1);
+        assert!(b.stop_within(Duration::from_secs(10)).await, "B stops");
+        b = start_with(ha_config("b")).await;
+        at.send_replace(Some(b.addr));
         let at_kill = count();
         until(
             "200 more acknowledged after the loss",
@@ -482,6 +523,7 @@ async fn losing_the_nats_server_that_leads_the_stream_loses_nothing_acknowledged
         }
     })
     .await;
+    at.send_replace(None);
     receiver.abort();
     println!(
         "{} acknowledged, servers lost in turn: {killed:?}; counters: {}",
