@@ -293,8 +293,18 @@ const BATCH_V1: u8 = 0xB1;
 /// so a message is never held back for one.
 const BATCH_MESSAGES: usize = 512;
 
-/// Bytes of one batch, about at most (NATS's `max_payload` is 1 MB by default).
+/// Bytes of one batch at most, unless one message alone is larger; less when NATS's
+/// `max_payload` (1 MB by default) is smaller (see [`batch_limit`]).
 const BATCH_BYTES: usize = 256 * 1024;
+
+/// What a batch's headers and framing may take of NATS's `max_payload`, besides its body.
+const HEADROOM: usize = 1024;
+
+/// The bytes a batch may hold when the NATS server takes messages of `max_payload` bytes: a
+/// batch is never made larger than NATS takes, only a message that is larger alone.
+pub(super) fn batch_limit(max_payload: usize) -> usize {
+    BATCH_BYTES.min(max_payload.saturating_sub(HEADROOM))
+}
 
 /// Routed messages for one stream message: `0xB1`, then each message's record (the store's
 /// format) with its length (u32, big-endian) in front. Batching what is queued together costs
@@ -304,21 +314,29 @@ pub(super) struct Batch {
     count: u64,
     /// Messages whose shared copies go out too.
     shared: Vec<Arc<Message>>,
+    /// Bytes the body may hold (see [`batch_limit`]).
+    limit: usize,
 }
 
-impl Default for Batch {
-    fn default() -> Batch {
+impl Batch {
+    /// An empty batch of at most `limit` bytes.
+    pub(super) fn new(limit: usize) -> Batch {
         Batch {
             body: vec![BATCH_V1],
             count: 0,
             shared: Vec::new(),
+            limit,
         }
     }
-}
 
-impl Batch {
-    pub(super) fn push(&mut self, msg: Arc<Message>, shares: bool) {
+    /// Adds `msg`, or gives it back when it would take the batch past its limit: it starts
+    /// the next batch then. (NATS refuses a batch larger than its `max_payload`, and every
+    /// message in it would be lost for the other nodes.) An empty batch takes any message.
+    pub(super) fn push(&mut self, msg: Arc<Message>, shares: bool) -> Result<(), Arc<Message>> {
         let record = encode_message_record(&StoredMessage::from_message(&msg));
+        if self.count > 0 && self.body.len() + 4 + record.len() > self.limit {
+            return Err(msg);
+        }
         let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
         self.body.extend_from_slice(&len.to_be_bytes());
         self.body.extend_from_slice(&record);
@@ -326,10 +344,11 @@ impl Batch {
         if shares {
             self.shared.push(msg);
         }
+        Ok(())
     }
 
     pub(super) fn is_full(&self) -> bool {
-        self.count as usize >= BATCH_MESSAGES || self.body.len() >= BATCH_BYTES
+        self.count as usize >= BATCH_MESSAGES || self.body.len() >= self.limit
     }
 
     /// How many messages, the body, and the messages whose shared copies go out.
@@ -630,8 +649,37 @@ mod tests {
     }
 
     #[test]
+    fn batches_stay_within_their_limit_unless_one_message_is_larger() {
+        let message = |size: usize| {
+            Arc::new(Message::new(
+                "t",
+                Bytes::from(vec![7; size]),
+                QoS::AtLeastOnce,
+                false,
+            ))
+        };
+        let limit = batch_limit(4096);
+        assert_eq!(limit, 4096 - HEADROOM);
+        assert_eq!(batch_limit(100 << 20), BATCH_BYTES);
+        let mut batch = Batch::new(limit);
+        let mut taken = 0;
+        while batch.push(message(500), false).is_ok() {
+            taken += 1;
+        }
+        assert!(taken >= 2, "{taken}");
+        let (count, body, _) = batch.finish();
+        assert_eq!(count, taken);
+        assert!(body.len() <= limit, "{} > {limit}", body.len());
+        // A message larger than the limit goes alone.
+        let mut alone = Batch::new(limit);
+        assert!(alone.push(message(limit * 2), false).is_ok());
+        assert!(alone.is_full());
+        assert!(alone.push(message(1), false).is_err());
+    }
+
+    #[test]
     fn batches_round_trip_and_garbage_is_an_error() {
-        let mut batch = Batch::default();
+        let mut batch = Batch::new(BATCH_BYTES);
         for i in 0..3u8 {
             let m = Message::new(
                 &format!("t/{i}"),
@@ -639,7 +687,7 @@ mod tests {
                 QoS::AtLeastOnce,
                 i == 1,
             );
-            batch.push(Arc::new(m), i == 2);
+            batch.push(Arc::new(m), i == 2).expect("room");
         }
         let (count, body, shared) = batch.finish();
         assert_eq!((count, shared.len()), (3, 1));

@@ -567,17 +567,8 @@ impl Publisher {
     async fn send(&self, item: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Option<Outbound> {
         let (sent, next) = match item {
             Outbound::Message(msg, shares, ack) => {
-                let mut batch = messages::Batch::default();
-                let mut acks: Vec<StreamAck> = ack.into_iter().collect();
-                batch.push(msg, shares);
-                let next = gather(rx, |item| match item {
-                    Outbound::Message(msg, shares, ack) => {
-                        batch.push(msg, shares);
-                        acks.extend(ack);
-                        Ok(batch.is_full())
-                    }
-                    other => Err(other),
-                });
+                let limit = messages::batch_limit(self.client.max_payload());
+                let (batch, acks, next) = gather_messages((msg, shares, ack), rx, limit);
                 (self.send_batch(batch, acks).await, next)
             }
             Outbound::Claim(client_id, number, ack) => {
@@ -707,6 +698,31 @@ impl Publisher {
     }
 }
 
+/// A batch of at most `limit` bytes: `first`, then the messages queued right behind it (see
+/// [`gather`]); with the receipts they carry, and the item that ended the batch, if one did
+/// (a message that did not fit starts the next one).
+fn gather_messages(
+    (msg, shares, ack): (Arc<Message>, bool, Option<StreamAck>),
+    rx: &mut mpsc::Receiver<Outbound>,
+    limit: usize,
+) -> (messages::Batch, Vec<StreamAck>, Option<Outbound>) {
+    let mut batch = messages::Batch::new(limit);
+    let mut acks: Vec<StreamAck> = ack.into_iter().collect();
+    // An empty batch takes any message.
+    let _ = batch.push(msg, shares);
+    let next = gather(rx, |item| match item {
+        Outbound::Message(msg, shares, ack) => match batch.push(msg, shares) {
+            Ok(()) => {
+                acks.extend(ack);
+                Ok(batch.is_full())
+            }
+            Err(msg) => Err(Outbound::Message(msg, shares, ack)),
+        },
+        other => Err(other),
+    });
+    (batch, acks, next)
+}
+
 /// Hands `take` the items queued right behind a batch's first, while it takes them (`Ok`,
 /// true once the batch is full) and they are already there: a batch never waits for more.
 /// Returns the item `take` gave back, which ended the batch, if one did.
@@ -801,6 +817,39 @@ async fn resync_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_that_would_take_a_batch_past_its_limit_starts_the_next_one() {
+        let message = |size: usize| {
+            let payload = bytes::Bytes::from(vec![1; size]);
+            Arc::new(Message::new("t", payload, QoS::AtLeastOnce, false))
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        for _ in 0..3 {
+            tx.try_send(Outbound::Message(message(1000), false, None))
+                .unwrap();
+        }
+        tx.try_send(Outbound::Message(message(6000), false, None))
+            .unwrap();
+        tx.try_send(Outbound::Message(message(1000), false, None))
+            .unwrap();
+        let limit = 8 * 1024;
+        let (batch, _, next) = gather_messages((message(1000), false, None), &mut rx, limit);
+        let (count, body, _) = batch.finish();
+        assert_eq!(count, 4, "the four small ones");
+        assert!(body.len() <= limit);
+        let Some(Outbound::Message(large, ..)) = next else {
+            panic!("the large message ends the batch and comes next");
+        };
+        assert_eq!(large.payload.len(), 6000);
+        let (batch, _, next) = gather_messages((large, false, None), &mut rx, limit);
+        assert_eq!(
+            batch.finish().0,
+            2,
+            "the large one, then the last small one"
+        );
+        assert!(next.is_none());
+    }
 
     #[test]
     fn random_nodes_are_plain_names() {
