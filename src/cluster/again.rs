@@ -16,9 +16,10 @@
 //!   (for up to [`HOLD`] per batch it sends), so what it sends next stays behind. A batch that
 //!   had already gone after the failed one may still land before it.
 //! - A batch is given up after [`GIVE_UP`] (counted in
-//!   `starling_cluster_messages_dropped_total`), and so is one that finds the bound
-//!   ([`BATCHES`], [`BYTES`]) reached. Batches published again are counted in
-//!   `starling_cluster_messages_republished_total`.
+//!   `starling_cluster_messages_dropped_total`), and so is one that finds [`BATCHES`] waiting
+//!   already. Their bytes count, with those of the batches awaiting their stream's answer,
+//!   within [`UNACKED_KIB`]: beyond it the publishing task waits. Batches published again are
+//!   counted in `starling_cluster_messages_republished_total`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::messages::Messages;
@@ -44,9 +45,6 @@ pub(super) const GIVE_UP: Duration = Duration::from_secs(20);
 
 /// Batches waiting to be published again, at most.
 pub(super) const BATCHES: usize = 4096;
-
-/// Their bytes, at most.
-const BYTES: usize = 64 * 1024 * 1024;
 
 /// The first pause between two attempts; it doubles up to [`LONGEST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
@@ -74,6 +72,21 @@ pub(super) struct Again {
     pub(super) count: u64,
     /// Its first publish.
     pub(super) since: Instant,
+    /// Its share of [`UNACKED`], given back once the stream has it or it is given up.
+    pub(super) _held: Option<OwnedSemaphorePermit>,
+}
+
+/// Bytes of batches published and not yet acknowledged by their stream (or waiting to be
+/// published again), at most, in KiB: their bodies are kept until then. Beyond it the
+/// publishing task waits for acknowledgements; what the broker queues for it meanwhile waits
+/// in `[cluster] queue`, and beyond that is dropped (counted).
+pub(super) const UNACKED_KIB: usize = 64 * 1024;
+
+/// Takes the share of the unacknowledged bytes a body of `len` bytes needs (waiting for it).
+pub(super) async fn hold(unacked: &Arc<Semaphore>, len: usize) -> Option<OwnedSemaphorePermit> {
+    let kib = len.div_ceil(1024).clamp(1, UNACKED_KIB);
+    let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+    unacked.clone().acquire_many_owned(kib).await.ok()
 }
 
 /// Message ids for this node's batches: unique to this life of the node (a random start),
@@ -127,25 +140,30 @@ pub(super) struct Failed {
 #[derive(Default)]
 pub(super) struct Backlog {
     batches: AtomicUsize,
-    bytes: AtomicUsize,
     empty: Notify,
 }
 
 impl Backlog {
-    /// Counts a batch of `len` bytes in; false (nothing counted) when the bound is reached.
-    pub(super) fn admit(&self, len: usize) -> bool {
-        let bytes = self.bytes.fetch_add(len, Ordering::AcqRel);
-        if bytes + len > BYTES || self.batches.load(Ordering::Acquire) >= BATCHES {
-            self.bytes.fetch_sub(len, Ordering::AcqRel);
-            return false;
+    /// Counts a batch in; false (nothing counted) when [`BATCHES`] wait already. (Their
+    /// bytes are bounded with the unacknowledged ones, [`UNACKED_KIB`].)
+    pub(super) fn admit(&self) -> bool {
+        let mut n = self.batches.load(Ordering::Acquire);
+        loop {
+            if n >= BATCHES {
+                return false;
+            }
+            match self
+                .batches
+                .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
         }
-        self.batches.fetch_add(1, Ordering::AcqRel);
-        true
     }
 
-    /// A batch of `len` bytes is done with (in the stream, or given up).
-    pub(super) fn done(&self, len: usize) {
-        self.bytes.fetch_sub(len, Ordering::AcqRel);
+    /// A batch is done with (in the stream, or given up).
+    pub(super) fn done(&self) {
         if self.batches.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.empty.notify_waiters();
         }
@@ -208,7 +226,7 @@ pub(super) async fn run(
                 pause = FIRST_PAUSE;
                 if let Some(done) = queue.pop_front() {
                     metrics.republished.add(done.again.count);
-                    backlog.done(done.again.body.len());
+                    backlog.done();
                 }
             }
             Err(e) if head.again.since.elapsed() > GIVE_UP => {
@@ -229,7 +247,7 @@ pub(super) async fn run(
     }
     for failed in queue {
         metrics.dropped.add(failed.again.count);
-        backlog.done(failed.again.body.len());
+        backlog.done();
     }
 }
 
@@ -237,7 +255,7 @@ pub(super) async fn run(
 fn give_up(queue: &mut VecDeque<Failed>, backlog: &Backlog, metrics: &ClusterMetrics, why: &str) {
     if let Some(done) = queue.pop_front() {
         metrics.dropped.add(done.again.count);
-        backlog.done(done.again.body.len());
+        backlog.done();
         if crate::logging::refusal_allowed() {
             tracing::warn!(
                 error = why,
@@ -322,20 +340,19 @@ mod tests {
     #[tokio::test]
     async fn the_backlog_is_bounded_and_says_when_it_is_empty() {
         let backlog = Arc::new(Backlog::default());
-        assert!(backlog.admit(10));
-        assert!(!backlog.admit(BYTES), "past the byte bound");
+        assert!(backlog.admit());
         let waiter = tokio::spawn({
             let backlog = backlog.clone();
             async move { backlog.until_empty().await }
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        backlog.done(10);
+        backlog.done();
         waiter.await.unwrap();
         backlog.until_empty().await;
         for _ in 0..BATCHES {
-            assert!(backlog.admit(1));
+            assert!(backlog.admit());
         }
-        assert!(!backlog.admit(1), "past the batch bound");
+        assert!(!backlog.admit(), "past the batch bound");
     }
 }

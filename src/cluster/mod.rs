@@ -369,6 +369,7 @@ impl Pending {
             claims,
             ids: again::Ids::new(),
             backlog,
+            unacked: Arc::new(tokio::sync::Semaphore::new(again::UNACKED_KIB)),
         };
         tracker.spawn(out.run(rx, shutdown.clone()));
         tracker.spawn(leases::run(
@@ -517,6 +518,8 @@ struct Publisher {
     /// Batches the stream did not acknowledge, waiting to be published again: nothing new
     /// goes before them.
     backlog: Arc<again::Backlog>,
+    /// The bytes of batches not acknowledged yet (see [`again::UNACKED_KIB`]).
+    unacked: Arc<tokio::sync::Semaphore>,
 }
 
 impl Publisher {
@@ -605,7 +608,7 @@ impl Publisher {
         acks: Vec<StreamAck>,
     ) -> Result<(), String> {
         let (body, claimed) = batch.finish();
-        let again = self.again(body.clone(), claimed.len());
+        let again = self.again(body.clone(), claimed.len()).await;
         match self.messages.publish(body, &again.id).await {
             Ok(ack) => {
                 for (client_id, number) in &claimed {
@@ -613,6 +616,7 @@ impl Publisher {
                 }
                 let pending = PendingAck {
                     receipts: acks,
+                    sent: again.since,
                     again: Some(again),
                     ..PendingAck::new(ack)
                 };
@@ -632,7 +636,7 @@ impl Publisher {
     /// with the NATS server.
     async fn send_batch(&self, batch: messages::Batch, acks: Vec<StreamAck>) -> Result<(), String> {
         let (count, body, shared) = batch.finish();
-        let again = self.again(body.clone(), count as usize);
+        let again = self.again(body.clone(), count as usize).await;
         let published = self.messages.publish(body, &again.id).await;
         let mut shares_sent = Ok(());
         for msg in &shared {
@@ -675,7 +679,7 @@ impl Publisher {
         let (subject, body) = self.sync.update(msg);
         let again = again::Again {
             target: again::Target::Retained(subject.clone()),
-            ..self.again(body.clone(), 1)
+            ..self.again(body.clone(), 1).await
         };
         let ack = self.sync.publish(&subject, body, &again.id).await?;
         let pending = PendingAck {
@@ -686,14 +690,17 @@ impl Publisher {
         self.acks.send(pending).await.map_err(|e| e.to_string())
     }
 
-    /// What it takes to publish `body` (of `count` messages or claims) again.
-    fn again(&self, body: bytes::Bytes, count: usize) -> again::Again {
+    /// What it takes to publish `body` (of `count` messages or claims) again, once its
+    /// bytes fit within [`again::UNACKED_KIB`].
+    async fn again(&self, body: bytes::Bytes, count: usize) -> again::Again {
+        let held = again::hold(&self.unacked, body.len()).await;
         again::Again {
             target: again::Target::Messages,
             id: self.ids.next(),
             body,
             count: count as u64,
             since: std::time::Instant::now(),
+            _held: held,
         }
     }
 }
@@ -763,8 +770,8 @@ async fn ack_task(
             not_taken(&metrics, 1, &e);
             continue;
         };
-        let (count, len) = (again.count, again.body.len());
-        if !backlog.admit(len) {
+        let count = again.count;
+        if !backlog.admit() {
             not_taken(&metrics, count, "too much waits to be published again");
             continue;
         }
@@ -774,7 +781,7 @@ async fn ack_task(
         };
         // Full only if the backlog's bound were larger than the channel; closed when stopping.
         if retry.try_send(failed).is_err() {
-            backlog.done(len);
+            backlog.done();
             not_taken(&metrics, count, "stopping");
         }
     }
