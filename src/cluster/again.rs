@@ -53,7 +53,11 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 /// One attempt's bound: the publish and the stream's answer.
 const ATTEMPT: Duration = Duration::from_secs(6);
 
+/// How often receipts are checked against [`HOLD`] while an attempt or a pause lasts.
+const TICK: Duration = Duration::from_millis(250);
+
 /// Where a batch goes.
+#[derive(Clone)]
 pub(super) enum Target {
     /// The messages stream.
     Messages,
@@ -198,30 +202,19 @@ pub(super) async fn run(
 ) {
     let mut queue: VecDeque<Failed> = VecDeque::new();
     let mut pause = FIRST_PAUSE;
-    loop {
-        if queue.is_empty() {
-            let failed = tokio::select! {
-                f = rx.recv() => f,
-                _ = shutdown.cancelled() => None,
-            };
-            let Some(failed) = failed else { break };
-            queue.push_back(failed);
-        }
-        while let Ok(failed) = rx.try_recv() {
-            queue.push_back(failed);
-        }
-        release_held(&mut queue);
+    while take(&mut rx, &mut queue, &shutdown).await {
         let Some(head) = queue.front() else { continue };
         if head.again.since.elapsed() > GIVE_UP {
             // Old already (NATS away for long): given up without another wait.
             give_up(&mut queue, &backlog, &metrics, "too long without NATS");
             continue;
         }
-        let attempt = tokio::select! {
-            r = attempt(&streams, &head.again) => r,
-            _ = shutdown.cancelled() => break,
+        let job = Job::of(&head.again);
+        let attempt = attempt(&streams, job);
+        let Some(result) = waiting(attempt, &mut rx, &mut queue, &shutdown).await else {
+            break;
         };
-        match attempt {
+        match result {
             Ok(()) => {
                 pause = FIRST_PAUSE;
                 if let Some(done) = queue.pop_front() {
@@ -229,13 +222,20 @@ pub(super) async fn run(
                     backlog.done();
                 }
             }
-            Err(e) if head.again.since.elapsed() > GIVE_UP => {
+            Err(e)
+                if queue
+                    .front()
+                    .is_some_and(|h| h.again.since.elapsed() > GIVE_UP) =>
+            {
                 give_up(&mut queue, &backlog, &metrics, &e);
             }
             Err(_) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown.cancelled() => break,
+                let sleep = tokio::time::sleep(pause);
+                if waiting(sleep, &mut rx, &mut queue, &shutdown)
+                    .await
+                    .is_none()
+                {
+                    break;
                 }
                 pause = (pause * 2).min(LONGEST_PAUSE);
             }
@@ -248,6 +248,69 @@ pub(super) async fn run(
     for failed in queue {
         metrics.dropped.add(failed.again.count);
         backlog.done();
+    }
+}
+
+/// Waits for a failed batch when none waits, then takes what else has come; false when
+/// stopping.
+async fn take(
+    rx: &mut mpsc::Receiver<Failed>,
+    queue: &mut VecDeque<Failed>,
+    shutdown: &CancellationToken,
+) -> bool {
+    if queue.is_empty() {
+        let failed = tokio::select! {
+            f = rx.recv() => f,
+            _ = shutdown.cancelled() => None,
+        };
+        let Some(failed) = failed else { return false };
+        queue.push_back(failed);
+    }
+    while let Ok(failed) = rx.try_recv() {
+        queue.push_back(failed);
+    }
+    release_held(queue);
+    true
+}
+
+/// Awaits `work` (an attempt, a pause) while taking what comes and answering the receipts
+/// that have waited [`HOLD`] (every [`TICK`]); None when stopping.
+async fn waiting<T>(
+    work: impl std::future::Future<Output = T>,
+    rx: &mut mpsc::Receiver<Failed>,
+    queue: &mut VecDeque<Failed>,
+    shutdown: &CancellationToken,
+) -> Option<T> {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            r = &mut work => return Some(r),
+            _ = tick.tick() => {
+                while let Ok(failed) = rx.try_recv() {
+                    queue.push_back(failed);
+                }
+                release_held(queue);
+            }
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// What one attempt publishes: a batch's target, id and body.
+struct Job {
+    target: Target,
+    id: String,
+    body: Bytes,
+}
+
+impl Job {
+    fn of(again: &Again) -> Job {
+        Job {
+            target: again.target.clone(),
+            id: again.id.clone(),
+            body: again.body.clone(),
+        }
     }
 }
 
@@ -276,26 +339,24 @@ fn release_held(queue: &mut VecDeque<Failed>) {
     }
 }
 
-/// Publishes `again` once more and waits for the stream's answer.
+/// Publishes `job` once more and waits for the stream's answer.
 async fn attempt(
     (messages, retained): &(Messages, retained::Sync),
-    again: &Again,
+    job: Job,
 ) -> Result<(), String> {
     let publish = async {
-        let ack = match &again.target {
-            Target::Messages => messages.publish(again.body.clone(), &again.id).await?,
+        let ack = match &job.target {
+            Target::Messages => messages.publish(job.body.clone(), &job.id).await?,
             Target::Retained(subject) => {
                 if retained
                     .last_id(subject)
                     .await
-                    .is_some_and(|last| last == again.id || later(&last, &again.id))
+                    .is_some_and(|last| last == job.id || later(&last, &job.id))
                 {
                     // The stream has it, or a later update of the topic from here.
                     return Ok(());
                 }
-                retained
-                    .publish(subject, again.body.clone(), &again.id)
-                    .await?
+                retained.publish(subject, job.body.clone(), &job.id).await?
             }
         };
         ack.await.map(|_| ()).map_err(|e| e.to_string())

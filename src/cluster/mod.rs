@@ -93,8 +93,18 @@ enum Outbound {
 /// then), or once that cannot happen (the queue to NATS was full, NATS refused the batch, the
 /// node stops). In those cases the message reaches only this node, counted in
 /// `starling_cluster_messages_dropped_total`, as when NATS is unreachable, and its publisher
-/// is not held back for it.
-struct StreamAck(Option<oneshot::Sender<Result<(), StoreError>>>);
+/// is not held back for it. Its publisher waits at most [`again::HOLD`] from when it was
+/// made, however long it waited for the publishing task.
+struct StreamAck(
+    Option<oneshot::Sender<Result<(), StoreError>>>,
+    std::time::Instant,
+);
+
+impl StreamAck {
+    fn new(tx: oneshot::Sender<Result<(), StoreError>>) -> StreamAck {
+        StreamAck(Some(tx), std::time::Instant::now())
+    }
+}
 
 impl Drop for StreamAck {
     fn drop(&mut self) {
@@ -172,7 +182,7 @@ impl Cluster for NatsCluster {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        let ack = StreamAck(Some(tx));
+        let ack = StreamAck::new(tx);
         let _ = self.queue(Outbound::Message(msg.clone(), shares, Some(ack)));
         Some(Receipt::answered_by(rx))
     }
@@ -182,7 +192,7 @@ impl Cluster for NatsCluster {
         // As for a PUBACK: while NATS is unreachable the node does not hold its clients.
         let (ack, receipt) = if self.linked.load(Ordering::Acquire) {
             let (tx, rx) = oneshot::channel();
-            (Some(StreamAck(Some(tx))), Some(Receipt::answered_by(rx)))
+            (Some(StreamAck::new(tx)), Some(Receipt::answered_by(rx)))
         } else {
             (None, None)
         };
@@ -608,7 +618,7 @@ impl Publisher {
         acks: Vec<StreamAck>,
     ) -> Result<(), String> {
         let (body, claimed) = batch.finish();
-        let again = self.again(body.clone(), claimed.len()).await;
+        let again = self.again(body.clone(), claimed.len(), &acks).await;
         match self.messages.publish(body, &again.id).await {
             Ok(ack) => {
                 for (client_id, number) in &claimed {
@@ -636,7 +646,7 @@ impl Publisher {
     /// with the NATS server.
     async fn send_batch(&self, batch: messages::Batch, acks: Vec<StreamAck>) -> Result<(), String> {
         let (count, body, shared) = batch.finish();
-        let again = self.again(body.clone(), count as usize).await;
+        let again = self.again(body.clone(), count as usize, &acks).await;
         let published = self.messages.publish(body, &again.id).await;
         let mut shares_sent = Ok(());
         for msg in &shared {
@@ -679,7 +689,7 @@ impl Publisher {
         let (subject, body) = self.sync.update(msg);
         let again = again::Again {
             target: again::Target::Retained(subject.clone()),
-            ..self.again(body.clone(), 1).await
+            ..self.again(body.clone(), 1, &[]).await
         };
         let ack = self.sync.publish(&subject, body, &again.id).await?;
         let pending = PendingAck {
@@ -690,16 +700,18 @@ impl Publisher {
         self.acks.send(pending).await.map_err(|e| e.to_string())
     }
 
-    /// What it takes to publish `body` (of `count` messages or claims) again, once its
-    /// bytes fit within [`again::UNACKED_KIB`].
-    async fn again(&self, body: bytes::Bytes, count: usize) -> again::Again {
+    /// What it takes to publish `body` (of `count` messages or claims, whose publishers wait
+    /// on `acks`) again, once its bytes fit within [`again::UNACKED_KIB`]. It counts from the
+    /// oldest receipt: a publisher's wait includes its wait in the queue.
+    async fn again(&self, body: bytes::Bytes, count: usize, acks: &[StreamAck]) -> again::Again {
         let held = again::hold(&self.unacked, body.len()).await;
+        let now = std::time::Instant::now();
         again::Again {
             target: again::Target::Messages,
             id: self.ids.next(),
             body,
             count: count as u64,
-            since: std::time::Instant::now(),
+            since: acks.iter().map(|a| a.1).min().unwrap_or(now),
             _held: held,
         }
     }

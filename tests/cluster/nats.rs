@@ -90,6 +90,32 @@ impl Nats {
         }
     }
 
+    /// Replaces the JetStream stream `name` by one of the same name on other subjects (an
+    /// operator's mistake): what is published on the old subjects is refused until
+    /// [`Self::delete_stream`].
+    pub async fn misconfigure_stream(&self, name: &str) {
+        let js = self.jetstream().await;
+        js.delete_stream(name).await.expect("stream deleted");
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.to_owned(),
+            subjects: vec!["elsewhere.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream made");
+    }
+
+    /// Deletes the JetStream stream `name`.
+    pub async fn delete_stream(&self, name: &str) {
+        let js = self.jetstream().await;
+        js.delete_stream(name).await.expect("stream deleted");
+    }
+
+    async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.url()).await.expect("NATS client");
+        async_nats::jetstream::new(client)
+    }
+
     /// Stops the server (SIGKILL) and starts it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
@@ -135,6 +161,21 @@ impl Nats {
                 u64::from_str_radix(queues.split(':').nth(1)?, 16).ok()
             })
             .sum()
+    }
+
+    /// For a frozen server ([`Self::pause`]): waits until its sockets hold `more` bytes
+    /// beyond `unread` (what a client sent since `unread` was read), then kills the server
+    /// with them unread and starts it again.
+    pub async fn restart_holding(&mut self, unread: u64, more: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.unread_bytes() < unread + more {
+            assert!(
+                Instant::now() < deadline,
+                "what was sent never reached NATS's socket"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.restart();
     }
 
     /// Stops the server (SIGKILL).
