@@ -295,6 +295,26 @@ async fn publishers_are_not_held_long_while_the_stream_refuses() {
         }
         assert!(started.elapsed() < Duration::from_secs(7));
     }
+    // Three of 100 KB at once: two batches (256 KiB each at most), neither held longer.
+    let started = Instant::now();
+    let big = vec![b'x'; 100_000];
+    for pid in 11..=13u16 {
+        publ.send(&Packet::Publish(publish(
+            "s/big",
+            &big,
+            QoS::AtLeastOnce,
+            pid,
+        )))
+        .await;
+    }
+    let mut acked = Vec::new();
+    while acked.len() < 3 {
+        match publ.recv(Duration::from_secs(8)).await {
+            Recv::Packet(Packet::PubAck(ack)) => acked.push(ack.packet_id),
+            other => panic!("publisher held past 8 s while the stream refuses: {other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(8), "{acked:?}");
     nats.delete_stream("starling_messages").await;
     nats.restart();
     linked(&a, &b).await;

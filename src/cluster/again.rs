@@ -13,8 +13,8 @@
 //!   [`HOLD`] from its first publish, whichever comes first: as while NATS is away, a
 //!   publisher is not held longer than a stream's answer may take.
 //! - Until everything waiting here is in the stream, the publishing task sends nothing new
-//!   (for up to [`HOLD`] per batch it sends), so what it sends next stays behind. A batch that
-//!   had already gone after the failed one may still land before it.
+//!   (for up to [`HOLD`] from when something began to wait), so what it sends next stays
+//!   behind. A batch that had already gone after the failed one may still land before it.
 //! - A batch is given up after [`GIVE_UP`] (counted in
 //!   `starling_cluster_messages_dropped_total`), and so is one that finds [`BATCHES`] waiting
 //!   already. Their bytes count, with those of the batches awaiting their stream's answer,
@@ -173,9 +173,14 @@ impl Backlog {
         }
     }
 
+    /// Whether nothing waits to be published again.
+    pub(super) fn is_empty(&self) -> bool {
+        self.batches.load(Ordering::Acquire) == 0
+    }
+
     /// Returns once nothing waits to be published again.
     pub(super) async fn until_empty(&self) {
-        if self.batches.load(Ordering::Acquire) == 0 {
+        if self.is_empty() {
             return;
         }
         loop {
@@ -183,7 +188,7 @@ impl Backlog {
             tokio::pin!(empty);
             // Registered before the check, so a notification in between is not missed.
             empty.as_mut().enable();
-            if self.batches.load(Ordering::Acquire) == 0 {
+            if self.is_empty() {
                 return;
             }
             empty.await;

@@ -117,13 +117,11 @@ impl Drop for StreamAck {
 /// A stream's acknowledgement of one publish, and what else waits for it.
 struct PendingAck {
     ack: PublishAckFuture,
-    /// When it was published: the answer is awaited until [`again::HOLD`] after that.
-    /// (async-nats counts its own wait from when the answer is awaited, and this task awaits
-    /// the answers one after the other.)
-    sent: std::time::Instant,
-    /// For a batch of the messages stream: what it takes to publish it again if the stream
-    /// does not acknowledge it (see [`again`]).
-    again: Option<again::Again>,
+    /// What it takes to publish it again if the stream does not acknowledge it (see
+    /// [`again`]). Its answer is awaited until [`again::HOLD`] after `again.since`: async-nats
+    /// counts its own wait from when the answer is awaited, and this task awaits the answers
+    /// one after the other.
+    again: again::Again,
     /// Flushes the shares connection, when shared copies went out with the batch: they go over
     /// core NATS, so its acknowledgement does not cover them.
     flush: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -132,13 +130,12 @@ struct PendingAck {
 }
 
 impl PendingAck {
-    fn new(ack: PublishAckFuture) -> PendingAck {
+    fn new(ack: PublishAckFuture, again: again::Again, receipts: Vec<StreamAck>) -> PendingAck {
         PendingAck {
             ack,
-            sent: std::time::Instant::now(),
-            again: None,
+            again,
             flush: None,
-            receipts: Vec::new(),
+            receipts,
         }
     }
 }
@@ -536,6 +533,8 @@ impl Publisher {
     async fn run(self, mut rx: mpsc::Receiver<Outbound>, shutdown: CancellationToken) {
         // An item taken from the queue that ended a batch: it goes next.
         let mut next: Option<Outbound> = None;
+        // Since when something has waited to be published again, as far as this task saw.
+        let mut behind_since: Option<std::time::Instant> = None;
         loop {
             let item = match next.take() {
                 Some(item) => item,
@@ -548,14 +547,20 @@ impl Publisher {
                     item
                 }
             };
-            // Behind what waits to be published again, for a while: so that a NATS failover
-            // does not reorder, and a stream that keeps refusing does not hold publishers for
-            // long.
-            tokio::select! {
-                _ = tokio::time::timeout(again::HOLD, self.backlog.until_empty()) => {}
-                _ = shutdown.cancelled() => {
-                    next = Some(item);
-                    break;
+            // Behind what waits to be published again, for [`again::HOLD`] at most from when
+            // something began to wait: so that a NATS failover does not reorder, and a stream
+            // that keeps refusing does not hold publishers for long.
+            if self.backlog.is_empty() {
+                behind_since = None;
+            } else {
+                let since = *behind_since.get_or_insert_with(std::time::Instant::now);
+                let until = tokio::time::Instant::from_std(since + again::HOLD);
+                tokio::select! {
+                    _ = tokio::time::timeout_at(until, self.backlog.until_empty()) => {}
+                    _ = shutdown.cancelled() => {
+                        next = Some(item);
+                        break;
+                    }
                 }
             }
             next = self.send(item, &mut rx).await;
@@ -624,12 +629,7 @@ impl Publisher {
                 for (client_id, number) in &claimed {
                     self.claims.sent(client_id, *number);
                 }
-                let pending = PendingAck {
-                    receipts: acks,
-                    sent: again.since,
-                    again: Some(again),
-                    ..PendingAck::new(ack)
-                };
+                let pending = PendingAck::new(ack, again, acks);
                 self.acks.send(pending).await.map_err(|e| e.to_string())
             }
             Err(e) => {
@@ -664,11 +664,8 @@ impl Publisher {
                     }) as Pin<Box<dyn Future<Output = ()> + Send>>
                 });
                 let pending = PendingAck {
-                    ack,
-                    sent: again.since,
-                    again: Some(again),
                     flush,
-                    receipts: acks,
+                    ..PendingAck::new(ack, again, acks)
                 };
                 self.acks.send(pending).await.map_err(|e| e.to_string())
             }
@@ -692,11 +689,7 @@ impl Publisher {
             ..self.again(body.clone(), 1, &[]).await
         };
         let ack = self.sync.publish(&subject, body, &again.id).await?;
-        let pending = PendingAck {
-            sent: again.since,
-            again: Some(again),
-            ..PendingAck::new(ack)
-        };
+        let pending = PendingAck::new(ack, again, Vec::new());
         self.acks.send(pending).await.map_err(|e| e.to_string())
     }
 
@@ -760,28 +753,25 @@ fn gather(
 }
 
 /// Awaits the streams' acknowledgements of what the publishing task wrote, in order, and
-/// answers the receipts waiting for them (by dropping them). A batch of the messages stream
-/// that was not taken goes, with its receipts, to be published again (see [`again`]); what
-/// else a stream did not take is counted as dropped.
+/// answers the receipts waiting for them (by dropping them). A batch (or retained update) that
+/// was not taken goes, with its receipts, to be published again (see [`again`]).
 async fn ack_task(
     mut rx: mpsc::Receiver<PendingAck>,
     (retry, backlog): (mpsc::Sender<again::Failed>, Arc<again::Backlog>),
     metrics: Arc<ClusterMetrics>,
 ) {
     while let Some(pending) = rx.recv().await {
-        let deadline = tokio::time::Instant::from_std(pending.sent + again::HOLD);
-        let taken = match tokio::time::timeout_at(deadline, pending.ack.into_future()).await {
-            Ok(taken) => taken.map(|_| ()).map_err(|e| e.to_string()),
-            Err(_) => Err("no answer in time".to_owned()),
-        };
+        let deadline = tokio::time::Instant::from_std(pending.again.since + again::HOLD);
+        let taken = tokio::time::timeout_at(deadline, pending.ack.into_future())
+            .await
+            .is_ok_and(|answer| answer.is_ok());
         if let Some(flush) = pending.flush {
             flush.await;
         }
-        let Err(e) = taken else { continue };
-        let Some(again) = pending.again else {
-            not_taken(&metrics, 1, &e);
+        if taken {
             continue;
-        };
+        }
+        let again = pending.again;
         let count = again.count;
         if !backlog.admit() {
             not_taken(&metrics, count, "too much waits to be published again");
