@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::messages::Messages;
 use super::retained;
-use super::StreamAck;
 use crate::metrics::ClusterMetrics;
+use crate::storage::StoreError;
 
 /// How long a batch's publishers wait for the stream at most (async-nats waits as long for a
 /// stream's acknowledgement).
@@ -55,6 +55,32 @@ const ATTEMPT: Duration = Duration::from_secs(6);
 
 /// How often receipts are checked against [`HOLD`] while an attempt or a pause lasts.
 const TICK: Duration = Duration::from_millis(250);
+
+/// Answers a receipt from [`crate::broker::cluster::Cluster::routed`] when dropped: after the stream took the
+/// message's batch and its shared copies reached NATS (the acknowledgement task drops it
+/// then), or once that cannot happen (the queue to NATS was full, NATS refused the batch, the
+/// node stops). In those cases the message reaches only this node, counted in
+/// `starling_cluster_messages_dropped_total`, as when NATS is unreachable, and its publisher
+/// is not held back for it. Its publisher waits at most [`HOLD`] from when it was
+/// made, however long it waited for the publishing task.
+pub(super) struct StreamAck(
+    Option<oneshot::Sender<Result<(), StoreError>>>,
+    pub(super) Instant,
+);
+
+impl StreamAck {
+    pub(super) fn new(tx: oneshot::Sender<Result<(), StoreError>>) -> StreamAck {
+        StreamAck(Some(tx), std::time::Instant::now())
+    }
+}
+
+impl Drop for StreamAck {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Ok(()));
+        }
+    }
+}
 
 /// Where a batch goes.
 #[derive(Clone)]

@@ -37,6 +37,9 @@ mod claims;
 mod leases;
 mod messages;
 mod publisher;
+
+use again::StreamAck;
+use publisher::{Outbound, Subjects};
 mod retained;
 mod shares;
 
@@ -55,7 +58,7 @@ use crate::config::ClusterConfig;
 use crate::message::Message;
 use crate::metrics::ClusterMetrics;
 use crate::persistence::Receipt;
-use crate::storage::{unix_ms_now, StoreError};
+use crate::storage::unix_ms_now;
 
 /// Stream acknowledgements awaited at once before the publishing task waits for them.
 const ACKS_IN_FLIGHT: usize = 4096;
@@ -66,43 +69,6 @@ pub enum ClusterError {
     /// The NATS client refused the options (a `cafile` it cannot read, a bad server URL).
     #[error("cluster: NATS connection: {0}")]
     Connect(String),
-}
-
-/// What the hooks queue for the publishing task.
-enum Outbound {
-    /// A routed message; true: its shared copy goes out too (see [`shares`]). With the answer
-    /// its publisher's acknowledgement waits for, if it waits.
-    Message(Arc<Message>, bool, Option<StreamAck>),
-    /// A client id claimed here, and the claim's number (see [`claims::Claims`]); with the
-    /// answer its CONNACK waits for, if it waits.
-    Claim(String, u64, Option<StreamAck>),
-    Retained(Arc<Message>),
-}
-
-/// Answers a receipt from [`Cluster::routed`] when dropped: after the stream took the
-/// message's batch and its shared copies reached NATS (the acknowledgement task drops it
-/// then), or once that cannot happen (the queue to NATS was full, NATS refused the batch, the
-/// node stops). In those cases the message reaches only this node, counted in
-/// `starling_cluster_messages_dropped_total`, as when NATS is unreachable, and its publisher
-/// is not held back for it. Its publisher waits at most [`again::HOLD`] from when it was
-/// made, however long it waited for the publishing task.
-struct StreamAck(
-    Option<oneshot::Sender<Result<(), StoreError>>>,
-    std::time::Instant,
-);
-
-impl StreamAck {
-    fn new(tx: oneshot::Sender<Result<(), StoreError>>) -> StreamAck {
-        StreamAck(Some(tx), std::time::Instant::now())
-    }
-}
-
-impl Drop for StreamAck {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(Ok(()));
-        }
-    }
 }
 
 /// The broker's view of the cluster: queues what the other nodes must hear.
@@ -248,13 +214,6 @@ fn random_node() -> String {
         bytes.copy_from_slice(&unix_ms_now().to_be_bytes()[2..]);
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The subjects of one cluster.
-#[derive(Clone)]
-struct Subjects {
-    prefix: String,
-    node: String,
 }
 
 impl Pending {

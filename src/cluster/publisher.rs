@@ -12,9 +12,28 @@ use async_nats::jetstream::context::PublishAckFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{again, claims, messages, retained, shares, Outbound, StreamAck, Subjects};
+use super::again::{self, StreamAck};
+use super::{claims, messages, retained, shares};
 use crate::message::Message;
 use crate::metrics::ClusterMetrics;
+
+/// What the hooks queue for the publishing task.
+pub(super) enum Outbound {
+    /// A routed message; true: its shared copy goes out too (see [`super::shares`]). With the answer
+    /// its publisher's acknowledgement waits for, if it waits.
+    Message(Arc<Message>, bool, Option<StreamAck>),
+    /// A client id claimed here, and the claim's number (see [`super::claims::Claims`]); with the
+    /// answer its CONNACK waits for, if it waits.
+    Claim(String, u64, Option<StreamAck>),
+    Retained(Arc<Message>),
+}
+
+/// The subjects of one cluster.
+#[derive(Clone)]
+pub(super) struct Subjects {
+    pub(super) prefix: String,
+    pub(super) node: String,
+}
 
 /// How long the acknowledgement task waits for the shares connection to flush (async-nats
 /// waits as long for a stream's acknowledgement).
